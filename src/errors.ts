@@ -1,0 +1,100 @@
+/**
+ * Every error a user or a peer can see. One base class, one subclass per failure, each with a
+ * stable `code` (documented in docs/errors.md) and a `hint` that says what to do about it.
+ * Codes never change meaning once released; add new ones instead.
+ */
+export class LightagentError extends Error {
+  readonly code: string;
+  readonly hint: string | undefined;
+  constructor(code: string, message: string, hint?: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+    this.hint = hint;
+  }
+  /** One line for a terminal: what happened, then what to do. */
+  toUserString(): string {
+    return this.hint ? `${this.message} (${this.code})\n  -> ${this.hint}` : `${this.message} (${this.code})`;
+  }
+}
+
+/** A configuration file or flag is invalid. `issues` lists every problem at once, each with its key path. */
+export class ConfigError extends LightagentError {
+  readonly issues: readonly string[];
+  constructor(source: string, issues: readonly string[]) {
+    super(
+      'LA_ERR_CONFIG',
+      `invalid configuration in ${source}:\n${issues.map((i) => `  - ${i}`).join('\n')}`,
+      'fix the settings listed above; `--help` lists every option',
+    );
+    this.issues = issues;
+  }
+}
+
+/** Wire-protocol errors. `closeCode` is the WebSocket close code the receiver closes with. */
+export type ProtocolErrorCode =
+  | 'LA_ERR_PROTO_MALFORMED'
+  | 'LA_ERR_PROTO_OVERSIZED'
+  | 'LA_ERR_PROTO_UNEXPECTED'
+  | 'LA_ERR_PROTO_VERSION'
+  | 'LA_ERR_PROTO_UPLOAD';
+
+export class ProtocolError extends LightagentError {
+  declare readonly code: ProtocolErrorCode;
+  constructor(code: ProtocolErrorCode, message: string) {
+    super(code, message, 'the peer sent a frame this version does not accept; check that agent and SVM versions match');
+  }
+}
+
+export class AuthError extends LightagentError {
+  constructor(message: string) {
+    super('LA_ERR_AUTH', message, 'check the tenant token configured on the agent (`token`, LIGHTAGENT_TOKEN) against the SVM');
+  }
+}
+
+export class SvmUnavailableError extends LightagentError {
+  constructor(url: string, detail: string, options?: { cause?: unknown }) {
+    super('LA_ERR_SVM_UNAVAILABLE', `no SVM reachable at ${url}: ${detail}`, 'check that lightagent-svm runs and that `svm` points at it', options);
+  }
+}
+
+export class DeadlineError extends LightagentError {
+  constructor(what: string, ms: number) {
+    super('LA_ERR_DEADLINE', `${what} did not finish within ${ms} ms`, 'the SVM is slow or overloaded; raise `deadline` or add SVM capacity');
+  }
+}
+
+/** The SVM answered a request with an error verdict (engine failure, upload cap, rate limit). */
+export class ScanFailedError extends LightagentError {
+  constructor(code: string, message: string) {
+    super(code, message, 'see the SVM log for the cause; the file was not judged');
+  }
+}
+
+export class FileAccessError extends LightagentError {
+  constructor(path: string, detail: string, options?: { cause?: unknown }) {
+    super('LA_ERR_FILE', `${path}: ${detail}`, 'check that the path exists and that the agent may read it', options);
+  }
+}
+
+export class SignatureFileError extends LightagentError {
+  constructor(file: string, line: number, detail: string) {
+    super('LA_ERR_SIGNATURES', `${file}:${line}: ${detail}`, 'fix or remove that line; the rest of the file was loaded');
+  }
+}
+
+export class PlatformError extends LightagentError {
+  constructor(code: string, message: string, hint?: string, options?: { cause?: unknown }) {
+    super(code, message, hint, options);
+  }
+}
+
+/** Lift anything thrown into something with a code and a message. */
+export function describeError(err: unknown): { code: string; message: string } {
+  if (err instanceof LightagentError) return { code: err.code, message: err.message };
+  if (err instanceof Error) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return { code: typeof code === 'string' ? code : 'LA_ERR_INTERNAL', message: err.message };
+  }
+  return { code: 'LA_ERR_INTERNAL', message: String(err) };
+}

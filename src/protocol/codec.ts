@@ -1,0 +1,137 @@
+/**
+ * One codec for both sides. `decode*` take the raw text of a frame and return a validated message
+ * or throw ProtocolError — never anything else, whatever the bytes (fuzzed in test/protocol).
+ * Unknown fields are dropped so a newer peer's extras cannot reach our logic.
+ */
+import { ProtocolError } from '../errors.js';
+import {
+  FRAME_LIMITS,
+  type AgentMessage,
+  type Message,
+  type SvmMessage,
+} from './messages.js';
+
+type FieldKind = 'str' | 'hex64' | 'uint' | 'uint32' | 'num01' | 'bool' | 'obj';
+interface Field {
+  kind: FieldKind;
+  optional?: boolean;
+  oneOf?: readonly string[];
+  /** For 'obj': nested fields. */
+  fields?: Record<string, Field>;
+}
+type Schema = Record<string, Field>;
+
+const s = (o: Partial<Field> = {}): Field => ({ kind: 'str', ...o });
+const opt = (f: Field): Field => ({ ...f, optional: true });
+const uint: Field = { kind: 'uint' };
+const uint32: Field = { kind: 'uint32' };
+const hex64: Field = { kind: 'hex64' };
+
+const limitsFields: Record<string, Field> = { maxFileSize: uint, maxChunk: uint, maxInFlight: uint };
+const processFields: Record<string, Field> = { pid: uint, exe: opt(s()), cmdline: opt(s()), uid: opt(uint) };
+
+const AGENT_SCHEMAS: Record<string, Schema> = {
+  hello: {
+    v: uint, agentId: s(), token: s(), host: s(), os: s({ oneOf: ['linux', 'windows', 'other'] }),
+    hypervisor: opt(s()), agentVersion: s(),
+  },
+  lookup: { id: uint32, sha256: hex64, size: uint },
+  scan: { id: uint32, size: uint, name: opt(s()) },
+  cancel: { id: uint32 },
+  event: {
+    kind: s({ oneOf: ['detection'] }), time: s(), path: s(), sha256: opt(hex64), threat: s(),
+    action: s({ oneOf: ['denied', 'quarantined', 'reported', 'killed'] }),
+    process: opt({ kind: 'obj', fields: processFields }),
+  },
+};
+
+const SVM_SCHEMAS: Record<string, Schema> = {
+  welcome: { v: uint, svmId: s(), generation: s(), load: { kind: 'num01' }, limits: { kind: 'obj', fields: limitsFields } },
+  verdict: {
+    id: uint32, verdict: s({ oneOf: ['clean', 'infected', 'unknown', 'error'] }), sha256: opt(hex64), threat: opt(s()),
+    engine: opt(s()), generation: opt(s()), code: opt(s()), message: opt(s()), cached: opt({ kind: 'bool' }),
+  },
+  load: { load: { kind: 'num01' }, queue: uint },
+  generation: { generation: s() },
+  error: { code: s(), message: s(), id: opt(uint32) },
+};
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+function bad(msg: string): never {
+  throw new ProtocolError('LA_ERR_PROTO_MALFORMED', msg);
+}
+
+function checkFields(src: Record<string, unknown>, schema: Schema, where: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, f] of Object.entries(schema)) {
+    const v = src[key];
+    if (v === undefined || v === null) {
+      if (f.optional) continue;
+      bad(`${where}.${key} is missing`);
+    }
+    switch (f.kind) {
+      case 'str':
+        if (typeof v !== 'string') bad(`${where}.${key} must be a string`);
+        if (v.length > FRAME_LIMITS.maxString) throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where}.${key} is longer than ${FRAME_LIMITS.maxString}`);
+        if (f.oneOf && !f.oneOf.includes(v)) bad(`${where}.${key} must be one of ${f.oneOf.join(', ')}`);
+        break;
+      case 'hex64':
+        if (typeof v !== 'string' || !HEX64.test(v)) bad(`${where}.${key} must be 64 lowercase hex characters`);
+        break;
+      case 'uint':
+        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) bad(`${where}.${key} must be a non-negative integer`);
+        break;
+      case 'uint32':
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > FRAME_LIMITS.maxId) bad(`${where}.${key} must be a uint32`);
+        break;
+      case 'num01':
+        if (typeof v !== 'number' || !(v >= 0 && v <= 1)) bad(`${where}.${key} must be a number in [0, 1]`);
+        break;
+      case 'bool':
+        if (typeof v !== 'boolean') bad(`${where}.${key} must be a boolean`);
+        break;
+      case 'obj':
+        if (typeof v !== 'object' || Array.isArray(v)) bad(`${where}.${key} must be an object`);
+        out[key] = checkFields(v as Record<string, unknown>, f.fields!, `${where}.${key}`);
+        continue;
+    }
+    out[key] = v;
+  }
+  return out;
+}
+
+function decodeWith(data: string | Buffer, schemas: Record<string, Schema>): Message {
+  const len = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+  if (len > FRAME_LIMITS.maxTextFrame) throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `control frame of ${len} bytes exceeds ${FRAME_LIMITS.maxTextFrame}`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
+  } catch {
+    bad('control frame is not valid JSON');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) bad('control frame must be a JSON object');
+  const t = (parsed as Record<string, unknown>).t;
+  if (typeof t !== 'string' || !Object.hasOwn(schemas, t)) {
+    throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', `unknown message type ${JSON.stringify(String(t)).slice(0, 40)}`);
+  }
+  const out = checkFields(parsed as Record<string, unknown>, schemas[t]!, t);
+  out.t = t;
+  return out as unknown as Message;
+}
+
+/** SVM side: decode what an agent sent. */
+export function decodeAgentMessage(data: string | Buffer): AgentMessage {
+  return decodeWith(data, AGENT_SCHEMAS) as AgentMessage;
+}
+
+/** Agent side: decode what an SVM sent. */
+export function decodeSvmMessage(data: string | Buffer): SvmMessage {
+  return decodeWith(data, SVM_SCHEMAS) as SvmMessage;
+}
+
+export function encodeMessage(msg: Message): string {
+  const text = JSON.stringify(msg);
+  if (text.length > FRAME_LIMITS.maxTextFrame) throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `refusing to send a ${msg.t} frame of ${text.length} bytes`);
+  return text;
+}

@@ -1,0 +1,138 @@
+/**
+ * lightagent/1 — the messages agent and SVM exchange.
+ *
+ * Control messages are JSON text frames with a `t` (type) field. File content travels in binary
+ * frames (see chunk.ts). Requests carry an `id` (uint32, chosen by the agent, unique among its
+ * in-flight requests); the SVM answers each with exactly one `verdict` of the same id.
+ *
+ *   agent -> SVM: hello, lookup, scan (then binary chunks), event, cancel
+ *   SVM -> agent: welcome, verdict, load, generation, error
+ */
+export const PROTOCOL = 'lightagent/1';
+export const PROTOCOL_VERSION = 1;
+
+export type OsName = 'linux' | 'windows' | 'other';
+export type Verdict = 'clean' | 'infected' | 'unknown' | 'error';
+
+export interface Hello {
+  t: 'hello';
+  v: number; // protocol version the agent speaks
+  agentId: string;
+  token: string;
+  host: string;
+  os: OsName;
+  hypervisor?: string;
+  agentVersion: string;
+}
+
+export interface Limits {
+  /** Largest file the SVM accepts for upload, bytes. */
+  maxFileSize: number;
+  /** Largest binary chunk payload, bytes. */
+  maxChunk: number;
+  /** Requests an agent may have in flight at once. */
+  maxInFlight: number;
+}
+
+export interface Welcome {
+  t: 'welcome';
+  v: number;
+  svmId: string;
+  generation: string;
+  load: number; // 0..1, share of scan capacity in use
+  limits: Limits;
+}
+
+/** Ask for a verdict by content hash: answers from the SVM's shared cache, never uploads. */
+export interface Lookup {
+  t: 'lookup';
+  id: number;
+  sha256: string; // 64 lowercase hex chars
+  size: number;
+}
+
+/** Announce an upload of `size` bytes; binary chunks with the same id follow. */
+export interface ScanRequest {
+  t: 'scan';
+  id: number;
+  size: number;
+  /** Optional hint for logs on the SVM; never trusted for anything else. */
+  name?: string;
+}
+
+export interface Cancel {
+  t: 'cancel';
+  id: number;
+}
+
+export interface VerdictMsg {
+  t: 'verdict';
+  id: number;
+  verdict: Verdict;
+  /** SHA-256 the SVM computed (scan) or was asked about (lookup). */
+  sha256?: string;
+  threat?: string;
+  engine?: string;
+  generation?: string;
+  /** For `error` verdicts: a stable code and a message. */
+  code?: string;
+  message?: string;
+  /** True when the verdict came from the SVM's cache (no engine run). */
+  cached?: boolean;
+}
+
+export interface DetectionEvent {
+  t: 'event';
+  kind: 'detection';
+  time: string; // ISO 8601
+  path: string;
+  sha256?: string;
+  threat: string;
+  action: 'denied' | 'quarantined' | 'reported' | 'killed';
+  process?: { pid: number; exe?: string; cmdline?: string; uid?: number };
+}
+
+export interface LoadReport {
+  t: 'load';
+  load: number;
+  queue: number;
+}
+
+export interface GenerationChange {
+  t: 'generation';
+  generation: string;
+}
+
+export interface ErrorMsg {
+  t: 'error';
+  code: string;
+  message: string;
+  id?: number;
+}
+
+export type AgentMessage = Hello | Lookup | ScanRequest | Cancel | DetectionEvent;
+export type SvmMessage = Welcome | VerdictMsg | LoadReport | GenerationChange | ErrorMsg;
+export type Message = AgentMessage | SvmMessage;
+
+/** WebSocket close codes (4000-4999 are for applications, RFC 6455 section 7.4.2). */
+export const CloseCode = {
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  PROTOCOL: 4000,
+  AUTH: 4001,
+  VERSION: 4002,
+  OVERSIZED: 4003,
+  HELLO_TIMEOUT: 4004,
+  RATE_LIMITED: 4005,
+  SHUTDOWN: 4010,
+} as const;
+
+/** Hard bounds applied by the codec before any other logic runs. */
+export const FRAME_LIMITS = {
+  /** Largest control (text) frame, bytes. */
+  maxTextFrame: 64 * 1024,
+  /** Largest chunk payload either side will ever accept, bytes. */
+  maxChunk: 1024 * 1024,
+  maxString: 4096,
+  maxId: 0xffff_ffff,
+} as const;
