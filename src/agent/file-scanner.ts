@@ -1,0 +1,202 @@
+/**
+ * FileScanner — one file, one verdict. Shared by `lightagent scan`, the daemon's background scans
+ * and the on-access gate, so every path asks the same way:
+ *
+ *   1. identity (dev, ino, size, mtime, ctime) in the local cache      -> answer, no read
+ *   2. read through the fd once: xxh64 fingerprint + SHA-256
+ *      fingerprint in the local cache (a copy of a known file)         -> answer, no SVM
+ *   3. SVM lookup by SHA-256 (shared verdicts of every guest)          -> answer, no upload
+ *   4. upload the content; the SVM hashes it itself and scans it       -> answer
+ *
+ * Content is always read through the fd the caller holds (for the gate: the fanotify event fd),
+ * never reopened by path: that would race with a swap and deadlock under fanotify.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { LightagentError, ScanFailedError, describeError } from '../errors.js';
+import type { SvmLink } from '../svm-link/index.js';
+import type { VerdictMsg } from '../protocol/index.js';
+
+export type Outcome = 'clean' | 'infected' | 'error' | 'skipped';
+export type VerdictSource = 'cache-identity' | 'cache-fingerprint' | 'svm-cache' | 'svm-scan' | 'none';
+
+export interface ScanResult {
+  path: string;
+  outcome: Outcome;
+  threat?: string;
+  sha256?: string;
+  size: number;
+  source: VerdictSource;
+  /** Bytes of content uploaded to the SVM for this file. */
+  uploaded: number;
+  /** Bytes read from the file to hash it (0 on an identity hit). */
+  read: number;
+  error?: { code: string; message: string };
+}
+
+/** What the scanner needs of the local verdict cache (src/cache implements it). */
+export interface LocalVerdictStore {
+  /** Identity hit: the verdict without reading the file. `stale` clean verdicts are re-checked by SHA-256. */
+  lookupIdentity(st: fs.BigIntStats): LocalHit | undefined;
+  /** Start a content hash (xxh64 seeded with the install secret). */
+  createHasher(): { update(b: Uint8Array): void; digest(): bigint };
+  lookupFingerprint(fp: bigint): LocalHit | undefined;
+  recordIdentity(st: fs.BigIntStats, fp: bigint): void;
+  record(st: fs.BigIntStats, fp: bigint, sha256: string, verdict: 'clean' | 'infected', threat?: string): void;
+  singleFlight<T>(key: string, fn: () => Promise<T>): Promise<T>;
+}
+
+export interface LocalHit {
+  verdict: 'clean' | 'infected';
+  threat?: string | undefined;
+  sha256: string;
+  stale: boolean;
+}
+
+export interface FileScannerOptions {
+  link: SvmLink;
+  cache?: LocalVerdictStore | undefined;
+  /** Files larger than this are not scanned (outcome `skipped`, reason in `error`). */
+  maxFileSize: number;
+  /** Deadline of a lookup, ms. Uploads get this plus time for the bytes at `minUploadRate`. */
+  deadlineMs: number;
+  /** Bytes per second assumed when computing an upload's deadline. */
+  minUploadRate?: number;
+  /** Files up to this size are kept in memory between hashing and upload (else read twice). */
+  inMemoryMax?: number;
+}
+
+const READ_BUF = 1024 * 1024;
+
+export class FileScanner {
+  private readonly buf = Buffer.allocUnsafe(READ_BUF);
+  private readonly opts: Required<Omit<FileScannerOptions, 'cache'>> & Pick<FileScannerOptions, 'cache'>;
+
+  constructor(options: FileScannerOptions) {
+    this.opts = { minUploadRate: 10 * 1024 * 1024, inMemoryMax: 4 * 1024 * 1024, ...options };
+  }
+
+  /** Open `path` without following a final symlink and scan it. Never throws: errors are in the result. */
+  async scanPath(path: string): Promise<ScanResult> {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    } catch (err) {
+      return errorResult(path, 0, err);
+    }
+    try {
+      const st = fs.fstatSync(fd, { bigint: true });
+      if (!st.isFile()) return { path, outcome: 'skipped', size: 0, source: 'none', uploaded: 0, read: 0, error: { code: 'LA_SKIP_NOT_REGULAR', message: 'not a regular file' } };
+      return await this.scanFd(fd, path, st);
+    } catch (err) {
+      return errorResult(path, 0, err);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** Scan the open file `fd` (the caller keeps ownership). Never throws. */
+  async scanFd(fd: number, path: string, st: fs.BigIntStats): Promise<ScanResult> {
+    const size = Number(st.size);
+    if (size > this.opts.maxFileSize) {
+      return { path, outcome: 'skipped', size, source: 'none', uploaded: 0, read: 0, error: { code: 'LA_SKIP_TOO_LARGE', message: `larger than max_file_size (${this.opts.maxFileSize} bytes)` } };
+    }
+    const cache = this.opts.cache;
+    try {
+      const hit = cache?.lookupIdentity(st);
+      if (hit && !hit.stale) return fromHit(path, size, hit, 'cache-identity', 0);
+      const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+      const run = () => this.scanContent(fd, path, st, size, hit);
+      return cache ? await cache.singleFlight(key, run) : await run();
+    } catch (err) {
+      return errorResult(path, size, err);
+    }
+  }
+
+  private async scanContent(fd: number, path: string, st: fs.BigIntStats, size: number, staleHit: LocalHit | undefined): Promise<ScanResult> {
+    const cache = this.opts.cache;
+    // A stale clean identity hit already knows the SHA-256: re-check by lookup, no read at all.
+    if (staleHit) {
+      const v = await this.opts.link.lookup(staleHit.sha256, size);
+      if (v.verdict === 'clean' || v.verdict === 'infected') {
+        // Refresh under the current generation. The fingerprint is unknown here, so re-hash
+        // only when the verdict changed; a clean confirmation keeps the identity entry.
+        return this.finish(path, st, size, undefined, staleHit.sha256, v, 'svm-cache', 0, 0);
+      }
+    }
+    const { sha256, fp, content } = this.hashFd(fd, size);
+    if (cache && fp !== undefined) {
+      const fpHit = cache.lookupFingerprint(fp);
+      if (fpHit && !fpHit.stale) {
+        cache.recordIdentity(st, fp);
+        return fromHit(path, size, fpHit, 'cache-fingerprint', size);
+      }
+    }
+    const looked = await this.opts.link.lookup(sha256, size);
+    if (looked.verdict === 'clean' || looked.verdict === 'infected') return this.finish(path, st, size, fp, sha256, looked, 'svm-cache', 0, size);
+    if (looked.verdict === 'error') throw new ScanFailedError(looked.code ?? 'LA_ERR_SCAN', looked.message ?? 'the SVM could not answer the lookup');
+
+    const read = content
+      ? (off: number, len: number) => content.subarray(off, off + len)
+      : (off: number, len: number) => {
+          const out = Buffer.allocUnsafe(len);
+          const n = fs.readSync(fd, out, 0, len, off);
+          return n === len ? out : out.subarray(0, n);
+        };
+    const uploadDeadline = this.opts.deadlineMs + Math.ceil((size / this.opts.minUploadRate) * 1000);
+    let scanned: VerdictMsg | undefined;
+    for (let attempt = 0; attempt < 4; attempt++) {
+      scanned = await this.opts.link.scan(size, read, uploadDeadline, path);
+      if (!(scanned.verdict === 'error' && scanned.code === 'LA_ERR_BUSY')) break;
+      await new Promise((r) => setTimeout(r, 50 * 2 ** attempt + Math.random() * 50));
+    }
+    if (!scanned || scanned.verdict === 'error' || scanned.verdict === 'unknown') {
+      throw new ScanFailedError(scanned?.code ?? 'LA_ERR_SCAN', scanned?.message ?? 'the SVM could not scan the file');
+    }
+    // The SVM hashed what it received; a mismatch means the file changed under us.
+    if (scanned.sha256 && scanned.sha256 !== sha256) {
+      throw new LightagentError('LA_ERR_FILE_CHANGED', 'the file changed while it was scanned', 'it will be scanned again at its next change');
+    }
+    return this.finish(path, st, size, fp, sha256, scanned, 'svm-scan', size, content ? size : size * 2);
+  }
+
+  private finish(path: string, st: fs.BigIntStats, size: number, fp: bigint | undefined, sha256: string, v: VerdictMsg, source: VerdictSource, uploaded: number, read: number): ScanResult {
+    const verdict = v.verdict === 'infected' ? 'infected' : 'clean';
+    const threat = v.threat ?? (verdict === 'infected' ? 'Unknown-Threat' : undefined);
+    if (fp !== undefined) this.opts.cache?.record(st, fp, sha256, verdict, threat);
+    const r: ScanResult = { path, outcome: verdict, sha256, size, source, uploaded, read };
+    if (threat !== undefined) r.threat = threat;
+    return r;
+  }
+
+  /** One pass over the file through `fd`: SHA-256, the local fingerprint, and the bytes if small. */
+  private hashFd(fd: number, size: number): { sha256: string; fp: bigint | undefined; content: Buffer | undefined } {
+    const sha = crypto.createHash('sha256');
+    const xx = this.opts.cache?.createHasher();
+    const keep = size <= this.opts.inMemoryMax ? Buffer.allocUnsafe(size) : undefined;
+    let off = 0;
+    while (off < size) {
+      const target = keep ? keep.subarray(off) : this.buf;
+      const n = fs.readSync(fd, target, 0, Math.min(target.length, READ_BUF), off);
+      if (n === 0) break;
+      const view = target.subarray(0, n);
+      sha.update(view);
+      xx?.update(view);
+      off += n;
+    }
+    if (off !== size) throw new LightagentError('LA_ERR_FILE_CHANGED', `the file shrank while it was read (${off} of ${size} bytes)`, 'it will be scanned again at its next change');
+    return { sha256: sha.digest('hex'), fp: xx?.digest(), content: keep };
+  }
+}
+
+function fromHit(path: string, size: number, hit: LocalHit, source: VerdictSource, read: number): ScanResult {
+  const r: ScanResult = { path, outcome: hit.verdict, sha256: hit.sha256, size, source, uploaded: 0, read };
+  if (hit.threat !== undefined) r.threat = hit.threat;
+  return r;
+}
+
+function errorResult(path: string, size: number, err: unknown): ScanResult {
+  const e = describeError(err);
+  const skip = ['ENOENT', 'ELOOP', 'EACCES', 'EPERM', 'ENXIO', 'EISDIR', 'ENOTDIR'].includes(e.code);
+  return { path, outcome: skip ? 'skipped' : 'error', size, source: 'none', uploaded: 0, read: 0, error: e };
+}

@@ -1,0 +1,83 @@
+/**
+ * Walks directory trees for on-demand scans. Never follows symlinks unless asked; with
+ * `followSymlinks`, directories already visited (by dev:ino) are reported as loops and skipped.
+ * Everything it cannot or should not scan (sockets, FIFOs, devices, unreadable directories,
+ * entries that vanish mid-walk) is reported through `onSkip`, never thrown.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+
+export interface WalkEntry {
+  path: string;
+  size: number;
+}
+
+export interface WalkSkip {
+  path: string;
+  code: string;
+  message: string;
+}
+
+export interface WalkOptions {
+  followSymlinks?: boolean;
+  /** Absolute path prefixes not to descend into or scan. */
+  exclude?: readonly string[];
+  onSkip?: (skip: WalkSkip) => void;
+}
+
+function kindOf(st: fs.Stats): string {
+  if (st.isSocket()) return 'a socket';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  return 'not a regular file';
+}
+
+/** Yields regular files under each root (a root may itself be a file). */
+export async function* walkTree(roots: readonly string[], opts: WalkOptions = {}): AsyncGenerator<WalkEntry> {
+  const seenDirs = new Set<string>();
+  const excluded = (p: string) => (opts.exclude ?? []).some((e) => p === e || p.startsWith(e.endsWith('/') ? e : `${e}/`));
+  const skip = (p: string, code: string, message: string) => opts.onSkip?.({ path: p, code, message });
+
+  const stack: string[] = [...roots].map((r) => path.resolve(r)).reverse();
+  while (stack.length > 0) {
+    const p = stack.pop()!;
+    if (excluded(p)) continue;
+    let st: fs.Stats;
+    try {
+      st = await fs.promises.lstat(p);
+      if (st.isSymbolicLink()) {
+        if (!opts.followSymlinks) {
+          skip(p, 'LA_SKIP_SYMLINK', 'symbolic link not followed (use --follow-symlinks)');
+          continue;
+        }
+        st = await fs.promises.stat(p);
+      }
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'ERR';
+      skip(p, code, code === 'ENOENT' ? 'vanished before it could be scanned' : code === 'ELOOP' ? 'symbolic link loop' : (err as Error).message);
+      continue;
+    }
+    if (st.isDirectory()) {
+      const key = `${st.dev}:${st.ino}`;
+      if (seenDirs.has(key)) {
+        skip(p, 'LA_SKIP_LOOP', 'directory already visited (symbolic link loop)');
+        continue;
+      }
+      if (opts.followSymlinks) seenDirs.add(key);
+      let names: string[];
+      try {
+        names = await fs.promises.readdir(p);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? 'ERR';
+        skip(p, code, `cannot list the directory: ${(err as Error).message}`);
+        continue;
+      }
+      names.sort();
+      for (let i = names.length - 1; i >= 0; i--) stack.push(path.join(p, names[i]!));
+    } else if (st.isFile()) {
+      yield { path: p, size: st.size };
+    } else {
+      skip(p, 'LA_SKIP_NOT_REGULAR', `${kindOf(st)}, not scanned`);
+    }
+  }
+}

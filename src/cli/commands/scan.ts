@@ -1,0 +1,231 @@
+/**
+ * `lightagent scan [options] PATH...` — recursive on-demand scan through an SVM.
+ * Exit codes: 0 all clean, 1 something infected, 2 error (bad arguments, no SVM, files that could
+ * not be judged).
+ */
+import { parseArgs } from 'node:util';
+import { loadAgentConfig, requireSvm, type AgentConfig } from '../../agent/config.js';
+import { FileScanner, type LocalVerdictStore, type ScanResult } from '../../agent/file-scanner.js';
+import { AGENT_VERSION, agentId } from '../../agent/identity.js';
+import { walkTree, type WalkEntry, type WalkSkip } from '../../agent/tree-walker.js';
+import { formatBytes } from '../../config/units.js';
+import { configureLogging } from '../../log.js';
+import { hostInfo } from '../../platform/host-info.js';
+import { SvmLink } from '../../svm-link/index.js';
+import { ProgressBar } from '../progress.js';
+import { err, fail, out, printJson } from '../output.js';
+import { openLocalCache } from '../../agent/local-cache.js';
+
+export const SCAN_HELP = `Usage: lightagent scan [options] PATH...
+
+Scan files and directory trees through an SVM. Symbolic links are not followed unless asked.
+
+Options:
+  --svm URL            SVM to use (ws:// or wss://); default from the config file or LIGHTAGENT_SVM_URL
+  --token T            tenant token; default from the config file or LIGHTAGENT_TOKEN
+  --config F           agent config file (default /etc/lightagent/agent.yaml if it exists)
+  --json               print one JSON document with every infected file and the totals
+  --jobs N             files scanned in parallel (default 4)
+  --follow-symlinks    follow symbolic links (loops are detected and skipped)
+  --exclude PATH       do not scan under PATH (repeatable)
+  --no-cache           do not use or update the local verdict cache
+  --cache-file F       local verdict cache file (default <state_dir>/cache.v1)
+  --verbose            list every skipped or failed file
+  -h, --help           show this help
+
+Exit status: 0 clean, 1 infected files found, 2 error.`;
+
+export interface ScanSummary {
+  files: number;
+  bytes: number;
+  clean: number;
+  infected: Array<{ path: string; threat: string; sha256?: string }>;
+  errors: Array<{ path: string; code: string; message: string }>;
+  skipped: Array<{ path: string; code: string; message: string }>;
+  uploadedBytes: number;
+  readBytes: number;
+  bySource: Record<string, number>;
+  seconds: number;
+  svm: { url: string; svmId?: string; generation?: string };
+}
+
+export async function scanCommand(argv: string[]): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        svm: { type: 'string' },
+        token: { type: 'string' },
+        config: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        jobs: { type: 'string' },
+        'follow-symlinks': { type: 'boolean', default: false },
+        exclude: { type: 'string', multiple: true },
+        'no-cache': { type: 'boolean', default: false },
+        'cache-file': { type: 'string' },
+        verbose: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (e) {
+    err(`lightagent scan: ${(e as Error).message}\n\n${SCAN_HELP}`);
+    return 2;
+  }
+  const o = args.values;
+  if (o.help) {
+    out(SCAN_HELP);
+    return 0;
+  }
+  if (args.positionals.length === 0) {
+    err(`lightagent scan: name at least one PATH to scan\n\n${SCAN_HELP}`);
+    return 2;
+  }
+  const jobs = o.jobs === undefined ? 4 : Number(o.jobs);
+  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) {
+    err('lightagent scan: --jobs must be an integer from 1 to 64');
+    return 2;
+  }
+  let cfg: AgentConfig;
+  try {
+    cfg = loadAgentConfig({ file: o.config, flags: { svm: o.svm, token: o.token } });
+    requireSvm(cfg);
+  } catch (e) {
+    return fail(e, 'lightagent scan');
+  }
+  configureLogging({ level: cfg.log.level, ...(cfg.log.file ? { file: cfg.log.file } : {}) });
+
+  const host = hostInfo();
+  const link = new SvmLink({
+    url: cfg.svm!,
+    token: cfg.token!,
+    agentId: agentId(cfg.state_dir, host.host),
+    host: host.host,
+    os: host.os,
+    hypervisor: host.hypervisor,
+    agentVersion: AGENT_VERSION,
+    deadlineMs: cfg.deadline,
+    maxInFlight: Math.max(jobs * 2, 8),
+  });
+  let cache: Awaited<ReturnType<typeof openLocalCache>> | undefined;
+  try {
+    await link.connect();
+    if (!o['no-cache']) cache = await openLocalCache(cfg, o['cache-file'], link.generation!);
+    const summary = await runScan(args.positionals, {
+      link,
+      cfg,
+      cache: cache?.store,
+      jobs,
+      followSymlinks: o['follow-symlinks'],
+      exclude: o.exclude ?? [],
+      progress: o.json ? undefined : new ProgressBar(),
+    });
+    if (o.json) printJson(summary);
+    else printSummary(summary, o.verbose);
+    if (summary.infected.length > 0) return 1;
+    return summary.errors.length > 0 ? 2 : 0;
+  } catch (e) {
+    return fail(e, 'lightagent scan');
+  } finally {
+    if (cache) await cache.close();
+    link.close();
+  }
+}
+
+interface RunScanOptions {
+  link: SvmLink;
+  cfg: AgentConfig;
+  cache?: LocalVerdictStore | undefined;
+  jobs: number;
+  followSymlinks: boolean;
+  exclude: string[];
+  progress?: ProgressBar | undefined;
+}
+
+/** Walk `roots` and scan every regular file with `jobs` workers. Exported for tests and the daemon's rescan. */
+export async function runScan(roots: string[], o: RunScanOptions): Promise<ScanSummary> {
+  const start = performance.now();
+  const scanner = new FileScanner({ link: o.link, cache: o.cache, maxFileSize: o.cfg.max_file_size, deadlineMs: o.cfg.deadline });
+  const summary: ScanSummary = {
+    files: 0, bytes: 0, clean: 0, infected: [], errors: [], skipped: [], uploadedBytes: 0, readBytes: 0, bySource: {}, seconds: 0,
+    svm: { url: o.link.url },
+  };
+  const queue: WalkEntry[] = [];
+  let walkDone = false;
+  let totalFiles = 0;
+  let totalBytes = 0;
+  const parked: Array<() => void> = [];
+  const wakeAll = () => {
+    for (const r of parked.splice(0)) r();
+  };
+  const onSkip = (s: WalkSkip) => summary.skipped.push({ path: s.path, code: s.code, message: s.message });
+
+  const walker = (async () => {
+    try {
+      for await (const e of walkTree(roots, { followSymlinks: o.followSymlinks, exclude: o.exclude, onSkip })) {
+        queue.push(e);
+        totalFiles++;
+        totalBytes += e.size;
+        wakeAll();
+      }
+    } finally {
+      walkDone = true;
+      wakeAll();
+    }
+  })();
+
+  const record = (r: ScanResult) => {
+    summary.files++;
+    summary.bytes += r.size;
+    summary.uploadedBytes += r.uploaded;
+    summary.readBytes += r.read;
+    summary.bySource[r.source] = (summary.bySource[r.source] ?? 0) + 1;
+    if (r.outcome === 'clean') summary.clean++;
+    else if (r.outcome === 'infected') summary.infected.push({ path: r.path, threat: r.threat ?? 'Unknown-Threat', ...(r.sha256 ? { sha256: r.sha256 } : {}) });
+    else if (r.outcome === 'skipped') summary.skipped.push({ path: r.path, code: r.error?.code ?? 'LA_SKIP', message: r.error?.message ?? 'skipped' });
+    else summary.errors.push({ path: r.path, code: r.error?.code ?? 'LA_ERR_SCAN', message: r.error?.message ?? 'scan failed' });
+    o.progress?.update({ files: summary.files, totalFiles, bytes: summary.bytes, totalBytes, totalKnown: walkDone, infected: summary.infected.length });
+  };
+
+  let head = 0;
+  const worker = async () => {
+    for (;;) {
+      if (head < queue.length) {
+        const e = queue[head]!;
+        head++;
+        if (head >= 4096 && head * 2 >= queue.length) {
+          queue.splice(0, head); // keep the queue's memory bounded by what the walker is ahead
+          head = 0;
+        }
+        record(await scanner.scanPath(e.path));
+        continue;
+      }
+      if (walkDone) return;
+      await new Promise<void>((r) => parked.push(r));
+    }
+  };
+  await Promise.all([walker, ...Array.from({ length: o.jobs }, worker)]);
+  o.progress?.update({ files: summary.files, totalFiles, bytes: summary.bytes, totalBytes, totalKnown: true, infected: summary.infected.length }, true);
+  o.progress?.done();
+  summary.seconds = (performance.now() - start) / 1000;
+  const w = o.link.welcome;
+  if (w) summary.svm = { url: o.link.url, svmId: w.svmId, generation: w.generation };
+  return summary;
+}
+
+function printSummary(s: ScanSummary, verbose: boolean): void {
+  for (const i of s.infected) out(`INFECTED  ${i.path}  ${i.threat}`);
+  for (const e of s.errors) err(`ERROR     ${e.path}: ${e.message} (${e.code})`);
+  if (verbose) for (const k of s.skipped) err(`skipped   ${k.path}: ${k.message}`);
+  const rate = s.seconds > 0 ? s.bytes / s.seconds : 0;
+  out(
+    [
+      `Scanned ${s.files} files, ${formatBytes(s.bytes)} in ${s.seconds.toFixed(1)} s (${formatBytes(rate)}/s)`,
+      `  clean ${s.clean}, infected ${s.infected.length}, errors ${s.errors.length}, skipped ${s.skipped.length}${s.skipped.length && !verbose ? ' (--verbose lists them)' : ''}`,
+      `  uploaded to the SVM: ${formatBytes(s.uploadedBytes)}; read locally: ${formatBytes(s.readBytes)}`,
+      `  answered by: ${Object.entries(s.bySource).map(([k, v]) => `${k} ${v}`).join(', ') || '-'}`,
+      `  SVM ${s.svm.url}${s.svm.svmId ? ` (${s.svm.svmId}, signatures ${s.svm.generation})` : ''}`,
+    ].join('\n'),
+  );
+}

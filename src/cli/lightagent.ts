@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+/**
+ * `lightagent` — the agent's command line. One subcommand per file in ./commands.
+ */
+import { AGENT_VERSION } from '../agent/identity.js';
+import { err, exitAfterFlush, out } from './output.js';
+
+const HELP = `Usage: lightagent <command> [options]
+
+Commands:
+  scan PATH...     scan files and trees through an SVM (on demand)
+  demo             start a local SVM and an agent protecting a demo folder (what \`npm start\` runs)
+  version          print the version
+
+Run \`lightagent <command> --help\` for the options of a command.`;
+
+type Command = (argv: string[]) => Promise<number>;
+
+const commands: Record<string, () => Promise<Command>> = {
+  scan: async () => (await import('./commands/scan.js')).scanCommand,
+  demo: async () => (await import('./commands/demo.js')).demoCommand,
+  version: async () => async () => {
+    out(AGENT_VERSION);
+    return 0;
+  },
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '-h' || name === '--help' || name === 'help') {
+    out(HELP);
+    return name ? 0 : 2;
+  }
+  if (name === '--version') return (await commands.version!())([]);
+  const load = commands[name];
+  if (!load) {
+    err(`lightagent: unknown command "${name}"\n\n${HELP}`);
+    return 2;
+  }
+  return (await load())(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => exitAfterFlush(code),
+  (e: unknown) => {
+    err(`lightagent: internal error: ${(e as Error)?.stack ?? String(e)}`);
+    exitAfterFlush(2);
+  },
+);

@@ -1,0 +1,1 @@
+export { SvmLink, type SvmLinkOptions, type ChunkReader, type LinkState } from './svm-link.js';

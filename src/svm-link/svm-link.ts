@@ -1,0 +1,447 @@
+/**
+ * SvmLink — the agent's connection to one SVM.
+ *
+ * - hello/welcome handshake; an auth or version refusal is final (no reconnect storm).
+ * - requests (`lookup`, `scan`) multiplexed by id over one WebSocket, at most `maxInFlight` at
+ *   once (the smaller of ours and the SVM's); callers past the window wait in FIFO order.
+ * - every request has a deadline; past it the request fails with DeadlineError and a `cancel` is
+ *   sent so the SVM drops the upload.
+ * - on a lost connection, every pending request fails with SvmUnavailableError at once (the caller
+ *   applies its policy) and the link reconnects with exponential backoff and full jitter.
+ * - uploads are sent chunk by chunk, each awaited on the socket, so a large file never sits whole
+ *   in the send buffer.
+ */
+import { EventEmitter } from 'node:events';
+import WebSocket from 'ws';
+import { AuthError, DeadlineError, LightagentError, ProtocolError, SvmUnavailableError } from '../errors.js';
+import { logger } from '../log.js';
+import {
+  CloseCode,
+  FRAME_LIMITS,
+  PROTOCOL_VERSION,
+  decodeSvmMessage,
+  encodeChunkHeader,
+  encodeMessage,
+  type AgentMessage,
+  type DetectionEvent,
+  type Limits,
+  type OsName,
+  type VerdictMsg,
+  type Welcome,
+} from '../protocol/index.js';
+import { Backoff } from './backoff.js';
+import { Window } from './window.js';
+
+export type LinkState = 'idle' | 'connecting' | 'connected' | 'disconnected' | 'refused' | 'closed';
+
+export interface SvmLinkOptions {
+  url: string;
+  token: string;
+  agentId: string;
+  host: string;
+  os: OsName;
+  hypervisor?: string | undefined;
+  agentVersion: string;
+  /** Default deadline of a lookup, ms. */
+  deadlineMs?: number;
+  /** Our cap on requests in flight; the SVM's limit applies too. */
+  maxInFlight?: number;
+  /** Time allowed for connect + hello, ms. */
+  connectTimeoutMs?: number;
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  /** PEM of the CA that signed the SVM's certificate (wss://). */
+  ca?: string | Buffer | undefined;
+}
+
+/** Reads `length` bytes at `offset` of the content being uploaded. May return fewer only at EOF. */
+export type ChunkReader = (offset: number, length: number) => Uint8Array;
+
+interface Pending {
+  id: number;
+  kind: 'lookup' | 'scan';
+  resolve: (v: VerdictMsg) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export interface SvmLinkEvents {
+  connected: [Welcome];
+  disconnected: [string];
+  generation: [string];
+  load: [number];
+  refused: [LightagentError];
+}
+
+export class SvmLink extends EventEmitter<SvmLinkEvents> {
+  readonly url: string;
+  private readonly opts: Required<Omit<SvmLinkOptions, 'hypervisor' | 'ca'>> & Pick<SvmLinkOptions, 'hypervisor' | 'ca'>;
+  private ws: WebSocket | undefined;
+  private _state: LinkState = 'idle';
+  private _welcome: Welcome | undefined;
+  private _load = 0;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly window: Window;
+  private readonly backoff: Backoff;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private connectWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  private lastError: LightagentError | undefined;
+  private readonly log;
+  /** Round-trip of the last lookup, ms: a cheap latency figure for status. */
+  lastLatencyMs = 0;
+
+  constructor(options: SvmLinkOptions) {
+    super();
+    this.url = options.url;
+    this.opts = {
+      deadlineMs: 2000,
+      maxInFlight: 32,
+      connectTimeoutMs: 5000,
+      backoffMinMs: 250,
+      backoffMaxMs: 30_000,
+      ...options,
+    };
+    this.window = new Window(this.opts.maxInFlight);
+    this.backoff = new Backoff(this.opts.backoffMinMs, this.opts.backoffMaxMs);
+    this.log = logger('svm-link', { svm: options.url });
+  }
+
+  get state(): LinkState {
+    return this._state;
+  }
+  get welcome(): Welcome | undefined {
+    return this._welcome;
+  }
+  get generation(): string | undefined {
+    return this._welcome?.generation;
+  }
+  get load(): number {
+    return this._load;
+  }
+  get limits(): Limits | undefined {
+    return this._welcome?.limits;
+  }
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Start connecting; resolves at the first welcome, rejects on refusal or after connectTimeoutMs. */
+  connect(): Promise<void> {
+    if (this._state === 'closed') return Promise.reject(new SvmUnavailableError(this.url, 'the link was closed'));
+    if (this._state === 'connected') return Promise.resolve();
+    const p = this.waitConnected(this.opts.connectTimeoutMs);
+    if (this._state === 'idle' || this._state === 'disconnected') this.open();
+    return p;
+  }
+
+  /** Resolves when connected; rejects after `ms` or when the SVM refuses us. */
+  waitConnected(ms: number): Promise<void> {
+    if (this._state === 'connected') return Promise.resolve();
+    if (this._state === 'refused' && this.lastError) return Promise.reject(this.lastError);
+    if (this._state === 'closed') return Promise.reject(new SvmUnavailableError(this.url, 'the link was closed'));
+    return new Promise<void>((resolve, reject) => {
+      const waiter = {
+        resolve: () => {
+          clearTimeout(t);
+          resolve();
+        },
+        reject: (e: Error) => {
+          clearTimeout(t);
+          reject(e);
+        },
+      };
+      const t = setTimeout(() => {
+        this.connectWaiters = this.connectWaiters.filter((w) => w !== waiter);
+        reject(new SvmUnavailableError(this.url, this.lastError ? this.lastError.message : `not connected within ${ms} ms`));
+      }, ms);
+      this.connectWaiters.push(waiter);
+    });
+  }
+
+  /** Ask for a verdict by SHA-256. `unknown` means the SVM has not scanned this content. */
+  async lookup(sha256: string, size: number, deadlineMs = this.opts.deadlineMs): Promise<VerdictMsg> {
+    const start = performance.now();
+    const v = await this.request('lookup', deadlineMs, (id) => {
+      this.sendControl({ t: 'lookup', id, sha256, size });
+      return Promise.resolve();
+    });
+    this.lastLatencyMs = performance.now() - start;
+    return v;
+  }
+
+  /** Upload `size` bytes read through `read` and get the SVM's verdict. */
+  scan(size: number, read: ChunkReader, deadlineMs: number, name?: string): Promise<VerdictMsg> {
+    return this.request('scan', deadlineMs, async (id) => {
+      const limits = this._welcome!.limits;
+      const chunk = Math.max(1, Math.min(limits.maxChunk, FRAME_LIMITS.maxChunk));
+      const msg: AgentMessage = { t: 'scan', id, size };
+      if (name !== undefined) msg.name = name.slice(0, FRAME_LIMITS.maxString);
+      this.sendControl(msg);
+      let offset = 0;
+      let index = 0;
+      // At least one chunk, the last flagged; an empty file is one empty last chunk.
+      for (;;) {
+        if (!this.pending.has(id)) return; // deadline passed or connection lost meanwhile
+        const want = Math.min(chunk, size - offset);
+        const data = want > 0 ? read(offset, want) : new Uint8Array(0);
+        if (data.length !== want) throw new LightagentError('LA_ERR_FILE_CHANGED', `the file shrank while it was uploaded (${offset + data.length} of ${size} bytes)`, 'it will be scanned again at its next change');
+        offset += want;
+        const last = offset >= size;
+        await this.sendBinary(encodeChunkHeader(id, index++, last), data);
+        if (last) return;
+      }
+    });
+  }
+
+  /** Report a detection to the SVM (best effort: dropped when disconnected, logged locally anyway). */
+  report(event: Omit<DetectionEvent, 't'>): boolean {
+    if (this._state !== 'connected') return false;
+    try {
+      this.sendControl({ t: 'event', ...event });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  close(): void {
+    this._state = 'closed';
+    clearTimeout(this.reconnectTimer);
+    this.failAll(new SvmUnavailableError(this.url, 'the link was closed'));
+    for (const w of this.connectWaiters.splice(0)) w.reject(new SvmUnavailableError(this.url, 'the link was closed'));
+    this.window.drain(new SvmUnavailableError(this.url, 'the link was closed'));
+    const ws = this.ws;
+    this.ws = undefined;
+    if (ws) {
+      ws.removeAllListeners();
+      ws.on('error', () => {});
+      if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(CloseCode.NORMAL);
+    }
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  private async request(kind: 'lookup' | 'scan', deadlineMs: number, send: (id: number) => Promise<void>): Promise<VerdictMsg> {
+    const deadlineAt = performance.now() + deadlineMs;
+    if (this._state !== 'connected') {
+      if (this._state === 'idle' || this._state === 'disconnected') this.open();
+      await this.waitConnected(deadlineMs);
+    }
+    const remaining = () => Math.max(1, Math.round(deadlineAt - performance.now()));
+    await this.window.acquire(remaining(), () => new DeadlineError(`waiting for a free ${kind} slot on ${this.url}`, deadlineMs));
+    try {
+      if (this._state !== 'connected') throw new SvmUnavailableError(this.url, 'the connection was lost');
+      const id = this.allocId();
+      const verdict = new Promise<VerdictMsg>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          if (!this.pending.delete(id)) return;
+          if (kind === 'scan') this.trySend({ t: 'cancel', id });
+          reject(new DeadlineError(`${kind} on ${this.url}`, deadlineMs));
+        }, remaining());
+        this.pending.set(id, { id, kind, resolve, reject, timer });
+      });
+      try {
+        await send(id);
+      } catch (err) {
+        const p = this.pending.get(id);
+        if (p) {
+          clearTimeout(p.timer);
+          this.pending.delete(id);
+          if (kind === 'scan') this.trySend({ t: 'cancel', id });
+        }
+        verdict.catch(() => {});
+        throw err;
+      }
+      return await verdict;
+    } finally {
+      this.window.release();
+    }
+  }
+
+  private allocId(): number {
+    for (;;) {
+      const id = this.nextId;
+      this.nextId = this.nextId >= 0xffff_fffe ? 1 : this.nextId + 1;
+      if (!this.pending.has(id)) return id;
+    }
+  }
+
+  private open(): void {
+    if (this._state === 'closed' || this._state === 'refused') return;
+    this._state = 'connecting';
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(this.url, {
+        perMessageDeflate: false,
+        maxPayload: FRAME_LIMITS.maxTextFrame + 1024,
+        handshakeTimeout: this.opts.connectTimeoutMs,
+        ...(this.opts.ca ? { ca: this.opts.ca } : {}),
+      });
+    } catch (err) {
+      this.lastError = new SvmUnavailableError(this.url, (err as Error).message, { cause: err });
+      this._state = 'refused';
+      for (const w of this.connectWaiters.splice(0)) w.reject(this.lastError);
+      return;
+    }
+    this.ws = ws;
+    const helloTimer = setTimeout(() => ws.terminate(), this.opts.connectTimeoutMs);
+    ws.on('open', () => {
+      this.trySend({
+        t: 'hello',
+        v: PROTOCOL_VERSION,
+        agentId: this.opts.agentId,
+        token: this.opts.token,
+        host: this.opts.host,
+        os: this.opts.os,
+        ...(this.opts.hypervisor ? { hypervisor: this.opts.hypervisor } : {}),
+        agentVersion: this.opts.agentVersion,
+      });
+    });
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) {
+        this.protocolFailure(ws, new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'the SVM sent a binary frame'));
+        return;
+      }
+      let msg;
+      try {
+        msg = decodeSvmMessage(data as Buffer);
+      } catch (err) {
+        this.protocolFailure(ws, err as ProtocolError);
+        return;
+      }
+      switch (msg.t) {
+        case 'welcome':
+          clearTimeout(helloTimer);
+          if (msg.v !== PROTOCOL_VERSION) {
+            this.refuse(ws, new ProtocolError('LA_ERR_PROTO_VERSION', `the SVM speaks protocol ${msg.v}, this agent ${PROTOCOL_VERSION}`));
+            return;
+          }
+          this._welcome = msg;
+          this._load = msg.load;
+          this._state = 'connected';
+          this.lastError = undefined;
+          this.backoff.reset();
+          this.window.setLimit(Math.max(1, Math.min(this.opts.maxInFlight, msg.limits.maxInFlight)));
+          this.log.info('connected', { svmId: msg.svmId, generation: msg.generation });
+          for (const w of this.connectWaiters.splice(0)) w.resolve();
+          this.emit('connected', msg);
+          break;
+        case 'verdict': {
+          const p = this.pending.get(msg.id);
+          if (!p) return; // late answer to a request that timed out or was cancelled
+          this.pending.delete(msg.id);
+          clearTimeout(p.timer);
+          p.resolve(msg);
+          break;
+        }
+        case 'load':
+          this._load = msg.load;
+          this.emit('load', msg.load);
+          break;
+        case 'generation':
+          if (this._welcome && this._welcome.generation !== msg.generation) {
+            this._welcome = { ...this._welcome, generation: msg.generation };
+            this.log.info('signature generation changed', { generation: msg.generation });
+            this.emit('generation', msg.generation);
+          }
+          break;
+        case 'error':
+          if (msg.code === 'LA_ERR_AUTH') {
+            this.refuse(ws, new AuthError(`the SVM at ${this.url} refused the token: ${msg.message}`));
+          } else if (msg.id !== undefined && this.pending.has(msg.id)) {
+            const p = this.pending.get(msg.id)!;
+            this.pending.delete(msg.id);
+            clearTimeout(p.timer);
+            p.reject(new LightagentError(msg.code, msg.message));
+          } else {
+            this.log.warn('SVM reported an error', { code: msg.code, message: msg.message });
+          }
+          break;
+      }
+    });
+    ws.on('close', (code, reason) => {
+      clearTimeout(helloTimer);
+      if (this.ws !== ws) return;
+      this.ws = undefined;
+      const why = `closed with code ${code}${reason.length ? ` (${reason.toString('utf8').slice(0, 200)})` : ''}`;
+      if (code === CloseCode.AUTH && this._state !== 'refused') {
+        this.lastError = new AuthError(`the SVM at ${this.url} refused the token`);
+        this._state = 'refused';
+      } else if (code === CloseCode.VERSION && this._state !== 'refused') {
+        this.lastError = new ProtocolError('LA_ERR_PROTO_VERSION', `the SVM at ${this.url} does not speak protocol ${PROTOCOL_VERSION}`);
+        this._state = 'refused';
+      }
+      this.lostConnection(why);
+    });
+    ws.on('error', (err) => {
+      // 'close' follows; remember the reason for waiters
+      this.lastError = new SvmUnavailableError(this.url, err.message, { cause: err });
+    });
+  }
+
+  private refuse(ws: WebSocket, err: LightagentError): void {
+    this.lastError = err;
+    this._state = 'refused';
+    this.log.error('SVM refused this agent', { code: err.code, message: err.message });
+    ws.close(CloseCode.NORMAL);
+  }
+
+  private protocolFailure(ws: WebSocket, err: ProtocolError): void {
+    this.log.error('protocol error from SVM; dropping the connection', { code: err.code, message: err.message });
+    ws.close(CloseCode.PROTOCOL, err.code);
+  }
+
+  private lostConnection(why: string): void {
+    const wasConnected = this._state === 'connected';
+    const err = this.lastError ?? new SvmUnavailableError(this.url, why);
+    this.failAll(err instanceof SvmUnavailableError ? err : new SvmUnavailableError(this.url, `${why}: ${err.message}`));
+    if (this._state === 'refused') {
+      for (const w of this.connectWaiters.splice(0)) w.reject(err);
+      this.window.drain(err);
+      this.emit('refused', err);
+      return;
+    }
+    if (this._state === 'closed') return;
+    this._state = 'disconnected';
+    if (wasConnected) {
+      this.log.warn('lost the SVM connection', { reason: why });
+      this.emit('disconnected', why);
+    }
+    const delay = this.backoff.next();
+    this.reconnectTimer = setTimeout(() => this.open(), delay);
+    // A reconnect loop must not keep a CLI process alive by itself.
+    this.reconnectTimer.unref();
+  }
+
+  private failAll(err: Error): void {
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+  }
+
+  private sendControl(msg: AgentMessage): void {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) throw new SvmUnavailableError(this.url, 'not connected');
+    ws.send(encodeMessage(msg));
+  }
+
+  private trySend(msg: AgentMessage): void {
+    try {
+      this.sendControl(msg);
+    } catch {
+      /* connection already gone: nothing to tell */
+    }
+  }
+
+  private sendBinary(header: Buffer, payload: Uint8Array): Promise<void> {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.reject(new SvmUnavailableError(this.url, 'not connected'));
+    const frame = Buffer.concat([header, payload]);
+    return new Promise((resolve, reject) => {
+      ws.send(frame, { binary: true }, (err) => (err ? reject(new SvmUnavailableError(this.url, err.message, { cause: err })) : resolve()));
+    });
+  }
+}

@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { loadAgentConfig, requireSvm } from '../../src/agent/config.js';
+import { parseDuration, parseSize, formatBytes } from '../../src/config/units.js';
+import { ConfigError } from '../../src/errors.js';
+
+describe('units', () => {
+  it('parses human sizes', () => {
+    assert.equal(parseSize('64 MiB'), 64 * 1024 * 1024);
+    assert.equal(parseSize('1.5 GB'), 1_500_000_000);
+    assert.equal(parseSize('10k'), 10240);
+    assert.equal(parseSize(42), 42);
+    assert.equal(parseSize('12 parsecs'), undefined);
+    assert.equal(parseSize(-1), undefined);
+    assert.equal(parseSize('1e9'), undefined);
+  });
+  it('parses human durations', () => {
+    assert.equal(parseDuration('2s'), 2000);
+    assert.equal(parseDuration('500ms'), 500);
+    assert.equal(parseDuration('5m'), 300_000);
+    assert.equal(parseDuration(2), 2000);
+    assert.equal(parseDuration('soon'), undefined);
+  });
+  it('formats bytes', () => {
+    assert.equal(formatBytes(512), '512 B');
+    assert.equal(formatBytes(1536), '1.50 KiB');
+  });
+});
+
+describe('agent config', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-cfg-'));
+  const write = (name: string, text: string) => {
+    const f = path.join(dir, name);
+    fs.writeFileSync(f, text);
+    return f;
+  };
+
+  it('reads YAML with human units and applies defaults', () => {
+    const f = write('a.yaml', 'svm: ws://127.0.0.1:7443\ntoken: t1\ndeadline: 500ms\nmax_file_size: 8 MiB\n');
+    const c = loadAgentConfig({ file: f, env: {} });
+    assert.equal(c.deadline, 500);
+    assert.equal(c.max_file_size, 8 * 1024 * 1024);
+    assert.equal(c.on_svm_unavailable, 'allow');
+    assert.deepEqual(requireSvm(c), { svm: 'ws://127.0.0.1:7443', token: 't1' });
+  });
+
+  it('reports every problem at once, each with its key path', () => {
+    const f = write('b.yaml', 'svm: http://x\ndeadline: soon\nmax_file_size: lots\non_svm_unavailable: maybe\nprotect: [relative/path]\nbogus: 1\n');
+    try {
+      loadAgentConfig({ file: f, env: {} });
+      assert.fail('should throw');
+    } catch (e) {
+      assert.ok(e instanceof ConfigError);
+      const keys = e.issues.map((i) => i.split(':')[0]);
+      for (const k of ['svm', 'deadline', 'max_file_size', 'on_svm_unavailable', 'protect.0', '(top level)']) assert.ok(keys.includes(k), `missing ${k} in ${keys.join(',')}`);
+      assert.match(e.message, /b\.yaml/);
+      assert.equal(e.code, 'LA_ERR_CONFIG');
+    }
+  });
+
+  it('lets the environment, then flags, override the file', () => {
+    const f = write('c.yaml', 'svm: ws://file:1\ntoken: file-token\n');
+    const c = loadAgentConfig({ file: f, env: { LIGHTAGENT_SVM_URL: 'ws://env:2', LIGHTAGENT_TOKEN: 'env-token' }, flags: { token: 'flag-token' } });
+    assert.equal(c.svm, 'ws://env:2');
+    assert.equal(c.token, 'flag-token');
+  });
+
+  it('names the file when it is not YAML, and when it is missing', () => {
+    const f = write('d.yaml', 'svm: [unclosed\n');
+    assert.throws(() => loadAgentConfig({ file: f, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('d.yaml'));
+    assert.throws(() => loadAgentConfig({ file: path.join(dir, 'nope.yaml'), env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('nope.yaml'));
+  });
+
+  it('requires an SVM URL and a token for commands that talk to an SVM', () => {
+    const c = loadAgentConfig({ env: {}, file: write('e.yaml', '{}') });
+    assert.throws(() => requireSvm(c), (e: unknown) => e instanceof ConfigError && e.issues.length === 2);
+  });
+});

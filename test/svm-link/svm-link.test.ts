@@ -1,0 +1,190 @@
+/**
+ * SvmLink against a scripted WebSocket server on port 0: handshake, multiplexing, the in-flight
+ * window, deadlines, loss of connection, reconnect, and refusals that must be final.
+ */
+import assert from 'node:assert/strict';
+import type { AddressInfo } from 'node:net';
+import { after, describe, it } from 'node:test';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { AuthError, DeadlineError, SvmUnavailableError } from '../../src/errors.js';
+import { CloseCode, decodeAgentMessage, decodeChunk, encodeMessage, type AgentMessage } from '../../src/protocol/index.js';
+import { SvmLink } from '../../src/svm-link/index.js';
+
+type Handler = (ws: WebSocket, msg: AgentMessage | { t: 'chunk'; id: number; index: number; last: boolean; bytes: number }) => void;
+
+async function scriptedSvm(onMessage: Handler, opts: { maxInFlight?: number; port?: number } = {}) {
+  const wss = new WebSocketServer({ port: opts.port ?? 0, host: '127.0.0.1', perMessageDeflate: false });
+  await new Promise<void>((r) => wss.once('listening', () => r()));
+  wss.on('connection', (ws) => {
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) {
+        const c = decodeChunk(data as Buffer);
+        onMessage(ws, { t: 'chunk', id: c.id, index: c.index, last: c.last, bytes: c.payload.length });
+        return;
+      }
+      const m = decodeAgentMessage(data as Buffer);
+      if (m.t === 'hello') {
+        if (m.token !== 'good') {
+          ws.send(encodeMessage({ t: 'error', code: 'LA_ERR_AUTH', message: 'unknown token' }));
+          ws.close(CloseCode.AUTH);
+          return;
+        }
+        ws.send(encodeMessage({ t: 'welcome', v: 1, svmId: 'test-svm', generation: 'g1', load: 0, limits: { maxFileSize: 1 << 26, maxChunk: 1 << 20, maxInFlight: opts.maxInFlight ?? 32 } }));
+        return;
+      }
+      onMessage(ws, m);
+    });
+  });
+  const port = (wss.address() as AddressInfo).port;
+  return { wss, port, url: `ws://127.0.0.1:${port}`, close: () => new Promise<void>((r) => { for (const c of wss.clients) c.terminate(); wss.close(() => r()); }) };
+}
+
+function link(url: string, extra: Partial<ConstructorParameters<typeof SvmLink>[0]> = {}) {
+  return new SvmLink({ url, token: 'good', agentId: 'agent-test-1', host: 'h', os: 'linux', agentVersion: '0', deadlineMs: 1000, backoffMinMs: 20, backoffMaxMs: 100, connectTimeoutMs: 2000, ...extra });
+}
+
+const SHA = 'a'.repeat(64);
+const cleanups: Array<() => unknown> = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+describe('SvmLink', () => {
+  it('says hello, then multiplexes lookups by id', async () => {
+    const svm = await scriptedSvm((ws, m) => {
+      if (m.t === 'lookup') {
+        // answer in reverse order of arrival to prove ids, not order, match answers
+        setTimeout(() => ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: m.size === 1 ? 'clean' : 'unknown', sha256: m.sha256 })), m.size === 1 ? 30 : 1);
+      }
+    });
+    cleanups.push(svm.close);
+    const l = link(svm.url);
+    await l.connect();
+    assert.equal(l.state, 'connected');
+    assert.equal(l.generation, 'g1');
+    const [a, b] = await Promise.all([l.lookup(SHA, 1), l.lookup(SHA, 2)]);
+    assert.equal(a.verdict, 'clean');
+    assert.equal(b.verdict, 'unknown');
+    l.close();
+  });
+
+  it('uploads in ordered chunks, the last flagged, and an empty file as one empty chunk', async () => {
+    const seen: Array<{ id: number; index: number; last: boolean; bytes: number }> = [];
+    const svm = await scriptedSvm((ws, m) => {
+      if (m.t === 'chunk') {
+        seen.push(m);
+        if (m.last) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean', sha256: SHA }));
+      }
+    });
+    cleanups.push(svm.close);
+    const l = link(svm.url);
+    await l.connect();
+    const content = Buffer.alloc((1 << 20) * 2 + 5, 7);
+    const v = await l.scan(content.length, (off, len) => content.subarray(off, off + len), 5000);
+    assert.equal(v.verdict, 'clean');
+    assert.deepEqual(seen.map((c) => [c.index, c.last, c.bytes]), [[0, false, 1 << 20], [1, false, 1 << 20], [2, true, 5]]);
+    seen.length = 0;
+    await l.scan(0, () => Buffer.alloc(0), 5000);
+    assert.deepEqual(seen.map((c) => [c.index, c.last, c.bytes]), [[0, true, 0]]);
+    l.close();
+  });
+
+  it('fails a request at its deadline and cancels the upload on the SVM', async () => {
+    const cancels: number[] = [];
+    const svm = await scriptedSvm((_ws, m) => {
+      if (m.t === 'cancel') cancels.push(m.id);
+    });
+    cleanups.push(svm.close);
+    const l = link(svm.url);
+    await l.connect();
+    const t0 = performance.now();
+    await assert.rejects(l.lookup(SHA, 1, 150), DeadlineError);
+    const took = performance.now() - t0;
+    assert.ok(took >= 140 && took < 1000, `deadline honoured (${took.toFixed(0)} ms)`);
+    await assert.rejects(l.scan(3, () => Buffer.from('abc'), 150), DeadlineError);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(cancels.length, 1);
+    assert.equal(l.inFlight, 0);
+    l.close();
+  });
+
+  it('keeps at most maxInFlight requests on the wire (the smaller of ours and the SVM limit)', async () => {
+    let inFlight = 0;
+    let peak = 0;
+    const svm = await scriptedSvm((ws, m) => {
+      if (m.t === 'lookup') {
+        inFlight++;
+        peak = Math.max(peak, inFlight);
+        setTimeout(() => {
+          inFlight--;
+          ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean' }));
+        }, 5);
+      }
+    }, { maxInFlight: 3 });
+    cleanups.push(svm.close);
+    const l = link(svm.url, { maxInFlight: 10 });
+    await l.connect();
+    const all = await Promise.all(Array.from({ length: 30 }, () => l.lookup(SHA, 1, 5000)));
+    assert.equal(all.length, 30);
+    assert.ok(all.every((v) => v.verdict === 'clean'));
+    assert.equal(peak, 3);
+    l.close();
+  });
+
+  it('fails pending requests at once when the connection drops, then reconnects by itself', async () => {
+    let drop = true;
+    const svm = await scriptedSvm((ws, m) => {
+      if (m.t !== 'lookup') return;
+      if (drop) ws.terminate();
+      else ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean' }));
+    });
+    cleanups.push(svm.close);
+    const l = link(svm.url);
+    await l.connect();
+    const disconnected = new Promise((r) => l.once('disconnected', r));
+    const t0 = performance.now();
+    await assert.rejects(l.lookup(SHA, 1, 5000), SvmUnavailableError);
+    assert.ok(performance.now() - t0 < 1000, 'failed fast, not at the deadline');
+    await disconnected;
+    drop = false;
+    const v = await l.lookup(SHA, 1, 3000); // waits for the reconnect within its deadline
+    assert.equal(v.verdict, 'clean');
+    l.close();
+  });
+
+  it('treats a refused token as final: no reconnect loop, a clear AuthError', async () => {
+    let hellos = 0;
+    const svm = await scriptedSvm(() => {});
+    svm.wss.on('connection', () => hellos++);
+    cleanups.push(svm.close);
+    const l = link(svm.url, { token: 'bad' });
+    await assert.rejects(l.connect(), AuthError);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(hellos, 1);
+    assert.equal(l.state, 'refused');
+    await assert.rejects(l.lookup(SHA, 1), AuthError);
+    l.close();
+  });
+
+  it('reports an unreachable SVM within the connect timeout', async () => {
+    const svm = await scriptedSvm(() => {});
+    const url = svm.url;
+    await svm.close();
+    const l = link(url, { connectTimeoutMs: 300 });
+    const t0 = performance.now();
+    await assert.rejects(l.connect(), SvmUnavailableError);
+    assert.ok(performance.now() - t0 < 2000);
+    l.close();
+  });
+
+  it('closes the connection on a malformed frame from the SVM instead of crashing', async () => {
+    const svm = await scriptedSvm((ws, m) => {
+      if (m.t === 'lookup') ws.send('{"t":"verdict","id":"not-a-number"}');
+    });
+    cleanups.push(svm.close);
+    const l = link(svm.url);
+    await l.connect();
+    await assert.rejects(l.lookup(SHA, 1, 2000), SvmUnavailableError);
+    l.close();
+  });
+});
