@@ -98,3 +98,28 @@ export function describeError(err: unknown): { code: string; message: string } {
   }
   return { code: 'LA_ERR_INTERNAL', message: String(err) };
 }
+
+/** A crash-safe journal (deferred-scan queue, quarantine index) cannot be opened, written or grown. */
+export type JournalErrorCode = 'LA_ERR_JOURNAL' | 'LA_ERR_JOURNAL_FULL' | 'LA_ERR_JOURNAL_LOCKED';
+
+export class JournalError extends LightagentError {
+  declare readonly code: JournalErrorCode;
+  constructor(code: JournalErrorCode, file: string, detail: string, hint?: string, options?: { cause?: unknown }) {
+    super(code, `${file}: ${detail}`, hint ?? 'check the disk (space, errors in the kernel log) and the permissions of the state directory', options);
+  }
+}
+
+/** A quarantine operation failed: the item is unknown, or a restore was refused to stay safe. */
+export type QuarantineErrorCode =
+  | 'LA_ERR_QUARANTINE'
+  | 'LA_ERR_QUARANTINE_NOT_FOUND'
+  | 'LA_ERR_RESTORE_SYMLINK'
+  | 'LA_ERR_RESTORE_EXISTS'
+  | 'LA_ERR_NOT_ROOT';
+
+export class QuarantineError extends LightagentError {
+  declare readonly code: QuarantineErrorCode;
+  constructor(code: QuarantineErrorCode, message: string, hint: string, options?: { cause?: unknown }) {
+    super(code, message, hint, options);
+  }
+}

@@ -1,0 +1,379 @@
+/**
+ * A crash-safe key -> JSON value store as an append-only journal: the deferred-scan queue and
+ * the quarantine index live in one each. A write is acknowledged (its promise resolves) only
+ * after its record is on disk (fdatasync), so a power cut or SIGKILL loses nothing acknowledged.
+ *
+ * Why a journal and not an embedded database. Looked up in the npm registry (2025):
+ *   - better-sqlite3 13.2 needs Node >= 22; 12.x installs with `prebuild-install || node-gyp
+ *     rebuild`, and prebuild-install downloads its binary from GitHub releases, which offline
+ *     machines and our CI cannot reach, so it falls back to a native build (python, g++, headers).
+ *   - lmdb 3.5 (prebuilt per-platform npm packages, @lmdb/lmdb-linux-x64) and classic-level 3.0
+ *     (prebuilds inside the tarball, node-gyp-build) would install offline. They are still native
+ *     addons: one more ABI to match per Node version, a .node file that a Node SEA single binary
+ *     must extract to disk before dlopen, a second build for Windows, and a C library in a root
+ *     daemon, for two tiny data sets (at most ~100,000 small records).
+ *   - node:sqlite exists only from Node 22.5 (we run on >= 20.19); sql.js keeps the database in
+ *     memory and writes it whole, which is not crash-safe.
+ * Both data sets are a map that is only ever put/deleted by key and read whole at start-up:
+ * exactly what a log with replay gives, in ~300 lines we can test for torn writes ourselves.
+ *
+ * Format (journal-format.ts has it byte by byte): a 16-byte versioned header, then records
+ * `[u32 length][u32 crc32][JSON array of put/delete ops]`, one record per atomic write.
+ * Replay applies records in order and stops at the first one that is short (a torn append),
+ * has a bad length or checksum, or is not valid JSON ops. The file is truncated there, so later
+ * appends continue cleanly; a complete record with a bad checksum (corruption, not a torn
+ * write) and everything after it is first copied aside to `<file>.corrupt-<ms>` for forensics.
+ * A file whose header is not ours is renamed `<file>.unreadable-<ms>` and a new one is started:
+ * never crash on a format we do not know, never destroy it either.
+ *
+ * Compaction rewrites the live entries to `<file>.tmp`, fsyncs it, renames it over the journal
+ * and fsyncs the directory (a crash leaves either the old or the new file, both complete). It
+ * runs when garbage (replaced or deleted entries) exceeds both `compactMinGarbageBytes` and the
+ * live size, or when an append would pass `maxBytes`. Writes whose live data would not fit in
+ * `maxBytes` are refused with LA_ERR_JOURNAL_FULL.
+ *
+ * Concurrent writes are group-committed: everything queued while one write+fdatasync runs goes
+ * into the next one. After a failed write or fsync the journal refuses every further write:
+ * the kernel may have dropped the dirty pages, so retrying could report success for data that
+ * is gone (PostgreSQL's "fsyncgate", https://lwn.net/Articles/752063/). Reopen it to go on.
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { JournalError } from '../errors.js';
+import { logger } from '../log.js';
+import { acquireLock } from './lock-file.js';
+import { JOURNAL_HEADER_BYTES, decodeRecords, encodeOps, encodeRecord, headerBytes, putCost, type JournalOp } from './journal-format.js';
+
+export { JOURNAL_HEADER_BYTES, type JournalOp } from './journal-format.js';
+
+export interface JournalOptions<V> {
+  /** Largest the file may grow to (default 64 MiB). */
+  maxBytes?: number;
+  /** Largest payload of one record (default 1 MiB); a bigger length in the file is corruption. */
+  maxRecordBytes?: number;
+  /** Compact only once at least this much is garbage (default 1 MiB). */
+  compactMinGarbageBytes?: number;
+  /** Checks each replayed value; a put whose value fails is skipped with a warning. */
+  validate?: (key: string, value: unknown) => value is V;
+  /** Replay only: no lock, no truncation, no writes (a reader beside a live writer). */
+  readOnly?: boolean;
+  /** How long to wait for another process's lock (default 0: fail at once). */
+  lockWaitMs?: number;
+}
+
+export interface JournalStats {
+  fileBytes: number;
+  liveBytes: number;
+  entries: number;
+  compactions: number;
+  /** Bytes dropped at open because of a torn or corrupt tail. */
+  droppedTailBytes: number;
+}
+
+interface Pending {
+  buf: Buffer;
+  /** Rewrite the file with the live entries instead of appending (an explicit compact()). */
+  compact?: boolean;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export class Journal<V> {
+  private readonly map = new Map<string, V>();
+  private readonly cost = new Map<string, number>();
+  private liveBytes = 0;
+  private fileBytes = JOURNAL_HEADER_BYTES;
+  private compactions = 0;
+  private droppedTailBytes = 0;
+  private fh: fsp.FileHandle | undefined;
+  private releaseLock: (() => Promise<void>) | undefined;
+  private pending: Pending[] = [];
+  private flushing: Promise<void> | undefined;
+  private failure: Error | undefined;
+  private closed = false;
+  private readonly log;
+  private readonly maxBytes: number;
+  private readonly maxRecordBytes: number;
+  private readonly compactMinGarbageBytes: number;
+
+  private constructor(
+    readonly file: string,
+    private readonly opts: JournalOptions<V>,
+  ) {
+    this.log = logger('journal', { file });
+    this.maxBytes = opts.maxBytes ?? 64 * 1024 * 1024;
+    this.maxRecordBytes = opts.maxRecordBytes ?? 1024 * 1024;
+    this.compactMinGarbageBytes = opts.compactMinGarbageBytes ?? 1024 * 1024;
+  }
+
+  /** Open (creating the file, and its directory 0700, if needed) and replay. */
+  static async open<V>(file: string, opts: JournalOptions<V> = {}): Promise<Journal<V>> {
+    const j = new Journal<V>(path.resolve(file), opts);
+    await j.init();
+    return j;
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+  get(key: string): V | undefined {
+    return this.map.get(key);
+  }
+  has(key: string): boolean {
+    return this.map.has(key);
+  }
+  /** Live entries in the order their keys were first put (a re-put keeps its place). */
+  entries(): IterableIterator<[string, V]> {
+    return this.map.entries();
+  }
+  keys(): IterableIterator<string> {
+    return this.map.keys();
+  }
+  stats(): JournalStats {
+    return { fileBytes: this.fileBytes, liveBytes: this.liveBytes, entries: this.map.size, compactions: this.compactions, droppedTailBytes: this.droppedTailBytes };
+  }
+
+  put(key: string, value: V): Promise<void> {
+    return this.write([{ op: 'put', key, value }]);
+  }
+  /** Resolves false (and writes nothing) when the key is not there. */
+  async delete(key: string): Promise<boolean> {
+    if (!this.map.has(key)) return false;
+    await this.write([{ op: 'delete', key }]);
+    return true;
+  }
+
+  /**
+   * Apply `ops` atomically (one record: all or none survive a crash) and resolve once they are
+   * on disk. Memory is updated at once, so reads see the ops before the promise resolves.
+   */
+  write(ops: readonly JournalOp<V>[]): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closed || this.opts.readOnly) return Promise.reject(new JournalError('LA_ERR_JOURNAL', this.file, this.closed ? 'journal is closed' : 'journal was opened read-only'));
+    if (ops.length === 0) return Promise.resolve();
+    const payload = encodeOps(ops);
+    if (payload.length > this.maxRecordBytes) {
+      return Promise.reject(new JournalError('LA_ERR_JOURNAL', this.file, `record of ${payload.length} bytes is over the ${this.maxRecordBytes}-byte limit`));
+    }
+    // Refuse before touching memory if the live data would not fit even after compaction.
+    let live = this.liveBytes;
+    const seen = new Map<string, number>();
+    for (const o of ops) {
+      const before = seen.get(o.key) ?? this.cost.get(o.key) ?? 0;
+      const after = o.op === 'put' ? putCost(o.key, o.value) : 0;
+      live += after - before;
+      seen.set(o.key, after);
+    }
+    if (JOURNAL_HEADER_BYTES + live > this.maxBytes) {
+      return Promise.reject(
+        new JournalError('LA_ERR_JOURNAL_FULL', this.file, `live data would reach ${JOURNAL_HEADER_BYTES + live} bytes, over the ${this.maxBytes}-byte bound`, 'remove entries, or raise the bound'),
+      );
+    }
+    for (const o of ops) this.applyOp(o);
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({ buf: encodeRecord(payload), resolve, reject });
+      this.flushing ??= this.flushLoop();
+    });
+  }
+
+  /** Rewrite the file with only the live entries now (normally automatic). */
+  compact(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closed || this.opts.readOnly) return Promise.reject(new JournalError('LA_ERR_JOURNAL', this.file, 'journal is closed or read-only'));
+    // Queued like a write, so it never runs beside an append.
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({ buf: Buffer.alloc(0), compact: true, resolve, reject });
+      this.flushing ??= this.flushLoop();
+    });
+  }
+
+  /** Wait for queued writes, then close the file and release the lock. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    while (this.flushing) await this.flushing;
+    await this.fh?.close();
+    this.fh = undefined;
+    await this.releaseLock?.();
+  }
+
+  private applyOp(o: JournalOp<V>): void {
+    const before = this.cost.get(o.key) ?? 0;
+    if (o.op === 'put') {
+      const c = putCost(o.key, o.value);
+      this.map.set(o.key, o.value);
+      this.cost.set(o.key, c);
+      this.liveBytes += c - before;
+    } else if (this.map.delete(o.key)) {
+      this.cost.delete(o.key);
+      this.liveBytes -= before;
+    }
+  }
+
+  private async init(): Promise<void> {
+    const dir = path.dirname(this.file);
+    if (!this.opts.readOnly) {
+      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      const st = await fsp.stat(dir);
+      if (st.mode & 0o077) this.log.warn('journal directory is open to other users; it should be 0700', { dir, mode: (st.mode & 0o777).toString(8) });
+      this.releaseLock = await acquireLock(`${this.file}.lock`, this.opts.lockWaitMs ?? 0);
+    }
+    try {
+      await this.replay();
+      if (!this.opts.readOnly) {
+        await fsp.rm(`${this.file}.tmp`, { force: true }); // a compaction cut short by a crash
+        this.fh = await fsp.open(this.file, 'r+');
+        await this.fh.chmod(0o600);
+      }
+    } catch (e) {
+      await this.fh?.close();
+      await this.releaseLock?.();
+      throw e instanceof JournalError ? e : new JournalError('LA_ERR_JOURNAL', this.file, `cannot open: ${(e as Error).message}`, undefined, { cause: e });
+    }
+  }
+
+  private async replay(): Promise<void> {
+    let data: Buffer;
+    try {
+      data = await fsp.readFile(this.file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      if (!this.opts.readOnly) await this.createFresh();
+      return;
+    }
+    const expected = headerBytes();
+    if (data.length < JOURNAL_HEADER_BYTES || !data.subarray(0, JOURNAL_HEADER_BYTES).equals(expected)) {
+      if (this.opts.readOnly) throw new JournalError('LA_ERR_JOURNAL', this.file, 'not a lightagent journal (or another format version)');
+      const aside = `${this.file}.unreadable-${Date.now()}`;
+      await fsp.rename(this.file, aside);
+      this.log.error('journal header not recognised: moved aside, starting a new journal', { aside, bytes: data.length });
+      await this.createFresh();
+      return;
+    }
+    const { batches, end: off, problem, corrupt } = decodeRecords<V>(data, this.maxRecordBytes);
+    let skipped = 0;
+    for (const ops of batches) {
+      for (const o of ops) {
+        if (o.op === 'put' && this.opts.validate && !this.opts.validate(o.key, o.value)) skipped++;
+        else this.applyOp(o);
+      }
+    }
+    this.fileBytes = off;
+    if (skipped) this.log.warn('skipped journal entries that failed validation', { skipped });
+    if (problem === undefined) return;
+    this.droppedTailBytes = data.length - off;
+    this.log.warn('journal tail dropped at replay', { offset: off, droppedBytes: this.droppedTailBytes, problem, keptEntries: this.map.size });
+    if (this.opts.readOnly) return;
+    if (corrupt) {
+      const aside = `${this.file}.corrupt-${Date.now()}`;
+      await fsp.writeFile(aside, data.subarray(off), { mode: 0o600 });
+      this.log.warn('corrupt journal tail copied aside', { aside });
+    }
+    const fh = await fsp.open(this.file, 'r+');
+    try {
+      await fh.truncate(off);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** A new journal is written whole to a temp file and renamed in: no half-written header ever. */
+  private async createFresh(): Promise<void> {
+    await this.writeAtomically([headerBytes()]);
+    this.fileBytes = JOURNAL_HEADER_BYTES;
+  }
+
+  private async writeAtomically(chunks: Iterable<Buffer>): Promise<number> {
+    const tmp = `${this.file}.tmp`;
+    await fsp.rm(tmp, { force: true });
+    const fh = await fsp.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+    let size = 0;
+    try {
+      await fh.chmod(0o600);
+      let batch: Buffer[] = [];
+      let batchBytes = 0;
+      for (const c of chunks) {
+        batch.push(c);
+        batchBytes += c.length;
+        if (batchBytes >= 1024 * 1024) {
+          await fh.writev(batch);
+          size += batchBytes;
+          batch = [];
+          batchBytes = 0;
+        }
+      }
+      if (batch.length) await fh.writev(batch);
+      size += batchBytes;
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, this.file);
+    await fsyncDir(path.dirname(this.file));
+    return size;
+  }
+
+  private async flushLoop(): Promise<void> {
+    try {
+      while (this.pending.length > 0) {
+        const batch = this.pending;
+        this.pending = [];
+        try {
+          if (this.failure) throw this.failure;
+          const bytes = batch.reduce((n, p) => n + p.buf.length, 0);
+          const garbage = this.fileBytes + bytes - JOURNAL_HEADER_BYTES - this.liveBytes;
+          const compactNow =
+            batch.some((p) => p.compact) ||
+            this.fileBytes + bytes > this.maxBytes || (garbage > this.compactMinGarbageBytes && garbage > this.liveBytes);
+          if (compactNow) {
+            await this.rewrite(); // memory already holds the batch, so the rewrite includes it
+          } else {
+            const fh = this.fh!;
+            const bufs = batch.map((p) => p.buf);
+            let written = 0;
+            while (written < bytes) {
+              const r = await fh.writev(written === 0 ? bufs : [Buffer.concat(bufs).subarray(written)], this.fileBytes + written);
+              written += r.bytesWritten;
+            }
+            await fh.datasync();
+            this.fileBytes += bytes;
+          }
+          for (const p of batch) p.resolve();
+        } catch (e) {
+          this.failure ??= new JournalError('LA_ERR_JOURNAL', this.file, `write failed, journal now refuses writes until reopened: ${(e as Error).message}`, undefined, { cause: e });
+          for (const p of batch) p.reject(this.failure);
+        }
+      }
+    } finally {
+      this.flushing = undefined;
+    }
+  }
+
+  private async rewrite(): Promise<void> {
+    const self = this;
+    function* records(): Generator<Buffer> {
+      yield headerBytes();
+      for (const [k, v] of self.map) yield encodeRecord(encodeOps([{ op: 'put', key: k, value: v }]));
+    }
+    const before = this.fileBytes;
+    const size = await this.writeAtomically(records());
+    const old = this.fh;
+    this.fh = undefined;
+    await old?.close();
+    this.fh = await fsp.open(this.file, 'r+');
+    this.fileBytes = size;
+    this.compactions++;
+    this.log.info('journal compacted', { beforeBytes: before, afterBytes: size, entries: this.map.size });
+  }
+}
