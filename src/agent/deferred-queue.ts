@@ -1,0 +1,209 @@
+/**
+ * Files allowed without a verdict (SVM unreachable, deadline passed, ...) waiting to be scanned
+ * when an SVM is back, so an outage delays a detection but never loses it (DESIGN.md, step 8).
+ *
+ * Kept in a Journal: `add()` resolves only once the entry is on disk, so a SIGKILL or a power
+ * cut loses nothing that was acknowledged. Deduplicated by path: adding a queued path again
+ * updates its identity and reason and keeps its place in line (a file rewritten every second
+ * must not starve at the back).
+ *
+ * Overload policy: bounded at `capacity` entries (default 100,000). Adding a new path to a full
+ * queue drops the OLDEST entry: the newest writes are the likelier threats and the oldest have
+ * had the longest exposure already. Drops are counted (`dropped`) and logged as a warning with
+ * the running count (the first, then at most one line per 10 s), never silently.
+ *
+ * The re-scan worker `take(n)`s entries (leased in memory, not on disk), scans them, and calls
+ * `done(entry)`, or `release(entry)` to retry later. Leases are not persisted: after a crash the
+ * leased entries are offered again (at-least-once; a re-scan is harmless). `done(entry)` keeps
+ * an entry that was re-added while it was being scanned, since that scan saw the old content.
+ */
+import { EventEmitter } from 'node:events';
+import path from 'node:path';
+import { logger } from '../log.js';
+import { Journal, type JournalOptions, type JournalOp } from './journal.js';
+
+export type DeferReason = 'svm-unavailable' | 'deadline' | 'too-large' | 'error' | (string & {});
+
+export interface DeferredEntry {
+  path: string;
+  /** st_dev, st_ino and st_mtime in ns as decimal strings: 64-bit values do not fit a JSON number. */
+  dev: string;
+  ino: string;
+  size: number;
+  mtimeNs: string;
+  reason: DeferReason;
+  /** When the path was first queued (ms since the epoch). */
+  time: number;
+}
+
+export type DeferredInput = Omit<DeferredEntry, 'time'> & { time?: number };
+
+export interface DeferredQueueOptions {
+  /** Journal file; `DeferredQueue.defaultFile(stateDir)` gives the standard place. */
+  file: string;
+  /** Most entries kept (default 100,000); the oldest is dropped to make room. */
+  capacity?: number;
+  journal?: Omit<JournalOptions<DeferredEntry>, 'validate' | 'readOnly'>;
+}
+
+function isEntry(key: string, v: unknown): v is DeferredEntry {
+  const e = v as DeferredEntry;
+  return (
+    typeof v === 'object' && v !== null && e.path === key &&
+    typeof e.dev === 'string' && typeof e.ino === 'string' && typeof e.mtimeNs === 'string' &&
+    typeof e.size === 'number' && typeof e.reason === 'string' && typeof e.time === 'number'
+  );
+}
+
+function sameIdentity(a: DeferredEntry, b: DeferredEntry): boolean {
+  return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs;
+}
+
+const DROP_LOG_INTERVAL_MS = 10_000;
+
+export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
+  private readonly leased = new Map<string, DeferredEntry>();
+  private droppedCount = 0;
+  private lastDropLog = 0;
+  private readonly log = logger('deferred-queue');
+
+  private constructor(
+    private readonly journal: Journal<DeferredEntry>,
+    readonly capacity: number,
+  ) {
+    super();
+  }
+
+  static defaultFile(stateDir: string): string {
+    return path.join(stateDir, 'deferred', 'queue.journal');
+  }
+
+  static async open(o: DeferredQueueOptions): Promise<DeferredQueue> {
+    const capacity = o.capacity ?? 100_000;
+    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
+    const journal = await Journal.open<DeferredEntry>(o.file, { ...o.journal, validate: isEntry });
+    const q = new DeferredQueue(journal, capacity);
+    // A capacity lowered since the last run: trim the oldest now rather than on the next add.
+    const excess = journal.size - capacity;
+    if (excess > 0) {
+      const ops: JournalOp<DeferredEntry>[] = [];
+      for (const k of journal.keys()) {
+        if (ops.length >= excess) break;
+        ops.push({ op: 'delete', key: k });
+      }
+      q.countDrops(ops.length);
+      await journal.write(ops);
+    }
+    return q;
+  }
+
+  /** Entries waiting, leased ones included. */
+  get size(): number {
+    return this.journal.size;
+  }
+  /** Entries dropped because the queue was full, since open. */
+  get dropped(): number {
+    return this.droppedCount;
+  }
+  /** Entries handed out by take() and not yet done or released. */
+  get inFlight(): number {
+    return this.leased.size;
+  }
+
+  /**
+   * Queue a file; resolves once it is on disk. Never throws synchronously, and a caller that
+   * ignores the promise does not get an unhandled rejection: failures are logged here too.
+   */
+  add(input: DeferredInput): Promise<void> {
+    const existing = this.journal.get(input.path);
+    const entry: DeferredEntry = {
+      path: input.path, dev: input.dev, ino: input.ino, size: input.size, mtimeNs: input.mtimeNs, reason: input.reason,
+      time: existing?.time ?? input.time ?? Date.now(),
+    };
+    const ops: JournalOp<DeferredEntry>[] = [];
+    if (!existing && this.journal.size >= this.capacity) {
+      const oldest = this.oldestDroppable();
+      if (oldest !== undefined) {
+        ops.push({ op: 'delete', key: oldest });
+        this.leased.delete(oldest);
+        this.countDrops(1);
+      }
+    }
+    ops.push({ op: 'put', key: entry.path, value: entry });
+    const p = this.journal.write(ops);
+    p.then(
+      () => this.emit('added', entry),
+      (e: unknown) => this.log.error('could not persist a deferred-scan entry', { path: entry.path, error: (e as Error).message }),
+    );
+    return p;
+  }
+
+  /** Up to `n` of the oldest entries not already leased; they stay queued until done(). */
+  take(n: number): DeferredEntry[] {
+    const out: DeferredEntry[] = [];
+    if (n <= 0) return out;
+    for (const [k, e] of this.journal.entries()) {
+      if (this.leased.has(k)) continue;
+      this.leased.set(k, e);
+      out.push(e);
+      if (out.length >= n) break;
+    }
+    return out;
+  }
+
+  /**
+   * The entry was scanned: remove it, unless the path was re-added with another identity since
+   * take() (then it stays queued for the new content). Resolves true if it was removed.
+   */
+  async done(entry: DeferredEntry | string): Promise<boolean> {
+    const key = typeof entry === 'string' ? entry : entry.path;
+    const taken = typeof entry === 'string' ? this.leased.get(key) : entry;
+    this.leased.delete(key);
+    const current = this.journal.get(key);
+    if (!current) return false;
+    if (taken && !sameIdentity(taken, current)) return false;
+    return this.journal.delete(key);
+  }
+
+  /** Give a taken entry back (its scan failed); it is offered again by a later take(). */
+  release(entry: DeferredEntry | string): void {
+    this.leased.delete(typeof entry === 'string' ? entry : entry.path);
+  }
+
+  has(p: string): boolean {
+    return this.journal.has(p);
+  }
+
+  /** All queued entries, oldest first (a live view: do not add or remove while iterating). */
+  *[Symbol.iterator](): IterableIterator<DeferredEntry> {
+    for (const [, e] of this.journal.entries()) yield e;
+  }
+
+  stats(): { size: number; inFlight: number; dropped: number; capacity: number; fileBytes: number } {
+    return { size: this.size, inFlight: this.inFlight, dropped: this.dropped, capacity: this.capacity, fileBytes: this.journal.stats().fileBytes };
+  }
+
+  /** Wait for pending writes and close the journal. */
+  close(): Promise<void> {
+    return this.journal.close();
+  }
+
+  private oldestDroppable(): string | undefined {
+    // Prefer an entry nobody is scanning; if every entry is leased, drop the oldest anyway.
+    let first: string | undefined;
+    for (const k of this.journal.keys()) {
+      first ??= k;
+      if (!this.leased.has(k)) return k;
+    }
+    return first;
+  }
+
+  private countDrops(n: number): void {
+    this.droppedCount += n;
+    const now = Date.now();
+    if (this.droppedCount === n || now - this.lastDropLog >= DROP_LOG_INTERVAL_MS) {
+      this.lastDropLog = now;
+      this.log.warn('deferred-scan queue full: dropped the oldest entries, they will not be re-scanned', { capacity: this.capacity, droppedTotal: this.droppedCount });
+    }
+  }
+}
