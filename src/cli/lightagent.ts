@@ -9,6 +9,7 @@ const HELP = `Usage: lightagent <command> [options]
 
 Commands:
   scan PATH...     scan files and trees through an SVM (on demand)
+  quarantine ...   list, restore or delete quarantined files
   demo             start a local SVM and an agent protecting a demo folder (what \`npm start\` runs)
   version          print the version
 
@@ -18,6 +19,7 @@ type Command = (argv: string[]) => Promise<number>;
 
 const commands: Record<string, () => Promise<Command>> = {
   scan: async () => (await import('./commands/scan.js')).scanCommand,
+  quarantine: async () => (await import('./commands/quarantine.js')).quarantineCommand,
   demo: async () => (await import('./commands/demo.js')).demoCommand,
   version: async () => async () => {
     out(AGENT_VERSION);
