@@ -170,6 +170,34 @@ export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
     this.leased.delete(typeof entry === 'string' ? entry : entry.path);
   }
 
+  /**
+   * Scan everything queued (and anything added meanwhile) with `concurrency` parallel calls of
+   * `scan`: resolving true removes the entry (`done`), false or a throw keeps it for a later
+   * drain. Each entry is tried at most once per drain. Resolves with the number removed.
+   */
+  async drain(scan: (path: string, entry: DeferredEntry) => Promise<boolean>, concurrency = 4): Promise<number> {
+    const kept: DeferredEntry[] = [];
+    let removed = 0;
+    const worker = async () => {
+      for (let [e] = this.take(1); e; [e] = this.take(1)) {
+        let ok = false;
+        try {
+          ok = await scan(e.path, e);
+        } catch (err) {
+          this.log.warn('deferred re-scan of a file failed; kept for later', { path: e.path, error: (err as Error).message });
+        }
+        if (!ok) kept.push(e); // stays leased until the drain ends, so this drain does not retry it
+        else if (await this.done(e)) removed++;
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: Math.max(1, concurrency) }, worker));
+    } finally {
+      for (const e of kept) this.release(e);
+    }
+    return removed;
+  }
+
   has(p: string): boolean {
     return this.journal.has(p);
   }

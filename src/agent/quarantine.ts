@@ -105,6 +105,12 @@ export class Quarantine {
     this.indexFile = path.join(this.dir, 'index.journal');
   }
 
+  /**
+   * Nothing to release: the index is opened, locked and closed by each operation, so the CLI
+   * can restore while the daemon runs. Here for the daemon's teardown symmetry.
+   */
+  async close(): Promise<void> {}
+
   /** Path of a stored item's (obfuscated) content. */
   dataPath(id: string): string {
     return path.join(this.dataDir, id);

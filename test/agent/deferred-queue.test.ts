@@ -104,3 +104,21 @@ describe('DeferredQueue', () => {
     await new Promise((r) => setImmediate(r));
   });
 });
+
+describe('DeferredQueue.drain', () => {
+  it('removes what scanned, keeps what failed or threw, tries each entry once', async () => {
+    const q = await DeferredQueue.open({ file: freshFile() });
+    for (const p of ['/ok1', '/fail', '/throw', '/ok2']) await q.add(entry(p));
+    const calls: string[] = [];
+    const removed = await q.drain(async (p) => {
+      calls.push(p);
+      if (p === '/throw') throw new Error('boom');
+      return p.startsWith('/ok');
+    }, 2);
+    assert.equal(removed, 2);
+    assert.deepEqual(calls.sort(), ['/fail', '/ok1', '/ok2', '/throw']);
+    assert.deepEqual([...q].map((e) => e.path), ['/fail', '/throw']);
+    assert.equal(q.inFlight, 0, 'kept entries are released after the drain');
+    await q.close();
+  });
+});
