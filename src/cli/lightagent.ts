@@ -8,6 +8,7 @@ import { err, exitAfterFlush, out } from './output.js';
 const HELP = `Usage: lightagent <command> [options]
 
 Commands:
+  run              run the protection daemon (on-access protection of the configured paths)
   scan PATH...     scan files and trees through an SVM (on demand)
   quarantine ...   list, restore or delete quarantined files
   demo             start a local SVM and an agent protecting a demo folder (what \`npm start\` runs)
@@ -18,6 +19,7 @@ Run \`lightagent <command> --help\` for the options of a command.`;
 type Command = (argv: string[]) => Promise<number>;
 
 const commands: Record<string, () => Promise<Command>> = {
+  run: async () => (await import('./commands/run.js')).runCommand,
   scan: async () => (await import('./commands/scan.js')).scanCommand,
   quarantine: async () => (await import('./commands/quarantine.js')).quarantineCommand,
   demo: async () => (await import('./commands/demo.js')).demoCommand,

@@ -1,0 +1,218 @@
+/**
+ * The guest daemon: the composition root. Start-up is an ordered list of steps (steps.ts); each
+ * part it starts has a teardown that always runs.
+ *
+ *   state-dir -> lock -> cache -> svm-link -> quarantine + deferred queue -> scanner + handler
+ *   -> protection backend (fanotify, else the watcher) -> deferred re-scan -> periodic cache save
+ */
+import fs from 'node:fs';
+import { describeError, LightagentError } from '../errors.js';
+import { logger } from '../log.js';
+import { hostInfo } from '../platform/host-info.js';
+import { SvmLink } from '../svm-link/index.js';
+import type { ProtectionBackend, ProtectionMode } from '../watchers/protection.js';
+import type { AgentConfig } from './config.js';
+import { DetectionLog } from './detections.js';
+import { FileScanner } from './file-scanner.js';
+import { AGENT_VERSION, agentId } from './identity.js';
+import { openLocalCache, type LocalCache } from './local-cache.js';
+import { OnAccessHandler } from './on-access.js';
+import { DeferredQueue } from './deferred-queue.js';
+import { Quarantine } from './quarantine.js';
+import { startProtection } from './protection.js';
+import { StepRunner, type Step } from './steps.js';
+
+export interface DaemonOptions {
+  config: AgentConfig;
+  /** Force a backend (tests, `--mode`); default: fanotify when it can run, else the watcher. */
+  mode?: 'fanotify' | 'watcher' | undefined;
+}
+
+export interface DaemonStatus {
+  mode: ProtectionMode;
+  protect: string[];
+  svm: { url: string; state: string; svmId?: string | undefined; generation?: string | undefined; load: number; latencyMs: number };
+  cache: Record<string, number> | undefined;
+  deferredQueue: number;
+  detections: { total: number; recent: ReturnType<DetectionLog['recent']> };
+  counts: OnAccessHandler['counts'];
+  backend: Record<string, number>;
+}
+
+interface Ctx {
+  cfg: AgentConfig;
+  opts: DaemonOptions;
+  link?: SvmLink;
+  cache?: LocalCache;
+  quarantine?: Quarantine;
+  deferred?: DeferredQueue;
+  detections?: DetectionLog;
+  scanner?: FileScanner;
+  handler?: OnAccessHandler;
+  backend?: ProtectionBackend;
+}
+
+export class Daemon {
+  private readonly log = logger('daemon');
+  private readonly runner = new StepRunner<Ctx>(logger('steps'));
+  private readonly ctx: Ctx;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(opts: DaemonOptions) {
+    this.ctx = { cfg: opts.config, opts };
+  }
+
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const d = new Daemon(opts);
+    await d.runner.start(STEPS, d.ctx);
+    d.log.info('protecting', { mode: d.ctx.backend!.mode, paths: d.protectedPaths(), svm: opts.config.svm });
+    return d;
+  }
+
+  get mode(): ProtectionMode {
+    return this.ctx.backend?.mode ?? 'off';
+  }
+  get detections(): DetectionLog {
+    return this.ctx.detections!;
+  }
+  get handler(): OnAccessHandler {
+    return this.ctx.handler!;
+  }
+
+  protectedPaths(): string[] {
+    return this.ctx.cfg.protect;
+  }
+
+  status(): DaemonStatus {
+    const { link, cache, deferred, detections, handler, backend } = this.ctx;
+    return {
+      mode: this.mode,
+      protect: this.protectedPaths(),
+      svm: { url: link!.url, state: link!.state, svmId: link!.welcome?.svmId, generation: link!.generation, load: link!.load, latencyMs: Math.round(link!.lastLatencyMs * 100) / 100 },
+      cache: cache?.stats(),
+      deferredQueue: deferred?.size ?? 0,
+      detections: { total: detections!.count, recent: detections!.recent(10) },
+      counts: { ...handler!.counts },
+      backend: backend?.stats() ?? {},
+    };
+  }
+
+  /** Stop everything; safe to call twice. */
+  stop(): Promise<void> {
+    this.stopping ??= this.runner.stop();
+    return this.stopping;
+  }
+}
+
+const STEPS: ReadonlyArray<Step<Ctx>> = [
+  {
+    name: 'state-dir',
+    run({ cfg }) {
+      fs.mkdirSync(cfg.state_dir, { recursive: true, mode: 0o700 });
+      fs.chmodSync(cfg.state_dir, 0o700);
+    },
+  },
+  {
+    name: 'svm-link',
+    run(ctx) {
+      const { cfg } = ctx;
+      if (!cfg.svm || !cfg.token) throw new LightagentError('LA_ERR_CONFIG', 'no SVM configured: set `svm` and `token` (or --svm/--token, LIGHTAGENT_SVM_URL/LIGHTAGENT_TOKEN)', 'see `lightagent run --help`');
+      const host = hostInfo();
+      ctx.link = new SvmLink({
+        url: cfg.svm,
+        token: cfg.token,
+        agentId: agentId(cfg.state_dir, host.host),
+        host: host.host,
+        os: host.os,
+        hypervisor: host.hypervisor,
+        agentVersion: AGENT_VERSION,
+        deadlineMs: cfg.deadline,
+        ca: cfg.ca ? fs.readFileSync(cfg.ca) : undefined,
+      });
+      // Protection starts whether or not the SVM answers: the policy covers the gap.
+      ctx.link.connect().catch((e) => logger('daemon').warn('SVM not reachable at start; protecting by policy until it is', describeError(e)));
+      return () => ctx.link!.close();
+    },
+  },
+  {
+    name: 'cache',
+    async run(ctx) {
+      const cache = await openLocalCache(ctx.cfg, undefined, ctx.link!.generation ?? '');
+      ctx.cache = cache;
+      ctx.link!.on('connected', (w) => cache.setGeneration(w.generation));
+      const timer = setInterval(() => void cache.save(), Math.max(1000, ctx.cfg.cache.save_interval));
+      timer.unref();
+      return async () => {
+        clearInterval(timer);
+        await cache.close();
+      };
+    },
+  },
+  {
+    name: 'quarantine',
+    async run(ctx) {
+      ctx.quarantine = new Quarantine({ stateDir: ctx.cfg.state_dir });
+      const fixed = await ctx.quarantine.recover();
+      if (fixed.completed + fixed.dropped + fixed.orphans > 0) logger('daemon').warn('finished quarantine moves a crash interrupted', fixed);
+      ctx.deferred = await DeferredQueue.open({ file: DeferredQueue.defaultFile(ctx.cfg.state_dir) });
+      return async () => {
+        await ctx.deferred!.close();
+        await ctx.quarantine!.close();
+      };
+    },
+  },
+  {
+    name: 'scanner',
+    run(ctx) {
+      const { cfg, link } = ctx;
+      ctx.detections = new DetectionLog(200, (d) => link!.report(d));
+      ctx.scanner = new FileScanner({ link: link!, cache: ctx.cache!.store, maxFileSize: cfg.max_file_size, deadlineMs: cfg.deadline });
+      ctx.handler = new OnAccessHandler({
+        scanner: ctx.scanner,
+        detections: ctx.detections,
+        deferred: ctx.deferred!,
+        quarantine: ctx.quarantine!,
+        deadlineMs: cfg.deadline,
+        onSvmUnavailable: cfg.on_svm_unavailable,
+        maxFileSize: cfg.max_file_size,
+      });
+    },
+  },
+  {
+    name: 'protection',
+    async run(ctx) {
+      ctx.backend = await startProtection(ctx.cfg, ctx.opts.mode, ctx.handler!, ctx.scanner!);
+      ctx.link!.on('generation', () => ctx.backend!.flushCleanMarks());
+      return () => ctx.backend!.stop();
+    },
+  },
+  {
+    name: 'deferred-rescan',
+    run(ctx) {
+      const log = logger('deferred');
+      let running = false;
+      const drain = async () => {
+        if (running || ctx.link!.state !== 'connected' || ctx.deferred!.size === 0) return;
+        running = true;
+        try {
+          const n = await ctx.deferred!.drain(async (p) => {
+            const r = await ctx.handler!.written(p, () => ctx.scanner!.scanPath(p));
+            // Keep it queued only if the SVM could not judge it (it is re-added by `written`).
+            return r.outcome !== 'error';
+          });
+          if (n > 0) log.info('scanned files allowed while the SVM was unavailable', { files: n });
+        } catch (e) {
+          log.error('deferred re-scan failed', describeError(e));
+        } finally {
+          running = false;
+        }
+      };
+      ctx.link!.on('connected', () => void drain());
+      // A slow safety net for files queued while connected (deadline answers): every 30 s.
+      const timer = setInterval(() => void drain(), 30_000);
+      timer.unref();
+      void drain();
+      return () => clearInterval(timer);
+    },
+  },
+];

@@ -1,0 +1,163 @@
+/**
+ * OnAccessHandler — what the daemon answers when the kernel asks "may this file be opened?",
+ * and what it does after a file was written. Backend-neutral: the fanotify gate calls `decide`
+ * and `written`, the portable watcher calls `written` only.
+ *
+ * Policy, in order:
+ *   - not a regular file                         -> allow
+ *   - larger than max_file_size                  -> allow, marked clean-for-now (stated policy:
+ *                                                   huge files are not scanned on access; counted)
+ *   - verdict within the deadline: clean         -> allow, cacheable (kernel ignore mark)
+ *                                   infected     -> deny (EPERM), quarantine, detection event
+ *   - no verdict (SVM down, deadline passed)     -> `on_svm_unavailable`: allow (file queued for a
+ *                                                   later scan) or deny; never cacheable
+ * The scan goes on after a deadline answer: if it later finds a threat, the file is quarantined
+ * and reported then, so a slow SVM delays a detection but never loses it.
+ */
+import type fs from 'node:fs';
+import { describeError } from '../errors.js';
+import { logger } from '../log.js';
+import type { Detection, DetectionLog } from './detections.js';
+import type { FileScanner, ScanResult } from './file-scanner.js';
+
+export interface AccessEvent {
+  /** Open fd of the file (the fanotify event fd); valid until the returned promise settles. */
+  fd: number;
+  path: string;
+  pid: number;
+  kind: 'open' | 'exec';
+  stat: fs.BigIntStats;
+}
+
+export interface Decision {
+  allow: boolean;
+  /** Clean and unchanged: the gate may add a kernel ignore mark so later opens cost nothing. */
+  cacheable: boolean;
+}
+
+/** Files allowed without a verdict, to be scanned when an SVM is back. */
+export interface DeferredSink {
+  add(entry: { path: string; dev: string; ino: string; size: number; mtimeNs: string; reason: string }): void;
+}
+
+/** Where infected files go. Resolves with the quarantine id, or rejects (the detection stands). */
+export interface QuarantineSink {
+  put(path: string, info: { threat: string; sha256?: string | undefined }): Promise<string>;
+}
+
+export interface OnAccessOptions {
+  scanner: FileScanner;
+  detections: DetectionLog;
+  deferred: DeferredSink;
+  quarantine: QuarantineSink;
+  deadlineMs: number;
+  onSvmUnavailable: 'allow' | 'deny';
+  maxFileSize: number;
+  /** Quarantine infected files (default true). */
+  quarantineInfected?: boolean;
+}
+
+export class OnAccessHandler {
+  private readonly log = logger('on-access');
+  readonly counts = { decisions: 0, allowed: 0, denied: 0, deadline: 0, unavailable: 0, tooLarge: 0, written: 0, detections: 0 };
+
+  constructor(private readonly o: OnAccessOptions) {}
+
+  async decide(ev: AccessEvent): Promise<Decision> {
+    this.counts.decisions++;
+    if (!ev.stat.isFile()) return this.allow(false);
+    if (Number(ev.stat.size) > this.o.maxFileSize) {
+      this.counts.tooLarge++;
+      return this.allow(true);
+    }
+    const scan = this.o.scanner.scanFd(ev.fd, ev.path, ev.stat);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'deadline'>((r) => (timer = setTimeout(() => r('deadline'), this.o.deadlineMs)));
+    const first = await Promise.race([scan, deadline]);
+    clearTimeout(timer);
+    if (first === 'deadline') {
+      this.counts.deadline++;
+      // Keep the fd's owner waiting for `scan` (see AccessEvent.fd) only as long as the caller
+      // chooses; what the late result says is handled here.
+      void scan.then((r) => this.afterLate(ev, r));
+      return this.noVerdict(ev, `no verdict within ${this.o.deadlineMs} ms`);
+    }
+    return this.fromResult(ev, first);
+  }
+
+  /** A file was written (close-write, or the watcher saw it settle): scan it in the background. */
+  async written(path: string, scan: () => Promise<ScanResult>): Promise<ScanResult> {
+    this.counts.written++;
+    const r = await scan();
+    if (r.outcome === 'infected') await this.act(path, r, 'quarantined', undefined);
+    else if (r.outcome === 'error') this.defer(path, undefined, r.error?.code ?? 'scan-error');
+    return r;
+  }
+
+  private async fromResult(ev: AccessEvent, r: ScanResult): Promise<Decision> {
+    switch (r.outcome) {
+      case 'clean':
+        return this.allow(true);
+      case 'skipped':
+        return this.allow(false);
+      case 'infected':
+        this.counts.denied++;
+        // Answer first (the caller writes the response), quarantine right after.
+        setImmediate(() => void this.act(ev.path, r, 'denied', ev.pid));
+        return { allow: false, cacheable: false };
+      case 'error':
+        return this.noVerdict(ev, `${r.error?.code}: ${r.error?.message}`);
+    }
+  }
+
+  private noVerdict(ev: AccessEvent, why: string): Decision {
+    this.counts.unavailable++;
+    this.defer(ev.path, ev.stat, why);
+    if (this.o.onSvmUnavailable === 'deny') {
+      this.counts.denied++;
+      return { allow: false, cacheable: false };
+    }
+    return this.allow(false);
+  }
+
+  private allow(cacheable: boolean): Decision {
+    this.counts.allowed++;
+    return { allow: true, cacheable };
+  }
+
+  private defer(path: string, st: fs.BigIntStats | undefined, reason: string): void {
+    try {
+      this.o.deferred.add({
+        path,
+        dev: String(st?.dev ?? 0n),
+        ino: String(st?.ino ?? 0n),
+        size: Number(st?.size ?? 0n),
+        mtimeNs: String(st?.mtimeNs ?? 0n),
+        reason,
+      });
+    } catch (e) {
+      this.log.error('could not queue a file for a later scan', { path, ...describeError(e) });
+    }
+  }
+
+  private afterLate(ev: AccessEvent, r: ScanResult): void {
+    if (r.outcome === 'infected') void this.act(ev.path, r, 'quarantined', ev.pid);
+  }
+
+  private async act(path: string, r: ScanResult, action: Detection['action'], pid: number | undefined): Promise<void> {
+    this.counts.detections++;
+    let finalAction = action;
+    if (this.o.quarantineInfected !== false) {
+      try {
+        await this.o.quarantine.put(path, { threat: r.threat ?? 'Unknown-Threat', sha256: r.sha256 });
+        finalAction = 'quarantined';
+      } catch (e) {
+        this.log.error('could not quarantine an infected file', { path, ...describeError(e) });
+      }
+    }
+    const d: Detection = { kind: 'detection', time: new Date().toISOString(), path, threat: r.threat ?? 'Unknown-Threat', action: finalAction };
+    if (r.sha256) d.sha256 = r.sha256;
+    if (pid !== undefined) d.process = { pid };
+    this.o.detections.add(d);
+  }
+}

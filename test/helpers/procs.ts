@@ -1,0 +1,143 @@
+/**
+ * Real processes for integration tests: an SVM and an agent started from the compiled CLIs,
+ * scratch tmpfs mounts, and a watchdog on everything so a stuck test never freezes the machine.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export const CLI = new URL('../../src/cli/lightagent.js', import.meta.url).pathname;
+export const SVM_CLI = new URL('../../src/cli/lightagent-svm.js', import.meta.url).pathname;
+export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
+
+export const isRoot = process.getuid?.() === 0;
+export const inCi = process.env.CI === 'true';
+
+/** Skip reason for tests that need root, or undefined. Under CI=true a missing requirement fails instead. */
+export function needRoot(): string | undefined {
+  if (isRoot) return undefined;
+  if (inCi) throw new Error('CI=true: this integration test needs root (fanotify, mounts) and may not skip');
+  process.stderr.write('\n*** SKIPPING: this test needs root (fanotify permission events, tmpfs mounts) ***\n\n');
+  return 'needs root';
+}
+
+const children = new Set<ChildProcess>();
+const mounts = new Set<string>();
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  for (const m of mounts) spawnSync('umount', ['-l', m]);
+});
+
+export interface Proc {
+  child: ChildProcess;
+  pid: number;
+  output: () => string;
+  stop: (signal?: NodeJS.Signals) => Promise<number | null>;
+}
+
+/** Spawn `node script args`, kill it after `watchdogMs` whatever happens. */
+export function spawnNode(script: string, args: string[], opts: { env?: NodeJS.ProcessEnv; watchdogMs?: number } = {}): Proc {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  children.add(child);
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const watchdog = setTimeout(() => child.kill('SIGKILL'), opts.watchdogMs ?? 120_000);
+  watchdog.unref();
+  child.once('exit', () => {
+    clearTimeout(watchdog);
+    children.delete(child);
+  });
+  return {
+    child,
+    pid: child.pid!,
+    output: () => out,
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await new Promise((r) => child.once('exit', r));
+      clearTimeout(t);
+      return child.exitCode;
+    },
+  };
+}
+
+/** Resolve with the first match of `re` in the process output. */
+export function waitFor(p: Proc, re: RegExp, ms = 20_000): Promise<RegExpExecArray> {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const m = re.exec(p.output());
+      if (m) {
+        cleanup();
+        resolve(m);
+      }
+    };
+    const onExit = (code: number | null) => {
+      cleanup();
+      reject(new Error(`process exited (${code}) before ${re}; output:\n${p.output().slice(-2000)}`));
+    };
+    const t = setTimeout(() => {
+      cleanup();
+      reject(new Error(`timed out after ${ms} ms waiting for ${re}; output:\n${p.output().slice(-2000)}`));
+    }, ms);
+    const cleanup = () => {
+      clearTimeout(t);
+      p.child.stdout!.off('data', check);
+      p.child.stderr!.off('data', check);
+      p.child.off('exit', onExit);
+    };
+    p.child.stdout!.on('data', check);
+    p.child.stderr!.on('data', check);
+    p.child.once('exit', onExit);
+    check();
+  });
+}
+
+export async function startSvmProcess(extra: string[] = [], token = 'test-token'): Promise<Proc & { url: string; port: number }> {
+  const p = spawnNode(SVM_CLI, ['--listen', '127.0.0.1:0', '--token', token, '--json', ...extra]);
+  const m = await waitFor(p, /"url"\s*:\s*"(ws:\/\/[^"]+)"/);
+  const url = m[1]!;
+  return { ...p, url, port: Number(new URL(url).port) };
+}
+
+/** Same port again (restart after a kill). */
+export async function restartSvmProcess(port: number, token = 'test-token'): Promise<Proc & { url: string; port: number }> {
+  const p = spawnNode(SVM_CLI, ['--listen', `127.0.0.1:${port}`, '--token', token, '--json']);
+  const m = await waitFor(p, /"url"\s*:\s*"(ws:\/\/[^"]+)"/);
+  return { ...p, url: m[1]!, port };
+}
+
+/** A fresh tmpfs mounted on a new temp dir; unmounted at exit even if the test forgets. */
+export function scratchMount(prefix = 'la-mnt-'): { dir: string; unmount: () => void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256m', 'tmpfs', dir]);
+  if (r.status !== 0) throw new Error(`mount tmpfs on ${dir} failed: ${r.stderr}`);
+  mounts.add(dir);
+  return {
+    dir,
+    unmount: () => {
+      spawnSync('umount', ['-l', dir]);
+      mounts.delete(dir);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Run a command with a hard timeout; never hangs the test. */
+export function run(cmd: string, args: string[], timeoutMs = 10_000): { status: number | null; stdout: string; stderr: string; ms: number } {
+  const t0 = performance.now();
+  const r = spawnSync(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL' });
+  return { status: r.status, stdout: r.stdout?.toString() ?? '', stderr: r.stderr?.toString() ?? '', ms: performance.now() - t0 };
+}
+
+export async function eventually<T>(fn: () => T | undefined | false, ms = 10_000, what = 'condition'): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
