@@ -33,6 +33,11 @@ export interface Decision {
   allow: boolean;
   /** Clean and unchanged: the gate may add a kernel ignore mark so later opens cost nothing. */
   cacheable: boolean;
+  /**
+   * Set when the answer was given before the scan finished (deadline): the scan still reads
+   * through the event fd, so the gate must keep that fd open until this settles.
+   */
+  hold?: Promise<void>;
 }
 
 /** Files allowed without a verdict, to be scanned when an SVM is back. */
@@ -77,10 +82,8 @@ export class OnAccessHandler {
     clearTimeout(timer);
     if (first === 'deadline') {
       this.counts.deadline++;
-      // Keep the fd's owner waiting for `scan` (see AccessEvent.fd) only as long as the caller
-      // chooses; what the late result says is handled here.
-      void scan.then((r) => this.afterLate(ev, r));
-      return this.noVerdict(ev, `no verdict within ${this.o.deadlineMs} ms`);
+      const hold = scan.then((r) => this.afterLate(ev, r));
+      return { ...this.noVerdict(ev, `no verdict within ${this.o.deadlineMs} ms`), hold };
     }
     return this.fromResult(ev, first);
   }

@@ -3,41 +3,11 @@
  * window, deadlines, loss of connection, reconnect, and refusals that must be final.
  */
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
-import { WebSocketServer, type WebSocket } from 'ws';
 import { AuthError, DeadlineError, SvmUnavailableError } from '../../src/errors.js';
-import { CloseCode, decodeAgentMessage, decodeChunk, encodeMessage, type AgentMessage } from '../../src/protocol/index.js';
+import { encodeMessage } from '../../src/protocol/index.js';
+import { scriptedSvm } from '../helpers/scripted-svm.js';
 import { SvmLink } from '../../src/svm-link/index.js';
-
-type Handler = (ws: WebSocket, msg: AgentMessage | { t: 'chunk'; id: number; index: number; last: boolean; bytes: number }) => void;
-
-async function scriptedSvm(onMessage: Handler, opts: { maxInFlight?: number; port?: number } = {}) {
-  const wss = new WebSocketServer({ port: opts.port ?? 0, host: '127.0.0.1', perMessageDeflate: false });
-  await new Promise<void>((r) => wss.once('listening', () => r()));
-  wss.on('connection', (ws) => {
-    ws.on('message', (data, isBinary) => {
-      if (isBinary) {
-        const c = decodeChunk(data as Buffer);
-        onMessage(ws, { t: 'chunk', id: c.id, index: c.index, last: c.last, bytes: c.payload.length });
-        return;
-      }
-      const m = decodeAgentMessage(data as Buffer);
-      if (m.t === 'hello') {
-        if (m.token !== 'good') {
-          ws.send(encodeMessage({ t: 'error', code: 'LA_ERR_AUTH', message: 'unknown token' }));
-          ws.close(CloseCode.AUTH);
-          return;
-        }
-        ws.send(encodeMessage({ t: 'welcome', v: 1, svmId: 'test-svm', generation: 'g1', load: 0, limits: { maxFileSize: 1 << 26, maxChunk: 1 << 20, maxInFlight: opts.maxInFlight ?? 32 } }));
-        return;
-      }
-      onMessage(ws, m);
-    });
-  });
-  const port = (wss.address() as AddressInfo).port;
-  return { wss, port, url: `ws://127.0.0.1:${port}`, close: () => new Promise<void>((r) => { for (const c of wss.clients) c.terminate(); wss.close(() => r()); }) };
-}
 
 function link(url: string, extra: Partial<ConstructorParameters<typeof SvmLink>[0]> = {}) {
   return new SvmLink({ url, token: 'good', agentId: 'agent-test-1', host: 'h', os: 'linux', agentVersion: '0', deadlineMs: 1000, backoffMinMs: 20, backoffMaxMs: 100, connectTimeoutMs: 2000, ...extra });

@@ -1,0 +1,41 @@
+/**
+ * Chooses the protection backend, in one place: fanotify when it can run here (root or
+ * CAP_SYS_ADMIN, a kernel with permission events), else the portable watcher; logged loudly.
+ */
+import fs from 'node:fs';
+import { describeError, LightagentError } from '../errors.js';
+import { logger } from '../log.js';
+import { ChokidarWatcher } from '../watchers/chokidar-watcher.js';
+import type { ProtectionBackend } from '../watchers/protection.js';
+import type { AgentConfig } from './config.js';
+import type { FileScanner } from './file-scanner.js';
+import type { OnAccessHandler } from './on-access.js';
+import { startFanotifyProtection } from './fanotify-protection.js';
+
+export async function startProtection(cfg: AgentConfig, forced: 'fanotify' | 'watcher' | undefined, handler: OnAccessHandler, scanner: FileScanner): Promise<ProtectionBackend> {
+  const log = logger('protection');
+  for (const p of cfg.protect) {
+    if (!fs.existsSync(p)) throw new LightagentError('LA_ERR_CONFIG', `protect: ${p} does not exist`, 'create it or remove it from `protect`');
+  }
+  const exclude = [...cfg.exclude, cfg.state_dir];
+  if (forced !== 'watcher') {
+    try {
+      const gate = await startFanotifyProtection(cfg, exclude, handler, scanner);
+      log.info('on-access protection by fanotify: opens and executions are checked before they happen', { paths: cfg.protect });
+      return gate;
+    } catch (e) {
+      if (forced === 'fanotify') throw e;
+      log.warn('fanotify is not available here; FALLING BACK to the portable watcher: files are scanned after they are written, opens are NOT blocked', describeError(e));
+    }
+  }
+  const watcher = await ChokidarWatcher.start({
+    paths: cfg.protect,
+    exclude,
+    scanExisting: false,
+    onWritten: (file) => {
+      void handler.written(file, () => scanner.scanPath(file)).catch((e) => log.error('scan after write failed', { file, ...describeError(e) }));
+    },
+  });
+  log.warn('protection mode: watcher (scan after write; opens are not blocked)', { paths: cfg.protect });
+  return watcher;
+}

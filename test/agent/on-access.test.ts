@@ -1,0 +1,136 @@
+/**
+ * The on-access policy (OnAccessHandler) against a scripted SVM: verdicts within the deadline,
+ * deadline answers by policy, SVM unavailable (allow queues the file, deny refuses it), and a
+ * threat found after a deadline answer is still quarantined and reported.
+ */
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { DeferredQueue } from '../../src/agent/deferred-queue.js';
+import { DetectionLog } from '../../src/agent/detections.js';
+import { FileScanner } from '../../src/agent/file-scanner.js';
+import { OnAccessHandler, type AccessEvent } from '../../src/agent/on-access.js';
+import { encodeMessage } from '../../src/protocol/index.js';
+import { SvmLink } from '../../src/svm-link/index.js';
+import { eventually } from '../helpers/procs.js';
+import { scriptedSvm } from '../helpers/scripted-svm.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-onaccess-'));
+const cleanups: Array<() => unknown> = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** An SVM whose verdict for content containing "EVIL" is infected, answered after `delayMs`. */
+async function svmWithDelay(delayMs: () => number) {
+  const uploads = new Map<number, Buffer[]>();
+  return scriptedSvm((ws, m) => {
+    const answer = (id: number, verdict: 'clean' | 'infected' | 'unknown', sha256?: string) =>
+      setTimeout(() => ws.readyState === ws.OPEN && ws.send(encodeMessage({ t: 'verdict', id, verdict, ...(sha256 ? { sha256 } : {}), ...(verdict === 'infected' ? { threat: 'Test-Evil' } : {}), generation: 'g1', engine: 'scripted' })), delayMs());
+    if (m.t === 'lookup') answer(m.id, 'unknown');
+    if (m.t === 'chunk') {
+      const parts = uploads.get(m.id) ?? [];
+      parts.push(m.payload);
+      uploads.set(m.id, parts);
+      if (m.last) {
+        const content = Buffer.concat(parts);
+        uploads.delete(m.id);
+        answer(m.id, content.includes('EVIL') ? 'infected' : 'clean', crypto.createHash('sha256').update(content).digest('hex'));
+      }
+    }
+  });
+}
+
+async function setup(policy: 'allow' | 'deny', url: string, deadlineMs = 300) {
+  const link = new SvmLink({ url, token: 'good', agentId: 'agent-onaccess', host: 'h', os: 'linux', agentVersion: '0', deadlineMs: 5000, backoffMinMs: 20, backoffMaxMs: 100, connectTimeoutMs: 500 });
+  cleanups.push(() => link.close());
+  const queue = await DeferredQueue.open({ file: path.join(fs.mkdtempSync(path.join(dir, 'q-')), 'queue.journal') });
+  cleanups.push(() => queue.close());
+  const quarantined: string[] = [];
+  const detections = new DetectionLog(50);
+  const handler = new OnAccessHandler({
+    scanner: new FileScanner({ link, maxFileSize: 1 << 20, deadlineMs: 5000 }),
+    detections,
+    deferred: queue,
+    quarantine: { put: async (p) => (quarantined.push(p), 'id') },
+    deadlineMs,
+    onSvmUnavailable: policy,
+    maxFileSize: 1 << 20,
+  });
+  return { link, queue, quarantined, detections, handler };
+}
+
+function event(name: string, content: string): AccessEvent & { close: () => void } {
+  const p = path.join(dir, name);
+  fs.writeFileSync(p, content);
+  const fd = fs.openSync(p, 'r');
+  return { fd, path: p, pid: process.pid, kind: 'open', stat: fs.fstatSync(fd, { bigint: true }), close: () => fs.closeSync(fd) };
+}
+
+describe('OnAccessHandler', () => {
+  it('allows clean files as cacheable and denies infected ones, then quarantines and reports them', async () => {
+    const svm = await svmWithDelay(() => 0);
+    cleanups.push(svm.close);
+    const s = await setup('allow', svm.url);
+    await s.link.connect();
+    const clean = event('clean.txt', 'hello');
+    assert.deepEqual(await s.handler.decide(clean), { allow: true, cacheable: true });
+    const evil = event('evil.txt', 'this is EVIL');
+    assert.deepEqual(await s.handler.decide(evil), { allow: false, cacheable: false });
+    await eventually(() => s.quarantined.length === 1, 2000, 'quarantine');
+    assert.equal(s.quarantined[0], evil.path);
+    assert.equal(s.detections.recent()[0]!.threat, 'Test-Evil');
+    clean.close();
+    evil.close();
+  });
+
+  it('answers by policy at the deadline, queues the file, and still quarantines a late detection', async () => {
+    const svm = await svmWithDelay(() => 800);
+    cleanups.push(svm.close);
+    const s = await setup('allow', svm.url, 200);
+    await s.link.connect();
+    const evil = event('late-evil.txt', 'EVIL but slow');
+    const t0 = performance.now();
+    const d = await s.handler.decide(evil);
+    const took = performance.now() - t0;
+    assert.equal(d.allow, true, 'fail-open');
+    assert.equal(d.cacheable, false, 'no kernel mark for an unjudged file');
+    assert.ok(d.hold instanceof Promise, 'the gate is told to keep the fd open for the late scan');
+    assert.ok(took < 600, `answered near the 200 ms deadline, took ${took.toFixed(0)} ms`);
+    assert.equal(s.queue.has(evil.path), true, 'queued for a later scan');
+    await eventually(() => s.quarantined.includes(evil.path), 5000, 'late quarantine');
+    assert.equal(s.handler.counts.deadline, 1);
+    evil.close();
+  });
+
+  it('SVM unreachable: allow policy opens and queues; deny policy refuses, both within the deadline', async () => {
+    const svm = await svmWithDelay(() => 0);
+    const url = svm.url;
+    await svm.close();
+    for (const policy of ['allow', 'deny'] as const) {
+      const s = await setup(policy, url, 300);
+      const f = event(`down-${policy}.txt`, 'anything');
+      const t0 = performance.now();
+      const d = await s.handler.decide(f);
+      assert.ok(performance.now() - t0 < 1500, 'within the deadline plus slack');
+      assert.equal(d.allow, policy === 'allow');
+      assert.equal(d.cacheable, false);
+      assert.equal(s.queue.has(f.path), true);
+      f.close();
+    }
+  });
+
+  it('allows what is not a regular file and files over max_file_size without scanning', async () => {
+    const svm = await svmWithDelay(() => 0);
+    cleanups.push(svm.close);
+    const s = await setup('deny', svm.url);
+    const big = event('big.bin', 'x'.repeat((1 << 20) + 1));
+    assert.deepEqual(await s.handler.decide(big), { allow: true, cacheable: true });
+    assert.equal(s.handler.counts.tooLarge, 1);
+    big.close();
+  });
+});
