@@ -43,6 +43,8 @@ export interface LocalVerdictStore {
   lookupFingerprint(fp: bigint): LocalHit | undefined;
   recordIdentity(st: fs.BigIntStats, fp: bigint): void;
   record(st: fs.BigIntStats, fp: bigint, sha256: string, verdict: 'clean' | 'infected', threat?: string): void;
+  /** A stale identity hit re-judged by the SVM under the current generation. */
+  refreshIdentity(st: fs.BigIntStats, verdict: 'clean' | 'infected', threat?: string): void;
   singleFlight<T>(key: string, fn: () => Promise<T>): Promise<T>;
 }
 
@@ -76,8 +78,15 @@ export class FileScanner {
     this.opts = { minUploadRate: 10 * 1024 * 1024, inMemoryMax: 4 * 1024 * 1024, ...options };
   }
 
-  /** Open `path` without following a final symlink and scan it. Never throws: errors are in the result. */
-  async scanPath(path: string): Promise<ScanResult> {
+  /**
+   * Open `path` without following a final symlink and scan it. Never throws: errors are in the
+   * result. With `known` (an lstat the caller just made), an identity hit answers without opening.
+   */
+  async scanPath(path: string, known?: fs.BigIntStats): Promise<ScanResult> {
+    if (known && this.opts.cache && known.isFile()) {
+      const hit = this.opts.cache.lookupIdentity(known);
+      if (hit && !hit.stale) return fromHit(path, Number(known.size), hit, 'cache-identity', 0);
+    }
     let fd: number;
     try {
       fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
@@ -119,8 +128,7 @@ export class FileScanner {
     if (staleHit) {
       const v = await this.opts.link.lookup(staleHit.sha256, size);
       if (v.verdict === 'clean' || v.verdict === 'infected') {
-        // Refresh under the current generation. The fingerprint is unknown here, so re-hash
-        // only when the verdict changed; a clean confirmation keeps the identity entry.
+        cache?.refreshIdentity(st, v.verdict, v.threat);
         return this.finish(path, st, size, undefined, staleHit.sha256, v, 'svm-cache', 0, 0);
       }
     }

@@ -10,6 +10,8 @@ import path from 'node:path';
 export interface WalkEntry {
   path: string;
   size: number;
+  /** lstat of the entry (bigint): lets a cache answer by identity without opening the file. */
+  stat: fs.BigIntStats;
 }
 
 export interface WalkSkip {
@@ -25,7 +27,7 @@ export interface WalkOptions {
   onSkip?: (skip: WalkSkip) => void;
 }
 
-function kindOf(st: fs.Stats): string {
+function kindOf(st: fs.BigIntStats): string {
   if (st.isSocket()) return 'a socket';
   if (st.isFIFO()) return 'a FIFO';
   if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
@@ -42,15 +44,16 @@ export async function* walkTree(roots: readonly string[], opts: WalkOptions = {}
   while (stack.length > 0) {
     const p = stack.pop()!;
     if (excluded(p)) continue;
-    let st: fs.Stats;
+    let st: fs.BigIntStats;
     try {
-      st = await fs.promises.lstat(p);
+      // Synchronous lstat: ~2 us from the dentry cache, far cheaper than a promise round trip.
+      st = fs.lstatSync(p, { bigint: true });
       if (st.isSymbolicLink()) {
         if (!opts.followSymlinks) {
           skip(p, 'LA_SKIP_SYMLINK', 'symbolic link not followed (use --follow-symlinks)');
           continue;
         }
-        st = await fs.promises.stat(p);
+        st = fs.statSync(p, { bigint: true });
       }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'ERR';
@@ -75,7 +78,7 @@ export async function* walkTree(roots: readonly string[], opts: WalkOptions = {}
       names.sort();
       for (let i = names.length - 1; i >= 0; i--) stack.push(path.join(p, names[i]!));
     } else if (st.isFile()) {
-      yield { path: p, size: st.size };
+      yield { path: p, size: Number(st.size), stat: st };
     } else {
       skip(p, 'LA_SKIP_NOT_REGULAR', `${kindOf(st)}, not scanned`);
     }

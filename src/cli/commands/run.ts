@@ -1,6 +1,8 @@
 /**
  * `lightagent run` — the guest daemon in the foreground (systemd runs it the same way).
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadAgentConfig, type AgentConfig } from '../../agent/config.js';
 import { Daemon } from '../../agent/daemon.js';
@@ -91,6 +93,18 @@ export async function runCommand(argv: string[]): Promise<number> {
   const line = { event: 'started', pid: process.pid, mode: daemon.mode, protect: cfg.protect, svm: cfg.svm };
   out(o.json ? JSON.stringify(line) : `lightagent: protecting ${cfg.protect.join(', ')} (mode ${daemon.mode}, SVM ${cfg.svm}); pid ${process.pid}`);
 
+  // SIGUSR2: write a status snapshot next to the state (debugging, tests) until the
+  // status socket (issue 8) exists.
+  const statusFile = path.join(cfg.state_dir, 'status.json');
+  const onUsr2 = () => {
+    try {
+      fs.writeFileSync(`${statusFile}.tmp`, JSON.stringify(daemon.status(), null, 2), { mode: 0o600 });
+      fs.renameSync(`${statusFile}.tmp`, statusFile);
+    } catch (e) {
+      err(`lightagent run: cannot write ${statusFile}: ${(e as Error).message}`);
+    }
+  };
+  process.on('SIGUSR2', onUsr2);
   await new Promise<void>((resolve) => {
     const onSignal = (sig: NodeJS.Signals) => {
       process.off('SIGINT', onSignal);
@@ -101,6 +115,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
+  process.off('SIGUSR2', onUsr2);
   await daemon.stop();
   await closeLogging();
   return 0;

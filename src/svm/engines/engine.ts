@@ -16,8 +16,11 @@ export interface ScanEngine {
    * are cached under (sha256, generation); a new generation makes cached clean verdicts stale.
    */
   generation(): string;
-  /** Judge one complete file. Must not throw on any content; throws only for engine failure. */
-  scan(content: Buffer): Promise<EngineResult>;
+  /**
+   * Judge one complete file. Must not throw on any content; throws only for engine failure.
+   * `known.sha256`, when given, is the SHA-256 the SVM already computed over these bytes.
+   */
+  scan(content: Buffer, known?: { sha256?: string }): Promise<EngineResult>;
   /** Health for /healthz: false when the engine cannot scan right now. */
   healthy(): boolean;
   close(): Promise<void>;

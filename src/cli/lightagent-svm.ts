@@ -1,0 +1,121 @@
+#!/usr/bin/env node
+/**
+ * `lightagent-svm` — the Security VM server.
+ */
+import { parseArgs } from 'node:util';
+import { closeLogging, configureLogging } from '../log.js';
+import { loadSvmConfig, type SvmConfig } from '../svm/config.js';
+import { BuiltinEngine } from '../svm/engines/builtin.js';
+import { MemoryVerdictCache } from '../svm/memory-verdict-cache.js';
+import { SvmServer } from '../svm/server.js';
+import { err, exitAfterFlush, fail, out } from './output.js';
+
+const HELP = `Usage: lightagent-svm [options]
+
+Run the Security VM server: agents connect over WebSocket (lightagent/1); GET /metrics and
+GET /healthz on the same port.
+
+Options:
+  --config F           config file (YAML or JSON)
+  --listen HOST:PORT   where to listen (default 127.0.0.1:7443; port 0 picks a free port)
+  --token T            accept this tenant token (repeatable; also LIGHTAGENT_SVM_TOKEN)
+  --signatures FILE    load a .hdb, .hsb or .ndb signature file (repeatable)
+  --max-file-size SZ   largest upload accepted (default 64 MiB)
+  --log-file F         JSON-lines log file (default: JSON lines on stderr)
+  --log-level L        error | warn | info | debug
+  --json               print the listening line as JSON
+  -h, --help           show this help
+
+Signals: SIGHUP reloads the signature files; SIGINT/SIGTERM stop gracefully.`;
+
+async function main(argv: string[]): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string' },
+        listen: { type: 'string' },
+        token: { type: 'string', multiple: true },
+        signatures: { type: 'string', multiple: true },
+        'max-file-size': { type: 'string' },
+        'log-file': { type: 'string' },
+        'log-level': { type: 'string' },
+        json: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (e) {
+    err(`lightagent-svm: ${(e as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  const o = args.values;
+  if (o.help) {
+    out(HELP);
+    return 0;
+  }
+  let cfg: SvmConfig;
+  try {
+    cfg = loadSvmConfig({
+      file: o.config,
+      flags: {
+        listen: o.listen,
+        tokens: o.token,
+        signatures: o.signatures,
+        max_file_size: o['max-file-size'],
+        'log.file': o['log-file'],
+        'log.level': o['log-level'],
+      },
+    });
+  } catch (e) {
+    return fail(e, 'lightagent-svm');
+  }
+  configureLogging({ level: cfg.log.level, ...(cfg.log.file ? { file: cfg.log.file } : { stderr: true }) });
+  let server: SvmServer;
+  let engine: BuiltinEngine;
+  try {
+    engine = new BuiltinEngine({ signatureFiles: cfg.signatures });
+    server = await SvmServer.start({
+      host: cfg.listen.host,
+      port: cfg.listen.port,
+      tokens: cfg.tokens,
+      engine,
+      cache: new MemoryVerdictCache(cfg.cache.entries),
+      maxFileSize: cfg.max_file_size,
+      maxChunk: cfg.max_chunk,
+      maxInFlight: cfg.max_in_flight,
+      uploadTimeoutMs: cfg.upload_timeout,
+      helloTimeoutMs: cfg.hello_timeout,
+      uploadMemory: cfg.upload_memory,
+    });
+  } catch (e) {
+    return fail(e, 'lightagent-svm');
+  }
+  const line = { event: 'listening', url: server.url, metrics: `${server.url.replace('ws://', 'http://')}/metrics`, engine: engine.name, generation: engine.generation(), pid: process.pid };
+  out(o.json ? JSON.stringify(line) : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, signatures ${line.generation}); metrics at ${line.metrics}`);
+
+  process.on('SIGHUP', () => {
+    try {
+      const r = engine.reload();
+      server.announceGeneration();
+      out(o.json ? JSON.stringify({ event: 'reloaded', ...r }) : `lightagent-svm: signatures reloaded (${r.generation})`);
+    } catch (e) {
+      fail(e, 'lightagent-svm: reload failed, keeping the previous signatures');
+    }
+  });
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  await server.close();
+  await closeLogging();
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => exitAfterFlush(code),
+  (e: unknown) => {
+    err(`lightagent-svm: internal error: ${(e as Error)?.stack ?? String(e)}`);
+    exitAfterFlush(2);
+  },
+);

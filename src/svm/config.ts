@@ -1,0 +1,66 @@
+/**
+ * The SVM's configuration: a YAML/JSON file, then LIGHTAGENT_SVM_TOKEN, then flags.
+ */
+import { z } from 'zod';
+import { ConfigError } from '../errors.js';
+import { duration, override, parseConfig, readConfigFile, size } from '../config/load.js';
+import { FRAME_LIMITS } from '../protocol/index.js';
+
+const listen = z.string().transform((v, ctx) => {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(v.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not HOST:PORT (examples: 127.0.0.1:7443, 0.0.0.0:7443, [::1]:7443)` });
+    return z.NEVER;
+  }
+  return { host: (m[1] ?? m[2])!, port };
+});
+
+const token = z.union([
+  z.string().min(8, 'a token must have at least 8 characters').transform((t) => ({ tenant: 'default', token: t })),
+  z.object({ tenant: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, . _ - only'), token: z.string().min(8, 'a token must have at least 8 characters') }).strict(),
+]);
+
+export const svmConfigSchema = z
+  .object({
+    listen: listen.default({ host: '127.0.0.1', port: 7443 }),
+    tokens: z.array(token).min(1, 'at least one tenant token is needed (flag --token, or LIGHTAGENT_SVM_TOKEN)'),
+    engine: z.enum(['builtin']).default('builtin'),
+    signatures: z.array(z.string().min(1)).default([]),
+    max_file_size: size().default(64 * 1024 * 1024),
+    max_chunk: size().refine((n) => n >= 4096 && n <= FRAME_LIMITS.maxChunk, `must be from 4 KiB to ${FRAME_LIMITS.maxChunk} bytes`).default(FRAME_LIMITS.maxChunk),
+    max_in_flight: z.number().int().min(1).max(1024).default(32),
+    upload_timeout: duration().default(30_000),
+    hello_timeout: duration().default(5_000),
+    upload_memory: size().default(512 * 1024 * 1024),
+    cache: z.object({ entries: z.number().int().min(1).max(100_000_000).default(1_000_000) }).strict().default({ entries: 1_000_000 }),
+    insecure_plain_ws: z.boolean().default(false),
+    log: z.object({ file: z.string().optional(), level: z.enum(['error', 'warn', 'info', 'debug']).default('info') }).strict().default({ level: 'info' }),
+  })
+  .strict();
+
+export type SvmConfig = z.output<typeof svmConfigSchema>;
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+export function loadSvmConfig(src: { file?: string | undefined; env?: NodeJS.ProcessEnv; flags?: Record<string, unknown> }): SvmConfig {
+  const env = src.env ?? process.env;
+  let raw: Record<string, unknown> = {};
+  let source = 'the command line';
+  if (src.file) {
+    const doc = readConfigFile(src.file);
+    if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new ConfigError(src.file, ['(top level): must be a mapping of settings']);
+    raw = { ...(doc as Record<string, unknown>) };
+    source = src.file;
+  }
+  if (env.LIGHTAGENT_SVM_TOKEN) raw.tokens = [...((raw.tokens as unknown[]) ?? []), env.LIGHTAGENT_SVM_TOKEN];
+  for (const [k, v] of Object.entries(src.flags ?? {})) override(raw, k, v);
+  const cfg = parseConfig(svmConfigSchema, raw, source);
+  // Plain ws carries tokens and file content in clear: only on loopback unless explicitly allowed.
+  if (!isLoopback(cfg.listen.host) && !cfg.insecure_plain_ws) {
+    throw new ConfigError(source, [`listen: ${cfg.listen.host} is not a loopback address and TLS is not configured; plain ws would carry tokens and file content in clear. Listen on 127.0.0.1, or set insecure_plain_ws: true on a network you trust`]);
+  }
+  return cfg;
+}

@@ -1,0 +1,29 @@
+/**
+ * The SVM's shared verdict cache: (tenant, signature generation, SHA-256) -> verdict. Only the
+ * SVM writes it, and only with what its own engine found over bytes it hashed itself. Async so a
+ * networked implementation (Redis) fits the same seam.
+ */
+export interface CachedVerdict {
+  verdict: 'clean' | 'infected';
+  threat?: string;
+  engine: string;
+}
+
+export interface VerdictKey {
+  tenant: string;
+  generation: string;
+  sha256: string;
+}
+
+export interface SharedVerdictCache {
+  readonly kind: string;
+  get(key: VerdictKey): Promise<CachedVerdict | undefined>;
+  set(key: VerdictKey, v: CachedVerdict): Promise<void>;
+  healthy(): boolean;
+  stats(): { entries: number; evictions: number };
+  close(): Promise<void>;
+}
+
+export function verdictKey(k: VerdictKey): string {
+  return `${k.tenant}\u0000${k.generation}\u0000${k.sha256}`;
+}

@@ -1,0 +1,183 @@
+/**
+ * The daemon end to end: a real SVM process, a real `lightagent run` process protecting a tmpfs
+ * made for the test, real files. The shared part runs once per protection backend (the watcher
+ * conformance suite); the fanotify part checks what only a gate can do (deny before the open).
+ * Every agent runs under a watchdog; only the scratch tmpfs is ever marked.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CLI, EICAR, eventually, needRoot, restartSvmProcess, run, scratchMount, spawnNode, startSvmProcess, waitFor, type Proc } from '../helpers/procs.js';
+
+const skip = needRoot();
+
+interface Agent extends Proc {
+  stateDir: string;
+  status: () => Promise<Record<string, any>>;
+}
+
+async function startAgent(url: string, protect: string, stateDir: string, extra: string[] = []): Promise<Agent> {
+  const p = spawnNode(CLI, ['run', '--svm', url, '--token', 'test-token', '--protect', protect, '--state-dir', stateDir, '--json', ...extra], { watchdogMs: 180_000 });
+  await waitFor(p, /"event":"started"/, 30_000);
+  const statusFile = path.join(stateDir, 'status.json');
+  return {
+    ...p,
+    stateDir,
+    status: async () => {
+      fs.rmSync(statusFile, { force: true });
+      p.child.kill('SIGUSR2');
+      await eventually(() => fs.existsSync(statusFile), 5000, 'status.json');
+      return JSON.parse(fs.readFileSync(statusFile, 'utf8'));
+    },
+  };
+}
+
+function quarantineList(stateDir: string): Array<{ originalPath: string; threat: string }> {
+  const r = run(process.execPath, [CLI, 'quarantine', 'list', '--json', '--state-dir', stateDir]);
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+for (const mode of ['fanotify', 'watcher'] as const) {
+  describe(`daemon protection, ${mode} backend (shared suite)`, { skip }, () => {
+    let svm: Awaited<ReturnType<typeof startSvmProcess>>;
+    let agent: Agent;
+    let mnt: ReturnType<typeof scratchMount>;
+    let stateDir: string;
+    before(async () => {
+      svm = await startSvmProcess();
+      mnt = scratchMount();
+      stateDir = fs.mkdtempSync('/tmp/la-state-');
+      fs.mkdirSync(path.join(mnt.dir, 'docs/nested/deeper'), { recursive: true });
+      fs.mkdirSync(path.join(mnt.dir, 'skip-me'));
+      agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', mode, '--exclude', path.join(mnt.dir, 'skip-me')]);
+    });
+    after(async () => {
+      await agent?.stop();
+      await svm?.stop();
+      mnt?.unmount();
+      fs.rmSync(stateDir, { recursive: true, force: true });
+    });
+
+    it('reports the mode it runs in', async () => {
+      const s = await agent.status();
+      assert.equal(s.mode, mode);
+    });
+
+    it('quarantines an EICAR file written into a nested protected folder, and reports it', async () => {
+      const f = path.join(mnt.dir, 'docs/nested/deeper/eicar.com');
+      fs.writeFileSync(f, EICAR);
+      await eventually(() => !fs.existsSync(f), 10_000, 'the infected file to leave its place');
+      const q = quarantineList(stateDir);
+      assert.ok(q.some((r) => r.originalPath === f && /eicar/i.test(r.threat)), JSON.stringify(q));
+      const s = await agent.status();
+      assert.ok(s.detections.total >= 1);
+    });
+
+    it('leaves clean files and excluded folders alone', async () => {
+      const clean = path.join(mnt.dir, 'docs/readme.txt');
+      fs.writeFileSync(clean, 'just text\n');
+      const excluded = path.join(mnt.dir, 'skip-me/eicar.com');
+      fs.writeFileSync(excluded, EICAR);
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(fs.readFileSync(clean, 'utf8'), 'just text\n');
+      assert.ok(fs.existsSync(excluded), 'excluded path not touched');
+    });
+  });
+}
+
+describe('daemon protection, fanotify only', { skip }, () => {
+  let svm: Awaited<ReturnType<typeof startSvmProcess>>;
+  let agent: Agent;
+  let mnt: ReturnType<typeof scratchMount>;
+  let stateDir: string;
+  before(async () => {
+    svm = await startSvmProcess();
+    mnt = scratchMount();
+    stateDir = fs.mkdtempSync('/tmp/la-state-');
+    agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+  });
+  after(async () => {
+    await agent?.stop();
+    await svm?.stop();
+    mnt?.unmount();
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it('denies `cat` of an EICAR file that was there before the agent (EPERM), then quarantines it', async () => {
+    const f = path.join(mnt.dir, 'pre-existing.com');
+    await agent.stop();
+    fs.writeFileSync(f, EICAR);
+    agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+    const r = run('cat', [f]);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /Operation not permitted/);
+    await eventually(() => !fs.existsSync(f), 5000, 'quarantine');
+  });
+
+  it('refuses to execute an infected script', async () => {
+    const f = path.join(mnt.dir, 'evil.sh');
+    await agent.stop();
+    fs.writeFileSync(f, `#!/bin/sh\n# ${EICAR}\necho ran\n`, { mode: 0o755 });
+    agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+    const r = run(f, []);
+    assert.notEqual(r.stdout.trim(), 'ran');
+  });
+
+  it('opens clean files normally, and warm opens of a clean tree raise no events', async () => {
+    const dir = path.join(mnt.dir, 'tree');
+    fs.mkdirSync(dir);
+    for (let i = 0; i < 50; i++) fs.writeFileSync(path.join(dir, `f${i}.txt`), `file ${i}\n`);
+    const catAll = () => run('bash', ['-c', `cat ${dir}/*.txt > /dev/null`]);
+    assert.equal(catAll().status, 0);
+    assert.equal(catAll().status, 0); // first passes: scans, then ignore marks
+    const before = (await agent.status()).backend;
+    for (let i = 0; i < 5; i++) assert.equal(catAll().status, 0);
+    const afterS = (await agent.status()).backend;
+    const permEvents = (s: Record<string, number>) => (s.open ?? 0) + (s.exec ?? 0);
+    assert.equal(permEvents(afterS) - permEvents(before), 0, `warm opens raised events: ${JSON.stringify({ before, afterS })}`);
+  });
+
+  it('catches a file on close-write, so it is gone before anyone opens it', async () => {
+    const f = path.join(mnt.dir, 'downloaded.com');
+    fs.writeFileSync(f, EICAR); // our own write: the agent scans it after close
+    await eventually(() => !fs.existsSync(f), 5000, 'quarantine after close-write');
+  });
+
+  it('SVM down + allow: opens succeed within the deadline; the queued file is quarantined when the SVM returns', async () => {
+    const f = path.join(mnt.dir, 'while-down.com');
+    await agent.stop();
+    fs.writeFileSync(f, EICAR);
+    const port = svm.port;
+    await svm.stop('SIGKILL');
+    agent = await startAgent(`ws://127.0.0.1:${port}`, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+    const r = run('cat', [f]);
+    assert.equal(r.status, 0, 'fail-open while the SVM is away');
+    assert.ok(r.ms < 3000, `answered within the deadline (+ slack): ${r.ms.toFixed(0)} ms`);
+    svm = await restartSvmProcess(port);
+    await eventually(() => !fs.existsSync(f), 20_000, 'quarantine after the SVM came back');
+  });
+
+  it('SVM down + deny: opens fail within the deadline', async () => {
+    const f = path.join(mnt.dir, 'unknown.txt');
+    await agent.stop();
+    fs.writeFileSync(f, 'never scanned');
+    const port = svm.port;
+    await svm.stop('SIGKILL');
+    agent = await startAgent(`ws://127.0.0.1:${port}`, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s', '--fail-closed']);
+    const r = run('cat', [f]);
+    assert.notEqual(r.status, 0);
+    assert.ok(r.ms < 3000, `refused within the deadline (+ slack): ${r.ms.toFixed(0)} ms`);
+    svm = await restartSvmProcess(port);
+  });
+
+  it('SIGKILL of the agent leaves no process blocked', async () => {
+    const f = path.join(mnt.dir, 'after-kill.txt');
+    fs.writeFileSync(f, 'x');
+    await agent.stop('SIGKILL');
+    const r = run('cat', [f], 5000);
+    assert.equal(r.status, 0);
+    agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+  });
+});
