@@ -79,7 +79,11 @@ export class FileAccessError extends LightagentError {
 
 export class SignatureFileError extends LightagentError {
   constructor(file: string, line: number, detail: string) {
-    super('LA_ERR_SIGNATURES', `${file}:${line}: ${detail}`, 'fix or remove that line; the rest of the file was loaded');
+    super(
+      'LA_ERR_SIGNATURES',
+      line > 0 ? `${file}:${line}: ${detail}` : `${file}: ${detail}`,
+      line > 0 ? 'fix or remove that line; the rest of the file was loaded' : 'check the file named in `signatures` (--signatures)',
+    );
   }
 }
 

@@ -1,0 +1,100 @@
+/**
+ * lightagent/1 codec: round trips of every message, rejections with typed errors, and a
+ * fast-check fuzz (random and mutated frames) proving only ProtocolError ever comes out.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { ProtocolError } from '../../src/errors.js';
+import { decodeAgentMessage, decodeChunk, decodeSvmMessage, encodeChunk, encodeMessage, FRAME_LIMITS, type Message } from '../../src/protocol/index.js';
+
+const SHA = 'ab'.repeat(32);
+const agentMsgs: Message[] = [
+  { t: 'hello', v: 1, agentId: 'a1', token: 'tok', host: 'h', os: 'linux', hypervisor: 'kvm', agentVersion: '0.1.0' },
+  { t: 'lookup', id: 7, sha256: SHA, size: 12 },
+  { t: 'scan', id: 4294967295, size: 0, name: '/x' },
+  { t: 'cancel', id: 3 },
+  { t: 'event', kind: 'detection', time: '2026-01-01T00:00:00Z', path: '/p', sha256: SHA, threat: 'T', action: 'denied', process: { pid: 10, exe: '/bin/sh', uid: 0 } },
+];
+const svmMsgs: Message[] = [
+  { t: 'welcome', v: 1, svmId: 's', generation: 'g', load: 0.5, limits: { maxFileSize: 1, maxChunk: 2, maxInFlight: 3 } },
+  { t: 'verdict', id: 1, verdict: 'infected', sha256: SHA, threat: 'Eicar', engine: 'builtin', generation: 'g', cached: true },
+  { t: 'verdict', id: 2, verdict: 'error', code: 'LA_ERR_BUSY', message: 'busy' },
+  { t: 'load', load: 1, queue: 0 },
+  { t: 'generation', generation: 'g2' },
+  { t: 'error', code: 'LA_ERR_AUTH', message: 'no' },
+];
+
+function onlyProtocolErrors(fn: () => unknown): void {
+  try {
+    fn();
+  } catch (e) {
+    if (!(e instanceof ProtocolError)) throw new Error(`decoder threw a non-protocol error: ${(e as Error)?.stack ?? e}`);
+  }
+}
+
+describe('protocol codec', () => {
+  it('round-trips every message type on the side that receives it', () => {
+    for (const m of agentMsgs) assert.deepEqual(decodeAgentMessage(encodeMessage(m)), m);
+    for (const m of svmMsgs) assert.deepEqual(decodeSvmMessage(encodeMessage(m)), m);
+  });
+
+  it('drops unknown fields and rejects messages meant for the other side', () => {
+    const m = decodeAgentMessage(JSON.stringify({ t: 'lookup', id: 1, sha256: SHA, size: 1, evil: { __proto__: 1 } }));
+    assert.deepEqual(Object.keys(m).sort(), ['id', 'sha256', 'size', 't']);
+    assert.throws(() => decodeAgentMessage(encodeMessage(svmMsgs[1]!)), (e: unknown) => e instanceof ProtocolError && e.code === 'LA_ERR_PROTO_UNEXPECTED');
+    assert.throws(() => decodeSvmMessage(encodeMessage(agentMsgs[0]!)), ProtocolError);
+  });
+
+  it('names the field that is wrong', () => {
+    assert.throws(() => decodeAgentMessage('{"t":"lookup","id":1,"sha256":"AB","size":1}'), /lookup\.sha256/);
+    assert.throws(() => decodeAgentMessage('{"t":"lookup","id":-1,"sha256":"' + SHA + '","size":1}'), /lookup\.id/);
+    assert.throws(() => decodeAgentMessage('{"t":"scan","id":1,"size":1.5}'), /scan\.size/);
+    assert.throws(() => decodeAgentMessage('{"t":"hello"}'), /hello\.v is missing/);
+    assert.throws(() => decodeAgentMessage('[1,2]'), /JSON object/);
+    assert.throws(() => decodeAgentMessage('{'), /not valid JSON/);
+  });
+
+  it('bounds sizes: frames, strings, chunks', () => {
+    const big = JSON.stringify({ t: 'cancel', id: 1, pad: 'x'.repeat(FRAME_LIMITS.maxTextFrame) });
+    assert.throws(() => decodeAgentMessage(big), (e: unknown) => e instanceof ProtocolError && e.code === 'LA_ERR_PROTO_OVERSIZED');
+    assert.throws(() => decodeAgentMessage(JSON.stringify({ t: 'scan', id: 1, size: 1, name: 'x'.repeat(5000) })), (e: unknown) => e instanceof ProtocolError && e.code === 'LA_ERR_PROTO_OVERSIZED');
+    assert.throws(() => decodeChunk(Buffer.concat([encodeChunk(1, 0, true, Buffer.alloc(10)), Buffer.alloc(100)]), 64), (e: unknown) => e instanceof ProtocolError && e.code === 'LA_ERR_PROTO_OVERSIZED');
+  });
+
+  it('round-trips chunks and rejects bad headers', () => {
+    const c = decodeChunk(encodeChunk(0xdeadbeef, 5, true, Buffer.from('abc')));
+    assert.deepEqual([c.id, c.index, c.last, c.payload.toString()], [0xdeadbeef, 5, true, 'abc']);
+    assert.throws(() => decodeChunk(Buffer.alloc(5)), ProtocolError);
+    const bad = encodeChunk(1, 0, false, Buffer.alloc(1));
+    bad[0] = 0;
+    assert.throws(() => decodeChunk(bad), /magic/);
+    const flags = encodeChunk(1, 0, false, Buffer.alloc(1));
+    flags[2] = 0x80;
+    assert.throws(() => decodeChunk(flags), /flags/);
+  });
+
+  it('fuzz: 12,000 random and mutated frames produce only typed protocol errors', () => {
+    const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
+    process.stderr.write(`# codec fuzz seed ${seed} (replay with FUZZ_SEED=${seed})\n`);
+    const valid = [...agentMsgs, ...svmMsgs].map((m) => encodeMessage(m));
+    const mutate = fc.tuple(fc.constantFrom(...valid), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }), fc.nat()).map(([text, edits, cut]) => {
+      const b = Buffer.from(text);
+      for (const [pos, byte] of edits) b[pos % b.length] = byte;
+      return b.subarray(0, cut % (b.length + 1));
+    });
+    const jsonish = fc.jsonValue().map((v) => Buffer.from(JSON.stringify(v) ?? 'null'));
+    const typed = fc.record({ t: fc.constantFrom('hello', 'lookup', 'scan', 'cancel', 'event', 'welcome', 'verdict', 'load', 'generation', 'error', 'x'), id: fc.anything(), size: fc.anything(), sha256: fc.anything(), v: fc.anything(), limits: fc.anything(), process: fc.anything(), load: fc.anything() }, { requiredKeys: ['t'] }).map((o) => Buffer.from(JSON.stringify(o) ?? '{}'));
+    const frames = fc.oneof(mutate, jsonish, typed, fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u)));
+    const deadline = Date.now() + 20_000;
+    fc.assert(
+      fc.property(frames, (buf) => {
+        if (Date.now() > deadline) return;
+        onlyProtocolErrors(() => decodeAgentMessage(buf));
+        onlyProtocolErrors(() => decodeSvmMessage(buf));
+        onlyProtocolErrors(() => decodeChunk(buf));
+      }),
+      { numRuns: 12_000, seed },
+    );
+  });
+});
