@@ -172,7 +172,9 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
         detections: ctx.detections,
         deferred: ctx.deferred!,
         quarantine: ctx.quarantine!,
-        deadlineMs: cfg.deadline,
+        // A little under the gate's own deadline, so the policy answer (which also queues the
+        // file) normally wins over the worker's backstop answer.
+        deadlineMs: Math.max(50, cfg.deadline - Math.min(250, cfg.deadline / 4)),
         onSvmUnavailable: cfg.on_svm_unavailable,
         maxFileSize: cfg.max_file_size,
       });

@@ -1,0 +1,25 @@
+/**
+ * The daemon's on-access wiring of the fanotify gate: decisions from OnAccessHandler, background
+ * scans after close-write through the event fd.
+ */
+import { describeError } from '../errors.js';
+import { logger } from '../log.js';
+import { FanotifyGate } from '../watchers/fanotify-gate.js';
+import type { AgentConfig } from './config.js';
+import type { FileScanner } from './file-scanner.js';
+import type { OnAccessHandler } from './on-access.js';
+
+export async function startFanotifyProtection(cfg: AgentConfig, exclude: string[], handler: OnAccessHandler, scanner: FileScanner): Promise<FanotifyGate> {
+  const log = logger('protection');
+  return FanotifyGate.start({
+    mounts: cfg.protect,
+    protect: cfg.protect,
+    exclude,
+    // The handler answers by policy at `deadline`; the worker is the backstop if this thread stalls.
+    deadlineMs: cfg.deadline,
+    onDeadline: cfg.on_svm_unavailable,
+    decide: (ev) => handler.decide(ev),
+    onCloseWrite: (ev) =>
+      handler.written(ev.path, () => scanner.scanFd(ev.fd, ev.path, ev.stat)).catch((e) => log.error('scan after close-write failed', { path: ev.path, ...describeError(e) })),
+  });
+}
