@@ -27,7 +27,7 @@ async function startAgent(url: string, protect: string, stateDir: string, extra:
     status: async () => {
       fs.rmSync(statusFile, { force: true });
       p.child.kill('SIGUSR2');
-      await eventually(() => fs.existsSync(statusFile), 5000, 'status.json');
+      await eventually(() => fs.existsSync(statusFile), 10_000, 'status.json');
       return JSON.parse(fs.readFileSync(statusFile, 'utf8'));
     },
   };
@@ -148,7 +148,8 @@ describe('daemon protection, fanotify only', { skip }, () => {
   it('SVM down + allow: opens succeed within the deadline; the queued file is quarantined when the SVM returns', async () => {
     const f = path.join(mnt.dir, 'while-down.com');
     await agent.stop();
-    fs.writeFileSync(f, EICAR);
+    // New content (EICAR plus a unique tail): the local cache cannot know it, only an SVM can judge it.
+    fs.writeFileSync(f, `${EICAR}\n${Date.now()}-${Math.random()}\n`);
     const port = svm.port;
     await svm.stop('SIGKILL');
     agent = await startAgent(`ws://127.0.0.1:${port}`, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
@@ -172,12 +173,22 @@ describe('daemon protection, fanotify only', { skip }, () => {
     svm = await restartSvmProcess(port);
   });
 
-  it('SIGKILL of the agent leaves no process blocked', async () => {
+  it('SIGKILL of a stuck agent releases the process it was blocking', async () => {
     const f = path.join(mnt.dir, 'after-kill.txt');
-    fs.writeFileSync(f, 'x');
+    await agent.stop();
+    fs.writeFileSync(f, `blocked ${Math.random()}\n`);
+    agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '30s']);
+    agent.child.kill('SIGSTOP'); // frozen: nobody answers the permission event
+    const { spawn } = await import('node:child_process');
+    const cat = spawn('cat', [f], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const done = new Promise<number | null>((r) => cat.once('exit', (code) => r(code)));
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(cat.exitCode, null, 'cat is blocked in open() while the agent is frozen');
     await agent.stop('SIGKILL');
-    const r = run('cat', [f], 5000);
-    assert.equal(r.status, 0);
-    agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+    const t0 = performance.now();
+    const code = await Promise.race([done, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 5000))]);
+    if (code === 'hung') cat.kill('SIGKILL');
+    assert.equal(code, 0, 'the kernel released the waiter when the group went away');
+    assert.ok(performance.now() - t0 < 2000);
   });
 });

@@ -90,9 +90,6 @@ export async function runCommand(argv: string[]): Promise<number> {
   } catch (e) {
     return fail(e, 'lightagent run');
   }
-  const line = { event: 'started', pid: process.pid, mode: daemon.mode, protect: cfg.protect, svm: cfg.svm };
-  out(o.json ? JSON.stringify(line) : `lightagent: protecting ${cfg.protect.join(', ')} (mode ${daemon.mode}, SVM ${cfg.svm}); pid ${process.pid}`);
-
   // SIGUSR2: write a status snapshot next to the state (debugging, tests) until the
   // status socket (issue 8) exists.
   const statusFile = path.join(cfg.state_dir, 'status.json');
@@ -105,6 +102,9 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
   };
   process.on('SIGUSR2', onUsr2);
+  const line = { event: 'started', pid: process.pid, mode: daemon.mode, protect: cfg.protect, svm: cfg.svm };
+  out(o.json ? JSON.stringify(line) : `lightagent: protecting ${cfg.protect.join(', ')} (mode ${daemon.mode}, SVM ${cfg.svm}); pid ${process.pid}`);
+
   await new Promise<void>((resolve) => {
     const onSignal = (sig: NodeJS.Signals) => {
       process.off('SIGINT', onSignal);
