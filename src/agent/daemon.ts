@@ -97,6 +97,12 @@ export class Daemon {
     };
   }
 
+  /** Scan files now (as after a write): infected ones are quarantined and reported. Returns a summary. */
+  async rescan(paths: string[]): Promise<string> {
+    const results = await Promise.all(paths.map((p) => this.ctx.handler!.written(p, () => this.ctx.scanner!.scanPath(p))));
+    return results.map((r) => `${r.outcome}${r.threat ? ` (${r.threat})` : ''}`).join(', ');
+  }
+
   /** Stop everything; safe to call twice. */
   stop(): Promise<void> {
     this.stopping ??= this.runner.stop();

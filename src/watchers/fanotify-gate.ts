@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { describeError, PlatformError } from '../errors.js';
 import { logger } from '../log.js';
-import { FAN_MARK_IGNORED_MASK, FAN_MARK_REMOVE, FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, addIgnoreMark, fanotifyMark, flushInodeMarks, responseRecord } from '../platform/linux/fanotify.js';
+import { FAN_MARK_IGNORED_MASK, FAN_MARK_REMOVE, FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, addIgnoreMark, closeFd, fanotifyMark, flushInodeMarks, responseRecord } from '../platform/linux/fanotify.js';
 import { C, COUNTER_SLOTS, STATE_SLOTS, type PostedEvent, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
 import type { ProtectionBackend } from './protection.js';
 
@@ -148,7 +148,7 @@ export class FanotifyGate implements ProtectionBackend {
       if (decision.hold) await decision.hold.catch(() => {});
     } finally {
       this.respond(e, decision.allow); // no-op if already answered (by us or the worker)
-      fs.closeSync(e.fd);
+      closeFd(e.fd);
     }
   }
 
@@ -169,7 +169,7 @@ export class FanotifyGate implements ProtectionBackend {
       if (!stat.isFile()) return;
       await this.o.onCloseWrite({ fd: e.fd, pid: e.pid, path: e.path, stat });
     } finally {
-      fs.closeSync(e.fd);
+      closeFd(e.fd);
     }
   }
 

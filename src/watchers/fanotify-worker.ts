@@ -27,6 +27,7 @@ import {
   FAN_OPEN_PERM,
   FAN_Q_OVERFLOW,
   addIgnoreMark,
+  closeFd,
   fanotifyInit,
   fanotifyMark,
   makePipe,
@@ -69,11 +70,7 @@ function respond(fd: number, allow: boolean): void {
 }
 
 function closeQuietly(fd: number): void {
-  try {
-    fs.closeSync(fd);
-  } catch {
-    /* already closed */
-  }
+  closeFd(fd);
 }
 
 function init(): void {

@@ -53,6 +53,7 @@ interface Libc {
   poll: (fds: Int32Array | Buffer, nfds: number, timeout: number) => number;
   pipe2: (fds: Int32Array, flags: number) => number;
   strerror: (errnum: number) => string;
+  close: (fd: number) => number;
 }
 
 let libc: Libc | undefined;
@@ -68,6 +69,7 @@ function lib(): Libc {
     poll: l.func('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)'),
     pipe2: l.func('int pipe2(_Out_ int *pipefd, int flags)'),
     strerror: l.func('const char *strerror(int errnum)'),
+    close: l.func('int close(int fd)'),
   } as unknown as Libc;
   return libc;
 }
@@ -124,6 +126,14 @@ export function makePipe(): [number, number] {
   const out = new Int32Array(2);
   if (lib().pipe2(out, O_CLOEXEC | O_NONBLOCK) < 0) fail('pipe2', errno());
   return [out[0]!, out[1]!];
+}
+
+/**
+ * close(2) for fds the kernel handed us (event fds, the group, the pipe). Node's fs.closeSync
+ * warns about fds it did not open ("closed but not opened in unmanaged mode").
+ */
+export function closeFd(fd: number): void {
+  if (fd >= 0) lib().close(fd);
 }
 
 export interface FanEvent {
