@@ -5,9 +5,12 @@
  * SHA-256 by length; size may be `*`), .ndb `Name:TargetType:Offset:HexSig[:MinFL[:MaxFL]]`.
  *
  * Supported in .ndb: any TargetType (treated as 0, "any file"); Offset `*`, `n`, `EOF-n`,
- * `n,maxshift`; HexSig bytes, `??` (any byte), `*` (any run), `{n}`, `{n-m}`, `{-n}`, `{n-}` gaps.
- * Not supported (line skipped with a SignatureFileError): nibble wildcards `a?`/`?a`, alternatives
- * `(aa|bb)`, anchored bytes `[n-m]`, `!`-negation, EP/Sx offsets.
+ * `n,maxshift`; HexSig bytes, `??` (any byte), `*` (any run), `{n}`, `{n-m}`, `{-n}`, `{n-}` gaps,
+ * and alternatives of literal bytes `(aa|bbcc|??dd)`, expanded into one pattern per combination
+ * (at most MAX_VARIANTS per line). MinFL/MaxFL are ClamAV functionality levels: read, ignored.
+ * Not supported (line skipped with a SignatureFileError): nibble wildcards `a?`/`?a`, anchored
+ * bytes `[n-m]`, `!`-negated alternatives, word boundaries `(B)`/`(L)`, EP/Sx offsets.
+ * The PUA variants .hdu/.hsu/.ndu use the same formats.
  */
 import fs from 'node:fs';
 import { SignatureFileError } from '../../errors.js';
@@ -26,21 +29,39 @@ export interface Piece {
   gapMax: number;
 }
 
+/** A run of literal bytes inside a piece, at `start`: searched for with Buffer.indexOf. */
+export interface LiteralRun {
+  start: number;
+  bytes: Buffer;
+}
+
 export interface BodySig {
   name: string;
   pieces: Piece[];
+  /** Per piece, its longest literal run (undefined for a piece of ?? only). */
+  runs: Array<LiteralRun | undefined>;
   /** Where the first piece may start. */
   offset: { kind: 'any' } | { kind: 'abs'; at: number; shift: number } | { kind: 'eof'; back: number; shift: number };
   /** Index into pieces[] of the piece with the longest literal run, and that run itself: the search anchor. */
   anchorPiece: number;
   anchorStart: number;
   anchor: Buffer;
+  /** Bytes from the start of the match to the anchor: min and max (Infinity after a `*`). */
+  anchorDistMin: number;
+  anchorDistMax: number;
+}
+
+/** Hash signatures of one algorithm, with the sizes they apply to: a file of no listed size skips that hash. */
+export interface HashTable {
+  sigs: Map<string, HashSig[]>;
+  sizes: Set<number>;
+  anySize: boolean;
 }
 
 export interface SignatureSet {
-  md5: Map<string, HashSig[]>;
-  sha1: Map<string, HashSig[]>;
-  sha256: Map<string, HashSig[]>;
+  md5: HashTable;
+  sha1: HashTable;
+  sha256: HashTable;
   body: BodySig[];
   /** Lines that could not be parsed (already skipped). */
   errors: SignatureFileError[];
@@ -49,17 +70,27 @@ export interface SignatureSet {
 }
 
 export function emptySignatureSet(): SignatureSet {
-  return { md5: new Map(), sha1: new Map(), sha256: new Map(), body: [], errors: [], canonical: [] };
+  const table = (): HashTable => ({ sigs: new Map(), sizes: new Set(), anySize: false });
+  return { md5: table(), sha1: table(), sha256: table(), body: [], errors: [], canonical: [] };
+}
+
+/** Does any signature of `t` apply to a file of `size` bytes? If not, that hash need not be computed. */
+export function hashApplies(t: HashTable, size: number): boolean {
+  return t.anySize || t.sizes.has(size);
 }
 
 const MAX_LINE = 64 * 1024;
 const MAX_SIGS_PER_FILE = 2_000_000;
+/** Patterns one .ndb line may expand to through its alternatives. */
+export const MAX_VARIANTS = 64;
 
 function addHash(set: SignatureSet, hash: string, sig: HashSig): void {
-  const map = hash.length === 32 ? set.md5 : hash.length === 40 ? set.sha1 : set.sha256;
-  const list = map.get(hash);
+  const t = hash.length === 32 ? set.md5 : hash.length === 40 ? set.sha1 : set.sha256;
+  const list = t.sigs.get(hash);
   if (list) list.push(sig);
-  else map.set(hash, [sig]);
+  else t.sigs.set(hash, [sig]);
+  if (sig.size < 0) t.anySize = true;
+  else t.sizes.add(sig.size);
   set.canonical.push(`h:${hash}:${sig.size}:${sig.name}`);
 }
 
@@ -151,46 +182,102 @@ export function parseHexSig(hex: string): Piece[] | string {
   return pieces;
 }
 
-/** The longest run of literal bytes (no ??) across the pieces: what Buffer.indexOf searches for. */
-function chooseAnchor(pieces: Piece[]): { piece: number; start: number; bytes: Buffer } | undefined {
-  let best: { piece: number; start: number; len: number } | undefined;
-  pieces.forEach((p, pi) => {
-    let runStart = 0;
-    for (let j = 0; j <= p.bytes.length; j++) {
-      if (j === p.bytes.length || p.bytes[j]! < 0) {
-        const len = j - runStart;
-        if (len > 0 && (!best || len > best.len)) best = { piece: pi, start: runStart, len };
-        runStart = j + 1;
-      }
+/** The longest run of literal bytes (no ??) in one piece, or undefined if it is all wildcards. */
+function longestRun(p: Piece): LiteralRun | undefined {
+  let best: { start: number; len: number } | undefined;
+  let runStart = 0;
+  for (let j = 0; j <= p.bytes.length; j++) {
+    if (j === p.bytes.length || p.bytes[j]! < 0) {
+      const len = j - runStart;
+      if (len > 0 && (!best || len > best.len)) best = { start: runStart, len };
+      runStart = j + 1;
     }
+  }
+  return best && { start: best.start, bytes: Buffer.from(Array.from(p.bytes.subarray(best.start, best.start + best.len))) };
+}
+
+/** The longest literal run across the pieces: what the first Buffer.indexOf pass searches for. */
+function chooseAnchor(runs: ReadonlyArray<LiteralRun | undefined>): { piece: number; start: number; bytes: Buffer } | undefined {
+  let best = -1;
+  runs.forEach((r, i) => {
+    if (r && (best < 0 || r.bytes.length > runs[best]!.bytes.length)) best = i;
   });
-  if (!best || best.len < 2) return undefined;
-  const p = pieces[best.piece]!;
-  return { piece: best.piece, start: best.start, bytes: Buffer.from(Array.from(p.bytes.subarray(best.start, best.start + best.len))) };
+  const r = runs[best];
+  if (!r || r.bytes.length < 2) return undefined;
+  return { piece: best, start: r.start, bytes: r.bytes };
+}
+
+/**
+ * Expand `(aa|bbcc|??dd)` alternatives into plain hex signatures, one per combination. Each
+ * alternative holds literal bytes and `??` only; the product is capped at MAX_VARIANTS.
+ */
+export function expandAlternatives(hex: string): string[] | string {
+  let variants = [''];
+  let i = 0;
+  while (i < hex.length) {
+    const open = hex.indexOf('(', i);
+    const literal = open < 0 ? hex.slice(i) : hex.slice(i, open);
+    variants = variants.map((v) => v + literal);
+    if (open < 0) break;
+    if (hex[open - 1] === '!') return 'negated alternatives !(..) are not supported';
+    const close = hex.indexOf(')', open);
+    if (close < 0) return 'unclosed (';
+    const alts = hex.slice(open + 1, close).split('|');
+    for (const a of alts) {
+      if (!/^(?:[0-9a-fA-F]{2}|\?\?)+$/.test(a)) return `alternative ${JSON.stringify(a.slice(0, 20))} must be hex bytes or ?? (nibbles, gaps, (B)/(L) are not supported)`;
+    }
+    if (variants.length * alts.length > MAX_VARIANTS) return `the alternatives expand to more than ${MAX_VARIANTS} patterns`;
+    variants = variants.flatMap((v) => alts.map((a) => v + a));
+    i = close + 1;
+  }
+  return variants;
+}
+
+/** Distance from the start of a match to its anchor: the pieces and gaps before it. */
+function anchorDistance(pieces: Piece[], piece: number, start: number): { min: number; max: number } {
+  let min = start;
+  let max = start;
+  for (let k = 0; k < piece; k++) {
+    min += pieces[k]!.bytes.length + pieces[k]!.gapMin;
+    max += pieces[k]!.bytes.length + pieces[k]!.gapMax;
+  }
+  return { min, max };
 }
 
 export function parseNdbLine(set: SignatureSet, line: string): string | undefined {
   const parts = line.split(':');
-  if (parts.length < 4) return 'expected Name:TargetType:Offset:HexSig';
+  if (parts.length < 4) return 'expected Name:TargetType:Offset:HexSig[:MinFL[:MaxFL]]';
   const [name, target, offsetRaw, hex] = parts as [string, string, string, string];
   if (!validName(name)) return 'missing or invalid signature name';
   if (!/^\d{1,2}$/.test(target)) return `target type ${JSON.stringify(target)} must be a number`;
+  for (const fl of parts.slice(4, 6)) if (fl !== '' && !/^\d{1,4}$/.test(fl)) return `functionality level ${JSON.stringify(fl)} must be a number`;
   const offset = parseOffset(offsetRaw);
   if (typeof offset === 'string') return offset;
-  const pieces = parseHexSig(hex);
-  if (typeof pieces === 'string') return pieces;
-  const anchor = chooseAnchor(pieces);
-  if (!anchor) return 'the signature needs at least 2 consecutive literal bytes';
-  set.body.push({ name, pieces, offset, anchorPiece: anchor.piece, anchorStart: anchor.start, anchor: anchor.bytes });
+  const variants = expandAlternatives(hex);
+  if (typeof variants === 'string') return variants;
+  const sigs: BodySig[] = [];
+  for (const v of variants) {
+    const pieces = parseHexSig(v);
+    if (typeof pieces === 'string') return pieces;
+    const runs = pieces.map(longestRun);
+    const anchor = chooseAnchor(runs);
+    if (!anchor) return 'the signature needs at least 2 consecutive literal bytes';
+    const d = anchorDistance(pieces, anchor.piece, anchor.start);
+    sigs.push({ name, pieces, runs, offset, anchorPiece: anchor.piece, anchorStart: anchor.start, anchor: anchor.bytes, anchorDistMin: d.min, anchorDistMax: d.max });
+  }
+  set.body.push(...sigs);
   set.canonical.push(`n:${name}:${offsetRaw}:${hex.toLowerCase()}`);
   return undefined;
 }
 
+const HASH_EXTS = new Set(['.hdb', '.hsb', '.hdu', '.hsu']);
+const BODY_EXTS = new Set(['.ndb', '.ndu']);
+
 /** Load one signature file into `set`. Bad lines are recorded in set.errors and skipped. Throws only if the file cannot be read or has an unknown extension. */
 export function loadSignatureFile(set: SignatureSet, file: string): number {
   const ext = file.slice(file.lastIndexOf('.')).toLowerCase();
-  const parse = ext === '.hdb' || ext === '.hsb' ? parseHashLine : ext === '.ndb' ? parseNdbLine : undefined;
-  if (!parse) throw new SignatureFileError(file, 0, `unknown signature file type ${JSON.stringify(ext)} (supported: .hdb, .hsb, .ndb)`);
+  const parse = HASH_EXTS.has(ext) ? parseHashLine : BODY_EXTS.has(ext) ? parseNdbLine : undefined;
+  if (!parse) throw new SignatureFileError(file, 0, `unknown signature file type ${JSON.stringify(ext)} (supported: .hdb, .hsb, .ndb and their PUA forms .hdu, .hsu, .ndu)`);
   let text: string;
   try {
     text = fs.readFileSync(file, 'latin1');

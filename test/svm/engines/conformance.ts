@@ -1,5 +1,7 @@
 /**
- * The one conformance suite every ScanEngine must pass (builtin now, clamav next).
+ * The one conformance suite every ScanEngine must pass (builtin now, clamav next): call
+ * `runEngineConformance(name, makeEngine)` from that engine's test file. `makeEngine` is called
+ * once for the shared engine and once more for the close() test.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -7,6 +9,17 @@ import { after, before, describe, it } from 'node:test';
 import type { ScanEngine } from '../../../src/svm/engines/engine.js';
 
 export const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
+
+/** `len` bytes of deterministic pseudo-random content (differs per seed, never contains EICAR). */
+export function noise(len: number, seed = 1): Buffer {
+  const out = Buffer.allocUnsafe(len);
+  let block = crypto.createHash('sha256').update(`noise-${seed}`).digest();
+  for (let off = 0; off < len; off += block.length) {
+    block.copy(out, off, 0, Math.min(block.length, len - off));
+    block = crypto.createHash('sha256').update(block).digest();
+  }
+  return out;
+}
 
 export function runEngineConformance(name: string, makeEngine: () => Promise<ScanEngine>, opts: { skip?: string | undefined } = {}): void {
   describe(`engine conformance: ${name}`, { skip: opts.skip }, () => {
@@ -24,30 +37,42 @@ export function runEngineConformance(name: string, makeEngine: () => Promise<Sca
       assert.match(r.threat ?? '', /eicar/i);
     });
 
-    it('detects EICAR embedded in a file larger than 1 MiB', async () => {
-      const content = Buffer.concat([crypto.randomBytes(1536 * 1024).fill(0x41, 0, 16), EICAR, Buffer.alloc(4096, 0x20)]);
+    it('detects EICAR embedded in a file larger than 1 MiB (and with its SHA-256 given)', async () => {
+      const content = Buffer.concat([noise(1536 * 1024, 2), EICAR, Buffer.alloc(4096, 0x20)]);
       const r = await engine.scan(content);
       assert.equal(r.infected, true, 'embedded EICAR');
+      assert.match(r.threat ?? '', /eicar/i);
+      const sha256 = crypto.createHash('sha256').update(content).digest('hex');
+      assert.equal((await engine.scan(content, { sha256 })).infected, true, 'with the SVM-computed hash');
     });
 
-    it('does not flag clean text, empty content or random bytes, and never throws on them', async () => {
-      for (const c of [Buffer.from('hello world\n'), Buffer.alloc(0), crypto.randomBytes(200_000), EICAR.subarray(0, 60)]) {
+    it('does not flag clean text, empty content, random bytes or a truncated EICAR, and never throws on them', async () => {
+      const samples = [Buffer.from('hello world\n'), Buffer.alloc(0), Buffer.alloc(1), crypto.randomBytes(200_000), noise(3 << 20, 3), EICAR.subarray(0, 60), Buffer.alloc(68, 0x58)];
+      for (const c of samples) {
         const r = await engine.scan(c);
-        assert.equal(r.infected, false);
+        assert.equal(r.infected, false, `sample of ${c.length} bytes`);
       }
     });
 
-    it('has a stable, non-empty signature generation', () => {
+    it('has a non-empty generation that is stable between calls, and is healthy', () => {
       const g = engine.generation();
       assert.ok(typeof g === 'string' && g.length > 0);
       assert.equal(engine.generation(), g);
       assert.equal(engine.healthy(), true);
+      assert.ok(engine.name.length > 0);
     });
 
     it('answers 50 concurrent scans correctly', async () => {
-      const jobs = Array.from({ length: 50 }, (_, i) => (i % 5 === 0 ? Buffer.concat([Buffer.from(`file ${i}\n`), EICAR]) : Buffer.from(`clean file ${i}\n`)));
+      const jobs = Array.from({ length: 50 }, (_, i) => (i % 5 === 0 ? Buffer.concat([Buffer.from(`file ${i}\n`), EICAR]) : Buffer.concat([Buffer.from(`clean file ${i}\n`), noise(i * 1000, i)])));
       const rs = await Promise.all(jobs.map((c) => engine.scan(c)));
       rs.forEach((r, i) => assert.equal(r.infected, i % 5 === 0, `job ${i}`));
+    });
+
+    it('closes cleanly (twice is harmless)', async () => {
+      const e = await makeEngine();
+      assert.equal((await e.scan(EICAR)).infected, true);
+      await e.close();
+      await e.close();
     });
   });
 }
