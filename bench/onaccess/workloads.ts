@@ -108,7 +108,7 @@ async function waitLine(child: ChildProcess, re: RegExp, ms: number): Promise<st
 }
 
 async function startSvm(): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [SVM_CLI, '--listen', '127.0.0.1:0', '--token', 'bench', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [SVM_CLI, '--listen', '127.0.0.1:0', '--token', 'bench-token', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
   started.push(child);
   const line = await waitLine(child, /\{.*"url".*\}/, 15_000);
   return { child, url: (JSON.parse(line) as { url: string }).url };
@@ -116,7 +116,7 @@ async function startSvm(): Promise<{ child: ChildProcess; url: string }> {
 
 async function startAgent(url: string, protect: string, stateDir: string): Promise<ChildProcess> {
   fs.rmSync(stateDir, { recursive: true, force: true });
-  const child = spawn(process.execPath, [CLI, 'run', '--svm', url, '--token', 'bench', '--protect', protect, '--state-dir', stateDir, '--mode', 'fanotify', '--log-file', path.join(BASE, 'agent.log'), '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [CLI, 'run', '--svm', url, '--token', 'bench-token', '--protect', protect, '--state-dir', stateDir, '--mode', 'fanotify', '--log-file', path.join(BASE, 'agent.log'), '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
   started.push(child);
   await waitLine(child, /"event":"started"/, 30_000);
   return child;
