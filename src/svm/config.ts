@@ -1,5 +1,20 @@
 /**
- * The SVM's configuration: a YAML/JSON file, then LIGHTAGENT_SVM_TOKEN, then flags.
+ * The SVM's configuration: a YAML/JSON file, then LIGHTAGENT_SVM_TOKEN (added to the file's
+ * tokens, tenant `default`), then flags (`--token` replaces the list). Every problem is reported
+ * at once with its key path.
+ *
+ *   listen: 127.0.0.1:7443          # HOST:PORT; plain ws only on loopback unless insecure_plain_ws
+ *   tokens: [secret-token, {tenant: acme, token: other-secret}]
+ *   engine: builtin
+ *   signatures: [/etc/lightagent/sigs/local.hdb, /etc/lightagent/sigs/local.ndb]
+ *   max_file_size: 64 MiB
+ *   max_chunk: 1 MiB                # 4 KiB .. 1 MiB
+ *   max_in_flight: 32
+ *   upload_timeout: 30s
+ *   hello_timeout: 5s
+ *   upload_memory: 512 MiB          # upload bytes held at once, all agents together
+ *   cache: {entries: 1000000}
+ *   log: {file: /var/log/lightagent/svm.log, level: info}
  */
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
@@ -16,10 +31,20 @@ const listen = z.string().transform((v, ctx) => {
   return { host: (m[1] ?? m[2])!, port };
 });
 
-const token = z.union([
-  z.string().min(8, 'a token must have at least 8 characters').transform((t) => ({ tenant: 'default', token: t })),
-  z.object({ tenant: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, . _ - only'), token: z.string().min(8, 'a token must have at least 8 characters') }).strict(),
-]);
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+// A plain string is a token of tenant `default`.
+const token = z.preprocess(
+  (v) => (typeof v === 'string' ? { tenant: 'default', token: v } : v),
+  z
+    .object({
+      tenant: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, 'a tenant name has letters, digits, . _ - only'),
+      token: z.string().min(8, 'a token must have at least 8 characters').max(1024),
+    })
+    .strict(),
+);
 
 export const svmConfigSchema = z
   .object({
@@ -30,20 +55,32 @@ export const svmConfigSchema = z
     max_file_size: size().default(64 * 1024 * 1024),
     max_chunk: size().refine((n) => n >= 4096 && n <= FRAME_LIMITS.maxChunk, `must be from 4 KiB to ${FRAME_LIMITS.maxChunk} bytes`).default(FRAME_LIMITS.maxChunk),
     max_in_flight: z.number().int().min(1).max(1024).default(32),
-    upload_timeout: duration().default(30_000),
-    hello_timeout: duration().default(5_000),
+    upload_timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(30_000),
+    hello_timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(5_000),
     upload_memory: size().default(512 * 1024 * 1024),
     cache: z.object({ entries: z.number().int().min(1).max(100_000_000).default(1_000_000) }).strict().default({ entries: 1_000_000 }),
     insecure_plain_ws: z.boolean().default(false),
     log: z.object({ file: z.string().optional(), level: z.enum(['error', 'warn', 'info', 'debug']).default('info') }).strict().default({ level: 'info' }),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    // Plain ws carries tokens and file content in clear: only on loopback unless explicitly allowed.
+    if (!isLoopback(c.listen.host) && !c.insecure_plain_ws) {
+      ctx.addIssue({ code: 'custom', path: ['listen'], message: `${c.listen.host} is not a loopback address, and plain ws would carry tokens and file content in clear: listen on 127.0.0.1, or set insecure_plain_ws: true on a network you trust` });
+    }
+    if (c.upload_memory < c.max_file_size) {
+      ctx.addIssue({ code: 'custom', path: ['upload_memory'], message: `${c.upload_memory} bytes is less than max_file_size (${c.max_file_size}): the largest files would always be refused as busy; raise upload_memory or lower max_file_size` });
+    }
+    const seen = new Map<string, string>();
+    c.tokens.forEach((t, i) => {
+      const other = seen.get(t.token);
+      if (other !== undefined && other !== t.tenant) ctx.addIssue({ code: 'custom', path: ['tokens', i], message: `the same token is given for tenants ${other} and ${t.tenant}; each tenant needs its own` });
+      seen.set(t.token, t.tenant);
+    });
+  });
 
 export type SvmConfig = z.output<typeof svmConfigSchema>;
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
-}
 
 export function loadSvmConfig(src: { file?: string | undefined; env?: NodeJS.ProcessEnv; flags?: Record<string, unknown> }): SvmConfig {
   const env = src.env ?? process.env;
@@ -55,12 +92,9 @@ export function loadSvmConfig(src: { file?: string | undefined; env?: NodeJS.Pro
     raw = { ...(doc as Record<string, unknown>) };
     source = src.file;
   }
-  if (env.LIGHTAGENT_SVM_TOKEN) raw.tokens = [...((raw.tokens as unknown[]) ?? []), env.LIGHTAGENT_SVM_TOKEN];
+  raw.tokens ??= [];
+  // Not a list: left as is for the schema to report.
+  if (env.LIGHTAGENT_SVM_TOKEN && Array.isArray(raw.tokens)) raw.tokens = [...(raw.tokens as unknown[]), env.LIGHTAGENT_SVM_TOKEN];
   for (const [k, v] of Object.entries(src.flags ?? {})) override(raw, k, v);
-  const cfg = parseConfig(svmConfigSchema, raw, source);
-  // Plain ws carries tokens and file content in clear: only on loopback unless explicitly allowed.
-  if (!isLoopback(cfg.listen.host) && !cfg.insecure_plain_ws) {
-    throw new ConfigError(source, [`listen: ${cfg.listen.host} is not a loopback address and TLS is not configured; plain ws would carry tokens and file content in clear. Listen on 127.0.0.1, or set insecure_plain_ws: true on a network you trust`]);
-  }
-  return cfg;
+  return parseConfig(svmConfigSchema, raw, source);
 }

@@ -1,19 +1,23 @@
 /**
- * SvmCore: what every agent session shares — tokens, the engine, the shared verdict cache, the
- * upload memory budget, single flight per content hash, metrics, and the load figure.
+ * SvmCore: what every agent session shares — tenant tokens, the engine, the shared verdict cache,
+ * the upload memory budget, single flight per content hash, metrics, and the load figure.
+ *
+ * Trust (DESIGN.md, "Trust and the caches"): only `scan` writes the cache, with what
+ * the engine found over bytes whose SHA-256 the SVM computed itself. `lookup` only reads.
  */
-import crypto from 'node:crypto';
 import { logger } from '../log.js';
 import type { VerdictMsg } from '../protocol/index.js';
 import type { ScanEngine } from './engines/engine.js';
 import { SvmMetrics } from './metrics.js';
-import type { AgentSession } from './session.js';
-import type { SharedVerdictCache } from './verdict-cache.js';
+import type { ReportTarget } from './reports.js';
+import { TokenStore, type TenantToken } from './tokens.js';
+import { UploadBudget } from './uploads.js';
+import type { CachedVerdict, SharedVerdictCache, VerdictKey } from './verdict-cache.js';
 
 export interface CoreOptions {
   svmId: string;
   /** Tenant tokens in clear; only their SHA-256 is kept. */
-  tokens: ReadonlyArray<{ tenant: string; token: string }>;
+  tokens: readonly TenantToken[];
   maxFileSize: number;
   maxChunk: number;
   maxInFlight: number;
@@ -23,18 +27,19 @@ export interface CoreOptions {
   uploadMemory: number;
 }
 
-type VerdictFields = Omit<VerdictMsg, 't' | 'id'>;
+/** A verdict without its envelope: what lookup and scan produce. */
+export type VerdictFields = Omit<VerdictMsg, 't' | 'id'>;
 
-export function hashToken(token: string): string {
-  return crypto.createHash('sha256').update(token, 'utf8').digest('hex');
-}
+/** Engine scans running at once that count as full load (the load figure agents balance on). */
+const SCAN_CAPACITY = 64;
 
 export class SvmCore {
-  readonly metrics = new SvmMetrics();
-  readonly sessions = new Set<AgentSession>();
-  private tokenHashes = new Map<string, string>();
-  private reserved = 0;
-  private readonly inflightScans = new Map<string, Promise<VerdictFields>>();
+  readonly metrics: SvmMetrics;
+  readonly tokens: TokenStore;
+  readonly budget: UploadBudget;
+  /** Sessions past hello and not closed: counted, sent load and generation reports. */
+  readonly agents = new Set<ReportTarget>();
+  private readonly inflight = new Map<string, Promise<VerdictFields>>();
   private activeScans = 0;
   private readonly log = logger('svm');
 
@@ -43,101 +48,107 @@ export class SvmCore {
     readonly engine: ScanEngine,
     readonly cache: SharedVerdictCache,
   ) {
-    this.setTokens(opts.tokens);
-    this.metrics.gauge('lightagent_svm_agents_connected', 'Agents connected and past hello.', () => [...this.sessions].filter((s) => s.ready).length);
-    this.metrics.gauge('lightagent_svm_upload_bytes_held', 'Upload bytes held in memory now.', () => this.reserved);
-    this.metrics.gauge('lightagent_svm_cache_entries', 'Entries in the shared verdict cache.', () => this.cache.stats().entries);
-    this.metrics.gauge('lightagent_svm_scans_active', 'Engine scans running now.', () => this.activeScans);
-  }
-
-  setTokens(tokens: ReadonlyArray<{ tenant: string; token: string }>): void {
-    this.tokenHashes = new Map(tokens.map((t) => [hashToken(t.token), t.tenant]));
-  }
-
-  /** The tenant a token belongs to, or undefined. Compared by hash, in constant time per candidate. */
-  tenantOf(token: string): string | undefined {
-    const h = Buffer.from(hashToken(token), 'hex');
-    let found: string | undefined;
-    for (const [k, tenant] of this.tokenHashes) {
-      if (crypto.timingSafeEqual(h, Buffer.from(k, 'hex'))) found = tenant;
-    }
-    return found;
+    this.tokens = new TokenStore(opts.tokens);
+    this.budget = new UploadBudget(opts.uploadMemory);
+    this.metrics = new SvmMetrics(engine.name);
+    const m = this.metrics;
+    m.gauge('lightagent_svm_agents_connected', 'Agents connected and past hello.', () => this.agents.size);
+    m.gauge('lightagent_svm_upload_bytes_held', 'Upload bytes held in memory now.', () => this.budget.used);
+    m.gauge('lightagent_svm_upload_bytes_budget', 'Upload bytes that may be held in memory at once (upload_memory).', () => this.budget.capacity);
+    m.gauge('lightagent_svm_scans_active', 'Engine scans running now.', () => this.activeScans);
+    m.gauge('lightagent_svm_load', 'Load reported to agents, 0..1.', () => this.load());
+    m.gauge('lightagent_svm_cache_entries', 'Entries in the shared verdict cache.', () => this.cache.stats().entries);
+    m.counter('lightagent_svm_cache_evictions_total', 'Entries evicted from the shared verdict cache to stay within cache.entries.', () => this.cache.stats().evictions);
   }
 
   generation(): string {
     return this.engine.generation();
   }
 
-  /** 0..1: engine scans and held upload memory against their capacity. */
+  /** 0..1: the larger of engine scans against SCAN_CAPACITY and held upload memory against the budget. */
   load(): number {
-    const byMemory = this.reserved / this.opts.uploadMemory;
-    const byScans = this.activeScans / 64;
-    return Math.min(1, Math.round(Math.max(byMemory, byScans) * 1000) / 1000);
+    const byMemory = this.budget.used / this.budget.capacity;
+    const byScans = this.activeScans / SCAN_CAPACITY;
+    return Math.min(1, Math.round(Math.max(byMemory, byScans) * 100) / 100);
   }
 
-  reserve(bytes: number): boolean {
-    if (this.reserved + bytes > this.opts.uploadMemory) return false;
-    this.reserved += bytes;
-    return true;
-  }
-
-  release(bytes: number): void {
-    this.reserved = Math.max(0, this.reserved - bytes);
+  /** Engine scans running now (reported to agents as `queue`). */
+  queue(): number {
+    return this.activeScans;
   }
 
   async lookup(tenant: string, sha256: string): Promise<VerdictFields> {
     this.metrics.lookups.inc();
     const generation = this.generation();
-    const hit = await this.cache.get({ tenant, generation, sha256 }).catch(() => undefined);
+    const hit = await this.cacheGet({ tenant, generation, sha256 });
     if (!hit) return { verdict: 'unknown', sha256, generation };
     this.metrics.cacheHits.inc();
-    return { verdict: hit.verdict, sha256, generation, engine: hit.engine, cached: true, ...(hit.threat ? { threat: hit.threat } : {}) };
+    return fromCache(hit, sha256, generation);
   }
 
-  /** Judge uploaded bytes whose SHA-256 we computed. Concurrent scans of one hash share one engine run. */
+  /**
+   * Judge uploaded bytes whose SHA-256 the SVM computed. Another agent may have sent the same
+   * content already (cache hit, no engine run); concurrent scans of one hash share one run.
+   */
   async scan(tenant: string, sha256: string, content: Buffer): Promise<VerdictFields> {
     const generation = this.generation();
-    const key = { tenant, generation, sha256 };
-    const hit = await this.cache.get(key).catch(() => undefined);
+    const key: VerdictKey = { tenant, generation, sha256 };
+    const hit = await this.cacheGet(key);
     if (hit) {
       this.metrics.cacheHits.inc();
-      return { verdict: hit.verdict, sha256, generation, engine: hit.engine, cached: true, ...(hit.threat ? { threat: hit.threat } : {}) };
+      return fromCache(hit, sha256, generation);
     }
     const flightKey = `${tenant}\u0000${generation}\u0000${sha256}`;
-    const running = this.inflightScans.get(flightKey);
+    const running = this.inflight.get(flightKey);
     if (running) {
       this.metrics.cacheHits.inc();
       return { ...(await running), cached: true };
     }
-    const p = this.runEngine(tenant, generation, sha256, content);
-    this.inflightScans.set(flightKey, p);
+    const p = this.runEngine(key, content);
+    this.inflight.set(flightKey, p);
     try {
       return await p;
     } finally {
-      this.inflightScans.delete(flightKey);
+      this.inflight.delete(flightKey);
     }
   }
 
-  private async runEngine(tenant: string, generation: string, sha256: string, content: Buffer): Promise<VerdictFields> {
+  /** A cache that fails (Redis down) is a miss, never a failed request. */
+  private async cacheGet(key: VerdictKey): Promise<CachedVerdict | undefined> {
+    try {
+      return await this.cache.get(key);
+    } catch (e) {
+      this.log.warn('verdict cache read failed; treating it as a miss', { cache: this.cache.kind, message: (e as Error).message });
+      return undefined;
+    }
+  }
+
+  private async runEngine(key: VerdictKey, content: Buffer): Promise<VerdictFields> {
     this.activeScans++;
     const t0 = performance.now();
     try {
-      const r = await this.engine.scan(content, { sha256 });
+      const r = await this.engine.scan(content, { sha256: key.sha256 });
       this.metrics.scans.inc();
       this.metrics.scanSeconds.observe((performance.now() - t0) / 1000);
       const verdict = r.infected ? 'infected' : 'clean';
-      if (r.infected) {
+      const threat = r.infected ? (r.threat ?? 'Unnamed-Threat') : undefined;
+      if (threat) {
         this.metrics.detections.inc();
-        this.log.warn('infected content scanned', { tenant, sha256, threat: r.threat, engine: this.engine.name });
+        this.log.warn('infected content scanned', { tenant: key.tenant, sha256: key.sha256, size: content.length, threat, engine: this.engine.name });
       }
-      await this.cache.set({ tenant, generation, sha256 }, { verdict, engine: this.engine.name, ...(r.threat ? { threat: r.threat } : {}) }).catch((e: Error) => this.log.warn('verdict cache write failed; continuing without it', { message: e.message }));
-      return { verdict, sha256, generation, engine: this.engine.name, ...(r.threat ? { threat: r.threat } : {}) };
+      const cached: CachedVerdict = { verdict, engine: this.engine.name, ...(threat ? { threat } : {}) };
+      try {
+        await this.cache.set(key, cached);
+      } catch (e) {
+        this.log.warn('verdict cache write failed; continuing without it', { cache: this.cache.kind, message: (e as Error).message });
+      }
+      return { verdict, sha256: key.sha256, generation: key.generation, engine: this.engine.name, ...(threat ? { threat } : {}) };
     } finally {
       this.activeScans--;
     }
   }
+}
 
-  sessionClosed(s: AgentSession): void {
-    this.sessions.delete(s);
-  }
+function fromCache(hit: CachedVerdict, sha256: string, generation: string): VerdictFields {
+  return { verdict: hit.verdict, sha256, generation, engine: hit.engine, cached: true, ...(hit.threat ? { threat: hit.threat } : {}) };
 }

@@ -1,147 +1,209 @@
 /**
- * The SVM server: one HTTP server on one port for the agents' WebSocket (`lightagent/1`),
- * Prometheus text at GET /metrics and health at GET /healthz.
+ * The SVM server: one HTTP server on one port for the agents' WebSocket (`lightagent/1`, rules in
+ * session.ts), Prometheus text at GET /metrics and health at GET /healthz.
+ *
+ * The server owns the engine and the cache it is given: `close()` closes them.
  */
 import crypto from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
-import { WebSocketServer } from 'ws';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { LightagentError } from '../errors.js';
 import { logger } from '../log.js';
-import { CloseCode, FRAME_LIMITS, PROTOCOL } from '../protocol/index.js';
+import { CHUNK_HEADER, CloseCode, FRAME_LIMITS, PROTOCOL } from '../protocol/index.js';
 import { SvmCore, type CoreOptions } from './core.js';
 import type { ScanEngine } from './engines/engine.js';
+import type { MetricsSnapshot } from './metrics.js';
+import { Reporter } from './reports.js';
 import { AgentSession } from './session.js';
+import type { TenantToken } from './tokens.js';
 import type { SharedVerdictCache } from './verdict-cache.js';
 
-export interface SvmOptions extends Partial<Omit<CoreOptions, 'tokens'>> {
+export interface SvmOptions {
+  /** Default 127.0.0.1. */
   host?: string;
+  /** Default 7443; 0 picks a free port (read it back from `address`). */
   port?: number;
-  tokens: CoreOptions['tokens'];
+  /** Tenant tokens in clear (kept only as SHA-256 hashes). */
+  tokens: readonly TenantToken[];
   engine: ScanEngine;
   cache: SharedVerdictCache;
+  /** Reported in `welcome`; default `<hostname>-<6 hex>`. */
+  svmId?: string;
+  maxFileSize?: number;
+  /** Largest chunk payload accepted; capped at the protocol's FRAME_LIMITS.maxChunk. */
+  maxChunk?: number;
+  maxInFlight?: number;
+  uploadTimeoutMs?: number;
+  helloTimeoutMs?: number;
+  uploadMemory?: number;
+  /** Interval of load/generation reports to agents; default 2000, never under 1000. */
+  reportIntervalMs?: number;
+  /** How long close() waits for agents to finish the close handshake before dropping them. */
+  closeGraceMs?: number;
 }
 
 export const SVM_DEFAULTS = {
+  host: '127.0.0.1',
+  port: 7443,
   maxFileSize: 64 * 1024 * 1024,
   maxChunk: FRAME_LIMITS.maxChunk,
   maxInFlight: 32,
   uploadTimeoutMs: 30_000,
   helloTimeoutMs: 5_000,
   uploadMemory: 512 * 1024 * 1024,
+  reportIntervalMs: 2_000,
+  closeGraceMs: 2_000,
 } as const;
 
+export interface SvmHealth {
+  status: 'ok' | 'degraded' | 'unhealthy';
+  svmId: string;
+  protocol: string;
+  engine: string;
+  engineHealthy: boolean;
+  generation: string;
+  cache: { kind: string; healthy: boolean; entries: number };
+  agents: number;
+}
+
 export class SvmServer {
-  private loadTimer: NodeJS.Timeout | undefined;
-  private lastLoad = -1;
-  private lastGeneration: string;
+  private readonly sessions = new Set<AgentSession>();
+  private readonly reporter: Reporter;
+  private closing: Promise<void> | undefined;
+  private readonly log = logger('svm');
 
   private constructor(
-    private readonly http: http.Server,
+    private readonly httpServer: http.Server,
     private readonly wss: WebSocketServer,
     readonly core: SvmCore,
+    private readonly opts: SvmOptions,
   ) {
-    this.lastGeneration = core.generation();
+    this.reporter = new Reporter(core, () => this.sessions, opts.reportIntervalMs ?? SVM_DEFAULTS.reportIntervalMs);
   }
 
   static async start(o: SvmOptions): Promise<SvmServer> {
-    const log = logger('svm');
-    const core = new SvmCore(
-      {
-        svmId: o.svmId ?? `${os.hostname()}-${crypto.randomBytes(3).toString('hex')}`,
-        tokens: o.tokens,
-        maxFileSize: o.maxFileSize ?? SVM_DEFAULTS.maxFileSize,
-        maxChunk: Math.min(o.maxChunk ?? SVM_DEFAULTS.maxChunk, FRAME_LIMITS.maxChunk),
-        maxInFlight: o.maxInFlight ?? SVM_DEFAULTS.maxInFlight,
-        uploadTimeoutMs: o.uploadTimeoutMs ?? SVM_DEFAULTS.uploadTimeoutMs,
-        helloTimeoutMs: o.helloTimeoutMs ?? SVM_DEFAULTS.helloTimeoutMs,
-        uploadMemory: o.uploadMemory ?? SVM_DEFAULTS.uploadMemory,
-      },
-      o.engine,
-      o.cache,
-    );
-    const server = http.createServer((req, res) => {
-      if (req.method === 'GET' && req.url === '/metrics') {
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-        res.end(core.metrics.render());
-      } else if (req.method === 'GET' && req.url === '/healthz') {
-        const ok = core.engine.healthy();
-        res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ status: ok ? 'ok' : 'unhealthy', svmId: core.opts.svmId, protocol: PROTOCOL, engine: core.engine.name, engineHealthy: ok, generation: core.generation(), cache: { kind: core.cache.kind, healthy: core.cache.healthy() }, agents: core.sessions.size }));
-      } else {
-        res.writeHead(404, { 'content-type': 'text/plain' });
-        res.end('not found\n');
-      }
-    });
-    const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: core.opts.maxChunk + 12 + 64 });
-    wss.on('connection', (ws, req) => {
-      const s = new AgentSession(ws, req, core, log);
-      core.sessions.add(s);
-      self.ensureLoadTimer();
-    });
-    wss.on('error', (e) => log.error('websocket server error', { message: e.message }));
-    const self = new SvmServer(server, wss, core);
+    const d = SVM_DEFAULTS;
+    const coreOpts: CoreOptions = {
+      svmId: o.svmId ?? `${os.hostname()}-${crypto.randomBytes(3).toString('hex')}`,
+      tokens: o.tokens,
+      maxFileSize: o.maxFileSize ?? d.maxFileSize,
+      maxChunk: Math.min(o.maxChunk ?? d.maxChunk, FRAME_LIMITS.maxChunk),
+      maxInFlight: o.maxInFlight ?? d.maxInFlight,
+      uploadTimeoutMs: o.uploadTimeoutMs ?? d.uploadTimeoutMs,
+      helloTimeoutMs: o.helloTimeoutMs ?? d.helloTimeoutMs,
+      uploadMemory: o.uploadMemory ?? d.uploadMemory,
+    };
+    const core = new SvmCore(coreOpts, o.engine, o.cache);
+    const httpServer = http.createServer();
+    // Binary frames are a 12-byte header plus at most maxChunk; text frames are bounded by the
+    // codec (64 KiB), which must still fit when max_chunk is configured small.
+    const maxPayload = Math.max(CHUNK_HEADER + coreOpts.maxChunk, FRAME_LIMITS.maxTextFrame);
+    // permessage-deflate off: it costs ~10x throughput on file content (DESIGN.md, wire protocol).
+    const wss = new WebSocketServer({ server: httpServer, perMessageDeflate: false, maxPayload });
+    const self = new SvmServer(httpServer, wss, core, o);
+    httpServer.on('request', (req, res) => self.onHttp(req, res));
+    wss.on('connection', (ws, req) => self.onConnection(ws, req));
+    wss.on('error', (e) => self.log.error('websocket server error', { message: e.message }));
+    const host = o.host ?? d.host;
+    const port = o.port ?? d.port;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(o.port ?? 7443, o.host ?? '127.0.0.1', () => {
-        server.off('error', reject);
+      httpServer.once('error', reject);
+      httpServer.listen(port, host, () => {
+        httpServer.off('error', reject);
         resolve();
       });
+    }).catch((e: NodeJS.ErrnoException) => {
+      throw new LightagentError('LA_ERR_LISTEN', `cannot listen on ${host}:${port}: ${e.code ?? e.message}`, e.code === 'EADDRINUSE' ? 'another process uses that port: stop it or choose another `listen`' : 'check the `listen` address (is it an address of this machine?)', { cause: e });
     });
-    log.info('SVM listening', { url: self.url, engine: o.engine.name, generation: core.generation(), cache: o.cache.kind });
+    self.log.info('SVM listening', { url: self.url, engine: o.engine.name, generation: core.generation(), cache: o.cache.kind, svmId: coreOpts.svmId });
     return self;
   }
 
   get address(): { host: string; port: number } {
-    const a = this.http.address() as AddressInfo;
+    const a = this.httpServer.address() as AddressInfo;
     return { host: a.address, port: a.port };
   }
 
+  /** The agents' URL, e.g. ws://127.0.0.1:7443. */
   get url(): string {
     const { host, port } = this.address;
     return `ws://${host.includes(':') ? `[${host}]` : host}:${port}`;
   }
 
-  get metrics() {
-    return this.core.metrics;
+  /** Every metric by its Prometheus name, as plain numbers, now. */
+  get metrics(): MetricsSnapshot {
+    return this.core.metrics.snapshot();
   }
 
-  /** Tell every agent about a new signature generation (after an engine reload). */
-  announceGeneration(): void {
-    const g = this.core.generation();
-    if (g === this.lastGeneration) return;
-    this.lastGeneration = g;
-    for (const s of this.core.sessions) if (s.ready) s.send({ t: 'generation', generation: g });
+  health(): SvmHealth {
+    const engineHealthy = this.core.engine.healthy();
+    const cacheHealthy = this.core.cache.healthy();
+    return {
+      status: !engineHealthy ? 'unhealthy' : cacheHealthy ? 'ok' : 'degraded',
+      svmId: this.core.opts.svmId,
+      protocol: PROTOCOL,
+      engine: this.core.engine.name,
+      engineHealthy,
+      generation: this.core.generation(),
+      cache: { kind: this.core.cache.kind, healthy: cacheHealthy, entries: this.core.cache.stats().entries },
+      agents: this.core.agents.size,
+    };
   }
 
-  /** Load reports every 2 s, only while agents are connected and only when the figure changed. */
-  private ensureLoadTimer(): void {
-    if (this.loadTimer) return;
-    this.loadTimer = setInterval(() => {
-      if (this.core.sessions.size === 0) {
-        clearInterval(this.loadTimer);
-        this.loadTimer = undefined;
-        return;
-      }
-      const load = this.core.load();
-      if (load === this.lastLoad) return;
-      this.lastLoad = load;
-      for (const s of this.core.sessions) if (s.ready) s.send({ t: 'load', load, queue: 0 });
-    }, 2000);
-    this.loadTimer.unref();
+  /** Tell every agent about a new signature generation (call after an engine reload). Returns how many were told. */
+  announceGeneration(): number {
+    return this.reporter.announceGeneration();
   }
 
-  /** Close every agent with 4010 (they fail over or retry), then the server. */
-  async close(): Promise<void> {
-    clearInterval(this.loadTimer);
-    for (const s of this.core.sessions) s.close(CloseCode.SHUTDOWN, 'SVM shutting down');
+  /** Close every agent with 4010 (they fail over or retry), then the server, the engine and the cache. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.reporter.stop();
+    const sessions = [...this.sessions];
+    for (const s of sessions) s.close(CloseCode.SHUTDOWN, 'SVM shutting down');
+    const grace = this.opts.closeGraceMs ?? SVM_DEFAULTS.closeGraceMs;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(sessions.map((s) => s.done)), new Promise<void>((r) => (timer = setTimeout(r, grace)))]);
+    clearTimeout(timer);
+    for (const s of this.sessions) s.terminate();
     await new Promise<void>((r) => this.wss.close(() => r()));
     await new Promise<void>((r) => {
-      this.http.close(() => r());
-      this.http.closeAllConnections();
+      this.httpServer.close(() => r());
+      this.httpServer.closeAllConnections();
     });
     await this.core.engine.close();
     await this.core.cache.close();
+    this.log.info('SVM stopped', { agentsClosed: sessions.length });
+  }
+
+  private onConnection(ws: WebSocket, req: http.IncomingMessage): void {
+    if (this.closing) {
+      ws.close(CloseCode.SHUTDOWN, 'SVM shutting down');
+      return;
+    }
+    const s = new AgentSession(ws, req, this.core, this.log);
+    this.sessions.add(s);
+    void s.done.then(() => this.sessions.delete(s));
+    this.reporter.wake();
+  }
+
+  private onHttp(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const path = (req.url ?? '/').split('?')[0];
+    const send = (status: number, type: string, body: string) => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    };
+    if (path !== '/metrics' && path !== '/healthz') return send(404, 'text/plain; charset=utf-8', 'not found: try /metrics or /healthz\n');
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain; charset=utf-8', 'method not allowed\n');
+    if (path === '/metrics') return send(200, 'text/plain; version=0.0.4; charset=utf-8', this.core.metrics.render());
+    const h = this.health();
+    return send(h.status === 'unhealthy' ? 503 : 200, 'application/json', `${JSON.stringify(h)}\n`);
   }
 }
 

@@ -1,63 +1,70 @@
 /**
- * One agent connection on the SVM. The rules, enforced here:
+ * One agent connection on the SVM. The protocol rules (lightagent/1), enforced here:
  *
- * - The first frame must be a valid `hello` within `helloTimeoutMs` (else close 4004). Its token
- *   must be one of the configured tokens (compared by SHA-256; wrong or missing: an `error`
- *   frame LA_ERR_AUTH, then close 4001, logged with the remote address, never the token).
- *   A version other than ours: close 4002. Then `welcome`.
- * - `lookup {id, sha256, size}`: the shared cache's verdict (`cached: true`) or `unknown`.
- * - `scan {id, size}` then binary chunks 0,1,2.. in order, at least one, the last flagged, total
- *   bytes == size. Too large for `maxFileSize`: verdict error LA_ERR_UPLOAD_TOO_LARGE (the
- *   connection stays). Upload memory budget exhausted: verdict error LA_ERR_BUSY. Not complete
- *   within `uploadTimeoutMs`: verdict error LA_ERR_UPLOAD_TIMEOUT. A chunk for an unknown id, out
- *   of order, past the size, a last flag too early, a duplicate id, or more than `maxInFlight`
- *   requests at once: protocol error -> `error` frame and close 4000 (this connection only).
- * - The SVM hashes what it received itself and never trusts the agent's hash; agents cannot
- *   write verdicts. `cancel {id}` drops an upload.
- * - Any malformed frame: typed ProtocolError -> error frame + close; never thrown further.
+ * - Hello first. The first frame must be a valid `hello` within `helloTimeoutMs`, else close 4004.
+ *   Its token must be a configured one (stored as SHA-256, compared with timingSafeEqual).
+ *   Wrong, empty or missing token: an `error` frame LA_ERR_AUTH, then close 4001; logged as a
+ *   warning with the remote address, never the token. A protocol version other than ours: an
+ *   `error` frame LA_ERR_PROTO_VERSION, close 4002. Then `welcome` {svmId, generation, load,
+ *   limits {maxFileSize, maxChunk, maxInFlight}}. Nothing else is accepted before that.
+ * - `lookup {id, sha256, size}`: the shared cache's verdict (`cached: true`) or `unknown`. Reads
+ *   only: agents never write verdicts.
+ * - `scan {id, size}`, then binary chunks of that id, index 0, 1, 2, ... in order, at least one,
+ *   the last one flagged, their bytes adding up to `size` exactly.
+ *   - size > maxFileSize: verdict error LA_ERR_UPLOAD_TOO_LARGE; the connection stays.
+ *   - the shared upload memory budget cannot hold `size` more bytes: verdict error LA_ERR_BUSY
+ *     (the agent retries); nothing is buffered.
+ *   - not complete within `uploadTimeoutMs`: verdict error LA_ERR_UPLOAD_TIMEOUT; memory released.
+ *   Chunks of a refused or dropped upload that are still in flight are read and discarded.
+ *   The SVM hashes the bytes it received (never trusting the agent), answers from the cache under
+ *   that hash if it can (another agent uploaded the same content), else runs the engine once per
+ *   hash however many agents upload it at the same time, caches, and answers `verdict` {sha256,
+ *   engine, generation, threat}.
+ * - `cancel {id}` drops an upload still being received; no verdict follows for it (a scan that
+ *   already runs still answers). Late chunks of a cancelled upload are discarded.
+ * - `event` (a detection on the agent): logged with agent id and host, counted.
+ * - Protocol errors: a malformed or oversized frame, an unknown type, a second hello, a chunk for
+ *   an unknown id, out of order, beyond the size, a last flag before the size is reached, a
+ *   request id already in use, more than maxInFlight requests at once. Each is a typed
+ *   ProtocolError: an `error` frame, then close 4000 (4003 for oversized frames), this connection
+ *   only. Nothing thrown in a handler leaves it; other connections never notice.
+ * - From the SVM, unasked: `load` (at most every 2 s, only when it changed) and `generation`
+ *   (after the signatures changed); see server.ts.
  */
-import crypto from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { WebSocket } from 'ws';
-import { ProtocolError, describeError } from '../errors.js';
+import { LightagentError, ProtocolError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   CloseCode,
+  FRAME_LIMITS,
   PROTOCOL_VERSION,
   decodeAgentMessage,
   decodeChunk,
   encodeMessage,
+  type AgentMessage,
   type Hello,
   type SvmMessage,
   type VerdictMsg,
 } from '../protocol/index.js';
-import type { SvmCore } from './core.js';
-
-interface Upload {
-  id: number;
-  size: number;
-  received: number;
-  nextIndex: number;
-  buf: Buffer;
-  hash: crypto.Hash;
-  timer: NodeJS.Timeout;
-  /** Already answered with an error verdict: chunks are validated and discarded, no memory held. */
-  refused: boolean;
-}
-
-/** Ids of uploads dropped (timeout, cancel) whose late chunks are ignored, not protocol errors. */
-const DROPPED_MEMORY = 256;
+import type { SvmCore, VerdictFields } from './core.js';
+import { UploadTable, type CompletedUpload } from './uploads.js';
 
 export class AgentSession {
   private hello: Hello | undefined;
   private tenant = '';
-  private readonly uploads = new Map<number, Upload>();
-  /** Request ids being worked on (lookups and uploads awaiting their verdict). */
+  private readonly uploads: UploadTable;
+  /** Request ids accepted and not answered yet (lookups, uploads receiving or being scanned). */
   private readonly busy = new Set<number>();
-  private readonly dropped = new Set<number>();
   private readonly helloTimer: NodeJS.Timeout;
   private closed = false;
+  /** The load figure this agent was last told (welcome or load report). */
+  lastLoad = -1;
+  /** The generation this agent was last told. */
+  lastGeneration = '';
   readonly remote: string;
+  /** Resolves when the socket is closed, whoever closed it. */
+  readonly done: Promise<void>;
 
   constructor(
     private readonly ws: WebSocket,
@@ -66,22 +73,42 @@ export class AgentSession {
     private readonly log: Logger,
   ) {
     this.remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
-    this.helloTimer = setTimeout(() => this.close(CloseCode.HELLO_TIMEOUT, 'no hello in time'), core.opts.helloTimeoutMs);
+    const o = core.opts;
+    this.uploads = new UploadTable({
+      budget: core.budget,
+      timeoutMs: o.uploadTimeoutMs,
+      maxRefused: o.maxInFlight,
+      onBytes: (n) => core.metrics.bytesReceived.inc(n),
+      onTimeout: (id) => {
+        this.core.metrics.scanErrors.inc();
+        this.log.warn('upload timed out', { remote: this.remote, agent: this.hello?.agentId, id, timeoutMs: o.uploadTimeoutMs });
+        this.answer({ t: 'verdict', id, verdict: 'error', code: 'LA_ERR_UPLOAD_TIMEOUT', message: `upload not complete within ${o.uploadTimeoutMs} ms` });
+      },
+    });
+    this.helloTimer = setTimeout(() => {
+      this.log.warn('no hello in time; closing', { remote: this.remote, timeoutMs: o.helloTimeoutMs });
+      this.close(CloseCode.HELLO_TIMEOUT, 'no hello in time');
+    }, o.helloTimeoutMs);
+    this.done = new Promise((resolve) => ws.once('close', () => resolve()));
     ws.on('message', (data, isBinary) => {
+      if (this.closed) return; // frames that were already on the wire when we closed
       try {
-        if (isBinary) this.onBinary(data as Buffer);
-        else this.onText(data as Buffer);
+        const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+        if (isBinary) this.onBinary(buf);
+        else this.onText(buf);
       } catch (e) {
         this.onError(e);
       }
     });
     ws.on('close', () => this.cleanup());
-    ws.on('error', (e) => this.log.debug('socket error', { remote: this.remote, message: e.message }));
+    // ws reports oversized frames (1009) and bad framing here, then closes the socket itself.
+    ws.on('error', (e) => this.log.warn('websocket error; connection closed', { remote: this.remote, agent: this.hello?.agentId, message: e.message }));
   }
 
   get ready(): boolean {
-    return this.hello !== undefined;
+    return this.hello !== undefined && !this.closed;
   }
+
   get info(): { agentId: string; host: string; tenant: string } | undefined {
     return this.hello ? { agentId: this.hello.agentId, host: this.hello.host, tenant: this.tenant } : undefined;
   }
@@ -102,6 +129,13 @@ export class AgentSession {
     this.cleanup();
   }
 
+  /** Drop the socket without a close handshake (shutdown of a peer that does not answer). */
+  terminate(): void {
+    this.closed = true;
+    this.ws.terminate();
+    this.cleanup();
+  }
+
   private onError(e: unknown): void {
     if (e instanceof ProtocolError) {
       this.core.metrics.protocolErrors.inc();
@@ -110,165 +144,157 @@ export class AgentSession {
       this.close(e.code === 'LA_ERR_PROTO_OVERSIZED' ? CloseCode.OVERSIZED : CloseCode.PROTOCOL, e.code);
       return;
     }
-    this.log.error('internal error handling a frame; closing the connection', { remote: this.remote, ...describeError(e) });
+    this.log.error('internal error handling a frame; closing the connection', { remote: this.remote, agent: this.hello?.agentId, ...describeError(e) });
+    this.send({ t: 'error', code: 'LA_ERR_INTERNAL', message: 'internal error on the SVM' });
     this.close(CloseCode.PROTOCOL, 'internal error');
   }
 
   private onText(data: Buffer): void {
-    const msg = decodeAgentMessage(data);
     if (!this.hello) {
-      if (msg.t !== 'hello') throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', `expected hello first, got ${msg.t}`);
-      this.onHello(msg);
+      this.onFirstFrame(data);
       return;
     }
+    const msg = decodeAgentMessage(data);
     switch (msg.t) {
       case 'hello':
         throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'hello sent twice');
       case 'lookup':
         this.begin(msg.id);
-        void this.core.lookup(this.tenant, msg.sha256).then(
-          (v) => this.answer({ t: 'verdict', id: msg.id, ...v }),
-          (e) => this.answerError(msg.id, e),
-        );
+        this.reply(msg.id, this.core.lookup(this.tenant, msg.sha256));
         return;
       case 'scan':
         this.startUpload(msg.id, msg.size);
         return;
       case 'cancel':
-        this.dropUpload(msg.id);
+        if (this.uploads.drop(msg.id)) this.busy.delete(msg.id);
         return;
       case 'event':
-        this.core.metrics.agentEvents.inc();
-        this.log.warn('agent reported a detection', { agent: this.hello.agentId, host: this.hello.host, tenant: this.tenant, path: msg.path, threat: msg.threat, action: msg.action, sha256: msg.sha256, process: msg.process });
+        this.onEvent(msg);
         return;
     }
   }
 
-  private onHello(h: Hello): void {
+  private onFirstFrame(data: Buffer): void {
+    let msg: AgentMessage;
+    try {
+      msg = decodeAgentMessage(data);
+    } catch (e) {
+      // A hello without a usable token is an authentication failure (4001), not a malformed frame.
+      if (e instanceof ProtocolError && looksLikeHelloWithoutToken(data)) {
+        this.refuse();
+        return;
+      }
+      throw e;
+    }
+    if (msg.t !== 'hello') throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', `expected hello first, got ${msg.t}`);
     clearTimeout(this.helloTimer);
-    const tenant = this.core.tenantOf(h.token);
+    const tenant = this.core.tokens.tenantOf(msg.token);
     if (tenant === undefined) {
-      this.core.metrics.authFailures.inc();
-      this.log.warn('agent refused: missing or unknown token', { remote: this.remote, agent: h.agentId, host: h.host });
-      this.send({ t: 'error', code: 'LA_ERR_AUTH', message: 'unknown tenant token' });
-      this.close(CloseCode.AUTH, 'unknown token');
+      this.refuse(msg);
       return;
     }
-    if (h.v !== PROTOCOL_VERSION) {
-      this.send({ t: 'error', code: 'LA_ERR_PROTO_VERSION', message: `this SVM speaks protocol ${PROTOCOL_VERSION}` });
-      this.close(CloseCode.VERSION, 'version');
+    if (msg.v !== PROTOCOL_VERSION) {
+      this.log.warn('agent refused: protocol version', { remote: this.remote, agent: msg.agentId, version: msg.v, ours: PROTOCOL_VERSION });
+      this.send({ t: 'error', code: 'LA_ERR_PROTO_VERSION', message: `this SVM speaks lightagent/${PROTOCOL_VERSION}, the agent lightagent/${msg.v}` });
+      this.close(CloseCode.VERSION, 'protocol version');
       return;
     }
-    this.hello = h;
+    this.hello = msg;
     this.tenant = tenant;
-    this.log.info('agent connected', { remote: this.remote, agent: h.agentId, host: h.host, os: h.os, hypervisor: h.hypervisor, tenant, version: h.agentVersion });
+    this.log.info('agent connected', { remote: this.remote, agent: msg.agentId, host: msg.host, os: msg.os, hypervisor: msg.hypervisor, tenant, version: msg.agentVersion });
     const o = this.core.opts;
-    this.send({ t: 'welcome', v: PROTOCOL_VERSION, svmId: o.svmId, generation: this.core.generation(), load: this.core.load(), limits: { maxFileSize: o.maxFileSize, maxChunk: o.maxChunk, maxInFlight: o.maxInFlight } });
+    this.lastLoad = this.core.load();
+    this.lastGeneration = this.core.generation();
+    this.send({ t: 'welcome', v: PROTOCOL_VERSION, svmId: o.svmId, generation: this.lastGeneration, load: this.lastLoad, limits: { maxFileSize: o.maxFileSize, maxChunk: o.maxChunk, maxInFlight: o.maxInFlight } });
+    this.core.agents.add(this);
   }
 
+  private refuse(h?: Hello): void {
+    clearTimeout(this.helloTimer);
+    this.core.metrics.authFailures.inc();
+    this.log.warn('agent refused: missing or unknown token', { remote: this.remote, agent: h?.agentId, host: h?.host });
+    this.send({ t: 'error', code: 'LA_ERR_AUTH', message: 'missing or unknown tenant token' });
+    this.close(CloseCode.AUTH, 'missing or unknown token');
+  }
+
+  private onEvent(e: Extract<AgentMessage, { t: 'event' }>): void {
+    this.core.metrics.agentEvents.inc();
+    const h = this.hello!;
+    this.log.warn('agent reported a detection', { agent: h.agentId, host: h.host, tenant: this.tenant, remote: this.remote, time: e.time, path: e.path, threat: e.threat, action: e.action, sha256: e.sha256, process: e.process });
+  }
+
+  /** Claim a request id: unique among this agent's requests in flight, at most maxInFlight of them. */
   private begin(id: number): void {
     if (this.busy.has(id)) throw new ProtocolError('LA_ERR_PROTO_UPLOAD', `request id ${id} is already in use`);
     if (this.busy.size >= this.core.opts.maxInFlight) throw new ProtocolError('LA_ERR_PROTO_UPLOAD', `more than ${this.core.opts.maxInFlight} requests in flight`);
     this.busy.add(id);
   }
 
+  /** Send the verdict for `id` unless it was cancelled or the connection closed meanwhile. */
   private answer(v: VerdictMsg): void {
-    if (!this.busy.delete(v.id)) return; // cancelled meanwhile
+    if (!this.busy.delete(v.id)) return;
     this.send(v);
   }
 
-  private answerError(id: number, e: unknown): void {
-    const d = describeError(e);
+  private reply(id: number, work: Promise<VerdictFields>): void {
+    work.then(
+      (v) => this.answer({ t: 'verdict', id, ...v }),
+      (e: unknown) => {
+        const d = describeError(e);
+        this.core.metrics.scanErrors.inc();
+        this.log.error('request failed', { remote: this.remote, agent: this.hello?.agentId, id, ...d });
+        this.answer({ t: 'verdict', id, verdict: 'error', code: e instanceof LightagentError ? e.code : 'LA_ERR_ENGINE', message: d.message.slice(0, 500) });
+      },
+    );
+  }
+
+  private refuseUpload(id: number, size: number, code: string, message: string): void {
+    this.uploads.refuse(id, size);
     this.core.metrics.scanErrors.inc();
-    this.log.error('request failed', { agent: this.hello?.agentId, id, ...d });
-    this.answer({ t: 'verdict', id, verdict: 'error', code: d.code.startsWith('LA_') ? d.code : 'LA_ERR_ENGINE', message: d.message.slice(0, 500) });
+    this.answer({ t: 'verdict', id, verdict: 'error', code, message });
   }
 
   private startUpload(id: number, size: number): void {
     this.begin(id);
     const o = this.core.opts;
     if (size > o.maxFileSize) {
-      this.uploads.set(id, this.sink(id, size)); // swallow its chunks, then answer
-      this.core.metrics.scanErrors.inc();
-      this.answer({ t: 'verdict', id, verdict: 'error', code: 'LA_ERR_UPLOAD_TOO_LARGE', message: `${size} bytes is over this SVM's max_file_size of ${o.maxFileSize}` });
-      return;
+      this.refuseUpload(id, size, 'LA_ERR_UPLOAD_TOO_LARGE', `${size} bytes is over this SVM's max_file_size of ${o.maxFileSize}`);
+    } else if (!this.uploads.accept(id, size)) {
+      this.log.warn('upload memory budget in use; refusing an upload', { remote: this.remote, agent: this.hello?.agentId, id, size, held: this.core.budget.used, budget: this.core.budget.capacity });
+      this.refuseUpload(id, size, 'LA_ERR_BUSY', 'the SVM upload memory budget is in use; retry shortly');
     }
-    if (!this.core.reserve(size)) {
-      this.uploads.set(id, this.sink(id, size));
-      this.core.metrics.scanErrors.inc();
-      this.answer({ t: 'verdict', id, verdict: 'error', code: 'LA_ERR_BUSY', message: 'upload memory budget in use; retry shortly' });
-      return;
-    }
-    const timer = setTimeout(() => {
-      if (!this.uploads.has(id)) return;
-      this.dropUpload(id);
-      this.core.metrics.scanErrors.inc();
-      this.send({ t: 'verdict', id, verdict: 'error', code: 'LA_ERR_UPLOAD_TIMEOUT', message: `upload not complete within ${o.uploadTimeoutMs} ms` });
-    }, o.uploadTimeoutMs);
-    this.uploads.set(id, { id, size, received: 0, nextIndex: 0, buf: Buffer.allocUnsafe(size), hash: crypto.createHash('sha256'), timer, refused: false });
-  }
-
-  /** An upload we already answered (refused): its chunks are validated and discarded. */
-  private sink(id: number, size: number): Upload {
-    const timer = setTimeout(() => this.uploads.delete(id), this.core.opts.uploadTimeoutMs);
-    return { id, size, received: 0, nextIndex: 0, buf: Buffer.alloc(0), hash: crypto.createHash('sha256'), timer, refused: true };
-  }
-
-  private dropUpload(id: number): void {
-    const u = this.uploads.get(id);
-    if (!u) return;
-    this.uploads.delete(id);
-    clearTimeout(u.timer);
-    if (!u.refused) this.core.release(u.size);
-    this.busy.delete(id);
-    this.dropped.add(id);
-    if (this.dropped.size > DROPPED_MEMORY) this.dropped.delete(this.dropped.values().next().value as number);
   }
 
   private onBinary(frame: Buffer): void {
     if (!this.hello) throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'binary frame before hello');
-    const c = decodeChunk(frame, this.core.opts.maxChunk);
-    const u = this.uploads.get(c.id);
-    if (!u) {
-      // A chunk that arrives after we timed out or the agent cancelled is not a protocol error.
-      if (this.dropped.has(c.id)) return;
-      throw new ProtocolError('LA_ERR_PROTO_UPLOAD', `chunk for unknown request id ${c.id}`);
-    }
-    if (c.index !== u.nextIndex) throw new ProtocolError('LA_ERR_PROTO_UPLOAD', `chunk ${c.index} of request ${c.id} arrived out of order (expected ${u.nextIndex})`);
-    if (u.received + c.payload.length > u.size) throw new ProtocolError('LA_ERR_PROTO_UPLOAD', `request ${c.id} sent more than its announced ${u.size} bytes`);
-    const complete = u.received + c.payload.length === u.size;
-    if (c.last !== complete) throw new ProtocolError('LA_ERR_PROTO_UPLOAD', c.last ? `request ${c.id} ended after ${u.received + c.payload.length} of ${u.size} bytes` : `request ${c.id} sent all its bytes without a last flag`);
-    u.nextIndex++;
-    if (u.refused) {
-      u.received += c.payload.length;
-      if (c.last) {
-        clearTimeout(u.timer);
-        this.uploads.delete(u.id);
-      }
-      return;
-    }
-    c.payload.copy(u.buf, u.received);
-    u.hash.update(c.payload);
-    u.received += c.payload.length;
-    this.core.metrics.bytesReceived.inc(c.payload.length);
-    if (!c.last) return;
-    clearTimeout(u.timer);
-    this.uploads.delete(u.id);
+    const done = this.uploads.add(decodeChunk(frame, this.core.opts.maxChunk));
+    if (done) this.scanUpload(done);
+  }
+
+  private scanUpload(u: CompletedUpload): void {
     this.core.metrics.uploads.inc();
-    const sha256 = u.hash.digest('hex');
-    void this.core
-      .scan(this.tenant, sha256, u.buf)
-      .then(
-        (v) => this.answer({ t: 'verdict', id: u.id, ...v }),
-        (e) => this.answerError(u.id, e),
-      )
-      .finally(() => this.core.release(u.size));
+    const work = this.core.scan(this.tenant, u.sha256, u.content);
+    void work.finally(u.release).catch(() => {});
+    this.reply(u.id, work);
   }
 
   private cleanup(): void {
     clearTimeout(this.helloTimer);
-    for (const id of [...this.uploads.keys()]) this.dropUpload(id);
+    this.uploads.clear();
     this.busy.clear();
-    this.core.sessionClosed(this);
+    this.core.agents.delete(this);
+  }
+}
+
+/** Is this frame a `hello` whose token is missing or not a string? (Only called on a frame that failed to decode.) */
+function looksLikeHelloWithoutToken(data: Buffer): boolean {
+  if (data.length > FRAME_LIMITS.maxTextFrame) return false;
+  try {
+    const o = JSON.parse(data.toString('utf8')) as unknown;
+    if (typeof o !== 'object' || o === null || Array.isArray(o)) return false;
+    const r = o as Record<string, unknown>;
+    return r.t === 'hello' && typeof r.token !== 'string';
+  } catch {
+    return false;
   }
 }

@@ -1,0 +1,70 @@
+/**
+ * Unasked reports to connected agents: `load` (agents balance on it) and `generation` (agents
+ * re-check cached verdicts by lookup). One timer, running only while agents are connected, at
+ * the report interval (2 s by default, never under 1 s): it stays off while the SVM is idle.
+ * An agent hears a figure only when it differs from the last one it was told.
+ */
+import type { SvmCore } from './core.js';
+
+export interface ReportTarget {
+  readonly ready: boolean;
+  lastLoad: number;
+  lastGeneration: string;
+  send(m: { t: 'load'; load: number; queue: number } | { t: 'generation'; generation: string }): void;
+}
+
+export const MIN_REPORT_INTERVAL_MS = 1000;
+
+export class Reporter {
+  private timer: NodeJS.Timeout | undefined;
+  private readonly intervalMs: number;
+
+  constructor(
+    private readonly core: SvmCore,
+    private readonly targets: () => Iterable<ReportTarget>,
+    intervalMs: number,
+  ) {
+    this.intervalMs = Math.max(MIN_REPORT_INTERVAL_MS, intervalMs);
+  }
+
+  /** Call when an agent joins: starts the timer if it is off. */
+  wake(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => this.tick(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  /** Send the generation to every agent that has not heard it (after a signature reload). */
+  announceGeneration(): number {
+    const generation = this.core.generation();
+    let told = 0;
+    for (const t of this.targets()) {
+      if (!t.ready || t.lastGeneration === generation) continue;
+      t.lastGeneration = generation;
+      t.send({ t: 'generation', generation });
+      told++;
+    }
+    return told;
+  }
+
+  tick(): void {
+    let any = false;
+    // Engines such as clamd change generation on their own: noticed here.
+    this.announceGeneration();
+    const load = this.core.load();
+    const queue = this.core.queue();
+    for (const t of this.targets()) {
+      if (!t.ready) continue;
+      any = true;
+      if (t.lastLoad === load) continue;
+      t.lastLoad = load;
+      t.send({ t: 'load', load, queue });
+    }
+    if (!any) this.stop();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
