@@ -1,56 +1,97 @@
 /**
- * fanotify(7) through koffi: the syscalls Node lacks (fanotify_init, fanotify_mark, poll, pipe2)
- * and the parser for struct fanotify_event_metadata. Everything else on the fds (read, write,
- * fstat, pread, readlink of /proc/self/fd/N, close) is plain node:fs: an event fd is an ordinary
- * fd of this process.
+ * fanotify(7) through koffi: the syscalls Node lacks (fanotify_init, fanotify_mark, poll, pipe2,
+ * close of kernel-given fds) and the parser for struct fanotify_event_metadata. Reading events,
+ * writing responses, fstat, pread and readlink of /proc/self/fd/N stay plain node:fs: an event fd
+ * is an ordinary fd of this process, and node:fs is as fast as a koffi call for these.
  *
- * Constants are from <linux/fanotify.h> (uapi) and <fcntl.h> for x86_64/aarch64.
+ * Constant values are the uapi ones: <linux/fanotify.h> (Linux 6.x), <asm-generic/fcntl.h> and
+ * <asm-generic/poll.h>, identical on x86_64 and aarch64.
  */
 import koffi from 'koffi';
 import { PlatformError } from '../../errors.js';
 
-// fanotify_init flags
-export const FAN_CLOEXEC = 0x1;
-export const FAN_NONBLOCK = 0x2;
-export const FAN_CLASS_CONTENT = 0x4; // permission events, decided before content is accessed
-export const FAN_UNLIMITED_QUEUE = 0x10;
-export const FAN_UNLIMITED_MARKS = 0x20;
-// fanotify_mark flags
-export const FAN_MARK_ADD = 0x1;
-export const FAN_MARK_REMOVE = 0x2;
-export const FAN_MARK_MOUNT = 0x10;
-export const FAN_MARK_IGNORED_MASK = 0x20; // "ignore" mask: cleared by the kernel on modify unless SURV_MODIFY
-export const FAN_MARK_FLUSH = 0x80;
-export const FAN_MARK_FILESYSTEM = 0x100;
-// event masks
-export const FAN_MODIFY = 0x2;
-export const FAN_CLOSE_WRITE = 0x8;
-export const FAN_OPEN = 0x20;
-export const FAN_Q_OVERFLOW = 0x4000;
-export const FAN_OPEN_PERM = 0x10000;
-export const FAN_OPEN_EXEC_PERM = 0x40000; // Linux 5.0
-// responses
-export const FAN_ALLOW = 0x1;
-export const FAN_DENY = 0x2;
+// --- fanotify_init(2) flags: <linux/fanotify.h> "flags used for fanotify_init()"
+/** <linux/fanotify.h> FAN_CLOEXEC */
+export const FAN_CLOEXEC = 0x0000_0001;
+/** <linux/fanotify.h> FAN_NONBLOCK: read() returns EAGAIN instead of blocking. */
+export const FAN_NONBLOCK = 0x0000_0002;
+/** <linux/fanotify.h> FAN_CLASS_CONTENT: permission events, asked before the content is accessed. */
+export const FAN_CLASS_CONTENT = 0x0000_0004;
+/** <linux/fanotify.h> FAN_UNLIMITED_QUEUE: no 16384-event queue limit (so no FAN_Q_OVERFLOW). */
+export const FAN_UNLIMITED_QUEUE = 0x0000_0010;
+/** <linux/fanotify.h> FAN_UNLIMITED_MARKS: no 8192-mark limit (every clean inode holds one ignore mark). */
+export const FAN_UNLIMITED_MARKS = 0x0000_0020;
+
+// --- fanotify_mark(2) flags: <linux/fanotify.h> "flags for fanotify_mark()"
+/** <linux/fanotify.h> FAN_MARK_ADD */
+export const FAN_MARK_ADD = 0x0000_0001;
+/** <linux/fanotify.h> FAN_MARK_REMOVE */
+export const FAN_MARK_REMOVE = 0x0000_0002;
+/** <linux/fanotify.h> FAN_MARK_INODE (the default mark type: the inode behind dirfd/path) */
+export const FAN_MARK_INODE = 0x0000_0000;
+/** <linux/fanotify.h> FAN_MARK_MOUNT */
+export const FAN_MARK_MOUNT = 0x0000_0010;
+/** <linux/fanotify.h> FAN_MARK_IGNORED_MASK: the mask is an ignore mask; the kernel clears it on the first modify. */
+export const FAN_MARK_IGNORED_MASK = 0x0000_0020;
+/** <linux/fanotify.h> FAN_MARK_IGNORED_SURV_MODIFY: keep the ignore mask across modifies (never used here). */
+export const FAN_MARK_IGNORED_SURV_MODIFY = 0x0000_0040;
+/** <linux/fanotify.h> FAN_MARK_FLUSH: with no type flag, drops every inode mark of the group. */
+export const FAN_MARK_FLUSH = 0x0000_0080;
+/** <linux/fanotify.h> FAN_MARK_FILESYSTEM (Linux 4.20): every mount of the filesystem. */
+export const FAN_MARK_FILESYSTEM = 0x0000_0100;
+
+// --- event mask bits: <linux/fanotify.h> "the following are legal, implemented events"
+/** <linux/fanotify.h> FAN_MODIFY */
+export const FAN_MODIFY = 0x0000_0002;
+/** <linux/fanotify.h> FAN_CLOSE_WRITE: a file opened for writing was closed (notification). */
+export const FAN_CLOSE_WRITE = 0x0000_0008;
+/** <linux/fanotify.h> FAN_OPEN */
+export const FAN_OPEN = 0x0000_0020;
+/** <linux/fanotify.h> FAN_Q_OVERFLOW: the queue overflowed (fd is FAN_NOFD). */
+export const FAN_Q_OVERFLOW = 0x0000_4000;
+/** <linux/fanotify.h> FAN_OPEN_PERM: permission to open, needs a response. */
+export const FAN_OPEN_PERM = 0x0001_0000;
+/** <linux/fanotify.h> FAN_OPEN_EXEC_PERM (Linux 5.0): permission to open for execution (execve, uselib, mmap-exec loaders). */
+export const FAN_OPEN_EXEC_PERM = 0x0004_0000;
+
+// --- responses and metadata: <linux/fanotify.h>
+/** <linux/fanotify.h> FAN_ALLOW */
+export const FAN_ALLOW = 0x01;
+/** <linux/fanotify.h> FAN_DENY: the open fails with EPERM. */
+export const FAN_DENY = 0x02;
+/** <linux/fanotify.h> FAN_NOFD: event without an fd (queue overflow). */
 export const FAN_NOFD = -1;
+/** <linux/fanotify.h> FANOTIFY_METADATA_VERSION */
 export const FANOTIFY_METADATA_VERSION = 3;
-export const EVENT_METADATA_LEN = 24; // u32 event_len, u8 vers, u8 reserved, u16 metadata_len, u64 mask, s32 fd, s32 pid
-// fcntl
+/**
+ * <linux/fanotify.h> FAN_EVENT_METADATA_LEN = sizeof(struct fanotify_event_metadata):
+ * __u32 event_len; __u8 vers; __u8 reserved; __u16 metadata_len; __aligned_u64 mask; __s32 fd; __s32 pid.
+ */
+export const FAN_EVENT_METADATA_LEN = 24;
+/** Kept for older callers; same as FAN_EVENT_METADATA_LEN. */
+export const EVENT_METADATA_LEN = FAN_EVENT_METADATA_LEN;
+/** sizeof(struct fanotify_response) in <linux/fanotify.h>: __s32 fd; __u32 response. */
+export const FAN_RESPONSE_LEN = 8;
+
+// --- <asm-generic/fcntl.h>, <fcntl.h>, <asm-generic/poll.h>
 export const O_RDONLY = 0;
+export const O_NONBLOCK = 0o4000;
 export const O_LARGEFILE = 0o100000;
 export const O_CLOEXEC = 0o2000000;
-export const O_NONBLOCK = 0o4000;
+/** <fcntl.h> AT_FDCWD */
 export const AT_FDCWD = -100;
+/** <asm-generic/poll.h> POLLIN */
 export const POLLIN = 0x1;
 
+// <asm-generic/errno-base.h>, <asm-generic/errno.h>
 const EPERM = 1;
-const ENOSYS = 38;
 const EINVAL = 22;
+const ENOSYS = 38;
 
 interface Libc {
   fanotify_init: (flags: number, eventFlags: number) => number;
-  fanotify_mark: (fd: number, flags: number, mask: bigint | number, dirfd: number, path: string | null) => number;
-  poll: (fds: Int32Array | Buffer, nfds: number, timeout: number) => number;
+  fanotify_mark: (fd: number, flags: number, mask: bigint, dirfd: number, path: string | null) => number;
+  poll: (fds: Buffer, nfds: number, timeout: number) => number;
   pipe2: (fds: Int32Array, flags: number) => number;
   strerror: (errnum: number) => string;
   close: (fd: number) => number;
@@ -58,6 +99,7 @@ interface Libc {
 
 let libc: Libc | undefined;
 
+/** libc through koffi, loaded once per thread on first use (the worker and the main thread each load it). */
 function lib(): Libc {
   if (libc) return libc;
   if (process.platform !== 'linux') throw new PlatformError('LA_ERR_FANOTIFY_UNSUPPORTED', 'fanotify exists only on Linux', 'use the watcher mode');
@@ -74,92 +116,125 @@ function lib(): Libc {
   return libc;
 }
 
+/** errno of the last koffi call on this thread (koffi saves it right after the call). */
 function errno(): number {
   return koffi.errno();
 }
 
-function fail(what: string, err: number, path?: string): never {
-  const detail = `${what}${path ? ` ${path}` : ''} failed: ${lib().strerror(err)} (errno ${err})`;
-  if (err === EPERM) throw new PlatformError('LA_ERR_FANOTIFY_PERM', detail, 'on-access protection needs root (CAP_SYS_ADMIN); run the agent as root, or use --mode watcher');
-  if (err === ENOSYS || err === EINVAL) throw new PlatformError('LA_ERR_FANOTIFY_UNSUPPORTED', detail, 'this kernel lacks fanotify permission events (CONFIG_FANOTIFY_ACCESS_PERMISSIONS); the agent falls back to the watcher');
-  throw new PlatformError('LA_ERR_FANOTIFY', detail, 'see the kernel log; the agent falls back to the watcher');
+/** A PlatformError for a failed fanotify call, with the code the daemon uses to pick a fallback. */
+export function fanotifyError(what: string, err: number, target?: string): PlatformError {
+  const detail = `${what}${target ? ` on ${target}` : ''} failed: ${lib().strerror(err)} (errno ${err})`;
+  if (err === EPERM) {
+    return new PlatformError('LA_ERR_FANOTIFY_PERM', detail, 'on-access protection needs root (CAP_SYS_ADMIN): run the agent as root, or use the watcher fallback (--mode watcher)');
+  }
+  if (err === ENOSYS || err === EINVAL) {
+    return new PlatformError(
+      'LA_ERR_FANOTIFY_UNSUPPORTED',
+      detail,
+      'this kernel or filesystem lacks fanotify permission events (CONFIG_FANOTIFY_ACCESS_PERMISSIONS, FAN_OPEN_EXEC_PERM needs Linux 5.0, FAN_MARK_FILESYSTEM 4.20): use the watcher fallback (--mode watcher)',
+    );
+  }
+  return new PlatformError('LA_ERR_FANOTIFY', detail, 'check the path and the kernel log; or use the watcher fallback (--mode watcher)');
 }
 
-/** A content-class, non-blocking fanotify group. */
-export function fanotifyInit(): number {
-  const fd = lib().fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK | FAN_UNLIMITED_QUEUE | FAN_UNLIMITED_MARKS, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
-  if (fd < 0) fail('fanotify_init', errno());
+/** A content-class, non-blocking, close-on-exec fanotify group; event fds are O_RDONLY|O_LARGEFILE|O_CLOEXEC. */
+export function fanotifyInit(extraFlags = 0): number {
+  const fd = lib().fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK | FAN_UNLIMITED_QUEUE | FAN_UNLIMITED_MARKS | extraFlags, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
+  if (fd < 0) throw fanotifyError('fanotify_init', errno());
   return fd;
 }
 
+/** fanotify_mark(2); throws a PlatformError naming the path (or fd) on failure. */
 export function fanotifyMark(fanFd: number, flags: number, mask: number, dirfd: number, path: string | null): void {
-  if (lib().fanotify_mark(fanFd, flags, BigInt(mask), dirfd, path) < 0) fail('fanotify_mark', errno(), path ?? `fd ${dirfd}`);
+  if (lib().fanotify_mark(fanFd, flags, BigInt(mask), dirfd, path) < 0) throw fanotifyError('fanotify_mark', errno(), path ?? `fd ${dirfd}`);
 }
 
-/** Ignore mark on the inode behind an event fd: later opens of it raise no event until it is modified. */
+/**
+ * Ignore mark on the inode behind an open fd (an event fd): later events in `mask` for that inode
+ * are not generated until the file is modified (the kernel then clears the ignore mask, because
+ * FAN_MARK_IGNORED_SURV_MODIFY is not set). Returns false if the kernel refused it.
+ */
 export function addIgnoreMark(fanFd: number, eventFd: number, mask: number): boolean {
   return lib().fanotify_mark(fanFd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK, BigInt(mask), eventFd, null) === 0;
 }
 
-/** Drop every inode mark of the group (ignore marks included); mount and filesystem marks stay. */
-export function flushInodeMarks(fanFd: number): void {
-  if (lib().fanotify_mark(fanFd, FAN_MARK_FLUSH, 0n, AT_FDCWD, null) < 0) fail('fanotify_mark(FLUSH)', errno());
+/** Remove the ignore mask bits again (the file changed while it was judged). */
+export function removeIgnoreMark(fanFd: number, eventFd: number, mask: number): boolean {
+  return lib().fanotify_mark(fanFd, FAN_MARK_REMOVE | FAN_MARK_IGNORED_MASK, BigInt(mask), eventFd, null) === 0;
 }
 
-/** poll() on up to a few fds for POLLIN; returns the readable ones. Blocks at most `timeoutMs`. */
-export function pollIn(fds: readonly number[], timeoutMs: number): number[] {
-  const buf = Buffer.alloc(8 * fds.length);
-  fds.forEach((fd, i) => {
-    buf.writeInt32LE(fd, i * 8);
+/** Drop every inode mark of the group (all ignore marks); mount and filesystem marks stay. */
+export function flushInodeMarks(fanFd: number): void {
+  if (lib().fanotify_mark(fanFd, FAN_MARK_FLUSH, 0n, AT_FDCWD, null) < 0) throw fanotifyError('fanotify_mark(FAN_MARK_FLUSH)', errno());
+}
+
+/**
+ * poll(2) for POLLIN on a few fds; returns the ones with any revents (POLLIN, POLLERR, POLLHUP).
+ * Blocks this thread at most `timeoutMs`: call it only off the main thread.
+ */
+export function pollIn(fds: readonly number[], timeoutMs: number, scratch?: Buffer): number[] {
+  const buf = scratch && scratch.length >= 8 * fds.length ? scratch : Buffer.alloc(8 * fds.length);
+  for (let i = 0; i < fds.length; i++) {
+    buf.writeInt32LE(fds[i]!, i * 8);
     buf.writeInt16LE(POLLIN, i * 8 + 4);
-  });
+    buf.writeInt16LE(0, i * 8 + 6);
+  }
   const n = lib().poll(buf, fds.length, timeoutMs);
-  if (n <= 0) return [];
+  if (n <= 0) return []; // timeout, or EINTR: the caller loops anyway
   const ready: number[] = [];
-  fds.forEach((fd, i) => {
-    if (buf.readInt16LE(i * 8 + 6) !== 0) ready.push(fd);
-  });
+  for (let i = 0; i < fds.length; i++) if (buf.readInt16LE(i * 8 + 6) !== 0) ready.push(fds[i]!);
   return ready;
 }
 
+/** A non-blocking, close-on-exec pipe: [read end, write end]. */
 export function makePipe(): [number, number] {
   const out = new Int32Array(2);
-  if (lib().pipe2(out, O_CLOEXEC | O_NONBLOCK) < 0) fail('pipe2', errno());
+  if (lib().pipe2(out, O_CLOEXEC | O_NONBLOCK) < 0) throw fanotifyError('pipe2', errno());
   return [out[0]!, out[1]!];
 }
 
 /**
- * close(2) for fds the kernel handed us (event fds, the group, the pipe). Node's fs.closeSync
- * warns about fds it did not open ("closed but not opened in unmanaged mode").
+ * close(2) for fds the kernel handed us (event fds, the group, the pipe). Node's fs.closeSync on
+ * an fd it did not open works, but warns ("closed but not opened in unmanaged mode").
  */
 export function closeFd(fd: number): void {
   if (fd >= 0) lib().close(fd);
 }
 
+/** One struct fanotify_event_metadata. `pid` is the thread group id (no FAN_REPORT_TID). */
 export interface FanEvent {
   mask: number;
   fd: number;
   pid: number;
 }
 
-/** Parse the records in `buf[0..len)`. Stops at the first malformed record (never reads past len). */
+/**
+ * Parse the records in `buf[0..len)` (FAN_EVENT_OK / FAN_EVENT_NEXT of <linux/fanotify.h>).
+ * A record of another metadata version throws: its layout is unknown, so nothing after it can
+ * be trusted. A record whose event_len is shorter than the metadata or runs past `len` ends the
+ * parse (never reads past len). Only the low 32 bits of the mask are kept: every event bit used
+ * here is below 2^32.
+ */
 export function parseEvents(buf: Buffer, len: number): FanEvent[] {
   const out: FanEvent[] = [];
   let off = 0;
-  while (off + EVENT_METADATA_LEN <= len) {
+  while (off + FAN_EVENT_METADATA_LEN <= len) {
     const eventLen = buf.readUInt32LE(off);
     const vers = buf[off + 4]!;
-    if (vers !== FANOTIFY_METADATA_VERSION) throw new PlatformError('LA_ERR_FANOTIFY', `fanotify metadata version ${vers}, expected ${FANOTIFY_METADATA_VERSION}`);
-    if (eventLen < EVENT_METADATA_LEN || off + eventLen > len) break;
-    out.push({ mask: Number(buf.readBigUInt64LE(off + 8) & 0xffff_ffffn), fd: buf.readInt32LE(off + 16), pid: buf.readInt32LE(off + 20) });
+    if (vers !== FANOTIFY_METADATA_VERSION) {
+      throw new PlatformError('LA_ERR_FANOTIFY', `fanotify metadata version ${vers}, expected ${FANOTIFY_METADATA_VERSION}`, 'this kernel speaks a fanotify ABI this agent does not know; use the watcher fallback');
+    }
+    const metadataLen = buf.readUInt16LE(off + 6);
+    if (eventLen < FAN_EVENT_METADATA_LEN || metadataLen < FAN_EVENT_METADATA_LEN || metadataLen > eventLen || off + eventLen > len) break;
+    out.push({ mask: buf.readUInt32LE(off + 8), fd: buf.readInt32LE(off + 16), pid: buf.readInt32LE(off + 20) });
     off += eventLen;
   }
   return out;
 }
 
-/** The response record: struct fanotify_response { __s32 fd; __u32 response; }. */
-export function responseRecord(fd: number, allow: boolean): Buffer {
-  const b = Buffer.alloc(8);
+/** struct fanotify_response { __s32 fd; __u32 response; } of <linux/fanotify.h>. */
+export function responseRecord(fd: number, allow: boolean, into?: Buffer): Buffer {
+  const b = into ?? Buffer.alloc(FAN_RESPONSE_LEN);
   b.writeInt32LE(fd, 0);
   b.writeUInt32LE(allow ? FAN_ALLOW : FAN_DENY, 4);
   return b;
