@@ -1,81 +1,140 @@
 /**
  * FanotifyGate — on-access protection on Linux. The worker thread (fanotify-worker.ts) owns the
- * fanotify group; this side turns posted events into decisions:
+ * fanotify group and answers what needs no verdict; this side turns posted events into decisions:
  *
  *   fstat(event fd) -> decide() -> [ignore mark if clean] -> response -> [hold] -> close(fd)
  *
- * A clean, cacheable verdict adds a kernel ignore mark on the inode before the response, so the
+ * A clean, cacheable verdict adds a kernel ignore mark on the inode BEFORE the response, so the
  * next opens of that unchanged file raise no event at all; the kernel drops the mark at the first
  * modification. If the file changed while it was judged (fstat before != after), the mark is
- * removed again. `flushCleanMarks()` drops every ignore mark (signature generation change).
+ * removed again. `flushIgnoreMarks()` drops every ignore mark (signature generation change).
+ *
+ * Deadlines: the worker answers any permission event this thread has not answered within
+ * `deadlineMs`, by `onDeadline`. A decision that arrives later is not written (the event was
+ * answered once already) and is counted as `lateDecisions`; if it is clean and cacheable its
+ * ignore mark is still added, since this thread holds the event fd until its decision is done.
  */
 import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { describeError, PlatformError } from '../errors.js';
 import { logger } from '../log.js';
-import { FAN_MARK_IGNORED_MASK, FAN_MARK_REMOVE, FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, addIgnoreMark, closeFd, fanotifyMark, flushInodeMarks, responseRecord } from '../platform/linux/fanotify.js';
-import { C, COUNTER_SLOTS, STATE_SLOTS, type PostedEvent, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
+import { FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, addIgnoreMark, closeFd, flushInodeMarks, makePipe, removeIgnoreMark, responseRecord } from '../platform/linux/fanotify.js';
+import { C, COUNTER_SLOTS, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, STATE_SLOTS, hrMs, type EventKind, type PostedEvent, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
 import type { ProtectionBackend } from './protection.js';
 
+export type GateEventKind = EventKind;
+
 export interface GateEvent {
+  /** The event fd: read the content through it (readEventContent), never reopen by path. */
   fd: number;
+  /** Thread group id of the process that opened, executed or wrote the file. */
   pid: number;
   path: string;
-  kind: 'open' | 'exec';
+  kind: GateEventKind;
   stat: fs.BigIntStats;
 }
 
-export interface GateDecision {
+/** An open or execution the kernel holds until it is answered. */
+export interface PermissionEvent extends GateEvent {
+  kind: 'open' | 'exec';
+}
+
+/** A protected file opened for writing was closed (notification: nothing waits on it). */
+export interface CloseWriteEvent extends GateEvent {
+  kind: 'close-write';
+}
+
+export interface Decision {
   allow: boolean;
-  cacheable: boolean;
+  /** Clean and unchanged: add a kernel ignore mark so later opens of this inode raise no event. */
+  cacheable?: boolean;
   /** Keep the event fd open until this settles (a scan still reading through it). */
   hold?: Promise<void>;
 }
+/** Same as Decision (the name the daemon uses). */
+export type GateDecision = Decision;
 
 export interface FanotifyGateOptions {
   /** Paths whose mounts (or filesystems) are marked. */
   mounts: string[];
-  /** Mark whole filesystems instead of mounts (FAN_MARK_FILESYSTEM). */
+  /** Mark whole filesystems instead of mounts (FAN_MARK_FILESYSTEM, Linux 4.20). */
   filesystem?: boolean;
-  /** Only these path prefixes are judged; everything else on the marks is allowed at once. */
+  /** Only these path prefixes are judged; everything else on the marks is allowed at once (and ignore-marked). */
   protect: string[];
+  /** Path prefixes inside `protect` allowed at once (and ignore-marked). */
   exclude: string[];
   /** Every permission event is answered within this, by `onDeadline` if no verdict came. */
   deadlineMs: number;
   onDeadline: 'allow' | 'deny';
+  /** Report FAN_CLOSE_WRITE to `onCloseWrite` (default true). */
   closeWrite?: boolean;
-  /** Also gate execution (FAN_OPEN_EXEC_PERM, Linux >= 5.0). */
+  /** Also gate execution (FAN_OPEN_EXEC_PERM, Linux >= 5.0; default true). */
   exec?: boolean;
-  decide: (ev: GateEvent) => Promise<GateDecision>;
-  /** A protected file was written and closed; the fd is valid until the returned promise settles. */
-  onCloseWrite?: (ev: { fd: number; pid: number; path: string; stat: fs.BigIntStats }) => Promise<unknown>;
+  decide: (ev: PermissionEvent) => Promise<Decision>;
+  /**
+   * A protected file was written and closed. The event fd stays open until the returned promise
+   * settles (scan it in the background through the fd), or is closed as soon as this returns
+   * if it returns nothing. The gate closes it; the consumer never does.
+   */
+  onCloseWrite?: (ev: CloseWriteEvent) => void | Promise<unknown>;
 }
 
-const PERM_MASK = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
+const IGNORE_MASK = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
+const LATENCY_RING = 4096;
+const STOP_GRACE_MS = 3000;
+
+/**
+ * Read a file's bytes through an event fd (pread from offset 0: the fd's own offset is not
+ * moved), at most `maxBytes`. Never reopen an event's file by path: the open would raise an
+ * event of its own (a deadlock if it is not the agent's pid) and races with a swap of the path.
+ */
+export function readEventContent(fd: number, maxBytes: number): Buffer {
+  const chunk = 1 << 20;
+  const parts: Buffer[] = [];
+  let total = 0;
+  while (total < maxBytes) {
+    const b = Buffer.allocUnsafe(Math.min(chunk, maxBytes - total));
+    const n = fs.readSync(fd, b, 0, b.length, total);
+    if (n <= 0) break;
+    parts.push(n === b.length ? b : b.subarray(0, n));
+    total += n;
+  }
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts, total);
+}
 
 export class FanotifyGate implements ProtectionBackend {
   readonly mode = 'fanotify' as const;
   private readonly state: Int32Array;
   private readonly counters: Int32Array;
   private fan = -1;
-  private wakeW = -1;
+  private workerGone = false;
+  private stopping = false;
   private stopped: Promise<void> | undefined;
+  private readonly exited: Promise<void>;
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly latency = new Float64Array(LATENCY_RING);
+  private latencyCount = 0;
+  private readonly resp = Buffer.alloc(8);
   private readonly log = logger('fanotify');
 
   private constructor(
     private readonly worker: Worker,
     private readonly o: FanotifyGateOptions,
+    private readonly wake: [number, number],
     stateSab: SharedArrayBuffer,
     countersSab: SharedArrayBuffer,
   ) {
     this.state = new Int32Array(stateSab);
     this.counters = new Int32Array(countersSab);
+    this.exited = new Promise<void>((r) => worker.once('exit', () => r()));
+    worker.once('exit', (code) => this.onWorkerExit(code));
   }
 
+  /** Start the worker, mark the mounts, resolve once events flow. Rejects with a PlatformError (LA_ERR_FANOTIFY_*). */
   static async start(o: FanotifyGateOptions): Promise<FanotifyGate> {
     const stateSab = new SharedArrayBuffer(STATE_SLOTS * 4);
     const countersSab = new SharedArrayBuffer(COUNTER_SLOTS * 4);
+    const wake = makePipe();
     const cfg: WorkerConfig = {
       mounts: o.mounts,
       filesystem: o.filesystem ?? false,
@@ -86,16 +145,16 @@ export class FanotifyGate implements ProtectionBackend {
       closeWrite: o.closeWrite ?? true,
       exec: o.exec ?? true,
       selfPid: process.pid,
+      wakeR: wake[0],
       stateSab,
       countersSab,
     };
     const worker = new Worker(new URL('./fanotify-worker.js', import.meta.url), { workerData: cfg });
-    const gate = new FanotifyGate(worker, o, stateSab, countersSab);
+    const gate = new FanotifyGate(worker, o, wake, stateSab, countersSab);
     await new Promise<void>((resolve, reject) => {
       const onMsg = (m: WorkerMessage) => {
         if (m.t === 'ready') {
           gate.fan = m.fan;
-          gate.wakeW = m.wakeW;
           worker.off('message', onMsg);
           worker.on('message', (x: WorkerMessage) => gate.onMessage(x));
           resolve();
@@ -106,7 +165,7 @@ export class FanotifyGate implements ProtectionBackend {
       };
       worker.on('message', onMsg);
       worker.once('error', reject);
-      worker.once('exit', (code) => reject(new PlatformError('LA_ERR_FANOTIFY', `the fanotify worker exited (${code}) before it was ready`)));
+      void gate.exited.then(() => reject(new PlatformError('LA_ERR_FANOTIFY', 'the fanotify worker exited before it was ready', 'see the log above; the agent falls back to the watcher')));
     });
     worker.on('error', (e) => gate.log.error('fanotify worker failed', { message: e.message }));
     return gate;
@@ -126,8 +185,36 @@ export class FanotifyGate implements ProtectionBackend {
     }
   }
 
+  /** The worker is gone. If it died without closing the group (terminate, crash), close it here: the kernel then allows every waiter. */
+  private onWorkerExit(code: number): void {
+    this.workerGone = true;
+    if (this.fan >= 0 && Atomics.exchange(this.counters, GROUP_CLOSING_SLOT, 1) === 0) {
+      closeFd(this.fan); // no worker left, and this thread is not inside a call on it
+      if (!this.stopping) this.log.error('fanotify worker exited unexpectedly; on-access protection is OFF', { code });
+    }
+    this.fan = -1;
+    closeFd(this.wake[0]);
+    closeFd(this.wake[1]);
+  }
+
+  /** Run `fn(fan)` unless the group is closing; the worker waits for us before it closes it. */
+  private withGroup(fn: (fan: number) => void): boolean {
+    const c = this.counters;
+    if (this.fan < 0 || Atomics.load(c, GROUP_CLOSING_SLOT) !== 0) return false;
+    Atomics.add(c, GROUP_USERS_SLOT, 1);
+    try {
+      if (Atomics.load(c, GROUP_CLOSING_SLOT) !== 0) return false;
+      fn(this.fan);
+      return true;
+    } finally {
+      Atomics.sub(c, GROUP_USERS_SLOT, 1);
+      Atomics.notify(c, GROUP_USERS_SLOT);
+    }
+  }
+
   private async permission(e: PostedEvent): Promise<void> {
-    let decision: GateDecision = { allow: this.o.onDeadline === 'allow', cacheable: false };
+    let decision: Decision = { allow: this.o.onDeadline === 'allow' };
+    let answered = false;
     try {
       const stat = fs.fstatSync(e.fd, { bigint: true });
       try {
@@ -135,30 +222,42 @@ export class FanotifyGate implements ProtectionBackend {
       } catch (err) {
         this.log.error('decision failed; answering by policy', { path: e.path, ...describeError(err) });
       }
-      if (decision.allow && decision.cacheable && addIgnoreMark(this.fan, e.fd, PERM_MASK)) {
-        Atomics.add(this.counters, C.ignoreMarks, 1);
-        // Modified while we judged it: the kernel saw the write before our mark existed.
-        const after = fs.fstatSync(e.fd, { bigint: true });
-        if (after.mtimeNs !== stat.mtimeNs || after.ctimeNs !== stat.ctimeNs || after.size !== stat.size) {
-          fanotifyMark(this.fan, FAN_MARK_REMOVE | FAN_MARK_IGNORED_MASK, PERM_MASK, e.fd, null);
-          Atomics.add(this.counters, C.marksDropped, 1);
-        }
-      }
-      this.respond(e, decision.allow);
+      if (decision.allow && decision.cacheable) this.markClean(e, stat);
+      answered = true;
+      this.respond(e, decision.allow, true);
       if (decision.hold) await decision.hold.catch(() => {});
     } finally {
-      this.respond(e, decision.allow); // no-op if already answered (by us or the worker)
+      if (!answered) this.respond(e, decision.allow, false);
       closeFd(e.fd);
     }
   }
 
-  private respond(e: PostedEvent, allow: boolean): void {
-    if (Atomics.compareExchange(this.state, e.fd, e.seq, 0) !== e.seq) return;
+  /** Ignore mark, then a second fstat: if the file changed while it was judged, the mark goes again. */
+  private markClean(e: PostedEvent, before: fs.BigIntStats): void {
+    this.withGroup((fan) => {
+      if (!addIgnoreMark(fan, e.fd, IGNORE_MASK)) return;
+      Atomics.add(this.counters, C.ignoreMarks, 1);
+      const after = fs.fstatSync(e.fd, { bigint: true });
+      if (after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs || after.size !== before.size) {
+        removeIgnoreMark(fan, e.fd, IGNORE_MASK);
+        Atomics.add(this.counters, C.marksDropped, 1);
+      }
+    });
+  }
+
+  /** Write the response unless the worker answered first (deadline, stop). */
+  private respond(e: PostedEvent, allow: boolean, verdict: boolean): void {
+    if (Atomics.compareExchange(this.state, e.fd, e.seq, 0) !== e.seq) {
+      if (verdict && !this.stopping) Atomics.add(this.counters, C.lateDecisions, 1);
+      return;
+    }
     try {
-      fs.writeSync(this.fan, responseRecord(e.fd, allow));
+      // false: the group is closing, and the kernel allows what it still holds.
+      if (!this.withGroup((fan) => fs.writeSync(fan, responseRecord(e.fd, allow, this.resp)))) return;
       Atomics.add(this.counters, allow ? C.allowed : C.denied, 1);
+      this.latency[this.latencyCount++ % LATENCY_RING] = hrMs() - e.readAt;
     } catch (err) {
-      this.log.error('could not write a fanotify response', describeError(err));
+      this.log.error('could not write a fanotify response', { path: e.path, ...describeError(err) });
     }
   }
 
@@ -167,45 +266,67 @@ export class FanotifyGate implements ProtectionBackend {
       if (!this.o.onCloseWrite) return;
       const stat = fs.fstatSync(e.fd, { bigint: true });
       if (!stat.isFile()) return;
-      await this.o.onCloseWrite({ fd: e.fd, pid: e.pid, path: e.path, stat });
+      await this.o.onCloseWrite({ fd: e.fd, pid: e.pid, path: e.path, kind: 'close-write', stat });
     } finally {
       closeFd(e.fd);
     }
   }
 
-  flushCleanMarks(): void {
-    if (this.fan < 0) return;
+  /** Drop every kernel ignore mark (a new signature generation): every next open is asked again. */
+  flushIgnoreMarks(): void {
     try {
-      flushInodeMarks(this.fan);
-      this.log.info('signature generation changed: kernel clean marks flushed');
+      if (this.withGroup((fan) => flushInodeMarks(fan))) this.log.info('kernel ignore marks flushed: every file is checked again at its next open');
     } catch (e) {
-      this.log.error('could not flush ignore marks', describeError(e));
+      this.log.error('could not flush the kernel ignore marks', describeError(e));
     }
   }
 
+  /** ProtectionBackend's name for flushIgnoreMarks. */
+  flushCleanMarks(): void {
+    this.flushIgnoreMarks();
+  }
+
+  /**
+   * Counters since start: events by kind (open, exec, closeWrite), ownPid and outside (answered
+   * at once by the worker), posted (to this thread), allowed/denied (verdicts written here),
+   * deadline (answered by the worker by policy), lateDecisions, stopAnswers, ignoreMarks,
+   * marksDropped, overflow, inFlight; answerP50Us/answerP99Us: from the worker's read to this
+   * thread's response, over the last 4096 verdicts.
+   */
   stats(): Record<string, number> {
     const c = this.counters;
     const out: Record<string, number> = {};
     for (const [k, i] of Object.entries(C)) out[k] = Atomics.load(c, i);
     out.inFlight = this.inFlight.size;
+    const n = Math.min(this.latencyCount, LATENCY_RING);
+    if (n > 0) {
+      const sorted = this.latency.slice(0, n).sort();
+      out.answerP50Us = Math.round(sorted[Math.floor(n * 0.5)]! * 1000);
+      out.answerP99Us = Math.round(sorted[Math.min(n - 1, Math.floor(n * 0.99))]! * 1000);
+    }
     return out;
   }
 
-  /** Answer everything pending (allow), stop the worker, close the group. Always completes. */
+  /**
+   * Answer every pending permission event with allow, stop the worker, close the group (the
+   * kernel allows anything still queued), then wait (at most 3 s) for decisions in progress.
+   * Always completes, also after the worker died; calling it again returns the same promise.
+   */
   stop(): Promise<void> {
     this.stopped ??= (async () => {
-      const exited = new Promise<void>((r) => this.worker.once('exit', () => r()));
-      this.worker.postMessage({ t: 'stop' });
-      try {
-        fs.writeSync(this.wakeW, Buffer.from([1]));
-      } catch {
-        /* worker already gone */
+      this.stopping = true;
+      if (!this.workerGone) {
+        this.worker.postMessage({ t: 'stop' });
+        try {
+          fs.writeSync(this.wake[1], Buffer.from([1])); // the pipe is ours: never a reused fd number
+        } catch {
+          /* full pipe: the worker is awake anyway */
+        }
+        const t = setTimeout(() => void this.worker.terminate(), STOP_GRACE_MS);
+        await this.exited;
+        clearTimeout(t);
       }
-      const t = setTimeout(() => void this.worker.terminate(), 3000);
-      await exited;
-      clearTimeout(t);
-      // Decisions still running finish against a closed group (their responses are no-ops).
-      await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((r) => setTimeout(r, 3000))]);
+      await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((r) => setTimeout(r, STOP_GRACE_MS).unref())]);
     })();
     return this.stopped;
   }

@@ -10,27 +10,33 @@ export interface WorkerConfig {
   closeWrite: boolean;
   exec: boolean;
   selfPid: number;
+  /** Read end of the wake pipe; the main thread owns (and closes) both ends. */
+  wakeR: number;
   stateSab: SharedArrayBuffer;
   countersSab: SharedArrayBuffer;
 }
+
+export type EventKind = 'open' | 'exec' | 'close-write';
 
 export interface PostedEvent {
   fd: number;
   /** Pending-event sequence number in the shared state (0 for close-write notifications). */
   seq: number;
   pid: number;
-  kind: 'open' | 'exec' | 'close-write';
+  kind: EventKind;
   path: string;
+  /** hrMs() in the worker when the event was read: process-wide monotonic, comparable across threads. */
+  readAt: number;
 }
 
 export type WorkerMessage =
-  | { t: 'ready'; fan: number; wakeW: number }
+  | { t: 'ready'; fan: number }
   | { t: 'init-failed'; code: string; message: string; hint?: string | undefined }
   | { t: 'events'; events: PostedEvent[] }
   | { t: 'fatal'; message: string }
   | { t: 'stopped' };
 
-/** Slots in the shared counters (Int32Array). */
+/** Slots in the shared counters (Int32Array), reported by FanotifyGate.stats() under these names. */
 export const C = {
   open: 0,
   exec: 1,
@@ -45,7 +51,21 @@ export const C = {
   allowed: 10,
   denied: 11,
   marksDropped: 12,
+  lateDecisions: 13,
 } as const;
+/**
+ * Not counters: the group fd's life. CLOSING is set (once) by whoever closes the group; USERS
+ * counts main-thread calls on the fd in progress. The closer sets CLOSING, waits for USERS to
+ * drop to 0, then closes: so the main thread never writes a response into a reused fd number.
+ */
+export const GROUP_CLOSING_SLOT = 14;
+export const GROUP_USERS_SLOT = 15;
 export const COUNTER_SLOTS = 16;
 /** Event fds tracked in the shared state table; larger fds are answered by the worker at once. */
 export const STATE_SLOTS = 65536;
+
+/** CLOCK_MONOTONIC in ms (process.hrtime is process-wide, unlike performance.now, which has a per-thread origin). */
+export function hrMs(): number {
+  const [s, ns] = process.hrtime();
+  return s * 1e3 + ns / 1e6;
+}

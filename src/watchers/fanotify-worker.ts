@@ -1,24 +1,29 @@
 /**
  * The fanotify worker thread: owns the fanotify group, reads events off the main thread, answers
- * what needs no verdict at once (the agent's own pid, paths outside `protect` or inside
- * `exclude`), posts the rest to the main thread in batches, and answers any permission event the
- * main thread has not answered within the deadline, by policy. A GC pause or a large upload on
- * the main thread therefore never holds an open past the deadline.
+ * what needs no verdict at once (the agent's own process, paths outside `protect` or inside
+ * `exclude`), posts the rest to the main thread in one batch per read, and answers any
+ * permission event the main thread has not answered within the deadline, by policy. A GC pause
+ * or a large upload on the main thread therefore never holds an open past the deadline.
  *
  * Who answers: a SharedArrayBuffer holds, per event fd, the sequence number of the pending event
  * on it (0 = none). Whoever swaps it from `seq` to 0 first (main: the verdict; worker: the
  * deadline or stop) writes the response; the other does nothing. Sequence numbers keep a reused
- * fd number from being answered for an older event. Event fds posted to the main thread are
- * closed by the main thread; the others here.
+ * fd number from being answered for an older event; an fd number cannot be reused while the main
+ * thread still holds it, and it closes it only after its own swap. Event fds posted to the main
+ * thread are closed by the main thread; all others here.
  *
- * Blocking: poll() on the fanotify fd and a wake pipe, at most 1 s while idle (and until the
- * next deadline while events are pending), then back to the event loop for messages.
+ * Blocking: poll() on the fanotify fd and a wake pipe (the main thread owns it and writes a byte to stop),
+ * at most 1 s while idle, until the next deadline while events are pending; then back to the
+ * event loop for messages. Never a blocking read: the group is FAN_NONBLOCK.
+ *
+ * Keep this file free of heavy imports: it is loaded in every agent, in its own isolate.
  */
 import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import {
   AT_FDCWD,
   FAN_CLOSE_WRITE,
+  FAN_EVENT_METADATA_LEN,
   FAN_MARK_ADD,
   FAN_MARK_FILESYSTEM,
   FAN_MARK_MOUNT,
@@ -30,27 +35,31 @@ import {
   closeFd,
   fanotifyInit,
   fanotifyMark,
-  makePipe,
   parseEvents,
   pollIn,
   responseRecord,
 } from '../platform/linux/fanotify.js';
-import { C, type PostedEvent, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
+import { C, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, hrMs, type PostedEvent, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
 
 const cfg = workerData as WorkerConfig;
 const state = new Int32Array(cfg.stateSab);
 const counters = new Int32Array(cfg.countersSab);
 const port = parentPort!;
 const PERM = FAN_OPEN_PERM | (cfg.exec ? FAN_OPEN_EXEC_PERM : 0);
+/** Ignore marks always cover both permission events: a verdict is about content, not the access. */
+const IGNORE = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
+const IDLE_POLL_MS = 1000;
 
 let fan = -1;
-let wakeR = -1;
-let wakeW = -1;
+const wakeR = cfg.wakeR;
 let stopping = false;
 let seq = 0;
+/** Posted permission events in deadline order (the deadline is the same for all, so FIFO). */
 const pending: Array<{ fd: number; seq: number; deadline: number }> = [];
 const buf = Buffer.alloc(256 * 1024);
 const wakeBuf = Buffer.alloc(64);
+const pollScratch = Buffer.alloc(16);
+const resp = Buffer.alloc(8);
 
 function post(m: WorkerMessage): void {
   port.postMessage(m);
@@ -63,14 +72,10 @@ function within(path: string, prefixes: readonly string[]): boolean {
 
 function respond(fd: number, allow: boolean): void {
   try {
-    fs.writeSync(fan, responseRecord(fd, allow));
+    fs.writeSync(fan, responseRecord(fd, allow, resp));
   } catch {
-    /* the group is closing: the kernel answers for us */
+    /* the group is closing: the kernel allows what is left */
   }
-}
-
-function closeQuietly(fd: number): void {
-  closeFd(fd);
 }
 
 function init(): void {
@@ -78,73 +83,97 @@ function init(): void {
   const markType = cfg.filesystem ? FAN_MARK_FILESYSTEM : FAN_MARK_MOUNT;
   const mask = PERM | (cfg.closeWrite ? FAN_CLOSE_WRITE : 0);
   for (const p of cfg.mounts) fanotifyMark(fan, FAN_MARK_ADD | markType, mask, AT_FDCWD, p);
-  [wakeR, wakeW] = makePipe();
 }
 
+/** Close the group once no main-thread call is using it (see GROUP_CLOSING_SLOT). */
+function closeGroup(): void {
+  if (Atomics.exchange(counters, GROUP_CLOSING_SLOT, 1) === 1) return;
+  for (let users = Atomics.load(counters, GROUP_USERS_SLOT); users > 0; users = Atomics.load(counters, GROUP_USERS_SLOT)) {
+    Atomics.wait(counters, GROUP_USERS_SLOT, users, 5);
+  }
+  closeFd(fan); // the kernel allows whatever is still queued for this group
+  fan = -1;
+}
+
+/** Read (usually once: one read returns every queued event that fits) and dispatch. */
 function readEvents(): void {
   const batch: PostedEvent[] = [];
-  for (;;) {
-    let n: number;
-    try {
-      n = fs.readSync(fan, buf, 0, buf.length, null);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') break;
-      throw e;
-    }
-    if (n <= 0) break;
-    for (const ev of parseEvents(buf, n)) {
-      if (ev.fd === FAN_NOFD) {
-        if (ev.mask & FAN_Q_OVERFLOW) Atomics.add(counters, C.overflow, 1);
-        continue;
-      }
-      const isPerm = (ev.mask & PERM) !== 0;
-      const kind = ev.mask & FAN_OPEN_EXEC_PERM ? 'exec' : ev.mask & FAN_OPEN_PERM ? 'open' : 'close-write';
-      Atomics.add(counters, kind === 'exec' ? C.exec : kind === 'open' ? C.open : C.closeWrite, 1);
-      if (ev.pid === cfg.selfPid) {
-        // Our own opens (quarantine, restore, the SVM on the same host): never wait on ourselves.
-        Atomics.add(counters, C.ownPid, 1);
-        if (isPerm) respond(ev.fd, true);
-        closeQuietly(ev.fd);
-        continue;
-      }
-      let path: string;
+  try {
+    for (;;) {
+      let n: number;
       try {
-        path = fs.readlinkSync(`/proc/self/fd/${ev.fd}`);
-      } catch {
-        path = '';
+        n = fs.readSync(fan, buf, 0, buf.length, null);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EAGAIN' || code === 'EINTR') break;
+        throw e;
       }
-      if (!within(path, cfg.protect) || within(path, cfg.exclude)) {
-        Atomics.add(counters, C.outside, 1);
-        if (isPerm) {
-          if (addIgnoreMark(fan, ev.fd, PERM)) Atomics.add(counters, C.ignoreMarks, 1);
-          respond(ev.fd, true);
-        }
-        closeQuietly(ev.fd);
-        continue;
-      }
-      if (!isPerm) {
-        batch.push({ fd: ev.fd, seq: 0, pid: ev.pid, kind: 'close-write', path });
-        continue;
-      }
-      if (ev.fd >= state.length) {
-        // Beyond the shared table (an fd over 65535): answered here by policy, never left waiting.
-        respond(ev.fd, cfg.onDeadline === 'allow');
-        Atomics.add(counters, C.deadline, 1);
-        closeQuietly(ev.fd);
-        continue;
-      }
-      seq = seq >= 0x7fff_fffe ? 1 : seq + 1;
-      Atomics.store(state, ev.fd, seq);
-      pending.push({ fd: ev.fd, seq, deadline: performance.now() + cfg.deadlineMs });
-      batch.push({ fd: ev.fd, seq, pid: ev.pid, kind, path });
+      if (n <= 0) break;
+      dispatch(n, batch);
+      // A short read drained the queue: skip the extra read (and its EAGAIN exception) and let
+      // poll() say when there is more.
+      if (n < buf.length - 64 * FAN_EVENT_METADATA_LEN) break;
     }
-  }
-  if (batch.length > 0) {
-    Atomics.add(counters, C.posted, batch.length);
-    post({ t: 'events', events: batch });
+  } finally {
+    if (batch.length > 0) {
+      Atomics.add(counters, C.posted, batch.length);
+      post({ t: 'events', events: batch });
+    }
   }
 }
 
+function dispatch(n: number, batch: PostedEvent[]): void {
+  const readAt = hrMs();
+  for (const ev of parseEvents(buf, n)) {
+    if (ev.fd === FAN_NOFD) {
+      if (ev.mask & FAN_Q_OVERFLOW) Atomics.add(counters, C.overflow, 1);
+      continue;
+    }
+    const isPerm = (ev.mask & PERM) !== 0;
+    const kind = ev.mask & FAN_OPEN_EXEC_PERM ? 'exec' : ev.mask & FAN_OPEN_PERM ? 'open' : 'close-write';
+    Atomics.add(counters, kind === 'exec' ? C.exec : kind === 'open' ? C.open : C.closeWrite, 1);
+    if (ev.pid === cfg.selfPid) {
+      // The agent itself (any of its threads: the event carries the thread group id). Waiting on
+      // ourselves would deadlock the quarantine, a restore, or a reopen by path.
+      Atomics.add(counters, C.ownPid, 1);
+      if (isPerm) respond(ev.fd, true);
+      closeFd(ev.fd);
+      continue;
+    }
+    let path = '';
+    try {
+      path = fs.readlinkSync(`/proc/self/fd/${ev.fd}`);
+    } catch {
+      /* cannot happen for a live fd; treated as outside, without an ignore mark */
+    }
+    if (path === '' || !within(path, cfg.protect) || within(path, cfg.exclude)) {
+      Atomics.add(counters, C.outside, 1);
+      if (isPerm) {
+        if (path !== '' && addIgnoreMark(fan, ev.fd, IGNORE)) Atomics.add(counters, C.ignoreMarks, 1);
+        respond(ev.fd, true);
+      }
+      closeFd(ev.fd);
+      continue;
+    }
+    if (!isPerm) {
+      batch.push({ fd: ev.fd, seq: 0, pid: ev.pid, kind, path, readAt });
+      continue;
+    }
+    if (ev.fd >= state.length) {
+      // Beyond the shared table (an fd over 65535): answered here by policy, never left waiting.
+      respond(ev.fd, cfg.onDeadline === 'allow');
+      Atomics.add(counters, C.deadline, 1);
+      closeFd(ev.fd);
+      continue;
+    }
+    seq = seq >= 0x7fff_fffe ? 1 : seq + 1;
+    Atomics.store(state, ev.fd, seq);
+    pending.push({ fd: ev.fd, seq, deadline: performance.now() + cfg.deadlineMs });
+    batch.push({ fd: ev.fd, seq, pid: ev.pid, kind, path, readAt });
+  }
+}
+
+/** Answer what the main thread has not answered: past the deadline by policy, or all (stop) with allow. */
 function expire(now: number, all: boolean): void {
   while (pending.length > 0 && (all || pending[0]!.deadline <= now)) {
     const p = pending.shift()!;
@@ -155,33 +184,33 @@ function expire(now: number, all: boolean): void {
   }
 }
 
+function drainWakePipe(): void {
+  try {
+    while (fs.readSync(wakeR, wakeBuf, 0, wakeBuf.length, null) > 0);
+  } catch {
+    /* drained (EAGAIN) */
+  }
+}
+
 function loop(): void {
   try {
     if (stopping) return shutdown();
     const now = performance.now();
-    const timeout = pending.length > 0 ? Math.max(0, Math.ceil(pending[0]!.deadline - now)) : 1000;
-    const ready = pollIn([fan, wakeR], Math.min(timeout, 1000));
-    if (ready.includes(wakeR)) {
-      try {
-        while (fs.readSync(wakeR, wakeBuf, 0, wakeBuf.length, null) > 0);
-      } catch {
-        /* drained (EAGAIN) */
-      }
-    }
+    const timeout = pending.length > 0 ? Math.max(0, Math.ceil(pending[0]!.deadline - now)) : IDLE_POLL_MS;
+    const ready = pollIn([fan, wakeR], Math.min(timeout, IDLE_POLL_MS), pollScratch);
+    if (ready.includes(wakeR)) drainWakePipe();
     if (ready.includes(fan)) readEvents();
     expire(performance.now(), false);
   } catch (e) {
     post({ t: 'fatal', message: (e as Error).message });
-    stopping = true;
+    return shutdown();
   }
   setImmediate(loop);
 }
 
 function shutdown(): void {
   expire(0, true);
-  closeQuietly(fan); // the kernel allows whatever is still queued for this group
-  closeQuietly(wakeR);
-  closeQuietly(wakeW);
+  closeGroup();
   post({ t: 'stopped' });
   port.close();
 }
@@ -192,11 +221,11 @@ port.on('message', (m: { t: string }) => {
 
 try {
   init();
-  post({ t: 'ready', fan, wakeW });
+  post({ t: 'ready', fan });
   setImmediate(loop);
 } catch (e) {
   const err = e as Error & { code?: string; hint?: string };
   post({ t: 'init-failed', code: err.code ?? 'LA_ERR_FANOTIFY', message: err.message, hint: err.hint });
-  if (fan >= 0) closeQuietly(fan);
+  if (fan >= 0) closeGroup();
   port.close();
 }

@@ -102,6 +102,104 @@ describe('FanotifyGate', { skip }, () => {
     await g.stop();
   });
 
+  it("allows clean files; the agent's own reads (main thread, threadpool, worker thread) and excluded paths raise no decision", async () => {
+    const f = path.join(mnt!.dir, 'plain.txt');
+    fs.mkdirSync(path.join(mnt!.dir, 'excluded'), { recursive: true });
+    const x = path.join(mnt!.dir, 'excluded', 'skip.txt');
+    fs.writeFileSync(f, 'hello\n');
+    fs.writeFileSync(x, 'skip\n');
+    const g = startGate(mnt!.dir, 'allow', 2000, 'deny');
+    gates.push(g);
+    await waitFor(g, /READY/);
+    const stats = async () => JSON.parse(await g.ask('stats', /\{.*\}\n/)) as { decides: number; gate: Record<string, number> };
+    const r = run('cat', [f]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'hello\n');
+    assert.equal((await stats()).decides, 1);
+    await g.ask(`selfread ${f}`, /SELFREAD/);
+    const s1 = await stats();
+    assert.equal(s1.decides, 1, 'own reads are never judged');
+    assert.ok(s1.gate.ownPid! >= 3, `own-pid events answered by the worker: ${s1.gate.ownPid}`);
+    assert.equal(run('cat', [x]).status, 0);
+    assert.equal(run('cat', [x]).status, 0);
+    const s2 = await stats();
+    assert.equal(s2.decides, 1, 'excluded paths are never judged');
+    assert.equal(s2.gate.outside, 1, 'and the second open of an excluded file raised no event (ignore mark)');
+    await g.stop();
+  });
+
+  it('denies execution through FAN_OPEN_EXEC_PERM (script and binary) while plain opens stay allowed', async () => {
+    const script = path.join(mnt!.dir, 'run-me.sh');
+    const binary = path.join(mnt!.dir, 'true-copy');
+    fs.writeFileSync(script, '#!/bin/sh\necho ran\n', { mode: 0o755 });
+    fs.copyFileSync('/bin/true', binary);
+    fs.chmodSync(binary, 0o755);
+    const g = startGate(mnt!.dir, 'deny-exec', 2000, 'allow');
+    gates.push(g);
+    await waitFor(g, /READY/);
+    assert.equal(run('cat', [script]).status, 0, 'reading the script is allowed');
+    const ex = run(script, []);
+    assert.notEqual(ex.status, 0);
+    assert.doesNotMatch(ex.stdout, /ran/);
+    const bin = run(binary, []);
+    assert.notEqual(bin.status, 0, 'the binary did not run');
+    const st = JSON.parse(await g.ask('stats', /\{.*\}\n/)) as { kinds: Record<string, number>; gate: Record<string, number> };
+    assert.ok(st.kinds.exec! >= 2, `exec decisions: ${JSON.stringify(st.kinds)}`);
+    assert.ok(st.gate.denied! >= 2);
+    await g.stop();
+  });
+
+  it('reports a written-then-closed file, with its content readable through the event fd', async () => {
+    const f = path.join(mnt!.dir, 'written.txt');
+    const g = startGate(mnt!.dir, 'allow', 2000, 'allow');
+    gates.push(g);
+    await waitFor(g, /READY/);
+    assert.equal(run('sh', ['-c', `printf 'fresh content' > ${f}`]).status, 0);
+    const m = await g.ask('', new RegExp(`CLOSE_WRITE ${f} (\\d+) (.*)\n`));
+    assert.match(m, /fresh content/);
+    const st = JSON.parse(await g.ask('stats', /\{.*\}\n/)) as { gate: Record<string, number> };
+    assert.equal(st.gate.closeWrite, 1);
+    await g.stop();
+  });
+
+  it('a decision the deadline overtook is not written again (answered exactly once, counted late)', async () => {
+    const f = path.join(mnt!.dir, 'late.txt');
+    fs.writeFileSync(f, 'x');
+    const g = startGate(mnt!.dir, 'late', 200, 'allow');
+    gates.push(g);
+    await waitFor(g, /READY/);
+    const r = run('cat', [f]);
+    assert.equal(r.status, 0, 'the deadline allowed it; the late deny changes nothing');
+    await new Promise((res) => setTimeout(res, 700));
+    const st = JSON.parse(await g.ask('stats', /\{.*\}\n/)) as { gate: Record<string, number> };
+    assert.equal(st.gate.deadline, 1);
+    assert.equal(st.gate.lateDecisions, 1);
+    assert.equal(st.gate.denied, 0);
+    assert.equal(st.gate.inFlight, 0, 'and its fd was closed');
+    await g.stop();
+  });
+
+  it('stop() answers a pending open with allow at once', async () => {
+    const f = path.join(mnt!.dir, 'pending.txt');
+    fs.writeFileSync(f, 'x');
+    const g = startGate(mnt!.dir, 'never', 60_000, 'deny');
+    gates.push(g);
+    await waitFor(g, /READY/);
+    const cat = spawn('cat', [f], { stdio: 'ignore' });
+    const exit = new Promise<number | null>((r) => cat.once('exit', (c) => r(c)));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(cat.exitCode, null, 'blocked');
+    const t0 = performance.now();
+    const stopped = g.ask('stop', /STOPPED/);
+    const code = await Promise.race([exit, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 5000))]);
+    if (code === 'hung') cat.kill('SIGKILL');
+    assert.equal(code, 0);
+    const ms = performance.now() - t0;
+    assert.ok(ms < 1000, `released promptly: ${ms.toFixed(0)} ms`);
+    // stop() itself then waits (at most 3 s) for the decision that never settles.
+    await stopped;
+  });
+
   it('a frozen gate killed with SIGKILL releases the opens it was holding', async () => {
     const f = path.join(mnt!.dir, 'frozen.txt');
     fs.writeFileSync(f, 'x');
