@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 /**
- * `lightagent-svm` — the Security VM server.
+ * `lightagent-svm` — the Security VM server. Prints one line on stdout once it listens (JSON with
+ * --json: {event, url, metrics, healthz, engine, generation, pid}), then runs until SIGINT or
+ * SIGTERM and closes gracefully (agents get 4010 and fail over). Exit 2 on a config error.
  */
 import { parseArgs } from 'node:util';
 import { closeLogging, configureLogging } from '../log.js';
@@ -18,7 +20,8 @@ GET /healthz on the same port.
 Options:
   --config F           config file (YAML or JSON)
   --listen HOST:PORT   where to listen (default 127.0.0.1:7443; port 0 picks a free port)
-  --token T            accept this tenant token (repeatable; also LIGHTAGENT_SVM_TOKEN)
+  --token T            accept this token, tenant "default" (repeatable; replaces the config
+                       file's tokens; LIGHTAGENT_SVM_TOKEN adds one to the file's)
   --signatures FILE    load a .hdb, .hsb or .ndb signature file (repeatable)
   --max-file-size SZ   largest upload accepted (default 64 MiB)
   --log-file F         JSON-lines log file (default: JSON lines on stderr)
@@ -26,7 +29,16 @@ Options:
   --json               print the listening line as JSON
   -h, --help           show this help
 
-Signals: SIGHUP reloads the signature files; SIGINT/SIGTERM stop gracefully.`;
+Signals: SIGHUP reloads the signature files (agents are told the new generation);
+SIGINT/SIGTERM stop gracefully.
+
+Example config (YAML):
+  listen: 127.0.0.1:7443
+  tokens: [a-long-random-token, {tenant: acme, token: another-token}]
+  signatures: [/etc/lightagent/local.hdb, /etc/lightagent/local.ndb]
+  max_file_size: 64 MiB
+  upload_memory: 512 MiB
+  log: {file: /var/log/lightagent/svm.log, level: info}`;
 
 async function main(argv: string[]): Promise<number> {
   let args;
@@ -91,23 +103,29 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     return fail(e, 'lightagent-svm');
   }
-  const line = { event: 'listening', url: server.url, metrics: `${server.url.replace('ws://', 'http://')}/metrics`, engine: engine.name, generation: engine.generation(), pid: process.pid };
-  out(o.json ? JSON.stringify(line) : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, signatures ${line.generation}); metrics at ${line.metrics}`);
+  const http = server.url.replace('ws://', 'http://');
+  const line = { event: 'listening', url: server.url, metrics: `${http}/metrics`, healthz: `${http}/healthz`, engine: engine.name, generation: engine.generation(), signatures: engine.signatureCount, pid: process.pid };
+  out(o.json ? JSON.stringify(line) : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${line.signatures} signatures, generation ${line.generation}); metrics at ${line.metrics}`);
 
   process.on('SIGHUP', () => {
     try {
       const r = engine.reload();
-      server.announceGeneration();
-      out(o.json ? JSON.stringify({ event: 'reloaded', ...r }) : `lightagent-svm: signatures reloaded (${r.generation})`);
+      const told = server.announceGeneration();
+      out(o.json ? JSON.stringify({ event: 'reloaded', ...r, agentsTold: told }) : `lightagent-svm: signatures reloaded (generation ${r.generation}, ${r.errors} bad lines skipped)`);
     } catch (e) {
       fail(e, 'lightagent-svm: reload failed, keeping the previous signatures');
     }
   });
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
+  const signal = await new Promise<string>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
   });
+  // A second signal while closing: stop at once.
+  const force = () => exitAfterFlush(1);
+  process.once('SIGINT', force);
+  process.once('SIGTERM', force);
   await server.close();
+  if (o.json) out(JSON.stringify({ event: 'stopped', signal }));
   await closeLogging();
   return 0;
 }

@@ -72,6 +72,7 @@ export class SvmServer {
   private readonly sessions = new Set<AgentSession>();
   private readonly reporter: Reporter;
   private closing: Promise<void> | undefined;
+  private bound = { host: '', port: 0 };
   private readonly log = logger('svm');
 
   private constructor(
@@ -121,9 +122,11 @@ export class SvmServer {
     return self;
   }
 
+  /** Where it listens (still answered after close()). */
   get address(): { host: string; port: number } {
-    const a = this.httpServer.address() as AddressInfo;
-    return { host: a.address, port: a.port };
+    const a = this.httpServer.address() as AddressInfo | null;
+    if (a) this.bound = { host: a.address, port: a.port };
+    return this.bound;
   }
 
   /** The agents' URL, e.g. ws://127.0.0.1:7443. */

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ProtocolError } from '../../src/errors.js';
-import { decodeAgentMessage, decodeChunk, decodeSvmMessage, encodeChunk, encodeMessage, FRAME_LIMITS, type Message } from '../../src/protocol/index.js';
+import { CHUNK_HEADER, decodeAgentMessage, decodeChunk, decodeSvmMessage, encodeChunk, encodeChunkHeader, encodeMessage, FRAME_LIMITS, type Message } from '../../src/protocol/index.js';
 
 const SHA = 'ab'.repeat(32);
 const agentMsgs: Message[] = [
@@ -74,9 +74,22 @@ describe('protocol codec', () => {
     assert.throws(() => decodeChunk(flags), /flags/);
   });
 
+  it('builds the same header alone as in a whole chunk, and refuses oversized payloads when encoding', () => {
+    const whole = encodeChunk(42, 3, false, Buffer.from('payload'));
+    assert.deepEqual(encodeChunkHeader(42, 3, false), whole.subarray(0, CHUNK_HEADER));
+    assert.throws(() => encodeChunk(1, 0, true, Buffer.alloc(FRAME_LIMITS.maxChunk + 1)), ProtocolError);
+    const empty = decodeChunk(encodeChunk(1, 0, true, Buffer.alloc(0)));
+    assert.equal(empty.payload.length, 0);
+    assert.equal(empty.last, true);
+  });
+
+  it('accepts text as a string or a Buffer alike', () => {
+    for (const m of agentMsgs) assert.deepEqual(decodeAgentMessage(Buffer.from(encodeMessage(m))), m);
+  });
+
   it('fuzz: 12,000 random and mutated frames produce only typed protocol errors', () => {
     const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
-    process.stderr.write(`# codec fuzz seed ${seed} (replay with FUZZ_SEED=${seed})\n`);
+    process.stderr.write(`codec fuzz seed ${seed} (replay with FUZZ_SEED=${seed})\n`);
     const valid = [...agentMsgs, ...svmMsgs].map((m) => encodeMessage(m));
     const mutate = fc.tuple(fc.constantFrom(...valid), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }), fc.nat()).map(([text, edits, cut]) => {
       const b = Buffer.from(text);
@@ -85,16 +98,27 @@ describe('protocol codec', () => {
     });
     const jsonish = fc.jsonValue().map((v) => Buffer.from(JSON.stringify(v) ?? 'null'));
     const typed = fc.record({ t: fc.constantFrom('hello', 'lookup', 'scan', 'cancel', 'event', 'welcome', 'verdict', 'load', 'generation', 'error', 'x'), id: fc.anything(), size: fc.anything(), sha256: fc.anything(), v: fc.anything(), limits: fc.anything(), process: fc.anything(), load: fc.anything() }, { requiredKeys: ['t'] }).map((o) => Buffer.from(JSON.stringify(o) ?? '{}'));
-    const frames = fc.oneof(mutate, jsonish, typed, fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u)));
+    const chunks = fc.tuple(fc.nat(), fc.nat(), fc.boolean(), fc.uint8Array({ maxLength: 64 }), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 4 }), fc.nat()).map(([id, index, last, payload, edits, cut]) => {
+      const b = encodeChunk(id % 2 ** 32, index % 2 ** 32, last, payload);
+      for (const [pos, byte] of edits) b[pos % b.length] = byte;
+      return b.subarray(0, cut % (b.length + 1));
+    });
+    const frames = fc.oneof(mutate, jsonish, typed, chunks, fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u)));
     const deadline = Date.now() + 20_000;
+    let checked = 0;
     fc.assert(
-      fc.property(frames, (buf) => {
-        if (Date.now() > deadline) return;
-        onlyProtocolErrors(() => decodeAgentMessage(buf));
-        onlyProtocolErrors(() => decodeSvmMessage(buf));
+      fc.property(frames, fc.boolean(), (buf, asString) => {
+        if (Date.now() > deadline) return; // time cap: the remaining runs pass without work
+        checked++;
+        const text = asString ? buf.toString('latin1') : buf;
+        onlyProtocolErrors(() => decodeAgentMessage(text));
+        onlyProtocolErrors(() => decodeSvmMessage(text));
         onlyProtocolErrors(() => decodeChunk(buf));
+        onlyProtocolErrors(() => decodeChunk(buf, 16));
       }),
       { numRuns: 12_000, seed },
     );
+    process.stderr.write(`codec fuzz: ${checked} frames checked (seed ${seed})\n`);
+    assert.ok(checked >= 10_000, `only ${checked} frames fit in the time cap`);
   });
 });
