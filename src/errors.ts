@@ -127,3 +127,22 @@ export class QuarantineError extends LightagentError {
     super(code, message, hint, options);
   }
 }
+
+/** The local verdict cache's secret seed file is unsafe (readable or writable by others, foreign owner) or unreadable. */
+export class CacheSeedError extends LightagentError {
+  constructor(file: string, detail: string, options?: { cause?: unknown }) {
+    super(
+      'LA_ERR_CACHE_SEED',
+      `cache seed ${file}: ${detail}`,
+      `run \`chmod 600 ${file}\` and make it owned by the agent's user, or delete it (a new one is made and the cache starts empty)`,
+      options,
+    );
+  }
+}
+
+/** The persisted verdict cache (cache.v1) cannot be read or written. Logged, never fatal: the cache starts empty. */
+export class CacheFileError extends LightagentError {
+  constructor(file: string, detail: string, options?: { cause?: unknown }) {
+    super('LA_ERR_CACHE_FILE', `verdict cache ${file}: ${detail}`, 'nothing to do if it happens once (the cache is rebuilt); if it repeats, check the disk and the state directory', options);
+  }
+}

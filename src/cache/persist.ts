@@ -1,90 +1,112 @@
 /**
- * cache.v1 — the persisted verdict cache. Little-endian:
+ * cache.v1 — the persisted verdict cache. Little-endian (records are the in-memory words as is):
  *
- *   "LACACHE1" | u32 version=1 | u64 seed check (xxh64 of a constant under the seed)
- *   u32 n generations, each u16 length + UTF-8 | u32 current generation index
- *   u32 n threats, each u16 length + UTF-8
- *   u32 n identities, each u64 key + u64 fingerprint
- *   u32 n contents, each u64 fingerprint + 32 bytes SHA-256 + u32 meta
- *   32 bytes SHA-256 of everything before
+ *   header, 32 bytes:  "LACACHE1" | u32 version = 2 | u32 record bytes = 52
+ *                      | u64 seed check = xxh64("lightagent cache seed check v1", seed)
+ *                      | u32 record count | u32 capacity when saved (informational)
+ *   records:           count x 52 bytes, the EntryStore record layout (entry-store.ts)
+ *   trailer:           u32 n generations, each u16 length + UTF-8 | u32 current generation id
+ *                      | u32 n threat names, each u16 length + UTF-8
+ *   checksum:          32 bytes, SHA-256 of everything before
  *
- * Written atomically: a temp file in the same directory (0600), fsync, rename, fsync of the
- * directory. A file that is short, corrupt, of another version or made under another seed is
- * set aside and the cache starts empty: it is only a cache.
+ * Version 1 was the pre-release two-table layout; such a file is refused like any foreign version.
+ * The string tables come after the records so that every id a record uses exists when the tables
+ * are written (the save yields between chunks and records keep changing meanwhile).
+ *
+ * Written atomically: a private temp file (O_EXCL, 0600) in the same directory, 1 MiB chunks
+ * with a yield between them (bounded event-loop stalls, bounded memory), fsync, rename, fsync of
+ * the directory. Loaded in one streaming pass with one 1 MiB buffer. A file that is short,
+ * corrupt, of another version or written under another seed is renamed to `<file>.bad`, a warning
+ * is logged and the cache starts empty: it is only a cache.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { CacheFileError } from '../errors.js';
 import { logger } from '../log.js';
-import { CONTENT_WIDTH, ID_WIDTH, type VerdictCache } from './verdict-cache.js';
+import { CLOCK_PIN, CLOCK_SHARED, MAX_GENERATIONS, MAX_THREATS, REC_BYTES, REC_WORDS, W_META, type EntryStore } from './entry-store.js';
 
-const MAGIC = Buffer.from('LACACHE1', 'latin1');
-const VERSION = 1;
-const SEED_CHECK = new TextEncoder().encode('lightagent cache seed check v1');
+export const MAGIC = Buffer.from('LACACHE1', 'latin1');
+export const VERSION = 2;
+export const HEADER_BYTES = 32;
+const CHUNK_RECORDS = Math.floor((1 << 20) / REC_BYTES);
+const MAX_TRAILER = 16 << 20;
 
-function seedCheck(c: VerdictCache): bigint {
-  const { xx, seed } = c.tablesForPersist();
-  return xx.h64Raw(SEED_CHECK, seed);
+/** What the cache hands to the writer and the loader. */
+export interface PersistSource {
+  store: EntryStore;
+  seedCheck: bigint;
+  generations(): readonly string[];
+  currentGeneration(): number;
+  threats(): readonly string[];
+  /** Changes when generation ids are renumbered: a save that spans it is abandoned. */
+  epoch(): number;
+  /** Make entry `e` agree with its content's representative before it is written. */
+  normalize(e: number): void;
 }
 
-class Writer {
-  private chunks: Buffer[] = [];
-  private cur = Buffer.allocUnsafe(1 << 20);
-  private off = 0;
-  private ensure(n: number) {
-    if (this.off + n <= this.cur.length) return;
-    this.chunks.push(this.cur.subarray(0, this.off));
-    this.cur = Buffer.allocUnsafe(Math.max(1 << 20, n));
-    this.off = 0;
-  }
-  u16(v: number) { this.ensure(2); this.cur.writeUInt16LE(v, this.off); this.off += 2; }
-  u32(v: number) { this.ensure(4); this.cur.writeUInt32LE(v >>> 0, this.off); this.off += 4; }
-  u64(v: bigint) { this.ensure(8); this.cur.writeBigUInt64LE(v, this.off); this.off += 8; }
-  bytes(b: Uint8Array) { this.ensure(b.length); this.cur.set(b, this.off); this.off += b.length; }
-  str(s: string) { const b = Buffer.from(s, 'utf8').subarray(0, 0xffff); this.u16(b.length); this.bytes(b); }
-  done(): Buffer[] { this.chunks.push(this.cur.subarray(0, this.off)); return this.chunks; }
+export interface LoadedTables {
+  generations: string[];
+  currentGeneration: number;
+  threats: string[];
 }
 
-export async function saveCacheFile(file: string, c: VerdictCache): Promise<void> {
-  const t = c.tablesForPersist();
-  const w = new Writer();
-  w.bytes(MAGIC);
-  w.u32(VERSION);
-  w.u64(seedCheck(c));
-  w.u32(t.gens.length);
-  for (const g of t.gens) w.str(g);
-  w.u32(t.currentGen);
-  w.u32(t.threats.length);
-  for (const s of t.threats) w.str(s);
-  const ids = c.identities;
-  w.u32(ids.size);
-  for (const i of ids.occupied()) {
-    w.u64(ids.keys[i]!);
-    w.u32(ids.words[i * ID_WIDTH]!);
-    w.u32(ids.words[i * ID_WIDTH + 1]!);
-  }
-  const cs = c.contents;
-  w.u32(cs.size);
-  for (const i of cs.occupied()) {
-    w.u64(cs.keys[i]!);
-    for (let k = 0; k < CONTENT_WIDTH; k++) w.u32(cs.words[i * CONTENT_WIDTH + k]!);
-  }
-  const chunks = w.done();
-  const h = crypto.createHash('sha256');
-  for (const ch of chunks) h.update(ch);
-  chunks.push(h.digest());
-
+export async function writeCacheFile(file: string, src: PersistSource): Promise<void> {
+  if (os.endianness() !== 'LE') throw new CacheFileError(file, 'not written: cache.v1 is little-endian and this host is not');
   const dir = path.dirname(file);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
-  const fh = await fs.promises.open(tmp, 'w', 0o600);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`);
+  const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
+  const fh = await fs.promises.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
   try {
-    await fh.writev(chunks);
+    const store = src.store;
+    const all = new Uint8Array(store.buffer, 0, store.capacity * REC_BYTES);
+    const sum = crypto.createHash('sha256');
+    const stage = Buffer.allocUnsafe(CHUNK_RECORDS * REC_BYTES);
+    const epoch = src.epoch();
+    const count = store.used;
+    let pos = 0;
+    const put = async (b: Buffer) => {
+      sum.update(b);
+      for (let off = 0; off < b.length; ) {
+        const { bytesWritten } = await fh.write(b, off, b.length - off, pos);
+        off += bytesWritten;
+        pos += bytesWritten;
+      }
+    };
+    const header = Buffer.alloc(HEADER_BYTES);
+    MAGIC.copy(header, 0);
+    header.writeUInt32LE(VERSION, 8);
+    header.writeUInt32LE(REC_BYTES, 12);
+    header.writeBigUInt64LE(src.seedCheck, 16);
+    header.writeUInt32LE(count, 24);
+    header.writeUInt32LE(store.capacity, 28);
+    await put(header);
+    for (let e0 = 0; e0 < count; e0 += CHUNK_RECORDS) {
+      const e1 = Math.min(count, e0 + CHUNK_RECORDS);
+      for (let e = e0; e < e1; e++) src.normalize(e);
+      // Copy synchronously: the live records may change while the write is in flight.
+      stage.set(all.subarray(e0 * REC_BYTES, e1 * REC_BYTES));
+      await put(stage.subarray(0, (e1 - e0) * REC_BYTES));
+    }
+    if (src.epoch() !== epoch) throw new CacheFileError(file, 'generation ids were renumbered during the save; the next save writes it');
+    await put(trailer(src.generations(), src.currentGeneration(), src.threats()));
+    const digest = sum.digest();
+    await fh.write(digest, 0, digest.length, pos);
     await fh.sync();
-  } finally {
-    await fh.close();
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    fs.rmSync(tmp, { force: true });
+    throw e instanceof CacheFileError ? e : new CacheFileError(file, (e as Error).message, { cause: e });
   }
-  await fs.promises.rename(tmp, file);
+  await fh.close();
+  try {
+    await fs.promises.rename(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw new CacheFileError(file, (e as Error).message, { cause: e });
+  }
   const dfd = fs.openSync(dir, 'r');
   try {
     fs.fsyncSync(dfd);
@@ -93,76 +115,172 @@ export async function saveCacheFile(file: string, c: VerdictCache): Promise<void
   }
 }
 
-class Reader {
-  off = 0;
-  constructor(readonly b: Buffer, readonly end: number) {}
-  need(n: number) { if (this.off + n > this.end) throw new Error(`truncated at byte ${this.off}`); }
-  u16() { this.need(2); const v = this.b.readUInt16LE(this.off); this.off += 2; return v; }
-  u32() { this.need(4); const v = this.b.readUInt32LE(this.off); this.off += 4; return v; }
-  u64() { this.need(8); const v = this.b.readBigUInt64LE(this.off); this.off += 8; return v; }
-  str() { const n = this.u16(); this.need(n); const s = this.b.toString('utf8', this.off, this.off + n); this.off += n; return s; }
+function trailer(gens: readonly string[], current: number, threats: readonly string[]): Buffer {
+  const parts: Buffer[] = [];
+  const u32 = (v: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v >>> 0);
+    parts.push(b);
+  };
+  const strs = (list: readonly string[]) => {
+    u32(list.length);
+    for (const s of list) {
+      const b = Buffer.from(s, 'utf8').subarray(0, 0xffff);
+      const n = Buffer.alloc(2);
+      n.writeUInt16LE(b.length);
+      parts.push(n, b);
+    }
+  };
+  strs(gens);
+  u32(current);
+  strs(threats);
+  return Buffer.concat(parts);
 }
 
-/** Load `file` into `c` (which must be empty). Returns entries loaded; 0 with a warning on any problem. */
-export function loadCacheFile(file: string, c: VerdictCache): number {
+class TrailerReader {
+  off = 0;
+  constructor(private readonly b: Buffer) {}
+  private need(n: number) {
+    if (this.off + n > this.b.length) throw new Error('the string tables are cut short');
+  }
+  u32(): number {
+    this.need(4);
+    this.off += 4;
+    return this.b.readUInt32LE(this.off - 4);
+  }
+  strs(max: number, what: string): string[] {
+    const n = this.u32();
+    if (n > max) throw new Error(`${n} ${what}, at most ${max} allowed`);
+    const out: string[] = [];
+    for (let i = 0; i < n; i++) {
+      this.need(2);
+      const len = this.b.readUInt16LE(this.off);
+      this.off += 2;
+      this.need(len);
+      out.push(this.b.toString('utf8', this.off, this.off + len));
+      this.off += len;
+    }
+    return out;
+  }
+  get done(): boolean {
+    return this.off === this.b.length;
+  }
+}
+
+/**
+ * Load `file` into `src.store` (emptied first). Returns the string tables, or undefined when
+ * there is no file or it is unusable (then the store is empty, the file set aside, a warning logged).
+ */
+export function loadCacheFile(file: string, src: PersistSource): LoadedTables | undefined {
   const log = logger('cache');
-  let b: Buffer;
+  const store = src.store;
+  let fd: number;
   try {
-    b = fs.readFileSync(file);
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') log.warn('cannot read the verdict cache; starting empty', { file, message: (e as Error).message });
-    return 0;
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+      const err = new CacheFileError(file, `cannot be read (${(e as Error).message}); starting empty`, { cause: e });
+      log.warn(err.message, { file, code: err.code });
+    }
+    return undefined;
   }
   try {
-    if (b.length < MAGIC.length + 4 + 8 + 32) throw new Error('too short');
-    if (!b.subarray(0, 8).equals(MAGIC)) throw new Error('not a lightagent cache file');
-    const version = b.readUInt32LE(8);
-    if (version !== VERSION) throw new Error(`version ${version}, this agent reads ${VERSION}`);
-    const body = b.length - 32;
-    const sum = crypto.createHash('sha256').update(b.subarray(0, body)).digest();
-    if (!sum.equals(b.subarray(body))) throw new Error('checksum mismatch (truncated or corrupt)');
-    const r = new Reader(b, body);
-    r.off = 12;
-    if (r.u64() !== seedCheck(c)) throw new Error('made under another seed');
-    const nGens = r.u32();
-    if (nGens > 0x3fff) throw new Error('too many generations');
-    const gens: string[] = [];
-    for (let i = 0; i < nGens; i++) gens.push(r.str());
-    const current = r.u32();
-    const nThreats = r.u32();
-    if (nThreats > 0xffff) throw new Error('too many threat names');
-    const threats: string[] = [];
-    for (let i = 0; i < nThreats; i++) threats.push(r.str());
-    c.restoreTables(gens, threats, gens[current] ?? '');
-    const nIds = r.u32();
-    r.need(nIds * 16);
-    for (let i = 0; i < nIds; i++) {
-      const slot = c.identities.upsert(r.u64() || 1n);
-      c.identities.words[slot * ID_WIDTH] = r.u32();
-      c.identities.words[slot * ID_WIDTH + 1] = r.u32();
-    }
-    const nContents = r.u32();
-    r.need(nContents * (8 + CONTENT_WIDTH * 4));
-    for (let i = 0; i < nContents; i++) {
-      const key = r.u64() || 1n;
-      const slot = c.contents.upsert(key);
-      for (let k = 0; k < CONTENT_WIDTH; k++) c.contents.words[slot * CONTENT_WIDTH + k] = r.u32();
-      const meta = c.contents.words[slot * CONTENT_WIDTH + 8]!;
-      if (((meta >>> 2) & 0x3fff) >= nGens && nGens > 0) c.contents.words[slot * CONTENT_WIDTH + 8] = meta & ~0xfffc; // unknown generation: stale
-      c.contents.setPinned(slot, (meta & 3) === 2);
-    }
-    if (r.off !== body) throw new Error('trailing bytes');
-    return nIds;
+    store.clear();
+    return readInto(fd, file, src);
   } catch (e) {
-    const aside = `${file}.bad-${Date.now()}`;
+    store.clear();
+    const aside = `${file}.bad`;
+    let setAside = true;
     try {
       fs.renameSync(file, aside);
     } catch {
-      /* leave it */
+      setAside = false;
     }
-    c.identities.clear();
-    c.contents.clear();
-    log.warn('the verdict cache file is unusable; set aside, starting empty', { file, setAside: aside, reason: (e as Error).message });
-    return 0;
+    const err = new CacheFileError(file, `unusable (${(e as Error).message}); starting with an empty cache`, { cause: e });
+    log.warn(err.message, { file, code: err.code, ...(setAside ? { setAside: aside } : {}) });
+    return undefined;
+  } finally {
+    fs.closeSync(fd);
   }
+}
+
+function readFull(fd: number, buf: Buffer, len: number, pos: number): void {
+  for (let off = 0; off < len; ) {
+    const n = fs.readSync(fd, buf, off, len - off, pos + off);
+    if (n === 0) throw new Error(`truncated at byte ${pos + off}`);
+    off += n;
+  }
+}
+
+function readInto(fd: number, _file: string, src: PersistSource): LoadedTables {
+  if (os.endianness() !== 'LE') throw new Error('cache.v1 is little-endian and this host is not');
+  const store = src.store;
+  const size = fs.fstatSync(fd).size;
+  if (size < HEADER_BYTES + 12 + 32) throw new Error(`too short (${size} bytes)`);
+  const header = Buffer.alloc(HEADER_BYTES);
+  readFull(fd, header, HEADER_BYTES, 0);
+  if (!header.subarray(0, 8).equals(MAGIC)) throw new Error('not a lightagent cache file');
+  const version = header.readUInt32LE(8);
+  if (version !== VERSION) throw new Error(`format version ${version}; this agent reads version ${VERSION}`);
+  if (header.readUInt32LE(12) !== REC_BYTES) throw new Error('unexpected record size');
+  if (header.readBigUInt64LE(16) !== src.seedCheck) throw new Error('written under another seed');
+  const count = header.readUInt32LE(24);
+  const bodyEnd = HEADER_BYTES + count * REC_BYTES;
+  if (bodyEnd + 12 + 32 > size) throw new Error(`truncated: ${count} records do not fit in ${size} bytes`);
+  if (size - bodyEnd > MAX_TRAILER) throw new Error('oversized string tables');
+  const sum = crypto.createHash('sha256').update(header);
+
+  const rec = store.rec;
+  const bytes = new Uint8Array(store.buffer, 0, store.capacity * REC_BYTES);
+  const chunk = Buffer.allocUnsafe(CHUNK_RECORDS * REC_BYTES);
+  for (let done = 0; done < count; ) {
+    const n = Math.min(CHUNK_RECORDS, count - done);
+    readFull(fd, chunk, n * REC_BYTES, HEADER_BYTES + done * REC_BYTES);
+    sum.update(chunk.subarray(0, n * REC_BYTES));
+    done += n;
+    // Past capacity (the cache was shrunk) the rest is only checksummed.
+    const take = Math.min(n, store.capacity - store.used);
+    if (take <= 0) continue;
+    const base = store.used;
+    bytes.set(chunk.subarray(0, take * REC_BYTES), base * REC_BYTES);
+    for (let k = 0; k < take; k++) ingest(store, base + k);
+    rec.fill(0, store.used * REC_WORDS, (base + take) * REC_WORDS);
+  }
+
+  const rest = Buffer.allocUnsafe(size - bodyEnd);
+  readFull(fd, rest, rest.length, bodyEnd);
+  const tail = rest.subarray(0, rest.length - 32);
+  if (!sum.update(tail).digest().equals(rest.subarray(rest.length - 32))) throw new Error('checksum mismatch (corrupt or cut short)');
+  const r = new TrailerReader(tail);
+  const generations = r.strs(MAX_GENERATIONS, 'generations');
+  const currentGeneration = r.u32();
+  const threats = r.strs(MAX_THREATS, 'threat names');
+  if (!r.done) throw new Error('trailing bytes after the string tables');
+  if (generations.length === 0 || currentGeneration >= generations.length) throw new Error('bad generation table');
+
+  for (let e = 0; e < store.used; e++) {
+    const m = rec[e * REC_WORDS + W_META]!;
+    const v = m & 3;
+    if ((v !== 1 && v !== 2) || ((m >>> 2) & (MAX_GENERATIONS - 1)) >= generations.length || m >>> 16 >= Math.max(1, threats.length)) throw new Error(`record ${e} is invalid`);
+    store.clock[e] = (store.clock[e]! & CLOCK_SHARED) | (v === 2 ? CLOCK_PIN : 0);
+  }
+  return { generations, currentGeneration, threats: threats.length ? threats : [''] };
+}
+
+/** Index the record just copied to slot `src` (== store.used or after it), compacting duplicates. */
+function ingest(store: EntryStore, srcSlot: number): void {
+  const rec = store.rec;
+  const e = store.used;
+  if (srcSlot !== e) rec.copyWithin(e * REC_WORDS, srcSlot * REC_WORDS, (srcSlot + 1) * REC_WORDS);
+  const dup = store.insertIdentity(e);
+  if (dup >= 0) {
+    // The same identity twice (it was re-recorded while the save ran): the later record wins.
+    store.dropRepresentative(dup);
+    rec.copyWithin(dup * REC_WORDS, e * REC_WORDS, (e + 1) * REC_WORDS);
+    rec.fill(0, e * REC_WORDS, (e + 1) * REC_WORDS);
+    store.addRepresentative(dup);
+    return;
+  }
+  store.used++;
+  store.addRepresentative(e);
 }

@@ -1,243 +1,391 @@
 /**
- * VerdictCache — the guest's local verdict cache.
+ * VerdictCache — the guest's local verdict cache (docs/cache.md).
  *
- *   identity (dev, ino, size, mtime ns, ctime ns) --identity table--> fingerprint (xxh64, seeded)
- *   fingerprint --content table--> SHA-256 + verdict + signature generation + threat
+ *   identity (dev, ino, size, mtime ns, ctime ns) -> fingerprint (seeded xxh64 of the content)
+ *   fingerprint -> verdict (clean | infected + threat) + signature generation + SHA-256
  *
  * An identity hit needs no read at all; a fingerprint hit (a copy of a known file) needs a read
- * and a hash but no SVM. Identities are hashed with the same secret seed, so nobody without the
- * seed can aim a collision at a chosen entry. xxh64 never leaves the guest (see DESIGN.md, trust).
+ * and a hash but no SVM. The SHA-256 is kept so a stale clean verdict (older generation) is
+ * re-checked by an SVM lookup without reading or uploading the file.
  *
- * Memory: two U64Tables (table.ts). Identity slot = 8 (key) + 8 (fingerprint) + 1 (CLOCK) = 17 B;
- * content slot = 8 (fingerprint) + 32 (SHA-256) + 4 (meta) + 1 = 45 B; slots are sized for a load
- * of at most 0.8. Meta word: bits 0-1 verdict (1 clean, 2 infected), 2-15 generation id, 16-31
- * threat id (small string tables). Infected content entries are pinned: CLOCK evicts them last.
+ * API
+ *   VerdictCache.open({ seed, capacity?, file?, generation?, shared?, saveDeadlineMs? })
+ *   cache.lookupIdentity(st)            -> CacheHit | undefined    st: fs.BigIntStats or FileIdentity
+ *   cache.fingerprint(bytes)            -> bigint                  one-shot seeded xxh64
+ *   cache.createHasher()                -> { update(b), digest() } streaming seeded xxh64
+ *   cache.hashFd(fd, maxBytes?)         -> { fingerprint, sha256, size }  one pass, one 1 MiB buffer
+ *   cache.lookupFingerprint(fp)         -> CacheHit | undefined
+ *   cache.recordIdentity(st, fp)        -> boolean   (false: that content is not known)
+ *   cache.record(st, fp, sha256, verdict, threat?)
+ *   cache.refreshIdentity(st, verdict, threat?)   a stale hit re-judged under the current generation
+ *   cache.setGeneration(g) / cache.generation
+ *   cache.singleFlight(key, fn)         concurrent asks for one key share one run
+ *   cache.save() -> Promise<boolean>    atomic cache.v1 write; never throws; bounded by saveDeadlineMs
+ *   cache.close(), cache.stats(), cache.size, cache.capacity, cache.store (the typed arrays)
  *
- * Usage (FileScanner does exactly this):
- *   const hit = cache.lookupIdentity(st)            // st from fstat(fd, {bigint: true})
- *   if (hit && !hit.stale) -> done
- *   fp = hash(content); cache.lookupFingerprint(fp) -> if hit: cache.recordIdentity(st, fp)
- *   else ask the SVM -> cache.record(st, fp, sha256, verdict, threat)
+ *   CacheHit = { verdict: 'clean' | 'infected', threat?: string, sha256: string, stale: boolean }
+ *   stale: a clean verdict of an older signature generation. Infected verdicts never go stale.
+ *
+ * Usage (the on-demand scanner and the fanotify gate do exactly this):
+ *   const st = fs.fstatSync(fd, { bigint: true });
+ *   const hit = cache.lookupIdentity(st);
+ *   if (hit && !hit.stale) return hit;                              // no read, no SVM
+ *   if (hit) { v = await svm.lookup(hit.sha256); cache.refreshIdentity(st, v.verdict, v.threat); }
+ *   const { fingerprint: fp, sha256 } = cache.hashFd(fd);
+ *   const known = cache.lookupFingerprint(fp);
+ *   if (known && !known.stale) { cache.recordIdentity(st, fp); return known; }   // no SVM
+ *   v = await cache.singleFlight(sha256, () => svm.lookupOrUpload(...));
+ *   cache.record(st, fp, sha256, v.verdict, v.threat);
+ *
+ * Memory: one EntryStore (entry-store.ts): 63 bytes per entry at capacity, typed arrays only,
+ * optionally on a SharedArrayBuffer so a gate worker can answer identity hits itself.
+ * Each identity holds its own copy of the verdict; the fingerprint index points at the entry
+ * judged last for that content, and an identity hit adopts that newer verdict, so a detection
+ * in one copy is seen by every copy at once.
  */
-import xxhash from 'xxhash-wasm';
 import { logger } from '../log.js';
-import type { LocalHit, LocalVerdictStore } from '../agent/file-scanner.js';
-import { U64Table } from './table.js';
-import { loadCacheFile, saveCacheFile } from './persist.js';
+import { CLOCK_PIN, CLOCK_REF, CLOCK_SHARED, EntryStore, MAX_GENERATIONS, MAX_THREATS, REC_WORDS, W_FP, W_ID, W_META, W_SHA } from './entry-store.js';
+import { hashFd, loadXxhash, type FileDigest, type FileIdentity, type StreamingHasher, type XxApi } from './fingerprint.js';
+import { loadCacheFile, writeCacheFile, type PersistSource } from './persist.js';
 import { SingleFlight } from './single-flight.js';
+import { StringTable } from './string-table.js';
 
-export interface FileIdentity {
-  dev: bigint;
-  ino: bigint;
-  size: bigint;
-  mtimeNs: bigint;
-  ctimeNs: bigint;
+export type { FileDigest, FileIdentity, StreamingHasher } from './fingerprint.js';
+export type Verdict = 'clean' | 'infected';
+
+export interface CacheHit {
+  readonly verdict: Verdict;
+  readonly threat?: string | undefined;
+  readonly sha256: string;
+  readonly stale: boolean;
+  /** A plain object (a hit's `sha256` is a getter, which spread and structured clone skip). */
+  toJSON(): CacheHitJson;
+}
+
+export interface CacheHitJson {
+  verdict: Verdict;
+  threat?: string;
+  sha256: string;
+  stale: boolean;
+}
+
+const hexWords = new Uint32Array(8);
+const hexBytes = Buffer.from(hexWords.buffer);
+
+/**
+ * A cache answer. It copies the SHA-256 words out of the table (the entry may be evicted later)
+ * but turns them into hex only when `sha256` is read: most hot-path hits (fresh clean verdicts)
+ * never need it, and the hex conversion was the largest cost of a hit. A getter is not copied
+ * by `{...hit}` or structured clone: use `hit.toJSON()` for a plain object.
+ */
+class Hit implements CacheHit {
+  private hex: string | undefined;
+  constructor(
+    readonly verdict: Verdict,
+    readonly threat: string | undefined,
+    readonly stale: boolean,
+    private readonly w0: number,
+    private readonly w1: number,
+    private readonly w2: number,
+    private readonly w3: number,
+    private readonly w4: number,
+    private readonly w5: number,
+    private readonly w6: number,
+    private readonly w7: number,
+  ) {}
+
+  get sha256(): string {
+    if (this.hex === undefined) {
+      const w = hexWords;
+      w[0] = this.w0;
+      w[1] = this.w1;
+      w[2] = this.w2;
+      w[3] = this.w3;
+      w[4] = this.w4;
+      w[5] = this.w5;
+      w[6] = this.w6;
+      w[7] = this.w7;
+      this.hex = hexBytes.toString('hex');
+    }
+    return this.hex;
+  }
+
+  toJSON(): CacheHitJson {
+    return this.threat === undefined
+      ? { verdict: this.verdict, sha256: this.sha256, stale: this.stale }
+      : { verdict: this.verdict, threat: this.threat, sha256: this.sha256, stale: this.stale };
+  }
 }
 
 export interface VerdictCacheOptions {
-  /** The secret seed (from seed.ts). */
+  /** The secret per-install seed (seed.ts loadOrCreateSeed). */
   seed: bigint;
-  /** Entries per table (default 1,000,000). */
-  capacity?: number;
+  /** Entries (files) kept; default 1,000,000 (63 MB). */
+  capacity?: number | undefined;
   /** Persisted cache file (cache.v1); none = memory only. */
   file?: string | undefined;
-  /** Current signature generation. */
-  generation?: string;
-  /** Allocate the tables on SharedArrayBuffers (for a reader thread). */
-  shared?: boolean;
+  /** Current signature generation; default: the one saved in the file, else ''. */
+  generation?: string | undefined;
+  /** Allocate the tables on a SharedArrayBuffer (for a reader thread). */
+  shared?: boolean | undefined;
+  /** `save()` answers false after this long (the write finishes in the background). Default 5000. */
+  saveDeadlineMs?: number | undefined;
 }
 
-type Hasher = Awaited<ReturnType<typeof xxhash>>;
-let hasherPromise: Promise<Hasher> | undefined;
-const ID_WIDTH = 2;
-const CONTENT_WIDTH = 9;
 const VERDICT_CLEAN = 1;
 const VERDICT_INFECTED = 2;
+const GEN_MASK = MAX_GENERATIONS - 1;
+const UNKNOWN_THREAT = 'Unknown-Threat';
+const SHA_RE = /^[0-9a-f]{64}$/i;
+/** Word order of a u64 seen as two u32 (cache.v1 is written only on little-endian hosts). */
+const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const HI = LE ? 1 : 0;
+const LO = LE ? 0 : 1;
 
-export class VerdictCache implements LocalVerdictStore {
-  readonly identities: U64Table;
-  readonly contents: U64Table;
-  private gens: string[] = [];
-  private genIds = new Map<string, number>();
+export class VerdictCache {
+  readonly store: EntryStore;
+  private readonly gens = new StringTable(MAX_GENERATIONS);
+  private readonly threats = new StringTable(MAX_THREATS);
   private currentGen = 0;
-  private threats: string[] = [''];
-  private threatIds = new Map<string, number>([['', 0]]);
+  /** Bumped when generation ids are renumbered, so a save running across it is abandoned. */
+  private genEpoch = 0;
   private readonly flights = new SingleFlight();
-  private readonly idBuf = new BigUint64Array(5);
-  private readonly idBytes = new Uint8Array(this.idBuf.buffer);
-  private readonly log = logger('cache');
-  readonly counters = { identityHits: 0, fingerprintHits: 0, misses: 0, stale: 0 };
+  private readonly idWords = new BigUint64Array(5);
+  private readonly idBytes = new Uint8Array(this.idWords.buffer);
+  /** u64 -> two u32 through memory: no BigInt shifts (they allocate) on the hot path. */
+  private readonly split = new BigUint64Array(1);
+  private readonly halves = new Uint32Array(this.split.buffer);
+  private readonly scratch = new Uint32Array(REC_WORDS);
+  private readonly scratchBytes = Buffer.from(this.scratch.buffer);
+  private kHi = 0;
+  private kLo = 0;
   private dirty = false;
+  private writeChain: Promise<unknown> = Promise.resolve();
+  private readonly log = logger('cache');
+  readonly counters = { identityHits: 0, fingerprintHits: 0, misses: 0, stale: 0, saves: 0, saveFailures: 0 };
 
   private constructor(
-    private readonly xx: Hasher,
+    private readonly xx: XxApi,
     readonly options: VerdictCacheOptions,
   ) {
-    const cap = options.capacity ?? 1_000_000;
-    this.identities = new U64Table(cap, ID_WIDTH, options.shared);
-    this.contents = new U64Table(cap, CONTENT_WIDTH, options.shared);
+    this.store = new EntryStore(options.capacity ?? 1_000_000, { shared: options.shared });
     this.setGeneration(options.generation ?? '');
+    this.dirty = false;
   }
 
   static async open(options: VerdictCacheOptions): Promise<VerdictCache> {
-    hasherPromise ??= xxhash();
-    const c = new VerdictCache(await hasherPromise, options);
+    const c = new VerdictCache(await loadXxhash(), options);
     if (options.file) {
       const t0 = performance.now();
-      const n = loadCacheFile(options.file, c);
-      if (n > 0) c.log.info('cache loaded', { file: options.file, entries: n, ms: Math.round(performance.now() - t0) });
+      const saved = loadCacheFile(options.file, c.persistSource());
+      if (saved) {
+        c.gens.reset(saved.generations);
+        c.threats.reset(saved.threats);
+        c.currentGen = -1;
+        c.setGeneration(options.generation ?? saved.generations[saved.currentGeneration] ?? '');
+        c.dirty = false;
+        c.log.info('verdict cache loaded', { file: options.file, entries: c.size, ms: Math.round(performance.now() - t0) });
+      }
     }
     return c;
   }
 
+  get size(): number {
+    return this.store.used;
+  }
+
+  get capacity(): number {
+    return this.store.capacity;
+  }
+
   // ------------------------------------------------------------------ hashing
 
-  /** Seeded xxh64 of the identity: the identity table key (never 0). */
-  identityKey(st: FileIdentity): bigint {
-    this.idBuf[0] = BigInt.asUintN(64, st.dev);
-    this.idBuf[1] = BigInt.asUintN(64, st.ino);
-    this.idBuf[2] = BigInt.asUintN(64, st.size);
-    this.idBuf[3] = BigInt.asUintN(64, st.mtimeNs);
-    this.idBuf[4] = BigInt.asUintN(64, st.ctimeNs);
-    return this.xx.h64Raw(this.idBytes, this.options.seed) || 1n;
-  }
-
-  /** Seeded xxh64 of content (never 0). */
+  /** Seeded xxh64 of content. */
   fingerprint(content: Uint8Array): bigint {
-    return this.xx.h64Raw(content, this.options.seed) || 1n;
+    return this.xx.h64Raw(content, this.options.seed);
   }
 
-  createHasher(): { update(b: Uint8Array): void; digest(): bigint } {
+  createHasher(): StreamingHasher {
     const h = this.xx.create64(this.options.seed);
-    return {
-      update: (b) => void h.update(b),
-      digest: () => h.digest() || 1n,
-    };
+    return { update: (b) => void h.update(b), digest: () => h.digest() };
+  }
+
+  /** Fingerprint + SHA-256 of a file through its fd, in one pass with one reused 1 MiB buffer. */
+  hashFd(fd: number, maxBytes?: number): FileDigest {
+    return hashFd(fd, this.createHasher(), maxBytes);
+  }
+
+  /** Seeded xxh64 of the identity, split into kHi:kLo (no BigInt in the probes that follow). */
+  private keyOf(st: FileIdentity): void {
+    const w = this.idWords; // a BigUint64Array store wraps modulo 2^64
+    w[0] = st.dev;
+    w[1] = st.ino;
+    w[2] = st.size;
+    w[3] = st.mtimeNs;
+    w[4] = st.ctimeNs;
+    this.split[0] = this.xx.h64Raw(this.idBytes, this.options.seed);
+    this.kHi = this.halves[HI]!;
+    this.kLo = this.halves[LO]!;
   }
 
   // ------------------------------------------------------------------ generation
 
   setGeneration(g: string): void {
-    let id = this.genIds.get(g);
+    let id = this.gens.id(g);
     if (id === undefined) {
-      if (this.gens.length >= 0x3fff) this.compactGenerations();
-      id = this.gens.length;
-      this.gens.push(g);
-      this.genIds.set(g, id);
+      this.compactGenerations();
+      id = this.gens.id(g)!;
     }
     if (id !== this.currentGen) this.dirty = true;
     this.currentGen = id;
   }
 
   get generation(): string {
-    return this.gens[this.currentGen] ?? '';
+    return this.gens.name(this.currentGen) ?? '';
   }
 
-  /** Generation ids are 14 bits: when they run out, forget every clean verdict's generation (all stale). */
+  /** 14-bit generation ids ran out: keep '' and the current one; every other entry becomes '' (stale). */
   private compactGenerations(): void {
-    const c = this.contents;
-    for (const i of c.occupied()) {
-      const m = c.words[i * CONTENT_WIDTH + 8]!;
-      c.words[i * CONTENT_WIDTH + 8] = (m & ~0xfffc) >>> 0; // generation id 0 = the '' generation
+    const cur = this.generation;
+    const { rec, used } = this.store;
+    for (let e = 0; e < used; e++) {
+      const b = e * REC_WORDS + W_META;
+      const m = rec[b]!;
+      const keep = ((m >>> 2) & GEN_MASK) === this.currentGen && cur !== '';
+      rec[b] = ((m & ~(GEN_MASK << 2)) | ((keep ? 1 : 0) << 2)) >>> 0;
     }
-    this.gens = [''];
-    this.genIds = new Map([['', 0]]);
+    this.gens.reset(cur === '' ? [''] : ['', cur]);
+    this.currentGen = cur === '' ? 0 : 1;
+    this.genEpoch++;
+    this.dirty = true;
   }
 
   // ------------------------------------------------------------------ lookups
 
-  lookupIdentity(st: FileIdentity): LocalHit | undefined {
-    const i = this.identities.find(this.identityKey(st));
-    if (i < 0) {
+  lookupIdentity(st: FileIdentity): CacheHit | undefined {
+    this.keyOf(st);
+    const s = this.store;
+    const e = s.findIdentity(this.kHi, this.kLo);
+    if (e < 0) {
       this.counters.misses++;
       return undefined;
     }
-    const w = this.identities.words;
-    const fp = (BigInt(w[i * ID_WIDTH]!) << 32n) | BigInt(w[i * ID_WIDTH + 1]!);
-    const hit = this.contentHit(fp);
-    if (!hit) {
-      this.counters.misses++;
-      return undefined;
+    const c = s.clock[e]!;
+    s.clock[e] = c | CLOCK_REF;
+    if (c & CLOCK_SHARED) {
+      const b = e * REC_WORDS + W_FP;
+      const r = s.findFingerprint(s.rec[b]!, s.rec[b + 1]!);
+      if (r >= 0 && r !== e) this.adopt(e, r);
     }
+    const hit = this.hitOf(e);
     if (hit.stale) this.counters.stale++;
     else this.counters.identityHits++;
     return hit;
   }
 
-  lookupFingerprint(fp: bigint): LocalHit | undefined {
-    const hit = this.contentHit(fp);
-    if (hit && !hit.stale) this.counters.fingerprintHits++;
+  lookupFingerprint(fp: bigint): CacheHit | undefined {
+    const s = this.store;
+    this.split[0] = fp;
+    const r = s.findFingerprint(this.halves[HI]!, this.halves[LO]!);
+    if (r < 0) return undefined;
+    s.clock[r]! |= CLOCK_REF;
+    const hit = this.hitOf(r);
+    if (!hit.stale) this.counters.fingerprintHits++;
     return hit;
   }
 
-  private contentHit(fp: bigint): LocalHit | undefined {
-    const c = this.contents;
-    const i = c.find(fp);
-    if (i < 0) return undefined;
-    const base = i * CONTENT_WIDTH;
-    const meta = c.words[base + 8]!;
-    const v = meta & 3;
-    if (v !== VERDICT_CLEAN && v !== VERDICT_INFECTED) return undefined;
-    const gen = (meta >>> 2) & 0x3fff;
-    const threatId = meta >>> 16;
-    const sha = Buffer.from(c.words.buffer, c.words.byteOffset + base * 4, 32).toString('hex');
-    return {
-      verdict: v === VERDICT_INFECTED ? 'infected' : 'clean',
-      ...(v === VERDICT_INFECTED ? { threat: this.threats[threatId] || 'Unknown-Threat' } : {}),
-      sha256: sha,
-      stale: v === VERDICT_CLEAN && gen !== this.currentGen,
-    };
+  /** Entry `e` takes the verdict of `r`, the entry judged last for the same content. */
+  private adopt(e: number, r: number): void {
+    const rec = this.store.rec;
+    const eb = e * REC_WORDS;
+    const rb = r * REC_WORDS;
+    if (rec[eb + W_META] === rec[rb + W_META] && rec[eb + W_SHA] === rec[rb + W_SHA]) return;
+    rec.copyWithin(eb + W_SHA, rb + W_SHA, rb + W_META + 1);
+    this.store.clock[e] = (this.store.clock[e]! & ~CLOCK_PIN) | (this.store.clock[r]! & CLOCK_PIN);
+    this.dirty = true;
+  }
+
+  private hitOf(e: number): CacheHit {
+    const rec = this.store.rec;
+    const b = e * REC_WORDS;
+    const meta = rec[b + W_META]!;
+    const infected = (meta & 3) === VERDICT_INFECTED;
+    return new Hit(
+      infected ? 'infected' : 'clean',
+      infected ? this.threats.name(meta >>> 16) || UNKNOWN_THREAT : undefined,
+      !infected && ((meta >>> 2) & GEN_MASK) !== this.currentGen,
+      rec[b + 4]!, rec[b + 5]!, rec[b + 6]!, rec[b + 7]!, rec[b + 8]!, rec[b + 9]!, rec[b + 10]!, rec[b + 11]!,
+    );
   }
 
   // ------------------------------------------------------------------ records
 
-  recordIdentity(st: FileIdentity, fp: bigint): void {
-    const i = this.identities.upsert(this.identityKey(st));
-    const w = this.identities.words;
-    w[i * ID_WIDTH] = Number(fp >> 32n);
-    w[i * ID_WIDTH + 1] = Number(fp & 0xffff_ffffn);
+  /** A verdict from the SVM (or the engine) for this file and its content. */
+  record(st: FileIdentity, fp: bigint, sha256: string, verdict: Verdict, threat?: string): void {
+    if (!SHA_RE.test(sha256)) throw new RangeError('sha256 must be 64 hex characters');
+    const w = this.scratch;
+    this.scratchBytes.write(sha256, W_SHA * 4, 32, 'hex');
+    w[W_META] = this.meta(verdict, threat);
+    this.put(st, fp, true);
+  }
+
+  /**
+   * A copy of known content: this identity now maps to `fp`, with the verdict already known for it.
+   * Returns false (and records nothing) if `fp` is not in the cache.
+   */
+  recordIdentity(st: FileIdentity, fp: bigint): boolean {
+    const s = this.store;
+    this.split[0] = fp;
+    const r = s.findFingerprint(this.halves[HI]!, this.halves[LO]!);
+    if (r < 0) return false;
+    // Copy before allocating: the allocation may evict r itself.
+    this.scratch.set(s.rec.subarray(r * REC_WORDS + W_SHA, r * REC_WORDS + W_META + 1), W_SHA);
+    this.put(st, fp, false);
+    return true;
+  }
+
+  /** A stale identity hit re-judged by the SVM (by SHA-256) under the current generation. */
+  refreshIdentity(st: FileIdentity, verdict: Verdict, threat?: string): void {
+    this.keyOf(st);
+    const s = this.store;
+    const e = s.findIdentity(this.kHi, this.kLo);
+    if (e < 0) return;
+    s.rec[e * REC_WORDS + W_META] = this.meta(verdict, threat);
+    s.clock[e] = (s.clock[e]! & CLOCK_SHARED) | CLOCK_REF | (verdict === 'infected' ? CLOCK_PIN : 0);
+    s.setRepresentative(e);
     this.dirty = true;
   }
 
-  record(st: FileIdentity, fp: bigint, sha256: string, verdict: 'clean' | 'infected', threat?: string): void {
-    this.recordContent(fp, sha256, verdict, threat);
-    this.recordIdentity(st, fp);
-  }
-
-  /** A stale clean verdict confirmed (or changed) by an SVM lookup under the current generation. */
-  refreshIdentity(st: FileIdentity, verdict: 'clean' | 'infected', threat?: string): void {
-    const i = this.identities.find(this.identityKey(st));
-    if (i < 0) return;
-    const w = this.identities.words;
-    const fp = (BigInt(w[i * ID_WIDTH]!) << 32n) | BigInt(w[i * ID_WIDTH + 1]!);
-    const c = this.contents.find(fp);
-    if (c < 0) return;
-    const sha = Buffer.from(this.contents.words.buffer, this.contents.words.byteOffset + c * CONTENT_WIDTH * 4, 32).toString('hex');
-    this.recordContent(fp, sha, verdict, threat);
-  }
-
-  recordContent(fp: bigint, sha256: string, verdict: 'clean' | 'infected', threat?: string): void {
+  private meta(verdict: Verdict, threat: string | undefined): number {
     const infected = verdict === 'infected';
-    const i = this.contents.upsert(fp, infected);
-    this.contents.setPinned(i, infected);
-    const base = i * CONTENT_WIDTH;
-    const shaBytes = Buffer.from(sha256, 'hex');
-    if (shaBytes.length !== 32) throw new RangeError('sha256 must be 64 hex characters');
-    new Uint8Array(this.contents.words.buffer, this.contents.words.byteOffset + base * 4, 32).set(shaBytes);
-    const threatId = infected ? this.threatId(threat ?? 'Unknown-Threat') : 0;
-    this.contents.words[base + 8] = ((infected ? VERDICT_INFECTED : VERDICT_CLEAN) | (this.currentGen << 2) | (threatId << 16)) >>> 0;
-    this.dirty = true;
+    const threatId = infected ? (this.threats.id((threat || UNKNOWN_THREAT).slice(0, 256)) ?? 0) : 0;
+    return ((infected ? VERDICT_INFECTED : VERDICT_CLEAN) | (this.currentGen << 2) | (threatId << 16)) >>> 0;
   }
 
-  private threatId(name: string): number {
-    let id = this.threatIds.get(name);
-    if (id === undefined) {
-      if (this.threats.length >= 0xffff) return 0xffff; // table full: later names read back as the last one
-      id = this.threats.length;
-      this.threats.push(name.slice(0, 256));
-      this.threatIds.set(name, id);
-    }
-    return id;
+  /** Write scratch[W_SHA..W_META] under identity `st` and fingerprint `fp`. */
+  private put(st: FileIdentity, fp: bigint, representative: boolean): void {
+    const s = this.store;
+    const rec = s.rec;
+    this.split[0] = fp;
+    const fHi = this.halves[HI]!;
+    const fLo = this.halves[LO]!;
+    this.keyOf(st);
+    let e = s.findIdentity(this.kHi, this.kLo);
+    const fresh = e < 0;
+    if (fresh) e = s.allocate();
+    const b = e * REC_WORDS;
+    if (!fresh && (rec[b + W_FP] !== fHi || rec[b + W_FP + 1] !== fLo)) s.dropRepresentative(e);
+    // Payload first, indexes last: a reader thread never finds a half-written entry by key.
+    rec[b + W_ID] = this.kHi;
+    rec[b + W_ID + 1] = this.kLo;
+    rec[b + W_FP] = fHi;
+    rec[b + W_FP + 1] = fLo;
+    rec.set(this.scratch.subarray(W_SHA, W_META + 1), b + W_SHA);
+    s.clock[e] = (fresh ? 0 : s.clock[e]! & CLOCK_SHARED) | CLOCK_REF | ((rec[b + W_META]! & 3) === VERDICT_INFECTED ? CLOCK_PIN : 0);
+    if (fresh) s.insertIdentity(e);
+    if (representative) s.setRepresentative(e);
+    else s.addRepresentative(e);
+    this.dirty = true;
   }
 
   singleFlight<T>(key: string, fn: () => Promise<T>): Promise<T> {
@@ -246,54 +394,80 @@ export class VerdictCache implements LocalVerdictStore {
 
   // ------------------------------------------------------------------ persistence & stats
 
-  /** Write cache.v1 atomically if anything changed. Never throws: a failed save is logged. */
-  async save(): Promise<boolean> {
-    if (!this.options.file || !this.dirty) return false;
+  /**
+   * Write cache.v1 atomically if anything changed. Never throws: a failed save is logged and
+   * answered false. Saves are serialized; past `saveDeadlineMs` this answers false while the
+   * write finishes in the background (the next save waits for it).
+   */
+  save(): Promise<boolean> {
+    const file = this.options.file;
+    if (!file || !this.dirty) return Promise.resolve(false);
+    const write = this.writeChain.then(() => this.writeNow(file));
+    this.writeChain = write;
+    const deadline = this.options.saveDeadlineMs ?? 5000;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => {
+        this.log.warn('saving the verdict cache is taking long; it continues in the background', { file, deadlineMs: deadline });
+        resolve(false);
+      }, deadline);
+      timer.unref();
+    });
+    return Promise.race([write, late]).finally(() => clearTimeout(timer));
+  }
+
+  private async writeNow(file: string): Promise<boolean> {
+    if (!this.dirty) return false;
+    const t0 = performance.now();
+    this.dirty = false;
     try {
-      const t0 = performance.now();
-      await saveCacheFile(this.options.file, this);
-      this.dirty = false;
-      this.log.debug('cache saved', { file: this.options.file, entries: this.identities.size, ms: Math.round(performance.now() - t0) });
+      await writeCacheFile(file, this.persistSource());
+      this.counters.saves++;
+      this.log.debug('verdict cache saved', { file, entries: this.size, ms: Math.round(performance.now() - t0) });
       return true;
     } catch (e) {
-      this.log.error('could not save the verdict cache; protection continues, the cache will be rebuilt', { file: this.options.file, message: (e as Error).message });
+      this.dirty = true;
+      this.counters.saveFailures++;
+      this.log.warn('could not save the verdict cache; protection continues, the next save retries', { file, code: (e as { code?: string }).code, message: (e as Error).message });
       return false;
     }
   }
 
+  /** Save (waiting for the write to end, whatever the deadline). */
   async close(): Promise<void> {
     await this.save();
+    await this.writeChain;
   }
 
   stats(): Record<string, number> {
-    const lookups = this.counters.identityHits + this.counters.misses + this.counters.stale;
+    const c = this.counters;
+    const lookups = c.identityHits + c.misses + c.stale;
     return {
-      identities: this.identities.size,
-      contents: this.contents.size,
-      capacity: this.identities.capacity,
-      bytes: this.identities.bytes + this.contents.bytes,
-      evictions: this.identities.evictions + this.contents.evictions,
-      ...this.counters,
-      hitRate: lookups ? Math.round((this.counters.identityHits / lookups) * 1000) / 1000 : 0,
+      entries: this.size,
+      capacity: this.capacity,
+      bytes: this.store.bytes,
+      evictions: this.store.evictions,
+      ...c,
+      hitRate: lookups ? Math.round((c.identityHits / lookups) * 1000) / 1000 : 0,
     };
   }
 
-  /** For persist.ts. */
-  tablesForPersist() {
-    return { gens: this.gens, currentGen: this.currentGen, threats: this.threats, seed: this.options.seed, xx: this.xx };
-  }
-
-  /** For persist.ts: restore string tables before entries are inserted. */
-  restoreTables(gens: string[], threats: string[], currentGenName: string): void {
-    this.gens = gens;
-    this.genIds = new Map(gens.map((g, i) => [g, i]));
-    this.threats = threats.length ? threats : [''];
-    this.threatIds = new Map(this.threats.map((t, i) => [t, i]));
-    const want = this.options.generation ?? currentGenName;
-    this.currentGen = -1;
-    this.setGeneration(want);
-    this.dirty = false;
+  private persistSource(): PersistSource {
+    return {
+      store: this.store,
+      seedCheck: this.xx.h64Raw(SEED_CHECK, this.options.seed),
+      generations: () => this.gens.all(),
+      currentGeneration: () => this.currentGen,
+      threats: () => this.threats.all(),
+      epoch: () => this.genEpoch,
+      normalize: (e) => {
+        const b = e * REC_WORDS + W_FP;
+        const r = this.store.findFingerprint(this.store.rec[b]!, this.store.rec[b + 1]!);
+        if (r >= 0 && r !== e) this.adopt(e, r);
+      },
+    };
   }
 }
 
-export { ID_WIDTH, CONTENT_WIDTH };
+/** The file records xxh64(SEED_CHECK, seed): a file written under another seed is refused, the seed not revealed. */
+const SEED_CHECK = new TextEncoder().encode('lightagent cache seed check v1');

@@ -1,0 +1,258 @@
+/**
+ * EntryStore — the verdict cache's memory: dense fixed-size records plus two open-addressing
+ * indexes over them, all typed arrays carved from ONE ArrayBuffer (or SharedArrayBuffer, so a
+ * later gate worker can read hits without a message round trip). No object per entry.
+ *
+ * Per entry (capacity N; S = ceil(N / MAX_LOAD) index slots, MAX_LOAD = 0.8):
+ *
+ *   rec    Uint32Array, 13 words = 52 B, stride 13:
+ *            [0] identity key hi  [1] identity key lo   (seeded xxh64 of dev,ino,size,mtime,ctime)
+ *            [2] fingerprint hi   [3] fingerprint lo    (seeded xxh64 of the content)
+ *            [4..11] SHA-256 of the content, raw bytes in file order
+ *            [12] meta: bits 0-1 verdict (1 clean, 2 infected), bits 2-15 generation id,
+ *                 bits 16-31 threat id
+ *   clock  Uint8Array, 1 B: bit 0 referenced (CLOCK), bit 1 pinned (infected), bit 2 shared
+ *          (another entry has had the same fingerprint; only those check the representative)
+ *   idIdx  Uint32Array, S slots, keyed by identity key                           4 B / 0.8 = 5 B
+ *   fpIdx  Uint32Array, S slots, keyed by fingerprint                            4 B / 0.8 = 5 B
+ *          slot = top 8 bits of the key's hi word << 24 | entry + 1 (0 = empty): the tag lets
+ *          a probe skip non-matching slots without touching the record (one cache miss saved
+ *          per probe; a miss at load 0.8 scans ~13 slots). Hence capacity <= 2^24 - 2.
+ *
+ *   = 52 + 1 + 5 + 5 = 63 bytes per entry at full capacity (plus the index rounding).
+ *
+ * Every entry has an identity; the fingerprint index points at ONE entry per content (the
+ * "representative", the one last judged), so a copy of a known file is found by fingerprint and
+ * a new verdict for some content is seen by every identity holding that content (see
+ * verdict-cache.ts). Indexes use linear probing on the low 32 key bits (keys are seeded xxh64
+ * output, already uniform) and backward-shift deletion, so there are no tombstones.
+ *
+ * Records never move: an entry index stays valid until that entry is evicted, which is what lets
+ * a reader thread follow idIdx -> rec without locks (it must still re-check the key after reading
+ * the payload; torn reads are the worker's problem to fence, e.g. with a seqlock word).
+ *
+ * Eviction is CLOCK over the records: the hand clears reference bits and evicts the first
+ * unreferenced entry; pinned (infected) entries are passed over for two full sweeps, so they go
+ * only when nothing else is left. That costs nothing extra on the hot path.
+ */
+export const REC_WORDS = 13;
+export const W_ID = 0;
+export const W_FP = 2;
+export const W_SHA = 4;
+export const W_META = 12;
+export const REC_BYTES = REC_WORDS * 4;
+export const MAX_LOAD = 0.8;
+
+/** Meta word limits: 14-bit generation ids, 16-bit threat ids. */
+export const MAX_GENERATIONS = 0x4000;
+export const MAX_THREATS = 0xffff;
+
+export const CLOCK_REF = 1;
+export const CLOCK_PIN = 2;
+/** Another entry has (or had) the same fingerprint: an identity hit must check the representative. */
+export const CLOCK_SHARED = 4;
+
+const NONE = -1;
+/** Index slots hold 24 bits of entry + 1 and 8 tag bits of the key. */
+const ENTRY_MASK = 0xffffff;
+export const MAX_CAPACITY = ENTRY_MASK - 1;
+
+export interface EntryStoreOptions {
+  /** Allocate on a SharedArrayBuffer (readable from a worker thread). */
+  shared?: boolean | undefined;
+}
+
+export class EntryStore {
+  readonly capacity: number;
+  readonly indexSlots: number;
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
+  readonly rec: Uint32Array;
+  readonly clock: Uint8Array;
+  readonly idIdx: Uint32Array;
+  readonly fpIdx: Uint32Array;
+  /** Entries 0..used-1 are live (records never move; eviction reuses a slot in place). */
+  used = 0;
+  hand = 0;
+  evictions = 0;
+
+  constructor(capacity: number, opts: EntryStoreOptions = {}) {
+    this.capacity = Math.min(MAX_CAPACITY, Math.max(16, Math.floor(capacity)));
+    this.indexSlots = Math.ceil(this.capacity / MAX_LOAD);
+    const recBytes = this.capacity * REC_BYTES;
+    const idxBytes = this.indexSlots * 4;
+    const clockOff = recBytes + 2 * idxBytes;
+    const total = clockOff + this.capacity;
+    this.buffer = opts.shared ? new SharedArrayBuffer(total) : new ArrayBuffer(total);
+    this.rec = new Uint32Array(this.buffer, 0, this.capacity * REC_WORDS);
+    this.idIdx = new Uint32Array(this.buffer, recBytes, this.indexSlots);
+    this.fpIdx = new Uint32Array(this.buffer, recBytes + idxBytes, this.indexSlots);
+    this.clock = new Uint8Array(this.buffer, clockOff, this.capacity);
+  }
+
+  get size(): number {
+    return this.used;
+  }
+
+  /** Bytes held by the typed arrays (what `bytes per entry` is computed from). */
+  get bytes(): number {
+    return this.buffer.byteLength;
+  }
+
+  private home(lo: number): number {
+    // Fibonacci multiply (keeps sequential or low-entropy keys from clustering: tests and
+    // callers may pass any u64), then multiply-shift onto [0, slots) without a modulo.
+    return Math.floor(((Math.imul(lo, 0x9e3779b1) >>> 0) * this.indexSlots) / 4294967296);
+  }
+
+  /** Entry whose key at word `w` (W_ID or W_FP) is hi:lo, or -1. */
+  private find(idx: Uint32Array, w: number, hi: number, lo: number): number {
+    const rec = this.rec;
+    const n = this.indexSlots;
+    const tag = hi >>> 24;
+    let i = this.home(lo);
+    for (;;) {
+      const v = idx[i]!;
+      if (v === 0) return NONE;
+      if (v >>> 24 === tag) {
+        const e = (v & ENTRY_MASK) - 1;
+        const b = e * REC_WORDS + w;
+        if (rec[b + 1] === lo && rec[b] === hi) return e;
+      }
+      if (++i === n) i = 0;
+    }
+  }
+
+  findIdentity(hi: number, lo: number): number {
+    return this.find(this.idIdx, W_ID, hi, lo);
+  }
+
+  findFingerprint(hi: number, lo: number): number {
+    return this.find(this.fpIdx, W_FP, hi, lo);
+  }
+
+  /** Index slot value for entry `e`: 8 key bits (so most probes never touch the record) + e + 1. */
+  private slotValue(w: number, e: number): number {
+    return ((this.rec[e * REC_WORDS + w]! >>> 24) * 0x1000000 + e + 1) >>> 0;
+  }
+
+  /** Add entry `e` (key words already written) unless its key is present; returns the entry holding it, or -1 if added. */
+  private insert(idx: Uint32Array, w: number, e: number): number {
+    const rec = this.rec;
+    const n = this.indexSlots;
+    const b = e * REC_WORDS + w;
+    const hi = rec[b]!;
+    const lo = rec[b + 1]!;
+    const tag = hi >>> 24;
+    let i = this.home(lo);
+    for (;;) {
+      const v = idx[i]!;
+      if (v === 0) break;
+      if (v >>> 24 === tag) {
+        const o = (v & ENTRY_MASK) - 1;
+        if (rec[o * REC_WORDS + w + 1] === lo && rec[o * REC_WORDS + w] === hi) return o;
+      }
+      if (++i === n) i = 0;
+    }
+    idx[i] = this.slotValue(w, e);
+    return NONE;
+  }
+
+  /** Slot of entry `e` in an index, or -1. */
+  private slotOf(idx: Uint32Array, w: number, e: number): number {
+    const n = this.indexSlots;
+    let i = this.home(this.rec[e * REC_WORDS + w + 1]!);
+    for (;;) {
+      const v = idx[i]!;
+      if (v === 0) return NONE;
+      if ((v & ENTRY_MASK) === e + 1) return i;
+      if (++i === n) i = 0;
+    }
+  }
+
+  /** Backward-shift deletion: keeps every probe chain unbroken without tombstones. */
+  private removeSlot(idx: Uint32Array, w: number, hole: number): void {
+    const n = this.indexSlots;
+    const rec = this.rec;
+    let j = hole;
+    for (;;) {
+      if (++j === n) j = 0;
+      const v = idx[j]!;
+      if (v === 0) break;
+      const h = this.home(rec[((v & ENTRY_MASK) - 1) * REC_WORDS + w + 1]!);
+      // j stays if its home lies cyclically within (hole, j].
+      const stays = hole <= j ? h > hole && h <= j : h > hole || h <= j;
+      if (stays) continue;
+      idx[hole] = v;
+      hole = j;
+    }
+    idx[hole] = 0;
+  }
+
+  /** Index entry `e` by identity; if that identity is already indexed, returns its entry instead (e is not added). */
+  insertIdentity(e: number): number {
+    return this.insert(this.idIdx, W_ID, e);
+  }
+
+  /** Make `e` the representative of its fingerprint unless the content already has one. */
+  addRepresentative(e: number): void {
+    const cur = this.insert(this.fpIdx, W_FP, e);
+    if (cur !== NONE && cur !== e) this.markShared(e, cur);
+  }
+
+  private markShared(a: number, b: number): void {
+    this.clock[a]! |= CLOCK_SHARED;
+    this.clock[b]! |= CLOCK_SHARED;
+  }
+
+  /** Make `e` the representative of its fingerprint (replacing the previous one, if any). */
+  setRepresentative(e: number): void {
+    const b = e * REC_WORDS + W_FP;
+    const cur = this.findFingerprint(this.rec[b]!, this.rec[b + 1]!);
+    if (cur === e) return;
+    if (cur === NONE) {
+      this.insert(this.fpIdx, W_FP, e);
+      return;
+    }
+    this.fpIdx[this.slotOf(this.fpIdx, W_FP, cur)] = this.slotValue(W_FP, e);
+    this.markShared(e, cur);
+  }
+
+  /** Drop `e` from the fingerprint index if it represents its content. */
+  dropRepresentative(e: number): void {
+    const s = this.slotOf(this.fpIdx, W_FP, e);
+    if (s !== NONE) this.removeSlot(this.fpIdx, W_FP, s);
+  }
+
+  /** A record slot for a new entry: the next unused one, or one freed by CLOCK. Keys are NOT indexed yet. */
+  allocate(): number {
+    if (this.used < this.capacity) return this.used++;
+    const e = this.victim();
+    const s = this.slotOf(this.idIdx, W_ID, e);
+    if (s !== NONE) this.removeSlot(this.idIdx, W_ID, s);
+    this.dropRepresentative(e);
+    this.evictions++;
+    return e;
+  }
+
+  private victim(): number {
+    const n = this.capacity;
+    const clock = this.clock;
+    for (let sweep = 0; ; sweep++) {
+      const e = this.hand;
+      this.hand = e + 1 === n ? 0 : e + 1;
+      const c = clock[e]!;
+      if (c & CLOCK_PIN && sweep < 2 * n) continue;
+      if (c & CLOCK_REF) {
+        clock[e] = c & ~CLOCK_REF;
+        continue;
+      }
+      return e;
+    }
+  }
+
+  clear(): void {
+    new Uint8Array(this.buffer).fill(0);
+    this.used = 0;
+    this.hand = 0;
+  }
+}
