@@ -45,77 +45,14 @@
  */
 import { logger } from '../log.js';
 import { CLOCK_PIN, CLOCK_REF, CLOCK_SHARED, EntryStore, MAX_GENERATIONS, MAX_THREATS, REC_WORDS, W_FP, W_ID, W_META, W_SHA } from './entry-store.js';
+import { Hit, type CacheHit, type Verdict } from './hit.js';
 import { hashFd, loadXxhash, type FileDigest, type FileIdentity, type StreamingHasher, type XxApi } from './fingerprint.js';
 import { loadCacheFile, writeCacheFile, type PersistSource } from './persist.js';
 import { SingleFlight } from './single-flight.js';
 import { StringTable } from './string-table.js';
 
 export type { FileDigest, FileIdentity, StreamingHasher } from './fingerprint.js';
-export type Verdict = 'clean' | 'infected';
-
-export interface CacheHit {
-  readonly verdict: Verdict;
-  readonly threat?: string | undefined;
-  readonly sha256: string;
-  readonly stale: boolean;
-  /** A plain object (a hit's `sha256` is a getter, which spread and structured clone skip). */
-  toJSON(): CacheHitJson;
-}
-
-export interface CacheHitJson {
-  verdict: Verdict;
-  threat?: string;
-  sha256: string;
-  stale: boolean;
-}
-
-const hexWords = new Uint32Array(8);
-const hexBytes = Buffer.from(hexWords.buffer);
-
-/**
- * A cache answer. It copies the SHA-256 words out of the table (the entry may be evicted later)
- * but turns them into hex only when `sha256` is read: most hot-path hits (fresh clean verdicts)
- * never need it, and the hex conversion was the largest cost of a hit. A getter is not copied
- * by `{...hit}` or structured clone: use `hit.toJSON()` for a plain object.
- */
-class Hit implements CacheHit {
-  private hex: string | undefined;
-  constructor(
-    readonly verdict: Verdict,
-    readonly threat: string | undefined,
-    readonly stale: boolean,
-    private readonly w0: number,
-    private readonly w1: number,
-    private readonly w2: number,
-    private readonly w3: number,
-    private readonly w4: number,
-    private readonly w5: number,
-    private readonly w6: number,
-    private readonly w7: number,
-  ) {}
-
-  get sha256(): string {
-    if (this.hex === undefined) {
-      const w = hexWords;
-      w[0] = this.w0;
-      w[1] = this.w1;
-      w[2] = this.w2;
-      w[3] = this.w3;
-      w[4] = this.w4;
-      w[5] = this.w5;
-      w[6] = this.w6;
-      w[7] = this.w7;
-      this.hex = hexBytes.toString('hex');
-    }
-    return this.hex;
-  }
-
-  toJSON(): CacheHitJson {
-    return this.threat === undefined
-      ? { verdict: this.verdict, sha256: this.sha256, stale: this.stale }
-      : { verdict: this.verdict, threat: this.threat, sha256: this.sha256, stale: this.stale };
-  }
-}
+export type { CacheHit, CacheHitJson, Verdict } from './hit.js';
 
 export interface VerdictCacheOptions {
   /** The secret per-install seed (seed.ts loadOrCreateSeed). */
