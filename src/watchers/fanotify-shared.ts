@@ -52,6 +52,8 @@ export const C = {
   denied: 11,
   marksDropped: 12,
   lateDecisions: 13,
+  /** Permission events on empty regular files, allowed by the worker (files being created). */
+  empty: 16,
 } as const;
 /**
  * Not counters: the group fd's life. CLOSING is set (once) by whoever closes the group; USERS
@@ -60,7 +62,7 @@ export const C = {
  */
 export const GROUP_CLOSING_SLOT = 14;
 export const GROUP_USERS_SLOT = 15;
-export const COUNTER_SLOTS = 16;
+export const COUNTER_SLOTS = 20;
 /** Event fds tracked in the shared state table; larger fds are answered by the worker at once. */
 export const STATE_SLOTS = 65536;
 

@@ -31,7 +31,6 @@ import {
   FAN_OPEN_EXEC_PERM,
   FAN_OPEN_PERM,
   FAN_Q_OVERFLOW,
-  addIgnoreMark,
   closeFd,
   fanotifyInit,
   fanotifyMark,
@@ -47,7 +46,6 @@ const counters = new Int32Array(cfg.countersSab);
 const port = parentPort!;
 const PERM = FAN_OPEN_PERM | (cfg.exec ? FAN_OPEN_EXEC_PERM : 0);
 /** Ignore marks always cover both permission events: a verdict is about content, not the access. */
-const IGNORE = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
 const IDLE_POLL_MS = 1000;
 
 let fan = -1;
@@ -122,6 +120,15 @@ function readEvents(): void {
   }
 }
 
+function isEmptyFile(fd: number): boolean {
+  try {
+    const st = fs.fstatSync(fd);
+    return st.isFile() && st.size === 0;
+  } catch {
+    return false;
+  }
+}
+
 function dispatch(n: number, batch: PostedEvent[]): void {
   const readAt = hrMs();
   for (const ev of parseEvents(buf, n)) {
@@ -147,16 +154,23 @@ function dispatch(n: number, batch: PostedEvent[]): void {
       /* cannot happen for a live fd; treated as outside, without an ignore mark */
     }
     if (path === '' || !within(path, cfg.protect) || within(path, cfg.exclude)) {
+      // Allowed, but never ignore-marked: a mark follows the inode, so a file renamed or
+      // hard-linked from here into a protected folder would then open unchecked.
       Atomics.add(counters, C.outside, 1);
-      if (isPerm) {
-        if (path !== '' && addIgnoreMark(fan, ev.fd, IGNORE)) Atomics.add(counters, C.ignoreMarks, 1);
-        respond(ev.fd, true);
-      }
+      if (isPerm) respond(ev.fd, true);
       closeFd(ev.fd);
       continue;
     }
     if (!isPerm) {
       batch.push({ fd: ev.fd, seq: 0, pid: ev.pid, kind, path, readAt });
+      continue;
+    }
+    if (isEmptyFile(ev.fd)) {
+      // Zero bytes cannot carry a threat. This is mostly a file being created (O_CREAT), whose
+      // content is judged at close-write: answered here, without a kernel mark.
+      Atomics.add(counters, C.empty, 1);
+      respond(ev.fd, true);
+      closeFd(ev.fd);
       continue;
     }
     if (ev.fd >= state.length) {

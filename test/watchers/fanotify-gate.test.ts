@@ -124,7 +124,21 @@ describe('FanotifyGate', { skip }, () => {
     assert.equal(run('cat', [x]).status, 0);
     const s2 = await stats();
     assert.equal(s2.decides, 1, 'excluded paths are never judged');
-    assert.equal(s2.gate.outside, 1, 'and the second open of an excluded file raised no event (ignore mark)');
+    assert.equal(s2.gate.outside, 2, 'both opens answered by the worker, no kernel mark on an excluded file');
+    await g.stop();
+  });
+
+  it('regression: a file moved from an excluded folder into the protected area is judged (no mark follows it)', async () => {
+    fs.mkdirSync(path.join(mnt!.dir, 'excluded'), { recursive: true });
+    const outside = path.join(mnt!.dir, 'excluded', 'evil-later.txt');
+    const inside = path.join(mnt!.dir, 'moved-in.txt');
+    fs.writeFileSync(outside, 'EVIL payload\n');
+    const g = startGate(mnt!.dir, 'evil', 2000, 'allow');
+    gates.push(g);
+    await waitFor(g, /READY/);
+    assert.equal(run('cat', [outside]).status, 0, 'excluded: allowed unjudged');
+    fs.renameSync(outside, inside);
+    assert.match(run('cat', [inside]).stderr, /Operation not permitted/, 'judged once inside the protected area');
     await g.stop();
   });
 
