@@ -19,7 +19,7 @@ import { openLocalCache, type LocalCache } from './local-cache.js';
 import { OnAccessHandler } from './on-access.js';
 import { DeferredQueue } from './deferred-queue.js';
 import { Quarantine } from './quarantine.js';
-import { startProtection } from './protection.js';
+import { resolveProtect, startProtection } from './protection.js';
 import { StepRunner, type Step } from './steps.js';
 
 export interface DaemonOptions {
@@ -189,6 +189,7 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
   {
     name: 'protection',
     async run(ctx) {
+      ctx.cfg = { ...ctx.cfg, protect: resolveProtect(ctx.cfg, ctx.opts.mode) };
       ctx.backend = await startProtection(ctx.cfg, ctx.opts.mode, ctx.handler!, ctx.scanner!);
       ctx.link!.on('generation', () => ctx.backend!.flushCleanMarks());
       return () => ctx.backend!.stop();

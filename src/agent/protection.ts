@@ -11,6 +11,20 @@ import type { AgentConfig } from './config.js';
 import type { FileScanner } from './file-scanner.js';
 import type { OnAccessHandler } from './on-access.js';
 import { startFanotifyProtection } from './fanotify-protection.js';
+import { localDiskMounts } from '../platform/linux/mounts.js';
+
+/**
+ * The paths to protect: the configured ones, or by default every local disk filesystem. Only
+ * fanotify can cover whole disks cheaply; the watcher costs memory per watched file, so it
+ * needs explicit paths.
+ */
+export function resolveProtect(cfg: AgentConfig, forced: 'fanotify' | 'watcher' | undefined): string[] {
+  if (cfg.protect.length > 0) return cfg.protect;
+  if (forced === 'watcher' || process.platform !== 'linux') throw new LightagentError('LA_ERR_CONFIG', 'protect: no paths configured, and watcher mode needs explicit paths', 'set `protect:` in the config file or pass --protect PATH');
+  const mounts = localDiskMounts();
+  logger('protection').info('no protect paths configured: protecting every local disk filesystem', { mounts });
+  return mounts;
+}
 
 export async function startProtection(cfg: AgentConfig, forced: 'fanotify' | 'watcher' | undefined, handler: OnAccessHandler, scanner: FileScanner): Promise<ProtectionBackend> {
   const log = logger('protection');

@@ -17,7 +17,9 @@ Options:
   --config F           agent config file (default /etc/lightagent/agent.yaml if it exists)
   --svm URL            SVM (ws:// or wss://); overrides the config file and LIGHTAGENT_SVM_URL
   --token T            tenant token; overrides the config file and LIGHTAGENT_TOKEN
-  --protect PATH       protect PATH (repeatable); overrides \`protect\` in the config file
+  --protect PATH       protect PATH (repeatable); overrides \`protect\` in the config file.
+                       Default: every local disk filesystem (not /proc, /sys, /dev, /run,
+                       network or memory filesystems, the state directory or exclusions)
   --exclude PATH       do not scan under PATH (repeatable)
   --state-dir DIR      cache, queue and quarantine (default /var/lib/lightagent)
   --deadline DUR       answer every open within DUR (default 2s)
@@ -78,10 +80,6 @@ export async function runCommand(argv: string[]): Promise<number> {
   } catch (e) {
     return fail(e, 'lightagent run');
   }
-  if (cfg.protect.length === 0) {
-    err('lightagent run: nothing to protect: pass --protect PATH or set `protect:` in the config file');
-    return 2;
-  }
   configureLogging({ level: cfg.log.level, ...(cfg.log.file ? { file: cfg.log.file } : { stderr: true }) });
 
   let daemon: Daemon;
@@ -102,8 +100,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
   };
   process.on('SIGUSR2', onUsr2);
-  const line = { event: 'started', pid: process.pid, mode: daemon.mode, protect: cfg.protect, svm: cfg.svm };
-  out(o.json ? JSON.stringify(line) : `lightagent: protecting ${cfg.protect.join(', ')} (mode ${daemon.mode}, SVM ${cfg.svm}); pid ${process.pid}`);
+  const line = { event: 'started', pid: process.pid, mode: daemon.mode, protect: daemon.protectedPaths(), svm: cfg.svm };
+  out(o.json ? JSON.stringify(line) : `lightagent: protecting ${line.protect.join(', ')} (mode ${daemon.mode}, SVM ${cfg.svm}); pid ${process.pid}`);
 
   await new Promise<void>((resolve) => {
     const onSignal = (sig: NodeJS.Signals) => {
