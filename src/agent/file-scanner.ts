@@ -104,6 +104,15 @@ export class FileScanner {
     }
   }
 
+  /**
+   * The verdict the local cache already holds for this identity (current generation), or
+   * undefined. Synchronous: the on-access hot path answers hits without a promise or a timer.
+   */
+  cachedResult(path: string, st: fs.BigIntStats): ScanResult | undefined {
+    const hit = this.opts.cache?.lookupIdentity(st);
+    return hit && !hit.stale ? fromHit(path, Number(st.size), hit, 'cache-identity', 0) : undefined;
+  }
+
   /** Scan the open file `fd` (the caller keeps ownership). Never throws. */
   async scanFd(fd: number, path: string, st: fs.BigIntStats): Promise<ScanResult> {
     const size = Number(st.size);

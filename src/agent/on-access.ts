@@ -75,6 +75,8 @@ export class OnAccessHandler {
       this.counts.tooLarge++;
       return this.allow(true);
     }
+    const known = this.o.scanner.cachedResult(ev.path, ev.stat);
+    if (known) return this.fromResult(ev, known);
     const scan = this.o.scanner.scanFd(ev.fd, ev.path, ev.stat);
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'deadline'>((r) => (timer = setTimeout(() => r('deadline'), this.o.deadlineMs)));

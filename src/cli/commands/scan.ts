@@ -161,6 +161,11 @@ export async function runScan(roots: string[], o: RunScanOptions): Promise<ScanS
   };
   const onSkip = (s: WalkSkip) => summary.skipped.push({ path: s.path, code: s.code, message: s.message });
 
+  // The walker runs ahead of the scanners by at most WALK_AHEAD entries: an unbounded queue of
+  // stats for a big tree cost hundreds of MB (397 MB RSS for /usr).
+  const WALK_AHEAD = 8192;
+  let head = 0;
+  let resumeWalker: (() => void) | undefined;
   const walker = (async () => {
     try {
       for await (const e of walkTree(roots, { followSymlinks: o.followSymlinks, exclude: o.exclude, onSkip })) {
@@ -168,6 +173,7 @@ export async function runScan(roots: string[], o: RunScanOptions): Promise<ScanS
         totalFiles++;
         totalBytes += e.size;
         wakeAll();
+        if (queue.length - head > WALK_AHEAD) await new Promise<void>((r) => (resumeWalker = r));
       }
     } finally {
       walkDone = true;
@@ -188,12 +194,15 @@ export async function runScan(roots: string[], o: RunScanOptions): Promise<ScanS
     o.progress?.update({ files: summary.files, totalFiles, bytes: summary.bytes, totalBytes, totalKnown: walkDone, infected: summary.infected.length });
   };
 
-  let head = 0;
   const worker = async () => {
     for (;;) {
       if (head < queue.length) {
         const e = queue[head]!;
         head++;
+        if (resumeWalker && queue.length - head < WALK_AHEAD / 2) {
+          resumeWalker();
+          resumeWalker = undefined;
+        }
         if (head >= 4096 && head * 2 >= queue.length) {
           queue.splice(0, head); // keep the queue's memory bounded by what the walker is ahead
           head = 0;
