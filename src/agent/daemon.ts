@@ -6,21 +6,20 @@
  *   -> protection backend (fanotify, else the watcher) -> deferred re-scan -> periodic cache save
  */
 import fs from 'node:fs';
-import { describeError, LightagentError } from '../errors.js';
+import { describeError } from '../errors.js';
 import { logger } from '../log.js';
-import { hostInfo } from '../platform/host-info.js';
-import { SvmLink } from '../svm-link/index.js';
+import type { SvmLink } from '../svm-link/index.js';
 import type { ProtectionBackend, ProtectionMode } from '../watchers/protection.js';
 import type { AgentConfig } from './config.js';
 import { DetectionLog } from './detections.js';
 import { FileScanner } from './file-scanner.js';
-import { AGENT_VERSION, agentId } from './identity.js';
 import { openLocalCache, type LocalCache } from './local-cache.js';
 import { OnAccessHandler } from './on-access.js';
 import { DeferredQueue } from './deferred-queue.js';
 import { Quarantine } from './quarantine.js';
 import { resolveProtect, startProtection } from './protection.js';
 import { StepRunner, type Step } from './steps.js';
+import { svmLinkFor } from './svm-connection.js';
 
 export interface DaemonOptions {
   config: AgentConfig;
@@ -121,20 +120,7 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
   {
     name: 'svm-link',
     run(ctx) {
-      const { cfg } = ctx;
-      if (!cfg.svm || !cfg.token) throw new LightagentError('LA_ERR_CONFIG', 'no SVM configured: set `svm` and `token` (or --svm/--token, LIGHTAGENT_SVM_URL/LIGHTAGENT_TOKEN)', 'see `lightagent run --help`');
-      const host = hostInfo();
-      ctx.link = new SvmLink({
-        url: cfg.svm,
-        token: cfg.token,
-        agentId: agentId(cfg.state_dir, host.host),
-        host: host.host,
-        os: host.os,
-        hypervisor: host.hypervisor,
-        agentVersion: AGENT_VERSION,
-        deadlineMs: cfg.deadline,
-        ca: cfg.ca ? fs.readFileSync(cfg.ca) : undefined,
-      });
+      ctx.link = svmLinkFor(ctx.cfg);
       // Protection starts whether or not the SVM answers: the policy covers the gap.
       ctx.link.connect().catch((e) => logger('daemon').warn('SVM not reachable at start; protecting by policy until it is', describeError(e)));
       return () => ctx.link!.close();

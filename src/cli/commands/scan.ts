@@ -6,12 +6,11 @@
 import { parseArgs } from 'node:util';
 import { loadAgentConfig, requireSvm, type AgentConfig } from '../../agent/config.js';
 import { FileScanner, type LocalVerdictStore, type ScanResult } from '../../agent/file-scanner.js';
-import { AGENT_VERSION, agentId } from '../../agent/identity.js';
 import { walkTree, type WalkEntry, type WalkSkip } from '../../agent/tree-walker.js';
 import { formatBytes } from '../../config/units.js';
 import { configureLogging } from '../../log.js';
-import { hostInfo } from '../../platform/host-info.js';
-import { SvmLink } from '../../svm-link/index.js';
+import type { SvmLink } from '../../svm-link/index.js';
+import { svmLinkFor } from '../../agent/svm-connection.js';
 import { ProgressBar } from '../progress.js';
 import { err, fail, out, printJson } from '../output.js';
 import { openLocalCache } from '../../agent/local-cache.js';
@@ -96,18 +95,12 @@ export async function scanCommand(argv: string[]): Promise<number> {
   }
   configureLogging({ level: cfg.log.level, ...(cfg.log.file ? { file: cfg.log.file } : {}) });
 
-  const host = hostInfo();
-  const link = new SvmLink({
-    url: cfg.svm!,
-    token: cfg.token!,
-    agentId: agentId(cfg.state_dir, host.host),
-    host: host.host,
-    os: host.os,
-    hypervisor: host.hypervisor,
-    agentVersion: AGENT_VERSION,
-    deadlineMs: cfg.deadline,
-    maxInFlight: Math.max(jobs * 2, 8),
-  });
+  let link: SvmLink;
+  try {
+    link = svmLinkFor(cfg, { maxInFlight: Math.max(jobs * 2, 8) });
+  } catch (e) {
+    return fail(e, 'lightagent scan');
+  }
   let cache: Awaited<ReturnType<typeof openLocalCache>> | undefined;
   try {
     await link.connect();
