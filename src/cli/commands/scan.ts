@@ -24,7 +24,7 @@ Options:
   --token T            tenant token; default from the config file or LIGHTAGENT_TOKEN
   --config F           agent config file (default /etc/lightagent/agent.yaml if it exists)
   --json               print one JSON document with every infected file and the totals
-  --jobs N             files scanned in parallel (default 8)
+  --jobs N             files scanned in parallel (default 16)
   --follow-symlinks    follow symbolic links (loops are detected and skipped)
   --exclude PATH       do not scan under PATH (repeatable)
   --no-cache           do not use or update the local verdict cache
@@ -81,7 +81,7 @@ export async function scanCommand(argv: string[]): Promise<number> {
     err(`lightagent scan: name at least one PATH to scan\n\n${SCAN_HELP}`);
     return 2;
   }
-  const jobs = o.jobs === undefined ? 8 : Number(o.jobs);
+  const jobs = o.jobs === undefined ? 16 : Number(o.jobs);
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) {
     err('lightagent scan: --jobs must be an integer from 1 to 64');
     return 2;
