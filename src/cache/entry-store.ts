@@ -53,6 +53,15 @@ export const CLOCK_PIN = 2;
 export const CLOCK_SHARED = 4;
 
 const NONE = -1;
+
+/**
+ * Home index slot of a key's low word: a Fibonacci multiply (keeps sequential or low-entropy keys
+ * from clustering: tests and callers may pass any u64), then multiply-shift onto [0, slots)
+ * without a modulo. Shared with SharedCacheView, which probes the same index from another thread.
+ */
+export function homeSlot(lo: number, slots: number): number {
+  return Math.floor(((Math.imul(lo, 0x9e3779b1) >>> 0) * slots) / 4294967296);
+}
 /** Index slots hold 24 bits of entry + 1 and 8 tag bits of the key. */
 const ENTRY_MASK = 0xffffff;
 export const MAX_CAPACITY = ENTRY_MASK - 1;
@@ -99,9 +108,7 @@ export class EntryStore {
   }
 
   private home(lo: number): number {
-    // Fibonacci multiply (keeps sequential or low-entropy keys from clustering: tests and
-    // callers may pass any u64), then multiply-shift onto [0, slots) without a modulo.
-    return Math.floor(((Math.imul(lo, 0x9e3779b1) >>> 0) * this.indexSlots) / 4294967296);
+    return homeSlot(lo, this.indexSlots);
   }
 
   /** Entry whose key at word `w` (W_ID or W_FP) is hi:lo, or -1. */

@@ -48,6 +48,7 @@ import { CLOCK_PIN, CLOCK_REF, CLOCK_SHARED, EntryStore, MAX_GENERATIONS, MAX_TH
 import { Hit, type CacheHit, type Verdict } from './hit.js';
 import { hashFd, loadXxhash, type FileDigest, type FileIdentity, type StreamingHasher, type XxApi } from './fingerprint.js';
 import { loadCacheFile, writeCacheFile, type PersistSource } from './persist.js';
+import { CTL_GEN, CTL_SEQ, CTL_SLOTS, type SharedCacheSpec } from './shared-view.js';
 import { SingleFlight } from './single-flight.js';
 import { StringTable } from './string-table.js';
 
@@ -101,11 +102,15 @@ export class VerdictCache {
   private readonly log = logger('cache');
   readonly counters = { identityHits: 0, fingerprintHits: 0, misses: 0, stale: 0, saves: 0, saveFailures: 0 };
 
+  /** Seqlock + current generation for readers on other threads (shared caches only). */
+  private readonly control: Int32Array | undefined;
+
   private constructor(
     private readonly xx: XxApi,
     readonly options: VerdictCacheOptions,
   ) {
     this.store = new EntryStore(options.capacity ?? 1_000_000, { shared: options.shared });
+    if (options.shared) this.control = new Int32Array(new SharedArrayBuffer(CTL_SLOTS * 4));
     this.setGeneration(options.generation ?? '');
     this.dirty = false;
   }
@@ -114,7 +119,7 @@ export class VerdictCache {
     const c = new VerdictCache(await loadXxhash(), options);
     if (options.file) {
       const t0 = performance.now();
-      const saved = loadCacheFile(options.file, c.persistSource());
+      const saved = c.writing(() => loadCacheFile(options.file!, c.persistSource()));
       if (saved) {
         c.gens.reset(saved.generations);
         c.threats.reset(saved.threats);
@@ -152,6 +157,28 @@ export class VerdictCache {
     return hashFd(fd, this.createHasher(), maxBytes);
   }
 
+  /**
+   * Run a mutation under the seqlock: the sequence is odd while it runs, so a SharedCacheView
+   * reading at the same time sees the change and treats its read as a miss.
+   */
+  private writing<T>(fn: () => T): T {
+    const ctl = this.control;
+    if (!ctl) return fn();
+    Atomics.add(ctl, CTL_SEQ, 1);
+    try {
+      return fn();
+    } finally {
+      Atomics.add(ctl, CTL_SEQ, 1);
+    }
+  }
+
+  /** What a SharedCacheView on another thread needs; undefined unless opened with `shared: true`. */
+  sharedSpec(): SharedCacheSpec | undefined {
+    const s = this.store;
+    if (!this.control || !(s.buffer instanceof SharedArrayBuffer)) return undefined;
+    return { buffer: s.buffer, control: this.control.buffer as SharedArrayBuffer, capacity: s.capacity, indexSlots: s.indexSlots, seed: this.options.seed };
+  }
+
   /** Seeded xxh64 of the identity, split into kHi:kLo (no BigInt in the probes that follow). */
   private keyOf(st: FileIdentity): void {
     const w = this.idWords; // a BigUint64Array store wraps modulo 2^64
@@ -168,13 +195,16 @@ export class VerdictCache {
   // ------------------------------------------------------------------ generation
 
   setGeneration(g: string): void {
-    let id = this.gens.id(g);
-    if (id === undefined) {
-      this.compactGenerations();
-      id = this.gens.id(g)!;
-    }
-    if (id !== this.currentGen) this.dirty = true;
-    this.currentGen = id;
+    this.writing(() => {
+      let id = this.gens.id(g);
+      if (id === undefined) {
+        this.compactGenerations();
+        id = this.gens.id(g)!;
+      }
+      if (id !== this.currentGen) this.dirty = true;
+      this.currentGen = id;
+      if (this.control) Atomics.store(this.control, CTL_GEN, this.currentGen);
+    });
   }
 
   get generation(): string {
@@ -212,7 +242,7 @@ export class VerdictCache {
     if (c & CLOCK_SHARED) {
       const b = e * REC_WORDS + W_FP;
       const r = s.findFingerprint(s.rec[b]!, s.rec[b + 1]!);
-      if (r >= 0 && r !== e) this.adopt(e, r);
+      if (r >= 0 && r !== e) this.writing(() => this.adopt(e, r));
     }
     const hit = this.hitOf(e);
     if (hit.stale) this.counters.stale++;
@@ -260,6 +290,10 @@ export class VerdictCache {
   /** A verdict from the SVM (or the engine) for this file and its content. */
   record(st: FileIdentity, fp: bigint, sha256: string, verdict: Verdict, threat?: string): void {
     if (!SHA_RE.test(sha256)) throw new RangeError('sha256 must be 64 hex characters');
+    this.writing(() => this.recordLocked(st, fp, sha256, verdict, threat));
+  }
+
+  private recordLocked(st: FileIdentity, fp: bigint, sha256: string, verdict: Verdict, threat?: string): void {
     const w = this.scratch;
     this.scratchBytes.write(sha256, W_SHA * 4, 32, 'hex');
     w[W_META] = this.meta(verdict, threat);
@@ -271,6 +305,10 @@ export class VerdictCache {
    * Returns false (and records nothing) if `fp` is not in the cache.
    */
   recordIdentity(st: FileIdentity, fp: bigint): boolean {
+    return this.writing(() => this.recordIdentityLocked(st, fp));
+  }
+
+  private recordIdentityLocked(st: FileIdentity, fp: bigint): boolean {
     const s = this.store;
     this.split[0] = fp;
     const r = s.findFingerprint(this.halves[HI]!, this.halves[LO]!);
@@ -283,6 +321,10 @@ export class VerdictCache {
 
   /** A stale identity hit re-judged by the SVM (by SHA-256) under the current generation. */
   refreshIdentity(st: FileIdentity, verdict: Verdict, threat?: string): void {
+    this.writing(() => this.refreshIdentityLocked(st, verdict, threat));
+  }
+
+  private refreshIdentityLocked(st: FileIdentity, verdict: Verdict, threat?: string): void {
     this.keyOf(st);
     const s = this.store;
     const e = s.findIdentity(this.kHi, this.kLo);
@@ -400,7 +442,7 @@ export class VerdictCache {
       normalize: (e) => {
         const b = e * REC_WORDS + W_FP;
         const r = this.store.findFingerprint(this.store.rec[b]!, this.store.rec[b + 1]!);
-        if (r >= 0 && r !== e) this.adopt(e, r);
+        if (r >= 0 && r !== e) this.writing(() => this.adopt(e, r));
       },
     };
   }
