@@ -129,7 +129,8 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
   {
     name: 'cache',
     async run(ctx) {
-      const cache = await openLocalCache(ctx.cfg, undefined, ctx.link!.generation ?? '');
+      // Shared: the fanotify worker answers clean identity hits from it directly.
+      const cache = await openLocalCache(ctx.cfg, undefined, ctx.link!.generation ?? '', true);
       ctx.cache = cache;
       ctx.link!.on('connected', (w) => cache.setGeneration(w.generation));
       const timer = setInterval(() => void cache.save(), Math.max(1000, ctx.cfg.cache.save_interval));
@@ -176,7 +177,7 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
     name: 'protection',
     async run(ctx) {
       ctx.cfg = { ...ctx.cfg, protect: resolveProtect(ctx.cfg, ctx.opts.mode) };
-      ctx.backend = await startProtection(ctx.cfg, ctx.opts.mode, ctx.handler!, ctx.scanner!);
+      ctx.backend = await startProtection(ctx.cfg, ctx.opts.mode, ctx.handler!, ctx.scanner!, ctx.cache!.cache.sharedSpec());
       ctx.link!.on('generation', () => ctx.backend!.flushCleanMarks());
       return () => ctx.backend!.stop();
     },

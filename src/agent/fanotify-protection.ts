@@ -8,8 +8,9 @@ import { FanotifyGate } from '../watchers/fanotify-gate.js';
 import type { AgentConfig } from './config.js';
 import type { FileScanner } from './file-scanner.js';
 import type { OnAccessHandler } from './on-access.js';
+import type { SharedCacheSpec } from '../cache/shared-view.js';
 
-export async function startFanotifyProtection(cfg: AgentConfig, exclude: string[], handler: OnAccessHandler, scanner: FileScanner): Promise<FanotifyGate> {
+export async function startFanotifyProtection(cfg: AgentConfig, exclude: string[], handler: OnAccessHandler, scanner: FileScanner, sharedCache?: SharedCacheSpec): Promise<FanotifyGate> {
   const log = logger('protection');
   return FanotifyGate.start({
     mounts: cfg.protect,
@@ -19,6 +20,7 @@ export async function startFanotifyProtection(cfg: AgentConfig, exclude: string[
     deadlineMs: cfg.deadline,
     onDeadline: cfg.on_svm_unavailable,
     decide: (ev) => handler.decide(ev),
+    sharedCache,
     onCloseWrite: (ev) =>
       handler.written(ev.path, () => scanner.scanFd(ev.fd, ev.path, ev.stat)).catch((e) => log.error('scan after close-write failed', { path: ev.path, ...describeError(e) })),
   });

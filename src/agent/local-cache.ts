@@ -22,7 +22,7 @@ export interface LocalCache {
   stats(): Record<string, number>;
 }
 
-export async function openLocalCache(cfg: AgentConfig, cacheFile: string | undefined, generation: string): Promise<LocalCache> {
+export async function openLocalCache(cfg: AgentConfig, cacheFile: string | undefined, generation: string, shared = false): Promise<LocalCache> {
   const file = cacheFile ?? path.join(cfg.state_dir, 'cache.v1');
   let seed: bigint;
   let persistent = true;
@@ -33,7 +33,7 @@ export async function openLocalCache(cfg: AgentConfig, cacheFile: string | undef
     seed = crypto.randomBytes(8).readBigUInt64LE(0);
     persistent = false;
   }
-  const cache = await VerdictCache.open({ seed, capacity: cfg.cache.entries, file: persistent ? file : undefined, generation });
+  const cache = await VerdictCache.open({ seed, capacity: cfg.cache.entries, file: persistent ? file : undefined, generation, shared });
   return {
     store: cache,
     cache,

@@ -12,6 +12,7 @@ import type { FileScanner } from './file-scanner.js';
 import type { OnAccessHandler } from './on-access.js';
 import { startFanotifyProtection } from './fanotify-protection.js';
 import { localDiskMounts } from '../platform/linux/mounts.js';
+import type { SharedCacheSpec } from '../cache/shared-view.js';
 
 /**
  * The paths to protect: the configured ones, or by default every local disk filesystem. Only
@@ -26,7 +27,7 @@ export function resolveProtect(cfg: AgentConfig, forced: 'fanotify' | 'watcher' 
   return mounts;
 }
 
-export async function startProtection(cfg: AgentConfig, forced: 'fanotify' | 'watcher' | undefined, handler: OnAccessHandler, scanner: FileScanner): Promise<ProtectionBackend> {
+export async function startProtection(cfg: AgentConfig, forced: 'fanotify' | 'watcher' | undefined, handler: OnAccessHandler, scanner: FileScanner, sharedCache?: SharedCacheSpec): Promise<ProtectionBackend> {
   const log = logger('protection');
   for (const p of cfg.protect) {
     if (!fs.existsSync(p)) throw new LightagentError('LA_ERR_CONFIG', `protect: ${p} does not exist`, 'create it or remove it from `protect`');
@@ -34,7 +35,7 @@ export async function startProtection(cfg: AgentConfig, forced: 'fanotify' | 'wa
   const exclude = [...cfg.exclude, cfg.state_dir];
   if (forced !== 'watcher') {
     try {
-      const gate = await startFanotifyProtection(cfg, exclude, handler, scanner);
+      const gate = await startFanotifyProtection(cfg, exclude, handler, scanner, sharedCache);
       log.info('on-access protection by fanotify: opens and executions are checked before they happen', { paths: cfg.protect });
       return gate;
     } catch (e) {

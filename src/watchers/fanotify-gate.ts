@@ -21,6 +21,7 @@ import { logger } from '../log.js';
 import { FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, addIgnoreMark, closeFd, flushInodeMarks, makePipe, removeIgnoreMark, responseRecord } from '../platform/linux/fanotify.js';
 import { C, COUNTER_SLOTS, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, STATE_SLOTS, hrMs, type EventKind, type PostedEvent, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
 import type { ProtectionBackend } from './protection.js';
+import type { SharedCacheSpec } from '../cache/shared-view.js';
 
 export type GateEventKind = EventKind;
 
@@ -77,6 +78,11 @@ export interface FanotifyGateOptions {
    * if it returns nothing. The gate closes it; the consumer never does.
    */
   onCloseWrite?: (ev: CloseWriteEvent) => void | Promise<unknown>;
+  /**
+   * The local verdict cache, shared read-only with the worker: clean identity hits of the
+   * current generation are then answered there, without the hop to this thread.
+   */
+  sharedCache?: SharedCacheSpec | undefined;
 }
 
 const IGNORE_MASK = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
@@ -148,6 +154,7 @@ export class FanotifyGate implements ProtectionBackend {
       wakeR: wake[0],
       stateSab,
       countersSab,
+      sharedCache: o.sharedCache,
     };
     const worker = new Worker(new URL('./fanotify-worker.js', import.meta.url), { workerData: cfg });
     const gate = new FanotifyGate(worker, o, wake, stateSab, countersSab);

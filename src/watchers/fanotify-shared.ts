@@ -1,4 +1,5 @@
 /** Types and shared-memory layout between FanotifyGate (main thread) and its worker. */
+import type { SharedCacheSpec } from '../cache/shared-view.js';
 
 export interface WorkerConfig {
   mounts: string[];
@@ -13,6 +14,8 @@ export interface WorkerConfig {
   /** Read end of the wake pipe; the main thread owns (and closes) both ends. */
   wakeR: number;
   stateSab: SharedArrayBuffer;
+  /** The verdict cache shared read-only with the worker (optional). */
+  sharedCache?: SharedCacheSpec | undefined;
   countersSab: SharedArrayBuffer;
 }
 
@@ -54,6 +57,8 @@ export const C = {
   lateDecisions: 13,
   /** Permission events on empty regular files, allowed by the worker (files being created). */
   empty: 16,
+  /** Clean identity hits answered by the worker from the shared verdict cache. */
+  workerHits: 17,
 } as const;
 /**
  * Not counters: the group fd's life. CLOSING is set (once) by whoever closes the group; USERS

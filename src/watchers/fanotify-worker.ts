@@ -31,13 +31,17 @@ import {
   FAN_OPEN_EXEC_PERM,
   FAN_OPEN_PERM,
   FAN_Q_OVERFLOW,
+  addIgnoreMark,
   closeFd,
   fanotifyInit,
   fanotifyMark,
   parseEvents,
   pollIn,
+  removeIgnoreMark,
   responseRecord,
 } from '../platform/linux/fanotify.js';
+import { loadXxhash } from '../cache/fingerprint.js';
+import { SharedCacheView } from '../cache/shared-view.js';
 import { C, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, hrMs, type PostedEvent, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
 
 const cfg = workerData as WorkerConfig;
@@ -46,7 +50,10 @@ const counters = new Int32Array(cfg.countersSab);
 const port = parentPort!;
 const PERM = FAN_OPEN_PERM | (cfg.exec ? FAN_OPEN_EXEC_PERM : 0);
 /** Ignore marks always cover both permission events: a verdict is about content, not the access. */
+const IGNORE = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
 const IDLE_POLL_MS = 1000;
+/** The verdict cache, read-only, when the main thread shares it: clean hits are answered here. */
+let cacheView: SharedCacheView | undefined;
 
 let fan = -1;
 const wakeR = cfg.wakeR;
@@ -120,13 +127,34 @@ function readEvents(): void {
   }
 }
 
-function isEmptyFile(fd: number): boolean {
+function fstat(fd: number): fs.BigIntStats | undefined {
   try {
-    const st = fs.fstatSync(fd);
-    return st.isFile() && st.size === 0;
+    return fs.fstatSync(fd, { bigint: true });
   } catch {
-    return false;
+    return undefined;
   }
+}
+
+/**
+ * A clean verdict of the current generation for exactly this identity, straight from the shared
+ * cache: allow with an ignore mark, as the main thread would, without the thread hop. If the
+ * file changed between the fstat and the mark, the mark is taken back and the main thread decides.
+ */
+function answeredFromCache(fd: number, st: fs.BigIntStats): boolean {
+  if (!cacheView || !st.isFile() || !cacheView.isKnownClean(st)) return false;
+  if (addIgnoreMark(fan, fd, IGNORE)) {
+    const after = fstat(fd);
+    if (!after || after.mtimeNs !== st.mtimeNs || after.ctimeNs !== st.ctimeNs || after.size !== st.size) {
+      removeIgnoreMark(fan, fd, IGNORE);
+      Atomics.add(counters, C.marksDropped, 1);
+      return false;
+    }
+    Atomics.add(counters, C.ignoreMarks, 1);
+  }
+  Atomics.add(counters, C.workerHits, 1);
+  respond(fd, true);
+  closeFd(fd);
+  return true;
 }
 
 function dispatch(n: number, batch: PostedEvent[]): void {
@@ -165,7 +193,9 @@ function dispatch(n: number, batch: PostedEvent[]): void {
       batch.push({ fd: ev.fd, seq: 0, pid: ev.pid, kind, path, readAt });
       continue;
     }
-    if (isEmptyFile(ev.fd)) {
+    const st = fstat(ev.fd);
+    if (st && answeredFromCache(ev.fd, st)) continue;
+    if (st?.isFile() && st.size === 0n) {
       // Zero bytes cannot carry a threat. This is mostly a file being created (O_CREAT), whose
       // content is judged at close-write: answered here, without a kernel mark.
       Atomics.add(counters, C.empty, 1);
@@ -234,6 +264,7 @@ port.on('message', (m: { t: string }) => {
 });
 
 try {
+  if (cfg.sharedCache) cacheView = new SharedCacheView(cfg.sharedCache, await loadXxhash());
   init();
   post({ t: 'ready', fan });
   setImmediate(loop);

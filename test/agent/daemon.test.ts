@@ -137,6 +137,16 @@ describe('daemon protection, fanotify only', { skip }, () => {
     const afterS = (await agent.status()).backend;
     const permEvents = (s: Record<string, number>) => (s.open ?? 0) + (s.exec ?? 0);
     assert.equal(permEvents(afterS) - permEvents(before), 0, `warm opens raised events: ${JSON.stringify({ before, afterS })}`);
+
+    // After a restart the kernel marks are gone but the cache is on disk: the gate worker answers
+    // these opens itself from the shared cache, with no decision on the main thread.
+    await agent.stop();
+    agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+    const fresh = await agent.status();
+    assert.equal(catAll().status, 0);
+    const restarted = await agent.status();
+    assert.ok(restarted.backend.workerHits - fresh.backend.workerHits >= 50, `answered in the worker: ${JSON.stringify(restarted.backend)}`);
+    assert.equal(restarted.counts.decisions - fresh.counts.decisions, 0, 'no decision on the main thread');
   });
 
   it('catches a file on close-write, so it is gone before anyone opens it', async () => {
