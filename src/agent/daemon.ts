@@ -130,9 +130,11 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
     name: 'cache',
     async run(ctx) {
       // Shared: the fanotify worker answers clean identity hits from it directly.
-      const cache = await openLocalCache(ctx.cfg, undefined, ctx.link!.generation ?? '', true);
+      // Until an SVM answers, the persisted generation stands (its clean verdicts stay fresh).
+      const cache = await openLocalCache(ctx.cfg, undefined, ctx.link!.generation, true);
       ctx.cache = cache;
       ctx.link!.on('connected', (w) => cache.setGeneration(w.generation));
+      ctx.link!.on('generation', (g) => cache.setGeneration(g));
       const timer = setInterval(() => void cache.save(), Math.max(1000, ctx.cfg.cache.save_interval));
       timer.unref();
       return async () => {
@@ -178,7 +180,16 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
     async run(ctx) {
       ctx.cfg = { ...ctx.cfg, protect: resolveProtect(ctx.cfg, ctx.opts.mode) };
       ctx.backend = await startProtection(ctx.cfg, ctx.opts.mode, ctx.handler!, ctx.scanner!, ctx.cache!.cache.sharedSpec());
-      ctx.link!.on('generation', () => ctx.backend!.flushCleanMarks());
+      // New signatures (announced, or found on reconnecting): every kernel clean mark goes. The
+      // cache step's listeners ran first, so the cache already counts old verdicts as stale.
+      let generation = ctx.cache!.cache.generation;
+      const onGeneration = (g: string) => {
+        if (g === generation) return;
+        generation = g;
+        ctx.backend!.flushCleanMarks();
+      };
+      ctx.link!.on('connected', (w) => onGeneration(w.generation));
+      ctx.link!.on('generation', onGeneration);
       return () => ctx.backend!.stop();
     },
   },

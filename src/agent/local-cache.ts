@@ -22,7 +22,7 @@ export interface LocalCache {
   stats(): Record<string, number>;
 }
 
-export async function openLocalCache(cfg: AgentConfig, cacheFile: string | undefined, generation: string, shared = false): Promise<LocalCache> {
+export async function openLocalCache(cfg: AgentConfig, cacheFile: string | undefined, generation: string | undefined, shared = false): Promise<LocalCache> {
   const file = cacheFile ?? path.join(cfg.state_dir, 'cache.v1');
   let seed: bigint;
   let persistent = true;

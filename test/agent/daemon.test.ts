@@ -149,6 +149,32 @@ describe('daemon protection, fanotify only', { skip }, () => {
     assert.equal(restarted.counts.decisions - fresh.counts.decisions, 0, 'no decision on the main thread');
   });
 
+  it('new signatures (SVM reload) make a clean, kernel-marked file judged again, and now denied', async () => {
+    const sigs = path.join(stateDir, '..', `sigs-${process.pid}.hdb`);
+    fs.writeFileSync(sigs, '');
+    const svm2 = await startSvmProcess(['--signatures', sigs]);
+    await agent.stop();
+    agent = await startAgent(svm2.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+    try {
+      const f = path.join(mnt.dir, 'becomes-bad.bin');
+      const content = `harmless today ${Math.random()}\n`;
+      fs.writeFileSync(f, content);
+      assert.equal(run('cat', [f]).status, 0);
+      assert.equal(run('cat', [f]).status, 0, 'clean, marked');
+      const md5 = (await import('node:crypto')).createHash('md5').update(content).digest('hex');
+      fs.writeFileSync(sigs, `${md5}:${Buffer.byteLength(content)}:Test.Reclassified\n`);
+      svm2.child.kill('SIGHUP');
+      await waitFor(svm2, /"event":"reloaded"|signatures reloaded/);
+      await eventually(() => run('cat', [f]).status !== 0, 10_000, 'the file to be refused under the new signatures');
+      await eventually(() => !fs.existsSync(f), 5000, 'quarantine');
+    } finally {
+      await agent.stop();
+      await svm2.stop();
+      fs.rmSync(sigs, { force: true });
+      agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+    }
+  });
+
   it('catches a file on close-write, so it is gone before anyone opens it', async () => {
     const f = path.join(mnt.dir, 'downloaded.com');
     fs.writeFileSync(f, EICAR); // our own write: the agent scans it after close
