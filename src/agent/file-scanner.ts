@@ -83,9 +83,12 @@ export class FileScanner {
    * result. With `known` (an lstat the caller just made), an identity hit answers without opening.
    */
   async scanPath(path: string, known?: fs.BigIntStats): Promise<ScanResult> {
-    if (known && this.opts.cache && known.isFile()) {
+    // Looked up once: on a miss, the same identity after open goes straight to the content scan.
+    let looked: { hit: LocalHit | undefined } | undefined;
+    if (known?.isFile() && this.opts.cache) {
       const hit = this.opts.cache.lookupIdentity(known);
       if (hit && !hit.stale) return fromHit(path, Number(known.size), hit, 'cache-identity', 0);
+      looked = { hit };
     }
     let fd: number;
     try {
@@ -96,7 +99,7 @@ export class FileScanner {
     try {
       const st = fs.fstatSync(fd, { bigint: true });
       if (!st.isFile()) return { path, outcome: 'skipped', size: 0, source: 'none', uploaded: 0, read: 0, error: { code: 'LA_SKIP_NOT_REGULAR', message: 'not a regular file' } };
-      return await this.scanFd(fd, path, st);
+      return await (looked && sameIdentity(st, known!) ? this.scanMissed(fd, path, st, looked.hit) : this.scanFdNow(fd, path, st));
     } catch (err) {
       return errorResult(path, 0, err);
     } finally {
@@ -105,26 +108,35 @@ export class FileScanner {
   }
 
   /**
-   * The verdict the local cache already holds for this identity (current generation), or
-   * undefined. Synchronous: the on-access hot path answers hits without a promise or a timer.
+   * A local identity hit synchronously (the on-access hot path answers it without a promise or a
+   * timer); otherwise the promise of the scan. Never throws.
    */
-  cachedResult(path: string, st: fs.BigIntStats): ScanResult | undefined {
-    const hit = this.opts.cache?.lookupIdentity(st);
-    return hit && !hit.stale ? fromHit(path, Number(st.size), hit, 'cache-identity', 0) : undefined;
+  scanFdNow(fd: number, path: string, st: fs.BigIntStats): ScanResult | Promise<ScanResult> {
+    let hit: LocalHit | undefined;
+    try {
+      hit = this.opts.cache?.lookupIdentity(st);
+    } catch (err) {
+      return errorResult(path, Number(st.size), err);
+    }
+    if (hit && !hit.stale) return fromHit(path, Number(st.size), hit, 'cache-identity', 0);
+    return this.scanMissed(fd, path, st, hit);
   }
 
   /** Scan the open file `fd` (the caller keeps ownership). Never throws. */
   async scanFd(fd: number, path: string, st: fs.BigIntStats): Promise<ScanResult> {
+    return this.scanFdNow(fd, path, st);
+  }
+
+  /** The file is not (freshly) known by identity: `staleHit` is a clean verdict of an older generation. */
+  private async scanMissed(fd: number, path: string, st: fs.BigIntStats, staleHit: LocalHit | undefined): Promise<ScanResult> {
     const size = Number(st.size);
     if (size > this.opts.maxFileSize) {
       return { path, outcome: 'skipped', size, source: 'none', uploaded: 0, read: 0, error: { code: 'LA_SKIP_TOO_LARGE', message: `larger than max_file_size (${this.opts.maxFileSize} bytes)` } };
     }
     const cache = this.opts.cache;
     try {
-      const hit = cache?.lookupIdentity(st);
-      if (hit && !hit.stale) return fromHit(path, size, hit, 'cache-identity', 0);
       const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-      const run = () => this.scanContent(fd, path, st, size, hit);
+      const run = () => this.scanContent(fd, path, st, size, staleHit);
       return cache ? await cache.singleFlight(key, run) : await run();
     } catch (err) {
       return errorResult(path, size, err);
@@ -222,6 +234,10 @@ export class FileScanner {
 
 function changed(got: number, size: number): LightagentError {
   return new LightagentError('LA_ERR_FILE_CHANGED', `the file shrank while it was read (${got} of ${size} bytes)`, 'it will be scanned again at its next change');
+}
+
+function sameIdentity(a: fs.BigIntStats, b: fs.BigIntStats): boolean {
+  return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 }
 
 function fromHit(path: string, size: number, hit: LocalHit, source: VerdictSource, read: number): ScanResult {

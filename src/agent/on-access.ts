@@ -75,9 +75,9 @@ export class OnAccessHandler {
       this.counts.tooLarge++;
       return this.allow(true);
     }
-    const known = this.o.scanner.cachedResult(ev.path, ev.stat);
-    if (known) return this.fromResult(ev, known);
-    const scan = this.o.scanner.scanFd(ev.fd, ev.path, ev.stat);
+    const now = this.o.scanner.scanFdNow(ev.fd, ev.path, ev.stat);
+    if (!(now instanceof Promise)) return this.fromResult(ev, now);
+    const scan = now;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'deadline'>((r) => (timer = setTimeout(() => r('deadline'), this.o.deadlineMs)));
     const first = await Promise.race([scan, deadline]);

@@ -1,0 +1,60 @@
+/**
+ * FileScanner with a real local cache against a scripted SVM: each identity is looked up once
+ * per scan (the cache's miss and hit counters are what `status` reports), and a local hit is
+ * answered synchronously.
+ */
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { FileScanner } from '../../src/agent/file-scanner.js';
+import { VerdictCache } from '../../src/cache/verdict-cache.js';
+import { encodeMessage } from '../../src/protocol/index.js';
+import { SvmLink } from '../../src/svm-link/index.js';
+import { scriptedSvm } from '../helpers/scripted-svm.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-scanner-'));
+const cleanups: Array<() => unknown> = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('FileScanner', () => {
+  it('looks each identity up once per scan, and answers a local hit without a promise', async () => {
+    const parts = new Map<number, Buffer[]>();
+    const svm = await scriptedSvm((ws, m) => {
+      if (m.t === 'lookup') ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'unknown' }));
+      if (m.t === 'chunk') {
+        parts.set(m.id, [...(parts.get(m.id) ?? []), m.payload]);
+        if (m.last) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean', sha256: crypto.createHash('sha256').update(Buffer.concat(parts.get(m.id)!)).digest('hex') }));
+      }
+    });
+    cleanups.push(svm.close);
+    const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'scanner-test', host: 'h', os: 'linux', agentVersion: '0' });
+    cleanups.push(() => link.close());
+    const cache = await VerdictCache.open({ seed: 3n, capacity: 100 });
+    const scanner = new FileScanner({ link, cache, maxFileSize: 1 << 20, deadlineMs: 2000 });
+
+    const f = path.join(dir, 'new.txt');
+    fs.writeFileSync(f, 'fresh content');
+    const r = await scanner.scanPath(f, fs.lstatSync(f, { bigint: true }));
+    assert.equal(r.source, 'svm-scan');
+    assert.equal(cache.stats().misses, 1, 'one lookup for one scan (lstat then open)');
+
+    const g = path.join(dir, 'other.txt');
+    fs.writeFileSync(g, 'other content');
+    const fd = fs.openSync(g, 'r');
+    const st = fs.fstatSync(fd, { bigint: true });
+    const pending = scanner.scanFdNow(fd, g, st);
+    assert.ok(pending instanceof Promise);
+    assert.equal((await pending).outcome, 'clean');
+    assert.equal(cache.stats().misses, 2, 'one more lookup for one more scan');
+    const hit = scanner.scanFdNow(fd, g, st);
+    assert.ok(!(hit instanceof Promise), 'a local hit is answered synchronously');
+    assert.equal(hit.source, 'cache-identity');
+    fs.closeSync(fd);
+  });
+});
