@@ -18,6 +18,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { waitLine } from './children.js';
 
 const args = parseArgs({ options: { files: { type: 'string' }, out: { type: 'string' } } }).values;
 const FILES = Number(args.files ?? 5000);
@@ -59,21 +60,6 @@ function pass(files: string[]): number[] {
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(s.length * p))]!;
-}
-
-async function waitLine(child: ChildProcess, re: RegExp): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const t = setTimeout(() => reject(new Error(`no ${re}: ${buf}`)), 30_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const m = re.exec(buf);
-      if (m) {
-        clearTimeout(t);
-        resolve(m[0]);
-      }
-    });
-  });
 }
 
 async function agentStart(url: string): Promise<ChildProcess> {

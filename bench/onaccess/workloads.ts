@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { waitLine } from './children.js';
 
 const args = parseArgs({ options: { reps: { type: 'string' }, quick: { type: 'boolean', default: false }, out: { type: 'string' }, keep: { type: 'boolean', default: false } } }).values;
 const REPS = Number(args.reps ?? (args.quick ? 3 : 5));
@@ -89,22 +90,6 @@ function cpuTicks(pid: number): number {
   } catch {
     return NaN;
   }
-}
-
-async function waitLine(child: ChildProcess, re: RegExp, ms: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const t = setTimeout(() => reject(new Error(`no ${re} within ${ms} ms; output: ${buf.slice(-500)}`)), ms);
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const m = re.exec(buf);
-      if (m) {
-        clearTimeout(t);
-        resolve(m[0]);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`exited with ${code}: ${buf.slice(-500)}`)));
-  });
 }
 
 async function startSvm(): Promise<{ child: ChildProcess; url: string }> {
