@@ -6,7 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { closeLogging, configureLogging } from '../log.js';
-import { loadSvmConfig, type SvmConfig } from '../svm/config.js';
+import { loadSvmConfig, readTlsFiles, type SvmConfig } from '../svm/config.js';
 import { BuiltinEngine } from '../svm/engines/builtin.js';
 import { MemoryVerdictCache } from '../svm/memory-verdict-cache.js';
 import { SvmServer } from '../svm/server.js';
@@ -24,12 +24,19 @@ Options:
                        file's tokens; LIGHTAGENT_SVM_TOKEN adds one to the file's)
   --signatures FILE    load a .hdb, .hsb or .ndb signature file (repeatable)
   --max-file-size SZ   largest upload accepted (default 64 MiB)
+  --tls-cert F         PEM certificate of the SVM: agents connect with wss:// (config tls.cert)
+  --tls-key F          PEM private key of --tls-cert (config tls.key)
+  --tls-client-ca F    mutual TLS: refuse agents without a certificate signed by this CA
+                       (config tls.client_ca)
   --log-file F         JSON-lines log file (default: JSON lines on stderr)
   --log-level L        error | warn | info | debug
   --json               print the listening line as JSON
   -h, --help           show this help
 
-Signals: SIGHUP reloads the signature files (agents are told the new generation);
+Plain ws:// is allowed only on a loopback address, unless insecure_plain_ws: true.
+
+Signals: SIGHUP reloads the signature files (agents are told the new generation) and the TLS
+certificate, key and client CA (for new connections);
 SIGINT/SIGTERM stop gracefully.
 
 Example config (YAML):
@@ -51,6 +58,9 @@ async function main(argv: string[]): Promise<number> {
         token: { type: 'string', multiple: true },
         signatures: { type: 'string', multiple: true },
         'max-file-size': { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'tls-client-ca': { type: 'string' },
         'log-file': { type: 'string' },
         'log-level': { type: 'string' },
         json: { type: 'boolean', default: false },
@@ -75,6 +85,9 @@ async function main(argv: string[]): Promise<number> {
         tokens: o.token,
         signatures: o.signatures,
         max_file_size: o['max-file-size'],
+        'tls.cert': o['tls-cert'],
+        'tls.key': o['tls-key'],
+        'tls.client_ca': o['tls-client-ca'],
         'log.file': o['log-file'],
         'log.level': o['log-level'],
       },
@@ -99,17 +112,19 @@ async function main(argv: string[]): Promise<number> {
       uploadTimeoutMs: cfg.upload_timeout,
       helloTimeoutMs: cfg.hello_timeout,
       uploadMemory: cfg.upload_memory,
+      ...(cfg.tls ? { tls: readTlsFiles(cfg.tls, o.config ?? 'the command line') } : {}),
     });
   } catch (e) {
     return fail(e, 'lightagent-svm');
   }
-  const http = server.url.replace('ws://', 'http://');
-  const line = { event: 'listening', url: server.url, metrics: `${http}/metrics`, healthz: `${http}/healthz`, engine: engine.name, generation: engine.generation(), signatures: engine.signatureCount, pid: process.pid };
+  const http = server.httpUrl;
+  const line = { event: 'listening', url: server.url, tls: server.tls.enabled, mutualTls: server.tls.mutual, metrics: `${http}/metrics`, healthz: `${http}/healthz`, engine: engine.name, generation: engine.generation(), signatures: engine.signatureCount, pid: process.pid };
   out(o.json ? JSON.stringify(line) : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${line.signatures} signatures, generation ${line.generation}); metrics at ${line.metrics}`);
 
   process.on('SIGHUP', () => {
     try {
       const r = engine.reload();
+      if (cfg.tls) server.reloadTls(readTlsFiles(cfg.tls, o.config ?? 'the command line'));
       const told = server.announceGeneration();
       out(o.json ? JSON.stringify({ event: 'reloaded', ...r, agentsTold: told }) : `lightagent-svm: signatures reloaded (generation ${r.generation}, ${r.errors} bad lines skipped)`);
     } catch (e) {

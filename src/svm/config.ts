@@ -3,7 +3,9 @@
  * tokens, tenant `default`), then flags (`--token` replaces the list). Every problem is reported
  * at once with its key path.
  *
- *   listen: 127.0.0.1:7443          # HOST:PORT; plain ws only on loopback unless insecure_plain_ws
+ *   listen: 127.0.0.1:7443          # HOST:PORT; plain ws only on loopback unless tls or insecure_plain_ws
+ *   tls: {cert: /etc/lightagent/svm.crt, key: /etc/lightagent/svm.key, client_ca: /etc/lightagent/agents-ca.crt}
+ *                                   # wss://; with client_ca, mutual TLS (agents need a certificate signed by it)
  *   tokens: [secret-token, {tenant: acme, token: other-secret}]
  *   engine: builtin
  *   signatures: [/etc/lightagent/sigs/local.hdb, /etc/lightagent/sigs/local.ndb]
@@ -16,6 +18,7 @@
  *   cache: {entries: 1000000}
  *   log: {file: /var/log/lightagent/svm.log, level: info}
  */
+import fs from 'node:fs';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { duration, override, parseConfig, readConfigFile, size } from '../config/load.js';
@@ -60,13 +63,21 @@ export const svmConfigSchema = z
     upload_memory: size().default(512 * 1024 * 1024),
     cache: z.object({ entries: z.number().int().min(1).max(100_000_000).default(1_000_000) }).strict().default({ entries: 1_000_000 }),
     insecure_plain_ws: z.boolean().default(false),
+    tls: z
+      .object({
+        cert: z.string().min(1),
+        key: z.string().min(1),
+        client_ca: z.string().min(1).optional(),
+      })
+      .strict()
+      .optional(),
     log: z.object({ file: z.string().optional(), level: z.enum(['error', 'warn', 'info', 'debug']).default('info') }).strict().default({ level: 'info' }),
   })
   .strict()
   .superRefine((c, ctx) => {
     // Plain ws carries tokens and file content in clear: only on loopback unless explicitly allowed.
-    if (!isLoopback(c.listen.host) && !c.insecure_plain_ws) {
-      ctx.addIssue({ code: 'custom', path: ['listen'], message: `${c.listen.host} is not a loopback address, and plain ws would carry tokens and file content in clear: listen on 127.0.0.1, or set insecure_plain_ws: true on a network you trust` });
+    if (!isLoopback(c.listen.host) && !c.insecure_plain_ws && !c.tls) {
+      ctx.addIssue({ code: 'custom', path: ['listen'], message: `${c.listen.host} is not a loopback address, and plain ws would carry tokens and file content in clear: set tls.cert and tls.key (--tls-cert, --tls-key), listen on 127.0.0.1, or set insecure_plain_ws: true on a network you trust` });
     }
     if (c.upload_memory < c.max_file_size) {
       ctx.addIssue({ code: 'custom', path: ['upload_memory'], message: `${c.upload_memory} bytes is less than max_file_size (${c.max_file_size}): the largest files would always be refused as busy; raise upload_memory or lower max_file_size` });
@@ -80,6 +91,27 @@ export const svmConfigSchema = z
   });
 
 export type SvmConfig = z.output<typeof svmConfigSchema>;
+
+/** Read the PEM files named by `tls` (a ConfigError naming the file and key when one cannot be read). */
+export function readTlsFiles(tls: NonNullable<SvmConfig['tls']>, source = 'the SVM configuration'): { cert: Buffer; key: Buffer; ca?: Buffer; requestCert: boolean } {
+  const issues: string[] = [];
+  const read = (key: string, file: string): Buffer => {
+    try {
+      const b = fs.readFileSync(file);
+      if (b.length > 1 << 20) issues.push(`tls.${key}: ${file} is over 1 MiB; is it really a PEM file?`);
+      else if (!b.includes('-----BEGIN ')) issues.push(`tls.${key}: ${file} is not PEM (no -----BEGIN line)`);
+      return b;
+    } catch (e) {
+      issues.push(`tls.${key}: ${file}: cannot read the file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      return Buffer.alloc(0);
+    }
+  };
+  const cert = read('cert', tls.cert);
+  const key = read('key', tls.key);
+  const ca = tls.client_ca ? read('client_ca', tls.client_ca) : undefined;
+  if (issues.length) throw new ConfigError(source, issues);
+  return { cert, key, ...(ca ? { ca } : {}), requestCert: !!ca };
+}
 
 
 export function loadSvmConfig(src: { file?: string | undefined; env?: NodeJS.ProcessEnv; flags?: Record<string, unknown> }): SvmConfig {

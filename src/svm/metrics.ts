@@ -86,6 +86,7 @@ export class SvmMetrics {
   readonly agentEvents = new Counter('lightagent_svm_agent_detection_events_total', 'Detection events reported by agents.');
   readonly protocolErrors = new Counter('lightagent_svm_protocol_errors_total', 'Connections closed for a protocol error.');
   readonly authFailures = new Counter('lightagent_svm_auth_failures_total', 'Connections refused for a missing or unknown token.');
+  readonly tlsFailures = new Counter('lightagent_svm_tls_failures_total', 'TLS handshakes that failed (no or bad agent certificate, agent distrusts our certificate).');
   readonly scanErrors = new Counter('lightagent_svm_scan_errors_total', 'Requests answered with an error verdict (too large, busy, timeout, engine failure).');
   readonly scanSeconds: Histogram;
   private readonly sampled: Sampled[] = [];
@@ -103,7 +104,7 @@ export class SvmMetrics {
   }
 
   private all(): Metric[] {
-    return [this.bytesReceived, this.scans, this.cacheHits, this.lookups, this.uploads, this.detections, this.agentEvents, this.protocolErrors, this.authFailures, this.scanErrors, this.scanSeconds, ...this.sampled];
+    return [this.bytesReceived, this.scans, this.cacheHits, this.lookups, this.uploads, this.detections, this.agentEvents, this.protocolErrors, this.authFailures, this.tlsFailures, this.scanErrors, this.scanSeconds, ...this.sampled];
   }
 
   render(): string {

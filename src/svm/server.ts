@@ -6,7 +6,9 @@
  */
 import crypto from 'node:crypto';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { createSecureContext as tlsCreateSecureContext, type TLSSocket } from 'node:tls';
 import os from 'node:os';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { LightagentError } from '../errors.js';
@@ -19,6 +21,22 @@ import { Reporter } from './reports.js';
 import { AgentSession } from './session.js';
 import type { TenantToken } from './tokens.js';
 import type { SharedVerdictCache } from './verdict-cache.js';
+
+/**
+ * TLS for the agents' connections (wss://) and /metrics, /healthz (https://). With `ca` and
+ * `requestCert`, mutual TLS: an agent must present a certificate signed by `ca`, or the TLS
+ * handshake fails before any lightagent/1 frame is read.
+ */
+export interface SvmTlsOptions {
+  /** PEM certificate chain of the SVM. */
+  cert: string | Buffer;
+  /** PEM private key of `cert`. */
+  key: string | Buffer;
+  /** PEM CA certificate(s) that sign agent certificates. */
+  ca?: string | Buffer;
+  /** Ask agents for a certificate and refuse those without one valid under `ca`. */
+  requestCert?: boolean;
+}
 
 export interface SvmOptions {
   /** Default 127.0.0.1. */
@@ -42,6 +60,8 @@ export interface SvmOptions {
   reportIntervalMs?: number;
   /** How long close() waits for agents to finish the close handshake before dropping them. */
   closeGraceMs?: number;
+  /** Serve wss:// (and https:// for /metrics, /healthz); plain ws:// without it. */
+  tls?: SvmTlsOptions;
 }
 
 export const SVM_DEFAULTS = {
@@ -76,7 +96,7 @@ export class SvmServer {
   private readonly log = logger('svm');
 
   private constructor(
-    private readonly httpServer: http.Server,
+    private readonly httpServer: http.Server | https.Server,
     private readonly wss: WebSocketServer,
     readonly core: SvmCore,
     private readonly opts: SvmOptions,
@@ -97,7 +117,14 @@ export class SvmServer {
       uploadMemory: o.uploadMemory ?? d.uploadMemory,
     };
     const core = new SvmCore(coreOpts, o.engine, o.cache);
-    const httpServer = http.createServer();
+    const httpServer = o.tls ? https.createServer(tlsServerOptions(o.tls)) : http.createServer();
+    if (o.tls) {
+      // A failed handshake (no or bad client certificate, wrong CA on the agent) never reaches ws.
+      httpServer.on('tlsClientError', (e: Error, socket: TLSSocket) => {
+        core.metrics.tlsFailures.inc();
+        self.log.warn('TLS handshake with a client failed', { remote: `${socket.remoteAddress}:${socket.remotePort}`, message: e.message });
+      });
+    }
     // Binary frames are a 12-byte header plus at most maxChunk; text frames are bounded by the
     // codec (64 KiB), which must still fit when max_chunk is configured small.
     const maxPayload = Math.max(CHUNK_HEADER + coreOpts.maxChunk, FRAME_LIMITS.maxTextFrame);
@@ -129,10 +156,30 @@ export class SvmServer {
     return this.bound;
   }
 
-  /** The agents' URL, e.g. ws://127.0.0.1:7443. */
+  /** The agents' URL, e.g. ws://127.0.0.1:7443 (wss:// with TLS). */
   get url(): string {
     const { host, port } = this.address;
-    return `ws://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    return `${this.opts.tls ? 'wss' : 'ws'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  }
+
+  /** The base URL of /metrics and /healthz, e.g. http://127.0.0.1:7443 (https:// with TLS). */
+  get httpUrl(): string {
+    return this.url.replace(/^ws/, 'http');
+  }
+
+  /** Is TLS on, and are agents asked for a client certificate? */
+  get tls(): { enabled: boolean; mutual: boolean } {
+    return { enabled: !!this.opts.tls, mutual: !!this.opts.tls?.requestCert };
+  }
+
+  /**
+   * Replace the certificate, key and client CA for new connections (SIGHUP after a certificate
+   * renewal); connected agents keep their sessions. Only when the server was started with TLS.
+   */
+  reloadTls(tls: SvmTlsOptions): void {
+    if (!this.opts.tls || !(this.httpServer instanceof https.Server)) throw new LightagentError('LA_ERR_TLS', 'this SVM was started without TLS; a restart is needed to turn it on', 'restart lightagent-svm with tls.cert and tls.key');
+    if (!!tls.requestCert !== !!this.opts.tls.requestCert) throw new LightagentError('LA_ERR_TLS', 'turning mutual TLS on or off needs a restart', 'restart lightagent-svm');
+    this.httpServer.setSecureContext(tlsServerOptions(tls));
   }
 
   /** Every metric by its Prometheus name, as plain numbers, now. */
@@ -211,3 +258,16 @@ export class SvmServer {
 }
 
 export const startSvm = (o: SvmOptions): Promise<SvmServer> => SvmServer.start(o);
+
+function tlsServerOptions(t: SvmTlsOptions): https.ServerOptions {
+  const mutual = !!t.requestCert;
+  if (mutual && !t.ca) throw new LightagentError('LA_ERR_TLS', 'mutual TLS needs the CA that signs agent certificates', 'set tls.client_ca (--tls-client-ca)');
+  try {
+    // Creating the context here checks cert, key and CA now, with a clear error, not at the first agent.
+    const opts: https.ServerOptions = { cert: t.cert, key: t.key, minVersion: 'TLSv1.2', ...(t.ca ? { ca: t.ca } : {}), requestCert: mutual, rejectUnauthorized: mutual };
+    tlsCreateSecureContext(opts);
+    return opts;
+  } catch (e) {
+    throw new LightagentError('LA_ERR_TLS', `cannot use the TLS certificate, key or CA: ${(e as Error).message}`, 'check that tls.cert and tls.key are a matching PEM certificate and key, and tls.client_ca a PEM CA certificate', { cause: e });
+  }
+}

@@ -32,6 +32,7 @@
  *   (after the signatures changed); see server.ts.
  */
 import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import type { WebSocket } from 'ws';
 import { LightagentError, ProtocolError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -63,6 +64,8 @@ export class AgentSession {
   /** The generation this agent was last told. */
   lastGeneration = '';
   readonly remote: string;
+  /** CN of the agent's TLS client certificate (mutual TLS only). */
+  readonly certSubject: string | undefined;
   /** Resolves when the socket is closed, whoever closed it. */
   readonly done: Promise<void>;
 
@@ -73,6 +76,12 @@ export class AgentSession {
     private readonly log: Logger,
   ) {
     this.remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    // Mutual TLS: the agent certificate's subject, for the logs (the handshake already verified it).
+    const sock = req.socket as Partial<TLSSocket>;
+    if (sock.authorized && typeof sock.getPeerCertificate === 'function') {
+      const cn = sock.getPeerCertificate().subject?.CN;
+      this.certSubject = typeof cn === 'string' ? cn.slice(0, 200) : undefined;
+    }
     const o = core.opts;
     this.uploads = new UploadTable({
       budget: core.budget,
@@ -201,7 +210,7 @@ export class AgentSession {
     }
     this.hello = msg;
     this.tenant = tenant;
-    this.log.info('agent connected', { remote: this.remote, agent: msg.agentId, host: msg.host, os: msg.os, hypervisor: msg.hypervisor, tenant, version: msg.agentVersion });
+    this.log.info('agent connected', { remote: this.remote, agent: msg.agentId, host: msg.host, os: msg.os, hypervisor: msg.hypervisor, tenant, version: msg.agentVersion, ...(this.certSubject ? { cert: this.certSubject } : {}) });
     const o = this.core.opts;
     this.lastLoad = this.core.load();
     this.lastGeneration = this.core.generation();

@@ -24,8 +24,8 @@ export interface RawAgent {
 }
 
 /** Connect; send a hello with `token` (null: no token field) unless `hello` is false. Collects every message; `closed` resolves with the close code. */
-export async function rawAgent(url: string, token: string | null = TOKEN, hello = true): Promise<RawAgent> {
-  const ws = new WebSocket(url, { perMessageDeflate: false });
+export async function rawAgent(url: string, token: string | null = TOKEN, hello = true, wsOptions: WebSocket.ClientOptions = {}): Promise<RawAgent> {
+  const ws = new WebSocket(url, { perMessageDeflate: false, ...wsOptions });
   const msgs: SvmMessage[] = [];
   const waiters: Array<() => void> = [];
   const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));
