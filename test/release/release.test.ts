@@ -1,0 +1,144 @@
+/**
+ * The single executable (npm run release) does what the compiled sources do: version, the SVM
+ * (`lightagent svm`, or invoked as lightagent-svm), an on-demand scan, and the fanotify gate on a
+ * scratch tmpfs with koffi loaded from the executable's own assets.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { EICAR, eventually, needRoot, run, scratchMount, waitFor, type Proc } from '../helpers/procs.js';
+import { BINARY, ROOT, ensureBinary, runBinary, spawnBinary } from './binary.js';
+
+const TOKEN = 'release-test-token';
+
+async function startSvm(file?: string): Promise<Proc & { url: string }> {
+  const p = spawnBinary(file ? ['--listen', '127.0.0.1:0', '--token', TOKEN, '--json'] : ['svm', '--listen', '127.0.0.1:0', '--token', TOKEN, '--json'], file ? { file } : {});
+  const m = await waitFor(p, /"url"\s*:\s*"(ws:\/\/[^"]+)"/);
+  return { ...p, url: m[1]! };
+}
+
+/** Private directories of a process: lightagent-<pid>-XXXXXX under /run (root) or the temp dir. */
+function privateDirs(pid: number): string[] {
+  const found: string[] = [];
+  for (const base of ['/run', os.tmpdir()]) {
+    try {
+      for (const n of fs.readdirSync(base)) if (n.startsWith(`lightagent-${pid}-`)) found.push(path.join(base, n));
+    } catch {
+      // no such base
+    }
+  }
+  return found;
+}
+
+describe('release binary', () => {
+  let svm: Proc & { url: string };
+  let work: string;
+  before(async () => {
+    const ms = ensureBinary();
+    if (ms) process.stderr.write(`built ${BINARY} in ${(ms / 1000).toFixed(1)} s\n`);
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-release-'));
+    svm = await startSvm();
+  });
+  after(async () => {
+    await svm?.stop();
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  it('prints the package version and is a Node 24 single executable', () => {
+    const r = runBinary(['version']);
+    assert.equal(r.status, 0, r.stderr);
+    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    assert.equal(r.stdout.trim(), pkg.version);
+    assert.equal(r.stderr, '', 'no SEA warning or other noise on stderr');
+    const help = runBinary(['--help']);
+    assert.equal(help.status, 0);
+    assert.match(help.stdout, /lightagent svm/);
+    assert.match(help.stdout, /Usage: lightagent <command>/);
+  });
+
+  it('scan: EICAR is infected (exit 1), a clean file is clean (exit 0), through `lightagent svm`', () => {
+    const bad = path.join(work, 'eicar.com');
+    const good = path.join(work, 'clean.txt');
+    fs.writeFileSync(bad, EICAR);
+    fs.writeFileSync(good, 'nothing to see\n');
+    const r = runBinary(['scan', '--svm', svm.url, '--token', TOKEN, '--no-cache', '--json', work]);
+    assert.equal(r.status, 1, r.stdout + r.stderr);
+    const doc = JSON.parse(r.stdout) as { infected: { path: string; threat: string }[] };
+    assert.deepEqual(doc.infected.map((i) => [i.path, i.threat]), [[bad, 'Eicar-Test-Signature']]);
+    const c = runBinary(['scan', '--svm', svm.url, '--token', TOKEN, '--no-cache', good]);
+    assert.equal(c.status, 0, c.stdout + c.stderr);
+  });
+
+  it('invoked as lightagent-svm (a link) it is the SVM', async () => {
+    const link = path.join(work, 'lightagent-svm');
+    fs.symlinkSync(BINARY, link);
+    const s = await startSvm(link);
+    try {
+      const r = await fetch(s.url.replace('ws://', 'http://') + '/healthz');
+      assert.equal(r.status, 200);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('removes its private directory at exit, and those of dead processes at start', () => {
+    const base = process.getuid?.() === 0 ? '/run' : os.tmpdir();
+    const stale = path.join(base, 'lightagent-999999999-abcDEF');
+    fs.mkdirSync(stale, { mode: 0o700 });
+    fs.writeFileSync(path.join(stale, 'koffi.node'), 'x');
+    const r = runBinary(['version']);
+    assert.equal(r.status, 0);
+    assert.equal(fs.existsSync(stale), false, 'the dead process directory was removed');
+  });
+
+  describe('fanotify gate from the binary', { skip: needRoot() }, () => {
+    let mnt: ReturnType<typeof scratchMount>;
+    let agent: Proc;
+    let state: string;
+    before(async () => {
+      mnt = scratchMount('la-rel-mnt-');
+      state = fs.mkdtempSync(path.join(os.tmpdir(), 'la-rel-state-'));
+      fs.writeFileSync(path.join(mnt.dir, 'eicar.com'), EICAR);
+      fs.writeFileSync(path.join(mnt.dir, 'clean.txt'), 'clean\n');
+      // A hostile inherited LIGHTAGENT_SEA_DIR is ignored: the binary unpacks its own.
+      const decoy = fs.mkdtempSync(path.join(os.tmpdir(), 'la-decoy-'));
+      fs.writeFileSync(path.join(decoy, 'koffi.node'), 'not an ELF file');
+      agent = spawnBinary(['run', '--svm', svm.url, '--token', TOKEN, '--protect', mnt.dir, '--state-dir', state, '--mode', 'fanotify', '--deadline', '1s', '--json'], {
+        env: { LIGHTAGENT_SEA_DIR: decoy },
+      });
+      await waitFor(agent, /"event"\s*:\s*"started"[^\n]*"mode"\s*:\s*"fanotify"/);
+    });
+    after(async () => {
+      await agent?.stop();
+      mnt?.unmount();
+      fs.rmSync(state, { recursive: true, force: true });
+    });
+
+    it('unpacks koffi into a private 0700 directory', () => {
+      const dirs = privateDirs(agent.pid);
+      assert.equal(dirs.length, 1, `one private dir for pid ${agent.pid}: ${dirs.join(', ')}`);
+      const st = fs.statSync(dirs[0]!);
+      assert.equal(st.mode & 0o777, 0o700);
+      assert.equal(st.uid, process.getuid!());
+      assert.deepEqual(fs.readdirSync(dirs[0]!).sort(), ['fanotify-worker.js', 'koffi.node', 'package.json']);
+    });
+
+    it('cat of EICAR fails with EPERM, a clean file opens, the SVM hears of the detection', async () => {
+      const r = run('cat', [path.join(mnt.dir, 'eicar.com')]);
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, /Operation not permitted/);
+      const c = run('cat', [path.join(mnt.dir, 'clean.txt')]);
+      assert.equal(c.status, 0, c.stderr);
+      assert.equal(c.stdout, 'clean\n');
+      await eventually(() => /agent reported a detection[^\n]*eicar\.com|eicar\.com[^\n]*agent reported a detection/.test(svm.output()), 10_000, 'detection at the SVM');
+    });
+
+    it('stops on SIGTERM with exit 0 and removes its private directory', async () => {
+      const pid = agent.pid;
+      assert.equal(await agent.stop('SIGTERM'), 0, agent.output().slice(-2000));
+      assert.deepEqual(privateDirs(pid), []);
+    });
+  });
+});
