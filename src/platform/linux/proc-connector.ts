@@ -1,0 +1,292 @@
+/**
+ * The kernel's process events connector (Documentation/driver-api/connector.rst, <linux/cn_proc.h>):
+ * a NETLINK_CONNECTOR socket bound to the CN_IDX_PROC multicast group receives one datagram per
+ * fork, exec, uid change and exit of every process on the host, after PROC_CN_MCAST_LISTEN is
+ * sent. Needs CAP_NET_ADMIN (root) and CONFIG_PROC_EVENTS. Pids are those of the initial pid
+ * namespace.
+ *
+ * This file is both the bindings (koffi: socket, bind, send, recv, setsockopt) with the parser,
+ * and the worker thread that owns the socket: the socket is non-blocking and the worker blocks
+ * only in poll(2), at most 1 s, on the socket and a wake pipe the main thread writes to stop it.
+ * The main thread and the libuv threadpool never block on it. On each exec the worker reads
+ * /proc/PID (exe, cmdline, uids) while the process still lives, and posts events in batches.
+ *
+ * Layouts (all native-endian, little on x86_64/aarch64):
+ *   struct nlmsghdr   { u32 len; u16 type; u16 flags; u32 seq; u32 pid; }          16 bytes
+ *   struct cn_msg     { u32 idx; u32 val; u32 seq; u32 ack; u16 len; u16 flags; }  20 bytes
+ *   struct proc_event { u32 what; u32 cpu; u64 timestamp_ns; union event_data; }  16 + data
+ */
+import koffi from 'koffi';
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { PlatformError } from '../../errors.js';
+import { closeFd, makePipe, pollIn } from './fanotify.js';
+import { readProcess, readStat, type ProcInfo } from './procfs.js';
+
+// <linux/socket.h>, <linux/net.h>, <asm-generic/socket.h>, <linux/netlink.h>
+const AF_NETLINK = 16;
+const SOCK_DGRAM = 2;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const NETLINK_CONNECTOR = 11;
+const SOL_SOCKET = 1;
+const SO_RCVBUFFORCE = 33;
+const NLMSG_DONE = 3;
+const NLMSG_HDRLEN = 16;
+// <linux/connector.h>
+const CN_IDX_PROC = 1;
+const CN_VAL_PROC = 1;
+const CN_MSG_LEN = 20;
+// <linux/cn_proc.h>
+const PROC_CN_MCAST_LISTEN = 1;
+const PROC_CN_MCAST_IGNORE = 2;
+export const PROC_EVENT_FORK = 0x0000_0001;
+export const PROC_EVENT_EXEC = 0x0000_0002;
+export const PROC_EVENT_UID = 0x0000_0004;
+export const PROC_EVENT_EXIT = 0x8000_0000;
+const PROC_EVENT_HDR = 16;
+// <asm-generic/errno-base.h>, <asm-generic/errno.h>
+const EPERM = 1;
+const EAGAIN = 11;
+const EINTR = 4;
+const EACCES = 13;
+const EPROTONOSUPPORT = 93;
+const ENOBUFS = 105;
+
+/** Raw event as the kernel sends it (thread events filtered out in the worker). */
+export type RawProcEvent =
+  | { what: 'fork'; parentTgid: number; childPid: number; childTgid: number }
+  | { what: 'exec'; pid: number; tgid: number }
+  | { what: 'uid'; pid: number; tgid: number; ruid: number; euid: number }
+  | { what: 'exit'; pid: number; tgid: number; code: number }
+  | { what: 'other' };
+
+/** What the worker posts: process-level events, enriched from /proc. */
+export type ProcEvent =
+  | { type: 'fork'; pid: number; ppid: number; startTicks?: number | undefined }
+  | { type: 'exec'; pid: number; info?: ProcInfo | undefined }
+  | { type: 'uid'; pid: number; uid: number; euid: number }
+  | { type: 'exit'; pid: number; code: number }
+  /** The socket's receive buffer overflowed (ENOBUFS): `count` times some events were lost. */
+  | { type: 'lost'; count: number };
+
+export type ConnectorMessage = { t: 'ready' } | { t: 'error'; code: string; message: string; hint: string } | { t: 'events'; events: ProcEvent[] } | { t: 'stopped' };
+
+/**
+ * Parse one datagram: one or more netlink messages, each a cn_msg with a proc_event. Never reads
+ * past `len`; a short or malformed record ends the parse.
+ */
+export function parseProcDatagram(buf: Buffer, len: number): RawProcEvent[] {
+  const out: RawProcEvent[] = [];
+  let off = 0;
+  while (off + NLMSG_HDRLEN <= len) {
+    const msgLen = buf.readUInt32LE(off);
+    const type = buf.readUInt16LE(off + 4);
+    if (msgLen < NLMSG_HDRLEN || off + msgLen > len) break;
+    if (type === NLMSG_DONE && msgLen >= NLMSG_HDRLEN + CN_MSG_LEN + PROC_EVENT_HDR) {
+      const cn = off + NLMSG_HDRLEN;
+      const idx = buf.readUInt32LE(cn);
+      const val = buf.readUInt32LE(cn + 4);
+      const dataLen = buf.readUInt16LE(cn + 16);
+      const ev = cn + CN_MSG_LEN;
+      if (idx === CN_IDX_PROC && val === CN_VAL_PROC && dataLen >= PROC_EVENT_HDR && ev + dataLen <= off + msgLen) {
+        out.push(parseProcEvent(buf, ev, dataLen));
+      }
+    }
+    // NLMSG_NOOP, NLMSG_ERROR and other families' messages carry no process event.
+    // NLMSG_ALIGN(len): 4-byte alignment
+    off += (msgLen + 3) & ~3;
+  }
+  return out;
+}
+
+function parseProcEvent(b: Buffer, at: number, len: number): RawProcEvent {
+  const what = b.readUInt32LE(at);
+  const d = at + PROC_EVENT_HDR;
+  const need = (n: number) => len >= PROC_EVENT_HDR + n;
+  switch (what) {
+    case PROC_EVENT_FORK: // parent_pid, parent_tgid, child_pid, child_tgid
+      if (!need(16)) break;
+      return { what: 'fork', parentTgid: b.readInt32LE(d + 4), childPid: b.readInt32LE(d + 8), childTgid: b.readInt32LE(d + 12) };
+    case PROC_EVENT_EXEC: // process_pid, process_tgid
+      if (!need(8)) break;
+      return { what: 'exec', pid: b.readInt32LE(d), tgid: b.readInt32LE(d + 4) };
+    case PROC_EVENT_UID: // process_pid, process_tgid, ruid, euid
+      if (!need(16)) break;
+      return { what: 'uid', pid: b.readInt32LE(d), tgid: b.readInt32LE(d + 4), ruid: b.readUInt32LE(d + 8), euid: b.readUInt32LE(d + 12) };
+    case PROC_EVENT_EXIT: // process_pid, process_tgid, exit_code, exit_signal, (parent_pid, parent_tgid)
+      if (!need(12)) break;
+      return { what: 'exit', pid: b.readInt32LE(d), tgid: b.readInt32LE(d + 4), code: b.readUInt32LE(d + 8) };
+  }
+  return { what: 'other' };
+}
+
+/** The 40-byte control message: nlmsghdr + cn_msg + enum proc_cn_mcast_op. */
+export function mcastMessage(op: number): Buffer {
+  const b = Buffer.alloc(NLMSG_HDRLEN + CN_MSG_LEN + 4);
+  b.writeUInt32LE(b.length, 0);
+  b.writeUInt16LE(NLMSG_DONE, 4);
+  b.writeUInt32LE(CN_IDX_PROC, NLMSG_HDRLEN);
+  b.writeUInt32LE(CN_VAL_PROC, NLMSG_HDRLEN + 4);
+  b.writeUInt16LE(4, NLMSG_HDRLEN + 16);
+  b.writeUInt32LE(op, NLMSG_HDRLEN + CN_MSG_LEN);
+  return b;
+}
+
+interface Net {
+  socket: (domain: number, type: number, protocol: number) => number;
+  bind: (fd: number, addr: Buffer, len: number) => number;
+  send: (fd: number, buf: Buffer, len: number, flags: number) => number;
+  recv: (fd: number, buf: Buffer, len: number, flags: number) => number;
+  setsockopt: (fd: number, level: number, name: number, val: Buffer, len: number) => number;
+  strerror: (e: number) => string;
+}
+let net: Net | undefined;
+function lib(): Net {
+  if (net) return net;
+  if (process.platform !== 'linux') throw new PlatformError('LA_ERR_PROC_CONNECTOR', 'the process events connector exists only on Linux', 'the agent scans the process list instead');
+  const l = koffi.load('libc.so.6');
+  net = {
+    socket: l.func('int socket(int domain, int type, int protocol)'),
+    bind: l.func('int bind(int fd, const uint8_t *addr, uint32_t len)'),
+    send: l.func('long send(int fd, const uint8_t *buf, size_t len, int flags)'),
+    recv: l.func('long recv(int fd, _Out_ uint8_t *buf, size_t len, int flags)'),
+    setsockopt: l.func('int setsockopt(int fd, int level, int name, const uint8_t *val, uint32_t len)'),
+    strerror: l.func('const char *strerror(int errnum)'),
+  } as unknown as Net;
+  return net;
+}
+
+function connectorError(what: string, err: number): PlatformError {
+  const detail = `process events connector: ${what} failed: ${lib().strerror(err)} (errno ${err})`;
+  if (err === EPERM || err === EACCES) return new PlatformError('LA_ERR_PROC_CONNECTOR_PERM', detail, 'the connector needs root (CAP_NET_ADMIN); the agent scans /proc instead');
+  if (err === EPROTONOSUPPORT) return new PlatformError('LA_ERR_PROC_CONNECTOR_UNSUPPORTED', detail, 'this kernel lacks CONFIG_PROC_EVENTS; the agent scans /proc instead');
+  return new PlatformError('LA_ERR_PROC_CONNECTOR', detail, 'the agent scans /proc instead; see the kernel log');
+}
+
+/** Open, bind and subscribe. Returns the non-blocking socket fd. Throws a PlatformError. */
+export function openProcConnector(rcvbuf = 4 * 1024 * 1024): number {
+  const n = lib();
+  const fd = n.socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_CONNECTOR);
+  if (fd < 0) throw connectorError('socket(NETLINK_CONNECTOR)', koffi.errno());
+  try {
+    // A storm of short processes is 3 events each; a large buffer rides out a slow worker turn.
+    const v = Buffer.alloc(4);
+    v.writeInt32LE(rcvbuf);
+    n.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, v, 4); // best effort (root only)
+    const addr = Buffer.alloc(12); // struct sockaddr_nl { u16 family; u16 pad; u32 pid; u32 groups; }
+    addr.writeUInt16LE(AF_NETLINK, 0);
+    addr.writeUInt32LE(0, 4); // the kernel assigns the port id
+    addr.writeUInt32LE(CN_IDX_PROC, 8);
+    if (n.bind(fd, addr, addr.length) < 0) throw connectorError('bind(CN_IDX_PROC)', koffi.errno());
+    const m = mcastMessage(PROC_CN_MCAST_LISTEN);
+    if (n.send(fd, m, m.length, 0) < 0) throw connectorError('send(PROC_CN_MCAST_LISTEN)', koffi.errno());
+    return fd;
+  } catch (e) {
+    closeFd(fd);
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------- the worker thread
+
+export interface ConnectorWorkerData {
+  procConnector: true;
+  wakeR: number;
+  /** Post at most this often (ms) while events keep coming. */
+  batchMs: number;
+}
+
+async function runWorker(cfg: ConnectorWorkerData): Promise<void> {
+  const port = parentPort!;
+  const post = (m: ConnectorMessage) => port.postMessage(m);
+  let fd: number;
+  try {
+    fd = openProcConnector();
+  } catch (e) {
+    const err = e as PlatformError;
+    post({ t: 'error', code: err.code ?? 'LA_ERR_PROC_CONNECTOR', message: err.message, hint: err.hint ?? '' });
+    return;
+  }
+  post({ t: 'ready' });
+  const n = lib();
+  const buf = Buffer.alloc(64 * 1024);
+  const scratch = Buffer.alloc(16);
+  let batch: ProcEvent[] = [];
+  let lastPost = Date.now();
+  let lost = 0;
+  const flush = () => {
+    if (lost > 0) batch.push({ type: 'lost', count: lost });
+    lost = 0;
+    if (batch.length > 0) post({ t: 'events', events: batch });
+    batch = [];
+    lastPost = Date.now();
+  };
+  try {
+    for (;;) {
+      const ready = pollIn([fd, cfg.wakeR], batch.length > 0 ? cfg.batchMs : 1000, scratch);
+      if (ready.includes(cfg.wakeR)) break; // the main thread wrote to the wake pipe: stop
+      // Drain what is queued now, in bounded rounds so a storm still lets us post and yield.
+      for (let i = 0; i < 2048; i++) {
+        const r = n.recv(fd, buf, buf.length, 0);
+        if (r < 0) {
+          const e = koffi.errno();
+          if (e === ENOBUFS) {
+            lost++;
+            continue;
+          }
+          if (e === EAGAIN || e === EINTR) break;
+          throw connectorError('recv', e);
+        }
+        for (const ev of parseProcDatagram(buf, r)) enrich(ev, batch);
+      }
+      if (batch.length >= 1024 || lost > 0 || Date.now() - lastPost >= cfg.batchMs) flush();
+      // Let the worker's own event loop breathe (termination, posted messages).
+      await new Promise((res) => setImmediate(res));
+    }
+    flush();
+  } catch (e) {
+    const err = e as PlatformError;
+    post({ t: 'error', code: err.code ?? 'LA_ERR_PROC_CONNECTOR', message: err.message, hint: err.hint ?? '' });
+  } finally {
+    try {
+      const m = mcastMessage(PROC_CN_MCAST_IGNORE);
+      n.send(fd, m, m.length, 0);
+    } catch {
+      // closing unsubscribes anyway
+    }
+    closeFd(fd);
+    post({ t: 'stopped' });
+  }
+}
+
+/** Thread events are dropped: only thread group leaders (processes) matter here. */
+function enrich(ev: RawProcEvent, out: ProcEvent[]): void {
+  switch (ev.what) {
+    case 'fork':
+      if (ev.childPid !== ev.childTgid) return; // a new thread
+      out.push({ type: 'fork', pid: ev.childTgid, ppid: ev.parentTgid, startTicks: readStat(ev.childTgid)?.startTicks });
+      return;
+    case 'exec':
+      out.push({ type: 'exec', pid: ev.tgid, info: readProcess(ev.tgid) });
+      return;
+    case 'uid':
+      if (ev.pid !== ev.tgid) return;
+      out.push({ type: 'uid', pid: ev.tgid, uid: ev.ruid, euid: ev.euid });
+      return;
+    case 'exit':
+      if (ev.pid !== ev.tgid) return;
+      out.push({ type: 'exit', pid: ev.tgid, code: ev.code });
+      return;
+    default:
+      return;
+  }
+}
+
+/** A wake pipe for the worker: [read end for the worker, write end for the main thread]. */
+export function connectorWakePipe(): [number, number] {
+  return makePipe();
+}
+
+if (!isMainThread && (workerData as ConnectorWorkerData | undefined)?.procConnector === true) {
+  void runWorker(workerData as ConnectorWorkerData);
+}
