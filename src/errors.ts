@@ -146,3 +146,20 @@ export class CacheFileError extends LightagentError {
     super('LA_ERR_CACHE_FILE', `verdict cache ${file}: ${detail}`, 'nothing to do if it happens once (the cache is rebuilt); if it repeats, check the disk and the state directory', options);
   }
 }
+
+/** The agent's TLS handshake with an SVM failed for a reason retrying cannot fix (issue 7). */
+export type SvmTlsErrorCode = 'LA_ERR_TLS_UNTRUSTED' | 'LA_ERR_TLS_CLIENT_CERT';
+
+export class SvmTlsError extends LightagentError {
+  declare readonly code: SvmTlsErrorCode;
+  constructor(code: SvmTlsErrorCode, message: string, hint: string, options?: { cause?: unknown }) {
+    super(code, message, hint, options);
+  }
+}
+
+/** The SVM discovery URL could not be read or returned something that is not a valid SVM list (issue 7). */
+export class SvmDiscoveryError extends LightagentError {
+  constructor(url: string, detail: string, options?: { cause?: unknown }) {
+    super('LA_ERR_SVM_DISCOVERY', `SVM discovery at ${url}: ${detail}`, 'check `svm_discovery` and the service behind it; the agent keeps the SVMs it knew (and the static `svm:` list)', options);
+  }
+}

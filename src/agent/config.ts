@@ -22,11 +22,37 @@ const wsUrl = z
     }
   }, 'must be a ws:// or wss:// URL, e.g. wss://svm.example:7443');
 
+/** One SVM of a prioritized list: a URL, or {url, priority}; lower priority is preferred (default: its position). */
+const svmListEntry = z.union([wsUrl, z.object({ url: wsUrl, priority: z.number().int().min(0).max(1000).optional() }).strict()]);
+
+const httpUrl = z
+  .string()
+  .max(2048)
+  .refine((u) => {
+    try {
+      const p = new URL(u);
+      return p.protocol === 'http:' || p.protocol === 'https:';
+    } catch {
+      return false;
+    }
+  }, 'must be an http:// or https:// URL that answers a JSON list of SVMs');
+
 const absPath = z.string().min(1).refine((p) => path.isAbsolute(p), 'must be an absolute path');
 
 export const agentConfigSchema = z
   .object({
-    svm: wsUrl.optional(),
+    /** One SVM URL, or a prioritized list of them (at most 16). */
+    svm: z.union([wsUrl, z.array(svmListEntry).min(1, 'must list at least one SVM').max(16, 'at most 16 SVMs')]).optional(),
+    /** An http(s) URL answering a JSON list of SVMs, merged with `svm` (the config wins). */
+    svm_discovery: httpUrl.optional(),
+    svm_discovery_interval: duration().default(300_000),
+    /** A recovered preferred SVM must stay up this long before the agent returns to it. */
+    svm_hold_down: duration().default(10_000),
+    /** Allow plain ws:// to an SVM on another host (token and file contents in clear). */
+    allow_plain_ws: z.boolean().default(false),
+    /** PEM client certificate and key for mutual TLS with the SVM. */
+    tls_cert: absPath.optional(),
+    tls_key: absPath.optional(),
     token: z.string().min(1, 'must not be empty').optional(),
     /** PEM file of the CA that signed the SVM certificate (pinned). */
     ca: absPath.optional(),
@@ -82,10 +108,11 @@ export function loadAgentConfig(src: AgentConfigSources = {}): AgentConfig {
 }
 
 /** The SVM URL and token are needed by every command that talks to an SVM. */
-export function requireSvm(cfg: AgentConfig): { svm: string; token: string } {
+export function requireSvm(cfg: AgentConfig): { svm: NonNullable<AgentConfig['svm']> | undefined; token: string } {
   const issues: string[] = [];
-  if (!cfg.svm) issues.push('svm: no SVM URL; pass --svm ws://HOST:PORT, set `svm:` in the config file or LIGHTAGENT_SVM_URL');
+  if (!cfg.svm && !cfg.svm_discovery) issues.push('svm: no SVM URL; pass --svm ws://HOST:PORT, set `svm:` (or `svm_discovery:`) in the config file or LIGHTAGENT_SVM_URL');
+  if (!cfg.tls_cert !== !cfg.tls_key) issues.push(`${cfg.tls_cert ? 'tls_key' : 'tls_cert'}: mutual TLS needs both tls_cert and tls_key`);
   if (!cfg.token) issues.push('token: no tenant token; pass --token T, set `token:` in the config file or LIGHTAGENT_TOKEN');
   if (issues.length) throw new ConfigError('the command line', issues);
-  return { svm: cfg.svm!, token: cfg.token! };
+  return { svm: cfg.svm, token: cfg.token! };
 }

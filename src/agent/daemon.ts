@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import { describeError } from '../errors.js';
 import { logger } from '../log.js';
-import type { SvmLink } from '../svm-link/index.js';
+import type { SvmClient } from '../svm-link/index.js';
 import type { ProtectionBackend, ProtectionMode } from '../watchers/protection.js';
 import type { AgentConfig } from './config.js';
 import { DetectionLog } from './detections.js';
@@ -41,7 +41,7 @@ export interface DaemonStatus {
 interface Ctx {
   cfg: AgentConfig;
   opts: DaemonOptions;
-  link?: SvmLink;
+  link?: SvmClient;
   cache?: LocalCache;
   quarantine?: Quarantine;
   deferred?: DeferredQueue;

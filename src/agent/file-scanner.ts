@@ -14,7 +14,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { LightagentError, ScanFailedError, describeError } from '../errors.js';
-import type { SvmLink } from '../svm-link/index.js';
+import type { SvmClient } from '../svm-link/index.js';
 import type { VerdictMsg } from '../protocol/index.js';
 
 export type Outcome = 'clean' | 'infected' | 'error' | 'skipped';
@@ -56,7 +56,7 @@ export interface LocalHit {
 }
 
 export interface FileScannerOptions {
-  link: SvmLink;
+  link: SvmClient;
   cache?: LocalVerdictStore | undefined;
   /** Files larger than this are not scanned (outcome `skipped`, reason in `error`). */
   maxFileSize: number;

@@ -10,6 +10,7 @@ const HELP = `Usage: lightagent <command> [options]
 Commands:
   run              run the protection daemon (on-access protection of the configured paths)
   scan PATH...     scan files and trees through an SVM (on demand)
+  svm-info         the SVM in use, its signatures, load and latency, and the other SVMs' states
   quarantine ...   list, restore or delete quarantined files
   demo             start a local SVM and an agent protecting a demo folder (what \`npm start\` runs)
   version          print the version
@@ -21,6 +22,7 @@ type Command = (argv: string[]) => Promise<number>;
 const commands: Record<string, () => Promise<Command>> = {
   run: async () => (await import('./commands/run.js')).runCommand,
   scan: async () => (await import('./commands/scan.js')).scanCommand,
+  'svm-info': async () => (await import('./commands/svm-info.js')).svmInfoCommand,
   quarantine: async () => (await import('./commands/quarantine.js')).quarantineCommand,
   demo: async () => (await import('./commands/demo.js')).demoCommand,
   version: async () => async () => {

@@ -30,6 +30,7 @@ import {
   type Welcome,
 } from '../protocol/index.js';
 import { Backoff } from './backoff.js';
+import { tlsFailure } from './tls.js';
 import { Window } from './window.js';
 
 export type LinkState = 'idle' | 'connecting' | 'connected' | 'disconnected' | 'refused' | 'closed';
@@ -50,8 +51,11 @@ export interface SvmLinkOptions {
   connectTimeoutMs?: number;
   backoffMinMs?: number;
   backoffMaxMs?: number;
-  /** PEM of the CA that signed the SVM's certificate (wss://). */
+  /** PEM of the CA that signed the SVM's certificate (wss://): pinned, the system CAs are not used. */
   ca?: string | Buffer | undefined;
+  /** PEM client certificate and key for mutual TLS (wss://). */
+  cert?: string | Buffer | undefined;
+  key?: string | Buffer | undefined;
 }
 
 /** Reads `length` bytes at `offset` of the content being uploaded. May return fewer only at EOF. */
@@ -71,11 +75,13 @@ export interface SvmLinkEvents {
   generation: [string];
   load: [number];
   refused: [LightagentError];
+  /** A connection attempt failed before the SVM welcomed us (the link retries with backoff). */
+  unreachable: [LightagentError];
 }
 
 export class SvmLink extends EventEmitter<SvmLinkEvents> {
   readonly url: string;
-  private readonly opts: Required<Omit<SvmLinkOptions, 'hypervisor' | 'ca'>> & Pick<SvmLinkOptions, 'hypervisor' | 'ca'>;
+  private readonly opts: Required<Omit<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key'>> & Pick<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key'>;
   private ws: WebSocket | undefined;
   private _state: LinkState = 'idle';
   private _welcome: Welcome | undefined;
@@ -124,6 +130,10 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
   }
   get inFlight(): number {
     return this.pending.size;
+  }
+  /** Why the last attempt failed or the SVM refused us; undefined while connected. */
+  get error(): LightagentError | undefined {
+    return this._state === 'connected' ? undefined : this.lastError;
   }
 
   /** Start connecting; resolves at the first welcome, rejects on refusal or after connectTimeoutMs. */
@@ -281,6 +291,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
         // (85 -> 226 MiB/s measured). The SVM skips the XOR when the mask is zero.
         generateMask: (mask: Buffer) => void mask.fill(0),
         ...(this.opts.ca ? { ca: this.opts.ca } : {}),
+        ...(this.opts.cert && this.opts.key ? { cert: this.opts.cert, key: this.opts.key } : {}),
       });
     } catch (err) {
       this.lastError = new SvmUnavailableError(this.url, (err as Error).message, { cause: err });
@@ -379,7 +390,15 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
       this.lostConnection(why);
     });
     ws.on('error', (err) => {
-      // 'close' follows; remember the reason for waiters
+      // 'close' follows; remember the reason for waiters. A certificate the pinned CA does not
+      // sign, or an SVM refusing our client certificate, is configuration: final, like a bad token.
+      const tls = tlsFailure(this.url, err, { pinned: !!this.opts.ca, clientCert: !!this.opts.cert });
+      if (tls && this._state !== 'connected') {
+        this.lastError = tls;
+        this._state = 'refused';
+        this.log.error('TLS handshake with the SVM failed', { code: tls.code, message: tls.message });
+        return;
+      }
       this.lastError = new SvmUnavailableError(this.url, err.message, { cause: err });
     });
   }
@@ -411,6 +430,8 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
     if (wasConnected) {
       this.log.warn('lost the SVM connection', { reason: why });
       this.emit('disconnected', why);
+    } else {
+      this.emit('unreachable', err);
     }
     const delay = this.backoff.next();
     this.reconnectTimer = setTimeout(() => this.open(), delay);

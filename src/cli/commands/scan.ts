@@ -9,7 +9,7 @@ import { FileScanner, type LocalVerdictStore, type ScanResult } from '../../agen
 import { walkTree, type WalkEntry, type WalkSkip } from '../../agent/tree-walker.js';
 import { formatBytes } from '../../config/units.js';
 import { configureLogging } from '../../log.js';
-import type { SvmLink } from '../../svm-link/index.js';
+import type { SvmClient } from '../../svm-link/index.js';
 import { svmLinkFor } from '../../agent/svm-connection.js';
 import { ProgressBar } from '../progress.js';
 import { err, fail, out, printJson } from '../output.js';
@@ -95,7 +95,7 @@ export async function scanCommand(argv: string[]): Promise<number> {
   }
   configureLogging({ level: cfg.log.level, ...(cfg.log.file ? { file: cfg.log.file } : {}) });
 
-  let link: SvmLink;
+  let link: SvmClient;
   try {
     link = svmLinkFor(cfg, { maxInFlight: Math.max(jobs * 2, 8) });
   } catch (e) {
@@ -127,7 +127,7 @@ export async function scanCommand(argv: string[]): Promise<number> {
 }
 
 interface RunScanOptions {
-  link: SvmLink;
+  link: SvmClient;
   cfg: AgentConfig;
   cache?: LocalVerdictStore | undefined;
   jobs: number;

@@ -1,0 +1,25 @@
+/**
+ * What the rest of the agent (FileScanner, daemon, scan, on access) needs from "the SVM": one
+ * SvmLink to a single SVM, or an SvmPool over several with failover. Both present this.
+ */
+import type { EventEmitter } from 'node:events';
+import type { DetectionEvent, Limits, VerdictMsg, Welcome } from '../protocol/index.js';
+import type { ChunkReader, LinkState, SvmLinkEvents } from './svm-link.js';
+
+export interface SvmClient extends EventEmitter<SvmLinkEvents> {
+  /** The SVM in use (a pool: the active one, else the best configured). */
+  readonly url: string;
+  readonly state: LinkState;
+  readonly welcome: Welcome | undefined;
+  readonly generation: string | undefined;
+  readonly load: number;
+  readonly limits: Limits | undefined;
+  readonly inFlight: number;
+  readonly lastLatencyMs: number;
+  connect(): Promise<void>;
+  waitConnected(ms: number): Promise<void>;
+  lookup(sha256: string, size: number, deadlineMs?: number): Promise<VerdictMsg>;
+  scan(size: number, read: ChunkReader, deadlineMs: number, name?: string): Promise<VerdictMsg>;
+  report(event: Omit<DetectionEvent, 't'>): boolean;
+  close(): void;
+}
