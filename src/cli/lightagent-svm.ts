@@ -8,6 +8,8 @@ import { parseArgs } from 'node:util';
 import { closeLogging, configureLogging } from '../log.js';
 import { loadSvmConfig, readTlsFiles, type SvmConfig } from '../svm/config.js';
 import { BuiltinEngine } from '../svm/engines/builtin.js';
+import { ClamavEngine } from '../svm/engines/clamav.js';
+import type { ScanEngine } from '../svm/engines/engine.js';
 import { MemoryVerdictCache } from '../svm/memory-verdict-cache.js';
 import { SvmServer } from '../svm/server.js';
 import { err, exitAfterFlush, fail, out } from './output.js';
@@ -22,7 +24,10 @@ Options:
   --listen HOST:PORT   where to listen (default 127.0.0.1:7443; port 0 picks a free port)
   --token T            accept this token, tenant "default" (repeatable; replaces the config
                        file's tokens; LIGHTAGENT_SVM_TOKEN adds one to the file's)
-  --signatures FILE    load a .hdb, .hsb or .ndb signature file (repeatable)
+  --engine E           builtin (signatures in this process) | clamav (a running clamd)
+  --clamd ADDR         clamd's socket path or tcp://HOST:PORT (engine clamav; config
+                       clamd.address, default /run/clamav/clamd.ctl)
+  --signatures FILE    load a .hdb, .hsb or .ndb signature file (repeatable; engine builtin)
   --max-file-size SZ   largest upload accepted (default 64 MiB)
   --tls-cert F         PEM certificate of the SVM: agents connect with wss:// (config tls.cert)
   --tls-key F          PEM private key of --tls-cert (config tls.key)
@@ -57,6 +62,8 @@ async function main(argv: string[]): Promise<number> {
         listen: { type: 'string' },
         token: { type: 'string', multiple: true },
         signatures: { type: 'string', multiple: true },
+        engine: { type: 'string' },
+        clamd: { type: 'string' },
         'max-file-size': { type: 'string' },
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
@@ -84,6 +91,8 @@ async function main(argv: string[]): Promise<number> {
         listen: o.listen,
         tokens: o.token,
         signatures: o.signatures,
+        engine: o.engine,
+        'clamd.address': o.clamd,
         max_file_size: o['max-file-size'],
         'tls.cert': o['tls-cert'],
         'tls.key': o['tls-key'],
@@ -97,9 +106,9 @@ async function main(argv: string[]): Promise<number> {
   }
   configureLogging({ level: cfg.log.level, ...(cfg.log.file ? { file: cfg.log.file } : { stderr: true }) });
   let server: SvmServer;
-  let engine: BuiltinEngine;
+  let engine: ScanEngine;
   try {
-    engine = new BuiltinEngine({ signatureFiles: cfg.signatures });
+    engine = await makeEngine(cfg);
     server = await SvmServer.start({
       host: cfg.listen.host,
       port: cfg.listen.port,
@@ -118,18 +127,21 @@ async function main(argv: string[]): Promise<number> {
     return fail(e, 'lightagent-svm');
   }
   const http = server.httpUrl;
-  const line = { event: 'listening', url: server.url, tls: server.tls.enabled, mutualTls: server.tls.mutual, metrics: `${http}/metrics`, healthz: `${http}/healthz`, engine: engine.name, generation: engine.generation(), signatures: engine.signatureCount, pid: process.pid };
-  out(o.json ? JSON.stringify(line) : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${line.signatures} signatures, generation ${line.generation}); metrics at ${line.metrics}`);
+  const line = { event: 'listening', url: server.url, tls: server.tls.enabled, mutualTls: server.tls.mutual, metrics: `${http}/metrics`, healthz: `${http}/healthz`, engine: engine.name, engineHealthy: engine.healthy(), generation: engine.generation(), ...(engine instanceof BuiltinEngine ? { signatures: engine.signatureCount } : {}), ...(engine instanceof ClamavEngine ? { clamd: engine.address } : {}), pid: process.pid };
+  const what = engine instanceof BuiltinEngine ? `${engine.signatureCount} signatures` : engine instanceof ClamavEngine ? `clamd at ${engine.address}${engine.healthy() ? '' : ', NOT REACHABLE yet'}` : '';
+  out(o.json ? JSON.stringify(line) : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${what}, generation ${line.generation}); metrics at ${line.metrics}`);
 
   process.on('SIGHUP', () => {
-    try {
-      const r = engine.reload();
-      if (cfg.tls) server.reloadTls(readTlsFiles(cfg.tls, o.config ?? 'the command line'));
-      const told = server.announceGeneration();
-      out(o.json ? JSON.stringify({ event: 'reloaded', ...r, agentsTold: told }) : `lightagent-svm: signatures reloaded (generation ${r.generation}, ${r.errors} bad lines skipped)`);
-    } catch (e) {
-      fail(e, 'lightagent-svm: reload failed, keeping the previous signatures');
-    }
+    void (async () => {
+      try {
+        const r = (await engine.reload?.()) ?? { generation: engine.generation() };
+        if (cfg.tls) server.reloadTls(readTlsFiles(cfg.tls, o.config ?? 'the command line'));
+        const told = server.announceGeneration();
+        out(o.json ? JSON.stringify({ event: 'reloaded', ...r, agentsTold: told }) : `lightagent-svm: signatures reloaded (generation ${r.generation}${typeof r.errors === 'number' ? `, ${r.errors} bad lines skipped` : ''})`);
+      } catch (e) {
+        fail(e, 'lightagent-svm: reload failed, keeping the previous signatures');
+      }
+    })();
   });
   const signal = await new Promise<string>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
@@ -143,6 +155,19 @@ async function main(argv: string[]): Promise<number> {
   if (o.json) out(JSON.stringify({ event: 'stopped', signal }));
   await closeLogging();
   return 0;
+}
+
+async function makeEngine(cfg: SvmConfig): Promise<ScanEngine> {
+  if (cfg.engine === 'clamav') {
+    return ClamavEngine.create({
+      address: cfg.clamd.address,
+      poolSize: cfg.clamd.pool,
+      timeoutMs: cfg.clamd.timeout,
+      ...(cfg.clamd.database_dir ? { databaseDir: cfg.clamd.database_dir } : {}),
+      ...(cfg.clamd.stream_max_length !== undefined ? { streamMaxLength: cfg.clamd.stream_max_length } : {}),
+    });
+  }
+  return new BuiltinEngine({ signatureFiles: cfg.signatures });
 }
 
 main(process.argv.slice(2)).then(

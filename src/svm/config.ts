@@ -7,8 +7,10 @@
  *   tls: {cert: /etc/lightagent/svm.crt, key: /etc/lightagent/svm.key, client_ca: /etc/lightagent/agents-ca.crt}
  *                                   # wss://; with client_ca, mutual TLS (agents need a certificate signed by it)
  *   tokens: [secret-token, {tenant: acme, token: other-secret}]
- *   engine: builtin
- *   signatures: [/etc/lightagent/sigs/local.hdb, /etc/lightagent/sigs/local.ndb]
+ *   engine: builtin                 # or clamav: a running clamd judges the files
+ *   signatures: [/etc/lightagent/sigs/local.hdb, /etc/lightagent/sigs/local.ndb]   # builtin only
+ *   clamd: /run/clamav/clamd.ctl    # or {address: tcp://10.0.0.5:3310, pool: 8, timeout: 30s,
+ *                                   #     database_dir: /var/lib/clamav, stream_max_length: 25 MiB}
  *   max_file_size: 64 MiB
  *   max_chunk: 1 MiB                # 4 KiB .. 1 MiB
  *   max_in_flight: 32
@@ -53,7 +55,21 @@ export const svmConfigSchema = z
   .object({
     listen: listen.default({ host: '127.0.0.1', port: 7443 }),
     tokens: z.array(token).min(1, 'at least one tenant token is needed (flag --token, or LIGHTAGENT_SVM_TOKEN)'),
-    engine: z.enum(['builtin']).default('builtin'),
+    engine: z.enum(['builtin', 'clamav']).default('builtin'),
+    // A plain string is the clamd address.
+    clamd: z.preprocess(
+      (v) => (typeof v === 'string' ? { address: v } : v),
+      z
+        .object({
+          address: z.string().min(1).default('/run/clamav/clamd.ctl'),
+          pool: z.number().int().min(1).max(256).default(8),
+          timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(30_000),
+          database_dir: z.string().min(1).optional(),
+          stream_max_length: size().optional(),
+        })
+        .strict()
+        .default({ address: '/run/clamav/clamd.ctl', pool: 8, timeout: 30_000 }),
+    ),
     signatures: z.array(z.string().min(1)).default([]),
     max_file_size: size().default(64 * 1024 * 1024),
     max_chunk: size().refine((n) => n >= 4096 && n <= FRAME_LIMITS.maxChunk, `must be from 4 KiB to ${FRAME_LIMITS.maxChunk} bytes`).default(FRAME_LIMITS.maxChunk),

@@ -1,3 +1,5 @@
+import { LightagentError } from '../../errors.js';
+
 /**
  * The seam between the SVM and whatever judges file content. Every implementation runs the one
  * conformance suite in test/svm/engines/conformance.ts.
@@ -17,11 +19,32 @@ export interface ScanEngine {
    */
   generation(): string;
   /**
-   * Judge one complete file. Must not throw on any content; throws only for engine failure.
+   * Judge one complete file. Must not throw on any content; throws only for engine failure, or
+   * EngineLimitError when the content is beyond what the engine will judge (e.g. over clamd's
+   * StreamMaxLength): the file is neither clean nor infected, and nothing is cached.
    * `known.sha256`, when given, is the SHA-256 the SVM already computed over these bytes.
    */
   scan(content: Buffer, known?: { sha256?: string }): Promise<EngineResult>;
   /** Health for /healthz: false when the engine cannot scan right now. */
   healthy(): boolean;
+  /**
+   * Reload the signatures (SIGHUP). Resolves with the generation after the reload. Optional:
+   * an engine without it is told nothing on SIGHUP.
+   */
+  reload?(): Promise<{ generation: string; [k: string]: unknown }> | { generation: string; [k: string]: unknown };
   close(): Promise<void>;
+}
+
+/** The content is beyond what the engine judges (size, nesting): no verdict, an error verdict to the agent. */
+export class EngineLimitError extends LightagentError {
+  constructor(message: string, hint = 'such files are not scanned: raise the engine limit (clamd StreamMaxLength) or lower max_file_size so agents do not upload them') {
+    super('LA_ERR_ENGINE_LIMIT', message, hint);
+  }
+}
+
+/** The engine could not scan (unreachable, timed out, protocol failure): not a verdict about the file. */
+export class EngineError extends LightagentError {
+  constructor(message: string, hint = 'see the SVM log; check that the engine (clamd) runs and answers', options?: { cause?: unknown }) {
+    super('LA_ERR_ENGINE', message, hint, options);
+  }
 }
