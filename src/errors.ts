@@ -147,6 +147,22 @@ export class CacheFileError extends LightagentError {
   }
 }
 
+/** The daemon as a service and its local sockets (issue 8). */
+export type ServiceErrorCode =
+  | 'LA_ERR_ALREADY_RUNNING'
+  | 'LA_ERR_SOCKET_DIR'
+  | 'LA_ERR_CONTROL_REQUEST'
+  | 'LA_ERR_CONTROL_DENIED'
+  | 'LA_ERR_CONTROL_UNAVAILABLE'
+  | 'LA_ERR_RELOAD';
+
+export class ServiceError extends LightagentError {
+  declare readonly code: ServiceErrorCode;
+  constructor(code: ServiceErrorCode, message: string, hint?: string, options?: { cause?: unknown }) {
+    super(code, message, hint, options);
+  }
+}
+
 /** The agent's TLS handshake with an SVM failed for a reason retrying cannot fix (issue 7). */
 export type SvmTlsErrorCode = 'LA_ERR_TLS_UNTRUSTED' | 'LA_ERR_TLS_CLIENT_CERT';
 

@@ -62,6 +62,8 @@ export const agentConfigSchema = z
     protect: z.array(absPath).default([]),
     exclude: z.array(absPath).default([]),
     state_dir: absPath.default('/var/lib/lightagent'),
+    /** status.sock and control.sock; default /run/lightagent (or <state_dir>.run beside a non-default state_dir). */
+    socket_dir: absPath.optional(),
     cache: z
       .object({
         entries: z.number().int().min(1024).max(50_000_000).default(1_000_000),

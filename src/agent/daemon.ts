@@ -2,16 +2,21 @@
  * The guest daemon: the composition root. Start-up is an ordered list of steps (steps.ts); each
  * part it starts has a teardown that always runs.
  *
- *   state-dir -> lock -> cache -> svm-link -> quarantine + deferred queue -> scanner + handler
- *   -> protection backend (fanotify, else the watcher) -> deferred re-scan -> periodic cache save
+ *   state-dir -> lock (one daemon per state directory) -> svm-link -> cache -> quarantine +
+ *   deferred queue -> scanner + handler -> protection backend (fanotify, else the watcher)
+ *   -> deferred re-scan -> service (protection state, status and control sockets)
+ *
+ * `reload()` (SIGHUP, the control socket) is make-before-break: the new protection backend is
+ * running before the old one stops, so there is no moment without a gate.
  */
 import fs from 'node:fs';
-import { describeError } from '../errors.js';
+import path from 'node:path';
+import { describeError, JournalError, ServiceError } from '../errors.js';
 import { logger } from '../log.js';
 import type { SvmClient } from '../svm-link/index.js';
 import type { ProtectionBackend, ProtectionMode } from '../watchers/protection.js';
 import type { AgentConfig } from './config.js';
-import { DetectionLog } from './detections.js';
+import { DetectionLog, type Detection } from './detections.js';
 import { FileScanner } from './file-scanner.js';
 import { openLocalCache, type LocalCache } from './local-cache.js';
 import { OnAccessHandler } from './on-access.js';
@@ -20,16 +25,41 @@ import { Quarantine } from './quarantine.js';
 import { resolveProtect, startProtection } from './protection.js';
 import { StepRunner, type Step } from './steps.js';
 import { svmLinkFor } from './svm-connection.js';
+import { acquireLock } from './lock-file.js';
+import { AGENT_VERSION } from './identity.js';
+import { ProtectionState, type ProtectionSnapshot } from './control/protection-state.js';
+import { LocalSockets, socketDirFor } from './control/local-sockets.js';
 
 export interface DaemonOptions {
   config: AgentConfig;
   /** Force a backend (tests, `--mode`); default: fanotify when it can run, else the watcher. */
   mode?: 'fanotify' | 'watcher' | undefined;
+  /** Read the configuration again (SIGHUP, `reload` on the control socket). */
+  reloadConfig?: (() => AgentConfig) | undefined;
+  /** Open the status and control sockets (default true). */
+  sockets?: boolean;
 }
 
-export interface DaemonStatus {
+/** What a reload applied, and what it could not (those settings need a restart). */
+export interface ReloadResult {
+  applied: string[];
+  needRestart: string[];
   mode: ProtectionMode;
   protect: string[];
+}
+
+/** Settings a reload applies; every other change needs a restart. */
+const RELOADABLE = ['protect', 'exclude', 'deadline', 'on_svm_unavailable', 'max_file_size'] as const;
+
+export interface DaemonStatus {
+  version: string;
+  pid: number;
+  startedAt: string;
+  mode: ProtectionMode;
+  protection: ProtectionSnapshot;
+  protect: string[];
+  exclude: string[];
+  reloads: number;
   svm: { url: string; state: string; svmId?: string | undefined; generation?: string | undefined; load: number; latencyMs: number };
   cache: Record<string, number> | undefined;
   deferredQueue: number;
@@ -49,6 +79,9 @@ interface Ctx {
   scanner?: FileScanner;
   handler?: OnAccessHandler;
   backend?: ProtectionBackend;
+  state?: ProtectionState;
+  sockets?: LocalSockets;
+  daemon: Daemon;
 }
 
 export class Daemon {
@@ -56,9 +89,12 @@ export class Daemon {
   private readonly runner = new StepRunner<Ctx>(logger('steps'));
   private readonly ctx: Ctx;
   private stopping: Promise<void> | undefined;
+  private reloadChain: Promise<unknown> = Promise.resolve();
+  private reloads = 0;
+  private readonly startedAt = new Date().toISOString();
 
   private constructor(opts: DaemonOptions) {
-    this.ctx = { cfg: opts.config, opts };
+    this.ctx = { cfg: opts.config, opts, daemon: this };
   }
 
   static async start(opts: DaemonOptions): Promise<Daemon> {
@@ -82,11 +118,26 @@ export class Daemon {
     return this.ctx.cfg.protect;
   }
 
+  /** Where status.sock and control.sock are. */
+  get socketDir(): string {
+    return socketDirFor(this.ctx.cfg);
+  }
+
+  get protection(): ProtectionSnapshot {
+    return this.ctx.state?.evaluate() ?? { state: this.mode === 'off' ? 'off' : 'protected', reasons: [], since: this.startedAt };
+  }
+
   status(): DaemonStatus {
     const { link, cache, deferred, detections, handler, backend } = this.ctx;
     return {
+      version: AGENT_VERSION,
+      pid: process.pid,
+      startedAt: this.startedAt,
       mode: this.mode,
+      protection: this.protection,
       protect: this.protectedPaths(),
+      exclude: this.ctx.cfg.exclude,
+      reloads: this.reloads,
       svm: { url: link!.url, state: link!.state, svmId: link!.welcome?.svmId, generation: link!.generation, load: link!.load, latencyMs: Math.round(link!.lastLatencyMs * 100) / 100 },
       cache: cache?.stats(),
       deferredQueue: deferred?.size ?? 0,
@@ -102,9 +153,71 @@ export class Daemon {
     return results.map((r) => `${r.outcome}${r.threat ? ` (${r.threat})` : ''}`).join(', ');
   }
 
+  /**
+   * Apply a new configuration (default: `reloadConfig()`): protect, exclude, deadline,
+   * on_svm_unavailable and max_file_size take effect; other changed settings are reported in
+   * `needRestart` and left as they were. The new backend starts (same mode) before the old one
+   * stops, so every open is checked throughout. If anything fails, the old setup stays.
+   */
+  reload(next?: AgentConfig): Promise<ReloadResult> {
+    const run = this.reloadChain.then(() => this.applyConfig(next));
+    this.reloadChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async applyConfig(next: AgentConfig | undefined): Promise<ReloadResult> {
+    const ctx = this.ctx;
+    if (this.stopping) throw new ServiceError('LA_ERR_RELOAD', 'the daemon is stopping', 'start it again');
+    let cfg: AgentConfig;
+    try {
+      cfg = next ?? ctx.opts.reloadConfig?.() ?? ctx.opts.config;
+    } catch (e) {
+      throw new ServiceError('LA_ERR_RELOAD', `reload refused, the running configuration stays: ${describeError(e).message}`, 'fix the configuration and reload again', { cause: e });
+    }
+    const old = ctx.cfg;
+    const key = (c: AgentConfig, k: string) => JSON.stringify((c as Record<string, unknown>)[k]);
+    const needRestart = Object.keys({ ...old, ...cfg }).filter((k) => !(RELOADABLE as readonly string[]).includes(k) && key(old, k) !== key(cfg, k));
+    // protect [] means "every local disk": compare what it resolves to.
+    const mode = this.mode === 'off' ? ctx.opts.mode : this.mode;
+    const candidate: AgentConfig = { ...old };
+    for (const k of RELOADABLE) (candidate as Record<string, unknown>)[k] = cfg[k];
+    candidate.protect = resolveProtect(candidate, mode);
+    const applied = RELOADABLE.filter((k) => key(old, k) !== key(candidate, k));
+    if (applied.length > 0) {
+      const { scanner, handler } = buildHandler(candidate, ctx);
+      const backend = await startProtection(candidate, mode, handler, scanner, ctx.cache!.cache.sharedSpec());
+      const previous = ctx.backend!;
+      ctx.backend = backend;
+      ctx.scanner = scanner;
+      // Counters carry on across reloads (status shows totals since start).
+      Object.assign(handler.counts, ctx.handler!.counts);
+      ctx.handler = handler;
+      ctx.cfg = candidate;
+      await previous.stop(); // answers what it still holds; the new backend already gates
+    }
+    this.reloads++;
+    const result: ReloadResult = { applied, needRestart, mode: this.mode, protect: this.protectedPaths() };
+    this.log.info('configuration reloaded', { ...result });
+    if (needRestart.length > 0) this.log.warn('changed settings that need a restart were NOT applied', { settings: needRestart });
+    return result;
+  }
+
+  /** Detections and protection state changes, for the status socket. Returns the unsubscribe function. */
+  subscribe(on: { detection(d: Detection): void; state(now: ProtectionSnapshot, before: ProtectionSnapshot): void }): () => void {
+    const { detections, state } = this.ctx;
+    detections!.on('detection', on.detection);
+    state?.on('change', on.state);
+    return () => {
+      detections!.off('detection', on.detection);
+      state?.off('change', on.state);
+    };
+  }
+
   /** Stop everything; safe to call twice. */
   stop(): Promise<void> {
-    this.stopping ??= this.runner.stop();
+    // A reload in progress finishes first (bounded), so its new backend is stopped too.
+    const settled = Promise.race([this.reloadChain, new Promise((r) => setTimeout(r, 5000).unref())]);
+    this.stopping ??= settled.then(() => this.runner.stop());
     return this.stopping;
   }
 }
@@ -115,6 +228,25 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
     run({ cfg }) {
       fs.mkdirSync(cfg.state_dir, { recursive: true, mode: 0o700 });
       fs.chmodSync(cfg.state_dir, 0o700);
+    },
+  },
+  {
+    // One daemon per state directory: a second `lightagent run` stops here, before touching
+    // the cache, the journals or the kernel. A lock left by a SIGKILLed daemon is taken over.
+    name: 'lock',
+    async run({ cfg }) {
+      const lockPath = path.join(cfg.state_dir, 'agent.lock');
+      try {
+        return await acquireLock(lockPath, 0);
+      } catch (e) {
+        if (!(e instanceof JournalError) || e.code !== 'LA_ERR_JOURNAL_LOCKED') throw e;
+        const pid = Number.parseInt(fs.readFileSync(lockPath, 'utf8'), 10);
+        throw new ServiceError(
+          'LA_ERR_ALREADY_RUNNING',
+          `another lightagent daemon${Number.isInteger(pid) ? ` (pid ${pid})` : ''} is running on the state directory ${cfg.state_dir} (lock ${lockPath})`,
+          'stop it first (systemctl stop lightagent); only one daemon may use a state directory',
+        );
+      }
     },
   },
   {
@@ -159,20 +291,9 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
   {
     name: 'scanner',
     run(ctx) {
-      const { cfg, link } = ctx;
-      ctx.detections = new DetectionLog(200, (d) => link!.report(d));
-      ctx.scanner = new FileScanner({ link: link!, cache: ctx.cache!.store, maxFileSize: cfg.max_file_size, deadlineMs: cfg.deadline });
-      ctx.handler = new OnAccessHandler({
-        scanner: ctx.scanner,
-        detections: ctx.detections,
-        deferred: ctx.deferred!,
-        quarantine: ctx.quarantine!,
-        // A little under the gate's own deadline, so the policy answer (which also queues the
-        // file) normally wins over the worker's backstop answer.
-        deadlineMs: Math.max(50, cfg.deadline - Math.min(250, cfg.deadline / 4)),
-        onSvmUnavailable: cfg.on_svm_unavailable,
-        maxFileSize: cfg.max_file_size,
-      });
+      const link = ctx.link!;
+      ctx.detections = new DetectionLog(200, (d) => link.report(d));
+      Object.assign(ctx, buildHandler(ctx.cfg, ctx));
     },
   },
   {
@@ -222,4 +343,62 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
       return () => clearInterval(timer);
     },
   },
+  {
+    name: 'service',
+    async run(ctx) {
+      const state = new ProtectionState(() => ({ mode: ctx.backend?.mode ?? 'off', svmConnected: ctx.link!.state === 'connected', queued: ctx.deferred!.size }));
+      ctx.state = state;
+      const log = logger('daemon');
+      state.on('change', (now, before) => {
+        if (now.state === 'protected') log.info('protection recovered', { from: before.state, was: before.reasons });
+        else log.warn('protection degraded', { state: now.state, reasons: now.reasons });
+      });
+      const recheck = () => state.evaluate();
+      ctx.link!.on('connected', recheck);
+      ctx.link!.on('disconnected', recheck);
+      state.start();
+      if (ctx.opts.sockets === false) return () => state.stop();
+      const d = ctx.daemon;
+      const q = ctx.quarantine!;
+      ctx.sockets = await LocalSockets.start(socketDirFor(ctx.cfg), {
+        status: () => d.status() as unknown as Record<string, unknown>,
+        subscribe: (on) => d.subscribe(on),
+        reload: async () => ({ ...(await d.reload()) }),
+        rescan: (paths) => d.rescan(paths),
+        quarantineList: () => q.list(),
+        quarantineRestore: (id, opts) => q.restore(id, opts),
+        quarantineDelete: (id) => q.delete(id),
+      });
+      log.info('local sockets ready', { status: ctx.sockets.status.path, control: ctx.sockets.control.path });
+      return async () => {
+        state.stop();
+        await ctx.sockets!.close();
+        // The derived <state_dir>.run directory is ours alone: leave nothing behind.
+        if (!ctx.cfg.socket_dir && ctx.daemon.socketDir.endsWith('.run')) {
+          try {
+            fs.rmdirSync(ctx.daemon.socketDir);
+          } catch {
+            /* not empty (someone else's file): leave it */
+          }
+        }
+      };
+    },
+  },
 ];
+
+/** The scanner and on-access handler for one configuration (start-up, and each reload). */
+function buildHandler(cfg: AgentConfig, ctx: Ctx): { scanner: FileScanner; handler: OnAccessHandler } {
+  const scanner = new FileScanner({ link: ctx.link!, cache: ctx.cache!.store, maxFileSize: cfg.max_file_size, deadlineMs: cfg.deadline });
+  const handler = new OnAccessHandler({
+    scanner,
+    detections: ctx.detections!,
+    deferred: ctx.deferred!,
+    quarantine: ctx.quarantine!,
+    // A little under the gate's own deadline, so the policy answer (which also queues the
+    // file) normally wins over the worker's backstop answer.
+    deadlineMs: Math.max(50, cfg.deadline - Math.min(250, cfg.deadline / 4)),
+    onSvmUnavailable: cfg.on_svm_unavailable,
+    maxFileSize: cfg.max_file_size,
+  });
+  return { scanner, handler };
+}

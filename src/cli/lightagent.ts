@@ -12,6 +12,8 @@ Commands:
   scan PATH...     scan files and trees through an SVM (on demand)
   svm-info         the SVM in use, its signatures, load and latency, and the other SVMs' states
   quarantine ...   list, restore or delete quarantined files
+  status           show the running agent's protection state (any user)
+  tray             desktop tray icon and notifications (run as the desktop user)
   demo             start a local SVM and an agent protecting a demo folder (what \`npm start\` runs)
   version          print the version
 
@@ -24,6 +26,8 @@ const commands: Record<string, () => Promise<Command>> = {
   scan: async () => (await import('./commands/scan.js')).scanCommand,
   'svm-info': async () => (await import('./commands/svm-info.js')).svmInfoCommand,
   quarantine: async () => (await import('./commands/quarantine.js')).quarantineCommand,
+  status: async () => (await import('./commands/status.js')).statusCommand,
+  tray: async () => (await import('./commands/tray.js')).trayCommand,
   demo: async () => (await import('./commands/demo.js')).demoCommand,
   version: async () => async () => {
     out(AGENT_VERSION);

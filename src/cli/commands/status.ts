@@ -1,0 +1,106 @@
+/**
+ * `lightagent status` — what the running daemon is doing, from its status socket (any user).
+ */
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadAgentConfig } from '../../agent/config.js';
+import { request } from '../../agent/control/client.js';
+import { DEFAULT_SOCKET_DIR, STATUS_SOCKET, socketDirFor } from '../../agent/control/local-sockets.js';
+import { err, fail, out, printJson } from '../output.js';
+
+export const STATUS_HELP = `Usage: lightagent status [options]
+
+Show the running agent's state: protection mode (fanotify / watcher / off) and whether it is
+protected or degraded, SVM link, signature generation, verdict cache size and hit rate,
+deferred-scan queue, last detections. Reads the status socket; needs no privilege.
+Exit codes: 0 protected, 1 degraded or off, 2 the agent cannot be reached.
+
+Options:
+  --socket-dir DIR     where the daemon's sockets are (default from the config file, else
+                       ${DEFAULT_SOCKET_DIR})
+  --state-dir DIR      the daemon's --state-dir (its sockets are then in <DIR>.run)
+  --config F           agent config file to find socket_dir / state_dir in
+  --timeout DUR_MS     how long to wait for the answer, ms (default 5000)
+  --json               print the status as JSON
+  -h, --help           show this help`;
+
+/** The socket dir for a client: flags, then the config file if readable, then the default. */
+export function clientSocketDir(o: { 'socket-dir'?: string | undefined; 'state-dir'?: string | undefined; config?: string | undefined }): string {
+  if (o['socket-dir']) return path.resolve(o['socket-dir']);
+  if (o['state-dir']) return socketDirFor({ state_dir: path.resolve(o['state-dir']) });
+  try {
+    return socketDirFor(loadAgentConfig({ file: o.config }));
+  } catch (e) {
+    if (o.config) throw e;
+    return DEFAULT_SOCKET_DIR; // e.g. /etc/lightagent/agent.yaml readable by root only
+  }
+}
+
+type Obj = Record<string, any>;
+
+function ago(iso: string | undefined): string {
+  const t = iso ? Date.parse(iso) : NaN;
+  if (!Number.isFinite(t)) return '?';
+  const s = Math.max(0, Math.round((Date.now() - t) / 1000));
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+export function formatStatus(s: Obj): string {
+  const p: Obj = s.protection ?? {};
+  const svm: Obj = s.svm ?? {};
+  const c: Obj = s.cache ?? {};
+  const det: Obj = s.detections ?? {};
+  const state = p.state === 'protected' ? 'protected' : `${String(p.state ?? 'unknown').toUpperCase()}${p.reasons?.length ? ` (${p.reasons.join(', ')})` : ''}`;
+  const lines = [
+    `lightagent ${s.version ?? '?'} (pid ${s.pid ?? '?'}, up ${ago(s.startedAt)})`,
+    `protection:  ${state}, mode ${s.mode ?? 'off'}${s.mode === 'watcher' ? ' (scan after write; opens are not blocked)' : ''}`,
+    `paths:       ${(s.protect ?? []).join(', ') || '-'}${s.exclude?.length ? `; excluded ${s.exclude.join(', ')}` : ''}`,
+    `SVM:         ${svm.state ?? '?'} ${svm.url ?? ''}${svm.svmId ? ` (${svm.svmId}, latency ${svm.latencyMs} ms, load ${svm.load})` : ''}`,
+    `signatures:  generation ${svm.generation ?? 'unknown'}`,
+    `cache:       ${c.entries ?? 0} of ${c.capacity ?? 0} entries, hit rate ${((c.hitRate ?? 0) * 100).toFixed(1)}% (${c.identityHits ?? 0} hits, ${c.misses ?? 0} misses)`,
+    `queue:       ${s.deferredQueue ?? 0} file(s) waiting for a scan`,
+    `detections:  ${det.total ?? 0}${det.recent?.length ? ', last:' : ''}`,
+  ];
+  for (const d of (det.recent ?? []).slice(-10).reverse()) lines.push(`  ${d.time}  ${d.action}  ${d.threat}  ${d.path}`);
+  return lines.join('\n');
+}
+
+export async function statusCommand(argv: string[]): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({
+      args: argv,
+      options: {
+        'socket-dir': { type: 'string' },
+        'state-dir': { type: 'string' },
+        config: { type: 'string' },
+        timeout: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (e) {
+    err(`lightagent status: ${(e as Error).message}\n\n${STATUS_HELP}`);
+    return 2;
+  }
+  const o = args.values;
+  if (o.help) {
+    out(STATUS_HELP);
+    return 0;
+  }
+  const timeout = o.timeout === undefined ? 5000 : Number(o.timeout);
+  if (!Number.isInteger(timeout) || timeout < 1 || timeout > 600_000) {
+    err('lightagent status: --timeout must be a number of milliseconds (1 to 600000)');
+    return 2;
+  }
+  try {
+    const sock = path.join(clientSocketDir(o), STATUS_SOCKET);
+    const reply = await request(sock, { cmd: 'status' }, timeout);
+    const s = (reply.status ?? {}) as Obj;
+    if (o.json) printJson(s);
+    else out(formatStatus(s));
+    return s.protection?.state === 'protected' ? 0 : 1;
+  } catch (e) {
+    return fail(e, 'lightagent status');
+  }
+}
