@@ -12,8 +12,10 @@
  *   in the send buffer.
  */
 import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import tls from 'node:tls';
 import WebSocket from 'ws';
-import { AuthError, DeadlineError, LightagentError, ProtocolError, SvmUnavailableError } from '../errors.js';
+import { AuthError, DeadlineError, LightagentError, ProtocolError, SvmTlsError, SvmUnavailableError } from '../errors.js';
 import { logger } from '../log.js';
 import {
   CloseCode,
@@ -32,6 +34,9 @@ import {
 import { Backoff } from './backoff.js';
 import { tlsFailure } from './tls.js';
 import { Window } from './window.js';
+
+/** Resets after the TLS handshake, with a client certificate presented, before we call it a refusal. */
+const CERT_RESETS_FINAL = 3;
 
 export type LinkState = 'idle' | 'connecting' | 'connected' | 'disconnected' | 'refused' | 'closed';
 
@@ -93,6 +98,8 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private connectWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private lastError: LightagentError | undefined;
+  /** Resets right after a TLS handshake in which we presented a client certificate, in a row. */
+  private certResets = 0;
   private readonly log;
   /** Round-trip of the last lookup, ms: a cheap latency figure for status. */
   lastLatencyMs = 0;
@@ -281,6 +288,17 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
     if (this._state === 'closed' || this._state === 'refused') return;
     this._state = 'connecting';
     let ws: WebSocket;
+    // Node's TLS server checks a client certificate after the handshake and, when it does not
+    // trust it, destroys the socket with no TLS alert: the client only sees a reset. Track
+    // whether TCP was up so that signature can be told from an SVM that is not there.
+    let tcpUp = false;
+    const mutual = this.url.startsWith('wss:') && !!this.opts.cert && !!this.opts.key;
+    const createConnection = (o: tls.ConnectionOptions) => {
+      const servername = o.servername || o.servername === '' ? o.servername : net.isIP(o.host ?? '') ? '' : o.host;
+      const sock = tls.connect({ ...o, path: undefined, servername } as tls.ConnectionOptions);
+      sock.once('connect', () => (tcpUp = true));
+      return sock;
+    };
     try {
       ws = new WebSocket(this.url, {
         perMessageDeflate: false,
@@ -291,7 +309,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
         // (85 -> 226 MiB/s measured). The SVM skips the XOR when the mask is zero.
         generateMask: (mask: Buffer) => void mask.fill(0),
         ...(this.opts.ca ? { ca: this.opts.ca } : {}),
-        ...(this.opts.cert && this.opts.key ? { cert: this.opts.cert, key: this.opts.key } : {}),
+        ...(mutual ? { cert: this.opts.cert, key: this.opts.key, createConnection: createConnection as unknown as WebSocket.ClientOptions['createConnection'] } : {}),
       });
     } catch (err) {
       this.lastError = new SvmUnavailableError(this.url, (err as Error).message, { cause: err });
@@ -336,6 +354,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
           this._load = msg.load;
           this._state = 'connected';
           this.lastError = undefined;
+          this.certResets = 0;
           this.backoff.reset();
           this.window.setLimit(Math.max(1, Math.min(this.opts.maxInFlight, msg.limits.maxInFlight)));
           this.log.info('connected', { svmId: msg.svmId, generation: msg.generation });
@@ -398,6 +417,20 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
         this._state = 'refused';
         this.log.error('TLS handshake with the SVM failed', { code: tls.code, message: tls.message });
         return;
+      }
+      const code = (err as NodeJS.ErrnoException).code;
+      if (mutual && tcpUp && (code === 'ECONNRESET' || code === 'EPIPE') && this._state !== 'connected') {
+        if (++this.certResets >= CERT_RESETS_FINAL) {
+          this.lastError = new SvmTlsError(
+            'LA_ERR_TLS_CLIENT_CERT',
+            `the SVM at ${this.url} dropped the connection during the TLS handshake ${this.certResets} times in a row after this agent presented its client certificate: it does not trust that certificate`,
+            'check that `tls_cert`/`tls_key` hold a certificate signed by the CA the SVM trusts for agents (its tls.client_ca), and that it has not expired',
+            { cause: err },
+          );
+          this._state = 'refused';
+          this.log.error('the SVM does not accept this agent\'s client certificate', { code: this.lastError.code, message: this.lastError.message });
+          return;
+        }
       }
       this.lastError = new SvmUnavailableError(this.url, err.message, { cause: err });
     });
