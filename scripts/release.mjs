@@ -78,8 +78,10 @@ const common = {
   minifySyntax: true,
   legalComments: 'none',
   logLevel: 'warning',
-  // Optional native speed-ups of ws: absent, ws falls back to JavaScript.
-  external: ['bufferutil', 'utf-8-validate'],
+  // Optional modules required lazily, absent from the binary as from a plain npm install: ws's
+  // native speed-ups (it falls back to JavaScript), dbus-next's X11 address lookup, abstract
+  // socket and unixexec transports (the tray uses DBUS_SESSION_BUS_ADDRESS unix paths).
+  external: ['bufferutil', 'utf-8-validate', 'x11', 'usocket', 'event-stream'],
   define: { 'import.meta.url': '__LIGHTAGENT_META_URL' },
   plugins: [koffiAlias],
   metafile: true,
@@ -114,6 +116,11 @@ const seaConfig = {
     'fanotify-worker.js': path.join(seaDir, 'fanotify-worker.js'),
   },
 };
+// systemd units travel in the binary: install.sh writes the one of the binary it installs.
+const unitDir = path.join(root, 'installers/systemd');
+for (const f of fs.existsSync(unitDir) ? fs.readdirSync(unitDir) : []) {
+  if (f.endsWith('.service')) seaConfig.assets[`systemd/${f}`] = path.join(unitDir, f);
+}
 fs.writeFileSync(path.join(seaDir, 'sea-config.json'), JSON.stringify(seaConfig, null, 2));
 sh(node24, ['--experimental-sea-config', path.join(seaDir, 'sea-config.json')]);
 step(`blob ${(fs.statSync(seaConfig.output).size / 1024 / 1024).toFixed(1)} MiB with node ${v}`);

@@ -18,6 +18,16 @@ function main(): void {
   const args = process.argv.slice(2);
   const invokedAs = path.basename(process.argv0 || process.argv[0] || '');
   const svm = SVM_NAMES.has(invokedAs) || args[0] === 'svm';
+  if (args[0] === 'install-helper') {
+    void import('./install-helper.js').then(
+      async (m) => exitAfterFlush(await m.installHelper(args.slice(1))),
+      (e: unknown) => {
+        err(`lightagent: ${(e as Error).message}`);
+        exitAfterFlush(2);
+      },
+    );
+    return;
+  }
   try {
     unpackAssets();
   } catch (e) {
