@@ -142,7 +142,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const wdTimer = wdMs !== undefined && notify.enabled ? setInterval(() => notify.send('WATCHDOG=1'), Math.max(100, wdMs / 2)) : undefined;
   notify.send(`READY=1\nMAINPID=${process.pid}\nSTATUS=protecting ${daemon.protectedPaths().join(', ')} (mode ${daemon.mode})`);
   const line = { event: 'started', pid: process.pid, mode: daemon.mode, protect: daemon.protectedPaths(), svm: cfg.svm, sockets: daemon.socketDir };
-  out(o.json ? JSON.stringify(line) : `lightagent: protecting ${line.protect.join(', ')} (mode ${daemon.mode}, SVM ${cfg.svm}); pid ${process.pid}`);
+  out(o.json ? JSON.stringify(line) : `lightagent: protecting ${line.protect.join(', ')} (mode ${daemon.mode}, SVM ${typeof cfg.svm === 'string' ? cfg.svm : JSON.stringify(cfg.svm ?? cfg.svm_discovery)}); pid ${process.pid}`);
 
   await new Promise<void>((resolve) => {
     const onSignal = (sig: NodeJS.Signals) => {
