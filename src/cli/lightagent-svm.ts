@@ -11,6 +11,8 @@ import { BuiltinEngine } from '../svm/engines/builtin.js';
 import { ClamavEngine } from '../svm/engines/clamav.js';
 import type { ScanEngine } from '../svm/engines/engine.js';
 import { MemoryVerdictCache } from '../svm/memory-verdict-cache.js';
+import { RedisVerdictCache, redactUrl } from '../svm/redis-verdict-cache.js';
+import type { SharedVerdictCache } from '../svm/verdict-cache.js';
 import { SvmServer } from '../svm/server.js';
 import { err, exitAfterFlush, fail, out } from './output.js';
 
@@ -27,6 +29,8 @@ Options:
   --engine E           builtin (signatures in this process) | clamav (a running clamd)
   --clamd ADDR         clamd's socket path or tcp://HOST:PORT (engine clamav; config
                        clamd.address, default /run/clamav/clamd.ctl)
+  --cache C            memory | redis://HOST:PORT: verdicts shared with every SVM on that Redis
+                       (config cache.store; Redis down: the memory tier answers, nothing waits)
   --signatures FILE    load a .hdb, .hsb or .ndb signature file (repeatable; engine builtin)
   --max-file-size SZ   largest upload accepted (default 64 MiB)
   --tls-cert F         PEM certificate of the SVM: agents connect with wss:// (config tls.cert)
@@ -64,6 +68,7 @@ async function main(argv: string[]): Promise<number> {
         signatures: { type: 'string', multiple: true },
         engine: { type: 'string' },
         clamd: { type: 'string' },
+        cache: { type: 'string' },
         'max-file-size': { type: 'string' },
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
@@ -93,6 +98,7 @@ async function main(argv: string[]): Promise<number> {
         signatures: o.signatures,
         engine: o.engine,
         'clamd.address': o.clamd,
+        'cache.store': o.cache,
         max_file_size: o['max-file-size'],
         'tls.cert': o['tls-cert'],
         'tls.key': o['tls-key'],
@@ -114,7 +120,7 @@ async function main(argv: string[]): Promise<number> {
       port: cfg.listen.port,
       tokens: cfg.tokens,
       engine,
-      cache: new MemoryVerdictCache(cfg.cache.entries),
+      cache: await makeCache(cfg),
       maxFileSize: cfg.max_file_size,
       maxChunk: cfg.max_chunk,
       maxInFlight: cfg.max_in_flight,
@@ -127,7 +133,7 @@ async function main(argv: string[]): Promise<number> {
     return fail(e, 'lightagent-svm');
   }
   const http = server.httpUrl;
-  const line = { event: 'listening', url: server.url, tls: server.tls.enabled, mutualTls: server.tls.mutual, metrics: `${http}/metrics`, healthz: `${http}/healthz`, engine: engine.name, engineHealthy: engine.healthy(), generation: engine.generation(), ...(engine instanceof BuiltinEngine ? { signatures: engine.signatureCount } : {}), ...(engine instanceof ClamavEngine ? { clamd: engine.address } : {}), pid: process.pid };
+  const line = { event: 'listening', url: server.url, tls: server.tls.enabled, mutualTls: server.tls.mutual, metrics: `${http}/metrics`, healthz: `${http}/healthz`, engine: engine.name, engineHealthy: engine.healthy(), cache: redactUrl(cfg.cache.store), cacheHealthy: server.core.cache.healthy(), generation: engine.generation(), ...(engine instanceof BuiltinEngine ? { signatures: engine.signatureCount } : {}), ...(engine instanceof ClamavEngine ? { clamd: engine.address } : {}), pid: process.pid };
   const what = engine instanceof BuiltinEngine ? `${engine.signatureCount} signatures` : engine instanceof ClamavEngine ? `clamd at ${engine.address}${engine.healthy() ? '' : ', NOT REACHABLE yet'}` : '';
   out(o.json ? JSON.stringify(line) : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${what}, generation ${line.generation}); metrics at ${line.metrics}`);
 
@@ -155,6 +161,12 @@ async function main(argv: string[]): Promise<number> {
   if (o.json) out(JSON.stringify({ event: 'stopped', signal }));
   await closeLogging();
   return 0;
+}
+
+async function makeCache(cfg: SvmConfig): Promise<SharedVerdictCache> {
+  const c = cfg.cache;
+  if (c.store === 'memory') return new MemoryVerdictCache(c.entries);
+  return RedisVerdictCache.connect({ url: c.store, entries: c.entries, ttlMs: c.ttl, timeoutMs: c.timeout, keyPrefix: c.key_prefix });
 }
 
 async function makeEngine(cfg: SvmConfig): Promise<ScanEngine> {

@@ -17,7 +17,9 @@
  *   upload_timeout: 30s
  *   hello_timeout: 5s
  *   upload_memory: 512 MiB          # upload bytes held at once, all agents together
- *   cache: {entries: 1000000}
+ *   cache: memory                   # or redis://10.0.0.9:6379: verdicts shared by every SVM using it
+ *   # cache: {store: redis://10.0.0.9:6379, entries: 1000000, ttl: 7d, timeout: 250ms, key_prefix: 'lightagent:v1:'}
+ *   #   entries: the memory tier (in front of redis); ttl: expiry in redis; timeout: per redis command
  *   log: {file: /var/log/lightagent/svm.log, level: info}
  */
 import fs from 'node:fs';
@@ -77,7 +79,23 @@ export const svmConfigSchema = z
     upload_timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(30_000),
     hello_timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(5_000),
     upload_memory: size().default(512 * 1024 * 1024),
-    cache: z.object({ entries: z.number().int().min(1).max(100_000_000).default(1_000_000) }).strict().default({ entries: 1_000_000 }),
+    // A plain string is the store: `memory` or a redis:// URL.
+    cache: z.preprocess(
+      (v) => (typeof v === 'string' ? { store: v } : v),
+      z
+        .object({
+          store: z
+            .string()
+            .refine((v) => v === 'memory' || /^rediss?:\/\/[^\s]+$/.test(v), 'must be memory or a redis://HOST:PORT (rediss:// for TLS) URL')
+            .default('memory'),
+          entries: z.number().int().min(1).max(100_000_000).default(1_000_000),
+          ttl: duration().refine((ms) => ms >= 1000, 'must be at least 1s').default(7 * 24 * 3600 * 1000),
+          timeout: duration().refine((ms) => ms >= 10 && ms <= 10_000, 'must be from 10ms to 10s').default(250),
+          key_prefix: z.string().max(64).default('lightagent:v1:'),
+        })
+        .strict()
+        .default({ store: 'memory', entries: 1_000_000, ttl: 7 * 24 * 3600 * 1000, timeout: 250, key_prefix: 'lightagent:v1:' }),
+    ),
     insecure_plain_ws: z.boolean().default(false),
     tls: z
       .object({

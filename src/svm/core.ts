@@ -41,6 +41,7 @@ export class SvmCore {
   readonly agents = new Set<ReportTarget>();
   private readonly inflight = new Map<string, Promise<VerdictFields>>();
   private activeScans = 0;
+  private inflightHits = 0;
   private readonly log = logger('svm');
 
   constructor(
@@ -58,6 +59,14 @@ export class SvmCore {
     m.gauge('lightagent_svm_scans_active', 'Engine scans running now.', () => this.activeScans);
     m.gauge('lightagent_svm_load', 'Load reported to agents, 0..1.', () => this.load());
     m.gauge('lightagent_svm_cache_entries', 'Entries in the shared verdict cache.', () => this.cache.stats().entries);
+    m.labelled('lightagent_svm_agents_by_tenant', 'Agents connected and past hello, by tenant.', 'gauge', 'tenant', () => {
+      const by: Record<string, number> = {};
+      for (const a of this.agents) by[a.tenantName] = (by[a.tenantName] ?? 0) + 1;
+      return by;
+    });
+    m.labelled('lightagent_svm_cache_hits_by_tier_total', 'Requests answered without an engine run, by where the verdict came from: memory (this SVM), redis (shared with other SVMs), inflight (a scan of the same content already running).', 'counter', 'tier', () => ({ ...(this.cache.tierHits?.() ?? {}), inflight: this.inflightHits }));
+    m.gauge('lightagent_svm_engine_healthy', 'Can the engine scan now (1) or not (0).', () => (this.engine.healthy() ? 1 : 0));
+    m.gauge('lightagent_svm_cache_healthy', 'Is the shared verdict cache reachable (1) or is the SVM on its memory tier only (0).', () => (this.cache.healthy() ? 1 : 0));
     m.counter('lightagent_svm_cache_evictions_total', 'Entries evicted from the shared verdict cache to stay within cache.entries.', () => this.cache.stats().evictions);
   }
 
@@ -102,6 +111,7 @@ export class SvmCore {
     const running = this.inflight.get(flightKey);
     if (running) {
       this.metrics.cacheHits.inc();
+      this.inflightHits++;
       return { ...(await running), cached: true };
     }
     const p = this.runEngine(key, content);
@@ -129,6 +139,7 @@ export class SvmCore {
     try {
       const r = await this.engine.scan(content, { sha256: key.sha256 });
       this.metrics.scans.inc();
+      this.metrics.bytesScanned.inc(content.length);
       this.metrics.scanSeconds.observe((performance.now() - t0) / 1000);
       const verdict = r.infected ? 'infected' : 'clean';
       const threat = r.infected ? (r.threat ?? 'Unnamed-Threat') : undefined;

@@ -8,6 +8,7 @@ export class MemoryVerdictCache implements SharedVerdictCache {
   readonly kind = 'memory';
   private readonly map = new Map<string, CachedVerdict>();
   private evictions = 0;
+  private hits = 0;
 
   constructor(private readonly capacity: number) {
     if (!(capacity >= 1)) throw new RangeError('capacity must be >= 1');
@@ -17,6 +18,7 @@ export class MemoryVerdictCache implements SharedVerdictCache {
     const k = verdictKey(key);
     const v = this.map.get(k);
     if (v) {
+      this.hits++;
       this.map.delete(k);
       this.map.set(k, v);
     }
@@ -32,6 +34,10 @@ export class MemoryVerdictCache implements SharedVerdictCache {
       this.map.delete(oldest);
       this.evictions++;
     }
+  }
+
+  tierHits(): Readonly<Record<string, number>> {
+    return { memory: this.hits };
   }
 
   healthy(): boolean {

@@ -48,6 +48,18 @@ export class Sampled implements Metric {
   }
 }
 
+/** A family read when scraped, one sample per label value (agents by tenant, cache hits by tier). */
+export class LabelledSampled implements Metric {
+  constructor(readonly name: string, readonly help: string, private readonly type: 'gauge' | 'counter', private readonly label: string, private readonly read: () => Readonly<Record<string, number>>) {}
+  render(): string {
+    const rows = Object.entries(this.read()).map(([k, v]) => `${this.name}${renderLabels({ [this.label]: k })} ${v}\n`);
+    return `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} ${this.type}\n${rows.join('')}`;
+  }
+  snapshot(into: Record<string, number>): void {
+    for (const [k, v] of Object.entries(this.read())) into[`${this.name}{${this.label}="${k}"}`] = v;
+  }
+}
+
 export class Histogram implements Metric {
   private readonly counts: number[];
   private sum = 0;
@@ -89,7 +101,9 @@ export class SvmMetrics {
   readonly tlsFailures = new Counter('lightagent_svm_tls_failures_total', 'TLS handshakes that failed (no or bad agent certificate, agent distrusts our certificate).');
   readonly scanErrors = new Counter('lightagent_svm_scan_errors_total', 'Requests answered with an error verdict (too large, busy, timeout, engine failure).');
   readonly scanSeconds: Histogram;
-  private readonly sampled: Sampled[] = [];
+  readonly bytesScanned = new Counter('lightagent_svm_bytes_scanned_total', 'File content bytes given to the engine (uploads answered from the cache are not counted).');
+  readonly rateLimited = new Counter('lightagent_svm_rate_limited_total', 'Requests refused with LA_ERR_RATE_LIMITED (an agent over its request rate or its queue bound).');
+  private readonly sampled: Metric[] = [];
 
   constructor(engine: string) {
     this.scanSeconds = new Histogram('lightagent_svm_engine_scan_seconds', 'Engine scan time per file.', [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], { engine });
@@ -103,8 +117,18 @@ export class SvmMetrics {
     this.sampled.push(new Sampled(name, help, 'counter', read));
   }
 
+  labelled(name: string, help: string, type: 'gauge' | 'counter', label: string, read: () => Readonly<Record<string, number>>): void {
+    this.sampled.push(new LabelledSampled(name, help, type, label, read));
+  }
+
+  /** Another histogram (e.g. queue wait), rendered with the rest. */
+  histogram(h: Histogram): Histogram {
+    this.sampled.push(h);
+    return h;
+  }
+
   private all(): Metric[] {
-    return [this.bytesReceived, this.scans, this.cacheHits, this.lookups, this.uploads, this.detections, this.agentEvents, this.protocolErrors, this.authFailures, this.tlsFailures, this.scanErrors, this.scanSeconds, ...this.sampled];
+    return [this.bytesReceived, this.scans, this.cacheHits, this.lookups, this.uploads, this.detections, this.agentEvents, this.protocolErrors, this.authFailures, this.tlsFailures, this.scanErrors, this.bytesScanned, this.rateLimited, this.scanSeconds, ...this.sampled];
   }
 
   render(): string {

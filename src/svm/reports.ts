@@ -8,6 +8,8 @@ import type { SvmCore } from './core.js';
 
 export interface ReportTarget {
   readonly ready: boolean;
+  /** The tenant of the agent's token. */
+  readonly tenantName: string;
   lastLoad: number;
   lastGeneration: string;
   send(m: { t: 'load'; load: number; queue: number } | { t: 'generation'; generation: string }): void;

@@ -114,6 +114,10 @@ export class AgentSession {
     ws.on('error', (e) => this.log.warn('websocket error; connection closed', { remote: this.remote, agent: this.hello?.agentId, message: e.message }));
   }
 
+  get tenantName(): string {
+    return this.tenant;
+  }
+
   get ready(): boolean {
     return this.hello !== undefined && !this.closed;
   }

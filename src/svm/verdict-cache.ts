@@ -21,6 +21,8 @@ export interface SharedVerdictCache {
   set(key: VerdictKey, v: CachedVerdict): Promise<void>;
   healthy(): boolean;
   stats(): { entries: number; evictions: number };
+  /** Hits per tier (`memory`, `redis`) since start, for /metrics. */
+  tierHits?(): Readonly<Record<string, number>>;
   close(): Promise<void>;
 }
 

@@ -7,13 +7,13 @@ import type { SharedVerdictCache } from '../../src/svm/verdict-cache.js';
 
 const sha = (n: number) => n.toString(16).padStart(64, '0');
 
-export function runVerdictCacheConformance(name: string, makeCache: (entries: number) => Promise<SharedVerdictCache>): void {
-  describe(`verdict cache conformance: ${name}`, () => {
+export function runVerdictCacheConformance(name: string, makeCache: (entries: number) => Promise<SharedVerdictCache>, opts: { skip?: string | undefined } = {}): void {
+  describe(`verdict cache conformance: ${name}`, { skip: opts.skip }, () => {
     let cache: SharedVerdictCache;
     before(async () => {
       cache = await makeCache(1000);
     });
-    after(() => cache.close());
+    after(() => cache?.close());
 
     it('stores and returns verdicts by tenant, generation and SHA-256', async () => {
       const key = { tenant: 't1', generation: 'g1', sha256: sha(1) };
