@@ -59,6 +59,19 @@ export const agentConfigSchema = z
     deadline: duration().default(2000),
     max_file_size: size().default(64 * 1024 * 1024),
     on_svm_unavailable: z.enum(['allow', 'deny']).default('allow'),
+    /** deny: deny + quarantine; deny-and-kill: also kill the writer / runner of an infected file (docs/processes.md). */
+    on_detect: z.enum(['deny', 'deny-and-kill']).default('deny'),
+    /** Never killed by on_detect: absolute exe paths, or bare exe file names. */
+    protected_processes: z.array(z.string().min(1).max(4096)).max(1000).default([]),
+    processes: z
+      .object({
+        watcher: z.enum(['auto', 'connector', 'proc-poll', 'off']).default('auto'),
+        table_entries: z.number().int().min(256).max(1_000_000).default(32_768),
+        poll_interval: duration().default(1000),
+        events_file_size: size().default(4 * 1024 * 1024),
+      })
+      .strict()
+      .default({ watcher: 'auto', table_entries: 32_768, poll_interval: 1000, events_file_size: 4 * 1024 * 1024 }),
     protect: z.array(absPath).default([]),
     exclude: z.array(absPath).default([]),
     state_dir: absPath.default('/var/lib/lightagent'),

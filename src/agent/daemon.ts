@@ -20,6 +20,7 @@ import { DetectionLog, type Detection } from './detections.js';
 import { FileScanner } from './file-scanner.js';
 import { openLocalCache, type LocalCache } from './local-cache.js';
 import { OnAccessHandler } from './on-access.js';
+import { ProcessMonitor, processSettings } from './process-monitor.js';
 import { DeferredQueue } from './deferred-queue.js';
 import { Quarantine } from './quarantine.js';
 import { resolveProtect, startProtection } from './protection.js';
@@ -79,6 +80,7 @@ interface Ctx {
   scanner?: FileScanner;
   handler?: OnAccessHandler;
   backend?: ProtectionBackend;
+  processes?: ProcessMonitor;
   state?: ProtectionState;
   sockets?: LocalSockets;
   daemon: Daemon;
@@ -289,10 +291,19 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
     },
   },
   {
+    // Before the scanner: the handler attributes denials and detections through it.
+    name: 'processes',
+    async run(ctx) {
+      ctx.processes = await ProcessMonitor.start(processSettings(ctx.cfg));
+      return () => ctx.processes!.stop();
+    },
+  },
+  {
     name: 'scanner',
     run(ctx) {
       const link = ctx.link!;
       ctx.detections = new DetectionLog(200, (d) => link.report(d));
+      ctx.detections.on('detection', (d) => ctx.processes?.recordDetection(d));
       Object.assign(ctx, buildHandler(ctx.cfg, ctx));
     },
   },
@@ -399,6 +410,7 @@ function buildHandler(cfg: AgentConfig, ctx: Ctx): { scanner: FileScanner; handl
     deadlineMs: Math.max(50, cfg.deadline - Math.min(250, cfg.deadline / 4)),
     onSvmUnavailable: cfg.on_svm_unavailable,
     maxFileSize: cfg.max_file_size,
+    processes: ctx.processes,
   });
   return { scanner, handler };
 }

@@ -5,8 +5,10 @@
 import { EventEmitter } from 'node:events';
 import { logger } from '../log.js';
 import type { DetectionEvent } from '../protocol/index.js';
+import type { Attribution } from './attribution.js';
 
-export type Detection = Omit<DetectionEvent, 't'>;
+/** `attribution` (the process with its parent chain) stays local: the SVM gets `process`. */
+export type Detection = Omit<DetectionEvent, 't'> & { attribution?: Attribution };
 
 export class DetectionLog extends EventEmitter<{ detection: [Detection] }> {
   private readonly ring: Detection[] = [];
@@ -24,7 +26,8 @@ export class DetectionLog extends EventEmitter<{ detection: [Detection] }> {
     this.total++;
     this.ring.push(d);
     if (this.ring.length > this.capacity) this.ring.shift();
-    const sent = this.report?.(d) ?? false;
+    const { attribution: _local, ...wire } = d;
+    const sent = this.report?.(wire) ?? false;
     this.log.warn('threat detected', { ...d, reportedToSvm: sent });
     this.emit('detection', d);
   }

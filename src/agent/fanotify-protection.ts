@@ -22,6 +22,6 @@ export async function startFanotifyProtection(cfg: AgentConfig, exclude: string[
     decide: (ev) => handler.decide(ev),
     sharedCache,
     onCloseWrite: (ev) =>
-      handler.written(ev.path, () => scanner.scanFd(ev.fd, ev.path, ev.stat)).catch((e) => log.error('scan after close-write failed', { path: ev.path, ...describeError(e) })),
+      handler.written(ev.path, () => scanner.scanFd(ev.fd, ev.path, ev.stat), ev.pid).catch((e) => log.error('scan after close-write failed', { path: ev.path, ...describeError(e) })),
   });
 }

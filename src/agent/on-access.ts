@@ -18,6 +18,8 @@ import type fs from 'node:fs';
 import { describeError } from '../errors.js';
 import { logger } from '../log.js';
 import type { Detection, DetectionLog } from './detections.js';
+import type { Attribution } from './attribution.js';
+import type { ProcessHooks } from './process-monitor.js';
 import type { FileScanner, ScanResult } from './file-scanner.js';
 
 export interface AccessEvent {
@@ -60,6 +62,8 @@ export interface OnAccessOptions {
   maxFileSize: number;
   /** Quarantine infected files (default true). */
   quarantineInfected?: boolean;
+  /** Attribution and on_detect; called only on deny/detection, never for a clean open. */
+  processes?: ProcessHooks | undefined;
 }
 
 export class OnAccessHandler {
@@ -91,10 +95,10 @@ export class OnAccessHandler {
   }
 
   /** A file was written (close-write, or the watcher saw it settle): scan it in the background. */
-  async written(path: string, scan: () => Promise<ScanResult>): Promise<ScanResult> {
+  async written(path: string, scan: () => Promise<ScanResult>, pid?: number): Promise<ScanResult> {
     this.counts.written++;
     const r = await scan();
-    if (r.outcome === 'infected') await this.act(path, r, 'quarantined', undefined);
+    if (r.outcome === 'infected') await this.act(path, r, 'quarantined', pid, 'wrote');
     else if (r.outcome === 'error') this.defer(path, undefined, r.error?.code ?? 'scan-error');
     return r;
   }
@@ -105,11 +109,14 @@ export class OnAccessHandler {
         return this.allow(true);
       case 'skipped':
         return this.allow(false);
-      case 'infected':
+      case 'infected': {
         this.counts.denied++;
-        // Answer first (the caller writes the response), quarantine right after.
-        setImmediate(() => void this.act(ev.path, r, 'denied', ev.pid));
+        // Who, while the process still waits in open/execve (after the answer it may be gone);
+        // then answer first (the caller writes the response), quarantine right after.
+        const who = this.o.processes?.attribute(ev.pid);
+        setImmediate(() => void this.act(ev.path, r, 'denied', ev.pid, undefined, who));
         return { allow: false, cacheable: false };
+      }
       case 'error':
         return this.noVerdict(ev, `${r.error?.code}: ${r.error?.message}`);
     }
@@ -119,6 +126,7 @@ export class OnAccessHandler {
     this.counts.unavailable++;
     this.defer(ev.path, ev.stat, why);
     if (this.o.onSvmUnavailable === 'deny') {
+      this.o.processes?.denied(ev, why);
       this.counts.denied++;
       return { allow: false, cacheable: false };
     }
@@ -146,23 +154,27 @@ export class OnAccessHandler {
   }
 
   private afterLate(ev: AccessEvent, r: ScanResult): void {
-    if (r.outcome === 'infected') void this.act(ev.path, r, 'quarantined', ev.pid);
+    if (r.outcome === 'infected') void this.act(ev.path, r, 'quarantined', ev.pid, ev.kind === 'exec' && this.o.onSvmUnavailable === 'allow' ? 'runs' : undefined);
   }
 
-  private async act(path: string, r: ScanResult, action: Detection['action'], pid: number | undefined): Promise<void> {
+  private async act(path: string, r: ScanResult, action: Detection['action'], pid: number | undefined, culprit?: 'wrote' | 'runs', known?: Attribution): Promise<void> {
     this.counts.detections++;
     let finalAction = action;
+    // Who, before anything slow (it may exit); then on_detect for a writer or a running image.
+    const who = known ?? (pid !== undefined ? this.o.processes?.attribute(pid) : undefined);
+    if (who && culprit && this.o.processes!.respond(who, culprit, path).action === 'killed') finalAction = 'killed';
     if (this.o.quarantineInfected !== false) {
       try {
         await this.o.quarantine.put(path, { threat: r.threat ?? 'Unknown-Threat', sha256: r.sha256 });
-        finalAction = 'quarantined';
+        if (finalAction !== 'killed') finalAction = 'quarantined';
       } catch (e) {
         this.log.error('could not quarantine an infected file', { path, ...describeError(e) });
       }
     }
     const d: Detection = { kind: 'detection', time: new Date().toISOString(), path, threat: r.threat ?? 'Unknown-Threat', action: finalAction };
     if (r.sha256) d.sha256 = r.sha256;
-    if (pid !== undefined) d.process = { pid };
+    if (pid !== undefined) d.process = who ? { pid, exe: who.exe, cmdline: who.cmdline, uid: who.uid } : { pid };
+    if (who) d.attribution = who;
     this.o.detections.add(d);
   }
 }

@@ -13,6 +13,7 @@ Commands:
   svm-info         the SVM in use, its signatures, load and latency, and the other SVMs' states
   quarantine ...   list, restore or delete quarantined files
   status           show the running agent's protection state (any user)
+  events           recent detections and denied accesses, with the process behind each
   tray             desktop tray icon and notifications (run as the desktop user)
   demo             start a local SVM and an agent protecting a demo folder (what \`npm start\` runs)
   version          print the version
@@ -27,6 +28,7 @@ const commands: Record<string, () => Promise<Command>> = {
   'svm-info': async () => (await import('./commands/svm-info.js')).svmInfoCommand,
   quarantine: async () => (await import('./commands/quarantine.js')).quarantineCommand,
   status: async () => (await import('./commands/status.js')).statusCommand,
+  events: async () => (await import('./commands/events.js')).eventsCommand,
   tray: async () => (await import('./commands/tray.js')).trayCommand,
   demo: async () => (await import('./commands/demo.js')).demoCommand,
   version: async () => async () => {

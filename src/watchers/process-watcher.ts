@@ -123,9 +123,6 @@ export class ConnectorWatcher extends EventEmitter<{ events: [ProcEvent[]] }> im
     const wake = connectorWakePipe();
     const data: ConnectorWorkerData = { procConnector: true, wakeR: wake[0], batchMs: o.batchMs ?? 20 };
     const worker = new Worker(new URL('../platform/linux/proc-connector.js', import.meta.url), { workerData: data });
-    // The worker never keeps the agent alive: stop() ends it, and an agent that exits without
-    // calling stop() must not hang on it.
-    worker.unref();
     const w = new ConnectorWatcher(worker, wake, o.table);
     await new Promise<void>((resolve, reject) => {
       const onMsg = (m: ConnectorMessage) => {
@@ -143,6 +140,9 @@ export class ConnectorWatcher extends EventEmitter<{ events: [ProcEvent[]] }> im
       void w.exited.then(() => reject(new PlatformError('LA_ERR_PROC_CONNECTOR', 'the process events worker exited before it was ready', 'see the log above; the agent scans /proc instead')));
     });
     worker.on('error', (e) => w.log.error('process events worker failed', { message: e.message }));
+    // The worker never keeps the agent alive: stop() ends it, and an agent that exits without
+    // calling stop() must not hang on it. (After the listeners: adding one re-refs the port.)
+    worker.unref();
     // Subscribed first, then seeded: a process that starts in between is in the event stream.
     seedTable(o.table);
     return w;

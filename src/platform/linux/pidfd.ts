@@ -36,13 +36,13 @@ export type KillResult = 'killed' | 'gone' | 'reused' | 'failed';
 export function killExact(pid: number, startTicks: number | undefined): KillResult {
   const l = process.platform === 'linux' ? lib() : null;
   let pidfd = -1;
-  if (l) pidfd = Number(l.syscall('long', NR_PIDFD_OPEN, 'int', pid, 'unsigned int', 0));
+  if (l) pidfd = Number(l.syscall(NR_PIDFD_OPEN, 'int', pid, 'unsigned int', 0));
   try {
     const st = readStat(pid);
     if (!st) return 'gone';
     if (startTicks !== undefined && st.startTicks !== startTicks) return 'reused';
     if (pidfd >= 0) {
-      const r = Number(l!.syscall('long', NR_PIDFD_SEND_SIGNAL, 'int', pidfd, 'int', SIGKILL, 'void *', null, 'unsigned int', 0));
+      const r = Number(l!.syscall(NR_PIDFD_SEND_SIGNAL, 'int', pidfd, 'int', SIGKILL, 'void *', null, 'unsigned int', 0));
       return r === 0 ? 'killed' : 'failed';
     }
     try {
