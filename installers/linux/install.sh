@@ -4,6 +4,7 @@
 #   install.sh --svm wss://svm.example:7443 --token T --ca ca.pem [--config FILE] [--fail-closed]
 #   install.sh --upgrade [--binary FILE]          new binary; config, cache, queue, quarantine kept
 #   install.sh --uninstall [--removal-password P] [--purge]
+#   install.sh --config-only --prefix /usr ...   settings only (the .deb's postinst uses this)
 #
 # Every setting has an environment variable (for cloud-init, MDM and deployment tools):
 #   LIGHTAGENT_SVM_URL, LIGHTAGENT_TOKEN, LIGHTAGENT_TOKEN_FILE, LIGHTAGENT_CA,
@@ -74,6 +75,7 @@ Usage: install.sh [--svm URL] [--token T | --token-file F] [--ca FILE] [--config
                   [--removal-password P] [--prefix DIR] [--root DIR] [--no-start] [--quiet]
        install.sh --upgrade [--binary FILE | --binary-url URL [--sha256 HEX]] [--root DIR]
        install.sh --uninstall [--removal-password P] [--purge] [--root DIR]
+       install.sh --config-only [settings as for an install] [--prefix DIR] [--root DIR]
 Exit: 0 done, 1 step failed, 2 usage, 3 settings, 4 not installed, 5 removal password,
       6 needs root, 7 unsupported system or binary.
 EOF
@@ -98,6 +100,7 @@ while [ $# -gt 0 ]; do
     --root) need_arg "$@"; ROOT=$2; shift 2 ;;
     --no-start) NO_START=1; shift ;;
     --upgrade) ACTION=upgrade; shift ;;
+    --config-only) ACTION=config; shift ;;
     --uninstall) ACTION=uninstall; shift ;;
     --purge) PURGE=1; shift ;;
     --quiet) QUIET=1; shift ;;
@@ -135,7 +138,7 @@ BIN=$R$BIN_T                        # path from here
 if [ -z "$R" ] && [ "$(id -u)" != 0 ]; then die 6 "run as root (or with --root DIR to prepare an image)"; fi
 [ "$(uname -s)" = Linux ] || die 7 "Linux only (this is $(uname -s))"
 case "$(uname -m)" in x86_64|amd64) ;; *) die 7 "x86_64 only (this is $(uname -m))" ;; esac
-if [ "$ACTION" != install ] && { [ -n "$SVM$TOKEN$TOKEN_FILE$CA$CONFIG_SRC" ] || [ "$FAIL_CLOSED" = 1 ]; }; then
+if [ "$ACTION" != install ] && [ "$ACTION" != config ] && { [ -n "$SVM$TOKEN$TOKEN_FILE$CA$CONFIG_SRC" ] || [ "$FAIL_CLOSED" = 1 ]; }; then
   die 2 "--$ACTION keeps the installed configuration: settings (--svm, --token, --ca, --config, --fail-closed) are for an install"
 fi
 [ "$PURGE" = 0 ] || [ "$ACTION" = uninstall ] || die 2 "--purge goes with --uninstall"
@@ -401,6 +404,17 @@ case "$ACTION" in
     write_desktop
     write_record
     start_service
+    ok
+    ;;
+  config)
+    # Settings only, for a binary installed by someone else (the .deb): config and removal password.
+    [ -x "$BIN" ] || die 4 "no $BIN_T: install the binary first (or pass --prefix)"
+    VERSION=$("$BIN" version 2>/dev/null) || die 7 "$BIN_T does not run"
+    NEW_OR_BIN=$BIN
+    mkdir -p -m 0700 "$ETC" && chmod 0700 "$ETC" || die 1 "cannot create $ETC"
+    write_config
+    write_password
+    SERVICE=unchanged
     ok
     ;;
   upgrade)
