@@ -1,0 +1,236 @@
+/**
+ * `lightagent run` as a service: one daemon per state directory, SIGTERM answers pending opens,
+ * SIGHUP reloads without a gap, sd_notify to a socket we listen on, kill -9 and restart keep
+ * the quarantine, the deferred queue and the cache. Real SVM, real fanotify on scratch tmpfs.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { sockaddrUn, watchdogIntervalMs } from '../../src/platform/linux/sd-notify.js';
+import { CLI, EICAR, eventually, inCi, needRoot, restartSvmProcess, run, scratchMount, spawnNode, startSvmProcess, waitFor, type Proc } from '../helpers/procs.js';
+import { scriptedSvm } from '../helpers/scripted-svm.js';
+
+const skip = needRoot();
+
+function startAgent(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+  return spawnNode(CLI, ['run', '--json', '--mode', 'fanotify', ...args], { watchdogMs: 120_000, env });
+}
+
+async function status(stateDir: string): Promise<Record<string, any>> {
+  const r = run(process.execPath, [CLI, 'status', '--json', '--state-dir', stateDir]);
+  assert.ok(r.status === 0 || r.status === 1, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+/** `cat` without blocking this process (the SVM under test may live here). */
+function catAsync(file: string): { done: Promise<number | null>; exited: () => boolean } {
+  const c = spawn('cat', [file], { stdio: ['ignore', 'ignore', 'ignore'] });
+  let exited = false;
+  const t = setTimeout(() => c.kill('SIGKILL'), 60_000);
+  const done = new Promise<number | null>((r) => c.once('exit', (code) => (exited = true, clearTimeout(t), r(code))));
+  return { done, exited: () => exited };
+}
+
+describe('sd_notify helpers', () => {
+  it('builds sockaddr_un for paths and abstract names', () => {
+    const p = sockaddrUn('/run/systemd/notify');
+    assert.equal(p.addr.readUInt16LE(0), 1);
+    assert.equal(p.addr.toString('utf8', 2, 2 + 19), '/run/systemd/notify');
+    assert.equal(p.len, 2 + 20);
+    const a = sockaddrUn('@sd-notify-x');
+    assert.equal(a.addr[2], 0);
+    assert.equal(a.addr.toString('utf8', 3, 3 + 11), 'sd-notify-x');
+    assert.equal(a.len, 2 + 1 + 11);
+    assert.throws(() => sockaddrUn(`/${'x'.repeat(120)}`));
+  });
+  it('reads WatchdogSec from WATCHDOG_USEC (for this pid only)', () => {
+    assert.equal(watchdogIntervalMs({ WATCHDOG_USEC: '3000000' }, 42), 3000);
+    assert.equal(watchdogIntervalMs({ WATCHDOG_USEC: '3000000', WATCHDOG_PID: '41' }, 42), undefined);
+    assert.equal(watchdogIntervalMs({}, 42), undefined);
+  });
+});
+
+describe('service lifecycle', { skip }, () => {
+  let svm: Awaited<ReturnType<typeof startSvmProcess>>;
+  let mnt: ReturnType<typeof scratchMount>;
+  let stateMnt: ReturnType<typeof scratchMount>;
+  before(async () => {
+    svm = await startSvmProcess();
+    mnt = scratchMount();
+    stateMnt = scratchMount('la-state-');
+  });
+  after(async () => {
+    await svm?.stop();
+    mnt?.unmount();
+    stateMnt?.unmount();
+  });
+
+  it('a second daemon on the same state directory exits 3 with LA_ERR_ALREADY_RUNNING; the first keeps protecting', async () => {
+    const stateDir = path.join(stateMnt.dir, 'double');
+    const a = startAgent(['--svm', svm.url, '--token', 'test-token', '--protect', mnt.dir, '--state-dir', stateDir]);
+    try {
+      await waitFor(a, /"event":"started"/, 30_000);
+      const b = startAgent(['--svm', svm.url, '--token', 'test-token', '--protect', mnt.dir, '--state-dir', stateDir]);
+      const code = await new Promise((r) => b.child.once('exit', r));
+      assert.equal(code, 3, b.output());
+      assert.match(b.output(), /LA_ERR_ALREADY_RUNNING/);
+      assert.match(b.output(), /another lightagent daemon \(pid \d+\) is running on the state directory/);
+      assert.equal((await status(stateDir)).pid, a.pid);
+    } finally {
+      assert.equal(await a.stop(), 0);
+    }
+  });
+
+  it('SIGTERM answers an open that waits for a verdict (it completes, it does not hang) and exits 0', async () => {
+    const stateDir = path.join(stateMnt.dir, 'term');
+    // An SVM that takes every request and never answers: the open stays pending in the agent.
+    const silent = await scriptedSvm(() => undefined);
+    const a = startAgent(['--svm', silent.url, '--token', 'good', '--protect', mnt.dir, '--state-dir', stateDir, '--deadline', '60s']);
+    try {
+      await waitFor(a, /"event":"started"/, 30_000);
+      const f = path.join(mnt.dir, `pending-${Date.now()}.txt`);
+      fs.writeFileSync(f, `never judged ${Math.random()}\n`);
+      const cat = catAsync(f);
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(cat.exited(), false, 'the open waits for a verdict');
+      const t0 = Date.now();
+      a.child.kill('SIGTERM');
+      const code = await cat.done;
+      assert.equal(code, 0, 'answered (allow) at shutdown');
+      assert.ok(Date.now() - t0 < 8000, `answered in ${Date.now() - t0} ms`);
+      assert.equal(await new Promise((r) => (a.child.exitCode !== null ? r(a.child.exitCode) : a.child.once('exit', r))), 0);
+    } finally {
+      await a.stop('SIGKILL');
+      await silent.close();
+    }
+  });
+
+  it('SIGHUP reloads exclusions and the deadline; the gate never drops while it reloads', async () => {
+    const stateDir = path.join(stateMnt.dir, 'hup');
+    const prot = path.join(mnt.dir, 'hup');
+    const outside = path.join(mnt.dir, 'hup-outside');
+    fs.mkdirSync(path.join(prot, 'skip'), { recursive: true });
+    fs.mkdirSync(outside, { recursive: true });
+    const cfgFile = path.join(stateMnt.dir, 'hup.yaml');
+    const writeCfg = (extra: string) => fs.writeFileSync(cfgFile, `svm: ${svm.url}\ntoken: test-token\nprotect: [${prot}]\nstate_dir: ${stateDir}\n${extra}`);
+    writeCfg('deadline: 2s\n');
+    const a = startAgent(['--config', cfgFile]);
+    try {
+      await waitFor(a, /"event":"started"/, 30_000);
+      // Infected files made outside the protected folder and renamed in: a rename is no open,
+      // so each is judged at its first open below (and denied).
+      const N = 150;
+      for (let i = 0; i < N; i++) fs.writeFileSync(path.join(outside, `x${i}.com`), EICAR);
+      for (let i = 0; i < N; i++) fs.renameSync(path.join(outside, `x${i}.com`), path.join(prot, `x${i}.com`));
+      const reader = spawn('bash', ['-c', `leaks=0; for f in ${prot}/x*.com; do if cat "$f" >/dev/null 2>&1; then leaks=$((leaks+1)); echo "LEAK $f"; fi; done; echo "leaks=$leaks"`], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let out = '';
+      reader.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      const readerDone = new Promise((r) => reader.once('exit', r));
+      // Reload three times while the reader runs: each changes the deadline, so each swaps the gate.
+      for (const d of ['3s', '2500ms', '2s']) {
+        writeCfg(`deadline: ${d}\n`);
+        const n = (a.output().match(/"event":"reloaded"/g) ?? []).length;
+        a.child.kill('SIGHUP');
+        await eventually(() => (a.output().match(/"event":"reloaded"/g) ?? []).length > n, 15_000, 'reloaded');
+      }
+      await readerDone;
+      assert.match(out, /leaks=0/, out);
+      assert.match(a.output(), /"applied":\["deadline"\]/);
+      // Now an exclusion: EICAR there is left alone; elsewhere it is still caught.
+      writeCfg(`deadline: 2s\nexclude: [${path.join(prot, 'skip')}]\n`);
+      a.child.kill('SIGHUP');
+      await waitFor(a, /"event":"reloaded","applied":\["exclude"\]/, 15_000);
+      const s = await status(stateDir);
+      assert.deepEqual(s.exclude, [path.join(prot, 'skip')]);
+      assert.equal(s.mode, 'fanotify');
+      const skipped = path.join(prot, 'skip', 'e.com');
+      const caught = path.join(prot, 'e.com');
+      fs.writeFileSync(skipped, EICAR);
+      fs.writeFileSync(caught, EICAR);
+      await eventually(() => !fs.existsSync(caught), 10_000, 'the protected EICAR quarantined');
+      assert.equal(fs.readFileSync(skipped, 'utf8'), EICAR, 'the newly excluded folder is left alone');
+      // A broken config is refused; the running one stays.
+      fs.writeFileSync(cfgFile, 'deadline: [not a duration\n');
+      a.child.kill('SIGHUP');
+      await waitFor(a, /"event":"reload-failed"/, 15_000);
+      assert.equal((await status(stateDir)).mode, 'fanotify');
+    } finally {
+      assert.equal(await a.stop(), 0);
+    }
+  });
+
+  it('sd_notify: READY=1, WATCHDOG=1 at WatchdogSec/2, RELOADING=1 on SIGHUP, STOPPING=1 on SIGTERM', async (t) => {
+    if (run('sh', ['-c', 'command -v socat']).status !== 0) {
+      if (inCi) throw new Error('CI=true: this test needs socat (apt-get install socat)');
+      t.skip('socat not installed');
+      return;
+    }
+    const stateDir = path.join(stateMnt.dir, 'notify');
+    const sock = path.join(stateMnt.dir, 'notify.sock');
+    // socat prints every datagram it receives on that AF_UNIX SOCK_DGRAM socket.
+    const rx = spawn('socat', ['-u', `UNIX-RECV:${sock}`, 'STDOUT'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let got = '';
+    rx.stdout!.on('data', (d: Buffer) => (got += `${d.toString()}\n`));
+    try {
+      await eventually(() => fs.existsSync(sock), 5000, 'the notify socket');
+      const a = startAgent(['--svm', svm.url, '--token', 'test-token', '--protect', mnt.dir, '--state-dir', stateDir], { NOTIFY_SOCKET: sock, WATCHDOG_USEC: '400000' });
+      await waitFor(a, /"event":"started"/, 30_000);
+      await eventually(() => /READY=1/.test(got), 5000, 'READY=1');
+      assert.match(got, /MAINPID=\d+/);
+      await eventually(() => (got.match(/WATCHDOG=1/g) ?? []).length >= 3, 5000, 'three watchdog pings');
+      a.child.kill('SIGHUP');
+      await eventually(() => /RELOADING=1/.test(got), 5000, 'RELOADING=1');
+      assert.equal(await a.stop(), 0);
+      await eventually(() => /STOPPING=1/.test(got), 5000, 'STOPPING=1');
+    } finally {
+      rx.kill('SIGKILL');
+    }
+  });
+
+  it('kill -9 and restart: quarantine, deferred queue and cache come back intact', async () => {
+    const stateDir = path.join(stateMnt.dir, 'crash');
+    const dir = path.join(mnt.dir, 'crash');
+    fs.mkdirSync(dir);
+    const cfgFile = path.join(stateMnt.dir, 'crash.yaml');
+    fs.writeFileSync(cfgFile, `token: test-token\nprotect: [${dir}]\nstate_dir: ${stateDir}\ndeadline: 1s\ncache:\n  save_interval: 1s\n`);
+    let a = startAgent(['--config', cfgFile, '--svm', svm.url]);
+    await waitFor(a, /"event":"started"/, 30_000);
+    const bad = path.join(dir, 'bad.com');
+    fs.writeFileSync(bad, EICAR);
+    await eventually(() => !fs.existsSync(bad), 10_000, 'quarantine');
+    for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(dir, `clean${i}.txt`), `clean ${i}\n`);
+    assert.equal(run('bash', ['-c', `cat ${dir}/clean*.txt >/dev/null`]).status, 0);
+    // SVM gone: a new file is allowed unjudged and queued.
+    const port = svm.port;
+    await svm.stop('SIGKILL');
+    const later = path.join(dir, 'later.com');
+    fs.writeFileSync(later, `${EICAR}\n${Math.random()}\n`);
+    assert.equal(run('cat', [later]).status, 0, 'allowed while the SVM is away');
+    let s1 = await status(stateDir);
+    for (let i = 0; i < 50 && s1.deferredQueue < 1; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      s1 = await status(stateDir);
+    }
+    assert.ok(s1.deferredQueue >= 1, JSON.stringify(s1));
+    assert.ok(s1.cache.entries >= 20, JSON.stringify(s1.cache));
+    await new Promise((r) => setTimeout(r, 1500)); // one periodic cache save
+    a.child.kill('SIGKILL');
+    await new Promise((r) => a.child.once('exit', r));
+    assert.ok(fs.existsSync(path.join(stateDir, 'agent.lock')), 'the dead daemon left its lock');
+
+    svm = await restartSvmProcess(port);
+    a = startAgent(['--config', cfgFile, '--svm', svm.url]);
+    try {
+      await waitFor(a, /"event":"started"/, 30_000); // the stale lock and socket are taken over
+      const s2 = await status(stateDir);
+      assert.ok(s2.cache.entries >= 20, `cache reloaded: ${JSON.stringify(s2.cache)}`);
+      await eventually(() => !fs.existsSync(later), 20_000, 'the queued file scanned and quarantined after the restart');
+      const q = JSON.parse(run(process.execPath, [CLI, 'quarantine', 'list', '--json', '--state-dir', stateDir]).stdout) as Array<{ originalPath: string }>;
+      assert.deepEqual(q.map((r) => r.originalPath).sort(), [bad, later].sort());
+    } finally {
+      assert.equal(await a.stop(), 0);
+    }
+  });
+});
