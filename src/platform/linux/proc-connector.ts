@@ -20,7 +20,7 @@ import koffi from 'koffi';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { PlatformError } from '../../errors.js';
 import { closeFd, makePipe, pollIn } from './fanotify.js';
-import { readProcess, readStat, type ProcInfo } from './procfs.js';
+import { readProcess, type ProcInfo } from './procfs.js';
 
 // <linux/socket.h>, <linux/net.h>, <asm-generic/socket.h>, <linux/netlink.h>
 const AF_NETLINK = 16;
@@ -264,10 +264,11 @@ function enrich(ev: RawProcEvent, out: ProcEvent[]): void {
   switch (ev.what) {
     case 'fork':
       if (ev.childPid !== ev.childTgid) return; // a new thread
-      out.push({ type: 'fork', pid: ev.childTgid, ppid: ev.parentTgid, startTicks: readStat(ev.childTgid)?.startTicks });
+      // No /proc read here: most children exec at once, and the exec read gives the start time.
+      out.push({ type: 'fork', pid: ev.childTgid, ppid: ev.parentTgid });
       return;
     case 'exec':
-      out.push({ type: 'exec', pid: ev.tgid, info: readProcess(ev.tgid) });
+      out.push({ type: 'exec', pid: ev.tgid, info: readProcess(ev.tgid, false) });
       return;
     case 'uid':
       if (ev.pid !== ev.tgid) return;

@@ -117,16 +117,19 @@ export function parseStatusUids(text: string): { uid: number; euid: number } | u
 /**
  * Everything about one process, read now. Undefined if it is gone (no stat). If the start time
  * read after the other files differs from the first, the pid was reused mid-read: undefined too
- * (the caller must not mix two processes' data).
+ * (the caller must not mix two processes' data). `recheck: false` skips that second read (the
+ * connector's exec path: the exec event itself says the pid is that process right now).
  */
-export function readProcess(pid: number): ProcInfo | undefined {
+export function readProcess(pid: number, recheck = true): ProcInfo | undefined {
   const st = readStat(pid);
   if (!st) return undefined;
   const exe = readExe(pid);
   const cmdline = readCmdline(pid);
   const ids = readUids(pid);
-  const again = readStat(pid);
-  if (again && again.startTicks !== st.startTicks) return undefined;
+  if (recheck) {
+    const again = readStat(pid);
+    if (again && again.startTicks !== st.startTicks) return undefined;
+  }
   return { ...st, exe, cmdline, uid: ids?.uid, euid: ids?.euid };
 }
 

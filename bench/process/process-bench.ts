@@ -1,0 +1,127 @@
+/**
+ * Process storm benchmark: N short processes (/bin/true, forked by one dash loop) with the agent
+ * running and its process watcher off, and with the watcher on (kernel connector); plus a
+ * baseline with no agent. Side by side in one run: storm wall time, its ratio to the watcher-off
+ * run, the agent's CPU during the storm (utime + stime from /proc/PID/stat) and its RSS (peak
+ * sampled every 20 ms, VmRSS). The agent protects a scratch tmpfs only (fanotify), with a real SVM.
+ *
+ *   node build/bench/process/process-bench.js [--counts 1000,10000] [--out FILE]
+ * Root only.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { CLI, scratchMount, spawnNode, startSvmProcess, waitFor } from '../../test/helpers/procs.js';
+
+const isStormChild = process.argv.includes('--storm');
+const { values } = isStormChild ? { values: {} as { counts?: string; out?: string } } : parseArgs({ options: { counts: { type: 'string', default: '1000,10000' }, out: { type: 'string' } } });
+if (process.getuid?.() !== 0) {
+  process.stderr.write('process-bench: needs root (fanotify, process events connector, tmpfs)\n');
+  process.exit(2);
+}
+const counts = (values.counts ?? '1000').split(',').map(Number);
+const TICK_S = 0.01; // sysconf(_SC_CLK_TCK) = 100 on Linux
+
+function cpuTicks(pid: number): number {
+  const s = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]); // utime, stime (fields 14, 15)
+}
+function rssKiB(pid: number): number {
+  const m = /^VmRSS:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'latin1'));
+  return m ? Number(m[1]) : 0;
+}
+
+function storm(n: number): number {
+  const t0 = performance.now();
+  const r = spawnSync('/bin/sh', ['-c', `i=0; while [ $i -lt ${n} ]; do /bin/true; i=$((i+1)); done`], { timeout: 600_000 });
+  if (r.status !== 0) throw new Error(`storm failed: ${r.stderr}`);
+  return performance.now() - t0;
+}
+
+interface Row {
+  config: string;
+  processes: number;
+  stormMs: number;
+  perProcessUs: number;
+  ratioToWatcherOff?: number;
+  agentCpuMs?: number;
+  agentCpuPct?: number;
+  agentRssStartMiB?: number;
+  agentRssPeakMiB?: number;
+}
+
+async function withAgent(watcher: 'off' | 'connector', fn: (pid: number) => Promise<void>): Promise<void> {
+  const svm = await startSvmProcess();
+  const mnt = scratchMount('la-pbench-');
+  const stateDir = fs.mkdtempSync('/tmp/la-pbench-state-');
+  const cfg = path.join(stateDir, 'agent.yaml');
+  fs.writeFileSync(cfg, `processes:\n  watcher: ${watcher}\n  table_entries: 32768\n`);
+  const agent = spawnNode(CLI, ['run', '--config', cfg, '--svm', svm.url, '--token', 'test-token', '--protect', mnt.dir, '--state-dir', stateDir, '--mode', 'fanotify', '--json'], { watchdogMs: 900_000 });
+  try {
+    await waitFor(agent, /"event":"started"/, 30_000);
+    await new Promise((r) => setTimeout(r, 500)); // let start-up settle
+    await fn(agent.pid);
+  } finally {
+    await agent.stop();
+    await svm.stop();
+    mnt.unmount();
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
+async function measured(config: string, n: number, pid: number | undefined): Promise<Row> {
+  const c0 = pid ? cpuTicks(pid) : 0;
+  const rss0 = pid ? rssKiB(pid) : 0;
+  let peak = rss0;
+  const sampler = pid ? setInterval(() => (peak = Math.max(peak, rssKiB(pid))), 20) : undefined;
+  // The storm runs in a child (spawnSync would block the sampler): a tiny node wrapper.
+  const t0 = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    const p = spawnNode(new URL(import.meta.url).pathname, ['--storm', String(n)], { watchdogMs: 600_000 });
+    p.child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`storm child exit ${code}: ${p.output()}`))));
+  });
+  const ms = performance.now() - t0;
+  // Give the agent a moment to finish reading the storm's events (counted in its CPU).
+  if (pid) await new Promise((r) => setTimeout(r, 300));
+  if (sampler) clearInterval(sampler);
+  const row: Row = { config, processes: n, stormMs: Math.round(ms), perProcessUs: Math.round((ms * 1000) / n) };
+  if (pid) {
+    const cpuMs = (cpuTicks(pid) - c0) * TICK_S * 1000;
+    row.agentCpuMs = Math.round(cpuMs);
+    row.agentCpuPct = Math.round((cpuMs / (ms + 300)) * 1000) / 10;
+    row.agentRssStartMiB = Math.round(rss0 / 102.4) / 10;
+    row.agentRssPeakMiB = Math.round(peak / 102.4) / 10;
+  }
+  return row;
+}
+
+async function main(): Promise<void> {
+  const rows: Row[] = [];
+  for (const n of counts) rows.push(await measured('no agent', n, undefined));
+  await withAgent('off', async (pid) => {
+    for (const n of counts) rows.push(await measured('agent, watcher off', n, pid));
+  });
+  await withAgent('connector', async (pid) => {
+    for (const n of counts) rows.push(await measured('agent, watcher on (connector)', n, pid));
+  });
+  for (const r of rows) {
+    const off = rows.find((x) => x.config === 'agent, watcher off' && x.processes === r.processes);
+    if (off) r.ratioToWatcherOff = Math.round((r.stormMs / off.stormMs) * 100) / 100;
+  }
+  process.stdout.write(`${'config'.padEnd(32)} ${'procs'.padStart(6)} ${'storm ms'.padStart(9)} ${'us/proc'.padStart(8)} ${'ratio'.padStart(6)} ${'agent CPU ms'.padStart(12)} ${'CPU %'.padStart(6)} ${'RSS MiB start/peak'.padStart(19)}\n`);
+  for (const r of rows) {
+    process.stdout.write(
+      `${r.config.padEnd(32)} ${String(r.processes).padStart(6)} ${String(r.stormMs).padStart(9)} ${String(r.perProcessUs).padStart(8)} ${String(r.ratioToWatcherOff ?? '').padStart(6)} ${String(r.agentCpuMs ?? '').padStart(12)} ${String(r.agentCpuPct ?? '').padStart(6)} ${(r.agentRssStartMiB !== undefined ? `${r.agentRssStartMiB}/${r.agentRssPeakMiB}` : '').padStart(19)}\n`,
+    );
+  }
+  if (values.out) fs.writeFileSync(values.out, JSON.stringify({ time: new Date().toISOString(), rows }, null, 2));
+}
+
+const stormArg = process.argv.indexOf('--storm');
+if (stormArg > 0) {
+  storm(Number(process.argv[stormArg + 1]));
+} else {
+  await main();
+}
