@@ -19,7 +19,10 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { waitLine } from './children.js';
 
-const args = parseArgs({ options: { reps: { type: 'string' }, quick: { type: 'boolean', default: false }, out: { type: 'string' }, keep: { type: 'boolean', default: false } } }).values;
+const args = parseArgs({ options: { reps: { type: 'string' }, quick: { type: 'boolean', default: false }, out: { type: 'string' }, keep: { type: 'boolean', default: false }, only: { type: 'string' } } }).values;
+/** `--only copy,tar`: run just these workloads (read_first always runs: it warms the cache). */
+const ONLY = args.only ? new Set(args.only.split(',')) : undefined;
+const want = (wl: string) => !ONLY || ONLY.has(wl);
 const REPS = Number(args.reps ?? (args.quick ? 3 : 5));
 const BASE = '/tmp/la-bench';
 const SRC_DIRS = args.quick
@@ -161,21 +164,21 @@ async function main() {
   }
   const idle = { agentRssKb: rssKb(agent!.pid!), svmRssKb: rssKb(svm.child.pid!) };
   const cpu0 = cpuTicks(agent!.pid!);
-  for (let i = 1; i <= REPS; i++) {
+  for (let i = 1; i <= REPS && want('read_warm'); i++) {
     rec('read_warm', 'none', i, sh(RD, plain));
     rec('read_warm', 'lightagent', i, sh(RD, watched));
   }
-  for (let i = 1; i <= REPS; i++) {
+  for (let i = 1; i <= REPS && want('copy'); i++) {
     rec('copy', 'none', i, sh(CP, plain));
     sh(RM, plain);
     rec('copy', 'lightagent', i, sh(CP, watched));
     sh(RM, watched);
   }
-  for (let i = 1; i <= REPS; i++) {
+  for (let i = 1; i <= REPS && want('tar'); i++) {
     rec('tar', 'none', i, sh(TAR, plain));
     rec('tar', 'lightagent', i, sh(TAR, watched));
   }
-  for (let i = 1; i <= REPS; i++) {
+  for (let i = 1; i <= REPS && want('exec_1000'); i++) {
     rec('exec_1000', 'none', i, sh(EXEC, plain));
     rec('exec_1000', 'lightagent', i, sh(EXEC, watched));
   }

@@ -83,6 +83,8 @@ export class EntryStore {
   used = 0;
   hand = 0;
   evictions = 0;
+  /** Something was written since the store was made or cleared (see clear()); writers that bypass allocate() set it. */
+  touched = false;
 
   constructor(capacity: number, opts: EntryStoreOptions = {}) {
     this.capacity = Math.min(MAX_CAPACITY, Math.max(16, Math.floor(capacity)));
@@ -232,6 +234,7 @@ export class EntryStore {
 
   /** A record slot for a new entry: the next unused one, or one freed by CLOCK. Keys are NOT indexed yet. */
   allocate(): number {
+    this.touched = true;
     if (this.used < this.capacity) return this.used++;
     const e = this.victim();
     const s = this.slotOf(this.idIdx, W_ID, e);
@@ -257,8 +260,18 @@ export class EntryStore {
     }
   }
 
+  /**
+   * Empty the store. Only what was ever written is zeroed: filling the whole buffer would make
+   * every page of it resident (63 MB at a million entries) in an agent that holds a few thousand.
+   */
   clear(): void {
-    new Uint8Array(this.buffer).fill(0);
+    if (this.touched) {
+      this.rec.fill(0, 0, this.capacity * REC_WORDS);
+      this.idIdx.fill(0);
+      this.fpIdx.fill(0);
+      this.clock.fill(0);
+    }
+    this.touched = false;
     this.used = 0;
     this.hand = 0;
   }

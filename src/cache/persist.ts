@@ -242,6 +242,7 @@ function readInto(fd: number, _file: string, src: PersistSource): LoadedTables {
     const take = Math.min(n, store.capacity - store.used);
     if (take <= 0) continue;
     const base = store.used;
+    store.touched = true;
     bytes.set(chunk.subarray(0, take * REC_BYTES), base * REC_BYTES);
     for (let k = 0; k < take; k++) ingest(store, base + k);
     rec.fill(0, store.used * REC_WORDS, (base + take) * REC_WORDS);

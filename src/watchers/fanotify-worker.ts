@@ -39,6 +39,7 @@ import {
   pollIn,
   removeIgnoreMark,
   responseRecord,
+  type FanEvent,
 } from '../platform/linux/fanotify.js';
 import { loadXxhash } from '../cache/fingerprint.js';
 import { SharedCacheView } from '../cache/shared-view.js';
@@ -159,62 +160,81 @@ function answeredFromCache(fd: number, st: fs.BigIntStats): boolean {
 
 function dispatch(n: number, batch: PostedEvent[]): void {
   const readAt = hrMs();
-  for (const ev of parseEvents(buf, n)) {
+  const events = parseEvents(buf, n);
+  // Permission events first: a process is blocked on each of them, while a close-write
+  // notification holds nobody up. Within each kind the kernel's order is kept.
+  for (const ev of events) if (ev.fd !== FAN_NOFD && ev.mask & PERM) permissionEvent(ev, batch, readAt);
+  for (const ev of events) {
     if (ev.fd === FAN_NOFD) {
       if (ev.mask & FAN_Q_OVERFLOW) Atomics.add(counters, C.overflow, 1);
-      continue;
-    }
-    const isPerm = (ev.mask & PERM) !== 0;
-    const kind = ev.mask & FAN_OPEN_EXEC_PERM ? 'exec' : ev.mask & FAN_OPEN_PERM ? 'open' : 'close-write';
-    Atomics.add(counters, kind === 'exec' ? C.exec : kind === 'open' ? C.open : C.closeWrite, 1);
-    if (ev.pid === cfg.selfPid) {
-      // The agent itself (any of its threads: the event carries the thread group id). Waiting on
-      // ourselves would deadlock the quarantine, a restore, or a reopen by path.
-      Atomics.add(counters, C.ownPid, 1);
-      if (isPerm) respond(ev.fd, true);
-      closeFd(ev.fd);
-      continue;
-    }
-    let path = '';
-    try {
-      path = fs.readlinkSync(`/proc/self/fd/${ev.fd}`);
-    } catch {
-      /* cannot happen for a live fd; treated as outside, without an ignore mark */
-    }
-    if (path === '' || !within(path, cfg.protect) || within(path, cfg.exclude)) {
-      // Allowed, but never ignore-marked: a mark follows the inode, so a file renamed or
-      // hard-linked from here into a protected folder would then open unchecked.
-      Atomics.add(counters, C.outside, 1);
-      if (isPerm) respond(ev.fd, true);
-      closeFd(ev.fd);
-      continue;
-    }
-    if (!isPerm) {
-      batch.push({ fd: ev.fd, seq: 0, pid: ev.pid, kind, path, readAt });
-      continue;
-    }
-    const st = fstat(ev.fd);
-    if (st && answeredFromCache(ev.fd, st)) continue;
-    if (st?.isFile() && st.size === 0n) {
-      // Zero bytes cannot carry a threat. This is mostly a file being created (O_CREAT), whose
-      // content is judged at close-write: answered here, without a kernel mark.
-      Atomics.add(counters, C.empty, 1);
-      respond(ev.fd, true);
-      closeFd(ev.fd);
-      continue;
-    }
-    if (ev.fd >= state.length) {
-      // Beyond the shared table (an fd over 65535): answered here by policy, never left waiting.
-      respond(ev.fd, cfg.onDeadline === 'allow');
-      Atomics.add(counters, C.deadline, 1);
-      closeFd(ev.fd);
-      continue;
-    }
-    seq = seq >= 0x7fff_fffe ? 1 : seq + 1;
-    Atomics.store(state, ev.fd, seq);
-    pending.push({ fd: ev.fd, seq, deadline: performance.now() + cfg.deadlineMs });
-    batch.push({ fd: ev.fd, seq, pid: ev.pid, kind, path, readAt });
+    } else if (!(ev.mask & PERM)) closeWriteEvent(ev, batch, readAt);
   }
+}
+
+/** The agent itself (any of its threads: the event carries the thread group id). */
+function ownEvent(ev: FanEvent, isPerm: boolean): boolean {
+  if (ev.pid !== cfg.selfPid) return false;
+  // Waiting on ourselves would deadlock the quarantine, a restore, or a reopen by path.
+  Atomics.add(counters, C.ownPid, 1);
+  if (isPerm) respond(ev.fd, true);
+  closeFd(ev.fd);
+  return true;
+}
+
+/** The event's path, or '' with the event answered (allow) and closed if it is outside `protect` or inside `exclude`. */
+function protectedPath(ev: FanEvent, isPerm: boolean): string {
+  let path = '';
+  try {
+    path = fs.readlinkSync(`/proc/self/fd/${ev.fd}`);
+  } catch {
+    /* cannot happen for a live fd; treated as outside, without an ignore mark */
+  }
+  if (path !== '' && within(path, cfg.protect) && !within(path, cfg.exclude)) return path;
+  // Allowed, but never ignore-marked: a mark follows the inode, so a file renamed or hard-linked
+  // from here into a protected folder would then open unchecked.
+  Atomics.add(counters, C.outside, 1);
+  if (isPerm) respond(ev.fd, true);
+  closeFd(ev.fd);
+  return '';
+}
+
+function permissionEvent(ev: FanEvent, batch: PostedEvent[], readAt: number): void {
+  const kind = ev.mask & FAN_OPEN_EXEC_PERM ? 'exec' : 'open';
+  Atomics.add(counters, kind === 'exec' ? C.exec : C.open, 1);
+  if (ownEvent(ev, true)) return;
+  // What needs no path comes first: the path (a readlink) is only needed to decide whether a
+  // file that must be judged lies in a protected folder.
+  const st = fstat(ev.fd);
+  // A clean verdict is about this inode's content, wherever it lies: answered and marked.
+  if (st && answeredFromCache(ev.fd, st)) return;
+  if (st?.isFile() && st.size === 0n) {
+    // Zero bytes cannot carry a threat. This is mostly a file being created (O_CREAT), whose
+    // content is judged at close-write: answered here, without a kernel mark.
+    Atomics.add(counters, C.empty, 1);
+    respond(ev.fd, true);
+    closeFd(ev.fd);
+    return;
+  }
+  const path = protectedPath(ev, true);
+  if (path === '') return;
+  if (ev.fd >= state.length) {
+    // Beyond the shared table (an fd over 65535): answered here by policy, never left waiting.
+    respond(ev.fd, cfg.onDeadline === 'allow');
+    Atomics.add(counters, C.deadline, 1);
+    closeFd(ev.fd);
+    return;
+  }
+  seq = seq >= 0x7fff_fffe ? 1 : seq + 1;
+  Atomics.store(state, ev.fd, seq);
+  pending.push({ fd: ev.fd, seq, deadline: performance.now() + cfg.deadlineMs });
+  batch.push({ fd: ev.fd, seq, pid: ev.pid, kind, path, readAt });
+}
+
+function closeWriteEvent(ev: FanEvent, batch: PostedEvent[], readAt: number): void {
+  Atomics.add(counters, C.closeWrite, 1);
+  if (ownEvent(ev, false)) return;
+  const path = protectedPath(ev, false);
+  if (path !== '') batch.push({ fd: ev.fd, seq: 0, pid: ev.pid, kind: 'close-write', path, readAt });
 }
 
 /** Answer what the main thread has not answered: past the deadline by policy, or all (stop) with allow. */

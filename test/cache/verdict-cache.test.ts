@@ -188,6 +188,21 @@ describe('VerdictCache', () => {
     assert.equal(small.size, 1000, 'a smaller capacity loads what fits');
   });
 
+  it('reopening a saved cache makes resident only what it holds, not its whole capacity', async () => {
+    const file = path.join(dir, 'resident/cache.v1');
+    const a = await VerdictCache.open({ seed: 7n, capacity: 1_000_000, file, generation: 'g1' });
+    for (let i = 1; i <= 1000; i++) a.record(id(i), fpOf(i), sha(i), 'clean');
+    assert.equal(await a.save(), true);
+    const anonKb = () => Number(/Anonymous:\s+(\d+)/.exec(fs.readFileSync('/proc/self/smaps_rollup', 'utf8'))![1]);
+    const before = anonKb();
+    const b = await VerdictCache.open({ seed: 7n, capacity: 1_000_000, file, generation: 'g1' });
+    const grown = anonKb() - before;
+    assert.equal(b.size, 1000);
+    // A million-entry store is 63 MB of address space; zeroing all of it at load (the old
+    // behaviour) made every page resident. 1,000 records touch well under 16 MB.
+    assert.ok(grown < 16 * 1024, `loading 1,000 entries grew anonymous memory by ${grown} kB`);
+  });
+
   it('serializes concurrent saves and keeps answering while a save runs', async () => {
     const file = path.join(dir, 'concurrent/cache.v1');
     const a = await VerdictCache.open({ seed: 8n, capacity: 50_000, file });
