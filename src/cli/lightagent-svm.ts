@@ -26,6 +26,8 @@ Options:
   --listen HOST:PORT   where to listen (default 127.0.0.1:7443; port 0 picks a free port)
   --token T            accept this token, tenant "default" (repeatable; replaces the config
                        file's tokens; LIGHTAGENT_SVM_TOKEN adds one to the file's)
+  --token-file F       a YAML/JSON list of tokens like the config's tokens (with tenant and
+                       expires); re-read on SIGHUP (config token_file)
   --engine E           builtin (signatures in this process) | clamav (a running clamd)
   --clamd ADDR         clamd's socket path or tcp://HOST:PORT (engine clamav; config
                        clamd.address, default /run/clamav/clamd.ctl)
@@ -44,8 +46,9 @@ Options:
 
 Plain ws:// is allowed only on a loopback address, unless insecure_plain_ws: true.
 
-Signals: SIGHUP reloads the signature files (agents are told the new generation) and the TLS
-certificate, key and client CA (for new connections);
+Signals: SIGHUP reloads the signatures (builtin files; clamd RELOAD), agents are told the new
+generation; re-reads the config file and token file: tokens (connected agents stay unless their
+token was removed or expired) and the TLS certificate, key and client CA (new connections);
 SIGINT/SIGTERM stop gracefully.
 
 Example config (YAML):
@@ -70,6 +73,7 @@ async function main(argv: string[]): Promise<number> {
         clamd: { type: 'string' },
         cache: { type: 'string' },
         'max-file-size': { type: 'string' },
+        'token-file': { type: 'string' },
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
         'tls-client-ca': { type: 'string' },
@@ -89,8 +93,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   let cfg: SvmConfig;
-  try {
-    cfg = loadSvmConfig({
+  const load = () =>
+    loadSvmConfig({
       file: o.config,
       flags: {
         listen: o.listen,
@@ -105,8 +109,11 @@ async function main(argv: string[]): Promise<number> {
         'tls.client_ca': o['tls-client-ca'],
         'log.file': o['log-file'],
         'log.level': o['log-level'],
+        token_file: o['token-file'],
       },
     });
+  try {
+    cfg = load();
   } catch (e) {
     return fail(e, 'lightagent-svm');
   }
@@ -127,6 +134,9 @@ async function main(argv: string[]): Promise<number> {
       uploadTimeoutMs: cfg.upload_timeout,
       helloTimeoutMs: cfg.hello_timeout,
       uploadMemory: cfg.upload_memory,
+      rateLimit: { perSecond: cfg.rate_limit.per_second, burst: cfg.rate_limit.burst },
+      scanConcurrency: cfg.scan_concurrency,
+      agentQueue: cfg.agent_queue,
       ...(cfg.tls ? { tls: readTlsFiles(cfg.tls, o.config ?? 'the command line') } : {}),
     });
   } catch (e) {
@@ -139,11 +149,19 @@ async function main(argv: string[]): Promise<number> {
 
   process.on('SIGHUP', () => {
     void (async () => {
+      // Each part on its own: a bad token file does not keep new signatures out, and so on.
+      let tokens: { tokens: number; agentsDropped: number } | undefined;
+      try {
+        const next = load();
+        tokens = server.reloadTokens(next.tokens);
+        if (next.tls) server.reloadTls(readTlsFiles(next.tls, o.config ?? 'the command line'));
+      } catch (e) {
+        fail(e, 'lightagent-svm: reload of the configuration (tokens, TLS) failed, keeping the previous ones');
+      }
       try {
         const r = (await engine.reload?.()) ?? { generation: engine.generation() };
-        if (cfg.tls) server.reloadTls(readTlsFiles(cfg.tls, o.config ?? 'the command line'));
         const told = server.announceGeneration();
-        out(o.json ? JSON.stringify({ event: 'reloaded', ...r, agentsTold: told }) : `lightagent-svm: signatures reloaded (generation ${r.generation}${typeof r.errors === 'number' ? `, ${r.errors} bad lines skipped` : ''})`);
+        out(o.json ? JSON.stringify({ event: 'reloaded', ...r, agentsTold: told, ...(tokens ?? {}) }) : `lightagent-svm: signatures reloaded (generation ${r.generation}${typeof r.errors === 'number' ? `, ${r.errors} bad lines skipped` : ''})${tokens ? `; ${tokens.tokens} tokens, ${tokens.agentsDropped} agents dropped` : ''}`);
       } catch (e) {
         fail(e, 'lightagent-svm: reload failed, keeping the previous signatures');
       }

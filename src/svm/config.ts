@@ -6,7 +6,11 @@
  *   listen: 127.0.0.1:7443          # HOST:PORT; plain ws only on loopback unless tls or insecure_plain_ws
  *   tls: {cert: /etc/lightagent/svm.crt, key: /etc/lightagent/svm.key, client_ca: /etc/lightagent/agents-ca.crt}
  *                                   # wss://; with client_ca, mutual TLS (agents need a certificate signed by it)
- *   tokens: [secret-token, {tenant: acme, token: other-secret}]
+ *   tokens: [secret-token, {tenant: acme, token: other-secret, expires: 2026-12-31}]
+ *   token_file: /etc/lightagent/svm-tokens.yaml   # a YAML/JSON list like `tokens`, re-read on SIGHUP
+ *   rate_limit: {per_second: 500, burst: 1000}    # per agent: lookups + scans; over it: LA_ERR_RATE_LIMITED
+ *   scan_concurrency: 8              # engine scans at once, all agents; waiting scans are served round-robin by agent
+ *   agent_queue: 16                  # per agent: scans waiting for the engine; more: LA_ERR_RATE_LIMITED
  *   engine: builtin                 # or clamav: a running clamd judges the files
  *   signatures: [/etc/lightagent/sigs/local.hdb, /etc/lightagent/sigs/local.ndb]   # builtin only
  *   clamd: /run/clamav/clamd.ctl    # or {address: tcp://10.0.0.5:3310, pool: 8, timeout: 30s,
@@ -49,14 +53,29 @@ const token = z.preprocess(
     .object({
       tenant: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, 'a tenant name has letters, digits, . _ - only'),
       token: z.string().min(8, 'a token must have at least 8 characters').max(1024),
+      expires: z
+        .string()
+        .refine((v) => Number.isFinite(Date.parse(v)), 'must be a date, e.g. 2026-12-31 or 2026-12-31T00:00:00Z')
+        .optional(),
     })
-    .strict(),
+    .strict()
+    .transform(({ expires, ...t }) => (expires ? { ...t, expiresAt: Date.parse(expires) } : t)),
 );
 
 export const svmConfigSchema = z
   .object({
     listen: listen.default({ host: '127.0.0.1', port: 7443 }),
-    tokens: z.array(token).min(1, 'at least one tenant token is needed (flag --token, or LIGHTAGENT_SVM_TOKEN)'),
+    tokens: z.array(token).min(1, 'at least one tenant token is needed (flag --token, LIGHTAGENT_SVM_TOKEN, or token_file)'),
+    token_file: z.string().min(1).optional(),
+    rate_limit: z
+      .object({
+        per_second: z.number().min(1).max(1_000_000).default(500),
+        burst: z.number().int().min(1).max(10_000_000).default(1000),
+      })
+      .strict()
+      .default({ per_second: 500, burst: 1000 }),
+    scan_concurrency: z.number().int().min(1).max(1024).default(8),
+    agent_queue: z.number().int().min(0).max(100_000).default(16),
     engine: z.enum(['builtin', 'clamav']).default('builtin'),
     // A plain string is the clamd address.
     clamd: z.preprocess(
@@ -159,6 +178,12 @@ export function loadSvmConfig(src: { file?: string | undefined; env?: NodeJS.Pro
     source = src.file;
   }
   raw.tokens ??= [];
+  const tokenFile = (src.flags?.token_file as string | undefined) ?? (typeof raw.token_file === 'string' ? raw.token_file : undefined);
+  if (tokenFile) {
+    const list = readConfigFile(tokenFile);
+    if (!Array.isArray(list)) throw new ConfigError(tokenFile, ['(top level): a token file is a list of tokens: `- token` or `- {tenant: T, token: X, expires: 2026-12-31}`']);
+    if (Array.isArray(raw.tokens)) raw.tokens = [...(raw.tokens as unknown[]), ...list];
+  }
   // Not a list: left as is for the schema to report.
   if (env.LIGHTAGENT_SVM_TOKEN && Array.isArray(raw.tokens)) raw.tokens = [...(raw.tokens as unknown[]), env.LIGHTAGENT_SVM_TOKEN];
   for (const [k, v] of Object.entries(src.flags ?? {})) override(raw, k, v);

@@ -8,6 +8,7 @@
 import { logger } from '../log.js';
 import type { VerdictMsg } from '../protocol/index.js';
 import type { ScanEngine } from './engines/engine.js';
+import { FairScheduler } from './fairness.js';
 import { SvmMetrics } from './metrics.js';
 import type { ReportTarget } from './reports.js';
 import { TokenStore, type TenantToken } from './tokens.js';
@@ -25,6 +26,12 @@ export interface CoreOptions {
   helloTimeoutMs: number;
   /** Bytes of upload content held in memory at once, across all agents. */
   uploadMemory: number;
+  /** Per agent: requests (lookups + scans) per second, and the burst allowed above it. */
+  rateLimit: { perSecond: number; burst: number };
+  /** Engine scans running at once, all agents together. */
+  scanConcurrency: number;
+  /** Per agent: engine scans waiting for a slot; more are refused with LA_ERR_RATE_LIMITED. */
+  agentQueue: number;
 }
 
 /** A verdict without its envelope: what lookup and scan produce. */
@@ -40,6 +47,7 @@ export class SvmCore {
   /** Sessions past hello and not closed: counted, sent load and generation reports. */
   readonly agents = new Set<ReportTarget>();
   private readonly inflight = new Map<string, Promise<VerdictFields>>();
+  readonly scheduler: FairScheduler;
   private activeScans = 0;
   private inflightHits = 0;
   private readonly log = logger('svm');
@@ -52,7 +60,9 @@ export class SvmCore {
     this.tokens = new TokenStore(opts.tokens);
     this.budget = new UploadBudget(opts.uploadMemory);
     this.metrics = new SvmMetrics(engine.name);
+    this.scheduler = new FairScheduler(opts.scanConcurrency, opts.agentQueue);
     const m = this.metrics;
+    m.gauge('lightagent_svm_scan_queue_depth', 'Engine scans waiting for a slot (scan_concurrency), all agents together.', () => this.scheduler.depth);
     m.gauge('lightagent_svm_agents_connected', 'Agents connected and past hello.', () => this.agents.size);
     m.gauge('lightagent_svm_upload_bytes_held', 'Upload bytes held in memory now.', () => this.budget.used);
     m.gauge('lightagent_svm_upload_bytes_budget', 'Upload bytes that may be held in memory at once (upload_memory).', () => this.budget.capacity);
@@ -74,16 +84,16 @@ export class SvmCore {
     return this.engine.generation();
   }
 
-  /** 0..1: the larger of engine scans against SCAN_CAPACITY and held upload memory against the budget. */
+  /** 0..1: the larger of engine scans (running and queued) against SCAN_CAPACITY and held upload memory against the budget. */
   load(): number {
     const byMemory = this.budget.used / this.budget.capacity;
-    const byScans = this.activeScans / SCAN_CAPACITY;
+    const byScans = (this.activeScans + this.scheduler.depth) / SCAN_CAPACITY;
     return Math.min(1, Math.round(Math.max(byMemory, byScans) * 100) / 100);
   }
 
-  /** Engine scans running now (reported to agents as `queue`). */
+  /** Engine scans running or waiting now (reported to agents as `queue`). */
   queue(): number {
-    return this.activeScans;
+    return this.activeScans + this.scheduler.depth;
   }
 
   async lookup(tenant: string, sha256: string): Promise<VerdictFields> {
@@ -99,7 +109,7 @@ export class SvmCore {
    * Judge uploaded bytes whose SHA-256 the SVM computed. Another agent may have sent the same
    * content already (cache hit, no engine run); concurrent scans of one hash share one run.
    */
-  async scan(tenant: string, sha256: string, content: Buffer): Promise<VerdictFields> {
+  async scan(tenant: string, sha256: string, content: Buffer, agent: object = this): Promise<VerdictFields> {
     const generation = this.generation();
     const key: VerdictKey = { tenant, generation, sha256 };
     const hit = await this.cacheGet(key);
@@ -114,7 +124,7 @@ export class SvmCore {
       this.inflightHits++;
       return { ...(await running), cached: true };
     }
-    const p = this.runEngine(key, content);
+    const p = this.scheduler.run(agent, () => this.runEngine(key, content));
     this.inflight.set(flightKey, p);
     try {
       return await p;

@@ -8,6 +8,8 @@ import type { SvmCore } from './core.js';
 
 export interface ReportTarget {
   readonly ready: boolean;
+  /** Close the agent if its token was revoked or has expired. */
+  checkToken?(): boolean;
   /** The tenant of the agent's token. */
   readonly tenantName: string;
   lastLoad: number;
@@ -56,7 +58,7 @@ export class Reporter {
     const load = this.core.load();
     const queue = this.core.queue();
     for (const t of this.targets()) {
-      if (!t.ready) continue;
+      if (!t.ready || t.checkToken?.()) continue;
       any = true;
       if (t.lastLoad === load) continue;
       t.lastLoad = load;

@@ -60,6 +60,12 @@ export interface SvmOptions {
   reportIntervalMs?: number;
   /** How long close() waits for agents to finish the close handshake before dropping them. */
   closeGraceMs?: number;
+  /** Per agent: requests (lookups + scans) per second and burst; default 500/s, burst 1000. */
+  rateLimit?: { perSecond: number; burst: number };
+  /** Engine scans at once, all agents together (default 8). */
+  scanConcurrency?: number;
+  /** Per agent: engine scans waiting for a slot (default 16). */
+  agentQueue?: number;
   /** Serve wss:// (and https:// for /metrics, /healthz); plain ws:// without it. */
   tls?: SvmTlsOptions;
 }
@@ -75,6 +81,9 @@ export const SVM_DEFAULTS = {
   uploadMemory: 512 * 1024 * 1024,
   reportIntervalMs: 2_000,
   closeGraceMs: 2_000,
+  rateLimit: { perSecond: 500, burst: 1000 },
+  scanConcurrency: 8,
+  agentQueue: 16,
 } as const;
 
 export interface SvmHealth {
@@ -115,6 +124,9 @@ export class SvmServer {
       uploadTimeoutMs: o.uploadTimeoutMs ?? d.uploadTimeoutMs,
       helloTimeoutMs: o.helloTimeoutMs ?? d.helloTimeoutMs,
       uploadMemory: o.uploadMemory ?? d.uploadMemory,
+      rateLimit: o.rateLimit ?? d.rateLimit,
+      scanConcurrency: o.scanConcurrency ?? d.scanConcurrency,
+      agentQueue: o.agentQueue ?? d.agentQueue,
     };
     const core = new SvmCore(coreOpts, o.engine, o.cache);
     const httpServer = o.tls ? https.createServer(tlsServerOptions(o.tls)) : http.createServer();
@@ -200,6 +212,18 @@ export class SvmServer {
       cache: { kind: this.core.cache.kind, healthy: cacheHealthy, entries: this.core.cache.stats().entries },
       agents: this.core.agents.size,
     };
+  }
+
+  /**
+   * Replace the tenant tokens (SIGHUP): new agents are checked against the new list; connected
+   * agents stay unless their token was removed or has expired (closed with 4001).
+   */
+  reloadTokens(tokens: readonly TenantToken[]): { tokens: number; agentsDropped: number } {
+    this.core.tokens.replace(tokens);
+    let dropped = 0;
+    for (const s of this.sessions) if (s.checkToken()) dropped++;
+    this.log.info('tenant tokens reloaded', { tokens: tokens.length, agentsDropped: dropped });
+    return { tokens: tokens.length, agentsDropped: dropped };
   }
 
   /** Tell every agent about a new signature generation (call after an engine reload). Returns how many were told. */

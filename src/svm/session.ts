@@ -49,6 +49,7 @@ import {
   type VerdictMsg,
 } from '../protocol/index.js';
 import type { SvmCore, VerdictFields } from './core.js';
+import { TokenBucket } from './fairness.js';
 import { UploadTable, type CompletedUpload } from './uploads.js';
 
 export class AgentSession {
@@ -58,6 +59,9 @@ export class AgentSession {
   /** Request ids accepted and not answered yet (lookups, uploads receiving or being scanned). */
   private readonly busy = new Set<number>();
   private readonly helloTimer: NodeJS.Timeout;
+  private readonly bucket: TokenBucket;
+  private tokenHash: Buffer | undefined;
+  private rateWarned = false;
   private closed = false;
   /** The load figure this agent was last told (welcome or load report). */
   lastLoad = -1;
@@ -76,6 +80,7 @@ export class AgentSession {
     private readonly log: Logger,
   ) {
     this.remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    this.bucket = new TokenBucket(core.opts.rateLimit.perSecond, core.opts.rateLimit.burst);
     // Mutual TLS: the agent certificate's subject, for the logs (the handshake already verified it).
     const sock = req.socket as Partial<TLSSocket>;
     if (sock.authorized && typeof sock.getPeerCertificate === 'function') {
@@ -142,6 +147,19 @@ export class AgentSession {
     this.cleanup();
   }
 
+  /**
+   * After a token reload, or periodically: an agent whose token was removed or has expired is
+   * closed with 4001. Returns true if it was dropped.
+   */
+  checkToken(now = Date.now()): boolean {
+    if (!this.hello || this.closed || !this.tokenHash) return false;
+    if (this.core.tokens.stillValid(this.tokenHash, this.tenant, now)) return false;
+    this.log.warn('agent dropped: its token was removed or has expired', { remote: this.remote, agent: this.hello.agentId, tenant: this.tenant });
+    this.send({ t: 'error', code: 'LA_ERR_AUTH', message: 'the tenant token was revoked or has expired' });
+    this.close(CloseCode.AUTH, 'token revoked or expired');
+    return true;
+  }
+
   /** Drop the socket without a close handshake (shutdown of a peer that does not answer). */
   terminate(): void {
     this.closed = true;
@@ -173,6 +191,7 @@ export class AgentSession {
         throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'hello sent twice');
       case 'lookup':
         this.begin(msg.id);
+        if (!this.withinRate(msg.id)) return;
         this.reply(msg.id, this.core.lookup(this.tenant, msg.sha256));
         return;
       case 'scan':
@@ -201,11 +220,13 @@ export class AgentSession {
     }
     if (msg.t !== 'hello') throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', `expected hello first, got ${msg.t}`);
     clearTimeout(this.helloTimer);
-    const tenant = this.core.tokens.tenantOf(msg.token);
+    const auth = this.core.tokens.check(msg.token);
+    const tenant = auth.tenant;
     if (tenant === undefined) {
-      this.refuse(msg);
+      this.refuse(msg, auth.refused);
       return;
     }
+    this.tokenHash = auth.hash;
     if (msg.v !== PROTOCOL_VERSION) {
       this.log.warn('agent refused: protocol version', { remote: this.remote, agent: msg.agentId, version: msg.v, ours: PROTOCOL_VERSION });
       this.send({ t: 'error', code: 'LA_ERR_PROTO_VERSION', message: `this SVM speaks lightagent/${PROTOCOL_VERSION}, the agent lightagent/${msg.v}` });
@@ -222,10 +243,11 @@ export class AgentSession {
     this.core.agents.add(this);
   }
 
-  private refuse(h?: Hello): void {
+  private refuse(h?: Hello, why: 'unknown' | 'expired' = 'unknown'): void {
     clearTimeout(this.helloTimer);
     this.core.metrics.authFailures.inc();
-    this.log.warn('agent refused: missing or unknown token', { remote: this.remote, agent: h?.agentId, host: h?.host });
+    // The agent is not told which (no oracle for guessing); the log says.
+    this.log.warn(why === 'expired' ? 'agent refused: expired token' : 'agent refused: missing or unknown token', { remote: this.remote, agent: h?.agentId, host: h?.host });
     this.send({ t: 'error', code: 'LA_ERR_AUTH', message: 'missing or unknown tenant token' });
     this.close(CloseCode.AUTH, 'missing or unknown token');
   }
@@ -255,6 +277,11 @@ export class AgentSession {
       (e: unknown) => {
         const d = describeError(e);
         this.core.metrics.scanErrors.inc();
+        if (d.code === 'LA_ERR_RATE_LIMITED') {
+          this.core.metrics.rateLimited.inc();
+          this.answer({ t: 'verdict', id, verdict: 'error', code: d.code, message: d.message.slice(0, 500) });
+          return;
+        }
         this.log.error('request failed', { remote: this.remote, agent: this.hello?.agentId, id, ...d });
         this.answer({ t: 'verdict', id, verdict: 'error', code: e instanceof LightagentError ? e.code : 'LA_ERR_ENGINE', message: d.message.slice(0, 500) });
       },
@@ -267,10 +294,24 @@ export class AgentSession {
     this.answer({ t: 'verdict', id, verdict: 'error', code, message });
   }
 
+  /** Take a token from this agent's bucket; over the rate, answer LA_ERR_RATE_LIMITED at once. */
+  private withinRate(id: number): boolean {
+    if (this.bucket.take()) return true;
+    this.core.metrics.rateLimited.inc();
+    this.core.metrics.scanErrors.inc();
+    if (!this.rateWarned) this.log.warn('agent over its request rate; refusing requests with LA_ERR_RATE_LIMITED', { remote: this.remote, agent: this.hello?.agentId, tenant: this.tenant, perSecond: this.core.opts.rateLimit.perSecond, burst: this.core.opts.rateLimit.burst });
+    this.rateWarned = true;
+    this.answer({ t: 'verdict', id, verdict: 'error', code: 'LA_ERR_RATE_LIMITED', message: `over ${this.core.opts.rateLimit.perSecond} requests per second; retry shortly` });
+    return false;
+  }
+
   private startUpload(id: number, size: number): void {
     this.begin(id);
     const o = this.core.opts;
-    if (size > o.maxFileSize) {
+    if (!this.bucket.take()) {
+      this.uploads.refuse(id, size); // its chunks are read and discarded
+      this.withinRate(id);
+    } else if (size > o.maxFileSize) {
       this.refuseUpload(id, size, 'LA_ERR_UPLOAD_TOO_LARGE', `${size} bytes is over this SVM's max_file_size of ${o.maxFileSize}`);
     } else if (!this.uploads.accept(id, size)) {
       this.log.warn('upload memory budget in use; refusing an upload', { remote: this.remote, agent: this.hello?.agentId, id, size, held: this.core.budget.used, budget: this.core.budget.capacity });
@@ -286,7 +327,7 @@ export class AgentSession {
 
   private scanUpload(u: CompletedUpload): void {
     this.core.metrics.uploads.inc();
-    const work = this.core.scan(this.tenant, u.sha256, u.content);
+    const work = this.core.scan(this.tenant, u.sha256, u.content, this);
     void work.finally(u.release).catch(() => {});
     this.reply(u.id, work);
   }

@@ -8,6 +8,8 @@ import crypto from 'node:crypto';
 export interface TenantToken {
   tenant: string;
   token: string;
+  /** Epoch ms after which the token is refused (agents holding it are dropped at the next check). */
+  expiresAt?: number;
 }
 
 function digest(token: string): Buffer {
@@ -15,25 +17,39 @@ function digest(token: string): Buffer {
 }
 
 export class TokenStore {
-  private entries: ReadonlyArray<{ hash: Buffer; tenant: string }> = [];
+  private entries: ReadonlyArray<{ hash: Buffer; tenant: string; expiresAt: number }> = [];
 
   constructor(tokens: readonly TenantToken[]) {
     this.replace(tokens);
   }
 
   replace(tokens: readonly TenantToken[]): void {
-    this.entries = tokens.map((t) => ({ hash: digest(t.token), tenant: t.tenant }));
+    this.entries = tokens.map((t) => ({ hash: digest(t.token), tenant: t.tenant, expiresAt: t.expiresAt ?? Infinity }));
   }
 
   get size(): number {
     return this.entries.length;
   }
 
-  /** The tenant `token` belongs to, or undefined (also for a missing or empty token). */
-  tenantOf(token: string | undefined): string | undefined {
+  /** The tenant `token` belongs to, or undefined (also for a missing, empty or expired token). */
+  tenantOf(token: string | undefined, now = Date.now()): string | undefined {
+    return this.check(token, now).tenant;
+  }
+
+  /** Tenant, and why not: `unknown` (or missing) or `expired`. `hash` identifies the token later (still valid after a reload?). */
+  check(token: string | undefined, now = Date.now()): { tenant?: string; hash: Buffer; refused?: 'unknown' | 'expired' } {
     const h = digest(token ?? '');
-    let found: string | undefined;
-    for (const e of this.entries) if (crypto.timingSafeEqual(h, e.hash) && token) found ??= e.tenant;
-    return found;
+    let found: { tenant: string; expiresAt: number } | undefined;
+    for (const e of this.entries) if (crypto.timingSafeEqual(h, e.hash) && token) found ??= e;
+    if (!found) return { hash: h, refused: 'unknown' };
+    if (now >= found.expiresAt) return { hash: h, refused: 'expired' };
+    return { tenant: found.tenant, hash: h };
+  }
+
+  /** Is the token with this hash still configured for `tenant`, and not expired? */
+  stillValid(hash: Buffer, tenant: string, now = Date.now()): boolean {
+    let ok = false;
+    for (const e of this.entries) if (crypto.timingSafeEqual(hash, e.hash) && e.tenant === tenant && now < e.expiresAt) ok = true;
+    return ok;
   }
 }

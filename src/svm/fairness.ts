@@ -1,0 +1,105 @@
+/**
+ * Fairness between agents, so one noisy guest cannot starve the others:
+ *
+ * - TokenBucket: each agent may start `rate` requests (lookups and scans) per second, with bursts
+ *   of `burst`. A request over it is answered at once with an error verdict LA_ERR_RATE_LIMITED
+ *   (the agent backs off and retries); the connection stays.
+ * - FairScheduler: engine scans run at most `concurrency` at once; waiting scans sit in one
+ *   bounded queue per agent (`perAgentQueue`), and a freed slot goes to the next agent in
+ *   round-robin order, not to whoever queued most. A scan over its agent's queue bound is refused
+ *   with LA_ERR_RATE_LIMITED.
+ */
+import { LightagentError } from '../errors.js';
+
+export class RateLimitedError extends LightagentError {
+  constructor(message: string) {
+    super('LA_ERR_RATE_LIMITED', message, 'the agent sends faster than its share of this SVM (rate_limit, agent_queue); it backs off and retries');
+  }
+}
+
+export class TokenBucket {
+  private tokens: number;
+  private last: number;
+
+  constructor(private readonly rate: number, private readonly burst: number, now = performance.now()) {
+    this.tokens = burst;
+    this.last = now;
+  }
+
+  /** Take one token if there is one. */
+  take(now = performance.now()): boolean {
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
+    this.last = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
+
+interface Job {
+  run: () => void;
+}
+
+export class FairScheduler {
+  private running = 0;
+  /** Agents with queued jobs, in round-robin order; each agent's own FIFO. */
+  private readonly queues = new Map<object, Job[]>();
+  private queued = 0;
+
+  constructor(private readonly concurrency: number, private readonly perAgentQueue: number) {
+    if (!(concurrency >= 1)) throw new RangeError('concurrency must be >= 1');
+    if (!(perAgentQueue >= 0)) throw new RangeError('perAgentQueue must be >= 0');
+  }
+
+  /** Jobs waiting for a slot, all agents together. */
+  get depth(): number {
+    return this.queued;
+  }
+
+  get active(): number {
+    return this.running;
+  }
+
+  /** Queued jobs of one agent. */
+  depthOf(agent: object): number {
+    return this.queues.get(agent)?.length ?? 0;
+  }
+
+  /** Run `fn` when a slot is free and it is `agent`'s turn. Rejects with RateLimitedError when the agent's queue is full. */
+  run<T>(agent: object, fn: () => Promise<T>): Promise<T> {
+    if (this.running < this.concurrency && this.queued === 0) return this.start(fn);
+    const q = this.queues.get(agent) ?? [];
+    if (q.length >= this.perAgentQueue) return Promise.reject(new RateLimitedError(`this agent already has ${q.length} scans waiting on the SVM (agent_queue)`));
+    return new Promise<T>((resolve, reject) => {
+      q.push({ run: () => this.start(fn).then(resolve, reject) });
+      this.queues.set(agent, q);
+      this.queued++;
+    });
+  }
+
+  private start<T>(fn: () => Promise<T>): Promise<T> {
+    this.running++;
+    let p: Promise<T>;
+    try {
+      p = fn();
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    return p.finally(() => {
+      this.running--;
+      this.next();
+    });
+  }
+
+  /** The first agent in order gets the slot, then goes to the back of the line. */
+  private next(): void {
+    while (this.running < this.concurrency && this.queued > 0) {
+      const [agent, q] = this.queues.entries().next().value as [object, Job[]];
+      const job = q.shift()!;
+      this.queued--;
+      this.queues.delete(agent);
+      if (q.length) this.queues.set(agent, q);
+      job.run();
+    }
+  }
+}
