@@ -66,47 +66,115 @@ export function homeSlot(lo: number, slots: number): number {
 const ENTRY_MASK = 0xffffff;
 export const MAX_CAPACITY = ENTRY_MASK - 1;
 
+/**
+ * Byte layout of a store's buffer: records | region 0 (identity index, fingerprint index) |
+ * region 1 (same) | clock. Shared with SharedCacheView.
+ */
+export function layout(capacity: number, maxIndexSlots: number): { region(r: number, w: number): number; clock: number; total: number } {
+  const recBytes = capacity * REC_BYTES;
+  const idxBytes = maxIndexSlots * 4;
+  const clock = recBytes + 4 * idxBytes;
+  return { region: (r, w) => recBytes + (2 * r + (w === W_ID ? 0 : 1)) * idxBytes, clock, total: clock + capacity };
+}
+
 export interface EntryStoreOptions {
   /** Allocate on a SharedArrayBuffer (readable from a worker thread). */
   shared?: boolean | undefined;
 }
 
+/** Index slots a new store starts with; the indexes double as entries arrive (see reserve()). */
+export const INITIAL_INDEX_SLOTS = 4096;
+
 export class EntryStore {
   readonly capacity: number;
-  readonly indexSlots: number;
+  /** Index slots at full capacity: the size each index region is laid out for. */
+  readonly maxIndexSlots: number;
+  /** Index slots in use now (grows by doubling up to maxIndexSlots). */
+  indexSlots: number;
+  /** Which of the two index regions is active (0 or 1). */
+  region = 0;
   readonly buffer: ArrayBuffer | SharedArrayBuffer;
   readonly rec: Uint32Array;
   readonly clock: Uint8Array;
-  readonly idIdx: Uint32Array;
-  readonly fpIdx: Uint32Array;
+  /** The active indexes: views of the first `indexSlots` slots of the active region. */
+  idIdx: Uint32Array;
+  fpIdx: Uint32Array;
   /** Entries 0..used-1 are live (records never move; eviction reuses a slot in place). */
   used = 0;
   hand = 0;
   evictions = 0;
-  /** Something was written since the store was made or cleared (see clear()); writers that bypass allocate() set it. */
-  touched = false;
+  /** Records ever written (0..recHigh-1): what clear() must zero. Writers that bypass allocate() raise it. */
+  recHigh = 0;
+  /** Called after the indexes moved to a bigger region (the owner publishes it to readers). */
+  onIndexResize: ((slots: number, region: number) => void) | undefined;
+  private readonly regions: Array<{ id: Uint32Array; fp: Uint32Array; high: number }>;
 
   constructor(capacity: number, opts: EntryStoreOptions = {}) {
     this.capacity = Math.min(MAX_CAPACITY, Math.max(16, Math.floor(capacity)));
-    this.indexSlots = Math.ceil(this.capacity / MAX_LOAD);
-    const recBytes = this.capacity * REC_BYTES;
-    const idxBytes = this.indexSlots * 4;
-    const clockOff = recBytes + 2 * idxBytes;
-    const total = clockOff + this.capacity;
-    this.buffer = opts.shared ? new SharedArrayBuffer(total) : new ArrayBuffer(total);
+    this.maxIndexSlots = Math.ceil(this.capacity / MAX_LOAD);
+    this.indexSlots = Math.min(this.maxIndexSlots, INITIAL_INDEX_SLOTS);
+    const l = layout(this.capacity, this.maxIndexSlots);
+    this.buffer = opts.shared ? new SharedArrayBuffer(l.total) : new ArrayBuffer(l.total);
     this.rec = new Uint32Array(this.buffer, 0, this.capacity * REC_WORDS);
-    this.idIdx = new Uint32Array(this.buffer, recBytes, this.indexSlots);
-    this.fpIdx = new Uint32Array(this.buffer, recBytes + idxBytes, this.indexSlots);
-    this.clock = new Uint8Array(this.buffer, clockOff, this.capacity);
+    this.regions = [0, 1].map((r) => ({
+      id: new Uint32Array(this.buffer, l.region(r, W_ID), this.maxIndexSlots),
+      fp: new Uint32Array(this.buffer, l.region(r, W_FP), this.maxIndexSlots),
+      high: 0,
+    }));
+    this.clock = new Uint8Array(this.buffer, l.clock, this.capacity);
+    this.idIdx = this.regions[0]!.id.subarray(0, this.indexSlots);
+    this.fpIdx = this.regions[0]!.fp.subarray(0, this.indexSlots);
+    this.regions[0]!.high = this.indexSlots;
+  }
+
+  /**
+   * Make room in the indexes for `entries` entries at load <= MAX_LOAD: double them into the
+   * other region, rehashed. The address space is laid out for full capacity, but only the slots
+   * in use are ever touched, so resident memory follows the entries held, not the capacity.
+   */
+  reserve(entries: number): void {
+    while (entries > this.indexSlots * MAX_LOAD && this.indexSlots < this.maxIndexSlots) {
+      const next = Math.min(this.maxIndexSlots, this.indexSlots * 2);
+      const to = this.regions[this.region ^ 1]!;
+      const id = to.id.subarray(0, next);
+      const fp = to.fp.subarray(0, next);
+      // The region may still hold the smaller index of two growths ago.
+      id.fill(0, 0, Math.min(next, to.high));
+      fp.fill(0, 0, Math.min(next, to.high));
+      to.high = Math.max(to.high, next);
+      this.rehash(this.idIdx, id, W_ID);
+      this.rehash(this.fpIdx, fp, W_FP);
+      this.region ^= 1;
+      this.indexSlots = next;
+      this.idIdx = id;
+      this.fpIdx = fp;
+      this.onIndexResize?.(next, this.region);
+    }
+  }
+
+  private rehash(from: Uint32Array, to: Uint32Array, w: number): void {
+    const n = to.length;
+    for (let k = 0; k < from.length; k++) {
+      const v = from[k]!;
+      if (v === 0) continue;
+      let i = homeSlot(this.rec[((v & ENTRY_MASK) - 1) * REC_WORDS + w + 1]!, n);
+      while (to[i] !== 0) if (++i === n) i = 0;
+      to[i] = v;
+    }
   }
 
   get size(): number {
     return this.used;
   }
 
-  /** Bytes held by the typed arrays (what `bytes per entry` is computed from). */
+  /** Address space of the typed arrays (laid out for full capacity). */
   get bytes(): number {
     return this.buffer.byteLength;
+  }
+
+  /** Bytes the store has written to: records and clock of the entries held plus both index regions' touched slots. */
+  get residentBytes(): number {
+    return this.recHigh * (REC_BYTES + 1) + (this.regions[0]!.high + this.regions[1]!.high) * 8;
   }
 
   private home(lo: number): number {
@@ -234,8 +302,11 @@ export class EntryStore {
 
   /** A record slot for a new entry: the next unused one, or one freed by CLOCK. Keys are NOT indexed yet. */
   allocate(): number {
-    this.touched = true;
-    if (this.used < this.capacity) return this.used++;
+    if (this.used < this.capacity) {
+      this.reserve(this.used + 1);
+      this.recHigh = Math.max(this.recHigh, this.used + 1);
+      return this.used++;
+    }
     const e = this.victim();
     const s = this.slotOf(this.idIdx, W_ID, e);
     if (s !== NONE) this.removeSlot(this.idIdx, W_ID, s);
@@ -265,14 +336,14 @@ export class EntryStore {
    * every page of it resident (63 MB at a million entries) in an agent that holds a few thousand.
    */
   clear(): void {
-    if (this.touched) {
-      this.rec.fill(0, 0, this.capacity * REC_WORDS);
-      this.idIdx.fill(0);
-      this.fpIdx.fill(0);
-      this.clock.fill(0);
+    this.rec.fill(0, 0, this.recHigh * REC_WORDS);
+    this.clock.fill(0, 0, this.recHigh);
+    for (const r of this.regions) {
+      r.id.fill(0, 0, r.high);
+      r.fp.fill(0, 0, r.high);
     }
-    this.touched = false;
     this.used = 0;
     this.hand = 0;
+    // The indexes stay at their size (already resident); the region stays active.
   }
 }

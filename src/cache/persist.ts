@@ -242,7 +242,7 @@ function readInto(fd: number, _file: string, src: PersistSource): LoadedTables {
     const take = Math.min(n, store.capacity - store.used);
     if (take <= 0) continue;
     const base = store.used;
-    store.touched = true;
+    store.recHigh = Math.max(store.recHigh, base + take);
     bytes.set(chunk.subarray(0, take * REC_BYTES), base * REC_BYTES);
     for (let k = 0; k < take; k++) ingest(store, base + k);
     rec.fill(0, store.used * REC_WORDS, (base + take) * REC_WORDS);
@@ -272,6 +272,7 @@ function readInto(fd: number, _file: string, src: PersistSource): LoadedTables {
 function ingest(store: EntryStore, srcSlot: number): void {
   const rec = store.rec;
   const e = store.used;
+  store.reserve(e + 1);
   if (srcSlot !== e) rec.copyWithin(e * REC_WORDS, srcSlot * REC_WORDS, (srcSlot + 1) * REC_WORDS);
   const dup = store.insertIdentity(e);
   if (dup >= 0) {

@@ -9,19 +9,23 @@
  * otherwise pair an old key with a new verdict. Anything uncertain is a miss, and a miss only
  * means the owner thread decides, as before.
  */
-import { CLOCK_SHARED, REC_BYTES, REC_WORDS, W_ID, W_META, homeSlot } from './entry-store.js';
+import { CLOCK_SHARED, REC_WORDS, W_ID, W_META, homeSlot, layout } from './entry-store.js';
 import type { FileIdentity, XxApi } from './fingerprint.js';
 
 /** Slots of the control Int32Array. */
 export const CTL_SEQ = 0;
 export const CTL_GEN = 1;
+/** Index slots in use now, and which of the two index regions holds them (EntryStore.reserve). */
+export const CTL_INDEX_SLOTS = 2;
+export const CTL_REGION = 3;
 export const CTL_SLOTS = 4;
 
 export interface SharedCacheSpec {
   buffer: SharedArrayBuffer;
   control: SharedArrayBuffer;
   capacity: number;
-  indexSlots: number;
+  /** Index slots at full capacity (the buffer's layout); the slots in use are in control[CTL_INDEX_SLOTS]. */
+  maxIndexSlots: number;
   seed: bigint;
 }
 
@@ -32,7 +36,7 @@ const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 export class SharedCacheView {
   private readonly rec: Uint32Array;
-  private readonly idIdx: Uint32Array;
+  private readonly idRegions: [Uint32Array, Uint32Array];
   private readonly clock: Uint8Array;
   private readonly ctl: Int32Array;
   private readonly idWords = new BigUint64Array(5);
@@ -44,11 +48,10 @@ export class SharedCacheView {
     private readonly spec: SharedCacheSpec,
     private readonly xx: XxApi,
   ) {
-    const recBytes = spec.capacity * REC_BYTES;
-    const idxBytes = spec.indexSlots * 4;
+    const l = layout(spec.capacity, spec.maxIndexSlots);
     this.rec = new Uint32Array(spec.buffer, 0, spec.capacity * REC_WORDS);
-    this.idIdx = new Uint32Array(spec.buffer, recBytes, spec.indexSlots);
-    this.clock = new Uint8Array(spec.buffer, recBytes + 2 * idxBytes, spec.capacity);
+    this.idRegions = [0, 1].map((r) => new Uint32Array(spec.buffer, l.region(r, W_ID), spec.maxIndexSlots)) as [Uint32Array, Uint32Array];
+    this.clock = new Uint8Array(spec.buffer, l.clock, spec.capacity);
     this.ctl = new Int32Array(spec.control);
   }
 
@@ -66,12 +69,14 @@ export class SharedCacheView {
     const seq = Atomics.load(this.ctl, CTL_SEQ);
     if (seq & 1) return false;
     const tag = hi >>> 24;
-    const n = this.spec.indexSlots;
+    const n = Math.min(Atomics.load(this.ctl, CTL_INDEX_SLOTS), this.spec.maxIndexSlots);
+    const idIdx = this.idRegions[Atomics.load(this.ctl, CTL_REGION) & 1]!;
+    if (n <= 0) return false;
     let i = homeSlot(lo, n);
     let meta = -1;
     let shared = true;
     for (let probes = 0; probes < n; probes++) {
-      const v = this.idIdx[i]!;
+      const v = idIdx[i]!;
       if (v === 0) break;
       if (v >>> 24 === tag) {
         const e = (v & ENTRY_MASK) - 1;

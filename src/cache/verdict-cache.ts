@@ -48,7 +48,7 @@ import { CLOCK_PIN, CLOCK_REF, CLOCK_SHARED, EntryStore, MAX_GENERATIONS, MAX_TH
 import { Hit, type CacheHit, type Verdict } from './hit.js';
 import { hashFd, loadXxhash, type FileDigest, type FileIdentity, type StreamingHasher, type XxApi } from './fingerprint.js';
 import { loadCacheFile, writeCacheFile, type PersistSource } from './persist.js';
-import { CTL_GEN, CTL_SEQ, CTL_SLOTS, type SharedCacheSpec } from './shared-view.js';
+import { CTL_GEN, CTL_INDEX_SLOTS, CTL_REGION, CTL_SEQ, CTL_SLOTS, type SharedCacheSpec } from './shared-view.js';
 import { SingleFlight } from './single-flight.js';
 import { StringTable } from './string-table.js';
 
@@ -110,7 +110,17 @@ export class VerdictCache {
     readonly options: VerdictCacheOptions,
   ) {
     this.store = new EntryStore(options.capacity ?? 1_000_000, { shared: options.shared });
-    if (options.shared) this.control = new Int32Array(new SharedArrayBuffer(CTL_SLOTS * 4));
+    if (options.shared) {
+      const ctl = new Int32Array(new SharedArrayBuffer(CTL_SLOTS * 4));
+      this.control = ctl;
+      // Growth happens inside writing() (a mutation), so readers see the new size under the seqlock.
+      const publish = (slots: number, region: number) => {
+        Atomics.store(ctl, CTL_INDEX_SLOTS, slots);
+        Atomics.store(ctl, CTL_REGION, region);
+      };
+      publish(this.store.indexSlots, this.store.region);
+      this.store.onIndexResize = publish;
+    }
     this.setGeneration(options.generation ?? '');
     this.dirty = false;
   }
@@ -176,7 +186,7 @@ export class VerdictCache {
   sharedSpec(): SharedCacheSpec | undefined {
     const s = this.store;
     if (!this.control || !(s.buffer instanceof SharedArrayBuffer)) return undefined;
-    return { buffer: s.buffer, control: this.control.buffer as SharedArrayBuffer, capacity: s.capacity, indexSlots: s.indexSlots, seed: this.options.seed };
+    return { buffer: s.buffer, control: this.control.buffer as SharedArrayBuffer, capacity: s.capacity, maxIndexSlots: s.maxIndexSlots, seed: this.options.seed };
   }
 
   /** Seeded xxh64 of the identity, split into kHi:kLo (no BigInt in the probes that follow). */
@@ -425,6 +435,8 @@ export class VerdictCache {
       entries: this.size,
       capacity: this.capacity,
       bytes: this.store.bytes,
+      residentBytes: this.store.residentBytes,
+      indexSlots: this.store.indexSlots,
       evictions: this.store.evictions,
       ...c,
       hitRate: lookups ? Math.round((c.identityHits / lookups) * 1000) / 1000 : 0,

@@ -47,6 +47,20 @@ describe('SharedCacheView', () => {
     assert.equal(cache.lookupIdentity(id(1))?.verdict, 'infected', 'the owner follows the newest verdict');
   });
 
+  it('keeps answering while the indexes grow from their first 4,096 slots to full capacity', async () => {
+    const cache = await VerdictCache.open({ seed: 78n, capacity: 20_000, generation: 'g1', shared: true });
+    const view = new SharedCacheView(cache.sharedSpec()!, await loadXxhash());
+    const slots: number[] = [];
+    for (let i = 1; i <= 20_000; i++) {
+      cache.record(id(i), BigInt(i), sha(i), i % 7 === 0 ? 'infected' : 'clean', i % 7 === 0 ? 'T' : undefined);
+      const s = cache.stats().indexSlots!;
+      if (slots.at(-1) !== s) slots.push(s);
+      if (i % 997 === 0) for (const j of [1, i >> 1, i]) assert.equal(view.isKnownClean(id(j)), j % 7 !== 0, `entry ${j} after ${i} records, ${s} slots`);
+    }
+    assert.deepEqual(slots, [4096, 8192, 16384, 25000], 'doubled, capped at capacity / 0.8');
+    for (let i = 1; i <= 20_000; i++) assert.equal(view.isKnownClean(id(i)), i % 7 !== 0);
+  });
+
   it('treats a read during a write (odd sequence) as a miss', async () => {
     const { cache, spec, view } = await setup();
     cache.record(id(1), 11n, sha(1), 'clean');

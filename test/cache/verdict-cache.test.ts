@@ -222,7 +222,20 @@ describe('VerdictCache', () => {
   it('allocates its tables on a SharedArrayBuffer when asked', async () => {
     const c = await VerdictCache.open({ seed: 1n, capacity: 100, shared: true });
     assert.ok(c.store.buffer instanceof SharedArrayBuffer);
-    assert.ok(c.store.bytes / c.capacity <= 64, `${c.store.bytes / c.capacity} bytes per entry`);
+    // Address space for full capacity: 52 B record + 1 B clock + two index regions of 2 x 5 B.
+    assert.ok(c.store.bytes / c.capacity <= 74, `${c.store.bytes / c.capacity} bytes per entry`);
+  });
+
+  it('touches index memory in proportion to the entries it holds, not to its capacity', async () => {
+    const c = await VerdictCache.open({ seed: 3n, capacity: 1_000_000 });
+    for (let i = 1; i <= 1000; i++) c.record(id(i), fpOf(i), sha(i), 'clean');
+    const st = c.stats();
+    assert.equal(st.indexSlots, 4096);
+    assert.equal(st.residentBytes, 1000 * 53 + 4096 * 8, 'records + clock of 1,000 entries, one 4,096-slot region');
+    for (let i = 1001; i <= 50_000; i++) c.record(id(i), fpOf(i), sha(i), 'clean');
+    assert.equal(c.stats().indexSlots, 65536);
+    assert.ok(c.stats().residentBytes! < 50_000 * 53 + 3 * 65536 * 8, `${c.stats().residentBytes} bytes resident for 50,000 entries`);
+    for (const i of [1, 4097, 49_999]) assert.equal(c.lookupIdentity(id(i))?.sha256, sha(i));
   });
 
   it('single flight: 100 concurrent asks for one key run once; errors are shared; a later ask runs again', async () => {
