@@ -1,6 +1,7 @@
 /**
  * Who we are, for the hello: host name, OS and, where it can be told, the hypervisor.
- * Linux: DMI strings in /sys/class/dmi/id (readable without root) and the `hypervisor` CPU flag.
+ * Linux: DMI strings in /sys/class/dmi/id (readable without root), the `hypervisor` CPU flag (CPUID
+ * leaf 1, ECX bit 31), paravirtual clock sources and /sys/hypervisor/type.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -20,20 +21,44 @@ function readSmall(file: string): string {
   }
 }
 
-/** Map DMI vendor/product strings to a hypervisor name. Exported for tests. */
-export function hypervisorFromDmi(sysVendor: string, productName: string, biosVendor: string, cpuHypervisorFlag: boolean): string | undefined {
-  const all = `${sysVendor}\n${productName}\n${biosVendor}`.toLowerCase();
-  if (all.includes('vmware')) return 'vmware';
-  if (all.includes('microsoft corporation') && all.includes('virtual machine')) return 'hyper-v';
-  if (all.includes('xen')) return 'xen';
-  if (all.includes('openstack')) return 'kvm-openstack';
-  if (all.includes('proxmox')) return 'kvm-proxmox';
-  if (all.includes('nutanix')) return 'kvm-nutanix';
-  if (all.includes('qemu') || all.includes('kvm') || all.includes('seabios')) return 'kvm';
-  if (all.includes('virtualbox') || all.includes('innotek')) return 'virtualbox';
-  if (all.includes('amazon ec2')) return 'kvm-ec2';
-  if (all.includes('google compute engine')) return 'kvm-gce';
-  return cpuHypervisorFlag ? 'unknown' : undefined;
+/** What the guest can see of its hypervisor (all readable without root). */
+export interface HypervisorEvidence {
+  /** /sys/class/dmi/id/sys_vendor, product_name, bios_vendor ('' when absent: Xen PV, microVMs). */
+  sysVendor: string;
+  productName: string;
+  biosVendor: string;
+  /** The CPUID "hypervisor" bit, as the `hypervisor` flag of /proc/cpuinfo. */
+  cpuHypervisorFlag: boolean;
+  /** /sys/devices/system/clocksource/clocksource0/available_clocksource: kvm-clock, hyperv_clocksource_*, xen. */
+  clocksources?: string;
+  /** /sys/hypervisor/type ("xen" in Xen guests, PV included). */
+  sysHypervisorType?: string;
+}
+
+/**
+ * The hypervisor from DMI strings, the CPUID hypervisor bit and paravirtual clocks: vmware,
+ * hyper-v, xen, kvm (kvm-openstack, kvm-proxmox, kvm-nutanix, kvm-ec2, kvm-gce when the cloud says
+ * so), qemu (QEMU emulating the CPU, TCG: QEMU's DMI without KVM's paravirtual clock), virtualbox,
+ * unknown (the CPUID bit only), undefined (no sign of a hypervisor). Exported for tests.
+ */
+export function classifyHypervisor(e: HypervisorEvidence): string | undefined {
+  const dmi = `${e.sysVendor}\n${e.productName}\n${e.biosVendor}`.toLowerCase();
+  const clocks = ` ${(e.clocksources ?? '').toLowerCase()} `;
+  const has = (re: RegExp) => re.test(dmi);
+  if (has(/\bvmware\b/)) return 'vmware';
+  if ((has(/\bmicrosoft corporation\b/) && has(/\bvirtual machine\b/)) || /\shyperv_clocksource/.test(clocks)) return 'hyper-v';
+  if ((e.sysHypervisorType ?? '').trim().toLowerCase() === 'xen' || has(/(^|\n)xen\b|\bhvm domu\b/) || /\sxen\s/.test(clocks)) return 'xen';
+  if (has(/\bopenstack\b/)) return 'kvm-openstack';
+  if (has(/\bproxmox\b/)) return 'kvm-proxmox';
+  if (has(/\bnutanix\b/)) return 'kvm-nutanix';
+  if (has(/\bamazon ec2\b/)) return 'kvm-ec2';
+  if (has(/\bgoogle compute engine\b/)) return 'kvm-gce';
+  if (has(/\bvirtualbox\b|\binnotek\b/)) return 'virtualbox';
+  const kvmClock = /\skvm-clock\s/.test(clocks);
+  if (has(/\bkvm\b/) || (kvmClock && (has(/\bqemu\b|\bseabios\b|\bbochs\b/) || dmi.trim() === ''))) return 'kvm';
+  if (has(/\bqemu\b|\bseabios\b|\bbochs\b/)) return 'qemu';
+  if (kvmClock) return 'kvm';
+  return e.cpuHypervisorFlag ? 'unknown' : undefined;
 }
 
 export function hostInfo(): HostInfo {
@@ -41,12 +66,14 @@ export function hostInfo(): HostInfo {
   const osName: OsName = platform === 'linux' ? 'linux' : platform === 'win32' ? 'windows' : 'other';
   let hypervisor: string | undefined;
   if (platform === 'linux') {
-    hypervisor = hypervisorFromDmi(
-      readSmall('/sys/class/dmi/id/sys_vendor'),
-      readSmall('/sys/class/dmi/id/product_name'),
-      readSmall('/sys/class/dmi/id/bios_vendor'),
-      /\bhypervisor\b/.test(cpuFlags()),
-    );
+    hypervisor = classifyHypervisor({
+      sysVendor: readSmall('/sys/class/dmi/id/sys_vendor'),
+      productName: readSmall('/sys/class/dmi/id/product_name'),
+      biosVendor: readSmall('/sys/class/dmi/id/bios_vendor'),
+      cpuHypervisorFlag: /\bhypervisor\b/.test(cpuFlags()),
+      clocksources: readSmall('/sys/devices/system/clocksource/clocksource0/available_clocksource'),
+      sysHypervisorType: readSmall('/sys/hypervisor/type'),
+    });
   }
   return { host: os.hostname(), os: osName, hypervisor };
 }

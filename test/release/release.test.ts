@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { EICAR, eventually, needRoot, run, scratchMount, waitFor, type Proc } from '../helpers/procs.js';
+import { hostInfo } from '../../src/platform/host-info.js';
 import { BINARY, ROOT, ensureBinary, runBinary, spawnBinary } from './binary.js';
 
 const TOKEN = 'release-test-token';
@@ -133,6 +134,13 @@ describe('release binary', () => {
       assert.equal(c.status, 0, c.stderr);
       assert.equal(c.stdout, 'clean\n');
       await eventually(() => /agent reported a detection[^\n]*eicar\.com|eicar\.com[^\n]*agent reported a detection/.test(svm.output()), 10_000, 'detection at the SVM');
+    });
+
+    it('the hello names the hypervisor (the SVM logs it)', async () => {
+      const want = hostInfo().hypervisor;
+      const line = await eventually(() => svm.output().split('\n').find((l) => l.includes('agent connected')), 10_000, 'agent connected at the SVM');
+      const logged = (JSON.parse(line) as { hypervisor?: string }).hypervisor;
+      assert.equal(logged, want);
     });
 
     it('stops on SIGTERM with exit 0 and removes its private directory', async () => {
