@@ -8,6 +8,7 @@ import { encodeMessage } from '../../src/protocol/index.js';
 import type { EngineResult, ScanEngine } from '../../src/svm/engines/engine.js';
 import { FairScheduler, RateLimitedError, TokenBucket } from '../../src/svm/fairness.js';
 import { noise } from './engines/conformance.js';
+import { eventually } from '../helpers/procs.js';
 import { rawAgent, sendUpload, startTestSvm } from './helpers.js';
 
 /** An engine that takes `ms` per scan (like clamd on big files), never infected. */
@@ -58,9 +59,9 @@ describe('fairness', () => {
       const noisy = await rawAgent(s.url);
       await noisy.next((m) => m.t === 'welcome');
       for (let id = 1; id <= 60; id++) sendUpload(noisy, id, noise(2000, 1000 + id));
-      await new Promise((r) => setTimeout(r, 100));
-      const depth = s.metrics.lightagent_svm_scan_queue_depth!;
-      assert.ok(depth >= 1 && depth <= 8, `queue depth ${depth} is bounded by agent_queue`);
+      // Wait until the noisy uploads are queued (a loaded machine takes a while to receive them).
+      const depth = await eventually(() => (s.metrics.lightagent_svm_scan_queue_depth! >= 4 ? s.metrics.lightagent_svm_scan_queue_depth : undefined), 5000, 'noisy scans queued');
+      assert.ok(depth <= 8, `queue depth ${depth} is bounded by agent_queue`);
       const quiet = await Promise.all([1, 2, 3].map(() => rawAgent(s.url)));
       const t0 = performance.now();
       const vs = await Promise.all(quiet.map(async (q, i) => {
@@ -70,7 +71,7 @@ describe('fairness', () => {
       const quietMs = performance.now() - t0;
       assert.ok(vs.every((v) => v.verdict === 'clean'));
       // Round-robin: each quiet scan waits for at most ~one noisy scan per slot, not the noisy queue.
-      assert.ok(quietMs < 400, `quiet agents answered in ${quietMs} ms`);
+      assert.ok(quietMs < 1000, `quiet agents answered in ${quietMs} ms`);
       const noisyVerdicts = await Promise.all(Array.from({ length: 60 }, (_, i) => noisy.verdict(i + 1, 10_000)));
       const limited = noisyVerdicts.filter((v) => v.code === 'LA_ERR_RATE_LIMITED').length;
       assert.ok(limited > 0, 'the excess was refused');
