@@ -35,7 +35,10 @@ export function checkPrivateDir(dir: string): void {
     throw new PlatformError('LA_ERR_NATIVE_LOAD', `the native module directory ${dir} cannot be read: ${(e as Error).message}`, 'start the agent again (it unpacks a new one)');
   }
   const uid = process.getuid?.() ?? st.uid;
-  if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o077) !== 0) {
+  // Windows has no mode bits (ACLs instead; Node reports 0o666): there the directory is one that
+  // mkdtemp made in this account's own temp directory (SYSTEM's for the service), never a link.
+  const modeOk = process.platform === 'win32' || (st.mode & 0o077) === 0;
+  if (!st.isDirectory() || st.uid !== uid || !modeOk) {
     throw new PlatformError(
       'LA_ERR_NATIVE_LOAD',
       `the native module directory ${dir} is not a private directory of this user (owner ${st.uid}, mode ${(st.mode & 0o777).toString(8)})`,
