@@ -21,7 +21,11 @@ export async function startFanotifyProtection(cfg: AgentConfig, exclude: string[
     onDeadline: cfg.on_svm_unavailable,
     decide: (ev) => handler.decide(ev),
     sharedCache,
+    // A clean verdict for what was just written earns the kernel mark at once (see FanotifyGate).
     onCloseWrite: (ev) =>
-      handler.written(ev.path, () => scanner.scanFd(ev.fd, ev.path, ev.stat), ev.pid).catch((e) => log.error('scan after close-write failed', { path: ev.path, ...describeError(e) })),
+      handler
+        .written(ev.path, () => scanner.scanFd(ev.fd, ev.path, ev.stat), ev.pid)
+        .then((r) => ({ clean: r.outcome === 'clean' }))
+        .catch((e) => log.error('scan after close-write failed', { path: ev.path, ...describeError(e) })),
   });
 }

@@ -77,6 +77,10 @@ export interface FanotifyGateOptions {
    * settles (scan it in the background through the fd), or is closed as soon as this returns
    * if it returns nothing. The gate closes it; the consumer never does.
    */
+  /**
+   * Resolves `{ clean: true }` when the written content was judged clean: the gate then adds the
+   * same ignore mark an open would have earned, so the writer's next open raises no event.
+   */
   onCloseWrite?: (ev: CloseWriteEvent) => void | Promise<unknown>;
   /**
    * The local verdict cache, shared read-only with the worker: clean identity hits of the
@@ -110,6 +114,10 @@ export function readEventContent(fd: number, maxBytes: number): Buffer {
 
 /** Young generation of the worker's isolate, MiB (see start()). */
 const WORKER_YOUNG_GEN_MB = 1;
+
+function isClean(r: unknown): boolean {
+  return typeof r === 'object' && r !== null && (r as { clean?: unknown }).clean === true;
+}
 
 export class FanotifyGate implements ProtectionBackend {
   readonly mode = 'fanotify' as const;
@@ -278,7 +286,8 @@ export class FanotifyGate implements ProtectionBackend {
       if (!this.o.onCloseWrite) return;
       const stat = fs.fstatSync(e.fd, { bigint: true });
       if (!stat.isFile()) return;
-      await this.o.onCloseWrite({ fd: e.fd, pid: e.pid, path: e.path, kind: 'close-write', stat });
+      const r = await this.o.onCloseWrite({ fd: e.fd, pid: e.pid, path: e.path, kind: 'close-write', stat });
+      if (isClean(r) && !this.stopping) this.markClean(e, stat);
     } finally {
       closeFd(e.fd);
     }

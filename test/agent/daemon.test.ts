@@ -149,6 +149,22 @@ describe('daemon protection, fanotify only', { skip }, () => {
     assert.equal(restarted.counts.decisions - fresh.counts.decisions, 0, 'no decision on the main thread');
   });
 
+  it('a file written clean is kernel-marked at its close-write: its next opens raise no event', async () => {
+    const before = await agent.status();
+    const files = Array.from({ length: 20 }, (_, i) => path.join(mnt.dir, `written-${i}.txt`));
+    // Written by another process (the agent's own writes raise nothing), clean content.
+    assert.equal(run('bash', ['-c', files.map((f, i) => `echo 'written ${i} ${Math.random()}' > ${f}`).join('; ')]).status, 0);
+    let scanned = await agent.status();
+    // `written` counts scans begun; the mark comes after the verdict.
+    const marked = (s: typeof before) => s.backend.ignoreMarks - before.backend.ignoreMarks;
+    for (const end = Date.now() + 10_000; marked(scanned) < 20 && Date.now() < end; scanned = await agent.status()) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(marked(scanned), 20, 'one kernel mark per file written');
+    for (const f of files) assert.equal(run('cat', [f]).status, 0);
+    const afterS = await agent.status();
+    const permEvents = (s: Record<string, number>) => (s.open ?? 0) + (s.exec ?? 0);
+    assert.equal(permEvents(afterS.backend) - permEvents(scanned.backend), 0, `opens after the close-write scans raised events: ${JSON.stringify({ scanned: scanned.backend, afterS: afterS.backend })}`);
+  });
+
   it('new signatures (SVM reload) make a clean, kernel-marked file judged again, and now denied', async () => {
     const sigs = path.join(stateDir, '..', `sigs-${process.pid}.hdb`);
     fs.writeFileSync(sigs, '');
