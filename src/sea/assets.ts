@@ -10,15 +10,15 @@ export const SEA_DIR_ENV = 'LIGHTAGENT_SEA_DIR';
 /** koffi's native module: asset name and file name in the private directory. */
 export const KOFFI_ASSET = 'koffi.node';
 
-/** Worker-thread bundles: asset name = file name next to the main bundle's (virtual) location. */
-export const WORKER_ASSETS = ['fanotify-worker.js'] as const;
+/** JSON list of the worker-thread bundles' asset names = paths in the private directory (src/....js). */
+export const WORKERS_MANIFEST = 'workers.json';
 
 /**
- * The bundle's `import.meta.url` is this global (esbuild `define`), set by the entry point to a
- * file URL inside the private directory, so `new URL('./fanotify-worker.js', import.meta.url)`
- * names the unpacked worker bundle.
+ * The file URL (with a trailing slash) of the private directory. In the main bundle, each module's
+ * `import.meta.url` is this + its own source-relative path (scripts/release.mjs), so
+ * `new URL('./fanotify-worker.js', import.meta.url)` names the unpacked worker bundle.
  */
-export const META_URL_GLOBAL = '__LIGHTAGENT_META_URL';
+export const META_ROOT_GLOBAL = '__LIGHTAGENT_SEA_ROOT';
 
 /** Prefix of private directories: `lightagent-<pid>-XXXXXX`, so a later start can remove a dead process's. */
 export const DIR_PREFIX = 'lightagent-';

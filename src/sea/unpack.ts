@@ -10,8 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { PlatformError } from '../errors.js';
-import { DIR_PREFIX, KOFFI_ASSET, META_URL_GLOBAL, SEA_DIR_ENV, WORKER_ASSETS } from './assets.js';
-import { checkPrivateDir, seaApi } from './private-dir.js';
+import { DIR_PREFIX, KOFFI_ASSET, META_ROOT_GLOBAL, SEA_DIR_ENV, WORKERS_MANIFEST } from './assets.js';
+import { checkPrivateDir, seaApi, type SeaApi } from './private-dir.js';
 
 /** Candidate parents for the private directory, most private first. */
 export function candidateBases(env: NodeJS.ProcessEnv = process.env, uid = process.getuid?.()): string[] {
@@ -54,12 +54,31 @@ export function removeStale(base: string): void {
   }
 }
 
+/** Builds without a manifest carry this one worker at the directory's top, found through LEGACY_META_URL_GLOBAL. */
+const LEGACY_WORKER = 'fanotify-worker.js';
+const LEGACY_META_URL_GLOBAL = '__LIGHTAGENT_META_URL';
+
+/** The worker bundles listed by the build: relative paths under src/, nothing else. */
+function workerAssets(sea: SeaApi): string[] {
+  let raw: ArrayBuffer;
+  try {
+    raw = sea.getRawAsset(WORKERS_MANIFEST);
+  } catch {
+    return [LEGACY_WORKER]; // a build without the manifest (scripts/release-windows.mjs today)
+  }
+  const list = JSON.parse(Buffer.from(raw).toString('utf8').slice(0, 65536)) as unknown;
+  if (!Array.isArray(list) || !list.every((n) => typeof n === 'string' && /^src\/[A-Za-z0-9_/.-]{1,200}\.js$/.test(n) && !n.split('/').includes('..'))) {
+    throw new Error(`the executable's ${WORKERS_MANIFEST} is damaged`);
+  }
+  return list as string[];
+}
+
 /** Unpack (once per process) and return the directory; undefined when not the single executable. */
 export function unpackAssets(): string | undefined {
   const sea = seaApi();
   if (!sea) return undefined;
   const existing = process.env[SEA_DIR_ENV];
-  if (existing && (globalThis as Record<string, unknown>)[META_URL_GLOBAL]) return existing;
+  if (existing && (globalThis as Record<string, unknown>)[META_ROOT_GLOBAL]) return existing;
   delete process.env[SEA_DIR_ENV]; // inherited from a parent: never trusted
   const problems: string[] = [];
   for (const base of candidateBases()) {
@@ -72,7 +91,8 @@ export function unpackAssets(): string | undefined {
     }
     try {
       checkPrivateDir(dir);
-      for (const name of [KOFFI_ASSET, ...WORKER_ASSETS]) {
+      for (const name of [KOFFI_ASSET, ...workerAssets(sea)]) {
+        fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true, mode: 0o700 });
         fs.writeFileSync(path.join(dir, name), new Uint8Array(sea.getRawAsset(name)), { mode: 0o500, flag: 'wx' });
       }
       // The worker bundles are ES modules whatever package.json sits above the directory.
@@ -82,10 +102,17 @@ export function unpackAssets(): string | undefined {
       problems.push(`${dir}: ${(e as Error).message}`);
       continue;
     }
-    process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+    process.once('exit', () => {
+      try {
+        fs.rmSync(dir, { recursive: true, force: true });
+      } catch {
+        // Windows: the loaded koffi.node cannot be deleted while mapped; the next start removes it (removeStale)
+      }
+    });
     removeStale(base);
     process.env[SEA_DIR_ENV] = dir;
-    (globalThis as Record<string, unknown>)[META_URL_GLOBAL] = pathToFileURL(path.join(dir, 'main.js')).href;
+    (globalThis as Record<string, unknown>)[META_ROOT_GLOBAL] = `${pathToFileURL(dir).href}/`;
+    (globalThis as Record<string, unknown>)[LEGACY_META_URL_GLOBAL] = pathToFileURL(path.join(dir, 'main.js')).href;
     return dir;
   }
   throw new PlatformError('LA_ERR_NATIVE_LOAD', `cannot unpack the native module: ${problems.join('; ')}`, 'set TMPDIR to a writable directory on a filesystem mounted without noexec');

@@ -123,7 +123,8 @@ describe('release binary', () => {
       const st = fs.statSync(dirs[0]!);
       assert.equal(st.mode & 0o777, 0o700);
       assert.equal(st.uid, process.getuid!());
-      assert.deepEqual(fs.readdirSync(dirs[0]!).sort(), ['fanotify-worker.js', 'koffi.node', 'package.json']);
+      const files = (fs.readdirSync(dirs[0]!, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(dirs[0]!, f)).isFile()).sort();
+      assert.deepEqual(files, ['koffi.node', 'package.json', 'src/platform/linux/proc-connector.js', 'src/watchers/fanotify-worker.js']);
     });
 
     it('cat of EICAR fails with EPERM, a clean file opens, the SVM hears of the detection', async () => {
@@ -141,6 +142,10 @@ describe('release binary', () => {
       const line = await eventually(() => svm.output().split('\n').find((l) => l.includes('agent connected')), 10_000, 'agent connected at the SVM');
       const logged = (JSON.parse(line) as { hypervisor?: string }).hypervisor;
       assert.equal(logged, want);
+    });
+
+    it('every worker thread starts from the binary (fanotify gate, process events connector)', () => {
+      assert.doesNotMatch(agent.output(), /Cannot find module|MODULE_NOT_FOUND|FALLING BACK/, agent.output().slice(-3000));
     });
 
     it('stops on SIGTERM with exit 0 and removes its private directory', async () => {
