@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
 /**
  * `lightagent` — the agent's command line. One subcommand per file in ./commands.
  */
