@@ -141,6 +141,10 @@ export class AgentSession {
     this.closed = true;
     try {
       this.ws.close(code, reason.slice(0, 120));
+      // A peer that never answers the close frame would keep its socket for ws's 30 s close timeout.
+      const t = setTimeout(() => this.ws.terminate(), 2000);
+      t.unref();
+      this.ws.once('close', () => clearTimeout(t));
     } catch {
       this.ws.terminate();
     }
