@@ -78,7 +78,9 @@ describe('.deb package', { skip: haveDpkg ? false : (process.env.CI === 'true' ?
     for (const u of units) {
       const text = fs.readFileSync(path.join(x, 'lib/systemd/system', u), 'utf8');
       assert.doesNotMatch(text, /\/usr\/local\//, u);
-      assert.match(text, /^ExecStart=\/usr\/bin\/lightagent /m, u);
+      const exec = /^ExecStart=(\/usr\/bin\/lightagent(?:-svm)?) /m.exec(text);
+      assert.ok(exec, `${u}: ExecStart runs /usr/bin/lightagent or its lightagent-svm link`);
+      assert.ok(fs.existsSync(path.join(x, exec[1]!)), `${u}: ${exec[1]} is in the package`);
     }
     const same = sh('cmp', [path.join(x, 'usr/bin/lightagent'), BINARY]);
     assert.equal(same.status, 0, 'the packaged binary is the release binary');
