@@ -1,31 +1,139 @@
 /**
- * `npm run bench [-- --quick]`: every benchmark in one run, each as its own process (so one's
- * memory does not colour another's), results under bench/results/. Needs root for the on-access
- * parts (fanotify, loop and tmpfs mounts); refuses without it and says why.
+ * `npm run bench [-- --quick]`: every benchmark in one run, each step in its own process (so one's
+ * memory does not colour another's, and a stuck step is killed by its timeout), then one report:
+ *
+ *   bench/results/latest.json  machine facts, series keyed none / lightagent / clamonacc with raw
+ *                              samples, a summary (min, median, ratio of medians to no agent),
+ *                              micro numbers and the targets met or missed
+ *   bench/results/latest.md    the same as tables
+ *   bench/results/latest.svg   grouped bars: ratio per workload per variant (latest.png too when
+ *                              rsvg-convert is installed, Debian librsvg2-bin)
+ *
+ * --quick: < 5 minutes on a 2-core machine (small tree, 3 reps; see bench/onaccess/workloads.ts
+ * PROFILES and docs/benchmarks.md). Needs root (fanotify, loop and tmpfs mounts, drop_caches);
+ * refuses without it and says why.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { installCleanup, machineFacts, needRoot, round, say, track } from './lib/harness.js';
+import { chart, markdown, summarize, targets, type Latest } from './lib/report.js';
+import type { WorkloadsResult } from './onaccess/workloads.js';
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false } } });
-if (process.getuid?.() !== 0) {
-  process.stderr.write('npm run bench: needs root (fanotify permission events, loop and tmpfs mounts for the on-access benchmarks)\n');
-  process.exit(2);
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string' }, // steps: workloads,open-latency,svm,process,cache,gate
+    out: { type: 'string' },
+  },
+});
+needRoot('npm run bench', 'fanotify permission events, loop and tmpfs mounts and drop_caches for the on-access benchmarks');
+installCleanup('npm run bench', (args.quick ? 20 : 300) * 60_000);
+
+const here = path.dirname(new URL(import.meta.url).pathname); // build*/bench
+const repo = path.resolve(here, '../..');
+const results = args.out ?? path.join(repo, 'bench/results');
+const parts = path.join(results, 'parts');
+fs.mkdirSync(parts, { recursive: true });
+const quick = args.quick;
+const only = args.only ? new Set(args.only.split(',')) : undefined;
+const t0 = performance.now();
+const machine = machineFacts();
+
+/** Run one step (a node script of this build) with a timeout; its JSON lands in parts/. */
+function step(name: string, script: string, argv: string[], timeoutS: number): Promise<{ ok: boolean; seconds: number; detail?: string }> {
+  return new Promise((resolve) => {
+    const ts = performance.now();
+    say(`== ${name}: ${script} ${argv.join(' ')}`);
+    const child = spawn(process.execPath, ['--expose-gc', path.join(here, script), ...argv], { stdio: ['ignore', 'inherit', 'inherit'] });
+    track(child, name);
+    let timedOut = false;
+    const t = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGTERM'); // the step cleans up its own processes and mounts on SIGTERM
+      setTimeout(() => child.kill('SIGKILL'), 20_000).unref();
+    }, timeoutS * 1000);
+    child.once('exit', (code, sig) => {
+      clearTimeout(t);
+      const seconds = round((performance.now() - ts) / 1000, 1);
+      const ok = code === 0;
+      const detail = ok ? undefined : timedOut ? `timed out after ${timeoutS} s` : `exit ${code ?? sig}`;
+      if (!ok) say(`!! ${name} failed: ${detail}`);
+      resolve({ ok, seconds, ...(detail ? { detail } : {}) });
+    });
+  });
 }
-const here = path.dirname(new URL(import.meta.url).pathname);
-const results = path.join(here, '../../bench/results');
-const steps: Array<[string, string[]]> = [
-  ['cache/cache-bench.js', values.quick ? ['--entries', '100000'] : []],
-  ['onaccess/open-latency.js', ['--files', values.quick ? '2000' : '5000', '--out', path.join(results, 'open-latency.json')]],
-  ['onaccess/workloads.js', ['--reps', values.quick ? '3' : '5', '--out', path.join(results, 'onaccess.json')]],
-];
-let failed = 0;
-for (const [script, args] of steps) {
-  process.stderr.write(`\n== ${script} ${args.join(' ')}\n`);
-  const r = spawnSync(process.execPath, ['--expose-gc', path.join(here, script), ...args], { stdio: 'inherit', timeout: 3 * 3600_000 });
-  if (r.status !== 0) {
-    failed++;
-    process.stderr.write(`!! ${script} failed (exit ${r.status})\n`);
+
+const readPart = <T>(f: string): T | undefined => {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(parts, f), 'utf8')) as T;
+  } catch {
+    return undefined;
   }
+};
+const want = (s: string) => !only || only.has(s);
+
+async function main(): Promise<void> {
+  for (const f of fs.readdirSync(parts)) fs.rmSync(path.join(parts, f), { force: true });
+  const steps: Latest['steps'] = [];
+  const run = async (name: string, script: string, argv: string[], timeoutS: number) => {
+    if (!want(name)) return;
+    steps.push({ step: name, ...(await step(name, script, argv, timeoutS)) });
+  };
+  await run('workloads', 'onaccess/workloads.js', [...(quick ? ['--quick'] : []), '--out', path.join(parts, 'workloads.json')], quick ? 600 : 4 * 3600);
+  await run('open-latency', 'onaccess/open-latency.js', ['--files', quick ? '1000' : '10000', '--out', path.join(parts, 'open-latency.json')], 600);
+  await run('svm', 'micro/svm-scale.js', ['--seconds', quick ? '1' : '3', '--out', path.join(parts, 'svm.json')], 600);
+  if (!quick) {
+    await run('process', 'process/process-bench.js', ['--counts', '1000,10000', '--out', path.join(parts, 'process.json')], 1800);
+    await run('cache', 'cache/cache-bench.js', [], 1800);
+    await run('gate', 'onaccess/gate-open-latency.js', ['--n', '20000', '--rounds', '3'], 1800);
+  }
+
+  const w = readPart<WorkloadsResult>('workloads.json');
+  const series: Latest['series'] = { none: { samples: [] }, lightagent: { samples: [] }, clamonacc: { samples: [] } };
+  for (const s of w?.samples ?? []) series[s.variant]!.samples.push(s);
+  const ol = readPart<any>('open-latency.json');
+  const svm = readPart<any>('svm.json');
+  const notRun = (name: string) => ({ notRun: steps.find((s) => s.step === name)?.detail ?? (want(name) ? 'no result' : 'not selected (--only)') });
+  const latest: Latest = {
+    machine,
+    profile: quick ? 'quick' : 'full',
+    note: 'Measured on a shared 2-core machine that other engineers load at the same time: absolute times vary between runs; the ratios are measured side by side (variants alternated every rep) and are what we report.',
+    ...(w ? { tree: w.tree, reps: w.config.reps } : {}),
+    variants: w?.variants ?? { none: { notRun: 'workloads step failed' }, lightagent: { notRun: 'workloads step failed' }, clamonacc: { notRun: 'workloads step failed' } },
+    series,
+    summary: w ? summarize(w) : {},
+    micro: {
+      openLatency: ol ?? notRun('open-latency'),
+      ...(w?.eventsPerWarmOpen ? { eventsPerWarmOpenWorkload: w.eventsPerWarmOpen } : {}),
+      ...(w ? { resources: w.resources } : {}),
+      ...(w?.agentStatus ? { agentStatus: w.agentStatus } : {}),
+      svm: svm ?? notRun('svm'),
+      ...(quick ? { process: 'not run in --quick (npm run bench runs it: watcher off vs on, 1,000 and 10,000 processes)' } : { process: readPart('process.json') ?? notRun('process') }),
+      ...(quick ? {} : { cache: steps.find((s) => s.step === 'cache')?.ok ? 'printed above (stdout of bench/cache/cache-bench.js)' : notRun('cache') }),
+      ...(quick ? {} : { gateOpenLatency: steps.find((s) => s.step === 'gate')?.ok ? 'printed above (stdout of bench/onaccess/gate-open-latency.js)' : notRun('gate') }),
+    },
+    targets: [],
+    steps,
+    wallS: 0,
+  };
+  latest.targets = targets(latest);
+  latest.wallS = round((performance.now() - t0) / 1000, 1);
+  fs.writeFileSync(path.join(results, 'latest.json'), JSON.stringify(latest, null, 2));
+  fs.writeFileSync(path.join(results, 'latest.md'), markdown(latest));
+  const svgFile = path.join(results, 'latest.svg');
+  fs.writeFileSync(svgFile, chart(latest));
+  const png = spawnSync('rsvg-convert', ['-o', path.join(results, 'latest.png'), svgFile], { timeout: 60_000 });
+  if (png.error || png.status !== 0) say(`no PNG: rsvg-convert ${png.error ? 'is not installed (Debian: librsvg2-bin)' : `failed: ${png.stderr}`}`);
+  process.stdout.write(`\n${markdown(latest)}\nwritten: ${path.join(results, 'latest.{json,md,svg}')} in ${latest.wallS} s\n`);
+  process.exitCode = steps.every((s) => s.ok) ? 0 : 1;
 }
-process.exit(failed ? 1 : 0);
+
+main().then(
+  () => process.exit(process.exitCode ?? 0),
+  (e: unknown) => {
+    process.stderr.write(`npm run bench: ${(e as Error)?.stack ?? String(e)}\n`);
+    process.exit(1);
+  },
+);

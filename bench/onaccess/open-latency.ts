@@ -1,41 +1,44 @@
 /**
- * Added latency per open(), measured side by side in one run on a tmpfs made for the run:
+ * Added latency per open() through the real agent, and what a second guest uploads, measured in
+ * one run on a tmpfs made for the run (FILES distinct small random files):
  *
- *   none       no agent
- *   miss       agent just started, empty local cache, SVM has never seen the files (upload)
- *   svm-hit    agent with an empty local cache, SVM already knows the files (lookup only)
- *   local-hit  agent restarted with its cache on disk: identity hits, no kernel marks yet
- *   warm       the same files again: kernel ignore marks, no event should reach the agent
+ *   none         no agent
+ *   miss         guest A just started, empty local cache, SVM has never seen the files (upload)
+ *   second-guest guest B (its own state dir, install seed and empty cache) after A: the SVM knows
+ *                every file, so B only looks hashes up; bytes B uploads come from the SVM's
+ *                lightagent_svm_bytes_received_total (should be ~0)
+ *   local-hit    guest B restarted with its cache on disk: identity hits answered in the agent
+ *                (an event per open, no kernel ignore marks yet)
+ *   warm         the same files again: kernel ignore marks, no event should reach the agent
+ *   none-again   no agent, after everything (drift check)
  *
- * Each pass opens+closes every file once (FILES distinct small files), timing each open in a child
- * process; p50/p99/p999 in microseconds. Events per warm open come from the agent's counters.
+ * Each pass opens+closes every file once, timing each open() in a child process; p50/p99/p99.9
+ * in microseconds. Events per warm open come from the agent's own counters (SIGUSR2 status).
+ * Agents run with the production Node flags (AGENT_NODE_FLAGS).
  *
- *   sudo node build/bench/onaccess/open-latency.js [--files N]
+ *   sudo node build/bench/onaccess/open-latency.js [--files N] [--out FILE]
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { waitLine } from './children.js';
+import { atCleanup, installCleanup, machineFacts, needRoot, pct, round, shSync, stopChild } from '../lib/harness.js';
+import { agentStatus, metric, startAgent, startSvm, svmUrls } from './variants.js';
 
-const args = parseArgs({ options: { files: { type: 'string' }, out: { type: 'string' } } }).values;
-const FILES = Number(args.files ?? 5000);
-const CLI = new URL('../../src/cli/lightagent.js', import.meta.url).pathname;
-const SVM_CLI = new URL('../../src/cli/lightagent-svm.js', import.meta.url).pathname;
-if (process.getuid?.() !== 0) {
-  process.stderr.write('bench/onaccess/open-latency: needs root (fanotify, tmpfs)\n');
-  process.exit(2);
+export interface OpenLatencyResult {
+  machine: ReturnType<typeof machineFacts>;
+  files: number;
+  rows: Array<{ variant: string; p50: number; p99: number; p999: number; addedP50: number; addedP99: number; addedP999: number }>;
+  eventsPerWarmOpen: number;
+  warmEvents: number;
+  uploadBytes: { firstGuest: number; secondGuest: number; totalBytes: number };
+  /** Guest A's on-access counters after its first pass (unavailable/deadline: opens allowed unscanned). */
+  firstGuestCounts: Record<string, number>;
+  /** A's deferred queue after its restart: left over after `drainMs` (0 = all scanned). */
+  firstGuestDeferred: { left: number; drainMs: number };
 }
-const started: ChildProcess[] = [];
-const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'la-openlat-'));
-const state = fs.mkdtempSync(path.join(os.tmpdir(), 'la-openlat-state-'));
-process.on('exit', () => {
-  for (const c of started) if (c.exitCode === null) c.kill('SIGKILL');
-  spawnSync('umount', ['-l', mnt]);
-});
-setTimeout(() => process.exit(3), 20 * 60_000).unref();
 
 // The timing child: opens each listed file once, prints one latency (ns) per line.
 const TIMER = `
@@ -52,82 +55,104 @@ process.stdout.write(Array.from(out).join('\\n'));
 `;
 
 function pass(files: string[]): number[] {
-  const r = spawnSync(process.execPath, ['-e', TIMER], { input: files.join('\n'), maxBuffer: 64 << 20, timeout: 300_000 });
-  if (r.status !== 0) throw new Error(`timing child failed: ${r.stderr}`);
+  const r = spawnSync(process.execPath, ['-e', TIMER], { input: files.join('\n'), maxBuffer: 64 << 20, timeout: 300_000, killSignal: 'SIGKILL' });
+  if (r.status !== 0) throw new Error(`timing child failed (${r.status ?? r.signal}): ${r.stderr}`);
   return r.stdout.toString().split('\n').map(Number).map((ns) => ns / 1000);
 }
 
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(s.length * p))]!;
-}
-
-async function agentStart(url: string): Promise<ChildProcess> {
-  const a = spawn(process.execPath, [CLI, 'run', '--svm', url, '--token', 'bench-token', '--protect', mnt, '--state-dir', state, '--mode', 'fanotify', '--log-file', path.join(state, 'agent.log'), '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  started.push(a);
-  await waitLine(a, /"event":"started"/);
-  return a;
-}
-async function agentStop(a: ChildProcess): Promise<void> {
-  a.kill('SIGTERM');
-  await new Promise((r) => a.once('exit', r));
-}
-async function agentStats(a: ChildProcess): Promise<Record<string, number>> {
-  const f = path.join(state, 'status.json');
-  fs.rmSync(f, { force: true });
-  a.kill('SIGUSR2');
-  for (let i = 0; i < 100 && !fs.existsSync(f); i++) await new Promise((r) => setTimeout(r, 50));
-  return JSON.parse(fs.readFileSync(f, 'utf8')).backend;
-}
-
-async function main() {
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=512m', 'tmpfs', mnt]);
+async function main(): Promise<void> {
+  const args = parseArgs({ options: { files: { type: 'string' }, out: { type: 'string' } } }).values;
+  needRoot('bench/onaccess/open-latency', 'fanotify permission events and a tmpfs mount');
+  installCleanup('bench/onaccess/open-latency', 20 * 60_000);
+  const FILES = Number(args.files ?? 5000);
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-openlat-'));
+  const mnt = path.join(work, 'mnt');
+  fs.mkdirSync(mnt);
+  atCleanup(() => fs.rmSync(work, { recursive: true, force: true }));
+  shSync(`mount -t tmpfs -o size=512m tmpfs '${mnt}'`);
+  atCleanup(() => void spawnSync('umount', ['-l', mnt], { timeout: 60_000 }));
   const files: string[] = [];
+  let totalBytes = 0;
   for (let i = 0; i < FILES; i++) {
     const f = path.join(mnt, `d${i % 50}`, `f${i}.txt`);
     fs.mkdirSync(path.dirname(f), { recursive: true });
-    fs.writeFileSync(f, crypto.randomBytes(1024 + (i % 3000)));
+    const size = 1024 + (i % 3000);
+    fs.writeFileSync(f, crypto.randomBytes(size));
+    totalBytes += size;
     files.push(f);
   }
-  const svm = spawn(process.execPath, [SVM_CLI, '--listen', '127.0.0.1:0', '--token', 'bench-token', '--json', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  started.push(svm);
-  const url = (JSON.parse(await waitLine(svm, /\{.*"url".*\}/)) as { url: string }).url;
+  const svm = startSvm(path.join(work, 'svm.log'));
+  const { url, metrics } = await svmUrls(svm);
+  const received = () => metric(metrics, 'lightagent_svm_bytes_received_total');
+  const guest = (name: string, fresh = true) => startAgent({ url, protect: mnt, stateDir: path.join(work, `state-${name}`), logFile: path.join(work, `agent-${name}.log`), fresh });
 
   const series: Record<string, number[]> = {};
+  pass(files); // page cache, dentries, the timing child's own start-up
   series.none = pass(files);
-  let agent = await agentStart(url);
+  const r0 = await received();
+  let agent = await guest('a');
   series.miss = pass(files);
-  await agentStop(agent);
-  fs.rmSync(path.join(state, 'cache.v1'), { force: true });
-  agent = await agentStart(url);
-  series['svm-hit'] = pass(files);
-  await agentStop(agent); // saves the cache
-  agent = await agentStart(url);
+  const stateA = path.join(work, 'state-a');
+  const statusA = await agentStatus(agent, stateA);
+  // Opens A allowed unscanned (SVM busy or rate limited) are in its deferred queue: let A finish
+  // them (a restart drains the queue at once; bounded) so that B's uploads show what sharing saves.
+  await stopChild(agent);
+  const tq = performance.now();
+  agent = await guest('a', false);
+  let queued = Number((await agentStatus(agent, stateA)).deferredQueue ?? 0);
+  while (queued > 0 && performance.now() - tq < 40_000) {
+    await new Promise((r) => setTimeout(r, 500));
+    queued = Number((await agentStatus(agent, stateA)).deferredQueue ?? 0);
+  }
+  const drainMs = Math.round(performance.now() - tq);
+  await stopChild(agent);
+  const r1 = await received();
+  agent = await guest('b');
+  series['second-guest'] = pass(files);
+  await stopChild(agent); // saves its cache
+  const r2 = await received();
+  agent = await guest('b', false);
   series['local-hit'] = pass(files);
-  const before = await agentStats(agent);
+  const stateB = path.join(work, 'state-b');
+  const before = await agentStatus(agent, stateB);
   series.warm = pass(files);
-  const afterS = await agentStats(agent);
-  await agentStop(agent);
+  const after = await agentStatus(agent, stateB);
+  await stopChild(agent);
   series['none-again'] = pass(files);
-  svm.kill('SIGTERM');
+  await stopChild(svm);
 
-  const perm = (s: Record<string, number>) => (s.open ?? 0) + (s.exec ?? 0);
-  const eventsPerWarmOpen = (perm(afterS) - perm(before)) / FILES;
-  const rows = Object.entries(series).map(([k, v]) => ({ variant: k, p50: pct(v, 0.5), p99: pct(v, 0.99), p999: pct(v, 0.999) }));
-  const base = rows.find((r) => r.variant === 'none')!;
-  let md = `| variant | p50 us | p99 us | p99.9 us | added p50 us | added p99 us |\n|---|---|---|---|---|---|\n`;
-  for (const r of rows) md += `| ${r.variant} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.p999.toFixed(1)} | ${(r.p50 - base.p50).toFixed(1)} | ${(r.p99 - base.p99).toFixed(1)} |\n`;
-  md += `\nevents raised per warm open: ${eventsPerWarmOpen} (${perm(afterS) - perm(before)} events for ${FILES} opens)\n`;
-  const out = args.out ?? path.join(path.dirname(new URL(import.meta.url).pathname), '../../../bench/results/open-latency.json');
-  fs.mkdirSync(path.dirname(out), { recursive: true });
-  fs.writeFileSync(out, JSON.stringify({ machine: { kernel: os.release(), cpus: os.cpus().length, node: process.version }, files: FILES, rows, eventsPerWarmOpen }, null, 2));
+  const perm = (s: Record<string, any>) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
+  const warmEvents = perm(after) - perm(before);
+  const base = { p50: pct(series.none!, 0.5), p99: pct(series.none!, 0.99), p999: pct(series.none!, 0.999) };
+  const rows = Object.entries(series).map(([variant, v]) => {
+    const p50 = pct(v, 0.5);
+    const p99 = pct(v, 0.99);
+    const p999 = pct(v, 0.999);
+    return { variant, p50: round(p50, 1), p99: round(p99, 1), p999: round(p999, 1), addedP50: round(p50 - base.p50, 1), addedP99: round(p99 - base.p99, 1), addedP999: round(p999 - base.p999, 1) };
+  });
+  const result: OpenLatencyResult = {
+    machine: machineFacts(),
+    files: FILES,
+    rows,
+    eventsPerWarmOpen: round(warmEvents / FILES, 5),
+    warmEvents,
+    uploadBytes: { firstGuest: r1 - r0, secondGuest: r2 - r1, totalBytes },
+    firstGuestCounts: statusA.counts as Record<string, number>,
+    firstGuestDeferred: { left: queued, drainMs },
+  };
+  let md = '| variant | p50 us | p99 us | p99.9 us | added p50 | added p99 | added p99.9 |\n|---|---|---|---|---|---|---|\n';
+  for (const r of rows) md += `| ${r.variant} | ${r.p50} | ${r.p99} | ${r.p999} | ${r.addedP50} | ${r.addedP99} | ${r.addedP999} |\n`;
+  md += `\nevents per warm open: ${result.eventsPerWarmOpen} (${warmEvents} for ${FILES} opens); uploaded by guest A ${result.uploadBytes.firstGuest} B, by guest B ${result.uploadBytes.secondGuest} B (files: ${totalBytes} B)\nguest A counters after its first pass: ${JSON.stringify(statusA.counts)}; deferred queue after restart: ${queued} left after ${drainMs} ms\n`;
+  if (args.out) fs.writeFileSync(args.out, JSON.stringify(result, null, 2));
   process.stdout.write(md);
 }
 
-main().then(
-  () => process.exit(0),
-  (e) => {
-    process.stderr.write(`open-latency failed: ${(e as Error).stack}\n`);
-    process.exit(1);
-  },
-);
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().then(
+    () => process.exit(0),
+    (e: unknown) => {
+      process.stderr.write(`bench/onaccess/open-latency failed: ${(e as Error)?.stack ?? String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,221 +1,355 @@
 /**
- * On-access cost on real file workloads, lightagent vs no agent, measured side by side (A/B
- * alternated) in one run.
+ * On-access cost on real file workloads: no agent, lightagent and ClamAV's clamonacc, measured
+ * side by side in one run, variants alternated (A/B/C, then B/C/A, then C/A/B, ...) every rep.
  *
- *   sudo node build/bench/onaccess/workloads.js [--reps N] [--quick] [--out FILE]
+ *   sudo node build/bench/onaccess/workloads.js [--quick] [--reps N] [--first-reps N] [--only read_warm,copy]
+ *        [--variants none,lightagent,clamonacc] [--out FILE]
  *
- * Two ext4 loop mounts made for the run hold identical copies of a tree of real files copied from
- * /usr (>= 20,000 files): `plain` (never marked: the "no agent" variant) and `watched` (the agent
- * protects it with a fanotify mount mark). Only these mounts are ever marked; every process
- * started is stopped by pid; every command has a timeout; the mounts are removed at the end.
- *
- * Workloads: read every file (first pass after the agent starts with an empty cache, then warm),
- * copy the tree, tar it, run 1,000 short processes whose binary lives on the mount.
+ * Each variant gets its own ext4 loop mount under /tmp/la-bench (so marks never overlap) holding a
+ * byte-identical copy of:
+ *   T/       a tree of real files copied from the system (PROFILES below say which)
+ *   T.tgz    that tree as tar + gzip -1 (for `extract`)
+ *   PY/      a copy of Python's standard library (/usr/lib/python3.11, for `compileall`)
+ *   npm/     a small project whose dependencies are tarballs packed from this repository's
+ *            node_modules (file: deps + overrides), its lock file and a warm npm cache: `npm ci
+ *            --offline` never touches the network
+ *   bin/true a copy of /bin/true (for the 1,000 short processes)
+ * Workloads (each with a timeout; each timed run is followed by an untimed wait until the
+ * variant's processes are idle, so background scanning never spills into another variant's run):
+ *   read_first  find | xargs cat of T, page cache dropped, variant restarted with empty caches
+ *               (lightagent: new agent state dir and a new SVM, so every file is uploaded)
+ *   read_warm   the same again (caches warm)
+ *   copy        cp -a T T2 (T2 removed untimed)
+ *   tar_gzip    tar cf - T | gzip -1 > /dev/null
+ *   extract     tar xzf T.tgz into a new dir (removed untimed)
+ *   exec        N runs of bin/true from the mount (1,000 in the full run)
+ *   npm_ci      npm ci --offline --ignore-scripts in npm/ (node_modules removed untimed before)
+ *   compileall  /usr/bin/python3 -m compileall -q -f PY (quick: -l, top level only)
+ * A protecting variant must block EICAR (a `cat` of it fails) before it is timed; one that does
+ * not is reported as broken and not timed. Only these mounts are ever marked; every process
+ * started is stopped by pid; the mounts are removed at the end, also on SIGINT/SIGTERM/errors.
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { waitLine } from './children.js';
+import {
+  atCleanup,
+  CLK_TCK,
+  dropCaches,
+  ext4Mount,
+  installCleanup,
+  machineFacts,
+  needRoot,
+  round,
+  rssKb,
+  say,
+  settle,
+  shSync,
+  sumRssKb,
+  sumTicks,
+  timed,
+  type Timed,
+} from '../lib/harness.js';
+import { ClamOnAcc, eicarCheck, LightAgent, NoAgent, VARIANTS, type Variant, type VariantName } from './variants.js';
 
-const args = parseArgs({ options: { reps: { type: 'string' }, quick: { type: 'boolean', default: false }, out: { type: 'string' }, keep: { type: 'boolean', default: false }, only: { type: 'string' } } }).values;
-/** `--only copy,tar`: run just these workloads (read_first always runs: it warms the cache). */
-const ONLY = args.only ? new Set(args.only.split(',')) : undefined;
-const want = (wl: string) => !ONLY || ONLY.has(wl);
-const REPS = Number(args.reps ?? (args.quick ? 3 : 5));
-const BASE = '/tmp/la-bench';
-const SRC_DIRS = args.quick
-  ? ['/usr/include', '/usr/share/doc', '/usr/lib/python3', '/usr/lib/python3.11', '/usr/share/perl', '/usr/lib/node_modules', '/usr/share/locale']
-  : ['/usr/include', '/usr/share/doc', '/usr/lib/python3', '/usr/lib/python3.11', '/usr/share/perl', '/usr/lib/node_modules', '/usr/share/locale'];
-const CLI = new URL('../../src/cli/lightagent.js', import.meta.url).pathname;
-const SVM_CLI = new URL('../../src/cli/lightagent-svm.js', import.meta.url).pathname;
-const WL_TIMEOUT_S = 600;
-
-if (process.getuid?.() !== 0) {
-  process.stderr.write('bench/onaccess: needs root (fanotify permission events and loop mounts)\n');
-  process.exit(2);
+interface Profile {
+  /** System directories copied into T. */
+  tree: string[];
+  reps: number;
+  execs: number;
+  /** compileall only the top level of PY (-l). */
+  compileTopOnly: boolean;
+  /** npm packages (and their dependencies) from node_modules that the project depends on. */
+  npmRoots: string[];
+  timeoutS: number;
 }
 
-const started: ChildProcess[] = [];
-const mounts: string[] = [];
-function cleanup() {
-  for (const c of started) if (c.exitCode === null) c.kill('SIGKILL');
-  for (const m of mounts.reverse()) spawnSync('umount', ['-l', m]);
-}
-process.on('exit', cleanup);
-process.on('SIGINT', () => process.exit(130));
-process.on('SIGTERM', () => process.exit(143));
-const watchdog = setTimeout(() => {
-  process.stderr.write('bench/onaccess: total time limit reached\n');
-  process.exit(3);
-}, 3 * 3600_000);
-watchdog.unref();
-
-function sh(cmd: string, cwd: string): { wall: number; rc: number } {
-  const t0 = performance.now();
-  const r = spawnSync('bash', ['-c', cmd], { cwd, stdio: ['ignore', 'ignore', 'pipe'], timeout: WL_TIMEOUT_S * 1000 });
-  const wall = (performance.now() - t0) / 1000;
-  if (r.status !== 0) process.stderr.write(`  ! ${cmd} in ${cwd}: rc=${r.status} ${r.stderr?.toString().slice(0, 300)}\n`);
-  return { wall, rc: r.status ?? -1 };
-}
-
-function makeMount(name: string, sizeMb: number): string {
-  const img = path.join(BASE, `${name}.img`);
-  const dir = path.join(BASE, name);
-  fs.mkdirSync(dir, { recursive: true });
-  spawnSync('umount', ['-l', dir]);
-  fs.rmSync(img, { force: true });
-  execFileSync('truncate', ['-s', `${sizeMb}M`, img]);
-  execFileSync('mkfs.ext4', ['-q', '-F', img]);
-  execFileSync('mount', ['-o', 'loop', img, dir]);
-  mounts.push(dir);
-  return dir;
-}
-
-function dropCaches() {
-  spawnSync('sync');
-  fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
-}
-
-function rssKb(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : NaN;
-  } catch {
-    return NaN;
-  }
-}
-function cpuTicks(pid: number): number {
-  try {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return Number(f[11]) + Number(f[12]);
-  } catch {
-    return NaN;
-  }
-}
-
-async function startSvm(): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [SVM_CLI, '--listen', '127.0.0.1:0', '--token', 'bench-token', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  started.push(child);
-  const line = await waitLine(child, /\{.*"url".*\}/, 15_000);
-  return { child, url: (JSON.parse(line) as { url: string }).url };
-}
-
-async function startAgent(url: string, protect: string, stateDir: string): Promise<ChildProcess> {
-  fs.rmSync(stateDir, { recursive: true, force: true });
-  const child = spawn(process.execPath, [CLI, 'run', '--svm', url, '--token', 'bench-token', '--protect', protect, '--state-dir', stateDir, '--mode', 'fanotify', '--log-file', path.join(BASE, 'agent.log'), '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  started.push(child);
-  await waitLine(child, /"event":"started"/, 30_000);
-  return child;
-}
-
-async function stop(child: ChildProcess) {
-  if (child.exitCode !== null) return;
-  child.kill('SIGTERM');
-  await Promise.race([new Promise((r) => child.once('exit', r)), new Promise((r) => setTimeout(r, 10_000))]);
-  if (child.exitCode === null) child.kill('SIGKILL');
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-async function main() {
-  fs.mkdirSync(BASE, { recursive: true });
-  const plain = makeMount('plain', 2048);
-  const watched = makeMount('watched', 2048);
-  for (const root of [plain, watched]) {
-    fs.mkdirSync(path.join(root, 'T/bin'), { recursive: true });
-    for (const d of SRC_DIRS) if (fs.existsSync(d)) execFileSync('cp', ['-a', d, path.join(root, 'T', d.replaceAll('/', '_'))]);
-    fs.copyFileSync('/bin/true', path.join(root, 'T/bin/true'));
-    fs.chmodSync(path.join(root, 'T/bin/true'), 0o755);
-  }
-  const files = Number(execFileSync('bash', ['-c', `find ${plain}/T -type f | wc -l`]).toString().trim());
-  const mb = Number(execFileSync('bash', ['-c', `du -sm ${plain}/T | cut -f1`]).toString().trim());
-  process.stderr.write(`tree: ${files} files, ${mb} MB from ${SRC_DIRS.join(' ')}\n`);
-
-  const svm = await startSvm();
-  const stateDir = path.join(BASE, 'state');
-  const RD = 'find T -type f -print0 | xargs -0 cat > /dev/null';
-  const CP = 'cp -a T T2';
-  const RM = 'rm -rf T2';
-  // Through a pipe: GNU tar skips reading file contents when its output is /dev/null itself.
-  const TAR = 'tar cf - T | gzip -1 > /dev/null';
-  const EXEC = 'for i in $(seq 1000); do ./T/bin/true; done';
-  type Row = { workload: string; variant: 'none' | 'lightagent'; rep: number; wall: number; rc: number };
-  const rows: Row[] = [];
-  const rec = (workload: string, variant: Row['variant'], rep: number, r: { wall: number; rc: number }) => {
-    rows.push({ workload, variant, rep, ...r });
-    process.stderr.write(`${workload} ${variant} #${rep}: ${r.wall.toFixed(2)} s rc=${r.rc}\n`);
-  };
-
-  // First pass: the agent starts with an empty local cache and a fresh SVM cache each rep.
-  let agent: ChildProcess | undefined;
-  for (let i = 1; i <= REPS; i++) {
-    if (agent) await stop(agent);
-    dropCaches();
-    rec('read_first', 'none', i, sh(RD, plain));
-    agent = await startAgent(svm.url, watched, stateDir);
-    dropCaches();
-    rec('read_first', 'lightagent', i, sh(RD, watched));
-  }
-  const idle = { agentRssKb: rssKb(agent!.pid!), svmRssKb: rssKb(svm.child.pid!) };
-  const cpu0 = cpuTicks(agent!.pid!);
-  for (let i = 1; i <= REPS && want('read_warm'); i++) {
-    rec('read_warm', 'none', i, sh(RD, plain));
-    rec('read_warm', 'lightagent', i, sh(RD, watched));
-  }
-  for (let i = 1; i <= REPS && want('copy'); i++) {
-    rec('copy', 'none', i, sh(CP, plain));
-    sh(RM, plain);
-    rec('copy', 'lightagent', i, sh(CP, watched));
-    sh(RM, watched);
-  }
-  for (let i = 1; i <= REPS && want('tar'); i++) {
-    rec('tar', 'none', i, sh(TAR, plain));
-    rec('tar', 'lightagent', i, sh(TAR, watched));
-  }
-  for (let i = 1; i <= REPS && want('exec_1000'); i++) {
-    rec('exec_1000', 'none', i, sh(EXEC, plain));
-    rec('exec_1000', 'lightagent', i, sh(EXEC, watched));
-  }
-  const load = { agentRssKb: rssKb(agent!.pid!), agentCpuS: (cpuTicks(agent!.pid!) - cpu0) / 100 };
-  await stop(agent!);
-  await stop(svm.child);
-
-  const summary: Record<string, unknown> = {};
-  const lines = ['| workload | no agent: median (min) s | lightagent: median (min) s | ratio of medians |', '|---|---|---|---|'];
-  for (const wl of [...new Set(rows.map((r) => r.workload))]) {
-    const a = rows.filter((r) => r.workload === wl && r.variant === 'none' && r.rc === 0).map((r) => r.wall);
-    const b = rows.filter((r) => r.workload === wl && r.variant === 'lightagent' && r.rc === 0).map((r) => r.wall);
-    if (!a.length || !b.length) continue;
-    const ratio = median(b) / median(a);
-    summary[wl] = { none: { median: median(a), min: Math.min(...a) }, lightagent: { median: median(b), min: Math.min(...b) }, ratio };
-    lines.push(`| ${wl} | ${median(a).toFixed(2)} (${Math.min(...a).toFixed(2)}) | ${median(b).toFixed(2)} (${Math.min(...b).toFixed(2)}) | ${ratio.toFixed(2)}x |`);
-  }
-  const result = {
-    machine: { kernel: os.release(), cpus: os.cpus().length, node: process.version },
-    tree: { files, mb, from: SRC_DIRS },
-    reps: REPS,
-    idle,
-    load,
-    summary,
-    rows,
-  };
-  const outFile = args.out ?? path.join(path.dirname(new URL(import.meta.url).pathname), '../../../bench/results/onaccess.json');
-  fs.mkdirSync(path.dirname(outFile), { recursive: true });
-  fs.writeFileSync(outFile, JSON.stringify(result, null, 2));
-  process.stdout.write(`${lines.join('\n')}\n\nagent RSS idle ${idle.agentRssKb} kB, after load ${load.agentRssKb} kB; agent CPU during warm+copy+tar+exec ${load.agentCpuS.toFixed(1)} s\nwritten: ${outFile}\n`);
-  if (!args.keep) for (const root of [plain, watched]) fs.rmSync(path.join(root, 'T2'), { recursive: true, force: true });
-}
-
-main().then(
-  () => process.exit(0),
-  (e) => {
-    process.stderr.write(`bench/onaccess failed: ${(e as Error).stack}\n`);
-    process.exit(1);
+export const PROFILES: Record<'full' | 'quick', Profile> = {
+  // 21,045 files, 413 MB on Debian 12 (measured): >= 20,000 real files.
+  full: {
+    tree: ['/usr/include', '/usr/share/doc', '/usr/lib/python3', '/usr/lib/python3.11', '/usr/share/perl', '/usr/lib/node_modules'],
+    reps: 5,
+    execs: 1000,
+    compileTopOnly: false,
+    npmRoots: ['winston', 'chokidar', 'zod', 'yaml', 'ws', 'commander', 'fast-check'],
+    timeoutS: 900,
   },
-);
+  // clamonacc costs ~8 ms per file opened here and lightagent's first pass ~7 ms per file
+  // (measured), so the 20,000-file tree takes minutes per pass and variant: the quick run uses a
+  // small tree (598 files, 9 MB of Python modules) and 300 processes to stay under 5 minutes.
+  quick: {
+    tree: ['/usr/lib/python3/dist-packages/pygments'],
+    reps: 3,
+    execs: 300,
+    compileTopOnly: true,
+    npmRoots: ['yaml', 'ws', 'commander'],
+    timeoutS: 240,
+  },
+};
+
+export const WORKLOADS = ['read_first', 'read_warm', 'copy', 'tar_gzip', 'extract', 'exec', 'npm_ci', 'compileall'] as const;
+export type Workload = (typeof WORKLOADS)[number];
+
+export interface Sample {
+  workload: Workload;
+  variant: VariantName;
+  rep: number;
+  wall: number;
+  rc: number;
+  err?: string;
+  /** CPU seconds of the variant's own processes during the run and the settle after it. */
+  scannerCpuS: number;
+  /** ms the variant's processes needed after the run to go idle (background scans). */
+  settleMs: number;
+}
+
+export interface WorkloadsResult {
+  machine: ReturnType<typeof machineFacts>;
+  profile: string;
+  config: Profile;
+  tree: { files: number; mb: number; from: string[]; pyFiles: number; npmPackages: number };
+  variants: Record<VariantName, { broken?: string; eicar?: string; note?: string }>;
+  samples: Sample[];
+  resources: Record<string, unknown>;
+  eventsPerWarmOpen?: { events: number; opens: number; perOpen: number };
+  agentStatus?: Record<string, unknown>;
+  wallS: number;
+}
+
+const BASE = '/tmp/la-bench';
+const NM = new URL('../../../node_modules', import.meta.url).pathname;
+
+/** The staging copy everything is cloned from: T, T.tgz, PY, npm, bin. */
+function stage(dir: string, p: Profile): WorkloadsResult['tree'] {
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(path.join(dir, 'T'), { recursive: true });
+  for (const d of p.tree) if (fs.existsSync(d)) shSync(`cp -a '${d}' 'T/${d.replaceAll('/', '_')}'`, { cwd: dir });
+  shSync('tar cf - T | gzip -1 > T.tgz', { cwd: dir });
+  shSync('cp -a /usr/lib/python3.11 PY && find PY -name __pycache__ -prune -exec rm -rf {} +', { cwd: dir });
+  fs.mkdirSync(path.join(dir, 'bin'));
+  fs.copyFileSync('/bin/true', path.join(dir, 'bin/true'));
+  fs.chmodSync(path.join(dir, 'bin/true'), 0o755);
+  // npm project: every package of the closure packed as a tarball, each a file: dependency, and an
+  // override per package so nested ranges resolve to those tarballs too (no registry needed).
+  const npm = path.join(dir, 'npm');
+  fs.mkdirSync(path.join(npm, 'pkgs'), { recursive: true });
+  const seen = new Map<string, string>();
+  const queue = [...p.npmRoots];
+  while (queue.length) {
+    const n = queue.shift()!;
+    if (seen.has(n)) continue;
+    const pj = JSON.parse(fs.readFileSync(path.join(NM, n, 'package.json'), 'utf8')) as { version: string; dependencies?: Record<string, string> };
+    seen.set(n, pj.version);
+    queue.push(...Object.keys(pj.dependencies ?? {}));
+  }
+  const deps: Record<string, string> = {};
+  for (const [n, v] of seen) {
+    const f = `${n.replace('/', '-').replace('@', '')}-${v}.tgz`;
+    execFileSync('tar', ['czf', path.join(npm, 'pkgs', f), '-C', path.join(NM, n), '--exclude', './node_modules', '--transform', 's,^\\.,package,', '.'], { timeout: 120_000 });
+    deps[n] = `file:pkgs/${f}`;
+  }
+  const overrides = Object.fromEntries(Object.keys(deps).map((n) => [n, `$${n}`]));
+  fs.writeFileSync(path.join(npm, 'package.json'), JSON.stringify({ name: 'bench-npm-project', version: '1.0.0', private: true, dependencies: deps, overrides }, null, 2));
+  shSync(`${NPM_CI.replace('npm ci', 'npm install')} && rm -rf node_modules`, { cwd: npm, timeoutS: 300 });
+  fs.mkdirSync(path.join(dir, 'canary'));
+  const files = Number(shSync("find T -type f | wc -l", { cwd: dir }).trim());
+  const mb = Number(shSync('du -sm T | cut -f1', { cwd: dir }).trim());
+  const pyFiles = Number(shSync("find PY -name '*.py' | wc -l", { cwd: dir }).trim());
+  return { files, mb, from: p.tree, pyFiles, npmPackages: seen.size };
+}
+
+const NPM_CI = 'npm ci --offline --ignore-scripts --no-audit --no-fund --no-update-notifier --loglevel=error --cache ../npm-cache';
+const RD = 'find T -type f -print0 | xargs -0 cat > /dev/null';
+
+function command(w: Workload, p: Profile): { pre?: string; cmd: string; post?: string } {
+  switch (w) {
+    case 'read_first':
+    case 'read_warm':
+      return { cmd: RD };
+    case 'copy':
+      return { pre: 'rm -rf T2', cmd: 'cp -a T T2', post: 'rm -rf T2' };
+    case 'tar_gzip':
+      // Through a pipe: GNU tar skips reading file contents when its output is /dev/null itself.
+      return { cmd: 'tar cf - T | gzip -1 > /dev/null' };
+    case 'extract':
+      return { pre: 'rm -rf X', cmd: 'mkdir X && tar xzf T.tgz -C X', post: 'rm -rf X' };
+    case 'exec':
+      return { cmd: `for i in $(seq ${p.execs}); do ./bin/true; done` };
+    case 'npm_ci':
+      return { pre: 'rm -rf npm/node_modules', cmd: `cd npm && ${NPM_CI}` };
+    case 'compileall':
+      return { cmd: `/usr/bin/python3 -m compileall -q -f ${p.compileTopOnly ? '-l ' : ''}PY` };
+  }
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      reps: { type: 'string' },
+      'first-reps': { type: 'string' },
+      only: { type: 'string' },
+      variants: { type: 'string' },
+      out: { type: 'string' },
+    },
+  }).values;
+  needRoot('bench/onaccess/workloads', 'fanotify permission events, loop mounts, dropping the page cache');
+  const t0 = performance.now();
+  const profileName = args.quick ? 'quick' : 'full';
+  const p: Profile = { ...PROFILES[profileName] };
+  if (args.reps) p.reps = Number(args.reps);
+  installCleanup('bench/onaccess/workloads', (args.quick ? 15 : 240) * 60_000);
+  const only = args.only ? new Set(args.only.split(',')) : undefined;
+  // read_first always runs: it (re)starts the variants.
+  const workloads = WORKLOADS.filter((w) => w === 'read_first' || !only || only.has(w));
+  const wanted = (args.variants?.split(',') ?? [...VARIANTS]) as VariantName[];
+
+  fs.mkdirSync(BASE, { recursive: true });
+  say(`staging the tree (${profileName}: ${p.tree.join(' ')})`);
+  const stageDir = path.join(BASE, 'stage');
+  const tree = stage(stageDir, p);
+  atCleanup(() => fs.rmSync(stageDir, { recursive: true, force: true }));
+  say(`tree: ${tree.files} files, ${tree.mb} MB; PY ${tree.pyFiles} .py files; npm project of ${tree.npmPackages} packages`);
+  const sizeMb = Math.max(1024, Math.ceil(tree.mb * 4 + 800));
+
+  const status: WorkloadsResult['variants'] = { none: {}, lightagent: {}, clamonacc: {} };
+  const variants: Variant[] = [];
+  for (const name of wanted) {
+    const root = path.join(BASE, name);
+    ext4Mount(path.join(BASE, `${name}.img`), root, sizeMb);
+    shSync(`cp -a '${stageDir}/.' '${root}/'`, { timeoutS: 900 });
+    if (name === 'none') variants.push(new NoAgent(root));
+    if (name === 'lightagent') variants.push(new LightAgent(root, path.join(BASE, 'agent-state'), path.join(BASE, 'agent.log')));
+    if (name === 'clamonacc') {
+      const missing = ClamOnAcc.installed();
+      if (missing) status.clamonacc.broken = `not run: ${missing}`;
+      else variants.push(new ClamOnAcc(root, path.join(BASE, 'clamav')));
+    }
+  }
+  atCleanup(() => fs.rmSync(path.join(BASE, 'agent-state'), { recursive: true, force: true }));
+  const samples: Sample[] = [];
+  const active = () => variants.filter((v) => !status[v.name].broken);
+  const order = (rep: number) => {
+    const vs = active();
+    const k = (rep - 1) % Math.max(1, vs.length);
+    return [...vs.slice(k), ...vs.slice(0, k)];
+  };
+  const resources: Record<string, any> = {};
+  const peakKb: Record<string, number> = {};
+
+  const runOne = async (v: Variant, w: Workload, rep: number) => {
+    const c = command(w, p);
+    if (c.pre) await timed(c.pre, v.root, p.timeoutS);
+    const pids = v.pids();
+    const cpu0 = sumTicks(pids);
+    const sampler = setInterval(() => (peakKb[v.name] = Math.max(peakKb[v.name] ?? 0, sumRssKb(pids))), 100);
+    let r: Timed;
+    try {
+      r = await timed(c.cmd, v.root, p.timeoutS);
+    } finally {
+      clearInterval(sampler);
+    }
+    const settleMs = await settle(pids);
+    const scannerCpuS = round((sumTicks(pids) - cpu0) / CLK_TCK);
+    if (c.post) await timed(c.post, v.root, p.timeoutS);
+    const s: Sample = { workload: w, variant: v.name, rep, wall: round(r.wall, 3), rc: r.rc, scannerCpuS, settleMs };
+    if (r.rc !== 0) s.err = r.err || `exit ${r.rc}${r.rc === 124 ? ` (timeout ${p.timeoutS} s)` : ''}`;
+    samples.push(s);
+    say(`${w} ${v.name} #${rep}: ${r.wall.toFixed(2)} s rc=${r.rc} scanner CPU ${scannerCpuS} s, settle ${settleMs} ms${s.err ? ` ERR ${s.err.slice(0, 200)}` : ''}`);
+  };
+
+  // read_first: every rep restarts each variant with empty caches and a dropped page cache.
+  const firstReps = Number(args['first-reps'] ?? p.reps);
+  for (let rep = 1; rep <= firstReps; rep++) {
+    for (const v of order(rep)) {
+      await v.stop();
+      dropCaches();
+      await v.start();
+      if (rep === 1) {
+        const e = await eicarCheck(v);
+        status[v.name].eicar = e.detail;
+        if (v.name !== 'none' && !e.blocked) {
+          status[v.name].broken = `does not block EICAR: ${e.detail}`;
+          say(`${v.name} is BROKEN (not timed): ${e.detail}`);
+          await v.stop();
+          continue;
+        }
+        if (v.name === 'none' && e.blocked) throw new Error(`EICAR check without any scanner failed: ${e.detail}`);
+        await settle(v.pids());
+        resources[v.name] = { idleAfterStartRssKb: v.pids().map((pid) => rssKb(pid)) };
+        dropCaches();
+      }
+      await runOne(v, 'read_first', rep);
+    }
+  }
+  // Every other workload with the variants running and warm. read_first dropped the page cache
+  // before each start: one untimed pass over each tree first, so that no variant's first warm
+  // rep reads from disk.
+  for (const v of active()) {
+    await timed(RD, v.root, p.timeoutS);
+    await settle(v.pids());
+  }
+  const la = active().find((v): v is LightAgent => v.name === 'lightagent');
+  let events: WorkloadsResult['eventsPerWarmOpen'];
+  for (const w of workloads.filter((x) => x !== 'read_first')) {
+    for (let rep = 1; rep <= p.reps; rep++) {
+      for (const v of order(rep)) {
+        const last = w === 'read_warm' && rep === p.reps && v === la;
+        const before = last ? await la!.status() : undefined;
+        await runOne(v, w, rep);
+        if (last) {
+          const after = await la!.status();
+          const perm = (s: Record<string, any>) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
+          const n = perm(after) - perm(before!);
+          events = { events: n, opens: tree.files, perOpen: round(n / tree.files, 5) };
+        }
+      }
+    }
+  }
+
+  // Idle: all quiet, then CPU over a window and RSS, per process.
+  for (const v of active()) await settle(v.pids());
+  const windowS = args.quick ? 5 : 30;
+  const idle0 = Object.fromEntries(active().flatMap((v) => v.pids().map((pid) => [pid, sumTicks([pid])])));
+  await new Promise((r) => setTimeout(r, windowS * 1000));
+  for (const v of active()) {
+    if (v.name === 'none') continue;
+    const names = v instanceof LightAgent ? ['agent', 'svm'] : ['clamd', 'clamonacc'];
+    const per: Record<string, unknown> = {};
+    v.pids().forEach((pid, i) => {
+      per[names[i]!] = { idleCpuPct: round((((sumTicks([pid]) - idle0[pid]!) / CLK_TCK) * 100) / windowS, 2), rssKbAfterLoad: rssKb(pid), idleRssKbAfterStart: resources[v.name]?.idleAfterStartRssKb?.[i] };
+    });
+    resources[v.name] = { ...per, peakRssKbUnderLoad: peakKb[v.name], idleWindowS: windowS, cpuSUnderLoad: round(samples.filter((s) => s.variant === v.name).reduce((a, s) => a + s.scannerCpuS, 0)) };
+  }
+  const agentStatus = la ? await la.status() : undefined;
+  for (const v of variants) await v.stop();
+  if (status.clamonacc && !status.clamonacc.broken && wanted.includes('clamonacc')) status.clamonacc.note = 'OnAccessIncludePath + OnAccessPrevention, --fdpass, OnAccessMaxFileSize 5M (files over 5 MB are not scanned)';
+
+  const result: WorkloadsResult = {
+    machine: machineFacts(),
+    profile: profileName,
+    config: p,
+    tree,
+    variants: status,
+    samples,
+    resources,
+    ...(events ? { eventsPerWarmOpen: events } : {}),
+    ...(agentStatus ? { agentStatus: { cache: agentStatus.cache, counts: agentStatus.counts, backend: agentStatus.backend } } : {}),
+    wallS: round((performance.now() - t0) / 1000, 1),
+  };
+  const out = args.out ?? path.join(BASE, 'workloads.json');
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, JSON.stringify(result, null, 2));
+  say(`workloads done in ${result.wallS} s; written ${out}`);
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().then(
+    () => process.exit(0),
+    (e: unknown) => {
+      process.stderr.write(`bench/onaccess/workloads failed: ${(e as Error)?.stack ?? String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}

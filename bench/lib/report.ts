@@ -1,0 +1,173 @@
+/**
+ * From the parts a run wrote to bench/results/latest.json's shape (series keyed none /
+ * lightagent / clamonacc with raw samples and a summary), latest.md (ratios to no agent, micro
+ * numbers, targets met or missed) and the chart.
+ */
+import type { OpenLatencyResult } from '../onaccess/open-latency.js';
+import type { Sample, WorkloadsResult } from '../onaccess/workloads.js';
+import type { SvmScaleRow } from '../micro/svm-scale.js';
+import { ratioChartSvg } from './chart.js';
+import { median, round, type MachineFacts } from './harness.js';
+
+export const VARIANT_COLORS: Record<string, string> = { lightagent: '#2b6cb0', clamonacc: '#dd6b20' };
+
+export interface Stat {
+  n: number;
+  failed: number;
+  min: number;
+  median: number;
+  /** median / median of `none` (same workload) */
+  ratio?: number;
+  ratioMin?: number;
+  scannerCpuS?: number;
+}
+
+export interface Latest {
+  machine: MachineFacts;
+  profile: string;
+  note: string;
+  tree?: WorkloadsResult['tree'];
+  reps?: number;
+  variants: Record<string, { broken?: string; eicar?: string; note?: string; notRun?: string }>;
+  series: Record<string, { samples: Sample[] }>;
+  summary: Record<string, Record<string, Stat>>;
+  micro: {
+    openLatency?: OpenLatencyResult | { notRun: string };
+    eventsPerWarmOpenWorkload?: WorkloadsResult['eventsPerWarmOpen'];
+    resources?: Record<string, unknown>;
+    agentStatus?: Record<string, unknown>;
+    svm?: { seconds: number; engine: string; rows: SvmScaleRow[] } | { notRun: string };
+    process?: unknown;
+    cache?: unknown;
+    gateOpenLatency?: unknown;
+  };
+  targets: Array<{ what: string; target: string; measured: string; met: boolean | null }>;
+  steps: Array<{ step: string; ok: boolean; seconds: number; detail?: string }>;
+  wallS: number;
+}
+
+export function summarize(w: WorkloadsResult): Latest['summary'] {
+  const out: Latest['summary'] = {};
+  const workloads = [...new Set(w.samples.map((s) => s.workload))];
+  for (const wl of workloads) {
+    out[wl] = {};
+    for (const v of ['none', 'lightagent', 'clamonacc']) {
+      const all = w.samples.filter((s) => s.workload === wl && s.variant === v);
+      if (!all.length) continue;
+      const ok = all.filter((s) => s.rc === 0).map((s) => s.wall);
+      out[wl]![v] = { n: ok.length, failed: all.length - ok.length, min: round(Math.min(...ok), 3), median: round(median(ok), 3), scannerCpuS: round(median(all.map((s) => s.scannerCpuS))) };
+    }
+    const none = out[wl]!.none;
+    for (const v of ['lightagent', 'clamonacc']) {
+      const s = out[wl]![v];
+      if (s && none && s.n && none.n) {
+        s.ratio = round(s.median / none.median, 3);
+        s.ratioMin = round(s.min / none.min, 3);
+      }
+    }
+  }
+  return out;
+}
+
+const f2 = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? 'n/a' : n.toFixed(2));
+const mb = (kb: unknown) => (typeof kb === 'number' && Number.isFinite(kb) ? `${(kb / 1024).toFixed(1)} MB` : 'n/a');
+
+/** Targets of issue 5 and DESIGN.md's frugality budget, against what this run measured. */
+export function targets(l: Latest): Latest['targets'] {
+  const t: Latest['targets'] = [];
+  const ratio = (wl: string) => l.summary[wl]?.lightagent?.ratio;
+  const add = (what: string, target: string, v: number | undefined, limit: number, unit = 'x') =>
+    t.push({ what, target, measured: v === undefined || !Number.isFinite(v) ? 'not measured' : unit === 'x' ? `${v.toFixed(2)}x (${v >= 1 ? '+' : ''}${((v - 1) * 100).toFixed(0)}%)` : `${v} ${unit}`, met: v === undefined || !Number.isFinite(v) ? null : v <= limit });
+  add('second read pass (read_warm)', '<= +5% (1.05x)', ratio('read_warm'), 1.05);
+  add('copy the tree', '<= +30% (1.30x)', ratio('copy'), 1.3);
+  add('1,000 short processes (exec)', '<= +20% (1.20x)', ratio('exec'), 1.2);
+  const ol = l.micro.openLatency && 'rows' in l.micro.openLatency ? l.micro.openLatency : undefined;
+  const hit = ol?.rows.find((r) => r.variant === 'local-hit');
+  add('added open() latency, cache hit (agent answers), p50', '<= 60 us', hit?.addedP50, 60, 'us');
+  add('added open() latency, cache hit (agent answers), p99', '<= 500 us', hit?.addedP99, 500, 'us');
+  const warm = ol?.rows.find((r) => r.variant === 'warm');
+  add('added open() latency, warm (kernel ignore mark), p50', '<= 60 us', warm?.addedP50, 60, 'us');
+  add('events per warm open', '0', ol?.eventsPerWarmOpen, 0, 'events');
+  const res = l.micro.resources?.lightagent as Record<string, any> | undefined;
+  const idleRss = res?.agent?.idleRssKbAfterStart as number | undefined;
+  add('agent idle RSS (after start)', '<= 60 MB', idleRss === undefined ? undefined : round(idleRss / 1024, 1), 60, 'MB');
+  const idleCpu = res?.agent?.idleCpuPct as number | undefined;
+  add('agent idle CPU', '~0 (<= 0.5%)', idleCpu, 0.5, '%');
+  const up = ol?.uploadBytes;
+  add('bytes uploaded by a second guest with the same files', '~0 (<= 1% of the files)', up ? up.secondGuest : undefined, up ? up.totalBytes / 100 : 0, 'B');
+  const svm = l.micro.svm && 'rows' in l.micro.svm ? l.micro.svm.rows[0] : undefined;
+  t.push({ what: 'cold scan throughput to the SVM (loopback, builtin engine)', target: 'hundreds of MB/s', measured: svm ? `${svm.uploadMBps} MB/s` : 'not measured', met: svm ? svm.uploadMBps >= 200 : null });
+  return t;
+}
+
+export function markdown(l: Latest): string {
+  const L: string[] = [];
+  const m = l.machine;
+  L.push(`# lightagent benchmark (${l.profile})`, '');
+  L.push(`${m.date}: Linux ${m.kernel}, ${m.cpus} CPUs (${m.cpuModel}), ${Math.round(m.memMb / 1024)} GB RAM, Node ${m.node}; load average at start ${m.loadavgAtStart.join(' ')}.`);
+  L.push('', `> ${l.note}`, '');
+  if (l.tree) L.push(`Tree: ${l.tree.files} files, ${l.tree.mb} MB copied from ${l.tree.from.join(', ')}; Python stdlib copy with ${l.tree.pyFiles} .py files; npm project of ${l.tree.npmPackages} packages from local tarballs. ${l.reps} repetitions, variants alternated A/B/C each rep.`, '');
+  L.push('## Variants', '');
+  for (const [v, s] of Object.entries(l.variants)) L.push(`- **${v}**: ${s.broken ? `BROKEN, not timed: ${s.broken}` : s.notRun ? `not run: ${s.notRun}` : 'ok'}${s.eicar ? `; EICAR check: ${s.eicar}` : ''}${s.note ? `; ${s.note}` : ''}`);
+  L.push('', '## Workloads: ratio of medians to no agent (lower is better, 1.00 = no cost)', '');
+  L.push('| workload | no agent median (min) s | lightagent median (min) s | **lightagent ratio** | clamonacc median (min) s | **clamonacc ratio** | scanner CPU s per run (la / clam) |');
+  L.push('|---|---|---|---|---|---|---|');
+  for (const [wl, s] of Object.entries(l.summary)) {
+    const c = (v: string) => (s[v] ? `${f2(s[v]!.median)} (${f2(s[v]!.min)})${s[v]!.failed ? `, ${s[v]!.failed} failed` : ''}` : 'n/a');
+    L.push(`| ${wl} | ${c('none')} | ${c('lightagent')} | **${f2(s.lightagent?.ratio)}** | ${c('clamonacc')} | **${f2(s.clamonacc?.ratio)}** | ${f2(s.lightagent?.scannerCpuS)} / ${f2(s.clamonacc?.scannerCpuS)} |`);
+  }
+  L.push('', '![ratios](latest.svg)', '');
+  L.push('## Targets (issue 5, DESIGN.md frugality budget)', '', '| what | target | measured | met |', '|---|---|---|---|');
+  for (const t of l.targets) L.push(`| ${t.what} | ${t.target} | ${t.measured} | ${t.met === null ? 'n/a' : t.met ? 'yes' : '**no**'} |`);
+  const ol = l.micro.openLatency;
+  L.push('', '## open() latency (one open+close per file, microseconds)', '');
+  if (ol && 'rows' in ol) {
+    L.push(`${ol.files} distinct 1-4 KiB files on a tmpfs. miss = empty caches everywhere (upload); second-guest = another agent (own state dir) after the first, the SVM knows every file (lookup only); local-hit = the agent's own cache answers (an event per open); warm = kernel ignore marks (no event).`, '');
+    L.push('| variant | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 |', '|---|---|---|---|---|---|---|');
+    for (const r of ol.rows) L.push(`| ${r.variant} | ${r.p50} | ${r.p99} | ${r.p999} | ${r.addedP50} | ${r.addedP99} | ${r.addedP999} |`);
+    L.push('', `Events per warm open: ${ol.eventsPerWarmOpen} (${ol.warmEvents} for ${ol.files} opens). Bytes uploaded: first guest ${ol.uploadBytes.firstGuest}, second guest ${ol.uploadBytes.secondGuest} (of ${ol.uploadBytes.totalBytes} in the files). First guest's counters after its pass: ${JSON.stringify(ol.firstGuestCounts)}; its deferred queue after a restart: ${ol.firstGuestDeferred.left} left after ${ol.firstGuestDeferred.drainMs} ms.`);
+  } else L.push(`not run: ${(ol as { notRun: string } | undefined)?.notRun ?? 'skipped'}`);
+  const ev = l.micro.eventsPerWarmOpenWorkload;
+  if (ev) L.push('', `Workload tree, last read_warm rep: ${ev.events} permission events for ${ev.opens} file opens (${ev.perOpen} per open; empty files get no ignore mark).`);
+  L.push('', '## Resources', '');
+  const r = l.micro.resources ?? {};
+  L.push('| process | RSS idle after start | RSS after the workloads | idle CPU | CPU s over all timed runs (variant total) | peak RSS under load (variant total) |', '|---|---|---|---|---|---|');
+  for (const v of ['lightagent', 'clamonacc']) {
+    const x = r[v] as Record<string, any> | undefined;
+    if (!x) continue;
+    for (const [p, y] of Object.entries(x)) {
+      if (typeof y !== 'object' || Array.isArray(y)) continue;
+      L.push(`| ${v}: ${p} | ${mb(y.idleRssKbAfterStart)} | ${mb(y.rssKbAfterLoad)} | ${f2(y.idleCpuPct)}% over ${x.idleWindowS} s | ${f2(x.cpuSUnderLoad)} | ${mb(x.peakRssKbUnderLoad)} |`);
+    }
+  }
+  const svm = l.micro.svm;
+  L.push('', '## SVM on loopback (builtin engine)', '');
+  if (svm && 'rows' in svm) {
+    L.push(`${svm.seconds} s per phase. Upload MB/s and lookups/s: 4 busy agents (every upload a distinct 1 MiB file). Latency: N quiet agents each uploading a distinct 16 KiB file every 50 ms.`, '');
+    L.push('| N agents | upload MB/s | lookups/s | verdict p50 ms | verdict p99 ms | verdicts/s |', '|---|---|---|---|---|---|');
+    for (const x of svm.rows) L.push(`| ${x.agents} | ${x.uploadMBps} | ${x.lookupsPerSec} | ${x.p50ms} | ${x.p99ms} | ${x.verdictsPerSec} |`);
+  } else L.push(`not run: ${(svm as { notRun: string } | undefined)?.notRun ?? 'skipped'}`);
+  for (const [k, label] of [
+    ['process', 'Process storm (bench/process)'],
+    ['cache', 'Local verdict cache (bench/cache)'],
+    ['gateOpenLatency', 'Gate open latency with openbench (bench/onaccess/gate-open-latency)'],
+  ] as const) {
+    const x = l.micro[k];
+    if (x === undefined) continue;
+    L.push('', `## ${label}`, '', typeof x === 'string' ? x : '```\n' + JSON.stringify(x, null, 1).slice(0, 3000) + '\n```');
+  }
+  L.push('', '## Steps', '', '| step | ok | s | detail |', '|---|---|---|---|');
+  for (const s of l.steps) L.push(`| ${s.step} | ${s.ok ? 'yes' : '**no**'} | ${s.seconds} | ${(s.detail ?? '').replace(/\|/g, '/').slice(0, 200)} |`);
+  L.push('', `Whole run: ${l.wallS} s.`, '');
+  return L.join('\n');
+}
+
+export function chart(l: Latest): string {
+  const cats = Object.keys(l.summary);
+  return ratioChartSvg({
+    title: `On-access cost per workload vs no agent (${l.profile} run)`,
+    subtitle: `${l.tree ? `${l.tree.files} files, ${l.tree.mb} MB; ` : ''}${l.reps} reps, medians; Linux ${l.machine.kernel}, ${l.machine.cpus} CPUs, Node ${l.machine.node}; ${l.machine.date.slice(0, 10)}; shared machine`,
+    categories: cats,
+    series: ['lightagent', 'clamonacc'].map((v) => ({ name: v, color: VARIANT_COLORS[v]!, values: cats.map((c) => l.summary[c]?.[v]?.ratio) })),
+  });
+}
