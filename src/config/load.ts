@@ -39,9 +39,18 @@ export function readConfigFile(file: string): unknown {
     throw new ConfigError(file, [`cannot read the file: ${(err as Error).message}`]);
   }
   if (text.length > 1024 * 1024) throw new ConfigError(file, ['the file is larger than 1 MiB; is it really a config file?']);
+  let doc: YAML.Document.Parsed;
   try {
-    const doc = YAML.parse(text, { maxAliasCount: 100 }) as unknown;
-    return doc ?? {};
+    // logLevel silent: the yaml package would print warnings on its own (process warnings on
+    // stderr); they are collected below and reported as errors naming the file instead.
+    doc = YAML.parseDocument(text, { logLevel: 'silent' });
+  } catch (err) {
+    throw new ConfigError(file, [`not valid YAML or JSON: ${(err as Error).message.split('\n')[0]}`]);
+  }
+  const problems = [...doc.errors, ...doc.warnings].map((e) => `not valid YAML or JSON: ${e.message.split('\n')[0]}`);
+  if (problems.length > 0) throw new ConfigError(file, problems);
+  try {
+    return (doc.toJS({ maxAliasCount: 100 }) as unknown) ?? {};
   } catch (err) {
     throw new ConfigError(file, [`not valid YAML or JSON: ${(err as Error).message.split('\n')[0]}`]);
   }

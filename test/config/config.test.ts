@@ -74,6 +74,23 @@ describe('agent config', () => {
     assert.throws(() => loadAgentConfig({ file: path.join(dir, 'nope.yaml'), env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('nope.yaml'));
   });
 
+  it('refuses unknown YAML tags and alias bombs as errors naming the file, printing nothing itself', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    try {
+      const tag = write('tag.yaml', 'svm: !!js/function "function(){}"\n');
+      assert.throws(() => loadAgentConfig({ file: tag, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('tag.yaml') && e.issues.some((i) => /Unresolved tag/.test(i)));
+      const levels = ['a: &a [1,1,1,1,1,1,1,1,1]', ...'bcde'.split('').map((k, i) => `${k}: &${k} [${Array(9).fill(`*${'abcd'[i]}`).join(',')}]`)];
+      const bomb = write('bomb.yaml', `${levels.join('\n')}\n`);
+      assert.throws(() => loadAgentConfig({ file: bomb, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('bomb.yaml'));
+      await new Promise((r) => setImmediate(r)); // process warnings are emitted on a later tick
+    } finally {
+      process.off('warning', onWarning);
+    }
+    assert.deepEqual(warnings, [], 'the yaml package emitted process warnings');
+  });
+
   it('requires an SVM URL and a token for commands that talk to an SVM', () => {
     const c = loadAgentConfig({ env: {}, file: write('e.yaml', '{}') });
     assert.throws(() => requireSvm(c), (e: unknown) => e instanceof ConfigError && e.issues.length === 2);
