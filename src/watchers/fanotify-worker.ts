@@ -186,8 +186,10 @@ function protectedPath(ev: FanEvent, isPerm: boolean): string {
   let path = '';
   try {
     path = fs.readlinkSync(`/proc/self/fd/${ev.fd}`);
-  } catch {
-    /* cannot happen for a live fd; treated as outside, without an ignore mark */
+  } catch (e) {
+    // Deeper than PATH_MAX (reachable with relative paths): judged through its fd, never let through unseen.
+    if ((e as NodeJS.ErrnoException).code === 'ENAMETOOLONG') return `/proc/self/fd/${ev.fd} (path longer than PATH_MAX)`;
+    /* otherwise cannot happen for a live fd; treated as outside, without an ignore mark */
   }
   if (path !== '' && within(path, cfg.protect) && !within(path, cfg.exclude)) return path;
   // Allowed, but never ignore-marked: a mark follows the inode, so a file renamed or hard-linked
