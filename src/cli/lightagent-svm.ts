@@ -10,6 +10,7 @@ import { loadSvmConfig, readTlsFiles, type SvmConfig } from '../svm/config.js';
 import { BuiltinEngine } from '../svm/engines/builtin.js';
 import { ClamavEngine } from '../svm/engines/clamav.js';
 import type { ScanEngine } from '../svm/engines/engine.js';
+import { YaraEngine } from '../svm/engines/yara.js';
 import { MemoryVerdictCache } from '../svm/memory-verdict-cache.js';
 import { RedisVerdictCache, redactUrl } from '../svm/redis-verdict-cache.js';
 import type { SharedVerdictCache } from '../svm/verdict-cache.js';
@@ -28,7 +29,10 @@ Options:
                        file's tokens; LIGHTAGENT_SVM_TOKEN adds one to the file's)
   --token-file F       a YAML/JSON list of tokens like the config's tokens (with tenant and
                        expires); re-read on SIGHUP (config token_file)
-  --engine E           builtin (signatures in this process) | clamav (a running clamd)
+  --engine E           builtin (signatures in this process) | clamav (a running clamd) |
+                       yara (YARA rules, YARA-X in this process; needs npm @litko/yara-x)
+  --yara-rules PATH    a .yar file or a directory of .yar/.yara files (engine yara; config
+                       yara_rules; reloaded on SIGHUP, a rule error keeps the previous rules)
   --clamd ADDR         clamd's socket path or tcp://HOST:PORT (engine clamav; config
                        clamd.address, default /run/clamav/clamd.ctl)
   --cache C            memory | redis://HOST:PORT: verdicts shared with every SVM on that Redis
@@ -46,8 +50,8 @@ Options:
 
 Plain ws:// is allowed only on a loopback address, unless insecure_plain_ws: true.
 
-Signals: SIGHUP reloads the signatures (builtin files; clamd RELOAD), agents are told the new
-generation; re-reads the config file and token file: tokens (connected agents stay unless their
+Signals: SIGHUP reloads the signatures (builtin files; clamd RELOAD; yara rules), agents are
+told the new generation; re-reads the config file and token file: tokens (connected agents stay unless their
 token was removed or expired) and the TLS certificate, key and client CA (new connections);
 SIGINT/SIGTERM stop gracefully.
 
@@ -71,6 +75,7 @@ async function main(argv: string[]): Promise<number> {
         signatures: { type: 'string', multiple: true },
         engine: { type: 'string' },
         clamd: { type: 'string' },
+        'yara-rules': { type: 'string' },
         cache: { type: 'string' },
         'max-file-size': { type: 'string' },
         'token-file': { type: 'string' },
@@ -102,6 +107,7 @@ async function main(argv: string[]): Promise<number> {
         signatures: o.signatures,
         engine: o.engine,
         'clamd.address': o.clamd,
+        yara_rules: o['yara-rules'],
         'cache.store': o.cache,
         max_file_size: o['max-file-size'],
         'tls.cert': o['tls-cert'],
@@ -143,8 +149,8 @@ async function main(argv: string[]): Promise<number> {
     return fail(e, 'lightagent-svm');
   }
   const http = server.httpUrl;
-  const line = { event: 'listening', url: server.url, tls: server.tls.enabled, mutualTls: server.tls.mutual, metrics: `${http}/metrics`, healthz: `${http}/healthz`, engine: engine.name, engineHealthy: engine.healthy(), cache: redactUrl(cfg.cache.store), cacheHealthy: server.core.cache.healthy(), generation: engine.generation(), ...(engine instanceof BuiltinEngine ? { signatures: engine.signatureCount } : {}), ...(engine instanceof ClamavEngine ? { clamd: engine.address } : {}), pid: process.pid };
-  const what = engine instanceof BuiltinEngine ? `${engine.signatureCount} signatures` : engine instanceof ClamavEngine ? `clamd at ${engine.address}${engine.healthy() ? '' : ', NOT REACHABLE yet'}` : '';
+  const line = { event: 'listening', url: server.url, tls: server.tls.enabled, mutualTls: server.tls.mutual, metrics: `${http}/metrics`, healthz: `${http}/healthz`, engine: engine.name, engineHealthy: engine.healthy(), cache: redactUrl(cfg.cache.store), cacheHealthy: server.core.cache.healthy(), generation: engine.generation(), ...(engine instanceof BuiltinEngine ? { signatures: engine.signatureCount } : {}), ...(engine instanceof ClamavEngine ? { clamd: engine.address } : {}), ...(engine instanceof YaraEngine ? { yaraRules: engine.rulesPath, rules: engine.ruleCount } : {}), pid: process.pid };
+  const what = engine instanceof BuiltinEngine ? `${engine.signatureCount} signatures` : engine instanceof ClamavEngine ? `clamd at ${engine.address}${engine.healthy() ? '' : ', NOT REACHABLE yet'}` : engine instanceof YaraEngine ? `${engine.ruleCount} YARA rules from ${engine.rulesPath}` : '';
   out(o.json ? JSON.stringify(line) : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${what}, generation ${line.generation}); metrics at ${line.metrics}`);
 
   process.on('SIGHUP', () => {
@@ -197,6 +203,7 @@ async function makeEngine(cfg: SvmConfig): Promise<ScanEngine> {
       ...(cfg.clamd.stream_max_length !== undefined ? { streamMaxLength: cfg.clamd.stream_max_length } : {}),
     });
   }
+  if (cfg.engine === 'yara') return YaraEngine.create({ rules: cfg.yara_rules!, maxFileSize: cfg.max_file_size });
   return new BuiltinEngine({ signatureFiles: cfg.signatures });
 }
 

@@ -11,7 +11,8 @@
  *   rate_limit: {per_second: 500, burst: 1000}    # per agent: lookups + scans; over it: LA_ERR_RATE_LIMITED
  *   scan_concurrency: 8              # engine scans at once, all agents; waiting scans are served round-robin by agent
  *   agent_queue: 16                  # per agent: scans waiting for the engine; more: LA_ERR_RATE_LIMITED
- *   engine: builtin                 # or clamav: a running clamd judges the files
+ *   engine: builtin                 # or clamav: a running clamd judges the files; or yara: YARA-X in this process
+ *   yara_rules: /etc/lightagent/yara  # engine yara: a .yar file or a directory of .yar/.yara files
  *   signatures: [/etc/lightagent/sigs/local.hdb, /etc/lightagent/sigs/local.ndb]   # builtin only
  *   clamd: /run/clamav/clamd.ctl    # or {address: tcp://10.0.0.5:3310, pool: 8, timeout: 30s,
  *                                   #     database_dir: /var/lib/clamav, stream_max_length: 25 MiB}
@@ -76,7 +77,8 @@ export const svmConfigSchema = z
       .default({ per_second: 500, burst: 1000 }),
     scan_concurrency: z.number().int().min(1).max(1024).default(8),
     agent_queue: z.number().int().min(0).max(100_000).default(16),
-    engine: z.enum(['builtin', 'clamav']).default('builtin'),
+    engine: z.enum(['builtin', 'clamav', 'yara']).default('builtin'),
+    yara_rules: z.string().min(1).optional(),
     // A plain string is the clamd address.
     clamd: z.preprocess(
       (v) => (typeof v === 'string' ? { address: v } : v),
@@ -135,6 +137,7 @@ export const svmConfigSchema = z
     if (c.upload_memory < c.max_file_size) {
       ctx.addIssue({ code: 'custom', path: ['upload_memory'], message: `${c.upload_memory} bytes is less than max_file_size (${c.max_file_size}): the largest files would always be refused as busy; raise upload_memory or lower max_file_size` });
     }
+    if (c.engine === 'yara' && !c.yara_rules) ctx.addIssue({ code: 'custom', path: ['yara_rules'], message: 'engine yara needs its rules: a .yar file or a directory of .yar/.yara files (flag --yara-rules)' });
     const seen = new Map<string, string>();
     c.tokens.forEach((t, i) => {
       const other = seen.get(t.token);
