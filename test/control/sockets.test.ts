@@ -36,15 +36,17 @@ function rawExchange(sock: string, bytes: Buffer | string, ms = 1500): Promise<{
   return new Promise((resolve) => {
     const c = net.connect(sock);
     let buf = '';
-    let closedByServer = false;
-    const t = setTimeout(() => c.destroy(), ms);
+    // Closed by the server: the connection ended before our own timeout destroyed it, whether
+    // the client saw a clean end or (still writing) EPIPE/ECONNRESET — which one depends on timing
+    // and on the Node version.
+    let timedOut = false;
+    const t = setTimeout(() => ((timedOut = true), c.destroy()), ms);
     c.on('connect', () => c.write(bytes));
     c.on('data', (d) => (buf += d.toString()));
-    c.on('end', () => (closedByServer = true));
     c.on('error', () => undefined);
     c.on('close', () => {
       clearTimeout(t);
-      resolve({ lines: buf.split('\n').filter(Boolean).map((l) => JSON.parse(l)), closedByServer });
+      resolve({ lines: buf.split('\n').filter(Boolean).map((l) => JSON.parse(l)), closedByServer: !timedOut });
     });
   });
 }
