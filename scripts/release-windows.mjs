@@ -187,7 +187,7 @@ if (flag('--wine') || flag('--wine-only')) {
 // --- 4. MSI
 const wxs = path.join(root, 'installers/windows/lightagent.wxs');
 function msi(exe, out) {
-  sh('wixl', ['-a', 'x64', '-D', `Version=${pkg.version}`, '-D', `ExePath=${exe}`, '-D', `ConfigPath=${path.join(root, 'installers/windows/agent.yaml')}`, '-o', out, wxs]);
+  sh('wixl', ['-a', 'x64', '-D', `Version=${pkg.version}`, '-D', `ExePath=${path.relative(root, exe)}`, '-o', out, path.relative(root, wxs)]);
 }
 if (!flag('--no-msi') && fs.existsSync(wxs)) {
   if (spawnSync('wixl', ['--version']).status !== 0) {

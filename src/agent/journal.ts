@@ -80,6 +80,7 @@ interface Pending {
 }
 
 async function fsyncDir(dir: string): Promise<void> {
+  if (process.platform === 'win32') return; // a directory cannot be opened for fsync there; NTFS journals renames itself
   const fh = await fsp.open(dir, 'r');
   try {
     await fh.sync();
@@ -225,7 +226,7 @@ export class Journal<V> {
     if (!this.opts.readOnly) {
       await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
       const st = await fsp.stat(dir);
-      if (st.mode & 0o077) this.log.warn('journal directory is open to other users; it should be 0700', { dir, mode: (st.mode & 0o777).toString(8) });
+      if (process.platform !== 'win32' && st.mode & 0o077) this.log.warn('journal directory is open to other users; it should be 0700', { dir, mode: (st.mode & 0o777).toString(8) });
       this.releaseLock = await acquireLock(`${this.file}.lock`, this.opts.lockWaitMs ?? 0);
     }
     try {

@@ -13,6 +13,7 @@ import type { OnAccessHandler } from './on-access.js';
 import { startFanotifyProtection } from './fanotify-protection.js';
 import { localDiskMounts } from '../platform/linux/mounts.js';
 import type { SharedCacheSpec } from '../cache/shared-view.js';
+import { WindowsDirectoryWatcher } from '../platform/windows/directory-watcher.js';
 
 /**
  * The paths to protect: the configured ones, or by default every local disk filesystem. Only
@@ -33,6 +34,19 @@ export async function startProtection(cfg: AgentConfig, forced: 'fanotify' | 'wa
     if (!fs.existsSync(p)) throw new LightagentError('LA_ERR_CONFIG', `protect: ${p} does not exist`, 'create it or remove it from `protect`');
   }
   const exclude = [...cfg.exclude, cfg.state_dir];
+  if (process.platform === 'win32') {
+    // Windows: directory change notifications, scan after write (docs/windows.md)
+    if (forced === 'fanotify') throw new LightagentError('LA_ERR_CONFIG', '--mode fanotify: fanotify is Linux only', 'leave --mode out on Windows (watcher mode)');
+    const w = WindowsDirectoryWatcher.start({
+      paths: cfg.protect,
+      exclude,
+      onWritten: (file) => {
+        void handler.written(file, () => scanner.scanPath(file)).catch((e) => log.error('scan after write failed', { file, ...describeError(e) }));
+      },
+    });
+    log.warn('protection mode: watcher (Windows directory notifications; scan after write, opens are not blocked)', { paths: cfg.protect });
+    return w;
+  }
   if (forced !== 'watcher') {
     try {
       const gate = await startFanotifyProtection(cfg, exclude, handler, scanner, sharedCache);

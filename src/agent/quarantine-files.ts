@@ -64,6 +64,7 @@ export async function copyXor(srcFd: number, dst: fsp.FileHandle, plaintext: 'in
 }
 
 export async function fsyncDir(dir: string): Promise<void> {
+  if (process.platform === 'win32') return; // a directory cannot be opened for fsync there; NTFS journals renames itself
   const fh = await fsp.open(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   try {
     await fh.sync();

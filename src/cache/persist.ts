@@ -107,6 +107,7 @@ export async function writeCacheFile(file: string, src: PersistSource): Promise<
     fs.rmSync(tmp, { force: true });
     throw new CacheFileError(file, (e as Error).message, { cause: e });
   }
+  if (process.platform === 'win32') return; // no directory fsync there (NTFS journals the rename)
   const dfd = fs.openSync(dir, 'r');
   try {
     fs.fsyncSync(dfd);

@@ -31,6 +31,7 @@ const commands: Record<string, () => Promise<Command>> = {
   events: async () => (await import('./commands/events.js')).eventsCommand,
   tray: async () => (await import('./commands/tray.js')).trayCommand,
   demo: async () => (await import('./commands/demo.js')).demoCommand,
+  service: async () => (await import('../agent/windows/service-command.js')).serviceCommand,
   version: async () => async () => {
     out(AGENT_VERSION);
     return 0;
