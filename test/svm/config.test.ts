@@ -67,7 +67,7 @@ describe('SVM config', () => {
   });
 
   it('reports every problem at once with its key path', () => {
-    const f = file('bad.yaml', 'listen: nowhere\ntokens: [short]\nmax_chunk: 10 MiB\nupload_timeout: soon\nengine: yara\ncolour: blue\n');
+    const f = file('bad.yaml', 'listen: nowhere\ntokens: [short]\nmax_chunk: 10 MiB\nupload_timeout: soon\nengine: sophos\ncolour: blue\n');
     const list = issues(() => loadSvmConfig({ file: f, env: {} }));
     for (const key of ['listen', 'tokens.0.token', 'max_chunk', 'upload_timeout', 'engine']) assert.ok(list.some((i) => i.startsWith(`${key}:`)), `${key} in ${list.join(' | ')}`);
     assert.ok(list.some((i) => i.includes('colour')), 'unknown keys are named');

@@ -1,8 +1,10 @@
 /**
  * The yara engine: YARA rules judged in this process by YARA-X, through the optional npm package
  * @litko/yara-x (a prebuilt napi binding). The package is loaded with a dynamic import only when
- * this engine is chosen, so nothing else (agent, other engines, the single binary) ever loads it;
- * when it is missing, create() fails with LA_ERR_ENGINE_UNAVAILABLE saying how to install it.
+ * this engine is chosen, so nothing else (agent, other engines) ever loads it; when it is
+ * missing, create() fails with LA_ERR_ENGINE_UNAVAILABLE saying how to install it. The single
+ * binary does not carry it: there it is looked up from the executable's directory upwards
+ * (DIR/node_modules/@litko/yara-x), not from the path the binary was built at.
  *
  * - Rules: one .yar/.yara file, or a directory whose .yar/.yara files (not recursive, hidden files
  *   skipped, sorted by name) are compiled together into one rule set. `include` is disabled (it
@@ -27,7 +29,9 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { ConfigError, LightagentError } from '../../errors.js';
 import { logger } from '../../log.js';
 import { EngineError, EngineLimitError, type EngineResult, type ScanEngine } from './engine.js';
@@ -102,24 +106,29 @@ interface Loaded {
   rules: number;
 }
 
+/**
+ * Where the package is looked up: from this module (npm install), or in the single binary from
+ * the executable's directory upwards (its node_modules), never from the path it was built at.
+ */
+function yaraRequire(): NodeJS.Require {
+  let sea = false;
+  try {
+    const m = (process as unknown as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule?.('node:sea') as { isSea?: () => boolean } | undefined;
+    sea = m?.isSea?.() === true;
+  } catch {
+    // Node 20: no getBuiltinModule, and no single binary either.
+  }
+  return createRequire(sea ? path.join(path.dirname(process.execPath), 'lightagent-yara-lookup.js') : import.meta.url);
+}
+
 let versionCache: string | undefined;
 function packageVersion(): string {
   if (versionCache !== undefined) return versionCache;
   versionCache = 'unknown';
   try {
-    // Resolved through Node's own lookup, the same one the import used.
-    const main = import.meta.resolve(YARA_PACKAGE);
-    let dir = path.dirname(new URL(main).pathname);
-    for (let i = 0; i < 3; i++, dir = path.dirname(dir)) {
-      const pj = path.join(dir, 'package.json');
-      if (fs.existsSync(pj)) {
-        const doc = JSON.parse(fs.readFileSync(pj, 'utf8')) as { name?: string; version?: string };
-        if (doc.name === YARA_PACKAGE && typeof doc.version === 'string') {
-          versionCache = doc.version;
-          break;
-        }
-      }
-    }
+    const pj = yaraRequire().resolve(`${YARA_PACKAGE}/package.json`);
+    const doc = JSON.parse(fs.readFileSync(pj, 'utf8')) as { name?: string; version?: string };
+    if (doc.name === YARA_PACKAGE && typeof doc.version === 'string') versionCache = doc.version;
   } catch {
     // The version only salts the generation.
   }
@@ -130,12 +139,12 @@ function packageVersion(): string {
 export async function loadYaraModule(): Promise<YaraModule> {
   let mod: Record<string, unknown>;
   try {
-    mod = (await import(YARA_PACKAGE)) as Record<string, unknown>;
+    mod = (await import(pathToFileURL(yaraRequire().resolve(YARA_PACKAGE)).href)) as Record<string, unknown>;
   } catch (e) {
     const detail = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
     throw new EngineUnavailableError(
       `engine yara needs the npm package ${YARA_PACKAGE} (YARA-X), which cannot be loaded here (${detail})`,
-      `install it next to lightagent (npm install ${YARA_PACKAGE}; it is an optional dependency with a prebuilt linux-x64 binding), or run the SVM from the npm package: the single binary does not carry it; or choose engine builtin or clamav`,
+      `install it (an optional dependency with a prebuilt linux-x64 binding): npm install ${YARA_PACKAGE} where lightagent's npm package is installed, or for the single binary, which does not carry it: npm install --prefix <the binary's directory> ${YARA_PACKAGE}; or choose engine builtin or clamav`,
       { cause: e },
     );
   }
