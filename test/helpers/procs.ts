@@ -9,6 +9,13 @@ import path from 'node:path';
 
 export const CLI = new URL('../../src/cli/lightagent.js', import.meta.url).pathname;
 export const SVM_CLI = new URL('../../src/cli/lightagent-svm.js', import.meta.url).pathname;
+
+/** With LIGHTAGENT_TEST_BINARY=dist/lightagent-linux-x64, `node CLI ...` / `node SVM_CLI ...` run the single executable instead. */
+function viaBinary(cmd: string, args: string[]): [string, string[]] {
+  const bin = process.env.LIGHTAGENT_TEST_BINARY;
+  if (!bin || cmd !== process.execPath || (args[0] !== CLI && args[0] !== SVM_CLI)) return [cmd, args];
+  return [bin, args[0] === SVM_CLI ? ['svm', ...args.slice(1)] : args.slice(1)];
+}
 export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
 
 export const isRoot = process.getuid?.() === 0;
@@ -38,7 +45,7 @@ export interface Proc {
 
 /** Spawn `node script args`, kill it after `watchdogMs` whatever happens. */
 export function spawnNode(script: string, args: string[], opts: { env?: NodeJS.ProcessEnv; watchdogMs?: number } = {}): Proc {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  const child = spawn(...viaBinary(process.execPath, [script, ...args]), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
   children.add(child);
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -128,7 +135,7 @@ export function scratchMount(prefix = 'la-mnt-'): { dir: string; unmount: () => 
 /** Run a command with a hard timeout; never hangs the test. */
 export function run(cmd: string, args: string[], timeoutMs = 10_000): { status: number | null; stdout: string; stderr: string; ms: number } {
   const t0 = performance.now();
-  const r = spawnSync(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL' });
+  const r = spawnSync(...viaBinary(cmd, args), { timeout: timeoutMs, killSignal: 'SIGKILL' });
   return { status: r.status, stdout: r.stdout?.toString() ?? '', stderr: r.stderr?.toString() ?? '', ms: performance.now() - t0 };
 }
 
