@@ -28,6 +28,7 @@ import { StepRunner, type Step } from './steps.js';
 import { svmLinkFor } from './svm-connection.js';
 import { acquireLock } from './lock-file.js';
 import { AGENT_VERSION } from './identity.js';
+import { hostInfo } from '../platform/host-info.js';
 import { ProtectionState, type ProtectionSnapshot } from './control/protection-state.js';
 import { LocalSockets, socketDirFor } from './control/local-sockets.js';
 
@@ -54,6 +55,8 @@ const RELOADABLE = ['protect', 'exclude', 'deadline', 'on_svm_unavailable', 'max
 
 export interface DaemonStatus {
   version: string;
+  /** src/platform/host-info.ts: kvm, qemu, vmware, hyper-v, xen...; absent on bare metal. */
+  hypervisor?: string | undefined;
   pid: number;
   startedAt: string;
   mode: ProtectionMode;
@@ -94,6 +97,7 @@ export class Daemon {
   private reloadChain: Promise<unknown> = Promise.resolve();
   private reloads = 0;
   private readonly startedAt = new Date().toISOString();
+  private readonly hypervisor = hostInfo().hypervisor;
 
   private constructor(opts: DaemonOptions) {
     this.ctx = { cfg: opts.config, opts, daemon: this };
@@ -133,6 +137,7 @@ export class Daemon {
     const { link, cache, deferred, detections, handler, backend } = this.ctx;
     return {
       version: AGENT_VERSION,
+      hypervisor: this.hypervisor,
       pid: process.pid,
       startedAt: this.startedAt,
       mode: this.mode,

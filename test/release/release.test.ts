@@ -144,6 +144,14 @@ describe('release binary', () => {
       assert.equal(logged, want);
     });
 
+    it('`lightagent status` names the hypervisor too', () => {
+      const r = runBinary(['status', '--json', '--state-dir', state]);
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      assert.equal((JSON.parse(r.stdout) as { hypervisor?: string }).hypervisor, hostInfo().hypervisor);
+      const text = runBinary(['status', '--state-dir', state]);
+      assert.match(text.stdout, new RegExp(`hypervisor ${hostInfo().hypervisor ?? 'none detected'}\\)`));
+    });
+
     it('every worker thread starts from the binary (fanotify gate, process events connector)', () => {
       assert.doesNotMatch(agent.output(), /Cannot find module|MODULE_NOT_FOUND|FALLING BACK/, agent.output().slice(-3000));
     });

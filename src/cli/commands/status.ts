@@ -52,7 +52,7 @@ export function formatStatus(s: Obj): string {
   const det: Obj = s.detections ?? {};
   const state = p.state === 'protected' ? 'protected' : `${String(p.state ?? 'unknown').toUpperCase()}${p.reasons?.length ? ` (${p.reasons.join(', ')})` : ''}`;
   const lines = [
-    `lightagent ${s.version ?? '?'} (pid ${s.pid ?? '?'}, up ${ago(s.startedAt)})`,
+    `lightagent ${s.version ?? '?'} (pid ${s.pid ?? '?'}, up ${ago(s.startedAt)}, hypervisor ${s.hypervisor ?? 'none detected'})`,
     `protection:  ${state}, mode ${s.mode ?? 'off'}${s.mode === 'watcher' ? ' (scan after write; opens are not blocked)' : ''}`,
     `paths:       ${(s.protect ?? []).join(', ') || '-'}${s.exclude?.length ? `; excluded ${s.exclude.join(', ')}` : ''}`,
     `SVM:         ${svm.state ?? '?'} ${svm.url ?? ''}${svm.svmId ? ` (${svm.svmId}, latency ${svm.latencyMs} ms, load ${svm.load})` : ''}`,
