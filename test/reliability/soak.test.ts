@@ -40,13 +40,14 @@ describe('soak', { skip }, () => {
       const load = spawnNode(new URL('./fixtures/soak-load.js', import.meta.url).pathname, [mnt.dir, String(seconds)], { watchdogMs: (seconds + 120) * 1000 });
       const sampler = setInterval(() => samples.push({ s: Math.round((Date.now() - t0) / 1000), rss: rssMiB(agent.pid) }), 10_000);
       const restartEvery = Math.max(20_000, (seconds * 1000) / 5);
+      let restarting: Promise<void> = Promise.resolve();
       const restarter = setInterval(() => {
-        void (async () => {
+        restarting = restarting.then(async () => {
           await svm.stop('SIGKILL');
           await new Promise((r) => setTimeout(r, 1000));
           svm = await restartSvmProcess(port);
           restarts++;
-        })();
+        });
       }, restartEvery);
       let summary: { summary: Record<string, number>; eicarFiles: string[] };
       try {
@@ -55,6 +56,7 @@ describe('soak', { skip }, () => {
       } finally {
         clearInterval(restarter);
         clearInterval(sampler);
+        await restarting; // a restart in flight finishes before the SVM is looked at again
       }
       await new Promise((r) => setTimeout(r, 1500));
       if (svm.child.exitCode !== null || svm.child.signalCode !== null) svm = await restartSvmProcess(port);
