@@ -30,7 +30,7 @@ Options:
   --token-file F       a YAML/JSON list of tokens like the config's tokens (with tenant and
                        expires); re-read on SIGHUP (config token_file)
   --engine E           builtin (signatures in this process) | clamav (a running clamd) |
-                       yara (YARA rules, YARA-X in this process; needs npm @litko/yara-x)
+                       yara (YARA rules, YARA-X in this process; needs npm @litko/yara-x-linux-x64-gnu)
   --yara-rules PATH    a .yar file or a directory of .yar/.yara files (engine yara; config
                        yara_rules; reloaded on SIGHUP, a rule error keeps the previous rules)
   --clamd ADDR         clamd's socket path or tcp://HOST:PORT (engine clamav; config

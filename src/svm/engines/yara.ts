@@ -31,7 +31,6 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { ConfigError, LightagentError } from '../../errors.js';
 import { logger } from '../../log.js';
 import { EngineError, EngineLimitError, type EngineResult, type ScanEngine } from './engine.js';
@@ -61,7 +60,12 @@ export interface YaraModule {
   validate(source: string, options?: YaraCompilerOptions): { warnings: YaraCompileIssue[]; errors: YaraCompileIssue[] };
 }
 
-export const YARA_PACKAGE = '@litko/yara-x';
+/**
+ * The prebuilt YARA-X binding itself (its `main` is the .node file). Its wrapper package
+ * `@litko/yara-x` is not used: it lists optional darwin bindings that the registry does not have,
+ * which makes `npm ci` refuse the lock file.
+ */
+export const YARA_PACKAGE = '@litko/yara-x-linux-x64-gnu';
 
 /** The engine's library is not installed (or cannot load on this platform). */
 export class EngineUnavailableError extends LightagentError {
@@ -139,7 +143,8 @@ function packageVersion(): string {
 export async function loadYaraModule(): Promise<YaraModule> {
   let mod: Record<string, unknown>;
   try {
-    mod = (await import(pathToFileURL(yaraRequire().resolve(YARA_PACKAGE)).href)) as Record<string, unknown>;
+    // A .node module: loaded with require (ESM import cannot load native addons).
+    mod = yaraRequire()(YARA_PACKAGE) as Record<string, unknown>;
   } catch (e) {
     const detail = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
     throw new EngineUnavailableError(
