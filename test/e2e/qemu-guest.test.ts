@@ -155,6 +155,7 @@ rc=$?
 say "firstboot rc=$rc in $(awk -v t0="$t0" '{ printf "%.1f", $1 - t0 }' /proc/uptime) s (uptime $(cut -d' ' -f1 /proc/uptime))"
 sed 's/^/E2E-FIRSTBOOT: /' /lightagent-e2e/firstboot.log
 i=0
+grep -q 'lightagent-install: ok' /lightagent-e2e/firstboot.log || i=300 # the install failed: no agent to wait for
 while ! grep -q '"message":"protecting"' /var/log/lightagent/agent.log 2>/dev/null && [ $i -lt 300 ]; do sleep 1; i=$((i + 1)); done
 say "agent protecting after $i s (uptime $(cut -d' ' -f1 /proc/uptime))"
 err=$(cat /srv/eicar.com 2>&1 >/dev/null); rc=$?
@@ -190,14 +191,18 @@ describe('agent in a QEMU guest (TCG)', { skip: skipReason() }, () => {
     const k = kernel()!;
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-e2e-'));
     const certs = pki(work);
+    // A copy: a rebuild of dist/ while the guest downloads would change its checksum.
+    const binary = path.join(work, 'lightagent-linux-x64');
+    fs.copyFileSync(BINARY, binary);
+    fs.chmodSync(binary, 0o755);
 
     svm = await (async () => {
-      const p = spawnBinary(['svm', '--listen', '127.0.0.1:0', '--token', TOKEN, '--tls-cert', certs.cert, '--tls-key', certs.key, '--json'], { watchdogMs: TIMEOUT_S * 1000 });
+      const p = spawnBinary(['svm', '--listen', '127.0.0.1:0', '--token', TOKEN, '--tls-cert', certs.cert, '--tls-key', certs.key, '--json'], { watchdogMs: TIMEOUT_S * 1000, file: binary });
       const m = await waitFor(p, /"url"\s*:\s*"(wss:\/\/[^"]+)"/);
       return { ...p, url: m[1]! };
     })();
     server = http.createServer((req, res) => {
-      const files: Record<string, string> = { '/lightagent/install.sh': path.join(ROOT, 'installers/linux/install.sh'), '/lightagent/lightagent-linux-x64': BINARY };
+      const files: Record<string, string> = { '/lightagent/install.sh': path.join(ROOT, 'installers/linux/install.sh'), '/lightagent/lightagent-linux-x64': binary };
       const f = files[req.url ?? ''];
       if (!f) return void res.writeHead(404).end();
       res.writeHead(200, { 'content-length': fs.statSync(f).size });
@@ -216,7 +221,7 @@ describe('agent in a QEMU guest (TCG)', { skip: skipReason() }, () => {
       fs.copyFileSync(path.join(k.modules, rel), path.join(e2e, `${m}.ko`));
     }
     fs.writeFileSync(path.join(e2e, 'init'), GUEST_INIT, { mode: 0o755 });
-    const sha = crypto.createHash('sha256').update(fs.readFileSync(BINARY)).digest('hex');
+    const sha = crypto.createHash('sha256').update(fs.readFileSync(binary)).digest('hex');
     fs.writeFileSync(path.join(e2e, 'firstboot.sh'), firstBootScript({ svmUrl: `wss://${GUEST_SVM}:7443`, repo: `http://${GUEST_SVM}:8080`, token: TOKEN, caPem: fs.readFileSync(certs.ca, 'utf8'), sha256: sha }), { mode: 0o700 });
     fs.mkdirSync(path.join(tree, 'srv'), { recursive: true });
     fs.writeFileSync(path.join(tree, 'srv/eicar.com'), EICAR);
