@@ -203,9 +203,10 @@ export function cpuTicks(pid: number): number {
   }
 }
 
-export function rssKb(pid: number): number {
+/** VmRSS (or another kB field of /proc/PID/status, e.g. RssAnon) of a process; NaN when gone. */
+export function rssKb(pid: number, field = 'VmRSS'): number {
   try {
-    const m = /^VmRSS:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'latin1'));
+    const m = new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'latin1'));
     return m ? Number(m[1]) : NaN;
   } catch {
     return NaN;

@@ -127,17 +127,20 @@ export function markdown(l: Latest): string {
     for (const r of ol.rows) L.push(`| ${r.variant} | ${r.p50} | ${r.p99} | ${r.p999} | ${r.addedP50} | ${r.addedP99} | ${r.addedP999} |`);
     L.push('', `Events per warm open: ${ol.eventsPerWarmOpen} (${ol.warmEvents} for ${ol.files} opens). Bytes uploaded: first guest ${ol.uploadBytes.firstGuest}, second guest ${ol.uploadBytes.secondGuest} (of ${ol.uploadBytes.totalBytes} in the files). First guest's counters after its pass: ${JSON.stringify(ol.firstGuestCounts)}; its deferred queue after a restart: ${ol.firstGuestDeferred.left} left after ${ol.firstGuestDeferred.drainMs} ms.`);
   } else L.push(`not run: ${(ol as { notRun: string } | undefined)?.notRun ?? 'skipped'}`);
+  const firsts = (l.series.lightagent?.samples ?? []).filter((s) => s.workload === 'read_first' && s.agent);
+  if (firsts.length)
+    L.push('', `lightagent read_first, per rep: opens answered without a verdict (SVM busy or rate limited: allowed, queued, scanned later) ${firsts.map((s) => s.agent!.unavailable).join(', ')} of ${l.tree?.files ?? '?'} files; queue drained after the run in ${firsts.map((s) => (s.agent!.queued ? `${s.agent!.drainMs} ms` : '-')).join(', ')} (untimed).`);
   const ev = l.micro.eventsPerWarmOpenWorkload;
   if (ev) L.push('', `Workload tree, last read_warm rep: ${ev.events} permission events for ${ev.opens} file opens (${ev.perOpen} per open; empty files get no ignore mark).`);
   L.push('', '## Resources', '');
   const r = l.micro.resources ?? {};
-  L.push('| process | RSS idle after start | RSS after the workloads | idle CPU | CPU s over all timed runs (variant total) | peak RSS under load (variant total) |', '|---|---|---|---|---|---|');
+  L.push('| process | RSS idle after start (anonymous) | RSS after the workloads | idle CPU | CPU s over all timed runs (variant total) | peak RSS under load (variant total) |', '|---|---|---|---|---|---|');
   for (const v of ['lightagent', 'clamonacc']) {
     const x = r[v] as Record<string, any> | undefined;
     if (!x) continue;
     for (const [p, y] of Object.entries(x)) {
       if (typeof y !== 'object' || Array.isArray(y)) continue;
-      L.push(`| ${v}: ${p} | ${mb(y.idleRssKbAfterStart)} | ${mb(y.rssKbAfterLoad)} | ${f2(y.idleCpuPct)}% over ${x.idleWindowS} s | ${f2(x.cpuSUnderLoad)} | ${mb(x.peakRssKbUnderLoad)} |`);
+      L.push(`| ${v}: ${p} | ${mb(y.idleRssKbAfterStart)} (${mb(y.idleAnonKbAfterStart)}) | ${mb(y.rssKbAfterLoad)} | ${f2(y.idleCpuPct)}% over ${x.idleWindowS} s | ${f2(x.cpuSUnderLoad)} | ${mb(x.peakRssKbUnderLoad)} |`);
     }
   }
   const svm = l.micro.svm;

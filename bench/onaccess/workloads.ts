@@ -102,6 +102,12 @@ export interface Sample {
   scannerCpuS: number;
   /** ms the variant's processes needed after the run to go idle (background scans). */
   settleMs: number;
+  /**
+   * lightagent: opens answered without a verdict so far (SVM busy, rate limited, deadline: allowed
+   * and queued), files in the deferred queue after the run, and how long the queue took to drain
+   * (waited for, untimed, so that the next run does not pay for it).
+   */
+  agent?: { unavailable: number; deadline: number; queued: number; drainMs: number };
 }
 
 export interface WorkloadsResult {
@@ -206,6 +212,7 @@ async function main(): Promise<void> {
   const wanted = (args.variants?.split(',') ?? [...VARIANTS]) as VariantName[];
 
   fs.mkdirSync(BASE, { recursive: true });
+  for (const f of ['agent.log', 'agent.log.svm']) fs.rmSync(path.join(BASE, f), { force: true });
   say(`staging the tree (${profileName}: ${p.tree.join(' ')})`);
   const stageDir = path.join(BASE, 'stage');
   const tree = stage(stageDir, p);
@@ -251,12 +258,26 @@ async function main(): Promise<void> {
       clearInterval(sampler);
     }
     const settleMs = await settle(pids);
+    let agent: Sample['agent'];
+    if (v instanceof LightAgent) {
+      const st = await v.status();
+      const queued = Number(st.deferredQueue ?? 0);
+      const td = performance.now();
+      let left = queued;
+      // The agent drains its queue every 30 s (and on reconnect): wait for it, bounded.
+      while (left > 0 && performance.now() - td < 120_000) {
+        await new Promise((r) => setTimeout(r, 1000));
+        left = Number((await v.status()).deferredQueue ?? 0);
+      }
+      if (queued) await settle(pids);
+      agent = { unavailable: Number(st.counts?.unavailable ?? 0), deadline: Number(st.counts?.deadline ?? 0), queued, drainMs: left ? -1 : Math.round(performance.now() - td) };
+    }
     const scannerCpuS = round((sumTicks(pids) - cpu0) / CLK_TCK);
     if (c.post) await timed(c.post, v.root, p.timeoutS);
-    const s: Sample = { workload: w, variant: v.name, rep, wall: round(r.wall, 3), rc: r.rc, scannerCpuS, settleMs };
+    const s: Sample = { workload: w, variant: v.name, rep, wall: round(r.wall, 3), rc: r.rc, scannerCpuS, settleMs, ...(agent ? { agent } : {}) };
     if (r.rc !== 0) s.err = r.err || `exit ${r.rc}${r.rc === 124 ? ` (timeout ${p.timeoutS} s)` : ''}`;
     samples.push(s);
-    say(`${w} ${v.name} #${rep}: ${r.wall.toFixed(2)} s rc=${r.rc} scanner CPU ${scannerCpuS} s, settle ${settleMs} ms${s.err ? ` ERR ${s.err.slice(0, 200)}` : ''}`);
+    say(`${w} ${v.name} #${rep}: ${r.wall.toFixed(2)} s rc=${r.rc} scanner CPU ${scannerCpuS} s, settle ${settleMs} ms${agent ? `; agent: ${agent.unavailable} opens without verdict so far, ${agent.queued} queued${agent.queued ? `, drained in ${agent.drainMs} ms` : ''}` : ''}${s.err ? ` ERR ${s.err.slice(0, 200)}` : ''}`);
   };
 
   // read_first: every rep restarts each variant with empty caches and a dropped page cache.
@@ -277,7 +298,7 @@ async function main(): Promise<void> {
         }
         if (v.name === 'none' && e.blocked) throw new Error(`EICAR check without any scanner failed: ${e.detail}`);
         await settle(v.pids());
-        resources[v.name] = { idleAfterStartRssKb: v.pids().map((pid) => rssKb(pid)) };
+        resources[v.name] = { idleAfterStartRssKb: v.pids().map((pid) => rssKb(pid)), idleAfterStartAnonKb: v.pids().map((pid) => rssKb(pid, 'RssAnon')) };
         dropCaches();
       }
       await runOne(v, 'read_first', rep);
@@ -318,7 +339,7 @@ async function main(): Promise<void> {
     const names = v instanceof LightAgent ? ['agent', 'svm'] : ['clamd', 'clamonacc'];
     const per: Record<string, unknown> = {};
     v.pids().forEach((pid, i) => {
-      per[names[i]!] = { idleCpuPct: round((((sumTicks([pid]) - idle0[pid]!) / CLK_TCK) * 100) / windowS, 2), rssKbAfterLoad: rssKb(pid), idleRssKbAfterStart: resources[v.name]?.idleAfterStartRssKb?.[i] };
+      per[names[i]!] = { idleCpuPct: round((((sumTicks([pid]) - idle0[pid]!) / CLK_TCK) * 100) / windowS, 2), rssKbAfterLoad: rssKb(pid), idleRssKbAfterStart: resources[v.name]?.idleAfterStartRssKb?.[i], idleAnonKbAfterStart: resources[v.name]?.idleAfterStartAnonKb?.[i] };
     });
     resources[v.name] = { ...per, peakRssKbUnderLoad: peakKb[v.name], idleWindowS: windowS, cpuSUnderLoad: round(samples.filter((s) => s.variant === v.name).reduce((a, s) => a + s.scannerCpuS, 0)) };
   }
