@@ -150,6 +150,9 @@ const seaConfig = {
   disableExperimentalSEAWarning: true,
   useCodeCache: true,
   useSnapshot: false,
+  // The same V8 flags as the `lightagent` bin's shebang: 1 MiB semi-spaces keep the daemon's RSS
+  // ~40 MB lower after bursts of events (docs/architecture.md, Memory). Node 24's SEA applies them.
+  execArgv: ['--max-semi-space-size=1'],
   assets: {
     'koffi.node': koffiNode,
     'workers.json': path.join(seaDir, 'workers.json'),
