@@ -306,7 +306,16 @@ export class Quarantine {
     }
   }
 
-  private async withIndex<T>(fn: (index: Journal<QuarantineRecord>) => Promise<T>): Promise<T> {
+  /** This process's index operations, one at a time in order: the lock file cannot tell them apart. */
+  private indexQueue: Promise<unknown> = Promise.resolve();
+
+  private withIndex<T>(fn: (index: Journal<QuarantineRecord>) => Promise<T>): Promise<T> {
+    const run = this.indexQueue.then(() => this.withIndexNow(fn));
+    this.indexQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async withIndexNow<T>(fn: (index: Journal<QuarantineRecord>) => Promise<T>): Promise<T> {
     await this.ensureDirs();
     const index = await Journal.open<QuarantineRecord>(this.indexFile, { lockWaitMs: this.o.lockWaitMs ?? 10_000, validate: isRecord });
     try {
