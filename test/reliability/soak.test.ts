@@ -32,7 +32,8 @@ describe('soak', { skip }, () => {
     const port = svm.port;
     const mnt = scratchMount('la-soak-');
     const stateDir = fs.mkdtempSync('/tmp/la-soak-state-');
-    const agent = await startAgent(svm.url, mnt.dir, stateDir, ['--deadline', '1s', '--log-file', path.join(stateDir, '..', `la-soak-${process.pid}.log`)], (seconds + 240) * 1000);
+    const logFile = path.join(stateDir, '..', `la-soak-${process.pid}.log`);
+    const agent = await startAgent(svm.url, mnt.dir, stateDir, ['--deadline', '1s', '--log-file', logFile], (seconds + 240) * 1000);
     const samples: Array<{ s: number; rss: number }> = [];
     const t0 = Date.now();
     let restarts = 0;
@@ -62,7 +63,10 @@ describe('soak', { skip }, () => {
       if (svm.child.exitCode !== null || svm.child.signalCode !== null) svm = await restartSvmProcess(port);
       const st = summary.summary;
       // Every EICAR file written during the run is quarantined once an SVM is there.
-      await eventually(() => summary.eicarFiles.every((f) => !fs.existsSync(f)), 120_000, 'every EICAR file to be quarantined');
+      await eventually(() => summary.eicarFiles.every((f) => !fs.existsSync(f)), 120_000, 'every EICAR file to be quarantined').catch((e: Error) => {
+        const left = summary.eicarFiles.filter((f) => fs.existsSync(f));
+        throw new Error(`${e.message}: ${left.length} of ${summary.eicarFiles.length} still in place (${left.slice(0, 3).join(', ')}); see the agent log ${logFile}`);
+      });
       const q = new Set(quarantined(stateDir).map((r) => r.originalPath));
       const lost = summary.eicarFiles.filter((f) => !q.has(f));
 
@@ -82,6 +86,7 @@ describe('soak', { skip }, () => {
       assert.equal(lost.length, 0, `EICAR files not in quarantine: ${lost.join(', ')}`);
       assert.ok(late - early < Math.max(32, early * 0.25), `RSS grew from ${early.toFixed(0)} to ${late.toFixed(0)} MiB`);
       assert.equal(agent.child.exitCode, null, 'agent still running');
+      fs.rmSync(logFile, { force: true }); // kept when the soak fails
     } finally {
       await agent.stop();
       await svm.stop();
