@@ -147,7 +147,7 @@ export class FileScanner {
     const cache = this.opts.cache;
     // A stale clean identity hit already knows the SHA-256: re-check by lookup, no read at all.
     if (staleHit) {
-      const v = await this.opts.link.lookup(staleHit.sha256, size);
+      const v = await this.backingOff(() => this.opts.link.lookup(staleHit.sha256, size), this.opts.deadlineMs);
       if (v.verdict === 'clean' || v.verdict === 'infected') {
         cache?.refreshIdentity(st, v.verdict, v.threat);
         return this.finish(path, st, size, undefined, staleHit.sha256, v, 'svm-cache', 0, 0);
@@ -164,7 +164,7 @@ export class FileScanner {
       }
     }
     const sha256 = content ? crypto.createHash('sha256').update(content).digest('hex') : this.sha256Fd(fd, size);
-    const looked = await this.opts.link.lookup(sha256, size);
+    const looked = await this.backingOff(() => this.opts.link.lookup(sha256, size), this.opts.deadlineMs);
     if (looked.verdict === 'clean' || looked.verdict === 'infected') return this.finish(path, st, size, fp, sha256, looked, 'svm-cache', 0, size);
     if (looked.verdict === 'error') throw new ScanFailedError(looked.code ?? 'LA_ERR_SCAN', looked.message ?? 'the SVM could not answer the lookup');
 
@@ -176,12 +176,7 @@ export class FileScanner {
           return n === len ? out : out.subarray(0, n);
         };
     const uploadDeadline = this.opts.deadlineMs + Math.ceil((size / this.opts.minUploadRate) * 1000);
-    let scanned: VerdictMsg | undefined;
-    for (let attempt = 0; attempt < 4; attempt++) {
-      scanned = await this.opts.link.scan(size, read, uploadDeadline, path);
-      if (!(scanned.verdict === 'error' && scanned.code === 'LA_ERR_BUSY')) break;
-      await new Promise((r) => setTimeout(r, 50 * 2 ** attempt + Math.random() * 50));
-    }
+    const scanned: VerdictMsg | undefined = await this.backingOff(() => this.opts.link.scan(size, read, uploadDeadline, path), uploadDeadline);
     if (!scanned || scanned.verdict === 'error' || scanned.verdict === 'unknown') {
       throw new ScanFailedError(scanned?.code ?? 'LA_ERR_SCAN', scanned?.message ?? 'the SVM could not scan the file');
     }
@@ -190,6 +185,22 @@ export class FileScanner {
       throw new LightagentError('LA_ERR_FILE_CHANGED', 'the file changed while it was scanned', 'it will be scanned again at its next change');
     }
     return this.finish(path, st, size, fp, sha256, scanned, 'svm-scan', size, content ? size : size * 3);
+  }
+
+  /**
+   * Ask again, after a jittered exponential pause, while the SVM answers "busy" or "over your
+   * request rate" (LA_ERR_BUSY, LA_ERR_RATE_LIMITED), for at most `budgetMs` in all: a burst of
+   * first opens must be slowed down by the SVM, not turned into files allowed unscanned.
+   */
+  private async backingOff(ask: () => Promise<VerdictMsg>, budgetMs: number): Promise<VerdictMsg> {
+    const end = performance.now() + budgetMs;
+    for (let attempt = 0; ; attempt++) {
+      const v = await ask();
+      if (!(v.verdict === 'error' && (v.code === 'LA_ERR_BUSY' || v.code === 'LA_ERR_RATE_LIMITED'))) return v;
+      const pause = Math.min(1000, 20 * 2 ** attempt) * (0.5 + Math.random());
+      if (performance.now() + pause >= end) return v;
+      await new Promise((r) => setTimeout(r, pause));
+    }
   }
 
   private finish(path: string, st: fs.BigIntStats, size: number, fp: bigint | undefined, sha256: string, v: VerdictMsg, source: VerdictSource, uploaded: number, read: number): ScanResult {

@@ -8,7 +8,8 @@
  *                                   # wss://; with client_ca, mutual TLS (agents need a certificate signed by it)
  *   tokens: [secret-token, {tenant: acme, token: other-secret, expires: 2026-12-31}]
  *   token_file: /etc/lightagent/svm-tokens.yaml   # a YAML/JSON list like `tokens`, re-read on SIGHUP
- *   rate_limit: {per_second: 500, burst: 1000}    # per agent: lookups + scans; over it: LA_ERR_RATE_LIMITED
+ *   rate_limit: {per_second: 5000, burst: 20000}  # per agent: lookups + scans; over it: LA_ERR_RATE_LIMITED
+ *                                    # (one guest reading a tree cold asks ~2 per file; the agent backs off and retries)
  *   scan_concurrency: 8              # engine scans at once, all agents; waiting scans are served round-robin by agent
  *   agent_queue: 16                  # per agent: scans waiting for the engine; more: LA_ERR_RATE_LIMITED
  *   engine: builtin                 # or clamav: a running clamd judges the files; or yara: YARA-X in this process
@@ -70,11 +71,11 @@ export const svmConfigSchema = z
     token_file: z.string().min(1).optional(),
     rate_limit: z
       .object({
-        per_second: z.number().min(1).max(1_000_000).default(500),
-        burst: z.number().int().min(1).max(10_000_000).default(1000),
+        per_second: z.number().min(1).max(1_000_000).default(5000),
+        burst: z.number().int().min(1).max(10_000_000).default(20_000),
       })
       .strict()
-      .default({ per_second: 500, burst: 1000 }),
+      .default({ per_second: 5000, burst: 20_000 }),
     scan_concurrency: z.number().int().min(1).max(1024).default(8),
     agent_queue: z.number().int().min(0).max(100_000).default(16),
     engine: z.enum(['builtin', 'clamav', 'yara']).default('builtin'),

@@ -81,7 +81,7 @@ export const SVM_DEFAULTS = {
   uploadMemory: 512 * 1024 * 1024,
   reportIntervalMs: 2_000,
   closeGraceMs: 2_000,
-  rateLimit: { perSecond: 500, burst: 1000 },
+  rateLimit: { perSecond: 5000, burst: 20_000 },
   scanConcurrency: 8,
   agentQueue: 16,
 } as const;

@@ -57,4 +57,45 @@ describe('FileScanner', () => {
     assert.equal(hit.source, 'cache-identity');
     fs.closeSync(fd);
   });
+
+  it('backs off and asks again while the SVM answers over-rate or busy, within the deadline; then gives up with that error', async () => {
+    let lookups = 0;
+    let refuseLookups = 3;
+    let refuseScans = 2;
+    const parts = new Map<number, Buffer[]>();
+    const svm = await scriptedSvm((ws, m) => {
+      if (m.t === 'lookup') {
+        lookups++;
+        if (refuseLookups-- > 0) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'error', code: 'LA_ERR_RATE_LIMITED', message: 'over 500 requests per second' }));
+        else ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'unknown' }));
+      }
+      if (m.t === 'chunk') {
+        parts.set(m.id, [...(parts.get(m.id) ?? []), m.payload]);
+        if (!m.last) return;
+        if (refuseScans-- > 0) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'error', code: 'LA_ERR_BUSY', message: 'busy' }));
+        else ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean', sha256: crypto.createHash('sha256').update(Buffer.concat(parts.get(m.id)!)).digest('hex') }));
+      }
+    });
+    cleanups.push(svm.close);
+    const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'rate-test', host: 'h', os: 'linux', agentVersion: '0' });
+    cleanups.push(() => link.close());
+    const scanner = new FileScanner({ link, maxFileSize: 1 << 20, deadlineMs: 2000 });
+    const f = path.join(dir, 'rate.txt');
+    fs.writeFileSync(f, 'rate limited at first');
+    const r = await scanner.scanPath(f);
+    assert.equal(r.outcome, 'clean', JSON.stringify(r));
+    assert.equal(r.source, 'svm-scan');
+    assert.equal(lookups, 4, 'three refused lookups, then one answered');
+
+    refuseLookups = Number.MAX_SAFE_INTEGER; // never lets up: the deadline ends the retries
+    const short = new FileScanner({ link, maxFileSize: 1 << 20, deadlineMs: 300 });
+    const t0 = performance.now();
+    const g = path.join(dir, 'rate2.txt');
+    fs.writeFileSync(g, 'always over the rate');
+    const e = await short.scanPath(g);
+    const ms = performance.now() - t0;
+    assert.equal(e.outcome, 'error');
+    assert.equal(e.error?.code, 'LA_ERR_RATE_LIMITED');
+    assert.ok(ms < 1000, `gave up within about the deadline: ${ms.toFixed(0)} ms`);
+  });
 });
