@@ -137,21 +137,30 @@ function fstat(fd: number): fs.BigIntStats | undefined {
 }
 
 /**
+ * Add an ignore mark, then fstat again: false (mark taken back) if the file changed in between,
+ * so a mark never covers content other than what was judged. The kernel drops it at the first
+ * modification after that.
+ */
+function markUnchanged(fd: number, st: fs.BigIntStats): boolean {
+  if (!addIgnoreMark(fan, fd, IGNORE)) return true; // no mark (the group is closing): the answer stands
+  const after = fstat(fd);
+  if (!after || after.mtimeNs !== st.mtimeNs || after.ctimeNs !== st.ctimeNs || after.size !== st.size) {
+    removeIgnoreMark(fan, fd, IGNORE);
+    Atomics.add(counters, C.marksDropped, 1);
+    return false;
+  }
+  Atomics.add(counters, C.ignoreMarks, 1);
+  return true;
+}
+
+/**
  * A clean verdict of the current generation for exactly this identity, straight from the shared
  * cache: allow with an ignore mark, as the main thread would, without the thread hop. If the
  * file changed between the fstat and the mark, the mark is taken back and the main thread decides.
  */
 function answeredFromCache(fd: number, st: fs.BigIntStats): boolean {
   if (!cacheView || !st.isFile() || !cacheView.isKnownClean(st)) return false;
-  if (addIgnoreMark(fan, fd, IGNORE)) {
-    const after = fstat(fd);
-    if (!after || after.mtimeNs !== st.mtimeNs || after.ctimeNs !== st.ctimeNs || after.size !== st.size) {
-      removeIgnoreMark(fan, fd, IGNORE);
-      Atomics.add(counters, C.marksDropped, 1);
-      return false;
-    }
-    Atomics.add(counters, C.ignoreMarks, 1);
-  }
+  if (!markUnchanged(fd, st)) return false;
   Atomics.add(counters, C.workerHits, 1);
   respond(fd, true);
   closeFd(fd);
@@ -211,8 +220,10 @@ function permissionEvent(ev: FanEvent, batch: PostedEvent[], readAt: number): vo
   if (st && answeredFromCache(ev.fd, st)) return;
   if (st?.isFile() && st.size === 0n) {
     // Zero bytes cannot carry a threat. This is mostly a file being created (O_CREAT), whose
-    // content is judged at close-write: answered here, without a kernel mark.
+    // content is judged at close-write. Marked like a clean file (the first write drops the
+    // mark), so warm opens of empty files raise no event either.
     Atomics.add(counters, C.empty, 1);
+    markUnchanged(ev.fd, st);
     respond(ev.fd, true);
     closeFd(ev.fd);
     return;
