@@ -66,8 +66,22 @@ export interface OnAccessOptions {
   processes?: ProcessHooks | undefined;
 }
 
+/** The errno behind an error or its cause chain. */
+function causeCode(e: unknown): string | undefined {
+  for (let c: unknown = e, i = 0; c && i < 5; c = (c as { cause?: unknown }).cause, i++) {
+    const code = (c as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && !code.startsWith('LA_')) return code;
+  }
+  return undefined;
+}
+
+/** How long a quarantined path is remembered, so a second detection of it shares the move. */
+const QUARANTINE_MEMORY_MS = 10_000;
+
 export class OnAccessHandler {
   private readonly log = logger('on-access');
+  private readonly quarantining = new Map<string, Promise<string>>();
+  private readonly recentlyQuarantined = new Map<string, { id: string; sha256: string | undefined; until: number }>();
   readonly counts = { decisions: 0, allowed: 0, denied: 0, deadline: 0, unavailable: 0, tooLarge: 0, written: 0, detections: 0 };
 
   constructor(private readonly o: OnAccessOptions) {}
@@ -157,6 +171,32 @@ export class OnAccessHandler {
     if (r.outcome === 'infected') void this.act(ev.path, r, 'quarantined', ev.pid, ev.kind === 'exec' && this.o.onSvmUnavailable === 'allow' ? 'runs' : undefined);
   }
 
+  /**
+   * One quarantine per file: a denied open and the close-write scan of the same new file both
+   * find it infected at about the same time. A move in flight is shared; a file already moved
+   * (ENOENT) whose path and content were quarantined in the last QUARANTINE_MEMORY_MS is that
+   * same move, not an error. Anything else (a new infected file at the same path) is moved anew.
+   */
+  private async quarantineOnce(path: string, r: ScanResult): Promise<string> {
+    const inFlight = this.quarantining.get(path);
+    if (inFlight) return inFlight;
+    const done = this.o.quarantine.put(path, { threat: r.threat ?? 'Unknown-Threat', sha256: r.sha256 });
+    this.quarantining.set(path, done);
+    try {
+      const id = await done;
+      const now = Date.now();
+      if (this.recentlyQuarantined.size >= 1024) for (const [k, v] of this.recentlyQuarantined) if (v.until <= now || this.recentlyQuarantined.size >= 1024) this.recentlyQuarantined.delete(k);
+      this.recentlyQuarantined.set(path, { id, sha256: r.sha256, until: now + QUARANTINE_MEMORY_MS });
+      return id;
+    } catch (e) {
+      const recent = this.recentlyQuarantined.get(path);
+      if (recent && recent.until > Date.now() && recent.sha256 !== undefined && recent.sha256 === r.sha256 && causeCode(e) === 'ENOENT') return recent.id;
+      throw e;
+    } finally {
+      this.quarantining.delete(path);
+    }
+  }
+
   private async act(path: string, r: ScanResult, action: Detection['action'], pid: number | undefined, culprit?: 'wrote' | 'runs', known?: Attribution): Promise<void> {
     this.counts.detections++;
     let finalAction = action;
@@ -165,7 +205,7 @@ export class OnAccessHandler {
     if (who && culprit && this.o.processes!.respond(who, culprit, path).action === 'killed') finalAction = 'killed';
     if (this.o.quarantineInfected !== false) {
       try {
-        await this.o.quarantine.put(path, { threat: r.threat ?? 'Unknown-Threat', sha256: r.sha256 });
+        await this.quarantineOnce(path, r);
         if (finalAction !== 'killed') finalAction = 'quarantined';
       } catch (e) {
         this.log.error('could not quarantine an infected file', { path, ...describeError(e) });

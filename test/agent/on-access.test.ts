@@ -133,4 +133,58 @@ describe('OnAccessHandler', () => {
     assert.equal(s.handler.counts.tooLarge, 1);
     big.close();
   });
+
+  it('quarantines a file once when a denied open and its close-write scan both find it; a new file at that path is moved anew', async () => {
+    const svm = await svmWithDelay(() => 0);
+    cleanups.push(svm.close);
+    const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'agent-once', host: 'h', os: 'linux', agentVersion: '0', deadlineMs: 5000 });
+    cleanups.push(() => link.close());
+    await link.connect();
+    const moved = new Set<string>();
+    const puts: string[] = [];
+    const detections = new DetectionLog(50);
+    const scanner = new FileScanner({ link, maxFileSize: 1 << 20, deadlineMs: 5000 });
+    const handler = new OnAccessHandler({
+      scanner,
+      detections,
+      deferred: { add: () => undefined },
+      quarantine: {
+        // Like the real store: the file is gone once moved, and a second move fails on ENOENT.
+        put: async (p) => {
+          puts.push(p);
+          await new Promise((r) => setTimeout(r, 50));
+          const content = fs.readFileSync(p, 'utf8');
+          fs.rmSync(p);
+          moved.add(content);
+          return `q${puts.length}`;
+        },
+      },
+      deadlineMs: 2000,
+      onSvmUnavailable: 'allow',
+      maxFileSize: 1 << 20,
+    });
+    const evil = event('once-evil.txt', 'EVIL once');
+    const denied = handler.decide(evil);
+    const written = handler.written(evil.path, () => scanner.scanFd(evil.fd, evil.path, evil.stat));
+    assert.equal((await denied).allow, false);
+    assert.equal((await written).outcome, 'infected');
+    await eventually(() => detections.recent().length === 2, 3000, 'two detections');
+    assert.deepEqual(puts, [evil.path], 'one move for the two detections');
+    assert.deepEqual(detections.recent().map((d) => d.action).sort(), ['quarantined', 'quarantined']);
+    evil.close();
+
+    // A later detection of that path, file already gone (ENOENT) with the same content: the same move.
+    const put2 = puts.length;
+    const r = await handler.written(evil.path, async () => ({ path: evil.path, outcome: 'infected', threat: 'Test-Evil', sha256: (await scanner.scanPath(evil.path)).sha256 ?? crypto.createHash('sha256').update('EVIL once').digest('hex'), size: 9, source: 'svm-scan', uploaded: 0, read: 0 }));
+    assert.equal(r.outcome, 'infected');
+    assert.equal(puts.length, put2 + 1);
+    await eventually(() => detections.recent().length === 3, 3000, 'third detection');
+    assert.deepEqual(detections.recent().map((d) => d.action), ['quarantined', 'quarantined', 'quarantined'], 'ENOENT for a file just moved is that move, not a failure');
+
+    // A NEW infected file dropped at the same path is moved again, not taken for the old one.
+    const again = event('once-evil.txt', 'EVIL twice, other content');
+    await handler.written(again.path, () => scanner.scanFd(again.fd, again.path, again.stat));
+    await eventually(() => moved.has('EVIL twice, other content'), 3000, 'second file moved');
+    again.close();
+  });
 });
