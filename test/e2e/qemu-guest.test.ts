@@ -1,7 +1,7 @@
 /**
  * The agent inside a real QEMU guest, installed the way installers/cloud-init/user-data.yaml does.
  *
- * Opt-in (LIGHTAGENT_E2E_QEMU=1): a TCG guest (no /dev/kvm here) takes minutes, and the first run
+ * Runs under CI=true or with LIGHTAGENT_E2E_QEMU=1 (locally opt-in): a TCG guest (no /dev/kvm here) takes minutes, and the first run
  * builds a Debian root filesystem with debootstrap. Needs root and the Debian packages
  * qemu-system-x86, linux-image-amd64 (its /boot/vmlinuz-* and /boot/initrd.img-* boot the guest),
  * debootstrap, e2fsprogs and openssl. Bounded: the whole test is killed after
@@ -32,7 +32,8 @@ import { parseDocument } from 'yaml';
 import { EICAR, waitFor, type Proc } from '../helpers/procs.js';
 import { BINARY, ROOT, ensureBinary, spawnBinary } from '../release/binary.js';
 
-const ENABLED = process.env.LIGHTAGENT_E2E_QEMU === '1';
+// Under CI=true it always runs: no integration test may skip there.
+const ENABLED = process.env.LIGHTAGENT_E2E_QEMU === '1' || process.env.CI === 'true';
 const CACHE = process.env.LIGHTAGENT_E2E_CACHE ?? '/var/cache/lightagent-e2e';
 const TIMEOUT_S = Number(process.env.LIGHTAGENT_E2E_TIMEOUT_S ?? 900);
 const TOKEN = 'e2e-guest-token-123';
