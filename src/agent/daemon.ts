@@ -26,7 +26,7 @@ import { Quarantine } from './quarantine.js';
 import { resolveProtect, startProtection } from './protection.js';
 import { StepRunner, type Step } from './steps.js';
 import { svmLinkFor } from './svm-connection.js';
-import { acquireLock } from './lock-file.js';
+import { acquireLock, readPid } from './lock-file.js';
 import { AGENT_VERSION } from './identity.js';
 import { hostInfo } from '../platform/host-info.js';
 import { ProtectionState, type ProtectionSnapshot } from './control/protection-state.js';
@@ -247,10 +247,10 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
         return await acquireLock(lockPath, 0);
       } catch (e) {
         if (!(e instanceof JournalError) || e.code !== 'LA_ERR_JOURNAL_LOCKED') throw e;
-        const pid = Number.parseInt(fs.readFileSync(lockPath, 'utf8'), 10);
+        const pid = await readPid(lockPath);
         throw new ServiceError(
           'LA_ERR_ALREADY_RUNNING',
-          `another lightagent daemon${Number.isInteger(pid) ? ` (pid ${pid})` : ''} is running on the state directory ${cfg.state_dir} (lock ${lockPath})`,
+          `another lightagent daemon${pid !== undefined ? ` (pid ${pid})` : ''} is running on the state directory ${cfg.state_dir} (lock ${lockPath})`,
           'stop it first (systemctl stop lightagent); only one daemon may use a state directory',
         );
       }

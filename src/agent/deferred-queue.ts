@@ -16,6 +16,11 @@
  * `done(entry)`, or `release(entry)` to retry later. Leases are not persisted: after a crash the
  * leased entries are offered again (at-least-once; a re-scan is harmless). `done(entry)` keeps
  * an entry that was re-added while it was being scanned, since that scan saw the old content.
+ *
+ * A full disk (or any journal write failure) does not lose a file either: the entry is kept in
+ * memory (`memoryOnly`, within the same capacity), scanned like the others, and written to the
+ * journal by the next add that succeeds (space freed). Only a crash while the disk is full loses
+ * such entries; the log says so when it happens.
  */
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
@@ -63,6 +68,11 @@ const DROP_LOG_INTERVAL_MS = 10_000;
 
 export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
   private readonly leased = new Map<string, DeferredEntry>();
+  /** Entries the journal refused (disk full): queued in memory until a write succeeds again. */
+  private readonly memoryOnly = new Map<string, DeferredEntry>();
+  private persisting = false;
+  private closed = false;
+  private lastPersistFailLog = 0;
   private droppedCount = 0;
   private lastDropLog = 0;
   private readonly log = logger('deferred-queue');
@@ -99,7 +109,11 @@ export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
 
   /** Entries waiting, leased ones included. */
   get size(): number {
-    return this.journal.size;
+    return this.journal.size + this.memoryOnly.size;
+  }
+  /** Entries queued in memory only, because the journal could not be written. */
+  get unpersisted(): number {
+    return this.memoryOnly.size;
   }
   /** Entries dropped because the queue was full, since open. */
   get dropped(): number {
@@ -115,34 +129,68 @@ export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
    * ignores the promise does not get an unhandled rejection: failures are logged here too.
    */
   add(input: DeferredInput): Promise<void> {
-    const existing = this.journal.get(input.path);
+    const existing = this.journal.get(input.path) ?? this.memoryOnly.get(input.path);
     const entry: DeferredEntry = {
       path: input.path, dev: input.dev, ino: input.ino, size: input.size, mtimeNs: input.mtimeNs, reason: input.reason,
       time: existing?.time ?? input.time ?? Date.now(),
     };
     const ops: JournalOp<DeferredEntry>[] = [];
-    if (!existing && this.journal.size >= this.capacity) {
+    if (!existing && this.size >= this.capacity) {
       const oldest = this.oldestDroppable();
       if (oldest !== undefined) {
-        ops.push({ op: 'delete', key: oldest });
+        if (!this.memoryOnly.delete(oldest)) ops.push({ op: 'delete', key: oldest });
         this.leased.delete(oldest);
         this.countDrops(1);
       }
     }
     ops.push({ op: 'put', key: entry.path, value: entry });
-    const p = this.journal.write(ops);
-    p.then(
-      () => this.emit('added', entry),
-      (e: unknown) => this.log.error('could not persist a deferred-scan entry', { path: entry.path, error: (e as Error).message }),
+    const result = this.journal.write(ops).then(
+      () => {
+        this.memoryOnly.delete(entry.path);
+        this.emit('added', entry);
+        if (this.memoryOnly.size > 0) void this.persistMemoryOnly();
+      },
+      (e: unknown) => {
+        if (this.closed) throw e;
+        // Keep it anyway: a file allowed unscanned must be scanned when an SVM is back.
+        if (!this.journal.has(entry.path)) this.memoryOnly.set(entry.path, entry);
+        const now = Date.now();
+        if (now - this.lastPersistFailLog >= DROP_LOG_INTERVAL_MS) {
+          this.lastPersistFailLog = now;
+          this.log.error('could not persist a deferred-scan entry: kept in memory (lost only if the agent stops before the disk has room again)', {
+            path: entry.path, error: (e as Error).message, inMemoryOnly: this.memoryOnly.size,
+          });
+        }
+        this.emit('added', entry);
+      },
     );
-    return p;
+    // A caller that ignores the promise (the hot path does) must not get an unhandled rejection.
+    result.catch((e: unknown) => this.log.error('could not queue a deferred-scan entry', { path: entry.path, error: (e as Error).message }));
+    return result;
+  }
+
+  /** Write the memory-only entries to the journal (one record) now that a write worked. */
+  private async persistMemoryOnly(): Promise<void> {
+    if (this.persisting) return;
+    this.persisting = true;
+    try {
+      const batch = [...this.memoryOnly.values()].filter((e) => !this.journal.has(e.path));
+      if (batch.length === 0) return;
+      await this.journal.write(batch.map((e) => ({ op: 'put', key: e.path, value: e })));
+      for (const e of batch) if (this.memoryOnly.get(e.path) === e) this.memoryOnly.delete(e.path);
+      this.log.info('deferred-scan entries kept in memory are on disk again', { entries: batch.length });
+    } catch {
+      // still full: they stay in memory, the next successful add tries again
+    } finally {
+      this.persisting = false;
+    }
   }
 
   /** Up to `n` of the oldest entries not already leased; they stay queued until done(). */
   take(n: number): DeferredEntry[] {
     const out: DeferredEntry[] = [];
     if (n <= 0) return out;
-    for (const [k, e] of this.journal.entries()) {
+    for (const [k, e] of this.allEntries()) {
       if (this.leased.has(k)) continue;
       this.leased.set(k, e);
       out.push(e);
@@ -159,6 +207,12 @@ export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
     const key = typeof entry === 'string' ? entry : entry.path;
     const taken = typeof entry === 'string' ? this.leased.get(key) : entry;
     this.leased.delete(key);
+    const inMemory = this.memoryOnly.get(key);
+    if (inMemory) {
+      if (taken && !sameIdentity(taken, inMemory)) return false;
+      this.memoryOnly.delete(key);
+      return true;
+    }
     const current = this.journal.get(key);
     if (!current) return false;
     if (taken && !sameIdentity(taken, current)) return false;
@@ -199,27 +253,35 @@ export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
   }
 
   has(p: string): boolean {
-    return this.journal.has(p);
+    return this.journal.has(p) || this.memoryOnly.has(p);
   }
 
   /** All queued entries, oldest first (a live view: do not add or remove while iterating). */
   *[Symbol.iterator](): IterableIterator<DeferredEntry> {
-    for (const [, e] of this.journal.entries()) yield e;
+    for (const [, e] of this.allEntries()) yield e;
   }
 
-  stats(): { size: number; inFlight: number; dropped: number; capacity: number; fileBytes: number } {
-    return { size: this.size, inFlight: this.inFlight, dropped: this.dropped, capacity: this.capacity, fileBytes: this.journal.stats().fileBytes };
+  stats(): { size: number; inFlight: number; dropped: number; capacity: number; fileBytes: number; unpersisted: number } {
+    return { size: this.size, inFlight: this.inFlight, dropped: this.dropped, capacity: this.capacity, fileBytes: this.journal.stats().fileBytes, unpersisted: this.memoryOnly.size };
+  }
+
+  /** Journal entries first (oldest first), then the memory-only ones. */
+  private *allEntries(): IterableIterator<[string, DeferredEntry]> {
+    yield* this.journal.entries();
+    for (const [k, e] of this.memoryOnly) if (!this.journal.has(k)) yield [k, e];
   }
 
   /** Wait for pending writes and close the journal. */
   close(): Promise<void> {
+    this.closed = true;
+    if (this.memoryOnly.size > 0) this.log.error('stopping with deferred-scan entries that never reached the disk: they are lost', { entries: this.memoryOnly.size });
     return this.journal.close();
   }
 
   private oldestDroppable(): string | undefined {
     // Prefer an entry nobody is scanning; if every entry is leased, drop the oldest anyway.
     let first: string | undefined;
-    for (const k of this.journal.keys()) {
+    for (const [k] of this.allEntries()) {
       first ??= k;
       if (!this.leased.has(k)) return k;
     }

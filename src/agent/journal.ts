@@ -33,9 +33,14 @@
  * `maxBytes` are refused with LA_ERR_JOURNAL_FULL.
  *
  * Concurrent writes are group-committed: everything queued while one write+fdatasync runs goes
- * into the next one. After a failed write or fsync the journal refuses every further write:
- * the kernel may have dropped the dirty pages, so retrying could report success for data that
- * is gone (PostgreSQL's "fsyncgate", https://lwn.net/Articles/752063/). Reopen it to go on.
+ * into the next one. After a failed fsync the journal refuses every further write: the kernel
+ * may have dropped the dirty pages, so retrying could report success for data that is gone
+ * (PostgreSQL's "fsyncgate", https://lwn.net/Articles/752063/). Reopen it to go on.
+ * A full disk (ENOSPC, EDQUOT) while writing, before any fsync, is different: what was
+ * acknowledged is on disk, so the journal cuts the file back to its last acknowledged byte,
+ * replays it (memory drops the refused ops) and takes the next write as if nothing happened;
+ * writes work again as soon as space is freed. A journal that cannot even be created for lack
+ * of space opens empty in that state, so a daemon starting on a full /var still protects.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -79,6 +84,12 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
+/** Out of space or quota: the write never reached the disk, nothing acknowledged is at risk. */
+function noSpace(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
 async function fsyncDir(dir: string): Promise<void> {
   if (process.platform === 'win32') return; // a directory cannot be opened for fsync there; NTFS journals renames itself
   const fh = await fsp.open(dir, 'r');
@@ -101,6 +112,9 @@ export class Journal<V> {
   private pending: Pending[] = [];
   private flushing: Promise<void> | undefined;
   private failure: Error | undefined;
+  /** The failure was a full disk before any fsync: the next write cuts back, replays and retries. */
+  private recoverable = false;
+  private recovering: Promise<void> | undefined;
   private closed = false;
   private readonly log;
   private readonly maxBytes: number;
@@ -159,7 +173,7 @@ export class Journal<V> {
    * on disk. Memory is updated at once, so reads see the ops before the promise resolves.
    */
   write(ops: readonly JournalOp<V>[]): Promise<void> {
-    if (this.failure) return Promise.reject(this.failure);
+    if (this.failure) return this.afterRecovery(() => this.write(ops));
     if (this.closed || this.opts.readOnly) return Promise.reject(new JournalError('LA_ERR_JOURNAL', this.file, this.closed ? 'journal is closed' : 'journal was opened read-only'));
     if (ops.length === 0) return Promise.resolve();
     const payload = encodeOps(ops);
@@ -189,7 +203,7 @@ export class Journal<V> {
 
   /** Rewrite the file with only the live entries now (normally automatic). */
   compact(): Promise<void> {
-    if (this.failure) return Promise.reject(this.failure);
+    if (this.failure) return this.afterRecovery(() => this.compact());
     if (this.closed || this.opts.readOnly) return Promise.reject(new JournalError('LA_ERR_JOURNAL', this.file, 'journal is closed or read-only'));
     // Queued like a write, so it never runs beside an append.
     return new Promise<void>((resolve, reject) => {
@@ -202,10 +216,66 @@ export class Journal<V> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    while (this.flushing) await this.flushing;
+    while (this.flushing || this.recovering) await (this.flushing ?? this.recovering);
     await this.fh?.close();
     this.fh = undefined;
     await this.releaseLock?.();
+  }
+
+  /** Run `retry` once a recoverable failure is mended; otherwise reject with the failure. */
+  private afterRecovery(retry: () => Promise<void>): Promise<void> {
+    const failure = this.failure!;
+    if (!this.recoverable || this.closed) return Promise.reject(failure);
+    return this.recover().then(retry, () => Promise.reject(this.failure ?? failure));
+  }
+
+  /**
+   * After a full disk: cut the file back to the last acknowledged byte (dropping a partial
+   * append), replay it so memory holds exactly what is on disk, and reopen. Shared by every
+   * caller while it runs; on failure the journal stays failed and the next write tries again.
+   */
+  private recover(): Promise<void> {
+    this.recovering ??= (async () => {
+      try {
+        while (this.flushing) await this.flushing;
+        if (this.failure) await this.cutBack();
+      } finally {
+        this.recovering = undefined;
+      }
+    })();
+    return this.recovering;
+  }
+
+  /** The body of recover(), also run by the flush loop itself before it rejects a batch. */
+  private async cutBack(): Promise<void> {
+    try {
+      const good = this.fileBytes;
+      const old = this.fh;
+      this.fh = undefined;
+      if (old) {
+        try {
+          await old.truncate(good);
+        } finally {
+          await old.close();
+        }
+      }
+      this.map.clear();
+      this.cost.clear();
+      this.liveBytes = 0;
+      this.fileBytes = JOURNAL_HEADER_BYTES;
+      await fsp.rm(`${this.file}.tmp`, { force: true });
+      await this.replay();
+      this.fh = await fsp.open(this.file, 'r+');
+      this.log.info('journal cut back to its acknowledged records after a full disk', { fileBytes: this.fileBytes, entries: this.map.size });
+      this.failure = undefined;
+      this.recoverable = false;
+    } catch (e) {
+      if (!noSpace(e)) {
+        this.recoverable = false;
+        this.failure = new JournalError('LA_ERR_JOURNAL', this.file, `cannot recover after a full disk: ${(e as Error).message}`, undefined, { cause: e });
+      }
+      throw e;
+    }
   }
 
   private applyOp(o: JournalOp<V>): void {
@@ -237,6 +307,16 @@ export class Journal<V> {
         await this.fh.chmod(0o600);
       }
     } catch (e) {
+      if (!this.opts.readOnly && noSpace(e)) {
+        // Start anyway (what the file held is in memory, or it is new and empty): a daemon
+        // booting on a full disk must still protect. Writes fail until space is freed.
+        await this.fh?.close();
+        this.fh = undefined;
+        this.failure = new JournalError('LA_ERR_JOURNAL', this.file, `cannot write (disk full): ${(e as Error).message}`, 'free space in the state directory; writes resume by themselves', { cause: e });
+        this.recoverable = true;
+        this.log.error('journal opened without write access: the disk is full; writes are refused until space is freed', { code: (e as NodeJS.ErrnoException).code, entries: this.map.size });
+        return;
+      }
       await this.fh?.close();
       await this.releaseLock?.();
       throw e instanceof JournalError ? e : new JournalError('LA_ERR_JOURNAL', this.file, `cannot open: ${(e as Error).message}`, undefined, { cause: e });
@@ -326,6 +406,7 @@ export class Journal<V> {
   }
 
   private async flushLoop(): Promise<void> {
+    let syncing = false;
     try {
       while (this.pending.length > 0) {
         const batch = this.pending;
@@ -347,13 +428,31 @@ export class Journal<V> {
               const r = await fh.writev(written === 0 ? bufs : [Buffer.concat(bufs).subarray(written)], this.fileBytes + written);
               written += r.bytesWritten;
             }
+            syncing = true;
             await fh.datasync();
+            syncing = false;
             this.fileBytes += bytes;
           }
           for (const p of batch) p.resolve();
         } catch (e) {
-          this.failure ??= new JournalError('LA_ERR_JOURNAL', this.file, `write failed, journal now refuses writes until reopened: ${(e as Error).message}`, undefined, { cause: e });
-          for (const p of batch) p.reject(this.failure);
+          if (!this.failure) {
+            // A compaction writes a temp file and fsyncs that, never the journal: its failure
+            // leaves the journal as it was. An fsync of the journal itself is never retried.
+            this.recoverable = noSpace(e) && !syncing;
+            this.failure = this.recoverable
+              ? new JournalError('LA_ERR_JOURNAL', this.file, `write failed, disk full: ${(e as Error).message}`, 'free space in the state directory; writes resume by themselves', { cause: e })
+              : new JournalError('LA_ERR_JOURNAL', this.file, `write failed, journal now refuses writes until reopened: ${(e as Error).message}`, undefined, { cause: e });
+          }
+          syncing = false;
+          const refused = batch.concat(this.pending);
+          this.pending = [];
+          const failure = this.failure;
+          if (this.recoverable) {
+            // Memory holds the refused ops (and those queued behind them): put it back to what
+            // is on disk before anyone hears of the refusal.
+            await this.cutBack().catch(() => undefined);
+          }
+          for (const p of refused) p.reject(failure);
         }
       }
     } finally {

@@ -2,8 +2,12 @@
  * A pid lock file beside a journal, so two processes never append to one file at once (the
  * daemon and `lightagent quarantine restore`, or two daemons on one state directory).
  *
- * Node has no flock(2) without a native addon, so this is the classic O_EXCL pid file: created
- * with `wx`, holding the owner's pid; a lock whose pid is dead (a SIGKILLed agent, a power cut)
+ * Node has no flock(2) without a native addon, so this is the classic exclusive pid lock. On
+ * Linux it is a symlink whose target is the owner's pid (as Emacs locks files): symlink(2) is
+ * atomic and exclusive, and a short target lives in the inode itself, so the lock can be taken on
+ * a full disk (a reboot with a full /var must not leave the guest unprotected; a regular pid file
+ * failed there with ENOSPC). On Windows, where symlinks need a privilege, it is an O_EXCL file
+ * created with `wx` holding the pid. A lock whose pid is dead (a SIGKILLed agent, a power cut)
  * is stale and taken over. The residual risks are pid reuse after a crash (the lock then looks
  * held until that unrelated process exits) and two processes taking over one stale lock in the
  * same instant; both need a crash first and are acceptable for a single agent per host.
@@ -25,12 +29,35 @@ function alive(pid: number): boolean {
   }
 }
 
-async function readPid(lockPath: string): Promise<number | undefined> {
+const SYMLINK_LOCKS = process.platform !== 'win32';
+
+/** The holder's pid from either form of lock (a symlink's target, or a file's content). */
+export async function readPid(lockPath: string): Promise<number | undefined> {
+  let text: string;
   try {
-    const pid = Number.parseInt(await fs.readFile(lockPath, 'utf8'), 10);
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+    text = await fs.readlink(lockPath);
   } catch {
-    return undefined;
+    try {
+      text = await fs.readFile(lockPath, 'utf8');
+    } catch {
+      return undefined;
+    }
+  }
+  const pid = /^\d{1,10}\s*$/.test(text) ? Number.parseInt(text, 10) : Number.NaN;
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+}
+
+/** Create the lock exclusively with our pid in it; EEXIST when someone holds it. */
+async function createLock(lockPath: string): Promise<void> {
+  if (SYMLINK_LOCKS) {
+    await fs.symlink(String(process.pid), lockPath);
+    return;
+  }
+  const fh = await fs.open(lockPath, 'wx', 0o600);
+  try {
+    await fh.writeFile(`${process.pid}\n`);
+  } finally {
+    await fh.close();
   }
 }
 
@@ -43,12 +70,7 @@ export async function acquireLock(lockPath: string, waitMs = 0): Promise<() => P
   const deadline = Date.now() + waitMs;
   for (;;) {
     try {
-      const fh = await fs.open(lockPath, 'wx', 0o600);
-      try {
-        await fh.writeFile(`${process.pid}\n`);
-      } finally {
-        await fh.close();
-      }
+      await createLock(lockPath);
       let released = false;
       return async () => {
         if (released) return;

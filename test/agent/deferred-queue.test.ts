@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DeferredQueue, type DeferredInput } from '../../src/agent/deferred-queue.js';
+import { fillDisk, needRoot, scratchMount } from '../helpers/procs.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'la-deferred-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -120,5 +121,39 @@ describe('DeferredQueue.drain', () => {
     assert.deepEqual([...q].map((e) => e.path), ['/fail', '/throw']);
     assert.equal(q.inFlight, 0, 'kept entries are released after the drain');
     await q.close();
+  });
+});
+
+describe('DeferredQueue on a full disk (a 1 MiB tmpfs)', { skip: needRoot() }, () => {
+  it('keeps refused entries in memory, scans them like the others, and writes them to disk once space is freed', async () => {
+    const m = scratchMount('la-deferred-full-', '1m');
+    try {
+      const file = DeferredQueue.defaultFile(m.dir);
+      const q = await DeferredQueue.open({ file });
+      await q.add(entry('/on-disk'));
+      fillDisk(path.join(m.dir, 'filler'));
+      const big = 'd'.repeat(3000); // a path long enough that a few need a new page
+      const full = Array.from({ length: 6 }, (_, i) => `/full-${i}/${big}`);
+      for (const p of full) await q.add(entry(p)); // resolves: queued, in memory
+      assert.ok(q.unpersisted > 0, 'some entries could not be written');
+      assert.equal(q.size, 1 + full.length);
+      assert.ok(full.every((p) => q.has(p)));
+      // One is scanned while the disk is still full: it leaves the queue.
+      const [first] = q.take(10).filter((e) => e.path === full[0]);
+      assert.ok(first);
+      assert.equal(await q.done(first), true);
+      q.release(full[1]!);
+      for (const e of [...q]) q.release(e);
+      fs.rmSync(path.join(m.dir, 'filler'));
+      await q.add(entry('/after'));
+      await new Promise((r) => setTimeout(r, 200)); // the memory-only entries are written behind it
+      assert.equal(q.unpersisted, 0, 'written to disk once there is room');
+      await q.close();
+      const again = await DeferredQueue.open({ file });
+      assert.deepEqual([...again].map((e) => e.path).sort(), ['/on-disk', '/after', ...full.slice(1)].sort(), 'everything not scanned is on disk');
+      await again.close();
+    } finally {
+      m.unmount();
+    }
   });
 });

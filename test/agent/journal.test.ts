@@ -6,6 +6,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Journal, JOURNAL_HEADER_BYTES } from '../../src/agent/journal.js';
 import { JournalError } from '../../src/errors.js';
+import { fillDisk, needRoot, scratchMount } from '../helpers/procs.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'la-journal-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -189,5 +190,52 @@ describe('Journal', () => {
     await j.close();
     fs.writeFileSync(`${file}.lock`, '2147483646\n'); // a pid that cannot be alive
     await withJournal(file, (k) => k.put('a', 1));
+  });
+
+  describe('on a full disk (a 1 MiB tmpfs)', { skip: needRoot() }, () => {
+    it('a write refused for lack of space leaves memory as the disk is; writes resume once space is freed', async () => {
+      const m = scratchMount('la-journal-full-', '1m');
+      try {
+        const file = path.join(m.dir, 'q', 'test.journal');
+        await withJournal(file, async (j) => {
+          await j.put('before', 1);
+          fillDisk(path.join(m.dir, 'filler'));
+          await assert.rejects(j.put('refused', 'x'.repeat(20_000)), (e: unknown) => e instanceof JournalError && /disk full/.test(e.message) && /ENOSPC/.test(e.message));
+          await assert.rejects(j.put('also-refused', 'y'.repeat(20_000)), JournalError, 'still full: refused again after the cut-back');
+          assert.equal(j.get('refused'), undefined, 'the refused put is not in memory');
+          assert.equal(j.get('also-refused'), undefined);
+          assert.deepEqual(snapshot(j), { before: 1 });
+          await j.put('small', 2); // fits in the page the file already has
+          fs.rmSync(path.join(m.dir, 'filler'));
+          await j.put('after', 3);
+        });
+        await withJournal(file, async (j) => assert.deepEqual(snapshot(j), { before: 1, small: 2, after: 3 }, 'on disk: exactly the acknowledged writes'));
+      } finally {
+        m.unmount();
+      }
+    });
+
+    it('a journal that cannot be created opens empty (with its lock), refuses writes, and writes once space is freed', async () => {
+      const m = scratchMount('la-journal-full-', '1m');
+      try {
+        fs.mkdirSync(path.join(m.dir, 'q'));
+        fillDisk(path.join(m.dir, 'filler'));
+        const file = path.join(m.dir, 'q', 'test.journal');
+        const j = await Journal.open<unknown>(file);
+        try {
+          assert.equal(j.size, 0);
+          assert.ok(fs.lstatSync(`${file}.lock`).isSymbolicLink(), 'the lock is taken on the full disk');
+          await assert.rejects(Journal.open<unknown>(file), (e: unknown) => e instanceof JournalError && e.code === 'LA_ERR_JOURNAL_LOCKED', 'and it still excludes a second writer');
+          await assert.rejects(j.put('a', 1), (e: unknown) => e instanceof JournalError && /disk full/.test(e.message));
+          fs.rmSync(path.join(m.dir, 'filler'));
+          await j.put('b', 2);
+        } finally {
+          await j.close();
+        }
+        await withJournal(file, async (k) => assert.deepEqual(snapshot(k), { b: 2 }));
+      } finally {
+        m.unmount();
+      }
+    });
   });
 });

@@ -218,7 +218,7 @@ describe('service lifecycle', { skip }, () => {
     await new Promise((r) => setTimeout(r, 1500)); // one periodic cache save
     a.child.kill('SIGKILL');
     await new Promise((r) => a.child.once('exit', r));
-    assert.ok(fs.existsSync(path.join(stateDir, 'agent.lock')), 'the dead daemon left its lock');
+    assert.ok(fs.lstatSync(path.join(stateDir, 'agent.lock'), { throwIfNoEntry: false }), 'the dead daemon left its lock');
 
     svm = await restartSvmProcess(port);
     a = startAgent(['--config', cfgFile, '--svm', svm.url]);

@@ -117,9 +117,9 @@ export async function restartSvmProcess(port: number, token = 'test-token'): Pro
 }
 
 /** A fresh tmpfs mounted on a new temp dir; unmounted at exit even if the test forgets. */
-export function scratchMount(prefix = 'la-mnt-'): { dir: string; unmount: () => void } {
+export function scratchMount(prefix = 'la-mnt-', size = '256m'): { dir: string; unmount: () => void } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256m', 'tmpfs', dir]);
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
   if (r.status !== 0) throw new Error(`mount tmpfs on ${dir} failed: ${r.stderr}`);
   mounts.add(dir);
   return {
@@ -130,6 +130,21 @@ export function scratchMount(prefix = 'la-mnt-'): { dir: string; unmount: () => 
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Write zeros to `file` until the filesystem under it is full (ENOSPC); returns the bytes written. */
+export function fillDisk(file: string): number {
+  const fd = fs.openSync(file, 'w');
+  const block = Buffer.alloc(64 * 1024);
+  let total = 0;
+  try {
+    for (;;) total += fs.writeSync(fd, block);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+  } finally {
+    fs.closeSync(fd);
+  }
+  return total;
 }
 
 /** Run a command with a hard timeout; never hangs the test. */

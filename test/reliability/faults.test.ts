@@ -175,8 +175,8 @@ describe('agent SIGKILLed under load', { skip }, () => {
 });
 
 describe('disk full under the state directory', { skip }, () => {
-  it('cache, queue and quarantine writes fail with a clear error; infected files are still refused and clean ones open', async () => {
-    const svm = await startSvmProcess();
+  it('cache, queue and quarantine writes fail with a clear error; infected files are still refused and clean ones open; the agent starts on a full disk; nothing allowed meanwhile is lost', async () => {
+    let svm = await startSvmProcess();
     const mnt = scratchMount('la-rel-full-');
     const state = fs.mkdtempSync('/tmp/la-rel-fullstate-');
     assert.equal(run('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', state]).status, 0);
@@ -215,6 +215,22 @@ describe('disk full under the state directory', { skip }, () => {
       assert.ok(full.some((l) => /LA_ERR_(JOURNAL|QUARANTINE|CACHE_FILE)/.test(l) || /quarantine|journal|cache/i.test(l)), `errors name what failed:\n${full.slice(0, 5).join('\n')}`);
       const again = opens.cat(bad);
       assert.notEqual(again.status, 0, 'still refused later');
+
+      // A restart on the full disk (a reboot with a full /var) still protects.
+      await agent.stop();
+      svm = await restartSvmProcess(svm.port);
+      agent = await startAgent(svm.url, mnt.dir, state, ['--config', cfg, '--deadline', '1s', '--log-file', logFile]);
+      assert.notEqual(opens.cat(bad).status, 0, 'infected file refused by the agent started on a full disk');
+      // An infected file written while the SVM is away and the queue cannot be written: kept in
+      // memory, and quarantined once the SVM is back and space is freed.
+      await svm.stop('SIGKILL');
+      const during = path.join(mnt.dir, 'full-outage.com');
+      fs.writeFileSync(during, infected('full outage'));
+      assert.equal(opens.cat(during).status, 0, 'fail-open while the SVM is away');
+      fs.rmSync(path.join(state, 'filler'));
+      svm = await restartSvmProcess(svm.port);
+      await eventually(() => !fs.existsSync(during), 60_000, 'the file allowed during the outage quarantined after recovery');
+      assert.ok(quarantined(state).some((r) => r.originalPath === during), 'in the quarantine index');
     } finally {
       await agent?.stop();
       await svm.stop();
