@@ -28,9 +28,9 @@ export async function startAgent(url: string, protect: string, stateDir: string,
   };
 }
 
-export function quarantined(stateDir: string): Array<{ originalPath: string; threat: string; id: string }> {
-  const r = run(process.execPath, [CLI, 'quarantine', 'list', '--json', '--state-dir', stateDir], 20_000);
-  if (r.status !== 0) throw new Error(`quarantine list failed: ${r.stderr}`);
+export function quarantined(stateDir: string, timeoutMs = 20_000): Array<{ originalPath: string; threat: string; id: string }> {
+  const r = run(process.execPath, [CLI, 'quarantine', 'list', '--json', '--state-dir', stateDir], timeoutMs);
+  if (r.status !== 0) throw new Error(`quarantine list failed (status ${r.status}, ${r.ms.toFixed(0)} ms): ${r.stderr}`);
   return JSON.parse(r.stdout);
 }
 
