@@ -310,6 +310,9 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
       ctx.detections = new DetectionLog(200, (d) => link.report(d));
       ctx.detections.on('detection', (d) => ctx.processes?.recordDetection(d));
       Object.assign(ctx, buildHandler(ctx.cfg, ctx));
+      // Windows: each new process's image through the same scanner and response (the handler
+      // and scanner of the moment: a reload replaces them).
+      ctx.processes?.checkNewProcesses((image, pid) => ctx.handler!.started(image, pid, () => ctx.scanner!.scanPath(image)));
     },
   },
   {

@@ -20,6 +20,7 @@ import { logger } from '../log.js';
 import type { Detection, DetectionLog } from './detections.js';
 import type { Attribution } from './attribution.js';
 import type { ProcessHooks } from './process-monitor.js';
+import type { ResponseReason } from './response.js';
 import type { FileScanner, ScanResult } from './file-scanner.js';
 
 export interface AccessEvent {
@@ -82,7 +83,7 @@ export class OnAccessHandler {
   private readonly log = logger('on-access');
   private readonly quarantining = new Map<string, Promise<string>>();
   private readonly recentlyQuarantined = new Map<string, { id: string; sha256: string | undefined; until: number }>();
-  readonly counts = { decisions: 0, allowed: 0, denied: 0, deadline: 0, unavailable: 0, tooLarge: 0, written: 0, detections: 0 };
+  readonly counts = { decisions: 0, allowed: 0, denied: 0, deadline: 0, unavailable: 0, tooLarge: 0, written: 0, processes: 0, detections: 0 };
 
   constructor(private readonly o: OnAccessOptions) {}
 
@@ -113,6 +114,20 @@ export class OnAccessHandler {
     this.counts.written++;
     const r = await scan();
     if (r.outcome === 'infected') await this.act(path, r, 'quarantined', pid, 'wrote');
+    else if (r.outcome === 'error') this.defer(path, undefined, r.error?.code ?? 'scan-error');
+    return r;
+  }
+
+  /**
+   * Windows: a new process `pid` runs the image `path` (the process watcher saw it start; nothing
+   * could refuse the exec). Scan the image like a file; if infected, the process is terminated
+   * (ProcessResponse, reason 'started'), the image quarantined and the detection recorded with
+   * the process. An image the SVM could not judge is queued for a later scan, as a written file.
+   */
+  async started(path: string, pid: number, scan: () => Promise<ScanResult>): Promise<ScanResult> {
+    this.counts.processes++;
+    const r = await scan();
+    if (r.outcome === 'infected') await this.act(path, r, 'quarantined', pid, 'started');
     else if (r.outcome === 'error') this.defer(path, undefined, r.error?.code ?? 'scan-error');
     return r;
   }
@@ -197,18 +212,30 @@ export class OnAccessHandler {
     }
   }
 
-  private async act(path: string, r: ScanResult, action: Detection['action'], pid: number | undefined, culprit?: 'wrote' | 'runs', known?: Attribution): Promise<void> {
+  private async act(path: string, r: ScanResult, action: Detection['action'], pid: number | undefined, culprit?: ResponseReason, known?: Attribution): Promise<void> {
     this.counts.detections++;
     let finalAction = action;
     // Who, before anything slow (it may exit); then on_detect for a writer or a running image.
     const who = known ?? (pid !== undefined ? this.o.processes?.attribute(pid) : undefined);
     if (who && culprit && this.o.processes!.respond(who, culprit, path).action === 'killed') finalAction = 'killed';
     if (this.o.quarantineInfected !== false) {
-      try {
-        await this.quarantineOnce(path, r);
-        if (finalAction !== 'killed') finalAction = 'quarantined';
-      } catch (e) {
-        this.log.error('could not quarantine an infected file', { path, ...describeError(e) });
+      // Windows: the image of a process just terminated stays locked until the process object
+      // is gone (TerminateProcess returns before that): a refused move is tried again, briefly.
+      const retries = culprit === 'started' && finalAction === 'killed' ? 10 : 0;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.quarantineOnce(path, r);
+          if (finalAction !== 'killed') finalAction = 'quarantined';
+          break;
+        } catch (e) {
+          const code = causeCode(e);
+          if (attempt < retries && (code === 'EBUSY' || code === 'EPERM' || code === 'EACCES')) {
+            await new Promise((res) => setTimeout(res, 100));
+            continue;
+          }
+          this.log.error('could not quarantine an infected file', { path, ...describeError(e) });
+          break;
+        }
       }
     }
     const d: Detection = { kind: 'detection', time: new Date().toISOString(), path, threat: r.threat ?? 'Unknown-Threat', action: finalAction };

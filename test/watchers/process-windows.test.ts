@@ -1,21 +1,47 @@
 /**
- * The Windows process watcher's logic on Linux, with a fake Toolhelp snapshot source: new
- * processes found by diffing, a reused pid read as a new process, an infected image terminated
- * and quarantined, protected and own processes never terminated, the scan queue bounded.
+ * The Windows process path on Linux, with a fake Toolhelp snapshot source (the koffi bindings run
+ * under Wine in test/windows/wine.test.ts): new processes found by diffing, a reused pid read as a
+ * new process, the check queue bounded; and the daemon's wiring — ProcessMonitor (win32) +
+ * OnAccessHandler.started + a real FileScanner against a scripted SVM + a real quarantine store:
+ * an infected process is terminated, its image quarantined, the event names the process;
+ * System, the agent and protected names (case-insensitive) are never terminated; a pid that runs
+ * another image by the time of the verdict is left alone.
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { DeferredQueue } from '../../src/agent/deferred-queue.js';
+import { DetectionLog } from '../../src/agent/detections.js';
+import { FileScanner } from '../../src/agent/file-scanner.js';
+import { OnAccessHandler } from '../../src/agent/on-access.js';
+import { ProcessMonitor } from '../../src/agent/process-monitor.js';
+import { Quarantine } from '../../src/agent/quarantine.js';
 import { ProcessSnapshotDiff, WindowsProcessWatcher, type SnapshotSource, type WinProcess } from '../../src/platform/windows/processes.js';
+import { encodeMessage } from '../../src/protocol/index.js';
+import { SvmLink } from '../../src/svm-link/index.js';
+import { eventually } from '../helpers/procs.js';
+import { scriptedSvm } from '../helpers/scripted-svm.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-winproc-'));
+const cleanups: Array<() => unknown> = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
 
 class FakeSource implements SnapshotSource {
   procs: WinProcess[] = [];
   terminated: number[] = [];
+  /** Image per pid; a test may change it (pid reuse). */
+  images = new Map<number, string>();
   snapshot(): WinProcess[] {
     return [...this.procs];
   }
   imagePath(pid: number): string | undefined {
-    const p = this.procs.find((x) => x.pid === pid);
-    return p ? `C:\\Apps\\${p.name}` : undefined;
+    return this.procs.some((x) => x.pid === pid) ? this.images.get(pid) : undefined;
   }
   terminate(pid: number): boolean {
     this.terminated.push(pid);
@@ -23,8 +49,6 @@ class FakeSource implements SnapshotSource {
     return true;
   }
 }
-
-const settle = () => new Promise((r) => setTimeout(r, 20));
 
 describe('ProcessSnapshotDiff', () => {
   it('reports started and exited processes between snapshots; the first snapshot is the baseline', () => {
@@ -48,58 +72,141 @@ describe('ProcessSnapshotDiff', () => {
 });
 
 describe('WindowsProcessWatcher', () => {
-  it('scans new images, terminates an infected process and quarantines its image; spares protected and own ones', async () => {
-    const src = new FakeSource();
-    src.procs = [{ pid: 4, ppid: 0, name: 'System' }];
-    const scanned: string[] = [];
-    const quarantined: string[] = [];
-    const w = new WindowsProcessWatcher({
-      source: src,
-      selfPid: 500,
-      protectedNames: ['LSASS.exe'],
-      scanImage: async (p) => {
-        scanned.push(p);
-        return p.endsWith('evil.exe') || p.endsWith('lsass.exe') || p.endsWith('agent.exe') ? { infected: true, threat: 'Win.Test.EICAR' } : { infected: false };
-      },
-      quarantine: async (p) => void quarantined.push(p),
-    });
-    const events: string[] = [];
-    w.on('event', (e) => events.push(`${e.type}:${e.process.pid}`));
-    w.poll(false);
-    src.procs.push({ pid: 200, ppid: 4, name: 'notepad.exe' }, { pid: 201, ppid: 4, name: 'evil.exe' }, { pid: 202, ppid: 4, name: 'lsass.exe' }, { pid: 500, ppid: 4, name: 'agent.exe' });
-    w.poll();
-    await settle();
-    assert.deepEqual(scanned.sort(), ['C:\\Apps\\agent.exe', 'C:\\Apps\\evil.exe', 'C:\\Apps\\lsass.exe', 'C:\\Apps\\notepad.exe']);
-    assert.deepEqual(src.terminated, [201]);
-    assert.deepEqual(quarantined, ['C:\\Apps\\evil.exe']);
-    assert.ok(events.includes('terminated:201'));
-    assert.equal(w.counts.terminated, 1);
-    w.poll();
-    assert.ok(events.includes('exited:201'));
-  });
-
-  it('a storm of new processes waits in a bounded queue with bounded concurrent scans', async () => {
+  it('a storm of new processes waits in a bounded queue (also before a checker is set), with bounded concurrent checks', async () => {
     const src = new FakeSource();
     let inFlight = 0;
     let peak = 0;
-    const w = new WindowsProcessWatcher({
-      source: src,
-      maxConcurrentScans: 3,
-      scanImage: async () => {
-        inFlight++;
-        peak = Math.max(peak, inFlight);
-        await new Promise((r) => setTimeout(r, 1));
-        inFlight--;
-        return { infected: false };
-      },
-      quarantine: async () => undefined,
-    });
+    let done = 0;
+    const w = new WindowsProcessWatcher({ source: src, maxConcurrentChecks: 3 });
     w.poll(false);
-    for (let i = 0; i < 5000; i++) src.procs.push({ pid: 1000 + i, ppid: 4, name: `p${i}.exe` });
+    for (let i = 0; i < 5000; i++) {
+      src.procs.push({ pid: 1000 + i, ppid: 4, name: `p${i}.exe` });
+      src.images.set(1000 + i, `C:\\Apps\\p${i}.exe`);
+    }
+    src.procs.push({ pid: 9999, ppid: 4, name: 'noimage.exe' });
     w.poll();
     assert.equal(w.counts.queueDropped, 5000 - 4096);
-    for (let i = 0; i < 300 && w.counts.scanned < 4096; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(w.counts.noImage, 1);
+    assert.equal(w.counts.checked, 0, 'nothing is checked before a checker is set');
+    w.setChecker(async () => {
+      inFlight++;
+      peak = Math.max(peak, inFlight);
+      await new Promise((r) => setTimeout(r, 1));
+      inFlight--;
+      done++;
+    });
+    await eventually(() => done === 4096, 30_000, 'all queued processes to be checked');
     assert.ok(peak <= 3, `peak ${peak}`);
-    assert.equal(w.counts.scanned, 4096);
+    assert.equal(w.counts.checked, 4096);
+  });
+});
+
+/** An SVM that finds content containing "EVIL" infected. */
+async function evilSvm() {
+  const uploads = new Map<number, Buffer[]>();
+  return scriptedSvm((ws, m) => {
+    const answer = (id: number, verdict: 'clean' | 'infected' | 'unknown', sha256?: string) =>
+      ws.send(encodeMessage({ t: 'verdict', id, verdict, ...(sha256 ? { sha256 } : {}), ...(verdict === 'infected' ? { threat: 'Win.Test.Evil' } : {}), generation: 'g1', engine: 'scripted' }));
+    if (m.t === 'lookup') answer(m.id, 'unknown');
+    if (m.t === 'chunk') {
+      const parts = uploads.get(m.id) ?? [];
+      parts.push(m.payload);
+      uploads.set(m.id, parts);
+      if (m.last) {
+        const content = Buffer.concat(parts);
+        uploads.delete(m.id);
+        answer(m.id, content.includes('EVIL') ? 'infected' : 'clean', crypto.createHash('sha256').update(content).digest('hex'));
+      }
+    }
+  });
+}
+
+describe('ProcessMonitor on Windows (fake snapshots) + OnAccessHandler.started', () => {
+  it('terminates an infected new process, quarantines its image, records the event with the process; spares System, itself and protected names', async () => {
+    const svm = await evilSvm();
+    cleanups.push(() => svm.close());
+    const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'agent-winproc', host: 'h', os: 'windows', agentVersion: '0', deadlineMs: 5000, backoffMinMs: 20, backoffMaxMs: 100, connectTimeoutMs: 500 });
+    cleanups.push(() => link.close());
+    const stateDir = fs.mkdtempSync(path.join(dir, 'state-'));
+    const images = fs.mkdtempSync(path.join(dir, 'img-'));
+    const img = (name: string, content: string) => {
+      const p = path.join(images, name);
+      fs.writeFileSync(p, content);
+      return p;
+    };
+    const src = new FakeSource();
+    src.procs = [{ pid: 4, ppid: 0, name: 'System' }];
+    src.images.set(4, img('ntoskrnl.exe', 'EVIL kernel'));
+    const monitor = await ProcessMonitor.start({
+      onDetect: 'deny',
+      protectedProcesses: ['LSASS.EXE'],
+      watcher: 'auto',
+      tableEntries: 64,
+      pollMs: 1000,
+      eventsFile: path.join(stateDir, 'events.jsonl'),
+      eventsMaxBytes: 1 << 20,
+      windowsSource: src,
+      windowsIntervalMs: 100,
+      platform: 'win32',
+    });
+    cleanups.push(() => monitor.stop());
+    assert.equal(monitor.mode, 'toolhelp-snapshot');
+    const quarantine = new Quarantine({ stateDir });
+    cleanups.push(() => quarantine.close());
+    const queue = await DeferredQueue.open({ file: path.join(stateDir, 'queue.journal') });
+    cleanups.push(() => queue.close());
+    const detections = new DetectionLog(50);
+    detections.on('detection', (d) => monitor.recordDetection(d));
+    const scanner = new FileScanner({ link, maxFileSize: 1 << 20, deadlineMs: 5000 });
+    const handler = new OnAccessHandler({ scanner, detections, deferred: queue, quarantine, deadlineMs: 1000, onSvmUnavailable: 'allow', maxFileSize: 1 << 20, processes: monitor });
+    monitor.checkNewProcesses((image, pid) => handler.started(image, pid, () => scanner.scanPath(image)));
+
+    const start = (pid: number, name: string, content: string) => {
+      src.procs.push({ pid, ppid: 4, name });
+      src.images.set(pid, img(name, content));
+    };
+    start(200, 'notepad.exe', 'a clean program');
+    start(204, 'evil.exe', 'EVIL payload');
+    start(208, 'lsass.exe', 'EVIL but protected');
+    start(process.pid, 'agent.exe', 'EVIL but the agent itself');
+    // pid 0 (System Idle) appears only now: never terminated either
+    src.procs.push({ pid: 0, ppid: 0, name: '[System Process]' });
+    src.images.set(0, src.images.get(4)!);
+    await eventually(() => detections.count >= 4, 10_000, 'four infected images to be judged');
+    await eventually(() => !fs.existsSync(path.join(images, 'evil.exe')), 5_000, 'the infected image to be quarantined');
+    assert.deepEqual(src.terminated, [204], 'only the infected, unprotected process is terminated');
+    assert.ok(fs.existsSync(path.join(images, 'notepad.exe')), 'the clean image stays');
+    const evil = detections.recent().find((d) => d.path.endsWith('evil.exe'))!;
+    assert.equal(evil.action, 'killed');
+    assert.equal(evil.threat, 'Win.Test.Evil');
+    assert.equal(evil.process?.pid, 204);
+    assert.equal(evil.process?.exe, path.join(images, 'evil.exe'));
+    const items = await quarantine.list();
+    assert.deepEqual(items.map((r) => path.basename(r.originalPath)).sort(), ['agent.exe', 'evil.exe', 'lsass.exe', 'ntoskrnl.exe']);
+    assert.equal(monitor.response.counts.spared, 3, 'System Idle, lsass (protected, any case) and the agent');
+    await monitor.events.flush();
+    const lines = fs.readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+    const ev = lines.find((l) => l.path.endsWith('evil.exe'))!;
+    assert.equal(ev.kind, 'detection');
+    assert.equal(ev.response, 'killed');
+    assert.equal(ev.process.pid, 204);
+    assert.equal(ev.process.exe, path.join(images, 'evil.exe'));
+    assert.equal(ev.process.parents[0].pid, 4);
+
+    // A pid that runs another image when the verdict comes is not terminated.
+    const before = src.terminated.length;
+    let releaseScan!: () => void;
+    const gate = new Promise<void>((r) => (releaseScan = r));
+    monitor.checkNewProcesses(async (image, pid) => {
+      await gate;
+      return handler.started(image, pid, () => scanner.scanPath(image));
+    });
+    start(300, 'late.exe', 'EVIL late verdict');
+    await eventually(() => monitor.stats().checking === 1, 5_000, 'the check to start');
+    src.images.set(300, img('other.exe', 'another program now has the pid'));
+    releaseScan();
+    await eventually(() => detections.recent().some((d) => d.path.endsWith('late.exe')), 10_000, 'the late verdict');
+    assert.equal(src.terminated.length, before, 'the reused pid is left alone');
+    assert.equal(monitor.response.counts.failed, 1);
   });
 });

@@ -1,7 +1,10 @@
 /**
  * Windows process watcher: CreateToolhelp32Snapshot (TH32CS_SNAPPROCESS) every ~500 ms, diffed
- * against the previous snapshot; a new process's image is scanned through the SVM, and an infected
- * one is terminated (OpenProcess + TerminateProcess) and its image quarantined.
+ * against the previous snapshot. New processes go to the agent's process monitor
+ * (src/agent/process-monitor.ts), which keeps the process table for attribution and hands each
+ * new image to OnAccessHandler.started: scanned through the same FileScanner/SVM path as files,
+ * and an infected process is terminated (ProcessResponse, its kill hook = TerminateProcess here)
+ * and its image quarantined, recorded like any detection (events.jsonl, status, SVM report).
  *
  * Why snapshot diffing, not ETW or WMI:
  *   - ETW (Microsoft-Windows-Kernel-Process) needs a real-time trace session: admin rights, a
@@ -17,7 +20,7 @@
  * keys processes by pid + parent pid + image name, so a reused pid reads as a new process.
  *
  * The diff logic (ProcessSnapshotDiff) is plain TypeScript and unit-tested on Linux with a fake
- * snapshot source; the koffi bindings load only on Windows.
+ * snapshot source; the koffi bindings load only on Windows (tested under Wine, test/windows).
  */
 import koffi from 'koffi';
 import { EventEmitter } from 'node:events';
@@ -67,41 +70,66 @@ export class ProcessSnapshotDiff {
 export interface WindowsProcessWatcherOptions {
   source?: SnapshotSource;
   intervalMs?: number;
-  /** Scan an image file through the SVM: 'infected' (with threat) or anything else. */
-  scanImage: (path: string) => Promise<{ infected: boolean; threat?: string | undefined }>;
-  /** Quarantine an infected image (after its process was terminated). */
-  quarantine: (path: string, threat: string) => Promise<unknown>;
-  /** Never terminated: the agent itself, and configured names (lower case compared). */
-  protectedNames?: readonly string[];
-  selfPid?: number;
-  /** At most this many image scans at once; further new processes wait (bounded queue). */
-  maxConcurrentScans?: number;
+  /** At most this many checks at once; further new processes wait (queue of at most 4096). */
+  maxConcurrentChecks?: number;
 }
 
-export type WinProcessEvent = { type: 'started' | 'exited'; process: WinProcess } | { type: 'terminated'; process: WinProcess; threat: string; quarantined: boolean };
+/** A process that started since the last snapshot, with its image path when it could be read. */
+export type NewProcess = WinProcess & { image?: string | undefined };
+
+export type WinProcessEvent = { type: 'started' | 'exited'; process: WinProcess };
 
 /**
- * Polls the source every `intervalMs` (default 500), scans each new process's image (deduplicated
- * by path within one scan), terminates infected ones and quarantines their image.
+ * Polls the source every `intervalMs` (default 500) and reports started and exited processes.
+ * Each new process with a readable image path goes to the checker (`setChecker`; the daemon's
+ * OnAccessHandler.started: scan the image, and through the shared response code terminate the
+ * process and quarantine the image if it is infected). Checks run at most `maxConcurrentChecks`
+ * at once; processes that start before a checker is set wait in the same bounded queue.
  */
 export class WindowsProcessWatcher extends EventEmitter<{ event: [WinProcessEvent] }> {
   readonly mode = 'toolhelp-snapshot' as const;
   private readonly diff = new ProcessSnapshotDiff();
   private timer: NodeJS.Timeout | undefined;
-  private readonly queue: WinProcess[] = [];
+  private readonly queue: NewProcess[] = [];
   private active = 0;
-  readonly counts = { polls: 0, started: 0, exited: 0, scanned: 0, terminated: 0, queueDropped: 0 };
+  private checker: ((p: NewProcess & { image: string }) => Promise<unknown>) | undefined;
+  readonly counts = { polls: 0, pollErrors: 0, started: 0, exited: 0, checked: 0, noImage: 0, queueDropped: 0 };
   private readonly src: SnapshotSource;
 
-  constructor(private readonly o: WindowsProcessWatcherOptions) {
+  constructor(private readonly o: WindowsProcessWatcherOptions = {}) {
     super();
     this.src = o.source ?? toolhelpSource();
   }
 
+  /** Take the first snapshot (the baseline: processes already running are not reported) and poll. */
   start(): void {
     this.poll(false);
     this.timer = setInterval(() => this.poll(true), Math.max(100, this.o.intervalMs ?? 500));
     this.timer.unref();
+  }
+
+  /** Who checks new processes; the queue starts draining once it is set. */
+  setChecker(fn: (p: NewProcess & { image: string }) => Promise<unknown>): void {
+    this.checker = fn;
+    this.pump();
+  }
+
+  /**
+   * TerminateProcess (the response code calls it through ProcessResponse's kill hook). With
+   * `expectImage`, only if the pid still runs that image (case-insensitive): a pid freed and
+   * reused since the snapshot belongs to another process, which is left alone ('reused').
+   */
+  terminate(pid: number, expectImage?: string): 'killed' | 'gone' | 'reused' | 'failed' {
+    try {
+      if (expectImage !== undefined) {
+        const now = this.src.imagePath(pid);
+        if (now === undefined) return 'gone';
+        if (now.toLowerCase() !== expectImage.toLowerCase()) return 'reused';
+      }
+      return this.src.terminate(pid) ? 'killed' : 'failed';
+    } catch {
+      return 'failed';
+    }
   }
 
   /** One poll (exposed for tests). */
@@ -111,6 +139,7 @@ export class WindowsProcessWatcher extends EventEmitter<{ event: [WinProcessEven
     try {
       snap = this.src.snapshot();
     } catch {
+      this.counts.pollErrors++;
       return;
     }
     const { started, exited } = this.diff.next(snap, false);
@@ -121,58 +150,48 @@ export class WindowsProcessWatcher extends EventEmitter<{ event: [WinProcessEven
     }
     for (const p of started) {
       this.counts.started++;
-      this.emit('event', { type: 'started', process: p });
-      if (this.queue.length >= 4096) this.counts.queueDropped++;
-      else this.queue.push(p);
+      let image = p.image;
+      if (image === undefined) {
+        try {
+          image = this.src.imagePath(p.pid);
+        } catch {
+          image = undefined;
+        }
+      }
+      const np: NewProcess = { ...p, image };
+      this.emit('event', { type: 'started', process: np });
+      if (!image) this.counts.noImage++;
+      else if (this.queue.length >= 4096) this.counts.queueDropped++;
+      else this.queue.push(np);
     }
     this.pump();
   }
 
   private pump(): void {
-    const max = this.o.maxConcurrentScans ?? 4;
+    const check = this.checker;
+    if (!check) return;
+    const max = this.o.maxConcurrentChecks ?? 4;
     while (this.active < max && this.queue.length > 0) {
-      const p = this.queue.shift()!;
+      const p = this.queue.shift()! as NewProcess & { image: string };
       this.active++;
-      void this.check(p).finally(() => {
-        this.active--;
-        this.pump();
-      });
+      this.counts.checked++;
+      void Promise.resolve()
+        .then(() => check(p))
+        .catch(() => undefined) // not judged: the image is still scanned when the file protection sees it
+        .finally(() => {
+          this.active--;
+          this.pump();
+        });
     }
   }
 
-  private async check(p: WinProcess): Promise<void> {
-    const image = p.image ?? this.src.imagePath(p.pid);
-    if (!image) return;
-    this.counts.scanned++;
-    let r;
-    try {
-      r = await this.o.scanImage(image);
-    } catch {
-      return; // not judged: the file protection still covers the image on its next open
-    }
-    if (!r.infected) return;
-    const threat = r.threat ?? 'Unknown-Threat';
-    if (this.isProtected(p)) return;
-    if (this.src.terminate(p.pid)) this.counts.terminated++;
-    let quarantined = false;
-    try {
-      await this.o.quarantine(image, threat);
-      quarantined = true;
-    } catch {
-      // reported below without it
-    }
-    this.emit('event', { type: 'terminated', process: { ...p, image }, threat, quarantined });
-  }
-
-  private isProtected(p: WinProcess): boolean {
-    if (p.pid === 0 || p.pid === 4) return true; // System Idle Process, System
-    if (p.pid === (this.o.selfPid ?? process.pid)) return true;
-    const n = p.name.toLowerCase();
-    return (this.o.protectedNames ?? []).some((x) => x.toLowerCase() === n);
+  stats(): Record<string, number> {
+    return { ...this.counts, queued: this.queue.length, checking: this.active };
   }
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
     this.queue.length = 0;
   }
 }
