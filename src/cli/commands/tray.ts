@@ -1,7 +1,9 @@
 /**
  * `lightagent tray` — the desktop user's tray icon and notifications (Linux: StatusNotifierItem
- * and org.freedesktop.Notifications on the session bus). Started per user by the XDG autostart
- * entry (installers/xdg/lightagent-tray.desktop). No privilege: it only reads the status socket.
+ * and org.freedesktop.Notifications on the session bus; Windows: Shell_NotifyIconW icon and
+ * balloons, src/tray/windows.ts). Started per user by the XDG autostart entry
+ * (installers/xdg/lightagent-tray.desktop) or the MSI's Run value. No privilege: it only reads
+ * the status socket (on Windows the named pipe \\.\pipe\lightagent-status).
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,6 +25,7 @@ Options:
   --socket-dir DIR     where the daemon's sockets are (default from the config file, else
                        /run/lightagent)
   --state-dir DIR      the daemon's --state-dir (its sockets are then in <DIR>.run)
+  --pipe NAME          Windows: the status pipe (default \\\\.\\pipe\\lightagent-status)
   --config F           agent config file to find socket_dir / state_dir in
   --rate N/SECONDS     threat notifications per window before a summary (default 3/10)
   --threat-icon S      seconds the icon shows "threat blocked" after a detection (default 60)
@@ -39,6 +42,7 @@ export async function trayCommand(argv: string[]): Promise<number> {
       options: {
         'socket-dir': { type: 'string' },
         'state-dir': { type: 'string' },
+        pipe: { type: 'string' },
         config: { type: 'string' },
         rate: { type: 'string' },
         'threat-icon': { type: 'string' },
@@ -68,6 +72,11 @@ export async function trayCommand(argv: string[]): Promise<number> {
     err('lightagent tray: --threat-icon must be seconds (0 to 86400)');
     return 2;
   }
+  const pipe = windowsPipeName(o.pipe);
+  if (!pipe) {
+    err('lightagent tray: --pipe must be \\\\.\\pipe\\NAME (letters, digits, . _ -)');
+    return 2;
+  }
   if (process.getuid?.() === 0 && !o['allow-root']) {
     err('lightagent tray: refusing to run as root: the tray needs no privilege; run it as the desktop user (or pass --allow-root)');
     return 2;
@@ -75,10 +84,16 @@ export async function trayCommand(argv: string[]): Promise<number> {
   configureLogging({ level: 'info', ...(o['log-file'] ? { file: o['log-file'] } : { stderr: true }) });
   let presenter: TrayPresenter;
   let socketPath: string;
+  /** Windows asks the tray to end through its window (WM_CLOSE from taskkill, logoff). */
+  let windowsExit: (() => void) | undefined;
   try {
-    socketPath = path.join(clientSocketDir(o), STATUS_SOCKET);
-    if (process.platform === 'win32') presenter = await (await import('../../tray/windows.js')).startWindowsTrayPresenter();
-    else presenter = await (await import('../../tray/linux/presenter.js')).LinuxTrayPresenter.start();
+    if (process.platform === 'win32') {
+      socketPath = pipe;
+      presenter = await (await import('../../tray/windows.js')).startWindowsTrayPresenter({ onExit: () => windowsExit?.() });
+    } else {
+      socketPath = path.join(clientSocketDir(o), STATUS_SOCKET);
+      presenter = await (await import('../../tray/linux/presenter.js')).LinuxTrayPresenter.start();
+    }
   } catch (e) {
     return fail(e, 'lightagent tray');
   }
@@ -90,8 +105,10 @@ export async function trayCommand(argv: string[]): Promise<number> {
     const onSignal = () => {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      windowsExit = undefined;
       resolve();
     };
+    windowsExit = onSignal;
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
@@ -99,4 +116,10 @@ export async function trayCommand(argv: string[]): Promise<number> {
   out(o.json ? JSON.stringify({ event: 'tray-stopped', ...app.counts }) : `lightagent tray: stopped (${app.counts.detections} detections, ${app.counts.notifications} notifications)`);
   await closeLogging();
   return 0;
+}
+
+/** The status pipe's name on Windows (`\\.\pipe\` and 1 to 200 safe characters), or undefined when malformed. */
+export function windowsPipeName(given: string | undefined): string | undefined {
+  const name = given ?? '\\\\.\\pipe\\lightagent-status';
+  return /^\\\\\.\\pipe\\[A-Za-z0-9._-]{1,200}$/.test(name) ? name : undefined;
 }
