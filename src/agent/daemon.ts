@@ -30,7 +30,7 @@ import { acquireLock, readPid } from './lock-file.js';
 import { AGENT_VERSION } from './identity.js';
 import { hostInfo } from '../platform/host-info.js';
 import { ProtectionState, type ProtectionSnapshot } from './control/protection-state.js';
-import { LocalSockets, socketDirFor } from './control/local-sockets.js';
+import { LocalSockets, socketDirFor, WINDOWS_STATUS_PIPE } from './control/local-sockets.js';
 
 export interface DaemonOptions {
   config: AgentConfig;
@@ -377,13 +377,10 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
       ctx.link!.on('disconnected', recheck);
       state.start();
       if (ctx.opts.sockets === false) return () => state.stop();
-      if (process.platform === 'win32') {
-        // Unix sockets with SO_PEERCRED: not on Windows; the named pipe is not written yet (docs/windows.md)
-        log.warn('status and control sockets are not available on Windows yet (no \\\\.\\pipe\\lightagent-status)');
-        return () => state.stop();
-      }
+      const windows = process.platform === 'win32';
       const d = ctx.daemon;
       const q = ctx.quarantine!;
+      // Windows: the status server on \\.\pipe\lightagent-status, no control pipe (local-sockets.ts says why)
       ctx.sockets = await LocalSockets.start(socketDirFor(ctx.cfg), {
         status: () => d.status() as unknown as Record<string, unknown>,
         subscribe: (on) => d.subscribe(on),
@@ -392,11 +389,13 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
         quarantineList: () => q.list(),
         quarantineRestore: (id, opts) => q.restore(id, opts),
         quarantineDelete: (id) => q.delete(id),
-      });
-      log.info('local sockets ready', { status: ctx.sockets.status.path, control: ctx.sockets.control.path });
+      }, { windowsPipe: windows ? WINDOWS_STATUS_PIPE : undefined });
+      if (windows) log.info('status pipe ready (no control pipe on Windows: docs/windows.md)', { status: ctx.sockets.status.path });
+      else log.info('local sockets ready', { status: ctx.sockets.status.path, control: ctx.sockets.control?.path });
       return async () => {
         state.stop();
         await ctx.sockets!.close();
+        if (windows) return;
         // The derived <state_dir>.run directory is ours alone: leave nothing behind.
         if (!ctx.cfg.socket_dir && ctx.daemon.socketDir.endsWith('.run')) {
           try {

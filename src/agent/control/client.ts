@@ -16,7 +16,7 @@ export interface ReplyError {
 
 function unavailable(socketPath: string, e: NodeJS.ErrnoException): ServiceError {
   const why = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? 'the agent is not running (no one listens there)' : e.code === 'EACCES' ? 'permission denied' : e.message;
-  return new ServiceError('LA_ERR_CONTROL_UNAVAILABLE', `cannot reach the agent at ${socketPath}: ${why}`, 'start it (systemctl start lightagent), or pass --socket-dir / --state-dir as the daemon was started with', { cause: e });
+  return new ServiceError('LA_ERR_CONTROL_UNAVAILABLE', `cannot reach the agent at ${socketPath}: ${why}`, process.platform === 'win32' ? 'start it (sc start lightagent, or lightagent run)' : 'start it (systemctl start lightagent), or pass --socket-dir / --state-dir as the daemon was started with', { cause: e });
 }
 
 /** Split a byte stream into JSON lines; a line past the bound or bad JSON is an error. */
@@ -52,7 +52,12 @@ export function request(socketPath: string, req: Record<string, unknown>, timeou
     };
     const t = setTimeout(() => done(() => reject(new ServiceError('LA_ERR_CONTROL_UNAVAILABLE', `the agent at ${socketPath} did not answer within ${timeoutMs} ms`, 'check the agent log'))), timeoutMs);
     sock.on('error', (e: NodeJS.ErrnoException) => done(() => reject(unavailable(socketPath, e))));
-    sock.on('connect', () => sock.write(`${JSON.stringify(req)}\n`));
+    // A pipe libuv could open for reading only (Windows, a non-admin client under the default
+    // pipe DACL) is not writable: the status pipe then sends the status by itself (the reply to
+    // {"cmd":"watch"}, whose first line has the shape of the "status" reply).
+    sock.on('connect', () => {
+      if (sock.writable) sock.write(`${JSON.stringify(req)}\n`);
+    });
     sock.on(
       'data',
       lineReader(
@@ -92,7 +97,9 @@ export function watch(socketPath: string, h: WatchHandlers): () => void {
   };
   let first = true;
   sock.on('error', (e: NodeJS.ErrnoException) => end(unavailable(socketPath, e)));
-  sock.on('connect', () => sock.write('{"cmd":"watch"}\n'));
+  sock.on('connect', () => {
+    if (sock.writable) sock.write('{"cmd":"watch"}\n'); // else the status pipe sends the watch stream by itself
+  });
   sock.on(
     'data',
     lineReader(

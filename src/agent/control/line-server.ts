@@ -6,6 +6,9 @@
  *
  * Who may talk is decided by the peer's kernel credentials (SO_PEERCRED, peer-cred.ts), checked
  * on every connection; the socket file's mode is a second fence, not the only one.
+ * On Windows the same server listens on a named pipe (\\.\pipe\NAME, libuv): there are no peer
+ * credentials there, so a `rootOnly` server refuses every client; only the read-only status
+ * server is run on a pipe (local-sockets.ts).
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -40,7 +43,15 @@ export interface LineServerOptions {
   maxClients?: number;
   /** Queued output per client before it is dropped as a slow reader (default 1 MiB). */
   maxQueuedBytes?: number;
+  /**
+   * A client that sends nothing for this long is served this request, as if it had sent it
+   * (default: never). The Windows status pipe uses {"cmd":"watch"}: a client that may only read
+   * the pipe (the default pipe DACL gives non-admins read access only) still gets the status.
+   */
+  silentClient?: { afterMs: number; request: Record<string, unknown> } | undefined;
 }
+
+type ResolvedOptions = Required<Omit<LineServerOptions, 'silentClient'>> & Pick<LineServerOptions, 'silentClient'>;
 
 const MAX_PENDING_REQUESTS = 16;
 
@@ -63,7 +74,7 @@ export class LineServer {
   private readonly clients = new Set<net.Socket>();
   private readonly log = logger('control');
 
-  private constructor(private readonly o: Required<LineServerOptions>) {
+  private constructor(private readonly o: ResolvedOptions) {
     this.server = net.createServer((sock) => this.accept(sock));
     this.server.maxConnections = o.maxClients + 8; // the extra ones get the "too many" line below
   }
@@ -73,8 +84,10 @@ export class LineServer {
    * LA_ERR_ALREADY_RUNNING. A dead one (a crash) is replaced.
    */
   static async listen(opts: LineServerOptions): Promise<LineServer> {
-    const o: Required<LineServerOptions> = { maxLineBytes: 64 * 1024, maxClients: 64, maxQueuedBytes: 1 << 20, ...opts };
-    await removeStaleSocket(o.path, o.name);
+    const o: ResolvedOptions = { maxLineBytes: 64 * 1024, maxClients: 64, maxQueuedBytes: 1 << 20, ...opts };
+    const pipe = isNamedPipe(o.path);
+    // A named pipe has no file to go stale: it vanishes with its last handle.
+    if (!pipe) await removeStaleSocket(o.path, o.name);
     const s = new LineServer(o);
     await new Promise<void>((resolve, reject) => {
       s.server.once('error', reject);
@@ -83,9 +96,13 @@ export class LineServer {
         resolve();
       });
     }).catch((e) => {
+      if (pipe && (e as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+        // libuv creates the first instance with FILE_FLAG_FIRST_PIPE_INSTANCE: someone serves it already
+        throw new ServiceError('LA_ERR_ALREADY_RUNNING', `another process serves the ${o.name} pipe ${o.path}`, 'stop the other lightagent (sc stop lightagent) first; if none runs, find who holds the pipe name', { cause: e });
+      }
       throw new ServiceError('LA_ERR_SOCKET_DIR', `cannot listen on the ${o.name} socket ${o.path}: ${(e as Error).message}`, 'check `socket_dir` and its permissions', { cause: e });
     });
-    fs.chmodSync(o.path, o.mode);
+    if (!pipe) fs.chmodSync(o.path, o.mode);
     s.server.on('error', (e) => s.log.error('socket server error', { socket: o.path, ...describeError(e) }));
     return s;
   }
@@ -101,7 +118,7 @@ export class LineServer {
   async close(): Promise<void> {
     for (const c of this.clients) c.destroy();
     await new Promise<void>((r) => this.server.close(() => r()));
-    fs.rmSync(this.o.path, { force: true });
+    if (!isNamedPipe(this.o.path)) fs.rmSync(this.o.path, { force: true });
   }
 
   private accept(sock: net.Socket): void {
@@ -164,6 +181,24 @@ export class LineServer {
     let buf: Buffer = Buffer.alloc(0);
     let pending = 0;
     let chain: Promise<void> = Promise.resolve();
+    const silent = o.silentClient;
+    if (silent) {
+      const text = JSON.stringify(silent.request);
+      const t = setTimeout(() => {
+        if (closed) return;
+        pending++;
+        chain = chain.then(async () => {
+          try {
+            await this.serve(text, client);
+          } finally {
+            pending--;
+          }
+        });
+      }, silent.afterMs);
+      t.unref();
+      sock.once('data', () => clearTimeout(t));
+      sock.once('close', () => clearTimeout(t));
+    }
     sock.on('data', (d: Buffer) => {
       buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
       for (;;) {
@@ -218,6 +253,11 @@ export class LineServer {
       client.send(errorReply(e, id));
     }
   }
+}
+
+/** A Windows named pipe path (\\.\pipe\NAME): no socket file, no mode, no SO_PEERCRED. */
+export function isNamedPipe(p: string): boolean {
+  return /^\\\\[.?]\\pipe\\/i.test(p);
 }
 
 /** A socket file left by a dead daemon is removed; a live one (or a non-socket) is refused. */

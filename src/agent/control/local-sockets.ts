@@ -15,6 +15,9 @@
  *       {"cmd":"quarantine-delete","item":"..."}
  *
  * A request may carry "id" (short string or integer), echoed in its reply.
+ *
+ * Windows: the status server (same protocol) on the named pipe \\.\pipe\lightagent-status;
+ * no control pipe (why: LocalSockets.start).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -27,6 +30,16 @@ export const STATUS_SOCKET = 'status.sock';
 export const CONTROL_SOCKET = 'control.sock';
 export const DEFAULT_SOCKET_DIR = '/run/lightagent';
 export const DEFAULT_STATE_DIR = '/var/lib/lightagent';
+/**
+ * Windows: the status server's named pipe (src/tray/windows.ts and `lightagent status` connect
+ * to it). There is no control pipe on Windows: see LocalSockets.start.
+ */
+export const WINDOWS_STATUS_PIPE = '\\\\.\\pipe\\lightagent-status';
+
+/** Where a status client connects: the status pipe on Windows, else <socket dir>/status.sock. */
+export function statusEndpoint(socketDir: string, platform: NodeJS.Platform = process.platform): string {
+  return platform === 'win32' ? WINDOWS_STATUS_PIPE : path.join(socketDir, STATUS_SOCKET);
+}
 const MAX_RESCAN_PATHS = 1024;
 const MAX_PATH_BYTES = 4096;
 
@@ -87,11 +100,23 @@ export function prepareSocketDir(dir: string): void {
 export class LocalSockets {
   private constructor(
     readonly status: LineServer,
-    readonly control: LineServer,
+    /** Absent on Windows (no control pipe). */
+    readonly control: LineServer | undefined,
   ) {}
 
-  static async start(dir: string, svc: AgentService): Promise<LocalSockets> {
-    prepareSocketDir(dir);
+  /**
+   * Linux: status.sock and control.sock in `dir`. Windows (`opts.windowsPipe`): the status server
+   * only, on that named pipe. No control pipe on Windows, on purpose: a pipe server there cannot
+   * learn who the client is from Node (no SO_PEERCRED; libuv does not expose the pipe handle for
+   * GetNamedPipeClientProcessId/ImpersonateNamedPipeClient), Node cannot give the pipe a DACL, and
+   * a shared secret would be only as safe as the state directory's ACL, which `run` from a console
+   * (and Wine) leaves at ProgramData's default (Users can read). The admin operations stay
+   * available without it: `lightagent quarantine` works on the store directly (as Administrator),
+   * and a restart of the service applies a new configuration.
+   */
+  static async start(dir: string, svc: AgentService, opts: { windowsPipe?: string | undefined; silentClientMs?: number | undefined } = {}): Promise<LocalSockets> {
+    const pipe = opts.windowsPipe;
+    if (!pipe) prepareSocketDir(dir);
     const readOnly = (req: Record<string, unknown>, client: LineClient): unknown => {
       switch (req.cmd) {
         case 'status':
@@ -111,19 +136,25 @@ export class LocalSockets {
       }
     };
     const status = await LineServer.listen({
-      path: path.join(dir, STATUS_SOCKET),
+      path: pipe ?? path.join(dir, STATUS_SOCKET),
       mode: 0o666,
       name: 'status',
       rootOnly: false,
       maxLineBytes: 4096,
+      // Windows: Node gives the pipe the default DACL, under which a non-admin client of the
+      // LocalSystem service may only read; libuv then connects it read-only. Such a client sends
+      // nothing, and after 300 ms gets what {"cmd":"watch"} answers (client.ts reads it).
+      silentClient: opts.silentClientMs !== undefined ? { afterMs: opts.silentClientMs, request: { cmd: 'watch' } } : pipe ? { afterMs: 300, request: { cmd: 'watch' } } : undefined,
       handle: (req, client) => {
         if (req.cmd === 'status' || req.cmd === 'watch') return readOnly(req, client);
         if (typeof req.cmd === 'string' && CONTROL_COMMANDS.has(req.cmd)) {
+          if (pipe) throw new ServiceError('LA_ERR_CONTROL_DENIED', `"${req.cmd}" is not available on the read-only status pipe, and Windows has no control pipe`, 'as Administrator: `lightagent quarantine ...` on the store, or restart the service (docs/windows.md)');
           throw new ServiceError('LA_ERR_CONTROL_DENIED', `"${req.cmd}" is not available on the read-only status socket`, `use the control socket as root (${path.join(dir, CONTROL_SOCKET)})`);
         }
         throw bad(`unknown command ${JSON.stringify(String(req.cmd)).slice(0, 80)}; the status socket knows "status" and "watch"`);
       },
     });
+    if (pipe) return new LocalSockets(status, undefined);
     let control: LineServer;
     try {
       control = await LineServer.listen({
@@ -169,7 +200,7 @@ export class LocalSockets {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([this.status.close(), this.control.close()]);
+    await Promise.allSettled([this.status.close(), this.control?.close()]);
   }
 }
 

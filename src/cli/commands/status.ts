@@ -5,14 +5,15 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadAgentConfig } from '../../agent/config.js';
 import { request } from '../../agent/control/client.js';
-import { DEFAULT_SOCKET_DIR, STATUS_SOCKET, socketDirFor } from '../../agent/control/local-sockets.js';
+import { DEFAULT_SOCKET_DIR, socketDirFor, statusEndpoint, WINDOWS_STATUS_PIPE } from '../../agent/control/local-sockets.js';
 import { err, fail, out, printJson } from '../output.js';
 
 export const STATUS_HELP = `Usage: lightagent status [options]
 
 Show the running agent's state: protection mode (fanotify / watcher / off) and whether it is
 protected or degraded, SVM link, signature generation, verdict cache size and hit rate,
-deferred-scan queue, last detections. Reads the status socket; needs no privilege.
+deferred-scan queue, last detections. Reads the status socket (on Windows the named pipe
+${WINDOWS_STATUS_PIPE}); needs no privilege.
 Exit codes: 0 protected, 1 degraded or off, 2 the agent cannot be reached.
 
 Options:
@@ -20,6 +21,8 @@ Options:
                        ${DEFAULT_SOCKET_DIR})
   --state-dir DIR      the daemon's --state-dir (its sockets are then in <DIR>.run)
   --config F           agent config file to find socket_dir / state_dir in
+  --pipe NAME          Windows: the status pipe (default ${WINDOWS_STATUS_PIPE}); the
+                       options above do not apply there
   --timeout DUR_MS     how long to wait for the answer, ms (default 5000)
   --json               print the status as JSON
   -h, --help           show this help`;
@@ -74,6 +77,7 @@ export async function statusCommand(argv: string[]): Promise<number> {
         'socket-dir': { type: 'string' },
         'state-dir': { type: 'string' },
         config: { type: 'string' },
+        pipe: { type: 'string' },
         timeout: { type: 'string' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -93,8 +97,12 @@ export async function statusCommand(argv: string[]): Promise<number> {
     err('lightagent status: --timeout must be a number of milliseconds (1 to 600000)');
     return 2;
   }
+  if (o.pipe !== undefined && !/^\\\\\.\\pipe\\[A-Za-z0-9._-]{1,200}$/.test(o.pipe)) {
+    err('lightagent status: --pipe must be \\\\.\\pipe\\NAME (letters, digits, . _ -)');
+    return 2;
+  }
   try {
-    const sock = path.join(clientSocketDir(o), STATUS_SOCKET);
+    const sock = o.pipe ?? (process.platform === 'win32' ? statusEndpoint('') : statusEndpoint(clientSocketDir(o)));
     const reply = await request(sock, { cmd: 'status' }, timeout);
     const s = (reply.status ?? {}) as Obj;
     if (o.json) printJson(s);
