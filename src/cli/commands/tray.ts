@@ -19,10 +19,11 @@ export const TRAY_HELP = `Usage: lightagent tray [options]
 Show the agent's state as a tray icon (protected / degraded / threat blocked / not running) and
 a desktop notification for each blocked threat (at most --rate, then one "N more threats
 blocked" summary) and for protection going degraded and back. Run it as the desktop user (the
-XDG autostart entry does); it needs no privilege and refuses to run as root.
+XDG autostart entry does; on Windows the MSI's Run value, with a notification-area icon and
+balloons); it needs no privilege and refuses to run as root.
 
 Options:
-  --socket-dir DIR     where the daemon's sockets are (default from the config file, else
+  --socket-dir DIR     (Linux) where the daemon's sockets are (default from the config file, else
                        /run/lightagent)
   --state-dir DIR      the daemon's --state-dir (its sockets are then in <DIR>.run)
   --pipe NAME          Windows: the status pipe (default \\\\.\\pipe\\lightagent-status)
