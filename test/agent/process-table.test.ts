@@ -85,13 +85,32 @@ describe('ProcessTable', () => {
       assert.ok(t.size <= 1024);
     }
     const s = t.stats();
-    assert.equal(s.size, 1024);
+    assert.equal(s.exitedCapacity, 256, 'a quarter of a small cap');
+    assert.equal(s.exited, 256, 'exited entries stop at their own cap');
+    assert.equal(s.size, 299 + 256);
     assert.equal(s.live, 299, 'every long-lived process is still known');
+    assert.ok(t.latest(pid), 'the latest exit is still there for a late detection');
     for (let p = 1; p < 300; p++) assert.ok(t.get(p, 1), `pid ${p}`);
     assert.equal(s.evictedLive, 0);
   });
 
+  it('keeps at most 2,048 exited processes at the default cap, the newest exits', () => {
+    const t = new ProcessTable();
+    for (let pid = 1; pid <= 5000; pid++) {
+      t.upsert({ pid, ppid: 1, startTicks: pid, exe: '/usr/bin/cat', cmdline: `cat /data/f${pid}.txt` });
+      t.exit(pid, 0);
+    }
+    const s = t.stats();
+    assert.equal(s.exited, 2048);
+    assert.equal(s.size, 2048);
+    assert.equal(s.evictedExited, 5000 - 2048);
+    assert.equal(t.latest(5000 - 2048), undefined, 'the oldest exits went');
+    assert.equal(t.latest(5000 - 2047)?.cmdline, `cat /data/f${5000 - 2047}.txt`);
+  });
+
   it('refuses a silly capacity', () => {
     assert.throws(() => new ProcessTable(3), RangeError);
+    assert.throws(() => new ProcessTable(1024, 0), RangeError);
+    assert.throws(() => new ProcessTable(1024, 2000), RangeError);
   });
 });
