@@ -285,7 +285,12 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
   }
 
   private open(): void {
-    if (this._state === 'closed' || this._state === 'refused') return;
+    // One socket at a time: a connect() during the reconnect back-off opens now, and the pending
+    // timer must not open a second one (found by the soak: every SVM restart left another live
+    // connection behind, 6 to one SVM after 5 restarts).
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    if (this._state === 'closed' || this._state === 'refused' || this._state === 'connecting' || this._state === 'connected') return;
     this._state = 'connecting';
     let ws: WebSocket;
     // Node's TLS server checks a client certificate after the handshake and, when it does not

@@ -122,6 +122,25 @@ describe('SvmLink', () => {
     l.close();
   });
 
+  it('keeps one connection: connect() during the reconnect back-off does not leave a second socket when the timer fires', async () => {
+    const svm = await scriptedSvm((ws, m) => {
+      if (m.t === 'lookup') ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean' }));
+    });
+    cleanups.push(svm.close);
+    const l = link(svm.url, { backoffMinMs: 300, backoffMaxMs: 300 });
+    await l.connect();
+    for (let round = 0; round < 3; round++) {
+      const lost = new Promise((r) => l.once('disconnected', r));
+      for (const c of svm.wss.clients) c.terminate();
+      await lost;
+      await l.connect(); // inside the back-off: opens at once
+      await new Promise((r) => setTimeout(r, 500)); // the back-off timer fires meanwhile
+      assert.equal((await l.lookup(SHA, 1, 2000)).verdict, 'clean');
+      assert.equal(svm.wss.clients.size, 1, `round ${round}: one connection to the SVM, not ${svm.wss.clients.size}`);
+    }
+    l.close();
+  });
+
   it('treats a refused token as final: no reconnect loop, a clear AuthError', async () => {
     let hellos = 0;
     const svm = await scriptedSvm(() => {});
