@@ -295,9 +295,12 @@ export class WindowsTrayPresenter implements TrayPresenter {
     clearInterval(this.pump);
     clearTimeout(this.retry);
     if (this.added) {
+      const t0 = performance.now();
       const ok = this.a.shellNotifyIcon(NIM_DELETE, this.data(0)) !== 0;
-      if (ok) this.log.info('Shell_NotifyIconW NIM_DELETE ok');
-      else this.log.warn('Shell_NotifyIconW NIM_DELETE failed', { error: this.a.getLastError() });
+      const error = ok ? 0 : this.a.getLastError();
+      const ms = Math.round(performance.now() - t0); // 2 s under Wine (inside its explorer), see docs/tray.md
+      if (ok) this.log.info('Shell_NotifyIconW NIM_DELETE ok', { ms });
+      else this.log.warn('Shell_NotifyIconW NIM_DELETE failed', { error, ms });
       this.added = false;
     }
     if (!this.a.destroyWindow(this.hwnd)) this.log.warn('DestroyWindow failed', { error: this.a.getLastError() });
