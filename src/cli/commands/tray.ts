@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { STATUS_SOCKET } from '../../agent/control/local-sockets.js';
+import { STATUS_SOCKET, WINDOWS_STATUS_PIPE } from '../../agent/control/local-sockets.js';
 import { closeLogging, configureLogging } from '../../log.js';
 import type { TrayPresenter } from '../../tray/presenter.js';
 import { TrayApp } from '../../tray/tray-app.js';
@@ -26,7 +26,7 @@ Options:
   --socket-dir DIR     (Linux) where the daemon's sockets are (default from the config file, else
                        /run/lightagent)
   --state-dir DIR      the daemon's --state-dir (its sockets are then in <DIR>.run)
-  --pipe NAME          Windows: the status pipe (default \\\\.\\pipe\\lightagent-status)
+  --pipe NAME          Windows: the status pipe (default ${WINDOWS_STATUS_PIPE})
   --config F           agent config file to find socket_dir / state_dir in
   --rate N/SECONDS     threat notifications per window before a summary (default 3/10)
   --threat-icon S      seconds the icon shows "threat blocked" after a detection (default 60)
@@ -121,6 +121,6 @@ export async function trayCommand(argv: string[]): Promise<number> {
 
 /** The status pipe's name on Windows (`\\.\pipe\` and 1 to 200 safe characters), or undefined when malformed. */
 export function windowsPipeName(given: string | undefined): string | undefined {
-  const name = given ?? '\\\\.\\pipe\\lightagent-status';
+  const name = given ?? WINDOWS_STATUS_PIPE;
   return /^\\\\\.\\pipe\\[A-Za-z0-9._-]{1,200}$/.test(name) ? name : undefined;
 }
