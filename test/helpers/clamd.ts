@@ -14,11 +14,12 @@
  *   ... c.socket ...
  *   await c.restart(); c.pause(); c.resume(); await c.stop();
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { findBinary, needPackage } from './procs.js';
 
 export const EICAR_TEXT = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
 
@@ -26,18 +27,12 @@ const CANDIDATES = ['/usr/sbin/clamd', '/usr/local/sbin/clamd', '/usr/bin/clamd'
 
 /** Path of the clamd binary, or undefined. */
 export function clamdBinary(): string | undefined {
-  for (const c of CANDIDATES) if (fs.existsSync(c)) return c;
-  const r = spawnSync('sh', ['-c', 'command -v clamd'], { timeout: 5000 });
-  const p = r.stdout?.toString().trim();
-  return r.status === 0 && p ? p : undefined;
+  return findBinary('clamd', CANDIDATES);
 }
 
 /** Skip reason when clamd is not installed (after a loud note), else undefined. Under CI=true: throws. */
 export function needClamd(): string | undefined {
-  if (clamdBinary()) return undefined;
-  if (process.env.CI === 'true') throw new Error('CI=true: this test needs clamd (apt-get install clamav-daemon) and may not skip');
-  process.stderr.write('\n*** SKIPPING: clamd is not installed (apt-get install -y clamav-daemon); the clamav engine tests did not run ***\n\n');
-  return 'clamd not installed';
+  return needPackage(clamdBinary(), 'clamav-daemon', 'the clamav engine tests');
 }
 
 export interface ClamdOptions {

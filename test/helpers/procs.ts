@@ -29,6 +29,25 @@ export function needRoot(): string | undefined {
   return 'needs root';
 }
 
+/** The first of `candidates` that exists, else `command -v name`, else undefined. */
+export function findBinary(name: string, candidates: readonly string[]): string | undefined {
+  for (const c of candidates) if (fs.existsSync(c)) return c;
+  const r = spawnSync('sh', ['-c', `command -v ${name}`], { timeout: 5000 });
+  const p = r.stdout?.toString().trim();
+  return r.status === 0 && p ? p : undefined;
+}
+
+/**
+ * Skip reason when a Debian package's binary is missing (after a loud note), else undefined.
+ * Under CI=true a missing package throws: integration tests may not skip there.
+ */
+export function needPackage(found: string | undefined, pkg: string, what: string): string | undefined {
+  if (found) return undefined;
+  if (inCi) throw new Error(`CI=true: this test needs ${pkg} (apt-get install ${pkg}) and may not skip`);
+  process.stderr.write(`\n*** SKIPPING: ${pkg} is not installed (apt-get install -y ${pkg}); ${what} did not run ***\n\n`);
+  return `${pkg} not installed`;
+}
+
 const children = new Set<ChildProcess>();
 const mounts = new Set<string>();
 process.on('exit', () => {
@@ -45,7 +64,17 @@ export interface Proc {
 
 /** Spawn `node script args`, kill it after `watchdogMs` whatever happens. */
 export function spawnNode(script: string, args: string[], opts: { env?: NodeJS.ProcessEnv; watchdogMs?: number } = {}): Proc {
-  const child = spawn(...viaBinary(process.execPath, [script, ...args]), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  const [cmd, argv] = viaBinary(process.execPath, [script, ...args]);
+  return spawnWatched(cmd, argv, { watchdogMs: 120_000, ...opts });
+}
+
+/**
+ * Spawn any command with its output collected and a watchdog that SIGKILLs it after
+ * `watchdogMs` (default 120 s); killed at exit if still running. stop() sends `signal`, then
+ * SIGKILL after 10 s.
+ */
+export function spawnWatched(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; watchdogMs?: number } = {}): Proc {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
   children.add(child);
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));

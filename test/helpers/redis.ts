@@ -9,27 +9,22 @@
  *   r.pause(); r.resume();                   // SIGSTOP / SIGCONT: connected but never answering
  *   await r.stop();
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { findBinary, needPackage } from './procs.js';
 
 const CANDIDATES = ['/usr/bin/redis-server', '/usr/local/bin/redis-server', '/usr/sbin/redis-server'];
 
 export function redisBinary(): string | undefined {
-  for (const c of CANDIDATES) if (fs.existsSync(c)) return c;
-  const r = spawnSync('sh', ['-c', 'command -v redis-server'], { timeout: 5000 });
-  const p = r.stdout?.toString().trim();
-  return r.status === 0 && p ? p : undefined;
+  return findBinary('redis-server', CANDIDATES);
 }
 
 /** Skip reason when redis-server is not installed (after a loud note), else undefined. Under CI=true: throws. */
 export function needRedis(): string | undefined {
-  if (redisBinary()) return undefined;
-  if (process.env.CI === 'true') throw new Error('CI=true: this test needs redis-server (apt-get install redis-server) and may not skip');
-  process.stderr.write('\n*** SKIPPING: redis-server is not installed (apt-get install -y redis-server); the Redis verdict cache tests did not run ***\n\n');
-  return 'redis-server not installed';
+  return needPackage(redisBinary(), 'redis-server', 'the Redis verdict cache tests');
 }
 
 export interface RedisProc {

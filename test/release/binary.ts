@@ -2,10 +2,10 @@
  * The single executable for tests: built by scripts/release.mjs when missing or older than the
  * sources, and spawned like the compiled CLIs (watchdog, output captured).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Proc } from '../helpers/procs.js';
+import { spawnWatched, type Proc } from '../helpers/procs.js';
 
 /** The repository root (tests run from build-NAME/test/release/). */
 export const ROOT = path.resolve(new URL('.', import.meta.url).pathname, '../../..');
@@ -33,37 +33,9 @@ export function ensureBinary(): number {
   return performance.now() - t0;
 }
 
-const children = new Set<import('node:child_process').ChildProcess>();
-process.on('exit', () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-});
-
 /** Spawn the binary (or `argv0` pointing at it) with a watchdog. */
 export function spawnBinary(args: string[], opts: { env?: NodeJS.ProcessEnv; watchdogMs?: number; file?: string } = {}): Proc {
-  const child = spawn(opts.file ?? BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
-  children.add(child);
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const watchdog = setTimeout(() => child.kill('SIGKILL'), opts.watchdogMs ?? 60_000);
-  watchdog.unref();
-  child.once('exit', () => {
-    clearTimeout(watchdog);
-    children.delete(child);
-  });
-  return {
-    child,
-    pid: child.pid!,
-    output: () => out,
-    stop: async (signal = 'SIGTERM') => {
-      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-      child.kill(signal);
-      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await new Promise((r) => child.once('exit', r));
-      clearTimeout(t);
-      return child.exitCode;
-    },
-  };
+  return spawnWatched(opts.file ?? BINARY, args, { watchdogMs: opts.watchdogMs ?? 60_000, ...(opts.env ? { env: opts.env } : {}) });
 }
 
 /** Run the binary to completion with a hard timeout. */

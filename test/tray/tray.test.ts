@@ -5,7 +5,7 @@
  * Set LIGHTAGENT_TRAY_SCREENSHOT=FILE to keep the screenshot (docs/tray-notification.png is one).
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { EventEmitter } from 'node:events';
 import dbus from 'dbus-next';
 import { LocalSockets, type AgentService } from '../../src/agent/control/local-sockets.js';
-import { CLI, EICAR, eventually, needRoot, restartSvmProcess, scratchMount, spawnNode, startSvmProcess, waitFor, type Proc } from '../helpers/procs.js';
+import { CLI, EICAR, eventually, needRoot, restartSvmProcess, scratchMount, spawnNode, spawnWatched, startSvmProcess, waitFor, type Proc } from '../helpers/procs.js';
 import { needDesktopTools, startDesktop, type Desktop } from './desktop.js';
 
 const skip = needRoot() ?? needDesktopTools();
@@ -22,26 +22,7 @@ const CONVERT = '/usr/bin/convert';
 
 /** `node args` as uid/gid 65534 with no groups, under a watchdog. */
 function spawnAs65534(args: string[], env: NodeJS.ProcessEnv): Proc {
-  const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const watchdog = setTimeout(() => child.kill('SIGKILL'), 240_000);
-  watchdog.unref();
-  child.once('exit', () => clearTimeout(watchdog));
-  return {
-    child,
-    pid: child.pid!,
-    output: () => out,
-    stop: async (signal = 'SIGTERM') => {
-      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-      child.kill(signal);
-      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await new Promise((r) => child.once('exit', r));
-      clearTimeout(t);
-      return child.exitCode;
-    },
-  };
+  return spawnWatched('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...args], { env, watchdogMs: 240_000 });
 }
 
 /** A minimal org.kde.StatusNotifierWatcher (what a panel runs), recording registrations. */
