@@ -169,7 +169,7 @@ export class ProcessMonitor implements ProcessHooks {
   }
 
   async stop(): Promise<void> {
-    this.win?.stop();
+    await this.win?.stop();
     await this.watcher?.stop();
     await this.events.flush();
   }

@@ -189,10 +189,17 @@ export class WindowsProcessWatcher extends EventEmitter<{ event: [WinProcessEven
     return { ...this.counts, queued: this.queue.length, checking: this.active };
   }
 
-  stop(): void {
+  /**
+   * Stop polling; queued processes are dropped, no new check starts, and the checks in flight are
+   * waited for (at most `waitMs`), so none of them runs on into a scanner or queue being closed.
+   */
+  async stop(waitMs = 5000): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     this.queue.length = 0;
+    this.checker = undefined;
+    const until = Date.now() + waitMs;
+    while (this.active > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
   }
 }
 
