@@ -1,6 +1,6 @@
 /**
  * Process watchers with real processes: the kernel connector sees fork, exec and exit with the
- * right parentage; a storm of 10,000 short processes leaves the table at its cap with every
+ * right parentage; a storm of 10,000 short processes leaves the table's exited part at its cap with every
  * long-lived process still known; the /proc-polling fallback finds a running process and its
  * exit; stop() ends the worker so the process can exit.
  */
@@ -84,8 +84,9 @@ describe('process watcher: kernel connector', { skip }, () => {
       await eventually(() => (w.stats().exit ?? 0) - (before.exit ?? 0) + (w.stats().lost ?? 0) >= 10_000, 15_000, 'the storm to be read');
       const s = w.stats();
       assert.ok(s.table_size! <= 2048, `table size ${s.table_size}`);
-      assert.equal(s.table_size, 2048, 'the storm filled the table to its cap, no further');
-      assert.ok(s.table_evictedExited! >= 10_000 - 2048, `exited entries were evicted: ${s.table_evictedExited}`);
+      assert.equal(s.table_exitedCapacity, 512, 'a quarter of the cap for exited processes');
+      assert.equal(s.table_exited, 512, 'the storm filled the exited part to its own cap, no further');
+      assert.ok(s.table_evictedExited! >= 10_000 - 512, `exited entries were evicted: ${s.table_evictedExited}`);
       assert.equal(s.table_evictedLive, 0, 'no live process was evicted');
       assert.ok(table.get(longLived.pid!), 'the long-lived process is still known');
       assert.ok(table.get(process.pid));
