@@ -6,6 +6,11 @@
  * identical bundle and SEA blob, node.exe with V8's VirtualAlloc2 lookup disabled, because Wine
  * 8.0 rejects MEM_RESERVE_PLACEHOLDER and Node 24 aborts at start without that (docs/windows.md).
  *
+ * The process watcher and the status pipe are tested with the exe run in a console (`run`):
+ * a copy of Wine's ping.exe, made unique by a marker appended to it, is flagged by hash in the
+ * SVM's signatures; started from Wine, it must be terminated, its image quarantined, the event
+ * must name it, and `status --json` must read the live state from \\.\pipe\lightagent-status.
+ *
  * With CI=true a missing wine/wixl fails; locally it skips with the reason.
  */
 import assert from 'node:assert/strict';
@@ -15,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import crypto from 'node:crypto';
 import { EICAR, eventually, inCi, startSvmProcess, type Proc } from '../helpers/procs.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -55,8 +61,21 @@ function wine(args: string[], timeoutMs = 60_000): { status: number | null; stdo
   }
 }
 
-describe('Windows executable, service and MSI under Wine', { skip: why, timeout: 170_000 }, () => {
+/** A Windows program started from Wine in the background, output to a file; ends itself after `ms`. */
+function wineBackground(args: string[], out: string, ms: number) {
+  const fd = fs.openSync(out, 'w');
+  const child = spawn('wine', args, { env: env(), stdio: ['ignore', fd, fd] });
+  const watchdog = setTimeout(() => child.kill('SIGKILL'), ms);
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => (clearTimeout(watchdog), fs.closeSync(fd), r(code))));
+  return { child, exited, log: () => fs.readFileSync(out, 'utf8') };
+}
+
+const PROC_THREAT = 'Lightagent.Test.WineProcess';
+
+describe('Windows executable, service and MSI under Wine', { skip: why, timeout: 230_000 }, () => {
   let svm: Proc & { url: string; port: number };
+  /** The flagged program: C:\procs\ping.exe, Wine's ping.exe with a unique marker appended. */
+  let flagged = '';
 
   before(async () => {
     // build the Wine variant and its MSI (about 45 s: postject over 80 MB) unless up to date
@@ -67,7 +86,15 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     // node.exe refuses to start on Wine's default Windows 7
     const w = wine(['winecfg', '-v', 'win10'], 120_000);
     assert.equal(w.status, 0, `winecfg: ${w.stderr}`);
-    svm = await startSvmProcess([], TOKEN);
+    // The program the SVM flags by hash (MD5:size:name, a ClamAV .hdb line): Wine's ping.exe
+    // (stays alive with -n N), made unique so no other file matches.
+    flagged = path.join(driveC(), 'procs', 'ping.exe');
+    fs.mkdirSync(path.dirname(flagged), { recursive: true });
+    const image = Buffer.concat([fs.readFileSync(path.join(driveC(), 'windows/system32/ping.exe')), Buffer.from(`\nlightagent-test-${process.pid}-${Date.now()}\n`)]);
+    fs.writeFileSync(flagged, image);
+    const hdb = path.join(prefix, 'procs.hdb');
+    fs.writeFileSync(hdb, `${crypto.createHash('md5').update(image).digest('hex')}:${image.length}:${PROC_THREAT}\n`);
+    svm = await startSvmProcess(['--signatures', hdb], TOKEN);
   });
 
   after(() => {
@@ -119,6 +146,12 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     assert.match(q.stdout, /STATE\s+:\s+4\s+RUNNING/, q.stdout);
     assert.match(fs.readFileSync(logFile, 'utf8'), /"message":"connected"/);
 
+    // Wine 8's services.exe ends the running service and starts it again whenever other Wine
+    // programs start (seen with the build before the process watcher too; docs/windows.md): with
+    // the MSI's restart-on-failure actions a new instance can come up after the stop below and
+    // hold the state directory while the uninstall removes it. No restarts from here on.
+    const f = wine(['sc', 'failure', 'lightagent', 'reset=', '0', 'actions=', '']);
+    assert.equal(f.status, 0, `sc failure: ${f.stdout}${f.stderr}`);
     // stop answers through the handler: STOPPED, logged
     const s = wine(['sc', 'stop', 'lightagent']);
     assert.equal(s.status, 0, s.stdout);
@@ -143,7 +176,8 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     fs.writeFileSync(bad, EICAR);
     fs.writeFileSync(path.join(watched, 'ok.txt'), 'clean\n');
     try {
-      await eventually(() => !fs.existsSync(bad), 20_000, 'the infected file to be quarantined');
+      // the move comes before the detection's log line: wait for both before the agent is killed
+      await eventually(() => !fs.existsSync(bad) && /"reportedToSvm":true/.test(fs.readFileSync(path.join(prefix, 'run.txt'), 'utf8')), 20_000, 'the infected file to be quarantined and reported');
     } finally {
       clearTimeout(watchdog);
       agent.kill('SIGTERM');
@@ -162,12 +196,81 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
 
     const x = wine(['msiexec', '/x', msi, '/qn'], 120_000);
     assert.equal(x.status, 0, `msiexec /x: ${x.stdout}${x.stderr}`);
-    assert.ok(!fs.existsSync(installed), 'the exe is removed');
+    if (fs.existsSync(installed)) {
+      const log = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => /"component":"service"|failed/.test(l)).slice(-12).join('\n') : '(no log)';
+      assert.fail(`the exe is not removed; msiexec /x: ${x.stdout}${x.stderr}; sc query: ${wine(['sc', 'query', 'lightagent']).stdout}; service log:\n${log}`);
+    }
     assert.ok(!fs.existsSync(path.join(dataDir, 'agent.yaml')), 'the config is removed');
     assert.ok(fs.existsSync(path.join(dataDir, 'quarantine')), 'the quarantine stays');
     const gone = wine(['sc', 'query', 'lightagent']);
     assert.doesNotMatch(gone.stdout, /RUNNING|STOPPED/, 'the service is deleted');
     const reg2 = wine(['reg', 'query', 'HKLM\\Software\\Microsoft\\Windows\\CurrentVersion\\Run', '/v', 'lightagent-tray']);
     assert.doesNotMatch(reg2.stdout, /lightagent-win-x64/);
+  });
+
+  it('run: terminates a process whose image is infected, quarantines the image, records the event; status --json over the pipe', async () => {
+    const stateDir = path.join(driveC(), 'la-proc');
+    fs.mkdirSync(path.join(driveC(), 'la-watched'), { recursive: true });
+    fs.mkdirSync(stateDir, { recursive: true });
+    fs.writeFileSync(path.join(stateDir, 'agent.yaml'), [`svm: ${svm.url}`, `token: ${TOKEN}`, 'state_dir: C:\\la-proc', 'protect:', '  - C:\\la-watched', ''].join('\n'));
+    const agent = wineBackground([exe, 'run', '--config', 'C:\\la-proc\\agent.yaml'], path.join(prefix, 'proc-run.txt'), 90_000);
+    try {
+      await eventually(() => /status pipe ready/.test(agent.log()) && /"message":"connected"/.test(agent.log()), 40_000, 'the agent to serve the status pipe and connect').catch((e: Error) => {
+        throw new Error(`${e.message}: ${agent.log().slice(-2000)}`);
+      });
+      assert.match(agent.log(), /process watcher: Toolhelp snapshots/);
+
+      // status over \\.\pipe\lightagent-status: live state of this agent
+      const st = wine([exe, 'status', '--json']);
+      assert.equal(st.status, 0, `status: ${st.stdout}${st.stderr}`);
+      const s1 = JSON.parse(st.stdout) as Record<string, any>;
+      assert.equal(s1.protection.state, 'protected');
+      assert.equal(s1.mode, 'watcher');
+      assert.deepEqual(s1.protect, ['C:\\la-watched']);
+      assert.equal(s1.svm.state, 'connected');
+      assert.equal(s1.svm.url, svm.url);
+      assert.ok(Number.isInteger(s1.pid) && s1.pid > 0);
+      assert.equal(s1.detections.total, 0);
+
+      // The flagged program, started from Wine: it would ping for ~30 s.
+      const t0 = performance.now();
+      const ping = wineBackground(['C:\\procs\\ping.exe', '-n', '30', '127.0.0.1'], path.join(prefix, 'ping.txt'), 60_000);
+      const code = await ping.exited;
+      const ms = Math.round(performance.now() - t0);
+      // (Wine's loader exits 0 for a process ended by TerminateProcess; ping's summary never comes)
+      assert.ok(ms < 15_000, `terminated after ${ms} ms (ping -n 30 alone runs ~29 s): ${ping.log()}`);
+      assert.doesNotMatch(ping.log(), /Ping statistics|Sent = 30/, 'ping did not finish on its own');
+      await eventually(() => !fs.existsSync(flagged), 10_000, 'the image to be quarantined');
+      await eventually(() => /"message":"file quarantined"/.test(agent.log()), 10_000, 'the quarantine to be logged');
+      const killed = /"message":"killed the process behind a threat","pid":(\d+),"reason":"started","timestamp":"([^"]+)"/.exec(agent.log());
+      assert.ok(killed, agent.log().slice(-3000));
+      process.stderr.write(`wine: killed pid ${killed[1]} at ${killed[2]}; ping exited ${ms} ms after it was spawned (exit code ${code})\n`);
+
+      const ql = wine([exe, 'quarantine', 'list', '--state-dir', 'C:\\la-proc', '--json']);
+      assert.equal(ql.status, 0, ql.stderr);
+      const items = JSON.parse(ql.stdout) as { threat: string; originalPath: string }[];
+      assert.ok(items.some((i) => i.threat === PROC_THREAT && /^C:\\procs\\ping\.exe$/i.test(i.originalPath)), ql.stdout);
+
+      await eventually(() => /ping\.exe/i.test(wine([exe, 'events', '--state-dir', 'C:\\la-proc', '--json']).stdout), 10_000, 'the event to be written');
+      const evs = wine([exe, 'events', '--state-dir', 'C:\\la-proc', '--json']).stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+      const ev = evs.find((e) => e.threat === PROC_THREAT)!;
+      assert.ok(ev, JSON.stringify(evs));
+      assert.equal(ev.kind, 'detection');
+      assert.equal(ev.action, 'killed');
+      assert.equal(ev.response, 'killed');
+      assert.match(ev.path, /^C:\\procs\\ping\.exe$/i);
+      assert.match(ev.process.exe, /^C:\\procs\\ping\.exe$/i);
+      assert.ok(ev.process.pid > 0);
+
+      // the detection is in the live status too
+      const s2 = JSON.parse(wine([exe, 'status', '--json']).stdout) as Record<string, any>;
+      assert.equal(s2.detections.total, 1);
+      assert.equal(s2.detections.recent[0].threat, PROC_THREAT);
+      assert.equal(s2.detections.recent[0].action, 'killed');
+    } finally {
+      agent.child.kill('SIGTERM');
+      await Promise.race([agent.exited, new Promise((r) => setTimeout(r, 3000))]);
+      agent.child.kill('SIGKILL');
+    }
   });
 });

@@ -110,9 +110,9 @@ export class LocalSockets {
    * learn who the client is from Node (no SO_PEERCRED; libuv does not expose the pipe handle for
    * GetNamedPipeClientProcessId/ImpersonateNamedPipeClient), Node cannot give the pipe a DACL, and
    * a shared secret would be only as safe as the state directory's ACL, which `run` from a console
-   * (and Wine) leaves at ProgramData's default (Users can read). The admin operations stay
-   * available without it: `lightagent quarantine` works on the store directly (as Administrator),
-   * and a restart of the service applies a new configuration.
+   * (and Wine) leaves at ProgramData's default (Users can read). Without it: `lightagent
+   * quarantine list` reads the store directly, a restart of the service applies a new
+   * configuration (restore/delete on Windows: docs/windows.md).
    */
   static async start(dir: string, svc: AgentService, opts: { windowsPipe?: string | undefined; silentClientMs?: number | undefined } = {}): Promise<LocalSockets> {
     const pipe = opts.windowsPipe;
@@ -148,7 +148,7 @@ export class LocalSockets {
       handle: (req, client) => {
         if (req.cmd === 'status' || req.cmd === 'watch') return readOnly(req, client);
         if (typeof req.cmd === 'string' && CONTROL_COMMANDS.has(req.cmd)) {
-          if (pipe) throw new ServiceError('LA_ERR_CONTROL_DENIED', `"${req.cmd}" is not available on the read-only status pipe, and Windows has no control pipe`, 'as Administrator: `lightagent quarantine ...` on the store, or restart the service (docs/windows.md)');
+          if (pipe) throw new ServiceError('LA_ERR_CONTROL_DENIED', `"${req.cmd}" is not available on the read-only status pipe, and Windows has no control pipe`, '`lightagent quarantine list` reads the store directly; restart the service for a new configuration (docs/windows.md)');
           throw new ServiceError('LA_ERR_CONTROL_DENIED', `"${req.cmd}" is not available on the read-only status socket`, `use the control socket as root (${path.join(dir, CONTROL_SOCKET)})`);
         }
         throw bad(`unknown command ${JSON.stringify(String(req.cmd)).slice(0, 80)}; the status socket knows "status" and "watch"`);
