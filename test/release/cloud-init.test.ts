@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseDocument } from 'yaml';
+import { findBinary, needPackage } from '../helpers/procs.js';
 import { BINARY, ROOT, ensureBinary } from './binary.js';
 
 const FILE = path.join(ROOT, 'installers/cloud-init/user-data.yaml');
@@ -104,7 +105,7 @@ describe('cloud-init user-data', () => {
     assert.equal(ud.runcmd[ud.runcmd.length - 1]![0], 'rm', 'the token is removed last');
   });
 
-  it('passes `cloud-init schema`', { skip: spawnSync('cloud-init', ['--version']).status === 0 ? false : 'cloud-init is not installed (apt-get install cloud-init)' }, () => {
+  it('passes `cloud-init schema`', { skip: needPackage(findBinary('cloud-init', ['/usr/bin/cloud-init']), 'cloud-init', 'the cloud-init schema check') ?? false }, () => {
     const r = spawnSync('cloud-init', ['schema', '--config-file', FILE], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.match(r.stdout + r.stderr, /Valid cloud-config/);
