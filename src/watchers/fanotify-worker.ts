@@ -155,14 +155,17 @@ function markUnchanged(fd: number, st: fs.BigIntStats): boolean {
 
 /**
  * A clean verdict of the current generation for exactly this identity, straight from the shared
- * cache: allow with an ignore mark, as the main thread would, without the thread hop. If the
- * file changed between the fstat and the mark, the mark is taken back and the main thread decides.
+ * cache: allow, then add the ignore mark, as the main thread would, without the thread hop.
+ * The answer goes first: the opener waits for it, not for the mark (two syscalls more). The mark
+ * is still checked against the identity that was judged (markUnchanged), so a write that slips
+ * in before it takes the mark back; a write after it clears the mark in the kernel. What the
+ * opener reads was never gated beyond the open anyway: fanotify judges opens, not reads.
  */
 function answeredFromCache(fd: number, st: fs.BigIntStats): boolean {
   if (!cacheView || !st.isFile() || !cacheView.isKnownClean(st)) return false;
-  if (!markUnchanged(fd, st)) return false;
   Atomics.add(counters, C.workerHits, 1);
   respond(fd, true);
+  markUnchanged(fd, st);
   closeFd(fd);
   return true;
 }
@@ -223,8 +226,8 @@ function permissionEvent(ev: FanEvent, batch: PostedEvent[], readAt: number): vo
     // content is judged at close-write. Marked like a clean file (the first write drops the
     // mark), so warm opens of empty files raise no event either.
     Atomics.add(counters, C.empty, 1);
-    markUnchanged(ev.fd, st);
     respond(ev.fd, true);
+    markUnchanged(ev.fd, st);
     closeFd(ev.fd);
     return;
   }
