@@ -53,6 +53,8 @@ const PERM = FAN_OPEN_PERM | (cfg.exec ? FAN_OPEN_EXEC_PERM : 0);
 /** Ignore marks always cover both permission events: a verdict is about content, not the access. */
 const IGNORE = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
 const IDLE_POLL_MS = 1000;
+/** An empty file changed less than this ago is taken for one being created: not marked at open. */
+const FRESH_NS = 3_000_000_000n;
 /** The verdict cache, read-only, when the main thread shares it: clean hits are answered here. */
 let cacheView: SharedCacheView | undefined;
 
@@ -223,11 +225,13 @@ function permissionEvent(ev: FanEvent, batch: PostedEvent[], readAt: number): vo
   if (st && answeredFromCache(ev.fd, st)) return;
   if (st?.isFile() && st.size === 0n) {
     // Zero bytes cannot carry a threat. This is mostly a file being created (O_CREAT), whose
-    // content is judged at close-write. Marked like a clean file (the first write drops the
-    // mark), so warm opens of empty files raise no event either.
+    // content is judged at close-write (which also marks it if it stays empty). An empty file
+    // older than a few seconds is marked like a clean file, so warm opens of a tree's empty files
+    // raise no event either; a new one is not: its writer's first write would drop the mark at
+    // once, and the mark, its check and its removal cost three syscalls per file created.
     Atomics.add(counters, C.empty, 1);
     respond(ev.fd, true);
-    markUnchanged(ev.fd, st);
+    if (BigInt(Date.now()) * 1_000_000n - st.ctimeNs > FRESH_NS) markUnchanged(ev.fd, st);
     closeFd(ev.fd);
     return;
   }
