@@ -131,7 +131,7 @@ export function markdown(l: Latest): string {
   if (firsts.length)
     L.push('', `lightagent read_first, per rep: opens answered without a verdict (SVM busy or rate limited: allowed, queued, scanned later) ${firsts.map((s) => s.agent!.unavailable).join(', ')} of ${l.tree?.files ?? '?'} files; queue drained after the run in ${firsts.map((s) => (s.agent!.queued ? `${s.agent!.drainMs} ms` : '-')).join(', ')} (untimed).`);
   const ev = l.micro.eventsPerWarmOpenWorkload;
-  if (ev) L.push('', `Workload tree, last read_warm rep: ${ev.events} permission events for ${ev.opens} file opens (${ev.perOpen} per open; empty files get no ignore mark).`);
+  if (ev) L.push('', `Workload tree, last read_warm rep: ${ev.events} permission events for ${ev.opens} file opens (${ev.perOpen} per open).`);
   L.push('', '## Resources', '');
   const r = l.micro.resources ?? {};
   L.push('| process | RSS idle after start (anonymous) | RSS after the workloads | idle CPU | CPU s over all timed runs (variant total) | peak RSS under load (variant total) |', '|---|---|---|---|---|---|');
