@@ -163,15 +163,27 @@ async function configure(file: string, v: ConfigureValues): Promise<number> {
 async function cleanup(file: string): Promise<number> {
   const dir = path.win32.dirname(file);
   let kept = 0;
+  const left: string[] = [];
+  // A service process that is still shutting down may hold or recreate a file for a moment
+  // (seen under Wine): Node retries EBUSY/ENOTEMPTY/EPERM, and what still fails is named, not
+  // fatal: a failed custom action would roll the whole uninstall back.
+  const remove = (p: string) => {
+    try {
+      fs.rmSync(p, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+    } catch (e) {
+      left.push(`${p} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  };
   for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
     if (name === 'quarantine') {
       kept++;
       continue;
     }
-    fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+    remove(path.join(dir, name));
   }
-  if (kept === 0) fs.rmSync(dir, { recursive: true, force: true });
+  if (kept === 0 && left.length === 0) remove(dir);
   out(`lightagent: removed the configuration and state in ${dir}${kept ? ' (the quarantine stays)' : ''}`);
+  if (left.length) err(`lightagent: could not remove ${left.join(', ')}; delete it by hand once no lightagent process runs`);
   return 0;
 }
 
