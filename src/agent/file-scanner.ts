@@ -155,7 +155,7 @@ export class FileScanner {
     }
     // Pass 1: the local fingerprint only (xxh64, ~7 GB/s); a copy of known content stops here.
     // SHA-256 (~1.6 GB/s) is computed only for content the local cache does not know.
-    const { fp, content } = this.readFd(fd, size, cache !== undefined);
+    const { fp, content: read1 } = this.readFd(fd, size, cache !== undefined);
     if (cache && fp !== undefined) {
       const fpHit = cache.lookupFingerprint(fp);
       if (fpHit && !fpHit.stale) {
@@ -163,6 +163,9 @@ export class FileScanner {
         return fromHit(path, size, fpHit, 'cache-fingerprint', size);
       }
     }
+    // A file that fit the shared read buffer is still in it: copy it out before the first await
+    // (another scan reuses the buffer). Only a miss pays for a copy of its own.
+    const content = read1 && read1.buffer === this.buf.buffer ? Buffer.from(read1) : read1;
     const sha256 = content ? crypto.createHash('sha256').update(content).digest('hex') : this.sha256Fd(fd, size);
     const looked = await this.backingOff(() => this.opts.link.lookup(sha256, size), this.opts.deadlineMs);
     if (looked.verdict === 'clean' || looked.verdict === 'infected') return this.finish(path, st, size, fp, sha256, looked, 'svm-cache', 0, size);
@@ -212,10 +215,15 @@ export class FileScanner {
     return r;
   }
 
-  /** Read the file once through `fd`: the local fingerprint (when a cache is used) and the bytes if small. */
+  /**
+   * Read the file once through `fd`: the local fingerprint (when a cache is used) and the bytes if
+   * small. Up to the shared read buffer's size the bytes come back as a view of that buffer (no
+   * allocation per file: a fingerprint hit, the common case for copies, needs no copy at all);
+   * the caller copies them out before it yields.
+   */
   private readFd(fd: number, size: number, fingerprint: boolean): { fp: bigint | undefined; content: Buffer | undefined } {
     const xx = fingerprint ? this.opts.cache?.createHasher() : undefined;
-    const keep = size <= this.opts.inMemoryMax ? Buffer.allocUnsafe(size) : undefined;
+    const keep = size > this.opts.inMemoryMax ? undefined : size <= READ_BUF ? this.buf.subarray(0, size) : Buffer.allocUnsafe(size);
     if (!xx && !keep) return { fp: undefined, content: undefined };
     let off = 0;
     while (off < size) {
