@@ -92,6 +92,7 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     fs.mkdirSync(path.dirname(flagged), { recursive: true });
     const image = Buffer.concat([fs.readFileSync(path.join(driveC(), 'windows/system32/ping.exe')), Buffer.from(`\nlightagent-test-${process.pid}-${Date.now()}\n`)]);
     fs.writeFileSync(flagged, image);
+    fs.writeFileSync(path.join(prefix, 'procs-image.bin'), image); // what a restore must give back
     const hdb = path.join(prefix, 'procs.hdb');
     fs.writeFileSync(hdb, `${crypto.createHash('md5').update(image).digest('hex')}:${image.length}:${PROC_THREAT}\n`);
     svm = await startSvmProcess(['--signatures', hdb], TOKEN);
@@ -194,11 +195,20 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     assert.match(ql.stdout, /Eicar-Test-Signature/);
     assert.match(ql.stdout, /watched\\\\eicar\.com/);
 
+    // Under Wine every new wineserver session starts auto-start services again (and the Wine
+    // programs above start sessions): make the service on-demand and stopped, and the console
+    // agent gone, so nothing holds the exe or the state directory while the uninstall runs.
+    if (agent.exitCode === null && agent.signalCode === null) await new Promise((r) => agent.once('exit', r));
+    // (Wine's sc.exe has no `config start=`; the SCM reads Start from the registry: 3 = demand.)
+    const demand = wine(['reg', 'add', 'HKLM\\System\\CurrentControlSet\\Services\\lightagent', '/v', 'Start', '/t', 'REG_DWORD', '/d', '3', '/f']);
+    assert.equal(demand.status, 0, `reg add Start=3: ${demand.stdout}${demand.stderr}`);
+    wine(['sc', 'stop', 'lightagent']);
+    await eventually(() => !/RUNNING|PENDING/.test(wine(['sc', 'query', 'lightagent']).stdout), 20_000, 'the service to be stopped before the uninstall');
     const x = wine(['msiexec', '/x', msi, '/qn'], 120_000);
     assert.equal(x.status, 0, `msiexec /x: ${x.stdout}${x.stderr}`);
     if (fs.existsSync(installed)) {
       const log = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => /"component":"service"|failed/.test(l)).slice(-12).join('\n') : '(no log)';
-      assert.fail(`the exe is not removed; msiexec /x: ${x.stdout}${x.stderr}; sc query: ${wine(['sc', 'query', 'lightagent']).stdout}; service log:\n${log}`);
+      assert.fail(`the exe is not removed; msiexec /x: ${x.stdout}${x.stderr}; sc query: ${wine(['sc', 'query', 'lightagent']).stdout}; tasklist: ${wine(['tasklist']).stdout}; service log:\n${log}`);
     }
     assert.ok(!fs.existsSync(path.join(dataDir, 'agent.yaml')), 'the config is removed');
     assert.ok(fs.existsSync(path.join(dataDir, 'quarantine')), 'the quarantine stays');
@@ -250,6 +260,11 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
       assert.equal(ql.status, 0, ql.stderr);
       const items = JSON.parse(ql.stdout) as { threat: string; originalPath: string }[];
       assert.ok(items.some((i) => i.threat === PROC_THREAT && /^C:\\procs\\ping\.exe$/i.test(i.originalPath)), ql.stdout);
+      // Restore works on Windows too (no uid check there: the store's ACL guards it), byte for byte.
+      const item = (items as Array<{ threat: string; originalPath: string; id: string }>).find((i) => i.threat === PROC_THREAT)!;
+      const rs = wine([exe, 'quarantine', 'restore', item.id, '--to', 'C:\\restored-ping.exe', '--state-dir', 'C:\\la-proc']);
+      assert.equal(rs.status, 0, `${rs.stdout}${rs.stderr}`);
+      assert.ok(fs.readFileSync(path.join(driveC(), 'restored-ping.exe')).equals(fs.readFileSync(path.join(prefix, 'procs-image.bin'))), 'restored byte for byte');
 
       await eventually(() => /ping\.exe/i.test(wine([exe, 'events', '--state-dir', 'C:\\la-proc', '--json']).stdout), 10_000, 'the event to be written');
       const evs = wine([exe, 'events', '--state-dir', 'C:\\la-proc', '--json']).stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);

@@ -23,11 +23,14 @@ Options:
   --to PATH         restore: restore to PATH instead of the original path
   -h, --help        show this help
 
-restore and delete need root. Exit status: 0 done, 2 error.`;
+restore and delete need root (on Windows: access to the store, Administrators). Exit status: 0 done, 2 error.`;
 
 const DEFAULT_STATE_DIR = '/var/lib/lightagent';
 
 function needRoot(action: string): void {
+  // Windows has no uid: the store under ProgramData is guarded by its ACL (Administrators and
+  // SYSTEM, set by the MSI); a user without access gets the filesystem's EPERM, named.
+  if (process.platform === 'win32') return;
   if (process.getuid?.() !== 0) {
     throw new QuarantineError('LA_ERR_NOT_ROOT', `quarantine ${action} needs root (the store is readable and writable by root only)`, `run it as root: sudo lightagent quarantine ${action} ...`);
   }
