@@ -13,10 +13,9 @@ import { DeferredQueue } from '../../src/agent/deferred-queue.js';
 import { DetectionLog } from '../../src/agent/detections.js';
 import { FileScanner } from '../../src/agent/file-scanner.js';
 import { OnAccessHandler, type AccessEvent } from '../../src/agent/on-access.js';
-import { encodeMessage } from '../../src/protocol/index.js';
 import { SvmLink } from '../../src/svm-link/index.js';
 import { eventually } from '../helpers/procs.js';
-import { scriptedSvm } from '../helpers/scripted-svm.js';
+import { markerSvm } from '../helpers/scripted-svm.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-onaccess-'));
 const cleanups: Array<() => unknown> = [];
@@ -26,24 +25,7 @@ after(async () => {
 });
 
 /** An SVM whose verdict for content containing "EVIL" is infected, answered after `delayMs`. */
-async function svmWithDelay(delayMs: () => number) {
-  const uploads = new Map<number, Buffer[]>();
-  return scriptedSvm((ws, m) => {
-    const answer = (id: number, verdict: 'clean' | 'infected' | 'unknown', sha256?: string) =>
-      setTimeout(() => ws.readyState === ws.OPEN && ws.send(encodeMessage({ t: 'verdict', id, verdict, ...(sha256 ? { sha256 } : {}), ...(verdict === 'infected' ? { threat: 'Test-Evil' } : {}), generation: 'g1', engine: 'scripted' })), delayMs());
-    if (m.t === 'lookup') answer(m.id, 'unknown');
-    if (m.t === 'chunk') {
-      const parts = uploads.get(m.id) ?? [];
-      parts.push(m.payload);
-      uploads.set(m.id, parts);
-      if (m.last) {
-        const content = Buffer.concat(parts);
-        uploads.delete(m.id);
-        answer(m.id, content.includes('EVIL') ? 'infected' : 'clean', crypto.createHash('sha256').update(content).digest('hex'));
-      }
-    }
-  });
-}
+const svmWithDelay = (delayMs: () => number) => markerSvm({ marker: 'EVIL', threat: 'Test-Evil', delayMs });
 
 async function setup(policy: 'allow' | 'deny', url: string, deadlineMs = 300) {
   const link = new SvmLink({ url, token: 'good', agentId: 'agent-onaccess', host: 'h', os: 'linux', agentVersion: '0', deadlineMs: 5000, backoffMinMs: 20, backoffMaxMs: 100, connectTimeoutMs: 500 });

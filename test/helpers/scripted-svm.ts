@@ -2,6 +2,7 @@
  * A scripted SVM on port 0 for client-side tests: it does the handshake (token `good`) and hands
  * every other frame to `onMessage`, so a test can answer late, wrongly, or not at all.
  */
+import crypto from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CloseCode, decodeAgentMessage, decodeChunk, encodeMessage, type AgentMessage } from '../../src/protocol/index.js';
@@ -36,3 +37,30 @@ export async function scriptedSvm(onMessage: Handler, opts: { maxInFlight?: numb
   return { wss, port, url: `ws://127.0.0.1:${port}`, close: () => new Promise<void>((r) => { for (const c of wss.clients) c.terminate(); wss.close(() => r()); }) };
 }
 
+/**
+ * A scripted SVM that judges uploads by content: every lookup is unknown (so content is
+ * uploaded), and content containing `marker` is infected with `threat`; each verdict is sent
+ * after `delayMs()` (0: at once).
+ */
+export async function markerSvm(o: { marker: string; threat: string; delayMs?: () => number }) {
+  const uploads = new Map<number, Buffer[]>();
+  return scriptedSvm((ws, m) => {
+    const answer = (id: number, verdict: 'clean' | 'infected' | 'unknown', sha256?: string) => {
+      const send = () => ws.readyState === ws.OPEN && ws.send(encodeMessage({ t: 'verdict', id, verdict, ...(sha256 ? { sha256 } : {}), ...(verdict === 'infected' ? { threat: o.threat } : {}), generation: 'g1', engine: 'scripted' }));
+      const ms = o.delayMs?.() ?? 0;
+      if (ms > 0) setTimeout(send, ms);
+      else send();
+    };
+    if (m.t === 'lookup') answer(m.id, 'unknown');
+    if (m.t === 'chunk') {
+      const parts = uploads.get(m.id) ?? [];
+      parts.push(m.payload);
+      uploads.set(m.id, parts);
+      if (m.last) {
+        const content = Buffer.concat(parts);
+        uploads.delete(m.id);
+        answer(m.id, content.includes(o.marker) ? 'infected' : 'clean', crypto.createHash('sha256').update(content).digest('hex'));
+      }
+    }
+  });
+}

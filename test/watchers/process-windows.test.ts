@@ -8,7 +8,6 @@
  * another image by the time of the verdict is left alone.
  */
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,10 +19,9 @@ import { OnAccessHandler } from '../../src/agent/on-access.js';
 import { ProcessMonitor } from '../../src/agent/process-monitor.js';
 import { Quarantine } from '../../src/agent/quarantine.js';
 import { ProcessSnapshotDiff, WindowsProcessWatcher, type SnapshotSource, type WinProcess } from '../../src/platform/windows/processes.js';
-import { encodeMessage } from '../../src/protocol/index.js';
 import { SvmLink } from '../../src/svm-link/index.js';
 import { eventually } from '../helpers/procs.js';
-import { scriptedSvm } from '../helpers/scripted-svm.js';
+import { markerSvm } from '../helpers/scripted-svm.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-winproc-'));
 const cleanups: Array<() => unknown> = [];
@@ -101,25 +99,8 @@ describe('WindowsProcessWatcher', () => {
   });
 });
 
-/** An SVM that finds content containing "EVIL" infected. */
-async function evilSvm() {
-  const uploads = new Map<number, Buffer[]>();
-  return scriptedSvm((ws, m) => {
-    const answer = (id: number, verdict: 'clean' | 'infected' | 'unknown', sha256?: string) =>
-      ws.send(encodeMessage({ t: 'verdict', id, verdict, ...(sha256 ? { sha256 } : {}), ...(verdict === 'infected' ? { threat: 'Win.Test.Evil' } : {}), generation: 'g1', engine: 'scripted' }));
-    if (m.t === 'lookup') answer(m.id, 'unknown');
-    if (m.t === 'chunk') {
-      const parts = uploads.get(m.id) ?? [];
-      parts.push(m.payload);
-      uploads.set(m.id, parts);
-      if (m.last) {
-        const content = Buffer.concat(parts);
-        uploads.delete(m.id);
-        answer(m.id, content.includes('EVIL') ? 'infected' : 'clean', crypto.createHash('sha256').update(content).digest('hex'));
-      }
-    }
-  });
-}
+/** An SVM whose verdict for content containing "EVIL" is infected. */
+const evilSvm = () => markerSvm({ marker: 'EVIL', threat: 'Win.Test.Evil' });
 
 describe('ProcessMonitor on Windows (fake snapshots) + OnAccessHandler.started', () => {
   it('terminates an infected new process, quarantines its image, records the event with the process; spares System, itself and protected names', async () => {
