@@ -135,10 +135,9 @@ function readEvents(): void {
   } finally {
     // Permission events go now, with every held close-write riding along; close-writes alone
     // wait for their batch (see CLOSE_WRITE_DELAY_MS).
-    const perm = batch.some((e) => e.kind !== 'close-write');
+    const permEvents = batch.filter((e) => e.kind !== 'close-write');
     for (const e of batch) if (e.kind === 'close-write') heldCloseWrites.push(e);
-    const now = batch.filter((e) => e.kind !== 'close-write');
-    if (perm || heldCloseWrites.length >= CLOSE_WRITE_BATCH) flushCloseWrites(now);
+    if (permEvents.length > 0 || heldCloseWrites.length >= CLOSE_WRITE_BATCH) flushCloseWrites(permEvents);
     else if (heldCloseWrites.length > 0 && closeWriteFlushAt === Number.POSITIVE_INFINITY) closeWriteFlushAt = performance.now() + CLOSE_WRITE_DELAY_MS;
   }
 }
