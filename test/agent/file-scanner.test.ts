@@ -13,7 +13,7 @@ import { FileScanner } from '../../src/agent/file-scanner.js';
 import { VerdictCache } from '../../src/cache/verdict-cache.js';
 import { encodeMessage } from '../../src/protocol/index.js';
 import { SvmLink } from '../../src/svm-link/index.js';
-import { scriptedSvm } from '../helpers/scripted-svm.js';
+import { markerSvm, scriptedSvm } from '../helpers/scripted-svm.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-scanner-'));
 const cleanups: Array<() => unknown> = [];
@@ -97,5 +97,27 @@ describe('FileScanner', () => {
     assert.equal(e.outcome, 'error');
     assert.equal(e.error?.code, 'LA_ERR_RATE_LIMITED');
     assert.ok(ms < 1000, `gave up within about the deadline: ${ms.toFixed(0)} ms`);
+  });
+
+  it('uploads each file\'s own bytes when many small misses are read into the shared buffer at once', async () => {
+    // Every verdict comes 50 ms late, so all 24 files are read (into the scanner's one 1 MiB
+    // buffer) before the first upload starts: each upload must still carry its own file.
+    const svm = await markerSvm({ marker: 'EVIL', threat: 'Test-Evil', delayMs: () => 50 });
+    cleanups.push(svm.close);
+    const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'scanner-test-3', host: 'h', os: 'linux', agentVersion: '0' });
+    cleanups.push(() => link.close());
+    const cache = await VerdictCache.open({ seed: 5n, capacity: 100 });
+    const scanner = new FileScanner({ link, cache, maxFileSize: 1 << 20, deadlineMs: 5000 });
+    const files = Array.from({ length: 24 }, (_, i) => {
+      const f = path.join(dir, `many-${i}.txt`);
+      fs.writeFileSync(f, `${i % 3 === 0 ? 'EVIL ' : ''}file ${i} ${'x'.repeat(100 + i * 37)}\n`);
+      return f;
+    });
+    const results = await Promise.all(files.map((f) => scanner.scanPath(f, fs.lstatSync(f, { bigint: true }))));
+    results.forEach((r, i) => {
+      assert.equal(r.error, undefined, `${files[i]}: ${r.error?.code} ${r.error?.message}`);
+      assert.equal(r.outcome, i % 3 === 0 ? 'infected' : 'clean', files[i]);
+      assert.equal(r.sha256, crypto.createHash('sha256').update(fs.readFileSync(files[i]!)).digest('hex'));
+    });
   });
 });
