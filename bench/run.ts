@@ -2,7 +2,7 @@
  * `npm run bench [-- --quick]`: every benchmark in one run, each step in its own process (so one's
  * memory does not colour another's, and a stuck step is killed by its timeout), then one report:
  *
- *   bench/results/latest.json  machine facts, series keyed none / lightagent / clamonacc with raw
+ *   bench/results/latest.json  machine facts, series keyed none / lightagent / clamonacc / floor with raw
  *                              samples, a summary (min, median, ratio of medians to no agent),
  *                              micro numbers and the targets met or missed
  *   bench/results/latest.md    the same as tables
@@ -91,7 +91,7 @@ async function main(): Promise<void> {
   }
 
   const w = readPart<WorkloadsResult>('workloads.json');
-  const series: Latest['series'] = { none: { samples: [] }, lightagent: { samples: [] }, clamonacc: { samples: [] } };
+  const series: Latest['series'] = { none: { samples: [] }, lightagent: { samples: [] }, clamonacc: { samples: [] }, floor: { samples: [] } };
   for (const s of w?.samples ?? []) series[s.variant]!.samples.push(s);
   const ol = readPart<any>('open-latency.json');
   const svm = readPart<any>('svm.json');
@@ -101,7 +101,7 @@ async function main(): Promise<void> {
     profile: quick ? 'quick' : 'full',
     note: 'Measured on a shared 2-core machine that other engineers load at the same time: absolute times vary between runs; the ratios are measured side by side (variants alternated every rep) and are what we report.',
     ...(w ? { tree: w.tree, reps: w.config.reps } : {}),
-    variants: w?.variants ?? { none: { notRun: 'workloads step failed' }, lightagent: { notRun: 'workloads step failed' }, clamonacc: { notRun: 'workloads step failed' } },
+    variants: w?.variants ?? Object.fromEntries(['none', 'lightagent', 'clamonacc', 'floor'].map((v) => [v, { notRun: 'workloads step failed' }])),
     series,
     summary: w ? summarize(w) : {},
     micro: {

@@ -1,6 +1,6 @@
 /**
  * From the parts a run wrote to bench/results/latest.json's shape (series keyed none /
- * lightagent / clamonacc with raw samples and a summary), latest.md (ratios to no agent, micro
+ * lightagent / clamonacc / floor with raw samples and a summary), latest.md (ratios to no agent, micro
  * numbers, targets met or missed) and the chart.
  */
 import type { OpenLatencyResult } from '../onaccess/open-latency.js';
@@ -9,7 +9,9 @@ import type { SvmScaleRow } from '../micro/svm-scale.js';
 import { ratioChartSvg } from './chart.js';
 import { median, round, type MachineFacts } from './harness.js';
 
-export const VARIANT_COLORS: Record<string, string> = { lightagent: '#2b6cb0', clamonacc: '#dd6b20' };
+export const VARIANT_COLORS: Record<string, string> = { lightagent: '#2b6cb0', clamonacc: '#dd6b20', floor: '#718096' };
+/** The variants that protect, in report order; `floor` is the minimal C listener (variants.ts). */
+export const SCANNERS = ['lightagent', 'clamonacc', 'floor'] as const;
 
 export interface Stat {
   n: number;
@@ -51,14 +53,14 @@ export function summarize(w: WorkloadsResult): Latest['summary'] {
   const workloads = [...new Set(w.samples.map((s) => s.workload))];
   for (const wl of workloads) {
     out[wl] = {};
-    for (const v of ['none', 'lightagent', 'clamonacc']) {
+    for (const v of ['none', ...SCANNERS]) {
       const all = w.samples.filter((s) => s.workload === wl && s.variant === v);
       if (!all.length) continue;
       const ok = all.filter((s) => s.rc === 0).map((s) => s.wall);
       out[wl]![v] = { n: ok.length, failed: all.length - ok.length, min: round(Math.min(...ok), 3), median: round(median(ok), 3), scannerCpuS: round(median(all.map((s) => s.scannerCpuS))) };
     }
     const none = out[wl]!.none;
-    for (const v of ['lightagent', 'clamonacc']) {
+    for (const v of SCANNERS) {
       const s = out[wl]![v];
       if (s && none && s.n && none.n) {
         s.ratio = round(s.median / none.median, 3);
@@ -80,11 +82,16 @@ export function targets(l: Latest): Latest['targets'] {
     t.push({ what, target, measured: v === undefined || !Number.isFinite(v) ? 'not measured' : unit === 'x' ? `${v.toFixed(2)}x (${v >= 1 ? '+' : ''}${((v - 1) * 100).toFixed(0)}%)` : `${v} ${unit}`, met: v === undefined || !Number.isFinite(v) ? null : v <= limit });
   add('second read pass (read_warm)', '<= +5% (1.05x)', ratio('read_warm'), 1.05);
   add('copy the tree', '<= +30% (1.30x)', ratio('copy'), 1.3);
+  const floorCopy = l.summary.copy?.floor?.ratio;
+  if (floorCopy !== undefined) t.push({ what: 'copy the tree: the floor (minimal C listener) on the same run', target: 'reference', measured: `${floorCopy.toFixed(2)}x; lightagent / floor = ${(ratio('copy')! / floorCopy).toFixed(2)}`, met: null });
   add('1,000 short processes (exec)', '<= +20% (1.20x)', ratio('exec'), 1.2);
   const ol = l.micro.openLatency && 'rows' in l.micro.openLatency ? l.micro.openLatency : undefined;
   const hit = ol?.rows.find((r) => r.variant === 'local-hit');
   add('added open() latency, cache hit (agent answers), p50', '<= 60 us', hit?.addedP50, 60, 'us');
   add('added open() latency, cache hit (agent answers), p99', '<= 500 us', hit?.addedP99, 500, 'us');
+  add('added open() latency, cache hit, p99 over the last 75% of the opens (after the agent\'s first events)', '<= 500 us', hit?.addedP99Late, 500, 'us');
+  const floorEv = ol?.rows.find((r) => r.variant === 'floor-hit') ?? ol?.rows.find((r) => r.variant === 'floor-event');
+  if (floorEv) t.push({ what: `added open() latency, an event per open answered by the floor (minimal C listener, ${floorEv.variant}), same run`, target: 'reference', measured: `p50 ${floorEv.addedP50} us, p99 ${floorEv.addedP99} us`, met: null });
   const warm = ol?.rows.find((r) => r.variant === 'warm');
   add('added open() latency, warm (kernel ignore mark), p50', '<= 60 us', warm?.addedP50, 60, 'us');
   add('events per warm open', '0', ol?.eventsPerWarmOpen, 0, 'events');
@@ -106,15 +113,16 @@ export function markdown(l: Latest): string {
   L.push(`# lightagent benchmark (${l.profile})`, '');
   L.push(`${m.date}: Linux ${m.kernel}, ${m.cpus} CPUs (${m.cpuModel}), ${Math.round(m.memMb / 1024)} GB RAM, Node ${m.node}; load average at start ${m.loadavgAtStart.join(' ')}.`);
   L.push('', `> ${l.note}`, '');
-  if (l.tree) L.push(`Tree: ${l.tree.files} files, ${l.tree.mb} MB copied from ${l.tree.from.join(', ')}; Python stdlib copy with ${l.tree.pyFiles} .py files; npm project of ${l.tree.npmPackages} packages from local tarballs. ${l.reps} repetitions, variants alternated A/B/C each rep.`, '');
+  if (l.tree) L.push(`Tree: ${l.tree.files} files, ${l.tree.mb} MB copied from ${l.tree.from.join(', ')}; Python stdlib copy with ${l.tree.pyFiles} .py files; npm project of ${l.tree.npmPackages} packages from local tarballs. ${l.reps} repetitions, variants alternated each rep.`, '');
   L.push('## Variants', '');
   for (const [v, s] of Object.entries(l.variants)) L.push(`- **${v}**: ${s.broken ? `BROKEN, not timed: ${s.broken}` : s.notRun ? `not run: ${s.notRun}` : 'ok'}${s.eicar ? `; EICAR check: ${s.eicar}` : ''}${s.note ? `; ${s.note}` : ''}`);
   L.push('', '## Workloads: ratio of medians to no agent (lower is better, 1.00 = no cost)', '');
-  L.push('| workload | no agent median (min) s | lightagent median (min) s | **lightagent ratio** | clamonacc median (min) s | **clamonacc ratio** | scanner CPU s per run (la / clam) |');
-  L.push('|---|---|---|---|---|---|---|');
+  L.push('floor = a minimal C fanotify listener with the same marks and ignore marks (bench/onaccess/floor-listener.c): what the kernel and this machine charge any permission-event scanner.', '');
+  L.push('| workload | no agent median (min) s | lightagent median (min) s | **lightagent ratio** | clamonacc median (min) s | **clamonacc ratio** | floor median (min) s | **floor ratio** | scanner CPU s per run (la / clam / floor) |');
+  L.push('|---|---|---|---|---|---|---|---|---|');
   for (const [wl, s] of Object.entries(l.summary)) {
     const c = (v: string) => (s[v] ? `${f2(s[v]!.median)} (${f2(s[v]!.min)})${s[v]!.failed ? `, ${s[v]!.failed} failed` : ''}` : 'n/a');
-    L.push(`| ${wl} | ${c('none')} | ${c('lightagent')} | **${f2(s.lightagent?.ratio)}** | ${c('clamonacc')} | **${f2(s.clamonacc?.ratio)}** | ${f2(s.lightagent?.scannerCpuS)} / ${f2(s.clamonacc?.scannerCpuS)} |`);
+    L.push(`| ${wl} | ${c('none')} | ${c('lightagent')} | **${f2(s.lightagent?.ratio)}** | ${c('clamonacc')} | **${f2(s.clamonacc?.ratio)}** | ${c('floor')} | **${f2(s.floor?.ratio)}** | ${f2(s.lightagent?.scannerCpuS)} / ${f2(s.clamonacc?.scannerCpuS)} / ${f2(s.floor?.scannerCpuS)} |`);
   }
   L.push('', '![ratios](latest.svg)', '');
   L.push('## Targets (issue 5, DESIGN.md frugality budget)', '', '| what | target | measured | met |', '|---|---|---|---|');
@@ -122,9 +130,9 @@ export function markdown(l: Latest): string {
   const ol = l.micro.openLatency;
   L.push('', '## open() latency (one open+close per file, microseconds)', '');
   if (ol && 'rows' in ol) {
-    L.push(`${ol.files} distinct 1-4 KiB files on a tmpfs. miss = empty caches everywhere (upload); second-guest = another agent (own state dir) after the first, the SVM knows every file (lookup only); local-hit = the agent's own cache answers (an event per open); warm = kernel ignore marks (no event).`, '');
-    L.push('| variant | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 |', '|---|---|---|---|---|---|---|');
-    for (const r of ol.rows) L.push(`| ${r.variant} | ${r.p50} | ${r.p99} | ${r.p999} | ${r.addedP50} | ${r.addedP99} | ${r.addedP999} |`);
+    L.push(`${ol.files} distinct 1-4 KiB files on a tmpfs. miss = empty caches everywhere (upload); second-guest = another agent (own state dir) after the first, the SVM knows every file (lookup only); local-hit = the agent's own cache answers (an event per open); warm = kernel ignore marks (no event); floor-event / floor-hit = a minimal C listener answers every open without / with adding ignore marks (bench/onaccess/floor-listener.c): the least an event per open costs here.`, '');
+    L.push('| variant | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | added p99, last 75% of opens |', '|---|---|---|---|---|---|---|---|');
+    for (const r of ol.rows) L.push(`| ${r.variant} | ${r.p50} | ${r.p99} | ${r.p999} | ${r.addedP50} | ${r.addedP99} | ${r.addedP999} | ${r.addedP99Late ?? 'n/a'} |`);
     L.push('', `Events per warm open: ${ol.eventsPerWarmOpen} (${ol.warmEvents} for ${ol.files} opens). Bytes uploaded: first guest ${ol.uploadBytes.firstGuest}, second guest ${ol.uploadBytes.secondGuest} (of ${ol.uploadBytes.totalBytes} in the files). First guest's counters after its pass: ${JSON.stringify(ol.firstGuestCounts)}; its deferred queue after a restart: ${ol.firstGuestDeferred.left} left after ${ol.firstGuestDeferred.drainMs} ms.`);
   } else L.push(`not run: ${(ol as { notRun: string } | undefined)?.notRun ?? 'skipped'}`);
   const firsts = (l.series.lightagent?.samples ?? []).filter((s) => s.workload === 'read_first' && s.agent);
@@ -135,7 +143,7 @@ export function markdown(l: Latest): string {
   L.push('', '## Resources', '');
   const r = l.micro.resources ?? {};
   L.push('| process | RSS idle after start (anonymous) | RSS after the workloads | idle CPU | CPU s over all timed runs (variant total) | peak RSS under load (variant total) |', '|---|---|---|---|---|---|');
-  for (const v of ['lightagent', 'clamonacc']) {
+  for (const v of SCANNERS) {
     const x = r[v] as Record<string, any> | undefined;
     if (!x) continue;
     for (const [p, y] of Object.entries(x)) {
@@ -171,6 +179,6 @@ export function chart(l: Latest): string {
     title: `On-access cost per workload vs no agent (${l.profile} run)`,
     subtitle: `${l.tree ? `${l.tree.files} files, ${l.tree.mb} MB; ` : ''}${l.reps} reps, medians; Linux ${l.machine.kernel}, ${l.machine.cpus} CPUs, Node ${l.machine.node}; ${l.machine.date.slice(0, 10)}; shared machine`,
     categories: cats,
-    series: ['lightagent', 'clamonacc'].map((v) => ({ name: v, color: VARIANT_COLORS[v]!, values: cats.map((c) => l.summary[c]?.[v]?.ratio) })),
+    series: SCANNERS.map((v) => ({ name: v, color: VARIANT_COLORS[v]!, values: cats.map((c) => l.summary[c]?.[v]?.ratio) })),
   });
 }

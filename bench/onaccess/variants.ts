@@ -6,6 +6,9 @@
  *               `lightagent-svm` on loopback (builtin engine, memory cache)
  *   clamonacc   ClamAV clamd + clamonacc with OnAccessPrevention on the mount (the setup of
  *               ../shared/peers/clamonacc/run.sh: a tiny offline EICAR database, --fdpass)
+ *   floor       floor-listener.c: the same fanotify marks, events and ignore marks as lightagent
+ *               with next to nothing done per event in C (fstat, a 4 KiB pread, one string
+ *               match): the least any permission-event scanner costs on this machine
  *
  * A protecting variant must block EICAR (`cat` fails) before it is timed: `eicarBlocked()`.
  */
@@ -14,8 +17,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { AGENT_NODE_FLAGS, shSync, stopChild, track, waitLine } from '../lib/harness.js';
 
-export type VariantName = 'none' | 'lightagent' | 'clamonacc';
-export const VARIANTS: readonly VariantName[] = ['none', 'lightagent', 'clamonacc'];
+export type VariantName = 'none' | 'lightagent' | 'clamonacc' | 'floor';
+export const VARIANTS: readonly VariantName[] = ['none', 'lightagent', 'clamonacc', 'floor'];
 
 // Split so that no file of this repository is itself an EICAR file.
 export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$' + 'EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
@@ -220,5 +223,48 @@ export class ClamOnAcc implements Variant {
 
   pids(): number[] {
     return [this.clamd?.pid, this.onacc?.pid].filter((p): p is number => p !== undefined);
+  }
+}
+
+const FLOOR_SRC = new URL('../../../bench/onaccess/floor-listener.c', import.meta.url).pathname;
+
+/** The floor (floor-listener.c), compiled with the system's C compiler into `work`. */
+export class FloorListener implements Variant {
+  readonly name = 'floor';
+  listener?: ChildProcess;
+  private readonly bin: string;
+  constructor(
+    readonly root: string,
+    readonly work: string,
+    /** false: no ignore marks, every open is an event (--no-marks). */
+    readonly marks = true,
+  ) {
+    this.bin = path.join(work, 'floor-listener');
+  }
+
+  /** Why it cannot run here, or undefined. */
+  static missing(): string | undefined {
+    if (spawnSync('cc', ['--version'], { stdio: 'ignore' }).status !== 0) return 'no C compiler to build bench/onaccess/floor-listener.c (Debian: apt-get install gcc)';
+    return undefined;
+  }
+
+  async start(): Promise<void> {
+    await this.stop();
+    if (!fs.existsSync(this.bin)) {
+      fs.mkdirSync(this.work, { recursive: true });
+      shSync(`cc -O2 -Wall -o '${this.bin}' '${FLOOR_SRC}'`, { timeoutS: 120 });
+    }
+    const l = spawn(this.bin, [...(this.marks ? [] : ['--no-marks']), this.root], { stdio: ['ignore', 'pipe', 'inherit'] });
+    this.listener = track(l, 'floor-listener');
+    await waitLine(l, /ready/, 10_000);
+  }
+
+  async stop(): Promise<void> {
+    await stopChild(this.listener, 5000);
+    this.listener = undefined;
+  }
+
+  pids(): number[] {
+    return this.listener?.pid === undefined ? [] : [this.listener.pid];
   }
 }

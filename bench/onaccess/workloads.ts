@@ -1,9 +1,10 @@
 /**
- * On-access cost on real file workloads: no agent, lightagent and ClamAV's clamonacc, measured
- * side by side in one run, variants alternated (A/B/C, then B/C/A, then C/A/B, ...) every rep.
+ * On-access cost on real file workloads: no agent, lightagent, ClamAV's clamonacc and the floor
+ * (a minimal C fanotify listener, see variants.ts), measured side by side in one run, variants
+ * alternated (A/B/C/D, then B/C/D/A, ...) every rep.
  *
  *   sudo node build/bench/onaccess/workloads.js [--quick] [--reps N] [--first-reps N] [--only read_warm,copy]
- *        [--variants none,lightagent,clamonacc] [--out FILE]
+ *        [--variants none,lightagent,clamonacc,floor] [--out FILE]
  *
  * Each variant gets its own ext4 loop mount under /tmp/la-bench (so marks never overlap) holding a
  * byte-identical copy of:
@@ -51,7 +52,7 @@ import {
   timed,
   type Timed,
 } from '../lib/harness.js';
-import { ClamOnAcc, eicarCheck, LightAgent, NoAgent, VARIANTS, type Variant, type VariantName } from './variants.js';
+import { ClamOnAcc, eicarCheck, FloorListener, LightAgent, NoAgent, VARIANTS, type Variant, type VariantName } from './variants.js';
 
 interface Profile {
   /** System directories copied into T. */
@@ -220,7 +221,7 @@ async function main(): Promise<void> {
   say(`tree: ${tree.files} files, ${tree.mb} MB; PY ${tree.pyFiles} .py files; npm project of ${tree.npmPackages} packages`);
   const sizeMb = Math.max(1024, Math.ceil(tree.mb * 4 + 800));
 
-  const status: WorkloadsResult['variants'] = { none: {}, lightagent: {}, clamonacc: {} };
+  const status: WorkloadsResult['variants'] = { none: {}, lightagent: {}, clamonacc: {}, floor: {} };
   const variants: Variant[] = [];
   for (const name of wanted) {
     const root = path.join(BASE, name);
@@ -233,8 +234,14 @@ async function main(): Promise<void> {
       if (missing) status.clamonacc.broken = `not run: ${missing}`;
       else variants.push(new ClamOnAcc(root, path.join(BASE, 'clamav')));
     }
+    if (name === 'floor') {
+      const missing = FloorListener.missing();
+      if (missing) status.floor.broken = `not run: ${missing}`;
+      else variants.push(new FloorListener(root, path.join(BASE, 'floor-build')));
+    }
   }
   atCleanup(() => fs.rmSync(path.join(BASE, 'agent-state'), { recursive: true, force: true }));
+  atCleanup(() => fs.rmSync(path.join(BASE, 'floor-build'), { recursive: true, force: true }));
   const samples: Sample[] = [];
   const active = () => variants.filter((v) => !status[v.name].broken);
   const order = (rep: number) => {
@@ -336,7 +343,7 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, windowS * 1000));
   for (const v of active()) {
     if (v.name === 'none') continue;
-    const names = v instanceof LightAgent ? ['agent', 'svm'] : ['clamd', 'clamonacc'];
+    const names = v instanceof LightAgent ? ['agent', 'svm'] : v instanceof FloorListener ? ['listener'] : ['clamd', 'clamonacc'];
     const per: Record<string, unknown> = {};
     v.pids().forEach((pid, i) => {
       per[names[i]!] = { idleCpuPct: round((((sumTicks([pid]) - idle0[pid]!) / CLK_TCK) * 100) / windowS, 2), rssKbAfterLoad: rssKb(pid), idleRssKbAfterStart: resources[v.name]?.idleAfterStartRssKb?.[i], idleAnonKbAfterStart: resources[v.name]?.idleAfterStartAnonKb?.[i] };
