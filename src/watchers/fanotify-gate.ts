@@ -69,6 +69,12 @@ export interface FanotifyGateOptions {
   onDeadline: 'allow' | 'deny';
   /** Report FAN_CLOSE_WRITE to `onCloseWrite` (default true). */
   closeWrite?: boolean;
+  /**
+   * Close-write fds outstanding (waiting in the worker or being scanned) beyond which new
+   * close-writes are not scanned, only counted (closeWritesDropped): those files are judged at
+   * their next open instead. Default 4096 (each is an fd of this process).
+   */
+  closeWriteMaxFds?: number;
   /** Also gate execution (FAN_OPEN_EXEC_PERM, Linux >= 5.0; default true). */
   exec?: boolean;
   decide: (ev: PermissionEvent) => Promise<Decision>;
@@ -160,6 +166,7 @@ export class FanotifyGate implements ProtectionBackend {
       deadlineMs: o.deadlineMs,
       onDeadline: o.onDeadline,
       closeWrite: o.closeWrite ?? true,
+      closeWriteMaxFds: o.closeWriteMaxFds ?? 4096,
       exec: o.exec ?? true,
       selfPid: process.pid,
       wakeR: wake[0],
@@ -290,6 +297,7 @@ export class FanotifyGate implements ProtectionBackend {
       if (isClean(r) && !this.stopping) this.markClean(e, stat);
     } finally {
       closeFd(e.fd);
+      Atomics.sub(this.counters, C.closeWriteFds, 1);
     }
   }
 

@@ -9,6 +9,8 @@ export interface WorkerConfig {
   deadlineMs: number;
   onDeadline: 'allow' | 'deny';
   closeWrite: boolean;
+  /** Close-write fds outstanding (held here or being scanned) beyond which new ones are dropped. */
+  closeWriteMaxFds: number;
   exec: boolean;
   selfPid: number;
   /** Read end of the wake pipe; the main thread owns (and closes) both ends. */
@@ -59,6 +61,10 @@ export const C = {
   empty: 16,
   /** Clean identity hits answered by the worker from the shared verdict cache. */
   workerHits: 17,
+  /** A gauge, not a counter: close-write event fds open now (held by the worker or being scanned). */
+  closeWriteFds: 18,
+  /** Close-writes not scanned because closeWriteMaxFds were outstanding (judged at their next open). */
+  closeWritesDropped: 19,
 } as const;
 /**
  * Not counters: the group fd's life. CLOSING is set (once) by whoever closes the group; USERS

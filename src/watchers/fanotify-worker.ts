@@ -54,15 +54,21 @@ const PERM = FAN_OPEN_PERM | (cfg.exec ? FAN_OPEN_EXEC_PERM : 0);
 const IGNORE = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
 const IDLE_POLL_MS = 1000;
 /**
- * Close-write notifications hold nobody up: they are posted to the main thread in batches, at
- * most CLOSE_WRITE_DELAY_MS after the first one waits, or at once when CLOSE_WRITE_BATCH wait,
- * or with the next permission event that goes to the main thread. One postMessage per written
- * file cost ~20 us here and a main-thread wake-up more (a `cp -a` of 10,000 files).
+ * Close-write notifications hold nobody up, so they wait while the gate is busy: they are held
+ * here (the event fd and pid; the path is looked up when they go) and posted to the main thread
+ * in one batch once no event has come for CLOSE_WRITE_QUIET_MS, or CLOSE_WRITE_MAX_AGE_MS after
+ * the oldest arrived, or at once when CLOSE_WRITE_MAX_HELD wait (each holds an fd). So a burst of
+ * file creation (cp -a, tar x, npm ci) is not slowed by the background scans of what it wrote:
+ * they run when it pauses. Nothing is lost: an open of a held file is a permission event and is
+ * judged then, and the scan that follows is a cache hit. Measured on a 16,609-file `cp -a`: see
+ * docs/benchmarks.md.
  */
-const CLOSE_WRITE_DELAY_MS = 2;
-const CLOSE_WRITE_BATCH = 64;
-const heldCloseWrites: PostedEvent[] = [];
-let closeWriteFlushAt = Number.POSITIVE_INFINITY;
+const CLOSE_WRITE_QUIET_MS = 20;
+const CLOSE_WRITE_MAX_AGE_MS = 1000;
+const CLOSE_WRITE_MAX_HELD = 1024;
+const heldCloseWrites: Array<{ ev: FanEvent; readAt: number }> = [];
+let heldSince = Number.POSITIVE_INFINITY;
+let lastEventAt = 0;
 /** An empty file changed less than this ago is taken for one being created: not marked at open. */
 const FRESH_NS = 3_000_000_000n;
 /** The verdict cache, read-only, when the main thread shares it: clean hits are answered here. */
@@ -133,22 +139,33 @@ function readEvents(): void {
       if (n < buf.length - 64 * FAN_EVENT_METADATA_LEN) break;
     }
   } finally {
-    // Permission events go now, with every held close-write riding along; close-writes alone
-    // wait for their batch (see CLOSE_WRITE_DELAY_MS).
-    const permEvents = batch.filter((e) => e.kind !== 'close-write');
-    for (const e of batch) if (e.kind === 'close-write') heldCloseWrites.push(e);
-    if (permEvents.length > 0 || heldCloseWrites.length >= CLOSE_WRITE_BATCH) flushCloseWrites(permEvents);
-    else if (heldCloseWrites.length > 0 && closeWriteFlushAt === Number.POSITIVE_INFINITY) closeWriteFlushAt = performance.now() + CLOSE_WRITE_DELAY_MS;
+    // Permission events go now; close-writes wait (see CLOSE_WRITE_QUIET_MS).
+    postEvents(batch);
+    if (heldCloseWrites.length >= CLOSE_WRITE_MAX_HELD) flushCloseWrites();
   }
 }
 
-/** Post `first` (permission events) and every held close-write in one message. */
-function flushCloseWrites(first: PostedEvent[] = []): void {
-  const events = heldCloseWrites.length > 0 ? first.concat(heldCloseWrites.splice(0)) : first;
-  closeWriteFlushAt = Number.POSITIVE_INFINITY;
+function postEvents(events: PostedEvent[]): void {
   if (events.length === 0) return;
   Atomics.add(counters, C.posted, events.length);
   post({ t: 'events', events });
+}
+
+/** When the held close-writes are due (Infinity: none held). */
+function closeWriteFlushAt(): number {
+  return heldCloseWrites.length === 0 ? Number.POSITIVE_INFINITY : Math.min(lastEventAt + CLOSE_WRITE_QUIET_MS, heldSince + CLOSE_WRITE_MAX_AGE_MS);
+}
+
+/** Post every held close-write in a protected folder in one message; close the others' fds. */
+function flushCloseWrites(): void {
+  const events: PostedEvent[] = [];
+  for (const { ev, readAt } of heldCloseWrites.splice(0)) {
+    const path = protectedPath(ev, false);
+    if (path !== '') events.push({ fd: ev.fd, seq: 0, pid: ev.pid, kind: 'close-write', path, readAt });
+    else Atomics.sub(counters, C.closeWriteFds, 1); // closed by protectedPath
+  }
+  heldSince = Number.POSITIVE_INFINITY;
+  postEvents(events);
 }
 
 function fstat(fd: number): fs.BigIntStats | undefined {
@@ -195,6 +212,7 @@ function answeredFromCache(fd: number, st: fs.BigIntStats): boolean {
 
 function dispatch(n: number, batch: PostedEvent[]): void {
   const readAt = hrMs();
+  lastEventAt = performance.now();
   const events = parseEvents(buf, n);
   // Permission events first: a process is blocked on each of them, while a close-write
   // notification holds nobody up. Within each kind the kernel's order is kept.
@@ -202,7 +220,7 @@ function dispatch(n: number, batch: PostedEvent[]): void {
   for (const ev of events) {
     if (ev.fd === FAN_NOFD) {
       if (ev.mask & FAN_Q_OVERFLOW) Atomics.add(counters, C.overflow, 1);
-    } else if (!(ev.mask & PERM)) closeWriteEvent(ev, batch, readAt);
+    } else if (!(ev.mask & PERM)) closeWriteEvent(ev, readAt);
   }
 }
 
@@ -271,11 +289,21 @@ function permissionEvent(ev: FanEvent, batch: PostedEvent[], readAt: number): vo
   batch.push({ fd: ev.fd, seq, pid: ev.pid, kind, path, readAt });
 }
 
-function closeWriteEvent(ev: FanEvent, batch: PostedEvent[], readAt: number): void {
+function closeWriteEvent(ev: FanEvent, readAt: number): void {
   Atomics.add(counters, C.closeWrite, 1);
   if (ownEvent(ev, false)) return;
-  const path = protectedPath(ev, false);
-  if (path !== '') batch.push({ fd: ev.fd, seq: 0, pid: ev.pid, kind: 'close-write', path, readAt });
+  if (Atomics.load(counters, C.closeWriteFds) >= cfg.closeWriteMaxFds) {
+    // Each one holds an fd until its scan ends (the main thread closes it and counts it down):
+    // beyond the bound the scan is skipped, never the protection, since the file's next open is
+    // a permission event judged then. Keeps a flood of writes from exhausting RLIMIT_NOFILE,
+    // which would leave the kernel no fd to give the next permission event.
+    closeFd(ev.fd);
+    Atomics.add(counters, C.closeWritesDropped, 1);
+    return;
+  }
+  Atomics.add(counters, C.closeWriteFds, 1);
+  if (heldCloseWrites.length === 0) heldSince = lastEventAt;
+  heldCloseWrites.push({ ev, readAt });
 }
 
 /** Answer what the main thread has not answered: past the deadline by policy, or all (stop) with allow. */
@@ -301,13 +329,13 @@ function loop(): void {
   try {
     if (stopping) return shutdown();
     const now = performance.now();
-    const due = Math.min(pending.length > 0 ? pending[0]!.deadline : Number.POSITIVE_INFINITY, closeWriteFlushAt);
+    const due = Math.min(pending.length > 0 ? pending[0]!.deadline : Number.POSITIVE_INFINITY, closeWriteFlushAt());
     const timeout = due === Number.POSITIVE_INFINITY ? IDLE_POLL_MS : Math.max(0, Math.ceil(due - now));
     const ready = pollIn([fan, wakeR], Math.min(timeout, IDLE_POLL_MS), pollScratch);
     if (ready.includes(wakeR)) drainWakePipe();
     if (ready.includes(fan)) readEvents();
     const after = performance.now();
-    if (after >= closeWriteFlushAt) flushCloseWrites();
+    if (after >= closeWriteFlushAt()) flushCloseWrites();
     expire(after, false);
   } catch (e) {
     post({ t: 'fatal', message: (e as Error).message });

@@ -11,8 +11,8 @@ import { needRoot, run, scratchMount, waitFor, type Proc } from '../helpers/proc
 const skip = needRoot();
 const CHILD = new URL('./fixtures/gate-child.js', import.meta.url).pathname;
 
-function startGate(mount: string, behaviour: string, deadlineMs: number, onDeadline: 'allow' | 'deny'): Proc & { ask: (cmd: string, re: RegExp) => Promise<string> } {
-  const child = spawn(process.execPath, [CHILD, mount, behaviour, String(deadlineMs), onDeadline], { stdio: ['pipe', 'pipe', 'pipe'] });
+function startGate(mount: string, behaviour: string, deadlineMs: number, onDeadline: 'allow' | 'deny', env: Record<string, string> = {}): Proc & { ask: (cmd: string, re: RegExp) => Promise<string> } {
+  const child = spawn(process.execPath, [CHILD, mount, behaviour, String(deadlineMs), onDeadline], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
@@ -173,6 +173,57 @@ describe('FanotifyGate', { skip }, () => {
     assert.match(m, /fresh content/);
     const st = JSON.parse(await g.ask('stats', /\{.*\}\n/)) as { gate: Record<string, number> };
     assert.equal(st.gate.closeWrite, 1);
+    await g.stop();
+  });
+
+  it('a burst of 1,500 files written (close-writes held while the gate is busy): every close-write is reported once with its content, and every fd closed after', async () => {
+    const dir = path.join(mnt!.dir, 'burst');
+    fs.mkdirSync(dir);
+    const g = startGate(mnt!.dir, 'allow', 2000, 'allow');
+    gates.push(g);
+    await waitFor(g, /READY/);
+    const fds = () => fs.readdirSync(`/proc/${g.pid}/fd`).length;
+    const baseline = fds();
+    const N = 1500;
+    // One process writes them back to back: the gate stays busy (a permission event per create).
+    assert.equal(run('sh', ['-c', `i=0; while [ $i -lt ${N} ]; do i=$((i+1)); printf "burst $i" > ${dir}/f$i; done`], 60_000).status, 0);
+    const seen = () => g.output().match(new RegExp(`CLOSE_WRITE ${dir}/f\\d+ \\d+ burst \\d+\n`, 'g'))?.length ?? 0;
+    for (const end = Date.now() + 30_000; seen() < N && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+    const lines = g.output().match(new RegExp(`CLOSE_WRITE ${dir}/f(\\d+) \\d+ burst (\\d+)\n`, 'g')) ?? [];
+    const ids = lines.map((l) => /f(\d+) \d+ burst (\d+)/.exec(l)!).map((m) => {
+      assert.equal(m[1], m[2], `content read through the event fd is the file's own: ${m[0]}`);
+      return Number(m[1]);
+    });
+    assert.equal(ids.length, N, `close-writes reported: ${ids.length} of ${N}`);
+    assert.equal(new Set(ids).size, N, 'each file reported once');
+    let now = fds();
+    for (const end = Date.now() + 5000; now > baseline + 4 && Date.now() < end; now = fds()) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(now <= baseline + 4, `fds after the burst: ${now}, before: ${baseline}`);
+    await g.stop();
+  });
+
+  it('close-writes beyond closeWriteMaxFds are counted and not scanned (their fds closed at once), and those files are still judged at their next open', async () => {
+    const dir = path.join(mnt!.dir, 'flood');
+    fs.mkdirSync(dir);
+    // Every close-write scan hangs, so each one keeps its fd: the bound is all that frees them.
+    const g = startGate(mnt!.dir, 'allow', 2000, 'allow', { GATE_CW_MAX_FDS: '100', GATE_CW_HANG: '1' });
+    gates.push(g);
+    await waitFor(g, /READY/);
+    const baseline = fs.readdirSync(`/proc/${g.pid}/fd`).length;
+    const N = 300;
+    assert.equal(run('sh', ['-c', `i=0; while [ $i -lt ${N} ]; do i=$((i+1)); printf "flood $i" > ${dir}/f$i; done`], 60_000).status, 0, 'every create was answered');
+    type Stats = { decides: number; gate: Record<string, number> };
+    let st = JSON.parse(await g.ask('stats', /\{.*\}\n/)) as Stats;
+    for (const end = Date.now() + 10_000; st.gate.closeWrite! < N && Date.now() < end; st = JSON.parse(await g.ask('stats', /\{.*\}\n/)) as Stats) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(st.gate.closeWrite, N);
+    assert.equal(st.gate.closeWriteFds, 100, 'the gauge stops at the bound');
+    assert.equal(st.gate.closeWritesDropped, N - 100);
+    const held = fs.readdirSync(`/proc/${g.pid}/fd`).length - baseline;
+    assert.ok(held >= 100 && held <= 110, `fds held: ${held}`);
+    // A dropped one (the last written) is still judged when opened.
+    assert.equal(run('cat', [`${dir}/f${N}`]).status, 0);
+    const after = JSON.parse(await g.ask('stats', /\{.*\}\n/)) as Stats;
+    assert.equal(after.decides - st.decides, 1, 'the open of a file whose close-write was dropped asked for a verdict');
     await g.stop();
   });
 
