@@ -17,7 +17,10 @@
 //      VirtualAlloc2 but rejects MEM_RESERVE_PLACEHOLDER, and V8 13 (Node 24) aborts at start
 //      ("SegmentedTable::InitializeTable (subspace allocation)"); without VirtualAlloc2 V8 uses
 //      the path it has for Windows versions that lack it. Only for tests under Wine; never shipped.
-//   7. the MSI with wixl (msitools) from installers/windows/lightagent.wxs, when wixl exists.
+//   7. the MSI from installers/windows/lightagent.wxs, when wixl exists: scripts/windows-msi.mjs
+//      (wixl, then msibuild from msitools for the Upgrade table's Remove column).
+//   Steps 5 and 6 are skipped for an executable whose `.inputs` stamp says it was made from the
+//   same node.exe image and blob (the tests under Wine run this script once per test file).
 //
 // Options: --out DIR (default dist), --wine, --wine-only (only the Wine variant: what the tests
 // under Wine build), --no-msi, --quiet.
@@ -151,8 +154,22 @@ sh(node24, ['--experimental-sea-config', path.join(seaDir, 'sea-config.json')]);
 step(`blob ${mib(seaConfig.output)}`);
 
 // --- 3. node.exe without its signature, blob injected
-/** Build one executable from a node.exe image (Buffer). */
+/**
+ * Build one executable from a node.exe image (Buffer). Skipped (returns false) when `out` is the
+ * one a previous run made from the same image and blob: `<out>.inputs` holds their SHA-256 and
+ * the output's size and mtime (the tests under Wine call this script once per test file).
+ */
 function inject(image, out) {
+  const sha = (b) => crypto.createHash('sha256').update(b).digest('hex');
+  const stampFile = `${out}.inputs`;
+  const inputs = { image: sha(image), blob: sha(fs.readFileSync(seaConfig.output)), sentinel: SENTINEL };
+  const stamp = () => ({ ...inputs, size: fs.statSync(out).size, mtimeMs: fs.statSync(out).mtimeMs });
+  try {
+    if (fs.readFileSync(stampFile, 'utf8') === JSON.stringify(stamp())) return false;
+  } catch {
+    // no stamp or no output: build
+  }
+  fs.rmSync(stampFile, { force: true });
   fs.mkdirSync(path.dirname(out), { recursive: true });
   const signed = `${out}.signed.tmp`;
   const tmp = `${out}.tmp`;
@@ -162,11 +179,13 @@ function inject(image, out) {
   fs.rmSync(signed);
   sh(process.execPath, [postject, tmp, 'NODE_SEA_BLOB', seaConfig.output, '--sentinel-fuse', SENTINEL]);
   fs.renameSync(tmp, out);
+  fs.writeFileSync(stampFile, JSON.stringify(stamp()));
+  return true;
 }
 const nodeExe = fs.readFileSync(nodeExeSrc);
 if (!flag('--wine-only')) {
-  inject(nodeExe, target);
-  step(`${path.relative(root, target)} ${mib(target)}`);
+  const built = inject(nodeExe, target);
+  step(`${path.relative(root, target)} ${mib(target)}${built ? '' : ' (up to date)'}`);
 }
 
 /** V8's GetProcAddress(kernelbase, "VirtualAlloc2") made to fail: see the header (6). */
@@ -180,14 +199,19 @@ function wineCompatible(image) {
 }
 const wineTarget = path.join(outDir, 'wine', 'lightagent-win-x64.exe');
 if (flag('--wine') || flag('--wine-only')) {
-  inject(wineCompatible(nodeExe), wineTarget);
-  step(`${path.relative(root, wineTarget)} (tests under Wine only)`);
+  const built = inject(wineCompatible(nodeExe), wineTarget);
+  step(`${path.relative(root, wineTarget)} (tests under Wine only)${built ? '' : ', up to date'}`);
 }
 
 // --- 4. MSI
 const wxs = path.join(root, 'installers/windows/lightagent.wxs');
+const { buildMsi } = await import('./windows-msi.mjs');
 function msi(exe, out) {
-  sh('wixl', ['-a', 'x64', '-D', `Version=${pkg.version}`, '-D', `ExePath=${path.relative(root, exe)}`, '-o', out, path.relative(root, wxs)]);
+  try {
+    buildMsi({ root, exe, out, version: pkg.version });
+  } catch (e) {
+    die(e.message);
+  }
 }
 if (!flag('--no-msi') && fs.existsSync(wxs)) {
   if (spawnSync('wixl', ['--version']).status !== 0) {

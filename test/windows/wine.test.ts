@@ -14,52 +14,25 @@
  * With CI=true a missing wine/wixl fails; locally it skips with the reason.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import crypto from 'node:crypto';
 import { EICAR, eventually, inCi, startSvmProcess, type Proc } from '../helpers/procs.js';
+import { buildWineVariant, root, WinePrefix, wineExe as exe, wineMissing, wineMsi as msi } from '../helpers/wine.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const exe = path.join(root, 'dist/wine/lightagent-win-x64.exe');
-const msi = path.join(root, 'dist/wine/lightagent-win-x64.msi');
 const TOKEN = 'wine-token-1234';
 
-function missing(): string | undefined {
-  for (const tool of ['wine', 'wineserver', 'wixl', 'osslsigncode']) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return `${tool} is not installed (apt-get install wine wine64 wixl osslsigncode)`;
-  }
-  if (!fs.existsSync('/usr/lib/wine/wine64')) return 'wine64 is not installed';
-  return undefined;
-}
-const why = missing();
+const why = wineMissing();
 if (why && inCi) throw new Error(`Windows tests under Wine cannot run: ${why}`);
 if (why) process.stderr.write(`\n*** SKIPPING test/windows/wine.test.ts: ${why} ***\n\n`);
 
+let wp: WinePrefix | undefined;
 let prefix = '';
-const env = () => ({ ...process.env, WINEPREFIX: prefix, WINEDEBUG: '-all', WINEDLLOVERRIDES: 'mscoree,mshtml=' });
+const env = () => wp!.env();
 const driveC = () => path.join(prefix, 'drive_c');
-
-/**
- * Run a Windows program under wine, its stdout and stderr sent to files: a Unix pipe reaches
- * node.exe as a handle libuv cannot open under Wine (process.stdout throws EBADF).
- */
-function wine(args: string[], timeoutMs = 60_000): { status: number | null; stdout: string; stderr: string } {
-  const o = path.join(prefix, 'out.txt');
-  const e = path.join(prefix, 'err.txt');
-  const fo = fs.openSync(o, 'w');
-  const fe = fs.openSync(e, 'w');
-  try {
-    const r = spawnSync('wine', args, { env: env(), stdio: ['ignore', fo, fe], timeout: timeoutMs, killSignal: 'SIGKILL' });
-    return { status: r.status, stdout: fs.readFileSync(o, 'utf8'), stderr: fs.readFileSync(e, 'utf8') };
-  } finally {
-    fs.closeSync(fo);
-    fs.closeSync(fe);
-  }
-}
+const wine = (args: string[], timeoutMs?: number) => wp!.run(args, timeoutMs);
 
 /** A Windows program started from Wine in the background, output to a file; ends itself after `ms`. */
 function wineBackground(args: string[], out: string, ms: number) {
@@ -78,14 +51,9 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
   let flagged = '';
 
   before(async () => {
-    // build the Wine variant and its MSI (about 45 s: postject over 80 MB) unless up to date
-    const b = spawnSync(process.execPath, [path.join(root, 'scripts/release-windows.mjs'), '--wine-only', '--quiet'], { cwd: root, encoding: 'utf8', timeout: 150_000 });
-    assert.equal(b.status, 0, `release-windows failed: ${b.stdout}${b.stderr}`);
-    assert.ok(fs.existsSync(exe) && fs.existsSync(msi));
-    prefix = fs.mkdtempSync(path.join(os.tmpdir(), 'la-wine-'));
-    // node.exe refuses to start on Wine's default Windows 7
-    const w = wine(['winecfg', '-v', 'win10'], 120_000);
-    assert.equal(w.status, 0, `winecfg: ${w.stderr}`);
+    buildWineVariant();
+    wp = WinePrefix.create('la-wine-');
+    prefix = wp.dir;
     // The program the SVM flags by hash (MD5:size:name, a ClamAV .hdb line): Wine's ping.exe
     // (stays alive with -n N), made unique so no other file matches.
     flagged = path.join(driveC(), 'procs', 'ping.exe');
@@ -100,10 +68,7 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
 
   after(() => {
     svm?.child.kill('SIGKILL');
-    if (prefix) {
-      spawnSync('wineserver', ['-k'], { env: env(), timeout: 20_000 });
-      fs.rmSync(prefix, { recursive: true, force: true });
-    }
+    wp?.dispose();
   });
 
   it('prints its version', () => {
@@ -137,8 +102,7 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     assert.match(cfg, /on_svm_unavailable: allow/);
     assert.match(cfg, /- C:\\watched/);
     // the tray at logon for every user
-    const reg = wine(['reg', 'query', 'HKLM\\Software\\Microsoft\\Windows\\CurrentVersion\\Run', '/v', 'lightagent-tray']);
-    assert.match(reg.stdout, /lightagent-win-x64\.exe" tray/);
+    assert.match(wp!.trayRunValue() ?? '(none)', /lightagent-win-x64\.exe" tray/);
 
     // the MSI's ServiceControl started it through the SCM: RUNNING, connected, watching
     const logFile = path.join(dataDir, 'agent.log');
@@ -197,14 +161,10 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     assert.match(ql.stdout, /watched\\\\eicar\.com/);
 
     // Under Wine every new wineserver session starts auto-start services again (and the Wine
-    // programs above start sessions): make the service on-demand and stopped, and the console
-    // agent gone, so nothing holds the exe or the state directory while the uninstall runs.
+    // programs above start sessions): the service on-demand and stopped, and the console agent
+    // gone, so nothing holds the exe or the state directory while the uninstall runs.
     if (agent.exitCode === null && agent.signalCode === null) await new Promise((r) => agent.once('exit', r));
-    // (Wine's sc.exe has no `config start=`; the SCM reads Start from the registry: 3 = demand.)
-    const demand = wine(['reg', 'add', 'HKLM\\System\\CurrentControlSet\\Services\\lightagent', '/v', 'Start', '/t', 'REG_DWORD', '/d', '3', '/f']);
-    assert.equal(demand.status, 0, `reg add Start=3: ${demand.stdout}${demand.stderr}`);
-    wine(['sc', 'stop', 'lightagent']);
-    await eventually(() => !/RUNNING|PENDING/.test(wine(['sc', 'query', 'lightagent']).stdout), 20_000, 'the service to be stopped before the uninstall');
+    await wp!.quiesceService();
     const x = wine(['msiexec', '/x', msi, '/qn'], 120_000);
     assert.equal(x.status, 0, `msiexec /x: ${x.stdout}${x.stderr}`);
     if (fs.existsSync(installed)) {
@@ -215,8 +175,7 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     assert.ok(fs.existsSync(path.join(dataDir, 'quarantine')), 'the quarantine stays');
     const gone = wine(['sc', 'query', 'lightagent']);
     assert.doesNotMatch(gone.stdout, /RUNNING|STOPPED/, 'the service is deleted');
-    const reg2 = wine(['reg', 'query', 'HKLM\\Software\\Microsoft\\Windows\\CurrentVersion\\Run', '/v', 'lightagent-tray']);
-    assert.doesNotMatch(reg2.stdout, /lightagent-win-x64/);
+    assert.equal(wp!.trayRunValue(), undefined, 'the Run value is removed');
   });
 
   it('run: terminates a process whose image is infected, quarantines the image, records the event; status --json over the pipe', async () => {
