@@ -3,7 +3,7 @@
  * test/windows/wine.test.ts and test/windows/wine-upgrade.test.ts.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -73,6 +73,25 @@ export class WinePrefix {
       fs.closeSync(fo);
       fs.closeSync(fe);
     }
+  }
+
+  /**
+   * Keep this prefix's Wine session alive until the returned function is called. wineserver ends
+   * a session, services.exe and every service in it included, once the last ordinary Wine
+   * program has exited: a service started by `msiexec /i` is gone a second or two after msiexec
+   * returns, with nothing in its log (seen: `ps` showed services.exe and the agent <defunct> 12 s
+   * after the install; the next Wine program starts a new session and the auto-start service
+   * with it). A `cmd /c pause` waiting on a pipe is that ordinary program here; on Windows the
+   * SCM keeps services running without any session.
+   */
+  keepSession(): () => void {
+    const keeper = spawn('wine', ['cmd', '/c', 'pause'], { env: this.env(), stdio: ['pipe', 'ignore', 'ignore'] });
+    const watchdog = setTimeout(() => keeper.kill('SIGKILL'), 600_000);
+    watchdog.unref();
+    return () => {
+      clearTimeout(watchdog);
+      keeper.kill('SIGKILL');
+    };
   }
 
   /** The tray's Run value, or undefined. */

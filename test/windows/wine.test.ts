@@ -91,6 +91,16 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
   it('installs silently with msiexec, runs as a service, quarantines EICAR, uninstalls cleanly', async () => {
     const watched = path.join(driveC(), 'watched');
     fs.mkdirSync(path.join(watched, 'sub'), { recursive: true });
+    // The service lives only as long as the Wine session (WinePrefix.keepSession): kept for the test.
+    const endSession = wp!.keepSession();
+    try {
+      await installRunDetectUninstall(watched);
+    } finally {
+      endSession();
+    }
+  });
+
+  async function installRunDetectUninstall(watched: string): Promise<void> {
     const i = wine(['msiexec', '/i', msi, `SVM_URL=${svm.url}`, `TOKEN=${TOKEN}`, 'PROTECT=C:\\watched', 'FAIL_CLOSED=0', '/qn'], 120_000);
     assert.equal(i.status, 0, `msiexec /i: ${i.stdout}${i.stderr}`);
     const installed = path.join(driveC(), 'Program Files/lightagent/lightagent-win-x64.exe');
@@ -111,10 +121,22 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     assert.match(q.stdout, /STATE\s+:\s+4\s+RUNNING/, q.stdout);
     assert.match(fs.readFileSync(logFile, 'utf8'), /"message":"connected"/);
 
-    // Wine 8's services.exe ends the running service and starts it again whenever other Wine
-    // programs start (seen with the build before the process watcher too; docs/windows.md): with
-    // the MSI's restart-on-failure actions a new instance can come up after the stop below and
-    // hold the state directory while the uninstall removes it. No restarts from here on.
+    // Detection by the service itself: EICAR written into the watched folder a few seconds after
+    // the start is quarantined and reported; a clean file stays.
+    await new Promise((r) => setTimeout(r, 3000));
+    const bySvc = path.join(watched, 'eicar-service.com');
+    fs.writeFileSync(bySvc, EICAR);
+    fs.writeFileSync(path.join(watched, 'ok-service.txt'), 'clean\n');
+    await eventually(() => !fs.existsSync(bySvc) && /"reportedToSvm":true/.test(fs.readFileSync(logFile, 'utf8')), 20_000, 'the service to quarantine and report the infected file').catch((e: Error) => {
+      throw new Error(`${e.message}: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
+    });
+    assert.match(fs.readFileSync(logFile, 'utf8'), /"message":"file quarantined".*eicar-service\.com/);
+    assert.ok(fs.existsSync(path.join(watched, 'ok-service.txt')), 'the clean file stays');
+
+    // Wine ends a session with its services when its last ordinary program exits, and the next
+    // Wine program starts a new one with the auto-start service (WinePrefix.keepSession): with
+    // the MSI's restart-on-failure actions a new instance could also come up after the stop
+    // below and hold the state directory while the uninstall removes it. No restarts from here on.
     const f = wine(['sc', 'failure', 'lightagent', 'reset=', '0', 'actions=', '']);
     assert.equal(f.status, 0, `sc failure: ${f.stdout}${f.stderr}`);
     // stop answers through the handler: STOPPED, logged
@@ -123,8 +145,7 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     await eventually(() => /STATE\s+:\s+1\s+STOPPED/.test(wine(['sc', 'query', 'lightagent']).stdout), 20_000, 'the service to stop');
     assert.match(fs.readFileSync(logFile, 'utf8'), /"service stopped"/);
 
-    // Detection: the installed exe and config, run in a console (`run`). Inside the Wine-hosted
-    // service, change notifications did not arrive (docs/windows.md, "What Wine cannot show").
+    // Detection again with the installed exe and config run in a console (`run`).
     const runOut = fs.openSync(path.join(prefix, 'run.txt'), 'w');
     const agent = spawn('wine', [installed, 'run', '--config', 'C:\\ProgramData\\lightagent\\agent.yaml'], { env: env(), stdio: ['ignore', runOut, runOut] });
     const watchdog = setTimeout(() => agent.kill('SIGKILL'), 60_000);
@@ -160,9 +181,9 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     assert.match(ql.stdout, /Eicar-Test-Signature/);
     assert.match(ql.stdout, /watched\\\\eicar\.com/);
 
-    // Under Wine every new wineserver session starts auto-start services again (and the Wine
-    // programs above start sessions): the service on-demand and stopped, and the console agent
-    // gone, so nothing holds the exe or the state directory while the uninstall runs.
+    // Under Wine every new session starts auto-start services again: the service on-demand and
+    // stopped, and the console agent gone, so nothing holds the exe or the state directory while
+    // the uninstall runs.
     if (agent.exitCode === null && agent.signalCode === null) await new Promise((r) => agent.once('exit', r));
     await wp!.quiesceService();
     const x = wine(['msiexec', '/x', msi, '/qn'], 120_000);
@@ -176,7 +197,7 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     const gone = wine(['sc', 'query', 'lightagent']);
     assert.doesNotMatch(gone.stdout, /RUNNING|STOPPED/, 'the service is deleted');
     assert.equal(wp!.trayRunValue(), undefined, 'the Run value is removed');
-  });
+  }
 
   it('run: terminates a process whose image is infected, quarantines the image, records the event; status --json over the pipe', async () => {
     const stateDir = path.join(driveC(), 'la-proc');
