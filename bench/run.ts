@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { installCleanup, machineFacts, needRoot, round, say, track } from './lib/harness.js';
 import { chart, markdown, summarize, targets, type Latest } from './lib/report.js';
 import type { WorkloadsResult } from './onaccess/workloads.js';
+import { VARIANTS } from './onaccess/variants.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -91,7 +92,7 @@ async function main(): Promise<void> {
   }
 
   const w = readPart<WorkloadsResult>('workloads.json');
-  const series: Latest['series'] = { none: { samples: [] }, lightagent: { samples: [] }, clamonacc: { samples: [] }, floor: { samples: [] } };
+  const series: Latest['series'] = Object.fromEntries(VARIANTS.map((v) => [v, { samples: [] }]));
   for (const s of w?.samples ?? []) series[s.variant]!.samples.push(s);
   const ol = readPart<any>('open-latency.json');
   const svm = readPart<any>('svm.json');
@@ -101,7 +102,7 @@ async function main(): Promise<void> {
     profile: quick ? 'quick' : 'full',
     note: 'Measured on a shared 2-core machine that other engineers load at the same time: absolute times vary between runs; the ratios are measured side by side (variants alternated every rep) and are what we report.',
     ...(w ? { tree: w.tree, reps: w.config.reps } : {}),
-    variants: w?.variants ?? Object.fromEntries(['none', 'lightagent', 'clamonacc', 'floor'].map((v) => [v, { notRun: 'workloads step failed' }])),
+    variants: w?.variants ?? Object.fromEntries(VARIANTS.map((v) => [v, { notRun: 'workloads step failed' }])),
     series,
     summary: w ? summarize(w) : {},
     micro: {

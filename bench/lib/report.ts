@@ -8,10 +8,11 @@ import type { Sample, WorkloadsResult } from '../onaccess/workloads.js';
 import type { SvmScaleRow } from '../micro/svm-scale.js';
 import { ratioChartSvg } from './chart.js';
 import { median, round, type MachineFacts } from './harness.js';
+import { VARIANTS } from '../onaccess/variants.js';
 
 export const VARIANT_COLORS: Record<string, string> = { lightagent: '#2b6cb0', clamonacc: '#dd6b20', floor: '#718096' };
 /** The variants that protect, in report order; `floor` is the minimal C listener (variants.ts). */
-export const SCANNERS = ['lightagent', 'clamonacc', 'floor'] as const;
+export const SCANNERS = VARIANTS.filter((v) => v !== 'none');
 
 export interface Stat {
   n: number;
@@ -53,7 +54,7 @@ export function summarize(w: WorkloadsResult): Latest['summary'] {
   const workloads = [...new Set(w.samples.map((s) => s.workload))];
   for (const wl of workloads) {
     out[wl] = {};
-    for (const v of ['none', ...SCANNERS]) {
+    for (const v of VARIANTS) {
       const all = w.samples.filter((s) => s.workload === wl && s.variant === v);
       if (!all.length) continue;
       const ok = all.filter((s) => s.rc === 0).map((s) => s.wall);

@@ -221,7 +221,7 @@ async function main(): Promise<void> {
   say(`tree: ${tree.files} files, ${tree.mb} MB; PY ${tree.pyFiles} .py files; npm project of ${tree.npmPackages} packages`);
   const sizeMb = Math.max(1024, Math.ceil(tree.mb * 4 + 800));
 
-  const status: WorkloadsResult['variants'] = { none: {}, lightagent: {}, clamonacc: {}, floor: {} };
+  const status = Object.fromEntries(VARIANTS.map((v) => [v, {}])) as WorkloadsResult['variants'];
   const variants: Variant[] = [];
   for (const name of wanted) {
     const root = path.join(BASE, name);

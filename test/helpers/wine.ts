@@ -112,7 +112,7 @@ export class WinePrefix {
     const demand = this.run(['reg', 'add', 'HKLM\\System\\CurrentControlSet\\Services\\lightagent', '/v', 'Start', '/t', 'REG_DWORD', '/d', '3', '/f']);
     assert.equal(demand.status, 0, `reg add Start=3: ${demand.stdout}${demand.stderr}`);
     this.run(['sc', 'stop', 'lightagent']);
-    await eventually(() => !/RUNNING|PENDING/.test(this.run(['sc', 'query', 'lightagent']).stdout), 20_000, 'the service to be stopped before the uninstall');
+    await eventually(() => !/RUNNING|PENDING/.test(this.run(['sc', 'query', 'lightagent']).stdout), 20_000, 'the service to be stopped');
   }
 
   dispose(): void {
