@@ -23,15 +23,25 @@ export function parseSize(v: unknown): number | undefined {
   return Number.isSafeInteger(n) ? n : undefined;
 }
 
-/** Milliseconds from a number (seconds, as in YAML `deadline: 2`) or a string like `2s`, `500ms`. */
+/**
+ * Milliseconds from a number (seconds, as in YAML `deadline: 2`) or a string like `2s`, `500ms`.
+ * Undefined if it does not parse, or if the milliseconds are not a safe integer (`1e308` seconds
+ * would otherwise become an Infinity deadline).
+ */
 export function parseDuration(v: unknown): number | undefined {
-  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? Math.round(v * 1000) : undefined;
-  if (typeof v !== 'string') return undefined;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(v);
-  if (!m) return undefined;
-  const mult = DURATION_UNITS[m[2]!.toLowerCase()];
-  if (mult === undefined) return undefined;
-  return Math.round(Number(m[1]) * mult);
+  let ms: number;
+  if (typeof v === 'number') {
+    if (!(v >= 0)) return undefined;
+    ms = Math.round(v * 1000);
+  } else {
+    if (typeof v !== 'string') return undefined;
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(v);
+    if (!m) return undefined;
+    const mult = DURATION_UNITS[m[2]!.toLowerCase()];
+    if (mult === undefined) return undefined;
+    ms = Math.round(Number(m[1]) * mult);
+  }
+  return Number.isSafeInteger(ms) ? ms : undefined;
 }
 
 export function formatBytes(n: number): string {

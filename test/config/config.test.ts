@@ -23,6 +23,12 @@ describe('units', () => {
     assert.equal(parseDuration('5m'), 300_000);
     assert.equal(parseDuration(2), 2000);
     assert.equal(parseDuration('soon'), undefined);
+    // Found by the config fuzzer (seed 932450647): `deadline: 1e+308` became an Infinity deadline.
+    assert.equal(parseDuration(1e308), undefined);
+    assert.equal(parseDuration(Number.POSITIVE_INFINITY), undefined);
+    assert.equal(parseDuration(Number.NaN), undefined);
+    assert.equal(parseDuration('99999999999999999999d'), undefined);
+    assert.equal(parseDuration(-1), undefined);
   });
   it('formats bytes', () => {
     assert.equal(formatBytes(512), '512 B');
