@@ -148,8 +148,9 @@ async function main(): Promise<void> {
     const p50 = pct(v, 0.5);
     const p99 = pct(v, 0.99);
     const p999 = pct(v, 0.999);
-    // The same pass without its first quarter: an agent's first ~2,000 events after a start have
-    // a tail the later ones do not (measured: local-hit p99 over the first 2,000 opens 0.55-1.9 ms, then 0.14-0.35 ms).
+    // The same pass without its first quarter: an agent's first ~2,000 events after a start had
+    // a tail the later ones did not (local-hit p99 over the first 2,000 opens ~1 ms, then 0.14-0.35 ms),
+    // until the gate worker's warm-up (fanotify-worker.ts warmUp); this column shows whether it holds.
     const p99Late = pct(v.slice(Math.floor(v.length / 4)), 0.99);
     return { variant, p50: round(p50, 1), p99: round(p99, 1), p999: round(p999, 1), addedP50: round(p50 - base.p50, 1), addedP99: round(p99 - base.p99, 1), addedP999: round(p999 - base.p999, 1), p99Late: round(p99Late, 1), addedP99Late: round(p99Late - baseLate, 1) };
   });

@@ -19,6 +19,15 @@ export interface WorkerConfig {
   /** The verdict cache shared read-only with the worker (optional). */
   sharedCache?: SharedCacheSpec | undefined;
   countersSab: SharedArrayBuffer;
+  /** The hit path run before the mounts are marked (fanotify-worker.ts warmUp); none: not run. */
+  warmUp?: WarmUpConfig | undefined;
+}
+
+/** A private cache holding one clean entry for `file`, whose opens the warm-up replays. */
+export interface WarmUpConfig {
+  cache: SharedCacheSpec;
+  file: string;
+  rounds: number;
 }
 
 export type EventKind = 'open' | 'exec' | 'close-write';
@@ -65,6 +74,8 @@ export const C = {
   closeWriteFds: 18,
   /** Close-writes not scanned because closeWriteMaxFds were outstanding (judged at their next open). */
   closeWritesDropped: 19,
+  /** Start-up: replays of the hit path before the mounts were marked (fanotify-worker.ts warmUp); never counted in the others. */
+  warmUpHits: 20,
 } as const;
 /**
  * Not counters: the group fd's life. CLOSING is set (once) by whoever closes the group; USERS
@@ -73,7 +84,7 @@ export const C = {
  */
 export const GROUP_CLOSING_SLOT = 14;
 export const GROUP_USERS_SLOT = 15;
-export const COUNTER_SLOTS = 20;
+export const COUNTER_SLOTS = 21;
 /** Event fds tracked in the shared state table; larger fds are answered by the worker at once. */
 export const STATE_SLOTS = 65536;
 

@@ -80,6 +80,28 @@ describe('FanotifyGate', { skip }, () => {
     await g.stop();
   });
 
+  it('warm-up: the hit path is replayed before the mounts are marked, and leaves no mark, count or event behind', async () => {
+    const f = path.join(mnt!.dir, 'after-warm-up.txt');
+    fs.writeFileSync(f, 'clean\n');
+    const g = startGate(mnt!.dir, 'cacheable', 2000, 'allow', { GATE_SHARED_CACHE: '1', GATE_WARM_UP_ROUNDS: '500' });
+    gates.push(g);
+    await waitFor(g, /READY/);
+    const stats = async () => JSON.parse(await g.ask('stats', /\{.*\}\n/)) as { decides: number; gate: Record<string, number> };
+    const marks = async () => (await g.ask('marks', /MARKS .*\n/)).trim();
+    const s0 = await stats();
+    assert.equal(s0.gate.warmUpHits, 500, 'every round took the hit path');
+    for (const k of ['open', 'exec', 'workerHits', 'ignoreMarks', 'outside', 'posted', 'marksDropped', 'deadline']) assert.equal(s0.gate[k], 0, `${k} after the warm-up`);
+    assert.equal(s0.decides, 0, 'nothing reached the main thread');
+    assert.equal(await marks(), 'MARKS 0 1', 'no inode mark left (the replayed file is not ignored), the one mount mark');
+    // Protection as without a warm-up: an open is judged, then marked.
+    assert.equal(run('cat', [f]).status, 0);
+    const s1 = await stats();
+    assert.equal(s1.decides, 1);
+    assert.equal(s1.gate.open, 1);
+    assert.equal(await marks(), 'MARKS 1 1', "the clean file's ignore mark");
+    await g.stop();
+  });
+
   it('ignore marks: warm opens of a clean file raise no event; a write clears the mark; flush clears all', async () => {
     const f = path.join(mnt!.dir, 'warm.txt');
     fs.writeFileSync(f, 'clean\n');

@@ -75,6 +75,7 @@ export const FAN_RESPONSE_LEN = 8;
 
 // --- <asm-generic/fcntl.h>, <fcntl.h>, <asm-generic/poll.h>
 export const O_RDONLY = 0;
+export const O_WRONLY = 1;
 export const O_NONBLOCK = 0o4000;
 export const O_LARGEFILE = 0o100000;
 export const O_CLOEXEC = 0o2000000;
@@ -95,6 +96,7 @@ interface Libc {
   pipe2: (fds: Int32Array, flags: number) => number;
   strerror: (errnum: number) => string;
   close: (fd: number) => number;
+  open: (path: string, flags: number) => number;
 }
 
 let libc: Libc | undefined;
@@ -112,6 +114,7 @@ function lib(): Libc {
     pipe2: l.func('int pipe2(_Out_ int *pipefd, int flags)'),
     strerror: l.func('const char *strerror(int errnum)'),
     close: l.func('int close(int fd)'),
+    open: l.func('int open(const char *path, int flags)'),
   } as unknown as Libc;
   return libc;
 }
@@ -197,6 +200,14 @@ export function makePipe(): [number, number] {
  * close(2) for fds the kernel handed us (event fds, the group, the pipe). Node's fs.closeSync on
  * an fd it did not open works, but warns ("closed but not opened in unmanaged mode").
  */
+/**
+ * open(path, flags|O_CLOEXEC) outside Node's fs (whose fd bookkeeping warns when another caller
+ * closes the fd): for an fd that closeFd() will close. -1 on failure.
+ */
+export function openRaw(path: string, flags: number): number {
+  return lib().open(path, flags | O_CLOEXEC);
+}
+
 export function closeFd(fd: number): void {
   if (fd >= 0) lib().close(fd);
 }
