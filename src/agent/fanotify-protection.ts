@@ -22,10 +22,11 @@ export async function startFanotifyProtection(cfg: AgentConfig, exclude: string[
     decide: (ev) => handler.decide(ev),
     sharedCache,
     // A clean verdict for what was just written earns the kernel mark at once (see FanotifyGate).
-    onCloseWrite: (ev) =>
-      handler
-        .written(ev.path, () => scanner.scanFd(ev.fd, ev.path, ev.stat), ev.pid)
-        .then((r) => ({ clean: r.outcome === 'clean' }))
-        .catch((e) => log.error('scan after close-write failed', { path: ev.path, ...describeError(e) })),
+    // A local hit comes back synchronously: no promise per file in a burst of copies.
+    onCloseWrite: (ev) => {
+      const r = handler.writtenNow(ev.path, () => scanner.scanFdNow(ev.fd, ev.path, ev.stat), ev.pid);
+      if (!(r instanceof Promise)) return { clean: r.outcome === 'clean' };
+      return r.then((x) => ({ clean: x.outcome === 'clean' })).catch((e) => log.error('scan after close-write failed', { path: ev.path, ...describeError(e) }));
+    },
   });
 }

@@ -119,6 +119,27 @@ export class FileScanner {
       return errorResult(path, Number(st.size), err);
     }
     if (hit && !hit.stale) return fromHit(path, Number(st.size), hit, 'cache-identity', 0);
+    const cache = this.opts.cache;
+    const size = Number(st.size);
+    if (!hit && cache && size <= READ_BUF && size <= this.opts.maxFileSize) {
+      // A copy of known content (a fingerprint hit: what a copy or an extract writes) is answered
+      // here too, synchronously: no promise, no single-flight key, no deadline timer. Read once;
+      // a miss hands the bytes on, so they are not read twice.
+      let pre: ReadOnce;
+      try {
+        pre = this.readFd(fd, size, true);
+        const fpHit = pre.fp === undefined ? undefined : cache.lookupFingerprint(pre.fp);
+        if (fpHit && !fpHit.stale) {
+          cache.recordIdentity(st, pre.fp!);
+          return fromHit(path, size, fpHit, 'cache-fingerprint', size);
+        }
+      } catch (err) {
+        return errorResult(path, size, err);
+      }
+      // The bytes are still a view of the shared read buffer: scanContent copies them out before
+      // its first await, as it does its own read (scanMissed reaches it without yielding).
+      return this.scanMissed(fd, path, st, undefined, pre);
+    }
     return this.scanMissed(fd, path, st, hit);
   }
 
@@ -128,7 +149,7 @@ export class FileScanner {
   }
 
   /** The file is not (freshly) known by identity: `staleHit` is a clean verdict of an older generation. */
-  private async scanMissed(fd: number, path: string, st: fs.BigIntStats, staleHit: LocalHit | undefined): Promise<ScanResult> {
+  private async scanMissed(fd: number, path: string, st: fs.BigIntStats, staleHit: LocalHit | undefined, pre?: ReadOnce): Promise<ScanResult> {
     const size = Number(st.size);
     if (size > this.opts.maxFileSize) {
       return { path, outcome: 'skipped', size, source: 'none', uploaded: 0, read: 0, error: { code: 'LA_SKIP_TOO_LARGE', message: `larger than max_file_size (${this.opts.maxFileSize} bytes)` } };
@@ -136,14 +157,15 @@ export class FileScanner {
     const cache = this.opts.cache;
     try {
       const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-      const run = () => this.scanContent(fd, path, st, size, staleHit);
+      const run = () => this.scanContent(fd, path, st, size, staleHit, pre);
       return cache ? await cache.singleFlight(key, run) : await run();
     } catch (err) {
       return errorResult(path, size, err);
     }
   }
 
-  private async scanContent(fd: number, path: string, st: fs.BigIntStats, size: number, staleHit: LocalHit | undefined): Promise<ScanResult> {
+  /** `pre`: the file as scanFdNow already read it (fingerprint, bytes still in the shared buffer). */
+  private async scanContent(fd: number, path: string, st: fs.BigIntStats, size: number, staleHit: LocalHit | undefined, pre?: ReadOnce): Promise<ScanResult> {
     const cache = this.opts.cache;
     // A stale clean identity hit already knows the SHA-256: re-check by lookup, no read at all.
     if (staleHit) {
@@ -155,7 +177,7 @@ export class FileScanner {
     }
     // Pass 1: the local fingerprint only (xxh64, ~7 GB/s); a copy of known content stops here.
     // SHA-256 (~1.6 GB/s) is computed only for content the local cache does not know.
-    const { fp, content: read1 } = this.readFd(fd, size, cache !== undefined);
+    const { fp, content: read1 } = pre ?? this.readFd(fd, size, cache !== undefined);
     if (cache && fp !== undefined) {
       const fpHit = cache.lookupFingerprint(fp);
       if (fpHit && !fpHit.stale) {
@@ -221,7 +243,7 @@ export class FileScanner {
    * allocation per file: a fingerprint hit, the common case for copies, needs no copy at all);
    * the caller copies them out before it yields.
    */
-  private readFd(fd: number, size: number, fingerprint: boolean): { fp: bigint | undefined; content: Buffer | undefined } {
+  private readFd(fd: number, size: number, fingerprint: boolean): ReadOnce {
     const xx = fingerprint ? this.opts.cache?.createHasher() : undefined;
     const keep = size > this.opts.inMemoryMax ? undefined : size <= READ_BUF ? this.buf.subarray(0, size) : Buffer.allocUnsafe(size);
     if (!xx && !keep) return { fp: undefined, content: undefined };
@@ -249,6 +271,12 @@ export class FileScanner {
     if (off !== size) throw changed(off, size);
     return sha.digest('hex');
   }
+}
+
+/** One read of a file: its local fingerprint (with a cache) and its bytes if small. */
+interface ReadOnce {
+  fp: bigint | undefined;
+  content: Buffer | undefined;
 }
 
 function changed(got: number, size: number): LightagentError {

@@ -109,6 +109,18 @@ export class OnAccessHandler {
     return this.fromResult(ev, first);
   }
 
+  /**
+   * `written` for the gate's close-writes: a result the scan gave synchronously (a local cache
+   * hit) that calls for no action comes back as is, without a promise (a copy of a tree is
+   * thousands of these in a burst); anything else goes through `written`.
+   */
+  writtenNow(path: string, scan: () => ScanResult | Promise<ScanResult>, pid?: number): ScanResult | Promise<ScanResult> {
+    const r = scan();
+    if (r instanceof Promise || r.outcome === 'infected' || r.outcome === 'error') return this.written(path, async () => r, pid);
+    this.counts.written++;
+    return r;
+  }
+
   /** A file was written (close-write, or the watcher saw it settle): scan it in the background. */
   async written(path: string, scan: () => Promise<ScanResult>, pid?: number): Promise<ScanResult> {
     this.counts.written++;

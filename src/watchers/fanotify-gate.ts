@@ -88,7 +88,7 @@ export interface FanotifyGateOptions {
    * Resolves `{ clean: true }` when the written content was judged clean: the gate then adds the
    * same ignore mark an open would have earned, so the writer's next open raises no event.
    */
-  onCloseWrite?: (ev: CloseWriteEvent) => void | Promise<unknown>;
+  onCloseWrite?: (ev: CloseWriteEvent) => unknown;
   /**
    * The local verdict cache, shared read-only with the worker: clean identity hits of the
    * current generation are then answered there, without the hop to this thread.
@@ -231,11 +231,19 @@ export class FanotifyGate implements ProtectionBackend {
   private onMessage(m: WorkerMessage): void {
     if (m.t === 'events') {
       for (const e of m.events) {
-        const p = (e.kind === 'close-write' ? this.closeWrite(e) : this.permission(e)).catch((err: unknown) => {
+        let p: void | Promise<void>;
+        try {
+          p = e.kind === 'close-write' ? this.closeWrite(e) : this.permission(e);
+        } catch (err) {
+          this.log.error('event handling failed', { path: e.path, ...describeError(err) });
+          continue;
+        }
+        if (!p) continue; // handled synchronously (a close-write answered from the local cache)
+        const q = p.catch((err: unknown) => {
           this.log.error('event handling failed', { path: e.path, ...describeError(err) });
         });
-        this.inFlight.add(p);
-        void p.finally(() => this.inFlight.delete(p));
+        this.inFlight.add(q);
+        void q.finally(() => this.inFlight.delete(q));
       }
     } else if (m.t === 'fatal') {
       this.log.error('fanotify worker stopped on an error; on-access protection is OFF', { message: m.message });
@@ -318,17 +326,37 @@ export class FanotifyGate implements ProtectionBackend {
     }
   }
 
-  private async closeWrite(e: PostedEvent): Promise<void> {
+  /**
+   * The consumer's answer, then the mark, then the fd closed. Synchronous when the consumer answers
+   * synchronously (a local cache hit): a burst of copies then costs no promise per file.
+   */
+  private closeWrite(e: PostedEvent): void | Promise<void> {
+    let stat: fs.BigIntStats;
+    let r: unknown;
     try {
-      if (!this.o.onCloseWrite) return;
-      const stat = fs.fstatSync(e.fd, { bigint: true });
-      if (!stat.isFile()) return;
-      const r = await this.o.onCloseWrite({ fd: e.fd, pid: e.pid, path: e.path, kind: 'close-write', stat });
+      if (!this.o.onCloseWrite) return this.closeWriteDone(e);
+      stat = fs.fstatSync(e.fd, { bigint: true });
+      if (!stat.isFile()) return this.closeWriteDone(e);
+      r = this.o.onCloseWrite({ fd: e.fd, pid: e.pid, path: e.path, kind: 'close-write', stat });
+    } catch (err) {
+      this.closeWriteDone(e);
+      throw err;
+    }
+    if (r instanceof Promise) {
+      return r.then((x: unknown) => {
+        if (isClean(x) && !this.stopping) this.markClean(e, stat);
+      }).finally(() => this.closeWriteDone(e));
+    }
+    try {
       if (isClean(r) && !this.stopping) this.markClean(e, stat);
     } finally {
-      closeFd(e.fd);
-      Atomics.sub(this.counters, C.closeWriteFds, 1);
+      this.closeWriteDone(e);
     }
+  }
+
+  private closeWriteDone(e: PostedEvent): void {
+    closeFd(e.fd);
+    Atomics.sub(this.counters, C.closeWriteFds, 1);
   }
 
   /** Drop every kernel ignore mark (a new signature generation): every next open is asked again. */

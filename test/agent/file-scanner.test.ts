@@ -99,6 +99,44 @@ describe('FileScanner', () => {
     assert.ok(ms < 1000, `gave up within about the deadline: ${ms.toFixed(0)} ms`);
   });
 
+  it('scanFdNow (the on-access path): a copy of known content is answered synchronously, and misses read into the shared buffer carry their own bytes', async () => {
+    const svm = await markerSvm({ marker: 'EVIL', threat: 'Test-Evil', delayMs: () => 50 });
+    cleanups.push(svm.close);
+    const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'scanner-test-4', host: 'h', os: 'linux', agentVersion: '0' });
+    cleanups.push(() => link.close());
+    const cache = await VerdictCache.open({ seed: 6n, capacity: 100 });
+    const scanner = new FileScanner({ link, cache, maxFileSize: 1 << 20, deadlineMs: 5000 });
+    const open = (name: string, content: string) => {
+      const f = path.join(dir, name);
+      fs.writeFileSync(f, content);
+      const fd = fs.openSync(f, 'r');
+      cleanups.push(() => fs.closeSync(fd));
+      return { f, fd, st: fs.fstatSync(fd, { bigint: true }) };
+    };
+    // Misses, all read (into the one shared buffer) before the first verdict comes back.
+    const files = Array.from({ length: 12 }, (_, i) => open(`now-${i}.txt`, `${i % 4 === 0 ? 'EVIL ' : ''}now ${i} ${'y'.repeat(50 + i * 41)}\n`));
+    const pending = files.map((x) => scanner.scanFdNow(x.fd, x.f, x.st));
+    pending.forEach((p) => assert.ok(p instanceof Promise, 'a miss goes to the SVM'));
+    const results = await Promise.all(pending);
+    results.forEach((r, i) => {
+      assert.equal(r.error, undefined, `${files[i]!.f}: ${r.error?.code} ${r.error?.message}`);
+      assert.equal(r.outcome, i % 4 === 0 ? 'infected' : 'clean', files[i]!.f);
+      assert.equal(r.sha256, crypto.createHash('sha256').update(fs.readFileSync(files[i]!.f)).digest('hex'));
+    });
+    // Copies: new identities, known content -> no SVM round trip, no promise.
+    const before = svm.requests();
+    for (const i of [1, 4]) {
+      const copy = open(`copy-${i}.txt`, fs.readFileSync(files[i]!.f, 'utf8'));
+      const r = scanner.scanFdNow(copy.fd, copy.f, copy.st);
+      assert.ok(!(r instanceof Promise), 'a fingerprint hit is answered synchronously');
+      assert.equal(r.source, 'cache-fingerprint');
+      assert.equal(r.outcome, i % 4 === 0 ? 'infected' : 'clean');
+      const again = scanner.scanFdNow(copy.fd, copy.f, copy.st);
+      assert.ok(!(again instanceof Promise) && again.source === 'cache-identity', 'and the copy is now known by identity');
+    }
+    assert.equal(svm.requests(), before, 'the copies cost the SVM nothing');
+  });
+
   it('uploads each file\'s own bytes when many small misses are read into the shared buffer at once', async () => {
     // Every verdict comes 50 ms late, so all 24 files are read (into the scanner's one 1 MiB
     // buffer) before the first upload starts: each upload must still carry its own file.

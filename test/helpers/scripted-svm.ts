@@ -40,11 +40,13 @@ export async function scriptedSvm(onMessage: Handler, opts: { maxInFlight?: numb
 /**
  * A scripted SVM that judges uploads by content: every lookup is unknown (so content is
  * uploaded), and content containing `marker` is infected with `threat`; each verdict is sent
- * after `delayMs()` (0: at once).
+ * after `delayMs()` (0: at once). `requests()`: lookups and scans received so far.
  */
 export async function markerSvm(o: { marker: string; threat: string; delayMs?: () => number }) {
   const uploads = new Map<number, Buffer[]>();
-  return scriptedSvm((ws, m) => {
+  let requests = 0;
+  const svm = await scriptedSvm((ws, m) => {
+    if (m.t === 'lookup' || m.t === 'scan') requests++;
     const answer = (id: number, verdict: 'clean' | 'infected' | 'unknown', sha256?: string) => {
       const send = () => ws.readyState === ws.OPEN && ws.send(encodeMessage({ t: 'verdict', id, verdict, ...(sha256 ? { sha256 } : {}), ...(verdict === 'infected' ? { threat: o.threat } : {}), generation: 'g1', engine: 'scripted' }));
       const ms = o.delayMs?.() ?? 0;
@@ -63,4 +65,5 @@ export async function markerSvm(o: { marker: string; threat: string; delayMs?: (
       }
     }
   });
+  return { ...svm, requests: () => requests };
 }
