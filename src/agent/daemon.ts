@@ -70,6 +70,8 @@ export interface DaemonStatus {
   detections: { total: number; recent: ReturnType<DetectionLog['recent']> };
   counts: OnAccessHandler['counts'];
   backend: Record<string, number>;
+  /** KiB: the whole process's resident set (every thread); the main thread's V8 heap in use. */
+  memory: { rssKb: number; heapUsedKb: number };
 }
 
 interface Ctx {
@@ -151,6 +153,7 @@ export class Daemon {
       detections: { total: detections!.count, recent: detections!.recent(10) },
       counts: { ...handler!.counts },
       backend: backend?.stats() ?? {},
+      memory: memoryKb(),
     };
   }
 
@@ -425,4 +428,9 @@ function buildHandler(cfg: AgentConfig, ctx: Ctx): { scanner: FileScanner; handl
     processes: ctx.processes,
   });
   return { scanner, handler };
+}
+
+function memoryKb(): DaemonStatus['memory'] {
+  const m = process.memoryUsage();
+  return { rssKb: Math.round(m.rss / 1024), heapUsedKb: Math.round(m.heapUsed / 1024) };
 }

@@ -77,7 +77,14 @@ describe('service lifecycle', { skip }, () => {
       assert.equal(code, 3, b.output());
       assert.match(b.output(), /LA_ERR_ALREADY_RUNNING/);
       assert.match(b.output(), /another lightagent daemon \(pid \d+\) is running on the state directory/);
-      assert.equal((await status(stateDir)).pid, a.pid);
+      const s = await status(stateDir);
+      assert.equal(s.pid, a.pid);
+      // Memory as the kernel sees it (VmRSS of the same pid, read right after).
+      const vmRssKb = Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${a.pid}/status`, 'utf8'))![1]);
+      assert.ok(Math.abs(s.memory.rssKb - vmRssKb) < vmRssKb * 0.25, `status rssKb ${s.memory.rssKb} vs VmRSS ${vmRssKb}`);
+      assert.ok(s.memory.heapUsedKb > 0 && s.memory.heapUsedKb < s.memory.rssKb, JSON.stringify(s.memory));
+      const text = run(process.execPath, [CLI, 'status', '--state-dir', stateDir]).stdout;
+      assert.match(text, /^memory: +\d+\.\d MB resident \(main thread's heap \d+\.\d MB\)$/m);
     } finally {
       assert.equal(await a.stop(), 0);
     }

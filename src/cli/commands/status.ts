@@ -48,6 +48,10 @@ function ago(iso: string | undefined): string {
   return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
 }
 
+function mb(kb: unknown): string {
+  return typeof kb === 'number' && Number.isFinite(kb) ? (kb / 1024).toFixed(1) : '?';
+}
+
 export function formatStatus(s: Obj): string {
   const p: Obj = s.protection ?? {};
   const svm: Obj = s.svm ?? {};
@@ -62,6 +66,7 @@ export function formatStatus(s: Obj): string {
     `signatures:  generation ${svm.generation ?? 'unknown'}`,
     `cache:       ${c.entries ?? 0} of ${c.capacity ?? 0} entries, hit rate ${((c.hitRate ?? 0) * 100).toFixed(1)}% (${c.identityHits ?? 0} hits, ${c.misses ?? 0} misses)`,
     `queue:       ${s.deferredQueue ?? 0} file(s) waiting for a scan`,
+    ...(s.memory ? [`memory:      ${mb(s.memory.rssKb)} MB resident (main thread's heap ${mb(s.memory.heapUsedKb)} MB)`] : []),
     `detections:  ${det.total ?? 0}${det.recent?.length ? ', last:' : ''}`,
   ];
   for (const d of (det.recent ?? []).slice(-10).reverse()) lines.push(`  ${d.time}  ${d.action}  ${d.threat}  ${d.path}`);
