@@ -82,11 +82,10 @@ export interface FanotifyGateOptions {
   /**
    * A protected file was written and closed. The event fd stays open until the returned promise
    * settles (scan it in the background through the fd), or is closed as soon as this returns
-   * if it returns nothing. The gate closes it; the consumer never does.
-   */
-  /**
-   * Resolves `{ clean: true }` when the written content was judged clean: the gate then adds the
-   * same ignore mark an open would have earned, so the writer's next open raises no event.
+   * if it returns anything else. The gate closes it; the consumer never does.
+   * Returns, or resolves to, `{ clean: true }` when the written content was judged clean: the gate
+   * then adds the same ignore mark an open would have earned, so the writer's next open raises no
+   * event. A synchronous answer is handled synchronously (no promise per file in a burst).
    */
   onCloseWrite?: (ev: CloseWriteEvent) => unknown;
   /**
