@@ -197,10 +197,6 @@ export function makePipe(): [number, number] {
 }
 
 /**
- * close(2) for fds the kernel handed us (event fds, the group, the pipe). Node's fs.closeSync on
- * an fd it did not open works, but warns ("closed but not opened in unmanaged mode").
- */
-/**
  * open(path, flags|O_CLOEXEC) outside Node's fs (whose fd bookkeeping warns when another caller
  * closes the fd): for an fd that closeFd() will close. -1 on failure.
  */
@@ -208,6 +204,10 @@ export function openRaw(path: string, flags: number): number {
   return lib().open(path, flags | O_CLOEXEC);
 }
 
+/**
+ * close(2) for fds the kernel handed us (event fds, the group, the pipe). Node's fs.closeSync on
+ * an fd it did not open works, but warns ("closed but not opened in unmanaged mode").
+ */
 export function closeFd(fd: number): void {
   if (fd >= 0) lib().close(fd);
 }
