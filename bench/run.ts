@@ -19,13 +19,14 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { installCleanup, machineFacts, needRoot, round, say, track } from './lib/harness.js';
 import { chart, markdown, summarize, targets, type Latest } from './lib/report.js';
+import type { IdleMemoryResult } from './onaccess/idle-memory.js';
 import type { WorkloadsResult } from './onaccess/workloads.js';
 import { VARIANTS } from './onaccess/variants.js';
 
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string' }, // steps: workloads,open-latency,svm,process,cache,gate
+    only: { type: 'string' }, // steps: workloads,open-latency,svm,idle-memory,process,cache,gate
     out: { type: 'string' },
   },
 });
@@ -85,6 +86,7 @@ async function main(): Promise<void> {
   await run('workloads', 'onaccess/workloads.js', [...(quick ? ['--quick'] : []), '--out', path.join(parts, 'workloads.json')], quick ? 600 : 4 * 3600);
   await run('open-latency', 'onaccess/open-latency.js', ['--files', quick ? '1000' : '10000', '--out', path.join(parts, 'open-latency.json')], 600);
   await run('svm', 'micro/svm-scale.js', ['--seconds', quick ? '1' : '3', '--out', path.join(parts, 'svm.json')], 600);
+  await run('idle-memory', 'onaccess/idle-memory.js', ['--rounds', quick ? '2' : '3', '--out', path.join(parts, 'idle-memory.json')], 900);
   if (!quick) {
     await run('process', 'process/process-bench.js', ['--counts', '1000,10000', '--out', path.join(parts, 'process.json')], 1800);
     await run('cache', 'cache/cache-bench.js', [], 1800);
@@ -111,6 +113,7 @@ async function main(): Promise<void> {
       ...(w ? { resources: w.resources } : {}),
       ...(w?.agentStatus ? { agentStatus: w.agentStatus } : {}),
       svm: svm ?? notRun('svm'),
+      idleMemory: readPart<IdleMemoryResult>('idle-memory.json') ?? notRun('idle-memory'),
       ...(quick ? { process: 'not run in --quick (npm run bench runs it: watcher off vs on, 1,000 and 10,000 processes)' } : { process: readPart('process.json') ?? notRun('process') }),
       ...(quick ? {} : { cache: steps.find((s) => s.step === 'cache')?.ok ? 'printed above (stdout of bench/cache/cache-bench.js)' : notRun('cache') }),
       ...(quick ? {} : { gateOpenLatency: steps.find((s) => s.step === 'gate')?.ok ? 'printed above (stdout of bench/onaccess/gate-open-latency.js)' : notRun('gate') }),

@@ -6,6 +6,7 @@
 import type { OpenLatencyResult } from '../onaccess/open-latency.js';
 import type { Sample, WorkloadsResult } from '../onaccess/workloads.js';
 import type { SvmScaleRow } from '../micro/svm-scale.js';
+import type { IdleMemoryResult } from '../onaccess/idle-memory.js';
 import { ratioChartSvg } from './chart.js';
 import { median, round, type MachineFacts } from './harness.js';
 import { VARIANTS } from '../onaccess/variants.js';
@@ -40,6 +41,7 @@ export interface Latest {
     resources?: Record<string, unknown>;
     agentStatus?: Record<string, unknown>;
     svm?: { seconds: number; engine: string; rows: SvmScaleRow[] } | { notRun: string };
+    idleMemory?: IdleMemoryResult | { notRun: string };
     process?: unknown;
     cache?: unknown;
     gateOpenLatency?: unknown;
@@ -98,7 +100,12 @@ export function targets(l: Latest): Latest['targets'] {
   add('events per warm open', '0', ol?.eventsPerWarmOpen, 0, 'events');
   const res = l.micro.resources?.lightagent as Record<string, any> | undefined;
   const idleRss = res?.agent?.idleRssKbAfterStart as number | undefined;
-  add('agent idle RSS (after start)', '<= 60 MB', idleRss === undefined ? undefined : round(idleRss / 1024, 1), 60, 'MB');
+  add('agent idle RSS (after start; the workloads\' agent: compiled sources on this Node)', '<= 60 MB', idleRss === undefined ? undefined : round(idleRss / 1024, 1), 60, 'MB');
+  const im = l.micro.idleMemory && 'rows' in l.micro.idleMemory ? l.micro.idleMemory.rows : undefined;
+  const bin = im?.find((r) => r.variant === 'binary');
+  add('agent idle RSS, the single executable that ships (Node 24 inside; median, cold page cache)', '<= 60 MB', bin ? round(bin.rssKb / 1024, 1) : undefined, 60, 'MB');
+  const shape = im?.find((r) => r.variant === 'node24-workers');
+  if (shape) t.push({ what: 'idle RSS of Node 24 with two idle worker threads and no agent code (the agent\'s thread shape), same run', target: 'reference', measured: `${round(shape.rssKb / 1024, 1)} MB`, met: null });
   const idleCpu = res?.agent?.idleCpuPct as number | undefined;
   add('agent idle CPU', '~0 (<= 0.5%)', idleCpu, 0.5, '%');
   const up = ol?.uploadBytes;
@@ -152,6 +159,14 @@ export function markdown(l: Latest): string {
       L.push(`| ${v}: ${p} | ${mb(y.idleRssKbAfterStart)} (${mb(y.idleAnonKbAfterStart)}) | ${mb(y.rssKbAfterLoad)} | ${f2(y.idleCpuPct)}% over ${x.idleWindowS} s | ${f2(x.cpuSUnderLoad)} | ${mb(x.peakRssKbUnderLoad)} |`);
     }
   }
+  const im = l.micro.idleMemory;
+  L.push('', '## Idle memory of what ships (bench/onaccess/idle-memory)', '');
+  if (im && 'rows' in im) {
+    L.push(`Medians of ${im.rounds} starts each, variants alternated, page cache dropped before each start, read after ${im.idleS} s idle. anon = the process's own memory; file = pages of the executable and libraries (shared, clean, reclaimable).`, '');
+    L.push('| variant | VmRSS MB | anon MB | file MB | what |', '|---|---|---|---|---|');
+    for (const x of im.rows) L.push(`| ${x.variant} | ${mb(x.rssKb)} | ${mb(x.anonKb)} | ${mb(x.fileKb)} | ${x.what} |`);
+    for (const [k, why] of Object.entries(im.skipped)) L.push('', `skipped ${k}: ${why}`);
+  } else L.push(`not run: ${(im as { notRun: string } | undefined)?.notRun ?? 'skipped'}`);
   const svm = l.micro.svm;
   L.push('', '## SVM on loopback (builtin engine)', '');
   if (svm && 'rows' in svm) {

