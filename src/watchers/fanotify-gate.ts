@@ -17,6 +17,7 @@
 import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { describeError, PlatformError } from '../errors.js';
+import { raiseOpenFileLimit } from '../platform/linux/rlimit.js';
 import { logger } from '../log.js';
 import { FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, addIgnoreMark, closeFd, flushInodeMarks, makePipe, removeIgnoreMark, responseRecord } from '../platform/linux/fanotify.js';
 import { C, COUNTER_SLOTS, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, STATE_SLOTS, hrMs, type EventKind, type PostedEvent, type WarmUpConfig, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
@@ -73,7 +74,8 @@ export interface FanotifyGateOptions {
   /**
    * Close-write fds outstanding (waiting in the worker or being scanned) beyond which new
    * close-writes are not scanned, only counted (closeWritesDropped): those files are judged at
-   * their next open instead. Default 4096 (each is an fd of this process).
+   * their next open instead. The worker posts what it holds when half of these wait. Default
+   * defaultCloseWriteMaxFds(): each is an fd of this process.
    */
   closeWriteMaxFds?: number;
   /** Also gate execution (FAN_OPEN_EXEC_PERM, Linux >= 5.0; default true). */
@@ -126,6 +128,8 @@ async function warmUpConfig(rounds: number, seed: bigint): Promise<WarmUpConfig 
 const IGNORE_MASK = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
 const LATENCY_RING = 4096;
 const STOP_GRACE_MS = 3000;
+/** Close-writes handled in one turn of the event loop (~30 us each when the content is known). */
+const CLOSE_WRITE_SLICE = 512;
 
 /**
  * Read a file's bytes through an event fd (pread from offset 0: the fd's own offset is not
@@ -144,6 +148,22 @@ export function readEventContent(fd: number, maxBytes: number): Buffer {
     total += n;
   }
   return parts.length === 1 ? parts[0]! : Buffer.concat(parts, total);
+}
+
+/** The fd limit the gate asks for (the systemd unit's LimitNOFILE): see defaultCloseWriteMaxFds. */
+export const WANTED_OPEN_FILES = 65_536;
+
+/**
+ * A quarter of the soft RLIMIT_NOFILE, within 256..16,384 (4,096 when it is unknown). The rest
+ * of the fds are left to the kernel: it makes one for every event it hands over, and one read
+ * of the worker's 256 KiB buffer can hand over ~10,900; a permission event it cannot make an fd
+ * for is DENIED (fanotify_user.c), so held close-writes must never use them up. start() first
+ * raises the limit to WANTED_OPEN_FILES where it may (root with CAP_SYS_RESOURCE): then 16,384,
+ * of which the worker holds up to half through a burst.
+ */
+export function defaultCloseWriteMaxFds(soft: number | undefined): number {
+  if (soft === undefined || !Number.isFinite(soft)) return 4096;
+  return Math.min(16_384, Math.max(256, Math.floor(soft / 4)));
 }
 
 /** Young generation of the worker's isolate, MiB (see start()). */
@@ -194,7 +214,7 @@ export class FanotifyGate implements ProtectionBackend {
       deadlineMs: o.deadlineMs,
       onDeadline: o.onDeadline,
       closeWrite: o.closeWrite ?? true,
-      closeWriteMaxFds: o.closeWriteMaxFds ?? 4096,
+      closeWriteMaxFds: o.closeWriteMaxFds ?? defaultCloseWriteMaxFds(raiseOpenFileLimit(WANTED_OPEN_FILES)?.soft),
       exec: o.exec ?? true,
       selfPid: process.pid,
       wakeR: wake[0],
@@ -229,23 +249,55 @@ export class FanotifyGate implements ProtectionBackend {
 
   private onMessage(m: WorkerMessage): void {
     if (m.t === 'events') {
-      for (const e of m.events) {
-        let p: void | Promise<void>;
-        try {
-          p = e.kind === 'close-write' ? this.closeWrite(e) : this.permission(e);
-        } catch (err) {
-          this.log.error('event handling failed', { path: e.path, ...describeError(err) });
-          continue;
-        }
-        if (!p) continue; // handled synchronously (a close-write answered from the local cache)
-        const q = p.catch((err: unknown) => {
-          this.log.error('event handling failed', { path: e.path, ...describeError(err) });
-        });
-        this.inFlight.add(q);
-        void q.finally(() => this.inFlight.delete(q));
-      }
+      this.handle(m.events, 0);
     } else if (m.t === 'fatal') {
       this.log.error('fanotify worker stopped on an error; on-access protection is OFF', { message: m.message });
+    }
+  }
+
+  /**
+   * Handle events[from..]. Permission events go at once (a process waits on each). Close-writes
+   * go CLOSE_WRITE_SLICE at a time with the event loop in between: the worker may post thousands
+   * held through a burst, and a permission event that needs this thread (a miss) must not wait
+   * behind all of them. After stop() began, the rest are closed unscanned (judged at their next open).
+   */
+  private handle(events: readonly PostedEvent[], from: number): void {
+    let budget = CLOSE_WRITE_SLICE;
+    for (let i = from; i < events.length; i++) {
+      const e = events[i]!;
+      if (e.kind === 'close-write') {
+        if (this.stopping) {
+          this.closeWriteDone(e);
+          continue;
+        }
+        if (budget-- === 0) {
+          const rest = new Promise<void>((resolve) =>
+            setImmediate(() => {
+              try {
+                this.handle(events, i);
+              } finally {
+                resolve();
+              }
+            }),
+          );
+          this.inFlight.add(rest);
+          void rest.finally(() => this.inFlight.delete(rest));
+          return;
+        }
+      }
+      let p: void | Promise<void>;
+      try {
+        p = e.kind === 'close-write' ? this.closeWrite(e) : this.permission(e);
+      } catch (err) {
+        this.log.error('event handling failed', { path: e.path, ...describeError(err) });
+        continue;
+      }
+      if (!p) continue; // handled synchronously (a close-write answered from the local cache)
+      const q = p.catch((err: unknown) => {
+        this.log.error('event handling failed', { path: e.path, ...describeError(err) });
+      });
+      this.inFlight.add(q);
+      void q.finally(() => this.inFlight.delete(q));
     }
   }
 

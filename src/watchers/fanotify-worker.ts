@@ -63,15 +63,15 @@ const IDLE_POLL_MS = 1000;
  * Close-write notifications hold nobody up, so they wait while the gate is busy: they are held
  * here (the event fd and pid; the path is looked up when they go) and posted to the main thread
  * in one batch once no event has come for CLOSE_WRITE_QUIET_MS, or CLOSE_WRITE_MAX_AGE_MS after
- * the oldest arrived, or at once when CLOSE_WRITE_MAX_HELD wait (each holds an fd). So a burst of
- * file creation (cp -a, tar x, npm ci) is not slowed by the background scans of what it wrote:
- * they run when it pauses. Nothing is lost: an open of a held file is a permission event and is
- * judged then, and the scan that follows is a cache hit. Measured on a 16,609-file `cp -a`: see
+ * the oldest arrived, or at once when half of closeWriteMaxFds wait (each holds an fd; the other
+ * half is for those being scanned and what comes meanwhile). So a burst of file creation
+ * (cp -a, tar x, npm ci) is not slowed by the background scans of what it wrote: they run when
+ * it pauses. Nothing is lost: an open of a held file is a permission event and is judged then,
+ * and the scan that follows is a cache hit. Measured on `cp -a` of a 9,106-file tree: see
  * docs/benchmarks.md.
  */
 const CLOSE_WRITE_QUIET_MS = 20;
-const CLOSE_WRITE_MAX_AGE_MS = 1000;
-const CLOSE_WRITE_MAX_HELD = 1024;
+const CLOSE_WRITE_MAX_AGE_MS = 3000;
 const heldCloseWrites: Array<{ ev: FanEvent; readAt: number }> = [];
 let heldSince = Number.POSITIVE_INFINITY;
 let lastEventAt = 0;
@@ -230,7 +230,7 @@ function readEvents(): void {
   } finally {
     // Permission events go now; close-writes wait (see CLOSE_WRITE_QUIET_MS).
     postEvents(batch);
-    if (heldCloseWrites.length >= CLOSE_WRITE_MAX_HELD) flushCloseWrites();
+    if (heldCloseWrites.length >= Math.max(1, cfg.closeWriteMaxFds >> 1)) flushCloseWrites();
   }
 }
 

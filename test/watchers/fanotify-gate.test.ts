@@ -224,6 +224,34 @@ describe('FanotifyGate', { skip }, () => {
     await g.stop();
   });
 
+  it('a batch of 2,000 close-writes held through a burst does not hold up a permission event that needs the main thread: they are handled in slices', async () => {
+    const dir = path.join(mnt!.dir, 'slices');
+    fs.mkdirSync(dir);
+    const probe = path.join(mnt!.dir, 'slices-probe.txt');
+    fs.writeFileSync(probe, 'probe\n');
+    // Each close-write costs the main thread 1 ms of CPU (2 s for the batch); the deadline is far.
+    const g = startGate(mnt!.dir, 'allow', 20_000, 'allow', { GATE_CW_MAX_FDS: '8000', GATE_CW_SYNC_MS: '1' });
+    gates.push(g);
+    await waitFor(g, /READY/);
+    const N = 2000;
+    // One fast writer: the burst is over before the worker posts, so it posts one batch of N.
+    const w = run(process.execPath, ['-e', `const fs = require('fs'); for (let i = 1; i <= ${N}; i++) fs.writeFileSync(${JSON.stringify(dir)} + '/f' + i, 'slice ' + i);`], 60_000);
+    assert.equal(w.status, 0, w.stderr);
+    await waitFor(g, /CW_FIRST\n/);
+    const cat = run('cat', [probe], 30_000);
+    assert.equal(cat.status, 0, cat.stderr);
+    const decided = Number((await waitFor(g, /DECIDE \S+slices-probe\.txt (\d+)\n/))[1]);
+    assert.ok(decided < N, `the open was decided after ${decided} of ${N} close-writes: it waited for the whole batch`);
+    type Stats = { closeWrites: number; gate: Record<string, number> };
+    const stats = async () => JSON.parse(await g.ask('stats', /\{.*\}\n/)) as Stats;
+    let st = await stats();
+    for (const end = Date.now() + 30_000; st.closeWrites < N && Date.now() < end; st = await stats()) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(st.closeWrites, N, 'every close-write was handled');
+    assert.equal(st.gate.closeWritesDropped, 0);
+    assert.equal(st.gate.deadline, 0, 'the open was answered by decide, not by the deadline');
+    await g.stop();
+  });
+
   it('close-writes beyond closeWriteMaxFds are counted and not scanned (their fds closed at once), and those files are still judged at their next open', async () => {
     const dir = path.join(mnt!.dir, 'flood');
     fs.mkdirSync(dir);
