@@ -224,16 +224,16 @@ describe('FanotifyGate', { skip }, () => {
     await g.stop();
   });
 
-  it('a batch of 2,000 close-writes held through a burst does not hold up a permission event that needs the main thread: they are handled in slices', async () => {
+  it('a batch of 3,000 close-writes held through a burst does not hold up a permission event that needs the main thread: they are handled in slices', async () => {
     const dir = path.join(mnt!.dir, 'slices');
     fs.mkdirSync(dir);
     const probe = path.join(mnt!.dir, 'slices-probe.txt');
     fs.writeFileSync(probe, 'probe\n');
-    // Each close-write costs the main thread 1 ms of CPU (2 s for the batch); the deadline is far.
+    // Each close-write costs the main thread 1 ms of CPU (3 s for the batch); the deadline is far.
     const g = startGate(mnt!.dir, 'allow', 20_000, 'allow', { GATE_CW_MAX_FDS: '8000', GATE_CW_SYNC_MS: '1' });
     gates.push(g);
     await waitFor(g, /READY/);
-    const N = 2000;
+    const N = 3000;
     // One fast writer: the burst is over before the worker posts, so it posts one batch of N.
     const w = run(process.execPath, ['-e', `const fs = require('fs'); for (let i = 1; i <= ${N}; i++) fs.writeFileSync(${JSON.stringify(dir)} + '/f' + i, 'slice ' + i);`], 60_000);
     assert.equal(w.status, 0, w.stderr);
