@@ -20,7 +20,7 @@ import { describeError, PlatformError } from '../errors.js';
 import { raiseOpenFileLimit } from '../platform/linux/rlimit.js';
 import { logger } from '../log.js';
 import { FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, addIgnoreMark, closeFd, flushInodeMarks, makePipe, removeIgnoreMark, responseRecord } from '../platform/linux/fanotify.js';
-import { C, COUNTER_SLOTS, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, STATE_SLOTS, hrMs, type EventKind, type PostedEvent, type WarmUpConfig, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
+import { C, COUNTER_SLOTS, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, STATE_SLOTS, hrMs, protectedFdPath, type EventKind, type PostedEvent, type WarmUpConfig, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
 import type { ProtectionBackend } from './protection.js';
 import type { SharedCacheSpec } from '../cache/shared-view.js';
 import { VerdictCache } from '../cache/verdict-cache.js';
@@ -386,6 +386,12 @@ export class FanotifyGate implements ProtectionBackend {
     let r: unknown;
     try {
       if (!this.o.onCloseWrite) return this.closeWriteDone(e);
+      // The worker posts close-writes without their paths (see flushCloseWrites there).
+      e.path = protectedFdPath(e.fd, this.o.protect, this.o.exclude);
+      if (e.path === '') {
+        Atomics.add(this.counters, C.outside, 1);
+        return this.closeWriteDone(e);
+      }
       stat = fs.fstatSync(e.fd, { bigint: true });
       if (!stat.isFile()) return this.closeWriteDone(e);
       r = this.o.onCloseWrite({ fd: e.fd, pid: e.pid, path: e.path, kind: 'close-write', stat });

@@ -1,4 +1,5 @@
 /** Types and shared-memory layout between FanotifyGate (main thread) and its worker. */
+import fs from 'node:fs';
 import type { SharedCacheSpec } from '../cache/shared-view.js';
 
 export interface WorkerConfig {
@@ -92,4 +93,26 @@ export const STATE_SLOTS = 65536;
 export function hrMs(): number {
   const [s, ns] = process.hrtime();
   return s * 1e3 + ns / 1e6;
+}
+
+/** Whether `path` is one of `prefixes` or below one (prefixes are absolute, without a trailing '/'). */
+export function within(path: string, prefixes: readonly string[]): boolean {
+  for (const p of prefixes) if (path === p || path.startsWith(p.endsWith('/') ? p : `${p}/`)) return true;
+  return false;
+}
+
+/**
+ * An event fd's path now (readlink of /proc/self/fd/N) if it lies in `protect` and not in
+ * `exclude`, else ''. A path deeper than PATH_MAX (reachable with relative paths) comes back as a
+ * name for the fd: such a file is judged through its fd, never let through unseen.
+ */
+export function protectedFdPath(fd: number, protect: readonly string[], exclude: readonly string[]): string {
+  let path: string;
+  try {
+    path = fs.readlinkSync(`/proc/self/fd/${fd}`);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENAMETOOLONG') return `/proc/self/fd/${fd} (path longer than PATH_MAX)`;
+    return ''; // cannot happen for a live fd; treated as outside
+  }
+  return within(path, protect) && !within(path, exclude) ? path : '';
 }

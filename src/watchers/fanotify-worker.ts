@@ -49,7 +49,7 @@ import {
 } from '../platform/linux/fanotify.js';
 import { loadXxhash } from '../cache/fingerprint.js';
 import { SharedCacheView } from '../cache/shared-view.js';
-import { C, COUNTER_SLOTS, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, hrMs, type PostedEvent, type WarmUpConfig, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
+import { C, COUNTER_SLOTS, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, hrMs, protectedFdPath, type PostedEvent, type WarmUpConfig, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
 
 const cfg = workerData as WorkerConfig;
 const state = new Int32Array(cfg.stateSab);
@@ -96,11 +96,6 @@ const resp = Buffer.alloc(8);
 
 function post(m: WorkerMessage): void {
   port.postMessage(m);
-}
-
-function within(path: string, prefixes: readonly string[]): boolean {
-  for (const p of prefixes) if (path === p || path.startsWith(p.endsWith('/') ? p : `${p}/`)) return true;
-  return false;
 }
 
 function respond(fd: number, allow: boolean): void {
@@ -245,14 +240,14 @@ function closeWriteFlushAt(): number {
   return heldCloseWrites.length === 0 ? Number.POSITIVE_INFINITY : Math.min(lastEventAt + CLOSE_WRITE_QUIET_MS, heldSince + CLOSE_WRITE_MAX_AGE_MS);
 }
 
-/** Post every held close-write in a protected folder in one message; close the others' fds. */
+/**
+ * Post every held close-write in one message. Their paths (a readlink each, and the protect and
+ * exclude check) are the main thread's business: this thread answers permission events, and a
+ * flush in the middle of a burst must not keep the burst's opens waiting behind thousands of them.
+ */
 function flushCloseWrites(): void {
   const events: PostedEvent[] = [];
-  for (const { ev, readAt } of heldCloseWrites.splice(0)) {
-    const path = protectedPath(ev, false);
-    if (path !== '') events.push({ fd: ev.fd, seq: 0, pid: ev.pid, kind: 'close-write', path, readAt });
-    else Atomics.sub(counters, C.closeWriteFds, 1); // closed by protectedPath
-  }
+  for (const { ev, readAt } of heldCloseWrites.splice(0)) events.push({ fd: ev.fd, seq: 0, pid: ev.pid, kind: 'close-write', path: '', readAt });
   heldSince = Number.POSITIVE_INFINITY;
   postEvents(events);
 }
@@ -325,15 +320,8 @@ function ownEvent(ev: FanEvent, isPerm: boolean): boolean {
 
 /** The event's path, or '' with the event answered (allow) and closed if it is outside `protect` or inside `exclude`. */
 function protectedPath(ev: FanEvent, isPerm: boolean): string {
-  let path = '';
-  try {
-    path = fs.readlinkSync(`/proc/self/fd/${ev.fd}`);
-  } catch (e) {
-    // Deeper than PATH_MAX (reachable with relative paths): judged through its fd, never let through unseen.
-    if ((e as NodeJS.ErrnoException).code === 'ENAMETOOLONG') return `/proc/self/fd/${ev.fd} (path longer than PATH_MAX)`;
-    /* otherwise cannot happen for a live fd; treated as outside, without an ignore mark */
-  }
-  if (path !== '' && within(path, cfg.protect) && !within(path, cfg.exclude)) return path;
+  const path = protectedFdPath(ev.fd, cfg.protect, cfg.exclude);
+  if (path !== '') return path;
   // Allowed, but never ignore-marked: a mark follows the inode, so a file renamed or hard-linked
   // from here into a protected folder would then open unchecked.
   Atomics.add(counters, C.outside, 1);
