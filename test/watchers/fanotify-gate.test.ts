@@ -147,6 +147,14 @@ describe('FanotifyGate', { skip }, () => {
     const s2 = await stats();
     assert.equal(s2.decides, 1, 'excluded paths are never judged');
     assert.equal(s2.gate.outside, 2, 'both opens answered by the worker, no kernel mark on an excluded file');
+    // A write there is not scanned either (its path is checked on the main thread), one here is.
+    assert.equal(run('sh', ['-c', `printf again > '${x}' && printf written > '${mnt!.dir}/written.txt'`]).status, 0);
+    await waitFor(g, new RegExp(`CLOSE_WRITE ${mnt!.dir}/written.txt \\d+ written\n`));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.doesNotMatch(g.output(), /CLOSE_WRITE \S*excluded/, 'no close-write reported from the excluded folder');
+    const s3 = await stats();
+    assert.equal(s3.gate.closeWrite, 2, 'the kernel reported both close-writes');
+    assert.equal(s3.gate.outside, 4, "the excluded file's open and its close-write, each counted as outside");
     await g.stop();
   });
 
