@@ -318,14 +318,14 @@ function ownEvent(ev: FanEvent, isPerm: boolean): boolean {
   return true;
 }
 
-/** The event's path, or '' with the event answered (allow) and closed if it is outside `protect` or inside `exclude`. */
-function protectedPath(ev: FanEvent, isPerm: boolean): string {
+/** A permission event's path, or '' with the event answered (allow) and closed if it is outside `protect` or inside `exclude`. */
+function protectedPath(ev: FanEvent): string {
   const path = protectedFdPath(ev.fd, cfg.protect, cfg.exclude);
   if (path !== '') return path;
   // Allowed, but never ignore-marked: a mark follows the inode, so a file renamed or hard-linked
   // from here into a protected folder would then open unchecked.
   Atomics.add(counters, C.outside, 1);
-  if (isPerm) respond(ev.fd, true);
+  respond(ev.fd, true);
   closeFd(ev.fd);
   return '';
 }
@@ -351,7 +351,7 @@ function permissionEvent(ev: FanEvent, batch: PostedEvent[], readAt: number): vo
     closeFd(ev.fd);
     return;
   }
-  const path = protectedPath(ev, true);
+  const path = protectedPath(ev);
   if (path === '') return;
   if (ev.fd >= state.length) {
     // Beyond the shared table (an fd over 65535): answered here by policy, never left waiting.
