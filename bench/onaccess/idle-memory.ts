@@ -24,8 +24,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { AGENT_NODE_FLAGS, atCleanup, dropCaches, installCleanup, machineFacts, median, needRoot, round, rssKb, say, shSync, stopChild, track, waitLine } from '../lib/harness.js';
-import { startSvm, svmUrls, TOKEN } from './variants.js';
+import { AGENT_NODE_FLAGS, atCleanup, dropCaches, installCleanup, machineFacts, median, needRoot, round, rssKb, say, shSync, stopChild, track } from '../lib/harness.js';
+import { startAgent, startSvm, svmUrls } from './variants.js';
 
 const ROOT = new URL('../../../', import.meta.url).pathname;
 const CLI = path.join(ROOT, 'build/src/cli/lightagent.js');
@@ -92,12 +92,7 @@ async function main(): Promise<void> {
   atCleanup(() => svm.kill('SIGKILL'));
 
   let n = 0;
-  const agentArgs = () => ['run', '--svm', url, '--token', TOKEN, '--protect', mnt, '--state-dir', path.join(work, `state-${n++}`), '--mode', 'fanotify', '--log-file', path.join(work, 'agent.log'), '--json'];
-  const agent = async (cmd: string, argv: string[]) => {
-    const c = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'inherit'] }), 'agent');
-    await waitLine(c, /"event":"started"/, 60_000);
-    return c;
-  };
+  const agent = (command: readonly string[]) => startAgent({ url, protect: mnt, stateDir: path.join(work, `state-${n++}`), logFile: path.join(work, 'agent.log'), command });
   const bare = async (cmd: string, js: string) => {
     const c = track(spawn(cmd, ['-e', js], { stdio: 'ignore' }), 'node');
     await new Promise((r) => setTimeout(r, 500)); // its workers are up well within this
@@ -110,9 +105,9 @@ async function main(): Promise<void> {
           { name: 'node24-workers', what: `Node ${node24Version} with two idle worker threads (the agent's thread shape, no agent code)`, start: () => bare(node24, WORKERS_JS) },
         ]
       : []),
-    ...(binary ? [{ name: 'binary', what: `the single executable lightagent-linux-x64 run (Node ${node24Version} inside), built from this tree`, start: () => agent(binary, agentArgs()) }] : []),
-    { name: 'source-node', what: `lightagent run from the compiled sources on Node ${process.version} (${AGENT_NODE_FLAGS.join(' ')})`, start: () => agent(process.execPath, [...AGENT_NODE_FLAGS, CLI, ...agentArgs()]) },
-    ...(node24 ? [{ name: 'source-node24', what: `lightagent run from the compiled sources on Node ${node24Version} (${AGENT_NODE_FLAGS.join(' ')})`, start: () => agent(node24, [...AGENT_NODE_FLAGS, CLI, ...agentArgs()]) }] : []),
+    ...(binary ? [{ name: 'binary', what: `the single executable lightagent-linux-x64 run (Node ${node24Version} inside), built from this tree`, start: () => agent([binary]) }] : []),
+    { name: 'source-node', what: `lightagent run from the compiled sources on Node ${process.version} (${AGENT_NODE_FLAGS.join(' ')})`, start: () => agent([process.execPath, ...AGENT_NODE_FLAGS, CLI]) },
+    ...(node24 ? [{ name: 'source-node24', what: `lightagent run from the compiled sources on Node ${node24Version} (${AGENT_NODE_FLAGS.join(' ')})`, start: () => agent([node24, ...AGENT_NODE_FLAGS, CLI]) }] : []),
   ];
 
   const samples = new Map<string, IdleMemoryRow['samples']>(variants.map((v) => [v.name, []]));

@@ -39,6 +39,7 @@ export interface PostedEvent {
   seq: number;
   pid: number;
   kind: EventKind;
+  /** '' for a close-write: the main thread reads its path when it takes it (FanotifyGate.closeWrite). */
   path: string;
   /** hrMs() in the worker when the event was read: process-wide monotonic, comparable across threads. */
   readAt: number;

@@ -61,7 +61,7 @@ const IGNORE = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
 const IDLE_POLL_MS = 1000;
 /**
  * Close-write notifications hold nobody up, so they wait while the gate is busy: they are held
- * here (the event fd and pid; the path is looked up when they go) and posted to the main thread
+ * here (the event fd and pid; the main thread looks the path up) and posted to the main thread
  * in one batch once no event has come for CLOSE_WRITE_QUIET_MS, or CLOSE_WRITE_MAX_AGE_MS after
  * the oldest arrived, or at once when half of closeWriteMaxFds wait (each holds an fd; the other
  * half is for those being scanned and what comes meanwhile). So a burst of file creation
