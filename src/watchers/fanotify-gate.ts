@@ -78,6 +78,13 @@ export interface FanotifyGateOptions {
    * defaultCloseWriteMaxFds(): each is an fd of this process.
    */
   closeWriteMaxFds?: number;
+  /**
+   * When the worker posts the close-writes it holds through a burst (fanotify-worker.ts): once no
+   * event has come for `quietMs` (default 20), or `maxAgeMs` after the oldest was read (default
+   * 3000), or at once when half of closeWriteMaxFds wait. Tuning and tests; the defaults suit
+   * the measured workloads (docs/benchmarks.md).
+   */
+  closeWriteHold?: { quietMs?: number; maxAgeMs?: number };
   /** Also gate execution (FAN_OPEN_EXEC_PERM, Linux >= 5.0; default true). */
   exec?: boolean;
   decide: (ev: PermissionEvent) => Promise<Decision>;
@@ -128,6 +135,9 @@ async function warmUpConfig(rounds: number, seed: bigint): Promise<WarmUpConfig 
 const IGNORE_MASK = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
 const LATENCY_RING = 4096;
 const STOP_GRACE_MS = 3000;
+/** Defaults of closeWriteHold (fanotify-worker.ts says why close-writes are held). */
+export const CLOSE_WRITE_QUIET_MS = 20;
+export const CLOSE_WRITE_MAX_AGE_MS = 3000;
 /** Close-writes handled in one turn of the event loop (~30 us each when the content is known). */
 const CLOSE_WRITE_SLICE = 512;
 
@@ -215,6 +225,8 @@ export class FanotifyGate implements ProtectionBackend {
       onDeadline: o.onDeadline,
       closeWrite: o.closeWrite ?? true,
       closeWriteMaxFds: o.closeWriteMaxFds ?? defaultCloseWriteMaxFds(raiseOpenFileLimit(WANTED_OPEN_FILES)?.soft),
+      closeWriteQuietMs: o.closeWriteHold?.quietMs ?? CLOSE_WRITE_QUIET_MS,
+      closeWriteMaxAgeMs: o.closeWriteHold?.maxAgeMs ?? CLOSE_WRITE_MAX_AGE_MS,
       exec: o.exec ?? true,
       selfPid: process.pid,
       wakeR: wake[0],

@@ -12,6 +12,10 @@ export interface WorkerConfig {
   closeWrite: boolean;
   /** Close-write fds outstanding (held here or being scanned) beyond which new ones are dropped. */
   closeWriteMaxFds: number;
+  /** Held close-writes are posted once no event has come for this long (ms)... */
+  closeWriteQuietMs: number;
+  /** ...or this long after the oldest of them was read (ms), or at half of closeWriteMaxFds. */
+  closeWriteMaxAgeMs: number;
   exec: boolean;
   selfPid: number;
   /** Read end of the wake pipe; the main thread owns (and closes) both ends. */

@@ -62,16 +62,15 @@ const IDLE_POLL_MS = 1000;
 /**
  * Close-write notifications hold nobody up, so they wait while the gate is busy: they are held
  * here (the event fd and pid; the main thread looks the path up) and posted to the main thread
- * in one batch once no event has come for CLOSE_WRITE_QUIET_MS, or CLOSE_WRITE_MAX_AGE_MS after
- * the oldest arrived, or at once when half of closeWriteMaxFds wait (each holds an fd; the other
- * half is for those being scanned and what comes meanwhile). So a burst of file creation
+ * in one batch once no event has come for cfg.closeWriteQuietMs (default 20), or
+ * cfg.closeWriteMaxAgeMs (default 3000) after the oldest arrived, or at once when half of
+ * closeWriteMaxFds wait (each holds an fd; the other half is for those being scanned and what
+ * comes meanwhile). So a burst of file creation
  * (cp -a, tar x, npm ci) is not slowed by the background scans of what it wrote: they run when
  * it pauses. Nothing is lost: an open of a held file is a permission event and is judged then,
  * and the scan that follows is a cache hit. Measured on `cp -a` of a 9,106-file tree: see
  * docs/benchmarks.md.
  */
-const CLOSE_WRITE_QUIET_MS = 20;
-const CLOSE_WRITE_MAX_AGE_MS = 3000;
 const heldCloseWrites: Array<{ ev: FanEvent; readAt: number }> = [];
 let heldSince = Number.POSITIVE_INFINITY;
 let lastEventAt = 0;
@@ -223,7 +222,7 @@ function readEvents(): void {
       if (n < buf.length - 64 * FAN_EVENT_METADATA_LEN) break;
     }
   } finally {
-    // Permission events go now; close-writes wait (see CLOSE_WRITE_QUIET_MS).
+    // Permission events go now; close-writes wait (see heldCloseWrites).
     postEvents(batch);
     if (heldCloseWrites.length >= Math.max(1, cfg.closeWriteMaxFds >> 1)) flushCloseWrites();
   }
@@ -237,7 +236,7 @@ function postEvents(events: PostedEvent[]): void {
 
 /** When the held close-writes are due (Infinity: none held). */
 function closeWriteFlushAt(): number {
-  return heldCloseWrites.length === 0 ? Number.POSITIVE_INFINITY : Math.min(lastEventAt + CLOSE_WRITE_QUIET_MS, heldSince + CLOSE_WRITE_MAX_AGE_MS);
+  return heldCloseWrites.length === 0 ? Number.POSITIVE_INFINITY : Math.min(lastEventAt + cfg.closeWriteQuietMs, heldSince + cfg.closeWriteMaxAgeMs);
 }
 
 /**

@@ -232,6 +232,43 @@ describe('FanotifyGate', { skip }, () => {
     await g.stop();
   });
 
+  it('held close-writes are posted at once when half of closeWriteMaxFds wait, long before the quiet and age timers', async () => {
+    const dir = path.join(mnt!.dir, 'half-bound');
+    fs.mkdirSync(dir);
+    // Quiet gap and maximum age a minute away: only the bound can post them within this test.
+    const g = startGate(mnt!.dir, 'allow', 2000, 'allow', { GATE_CW_MAX_FDS: '40', GATE_CW_QUIET_MS: '60000', GATE_CW_MAX_AGE_MS: '60000' });
+    gates.push(g);
+    await waitFor(g, /READY/);
+    const write = (from: number, to: number) => {
+      const w = run(process.execPath, ['-e', `const fs = require('fs'); for (let i = ${from}; i <= ${to}; i++) fs.writeFileSync(${JSON.stringify(dir)} + '/f' + i, 'half ' + i);`], 30_000);
+      assert.equal(w.status, 0, w.stderr);
+    };
+    const reported = () => g.output().match(new RegExp(`CLOSE_WRITE ${dir}/f\\d+ \\d+ half \\d+\n`, 'g'))?.length ?? 0;
+    write(1, 19);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(reported(), 0, '19 held (under half of 40) are not posted before a timer is due');
+    const st = JSON.parse(await g.ask('stats', /\{.*\}\n/)) as { gate: Record<string, number> };
+    assert.equal(st.gate.closeWrite, 19, 'the worker has read all 19');
+    write(20, 20);
+    for (const end = Date.now() + 10_000; reported() < 20 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(reported(), 20, 'the 20th held close-write posted all 20');
+    await g.stop();
+  });
+
+  it('a close-write held with no quiet gap to post it is posted closeWriteMaxAgeMs after it was read, not before', async () => {
+    const f = path.join(mnt!.dir, 'aged.txt');
+    const g = startGate(mnt!.dir, 'allow', 2000, 'allow', { GATE_CW_QUIET_MS: '60000', GATE_CW_MAX_AGE_MS: '1500' });
+    gates.push(g);
+    await waitFor(g, /READY/);
+    const t0 = performance.now();
+    assert.equal(run('sh', ['-c', `printf 'aged content' > ${f}`]).status, 0);
+    await waitFor(g, new RegExp(`CLOSE_WRITE ${f} \\d+ aged content\n`), 15_000);
+    const waited = performance.now() - t0;
+    // The event was read after t0 and is posted no earlier than 1,500 ms after that read.
+    assert.ok(waited >= 1500, `posted ${waited.toFixed(0)} ms after the write, before its maximum age`);
+    await g.stop();
+  });
+
   it('a batch of 3,000 close-writes held through a burst does not hold up a permission event that needs the main thread: they are handled in slices', async () => {
     const dir = path.join(mnt!.dir, 'slices');
     fs.mkdirSync(dir);
