@@ -15,7 +15,7 @@ import YAML from 'yaml';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { err, fail, out } from '../../cli/output.js';
-import { describeError } from '../../errors.js';
+import { ConfigError, describeError } from '../../errors.js';
 import { closeLogging, configureLogging, logger } from '../../log.js';
 import { loadAgentConfig, type AgentConfig } from '../config.js';
 import { Daemon } from '../daemon.js';
@@ -32,8 +32,8 @@ The agent as a Windows service named "lightagent" (LocalSystem, automatic start)
   run         what the Service Control Manager starts (not for a console: use \`lightagent run\`)
   configure   write the config file (the MSI runs this with its properties): --svm URL
               --token T --ca FILE --fail-closed 0|1 --protect "DIR;DIR"; empty values keep
-              what the file has (upgrades); the result is validated before it replaces the file,
-              and the directory is restricted to SYSTEM and Administrators (icacls)
+              what the file has (upgrades); the result is validated before it replaces the file
+              (an SVM and a token are required: from the values or the file), and the directory is restricted to SYSTEM and Administrators (icacls)
   cleanup     (MSI uninstall) remove the config, cache, queue and logs; the quarantine stays
 
 Options:
@@ -150,7 +150,14 @@ async function configure(file: string, v: ConfigureValues): Promise<number> {
   const tmp = `${file}.new`;
   fs.writeFileSync(tmp, `# written by lightagent service configure (the MSI's properties)\n${YAML.stringify(merged)}`, { mode: 0o600 });
   try {
-    loadAgentConfig({ file: tmp, flags: {}, env: {} });
+    const cfg = loadAgentConfig({ file: tmp, flags: {}, env: {} });
+    // The service cannot start without these: refuse here, where the MSI shows (and logs) this
+    // custom action's failure and rolls back, rather than leave a service that fails at start.
+    const missing = [
+      ...(cfg.svm || cfg.svm_discovery ? [] : ['svm: no SVM; give the MSI SVM_URL=wss://HOST:PORT (or --svm URL), or set `svm:` or `svm_discovery:` in the file']),
+      ...(cfg.token ? [] : ['token: no tenant token; give the MSI TOKEN=... (or --token T), or set `token:` in the file']),
+    ];
+    if (missing.length > 0) throw new ConfigError(`${file} as configured`, missing);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
     return fail(e, 'lightagent service configure');
