@@ -255,6 +255,16 @@ describe('FanotifyGate', { skip }, () => {
     await g.stop();
   });
 
+  it('a held close-write is posted by the quiet gap alone (maximum age a minute away, bound far)', async () => {
+    const f = path.join(mnt!.dir, 'quiet.txt');
+    const g = startGate(mnt!.dir, 'allow', 2000, 'allow', { GATE_CW_MAX_AGE_MS: '60000' });
+    gates.push(g);
+    await waitFor(g, /READY/);
+    assert.equal(run('sh', ['-c', `printf 'quiet content' > ${f}`]).status, 0);
+    await waitFor(g, new RegExp(`CLOSE_WRITE ${f} \\d+ quiet content\n`), 15_000);
+    await g.stop();
+  });
+
   it('a close-write held with no quiet gap to post it is posted closeWriteMaxAgeMs after it was read, not before', async () => {
     const f = path.join(mnt!.dir, 'aged.txt');
     const g = startGate(mnt!.dir, 'allow', 2000, 'allow', { GATE_CW_QUIET_MS: '60000', GATE_CW_MAX_AGE_MS: '1500' });
