@@ -2,7 +2,8 @@
  * SVM benchmark: `node build/bench/svm/svm-bench.js [--seconds 3] [--engines builtin,clamav]
  * [--agents 100] [--file-size 1048576] [--out FILE]`, or `runSvmBench(opts)` from another script.
  *
- * Per engine, one SVM on loopback (in this process; clients are raw lightagent/1 WebSockets):
+ * Per engine, one SVM on loopback (in this process; clients are raw lightagent/1 WebSockets,
+ * framed as the agent frames them: zero masking key):
  * 1. throughput: 4 agents upload distinct random files (`fileSize`) with 8 uploads in flight each,
  *    for `seconds`: MB/s of content judged (every upload is a cache miss: an engine run);
  * 2. lookups: 4 agents with 32 lookups in flight each, for `seconds`: lookups/s (shared cache hits);
@@ -22,6 +23,7 @@ import { ClamavEngine } from '../../src/svm/engines/clamav.js';
 import type { ScanEngine } from '../../src/svm/engines/engine.js';
 import { MemoryVerdictCache } from '../../src/svm/memory-verdict-cache.js';
 import { SvmServer } from '../../src/svm/server.js';
+import { zeroMask } from '../../src/svm-link/svm-link.js';
 import { clamdBinary, startClamd, type Clamd } from '../../test/helpers/clamd.js';
 import { rawAgent, sendUpload, type RawAgent } from '../../test/svm/helpers.js';
 
@@ -51,6 +53,8 @@ export interface SvmBenchResult {
 }
 
 const TOKEN = 'tenant-a-token';
+/** The clients frame uploads as the agent does (src/svm-link/svm-link.ts): a zero mask. */
+const AGENT_WS = { generateMask: zeroMask };
 
 function pct(sorted: number[], p: number): number {
   if (!sorted.length) return NaN;
@@ -93,7 +97,7 @@ async function benchEngine(engine: ScanEngine, o: Required<SvmBenchOptions>): Pr
   const s = await SvmServer.start({ host: '127.0.0.1', port: 0, tokens: [{ tenant: 'a', token: TOKEN }], engine, cache: new MemoryVerdictCache(1_000_000), closeGraceMs: 200, uploadMemory: 1 << 30, maxInFlight: 64, scanConcurrency: 8, agentQueue: 16 });
   try {
     // 1. throughput
-    const uploaders = await Promise.all([1, 2, 3, 4].map(() => rawAgent(s.url)));
+    const uploaders = await Promise.all([1, 2, 3, 4].map(() => rawAgent(s.url, undefined, true, AGENT_WS)));
     let bytes = 0;
     let uploads = 0;
     const base = crypto.randomBytes(o.fileSize);
@@ -134,7 +138,7 @@ async function benchEngine(engine: ScanEngine, o: Required<SvmBenchOptions>): Pr
     for (const a of uploaders) a.ws.close();
 
     // 3. many agents: quiet ones alone, then with a noisy one
-    const quiet = await Promise.all(Array.from({ length: o.agents - 1 }, () => rawAgent(s.url)));
+    const quiet = await Promise.all(Array.from({ length: o.agents - 1 }, () => rawAgent(s.url, undefined, true, AGENT_WS)));
     const quietPhase = async (ms: number): Promise<number[]> => {
       const lat: number[] = [];
       const end = performance.now() + ms;
@@ -155,7 +159,7 @@ async function benchEngine(engine: ScanEngine, o: Required<SvmBenchOptions>): Pr
       return lat.sort((x, y) => x - y);
     };
     const alone = await quietPhase(o.seconds * 1000);
-    const noisy = await rawAgent(s.url);
+    const noisy = await rawAgent(s.url, undefined, true, AGENT_WS);
     let noisyOk = 0;
     let noisyLimited = 0;
     const noisyEnd = performance.now() + o.seconds * 1000;

@@ -38,6 +38,11 @@ import { Window } from './window.js';
 /** Resets after the TLS handshake, with a client certificate presented, before we call it a refusal. */
 const CERT_RESETS_FINAL = 3;
 
+/** The agent's WebSocket masking key: all zeros (see connect()); the SVM then skips the XOR. */
+export function zeroMask(mask: Buffer): void {
+  mask.fill(0);
+}
+
 export type LinkState = 'idle' | 'connecting' | 'connected' | 'disconnected' | 'refused' | 'closed';
 
 export interface SvmLinkOptions {
@@ -312,7 +317,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
         // An all-zero mask: RFC 6455 masking defends HTTP proxies from cache poisoning, which
         // loopback and wss:// do not need, and unmasking in JS is the SVM's biggest upload cost
         // (85 -> 226 MiB/s measured). The SVM skips the XOR when the mask is zero.
-        generateMask: (mask: Buffer) => void mask.fill(0),
+        generateMask: zeroMask,
         ...(this.opts.ca ? { ca: this.opts.ca } : {}),
         ...(mutual ? { cert: this.opts.cert, key: this.opts.key, createConnection: createConnection as unknown as WebSocket.ClientOptions['createConnection'] } : {}),
       });
