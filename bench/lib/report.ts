@@ -110,8 +110,11 @@ export function targets(l: Latest): Latest['targets'] {
   add('agent idle CPU', '~0 (<= 0.5%)', idleCpu, 0.5, '%');
   const up = ol?.uploadBytes;
   add('bytes uploaded by a second guest with the same files', '~0 (<= 1% of the files)', up ? up.secondGuest : undefined, up ? up.totalBytes / 100 : 0, 'B');
-  const svm = l.micro.svm && 'rows' in l.micro.svm ? l.micro.svm.rows[0] : undefined;
-  t.push({ what: 'cold scan throughput to the SVM (loopback, builtin engine)', target: 'hundreds of MB/s', measured: svm ? `${svm.uploadMBps} MB/s` : 'not measured', met: svm ? svm.uploadMBps >= 200 : null });
+  // Every N's run repeats the same throughput phase (4 busy agents): their median, not the first
+  // run alone (the one that also pays the JIT's warm-up).
+  const svmRows = l.micro.svm && 'rows' in l.micro.svm ? l.micro.svm.rows : [];
+  const upload = svmRows.length > 0 ? round(median(svmRows.map((r) => r.uploadMBps)), 1) : undefined;
+  t.push({ what: `cold scan throughput to the SVM (loopback, builtin engine; every upload a cache miss; median of ${svmRows.length} runs)`, target: 'hundreds of MB/s', measured: upload !== undefined ? `${upload} MB/s` : 'not measured', met: upload !== undefined ? upload >= 200 : null });
   return t;
 }
 
