@@ -62,6 +62,19 @@ export class WinePrefix {
    * node.exe as a handle libuv cannot open under Wine (process.stdout throws EBADF).
    */
   run(args: string[], timeoutMs = 60_000): WineResult {
+    const r = this.runOnce(args, timeoutMs);
+    // Wine failing to launch the program at all (seen once in CI: `wine msiexec /i A` exited 1 in
+    // 0.1 s with this message and wrote no msiexec log; not reproduced in 4 fresh prefixes): that
+    // is Wine's loader, not the program under test, so it gets one more try, said on stderr.
+    if (r.status === 1 && /ShellExecuteEx failed/.test(r.stdout + r.stderr)) {
+      process.stderr.write(`wine ${args.join(' ')}: Wine could not start it (${(r.stdout + r.stderr).trim().replace(/\s+/g, ' ')}); once more in 1 s\n`);
+      spawnSync('sleep', ['1']);
+      return this.runOnce(args, timeoutMs);
+    }
+    return r;
+  }
+
+  private runOnce(args: string[], timeoutMs: number): WineResult {
     const o = path.join(this.dir, 'out.txt');
     const e = path.join(this.dir, 'err.txt');
     const fo = fs.openSync(o, 'w');
