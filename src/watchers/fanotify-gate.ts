@@ -138,6 +138,10 @@ const STOP_GRACE_MS = 3000;
 /** Defaults of closeWriteHold (fanotify-worker.ts says why close-writes are held). */
 export const CLOSE_WRITE_QUIET_MS = 20;
 export const CLOSE_WRITE_MAX_AGE_MS = 3000;
+/** A closeWriteHold value: the default unless a finite number of ms >= 0 was given. */
+function holdMs(v: number | undefined, dflt: number): number {
+  return v !== undefined && Number.isFinite(v) && v >= 0 ? v : dflt;
+}
 /** Close-writes handled in one turn of the event loop (~30 us each when the content is known). */
 const CLOSE_WRITE_SLICE = 512;
 
@@ -225,8 +229,8 @@ export class FanotifyGate implements ProtectionBackend {
       onDeadline: o.onDeadline,
       closeWrite: o.closeWrite ?? true,
       closeWriteMaxFds: o.closeWriteMaxFds ?? defaultCloseWriteMaxFds(raiseOpenFileLimit(WANTED_OPEN_FILES)?.soft),
-      closeWriteQuietMs: o.closeWriteHold?.quietMs ?? CLOSE_WRITE_QUIET_MS,
-      closeWriteMaxAgeMs: o.closeWriteHold?.maxAgeMs ?? CLOSE_WRITE_MAX_AGE_MS,
+      closeWriteQuietMs: holdMs(o.closeWriteHold?.quietMs, CLOSE_WRITE_QUIET_MS),
+      closeWriteMaxAgeMs: holdMs(o.closeWriteHold?.maxAgeMs, CLOSE_WRITE_MAX_AGE_MS),
       exec: o.exec ?? true,
       selfPid: process.pid,
       wakeR: wake[0],

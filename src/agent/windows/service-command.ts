@@ -23,7 +23,7 @@ import { isSea } from '../../sea/private-dir.js';
 
 export const WINDOWS_CONFIG = 'C:\\ProgramData\\lightagent\\agent.yaml';
 
-const HELP = `Usage: lightagent service install|uninstall|run [options]
+const HELP = `Usage: lightagent service install|uninstall|run|configure|cleanup [options]
 
 The agent as a Windows service named "lightagent" (LocalSystem, automatic start).
 
@@ -33,7 +33,8 @@ The agent as a Windows service named "lightagent" (LocalSystem, automatic start)
   configure   write the config file (the MSI runs this with its properties): --svm URL
               --token T --ca FILE --fail-closed 0|1 --protect "DIR;DIR"; empty values keep
               what the file has (upgrades); the result is validated before it replaces the file
-              (an SVM and a token are required: from the values or the file), and the directory is restricted to SYSTEM and Administrators (icacls)
+              (an SVM and a token are required, from the values or the file), and the
+              directory is restricted to SYSTEM and Administrators (icacls)
   cleanup     (MSI uninstall) remove the config, cache, queue and logs; the quarantine stays
 
 Options:
