@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, EICAR, eventually, needRoot, restartSvmProcess, run, scratchMount, spawnNode, startSvmProcess, waitFor, type Proc } from '../helpers/procs.js';
+import { CLI, EICAR, eventually, needRoot, type Proc, restartSvmProcess, run, scratchMount, spawnNode, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
 
 const skip = needRoot();
 
@@ -48,7 +48,7 @@ for (const mode of ['fanotify', 'watcher'] as const) {
     before(async () => {
       svm = await startSvmProcess();
       mnt = scratchMount();
-      stateDir = fs.mkdtempSync('/tmp/la-state-');
+      stateDir = tempDir('la-state-');
       fs.mkdirSync(path.join(mnt.dir, 'docs/nested/deeper'), { recursive: true });
       fs.mkdirSync(path.join(mnt.dir, 'skip-me'));
       agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', mode, '--exclude', path.join(mnt.dir, 'skip-me')]);
@@ -95,7 +95,7 @@ describe('daemon protection, fanotify only', { skip }, () => {
   before(async () => {
     svm = await startSvmProcess();
     mnt = scratchMount();
-    stateDir = fs.mkdtempSync('/tmp/la-state-');
+    stateDir = tempDir('la-state-');
     agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
   });
   after(async () => {

@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DeferredQueue, type DeferredInput } from '../../src/agent/deferred-queue.js';
-import { fillDisk, needRoot, scratchMount } from '../helpers/procs.js';
+import { fillDisk, needRoot, scratchMount, tempDir } from '../helpers/procs.js';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'la-deferred-'));
+const root = tempDir('la-deferred-');
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 let n = 0;
 const freshFile = () => DeferredQueue.defaultFile(path.join(root, `s${n++}`));

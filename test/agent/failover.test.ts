@@ -7,13 +7,12 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadAgentConfig } from '../../src/agent/config.js';
 import { svmLinkFor } from '../../src/agent/svm-connection.js';
 import { SvmPool } from '../../src/svm-link/index.js';
-import { CLI, EICAR, eventually, restartSvmProcess, run, startSvmProcess, type Proc } from '../helpers/procs.js';
+import { CLI, EICAR, eventually, type Proc, restartSvmProcess, run, startSvmProcess, tempDir } from '../helpers/procs.js';
 
 type Svm = Proc & { url: string; port: number };
 
@@ -23,7 +22,7 @@ describe('failover between real SVMs', () => {
   let b: Svm;
   const stops: Array<() => unknown> = [];
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-failover-'));
+    dir = tempDir('la-failover-');
     [a, b] = await Promise.all([startSvmProcess(), startSvmProcess()]);
     stops.push(() => a.stop(), () => b.stop());
   });

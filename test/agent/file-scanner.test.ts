@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { FileScanner } from '../../src/agent/file-scanner.js';
@@ -14,8 +13,9 @@ import { VerdictCache } from '../../src/cache/verdict-cache.js';
 import { encodeMessage } from '../../src/protocol/index.js';
 import { SvmLink } from '../../src/svm-link/index.js';
 import { markerSvm, scriptedSvm } from '../helpers/scripted-svm.js';
+import { tempDir } from '../helpers/procs.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-scanner-'));
+const dir = tempDir('la-scanner-');
 const cleanups: Array<() => unknown> = [];
 after(async () => {
   for (const c of cleanups.reverse()) await c();

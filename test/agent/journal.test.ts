@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Journal, JOURNAL_HEADER_BYTES } from '../../src/agent/journal.js';
 import { JournalError } from '../../src/errors.js';
-import { fillDisk, needRoot, scratchMount } from '../helpers/procs.js';
+import { fillDisk, needRoot, scratchMount, tempDir } from '../helpers/procs.js';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'la-journal-'));
+const root = tempDir('la-journal-');
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 let n = 0;
 const fresh = () => path.join(root, `j${n++}`, 'test.journal');

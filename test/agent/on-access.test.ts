@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DeferredQueue } from '../../src/agent/deferred-queue.js';
@@ -14,10 +13,10 @@ import { DetectionLog } from '../../src/agent/detections.js';
 import { FileScanner } from '../../src/agent/file-scanner.js';
 import { OnAccessHandler, type AccessEvent } from '../../src/agent/on-access.js';
 import { SvmLink } from '../../src/svm-link/index.js';
-import { eventually } from '../helpers/procs.js';
+import { eventually, tempDir } from '../helpers/procs.js';
 import { markerSvm } from '../helpers/scripted-svm.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-onaccess-'));
+const dir = tempDir('la-onaccess-');
 const cleanups: Array<() => unknown> = [];
 after(async () => {
   for (const c of cleanups.reverse()) await c();

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Attribution } from '../../src/agent/attribution.js';
 import type { AgentEvent } from '../../src/agent/events-file.js';
 import { ProcessResponse } from '../../src/agent/response.js';
-import { CLI, EICAR, eventually, needRoot, run, scratchMount, spawnNode, startSvmProcess, waitFor, type Proc } from '../helpers/procs.js';
+import { CLI, EICAR, eventually, needRoot, type Proc, run, scratchMount, spawnNode, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
 
 const skip = needRoot();
 
@@ -58,7 +58,7 @@ describe('process attribution and deny-and-kill, end to end (fanotify)', { skip 
   before(async () => {
     svm = await startSvmProcess();
     mnt = scratchMount();
-    stateDir = fs.mkdtempSync('/tmp/la-state-');
+    stateDir = tempDir('la-state-');
     // Present before the agent starts: judged when the shell opens it.
     script = path.join(mnt.dir, 'infected.sh');
     fs.writeFileSync(script, `${EICAR}\n`, { mode: 0o755 });

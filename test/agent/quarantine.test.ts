@@ -2,20 +2,20 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Journal } from '../../src/agent/journal.js';
 import { Quarantine, type QuarantineRecord } from '../../src/agent/quarantine.js';
 import { OBFUSCATION_BYTE } from '../../src/agent/quarantine-files.js';
 import { QuarantineError } from '../../src/errors.js';
+import { tempDir } from '../helpers/procs.js';
 
 const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
 const isRoot = process.getuid?.() === 0;
 const rootOnly = { skip: isRoot ? false : 'needs root (store ownership, chown on restore, mount)' };
 const NOBODY = 65534;
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'la-quar-'));
+const root = tempDir('la-quar-');
 fs.chmodSync(root, 0o755);
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 let n = 0;

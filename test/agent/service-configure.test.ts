@@ -5,13 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import YAML from 'yaml';
-import { CLI, run } from '../helpers/procs.js';
+import { CLI, run, tempDir } from '../helpers/procs.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-configure-'));
+const dir = tempDir('la-configure-');
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 /** What the MSI runs: every property passed, empty when not given on the msiexec command line. */

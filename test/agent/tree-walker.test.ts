@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { walkTree, type WalkSkip } from '../../src/agent/tree-walker.js';
+import { tempDir } from '../helpers/procs.js';
 
 async function collect(roots: string[], opts: Parameters<typeof walkTree>[1] = {}) {
   const files: string[] = [];
@@ -14,7 +14,7 @@ async function collect(roots: string[], opts: Parameters<typeof walkTree>[1] = {
 }
 
 describe('walkTree', () => {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'la-walk-'));
+  const root = tempDir('la-walk-');
   fs.mkdirSync(path.join(root, 'a/b/c'), { recursive: true });
   fs.writeFileSync(path.join(root, 'a/one.txt'), '1');
   fs.writeFileSync(path.join(root, 'a/b/c/deep.txt'), 'deep');
@@ -37,7 +37,7 @@ describe('walkTree', () => {
   });
 
   it('reports sockets and FIFOs and a vanished root instead of failing', async () => {
-    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'la-walk2-'));
+    const d = tempDir('la-walk2-');
     const sock = path.join(d, 's.sock');
     const srv = net.createServer().listen(sock);
     await new Promise((r) => srv.once('listening', r));

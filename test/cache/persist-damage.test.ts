@@ -5,13 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { closeLogging, configureLogging } from '../../src/log.js';
 import { VerdictCache, type FileIdentity } from '../../src/cache/verdict-cache.js';
+import { tempDir } from '../helpers/procs.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-cache-damage-'));
+const dir = tempDir('la-cache-damage-');
 const logFile = path.join(dir, 'log.jsonl');
 const id = (n: number): FileIdentity => ({ dev: 1n, ino: BigInt(n), size: 1n, mtimeNs: 1n, ctimeNs: 1n });
 const sha = (n: number) => n.toString(16).padStart(64, '0');

@@ -1,12 +1,12 @@
 /** The per-install seed: created 0600 with random bytes, stable, and refused when others could read or own it. */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { CacheSeedError, loadOrCreateSeed } from '../../src/cache/seed.js';
+import { tempDir } from '../helpers/procs.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-seed-'));
+const dir = tempDir('la-seed-');
 const isSeedError = (re: RegExp) => (e: unknown) => e instanceof CacheSeedError && e.code === 'LA_ERR_CACHE_SEED' && re.test(e.message) && /chmod 600/.test(e.hint ?? '');
 
 describe('cache seed', () => {

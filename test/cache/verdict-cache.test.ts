@@ -6,13 +6,13 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { VerdictCache, type FileIdentity } from '../../src/cache/verdict-cache.js';
+import { tempDir } from '../helpers/procs.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-cache-'));
+const dir = tempDir('la-cache-');
 const id = (n: number): FileIdentity => ({ dev: 1n, ino: BigInt(n), size: BigInt(n * 7), mtimeNs: 1000n + BigInt(n), ctimeNs: 2000n });
 const sha = (n: number) => crypto.createHash('sha256').update(`content ${n}`).digest('hex');
 /** Each identity has one content; identities n, n+7, n+14... are copies of each other. */

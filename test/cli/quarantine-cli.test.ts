@@ -1,17 +1,17 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { Quarantine, type QuarantineRecord } from '../../src/agent/quarantine.js';
+import { tempDir } from '../helpers/procs.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/lightagent.js', import.meta.url));
 const isRoot = process.getuid?.() === 0;
 const rootOnly = { skip: isRoot ? false : 'needs root' };
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'la-qcli-'));
+const root = tempDir('la-qcli-');
 fs.chmodSync(root, 0o755);
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 

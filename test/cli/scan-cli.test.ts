@@ -4,10 +4,9 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, EICAR, run, startSvmProcess } from '../helpers/procs.js';
+import { CLI, EICAR, run, startSvmProcess, tempDir } from '../helpers/procs.js';
 
 async function metric(port: number, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
@@ -16,9 +15,9 @@ async function metric(port: number, name: string): Promise<number> {
 
 describe('lightagent scan', () => {
   let svm: Awaited<ReturnType<typeof startSvmProcess>>;
-  const tree = fs.mkdtempSync(path.join(os.tmpdir(), 'la-scan-'));
+  const tree = tempDir('la-scan-');
   const copy = `${tree}-copy`;
-  const state = fs.mkdtempSync(path.join(os.tmpdir(), 'la-scan-state-'));
+  const state = tempDir('la-scan-state-');
   before(async () => {
     svm = await startSvmProcess();
     fs.mkdirSync(path.join(tree, 'a/b/c'), { recursive: true });

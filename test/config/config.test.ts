@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { loadAgentConfig, requireSvm } from '../../src/agent/config.js';
 import { parseDuration, parseSize, formatBytes } from '../../src/config/units.js';
 import { ConfigError } from '../../src/errors.js';
+import { tempDir } from '../helpers/procs.js';
 
 describe('units', () => {
   it('parses human sizes', () => {
@@ -37,7 +37,7 @@ describe('units', () => {
 });
 
 describe('agent config', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-cfg-'));
+  const dir = tempDir('la-cfg-');
   const write = (name: string, text: string) => {
     const f = path.join(dir, name);
     fs.writeFileSync(f, text);

@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { request, watch } from '../../src/agent/control/client.js';
@@ -18,7 +17,7 @@ import type { ProtectionSnapshot } from '../../src/agent/control/protection-stat
 import type { Detection } from '../../src/agent/detections.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { eventually, needRoot } from '../helpers/procs.js';
+import { eventually, needRoot, tempDir } from '../helpers/procs.js';
 
 const execFileP = promisify(execFile);
 
@@ -88,7 +87,7 @@ describe('local sockets', () => {
   let sockets: LocalSockets;
   const daemon = new FakeDaemon();
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-sock-'));
+    dir = tempDir('la-sock-');
     sockets = await LocalSockets.start(dir, daemon);
   });
   after(async () => {
@@ -174,7 +173,7 @@ describe('local sockets', () => {
 
   it('refuses a second server on a live socket, replaces a dead one', async () => {
     await assert.rejects(LocalSockets.start(dir, daemon), (e: any) => e.code === 'LA_ERR_ALREADY_RUNNING');
-    const d2 = fs.mkdtempSync(path.join(os.tmpdir(), 'la-sock-'));
+    const d2 = tempDir('la-sock-');
     const stale = net.createServer();
     await new Promise<void>((r) => stale.listen(path.join(d2, STATUS_SOCKET), r));
     // Close the listener but keep the file (what a SIGKILL leaves behind).
@@ -190,7 +189,7 @@ describe('local sockets, other users', { skip: needRoot() }, () => {
   let dir: string;
   let sockets: LocalSockets;
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-sock-'));
+    dir = tempDir('la-sock-');
     sockets = await LocalSockets.start(dir, new FakeDaemon());
   });
   after(async () => {

@@ -9,13 +9,13 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { request } from '../../src/agent/control/client.js';
 import { CONTROL_SOCKET, LocalSockets, statusEndpoint, WINDOWS_STATUS_PIPE, type AgentService } from '../../src/agent/control/local-sockets.js';
 import type { ProtectionSnapshot } from '../../src/agent/control/protection-state.js';
 import type { Detection } from '../../src/agent/detections.js';
+import { tempDir } from '../helpers/procs.js';
 
 class FakeDaemon implements AgentService {
   readonly bus = new EventEmitter();
@@ -49,7 +49,7 @@ describe('status server, Windows flavour', () => {
   let sockets: LocalSockets;
   const daemon = new FakeDaemon();
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-statuspipe-'));
+    dir = tempDir('la-statuspipe-');
     pipe = path.join(dir, 'stand-in-for-the-pipe');
     sockets = await LocalSockets.start(dir, daemon, { windowsPipe: pipe, silentClientMs: 200 });
   });

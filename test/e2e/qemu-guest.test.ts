@@ -25,11 +25,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseDocument } from 'yaml';
-import { EICAR, waitFor, type Proc } from '../helpers/procs.js';
+import { EICAR, type Proc, tempDir, waitFor } from '../helpers/procs.js';
 import { BINARY, ROOT, ensureBinary, spawnBinary } from '../release/binary.js';
 
 // Under CI=true it always runs: no integration test may skip there.
@@ -190,7 +189,7 @@ describe('agent in a QEMU guest (TCG)', { skip: skipReason() }, () => {
     ensureBinary();
     const rootfs = guestRootfs();
     const k = kernel()!;
-    work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-e2e-'));
+    work = tempDir('la-e2e-');
     const certs = pki(work);
     // A copy: a rebuild of dist/ while the guest downloads would change its checksum.
     const binary = path.join(work, 'lightagent-linux-x64');

@@ -9,7 +9,6 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
@@ -27,8 +26,9 @@ import { Quarantine } from '../../src/agent/quarantine.js';
 import { emptySignatureSet, loadSignatureFile } from '../../src/svm/engines/signatures.js';
 import { BuiltinEngine } from '../../src/svm/engines/builtin.js';
 import { applyEdits, edits, expectOnly, fuzz, fuzzAsync } from './fuzz.js';
+import { tempDir } from '../helpers/procs.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-fuzz-'));
+const dir = tempDir('la-fuzz-');
 before(() => configureLogging({ file: path.join(dir, 'log.jsonl'), level: 'error' }));
 after(async () => {
   await closeLogging();

@@ -50,9 +50,11 @@ export function needPackage(found: string | undefined, pkg: string, what: string
 
 const children = new Set<ChildProcess>();
 const mounts = new Set<string>();
+const tempDirs = new Set<string>();
 process.on('exit', () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   for (const m of mounts) spawnSync('umount', ['-l', m]);
+  removeTempDirs();
 });
 
 export interface Proc {
@@ -159,6 +161,43 @@ export function scratchMount(prefix = 'la-mnt-', size = '256m'): { dir: string; 
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A new directory under the system's temp dir, removed with everything in it when this test
+ * process exits (LIGHTAGENT_KEEP_TEST_DIRS=1 keeps them, for a post-mortem).
+ */
+export function tempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.add(dir);
+  return dir;
+}
+
+/**
+ * At exit, after the scratch mounts are detached: a directory something is still mounted on or
+ * under is left in place and named on stderr (removal never crosses into a mount).
+ */
+function removeTempDirs(): void {
+  if (tempDirs.size === 0 || process.env.LIGHTAGENT_KEEP_TEST_DIRS === '1') return;
+  let mountPoints: string[] = [];
+  try {
+    mountPoints = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m !== '');
+  } catch {
+    /* no /proc (not Linux): nothing is mounted by these tests there */
+  }
+  for (const d of tempDirs) {
+    if (mountPoints.some((m) => m === d || m.startsWith(`${d}/`))) {
+      process.stderr.write(`test: ${d} left in place: something is still mounted there\n`);
+      continue;
+    }
+    try {
+      fs.rmSync(d, { recursive: true, force: true });
+      // An agent given `--state-dir d` puts its sockets beside it, in d.run (socketDirFor).
+      fs.rmSync(`${d}.run`, { recursive: true, force: true });
+    } catch (e) {
+      process.stderr.write(`test: could not remove ${d}: ${(e as Error).message}\n`);
+    }
+  }
 }
 
 /** Write zeros to `file` until the filesystem under it is full (ENOSPC); returns the bytes written. */

@@ -11,11 +11,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseDocument } from 'yaml';
-import { findBinary, needPackage } from '../helpers/procs.js';
+import { findBinary, needPackage, tempDir } from '../helpers/procs.js';
 import { BINARY, ROOT, ensureBinary } from './binary.js';
 
 const FILE = path.join(ROOT, 'installers/cloud-init/user-data.yaml');
@@ -67,7 +66,7 @@ describe('cloud-init user-data', () => {
   let work: string;
   before(async () => {
     ensureBinary();
-    work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-cloud-'));
+    work = tempDir('la-cloud-');
     server = http.createServer((req, res) => {
       const files: Record<string, string> = { '/lightagent/install.sh': path.join(ROOT, 'installers/linux/install.sh'), '/lightagent/lightagent-linux-x64': BINARY };
       const f = files[req.url ?? ''];

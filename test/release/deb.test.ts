@@ -8,10 +8,10 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BINARY, ROOT, ensureBinary } from './binary.js';
+import { tempDir } from '../helpers/procs.js';
 
 const haveDpkg = spawnSync('dpkg-deb', ['--version']).status === 0;
 const pkgVersion = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -27,7 +27,7 @@ describe('.deb package', { skip: haveDpkg ? false : (process.env.CI === 'true' ?
   let deb: string;
   before(() => {
     ensureBinary();
-    work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-deb-'));
+    work = tempDir('la-deb-');
     const r = sh('sh', [path.join(ROOT, 'installers/deb/build.sh'), BINARY, work, pkgVersion], { LIGHTAGENT_DEB_GZIP_LEVEL: '1' });
     assert.equal(r.status, 0, r.out);
     deb = r.out.trim().split('\n').pop()!;

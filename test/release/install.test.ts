@@ -8,10 +8,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BINARY, ROOT, ensureBinary } from './binary.js';
+import { tempDir } from '../helpers/procs.js';
 
 const SCRIPT = path.join(ROOT, 'installers/linux/install.sh');
 const CA_PEM = '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2E=\n-----END CERTIFICATE-----\n';
@@ -55,7 +55,7 @@ const mode = (p: string) => (fs.statSync(p).mode & 0o7777).toString(8);
 
 /** A scratch root with some files of "the user" that the installer must never touch. */
 function userRoot(): { root: string; userFiles: () => Map<string, string> } {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'la-install-'));
+  const root = tempDir('la-install-');
   fs.chmodSync(root, 0o755);
   const put = (p: string, body: string, m = 0o644) => {
     fs.mkdirSync(path.dirname(path.join(root, p)), { recursive: true });
@@ -83,7 +83,7 @@ describe('install.sh', () => {
   let caFile: string;
   before(() => {
     ensureBinary();
-    caFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'la-ca-')), 'ca.pem');
+    caFile = path.join(tempDir('la-ca-'), 'ca.pem');
     fs.writeFileSync(caFile, CA_PEM);
   });
   after(() => {

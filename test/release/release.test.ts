@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { EICAR, eventually, needRoot, run, scratchMount, waitFor, type Proc } from '../helpers/procs.js';
+import { EICAR, eventually, needRoot, type Proc, run, scratchMount, tempDir, waitFor } from '../helpers/procs.js';
 import { hostInfo } from '../../src/platform/host-info.js';
 import { BINARY, ROOT, ensureBinary, runBinary, spawnBinary } from './binary.js';
 
@@ -39,7 +39,7 @@ describe('release binary', () => {
   before(async () => {
     const ms = ensureBinary();
     if (ms) process.stderr.write(`built ${BINARY} in ${(ms / 1000).toFixed(1)} s\n`);
-    work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-release-'));
+    work = tempDir('la-release-');
     svm = await startSvm();
   });
   after(async () => {
@@ -100,11 +100,11 @@ describe('release binary', () => {
     let state: string;
     before(async () => {
       mnt = scratchMount('la-rel-mnt-');
-      state = fs.mkdtempSync(path.join(os.tmpdir(), 'la-rel-state-'));
+      state = tempDir('la-rel-state-');
       fs.writeFileSync(path.join(mnt.dir, 'eicar.com'), EICAR);
       fs.writeFileSync(path.join(mnt.dir, 'clean.txt'), 'clean\n');
       // A hostile inherited LIGHTAGENT_SEA_DIR is ignored: the binary unpacks its own.
-      const decoy = fs.mkdtempSync(path.join(os.tmpdir(), 'la-decoy-'));
+      const decoy = tempDir('la-decoy-');
       fs.writeFileSync(path.join(decoy, 'koffi.node'), 'not an ELF file');
       agent = spawnBinary(['run', '--svm', svm.url, '--token', TOKEN, '--protect', mnt.dir, '--state-dir', state, '--mode', 'fanotify', '--deadline', '1s', '--json'], {
         env: { LIGHTAGENT_SEA_DIR: decoy },

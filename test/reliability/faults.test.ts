@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FaultProxy } from '../helpers/fault-proxy.js';
-import { EICAR, eventually, needRoot, restartSvmProcess, run, scratchMount, startSvmProcess } from '../helpers/procs.js';
+import { EICAR, eventually, needRoot, restartSvmProcess, run, scratchMount, startSvmProcess, tempDir } from '../helpers/procs.js';
 import { OpenTimer, quarantined, startAgent, type Agent } from './agent.js';
 
 const skip = needRoot();
@@ -34,7 +34,7 @@ describe('faults between agent and SVM: bounded opens, nothing lost', { skip }, 
     svm = await startSvmProcess();
     proxy = await FaultProxy.start(svm.port);
     mnt = scratchMount('la-rel-faults-');
-    stateDir = fs.mkdtempSync('/tmp/la-rel-state-');
+    stateDir = tempDir('la-rel-state-');
     agent = await startAgent(proxy.url, mnt.dir, stateDir, ['--deadline', `${DEADLINE_MS / 1000}s`]);
   });
   after(async () => {
@@ -129,7 +129,7 @@ describe('agent SIGKILLed under load', { skip }, () => {
   it('no reader stays blocked, the agent restarts on its state directory (cache intact or rebuilt) and still catches EICAR', async () => {
     const svm = await startSvmProcess();
     const mnt = scratchMount('la-rel-kill-');
-    const stateDir = fs.mkdtempSync('/tmp/la-rel-state-');
+    const stateDir = tempDir('la-rel-state-');
     const cfg = path.join(stateDir, '..', `la-rel-kill-${process.pid}.yaml`);
     fs.writeFileSync(cfg, 'cache: {save_interval: 1}\n'); // the cache file is being written often
     try {
@@ -178,7 +178,7 @@ describe('disk full under the state directory', { skip }, () => {
   it('cache, queue and quarantine writes fail with a clear error; infected files are still refused and clean ones open; the agent starts on a full disk; nothing allowed meanwhile is lost', async () => {
     let svm = await startSvmProcess();
     const mnt = scratchMount('la-rel-full-');
-    const state = fs.mkdtempSync('/tmp/la-rel-fullstate-');
+    const state = tempDir('la-rel-fullstate-');
     assert.equal(run('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', state]).status, 0);
     const cfg = path.join(mnt.dir, '..', `la-rel-full-${process.pid}.yaml`);
     fs.writeFileSync(cfg, 'cache: {save_interval: 1}\n');

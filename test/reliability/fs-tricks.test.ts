@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, EICAR, eventually, needRoot, run, scratchMount, startSvmProcess } from '../helpers/procs.js';
+import { CLI, EICAR, eventually, needRoot, run, scratchMount, startSvmProcess, tempDir } from '../helpers/procs.js';
 import { OpenTimer, quarantined, startAgent, type Agent } from './agent.js';
 
 const skip = needRoot();
@@ -27,7 +27,7 @@ describe('filesystem tricks under the gate', { skip }, () => {
   before(async () => {
     svm = await startSvmProcess();
     mnt = scratchMount('la-rel-fs-');
-    stateDir = fs.mkdtempSync('/tmp/la-rel-state-');
+    stateDir = tempDir('la-rel-state-');
     agent = await startAgent(svm.url, mnt.dir, stateDir, DEADLINE);
   });
   after(async () => {

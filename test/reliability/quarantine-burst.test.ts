@@ -5,15 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { Quarantine } from '../../src/agent/quarantine.js';
-import { EICAR, needRoot } from '../helpers/procs.js';
+import { EICAR, needRoot, tempDir } from '../helpers/procs.js';
 
 describe('quarantine under a burst of detections', { skip: needRoot() }, () => {
   it('64 quarantines started at once in one process all succeed (none starves waiting for its own process lock)', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-rel-qburst-'));
+    const dir = tempDir('la-rel-qburst-');
     try {
       const q = new Quarantine({ stateDir: path.join(dir, 'state'), lockWaitMs: 300 });
       const files = Array.from({ length: 64 }, (_, i) => {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { eventually, isRoot, restartSvmProcess, scratchMount, spawnNode, startSvmProcess, waitFor } from '../helpers/procs.js';
+import { eventually, isRoot, restartSvmProcess, scratchMount, spawnNode, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
 import { quarantined, startAgent } from './agent.js';
 
 const enabled = process.env.LIGHTAGENT_SOAK === '1';
@@ -31,7 +31,7 @@ describe('soak', { skip }, () => {
     let svm = await startSvmProcess();
     const port = svm.port;
     const mnt = scratchMount('la-soak-');
-    const stateDir = fs.mkdtempSync('/tmp/la-soak-state-');
+    const stateDir = tempDir('la-soak-state-');
     const logFile = path.join(stateDir, '..', `la-soak-${process.pid}.log`);
     const agent = await startAgent(svm.url, mnt.dir, stateDir, ['--deadline', '1s', '--log-file', logFile], (seconds + 240) * 1000);
     const samples: Array<{ s: number; rss: number }> = [];

@@ -10,20 +10,19 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CloseCode, encodeChunk, encodeMessage } from '../../src/protocol/index.js';
 import { BuiltinEngine } from '../../src/svm/engines/builtin.js';
 import { MemoryVerdictCache } from '../../src/svm/memory-verdict-cache.js';
 import { SvmServer } from '../../src/svm/server.js';
-import { CLI, EICAR, run, spawnNode } from '../helpers/procs.js';
+import { CLI, EICAR, run, spawnNode, tempDir } from '../helpers/procs.js';
 import { makeTestPki, needOpenssl, type TestPki } from '../svm/certs.js';
 import { metric, rawAgent, TOKEN, upload } from '../svm/helpers.js';
 
 const TOKEN_B = 'tenant-b-token-0123';
 /** An empty agent config file: no token or SVM from the machine's /etc/lightagent leaks into these runs. */
-const EMPTY_CONFIG = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'la-sec-cfg-')), 'agent.yaml');
+const EMPTY_CONFIG = path.join(tempDir('la-sec-cfg-'), 'agent.yaml');
 fs.writeFileSync(EMPTY_CONFIG, '{}\n');
 
 function startTwoTenants(): Promise<SvmServer> {
@@ -115,7 +114,7 @@ describe('security: the agent CLI against an SVM that refuses it', () => {
   let dir: string;
   before(async () => {
     svm = await startTwoTenants();
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-sec-'));
+    dir = tempDir('la-sec-');
     fs.writeFileSync(path.join(dir, 'eicar.com'), EICAR);
   });
   after(async () => {
@@ -160,7 +159,7 @@ describe('security: wrong CA', { skip: needOpenssl() }, () => {
   });
 
   it('an agent that pins another CA refuses the SVM (LA_ERR_TLS_UNTRUSTED, exit 2): no token is sent, no file judged', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-sec-ca-'));
+    const dir = tempDir('la-sec-ca-');
     fs.writeFileSync(path.join(dir, 'eicar.com'), EICAR);
     try {
       const failures = svm.metrics['lightagent_svm_auth_failures_total'] ?? 0;

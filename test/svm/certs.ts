@@ -7,8 +7,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { tempDir } from '../helpers/procs.js';
 
 export interface TestPki {
   dir: string;
@@ -42,7 +42,7 @@ export function needOpenssl(): string | undefined {
 }
 
 export function makeTestPki(): TestPki {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-pki-'));
+  const dir = tempDir('la-pki-');
   const key = (name: string) => openssl(dir, ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', name]);
   const ca = (name: string, cn: string) => {
     key(`${name}.key`);

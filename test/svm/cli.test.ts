@@ -5,15 +5,14 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { CloseCode } from '../../src/protocol/index.js';
-import { SVM_CLI, spawnNode, waitFor } from '../helpers/procs.js';
+import { spawnNode, SVM_CLI, tempDir, waitFor } from '../helpers/procs.js';
 import { EICAR } from './engines/conformance.js';
 import { rawAgent, upload } from './helpers.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-svmcli-'));
+const dir = tempDir('la-svmcli-');
 const hex = (s: string) => Buffer.from(s).toString('hex');
 
 function runCli(args: string[], env: NodeJS.ProcessEnv = {}) {

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError } from '../../src/errors.js';
 import { loadSvmConfig } from '../../src/svm/config.js';
+import { tempDir } from '../helpers/procs.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-svmcfg-'));
+const dir = tempDir('la-svmcfg-');
 const file = (name: string, text: string) => {
   const f = path.join(dir, name);
   fs.writeFileSync(f, text);

@@ -4,13 +4,13 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { CloseCode, encodeMessage } from '../../src/protocol/index.js';
 import { BuiltinEngine } from '../../src/svm/engines/builtin.js';
 import { EICAR } from './engines/conformance.js';
 import { metric, rawAgent, startTestSvm, upload } from './helpers.js';
+import { tempDir } from '../helpers/procs.js';
 
 describe('SVM server: operations', () => {
   it('serves /healthz (JSON), Prometheus /metrics (text format 0.0.4) and 404 elsewhere', async () => {
@@ -82,7 +82,7 @@ describe('SVM server: operations', () => {
   });
 
   it('tells agents the new generation after a signature reload; old verdicts are not served for it', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-gen-'));
+    const dir = tempDir('la-gen-');
     const sigs = path.join(dir, 'local.ndb');
     fs.writeFileSync(sigs, `Test.One:0:*:${Buffer.from('FIRST-PATTERN').toString('hex')}\n`);
     const engine = new BuiltinEngine({ signatureFiles: [sigs] });

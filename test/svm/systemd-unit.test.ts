@@ -6,10 +6,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { SVM_CLI } from '../helpers/procs.js';
+import { SVM_CLI, tempDir } from '../helpers/procs.js';
 
 const UNIT = new URL('../../../installers/systemd/lightagent-svm.service', import.meta.url).pathname;
 const hasAnalyze = spawnSync('systemd-analyze', ['--version'], { timeout: 10_000 }).status === 0;
@@ -30,7 +29,7 @@ describe('lightagent-svm.service', () => {
   });
 
   it('passes systemd-analyze verify without warnings', { skip: skipReason() }, () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-unit-'));
+    const dir = tempDir('la-unit-');
     const probe = path.join(dir, 'lightagent-svm.service');
     // verify resolves ExecStart on this machine: the compiled CLI through this node.
     fs.writeFileSync(probe, fs.readFileSync(UNIT, 'utf8').replace('ExecStart=/usr/local/bin/lightagent-svm ', `ExecStart=${process.execPath} ${SVM_CLI} `));

@@ -6,12 +6,11 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { CloseCode, encodeMessage } from '../../src/protocol/index.js';
 import { loadSvmConfig } from '../../src/svm/config.js';
-import { SVM_CLI, spawnNode, waitFor } from '../helpers/procs.js';
+import { spawnNode, SVM_CLI, tempDir, waitFor } from '../helpers/procs.js';
 import { EICAR, noise } from './engines/conformance.js';
 import { rawAgent, startTestSvm, upload } from './helpers.js';
 
@@ -61,7 +60,7 @@ describe('SVM tenants', () => {
   });
 
   it('config: expires is a date; a token file adds tokens', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-tok-'));
+    const dir = tempDir('la-tok-');
     const f = path.join(dir, 'tokens.yaml');
     fs.writeFileSync(f, '- plain-token-1\n- {tenant: acme, token: acme-token-1, expires: 2030-01-02}\n');
     const c = loadSvmConfig({ env: {}, flags: { token_file: f } });
@@ -113,7 +112,7 @@ describe('SVM tenants', () => {
   });
 
   it('lightagent-svm re-reads its token file on SIGHUP; the connected agent keeps scanning', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-tokhup-'));
+    const dir = tempDir('la-tokhup-');
     const f = path.join(dir, 'tokens.yaml');
     fs.writeFileSync(f, `- {tenant: a, token: ${A}}\n`);
     const p = spawnNode(SVM_CLI, ['--listen', '127.0.0.1:0', '--token-file', f, '--json', '--log-level', 'error'], { watchdogMs: 30_000, env: { LIGHTAGENT_SVM_TOKEN: '' } });

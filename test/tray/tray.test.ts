@@ -7,13 +7,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { EventEmitter } from 'node:events';
 import dbus from 'dbus-next';
 import { LocalSockets, type AgentService } from '../../src/agent/control/local-sockets.js';
-import { CLI, EICAR, eventually, needRoot, restartSvmProcess, scratchMount, spawnNode, spawnWatched, startSvmProcess, waitFor, type Proc } from '../helpers/procs.js';
+import { CLI, EICAR, eventually, needRoot, type Proc, restartSvmProcess, scratchMount, spawnNode, spawnWatched, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
 import { needDesktopTools, startDesktop, type Desktop } from './desktop.js';
 
 const skip = needRoot() ?? needDesktopTools();
@@ -47,7 +46,7 @@ describe('tray on a real desktop', { skip }, () => {
   const watcher = new Watcher('org.kde.StatusNotifierWatcher');
 
   before(async () => {
-    work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-desk-'));
+    work = tempDir('la-desk-');
     desk = await startDesktop(path.join(work, 'desk'));
     process.env.DBUS_SESSION_BUS_ADDRESS = desk.busAddress;
     bus = dbus.sessionBus({ busAddress: desk.busAddress });

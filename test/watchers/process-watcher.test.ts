@@ -7,19 +7,18 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ProcessTable } from '../../src/agent/process-table.js';
 import type { ProcEvent } from '../../src/platform/linux/proc-connector.js';
 import { ConnectorWatcher, ProcPollWatcher, startProcessWatcher, type ProcessWatcher } from '../../src/watchers/process-watcher.js';
-import { eventually, needRoot } from '../helpers/procs.js';
+import { eventually, needRoot, tempDir } from '../helpers/procs.js';
 
 const skip = needRoot();
 
 /** Run an ES module in a fresh node (a file: workers inherit execArgv, so no --input-type). */
 function runScript(source: string): ReturnType<typeof spawnSync> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-pw-'));
+  const dir = tempDir('la-pw-');
   try {
     fs.writeFileSync(path.join(dir, 'main.mjs'), source);
     return spawnSync(process.execPath, [path.join(dir, 'main.mjs')], { timeout: 10_000 });

@@ -9,7 +9,6 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DeferredQueue } from '../../src/agent/deferred-queue.js';
@@ -20,10 +19,10 @@ import { ProcessMonitor } from '../../src/agent/process-monitor.js';
 import { Quarantine } from '../../src/agent/quarantine.js';
 import { ProcessSnapshotDiff, WindowsProcessWatcher, type SnapshotSource, type WinProcess } from '../../src/platform/windows/processes.js';
 import { SvmLink } from '../../src/svm-link/index.js';
-import { eventually } from '../helpers/procs.js';
+import { eventually, tempDir } from '../helpers/procs.js';
 import { markerSvm } from '../helpers/scripted-svm.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-winproc-'));
+const dir = tempDir('la-winproc-');
 const cleanups: Array<() => unknown> = [];
 after(async () => {
   for (const c of cleanups.reverse()) await c();

@@ -14,11 +14,10 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { eventually, inCi } from '../helpers/procs.js';
+import { eventually, inCi, tempDir } from '../helpers/procs.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const outDir = path.resolve(root, process.env.LIGHTAGENT_WINE_OUT ?? 'dist');
@@ -133,7 +132,7 @@ describe('Windows tray under Wine (Shell_NotifyIconW, balloons, status pipe)', {
     assert.equal(b.status, 0, `release-windows failed: ${b.stdout}${b.stderr}`);
     assert.ok(fs.existsSync(exe), exe);
     assert.ok(fs.existsSync(nodeExeCached), `${nodeExeCached} (fetched by release-windows)`);
-    work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-wintray-'));
+    work = tempDir('la-wintray-');
     // A plain node.exe for the pipe stand-in, with the same one-byte VirtualAlloc2 change as the
     // Wine variant (docs/windows.md): Node 24 does not start under Wine 8 without it.
     const image = fs.readFileSync(nodeExeCached);

@@ -9,11 +9,10 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { eventually, inCi } from '../helpers/procs.js';
+import { eventually, inCi, tempDir } from '../helpers/procs.js';
 import { buildWineVariant, root, WinePrefix, wineExe, wineMissing, wineMsi, type WineResult } from '../helpers/wine.js';
 
 const why = wineMissing();
@@ -89,7 +88,7 @@ describe('MSI major upgrade and downgrade under Wine', { skip: why, timeout: 300
 
   before(async () => {
     buildWineVariant();
-    work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-wine-upg-msi-'));
+    work = tempDir('la-wine-upg-msi-');
     msiB = path.join(work, `lightagent-${versionB}.msi`);
     const { buildMsi } = (await import(pathToFileURL(path.join(root, 'scripts/windows-msi.mjs')).href)) as {
       buildMsi: (o: { root: string; exe: string; out: string; version: string }) => void;

@@ -1,16 +1,16 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { SignatureFileError } from '../../../src/errors.js';
 import { BuiltinEngine } from '../../../src/svm/engines/builtin.js';
 import { emptySignatureSet, loadSignatureFile, parseHexSig } from '../../../src/svm/engines/signatures.js';
 import { runEngineConformance } from './conformance.js';
+import { tempDir } from '../../helpers/procs.js';
 
 runEngineConformance('builtin', async () => new BuiltinEngine());
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-sigs-'));
+const dir = tempDir('la-sigs-');
 const write = (name: string, text: string) => {
   const f = path.join(dir, name);
   fs.writeFileSync(f, text);

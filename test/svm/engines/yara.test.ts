@@ -9,14 +9,13 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError } from '../../../src/errors.js';
 import { EngineLimitError } from '../../../src/svm/engines/engine.js';
 import { EngineUnavailableError, YaraEngine, loadYaraModule, ruleNames } from '../../../src/svm/engines/yara.js';
 import { loadSvmConfig } from '../../../src/svm/config.js';
-import { CLI, EICAR as EICAR_TEXT, SVM_CLI, inCi, run, spawnNode, startSvmProcess, waitFor } from '../../helpers/procs.js';
+import { CLI, EICAR as EICAR_TEXT, inCi, run, spawnNode, startSvmProcess, SVM_CLI, tempDir, waitFor } from '../../helpers/procs.js';
 import { EICAR, noise, runEngineConformance } from './conformance.js';
 
 /** Skip reason when the optional package is absent; under CI=true its absence fails instead. */
@@ -32,7 +31,7 @@ async function needYara(): Promise<string | undefined> {
 }
 const skip = await needYara();
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'la-yara-'));
+const root = tempDir('la-yara-');
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 let n = 0;
 const write = (name: string, text: string, dir = root): string => {
@@ -208,7 +207,7 @@ describe('yara engine: package missing', () => {
   it('an SVM built without node_modules/@litko: engine yara exits 2 saying to install it; engine builtin starts and never needs it', async () => {
     // The compiled tree with a node_modules that has every package but @litko.
     const buildRoot = path.resolve(path.dirname(SVM_CLI), '../..');
-    const tree = fs.mkdtempSync(path.join(os.tmpdir(), 'la-yara-nopkg-'));
+    const tree = tempDir('la-yara-nopkg-');
     try {
       fs.symlinkSync(path.join(buildRoot, 'src'), path.join(tree, 'src'));
       fs.writeFileSync(path.join(tree, 'package.json'), JSON.stringify({ type: 'module' }));
