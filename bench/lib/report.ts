@@ -104,6 +104,8 @@ export function targets(l: Latest): Latest['targets'] {
   const im = l.micro.idleMemory && 'rows' in l.micro.idleMemory ? l.micro.idleMemory.rows : undefined;
   const bin = im?.find((r) => r.variant === 'binary');
   add('agent idle RSS, the single executable that ships (Node 24 inside; median, cold page cache)', '<= 60 MB', bin ? round(bin.rssKb / 1024, 1) : undefined, 60, 'MB');
+  const noConnector = im?.find((r) => r.variant === 'binary-proc-poll');
+  if (noConnector) t.push({ what: 'idle RSS of the same executable with the process events connector off (processes.watcher: proc-poll, one worker thread fewer), same run', target: 'reference', measured: `${round(noConnector.rssKb / 1024, 1)} MB`, met: null });
   const shape = im?.find((r) => r.variant === 'node24-workers');
   if (shape) t.push({ what: 'idle RSS of Node 24 with two idle worker threads and no agent code (the agent\'s thread shape), same run', target: 'reference', measured: `${round(shape.rssKb / 1024, 1)} MB`, met: null });
   const idleCpu = res?.agent?.idleCpuPct as number | undefined;

