@@ -186,6 +186,15 @@ export function markdown(l: Latest): string {
   ] as const) {
     const x = l.micro[k];
     if (x === undefined) continue;
+    const rows = k === 'process' && typeof x === 'object' && x !== null && Array.isArray((x as { rows?: unknown }).rows) ? ((x as { rows: Array<Record<string, number | string | undefined>> }).rows) : undefined;
+    if (rows) {
+      // One table: the floors (no agent, a C subscriber) beside the agent with its watcher off and on.
+      L.push('', `## ${label}`, '', '| config | processes | storm ms | us per process | ratio to watcher off | ratio to no agent | agent CPU ms | agent RSS MiB start/peak |', '|---|---|---|---|---|---|---|---|');
+      const v = (y: number | string | undefined) => (y === undefined ? '' : String(y));
+      for (const r of rows) L.push(`| ${v(r.config)} | ${v(r.processes)} | ${v(r.stormMs)} | ${v(r.perProcessUs)} | ${v(r.ratioToWatcherOff)} | ${v(r.ratioToNoAgent)} | ${v(r.agentCpuMs)} | ${r.agentRssStartMiB === undefined ? '' : `${r.agentRssStartMiB} / ${r.agentRssPeakMiB}`} |`);
+      for (const [c, why] of Object.entries((x as { skipped?: Record<string, string> }).skipped ?? {})) L.push('', `skipped ${c}: ${why}`);
+      continue;
+    }
     L.push('', `## ${label}`, '', typeof x === 'string' ? x : '```\n' + JSON.stringify(x, null, 1).slice(0, 3000) + '\n```');
   }
   L.push('', '## Steps', '', '| step | ok | s | detail |', '|---|---|---|---|');

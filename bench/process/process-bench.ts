@@ -1,18 +1,21 @@
 /**
  * Process storm benchmark: N short processes (/bin/true, forked by one dash loop) with the agent
  * running and its process watcher off, and with the watcher on (kernel connector); plus a
- * baseline with no agent. Side by side in one run: storm wall time, its ratio to the watcher-off
- * run, the agent's CPU during the storm (utime + stime from /proc/PID/stat) and its RSS (peak
- * sampled every 20 ms, VmRSS). The agent protects a scratch tmpfs only (fanotify), with a real SVM.
+ * baseline with no agent, and two floors with no agent: floor-connector.c, a C subscriber that
+ * only recv()s and discards (woken per event, as the agent's worker is), and the same draining
+ * every 2 ms (fewer wakeups). Side by side in one run: storm wall time, its ratio to the
+ * watcher-off run and to no agent, the agent's CPU during the storm (utime + stime from
+ * /proc/PID/stat) and its RSS (peak sampled every 20 ms, VmRSS). The agent protects a scratch
+ * tmpfs only (fanotify), with a real SVM.
  *
  *   node build/bench/process/process-bench.js [--counts 1000,10000] [--out FILE]
- * Root only.
+ * Root only; the floors need a C compiler (skipped with a reason without one).
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { CLI, scratchMount, spawnNode, startSvmProcess, waitFor } from '../../test/helpers/procs.js';
+import { CLI, scratchMount, spawnNode, spawnWatched, startSvmProcess, waitFor } from '../../test/helpers/procs.js';
 
 const isStormChild = process.argv.includes('--storm');
 const { values } = isStormChild ? { values: {} as { counts?: string; out?: string } } : parseArgs({ options: { counts: { type: 'string', default: '1000,10000' }, out: { type: 'string' } } });
@@ -46,6 +49,7 @@ interface Row {
   stormMs: number;
   perProcessUs: number;
   ratioToWatcherOff?: number;
+  ratioToNoAgent?: number;
   agentCpuMs?: number;
   agentCpuPct?: number;
   agentRssStartMiB?: number;
@@ -68,6 +72,28 @@ async function withAgent(watcher: 'off' | 'connector', fn: (pid: number) => Prom
     await svm.stop();
     mnt.unmount();
     fs.rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
+const FLOOR_SRC = new URL('../../../bench/process/floor-connector.c', import.meta.url).pathname;
+
+/** The connector floor running (compiled into a temporary dir), or why it cannot run here. */
+async function withFloor(args: string[], fn: () => Promise<void>): Promise<string | undefined> {
+  const dir = fs.mkdtempSync('/tmp/la-pbench-floor-');
+  try {
+    const bin = path.join(dir, 'floor-connector');
+    const cc = spawnSync('cc', ['-O2', '-Wall', '-o', bin, FLOOR_SRC], { encoding: 'utf8', timeout: 120_000 });
+    if (cc.status !== 0) return `cannot build bench/process/floor-connector.c: ${cc.error?.message ?? cc.stderr.slice(-300)} (Debian: apt-get install gcc)`;
+    const floor = spawnWatched(bin, args, { watchdogMs: 900_000 });
+    try {
+      await waitFor(floor, /ready/, 10_000);
+      await fn();
+    } finally {
+      await floor.stop();
+    }
+    return undefined;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -100,6 +126,16 @@ async function measured(config: string, n: number, pid: number | undefined): Pro
 async function main(): Promise<void> {
   const rows: Row[] = [];
   for (const n of counts) rows.push(await measured('no agent', n, undefined));
+  const skipped: Record<string, string> = {};
+  for (const [config, args] of [
+    ['floor: C reader, woken per event', []],
+    ['floor: C reader, drains every 2 ms', ['--drain-every-us', '2000']],
+  ] as const) {
+    const why = await withFloor([...args], async () => {
+      for (const n of counts) rows.push(await measured(config, n, undefined));
+    });
+    if (why) skipped[config] = why;
+  }
   await withAgent('off', async (pid) => {
     for (const n of counts) rows.push(await measured('agent, watcher off', n, pid));
   });
@@ -108,15 +144,18 @@ async function main(): Promise<void> {
   });
   for (const r of rows) {
     const off = rows.find((x) => x.config === 'agent, watcher off' && x.processes === r.processes);
-    if (off) r.ratioToWatcherOff = Math.round((r.stormMs / off.stormMs) * 100) / 100;
+    if (off && r.config.startsWith('agent')) r.ratioToWatcherOff = Math.round((r.stormMs / off.stormMs) * 100) / 100;
+    const none = rows.find((x) => x.config === 'no agent' && x.processes === r.processes);
+    if (none && r !== none) r.ratioToNoAgent = Math.round((r.stormMs / none.stormMs) * 100) / 100;
   }
-  process.stdout.write(`${'config'.padEnd(32)} ${'procs'.padStart(6)} ${'storm ms'.padStart(9)} ${'us/proc'.padStart(8)} ${'ratio'.padStart(6)} ${'agent CPU ms'.padStart(12)} ${'CPU %'.padStart(6)} ${'RSS MiB start/peak'.padStart(19)}\n`);
+  process.stdout.write(`${'config'.padEnd(36)} ${'procs'.padStart(6)} ${'storm ms'.padStart(9)} ${'us/proc'.padStart(8)} ${'/off'.padStart(6)} ${'/none'.padStart(6)} ${'agent CPU ms'.padStart(12)} ${'CPU %'.padStart(6)} ${'RSS MiB start/peak'.padStart(19)}\n`);
   for (const r of rows) {
     process.stdout.write(
-      `${r.config.padEnd(32)} ${String(r.processes).padStart(6)} ${String(r.stormMs).padStart(9)} ${String(r.perProcessUs).padStart(8)} ${String(r.ratioToWatcherOff ?? '').padStart(6)} ${String(r.agentCpuMs ?? '').padStart(12)} ${String(r.agentCpuPct ?? '').padStart(6)} ${(r.agentRssStartMiB !== undefined ? `${r.agentRssStartMiB}/${r.agentRssPeakMiB}` : '').padStart(19)}\n`,
+      `${r.config.padEnd(36)} ${String(r.processes).padStart(6)} ${String(r.stormMs).padStart(9)} ${String(r.perProcessUs).padStart(8)} ${String(r.ratioToWatcherOff ?? '').padStart(6)} ${String(r.ratioToNoAgent ?? '').padStart(6)} ${String(r.agentCpuMs ?? '').padStart(12)} ${String(r.agentCpuPct ?? '').padStart(6)} ${(r.agentRssStartMiB !== undefined ? `${r.agentRssStartMiB}/${r.agentRssPeakMiB}` : '').padStart(19)}\n`,
     );
   }
-  if (values.out) fs.writeFileSync(values.out, JSON.stringify({ time: new Date().toISOString(), rows }, null, 2));
+  for (const [k, why] of Object.entries(skipped)) process.stdout.write(`skipped ${k}: ${why}\n`);
+  if (values.out) fs.writeFileSync(values.out, JSON.stringify({ time: new Date().toISOString(), rows, skipped }, null, 2));
 }
 
 const stormArg = process.argv.indexOf('--storm');
