@@ -3,7 +3,7 @@
  * `lightagent` — the agent's command line. One subcommand per file in ./commands.
  */
 import { AGENT_VERSION } from '../agent/identity.js';
-import { err, exitAfterFlush, out } from './output.js';
+import { err, exitAfterFlush, out, printJson } from './output.js';
 
 const HELP = `Usage: lightagent <command> [options]
 
@@ -32,8 +32,18 @@ const commands: Record<string, () => Promise<Command>> = {
   tray: async () => (await import('./commands/tray.js')).trayCommand,
   demo: async () => (await import('./commands/demo.js')).demoCommand,
   service: async () => (await import('../agent/windows/service-command.js')).serviceCommand,
-  version: async () => async () => {
-    out(AGENT_VERSION);
+  version: async () => async (argv) => {
+    if (argv.includes('-h') || argv.includes('--help')) {
+      out('Usage: lightagent version [--json]\n\nPrint the agent version; --json adds the Node runtime, platform and architecture.');
+      return 0;
+    }
+    const bad = argv.find((a) => a !== '--json');
+    if (bad !== undefined) {
+      err(`lightagent version: unknown option "${bad}"; usage: lightagent version [--json]`);
+      return 2;
+    }
+    if (argv.includes('--json')) printJson({ version: AGENT_VERSION, node: process.version, platform: process.platform, arch: process.arch });
+    else out(AGENT_VERSION);
     return 0;
   },
 };

@@ -14,19 +14,24 @@ import { closeLogging, configureLogging } from '../../log.js';
 import { BuiltinEngine, EICAR } from '../../svm/engines/builtin.js';
 import { MemoryVerdictCache } from '../../svm/memory-verdict-cache.js';
 import { SvmServer } from '../../svm/server.js';
-import { fail, out } from '../output.js';
+import { err, fail, out } from '../output.js';
 
-const HELP = `Usage: lightagent demo [--dir DIR] [--mode fanotify|watcher] [--no-wait]
+const HELP = `Usage: lightagent demo [--dir DIR] [--mode fanotify|watcher] [--no-wait] [--json]
 
 Start an SVM (builtin engine) and an agent protecting DIR/protected (default ./.demo) on loopback,
 plant clean and EICAR test files, show the detections, and keep protecting until Ctrl-C.
 As root the folder is protected on access (fanotify); otherwise files are scanned after they are
-written (watcher). --no-wait exits after the demonstration instead of waiting for Ctrl-C.`;
+written (watcher). --no-wait exits after the demonstration instead of waiting for Ctrl-C (exit 0
+if every step went as expected, 1 if not). --json prints one JSON object per line instead of text:
+{"event":"start"|"check"|"detection"|"protecting"|"done", ...}.`;
+
+/** One line of the demonstration: text for a person, or its JSON object with --json. */
+type Say = (text: string, json: Record<string, unknown> | undefined) => void;
 
 export async function demoCommand(argv: string[]): Promise<number> {
   let o;
   try {
-    o = parseArgs({ args: argv, options: { dir: { type: 'string' }, mode: { type: 'string' }, 'no-wait': { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } } }).values;
+    o = parseArgs({ args: argv, options: { dir: { type: 'string' }, mode: { type: 'string' }, 'no-wait': { type: 'boolean', default: false }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } } }).values;
   } catch (e) {
     return fail(e, 'lightagent demo');
   }
@@ -34,6 +39,15 @@ export async function demoCommand(argv: string[]): Promise<number> {
     out(HELP);
     return 0;
   }
+  if (o.mode !== undefined && o.mode !== 'fanotify' && o.mode !== 'watcher') {
+    err(`lightagent demo: --mode must be fanotify or watcher, not "${o.mode}"`);
+    return 2;
+  }
+  const json = o.json;
+  const say: Say = (text, obj) => {
+    if (!json) out(text);
+    else if (obj) out(JSON.stringify(obj));
+  };
   const base = path.resolve(o.dir ?? '.demo');
   const folder = path.join(base, 'protected');
   const stateDir = path.join(base, 'state');
@@ -55,40 +69,47 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const mode = (o.mode as 'fanotify' | 'watcher' | undefined) ?? (root ? 'fanotify' : 'watcher');
     const cfg = loadAgentConfig({ file: undefined, env: {}, flags: { svm: svm.url, token, protect: [folder], state_dir: stateDir, deadline: 2000 } });
     daemon = await Daemon.start({ config: cfg, mode });
-    daemon.detections.on('detection', (d) => out(`  !! ${d.threat} in ${path.relative(process.cwd(), d.path)}: ${d.action}`));
+    daemon.detections.on('detection', (d) => say(`  !! ${d.threat} in ${path.relative(process.cwd(), d.path)}: ${d.action}`, { event: 'detection', threat: d.threat, path: d.path, action: d.action }));
 
-    out(`lightagent demo`);
-    out(`  SVM       ${svm.url} (engine builtin, signatures ${svm.core.generation()})`);
-    out(`  agent     protecting ${path.relative(process.cwd(), folder) || folder} in ${daemon.mode} mode${daemon.mode === 'watcher' ? (root ? '' : ' (not root: files are scanned after they are written; opens are not blocked)') : ' (opens and executions are checked before they happen)'}`);
-    out(`  log       ${path.relative(process.cwd(), path.join(base, 'lightagent.log'))}\n`);
+    const logFile = path.join(base, 'lightagent.log');
+    say('lightagent demo', undefined);
+    say(`  SVM       ${svm.url} (engine builtin, signatures ${svm.core.generation()})`, undefined);
+    say(`  agent     protecting ${path.relative(process.cwd(), folder) || folder} in ${daemon.mode} mode${daemon.mode === 'watcher' ? (root ? '' : ' (not root: files are scanned after they are written; opens are not blocked)') : ' (opens and executions are checked before they happen)'}`, undefined);
+    say(`  log       ${path.relative(process.cwd(), logFile)}\n`, { event: 'start', svm: svm.url, signatures: svm.core.generation(), mode: daemon.mode, folder, log: logFile, stateDir });
 
     // Children run asynchronously: this thread answers the gate, it must not block on them.
     const sh = (cmd: string) =>
       new Promise<{ status: number; stdout: string; stderr: string }>((resolve) =>
         execFile('sh', ['-c', cmd], { encoding: 'utf8', timeout: 10_000 }, (err, stdout, stderr) => resolve({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr })),
       );
-    out('1. a clean file opens normally:');
+    say('1. a clean file opens normally:', undefined);
     const clean = await sh(`cat '${path.join(folder, 'readme.txt')}'`);
-    out(`   $ cat readme.txt -> ${clean.status === 0 ? `ok: ${clean.stdout.trim()}` : `failed: ${clean.stderr.trim()}`}`);
+    say(`   $ cat readme.txt -> ${clean.status === 0 ? `ok: ${clean.stdout.trim()}` : `failed: ${clean.stderr.trim()}`}`, { event: 'check', step: 'clean-open', file: path.join(folder, 'readme.txt'), opened: clean.status === 0, detail: (clean.status === 0 ? clean.stdout : clean.stderr).trim() });
 
-    out('2. an infected file that was there before the agent started:');
+    say('2. an infected file that was there before the agent started:', undefined);
     const blocked = await sh(`cat '${oldDownload}' > /dev/null`);
-    out(`   $ cat old-download.com -> ${blocked.status === 0 ? 'opened (watcher mode cannot block opens; it is scanned after writes)' : `refused: ${blocked.stderr.trim().replace(/^cat: /, '')}`}`);
+    say(`   $ cat old-download.com -> ${blocked.status === 0 ? 'opened (watcher mode cannot block opens; it is scanned after writes)' : `refused: ${blocked.stderr.trim().replace(/^cat: /, '')}`}`, { event: 'check', step: 'infected-open', file: oldDownload, opened: blocked.status === 0, detail: blocked.stderr.trim() });
     if (daemon.mode === 'watcher') {
       const r = await daemon.rescan([oldDownload]);
-      out(`   on-demand scan of it: ${r}`);
+      say(`   on-demand scan of it: ${r}`, { event: 'check', step: 'on-demand-scan', file: oldDownload, result: r });
     }
-    await waitGone(oldDownload, 5000);
+    const oldGone = await waitGone(oldDownload, 5000);
 
-    out('3. a new infected file is written (like a download):');
+    say('3. a new infected file is written (like a download):', undefined);
     const fresh = path.join(folder, 'docs/invoice.pdf.com');
     await sh(`printf '%s' '${EICAR.replace(/'/g, `'\\''`)}' > '${fresh}'`);
     const gone = await waitGone(fresh, 5000);
-    out(`   $ ls docs/invoice.pdf.com -> ${gone ? 'gone: moved to quarantine' : 'still there (not caught!)'}`);
+    say(`   $ ls docs/invoice.pdf.com -> ${gone ? 'gone: moved to quarantine' : 'still there (not caught!)'}`, { event: 'check', step: 'infected-write', file: fresh, quarantined: gone });
 
-    out(`\nquarantine: lightagent quarantine list --state-dir ${path.relative(process.cwd(), stateDir)}`);
-    if (o['no-wait']) return gone ? 0 : 1;
-    out(`\nProtecting ${folder} until Ctrl-C. Try: printf '%s' '<the EICAR string>' > ${path.join(folder, 'x.com')}`);
+    say(`\nquarantine: lightagent quarantine list --state-dir ${path.relative(process.cwd(), stateDir)}`, undefined);
+    // As expected: the clean file opened, both infected files went to quarantine, and on access
+    // (fanotify) the old one was refused before anything read it.
+    const ok = clean.status === 0 && oldGone && gone && (daemon.mode !== 'fanotify' || blocked.status !== 0);
+    if (o['no-wait']) {
+      say(ok ? '\nevery step went as expected' : '\nNOT every step went as expected: see the lines above and the log', { event: 'done', ok });
+      return ok ? 0 : 1;
+    }
+    say(`\nProtecting ${folder} until Ctrl-C. Try: printf '%s' '<the EICAR string>' > ${path.join(folder, 'x.com')}`, { event: 'protecting', folder });
     await new Promise<void>((resolve) => {
       process.once('SIGINT', () => resolve());
       process.once('SIGTERM', () => resolve());
