@@ -45,9 +45,26 @@ export function configureLogging(opts: LogOptions): Logger {
   return root;
 }
 
-/** A named child logger; `fields` are added to every line. Resolved at call time, so configure first. */
+/**
+ * A named child logger; `fields` are added to every line. Resolved at call time, so configure first.
+ *
+ * A `message` field in the metadata (`log.warn('cannot connect', { code, message: e.message })`,
+ * or `describeError(e)` spread in) is written as `error`: winston itself would append it to the
+ * line's message ("SVM not reachable at start; protecting by policy until it is no SVM reachable
+ * at ..."), and the reader could no longer tell our words from the error's.
+ */
 export function logger(name: string, fields: Record<string, unknown> = {}): Logger {
-  return root.child({ component: name, ...fields });
+  const child = root.child({ component: name, ...fields });
+  const log = child.log;
+  child.log = function (this: Logger, ...args: unknown[]) {
+    const meta = args[2];
+    if (args.length === 3 && typeof args[1] === 'string' && meta !== null && typeof meta === 'object' && !(meta instanceof Error) && 'message' in meta) {
+      const { message, ...rest } = meta as Record<string, unknown>;
+      args[2] = 'error' in rest ? { ...rest, errorMessage: message } : { ...rest, error: message };
+    }
+    return (log as (...a: unknown[]) => Logger).apply(this, args);
+  } as Logger['log'];
+  return child;
 }
 
 export async function closeLogging(): Promise<void> {
