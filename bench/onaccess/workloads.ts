@@ -37,6 +37,7 @@ import { parseArgs } from 'node:util';
 import {
   atCleanup,
   CLK_TCK,
+  cpuNs,
   dropCaches,
   ext4Mount,
   installCleanup,
@@ -339,14 +340,15 @@ async function main(): Promise<void> {
   // Idle: all quiet, then CPU over a window and RSS, per process.
   for (const v of active()) await settle(v.pids());
   const windowS = args.quick ? 5 : 30;
-  const idle0 = Object.fromEntries(active().flatMap((v) => v.pids().map((pid) => [pid, sumTicks([pid])])));
+  // Exact CPU time (schedstat ns), not clock ticks: one 10 ms tick is 0.2% of a 5 s window.
+  const idle0 = Object.fromEntries(active().flatMap((v) => v.pids().map((pid) => [pid, cpuNs(pid)])));
   await new Promise((r) => setTimeout(r, windowS * 1000));
   for (const v of active()) {
     if (v.name === 'none') continue;
     const names = v instanceof LightAgent ? ['agent', 'svm'] : v instanceof FloorListener ? ['listener'] : ['clamd', 'clamonacc'];
     const per: Record<string, unknown> = {};
     v.pids().forEach((pid, i) => {
-      per[names[i]!] = { idleCpuPct: round((((sumTicks([pid]) - idle0[pid]!) / CLK_TCK) * 100) / windowS, 2), rssKbAfterLoad: rssKb(pid), idleRssKbAfterStart: resources[v.name]?.idleAfterStartRssKb?.[i], idleAnonKbAfterStart: resources[v.name]?.idleAfterStartAnonKb?.[i] };
+      per[names[i]!] = { idleCpuPct: round((((cpuNs(pid) - idle0[pid]!) / 1e9) * 100) / windowS, 2), rssKbAfterLoad: rssKb(pid), idleRssKbAfterStart: resources[v.name]?.idleAfterStartRssKb?.[i], idleAnonKbAfterStart: resources[v.name]?.idleAfterStartAnonKb?.[i] };
     });
     resources[v.name] = { ...per, peakRssKbUnderLoad: peakKb[v.name], idleWindowS: windowS, cpuSUnderLoad: round(samples.filter((s) => s.variant === v.name).reduce((a, s) => a + s.scannerCpuS, 0)) };
   }
