@@ -64,6 +64,8 @@ export interface DaemonStatus {
   protect: string[];
   exclude: string[];
   reloads: number;
+  /** Times the protection backend stopped on its own and was started again. */
+  recoveries: number;
   svm: { url: string; state: string; svmId?: string | undefined; generation?: string | undefined; load: number; latencyMs: number };
   cache: Record<string, number> | undefined;
   deferredQueue: number;
@@ -98,6 +100,7 @@ export class Daemon {
   private stopping: Promise<void> | undefined;
   private reloadChain: Promise<unknown> = Promise.resolve();
   private reloads = 0;
+  private recoveries = 0;
   private readonly startedAt = new Date().toISOString();
   private readonly hypervisor = hostInfo().hypervisor;
 
@@ -147,6 +150,7 @@ export class Daemon {
       protect: this.protectedPaths(),
       exclude: this.ctx.cfg.exclude,
       reloads: this.reloads,
+      recoveries: this.recoveries,
       svm: { url: link!.url, state: link!.state, svmId: link!.welcome?.svmId, generation: link!.generation, load: link!.load, latencyMs: Math.round(link!.lastLatencyMs * 100) / 100 },
       cache: cache?.stats(),
       deferredQueue: deferred?.size ?? 0,
@@ -193,7 +197,8 @@ export class Daemon {
     for (const k of RELOADABLE) (candidate as Record<string, unknown>)[k] = cfg[k];
     candidate.protect = resolveProtect(candidate, mode);
     const applied = RELOADABLE.filter((k) => key(old, k) !== key(candidate, k));
-    if (applied.length > 0) {
+    // A backend that stopped on its own is started again by a reload even if nothing changed.
+    if (applied.length > 0 || this.mode === 'off') {
       const { scanner, handler } = buildHandler(candidate, ctx);
       const backend = await startProtection(candidate, mode, handler, scanner, ctx.cache!.cache.sharedSpec());
       const previous = ctx.backend!;
@@ -210,6 +215,27 @@ export class Daemon {
     this.log.info('configuration reloaded', { ...result });
     if (needRestart.length > 0) this.log.warn('changed settings that need a restart were NOT applied', { settings: needRestart });
     return result;
+  }
+
+  /**
+   * Start protection again after its backend stopped on its own (the fanotify worker died: the
+   * kernel then intercepts nothing): the same settings and the same mode choice (`--mode`, else
+   * fanotify with the watcher as fallback). Runs in the reload chain; does nothing if the backend
+   * runs or the daemon is stopping. Rejects if the new backend cannot start (the caller retries).
+   */
+  recover(): Promise<void> {
+    const run = this.reloadChain.then(async () => {
+      const ctx = this.ctx;
+      if (this.stopping || this.mode !== 'off') return;
+      const backend = await startProtection(ctx.cfg, ctx.opts.mode, ctx.handler!, ctx.scanner!, ctx.cache!.cache.sharedSpec());
+      const previous = ctx.backend;
+      ctx.backend = backend;
+      this.recoveries++;
+      this.log.warn('protection restarted after its backend stopped', { mode: backend.mode, recoveries: this.recoveries });
+      await previous?.stop(); // already gone: releases what is left of it
+    });
+    this.reloadChain = run.catch(() => undefined);
+    return run;
   }
 
   /** Detections and protection state changes, for the status socket. Returns the unsubscribe function. */
@@ -374,12 +400,49 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
       state.on('change', (now, before) => {
         if (now.state === 'protected') log.info('protection recovered', { from: before.state, was: before.reasons });
         else log.warn('protection degraded', { state: now.state, reasons: now.reasons });
+        if (now.state === 'off') recover();
       });
+      // The backend stopped on its own (state off while the daemon runs): start it again at
+      // once, then after 1, 2, 4... s (at most a minute apart) for as long as that fails.
+      let retry: NodeJS.Timeout | undefined;
+      let attempting = false;
+      let delayMs = 1000;
+      let stopped = false;
+      const attempt = () => {
+        retry = undefined;
+        if (stopped) return;
+        attempting = true;
+        ctx.daemon.recover().then(
+          () => {
+            attempting = false;
+            delayMs = 1000;
+            state.evaluate();
+          },
+          (e: unknown) => {
+            attempting = false;
+            log.error('could not restart protection; on-access protection stays OFF until it starts', { ...describeError(e), retryInMs: delayMs });
+            if (!stopped) retry = setTimeout(attempt, delayMs);
+            delayMs = Math.min(delayMs * 2, 60_000);
+          },
+        );
+      };
+      const recover = () => {
+        if (retry || attempting || stopped) return;
+        retry = setTimeout(attempt, 0);
+      };
+      const stopRecovery = () => {
+        stopped = true;
+        clearTimeout(retry);
+      };
       const recheck = () => state.evaluate();
       ctx.link!.on('connected', recheck);
       ctx.link!.on('disconnected', recheck);
       state.start();
-      if (ctx.opts.sockets === false) return () => state.stop();
+      if (ctx.opts.sockets === false)
+        return () => {
+          stopRecovery();
+          state.stop();
+        };
       const windows = process.platform === 'win32';
       const d = ctx.daemon;
       const q = ctx.quarantine!;
@@ -396,6 +459,7 @@ const STEPS: ReadonlyArray<Step<Ctx>> = [
       if (windows) log.info('status pipe ready (no control pipe on Windows: docs/windows.md)', { status: ctx.sockets.status.path });
       else log.info('local sockets ready', { status: ctx.sockets.status.path, control: ctx.sockets.control?.path });
       return async () => {
+        stopRecovery();
         state.stop();
         await ctx.sockets!.close();
         if (windows) return;

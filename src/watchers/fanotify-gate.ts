@@ -21,7 +21,7 @@ import { raiseOpenFileLimit } from '../platform/linux/rlimit.js';
 import { logger } from '../log.js';
 import { FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, addIgnoreMark, closeFd, flushInodeMarks, makePipe, removeIgnoreMark, responseRecord } from '../platform/linux/fanotify.js';
 import { C, COUNTER_SLOTS, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, STATE_SLOTS, hrMs, protectedFdPath, type EventKind, type PostedEvent, type WarmUpConfig, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
-import type { ProtectionBackend } from './protection.js';
+import type { ProtectionBackend, ProtectionMode } from './protection.js';
 import type { SharedCacheSpec } from '../cache/shared-view.js';
 import { VerdictCache } from '../cache/verdict-cache.js';
 
@@ -188,7 +188,14 @@ function isClean(r: unknown): boolean {
 }
 
 export class FanotifyGate implements ProtectionBackend {
-  readonly mode = 'fanotify' as const;
+  /**
+   * 'off' once the worker is gone (stopped, or died: then the group is closed and nothing is
+   * intercepted any more), so `status`, the tray and the protection state say so.
+   */
+  get mode(): ProtectionMode {
+    return this.workerGone || this.failed ? 'off' : 'fanotify';
+  }
+  private failed = false;
   private readonly state: Int32Array;
   private readonly counters: Int32Array;
   private fan = -1;
@@ -267,6 +274,7 @@ export class FanotifyGate implements ProtectionBackend {
     if (m.t === 'events') {
       this.handle(m.events, 0);
     } else if (m.t === 'fatal') {
+      this.failed = true;
       this.log.error('fanotify worker stopped on an error; on-access protection is OFF', { message: m.message });
     }
   }

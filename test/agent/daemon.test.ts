@@ -5,6 +5,7 @@
  * Every agent runs under a watchdog; only the scratch tmpfs is ever marked.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -262,5 +263,57 @@ describe('daemon protection, fanotify only', { skip }, () => {
     if (code === 'hung') cat.kill('SIGKILL');
     assert.equal(code, 0, 'the kernel released the waiter when the group went away');
     assert.ok(performance.now() - t0 < 2000);
+  });
+});
+
+describe('daemon protection, the gate worker dies', { skip }, () => {
+  it('status says off, then the daemon starts protection again by itself and denies again', { timeout: 60_000 }, async () => {
+    const mnt = scratchMount('la-recover-', '64m');
+    const protectedDir = path.join(mnt.dir, 'protected');
+    fs.mkdirSync(protectedDir);
+    // Two infected files there before the agent: one for before the crash, one for after.
+    for (const f of ['before.com', 'after.com']) fs.writeFileSync(path.join(protectedDir, f), EICAR);
+    // Its own spawn: the fixture takes commands on stdin. Killed by the watchdog if it hangs.
+    const proc = spawn(process.execPath, [new URL('./fixtures/daemon-child.js', import.meta.url).pathname, mnt.dir], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const watchdog = setTimeout(() => proc.kill('SIGKILL'), 60_000);
+    const child: Proc = {
+      child: proc,
+      pid: proc.pid!,
+      output: () => out,
+      stop: async () => {
+        proc.kill('SIGKILL');
+        return proc.exitCode;
+      },
+    };
+    const ask = async (cmd: string, re: RegExp) => {
+      const from = out.length;
+      proc.stdin!.write(`${cmd}\n`);
+      return (await waitFor({ ...child, output: () => out.slice(from) }, re, 10_000))[0];
+    };
+    try {
+      await waitFor(child, /READY/, 30_000);
+      assert.equal(await ask('mode', /MODE .*/), 'MODE fanotify protected 0');
+      assert.match(run('cat', [path.join(protectedDir, 'before.com')]).stderr, /Operation not permitted/);
+      await ask('killworker', /KILLED/);
+      // Within the state machine's half-second poll and a gate start-up, a new gate runs.
+      let line = '';
+      for (const end = Date.now() + 15_000; Date.now() < end && line !== 'MODE fanotify protected 1'; ) {
+        line = await ask('mode', /MODE .*/);
+        if (line !== 'MODE fanotify protected 1') await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.equal(line, 'MODE fanotify protected 1', `the daemon restarted its gate; output:\n${out.slice(-2000)}`);
+      const r = run('cat', [path.join(protectedDir, 'after.com')]);
+      assert.notEqual(r.status, 0, 'protection is back: the infected file is refused');
+      assert.match(r.stderr, /Operation not permitted/);
+      assert.equal(run('cat', [path.join(protectedDir, 'before.com')]).status, 1, 'the first one is in quarantine (gone)');
+      await ask('stop', /STOPPED/);
+    } finally {
+      clearTimeout(watchdog);
+      if (proc.exitCode === null) proc.kill('SIGKILL');
+      mnt.unmount();
+    }
   });
 });
