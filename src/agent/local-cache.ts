@@ -9,8 +9,8 @@ import { logger } from '../log.js';
 import { loadOrCreateSeed } from '../cache/seed.js';
 import { VerdictCache } from '../cache/verdict-cache.js';
 import crypto from 'node:crypto';
-import type { AgentConfig } from './config.js';
-import type { LocalVerdictStore } from './file-scanner.js';
+import type { AgentConfig } from '../config/agent.js';
+import type { LocalVerdictStore } from '../scan/file-scanner.js';
 
 export interface LocalCache {
   store: LocalVerdictStore;

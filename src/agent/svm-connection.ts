@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { ConfigError } from '../errors.js';
 import { hostInfo } from '../platform/host-info.js';
 import { SvmLink, SvmPool, isLoopbackUrl, type SvmClient, type SvmEntry, type SvmLinkOptions, type SvmPoolOptions } from '../svm-link/index.js';
-import { requireSvm, type AgentConfig } from './config.js';
+import { requireSvm, type AgentConfig } from '../config/agent.js';
 import { AGENT_VERSION, agentId } from './identity.js';
 
 export type SvmClientExtra = Partial<SvmLinkOptions> & Pick<SvmPoolOptions, 'holdDownMs'>;

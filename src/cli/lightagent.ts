@@ -31,7 +31,7 @@ const commands: Record<string, () => Promise<Command>> = {
   events: async () => (await import('./commands/events.js')).eventsCommand,
   tray: async () => (await import('./commands/tray.js')).trayCommand,
   demo: async () => (await import('./commands/demo.js')).demoCommand,
-  service: async () => (await import('../agent/windows/service-command.js')).serviceCommand,
+  service: async () => (await import('./commands/service.js')).serviceCommand,
   version: async () => async (argv) => {
     if (argv.includes('-h') || argv.includes('--help')) {
       out('Usage: lightagent version [--json]\n\nPrint the agent version; --json adds the Node runtime, platform and architecture.');

@@ -15,8 +15,8 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import type KoffiModule from 'koffi';
 import { PlatformError } from '../errors.js';
-import { KOFFI_ASSET, SEA_DIR_ENV } from '../sea/assets.js';
-import { checkPrivateDir, isSea } from '../sea/private-dir.js';
+import { KOFFI_ASSET, SEA_DIR_ENV } from './native-assets.js';
+import { checkPrivateDir, isSea } from './private-dir.js';
 
 export type Koffi = typeof KoffiModule;
 

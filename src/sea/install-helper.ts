@@ -14,10 +14,10 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { loadAgentConfig } from '../agent/config.js';
+import { loadAgentConfig } from '../config/agent.js';
 import { err, out } from '../cli/output.js';
 import { LightagentError } from '../errors.js';
-import { seaApi } from './private-dir.js';
+import { seaApi } from '../platform/private-dir.js';
 
 const MAX_PASSWORD = 1024;
 const MAX_HASH_FILE = 4096;

@@ -10,8 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { PlatformError } from '../errors.js';
-import { DIR_PREFIX, KOFFI_ASSET, META_ROOT_GLOBAL, SEA_DIR_ENV, WORKERS_MANIFEST } from './assets.js';
-import { checkPrivateDir, seaApi, type SeaApi } from './private-dir.js';
+import { DIR_PREFIX, KOFFI_ASSET, META_ROOT_GLOBAL, SEA_DIR_ENV, WORKERS_MANIFEST } from '../platform/native-assets.js';
+import { checkPrivateDir, seaApi, type SeaApi } from '../platform/private-dir.js';
 
 /** Candidate parents for the private directory, most private first. */
 export function candidateBases(env: NodeJS.ProcessEnv = process.env, uid = process.getuid?.()): string[] {

@@ -31,7 +31,7 @@ import {
   type VerdictMsg,
   type Welcome,
 } from '../protocol/index.js';
-import { Backoff } from './backoff.js';
+import { Backoff } from '../backoff.js';
 import { tlsFailure } from './tls.js';
 import { Window } from './window.js';
 

@@ -22,7 +22,7 @@ import { EventEmitter } from 'node:events';
 import { DeadlineError, LightagentError, SvmUnavailableError } from '../errors.js';
 import { logger } from '../log.js';
 import type { DetectionEvent, Limits, VerdictMsg, Welcome } from '../protocol/index.js';
-import { Backoff } from './backoff.js';
+import { Backoff } from '../backoff.js';
 import type { SvmClient } from './client.js';
 import { fetchSvmList, isLoopbackUrl, svmUrlProblem, type SvmEntry } from './discovery.js';
 import { SvmLink, type ChunkReader, type LinkState, type SvmLinkEvents, type SvmLinkOptions } from './svm-link.js';

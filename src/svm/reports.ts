@@ -4,7 +4,6 @@
  * the report interval (2 s by default, never under 1 s): it stays off while the SVM is idle.
  * An agent hears a figure only when it differs from the last one it was told.
  */
-import type { SvmCore } from './core.js';
 
 export interface ReportTarget {
   readonly ready: boolean;
@@ -17,6 +16,13 @@ export interface ReportTarget {
   send(m: { t: 'load'; load: number; queue: number } | { t: 'generation'; generation: string }): void;
 }
 
+/** What the reports tell: the SVM's core (src/svm/core.ts) is one. */
+export interface ReportSource {
+  generation(): string;
+  load(): number;
+  queue(): number;
+}
+
 export const MIN_REPORT_INTERVAL_MS = 1000;
 
 export class Reporter {
@@ -24,7 +30,7 @@ export class Reporter {
   private readonly intervalMs: number;
 
   constructor(
-    private readonly core: SvmCore,
+    private readonly core: ReportSource,
     private readonly targets: () => Iterable<ReportTarget>,
     intervalMs: number,
   ) {

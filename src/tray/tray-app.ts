@@ -5,7 +5,7 @@
  * privilege and talks to nothing but the status socket; a daemon that goes away is retried with
  * backoff, and the icon says "off" meanwhile.
  */
-import { watch } from '../agent/control/client.js';
+import { watch } from '../control/client.js';
 import { describeError } from '../errors.js';
 import { logger } from '../log.js';
 import { NotificationLimiter } from './notification-limiter.js';

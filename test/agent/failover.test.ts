@@ -9,7 +9,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loadAgentConfig } from '../../src/agent/config.js';
+import { loadAgentConfig } from '../../src/config/agent.js';
 import { svmLinkFor } from '../../src/agent/svm-connection.js';
 import { SvmPool } from '../../src/svm-link/index.js';
 import { CLI, EICAR, eventually, type Proc, restartSvmProcess, run, startSvmProcess, tempDir } from '../helpers/procs.js';

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
-import { Quarantine, type QuarantineRecord } from '../../src/agent/quarantine.js';
+import { Quarantine, type QuarantineRecord } from '../../src/store/quarantine.js';
 import { tempDir } from '../helpers/procs.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/lightagent.js', import.meta.url));

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { loadAgentConfig, requireSvm } from '../../src/agent/config.js';
+import { loadAgentConfig, requireSvm } from '../../src/config/agent.js';
 import { parseDuration, parseSize, formatBytes } from '../../src/config/units.js';
 import { ConfigError } from '../../src/errors.js';
 import { tempDir } from '../helpers/procs.js';

@@ -11,10 +11,10 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { request } from '../../src/agent/control/client.js';
-import { CONTROL_SOCKET, LocalSockets, statusEndpoint, WINDOWS_STATUS_PIPE, type AgentService } from '../../src/agent/control/local-sockets.js';
-import type { ProtectionSnapshot } from '../../src/agent/control/protection-state.js';
-import type { Detection } from '../../src/agent/detections.js';
+import { request } from '../../src/control/client.js';
+import { CONTROL_SOCKET, LocalSockets, statusEndpoint, WINDOWS_STATUS_PIPE, type AgentService } from '../../src/control/local-sockets.js';
+import type { ProtectionSnapshot } from '../../src/control/protection-state.js';
+import type { Detection } from '../../src/store/detections.js';
 import { tempDir } from '../helpers/procs.js';
 
 class FakeDaemon implements AgentService {

@@ -15,7 +15,7 @@ import { BINARY, ensureBinary } from './binary.js';
 /** build-NAME/test, where the compiled suites sit next to this one. */
 const TEST_DIR = path.resolve(new URL('.', import.meta.url).pathname, '..');
 /** on-demand scan CLI; the daemon with fanotify (EPERM, quarantine, cache, reload); process attribution and response (its own worker thread); the README's demo (an SVM and an agent in one process). */
-const SUITES = ['cli/scan-cli.test.js', 'agent/daemon.test.js', 'agent/process-response.test.js', 'cli/demo-cli.test.js'];
+const SUITES = ['cli/scan-cli.test.js', 'agent/daemon.test.js', 'processes/process-response.test.js', 'cli/demo-cli.test.js'];
 
 function runSuites(files: string[], binary = BINARY): Promise<{ status: number | null; out: string }> {
   return new Promise((resolve) => {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { Quarantine } from '../../src/agent/quarantine.js';
+import { Quarantine } from '../../src/store/quarantine.js';
 import { EICAR, needRoot, tempDir } from '../helpers/procs.js';
 
 describe('quarantine under a burst of detections', { skip: needRoot() }, () => {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loadAgentConfig } from '../../src/agent/config.js';
+import { loadAgentConfig } from '../../src/config/agent.js';
 import { svmLinkFor, svmPoolFor } from '../../src/agent/svm-connection.js';
 import { ConfigError, SvmTlsError } from '../../src/errors.js';
 import type { SvmServer } from '../../src/svm/server.js';

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { EventEmitter } from 'node:events';
 import dbus from 'dbus-next';
-import { LocalSockets, type AgentService } from '../../src/agent/control/local-sockets.js';
+import { LocalSockets, type AgentService } from '../../src/control/local-sockets.js';
 import { CLI, EICAR, eventually, needRoot, type Proc, restartSvmProcess, scratchMount, spawnNode, spawnWatched, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
 import { needDesktopTools, startDesktop, type Desktop } from './desktop.js';
 

@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadAgentConfig } from '../../agent/config.js';
+import { loadAgentConfig } from '../../config/agent.js';
 import { Daemon } from '../../agent/daemon.js';
 import { closeLogging, configureLogging } from '../../log.js';
 import { BuiltinEngine, EICAR } from '../../svm/engines/builtin.js';

@@ -5,8 +5,8 @@
  */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { eventsFilePath, parseLines, readRecentEvents, type AgentEvent } from '../../agent/events-file.js';
-import type { ProcessIdentity } from '../../agent/attribution.js';
+import { eventsFilePath, parseLines, readRecentEvents, type AgentEvent } from '../../store/events-file.js';
+import type { ProcessIdentity } from '../../store/events-file.js';
 import { err, out } from '../output.js';
 
 export const EVENTS_HELP = `Usage: lightagent events [options]

@@ -3,7 +3,7 @@
  * Exit codes: 0 done, 2 error (bad arguments, unknown id, refused restore, not root).
  */
 import { parseArgs } from 'node:util';
-import { Quarantine, type QuarantineRecord } from '../../agent/quarantine.js';
+import { Quarantine, type QuarantineRecord } from '../../store/quarantine.js';
 import { QuarantineError } from '../../errors.js';
 import { configureLogging } from '../../log.js';
 import { err, fail, out, printJson } from '../output.js';

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadAgentConfig, type AgentConfig } from '../../agent/config.js';
+import { loadAgentConfig, type AgentConfig } from '../../config/agent.js';
 import { Daemon } from '../../agent/daemon.js';
 import { describeError, LightagentError } from '../../errors.js';
 import { SdNotify, watchdogIntervalMs } from '../../platform/linux/sd-notify.js';

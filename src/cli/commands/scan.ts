@@ -4,9 +4,9 @@
  * not be judged).
  */
 import { parseArgs } from 'node:util';
-import { loadAgentConfig, requireSvm, type AgentConfig } from '../../agent/config.js';
-import { FileScanner, type LocalVerdictStore, type ScanResult } from '../../agent/file-scanner.js';
-import { walkTree, type WalkEntry, type WalkSkip } from '../../agent/tree-walker.js';
+import { loadAgentConfig, requireSvm, type AgentConfig } from '../../config/agent.js';
+import { FileScanner, type LocalVerdictStore, type ScanResult } from '../../scan/file-scanner.js';
+import { walkTree, type WalkEntry, type WalkSkip } from '../../scan/tree-walker.js';
 import { formatBytes } from '../../config/units.js';
 import { configureLogging } from '../../log.js';
 import type { SvmClient } from '../../svm-link/index.js';

@@ -3,9 +3,9 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadAgentConfig } from '../../agent/config.js';
-import { request } from '../../agent/control/client.js';
-import { DEFAULT_SOCKET_DIR, socketDirFor, statusEndpoint, WINDOWS_STATUS_PIPE } from '../../agent/control/local-sockets.js';
+import { loadAgentConfig } from '../../config/agent.js';
+import { request } from '../../control/client.js';
+import { DEFAULT_SOCKET_DIR, socketDirFor, statusEndpoint, WINDOWS_STATUS_PIPE } from '../../control/local-sockets.js';
 import { err, fail, out, printJson } from '../output.js';
 
 export const STATUS_HELP = `Usage: lightagent status [options]

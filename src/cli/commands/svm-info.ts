@@ -7,7 +7,7 @@
  */
 import crypto from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { loadAgentConfig, requireSvm, type AgentConfig } from '../../agent/config.js';
+import { loadAgentConfig, requireSvm, type AgentConfig } from '../../config/agent.js';
 import { svmPoolFor } from '../../agent/svm-connection.js';
 import { parseDuration } from '../../config/units.js';
 import { describeError } from '../../errors.js';

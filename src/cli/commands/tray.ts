@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { STATUS_SOCKET, WINDOWS_STATUS_PIPE } from '../../agent/control/local-sockets.js';
+import { STATUS_SOCKET, WINDOWS_STATUS_PIPE } from '../../control/local-sockets.js';
 import { closeLogging, configureLogging } from '../../log.js';
 import type { TrayPresenter } from '../../tray/presenter.js';
 import { TrayApp } from '../../tray/tray-app.js';

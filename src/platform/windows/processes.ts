@@ -1,7 +1,7 @@
 /**
  * Windows process watcher: CreateToolhelp32Snapshot (TH32CS_SNAPPROCESS) every ~500 ms, diffed
  * against the previous snapshot. New processes go to the agent's process monitor
- * (src/agent/process-monitor.ts), which keeps the process table for attribution and hands each
+ * (src/processes/process-monitor.ts), which keeps the process table for attribution and hands each
  * new image to OnAccessHandler.started: scanned through the same FileScanner/SVM path as files,
  * and an infected process is terminated (ProcessResponse, its kill hook = TerminateProcess here)
  * and its image quarantined, recorded like any detection (events.jsonl, status, SVM report).

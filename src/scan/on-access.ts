@@ -1,0 +1,259 @@
+/**
+ * OnAccessHandler — what the daemon answers when the kernel asks "may this file be opened?",
+ * and what it does after a file was written. Backend-neutral: the fanotify gate calls `decide`
+ * and `written`, the portable watcher calls `written` only.
+ *
+ * Policy, in order:
+ *   - not a regular file                         -> allow
+ *   - larger than max_file_size                  -> allow, marked clean-for-now (stated policy:
+ *                                                   huge files are not scanned on access; counted)
+ *   - verdict within the deadline: clean         -> allow, cacheable (kernel ignore mark)
+ *                                   infected     -> deny (EPERM), quarantine, detection event
+ *   - no verdict (SVM down, deadline passed)     -> `on_svm_unavailable`: allow (file queued for a
+ *                                                   later scan) or deny; never cacheable
+ * The scan goes on after a deadline answer: if it later finds a threat, the file is quarantined
+ * and reported then, so a slow SVM delays a detection but never loses it.
+ */
+import type fs from 'node:fs';
+import { describeError } from '../errors.js';
+import { logger } from '../log.js';
+import type { Detection, DetectionLog } from '../store/detections.js';
+import type { Attribution } from '../store/events-file.js';
+import type { ProcessHooks } from '../processes/process-monitor.js';
+import type { ResponseReason } from '../processes/response.js';
+import type { FileScanner, ScanResult } from './file-scanner.js';
+
+export interface AccessEvent {
+  /** Open fd of the file (the fanotify event fd); valid until the returned promise settles. */
+  fd: number;
+  path: string;
+  pid: number;
+  kind: 'open' | 'exec';
+  stat: fs.BigIntStats;
+}
+
+export interface Decision {
+  allow: boolean;
+  /** Clean and unchanged: the gate may add a kernel ignore mark so later opens cost nothing. */
+  cacheable: boolean;
+  /**
+   * Set when the answer was given before the scan finished (deadline): the scan still reads
+   * through the event fd, so the gate must keep that fd open until this settles.
+   */
+  hold?: Promise<void>;
+}
+
+/** Files allowed without a verdict, to be scanned when an SVM is back. */
+export interface DeferredSink {
+  add(entry: { path: string; dev: string; ino: string; size: number; mtimeNs: string; reason: string }): void;
+}
+
+/** Where infected files go. Resolves with the quarantine id, or rejects (the detection stands). */
+export interface QuarantineSink {
+  put(path: string, info: { threat: string; sha256?: string | undefined }): Promise<string>;
+}
+
+export interface OnAccessOptions {
+  scanner: FileScanner;
+  detections: DetectionLog;
+  deferred: DeferredSink;
+  quarantine: QuarantineSink;
+  deadlineMs: number;
+  onSvmUnavailable: 'allow' | 'deny';
+  maxFileSize: number;
+  /** Quarantine infected files (default true). */
+  quarantineInfected?: boolean;
+  /** Attribution and on_detect; called only on deny/detection, never for a clean open. */
+  processes?: ProcessHooks | undefined;
+}
+
+/** The errno behind an error or its cause chain. */
+function causeCode(e: unknown): string | undefined {
+  for (let c: unknown = e, i = 0; c && i < 5; c = (c as { cause?: unknown }).cause, i++) {
+    const code = (c as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && !code.startsWith('LA_')) return code;
+  }
+  return undefined;
+}
+
+/** How long a quarantined path is remembered, so a second detection of it shares the move. */
+const QUARANTINE_MEMORY_MS = 10_000;
+
+export class OnAccessHandler {
+  private readonly log = logger('on-access');
+  private readonly quarantining = new Map<string, Promise<string>>();
+  private readonly recentlyQuarantined = new Map<string, { id: string; sha256: string | undefined; until: number }>();
+  readonly counts = { decisions: 0, allowed: 0, denied: 0, deadline: 0, unavailable: 0, tooLarge: 0, written: 0, processes: 0, detections: 0 };
+
+  constructor(private readonly o: OnAccessOptions) {}
+
+  async decide(ev: AccessEvent): Promise<Decision> {
+    this.counts.decisions++;
+    if (!ev.stat.isFile()) return this.allow(false);
+    if (Number(ev.stat.size) > this.o.maxFileSize) {
+      this.counts.tooLarge++;
+      return this.allow(true);
+    }
+    const now = this.o.scanner.scanFdNow(ev.fd, ev.path, ev.stat);
+    if (!(now instanceof Promise)) return this.fromResult(ev, now);
+    const scan = now;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'deadline'>((r) => (timer = setTimeout(() => r('deadline'), this.o.deadlineMs)));
+    const first = await Promise.race([scan, deadline]);
+    clearTimeout(timer);
+    if (first === 'deadline') {
+      this.counts.deadline++;
+      const hold = scan.then((r) => this.afterLate(ev, r));
+      return { ...this.noVerdict(ev, `no verdict within ${this.o.deadlineMs} ms`), hold };
+    }
+    return this.fromResult(ev, first);
+  }
+
+  /**
+   * `written` for the gate's close-writes: a result the scan gave synchronously (a local cache
+   * hit) that calls for no action comes back as is, without a promise (a copy of a tree is
+   * thousands of these in a burst); anything else goes through `written`.
+   */
+  writtenNow(path: string, scan: () => ScanResult | Promise<ScanResult>, pid?: number): ScanResult | Promise<ScanResult> {
+    const r = scan();
+    if (r instanceof Promise || r.outcome === 'infected' || r.outcome === 'error') return this.written(path, async () => r, pid);
+    this.counts.written++;
+    return r;
+  }
+
+  /** A file was written (close-write, or the watcher saw it settle): scan it in the background. */
+  async written(path: string, scan: () => Promise<ScanResult>, pid?: number): Promise<ScanResult> {
+    this.counts.written++;
+    const r = await scan();
+    if (r.outcome === 'infected') await this.act(path, r, 'quarantined', pid, 'wrote');
+    else if (r.outcome === 'error') this.defer(path, undefined, r.error?.code ?? 'scan-error');
+    return r;
+  }
+
+  /**
+   * Windows: a new process `pid` runs the image `path` (the process watcher saw it start; nothing
+   * could refuse the exec). Scan the image like a file; if infected, the process is terminated
+   * (ProcessResponse, reason 'started'), the image quarantined and the detection recorded with
+   * the process. An image the SVM could not judge is queued for a later scan, as a written file.
+   */
+  async started(path: string, pid: number, scan: () => Promise<ScanResult>): Promise<ScanResult> {
+    this.counts.processes++;
+    const r = await scan();
+    if (r.outcome === 'infected') await this.act(path, r, 'quarantined', pid, 'started');
+    else if (r.outcome === 'error') this.defer(path, undefined, r.error?.code ?? 'scan-error');
+    return r;
+  }
+
+  private async fromResult(ev: AccessEvent, r: ScanResult): Promise<Decision> {
+    switch (r.outcome) {
+      case 'clean':
+        return this.allow(true);
+      case 'skipped':
+        return this.allow(false);
+      case 'infected': {
+        this.counts.denied++;
+        // Who, while the process still waits in open/execve (after the answer it may be gone);
+        // then answer first (the caller writes the response), quarantine right after.
+        const who = this.o.processes?.attribute(ev.pid);
+        setImmediate(() => void this.act(ev.path, r, 'denied', ev.pid, undefined, who));
+        return { allow: false, cacheable: false };
+      }
+      case 'error':
+        return this.noVerdict(ev, `${r.error?.code}: ${r.error?.message}`);
+    }
+  }
+
+  private noVerdict(ev: AccessEvent, why: string): Decision {
+    this.counts.unavailable++;
+    this.defer(ev.path, ev.stat, why);
+    if (this.o.onSvmUnavailable === 'deny') {
+      this.o.processes?.denied(ev, why);
+      this.counts.denied++;
+      return { allow: false, cacheable: false };
+    }
+    return this.allow(false);
+  }
+
+  private allow(cacheable: boolean): Decision {
+    this.counts.allowed++;
+    return { allow: true, cacheable };
+  }
+
+  private defer(path: string, st: fs.BigIntStats | undefined, reason: string): void {
+    try {
+      this.o.deferred.add({
+        path,
+        dev: String(st?.dev ?? 0n),
+        ino: String(st?.ino ?? 0n),
+        size: Number(st?.size ?? 0n),
+        mtimeNs: String(st?.mtimeNs ?? 0n),
+        reason,
+      });
+    } catch (e) {
+      this.log.error('could not queue a file for a later scan', { path, ...describeError(e) });
+    }
+  }
+
+  private afterLate(ev: AccessEvent, r: ScanResult): void {
+    if (r.outcome === 'infected') void this.act(ev.path, r, 'quarantined', ev.pid, ev.kind === 'exec' && this.o.onSvmUnavailable === 'allow' ? 'runs' : undefined);
+  }
+
+  /**
+   * One quarantine per file: a denied open and the close-write scan of the same new file both
+   * find it infected at about the same time. A move in flight is shared; a file already moved
+   * (ENOENT) whose path and content were quarantined in the last QUARANTINE_MEMORY_MS is that
+   * same move, not an error. Anything else (a new infected file at the same path) is moved anew.
+   */
+  private async quarantineOnce(path: string, r: ScanResult): Promise<string> {
+    const inFlight = this.quarantining.get(path);
+    if (inFlight) return inFlight;
+    const done = this.o.quarantine.put(path, { threat: r.threat ?? 'Unknown-Threat', sha256: r.sha256 });
+    this.quarantining.set(path, done);
+    try {
+      const id = await done;
+      const now = Date.now();
+      if (this.recentlyQuarantined.size >= 1024) for (const [k, v] of this.recentlyQuarantined) if (v.until <= now || this.recentlyQuarantined.size >= 1024) this.recentlyQuarantined.delete(k);
+      this.recentlyQuarantined.set(path, { id, sha256: r.sha256, until: now + QUARANTINE_MEMORY_MS });
+      return id;
+    } catch (e) {
+      const recent = this.recentlyQuarantined.get(path);
+      if (recent && recent.until > Date.now() && recent.sha256 !== undefined && recent.sha256 === r.sha256 && causeCode(e) === 'ENOENT') return recent.id;
+      throw e;
+    } finally {
+      this.quarantining.delete(path);
+    }
+  }
+
+  private async act(path: string, r: ScanResult, action: Detection['action'], pid: number | undefined, culprit?: ResponseReason, known?: Attribution): Promise<void> {
+    this.counts.detections++;
+    let finalAction = action;
+    // Who, before anything slow (it may exit); then on_detect for a writer or a running image.
+    const who = known ?? (pid !== undefined ? this.o.processes?.attribute(pid) : undefined);
+    if (who && culprit && this.o.processes!.respond(who, culprit, path).action === 'killed') finalAction = 'killed';
+    if (this.o.quarantineInfected !== false) {
+      // Windows: the image of a process just terminated stays locked until the process object
+      // is gone (TerminateProcess returns before that): a refused move is tried again, briefly.
+      const retries = culprit === 'started' && finalAction === 'killed' ? 10 : 0;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.quarantineOnce(path, r);
+          if (finalAction !== 'killed') finalAction = 'quarantined';
+          break;
+        } catch (e) {
+          const code = causeCode(e);
+          if (attempt < retries && (code === 'EBUSY' || code === 'EPERM' || code === 'EACCES')) {
+            await new Promise((res) => setTimeout(res, 100));
+            continue;
+          }
+          this.log.error('could not quarantine an infected file', { path, ...describeError(e) });
+          break;
+        }
+      }
+    }
+    const d: Detection = { kind: 'detection', time: new Date().toISOString(), path, threat: r.threat ?? 'Unknown-Threat', action: finalAction };
+    if (r.sha256) d.sha256 = r.sha256;
+    if (pid !== undefined) d.process = who ? { pid, exe: who.exe, cmdline: who.cmdline, uid: who.uid } : { pid };
+    if (who) d.attribution = who;
+    this.o.detections.add(d);
+  }
+}

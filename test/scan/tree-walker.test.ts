@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { walkTree, type WalkSkip } from '../../src/scan/tree-walker.js';
+import { tempDir } from '../helpers/procs.js';
+
+async function collect(roots: string[], opts: Parameters<typeof walkTree>[1] = {}) {
+  const files: string[] = [];
+  const skips: WalkSkip[] = [];
+  for await (const e of walkTree(roots, { ...opts, onSkip: (s) => skips.push(s) })) files.push(e.path);
+  return { files, skips };
+}
+
+describe('walkTree', () => {
+  const root = tempDir('la-walk-');
+  fs.mkdirSync(path.join(root, 'a/b/c'), { recursive: true });
+  fs.writeFileSync(path.join(root, 'a/one.txt'), '1');
+  fs.writeFileSync(path.join(root, 'a/b/c/deep.txt'), 'deep');
+  fs.symlinkSync(path.join(root, 'a'), path.join(root, 'a/b/loop'));
+  fs.symlinkSync(path.join(root, 'nowhere'), path.join(root, 'dangling'));
+  fs.mkdirSync(path.join(root, 'excluded'));
+  fs.writeFileSync(path.join(root, 'excluded/x.txt'), 'x');
+
+  it('yields regular files depth first and reports symlinks without following them', async () => {
+    const { files, skips } = await collect([root], { exclude: [path.join(root, 'excluded')] });
+    assert.deepEqual(files.map((f) => path.relative(root, f)), ['a/b/c/deep.txt', 'a/one.txt']);
+    assert.ok(skips.some((s) => s.code === 'LA_SKIP_SYMLINK' && s.path.endsWith('loop')));
+  });
+
+  it('detects a symlink loop when following symlinks and reports the dangling link', async () => {
+    const { files, skips } = await collect([root], { followSymlinks: true, exclude: [path.join(root, 'excluded')] });
+    assert.equal(files.filter((f) => f.endsWith('deep.txt')).length, 1);
+    assert.ok(skips.some((s) => s.code === 'LA_SKIP_LOOP'));
+    assert.ok(skips.some((s) => s.path.endsWith('dangling') && s.code === 'ENOENT'));
+  });
+
+  it('reports sockets and FIFOs and a vanished root instead of failing', async () => {
+    const d = tempDir('la-walk2-');
+    const sock = path.join(d, 's.sock');
+    const srv = net.createServer().listen(sock);
+    await new Promise((r) => srv.once('listening', r));
+    const { execFileSync } = await import('node:child_process');
+    execFileSync('mkfifo', [path.join(d, 'fifo')]);
+    const { files, skips } = await collect([d, path.join(d, 'gone')]);
+    srv.close();
+    assert.deepEqual(files, []);
+    assert.deepEqual(skips.map((s) => s.code).sort(), ['ENOENT', 'LA_SKIP_NOT_REGULAR', 'LA_SKIP_NOT_REGULAR']);
+  });
+});
