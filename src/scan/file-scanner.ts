@@ -14,6 +14,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { LightagentError, ScanFailedError, describeError } from '../errors.js';
+import { sameIdentity } from '../cache/file-identity.js';
 import type { SvmClient } from '../svm-link/index.js';
 import type { VerdictMsg } from '../protocol/index.js';
 
@@ -281,10 +282,6 @@ interface ReadOnce {
 
 function changed(got: number, size: number): LightagentError {
   return new LightagentError('LA_ERR_FILE_CHANGED', `the file shrank while it was read (${got} of ${size} bytes)`, 'it will be scanned again at its next change');
-}
-
-function sameIdentity(a: fs.BigIntStats, b: fs.BigIntStats): boolean {
-  return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 }
 
 function fromHit(path: string, size: number, hit: LocalHit, source: VerdictSource, read: number): ScanResult {

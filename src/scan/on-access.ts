@@ -32,10 +32,11 @@ export interface AccessEvent {
   stat: fs.BigIntStats;
 }
 
+/** The answer to an AccessEvent, as every protection backend takes it (src/watchers/protection.ts). */
 export interface Decision {
   allow: boolean;
-  /** Clean and unchanged: the gate may add a kernel ignore mark so later opens cost nothing. */
-  cacheable: boolean;
+  /** Clean and unchanged: the gate may add a kernel ignore mark so later opens cost nothing. Absent: false. */
+  cacheable?: boolean | undefined;
   /**
    * Set when the answer was given before the scan finished (deadline): the scan still reads
    * through the event fd, so the gate must keep that fd open until this settles.
@@ -45,7 +46,7 @@ export interface Decision {
 
 /** Files allowed without a verdict, to be scanned when an SVM is back. */
 export interface DeferredSink {
-  add(entry: { path: string; dev: string; ino: string; size: number; mtimeNs: string; reason: string }): void;
+  add(entry: { path: string; dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string; reason: string }): void;
 }
 
 /** Where infected files go. Resolves with the quarantine id, or rejects (the detection stands). */
@@ -187,6 +188,7 @@ export class OnAccessHandler {
         ino: String(st?.ino ?? 0n),
         size: Number(st?.size ?? 0n),
         mtimeNs: String(st?.mtimeNs ?? 0n),
+        ctimeNs: String(st?.ctimeNs ?? 0n),
         reason,
       });
     } catch (e) {

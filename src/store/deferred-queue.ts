@@ -24,6 +24,7 @@
  */
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
+import { sameIdentity, type IdentityFields } from '../cache/file-identity.js';
 import { logger } from '../log.js';
 import { Journal, type JournalOptions, type JournalOp } from './journal.js';
 
@@ -31,17 +32,19 @@ export type DeferReason = 'svm-unavailable' | 'deadline' | 'too-large' | 'error'
 
 export interface DeferredEntry {
   path: string;
-  /** st_dev, st_ino and st_mtime in ns as decimal strings: 64-bit values do not fit a JSON number. */
+  /** st_dev, st_ino, st_mtime and st_ctime in ns as decimal strings: 64-bit values do not fit a JSON number. */
   dev: string;
   ino: string;
   size: number;
   mtimeNs: string;
+  /** '' when unknown: entries journaled before ctime was recorded (they compare equal only to each other). */
+  ctimeNs: string;
   reason: DeferReason;
   /** When the path was first queued (ms since the epoch). */
   time: number;
 }
 
-export type DeferredInput = Omit<DeferredEntry, 'time'> & { time?: number };
+export type DeferredInput = Omit<DeferredEntry, 'time' | 'ctimeNs'> & { time?: number; ctimeNs?: string | undefined };
 
 export interface DeferredQueueOptions {
   /** Journal file; `DeferredQueue.defaultFile(stateDir)` gives the standard place. */
@@ -53,15 +56,18 @@ export interface DeferredQueueOptions {
 
 function isEntry(key: string, v: unknown): v is DeferredEntry {
   const e = v as DeferredEntry;
-  return (
+  const ok =
     typeof v === 'object' && v !== null && e.path === key &&
     typeof e.dev === 'string' && typeof e.ino === 'string' && typeof e.mtimeNs === 'string' &&
-    typeof e.size === 'number' && typeof e.reason === 'string' && typeof e.time === 'number'
-  );
+    (e.ctimeNs === undefined || typeof e.ctimeNs === 'string') &&
+    typeof e.size === 'number' && typeof e.reason === 'string' && typeof e.time === 'number';
+  // Journals written before ctime was recorded: read as unknown, not dropped (the file must still be scanned).
+  if (ok) e.ctimeNs ??= '';
+  return ok;
 }
 
-function sameIdentity(a: DeferredEntry, b: DeferredEntry): boolean {
-  return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs;
+function identityOf(e: DeferredInput): IdentityFields<string> {
+  return { dev: e.dev, ino: e.ino, size: e.size, mtimeNs: e.mtimeNs, ctimeNs: e.ctimeNs ?? '' };
 }
 
 const DROP_LOG_INTERVAL_MS = 10_000;
@@ -131,7 +137,7 @@ export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
   add(input: DeferredInput): Promise<void> {
     const existing = this.journal.get(input.path) ?? this.memoryOnly.get(input.path);
     const entry: DeferredEntry = {
-      path: input.path, dev: input.dev, ino: input.ino, size: input.size, mtimeNs: input.mtimeNs, reason: input.reason,
+      path: input.path, dev: input.dev, ino: input.ino, size: input.size, mtimeNs: input.mtimeNs, ctimeNs: input.ctimeNs ?? '', reason: input.reason,
       time: existing?.time ?? input.time ?? Date.now(),
     };
     const ops: JournalOp<DeferredEntry>[] = [];
@@ -203,19 +209,19 @@ export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
    * The entry was scanned: remove it, unless the path was re-added with another identity since
    * take() (then it stays queued for the new content). Resolves true if it was removed.
    */
-  async done(entry: DeferredEntry | string): Promise<boolean> {
+  async done(entry: DeferredInput | string): Promise<boolean> {
     const key = typeof entry === 'string' ? entry : entry.path;
     const taken = typeof entry === 'string' ? this.leased.get(key) : entry;
     this.leased.delete(key);
     const inMemory = this.memoryOnly.get(key);
     if (inMemory) {
-      if (taken && !sameIdentity(taken, inMemory)) return false;
+      if (taken && !sameIdentity(identityOf(taken), inMemory)) return false;
       this.memoryOnly.delete(key);
       return true;
     }
     const current = this.journal.get(key);
     if (!current) return false;
-    if (taken && !sameIdentity(taken, current)) return false;
+    if (taken && !sameIdentity(identityOf(taken), current)) return false;
     return this.journal.delete(key);
   }
 

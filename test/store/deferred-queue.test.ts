@@ -92,6 +92,31 @@ describe('DeferredQueue', () => {
     await q.close();
   });
 
+  it('a rewrite that restores size and mtime (utimensat) but moves ctime is new content: done() keeps it', async () => {
+    const file = freshFile();
+    const q = await DeferredQueue.open({ file });
+    await q.add(entry('/t', { ctimeNs: '1700000000000000000' }));
+    const [taken] = q.take(1);
+    await q.add(entry('/t', { ctimeNs: '1700000000500000000' }));
+    assert.equal(await q.done(taken!), false, 'the scan saw the old content');
+    assert.equal(q.has('/t'), true);
+    await q.close();
+  });
+
+  it('reads entries journaled without ctimeNs (older agents) as unknown ctime, and scans them', async () => {
+    const file = freshFile();
+    const { Journal } = await import('../../src/store/journal.js');
+    const j = await Journal.open<Record<string, unknown>>(file);
+    await j.write([{ op: 'put', key: '/legacy', value: { path: '/legacy', dev: '1', ino: '2', size: 3, mtimeNs: '4', reason: 'deadline', time: 5 } }]);
+    await j.close();
+    const q = await DeferredQueue.open({ file });
+    const [e] = q.take(1);
+    assert.equal(e?.path, '/legacy');
+    assert.equal(e?.ctimeNs, '');
+    assert.equal(await q.done(e!), true);
+    await q.close();
+  });
+
   it('emits "added" after the entry is durable, and an ignored failing add does not crash', async () => {
     const q = await DeferredQueue.open({ file: freshFile() });
     const seen: string[] = [];
