@@ -1,19 +1,20 @@
 /**
- * Chooses the protection backend, in one place: fanotify when it can run here (root or
- * CAP_SYS_ADMIN, a kernel with permission events), else the portable watcher; logged loudly.
+ * The protection backend, chosen and built in one place: fanotify when it can run here (root or
+ * CAP_SYS_ADMIN, a kernel with permission events), else the portable watcher (chokidar on Linux,
+ * directory notifications on Windows); a fallback is logged loudly. protection.ts is the seam.
  */
 import fs from 'node:fs';
 import { describeError, LightagentError } from '../errors.js';
 import { logger } from '../log.js';
-import { ChokidarWatcher } from './chokidar-watcher.js';
-import type { ProtectionBackend } from './protection.js';
 import type { AgentConfig } from '../config/agent.js';
 import type { FileScanner } from '../scan/file-scanner.js';
 import type { OnAccessHandler } from '../scan/on-access.js';
-import { startFanotifyProtection } from './fanotify-protection.js';
-import { localDiskMounts } from '../platform/linux/mounts.js';
 import type { SharedCacheSpec } from '../cache/shared-view.js';
-import { WindowsDirectoryWatcher } from './directory-watcher.js';
+import { localDiskMounts } from '../platform/linux/mounts.js';
+import { ChokidarWatcher } from './chokidar-watcher.js';
+import { WindowsDirectoryWatcher, type ChangeSource } from './directory-watcher.js';
+import { FanotifyGate } from './fanotify-gate.js';
+import type { BackendKind, ProtectionBackend, ProtectionHandler, WrittenResult } from './protection.js';
 
 /**
  * The paths to protect: the configured ones, or by default every local disk filesystem. Only
@@ -28,28 +29,86 @@ export function resolveProtect(cfg: AgentConfig, forced: 'fanotify' | 'watcher' 
   return mounts;
 }
 
+export interface BackendOptions {
+  /** Absolute paths judged; fanotify marks their mounts. */
+  protect: readonly string[];
+  /** Absolute paths inside `protect` left alone. */
+  exclude: readonly string[];
+  /** fanotify: every open is answered within this, by `onDeadline` if no decision came. */
+  deadlineMs: number;
+  onDeadline: 'allow' | 'deny';
+  /** fanotify: the local verdict cache, for the worker's hits. */
+  sharedCache?: SharedCacheSpec | undefined;
+  /** Watchers: ms a file must be quiet before it is reported. */
+  settleMs?: number | undefined;
+  /** Windows watcher: where its change records come from (tests feed recorded ones). */
+  changeSource?: ChangeSource | undefined;
+}
+
+/** Build one backend. Rejects (fanotify: a PlatformError LA_ERR_FANOTIFY_*) if it cannot run here. */
+export async function createBackend(kind: BackendKind, o: BackendOptions, handler: ProtectionHandler): Promise<ProtectionBackend> {
+  switch (kind) {
+    case 'fanotify':
+      return FanotifyGate.start({
+        mounts: [...o.protect],
+        protect: [...o.protect],
+        exclude: [...o.exclude],
+        deadlineMs: o.deadlineMs,
+        onDeadline: o.onDeadline,
+        sharedCache: o.sharedCache,
+        decide: (ev) => handler.decide(ev),
+        onCloseWrite: (ev) => handler.written(ev),
+      });
+    case 'chokidar':
+      return ChokidarWatcher.start({ paths: o.protect, exclude: o.exclude, handler, settleMs: o.settleMs });
+    case 'windows':
+      return WindowsDirectoryWatcher.start({ paths: o.protect, exclude: o.exclude, handler, settleMs: o.settleMs, source: o.changeSource });
+  }
+}
+
+/**
+ * The daemon's handler: decisions from OnAccessHandler; written files scanned through the event
+ * fd when the backend has one (a local hit answers synchronously: no promise per file in a burst
+ * of copies), else by path.
+ */
+export function daemonHandler(onAccess: OnAccessHandler, scanner: FileScanner): ProtectionHandler {
+  const log = logger('protection');
+  const failed = (path: string) => (e: unknown): WrittenResult => {
+    log.error('scan after write failed', { path, ...describeError(e) });
+    return { clean: false };
+  };
+  return {
+    decide: (ev) => onAccess.decide(ev),
+    written: (ev) => {
+      const { fd, stat } = ev;
+      if (fd === undefined || stat === undefined) {
+        return onAccess.written(ev.path, () => scanner.scanPath(ev.path)).then((r) => ({ clean: r.outcome === 'clean' }), failed(ev.path));
+      }
+      const r = onAccess.writtenNow(ev.path, () => scanner.scanFdNow(fd, ev.path, stat), ev.pid);
+      if (!(r instanceof Promise)) return { clean: r.outcome === 'clean' };
+      return r.then((x) => ({ clean: x.outcome === 'clean' }), failed(ev.path));
+    },
+  };
+}
+
 export async function startProtection(cfg: AgentConfig, forced: 'fanotify' | 'watcher' | undefined, handler: OnAccessHandler, scanner: FileScanner, sharedCache?: SharedCacheSpec): Promise<ProtectionBackend> {
   const log = logger('protection');
   for (const p of cfg.protect) {
     if (!fs.existsSync(p)) throw new LightagentError('LA_ERR_CONFIG', `protect: ${p} does not exist`, 'create it or remove it from `protect`');
   }
-  const exclude = [...cfg.exclude, cfg.state_dir];
+  // The handler answers by policy at `deadline`; the gate's worker is the backstop if the main thread stalls.
+  const o: BackendOptions = { protect: cfg.protect, exclude: [...cfg.exclude, cfg.state_dir], deadlineMs: cfg.deadline, onDeadline: cfg.on_svm_unavailable, sharedCache };
+  const h = daemonHandler(handler, scanner);
   if (process.platform === 'win32') {
     // Windows: directory change notifications, scan after write (docs/windows.md)
     if (forced === 'fanotify') throw new LightagentError('LA_ERR_CONFIG', '--mode fanotify: fanotify is Linux only', 'leave --mode out on Windows (watcher mode)');
-    const w = WindowsDirectoryWatcher.start({
-      paths: cfg.protect,
-      exclude,
-      onWritten: (file) => {
-        void handler.written(file, () => scanner.scanPath(file)).catch((e) => log.error('scan after write failed', { file, ...describeError(e) }));
-      },
-    });
+    const w = await createBackend('windows', o, h);
     log.warn('protection mode: watcher (Windows directory notifications; scan after write, opens are not blocked)', { paths: cfg.protect });
     return w;
   }
   if (forced !== 'watcher') {
     try {
-      const gate = await startFanotifyProtection(cfg, exclude, handler, scanner, sharedCache);
+      const gate = await createBackend('fanotify', o, h);
       log.info('on-access protection by fanotify: opens and executions are checked before they happen', { paths: cfg.protect });
       return gate;
     } catch (e) {
@@ -57,14 +116,7 @@ export async function startProtection(cfg: AgentConfig, forced: 'fanotify' | 'wa
       log.warn('fanotify is not available here; FALLING BACK to the portable watcher: files are scanned after they are written, opens are NOT blocked', describeError(e));
     }
   }
-  const watcher = await ChokidarWatcher.start({
-    paths: cfg.protect,
-    exclude,
-    scanExisting: false,
-    onWritten: (file) => {
-      void handler.written(file, () => scanner.scanPath(file)).catch((e) => log.error('scan after write failed', { file, ...describeError(e) }));
-    },
-  });
+  const watcher = await createBackend('chokidar', o, h);
   log.warn('protection mode: watcher (scan after write; opens are not blocked)', { paths: cfg.protect });
   return watcher;
 }

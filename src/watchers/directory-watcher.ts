@@ -3,35 +3,54 @@
  * scan after write. Windows lets a user-mode program see a file only after it was created or
  * written; refusing the open itself needs a signed kernel minifilter driver (docs/windows.md).
  *
- * Source of events: Node's `fs.watch(root, { recursive: true })`. On Windows libuv implements it
- * with one ReadDirectoryChangesW (bWatchSubtree, FILE_NOTIFY_CHANGE_FILE_NAME | DIR_NAME |
+ * Source of events (`source`, default fsWatchSource): Node's `fs.watch(root, { recursive: true })`.
+ * On Windows libuv implements it with one ReadDirectoryChangesW (bWatchSubtree, FILE_NOTIFY_CHANGE_FILE_NAME | DIR_NAME |
  * LAST_WRITE | SIZE | ...) per root on an overlapped handle, completed on the libuv I/O
  * completion port: the same system call a koffi binding would make, without a thread blocked in
  * foreign code and with libuv's handling of buffer overflow (ERROR_NOTIFY_ENUM_DIR). The
  * measurement against a koffi ReadDirectoryChangesW loop is in docs/windows.md.
  *
- * Each event names a path relative to its root. A path is handed over once it has been quiet for
- * `settleMs` (a file being written raises many events); the set of pending paths is bounded
- * (`maxPending`): beyond it new paths are dropped and counted, and the root is rescanned once
- * things are quiet again, so a burst can delay a scan but not hide a file. A root whose watch
- * fails (the directory was removed, the handle errored) is re-armed every second.
+ * Each event names a path relative to its root. A path is reported once it has been quiet for
+ * `settleMs` (a file being written raises many events) and is still a regular file; reports go
+ * through a WrittenQueue (bounded concurrency, one report per path at a time). Paths settling and
+ * paths queued are each bounded (`maxPending`): beyond it new paths are dropped and counted, and
+ * the root is rescanned once things are quiet again, so a burst can delay a scan but not hide a
+ * file. A root whose watch fails (the directory was removed, the handle errored) is re-armed
+ * every second.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { logger } from '../log.js';
-import type { ProtectionBackend } from './protection.js';
+import type { ProtectionBackend, ProtectionHandler } from './protection.js';
+import { WrittenQueue } from './written-queue.js';
+
+/**
+ * One root's change notifications: `onChange(name)` with a path relative to the root for each
+ * record, `onChange(null)` when the OS dropped records (buffer overflow), `onError` when the
+ * watch itself failed (it is then closed and armed again). Throws if the root cannot be watched.
+ */
+export type ChangeSource = (root: string, onChange: (name: string | Buffer | null) => void, onError: (e: Error) => void) => { close(): void };
+
+/** libuv's ReadDirectoryChangesW on Windows (see the file header); inotify elsewhere. */
+export const fsWatchSource: ChangeSource = (root, onChange, onError) => {
+  const w = fs.watch(root, { recursive: true, persistent: true }, (_type, name) => onChange(name));
+  w.on('error', onError);
+  return w;
+};
 
 export interface WindowsWatcherOptions {
   paths: readonly string[];
   exclude: readonly string[];
-  /** Called for every created, written or renamed-in regular file, after it settled. */
-  onWritten: (file: string) => void;
-  settleMs?: number;
-  maxPending?: number;
+  handler: ProtectionHandler;
+  settleMs?: number | undefined;
+  /** Paths settling or waiting for their report, at most; beyond, the root is rescanned later. */
+  maxPending?: number | undefined;
   /** Files visited by one overflow rescan of a root, at most. */
-  maxRescanFiles?: number;
-  /** Tests on Linux: Node's recursive watch exists there too (Node >= 20). */
-  caseInsensitive?: boolean;
+  maxRescanFiles?: number | undefined;
+  /** Compare paths case-insensitively (default: on Windows). */
+  caseInsensitive?: boolean | undefined;
+  /** Where the change records come from (default fsWatchSource; tests feed recorded records). */
+  source?: ChangeSource | undefined;
 }
 
 /** Paths compared the way the file system does: case-insensitively on Windows. */
@@ -44,13 +63,15 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
   private readonly log = logger('win-watcher');
   private readonly counts = { events: 0, handed: 0, dropped: 0, rescans: 0, errors: 0, rearms: 0 };
   private readonly pending = new Map<string, NodeJS.Timeout>();
-  private readonly watchers = new Map<string, fs.FSWatcher>();
+  private readonly watchers = new Map<string, { close(): void }>();
   private readonly rearmTimers = new Set<NodeJS.Timeout>();
   private readonly overflowed = new Set<string>();
   private readonly settleMs: number;
   private readonly maxPending: number;
   private readonly norm: (p: string) => string;
   private readonly excluded: string[];
+  private readonly queue: WrittenQueue;
+  private readonly source: ChangeSource;
   private stopped = false;
 
   private constructor(private readonly o: WindowsWatcherOptions) {
@@ -58,6 +79,8 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
     this.maxPending = o.maxPending ?? 10_000;
     this.norm = normalizer(o.caseInsensitive ?? process.platform === 'win32');
     this.excluded = o.exclude.map((e) => this.norm(e));
+    this.queue = new WrittenQueue(o.handler, this.log, 8, this.maxPending);
+    this.source = o.source ?? fsWatchSource;
   }
 
   static start(o: WindowsWatcherOptions): WindowsDirectoryWatcher {
@@ -74,22 +97,23 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
 
   private arm(root: string): void {
     if (this.stopped) return;
-    let w: fs.FSWatcher;
+    let w: { close(): void } | undefined;
+    const onError = (e: Error) => {
+      if (this.watchers.get(root) !== w || w === undefined) return;
+      this.counts.errors++;
+      this.log.warn('watch failed; re-arming', { root, code: (e as NodeJS.ErrnoException).code, message: e.message });
+      w.close();
+      this.watchers.delete(root);
+      this.rearmLater(root);
+    };
     try {
-      w = fs.watch(root, { recursive: true, persistent: true }, (_type, name) => this.onEvent(root, name));
+      w = this.source(root, (name) => this.onEvent(root, name), onError);
     } catch (e) {
       this.counts.errors++;
       this.log.warn('cannot watch; retrying every second', { root, code: (e as NodeJS.ErrnoException).code, message: (e as Error).message });
       this.rearmLater(root);
       return;
     }
-    w.on('error', (e) => {
-      this.counts.errors++;
-      this.log.warn('watch failed; re-arming', { root, code: (e as NodeJS.ErrnoException).code, message: e.message });
-      w.close();
-      this.watchers.delete(root);
-      this.rearmLater(root);
-    });
     this.watchers.set(root, w);
   }
 
@@ -129,10 +153,10 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
       this.scheduleRescan(root);
       return;
     }
-    this.pending.set(key, setTimeout(() => this.settled(key, file), this.settleMs));
+    this.pending.set(key, setTimeout(() => this.settled(root, key, file), this.settleMs));
   }
 
-  private settled(key: string, file: string): void {
+  private settled(root: string, key: string, file: string): void {
     this.pending.delete(key);
     if (this.stopped) return;
     let st: fs.Stats;
@@ -142,8 +166,18 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
       return; // gone (deleted, or renamed away: the new name has its own event)
     }
     if (!st.isFile()) return;
-    this.counts.handed++;
-    this.o.onWritten(file);
+    this.hand(root, file);
+  }
+
+  /** Queue a report; a full queue leaves the file to the root's next rescan. */
+  private hand(root: string, file: string): boolean {
+    if (this.queue.push(file)) {
+      this.counts.handed++;
+      return true;
+    }
+    this.counts.dropped++;
+    this.overflowed.add(root);
+    return false;
   }
 
   private rescanTimer: NodeJS.Timeout | undefined;
@@ -152,7 +186,7 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
     if (this.rescanTimer) clearTimeout(this.rescanTimer);
     this.rescanTimer = setTimeout(() => {
       this.rescanTimer = undefined;
-      if (this.pending.size > this.maxPending / 2) return this.scheduleRescan(root);
+      if (this.pending.size + this.queue.size > this.maxPending / 2) return this.scheduleRescan(root);
       for (const r of [...this.overflowed]) this.rescan(r);
       this.overflowed.clear();
     }, this.settleMs * 2);
@@ -178,8 +212,11 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
         if (e.isDirectory()) stack.push(p);
         else if (e.isFile()) {
           seen++;
-          this.counts.handed++;
-          this.o.onWritten(p);
+          if (!this.hand(root, p)) {
+            // the queue is full: the rest of this root waits for the next rescan
+            this.scheduleRescan(root);
+            return;
+          }
         }
       }
     }
@@ -187,7 +224,7 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
   }
 
   stats(): Record<string, number> {
-    return { ...this.counts, pending: this.pending.size, roots: this.watchers.size };
+    return { ...this.counts, pending: this.pending.size, queued: this.queue.size, reported: this.queue.reported, failed: this.queue.failed, roots: this.watchers.size };
   }
 
   flushCleanMarks(): void {
@@ -203,5 +240,6 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
     for (const t of this.rearmTimers) clearTimeout(t);
     this.rearmTimers.clear();
     if (this.rescanTimer) clearTimeout(this.rescanTimer);
+    await this.queue.close();
   }
 }

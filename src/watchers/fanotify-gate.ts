@@ -1,13 +1,16 @@
 /**
  * FanotifyGate — on-access protection on Linux. The worker thread (fanotify-worker.ts) owns the
- * fanotify group and answers what needs no verdict; this side turns posted events into decisions:
+ * fanotify group and answers what needs no verdict (the agent's own events, paths outside
+ * `protect` or inside `exclude`: allowed, never ignore-marked, since a mark follows the inode
+ * into wherever it is renamed or linked; empty files; clean identity hits of the shared cache);
+ * this side turns posted events into decisions:
  *
  *   fstat(event fd) -> decide() -> [ignore mark if clean] -> response -> [hold] -> close(fd)
  *
  * A clean, cacheable verdict adds a kernel ignore mark on the inode BEFORE the response, so the
  * next opens of that unchanged file raise no event at all; the kernel drops the mark at the first
- * modification. If the file changed while it was judged (fstat before != after), the mark is
- * removed again. `flushIgnoreMarks()` drops every ignore mark (signature generation change).
+ * modification. If the file changed while it was judged (sameIdentity before/after fails), the
+ * mark is removed again. `flushCleanMarks()` drops every ignore mark (signature generation change).
  *
  * Deadlines: the worker answers any permission event this thread has not answered within
  * `deadlineMs`, by `onDeadline`. A decision that arrives later is not written (the event was
@@ -20,51 +23,30 @@ import { describeError, PlatformError } from '../errors.js';
 import { raiseOpenFileLimit } from '../platform/linux/rlimit.js';
 import { logger } from '../log.js';
 import { FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, addIgnoreMark, closeFd, flushInodeMarks, makePipe, removeIgnoreMark, responseRecord } from '../platform/linux/fanotify.js';
-import { C, COUNTER_SLOTS, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, STATE_SLOTS, hrMs, protectedFdPath, type EventKind, type PostedEvent, type WarmUpConfig, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
-import type { ProtectionBackend, ProtectionMode } from './protection.js';
+import { C, COUNTER_SLOTS, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, STATE_SLOTS, hrMs, protectedFdPath, type PostedEvent, type WarmUpConfig, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
+import type { AccessEvent, Decision, ProtectionBackend, ProtectionMode, WrittenResult } from './protection.js';
 import type { SharedCacheSpec } from '../cache/shared-view.js';
 import { VerdictCache } from '../cache/verdict-cache.js';
+import { sameIdentity } from '../cache/file-identity.js';
 
-export type GateEventKind = EventKind;
-
-export interface GateEvent {
+/** A protected file opened for writing was closed (a notification: nothing waits on it). */
+export interface CloseWriteEvent {
   /** The event fd: read the content through it (readEventContent), never reopen by path. */
   fd: number;
-  /** Thread group id of the process that opened, executed or wrote the file. */
+  /** Thread group id of the writer. */
   pid: number;
   path: string;
-  kind: GateEventKind;
   stat: fs.BigIntStats;
 }
-
-/** An open or execution the kernel holds until it is answered. */
-export interface PermissionEvent extends GateEvent {
-  kind: 'open' | 'exec';
-}
-
-/** A protected file opened for writing was closed (notification: nothing waits on it). */
-export interface CloseWriteEvent extends GateEvent {
-  kind: 'close-write';
-}
-
-export interface Decision {
-  allow: boolean;
-  /** Clean and unchanged: add a kernel ignore mark so later opens of this inode raise no event. */
-  cacheable?: boolean;
-  /** Keep the event fd open until this settles (a scan still reading through it). */
-  hold?: Promise<void>;
-}
-/** Same as Decision (the name the daemon uses). */
-export type GateDecision = Decision;
 
 export interface FanotifyGateOptions {
   /** Paths whose mounts (or filesystems) are marked. */
   mounts: string[];
   /** Mark whole filesystems instead of mounts (FAN_MARK_FILESYSTEM, Linux 4.20). */
   filesystem?: boolean;
-  /** Only these path prefixes are judged; everything else on the marks is allowed at once (and ignore-marked). */
+  /** Only these path prefixes are judged; everything else on the marks is allowed at once (never ignore-marked). */
   protect: string[];
-  /** Path prefixes inside `protect` allowed at once (and ignore-marked). */
+  /** Path prefixes inside `protect` allowed at once (never ignore-marked). */
   exclude: string[];
   /** Every permission event is answered within this, by `onDeadline` if no verdict came. */
   deadlineMs: number;
@@ -87,7 +69,8 @@ export interface FanotifyGateOptions {
   closeWriteHold?: { quietMs?: number; maxAgeMs?: number };
   /** Also gate execution (FAN_OPEN_EXEC_PERM, Linux >= 5.0; default true). */
   exec?: boolean;
-  decide: (ev: PermissionEvent) => Promise<Decision>;
+  /** Decision.hold keeps the event fd open until it settles (a scan still reading through it). */
+  decide: (ev: AccessEvent) => Promise<Decision>;
   /**
    * A protected file was written and closed. The event fd stays open until the returned promise
    * settles (scan it in the background through the fd), or is closed as soon as this returns
@@ -96,7 +79,7 @@ export interface FanotifyGateOptions {
    * then adds the same ignore mark an open would have earned, so the writer's next open raises no
    * event. A synchronous answer is handled synchronously (no promise per file in a burst).
    */
-  onCloseWrite?: (ev: CloseWriteEvent) => unknown;
+  onCloseWrite?: (ev: CloseWriteEvent) => WrittenResult | Promise<WrittenResult | void> | void;
   /**
    * The local verdict cache, shared read-only with the worker: clean identity hits of the
    * current generation are then answered there, without the hop to this thread.
@@ -110,7 +93,7 @@ export interface FanotifyGateOptions {
 }
 
 /** Enough calls for V8 to optimize the hit path; ~180 ms of the gate's start (measured: see fanotify-worker.ts warmUp). */
-export const WARM_UP_ROUNDS = 4000;
+const WARM_UP_ROUNDS = 4000;
 
 /**
  * The worker's warm-up input: a private 16-entry shared cache holding one clean entry for the
@@ -136,8 +119,8 @@ const IGNORE_MASK = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
 const LATENCY_RING = 4096;
 const STOP_GRACE_MS = 3000;
 /** Defaults of closeWriteHold (fanotify-worker.ts says why close-writes are held). */
-export const CLOSE_WRITE_QUIET_MS = 20;
-export const CLOSE_WRITE_MAX_AGE_MS = 3000;
+const CLOSE_WRITE_QUIET_MS = 20;
+const CLOSE_WRITE_MAX_AGE_MS = 3000;
 /** A closeWriteHold value: the default unless a finite number of ms >= 0 was given. */
 function holdMs(v: number | undefined, dflt: number): number {
   return v !== undefined && Number.isFinite(v) && v >= 0 ? v : dflt;
@@ -165,7 +148,7 @@ export function readEventContent(fd: number, maxBytes: number): Buffer {
 }
 
 /** The fd limit the gate asks for (the systemd unit's LimitNOFILE): see defaultCloseWriteMaxFds. */
-export const WANTED_OPEN_FILES = 65_536;
+const WANTED_OPEN_FILES = 65_536;
 
 /**
  * A quarter of the soft RLIMIT_NOFILE, within 256..16,384 (4,096 when it is unknown). The rest
@@ -377,8 +360,7 @@ export class FanotifyGate implements ProtectionBackend {
     this.withGroup((fan) => {
       if (!addIgnoreMark(fan, e.fd, IGNORE_MASK)) return;
       Atomics.add(this.counters, C.ignoreMarks, 1);
-      const after = fs.fstatSync(e.fd, { bigint: true });
-      if (after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs || after.size !== before.size) {
+      if (!sameIdentity(fs.fstatSync(e.fd, { bigint: true }), before)) {
         removeIgnoreMark(fan, e.fd, IGNORE_MASK);
         Atomics.add(this.counters, C.marksDropped, 1);
       }
@@ -418,7 +400,7 @@ export class FanotifyGate implements ProtectionBackend {
       }
       stat = fs.fstatSync(e.fd, { bigint: true });
       if (!stat.isFile()) return this.closeWriteDone(e);
-      r = this.o.onCloseWrite({ fd: e.fd, pid: e.pid, path: e.path, kind: 'close-write', stat });
+      r = this.o.onCloseWrite({ fd: e.fd, pid: e.pid, path: e.path, stat });
     } catch (err) {
       this.closeWriteDone(e);
       throw err;
@@ -441,17 +423,12 @@ export class FanotifyGate implements ProtectionBackend {
   }
 
   /** Drop every kernel ignore mark (a new signature generation): every next open is asked again. */
-  flushIgnoreMarks(): void {
+  flushCleanMarks(): void {
     try {
       if (this.withGroup((fan) => flushInodeMarks(fan))) this.log.info('kernel ignore marks flushed: every file is checked again at its next open');
     } catch (e) {
       this.log.error('could not flush the kernel ignore marks', describeError(e));
     }
-  }
-
-  /** ProtectionBackend's name for flushIgnoreMarks. */
-  flushCleanMarks(): void {
-    this.flushIgnoreMarks();
   }
 
   /**

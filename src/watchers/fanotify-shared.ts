@@ -35,14 +35,12 @@ export interface WarmUpConfig {
   rounds: number;
 }
 
-export type EventKind = 'open' | 'exec' | 'close-write';
-
 export interface PostedEvent {
   fd: number;
   /** Pending-event sequence number in the shared state (0 for close-write notifications). */
   seq: number;
   pid: number;
-  kind: EventKind;
+  kind: 'open' | 'exec' | 'close-write';
   /** '' for a close-write: the main thread reads its path when it takes it (FanotifyGate.closeWrite). */
   path: string;
   /** hrMs() in the worker when the event was read: process-wide monotonic, comparable across threads. */
@@ -101,7 +99,7 @@ export function hrMs(): number {
 }
 
 /** Whether `path` is one of `prefixes` or below one (prefixes are absolute, without a trailing '/'). */
-export function within(path: string, prefixes: readonly string[]): boolean {
+function within(path: string, prefixes: readonly string[]): boolean {
   for (const p of prefixes) if (path === p || path.startsWith(p.endsWith('/') ? p : `${p}/`)) return true;
   return false;
 }

@@ -49,6 +49,7 @@ import {
 } from '../platform/linux/fanotify.js';
 import { loadXxhash } from '../cache/fingerprint.js';
 import { SharedCacheView } from '../cache/shared-view.js';
+import { sameIdentity } from '../cache/file-identity.js';
 import { C, COUNTER_SLOTS, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, hrMs, protectedFdPath, type PostedEvent, type WarmUpConfig, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
 
 const cfg = workerData as WorkerConfig;
@@ -266,7 +267,7 @@ function fstat(fd: number): fs.BigIntStats | undefined {
 function markUnchanged(fd: number, st: fs.BigIntStats): boolean {
   if (!addIgnoreMark(fan, fd, IGNORE)) return true; // no mark (the group is closing): the answer stands
   const after = fstat(fd);
-  if (!after || after.mtimeNs !== st.mtimeNs || after.ctimeNs !== st.ctimeNs || after.size !== st.size) {
+  if (!after || !sameIdentity(after, st)) {
     removeIgnoreMark(fan, fd, IGNORE);
     Atomics.add(counters, C.marksDropped, 1);
     return false;
