@@ -89,7 +89,6 @@ export class WrittenQueue {
     if (this.active === 0) return Promise.resolve();
     return new Promise((resolve) => {
       const t = setTimeout(resolve, maxWaitMs);
-      t.unref();
       this.idleWaiters.push(() => {
         clearTimeout(t);
         resolve();
