@@ -12,11 +12,11 @@
  *
  * Each event names a path relative to its root. A path is reported once it has been quiet for
  * `settleMs` (a file being written raises many events) and is still a regular file; reports go
- * through a WrittenQueue (bounded concurrency, one report per path at a time). Paths settling and
- * paths queued are each bounded (`maxPending`): beyond it new paths are dropped and counted, and
- * the root is rescanned once things are quiet again, so a burst can delay a scan but not hide a
- * file. A root whose watch fails (the directory was removed, the handle errored) is re-armed
- * every second.
+ * through a WrittenQueue (bounded concurrency, one report per path at a time). Paths settling are
+ * bounded (`maxPending`), the queue to that plus one rescan: beyond, new paths are dropped and
+ * counted, and the root is rescanned once things are quiet again, so a burst can delay a scan
+ * but not hide a file. A root whose watch fails (the directory was removed, the handle errored)
+ * is re-armed every second.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -43,7 +43,7 @@ export interface WindowsWatcherOptions {
   exclude: readonly string[];
   handler: ProtectionHandler;
   settleMs?: number | undefined;
-  /** Paths settling or waiting for their report, at most; beyond, the root is rescanned later. */
+  /** Paths settling at most (default 10,000); beyond, the root is rescanned later. The scan queue holds this plus maxRescanFiles. */
   maxPending?: number | undefined;
   /** Files visited by one overflow rescan of a root, at most. */
   maxRescanFiles?: number | undefined;
@@ -52,6 +52,8 @@ export interface WindowsWatcherOptions {
   /** Where the change records come from (default fsWatchSource; tests feed recorded records). */
   source?: ChangeSource | undefined;
 }
+
+const MAX_RESCAN_FILES = 200_000;
 
 /** Paths compared the way the file system does: case-insensitively on Windows. */
 function normalizer(caseInsensitive: boolean): (p: string) => string {
@@ -79,7 +81,9 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
     this.maxPending = o.maxPending ?? 10_000;
     this.norm = normalizer(o.caseInsensitive ?? process.platform === 'win32');
     this.excluded = o.exclude.map((e) => this.norm(e));
-    this.queue = new WrittenQueue(o.handler, this.log, 8, this.maxPending);
+    // Room for one whole rescan on top of the live events: a rescan that the queue cut short
+    // would walk the root from its start again and never reach the files past the cut.
+    this.queue = new WrittenQueue(o.handler, this.log, 8, this.maxPending + (o.maxRescanFiles ?? MAX_RESCAN_FILES));
     this.source = o.source ?? fsWatchSource;
   }
 
@@ -195,7 +199,7 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
   /** Hand over every regular file under root (bounded), for a watch that lost events. */
   private rescan(root: string): void {
     this.counts.rescans++;
-    const limit = this.o.maxRescanFiles ?? 200_000;
+    const limit = this.o.maxRescanFiles ?? MAX_RESCAN_FILES;
     let seen = 0;
     const stack = [root];
     while (stack.length > 0 && seen < limit && !this.stopped) {
