@@ -4,7 +4,6 @@
  * --json: {event, url, metrics, healthz, engine, generation, pid}), then runs until SIGINT or
  * SIGTERM and closes gracefully (agents get 4010 and fail over). Exit 2 on a config error.
  */
-import { parseArgs } from 'node:util';
 import { closeLogging, configureLogging } from '../log.js';
 import { loadSvmConfig, readTlsFiles, type SvmConfig } from '../svm/config.js';
 import { BuiltinEngine } from '../svm/engines/builtin.js';
@@ -15,40 +14,45 @@ import { MemoryVerdictCache } from '../svm/memory-verdict-cache.js';
 import { RedisVerdictCache, redactUrl } from '../svm/redis-verdict-cache.js';
 import type { SharedVerdictCache } from '../svm/verdict-cache.js';
 import { SvmServer } from '../svm/server.js';
+import { defineCommand, type OptionSpec, type Values } from './command.js';
 import { err, exitAfterFlush, fail, out } from './output.js';
 
-const HELP = `Usage: lightagent-svm [options]
+const SVM_OPTIONS = {
+  config: { type: 'string', arg: 'F', help: 'config file (YAML or JSON)' },
+  listen: { type: 'string', arg: 'HOST:PORT', help: 'where to listen (default 127.0.0.1:7443; port 0 picks a free port)' },
+  token: {
+    type: 'string',
+    multiple: true,
+    arg: 'T',
+    help: 'accept this token, tenant "default" (repeatable; replaces the config\nfile\'s tokens; LIGHTAGENT_SVM_TOKEN adds one to the file\'s)',
+  },
+  'token-file': { type: 'string', arg: 'F', help: 'a YAML/JSON list of tokens like the config\'s tokens (with tenant and\nexpires); re-read on SIGHUP (config token_file)' },
+  engine: {
+    type: 'string',
+    arg: 'E',
+    help: 'builtin (signatures in this process) | clamav (a running clamd) |\nyara (YARA rules, YARA-X in this process; needs npm @litko/yara-x-linux-x64-gnu)',
+  },
+  'yara-rules': { type: 'string', arg: 'PATH', help: 'a .yar file or a directory of .yar/.yara files (engine yara; config\nyara_rules; reloaded on SIGHUP, a rule error keeps the previous rules)' },
+  clamd: { type: 'string', arg: 'ADDR', help: "clamd's socket path or tcp://HOST:PORT (engine clamav; config\nclamd.address, default /run/clamav/clamd.ctl)" },
+  cache: { type: 'string', arg: 'C', help: 'memory | redis://HOST:PORT: verdicts shared with every SVM on that Redis\n(config cache.store; Redis down: the memory tier answers, nothing waits)' },
+  signatures: { type: 'string', multiple: true, arg: 'FILE', help: 'load a .hdb, .hsb or .ndb signature file (repeatable; engine builtin)' },
+  'max-file-size': { type: 'string', arg: 'SZ', help: 'largest upload accepted (default 64 MiB)' },
+  'tls-cert': { type: 'string', arg: 'F', help: 'PEM certificate of the SVM: agents connect with wss:// (config tls.cert)' },
+  'tls-key': { type: 'string', arg: 'F', help: 'PEM private key of --tls-cert (config tls.key)' },
+  'tls-client-ca': { type: 'string', arg: 'F', help: 'mutual TLS: refuse agents without a certificate signed by this CA\n(config tls.client_ca)' },
+  'log-file': { type: 'string', arg: 'F', help: 'JSON-lines log file (default: JSON lines on stderr)' },
+  'log-level': { type: 'string', arg: 'L', help: 'error | warn | info | debug' },
+  json: { type: 'boolean', help: 'print the listening line as JSON' },
+} as const satisfies Record<string, OptionSpec>;
 
-Run the Security VM server: agents connect over WebSocket (lightagent/1); GET /metrics and
-GET /healthz on the same port.
-
-Options:
-  --config F           config file (YAML or JSON)
-  --listen HOST:PORT   where to listen (default 127.0.0.1:7443; port 0 picks a free port)
-  --token T            accept this token, tenant "default" (repeatable; replaces the config
-                       file's tokens; LIGHTAGENT_SVM_TOKEN adds one to the file's)
-  --token-file F       a YAML/JSON list of tokens like the config's tokens (with tenant and
-                       expires); re-read on SIGHUP (config token_file)
-  --engine E           builtin (signatures in this process) | clamav (a running clamd) |
-                       yara (YARA rules, YARA-X in this process; needs npm @litko/yara-x-linux-x64-gnu)
-  --yara-rules PATH    a .yar file or a directory of .yar/.yara files (engine yara; config
-                       yara_rules; reloaded on SIGHUP, a rule error keeps the previous rules)
-  --clamd ADDR         clamd's socket path or tcp://HOST:PORT (engine clamav; config
-                       clamd.address, default /run/clamav/clamd.ctl)
-  --cache C            memory | redis://HOST:PORT: verdicts shared with every SVM on that Redis
-                       (config cache.store; Redis down: the memory tier answers, nothing waits)
-  --signatures FILE    load a .hdb, .hsb or .ndb signature file (repeatable; engine builtin)
-  --max-file-size SZ   largest upload accepted (default 64 MiB)
-  --tls-cert F         PEM certificate of the SVM: agents connect with wss:// (config tls.cert)
-  --tls-key F          PEM private key of --tls-cert (config tls.key)
-  --tls-client-ca F    mutual TLS: refuse agents without a certificate signed by this CA
-                       (config tls.client_ca)
-  --log-file F         JSON-lines log file (default: JSON lines on stderr)
-  --log-level L        error | warn | info | debug
-  --json               print the listening line as JSON
-  -h, --help           show this help
-
-Plain ws:// is allowed only on a loopback address, unless insecure_plain_ws: true.
+const svmCommand = defineCommand({
+  program: 'lightagent-svm',
+  summary: 'the Security VM server',
+  usage: '[options]',
+  description: `Run the Security VM server: agents connect over WebSocket (lightagent/1); GET /metrics and
+GET /healthz on the same port.`,
+  options: SVM_OPTIONS,
+  footer: `Plain ws:// is allowed only on a loopback address, unless insecure_plain_ws: true.
 
 Signals: SIGHUP reloads the signatures (builtin files; clamd RELOAD; yara rules), agents are
 told the new generation; re-reads the config file and token file: tokens (connected agents stay unless their
@@ -61,42 +65,11 @@ Example config (YAML):
   signatures: [/etc/lightagent/local.hdb, /etc/lightagent/local.ndb]
   max_file_size: 64 MiB
   upload_memory: 512 MiB
-  log: {file: /var/log/lightagent/svm.log, level: info}`;
+  log: {file: /var/log/lightagent/svm.log, level: info}`,
+  handler: ({ values }) => serve(values),
+});
 
-async function main(argv: string[]): Promise<number> {
-  let args;
-  try {
-    args = parseArgs({
-      args: argv,
-      options: {
-        config: { type: 'string' },
-        listen: { type: 'string' },
-        token: { type: 'string', multiple: true },
-        signatures: { type: 'string', multiple: true },
-        engine: { type: 'string' },
-        clamd: { type: 'string' },
-        'yara-rules': { type: 'string' },
-        cache: { type: 'string' },
-        'max-file-size': { type: 'string' },
-        'token-file': { type: 'string' },
-        'tls-cert': { type: 'string' },
-        'tls-key': { type: 'string' },
-        'tls-client-ca': { type: 'string' },
-        'log-file': { type: 'string' },
-        'log-level': { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (e) {
-    err(`lightagent-svm: ${(e as Error).message}\n\n${HELP}`);
-    return 2;
-  }
-  const o = args.values;
-  if (o.help) {
-    out(HELP);
-    return 0;
-  }
+async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
   let cfg: SvmConfig;
   const load = () =>
     loadSvmConfig({
@@ -207,7 +180,7 @@ async function makeEngine(cfg: SvmConfig): Promise<ScanEngine> {
   return new BuiltinEngine({ signatureFiles: cfg.signatures });
 }
 
-main(process.argv.slice(2)).then(
+svmCommand.run(process.argv.slice(2)).then(
   (code) => exitAfterFlush(code),
   (e: unknown) => {
     err(`lightagent-svm: internal error: ${(e as Error)?.stack ?? String(e)}`);

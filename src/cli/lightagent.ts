@@ -1,26 +1,11 @@
 #!/usr/bin/env -S node --max-semi-space-size=1
 /**
- * `lightagent` — the agent's command line. One subcommand per file in ./commands.
+ * `lightagent` — the agent's command line. One subcommand per file in ./commands, each defined
+ * once with src/cli/command.ts; a command's module loads only when it runs (the daemon's start-up
+ * does not pay for the tray's or the demo's imports).
  */
-import { AGENT_VERSION } from '../agent/identity.js';
-import { err, exitAfterFlush, out, printJson } from './output.js';
-
-const HELP = `Usage: lightagent <command> [options]
-
-Commands:
-  run              run the protection daemon (on-access protection of the configured paths)
-  scan PATH...     scan files and trees through an SVM (on demand)
-  svm-info         the SVM in use, its signatures, load and latency, and the other SVMs' states
-  quarantine ...   list, restore or delete quarantined files
-  status           show the running agent's protection state (any user)
-  events           recent detections and denied accesses, with the process behind each
-  tray             desktop tray icon and notifications (run as the desktop user)
-  demo             start a local SVM and an agent protecting a demo folder (what \`npm start\` runs)
-  version          print the version
-
-Run \`lightagent <command> --help\` for the options of a command.`;
-
-type Command = (argv: string[]) => Promise<number>;
+import type { Command } from './command.js';
+import { err, exitAfterFlush, out } from './output.js';
 
 const commands: Record<string, () => Promise<Command>> = {
   run: async () => (await import('./commands/run.js')).runCommand,
@@ -32,35 +17,29 @@ const commands: Record<string, () => Promise<Command>> = {
   tray: async () => (await import('./commands/tray.js')).trayCommand,
   demo: async () => (await import('./commands/demo.js')).demoCommand,
   service: async () => (await import('./commands/service.js')).serviceCommand,
-  version: async () => async (argv) => {
-    if (argv.includes('-h') || argv.includes('--help')) {
-      out('Usage: lightagent version [--json]\n\nPrint the agent version; --json adds the Node runtime, platform and architecture.');
-      return 0;
-    }
-    const bad = argv.find((a) => a !== '--json');
-    if (bad !== undefined) {
-      err(`lightagent version: unknown option "${bad}"; usage: lightagent version [--json]`);
-      return 2;
-    }
-    if (argv.includes('--json')) printJson({ version: AGENT_VERSION, node: process.version, platform: process.platform, arch: process.arch });
-    else out(AGENT_VERSION);
-    return 0;
-  },
+  version: async () => (await import('./commands/version.js')).versionCommand,
 };
+
+/** The command list from each command's own summary. */
+async function help(): Promise<string> {
+  const all = await Promise.all(Object.values(commands).map((load) => load()));
+  const rows = all.filter((c) => !c.hidden).map((c) => `  ${c.name.padEnd(16)} ${c.summary}`);
+  return `Usage: lightagent <command> [options]\n\nCommands:\n${rows.join('\n')}\n\nRun \`lightagent <command> --help\` for the options of a command.`;
+}
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '-h' || name === '--help' || name === 'help') {
-    out(HELP);
+    out(await help());
     return name ? 0 : 2;
   }
-  if (name === '--version') return (await commands.version!())([]);
-  const load = commands[name];
+  if (name === '--version') return (await commands.version!()).run([]);
+  const load = Object.hasOwn(commands, name) ? commands[name] : undefined;
   if (!load) {
-    err(`lightagent: unknown command "${name}"\n\n${HELP}`);
+    err(`lightagent: unknown command "${name.slice(0, 60)}"\n\n${await help()}`);
     return 2;
   }
-  return (await load())(rest);
+  return (await load()).run(rest);
 }
 
 main(process.argv.slice(2)).then(

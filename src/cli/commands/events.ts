@@ -4,22 +4,10 @@
  * Exit codes: 0 done, 2 error.
  */
 import fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { eventsFilePath, parseLines, readRecentEvents, type AgentEvent } from '../../store/events-file.js';
 import type { ProcessIdentity } from '../../store/events-file.js';
+import { defineCommand } from '../command.js';
 import { err, out } from '../output.js';
-
-export const EVENTS_HELP = `Usage: lightagent events [options]
-
-Recent detections and denied opens/executions, each with the process that caused it
-(pid, executable, command line, user, and up to 3 parents).
-
-Options:
-  --state-dir DIR   the agent's state directory (default /var/lib/lightagent)
-  -n, --lines N     how many recent events (default 50, at most 10000)
-  --follow          keep printing new events as the agent records them (until Ctrl-C)
-  --json            one JSON object per line
-  -h, --help        show this help`;
 
 const DEFAULT_STATE_DIR = '/var/lib/lightagent';
 const FOLLOW_POLL_MS = 500;
@@ -44,53 +32,41 @@ export function formatEvent(e: AgentEvent): string {
   return lines.join('\n');
 }
 
-export async function eventsCommand(argv: string[]): Promise<number> {
-  let args;
-  try {
-    args = parseArgs({
-      args: argv,
-      options: {
-        'state-dir': { type: 'string' },
-        lines: { type: 'string', short: 'n' },
-        follow: { type: 'boolean', default: false },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (e) {
-    err(`lightagent events: ${(e as Error).message}\n\n${EVENTS_HELP}`);
-    return 2;
-  }
-  const o = args.values;
-  if (o.help) {
-    out(EVENTS_HELP);
+export const eventsCommand = defineCommand({
+  name: 'events',
+  summary: 'recent detections and denied accesses, with the process behind each',
+  usage: '[options]',
+  description: `Recent detections and denied opens/executions, each with the process that caused it
+(pid, executable, command line, user, and up to 3 parents).`,
+  options: {
+    'state-dir': { type: 'string', arg: 'DIR', help: "the agent's state directory (default /var/lib/lightagent)" },
+    lines: { type: 'integer', short: 'n', arg: 'N', min: 1, max: 10_000, default: 50, help: 'how many recent events (default 50, at most 10000)' },
+    follow: { type: 'boolean', help: 'keep printing new events as the agent records them (until Ctrl-C)' },
+    json: { type: 'boolean', help: 'one JSON object per line' },
+  },
+  async handler({ values: o, prefix }) {
+    const limit = o.lines;
+    const file = eventsFilePath(o['state-dir'] ?? DEFAULT_STATE_DIR);
+    const print = (e: AgentEvent) => out(o.json ? JSON.stringify(e) : formatEvent(e));
+    try {
+      fs.accessSync(file, fs.constants.R_OK);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EACCES') {
+        err(`${prefix}: cannot read ${file}: permission denied (the events file is readable by root only)\n  -> run it as root: sudo lightagent events`);
+        return 2;
+      }
+      if (!o.follow) {
+        if (!o.json) out(`no events recorded yet (${file} does not exist)`);
+        return 0;
+      }
+    }
+    for (const e of readRecentEvents(file, limit)) print(e);
+    if (!o.follow) return 0;
+    await follow(file, print);
     return 0;
-  }
-  const limit = o.lines === undefined ? 50 : Number(o.lines);
-  if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
-    err('lightagent events: --lines must be a whole number from 1 to 10000');
-    return 2;
-  }
-  const file = eventsFilePath(o['state-dir'] ?? DEFAULT_STATE_DIR);
-  const print = (e: AgentEvent) => out(o.json ? JSON.stringify(e) : formatEvent(e));
-  try {
-    fs.accessSync(file, fs.constants.R_OK);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EACCES') {
-      err(`lightagent events: cannot read ${file}: permission denied (the events file is readable by root only)\n  -> run it as root: sudo lightagent events`);
-      return 2;
-    }
-    if (!o.follow) {
-      if (!o.json) out(`no events recorded yet (${file} does not exist)`);
-      return 0;
-    }
-  }
-  for (const e of readRecentEvents(file, limit)) print(e);
-  if (!o.follow) return 0;
-  await follow(file, print);
-  return 0;
-}
+  },
+});
 
 /** Print lines appended to `file` until SIGINT/SIGTERM; starts over when it is rotated. */
 async function follow(file: string, print: (e: AgentEvent) => void): Promise<void> {

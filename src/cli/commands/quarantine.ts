@@ -2,28 +2,11 @@
  * `lightagent quarantine list | restore ID | delete ID` — the quarantine store on this machine.
  * Exit codes: 0 done, 2 error (bad arguments, unknown id, refused restore, not root).
  */
-import { parseArgs } from 'node:util';
 import { Quarantine, type QuarantineRecord } from '../../store/quarantine.js';
 import { QuarantineError } from '../../errors.js';
 import { configureLogging } from '../../log.js';
-import { err, fail, out, printJson } from '../output.js';
-
-export const QUARANTINE_HELP = `Usage: lightagent quarantine <list|restore|delete> [options]
-
-  list [--json]                   list quarantined files (id, time, threat, original path)
-  restore ID [--force] [--to PATH]
-                                  put a file back with its owner and mode, and remove it from
-                                  quarantine; never follows symbolic links on the way
-  delete ID                       remove a quarantined file for good
-
-Options:
-  --state-dir DIR   the agent's state directory (default /var/lib/lightagent)
-  --json            list: print JSON
-  --force           restore: replace an existing file at the target
-  --to PATH         restore: restore to PATH instead of the original path
-  -h, --help        show this help
-
-restore and delete need root (on Windows: access to the store, Administrators). Exit status: 0 done, 2 error.`;
+import { defineCommand } from '../command.js';
+import { fail, out, printJson } from '../output.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/lightagent';
 
@@ -41,70 +24,62 @@ function row(r: QuarantineRecord): string {
   return `${r.id}  ${r.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z')}  ${r.threat}  ${r.originalPath}${state}`;
 }
 
-export async function quarantineCommand(argv: string[]): Promise<number> {
-  let args;
-  try {
-    args = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        'state-dir': { type: 'string' },
-        json: { type: 'boolean', default: false },
-        force: { type: 'boolean', default: false },
-        to: { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (e) {
-    err(`lightagent quarantine: ${(e as Error).message}\n\n${QUARANTINE_HELP}`);
-    return 2;
-  }
-  const o = args.values;
-  if (o.help) {
-    out(QUARANTINE_HELP);
-    return 0;
-  }
-  const [action, id, ...extra] = args.positionals;
-  const usage = (msg: string) => {
-    err(`lightagent quarantine: ${msg}\n\n${QUARANTINE_HELP}`);
-    return 2;
-  };
-  if (!action) return usage('name an action: list, restore or delete');
-  if (action === 'list' ? id !== undefined : id === undefined || extra.length > 0) {
-    return usage(action === 'list' ? 'list takes no arguments' : `${action} takes exactly one ID`);
-  }
-  if ((o.force || o.to !== undefined) && action !== 'restore') return usage('--force and --to apply to restore only');
-  configureLogging({ level: 'error' });
-  const q = new Quarantine({ stateDir: o['state-dir'] ?? DEFAULT_STATE_DIR });
-  try {
-    switch (action) {
-      case 'list': {
-        const items = await q.list();
-        if (o.json) printJson(items);
-        else if (items.length === 0) out('quarantine is empty');
-        else for (const r of items) out(row(r));
-        return 0;
-      }
-      case 'restore': {
-        needRoot('restore');
-        const r = await q.restore(id!, { force: o.force, ...(o.to !== undefined ? { to: o.to } : {}) });
-        out(`restored ${r.record.id} to ${r.path} (${r.record.threat})`);
-        return 0;
-      }
-      case 'delete': {
-        needRoot('delete');
-        const r = await q.delete(id!);
-        out(`deleted ${r.id} (${r.originalPath}, ${r.threat})`);
-        return 0;
-      }
-      default:
-        return usage(`unknown action "${action}"`);
+export const quarantineCommand = defineCommand({
+  name: 'quarantine',
+  summary: 'list, restore or delete quarantined files',
+  usage: '<list|restore|delete> [options]',
+  description: `  list [--json]                   list quarantined files (id, time, threat, original path)
+  restore ID [--force] [--to PATH]
+                                  put a file back with its owner and mode, and remove it from
+                                  quarantine; never follows symbolic links on the way
+  delete ID                       remove a quarantined file for good`,
+  options: {
+    'state-dir': { type: 'string', arg: 'DIR', help: "the agent's state directory (default /var/lib/lightagent)" },
+    json: { type: 'boolean', help: 'list: print JSON' },
+    force: { type: 'boolean', help: 'restore: replace an existing file at the target' },
+    to: { type: 'string', arg: 'PATH', help: 'restore: restore to PATH instead of the original path' },
+  },
+  positionals: true,
+  footer: 'restore and delete need root (on Windows: access to the store, Administrators). Exit status: 0 done, 2 error.',
+  async handler({ values: o, positionals, prefix, usage }) {
+    const [action, id, ...extra] = positionals;
+    if (!action) return usage('name an action: list, restore or delete');
+    if (action === 'list' ? id !== undefined : id === undefined || extra.length > 0) {
+      return usage(action === 'list' ? 'list takes no arguments' : `${action} takes exactly one ID`);
     }
-  } catch (e) {
-    const errno = (x: unknown) => (x as NodeJS.ErrnoException | undefined)?.code;
-    if (errno(e) === 'EACCES' || errno((e as Error).cause) === 'EACCES') {
-      return fail(new QuarantineError('LA_ERR_NOT_ROOT', `cannot read the quarantine in ${q.dir}: permission denied`, 'run it as root'), 'lightagent quarantine');
+    if ((o.force || o.to !== undefined) && action !== 'restore') return usage('--force and --to apply to restore only');
+    configureLogging({ level: 'error' });
+    const q = new Quarantine({ stateDir: o['state-dir'] ?? DEFAULT_STATE_DIR });
+    try {
+      switch (action) {
+        case 'list': {
+          const items = await q.list();
+          if (o.json) printJson(items);
+          else if (items.length === 0) out('quarantine is empty');
+          else for (const r of items) out(row(r));
+          return 0;
+        }
+        case 'restore': {
+          needRoot('restore');
+          const r = await q.restore(id!, { force: o.force, ...(o.to !== undefined ? { to: o.to } : {}) });
+          out(`restored ${r.record.id} to ${r.path} (${r.record.threat})`);
+          return 0;
+        }
+        case 'delete': {
+          needRoot('delete');
+          const r = await q.delete(id!);
+          out(`deleted ${r.id} (${r.originalPath}, ${r.threat})`);
+          return 0;
+        }
+        default:
+          return usage(`unknown action "${action}"`);
+      }
+    } catch (e) {
+      const errno = (x: unknown) => (x as NodeJS.ErrnoException | undefined)?.code;
+      if (errno(e) === 'EACCES' || errno((e as Error).cause) === 'EACCES') {
+        return fail(new QuarantineError('LA_ERR_NOT_ROOT', `cannot read the quarantine in ${q.dir}: permission denied`, 'run it as root'), prefix);
+      }
+      return fail(e, prefix);
     }
-    return fail(e, 'lightagent quarantine');
-  }
-}
+  },
+});

@@ -3,7 +3,6 @@
  * Exit codes: 0 all clean, 1 something infected, 2 error (bad arguments, no SVM, files that could
  * not be judged).
  */
-import { parseArgs } from 'node:util';
 import { loadAgentConfig, requireSvm, type AgentConfig } from '../../config/agent.js';
 import { FileScanner, type LocalVerdictStore, type ScanResult } from '../../scan/file-scanner.js';
 import { walkTree, type WalkEntry, type WalkSkip } from '../../scan/tree-walker.js';
@@ -12,27 +11,9 @@ import { configureLogging } from '../../log.js';
 import type { SvmClient } from '../../svm-link/index.js';
 import { svmLinkFor } from '../../agent/svm-connection.js';
 import { ProgressBar } from '../progress.js';
-import { err, fail, out, printJson } from '../output.js';
+import { defineCommand } from '../command.js';
+import { err, out, printJson } from '../output.js';
 import { openLocalCache } from '../../agent/local-cache.js';
-
-export const SCAN_HELP = `Usage: lightagent scan [options] PATH...
-
-Scan files and directory trees through an SVM. Symbolic links are not followed unless asked.
-
-Options:
-  --svm URL            SVM to use (ws:// or wss://); default from the config file or LIGHTAGENT_SVM_URL
-  --token T            tenant token; default from the config file or LIGHTAGENT_TOKEN
-  --config F           agent config file (default /etc/lightagent/agent.yaml if it exists)
-  --json               print one JSON document with every infected file and the totals
-  --jobs N             files scanned in parallel (default 16)
-  --follow-symlinks    follow symbolic links (loops are detected and skipped)
-  --exclude PATH       do not scan under PATH (repeatable)
-  --no-cache           do not use or update the local verdict cache
-  --cache-file F       local verdict cache file (default <state_dir>/cache.v1)
-  --verbose            list every skipped or failed file
-  -h, --help           show this help
-
-Exit status: 0 clean, 1 infected files found, 2 error.`;
 
 export interface ScanSummary {
   files: number;
@@ -48,83 +29,55 @@ export interface ScanSummary {
   svm: { url: string; svmId?: string; generation?: string };
 }
 
-export async function scanCommand(argv: string[]): Promise<number> {
-  let args;
-  try {
-    args = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        svm: { type: 'string' },
-        token: { type: 'string' },
-        config: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        jobs: { type: 'string' },
-        'follow-symlinks': { type: 'boolean', default: false },
-        exclude: { type: 'string', multiple: true },
-        'no-cache': { type: 'boolean', default: false },
-        'cache-file': { type: 'string' },
-        verbose: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (e) {
-    err(`lightagent scan: ${(e as Error).message}\n\n${SCAN_HELP}`);
-    return 2;
-  }
-  const o = args.values;
-  if (o.help) {
-    out(SCAN_HELP);
-    return 0;
-  }
-  if (args.positionals.length === 0) {
-    err(`lightagent scan: name at least one PATH to scan\n\n${SCAN_HELP}`);
-    return 2;
-  }
-  const jobs = o.jobs === undefined ? 16 : Number(o.jobs);
-  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) {
-    err('lightagent scan: --jobs must be an integer from 1 to 64');
-    return 2;
-  }
-  let cfg: AgentConfig;
-  try {
-    cfg = loadAgentConfig({ file: o.config, flags: { svm: o.svm, token: o.token } });
+export const scanCommand = defineCommand({
+  name: 'scan',
+  summary: 'scan files and trees (PATH...) through an SVM, on demand',
+  usage: '[options] PATH...',
+  description: 'Scan files and directory trees through an SVM. Symbolic links are not followed unless asked.',
+  options: {
+    svm: { type: 'string', arg: 'URL', help: 'SVM to use (ws:// or wss://); default from the config file or LIGHTAGENT_SVM_URL' },
+    token: { type: 'string', arg: 'T', help: 'tenant token; default from the config file or LIGHTAGENT_TOKEN' },
+    config: { type: 'string', arg: 'F', help: 'agent config file (default /etc/lightagent/agent.yaml if it exists)' },
+    json: { type: 'boolean', help: 'print one JSON document with every infected file and the totals' },
+    jobs: { type: 'integer', arg: 'N', min: 1, max: 64, default: 16, help: 'files scanned in parallel (default 16)' },
+    'follow-symlinks': { type: 'boolean', help: 'follow symbolic links (loops are detected and skipped)' },
+    exclude: { type: 'string', multiple: true, arg: 'PATH', help: 'do not scan under PATH (repeatable)' },
+    'no-cache': { type: 'boolean', help: 'do not use or update the local verdict cache' },
+    'cache-file': { type: 'string', arg: 'F', help: 'local verdict cache file (default <state_dir>/cache.v1)' },
+    verbose: { type: 'boolean', help: 'list every skipped or failed file' },
+  },
+  positionals: true,
+  footer: 'Exit status: 0 clean, 1 infected files found, 2 error.',
+  async handler({ values: o, positionals, usage }) {
+    if (positionals.length === 0) return usage('name at least one PATH to scan');
+    const jobs = o.jobs;
+    const cfg: AgentConfig = loadAgentConfig({ file: o.config, flags: { svm: o.svm, token: o.token } });
     requireSvm(cfg);
-  } catch (e) {
-    return fail(e, 'lightagent scan');
-  }
-  configureLogging({ level: cfg.log.level, ...(cfg.log.file ? { file: cfg.log.file } : {}) });
-
-  let link: SvmClient;
-  try {
-    link = svmLinkFor(cfg, { maxInFlight: Math.max(jobs * 2, 8) });
-  } catch (e) {
-    return fail(e, 'lightagent scan');
-  }
-  let cache: Awaited<ReturnType<typeof openLocalCache>> | undefined;
-  try {
-    await link.connect();
-    if (!o['no-cache']) cache = await openLocalCache(cfg, o['cache-file'], link.generation!);
-    const summary = await runScan(args.positionals, {
-      link,
-      cfg,
-      cache: cache?.store,
-      jobs,
-      followSymlinks: o['follow-symlinks'],
-      exclude: o.exclude ?? [],
-      progress: o.json ? undefined : new ProgressBar(),
-    });
-    if (o.json) printJson(summary);
-    else printSummary(summary, o.verbose);
-    if (summary.infected.length > 0) return 1;
-    return summary.errors.length > 0 ? 2 : 0;
-  } catch (e) {
-    return fail(e, 'lightagent scan');
-  } finally {
-    if (cache) await cache.close();
-    link.close();
-  }
-}
+    configureLogging({ level: cfg.log.level, ...(cfg.log.file ? { file: cfg.log.file } : {}) });
+    const link: SvmClient = svmLinkFor(cfg, { maxInFlight: Math.max(jobs * 2, 8) });
+    let cache: Awaited<ReturnType<typeof openLocalCache>> | undefined;
+    try {
+      await link.connect();
+      if (!o['no-cache']) cache = await openLocalCache(cfg, o['cache-file'], link.generation!);
+      const summary = await runScan(positionals, {
+        link,
+        cfg,
+        cache: cache?.store,
+        jobs,
+        followSymlinks: o['follow-symlinks'],
+        exclude: o.exclude ?? [],
+        progress: o.json ? undefined : new ProgressBar(),
+      });
+      if (o.json) printJson(summary);
+      else printSummary(summary, o.verbose);
+      if (summary.infected.length > 0) return 1;
+      return summary.errors.length > 0 ? 2 : 0;
+    } finally {
+      if (cache) await cache.close();
+      link.close();
+    }
+  },
+});
 
 interface RunScanOptions {
   link: SvmClient;

@@ -13,36 +13,15 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import YAML from 'yaml';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { err, fail, out } from '../output.js';
 import { ConfigError, describeError } from '../../errors.js';
 import { closeLogging, configureLogging, logger } from '../../log.js';
 import { loadAgentConfig, type AgentConfig } from '../../config/agent.js';
-import { Daemon } from '../../agent/daemon.js';
+import { Daemon, type ServiceEvent } from '../../agent/daemon.js';
+import { defineCommand } from '../command.js';
 import { isSea } from '../../platform/private-dir.js';
 
 export const WINDOWS_CONFIG = 'C:\\ProgramData\\lightagent\\agent.yaml';
-
-const HELP = `Usage: lightagent service install|uninstall|run|configure|cleanup [options]
-
-The agent as a Windows service named "lightagent" (LocalSystem, automatic start).
-
-  install     register the service (sc.exe) and the event log source; --start starts it too
-  uninstall   stop and remove the service and the event log source
-  run         what the Service Control Manager starts (not for a console: use \`lightagent run\`)
-  configure   write the config file (the MSI runs this with its properties): --svm URL
-              --token T --ca FILE --fail-closed 0|1 --protect "DIR;DIR"; empty values keep
-              what the file has (upgrades); the result is validated before it replaces the file
-              (an SVM and a token are required, from the values or the file), and the
-              directory is restricted to SYSTEM and Administrators (icacls)
-  cleanup     (MSI uninstall) remove the config, cache, queue and logs; the quarantine stays
-
-Options:
-  --config F  agent config file (default ${WINDOWS_CONFIG})
-  --start     (install) start the service after registering it
-  -h, --help  show this help
-
-Exit status: 0 done, 2 failure (the message says which step).`;
 
 function sc(args: string[], okCodes: number[] = [0]): { ok: boolean; text: string; status: number | null } {
   const r = spawnSync('sc.exe', args, { encoding: 'utf8', timeout: 60_000, windowsHide: true });
@@ -218,7 +197,15 @@ async function runAsService(configFile: string): Promise<number> {
         events.report(types[level], `lightagent: ${message}`);
       },
       async start() {
-        daemon = await Daemon.start({ config: cfg, reloadConfig: load });
+        // The same daemon and service steps as `lightagent run`; what they report goes to the
+        // log and the event log (a service has no terminal).
+        const report = (e: ServiceEvent) => {
+          if (e.event === 'reloaded') log.info('configuration reloaded', { ...e.result });
+          else if (e.event === 'reload-failed') events.report(EVENTLOG_WARNING_TYPE, `lightagent: reload failed, the running configuration stays: ${describeError(e.error).message}`);
+          else if (e.event === 'stopping') log.info('stopping', { signal: e.signal });
+          else log.warn(e.message);
+        };
+        daemon = await Daemon.start({ config: cfg, reloadConfig: load, service: { report } });
         log.info('protecting', { paths: daemon.protectedPaths(), mode: daemon.mode, log: logFile });
         daemon.subscribe({
           detection: (d) => events.report(EVENTLOG_WARNING_TYPE, `lightagent: ${JSON.stringify(d)}`, 2),
@@ -239,47 +226,50 @@ async function runAsService(configFile: string): Promise<number> {
   }
 }
 
-export async function serviceCommand(argv: string[]): Promise<number> {
-  let args;
-  try {
-    args = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        config: { type: 'string' },
-        start: { type: 'boolean', default: false },
-        svm: { type: 'string' },
-        token: { type: 'string' },
-        ca: { type: 'string' },
-        'fail-closed': { type: 'string' },
-        protect: { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (e) {
-    err(`lightagent service: ${(e as Error).message}\n\n${HELP}`);
-    return 2;
-  }
-  const o = args.values;
-  const sub = args.positionals[0];
-  if (o.help || !sub) {
-    (o.help ? out : err)(HELP);
-    return o.help ? 0 : 2;
-  }
-  const config = path.win32.isAbsolute(o.config ?? '') ? o.config! : WINDOWS_CONFIG;
-  switch (sub) {
-    case 'install':
-      return install(config, o.start);
-    case 'uninstall':
-      return uninstall();
-    case 'run':
-      return runAsService(config);
-    case 'configure':
-      return configure(config, { svm: o.svm, token: o.token, ca: o.ca, failClosed: o['fail-closed'], protect: o.protect });
-    case 'cleanup':
-      return cleanup(config);
-    default:
-      err(`lightagent service: unknown subcommand ${JSON.stringify(sub).slice(0, 60)}\n\n${HELP}`);
-      return 2;
-  }
-}
+export const serviceCommand = defineCommand({
+  name: 'service',
+  summary: 'the agent as a Windows service: install, uninstall, run, configure, cleanup',
+  hidden: true,
+  usage: 'install|uninstall|run|configure|cleanup [options]',
+  description: `The agent as a Windows service named "lightagent" (LocalSystem, automatic start).
+
+  install     register the service (sc.exe) and the event log source; --start starts it too
+  uninstall   stop and remove the service and the event log source
+  run         what the Service Control Manager starts (not for a console: use \`lightagent run\`)
+  configure   write the config file (the MSI runs this with its properties): --svm URL
+              --token T --ca FILE --fail-closed 0|1 --protect "DIR;DIR"; empty values keep
+              what the file has (upgrades); the result is validated before it replaces the file
+              (an SVM and a token are required, from the values or the file), and the
+              directory is restricted to SYSTEM and Administrators (icacls)
+  cleanup     (MSI uninstall) remove the config, cache, queue and logs; the quarantine stays`,
+  options: {
+    config: { type: 'string', arg: 'F', help: `agent config file (default ${WINDOWS_CONFIG})` },
+    start: { type: 'boolean', help: '(install) start the service after registering it' },
+    svm: { type: 'string', arg: 'URL', help: '(configure) the SVM' },
+    token: { type: 'string', arg: 'T', help: '(configure) the tenant token' },
+    ca: { type: 'string', arg: 'FILE', help: "(configure) the SVM's CA certificate" },
+    'fail-closed': { type: 'string', arg: '0|1', help: '(configure) deny opens that cannot be judged in time' },
+    protect: { type: 'string', arg: '"DIR;DIR"', help: '(configure) the folders to protect' },
+  },
+  positionals: true,
+  footer: 'Exit status: 0 done, 2 failure (the message says which step).',
+  async handler({ values: o, positionals, usage }) {
+    const sub = positionals[0];
+    if (!sub) return usage('name a subcommand: install, uninstall, run, configure or cleanup');
+    const config = path.win32.isAbsolute(o.config ?? '') ? o.config! : WINDOWS_CONFIG;
+    switch (sub) {
+      case 'install':
+        return install(config, o.start);
+      case 'uninstall':
+        return uninstall();
+      case 'run':
+        return runAsService(config);
+      case 'configure':
+        return configure(config, { svm: o.svm, token: o.token, ca: o.ca, failClosed: o['fail-closed'], protect: o.protect });
+      case 'cleanup':
+        return cleanup(config);
+      default:
+        return usage(`unknown subcommand ${JSON.stringify(sub).slice(0, 60)}`);
+    }
+  },
+});

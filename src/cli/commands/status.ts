@@ -2,30 +2,11 @@
  * `lightagent status` — what the running daemon is doing, from its status socket (any user).
  */
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { loadAgentConfig } from '../../config/agent.js';
 import { request } from '../../control/client.js';
 import { DEFAULT_SOCKET_DIR, socketDirFor, statusEndpoint, WINDOWS_STATUS_PIPE } from '../../control/local-sockets.js';
-import { err, fail, out, printJson } from '../output.js';
-
-export const STATUS_HELP = `Usage: lightagent status [options]
-
-Show the running agent's state: protection mode (fanotify / watcher / off) and whether it is
-protected or degraded, SVM link, signature generation, verdict cache size and hit rate,
-deferred-scan queue, last detections. Reads the status socket (on Windows the named pipe
-${WINDOWS_STATUS_PIPE}); needs no privilege.
-Exit codes: 0 protected, 1 degraded or off, 2 the agent cannot be reached.
-
-Options:
-  --socket-dir DIR     where the daemon's sockets are (default from the config file, else
-                       ${DEFAULT_SOCKET_DIR})
-  --state-dir DIR      the daemon's --state-dir (its sockets are then in <DIR>.run)
-  --config F           agent config file to find socket_dir / state_dir in
-  --pipe NAME          Windows: the status pipe (default ${WINDOWS_STATUS_PIPE}); the
-                       options above do not apply there
-  --timeout DUR_MS     how long to wait for the answer, ms (default 5000)
-  --json               print the status as JSON
-  -h, --help           show this help`;
+import { defineCommand } from '../command.js';
+import { err, out, printJson } from '../output.js';
 
 /** The socket dir for a client: flags, then the config file if readable, then the default. */
 export function clientSocketDir(o: { 'socket-dir'?: string | undefined; 'state-dir'?: string | undefined; config?: string | undefined }): string {
@@ -73,47 +54,33 @@ export function formatStatus(s: Obj): string {
   return lines.join('\n');
 }
 
-export async function statusCommand(argv: string[]): Promise<number> {
-  let args;
-  try {
-    args = parseArgs({
-      args: argv,
-      options: {
-        'socket-dir': { type: 'string' },
-        'state-dir': { type: 'string' },
-        config: { type: 'string' },
-        pipe: { type: 'string' },
-        timeout: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (e) {
-    err(`lightagent status: ${(e as Error).message}\n\n${STATUS_HELP}`);
-    return 2;
-  }
-  const o = args.values;
-  if (o.help) {
-    out(STATUS_HELP);
-    return 0;
-  }
-  const timeout = o.timeout === undefined ? 5000 : Number(o.timeout);
-  if (!Number.isInteger(timeout) || timeout < 1 || timeout > 600_000) {
-    err('lightagent status: --timeout must be a number of milliseconds (1 to 600000)');
-    return 2;
-  }
-  if (o.pipe !== undefined && !/^\\\\\.\\pipe\\[A-Za-z0-9._-]{1,200}$/.test(o.pipe)) {
-    err('lightagent status: --pipe must be \\\\.\\pipe\\NAME (letters, digits, . _ -)');
-    return 2;
-  }
-  try {
+export const statusCommand = defineCommand({
+  name: 'status',
+  summary: "show the running agent's protection state (any user)",
+  usage: '[options]',
+  description: `Show the running agent's state: protection mode (fanotify / watcher / off) and whether it is
+protected or degraded, SVM link, signature generation, verdict cache size and hit rate,
+deferred-scan queue, last detections. Reads the status socket (on Windows the named pipe
+${WINDOWS_STATUS_PIPE}); needs no privilege.
+Exit codes: 0 protected, 1 degraded or off, 2 the agent cannot be reached.`,
+  options: {
+    'socket-dir': { type: 'string', arg: 'DIR', help: `where the daemon's sockets are (default from the config file, else\n${DEFAULT_SOCKET_DIR})` },
+    'state-dir': { type: 'string', arg: 'DIR', help: "the daemon's --state-dir (its sockets are then in <DIR>.run)" },
+    config: { type: 'string', arg: 'F', help: 'agent config file to find socket_dir / state_dir in' },
+    pipe: { type: 'string', arg: 'NAME', help: `Windows: the status pipe (default ${WINDOWS_STATUS_PIPE}); the\noptions above do not apply there` },
+    timeout: { type: 'duration', arg: 'DUR', min: 1, max: 600_000, default: 5000, help: 'how long to wait for the answer (default 5s; a bare number is ms)' },
+    json: { type: 'boolean', help: 'print the status as JSON' },
+  },
+  async handler({ values: o, prefix }) {
+    if (o.pipe !== undefined && !/^\\\\\.\\pipe\\[A-Za-z0-9._-]{1,200}$/.test(o.pipe)) {
+      err(`${prefix}: --pipe must be \\\\.\\pipe\\NAME (letters, digits, . _ -)`);
+      return 2;
+    }
     const sock = o.pipe ?? (process.platform === 'win32' ? statusEndpoint('') : statusEndpoint(clientSocketDir(o)));
-    const reply = await request(sock, { cmd: 'status' }, timeout);
+    const reply = await request(sock, { cmd: 'status' }, o.timeout);
     const s = (reply.status ?? {}) as Obj;
     if (o.json) printJson(s);
     else out(formatStatus(s));
     return s.protection?.state === 'protected' ? 0 : 1;
-  } catch (e) {
-    return fail(e, 'lightagent status');
-  }
-}
+  },
+});

@@ -6,31 +6,13 @@
  * Exit status: 0 an SVM is in use, 2 none reachable (or a bad configuration).
  */
 import crypto from 'node:crypto';
-import { parseArgs } from 'node:util';
 import { loadAgentConfig, requireSvm, type AgentConfig } from '../../config/agent.js';
 import { svmPoolFor } from '../../agent/svm-connection.js';
-import { parseDuration } from '../../config/units.js';
 import { describeError } from '../../errors.js';
 import { configureLogging } from '../../log.js';
 import type { SvmMemberStatus, SvmPool } from '../../svm-link/index.js';
-import { err, fail, out, printJson } from '../output.js';
-
-export const SVM_INFO_HELP = `Usage: lightagent svm-info [options]
-
-Show the SVM this agent uses (the best priority, then the lowest load), its signature generation,
-load and round-trip latency, and the state of every other configured or discovered SVM.
-
-Options:
-  --svm URL        an SVM (ws:// or wss://); repeat for a prioritized list, first preferred
-                   (default: \`svm:\` / \`svm_discovery:\` of the config file, or LIGHTAGENT_SVM_URL)
-  --token T        tenant token; default from the config file or LIGHTAGENT_TOKEN
-  --config F       agent config file (default /etc/lightagent/agent.yaml if it exists)
-  --timeout D      how long to wait for the SVMs (default 3s)
-  --samples N      lookups timed per SVM for its latency (default 5, at most 50)
-  --json           print one JSON document
-  -h, --help       show this help
-
-Exit status: 0 an SVM is in use, 2 no SVM reachable or an error.`;
+import { defineCommand } from '../command.js';
+import { out, printJson } from '../output.js';
 
 /** The probe hash: a fixed value no real file is expected to have; lookups of it read, never write. */
 const PROBE_SHA256 = crypto.createHash('sha256').update('lightagent svm-info latency probe').digest('hex');
@@ -47,66 +29,41 @@ interface Latency {
   samples: number;
 }
 
-export async function svmInfoCommand(argv: string[]): Promise<number> {
-  let args;
-  try {
-    args = parseArgs({
-      args: argv,
-      allowPositionals: false,
-      options: {
-        svm: { type: 'string', multiple: true },
-        token: { type: 'string' },
-        config: { type: 'string' },
-        timeout: { type: 'string' },
-        samples: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (e) {
-    err(`lightagent svm-info: ${(e as Error).message}\n\n${SVM_INFO_HELP}`);
-    return 2;
-  }
-  const o = args.values;
-  if (o.help) {
-    out(SVM_INFO_HELP);
-    return 0;
-  }
-  const timeoutMs = o.timeout === undefined ? 3000 : parseDuration(o.timeout);
-  if (timeoutMs === undefined || timeoutMs < 100 || timeoutMs > 600_000) {
-    err('lightagent svm-info: --timeout must be a duration from 100ms to 10m (e.g. 3s, 500ms)');
-    return 2;
-  }
-  const samples = o.samples === undefined ? 5 : Number(o.samples);
-  if (!Number.isInteger(samples) || samples < 1 || samples > 50) {
-    err('lightagent svm-info: --samples must be an integer from 1 to 50');
-    return 2;
-  }
-  let cfg: AgentConfig;
-  let pool: SvmPool;
-  try {
+export const svmInfoCommand = defineCommand({
+  name: 'svm-info',
+  summary: "the SVM in use, its signatures, load and latency, and the other SVMs' states",
+  usage: '[options]',
+  description: `Show the SVM this agent uses (the best priority, then the lowest load), its signature generation,
+load and round-trip latency, and the state of every other configured or discovered SVM.`,
+  options: {
+    svm: { type: 'string', multiple: true, arg: 'URL', help: 'an SVM (ws:// or wss://); repeat for a prioritized list, first preferred\n(default: `svm:` / `svm_discovery:` of the config file, or LIGHTAGENT_SVM_URL)' },
+    token: { type: 'string', arg: 'T', help: 'tenant token; default from the config file or LIGHTAGENT_TOKEN' },
+    config: { type: 'string', arg: 'F', help: 'agent config file (default /etc/lightagent/agent.yaml if it exists)' },
+    timeout: { type: 'duration', arg: 'DUR', min: 100, max: 600_000, default: 3000, help: 'how long to wait for the SVMs (default 3s; a bare number is ms)' },
+    samples: { type: 'integer', arg: 'N', min: 1, max: 50, default: 5, help: 'lookups timed per SVM for its latency (default 5, at most 50)' },
+    json: { type: 'boolean', help: 'print one JSON document' },
+  },
+  footer: 'Exit status: 0 an SVM is in use, 2 no SVM reachable or an error.',
+  async handler({ values: o }) {
+    const timeoutMs = o.timeout;
     const svm = o.svm === undefined ? undefined : o.svm.length === 1 ? o.svm[0] : o.svm;
-    cfg = loadAgentConfig({ file: o.config, flags: { svm, token: o.token } });
+    const cfg: AgentConfig = loadAgentConfig({ file: o.config, flags: { svm, token: o.token } });
     requireSvm(cfg);
     // Only errors on the terminal: the report is the output.
     configureLogging({ level: cfg.log.file ? cfg.log.level : 'error', ...(cfg.log.file ? { file: cfg.log.file } : {}) });
-    pool = svmPoolFor(cfg, { connectTimeoutMs: timeoutMs, deadlineMs: timeoutMs });
-  } catch (e) {
-    return fail(e, 'lightagent svm-info');
-  }
-  try {
-    await pool.connect().catch(() => undefined);
-    await pool.settled(timeoutMs);
-    const info = await collect(pool, cfg, samples, timeoutMs);
-    if (o.json) printJson(info);
-    else print(info);
-    return info.active ? 0 : 2;
-  } catch (e) {
-    return fail(e, 'lightagent svm-info');
-  } finally {
-    pool.close();
-  }
-}
+    const pool: SvmPool = svmPoolFor(cfg, { connectTimeoutMs: timeoutMs, deadlineMs: timeoutMs });
+    try {
+      await pool.connect().catch(() => undefined);
+      await pool.settled(timeoutMs);
+      const info = await collect(pool, cfg, o.samples, timeoutMs);
+      if (o.json) printJson(info);
+      else print(info);
+      return info.active ? 0 : 2;
+    } finally {
+      pool.close();
+    }
+  },
+});
 
 async function collect(pool: SvmPool, cfg: AgentConfig, samples: number, timeoutMs: number): Promise<SvmInfo> {
   const svms: SvmInfo['svms'] = [];

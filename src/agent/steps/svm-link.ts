@@ -1,0 +1,16 @@
+import { describeError } from '../../errors.js';
+import { logger } from '../../log.js';
+import type { Step } from '../step-runner.js';
+import { svmLinkFor } from '../svm-connection.js';
+import type { DaemonContext } from './context.js';
+
+export const svmLinkStep: Step<DaemonContext> = {
+  name: 'svm-link',
+  run(ctx) {
+    const link = svmLinkFor(ctx.cfg);
+    ctx.link = link;
+    // Protection starts whether or not the SVM answers: the policy covers the gap.
+    link.connect().catch((e) => logger('daemon').warn('SVM not reachable at start; protecting by policy until it is', describeError(e)));
+    return () => link.close();
+  },
+};
