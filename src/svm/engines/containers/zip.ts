@@ -10,6 +10,7 @@
  * `Heuristics.Zip.OverlappingFiles`, clamd's name for it.
  */
 import yauzl from 'yauzl';
+import { ArchiveTimeoutError } from '../engine.js';
 import { LimitExceeded, HeuristicHit } from './limits.js';
 import { bunzip2Bounded, inflateBounded, type Decoded } from './decompress.js';
 import type { ContainerReader } from './types.js';
@@ -36,10 +37,12 @@ export const readZip: ContainerReader = async function* (buf, ctx) {
   try {
     for await (const entry of zip.eachEntry()) {
       budget.checkTime();
-      const { fileDataStart } = await zip.readLocalFileHeaderPromise(entry, { minimal: true });
+      const fileDataStart = localDataStart(buf, entry.relativeOffsetOfLocalHeader);
+      if (fileDataStart < 0) continue; // no local record there: nothing to read for this entry
       located.push({ entry, start: entry.relativeOffsetOfLocalHeader, dataStart: fileDataStart, end: fileDataStart + entry.compressedSize });
     }
-  } catch {
+  } catch (e) {
+    if (e instanceof ArchiveTimeoutError) throw e;
     // A damaged directory: the entries read before the damage are still judged.
   }
   const byOffset = [...located].sort((a, b) => a.start - b.start);
@@ -74,3 +77,13 @@ export const readZip: ContainerReader = async function* (buf, ctx) {
     yield { name, data: d.data };
   }
 };
+
+/**
+ * Where an entry's bytes start: after its local record (30 bytes, name, extra field). Read here
+ * rather than through yauzl's readLocalFileHeader, an async round trip per entry that made a
+ * 100k-entry zip take 15 s instead of ~2.
+ */
+function localDataStart(buf: Buffer, at: number): number {
+  if (at + 30 > buf.length || buf.readUInt32LE(at) !== 0x04034b50) return -1;
+  return at + 30 + buf.readUInt16LE(at + 26) + buf.readUInt16LE(at + 28);
+}
