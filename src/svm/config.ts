@@ -16,7 +16,7 @@
  *   yara_rules: /etc/lightagent/yara  # engine yara: a .yar file or a directory of .yar/.yara files
  *   signatures: [/etc/lightagent/sigs/local.hdb, /etc/lightagent/sigs/local.ndb]   # builtin only
  *   archives: {enabled: true, max_depth: 16, max_members: 10000, max_unpacked: 256 MiB,
- *              max_member_size: 64 MiB, max_ratio: 250, timeout: 30s, alert_encrypted: true}
+ *              max_member_size: 256 MiB, max_ratio: 250, timeout: 30s, alert_encrypted: true}
  *                                   # builtin only: what it unpacks from one file (zip, gzip, bzip2, tar,
  *                                   # cpio, mail); past a limit: detection Heuristics.Limits.Exceeded.*
  *   clamd: /run/clamav/clamd.ctl    # or {address: tcp://10.0.0.5:3310, pool: 8, timeout: 30s,

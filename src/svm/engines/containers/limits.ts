@@ -38,7 +38,8 @@ export const DEFAULT_ARCHIVE_LIMITS: Readonly<ArchiveLimits> = Object.freeze({
   maxDepth: 16,
   maxMembers: 10_000,
   maxUnpacked: 256 * 1024 * 1024,
-  maxMemberSize: 64 * 1024 * 1024,
+  // As large as the total: a .tar.gz's tar is one member, held whole (streaming it is future work).
+  maxMemberSize: 256 * 1024 * 1024,
   maxRatio: 250,
   timeoutMs: 30_000,
   alertEncrypted: true,
