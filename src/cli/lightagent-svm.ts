@@ -177,7 +177,7 @@ async function makeEngine(cfg: SvmConfig): Promise<ScanEngine> {
     });
   }
   if (cfg.engine === 'yara') return YaraEngine.create({ rules: cfg.yara_rules!, maxFileSize: cfg.max_file_size });
-  return new BuiltinEngine({ signatureFiles: cfg.signatures });
+  return new BuiltinEngine({ signatureFiles: cfg.signatures, archives: cfg.archives });
 }
 
 svmCommand.run(process.argv.slice(2)).then(

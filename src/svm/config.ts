@@ -15,6 +15,10 @@
  *   engine: builtin                 # or clamav: a running clamd judges the files; or yara: YARA-X in this process
  *   yara_rules: /etc/lightagent/yara  # engine yara: a .yar file or a directory of .yar/.yara files
  *   signatures: [/etc/lightagent/sigs/local.hdb, /etc/lightagent/sigs/local.ndb]   # builtin only
+ *   archives: {enabled: true, max_depth: 16, max_members: 10000, max_unpacked: 256 MiB,
+ *              max_member_size: 256 MiB, max_ratio: 250, timeout: 30s, alert_encrypted: true}
+ *                                   # builtin only: what it unpacks from one file (zip, gzip, bzip2, tar,
+ *                                   # cpio, mail); past a limit: detection Heuristics.Limits.Exceeded.*
  *   clamd: /run/clamav/clamd.ctl    # or {address: tcp://10.0.0.5:3310, pool: 8, timeout: 30s,
  *                                   #     database_dir: /var/lib/clamav, stream_max_length: 25 MiB}
  *   max_file_size: 64 MiB
@@ -33,6 +37,21 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { duration, override, parseConfig, readConfigFile, size } from '../config/load.js';
 import { FRAME_LIMITS } from '../protocol/index.js';
+import { DEFAULT_ARCHIVE_LIMITS as A } from './engines/containers/limits.js';
+
+const archives = z
+  .object({
+    enabled: z.boolean().default(A.enabled),
+    max_depth: z.number().int().min(1).max(64).default(A.maxDepth),
+    max_members: z.number().int().min(1).max(10_000_000).default(A.maxMembers),
+    max_unpacked: size().refine((n) => n >= 1024 * 1024, 'must be at least 1 MiB').default(A.maxUnpacked),
+    max_member_size: size().refine((n) => n >= 64 * 1024, 'must be at least 64 KiB').default(A.maxMemberSize),
+    max_ratio: z.number().min(10).max(100_000).default(A.maxRatio),
+    timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(A.timeoutMs),
+    alert_encrypted: z.boolean().default(A.alertEncrypted),
+  })
+  .strict()
+  .transform((a) => ({ enabled: a.enabled, maxDepth: a.max_depth, maxMembers: a.max_members, maxUnpacked: a.max_unpacked, maxMemberSize: a.max_member_size, maxRatio: a.max_ratio, timeoutMs: a.timeout, alertEncrypted: a.alert_encrypted }));
 
 const listen = z.string().transform((v, ctx) => {
   const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(v.trim());
@@ -95,6 +114,7 @@ export const svmConfigSchema = z
         .default({ address: '/run/clamav/clamd.ctl', pool: 8, timeout: 30_000 }),
     ),
     signatures: z.array(z.string().min(1)).default([]),
+    archives: z.preprocess((v) => v ?? {}, archives),
     max_file_size: size().default(64 * 1024 * 1024),
     max_chunk: size().refine((n) => n >= 4096 && n <= FRAME_LIMITS.maxChunk, `must be from 4 KiB to ${FRAME_LIMITS.maxChunk} bytes`).default(FRAME_LIMITS.maxChunk),
     max_in_flight: z.number().int().min(1).max(1024).default(32),

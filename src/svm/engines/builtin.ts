@@ -15,6 +15,8 @@
 import crypto from 'node:crypto';
 import { logger } from '../../log.js';
 import type { EngineResult, ScanEngine } from './engine.js';
+import { DEFAULT_ARCHIVE_LIMITS, limitsFingerprint, type ArchiveLimits } from './containers/limits.js';
+import { ContainerWalker, UNPACK_ABILITY } from './containers/walker.js';
 import { emptySignatureSet, hashApplies, loadSignatureFile, parseHashLine, parseNdbLine, type BodySig, type HashTable, type Piece, type SignatureSet } from './signatures.js';
 
 export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
@@ -30,6 +32,8 @@ const MAX_MATCH_STEPS = 1_000_000;
 export interface BuiltinEngineOptions {
   /** Signature files (.hdb, .hsb, .ndb) to load besides the built-in EICAR signatures. */
   signatureFiles?: readonly string[];
+  /** What to unpack and how far (SVM config `archives`); unset fields take DEFAULT_ARCHIVE_LIMITS. */
+  archives?: Partial<ArchiveLimits>;
 }
 
 export class BuiltinEngine implements ScanEngine {
@@ -37,8 +41,14 @@ export class BuiltinEngine implements ScanEngine {
   private set: SignatureSet = emptySignatureSet();
   private gen = '';
   private readonly log = logger('engine-builtin');
+  readonly archiveLimits: Readonly<ArchiveLimits>;
+  private readonly walker: ContainerWalker;
 
   constructor(private readonly opts: BuiltinEngineOptions = {}) {
+    this.archiveLimits = Object.freeze({ ...DEFAULT_ARCHIVE_LIMITS, ...opts.archives });
+    this.walker = new ContainerWalker((data) => this.judgeFlat(data), this.archiveLimits, (where, format, e) =>
+      this.log.debug('damaged container member; judged up to the damage', { where, format, message: (e as Error)?.message }),
+    );
     this.reload();
   }
 
@@ -52,7 +62,9 @@ export class BuiltinEngine implements ScanEngine {
     for (const f of this.opts.signatureFiles ?? []) loaded += loadSignatureFile(set, f);
     for (const e of set.errors) this.log.warn('signature line skipped', { code: e.code, message: e.message });
     this.set = set;
-    this.gen = `builtin-${crypto.createHash('sha256').update([...set.canonical].sort().join('\n')).digest('hex').slice(0, 16)}`;
+    // What the unpacker can open, and its limits, judge files as much as the signatures do.
+    const unpack = this.archiveLimits.enabled ? limitsFingerprint(this.archiveLimits, UNPACK_ABILITY) : 'unpack:off';
+    this.gen = `builtin-${crypto.createHash('sha256').update([...set.canonical].sort().join('\n')).update(`\n#${unpack}`).digest('hex').slice(0, 16)}`;
     this.log.info('signatures loaded', { files: this.opts.signatureFiles?.length ?? 0, loaded, errors: set.errors.length, generation: this.gen });
     return { loaded, errors: set.errors.length, generation: this.gen };
   }
@@ -69,10 +81,25 @@ export class BuiltinEngine implements ScanEngine {
     return this.set.canonical.length;
   }
 
+  /**
+   * The file as it is, then (when it is a container) what is inside it. Rejects with
+   * ArchiveTimeoutError when unpacking passes archives.timeout; a crossed limit is a detection.
+   */
   async scan(content: Buffer, known?: { sha256?: string }): Promise<EngineResult> {
+    if (!this.archiveLimits.enabled || !ContainerWalker.isContainer(content)) return this.scanSync(content, known);
+    // Inside first, so that a stored member's threat is named by its member path rather than
+    // found in the container's raw bytes; then the container's own bytes.
+    const f = await this.walker.walk(content);
+    if (f) return { infected: true, threat: f.member ? `${f.threat} in ${f.member}` : f.threat, ...(f.member ? { member: f.member } : {}) };
     return this.scanSync(content, known);
   }
 
+  private judgeFlat(data: Buffer): string | undefined {
+    const r = this.scanSync(data);
+    return r.infected ? r.threat : undefined;
+  }
+
+  /** The file as it is, without looking inside containers. */
   scanSync(content: Buffer, known?: { sha256?: string }): EngineResult {
     const s = this.set;
     const size = content.length;

@@ -8,6 +8,11 @@ export interface EngineResult {
   infected: boolean;
   /** Threat name when infected, e.g. `Eicar-Test-Signature`. */
   threat?: string;
+  /**
+   * Where inside a container the threat sits, members joined by `!` (`docs/report.zip!a.exe`);
+   * absent for the file itself. The threat name then ends with ` in <member>`.
+   */
+  member?: string;
 }
 
 export interface ScanEngine {
@@ -46,5 +51,16 @@ export class EngineLimitError extends LightagentError {
 export class EngineError extends LightagentError {
   constructor(message: string, hint = 'see the SVM log; check that the engine (clamd) runs and answers', options?: { cause?: unknown }) {
     super('LA_ERR_ENGINE', message, hint, options);
+  }
+}
+
+/**
+ * Unpacking one file took longer than the engine allows (archives.timeout): no verdict, and
+ * nothing cached, since the time depends on the SVM's load. The agent treats it as any error
+ * verdict: on access its on_svm_unavailable policy answers, and the file is queued for a rescan.
+ */
+export class ArchiveTimeoutError extends LightagentError {
+  constructor(ms: number) {
+    super('LA_ERR_ARCHIVE_TIMEOUT', `unpacking the file took longer than ${ms} ms`, 'the SVM is overloaded or the file is built to be slow: raise archives.timeout, or add SVM capacity');
   }
 }
