@@ -12,6 +12,7 @@ Commands:
   scan PATH...     scan files and trees through an SVM (on demand)
   svm-info         the SVM in use, its signatures, load and latency, and the other SVMs' states
   quarantine ...   list, restore or delete quarantined files
+  seal             prepare this VM as a template for cloning (docs/vdi.md)
   status           show the running agent's protection state (any user)
   events           recent detections and denied accesses, with the process behind each
   tray             desktop tray icon and notifications (run as the desktop user)
@@ -27,6 +28,7 @@ const commands: Record<string, () => Promise<Command>> = {
   scan: async () => (await import('./commands/scan.js')).scanCommand,
   'svm-info': async () => (await import('./commands/svm-info.js')).svmInfoCommand,
   quarantine: async () => (await import('./commands/quarantine.js')).quarantineCommand,
+  seal: async () => (await import('./commands/seal.js')).sealCommand,
   status: async () => (await import('./commands/status.js')).statusCommand,
   events: async () => (await import('./commands/events.js')).eventsCommand,
   tray: async () => (await import('./commands/tray.js')).trayCommand,
