@@ -154,7 +154,8 @@ export type ServiceErrorCode =
   | 'LA_ERR_CONTROL_REQUEST'
   | 'LA_ERR_CONTROL_DENIED'
   | 'LA_ERR_CONTROL_UNAVAILABLE'
-  | 'LA_ERR_RELOAD';
+  | 'LA_ERR_RELOAD'
+  | 'LA_ERR_SEAL';
 
 export class ServiceError extends LightagentError {
   declare readonly code: ServiceErrorCode;

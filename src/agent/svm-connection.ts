@@ -9,7 +9,7 @@ import { ConfigError } from '../errors.js';
 import { hostInfo } from '../platform/host-info.js';
 import { SvmLink, SvmPool, isLoopbackUrl, type SvmClient, type SvmEntry, type SvmLinkOptions, type SvmPoolOptions } from '../svm-link/index.js';
 import { requireSvm, type AgentConfig } from '../config/agent.js';
-import { AGENT_VERSION, agentId } from './identity.js';
+import { AGENT_VERSION, agentIdentity, readInstanceFacts } from './identity.js';
 
 export type SvmClientExtra = Partial<SvmLinkOptions> & Pick<SvmPoolOptions, 'holdDownMs'>;
 
@@ -58,7 +58,7 @@ function build(cfg: AgentConfig, extra: SvmClientExtra, pool: boolean): SvmClien
   const { holdDownMs, ...linkExtra } = extra;
   const common = {
     token,
-    agentId: agentId(cfg.state_dir, host.host),
+    agentId: agentIdentity(cfg.state_dir, { ...readInstanceFacts(), hostname: host.host }).agentId,
     host: host.host,
     os: host.os,
     hypervisor: host.hypervisor,

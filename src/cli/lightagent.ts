@@ -12,6 +12,7 @@ const commands: Record<string, () => Promise<Command>> = {
   scan: async () => (await import('./commands/scan.js')).scanCommand,
   'svm-info': async () => (await import('./commands/svm-info.js')).svmInfoCommand,
   quarantine: async () => (await import('./commands/quarantine.js')).quarantineCommand,
+  seal: async () => (await import('./commands/seal.js')).sealCommand,
   status: async () => (await import('./commands/status.js')).statusCommand,
   events: async () => (await import('./commands/events.js')).eventsCommand,
   tray: async () => (await import('./commands/tray.js')).trayCommand,
