@@ -1,7 +1,8 @@
 /**
  * installers/prometheus: the alert rules pass `promtool check rules` and their unit tests
  * (`promtool test rules`, each alert fired and not fired), the example configuration passes
- * `promtool check config`, and every SVM metric the rules name is one a real SVM serves.
+ * `promtool check config`, the Grafana dashboard's queries parse, and every metric the rules and
+ * the dashboard name is one a real SVM serves.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -15,6 +16,7 @@ import { startTestSvm } from './helpers.js';
 const DIR = new URL('../../../installers/prometheus/', import.meta.url).pathname;
 const RULES = path.join(DIR, 'lightagent-rules.yml');
 const RULE_TESTS = path.join(DIR, 'lightagent-rules.test.yml');
+const DASHBOARD = path.join(DIR, 'lightagent-svm-dashboard.json');
 const promtool = findBinary('promtool', ['/usr/bin/promtool']);
 const skip = needPackage(promtool, 'prometheus', 'the Prometheus alert rule checks');
 
@@ -30,6 +32,30 @@ interface Rule {
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
 }
+interface Panel {
+  title: string;
+  targets: Array<{ expr: string }>;
+}
+const dashboardExprs = (JSON.parse(fs.readFileSync(DASHBOARD, 'utf8')) as { panels: Panel[] }).panels.flatMap((p) => p.targets.map((t) => ({ title: p.title, expr: t.expr })));
+
+/** Served family names (`name type`) of a fresh test SVM. */
+async function servedFamilies(): Promise<Set<string>> {
+  const s = await startTestSvm();
+  const text = await (await fetch(`${s.httpUrl}/metrics`)).text();
+  await s.close();
+  return new Set([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => `${m[1]} ${m[2]}`));
+}
+
+function assertServed(families: Set<string>, exprs: readonly string[], pattern: RegExp): number {
+  const named = new Set(exprs.flatMap((e) => [...e.matchAll(pattern)].map((m) => m[0])));
+  for (const n of named) {
+    const base = n.replace(/_(bucket|count|sum)$/, '');
+    const ok = base === n ? [...families].some((f) => f.startsWith(`${n} `)) : families.has(`${base} histogram`);
+    assert.ok(ok, `${n} is served`);
+  }
+  return named.size;
+}
+
 const rules = (YAML.parse(fs.readFileSync(RULES, 'utf8')) as { groups: Array<{ rules: Rule[] }> }).groups.flatMap((g) => g.rules);
 
 describe('Prometheus alert rules', () => {
@@ -82,16 +108,26 @@ describe('Prometheus alert rules', () => {
   });
 
   it('use only metrics a real SVM serves', async () => {
-    const s = await startTestSvm();
-    const text = await (await fetch(`${s.httpUrl}/metrics`)).text();
-    await s.close();
-    const families = new Set([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => `${m[1]} ${m[2]}`));
-    const named = new Set(rules.flatMap((r) => [...r.expr.matchAll(/\blightagent_svm_[a-z0-9_]+/g)].map((m) => m[0])));
-    assert.ok(named.size >= 4);
-    for (const n of named) {
-      const base = n.replace(/_(bucket|count|sum)$/, '');
-      const ok = base === n ? [...families].some((f) => f.startsWith(`${n} `)) : families.has(`${base} histogram`);
-      assert.ok(ok, `${n} is served`);
-    }
+    assert.ok(assertServed(await servedFamilies(), rules.map((r) => r.expr), /\blightagent_svm_[a-z0-9_]+/g) >= 4);
+  });
+});
+
+describe('Grafana dashboard', () => {
+  it('has queries that parse as PromQL (checked as recording rules by promtool)', { skip }, () => {
+    assert.ok(dashboardExprs.length >= 10);
+    const dir = tempDir('la-prom-dash-');
+    // Grafana replaces $instance before the query runs; a regex that matches all stands in for it.
+    const group = { groups: [{ name: 'dashboard', rules: dashboardExprs.map((e, i) => ({ record: `dashboard:query_${i}`, expr: e.expr.replaceAll('$instance', '.*') })) }] };
+    fs.writeFileSync(path.join(dir, 'dashboard-rules.yml'), YAML.stringify(group));
+    const r = run(['check', 'rules', path.join(dir, 'dashboard-rules.yml')]);
+    assert.equal(r.status, 0, r.out);
+    fs.writeFileSync(path.join(dir, 'broken.yml'), YAML.stringify({ groups: [{ name: 'x', rules: [{ record: 'x:y', expr: 'rate(lightagent_svm_scans_total[5m]' }] }] }));
+    assert.notEqual(run(['check', 'rules', path.join(dir, 'broken.yml')]).status, 0, 'promtool notices a broken query');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('uses only metrics a real SVM serves', async () => {
+    const n = assertServed(await servedFamilies(), dashboardExprs.map((e) => e.expr), /\b(lightagent_svm|process|nodejs)_[a-z0-9_]+/g);
+    assert.ok(n >= 15, `${n} metrics`);
   });
 });
