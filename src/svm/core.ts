@@ -11,6 +11,7 @@ import type { ScanEngine } from './engines/engine.js';
 import { FairScheduler } from './fairness.js';
 import { SvmMetrics } from './metrics.js';
 import type { ReportTarget } from './reports.js';
+import { SignatureAge } from './signature-age.js';
 import { TokenStore, type TenantToken } from './tokens.js';
 import { UploadBudget } from './uploads.js';
 import type { CachedVerdict, SharedVerdictCache, VerdictKey } from './verdict-cache.js';
@@ -77,6 +78,11 @@ export class SvmCore {
     m.labelled('lightagent_svm_cache_hits_by_tier_total', 'Requests answered without an engine run, by where the verdict came from: memory (this SVM), redis (shared with other SVMs), inflight (a scan of the same content already running).', 'counter', 'tier', () => ({ ...(this.cache.tierHits?.() ?? {}), inflight: this.inflightHits }));
     m.gauge('lightagent_svm_engine_healthy', 'Can the engine scan now (1) or not (0).', () => (this.engine.healthy() ? 1 : 0));
     m.gauge('lightagent_svm_cache_healthy', 'Is the shared verdict cache reachable (1) or is the SVM on its memory tier only (0).', () => (this.cache.healthy() ? 1 : 0));
+    const age = new SignatureAge(engine);
+    m.labelled('lightagent_svm_signature_age_seconds', "Seconds since the signatures in force were made, by engine: clamd's database date from VERSION, the newest YARA rule file's mtime. No series when the engine does not say (builtin, clamd with custom databases only).", 'gauge', 'engine', () => {
+      const s = age.seconds();
+      return s === undefined ? {} : { [engine.name]: s };
+    });
     m.counter('lightagent_svm_cache_evictions_total', 'Entries evicted from the shared verdict cache to stay within cache.entries.', () => this.cache.stats().evictions);
   }
 

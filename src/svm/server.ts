@@ -275,7 +275,16 @@ export class SvmServer {
     };
     if (path !== '/metrics' && path !== '/healthz') return send(404, 'text/plain; charset=utf-8', 'not found: try /metrics or /healthz\n');
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain; charset=utf-8', 'method not allowed\n');
-    if (path === '/metrics') return send(200, 'text/plain; version=0.0.4; charset=utf-8', this.core.metrics.render());
+    if (path === '/metrics') {
+      this.core.metrics.render().then(
+        (text) => send(200, this.core.metrics.contentType, text),
+        (e: unknown) => {
+          this.log.error('cannot render /metrics', { message: (e as Error).message });
+          send(500, 'text/plain; charset=utf-8', 'metrics could not be collected; see the SVM log\n');
+        },
+      );
+      return;
+    }
     const h = this.health();
     return send(h.status === 'unhealthy' ? 503 : 200, 'application/json', `${JSON.stringify(h)}\n`);
   }

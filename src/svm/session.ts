@@ -50,6 +50,7 @@ import {
 } from '../protocol/index.js';
 import type { SvmCore, VerdictFields } from './core.js';
 import { TokenBucket } from './fairness.js';
+import type { Timing } from './metrics.js';
 import { UploadTable, type CompletedUpload } from './uploads.js';
 
 export class AgentSession {
@@ -196,7 +197,7 @@ export class AgentSession {
       case 'lookup':
         this.begin(msg.id);
         if (!this.withinRate(msg.id)) return;
-        this.reply(msg.id, this.core.lookup(this.tenant, msg.sha256));
+        this.reply(msg.id, this.core.lookup(this.tenant, msg.sha256), this.core.metrics.lookupSeconds);
         return;
       case 'scan':
         this.startUpload(msg.id, msg.size);
@@ -275,10 +276,16 @@ export class AgentSession {
     this.send(v);
   }
 
-  private reply(id: number, work: Promise<VerdictFields>): void {
+  private reply(id: number, work: Promise<VerdictFields>, timing: Timing): void {
+    const t0 = performance.now();
+    const took = () => timing.observe((performance.now() - t0) / 1000);
     work.then(
-      (v) => this.answer({ t: 'verdict', id, ...v }),
+      (v) => {
+        took();
+        this.answer({ t: 'verdict', id, ...v });
+      },
       (e: unknown) => {
+        took();
         const d = describeError(e);
         this.core.metrics.scanErrors.inc();
         if (d.code === 'LA_ERR_RATE_LIMITED') {
@@ -319,6 +326,7 @@ export class AgentSession {
       this.refuseUpload(id, size, 'LA_ERR_UPLOAD_TOO_LARGE', `${size} bytes is over this SVM's max_file_size of ${o.maxFileSize}`);
     } else if (!this.uploads.accept(id, size)) {
       this.log.warn('upload memory budget in use; refusing an upload', { remote: this.remote, agent: this.hello?.agentId, id, size, held: this.core.budget.used, budget: this.core.budget.capacity });
+      this.core.metrics.busy.inc();
       this.refuseUpload(id, size, 'LA_ERR_BUSY', 'the SVM upload memory budget is in use; retry shortly');
     }
   }
@@ -333,7 +341,7 @@ export class AgentSession {
     this.core.metrics.uploads.inc();
     const work = this.core.scan(this.tenant, u.sha256, u.content, this);
     void work.finally(u.release).catch(() => {});
-    this.reply(u.id, work);
+    this.reply(u.id, work, this.core.metrics.uploadSeconds);
   }
 
   private cleanup(): void {

@@ -43,12 +43,14 @@ describe('SVM server: operations', () => {
       assert.match(text, new RegExp(`^# HELP ${name} \\S`, 'm'), name);
       assert.match(text, new RegExp(`^# TYPE ${name} ${type}$`, 'm'), name);
     }
-    // Every sample line is `name{labels} value`, every family has HELP and TYPE.
+    // Every sample line is `name{labels} value`, every family has HELP and TYPE (names may hold
+    // digits: prom-client's process metrics have nodejs_eventloop_lag_p99_seconds).
     for (const line of text.trim().split('\n')) {
-      if (line.startsWith('#')) assert.match(line, /^# (HELP|TYPE) [a-z_]+ .+$/);
-      else assert.match(line, /^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$/, line);
+      if (line.startsWith('#')) assert.match(line, /^# (HELP|TYPE) [a-z_][a-z0-9_]* .+$/);
+      else assert.match(line, /^[a-z_][a-z0-9_]*(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$/, line);
     }
-    assert.match(text, /^lightagent_svm_engine_scan_seconds_bucket\{engine="builtin",le="\+Inf"\} 1$/m);
+    // Label order carries no meaning in the format; prom-client writes `le` first.
+    assert.match(text, /^lightagent_svm_engine_scan_seconds_bucket\{(engine="builtin",le="\+Inf"|le="\+Inf",engine="builtin")\} 1$/m);
     assert.match(text, /^lightagent_svm_engine_scan_seconds_count\{engine="builtin"\} 1$/m);
     assert.match(text, /^lightagent_svm_detections_total 1$/m);
     assert.equal(s.metrics.lightagent_svm_scans_total, 1, 'the snapshot agrees');
