@@ -102,6 +102,7 @@ export class SvmMetrics {
   readonly scanErrors = new Counter('lightagent_svm_scan_errors_total', 'Requests answered with an error verdict (too large, busy, timeout, engine failure).');
   readonly scanSeconds: Histogram;
   readonly bytesScanned = new Counter('lightagent_svm_bytes_scanned_total', 'File content bytes given to the engine (uploads answered from the cache are not counted).');
+  readonly busy = new Counter('lightagent_svm_uploads_busy_total', 'Uploads refused or dropped with LA_ERR_BUSY: the agent, its tenant or the SVM had its upload memory share in use, or the agent its uploads_per_agent; the agent retries later.');
   readonly rateLimited = new Counter('lightagent_svm_rate_limited_total', 'Requests refused with LA_ERR_RATE_LIMITED (an agent over its request rate or its queue bound).');
   private readonly sampled: Metric[] = [];
 
@@ -128,7 +129,7 @@ export class SvmMetrics {
   }
 
   private all(): Metric[] {
-    return [this.bytesReceived, this.scans, this.cacheHits, this.lookups, this.uploads, this.detections, this.agentEvents, this.protocolErrors, this.authFailures, this.tlsFailures, this.scanErrors, this.bytesScanned, this.rateLimited, this.scanSeconds, ...this.sampled];
+    return [this.bytesReceived, this.scans, this.cacheHits, this.lookups, this.uploads, this.detections, this.agentEvents, this.protocolErrors, this.authFailures, this.tlsFailures, this.scanErrors, this.bytesScanned, this.rateLimited, this.busy, this.scanSeconds, ...this.sampled];
   }
 
   render(): string {
