@@ -27,6 +27,10 @@
  *   upload_timeout: 30s
  *   hello_timeout: 5s
  *   upload_memory: 512 MiB          # upload bytes held at once, all agents together
+ *   upload_memory_per_agent: 64 MiB # one agent's share (default: max(max_file_size, upload_memory / 8))
+ *   upload_memory_per_tenant: 256 MiB # one tenant's share (default: upload_memory / 2 with several tenants)
+ *   uploads_per_agent: 16           # uploads receiving at once per agent; more: LA_ERR_BUSY
+ *   upload_stall_timeout: 5s        # an upload with no data for this long is dropped
  *   cache: memory                   # or redis://10.0.0.9:6379: verdicts shared by every SVM using it
  *   # cache: {store: redis://10.0.0.9:6379, entries: 1000000, ttl: 7d, timeout: 250ms, key_prefix: 'lightagent:v1:'}
  *   #   entries: the memory tier (in front of redis); ttl: expiry in redis; timeout: per redis command
@@ -121,6 +125,11 @@ export const svmConfigSchema = z
     upload_timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(30_000),
     hello_timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(5_000),
     upload_memory: size().default(512 * 1024 * 1024),
+    // Fairness of uploads (docs/svm.md): shares of upload_memory, per agent and per tenant.
+    upload_memory_per_agent: size().optional(),
+    upload_memory_per_tenant: size().optional(),
+    uploads_per_agent: z.number().int().min(1).max(1024).default(16),
+    upload_stall_timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(5_000),
     // A plain string is the store: `memory` or a redis:// URL.
     cache: z.preprocess(
       (v) => (typeof v === 'string' ? { store: v } : v),
@@ -157,6 +166,10 @@ export const svmConfigSchema = z
     }
     if (c.upload_memory < c.max_file_size) {
       ctx.addIssue({ code: 'custom', path: ['upload_memory'], message: `${c.upload_memory} bytes is less than max_file_size (${c.max_file_size}): the largest files would always be refused as busy; raise upload_memory or lower max_file_size` });
+    }
+    for (const k of ['upload_memory_per_agent', 'upload_memory_per_tenant'] as const) {
+      const v = c[k];
+      if (v !== undefined && v < c.max_file_size) ctx.addIssue({ code: 'custom', path: [k], message: `${v} bytes is less than max_file_size (${c.max_file_size}): the largest files could never be uploaded; raise ${k} or lower max_file_size` });
     }
     if (c.engine === 'yara' && !c.yara_rules) ctx.addIssue({ code: 'custom', path: ['yara_rules'], message: 'engine yara needs its rules: a .yar file or a directory of .yar/.yara files (flag --yara-rules)' });
     const seen = new Map<string, string>();

@@ -27,6 +27,14 @@ export interface CoreOptions {
   helloTimeoutMs: number;
   /** Bytes of upload content held in memory at once, across all agents. */
   uploadMemory: number;
+  /** Upload bytes one agent connection may hold (default: max(maxFileSize, uploadMemory / 8)). */
+  uploadMemoryPerAgent?: number | undefined;
+  /** Upload bytes one tenant's agents may hold together (default: uploadMemory / 2 with several tenants, else all of it). */
+  uploadMemoryPerTenant?: number | undefined;
+  /** Uploads one agent may have receiving at once; more are answered LA_ERR_BUSY. */
+  uploadsPerAgent: number;
+  /** An upload with no chunk for this long is dropped (LA_ERR_UPLOAD_TIMEOUT). */
+  uploadStallMs: number;
   /** Per agent: requests (lookups + scans) per second, and the burst allowed above it. */
   rateLimit: { perSecond: number; burst: number };
   /** Engine scans running at once, all agents together. */
@@ -59,7 +67,7 @@ export class SvmCore {
     readonly cache: SharedVerdictCache,
   ) {
     this.tokens = new TokenStore(opts.tokens);
-    this.budget = new UploadBudget(opts.uploadMemory);
+    this.budget = new UploadBudget(uploadLimits(opts));
     this.metrics = new SvmMetrics(engine.name);
     this.scheduler = new FairScheduler(opts.scanConcurrency, opts.agentQueue);
     const m = this.metrics;
@@ -130,7 +138,7 @@ export class SvmCore {
       this.inflightHits++;
       return { ...(await running), cached: true };
     }
-    const p = this.scheduler.run(agent, () => this.runEngine(key, content));
+    const p = this.scheduler.run(tenant, agent, () => this.runEngine(key, content));
     this.inflight.set(flightKey, p);
     try {
       return await p;
@@ -174,6 +182,14 @@ export class SvmCore {
       this.activeScans--;
     }
   }
+}
+
+/** The upload memory bounds, defaults filled in (docs/svm.md, "Fairness"). */
+export function uploadLimits(o: Pick<CoreOptions, 'uploadMemory' | 'uploadMemoryPerAgent' | 'uploadMemoryPerTenant' | 'maxFileSize' | 'tokens'>): { capacity: number; perTenant: number; perAgent: number } {
+  const tenants = new Set(o.tokens.map((t) => t.tenant)).size;
+  const perTenant = Math.min(o.uploadMemory, o.uploadMemoryPerTenant ?? (tenants > 1 ? Math.max(o.maxFileSize, Math.floor(o.uploadMemory / 2)) : o.uploadMemory));
+  const perAgent = Math.min(perTenant, o.uploadMemoryPerAgent ?? Math.max(o.maxFileSize, Math.floor(o.uploadMemory / 8)));
+  return { capacity: o.uploadMemory, perTenant, perAgent };
 }
 
 function fromCache(hit: CachedVerdict, sha256: string, generation: string): VerdictFields {

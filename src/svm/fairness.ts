@@ -5,9 +5,9 @@
  *   of `burst`. A request over it is answered at once with an error verdict LA_ERR_RATE_LIMITED
  *   (the agent backs off and retries); the connection stays.
  * - FairScheduler: engine scans run at most `concurrency` at once; waiting scans sit in one
- *   bounded queue per agent (`perAgentQueue`), and a freed slot goes to the next agent in
- *   round-robin order, not to whoever queued most. A scan over its agent's queue bound is refused
- *   with LA_ERR_RATE_LIMITED.
+ *   bounded queue per agent (`perAgentQueue`), and a freed slot goes round-robin first by
+ *   tenant, then by agent within the tenant, not to whoever queued most. A scan over its agent's
+ *   queue bound is refused with LA_ERR_RATE_LIMITED.
  */
 import { LightagentError } from '../errors.js';
 
@@ -40,13 +40,20 @@ interface Job {
   run: () => void;
 }
 
+/** One tenant's agents with queued jobs, in round-robin order; each agent's own FIFO. */
+type TenantQueues = Map<object, Job[]>;
+
 export class FairScheduler {
   private running = 0;
-  /** Agents with queued jobs, in round-robin order; each agent's own FIFO. */
-  private readonly queues = new Map<object, Job[]>();
+  /** Tenants with queued jobs, in round-robin order. */
+  private readonly tenants = new Map<string, TenantQueues>();
+  private readonly depthByAgent = new WeakMap<object, number>();
   private queued = 0;
 
-  constructor(private readonly concurrency: number, private readonly perAgentQueue: number) {
+  constructor(
+    private readonly concurrency: number,
+    private readonly perAgentQueue: number,
+  ) {
     if (!(concurrency >= 1)) throw new RangeError('concurrency must be >= 1');
     if (!(perAgentQueue >= 0)) throw new RangeError('perAgentQueue must be >= 0');
   }
@@ -62,17 +69,26 @@ export class FairScheduler {
 
   /** Queued jobs of one agent. */
   depthOf(agent: object): number {
-    return this.queues.get(agent)?.length ?? 0;
+    return this.depthByAgent.get(agent) ?? 0;
   }
 
-  /** Run `fn` when a slot is free and it is `agent`'s turn. Rejects with RateLimitedError when the agent's queue is full. */
-  run<T>(agent: object, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Run `fn` when a slot is free and it is `agent`'s turn: a freed slot goes to the next tenant in
+   * round-robin order, and within it to its next agent, so a tenant with hundreds of busy agents
+   * gets one turn in as many as a tenant with one. Rejects with RateLimitedError when the agent's
+   * queue is full.
+   */
+  run<T>(tenant: string, agent: object, fn: () => Promise<T>): Promise<T> {
     if (this.running < this.concurrency && this.queued === 0) return this.start(fn);
-    const q = this.queues.get(agent) ?? [];
-    if (q.length >= this.perAgentQueue) return Promise.reject(new RateLimitedError(`this agent already has ${q.length} scans waiting on the SVM (agent_queue)`));
+    const depth = this.depthOf(agent);
+    if (depth >= this.perAgentQueue) return Promise.reject(new RateLimitedError(`this agent already has ${depth} scans waiting on the SVM (agent_queue)`));
     return new Promise<T>((resolve, reject) => {
+      const agents = this.tenants.get(tenant) ?? new Map<object, Job[]>();
+      const q = agents.get(agent) ?? [];
       q.push({ run: () => this.start(fn).then(resolve, reject) });
-      this.queues.set(agent, q);
+      agents.set(agent, q);
+      this.tenants.set(tenant, agents);
+      this.depthByAgent.set(agent, depth + 1);
       this.queued++;
     });
   }
@@ -91,14 +107,18 @@ export class FairScheduler {
     });
   }
 
-  /** The first agent in order gets the slot, then goes to the back of the line. */
+  /** The first tenant in line gets the slot for its first agent; both go to the back of their lines. */
   private next(): void {
     while (this.running < this.concurrency && this.queued > 0) {
-      const [agent, q] = this.queues.entries().next().value as [object, Job[]];
+      const [tenant, agents] = this.tenants.entries().next().value as [string, TenantQueues];
+      const [agent, q] = agents.entries().next().value as [object, Job[]];
       const job = q.shift()!;
       this.queued--;
-      this.queues.delete(agent);
-      if (q.length) this.queues.set(agent, q);
+      this.depthByAgent.set(agent, q.length);
+      agents.delete(agent);
+      if (q.length) agents.set(agent, q);
+      this.tenants.delete(tenant);
+      if (agents.size) this.tenants.set(tenant, agents);
       job.run();
     }
   }

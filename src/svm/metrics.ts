@@ -99,7 +99,7 @@ export class SvmMetrics {
   readonly scanErrors = this.count('lightagent_svm_scan_errors_total', 'Requests answered with an error verdict (too large, busy, timeout, engine failure).');
   readonly bytesScanned = this.count('lightagent_svm_bytes_scanned_total', 'File content bytes given to the engine (uploads answered from the cache are not counted).');
   readonly rateLimited = this.count('lightagent_svm_rate_limited_total', 'Requests refused with LA_ERR_RATE_LIMITED (an agent over its request rate or its queue bound).');
-  readonly busy = this.count('lightagent_svm_uploads_busy_total', 'Uploads refused with LA_ERR_BUSY because the upload memory budget (upload_memory) was in use; the agent retries later.');
+  readonly busy = this.count('lightagent_svm_uploads_busy_total', 'Uploads refused or dropped with LA_ERR_BUSY: the agent, its tenant or the SVM had its upload memory share in use, or the agent already had uploads_per_agent uploads receiving; the agent retries later.');
   readonly scanSeconds: Timing;
   /** SVM time per answered request, from the lookup frame or the last upload chunk to the verdict. */
   readonly lookupSeconds: Timing;

@@ -56,6 +56,14 @@ export interface SvmOptions {
   uploadTimeoutMs?: number;
   helloTimeoutMs?: number;
   uploadMemory?: number;
+  /** Upload bytes one agent may hold (default max(maxFileSize, uploadMemory / 8)). */
+  uploadMemoryPerAgent?: number;
+  /** Upload bytes one tenant's agents may hold together (default uploadMemory / 2 with several tenants). */
+  uploadMemoryPerTenant?: number;
+  /** Uploads one agent may have receiving at once (default 16). */
+  uploadsPerAgent?: number;
+  /** An upload with no chunk for this long is dropped (default 5000). */
+  uploadStallMs?: number;
   /** Interval of load/generation reports to agents; default 2000, never under 1000. */
   reportIntervalMs?: number;
   /** How long close() waits for agents to finish the close handshake before dropping them. */
@@ -79,6 +87,8 @@ export const SVM_DEFAULTS = {
   uploadTimeoutMs: 30_000,
   helloTimeoutMs: 5_000,
   uploadMemory: 512 * 1024 * 1024,
+  uploadsPerAgent: 16,
+  uploadStallMs: 5_000,
   reportIntervalMs: 2_000,
   closeGraceMs: 2_000,
   rateLimit: { perSecond: 5000, burst: 20_000 },
@@ -124,6 +134,10 @@ export class SvmServer {
       uploadTimeoutMs: o.uploadTimeoutMs ?? d.uploadTimeoutMs,
       helloTimeoutMs: o.helloTimeoutMs ?? d.helloTimeoutMs,
       uploadMemory: o.uploadMemory ?? d.uploadMemory,
+      uploadMemoryPerAgent: o.uploadMemoryPerAgent,
+      uploadMemoryPerTenant: o.uploadMemoryPerTenant,
+      uploadsPerAgent: o.uploadsPerAgent ?? d.uploadsPerAgent,
+      uploadStallMs: o.uploadStallMs ?? d.uploadStallMs,
       rateLimit: o.rateLimit ?? d.rateLimit,
       scanConcurrency: o.scanConcurrency ?? d.scanConcurrency,
       agentQueue: o.agentQueue ?? d.agentQueue,

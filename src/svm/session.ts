@@ -12,9 +12,12 @@
  * - `scan {id, size}`, then binary chunks of that id, index 0, 1, 2, ... in order, at least one,
  *   the last one flagged, their bytes adding up to `size` exactly.
  *   - size > maxFileSize: verdict error LA_ERR_UPLOAD_TOO_LARGE; the connection stays.
- *   - the shared upload memory budget cannot hold `size` more bytes: verdict error LA_ERR_BUSY
- *     (the agent retries); nothing is buffered.
- *   - not complete within `uploadTimeoutMs`: verdict error LA_ERR_UPLOAD_TIMEOUT; memory released.
+ *   - this agent already receives `uploadsPerAgent` uploads: verdict error LA_ERR_BUSY (the agent
+ *     retries); nothing is buffered. Memory is reserved chunk by chunk as bytes arrive; a chunk
+ *     past the agent's, its tenant's or the SVM's upload memory ends the upload with LA_ERR_BUSY
+ *     (uploads.ts).
+ *   - not complete within `uploadTimeoutMs`, or no chunk for `uploadStallMs`: verdict error
+ *     LA_ERR_UPLOAD_TIMEOUT; memory released.
  *   Chunks of a refused or dropped upload that are still in flight are read and discarded.
  *   The SVM hashes the bytes it received (never trusting the agent), answers from the cache under
  *   that hash if it can (another agent uploaded the same content), else runs the engine once per
@@ -63,6 +66,7 @@ export class AgentSession {
   private readonly bucket: TokenBucket;
   private tokenHash: Buffer | undefined;
   private rateWarned = false;
+  private busyWarnedAt = -Infinity;
   private closed = false;
   /** The load figure this agent was last told (welcome or load report). */
   lastLoad = -1;
@@ -90,14 +94,24 @@ export class AgentSession {
     }
     const o = core.opts;
     this.uploads = new UploadTable({
-      budget: core.budget,
+      // The tenant is known at hello; until then no upload can start (binary frames are refused).
+      account: core.budget.account(''),
       timeoutMs: o.uploadTimeoutMs,
+      stallMs: o.uploadStallMs,
+      maxActive: o.uploadsPerAgent,
       maxRefused: o.maxInFlight,
       onBytes: (n) => core.metrics.bytesReceived.inc(n),
-      onTimeout: (id) => {
+      onTimeout: (id, why) => {
         this.core.metrics.scanErrors.inc();
-        this.log.warn('upload timed out', { remote: this.remote, agent: this.hello?.agentId, id, timeoutMs: o.uploadTimeoutMs });
-        this.answer({ t: 'verdict', id, verdict: 'error', code: 'LA_ERR_UPLOAD_TIMEOUT', message: `upload not complete within ${o.uploadTimeoutMs} ms` });
+        const ms = why === 'stalled' ? o.uploadStallMs : o.uploadTimeoutMs;
+        this.log.warn(why === 'stalled' ? 'upload stalled; dropped' : 'upload timed out', { remote: this.remote, agent: this.hello?.agentId, id, timeoutMs: ms });
+        this.answer({ t: 'verdict', id, verdict: 'error', code: 'LA_ERR_UPLOAD_TIMEOUT', message: why === 'stalled' ? `no upload data for ${ms} ms` : `upload not complete within ${ms} ms` });
+      },
+      onOverBudget: (id) => {
+        this.core.metrics.scanErrors.inc();
+        this.core.metrics.busy.inc();
+        this.warnBusy('upload memory share in use; upload dropped', id);
+        this.answer({ t: 'verdict', id, verdict: 'error', code: 'LA_ERR_BUSY', message: "this agent's, its tenant's or the SVM's upload memory is in use; retry shortly" });
       },
     });
     this.helloTimer = setTimeout(() => {
@@ -240,6 +254,7 @@ export class AgentSession {
     }
     this.hello = msg;
     this.tenant = tenant;
+    this.uploads.setAccount(this.core.budget.account(tenant));
     this.log.info('agent connected', { remote: this.remote, agent: msg.agentId, host: msg.host, os: msg.os, hypervisor: msg.hypervisor, tenant, version: msg.agentVersion, ...(this.certSubject ? { cert: this.certSubject } : {}) });
     const o = this.core.opts;
     this.lastLoad = this.core.load();
@@ -325,10 +340,19 @@ export class AgentSession {
     } else if (size > o.maxFileSize) {
       this.refuseUpload(id, size, 'LA_ERR_UPLOAD_TOO_LARGE', `${size} bytes is over this SVM's max_file_size of ${o.maxFileSize}`);
     } else if (!this.uploads.accept(id, size)) {
-      this.log.warn('upload memory budget in use; refusing an upload', { remote: this.remote, agent: this.hello?.agentId, id, size, held: this.core.budget.used, budget: this.core.budget.capacity });
       this.core.metrics.busy.inc();
-      this.refuseUpload(id, size, 'LA_ERR_BUSY', 'the SVM upload memory budget is in use; retry shortly');
+      this.warnBusy('too many uploads in progress for this agent; refusing one', id);
+      this.refuseUpload(id, size, 'LA_ERR_BUSY', `this agent already has ${o.uploadsPerAgent} uploads in progress (uploads_per_agent); retry shortly`);
     }
+  }
+
+  /** One warning per agent per minute: a hostile agent must not flood the log. */
+  private warnBusy(message: string, id: number): void {
+    const now = Date.now();
+    if (now - this.busyWarnedAt < 60_000) return;
+    this.busyWarnedAt = now;
+    const b = this.core.budget;
+    this.log.warn(message, { remote: this.remote, agent: this.hello?.agentId, tenant: this.tenant, id, held: b.used, tenantHeld: b.usedBy(this.tenant), budget: b.capacity, perTenant: b.perTenant, perAgent: b.perAgent });
   }
 
   private onBinary(frame: Buffer): void {

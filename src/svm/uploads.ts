@@ -1,32 +1,96 @@
 /**
  * Upload reassembly for one agent connection, and the memory budget all connections share.
  *
- * An accepted upload reserves its whole announced size from the budget before any chunk is
- * buffered, so the SVM never holds more than `uploadMemory` bytes of content at once, whatever
- * the agents send; past it, uploads are refused (LA_ERR_BUSY) and the agent retries later.
+ * Memory is reserved as bytes arrive, never for what an upload announces: an agent that
+ * announces large uploads and sends little holds only what it sent. What is held counts against
+ * three bounds at once: the agent's own (`upload_memory_per_agent`), its tenant's
+ * (`upload_memory_per_tenant`) and the SVM's (`upload_memory`). A chunk past any of them ends
+ * that upload with LA_ERR_BUSY (the agent retries later); an upload with no chunk for
+ * `upload_stall_timeout` ends with LA_ERR_UPLOAD_TIMEOUT; either way its memory is released at
+ * once. So one agent, or one tenant's agents, cannot take the memory another tenant needs.
  * The SHA-256 is computed here, over the bytes received, as they arrive.
  */
 import crypto from 'node:crypto';
 import { ProtocolError } from '../errors.js';
 import type { Chunk } from '../protocol/index.js';
 
-/** Upload bytes held in memory across every session. */
+export interface UploadBudgetLimits {
+  /** Bytes held at once, all agents together. */
+  capacity: number;
+  /** Bytes one tenant's agents may hold together (default: capacity). */
+  perTenant?: number | undefined;
+  /** Bytes one agent connection may hold (default: capacity). */
+  perAgent?: number | undefined;
+}
+
+/** Upload bytes held in memory across every session, by tenant and by agent. */
 export class UploadBudget {
   private held = 0;
-  constructor(readonly capacity: number) {}
+  private readonly byTenant = new Map<string, number>();
+  readonly capacity: number;
+  readonly perTenant: number;
+  readonly perAgent: number;
+
+  constructor(limits: UploadBudgetLimits | number) {
+    const l = typeof limits === 'number' ? { capacity: limits } : limits;
+    this.capacity = l.capacity;
+    this.perTenant = Math.min(l.perTenant ?? l.capacity, l.capacity);
+    this.perAgent = Math.min(l.perAgent ?? l.capacity, this.perTenant);
+  }
 
   get used(): number {
     return this.held;
   }
 
-  tryReserve(bytes: number): boolean {
-    if (this.held + bytes > this.capacity) return false;
+  usedBy(tenant: string): number {
+    return this.byTenant.get(tenant) ?? 0;
+  }
+
+  /** What one agent connection holds counts against itself, its tenant and the whole SVM. */
+  account(tenant: string): BudgetAccount {
+    return new BudgetAccount(this, tenant);
+  }
+
+  /** @internal BudgetAccount's side of a reservation. */
+  take(a: BudgetAccount, bytes: number): boolean {
+    const tenantHeld = this.usedBy(a.tenant);
+    if (a.held + bytes > this.perAgent || tenantHeld + bytes > this.perTenant || this.held + bytes > this.capacity) return false;
     this.held += bytes;
+    this.byTenant.set(a.tenant, tenantHeld + bytes);
     return true;
   }
 
-  release(bytes: number): void {
+  /** @internal */
+  give(a: BudgetAccount, bytes: number): void {
     this.held = Math.max(0, this.held - bytes);
+    const left = this.usedBy(a.tenant) - bytes;
+    if (left > 0) this.byTenant.set(a.tenant, left);
+    else this.byTenant.delete(a.tenant);
+  }
+}
+
+/** One agent connection's share of the UploadBudget. */
+export class BudgetAccount {
+  private bytes = 0;
+  constructor(
+    private readonly budget: UploadBudget,
+    readonly tenant: string,
+  ) {}
+
+  get held(): number {
+    return this.bytes;
+  }
+
+  tryReserve(n: number): boolean {
+    if (!this.budget.take(this, n)) return false;
+    this.bytes += n;
+    return true;
+  }
+
+  release(n: number): void {
+    const r = Math.min(n, this.bytes);
+    this.bytes -= r;
+    this.budget.give(this, r);
   }
 }
 
@@ -44,22 +108,32 @@ interface Upload {
   size: number;
   received: number;
   nextIndex: number;
-  /** Empty for a refused upload: its chunks are checked and discarded. */
-  buf: Buffer;
+  /** The chunks received so far (each reserved from the budget as it came); none for a refused upload. */
+  chunks: Buffer[];
+  /** Undefined for a refused upload: its chunks are checked and discarded. */
   hash: crypto.Hash | undefined;
   timer: NodeJS.Timeout;
+  /** Refreshed by every chunk: fires when the upload stops making progress. */
+  stall: NodeJS.Timeout | undefined;
 }
 
 /** Ids of uploads dropped (timeout, cancel, refused then forgotten) whose late chunks are ignored, not protocol errors. */
 const DROPPED_MEMORY = 1024;
 
 export interface UploadTableOptions {
-  budget: UploadBudget;
+  /** This connection's share of the SVM's upload memory. */
+  account: BudgetAccount;
   timeoutMs: number;
+  /** No chunk for this long: the upload is dropped (onTimeout). Default: timeoutMs. */
+  stallMs?: number | undefined;
+  /** Uploads receiving at once on this connection (default: unbounded). */
+  maxActive?: number | undefined;
   /** Refused uploads whose chunks may still come; past it the oldest is forgotten. */
   maxRefused: number;
-  /** An accepted upload did not complete in time; its memory is already released. */
-  onTimeout: (id: number) => void;
+  /** An accepted upload did not complete in time, or stalled; its memory is already released. */
+  onTimeout: (id: number, why: 'timeout' | 'stalled') => void;
+  /** A chunk did not fit this agent's, its tenant's or the SVM's memory; the upload is dropped, its memory released. */
+  onOverBudget: (id: number) => void;
   /** Content bytes buffered (for metrics). */
   onBytes: (n: number) => void;
 }
@@ -71,6 +145,12 @@ export class UploadTable {
 
   constructor(private readonly o: UploadTableOptions) {}
 
+  /** Charge this connection's uploads to another account (its tenant is known after hello). */
+  setAccount(account: BudgetAccount): void {
+    if (this.active.size > 0) throw new Error('setAccount with uploads in progress');
+    this.o.account = account;
+  }
+
   /** Uploads still receiving chunks (refused ones not counted). */
   get size(): number {
     return this.active.size;
@@ -80,11 +160,16 @@ export class UploadTable {
     return this.active.has(id);
   }
 
-  /** Start receiving `size` bytes for `id`. False when the memory budget is spent (caller answers LA_ERR_BUSY). */
+  /**
+   * Start receiving `size` bytes for `id`. Nothing is reserved yet: memory is taken chunk by
+   * chunk. False when this connection already receives `maxActive` uploads (caller answers
+   * LA_ERR_BUSY).
+   */
   accept(id: number, size: number): boolean {
     this.forget(id);
-    if (!this.o.budget.tryReserve(size)) return false;
-    const u: Upload = { id, size, received: 0, nextIndex: 0, buf: Buffer.allocUnsafe(size), hash: crypto.createHash('sha256'), timer: setTimeout(() => this.expire(u), this.o.timeoutMs) };
+    if (this.active.size >= (this.o.maxActive ?? Infinity)) return false;
+    const u: Upload = { id, size, received: 0, nextIndex: 0, chunks: [], hash: crypto.createHash('sha256'), timer: setTimeout(() => this.expire(u, 'timeout'), this.o.timeoutMs), stall: undefined };
+    u.stall = setTimeout(() => this.expire(u, 'stalled'), this.o.stallMs ?? this.o.timeoutMs);
     this.active.set(id, u);
     return true;
   }
@@ -92,7 +177,7 @@ export class UploadTable {
   /** The request was answered already (too large, busy): take its chunks without keeping them. */
   refuse(id: number, size: number): void {
     this.forget(id);
-    const u: Upload = { id, size, received: 0, nextIndex: 0, buf: Buffer.alloc(0), hash: undefined, timer: setTimeout(() => this.drop(id), this.o.timeoutMs) };
+    const u: Upload = { id, size, received: 0, nextIndex: 0, chunks: [], hash: undefined, timer: setTimeout(() => this.drop(id), this.o.timeoutMs), stall: undefined };
     this.refused.set(id, u);
     if (this.refused.size > this.o.maxRefused) this.drop(this.refused.keys().next().value as number);
   }
@@ -102,7 +187,9 @@ export class UploadTable {
     const u = this.active.get(id) ?? this.refused.get(id);
     if (!u) return false;
     clearTimeout(u.timer);
-    if (this.active.delete(id)) this.o.budget.release(u.size);
+    clearTimeout(u.stall);
+    if (this.active.delete(id)) this.o.account.release(u.received);
+    u.chunks = [];
     this.refused.delete(id);
     this.dropped.add(id);
     if (this.dropped.size > DROPPED_MEMORY) this.dropped.delete(this.dropped.values().next().value as number);
@@ -129,27 +216,44 @@ export class UploadTable {
     }
     u.nextIndex++;
     if (u.hash) {
-      c.payload.copy(u.buf, u.received);
+      if (!this.o.account.tryReserve(c.payload.length)) {
+        // Its bytes so far go back now; the rest of its chunks are read and discarded.
+        this.drop(u.id);
+        this.refuse(u.id, u.size);
+        const r = this.refused.get(u.id);
+        if (r) {
+          r.nextIndex = u.nextIndex;
+          r.received = end;
+        }
+        this.o.onOverBudget(u.id);
+        return undefined;
+      }
+      u.stall?.refresh();
+      // A small chunk is copied: a view would pin the whole socket read it came in (64 KiB).
+      u.chunks.push(c.payload.length < 65536 ? Buffer.from(c.payload) : c.payload);
       u.hash.update(c.payload);
       this.o.onBytes(c.payload.length);
     }
     u.received = end;
     if (!c.last) return undefined;
     clearTimeout(u.timer);
+    clearTimeout(u.stall);
     if (!u.hash) {
       this.refused.delete(u.id);
       return undefined;
     }
     this.active.delete(u.id);
+    const content = u.chunks.length === 1 ? u.chunks[0]! : Buffer.concat(u.chunks, u.size);
+    u.chunks = [];
     let released = false;
     return {
       id: u.id,
       sha256: u.hash.digest('hex'),
-      content: u.buf,
+      content,
       release: () => {
         if (released) return;
         released = true;
-        this.o.budget.release(u.size);
+        this.o.account.release(u.size);
       },
     };
   }
@@ -168,9 +272,9 @@ export class UploadTable {
     this.dropped.delete(id);
   }
 
-  private expire(u: Upload): void {
+  private expire(u: Upload, why: 'timeout' | 'stalled'): void {
     if (this.active.get(u.id) !== u) return;
     this.drop(u.id);
-    this.o.onTimeout(u.id);
+    this.o.onTimeout(u.id, why);
   }
 }

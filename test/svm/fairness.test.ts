@@ -45,10 +45,10 @@ describe('fairness', () => {
     };
     const noisy = {};
     const quiet = {};
-    const all = [s.run(noisy, job('n0')), s.run(noisy, job('n1')), s.run(noisy, job('n2')), s.run(noisy, job('n3'))];
-    await assert.rejects(s.run(noisy, job('n4')), RateLimitedError);
+    const all = [s.run('t', noisy, job('n0')), s.run('t', noisy, job('n1')), s.run('t', noisy, job('n2')), s.run('t', noisy, job('n3'))];
+    await assert.rejects(s.run('t', noisy, job('n4')), RateLimitedError);
     assert.equal(s.depth, 3);
-    all.push(s.run(quiet, job('q0')), s.run(quiet, job('q1')));
+    all.push(s.run('t', quiet, job('q0')), s.run('t', quiet, job('q1')));
     await Promise.all(all);
     assert.deepEqual(order, ['n0', 'n1', 'q0', 'n2', 'q1', 'n3']);
   });

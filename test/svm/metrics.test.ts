@@ -148,11 +148,14 @@ describe('SVM /metrics (prom-client)', () => {
     await b.next((m) => m.t === 'welcome');
     a.ws.send(encodeMessage({ t: 'lookup', id: 7, sha256: 'b'.repeat(64), size: 1 }));
     assert.equal((await a.verdict(7)).verdict, 'unknown');
-    a.ws.send(encodeMessage({ t: 'scan', id: 1, size: 8000 }));
+    // Upload memory follows bytes received: a holds 8,000 of the 10,000 bytes.
+    a.ws.send(encodeMessage({ t: 'scan', id: 1, size: 9000 }));
+    a.ws.send(encodeChunk(1, 0, false, Buffer.alloc(8000)));
     await new Promise((r) => setTimeout(r, 50));
     b.ws.send(encodeMessage({ t: 'scan', id: 1, size: 8000 }));
+    b.ws.send(encodeChunk(1, 0, true, Buffer.alloc(8000)));
     assert.equal((await b.verdict(1)).code, 'LA_ERR_BUSY');
-    a.ws.send(encodeChunk(1, 0, true, Buffer.alloc(8000)));
+    a.ws.send(encodeChunk(1, 1, true, Buffer.alloc(1000)));
     assert.equal((await a.verdict(1)).verdict, 'clean');
     const sc = await scrape(s);
     assert.equal(value(sc, 'lightagent_svm_uploads_busy_total'), 1);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { CloseCode, encodeMessage } from '../../src/protocol/index.js';
+import { CloseCode, encodeChunk, encodeMessage } from '../../src/protocol/index.js';
 import { BuiltinEngine } from '../../src/svm/engines/builtin.js';
 import { EICAR } from './engines/conformance.js';
 import { metric, rawAgent, startTestSvm, upload } from './helpers.js';
@@ -77,7 +77,9 @@ describe('SVM server: operations', () => {
     await a.next((m) => m.t === 'welcome');
     await new Promise((r) => setTimeout(r, 1300));
     assert.ok(!a.msgs.some((m) => m.t === 'load'), 'no report while nothing changed');
-    b.ws.send(encodeMessage({ t: 'scan', id: 1, size: 50_000 })); // holds half the upload budget
+    // Memory follows bytes received: 50,000 of 60,000 announced bytes hold half the budget.
+    b.ws.send(encodeMessage({ t: 'scan', id: 1, size: 60_000 }));
+    b.ws.send(encodeChunk(1, 0, false, Buffer.alloc(50_000)));
     const l = await a.next((m) => m.t === 'load', 2500);
     assert.ok(l.t === 'load' && l.load === 0.5, JSON.stringify(l));
     await s.close();

@@ -56,7 +56,7 @@ describe('SVM server: uploads', () => {
     a.ws.send(encodeMessage({ t: 'scan', id: 1, size: 100_000 }));
     a.ws.send(encodeChunk(1, 0, false, Buffer.alloc(1000)));
     await a.next((m) => m.t === 'welcome');
-    assert.equal(await metric(s, 'lightagent_svm_upload_bytes_held'), 100_000);
+    assert.equal(await metric(s, 'lightagent_svm_upload_bytes_held'), 1000, 'held: the bytes received, not the 100,000 announced');
     const v = await a.verdict(1);
     assert.equal(v.code, 'LA_ERR_UPLOAD_TIMEOUT');
     assert.equal(await metric(s, 'lightagent_svm_upload_bytes_held'), 0);
@@ -69,13 +69,17 @@ describe('SVM server: uploads', () => {
     const s = await startTestSvm({ uploadMemory: 10_000, maxFileSize: 10_000 });
     const a = await rawAgent(s.url);
     const b = await rawAgent(s.url);
-    a.ws.send(encodeMessage({ t: 'scan', id: 1, size: 8000 }));
+    // Memory is held for bytes received: a holds 8,000 of the 10,000 bytes.
+    a.ws.send(encodeMessage({ t: 'scan', id: 1, size: 9000 }));
+    a.ws.send(encodeChunk(1, 0, false, Buffer.alloc(8000)));
     await a.next((m) => m.t === 'welcome');
     await b.next((m) => m.t === 'welcome');
+    await new Promise((r) => setTimeout(r, 50));
     b.ws.send(encodeMessage({ t: 'scan', id: 1, size: 8000 }));
+    b.ws.send(encodeChunk(1, 0, true, Buffer.alloc(8000)));
     const v = await b.verdict(1);
     assert.equal(v.code, 'LA_ERR_BUSY');
-    a.ws.send(encodeChunk(1, 0, true, Buffer.alloc(8000)));
+    a.ws.send(encodeChunk(1, 1, true, Buffer.alloc(1000)));
     assert.equal((await a.verdict(1)).verdict, 'clean');
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(await metric(s, 'lightagent_svm_upload_bytes_held'), 0, 'released after the verdict');
