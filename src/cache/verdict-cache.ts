@@ -44,7 +44,19 @@
  * in one copy is seen by every copy at once.
  */
 import { logger } from '../log.js';
-import { CLOCK_PIN, CLOCK_REF, CLOCK_SHARED, EntryStore, MAX_GENERATIONS, MAX_THREATS, REC_WORDS, W_FP, W_ID, W_META, W_SHA } from './entry-store.js';
+import {
+  CLOCK_PIN,
+  CLOCK_REF,
+  CLOCK_SHARED,
+  EntryStore,
+  MAX_GENERATIONS,
+  MAX_THREATS,
+  REC_WORDS,
+  W_FP,
+  W_ID,
+  W_META,
+  W_SHA,
+} from './entry-store.js';
 import { Hit, type CacheHit, type Verdict } from './hit.js';
 import { hashFd, loadXxhash, type FileDigest, type FileIdentity, type StreamingHasher, type XxApi } from './fingerprint.js';
 import { loadCacheFile, writeCacheFile, type PersistSource } from './persist.js';
@@ -186,7 +198,13 @@ export class VerdictCache {
   sharedSpec(): SharedCacheSpec | undefined {
     const s = this.store;
     if (!this.control || !(s.buffer instanceof SharedArrayBuffer)) return undefined;
-    return { buffer: s.buffer, control: this.control.buffer as SharedArrayBuffer, capacity: s.capacity, maxIndexSlots: s.maxIndexSlots, seed: this.options.seed };
+    return {
+      buffer: s.buffer,
+      control: this.control.buffer as SharedArrayBuffer,
+      capacity: s.capacity,
+      maxIndexSlots: s.maxIndexSlots,
+      seed: this.options.seed,
+    };
   }
 
   /** Seeded xxh64 of the identity, split into kHi:kLo (no BigInt in the probes that follow). */
@@ -291,7 +309,14 @@ export class VerdictCache {
       infected ? 'infected' : 'clean',
       infected ? this.threats.name(meta >>> 16) || UNKNOWN_THREAT : undefined,
       !infected && ((meta >>> 2) & GEN_MASK) !== this.currentGen,
-      rec[b + 4]!, rec[b + 5]!, rec[b + 6]!, rec[b + 7]!, rec[b + 8]!, rec[b + 9]!, rec[b + 10]!, rec[b + 11]!,
+      rec[b + 4]!,
+      rec[b + 5]!,
+      rec[b + 6]!,
+      rec[b + 7]!,
+      rec[b + 8]!,
+      rec[b + 9]!,
+      rec[b + 10]!,
+      rec[b + 11]!,
     );
   }
 
@@ -417,7 +442,11 @@ export class VerdictCache {
     } catch (e) {
       this.dirty = true;
       this.counters.saveFailures++;
-      this.log.warn('could not save the verdict cache; protection continues, the next save retries', { file, code: (e as { code?: string }).code, message: (e as Error).message });
+      this.log.warn('could not save the verdict cache; protection continues, the next save retries', {
+        file,
+        code: (e as { code?: string }).code,
+        message: (e as Error).message,
+      });
       return false;
     }
   }

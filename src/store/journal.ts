@@ -155,7 +155,13 @@ export class Journal<V> {
     return this.map.keys();
   }
   stats(): JournalStats {
-    return { fileBytes: this.fileBytes, liveBytes: this.liveBytes, entries: this.map.size, compactions: this.compactions, droppedTailBytes: this.droppedTailBytes };
+    return {
+      fileBytes: this.fileBytes,
+      liveBytes: this.liveBytes,
+      entries: this.map.size,
+      compactions: this.compactions,
+      droppedTailBytes: this.droppedTailBytes,
+    };
   }
 
   put(key: string, value: V): Promise<void> {
@@ -174,11 +180,16 @@ export class Journal<V> {
    */
   write(ops: readonly JournalOp<V>[]): Promise<void> {
     if (this.failure) return this.afterRecovery(() => this.write(ops));
-    if (this.closed || this.opts.readOnly) return Promise.reject(new JournalError('LA_ERR_JOURNAL', this.file, this.closed ? 'journal is closed' : 'journal was opened read-only'));
+    if (this.closed || this.opts.readOnly)
+      return Promise.reject(
+        new JournalError('LA_ERR_JOURNAL', this.file, this.closed ? 'journal is closed' : 'journal was opened read-only'),
+      );
     if (ops.length === 0) return Promise.resolve();
     const payload = encodeOps(ops);
     if (payload.length > this.maxRecordBytes) {
-      return Promise.reject(new JournalError('LA_ERR_JOURNAL', this.file, `record of ${payload.length} bytes is over the ${this.maxRecordBytes}-byte limit`));
+      return Promise.reject(
+        new JournalError('LA_ERR_JOURNAL', this.file, `record of ${payload.length} bytes is over the ${this.maxRecordBytes}-byte limit`),
+      );
     }
     // Refuse before touching memory if the live data would not fit even after compaction.
     let live = this.liveBytes;
@@ -191,7 +202,12 @@ export class Journal<V> {
     }
     if (JOURNAL_HEADER_BYTES + live > this.maxBytes) {
       return Promise.reject(
-        new JournalError('LA_ERR_JOURNAL_FULL', this.file, `live data would reach ${JOURNAL_HEADER_BYTES + live} bytes, over the ${this.maxBytes}-byte bound`, 'remove entries, or raise the bound'),
+        new JournalError(
+          'LA_ERR_JOURNAL_FULL',
+          this.file,
+          `live data would reach ${JOURNAL_HEADER_BYTES + live} bytes, over the ${this.maxBytes}-byte bound`,
+          'remove entries, or raise the bound',
+        ),
       );
     }
     for (const o of ops) this.applyOp(o);
@@ -204,7 +220,8 @@ export class Journal<V> {
   /** Rewrite the file with only the live entries now (normally automatic). */
   compact(): Promise<void> {
     if (this.failure) return this.afterRecovery(() => this.compact());
-    if (this.closed || this.opts.readOnly) return Promise.reject(new JournalError('LA_ERR_JOURNAL', this.file, 'journal is closed or read-only'));
+    if (this.closed || this.opts.readOnly)
+      return Promise.reject(new JournalError('LA_ERR_JOURNAL', this.file, 'journal is closed or read-only'));
     // Queued like a write, so it never runs beside an append.
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ buf: Buffer.alloc(0), compact: true, resolve, reject });
@@ -266,13 +283,22 @@ export class Journal<V> {
       await fsp.rm(`${this.file}.tmp`, { force: true });
       await this.replay();
       this.fh = await fsp.open(this.file, 'r+');
-      this.log.info('journal cut back to its acknowledged records after a full disk', { fileBytes: this.fileBytes, entries: this.map.size });
+      this.log.info('journal cut back to its acknowledged records after a full disk', {
+        fileBytes: this.fileBytes,
+        entries: this.map.size,
+      });
       this.failure = undefined;
       this.recoverable = false;
     } catch (e) {
       if (!noSpace(e)) {
         this.recoverable = false;
-        this.failure = new JournalError('LA_ERR_JOURNAL', this.file, `cannot recover after a full disk: ${(e as Error).message}`, undefined, { cause: e });
+        this.failure = new JournalError(
+          'LA_ERR_JOURNAL',
+          this.file,
+          `cannot recover after a full disk: ${(e as Error).message}`,
+          undefined,
+          { cause: e },
+        );
       }
       throw e;
     }
@@ -296,7 +322,8 @@ export class Journal<V> {
     if (!this.opts.readOnly) {
       await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
       const st = await fsp.stat(dir);
-      if (process.platform !== 'win32' && st.mode & 0o077) this.log.warn('journal directory is open to other users; it should be 0700', { dir, mode: (st.mode & 0o777).toString(8) });
+      if (process.platform !== 'win32' && st.mode & 0o077)
+        this.log.warn('journal directory is open to other users; it should be 0700', { dir, mode: (st.mode & 0o777).toString(8) });
       this.releaseLock = await acquireLock(`${this.file}.lock`, this.opts.lockWaitMs ?? 0);
     }
     try {
@@ -312,14 +339,25 @@ export class Journal<V> {
         // booting on a full disk must still protect. Writes fail until space is freed.
         await this.fh?.close();
         this.fh = undefined;
-        this.failure = new JournalError('LA_ERR_JOURNAL', this.file, `cannot write (disk full): ${(e as Error).message}`, 'free space in the state directory; writes resume by themselves', { cause: e });
+        this.failure = new JournalError(
+          'LA_ERR_JOURNAL',
+          this.file,
+          `cannot write (disk full): ${(e as Error).message}`,
+          'free space in the state directory; writes resume by themselves',
+          { cause: e },
+        );
         this.recoverable = true;
-        this.log.error('journal opened without write access: the disk is full; writes are refused until space is freed', { code: (e as NodeJS.ErrnoException).code, entries: this.map.size });
+        this.log.error('journal opened without write access: the disk is full; writes are refused until space is freed', {
+          code: (e as NodeJS.ErrnoException).code,
+          entries: this.map.size,
+        });
         return;
       }
       await this.fh?.close();
       await this.releaseLock?.();
-      throw e instanceof JournalError ? e : new JournalError('LA_ERR_JOURNAL', this.file, `cannot open: ${(e as Error).message}`, undefined, { cause: e });
+      throw e instanceof JournalError
+        ? e
+        : new JournalError('LA_ERR_JOURNAL', this.file, `cannot open: ${(e as Error).message}`, undefined, { cause: e });
     }
   }
 
@@ -353,7 +391,12 @@ export class Journal<V> {
     if (skipped) this.log.warn('skipped journal entries that failed validation', { skipped });
     if (problem === undefined) return;
     this.droppedTailBytes = data.length - off;
-    this.log.warn('journal tail dropped at replay', { offset: off, droppedBytes: this.droppedTailBytes, problem, keptEntries: this.map.size });
+    this.log.warn('journal tail dropped at replay', {
+      offset: off,
+      droppedBytes: this.droppedTailBytes,
+      problem,
+      keptEntries: this.map.size,
+    });
     if (this.opts.readOnly) return;
     if (corrupt) {
       const aside = `${this.file}.corrupt-${Date.now()}`;
@@ -417,7 +460,8 @@ export class Journal<V> {
           const garbage = this.fileBytes + bytes - JOURNAL_HEADER_BYTES - this.liveBytes;
           const compactNow =
             batch.some((p) => p.compact) ||
-            this.fileBytes + bytes > this.maxBytes || (garbage > this.compactMinGarbageBytes && garbage > this.liveBytes);
+            this.fileBytes + bytes > this.maxBytes ||
+            (garbage > this.compactMinGarbageBytes && garbage > this.liveBytes);
           if (compactNow) {
             await this.rewrite(); // memory already holds the batch, so the rewrite includes it
           } else {
@@ -440,8 +484,20 @@ export class Journal<V> {
             // leaves the journal as it was. An fsync of the journal itself is never retried.
             this.recoverable = noSpace(e) && !syncing;
             this.failure = this.recoverable
-              ? new JournalError('LA_ERR_JOURNAL', this.file, `write failed, disk full: ${(e as Error).message}`, 'free space in the state directory; writes resume by themselves', { cause: e })
-              : new JournalError('LA_ERR_JOURNAL', this.file, `write failed, journal now refuses writes until reopened: ${(e as Error).message}`, undefined, { cause: e });
+              ? new JournalError(
+                  'LA_ERR_JOURNAL',
+                  this.file,
+                  `write failed, disk full: ${(e as Error).message}`,
+                  'free space in the state directory; writes resume by themselves',
+                  { cause: e },
+                )
+              : new JournalError(
+                  'LA_ERR_JOURNAL',
+                  this.file,
+                  `write failed, journal now refuses writes until reopened: ${(e as Error).message}`,
+                  undefined,
+                  { cause: e },
+                );
           }
           syncing = false;
           const refused = batch.concat(this.pending);

@@ -13,7 +13,11 @@ import { LightagentError } from '../errors.js';
 
 export class RateLimitedError extends LightagentError {
   constructor(message: string) {
-    super('LA_ERR_RATE_LIMITED', message, 'the agent sends faster than its share of this SVM (rate_limit, agent_queue); it backs off and retries');
+    super(
+      'LA_ERR_RATE_LIMITED',
+      message,
+      'the agent sends faster than its share of this SVM (rate_limit, agent_queue); it backs off and retries',
+    );
   }
 }
 
@@ -21,7 +25,11 @@ export class TokenBucket {
   private tokens: number;
   private last: number;
 
-  constructor(private readonly rate: number, private readonly burst: number, now = performance.now()) {
+  constructor(
+    private readonly rate: number,
+    private readonly burst: number,
+    now = performance.now(),
+  ) {
     this.tokens = burst;
     this.last = now;
   }
@@ -46,7 +54,10 @@ export class FairScheduler {
   private readonly queues = new Map<object, Job[]>();
   private queued = 0;
 
-  constructor(private readonly concurrency: number, private readonly perAgentQueue: number) {
+  constructor(
+    private readonly concurrency: number,
+    private readonly perAgentQueue: number,
+  ) {
     if (!(concurrency >= 1)) throw new RangeError('concurrency must be >= 1');
     if (!(perAgentQueue >= 0)) throw new RangeError('perAgentQueue must be >= 0');
   }
@@ -69,7 +80,8 @@ export class FairScheduler {
   run<T>(agent: object, fn: () => Promise<T>): Promise<T> {
     if (this.running < this.concurrency && this.queued === 0) return this.start(fn);
     const q = this.queues.get(agent) ?? [];
-    if (q.length >= this.perAgentQueue) return Promise.reject(new RateLimitedError(`this agent already has ${q.length} scans waiting on the SVM (agent_queue)`));
+    if (q.length >= this.perAgentQueue)
+      return Promise.reject(new RateLimitedError(`this agent already has ${q.length} scans waiting on the SVM (agent_queue)`));
     return new Promise<T>((resolve, reject) => {
       q.push({ run: () => this.start(fn).then(resolve, reject) });
       this.queues.set(agent, q);
