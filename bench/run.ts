@@ -106,8 +106,8 @@ async function main(): Promise<void> {
   const w = readPart<WorkloadsResult>('workloads.json');
   const series: Latest['series'] = Object.fromEntries(VARIANTS.map((v) => [v, { samples: [] }]));
   for (const s of w?.samples ?? []) series[s.variant]!.samples.push(s);
-  const ol = readPart<any>('open-latency.json');
-  const svm = readPart<any>('svm.json');
+  const ol = readPart<NonNullable<Latest['micro']['openLatency']>>('open-latency.json');
+  const svm = readPart<NonNullable<Latest['micro']['svm']>>('svm.json');
   const notRun = (name: string) => ({
     notRun: steps.find((s) => s.step === name)?.detail ?? (want(name) ? 'no result' : 'not selected (--only)'),
   });
@@ -152,7 +152,7 @@ async function main(): Promise<void> {
   fs.writeFileSync(svgFile, chart(latest));
   const png = spawnSync('rsvg-convert', ['-o', path.join(results, 'latest.png'), svgFile], { timeout: 60_000 });
   if (png.error || png.status !== 0)
-    say(`no PNG: rsvg-convert ${png.error ? 'is not installed (Debian: librsvg2-bin)' : `failed: ${png.stderr}`}`);
+    say(`no PNG: rsvg-convert ${png.error ? 'is not installed (Debian: librsvg2-bin)' : `failed: ${String(png.stderr)}`}`);
   process.stdout.write(`\n${markdown(latest)}\nwritten: ${path.join(results, 'latest.{json,md,svg}')} in ${latest.wallS} s\n`);
   process.exitCode = steps.every((s) => s.ok) ? 0 : 1;
 }

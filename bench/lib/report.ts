@@ -51,6 +51,21 @@ export interface Latest {
   wallS: number;
 }
 
+/** micro.resources[variant] as workloads.ts writes it: one ProcessResources per process name, then totals. */
+interface VariantResources {
+  idleWindowS?: number;
+  cpuSUnderLoad?: number;
+  peakRssKbUnderLoad?: number;
+  [processName: string]: unknown;
+}
+
+interface ProcessResources {
+  idleCpuPct?: number;
+  rssKbAfterLoad?: number;
+  idleRssKbAfterStart?: number;
+  idleAnonKbAfterStart?: number;
+}
+
 export function summarize(w: WorkloadsResult): Latest['summary'] {
   const out: Latest['summary'] = {};
   const workloads = [...new Set(w.samples.map((s) => s.workload))];
@@ -132,8 +147,9 @@ export function targets(l: Latest): Latest['targets'] {
   const warm = ol?.rows.find((r) => r.variant === 'warm');
   add('added open() latency, warm (kernel ignore mark), p50', '<= 60 us', warm?.addedP50, 60, 'us');
   add('events per warm open', '0', ol?.eventsPerWarmOpen, 0, 'events');
-  const res = l.micro.resources?.lightagent as Record<string, any> | undefined;
-  const idleRss = res?.agent?.idleRssKbAfterStart as number | undefined;
+  const res = l.micro.resources?.lightagent as VariantResources | undefined;
+  const agentRes = res?.agent as ProcessResources | undefined;
+  const idleRss = agentRes?.idleRssKbAfterStart;
   add(
     "agent idle RSS (after start; the workloads' agent: compiled sources on this Node)",
     '<= 60 MB',
@@ -166,7 +182,7 @@ export function targets(l: Latest): Latest['targets'] {
       measured: `${round(shape.rssKb / 1024, 1)} MB`,
       met: null,
     });
-  const idleCpu = res?.agent?.idleCpuPct as number | undefined;
+  const idleCpu = agentRes?.idleCpuPct;
   add('agent idle CPU', '~0 (<= 0.5%)', idleCpu, 0.5, '%');
   const up = ol?.uploadBytes;
   add(
@@ -261,10 +277,11 @@ export function markdown(l: Latest): string {
     '|---|---|---|---|---|---|',
   );
   for (const v of SCANNERS) {
-    const x = r[v] as Record<string, any> | undefined;
+    const x = r[v] as VariantResources | undefined;
     if (!x) continue;
-    for (const [p, y] of Object.entries(x)) {
-      if (typeof y !== 'object' || Array.isArray(y)) continue;
+    for (const [p, row] of Object.entries(x)) {
+      if (typeof row !== 'object' || row === null || Array.isArray(row)) continue;
+      const y = row as ProcessResources;
       L.push(
         `| ${v}: ${p} | ${mb(y.idleRssKbAfterStart)} (${mb(y.idleAnonKbAfterStart)}) | ${mb(y.rssKbAfterLoad)} | ${f2(y.idleCpuPct)}% over ${x.idleWindowS} s | ${f2(x.cpuSUnderLoad)} | ${mb(x.peakRssKbUnderLoad)} |`,
       );

@@ -31,7 +31,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { atCleanup, installCleanup, machineFacts, needRoot, pct, round, shSync, stopChild } from '../lib/harness.js';
-import { agentStatus, FloorListener, metric, startAgent, startSvm, svmUrls } from './variants.js';
+import { agentStatus, FloorListener, type AgentStatus, metric, startAgent, startSvm, svmUrls } from './variants.js';
 
 export interface OpenLatencyResult {
   machine: ReturnType<typeof machineFacts>;
@@ -77,7 +77,7 @@ function pass(files: string[]): number[] {
     timeout: 300_000,
     killSignal: 'SIGKILL',
   });
-  if (r.status !== 0) throw new Error(`timing child failed (${r.status ?? r.signal}): ${r.stderr}`);
+  if (r.status !== 0) throw new Error(`timing child failed (${r.status ?? r.signal}): ${String(r.stderr)}`);
   return r.stdout
     .toString()
     .split('\n')
@@ -160,7 +160,7 @@ async function main(): Promise<void> {
     }
   }
 
-  const perm = (s: Record<string, any>) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
+  const perm = (s: AgentStatus) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
   const warmEvents = perm(after) - perm(before);
   const base = { p50: pct(series.none!, 0.5), p99: pct(series.none!, 0.99), p999: pct(series.none!, 0.999) };
   const baseLate = pct(series.none!.slice(Math.floor(series.none!.length / 4)), 0.99);

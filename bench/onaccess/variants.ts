@@ -99,7 +99,7 @@ export class LightAgent implements Variant {
   }
 
   /** The agent's status (SIGUSR2 writes <state_dir>/status.json). */
-  status(): Promise<Record<string, any>> {
+  status(): Promise<AgentStatus> {
     return agentStatus(this.agent!, this.stateDir);
   }
 }
@@ -160,12 +160,20 @@ export async function startAgent(o: {
   return child;
 }
 
-export async function agentStatus(agent: ChildProcess, stateDir: string): Promise<Record<string, any>> {
+/** The fields of the agent's status.json the bench reads; the others as written. */
+export interface AgentStatus {
+  deferredQueue?: number;
+  backend?: { open?: number; exec?: number; [field: string]: unknown };
+  counts?: Record<string, number | undefined>;
+  [field: string]: unknown;
+}
+
+export async function agentStatus(agent: ChildProcess, stateDir: string): Promise<AgentStatus> {
   const f = path.join(stateDir, 'status.json');
   fs.rmSync(f, { force: true });
   agent.kill('SIGUSR2');
   for (let i = 0; i < 100 && !fs.existsSync(f); i++) await new Promise((r) => setTimeout(r, 50));
-  return JSON.parse(fs.readFileSync(f, 'utf8')) as Record<string, any>;
+  return JSON.parse(fs.readFileSync(f, 'utf8')) as AgentStatus;
 }
 
 /** One counter from a Prometheus text page. */

@@ -53,7 +53,17 @@ import {
   timed,
   type Timed,
 } from '../lib/harness.js';
-import { ClamOnAcc, eicarCheck, FloorListener, LightAgent, NoAgent, VARIANTS, type Variant, type VariantName } from './variants.js';
+import {
+  ClamOnAcc,
+  eicarCheck,
+  FloorListener,
+  LightAgent,
+  NoAgent,
+  VARIANTS,
+  type AgentStatus,
+  type Variant,
+  type VariantName,
+} from './variants.js';
 
 interface Profile {
   /** System directories copied into T. */
@@ -260,7 +270,7 @@ async function main(): Promise<void> {
     const k = (rep - 1) % Math.max(1, vs.length);
     return [...vs.slice(k), ...vs.slice(0, k)];
   };
-  const resources: Record<string, any> = {};
+  const resources: Record<string, { idleAfterStartRssKb?: number[]; idleAfterStartAnonKb?: number[]; [field: string]: unknown }> = {};
   const peakKb: Record<string, number> = {};
 
   const runOne = async (v: Variant, w: Workload, rep: number) => {
@@ -358,7 +368,7 @@ async function main(): Promise<void> {
         await runOne(v, w, rep);
         if (last) {
           const after = await la!.status();
-          const perm = (s: Record<string, any>) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
+          const perm = (s: AgentStatus) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
           const n = perm(after) - perm(before!);
           events = { events: n, opens: tree.files, perOpen: round(n / tree.files, 5) };
         }

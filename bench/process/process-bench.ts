@@ -41,7 +41,7 @@ function rssKiB(pid: number): number {
 function storm(n: number): number {
   const t0 = performance.now();
   const r = spawnSync('/bin/sh', ['-c', `i=0; while [ $i -lt ${n} ]; do /bin/true; i=$((i+1)); done`], { timeout: 600_000 });
-  if (r.status !== 0) throw new Error(`storm failed: ${r.stderr}`);
+  if (r.status !== 0) throw new Error(`storm failed: ${String(r.stderr)}`);
   return performance.now() - t0;
 }
 

@@ -23,12 +23,13 @@ import path from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { parseNotifyRecords } from './notify-records.js';
 
-type Koffi = any;
+/** The koffi module loaded from the .node file the probe is given (not resolved from node_modules). */
+type Koffi = typeof import('koffi');
 
 function loadKoffi(file: string): Koffi {
   const mod = { exports: {} as Record<string, unknown> };
   process.dlopen(mod, file);
-  return mod.exports;
+  return mod.exports as unknown as Koffi;
 }
 
 interface WorkerIn {

@@ -517,10 +517,10 @@ export class Journal<V> {
   }
 
   private async rewrite(): Promise<void> {
-    const self = this;
+    const map = this.map;
     function* records(): Generator<Buffer> {
       yield headerBytes();
-      for (const [k, v] of self.map) yield encodeRecord(encodeOps([{ op: 'put', key: k, value: v }]));
+      for (const [k, v] of map) yield encodeRecord(encodeOps([{ op: 'put', key: k, value: v }]));
     }
     const before = this.fileBytes;
     const size = await this.writeAtomically(records());
