@@ -191,9 +191,8 @@ else fs.copyFileSync(node24, tmp);
 fs.chmodSync(tmp, 0o755);
 sh(process.execPath, [postject, tmp, 'NODE_SEA_BLOB', seaConfig.output, '--sentinel-fuse', SENTINEL]);
 fs.renameSync(tmp, target);
-step(
-  `${path.relative(root, target)} ${(fs.statSync(target).size / 1024 / 1024).toFixed(1)} MiB${strip.status === 0 ? ' (node stripped)' : ''}`,
-);
+const targetMiB = (fs.statSync(target).size / 1024 / 1024).toFixed(1);
+step(`${path.relative(root, target)} ${targetMiB} MiB${strip.status === 0 ? ' (node stripped)' : ''}`);
 
 // --- 4. .deb
 const debScript = path.join(root, 'installers/deb/build.sh');
