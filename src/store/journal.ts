@@ -2,20 +2,7 @@
  * A crash-safe key -> JSON value store as an append-only journal: the deferred-scan queue and
  * the quarantine index live in one each. A write is acknowledged (its promise resolves) only
  * after its record is on disk (fdatasync), so a power cut or SIGKILL loses nothing acknowledged.
- *
- * Why a journal and not an embedded database. Looked up in the npm registry (2025):
- *   - better-sqlite3 13.2 needs Node >= 22; 12.x installs with `prebuild-install || node-gyp
- *     rebuild`, and prebuild-install downloads its binary from GitHub releases, which offline
- *     machines and our CI cannot reach, so it falls back to a native build (python, g++, headers).
- *   - lmdb 3.5 (prebuilt per-platform npm packages, @lmdb/lmdb-linux-x64) and classic-level 3.0
- *     (prebuilds inside the tarball, node-gyp-build) would install offline. They are still native
- *     addons: one more ABI to match per Node version, a .node file that a Node SEA single binary
- *     must extract to disk before dlopen, a second build for Windows, and a C library in a root
- *     daemon, for two tiny data sets (at most ~100,000 small records).
- *   - node:sqlite exists only from Node 22.5 (we run on >= 20.19); sql.js keeps the database in
- *     memory and writes it whole, which is not crash-safe.
- * Both data sets are a map that is only ever put/deleted by key and read whole at start-up:
- * exactly what a log with replay gives, in ~300 lines we can test for torn writes ourselves.
+ * Why not an embedded database: docs/quarantine.md, "Journal format".
  *
  * Format (journal-format.ts has it byte by byte): a 16-byte versioned header, then records
  * `[u32 length][u32 crc32][JSON array of put/delete ops]`, one record per atomic write.
