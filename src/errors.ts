@@ -31,7 +31,7 @@ export class ConfigError extends LightagentError {
   }
 }
 
-/** Wire-protocol errors. `closeCode` is the WebSocket close code the receiver closes with. */
+/** Wire-protocol errors. The receiver closes with CloseCode.PROTOCOL (protocol/messages.ts), or OVERSIZED for that code. */
 export type ProtocolErrorCode =
   'LA_ERR_PROTO_MALFORMED' | 'LA_ERR_PROTO_OVERSIZED' | 'LA_ERR_PROTO_UNEXPECTED' | 'LA_ERR_PROTO_VERSION' | 'LA_ERR_PROTO_UPLOAD';
 
@@ -158,7 +158,7 @@ export class CacheFileError extends LightagentError {
   }
 }
 
-/** The daemon as a service and its local sockets (issue 8). */
+/** The daemon as a service and its local sockets. */
 export type ServiceErrorCode =
   | 'LA_ERR_ALREADY_RUNNING'
   | 'LA_ERR_SOCKET_DIR'
@@ -174,7 +174,7 @@ export class ServiceError extends LightagentError {
   }
 }
 
-/** The agent's TLS handshake with an SVM failed for a reason retrying cannot fix (issue 7). */
+/** The agent's TLS handshake with an SVM failed for a reason retrying cannot fix. */
 export type SvmTlsErrorCode = 'LA_ERR_TLS_UNTRUSTED' | 'LA_ERR_TLS_CLIENT_CERT';
 
 export class SvmTlsError extends LightagentError {
@@ -184,7 +184,7 @@ export class SvmTlsError extends LightagentError {
   }
 }
 
-/** The SVM discovery URL could not be read or returned something that is not a valid SVM list (issue 7). */
+/** The SVM discovery URL could not be read or returned something that is not a valid SVM list. */
 export class SvmDiscoveryError extends LightagentError {
   constructor(url: string, detail: string, options?: { cause?: unknown }) {
     super(
