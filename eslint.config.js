@@ -1,7 +1,9 @@
 // ESLint: typescript-eslint's recommended rules on every file, plus the type-checked rules that
-// catch real bugs in async daemon code at a bearable cost (the whole type-aware pass adds ~10 s on
-// the 2-core build machine; all of recommendedTypeChecked took ~80 s). Formatting is prettier's
-// job (.prettierrc.json); the only layout rule here is the line limit prettier cannot enforce.
+// catch real bugs in async daemon code at a bearable cost. CPU time for src, test, bench, scripts:
+// untyped 11 s, with these typed rules 33 s, all of recommendedTypeChecked 42 s (and 386 findings
+// of no-unnecessary-type-assertion: the `!` written for noUncheckedIndexedAccess, which tsconfig
+// does not set). Formatting is prettier's job (.prettierrc.json); the only layout rule here is the
+// line limit prettier cannot enforce.
 import js from '@eslint/js';
 import stylistic from '@stylistic/eslint-plugin';
 import { defineConfig, globalIgnores } from 'eslint/config';
