@@ -83,8 +83,18 @@ async function main(): Promise<void> {
     if (!want(name)) return;
     steps.push({ step: name, ...(await step(name, script, argv, timeoutS)) });
   };
-  await run('workloads', 'onaccess/workloads.js', [...(quick ? ['--quick'] : []), '--out', path.join(parts, 'workloads.json')], quick ? 600 : 4 * 3600);
-  await run('open-latency', 'onaccess/open-latency.js', ['--files', quick ? '1000' : '10000', '--out', path.join(parts, 'open-latency.json')], 600);
+  await run(
+    'workloads',
+    'onaccess/workloads.js',
+    [...(quick ? ['--quick'] : []), '--out', path.join(parts, 'workloads.json')],
+    quick ? 600 : 4 * 3600,
+  );
+  await run(
+    'open-latency',
+    'onaccess/open-latency.js',
+    ['--files', quick ? '1000' : '10000', '--out', path.join(parts, 'open-latency.json')],
+    600,
+  );
   await run('svm', 'micro/svm-scale.js', ['--seconds', quick ? '1' : '3', '--out', path.join(parts, 'svm.json')], 600);
   await run('idle-memory', 'onaccess/idle-memory.js', ['--rounds', quick ? '2' : '3', '--out', path.join(parts, 'idle-memory.json')], 900);
   if (!quick) {
@@ -96,9 +106,11 @@ async function main(): Promise<void> {
   const w = readPart<WorkloadsResult>('workloads.json');
   const series: Latest['series'] = Object.fromEntries(VARIANTS.map((v) => [v, { samples: [] }]));
   for (const s of w?.samples ?? []) series[s.variant]!.samples.push(s);
-  const ol = readPart<any>('open-latency.json');
-  const svm = readPart<any>('svm.json');
-  const notRun = (name: string) => ({ notRun: steps.find((s) => s.step === name)?.detail ?? (want(name) ? 'no result' : 'not selected (--only)') });
+  const ol = readPart<NonNullable<Latest['micro']['openLatency']>>('open-latency.json');
+  const svm = readPart<NonNullable<Latest['micro']['svm']>>('svm.json');
+  const notRun = (name: string) => ({
+    notRun: steps.find((s) => s.step === name)?.detail ?? (want(name) ? 'no result' : 'not selected (--only)'),
+  });
   const latest: Latest = {
     machine,
     profile: quick ? 'quick' : 'full',
@@ -114,9 +126,19 @@ async function main(): Promise<void> {
       ...(w?.agentStatus ? { agentStatus: w.agentStatus } : {}),
       svm: svm ?? notRun('svm'),
       idleMemory: readPart<IdleMemoryResult>('idle-memory.json') ?? notRun('idle-memory'),
-      ...(quick ? { process: 'not run in --quick (npm run bench runs it: watcher off vs on, 1,000 and 10,000 processes)' } : { process: readPart('process.json') ?? notRun('process') }),
-      ...(quick ? {} : { cache: steps.find((s) => s.step === 'cache')?.ok ? 'printed above (stdout of bench/cache/cache-bench.js)' : notRun('cache') }),
-      ...(quick ? {} : { gateOpenLatency: steps.find((s) => s.step === 'gate')?.ok ? 'printed above (stdout of bench/onaccess/gate-open-latency.js)' : notRun('gate') }),
+      ...(quick
+        ? { process: 'not run in --quick (npm run bench runs it: watcher off vs on, 1,000 and 10,000 processes)' }
+        : { process: readPart('process.json') ?? notRun('process') }),
+      ...(quick
+        ? {}
+        : { cache: steps.find((s) => s.step === 'cache')?.ok ? 'printed above (stdout of bench/cache/cache-bench.js)' : notRun('cache') }),
+      ...(quick
+        ? {}
+        : {
+            gateOpenLatency: steps.find((s) => s.step === 'gate')?.ok
+              ? 'printed above (stdout of bench/onaccess/gate-open-latency.js)'
+              : notRun('gate'),
+          }),
     },
     targets: [],
     steps,
@@ -129,7 +151,8 @@ async function main(): Promise<void> {
   const svgFile = path.join(results, 'latest.svg');
   fs.writeFileSync(svgFile, chart(latest));
   const png = spawnSync('rsvg-convert', ['-o', path.join(results, 'latest.png'), svgFile], { timeout: 60_000 });
-  if (png.error || png.status !== 0) say(`no PNG: rsvg-convert ${png.error ? 'is not installed (Debian: librsvg2-bin)' : `failed: ${png.stderr}`}`);
+  if (png.error || png.status !== 0)
+    say(`no PNG: rsvg-convert ${png.error ? 'is not installed (Debian: librsvg2-bin)' : `failed: ${String(png.stderr)}`}`);
   process.stdout.write(`\n${markdown(latest)}\nwritten: ${path.join(results, 'latest.{json,md,svg}')} in ${latest.wallS} s\n`);
   process.exitCode = steps.every((s) => s.ok) ? 0 : 1;
 }

@@ -125,7 +125,11 @@ const common = {
   plugins: [koffiAlias],
   metafile: true,
 };
-const r1 = await esbuild.build({ ...common, entryPoints: [path.join(root, 'src/sea/main.ts')], outfile: path.join(seaDir, 'lightagent.cjs') });
+const r1 = await esbuild.build({
+  ...common,
+  entryPoints: [path.join(root, 'src/sea/main.ts')],
+  outfile: path.join(seaDir, 'lightagent.cjs'),
+});
 const r2 = await esbuild.build({
   ...common,
   format: 'esm',
@@ -192,7 +196,8 @@ if (!flag('--wine-only')) {
 function wineCompatible(image) {
   const needle = Buffer.from('\0VirtualAlloc2\0', 'latin1');
   const at = image.indexOf(needle);
-  if (at < 0 || image.indexOf(needle, at + 1) >= 0) die('node.exe: the string VirtualAlloc2 is not there exactly once; the Wine variant cannot be made');
+  if (at < 0 || image.indexOf(needle, at + 1) >= 0)
+    die('node.exe: the string VirtualAlloc2 is not there exactly once; the Wine variant cannot be made');
   const copy = Buffer.from(image);
   copy[at + 13] = 'X'.charCodeAt(0);
   return copy;

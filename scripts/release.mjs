@@ -83,7 +83,8 @@ function findWorkers(dir, found = new Map()) {
       const text = fs.readFileSync(p, 'utf8');
       for (const m of text.matchAll(/new\s+Worker\(\s*new\s+URL\(\s*['"]([^'"]+)['"]\s*,\s*import\.meta\.url\s*\)/g)) {
         const entry = path.resolve(path.dirname(p), m[1]).replace(/\.js$/, '.ts');
-        if (!fs.existsSync(entry)) die(`${path.relative(root, p)} starts a worker from ${m[1]}, but ${path.relative(root, entry)} does not exist`);
+        if (!fs.existsSync(entry))
+          die(`${path.relative(root, p)} starts a worker from ${m[1]}, but ${path.relative(root, entry)} does not exist`);
         found.set(path.relative(root, entry).replace(/\.ts$/, '.js'), entry);
       }
     }
@@ -121,7 +122,15 @@ const common = {
   external: ['bufferutil', 'utf-8-validate', 'x11', 'usocket', 'event-stream'],
   metafile: true,
 };
-const results = [await esbuild.build({ ...common, format: 'cjs', plugins: [koffiAlias, metaUrl], entryPoints: [path.join(root, 'src/sea/main.ts')], outfile: path.join(seaDir, 'lightagent.cjs') })];
+const results = [
+  await esbuild.build({
+    ...common,
+    format: 'cjs',
+    plugins: [koffiAlias, metaUrl],
+    entryPoints: [path.join(root, 'src/sea/main.ts')],
+    outfile: path.join(seaDir, 'lightagent.cjs'),
+  }),
+];
 // Workers are loaded from files, not by SEA: real import.meta.url, and a require for CommonJS deps.
 for (const [asset, entry] of workers) {
   results.push(
@@ -129,7 +138,9 @@ for (const [asset, entry] of workers) {
       ...common,
       format: 'esm',
       plugins: [koffiAlias],
-      banner: { js: "import { createRequire as __laCreateRequire } from 'node:module'; const require = __laCreateRequire(import.meta.url);" },
+      banner: {
+        js: "import { createRequire as __laCreateRequire } from 'node:module'; const require = __laCreateRequire(import.meta.url);",
+      },
       entryPoints: [entry],
       outfile: path.join(seaDir, 'workers', asset),
     }),
@@ -141,7 +152,9 @@ for (const r of results) {
   if (bad.length) die(`koffi's own loader was bundled (${bad.join(', ')}): it cannot find its .node inside the executable`);
 }
 fs.writeFileSync(path.join(seaDir, 'workers.json'), JSON.stringify([...workers.keys()]));
-step(`bundled ${(fs.statSync(path.join(seaDir, 'lightagent.cjs')).size / 1024).toFixed(0)} KiB + workers ${[...workers.keys()].join(', ')}`);
+step(
+  `bundled ${(fs.statSync(path.join(seaDir, 'lightagent.cjs')).size / 1024).toFixed(0)} KiB + workers ${[...workers.keys()].join(', ')}`,
+);
 
 // --- 2. SEA blob
 const seaConfig = {
@@ -178,7 +191,8 @@ else fs.copyFileSync(node24, tmp);
 fs.chmodSync(tmp, 0o755);
 sh(process.execPath, [postject, tmp, 'NODE_SEA_BLOB', seaConfig.output, '--sentinel-fuse', SENTINEL]);
 fs.renameSync(tmp, target);
-step(`${path.relative(root, target)} ${(fs.statSync(target).size / 1024 / 1024).toFixed(1)} MiB${strip.status === 0 ? ' (node stripped)' : ''}`);
+const targetMiB = (fs.statSync(target).size / 1024 / 1024).toFixed(1);
+step(`${path.relative(root, target)} ${targetMiB} MiB${strip.status === 0 ? ' (node stripped)' : ''}`);
 
 // --- 4. .deb
 const debScript = path.join(root, 'installers/deb/build.sh');

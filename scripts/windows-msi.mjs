@@ -21,7 +21,8 @@ import path from 'node:path';
 export function buildMsi({ root, exe, out, version }) {
   const run = (cmd, argv) => {
     const r = spawnSync(cmd, argv, { cwd: root, encoding: 'utf8', timeout: 300_000, maxBuffer: 64 << 20 });
-    if (r.error) throw new Error(`${cmd} failed to start: ${r.error.message}${r.error.code === 'ENOENT' ? ' (apt-get install wixl msitools)' : ''}`);
+    if (r.error)
+      throw new Error(`${cmd} failed to start: ${r.error.message}${r.error.code === 'ENOENT' ? ' (apt-get install wixl msitools)' : ''}`);
     if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} exited ${r.status}\n${r.stdout ?? ''}${r.stderr ?? ''}`);
     return r.stdout;
   };
@@ -29,5 +30,6 @@ export function buildMsi({ root, exe, out, version }) {
   run('wixl', ['-a', 'x64', '-D', `Version=${version}`, '-D', `ExePath=${path.relative(root, exe)}`, '-o', out, path.relative(root, wxs)]);
   run('msibuild', [out, '-q', "UPDATE `Upgrade` SET `Remove` = 'Complete' WHERE `ActionProperty` = 'WIX_UPGRADE_DETECTED'"]);
   const upgrade = run('msiinfo', ['export', out, 'Upgrade']);
-  if (!/\tComplete\tWIX_UPGRADE_DETECTED/.test(upgrade)) throw new Error(`${out}: the Upgrade table's Remove column was not set:\n${upgrade}`);
+  if (!/\tComplete\tWIX_UPGRADE_DETECTED/.test(upgrade))
+    throw new Error(`${out}: the Upgrade table's Remove column was not set:\n${upgrade}`);
 }

@@ -31,13 +31,9 @@ export class ConfigError extends LightagentError {
   }
 }
 
-/** Wire-protocol errors. `closeCode` is the WebSocket close code the receiver closes with. */
+/** Wire-protocol errors. The receiver closes with CloseCode.PROTOCOL (protocol/messages.ts), or OVERSIZED for that code. */
 export type ProtocolErrorCode =
-  | 'LA_ERR_PROTO_MALFORMED'
-  | 'LA_ERR_PROTO_OVERSIZED'
-  | 'LA_ERR_PROTO_UNEXPECTED'
-  | 'LA_ERR_PROTO_VERSION'
-  | 'LA_ERR_PROTO_UPLOAD';
+  'LA_ERR_PROTO_MALFORMED' | 'LA_ERR_PROTO_OVERSIZED' | 'LA_ERR_PROTO_UNEXPECTED' | 'LA_ERR_PROTO_VERSION' | 'LA_ERR_PROTO_UPLOAD';
 
 export class ProtocolError extends LightagentError {
   declare readonly code: ProtocolErrorCode;
@@ -54,13 +50,22 @@ export class AuthError extends LightagentError {
 
 export class SvmUnavailableError extends LightagentError {
   constructor(url: string, detail: string, options?: { cause?: unknown }) {
-    super('LA_ERR_SVM_UNAVAILABLE', `no SVM reachable at ${url}: ${detail}`, 'check that lightagent-svm runs and that `svm` points at it', options);
+    super(
+      'LA_ERR_SVM_UNAVAILABLE',
+      `no SVM reachable at ${url}: ${detail}`,
+      'check that lightagent-svm runs and that `svm` points at it',
+      options,
+    );
   }
 }
 
 export class DeadlineError extends LightagentError {
   constructor(what: string, ms: number) {
-    super('LA_ERR_DEADLINE', `${what} did not finish within ${ms} ms`, 'the SVM is slow or overloaded; raise `deadline` or add SVM capacity');
+    super(
+      'LA_ERR_DEADLINE',
+      `${what} did not finish within ${ms} ms`,
+      'the SVM is slow or overloaded; raise `deadline` or add SVM capacity',
+    );
   }
 }
 
@@ -109,17 +114,18 @@ export type JournalErrorCode = 'LA_ERR_JOURNAL' | 'LA_ERR_JOURNAL_FULL' | 'LA_ER
 export class JournalError extends LightagentError {
   declare readonly code: JournalErrorCode;
   constructor(code: JournalErrorCode, file: string, detail: string, hint?: string, options?: { cause?: unknown }) {
-    super(code, `${file}: ${detail}`, hint ?? 'check the disk (space, errors in the kernel log) and the permissions of the state directory', options);
+    super(
+      code,
+      `${file}: ${detail}`,
+      hint ?? 'check the disk (space, errors in the kernel log) and the permissions of the state directory',
+      options,
+    );
   }
 }
 
 /** A quarantine operation failed: the item is unknown, or a restore was refused to stay safe. */
 export type QuarantineErrorCode =
-  | 'LA_ERR_QUARANTINE'
-  | 'LA_ERR_QUARANTINE_NOT_FOUND'
-  | 'LA_ERR_RESTORE_SYMLINK'
-  | 'LA_ERR_RESTORE_EXISTS'
-  | 'LA_ERR_NOT_ROOT';
+  'LA_ERR_QUARANTINE' | 'LA_ERR_QUARANTINE_NOT_FOUND' | 'LA_ERR_RESTORE_SYMLINK' | 'LA_ERR_RESTORE_EXISTS' | 'LA_ERR_NOT_ROOT';
 
 export class QuarantineError extends LightagentError {
   declare readonly code: QuarantineErrorCode;
@@ -143,11 +149,16 @@ export class CacheSeedError extends LightagentError {
 /** The persisted verdict cache (cache.v1) cannot be read or written. Logged, never fatal: the cache starts empty. */
 export class CacheFileError extends LightagentError {
   constructor(file: string, detail: string, options?: { cause?: unknown }) {
-    super('LA_ERR_CACHE_FILE', `verdict cache ${file}: ${detail}`, 'nothing to do if it happens once (the cache is rebuilt); if it repeats, check the disk and the state directory', options);
+    super(
+      'LA_ERR_CACHE_FILE',
+      `verdict cache ${file}: ${detail}`,
+      'nothing to do if it happens once (the cache is rebuilt); if it repeats, check the disk and the state directory',
+      options,
+    );
   }
 }
 
-/** The daemon as a service and its local sockets (issue 8). */
+/** The daemon as a service and its local sockets. */
 export type ServiceErrorCode =
   | 'LA_ERR_ALREADY_RUNNING'
   | 'LA_ERR_SOCKET_DIR'
@@ -164,7 +175,7 @@ export class ServiceError extends LightagentError {
   }
 }
 
-/** The agent's TLS handshake with an SVM failed for a reason retrying cannot fix (issue 7). */
+/** The agent's TLS handshake with an SVM failed for a reason retrying cannot fix. */
 export type SvmTlsErrorCode = 'LA_ERR_TLS_UNTRUSTED' | 'LA_ERR_TLS_CLIENT_CERT';
 
 export class SvmTlsError extends LightagentError {
@@ -174,9 +185,14 @@ export class SvmTlsError extends LightagentError {
   }
 }
 
-/** The SVM discovery URL could not be read or returned something that is not a valid SVM list (issue 7). */
+/** The SVM discovery URL could not be read or returned something that is not a valid SVM list. */
 export class SvmDiscoveryError extends LightagentError {
   constructor(url: string, detail: string, options?: { cause?: unknown }) {
-    super('LA_ERR_SVM_DISCOVERY', `SVM discovery at ${url}: ${detail}`, 'check `svm_discovery` and the service behind it; the agent keeps the SVMs it knew (and the static `svm:` list)', options);
+    super(
+      'LA_ERR_SVM_DISCOVERY',
+      `SVM discovery at ${url}: ${detail}`,
+      'check `svm_discovery` and the service behind it; the agent keeps the SVMs it knew (and the static `svm:` list)',
+      options,
+    );
   }
 }

@@ -20,7 +20,11 @@ export interface LogOptions {
 
 export type Logger = winston.Logger;
 
-let root: winston.Logger = winston.createLogger({ level: 'info', silent: true, transports: [new winston.transports.Console({ silent: true })] });
+let root: winston.Logger = winston.createLogger({
+  level: 'info',
+  silent: true,
+  transports: [new winston.transports.Console({ silent: true })],
+});
 
 export function configureLogging(opts: LogOptions): Logger {
   const transports: winston.transport[] = [];
@@ -58,7 +62,14 @@ export function logger(name: string, fields: Record<string, unknown> = {}): Logg
   const log = child.log;
   child.log = function (this: Logger, ...args: unknown[]) {
     const meta = args[2];
-    if (args.length === 3 && typeof args[1] === 'string' && meta !== null && typeof meta === 'object' && !(meta instanceof Error) && 'message' in meta) {
+    if (
+      args.length === 3 &&
+      typeof args[1] === 'string' &&
+      meta !== null &&
+      typeof meta === 'object' &&
+      !(meta instanceof Error) &&
+      'message' in meta
+    ) {
       const { message, ...rest } = meta as Record<string, unknown>;
       args[2] = 'error' in rest ? { ...rest, errorMessage: message } : { ...rest, error: message };
     }

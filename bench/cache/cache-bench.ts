@@ -31,7 +31,13 @@ interface Result {
 
 const { values } = parseArgs({ options: { entries: { type: 'string' }, child: { type: 'boolean' } } });
 const T0 = 1_700_000_000_000_000_000n;
-const identity = (n: number): FileIdentity => ({ dev: 2049n, ino: BigInt(n), size: BigInt(1000 + (n % 5000)), mtimeNs: T0 + BigInt(n), ctimeNs: T0 + BigInt(n) });
+const identity = (n: number): FileIdentity => ({
+  dev: 2049n,
+  ino: BigInt(n),
+  size: BigInt(1000 + (n % 5000)),
+  mtimeNs: T0 + BigInt(n),
+  ctimeNs: T0 + BigInt(n),
+});
 const fpOf = (n: number) => (BigInt(n) * 0x9e3779b97f4a7c15n) & 0xffff_ffff_ffff_ffffn;
 const shaOf = (n: number) => n.toString(16).padStart(64, '0');
 const rss = () => process.memoryUsage().rss;
@@ -67,15 +73,27 @@ async function measure(n: number): Promise<Result> {
     const fps = Array.from({ length: 200_000 }, (_, k) => fpOf(1 + ((k * 7919) % n)));
     let hits = 0;
     for (let r = 0; r < 2; r++) for (const p of probes) if (c.lookupIdentity(p)) hits++; // warm up
-    const identityHitNs = nsPer(probes.length, () => {
-      for (const p of probes) if (c.lookupIdentity(p)) hits++;
-    }, 5);
-    const identityMissNs = nsPer(absent.length, () => {
-      for (const p of absent) if (c.lookupIdentity(p)) hits--;
-    }, 5);
-    const fingerprintHitNs = nsPer(fps.length, () => {
-      for (const f of fps) if (c.lookupFingerprint(f)) hits++;
-    }, 5);
+    const identityHitNs = nsPer(
+      probes.length,
+      () => {
+        for (const p of probes) if (c.lookupIdentity(p)) hits++;
+      },
+      5,
+    );
+    const identityMissNs = nsPer(
+      absent.length,
+      () => {
+        for (const p of absent) if (c.lookupIdentity(p)) hits--;
+      },
+      5,
+    );
+    const fingerprintHitNs = nsPer(
+      fps.length,
+      () => {
+        for (const f of fps) if (c.lookupFingerprint(f)) hits++;
+      },
+      5,
+    );
     if (hits !== probes.length * 7 + fps.length * 5) throw new Error(`lookups went wrong: ${hits}`);
     const t1 = performance.now();
     if (!(await c.save())) throw new Error('save failed');
@@ -117,9 +135,13 @@ if (values.child) {
   }
   const out = process.stdout;
   out.write(`${JSON.stringify({ node: process.version, cpu: os.cpus()[0]?.model, results }, null, 2)}\n\n`);
-  out.write('| entries | identity hit | identity miss | fp hit | record | table B/entry | RSS B/entry | RSS | save | load | file B/entry |\n');
+  out.write(
+    '| entries | identity hit | identity miss | fp hit | record | table B/entry | RSS B/entry | RSS | save | load | file B/entry |\n',
+  );
   out.write('|---|---|---|---|---|---|---|---|---|---|---|\n');
   for (const r of results) {
-    out.write(`| ${r.entries} | ${r.identityHitNs} ns | ${r.identityMissNs} ns | ${r.fingerprintHitNs} ns | ${r.recordNs} ns | ${r.tableBytesPerEntry} | ${r.rssBytesPerEntry} | ${r.rssMB} MB | ${r.saveMs} ms | ${r.loadMs} ms | ${r.fileBytesPerEntry} |\n`);
+    out.write(
+      `| ${r.entries} | ${r.identityHitNs} ns | ${r.identityMissNs} ns | ${r.fingerprintHitNs} ns | ${r.recordNs} ns | ${r.tableBytesPerEntry} | ${r.rssBytesPerEntry} | ${r.rssMB} MB | ${r.saveMs} ms | ${r.loadMs} ms | ${r.fileBytesPerEntry} |\n`,
+    );
   }
 }

@@ -29,17 +29,23 @@ export function ratioChartSvg(o: { title: string; subtitle: string; categories: 
   const hi = Math.log(maxV);
   const y = (v: number) => top + plotH - ((Math.log(v) - lo) / (hi - lo)) * plotH;
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Arial, sans-serif">`);
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Arial, sans-serif">`,
+  );
   parts.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
   parts.push(`<text x="${left}" y="26" font-size="17" font-weight="bold" fill="#111">${esc(o.title)}</text>`);
   parts.push(`<text x="${left}" y="46" font-size="12" fill="#444">${esc(o.subtitle)}</text>`);
   // legend
   let lx = left;
   for (const s of o.series) {
-    parts.push(`<rect x="${lx}" y="56" width="12" height="12" fill="${s.color}"/><text x="${lx + 17}" y="66" font-size="12" fill="#111">${esc(s.name)}</text>`);
+    parts.push(
+      `<rect x="${lx}" y="56" width="12" height="12" fill="${s.color}"/><text x="${lx + 17}" y="66" font-size="12" fill="#111">${esc(s.name)}</text>`,
+    );
     lx += 30 + s.name.length * 7.5;
   }
-  parts.push(`<line x1="${lx}" y1="62" x2="${lx + 22}" y2="62" stroke="#111" stroke-width="2"/><text x="${lx + 27}" y="66" font-size="12" fill="#111">no agent = 1x</text>`);
+  parts.push(
+    `<line x1="${lx}" y1="62" x2="${lx + 22}" y2="62" stroke="#111" stroke-width="2"/><text x="${lx + 27}" y="66" font-size="12" fill="#111">no agent = 1x</text>`,
+  );
   // grid
   for (const t of ticks) {
     if (t < minV || t > maxV) continue;
@@ -47,7 +53,9 @@ export function ratioChartSvg(o: { title: string; subtitle: string; categories: 
     parts.push(`<line x1="${left}" y1="${yy}" x2="${W - right}" y2="${yy}" stroke="#ddd" stroke-width="1"/>`);
     parts.push(`<text x="${left - 6}" y="${yy + 4}" font-size="11" text-anchor="end" fill="#555">${t}x</text>`);
   }
-  parts.push(`<text transform="translate(16 ${top + plotH / 2}) rotate(-90)" font-size="12" text-anchor="middle" fill="#333">time / time with no agent (median, log scale)</text>`);
+  parts.push(
+    `<text transform="translate(16 ${top + plotH / 2}) rotate(-90)" font-size="12" text-anchor="middle" fill="#333">time / time with no agent (median, log scale)</text>`,
+  );
   // bars
   const groupW = plotW / o.categories.length;
   const barW = Math.min(34, (groupW - 18) / o.series.length);
@@ -62,11 +70,17 @@ export function ratioChartSvg(o: { title: string; subtitle: string; categories: 
         return;
       }
       const yy = y(v);
-      parts.push(`<rect x="${x + 1}" y="${Math.min(yy, base)}" width="${barW - 2}" height="${Math.max(1, Math.abs(base - yy))}" fill="${s.color}"/>`);
+      parts.push(
+        `<rect x="${x + 1}" y="${Math.min(yy, base)}" width="${barW - 2}" height="${Math.max(1, Math.abs(base - yy))}" fill="${s.color}"/>`,
+      );
       const label = v >= 10 ? v.toFixed(0) : v.toFixed(2);
-      parts.push(`<text x="${x + barW / 2}" y="${v >= 1 ? yy - 4 : yy + 12}" font-size="10" text-anchor="middle" fill="#111">${label}</text>`);
+      parts.push(
+        `<text x="${x + barW / 2}" y="${v >= 1 ? yy - 4 : yy + 12}" font-size="10" text-anchor="middle" fill="#111">${label}</text>`,
+      );
     });
-    parts.push(`<text x="${left + i * groupW + groupW / 2}" y="${top + plotH + 18}" font-size="12" text-anchor="middle" fill="#111">${esc(cat)}</text>`);
+    parts.push(
+      `<text x="${left + i * groupW + groupW / 2}" y="${top + plotH + 18}" font-size="12" text-anchor="middle" fill="#111">${esc(cat)}</text>`,
+    );
   });
   parts.push(`<line x1="${left}" y1="${y(1)}" x2="${W - right}" y2="${y(1)}" stroke="#111" stroke-width="2"/>`);
   parts.push(`<line x1="${left}" y1="${top}" x2="${left}" y2="${top + plotH}" stroke="#333"/>`);

@@ -166,7 +166,13 @@ export function timed(cmd: string, cwd: string, timeoutS: number, env?: NodeJS.P
 
 /** Synchronous setup command (bash), bounded; throws with its stderr on failure. */
 export function shSync(cmd: string, opts: { cwd?: string; timeoutS?: number } = {}): string {
-  const r = spawnSync('bash', ['-c', cmd], { cwd: opts.cwd, encoding: 'utf8', timeout: (opts.timeoutS ?? 600) * 1000, killSignal: 'SIGKILL', maxBuffer: 64 << 20 });
+  const r = spawnSync('bash', ['-c', cmd], {
+    cwd: opts.cwd,
+    encoding: 'utf8',
+    timeout: (opts.timeoutS ?? 600) * 1000,
+    killSignal: 'SIGKILL',
+    maxBuffer: 64 << 20,
+  });
   if (r.status !== 0) throw new Error(`${cmd}: ${r.error?.message ?? `exit ${r.status ?? r.signal}`} ${r.stderr?.slice(-800) ?? ''}`);
   return r.stdout;
 }

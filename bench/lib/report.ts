@@ -51,6 +51,21 @@ export interface Latest {
   wallS: number;
 }
 
+/** micro.resources[variant] as workloads.ts writes it: one ProcessResources per process name, then totals. */
+interface VariantResources {
+  idleWindowS?: number;
+  cpuSUnderLoad?: number;
+  peakRssKbUnderLoad?: number;
+  [processName: string]: unknown;
+}
+
+interface ProcessResources {
+  idleCpuPct?: number;
+  rssKbAfterLoad?: number;
+  idleRssKbAfterStart?: number;
+  idleAnonKbAfterStart?: number;
+}
+
 export function summarize(w: WorkloadsResult): Latest['summary'] {
   const out: Latest['summary'] = {};
   const workloads = [...new Set(w.samples.map((s) => s.workload))];
@@ -60,7 +75,13 @@ export function summarize(w: WorkloadsResult): Latest['summary'] {
       const all = w.samples.filter((s) => s.workload === wl && s.variant === v);
       if (!all.length) continue;
       const ok = all.filter((s) => s.rc === 0).map((s) => s.wall);
-      out[wl]![v] = { n: ok.length, failed: all.length - ok.length, min: round(Math.min(...ok), 3), median: round(median(ok), 3), scannerCpuS: round(median(all.map((s) => s.scannerCpuS))) };
+      out[wl]![v] = {
+        n: ok.length,
+        failed: all.length - ok.length,
+        min: round(Math.min(...ok), 3),
+        median: round(median(ok), 3),
+        scannerCpuS: round(median(all.map((s) => s.scannerCpuS))),
+      };
     }
     const none = out[wl]!.none;
     for (const v of SCANNERS) {
@@ -82,41 +103,105 @@ export function targets(l: Latest): Latest['targets'] {
   const t: Latest['targets'] = [];
   const ratio = (wl: string) => l.summary[wl]?.lightagent?.ratio;
   const add = (what: string, target: string, v: number | undefined, limit: number, unit = 'x') =>
-    t.push({ what, target, measured: v === undefined || !Number.isFinite(v) ? 'not measured' : unit === 'x' ? `${v.toFixed(2)}x (${v >= 1 ? '+' : ''}${((v - 1) * 100).toFixed(0)}%)` : `${v} ${unit}`, met: v === undefined || !Number.isFinite(v) ? null : v <= limit });
+    t.push({
+      what,
+      target,
+      measured:
+        v === undefined || !Number.isFinite(v)
+          ? 'not measured'
+          : unit === 'x'
+            ? `${v.toFixed(2)}x (${v >= 1 ? '+' : ''}${((v - 1) * 100).toFixed(0)}%)`
+            : `${v} ${unit}`,
+      met: v === undefined || !Number.isFinite(v) ? null : v <= limit,
+    });
   add('second read pass (read_warm)', '<= +5% (1.05x)', ratio('read_warm'), 1.05);
   add('copy the tree', '<= +30% (1.30x)', ratio('copy'), 1.3);
   const floorCopy = l.summary.copy?.floor?.ratio;
-  if (floorCopy !== undefined) t.push({ what: 'copy the tree: the floor (minimal C listener) on the same run', target: 'reference', measured: `${floorCopy.toFixed(2)}x; lightagent / floor = ${(ratio('copy')! / floorCopy).toFixed(2)}`, met: null });
+  if (floorCopy !== undefined)
+    t.push({
+      what: 'copy the tree: the floor (minimal C listener) on the same run',
+      target: 'reference',
+      measured: `${floorCopy.toFixed(2)}x; lightagent / floor = ${(ratio('copy')! / floorCopy).toFixed(2)}`,
+      met: null,
+    });
   add('1,000 short processes (exec)', '<= +20% (1.20x)', ratio('exec'), 1.2);
   const ol = l.micro.openLatency && 'rows' in l.micro.openLatency ? l.micro.openLatency : undefined;
   const hit = ol?.rows.find((r) => r.variant === 'local-hit');
   add('added open() latency, cache hit (agent answers), p50', '<= 60 us', hit?.addedP50, 60, 'us');
   add('added open() latency, cache hit (agent answers), p99', '<= 500 us', hit?.addedP99, 500, 'us');
-  add('added open() latency, cache hit, p99 over the last 75% of the opens (after the agent\'s first events)', '<= 500 us', hit?.addedP99Late, 500, 'us');
+  add(
+    "added open() latency, cache hit, p99 over the last 75% of the opens (after the agent's first events)",
+    '<= 500 us',
+    hit?.addedP99Late,
+    500,
+    'us',
+  );
   const floorEv = ol?.rows.find((r) => r.variant === 'floor-hit') ?? ol?.rows.find((r) => r.variant === 'floor-event');
-  if (floorEv) t.push({ what: `added open() latency, an event per open answered by the floor (minimal C listener, ${floorEv.variant}), same run`, target: 'reference', measured: `p50 ${floorEv.addedP50} us, p99 ${floorEv.addedP99} us`, met: null });
+  if (floorEv)
+    t.push({
+      what: `added open() latency, an event per open answered by the floor (minimal C listener, ${floorEv.variant}), same run`,
+      target: 'reference',
+      measured: `p50 ${floorEv.addedP50} us, p99 ${floorEv.addedP99} us`,
+      met: null,
+    });
   const warm = ol?.rows.find((r) => r.variant === 'warm');
   add('added open() latency, warm (kernel ignore mark), p50', '<= 60 us', warm?.addedP50, 60, 'us');
   add('events per warm open', '0', ol?.eventsPerWarmOpen, 0, 'events');
-  const res = l.micro.resources?.lightagent as Record<string, any> | undefined;
-  const idleRss = res?.agent?.idleRssKbAfterStart as number | undefined;
-  add('agent idle RSS (after start; the workloads\' agent: compiled sources on this Node)', '<= 60 MB', idleRss === undefined ? undefined : round(idleRss / 1024, 1), 60, 'MB');
+  const res = l.micro.resources?.lightagent as VariantResources | undefined;
+  const agentRes = res?.agent as ProcessResources | undefined;
+  const idleRss = agentRes?.idleRssKbAfterStart;
+  add(
+    "agent idle RSS (after start; the workloads' agent: compiled sources on this Node)",
+    '<= 60 MB',
+    idleRss === undefined ? undefined : round(idleRss / 1024, 1),
+    60,
+    'MB',
+  );
   const im = l.micro.idleMemory && 'rows' in l.micro.idleMemory ? l.micro.idleMemory.rows : undefined;
   const bin = im?.find((r) => r.variant === 'binary');
-  add('agent idle RSS, the single executable that ships (Node 24 inside; median, cold page cache)', '<= 60 MB', bin ? round(bin.rssKb / 1024, 1) : undefined, 60, 'MB');
+  add(
+    'agent idle RSS, the single executable that ships (Node 24 inside; median, cold page cache)',
+    '<= 60 MB',
+    bin ? round(bin.rssKb / 1024, 1) : undefined,
+    60,
+    'MB',
+  );
   const noConnector = im?.find((r) => r.variant === 'binary-proc-poll');
-  if (noConnector) t.push({ what: 'idle RSS of the same executable with the process events connector off (processes.watcher: proc-poll, one worker thread fewer), same run', target: 'reference', measured: `${round(noConnector.rssKb / 1024, 1)} MB`, met: null });
+  if (noConnector)
+    t.push({
+      what: 'idle RSS of the same executable with the process events connector off (processes.watcher: proc-poll, one worker thread fewer), same run',
+      target: 'reference',
+      measured: `${round(noConnector.rssKb / 1024, 1)} MB`,
+      met: null,
+    });
   const shape = im?.find((r) => r.variant === 'node24-workers');
-  if (shape) t.push({ what: 'idle RSS of Node 24 with two idle worker threads and no agent code (the agent\'s thread shape), same run', target: 'reference', measured: `${round(shape.rssKb / 1024, 1)} MB`, met: null });
-  const idleCpu = res?.agent?.idleCpuPct as number | undefined;
+  if (shape)
+    t.push({
+      what: "idle RSS of Node 24 with two idle worker threads and no agent code (the agent's thread shape), same run",
+      target: 'reference',
+      measured: `${round(shape.rssKb / 1024, 1)} MB`,
+      met: null,
+    });
+  const idleCpu = agentRes?.idleCpuPct;
   add('agent idle CPU', '~0 (<= 0.5%)', idleCpu, 0.5, '%');
   const up = ol?.uploadBytes;
-  add('bytes uploaded by a second guest with the same files', '~0 (<= 1% of the files)', up ? up.secondGuest : undefined, up ? up.totalBytes / 100 : 0, 'B');
+  add(
+    'bytes uploaded by a second guest with the same files',
+    '~0 (<= 1% of the files)',
+    up ? up.secondGuest : undefined,
+    up ? up.totalBytes / 100 : 0,
+    'B',
+  );
   // Every N's run repeats the same throughput phase (4 busy agents): their median, not the first
   // run alone (the one that also pays the JIT's warm-up).
   const svmRows = l.micro.svm && 'rows' in l.micro.svm ? l.micro.svm.rows : [];
   const upload = svmRows.length > 0 ? round(median(svmRows.map((r) => r.uploadMBps)), 1) : undefined;
-  t.push({ what: `cold scan throughput to the SVM (loopback, builtin engine; every upload a cache miss; median of ${svmRows.length} runs)`, target: 'hundreds of MB/s', measured: upload !== undefined ? `${upload} MB/s` : 'not measured', met: upload !== undefined ? upload >= 200 : null });
+  t.push({
+    what: `cold scan throughput to the SVM (loopback, builtin engine; every upload a cache miss; median of ${svmRows.length} runs)`,
+    target: 'hundreds of MB/s',
+    measured: upload !== undefined ? `${upload} MB/s` : 'not measured',
+    met: upload !== undefined ? upload >= 200 : null,
+  });
   return t;
 }
 
@@ -124,18 +209,34 @@ export function markdown(l: Latest): string {
   const L: string[] = [];
   const m = l.machine;
   L.push(`# lightagent benchmark (${l.profile})`, '');
-  L.push(`${m.date}: Linux ${m.kernel}, ${m.cpus} CPUs (${m.cpuModel}), ${Math.round(m.memMb / 1024)} GB RAM, Node ${m.node}; load average at start ${m.loadavgAtStart.join(' ')}.`);
+  L.push(
+    `${m.date}: Linux ${m.kernel}, ${m.cpus} CPUs (${m.cpuModel}), ${Math.round(m.memMb / 1024)} GB RAM, Node ${m.node}; load average at start ${m.loadavgAtStart.join(' ')}.`,
+  );
   L.push('', `> ${l.note}`, '');
-  if (l.tree) L.push(`Tree: ${l.tree.files} files, ${l.tree.mb} MB copied from ${l.tree.from.join(', ')}; Python stdlib copy with ${l.tree.pyFiles} .py files; npm project of ${l.tree.npmPackages} packages from local tarballs. ${l.reps} repetitions, variants alternated each rep.`, '');
+  if (l.tree)
+    L.push(
+      `Tree: ${l.tree.files} files, ${l.tree.mb} MB copied from ${l.tree.from.join(', ')}; Python stdlib copy with ${l.tree.pyFiles} .py files; npm project of ${l.tree.npmPackages} packages from local tarballs. ${l.reps} repetitions, variants alternated each rep.`,
+      '',
+    );
   L.push('## Variants', '');
-  for (const [v, s] of Object.entries(l.variants)) L.push(`- **${v}**: ${s.broken ? `BROKEN, not timed: ${s.broken}` : s.notRun ? `not run: ${s.notRun}` : 'ok'}${s.eicar ? `; EICAR check: ${s.eicar}` : ''}${s.note ? `; ${s.note}` : ''}`);
+  for (const [v, s] of Object.entries(l.variants))
+    L.push(
+      `- **${v}**: ${s.broken ? `BROKEN, not timed: ${s.broken}` : s.notRun ? `not run: ${s.notRun}` : 'ok'}${s.eicar ? `; EICAR check: ${s.eicar}` : ''}${s.note ? `; ${s.note}` : ''}`,
+    );
   L.push('', '## Workloads: ratio of medians to no agent (lower is better, 1.00 = no cost)', '');
-  L.push('floor = a minimal C fanotify listener with the same marks and ignore marks (bench/onaccess/floor-listener.c): what the kernel and this machine charge any permission-event scanner.', '');
-  L.push('| workload | no agent median (min) s | lightagent median (min) s | **lightagent ratio** | clamonacc median (min) s | **clamonacc ratio** | floor median (min) s | **floor ratio** | scanner CPU s per run (la / clam / floor) |');
+  L.push(
+    'floor = a minimal C fanotify listener with the same marks and ignore marks (bench/onaccess/floor-listener.c): what the kernel and this machine charge any permission-event scanner.',
+    '',
+  );
+  L.push(
+    '| workload | no agent median (min) s | lightagent median (min) s | **lightagent ratio** | clamonacc median (min) s | **clamonacc ratio** | floor median (min) s | **floor ratio** | scanner CPU s per run (la / clam / floor) |',
+  );
   L.push('|---|---|---|---|---|---|---|---|---|');
   for (const [wl, s] of Object.entries(l.summary)) {
     const c = (v: string) => (s[v] ? `${f2(s[v]!.median)} (${f2(s[v]!.min)})${s[v]!.failed ? `, ${s[v]!.failed} failed` : ''}` : 'n/a');
-    L.push(`| ${wl} | ${c('none')} | ${c('lightagent')} | **${f2(s.lightagent?.ratio)}** | ${c('clamonacc')} | **${f2(s.clamonacc?.ratio)}** | ${c('floor')} | **${f2(s.floor?.ratio)}** | ${f2(s.lightagent?.scannerCpuS)} / ${f2(s.clamonacc?.scannerCpuS)} / ${f2(s.floor?.scannerCpuS)} |`);
+    L.push(
+      `| ${wl} | ${c('none')} | ${c('lightagent')} | **${f2(s.lightagent?.ratio)}** | ${c('clamonacc')} | **${f2(s.clamonacc?.ratio)}** | ${c('floor')} | **${f2(s.floor?.ratio)}** | ${f2(s.lightagent?.scannerCpuS)} / ${f2(s.clamonacc?.scannerCpuS)} / ${f2(s.floor?.scannerCpuS)} |`,
+    );
   }
   L.push('', '![ratios](latest.svg)', '');
   L.push('## Targets (issue 5, DESIGN.md frugality budget)', '', '| what | target | measured | met |', '|---|---|---|---|');
@@ -143,31 +244,56 @@ export function markdown(l: Latest): string {
   const ol = l.micro.openLatency;
   L.push('', '## open() latency (one open+close per file, microseconds)', '');
   if (ol && 'rows' in ol) {
-    L.push(`${ol.files} distinct 1-4 KiB files on a tmpfs. miss = empty caches everywhere (upload); second-guest = another agent (own state dir) after the first, the SVM knows every file (lookup only); local-hit = the agent's own cache answers (an event per open); warm = kernel ignore marks (no event); floor-event / floor-hit = a minimal C listener answers every open without / with adding ignore marks (bench/onaccess/floor-listener.c): the least an event per open costs here.`, '');
-    L.push('| variant | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | added p99, last 75% of opens |', '|---|---|---|---|---|---|---|---|');
-    for (const r of ol.rows) L.push(`| ${r.variant} | ${r.p50} | ${r.p99} | ${r.p999} | ${r.addedP50} | ${r.addedP99} | ${r.addedP999} | ${r.addedP99Late ?? 'n/a'} |`);
-    L.push('', `Events per warm open: ${ol.eventsPerWarmOpen} (${ol.warmEvents} for ${ol.files} opens). Bytes uploaded: first guest ${ol.uploadBytes.firstGuest}, second guest ${ol.uploadBytes.secondGuest} (of ${ol.uploadBytes.totalBytes} in the files). First guest's counters after its pass: ${JSON.stringify(ol.firstGuestCounts)}; its deferred queue after a restart: ${ol.firstGuestDeferred.left} left after ${ol.firstGuestDeferred.drainMs} ms.`);
+    L.push(
+      `${ol.files} distinct 1-4 KiB files on a tmpfs. miss = empty caches everywhere (upload); second-guest = another agent (own state dir) after the first, the SVM knows every file (lookup only); local-hit = the agent's own cache answers (an event per open); warm = kernel ignore marks (no event); floor-event / floor-hit = a minimal C listener answers every open without / with adding ignore marks (bench/onaccess/floor-listener.c): the least an event per open costs here.`,
+      '',
+    );
+    L.push(
+      '| variant | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | added p99, last 75% of opens |',
+      '|---|---|---|---|---|---|---|---|',
+    );
+    for (const r of ol.rows)
+      L.push(
+        `| ${r.variant} | ${r.p50} | ${r.p99} | ${r.p999} | ${r.addedP50} | ${r.addedP99} | ${r.addedP999} | ${r.addedP99Late ?? 'n/a'} |`,
+      );
+    L.push(
+      '',
+      `Events per warm open: ${ol.eventsPerWarmOpen} (${ol.warmEvents} for ${ol.files} opens). Bytes uploaded: first guest ${ol.uploadBytes.firstGuest}, second guest ${ol.uploadBytes.secondGuest} (of ${ol.uploadBytes.totalBytes} in the files). First guest's counters after its pass: ${JSON.stringify(ol.firstGuestCounts)}; its deferred queue after a restart: ${ol.firstGuestDeferred.left} left after ${ol.firstGuestDeferred.drainMs} ms.`,
+    );
   } else L.push(`not run: ${(ol as { notRun: string } | undefined)?.notRun ?? 'skipped'}`);
   const firsts = (l.series.lightagent?.samples ?? []).filter((s) => s.workload === 'read_first' && s.agent);
   if (firsts.length)
-    L.push('', `lightagent read_first, per rep: opens answered without a verdict (SVM busy or rate limited: allowed, queued, scanned later) ${firsts.map((s) => s.agent!.unavailable).join(', ')} of ${l.tree?.files ?? '?'} files; queue drained after the run in ${firsts.map((s) => (s.agent!.queued ? `${s.agent!.drainMs} ms` : '-')).join(', ')} (untimed).`);
+    L.push(
+      '',
+      `lightagent read_first, per rep: opens answered without a verdict (SVM busy or rate limited: allowed, queued, scanned later) ${firsts.map((s) => s.agent!.unavailable).join(', ')} of ${l.tree?.files ?? '?'} files; queue drained after the run in ${firsts.map((s) => (s.agent!.queued ? `${s.agent!.drainMs} ms` : '-')).join(', ')} (untimed).`,
+    );
   const ev = l.micro.eventsPerWarmOpenWorkload;
-  if (ev) L.push('', `Workload tree, last read_warm rep: ${ev.events} permission events for ${ev.opens} file opens (${ev.perOpen} per open).`);
+  if (ev)
+    L.push('', `Workload tree, last read_warm rep: ${ev.events} permission events for ${ev.opens} file opens (${ev.perOpen} per open).`);
   L.push('', '## Resources', '');
   const r = l.micro.resources ?? {};
-  L.push('| process | RSS idle after start (anonymous) | RSS after the workloads | idle CPU | CPU s over all timed runs (variant total) | peak RSS under load (variant total) |', '|---|---|---|---|---|---|');
+  L.push(
+    '| process | RSS idle after start (anonymous) | RSS after the workloads | idle CPU | CPU s over all timed runs (variant total) | peak RSS under load (variant total) |',
+    '|---|---|---|---|---|---|',
+  );
   for (const v of SCANNERS) {
-    const x = r[v] as Record<string, any> | undefined;
+    const x = r[v] as VariantResources | undefined;
     if (!x) continue;
-    for (const [p, y] of Object.entries(x)) {
-      if (typeof y !== 'object' || Array.isArray(y)) continue;
-      L.push(`| ${v}: ${p} | ${mb(y.idleRssKbAfterStart)} (${mb(y.idleAnonKbAfterStart)}) | ${mb(y.rssKbAfterLoad)} | ${f2(y.idleCpuPct)}% over ${x.idleWindowS} s | ${f2(x.cpuSUnderLoad)} | ${mb(x.peakRssKbUnderLoad)} |`);
+    for (const [p, row] of Object.entries(x)) {
+      if (typeof row !== 'object' || row === null || Array.isArray(row)) continue;
+      const y = row as ProcessResources;
+      L.push(
+        `| ${v}: ${p} | ${mb(y.idleRssKbAfterStart)} (${mb(y.idleAnonKbAfterStart)}) | ${mb(y.rssKbAfterLoad)} | ${f2(y.idleCpuPct)}% over ${x.idleWindowS} s | ${f2(x.cpuSUnderLoad)} | ${mb(x.peakRssKbUnderLoad)} |`,
+      );
     }
   }
   const im = l.micro.idleMemory;
   L.push('', '## Idle memory of what ships (bench/onaccess/idle-memory)', '');
   if (im && 'rows' in im) {
-    L.push(`Medians of ${im.rounds} starts each, variants alternated, page cache dropped before each start, read after ${im.idleS} s idle. anon = the process's own memory; file = pages of the executable and libraries (shared, clean, reclaimable).`, '');
+    L.push(
+      `Medians of ${im.rounds} starts each, variants alternated, page cache dropped before each start, read after ${im.idleS} s idle. anon = the process's own memory; file = pages of the executable and libraries (shared, clean, reclaimable).`,
+      '',
+    );
     L.push('| variant | VmRSS MB | anon MB | file MB | what |', '|---|---|---|---|---|');
     for (const x of im.rows) L.push(`| ${x.variant} | ${mb(x.rssKb)} | ${mb(x.anonKb)} | ${mb(x.fileKb)} | ${x.what} |`);
     for (const [k, why] of Object.entries(im.skipped)) L.push('', `skipped ${k}: ${why}`);
@@ -175,9 +301,13 @@ export function markdown(l: Latest): string {
   const svm = l.micro.svm;
   L.push('', '## SVM on loopback (builtin engine)', '');
   if (svm && 'rows' in svm) {
-    L.push(`${svm.seconds} s per phase. Upload MB/s and lookups/s: 4 busy agents (every upload a distinct 1 MiB file). Latency: N quiet agents each uploading a distinct 16 KiB file every 50 ms.`, '');
+    L.push(
+      `${svm.seconds} s per phase. Upload MB/s and lookups/s: 4 busy agents (every upload a distinct 1 MiB file). Latency: N quiet agents each uploading a distinct 16 KiB file every 50 ms.`,
+      '',
+    );
     L.push('| N agents | upload MB/s | lookups/s | verdict p50 ms | verdict p99 ms | verdicts/s |', '|---|---|---|---|---|---|');
-    for (const x of svm.rows) L.push(`| ${x.agents} | ${x.uploadMBps} | ${x.lookupsPerSec} | ${x.p50ms} | ${x.p99ms} | ${x.verdictsPerSec} |`);
+    for (const x of svm.rows)
+      L.push(`| ${x.agents} | ${x.uploadMBps} | ${x.lookupsPerSec} | ${x.p50ms} | ${x.p99ms} | ${x.verdictsPerSec} |`);
   } else L.push(`not run: ${(svm as { notRun: string } | undefined)?.notRun ?? 'skipped'}`);
   for (const [k, label] of [
     ['process', 'Process storm (bench/process)'],
@@ -186,19 +316,32 @@ export function markdown(l: Latest): string {
   ] as const) {
     const x = l.micro[k];
     if (x === undefined) continue;
-    const rows = k === 'process' && typeof x === 'object' && x !== null && Array.isArray((x as { rows?: unknown }).rows) ? ((x as { rows: Array<Record<string, number | string | undefined>> }).rows) : undefined;
+    const rows =
+      k === 'process' && typeof x === 'object' && x !== null && Array.isArray((x as { rows?: unknown }).rows)
+        ? (x as { rows: Array<Record<string, number | string | undefined>> }).rows
+        : undefined;
     if (rows) {
       // One table: the floors (no agent, a C subscriber) beside the agent with its watcher off and on.
-      L.push('', `## ${label}`, '', '| config | processes | storm ms | us per process | ratio to watcher off | ratio to no agent | agent CPU ms | agent RSS MiB start/peak |', '|---|---|---|---|---|---|---|---|');
+      L.push(
+        '',
+        `## ${label}`,
+        '',
+        '| config | processes | storm ms | us per process | ratio to watcher off | ratio to no agent | agent CPU ms | agent RSS MiB start/peak |',
+        '|---|---|---|---|---|---|---|---|',
+      );
       const v = (y: number | string | undefined) => (y === undefined ? '' : String(y));
-      for (const r of rows) L.push(`| ${v(r.config)} | ${v(r.processes)} | ${v(r.stormMs)} | ${v(r.perProcessUs)} | ${v(r.ratioToWatcherOff)} | ${v(r.ratioToNoAgent)} | ${v(r.agentCpuMs)} | ${r.agentRssStartMiB === undefined ? '' : `${r.agentRssStartMiB} / ${r.agentRssPeakMiB}`} |`);
+      for (const r of rows)
+        L.push(
+          `| ${v(r.config)} | ${v(r.processes)} | ${v(r.stormMs)} | ${v(r.perProcessUs)} | ${v(r.ratioToWatcherOff)} | ${v(r.ratioToNoAgent)} | ${v(r.agentCpuMs)} | ${r.agentRssStartMiB === undefined ? '' : `${r.agentRssStartMiB} / ${r.agentRssPeakMiB}`} |`,
+        );
       for (const [c, why] of Object.entries((x as { skipped?: Record<string, string> }).skipped ?? {})) L.push('', `skipped ${c}: ${why}`);
       continue;
     }
     L.push('', `## ${label}`, '', typeof x === 'string' ? x : '```\n' + JSON.stringify(x, null, 1).slice(0, 3000) + '\n```');
   }
   L.push('', '## Steps', '', '| step | ok | s | detail |', '|---|---|---|---|');
-  for (const s of l.steps) L.push(`| ${s.step} | ${s.ok ? 'yes' : '**no**'} | ${s.seconds} | ${(s.detail ?? '').replace(/\|/g, '/').slice(0, 200)} |`);
+  for (const s of l.steps)
+    L.push(`| ${s.step} | ${s.ok ? 'yes' : '**no**'} | ${s.seconds} | ${(s.detail ?? '').replace(/\|/g, '/').slice(0, 200)} |`);
   L.push('', `Whole run: ${l.wallS} s.`, '');
   return L.join('\n');
 }

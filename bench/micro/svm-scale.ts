@@ -22,7 +22,9 @@ export interface SvmScaleRow {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs({ options: { seconds: { type: 'string', default: '2' }, agents: { type: 'string', default: '1,10,100' }, out: { type: 'string' } } }).values;
+  const args = parseArgs({
+    options: { seconds: { type: 'string', default: '2' }, agents: { type: 'string', default: '1,10,100' }, out: { type: 'string' } },
+  }).values;
   configureLogging({ level: 'error' });
   const seconds = Number(args.seconds);
   const rows: SvmScaleRow[] = [];
@@ -30,7 +32,14 @@ async function main(): Promise<void> {
     // runSvmBench's `agents` counts the quiet agents plus one noisy agent.
     const r = await runSvmBench({ seconds, engines: ['builtin'], agents: n + 1, fileSize: 1 << 20 });
     const e = r.results[0]!;
-    rows.push({ agents: n, uploadMBps: e.throughputMBps, lookupsPerSec: e.lookupsPerSec, p50ms: e.quietAlone.p50ms, p99ms: e.quietAlone.p99ms, verdictsPerSec: Math.round(e.quietAlone.verdicts / seconds) });
+    rows.push({
+      agents: n,
+      uploadMBps: e.throughputMBps,
+      lookupsPerSec: e.lookupsPerSec,
+      p50ms: e.quietAlone.p50ms,
+      p99ms: e.quietAlone.p99ms,
+      verdictsPerSec: Math.round(e.quietAlone.verdicts / seconds),
+    });
     process.stderr.write(`svm-scale: N=${n}: ${JSON.stringify(rows.at(-1))}\n`);
   }
   const text = JSON.stringify({ seconds, engine: 'builtin', rows }, null, 2);

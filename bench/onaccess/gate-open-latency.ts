@@ -60,7 +60,13 @@ interface BenchResult {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs({ options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, read: { type: 'boolean', default: false } } }).values;
+  const args = parseArgs({
+    options: {
+      n: { type: 'string', default: '20000' },
+      rounds: { type: 'string', default: '3' },
+      read: { type: 'boolean', default: false },
+    },
+  }).values;
   const N = Number(args.n);
   const ROUNDS = Number(args.rounds);
   if (process.getuid?.() !== 0) {
@@ -100,10 +106,21 @@ async function main(): Promise<void> {
     fs.writeFileSync(target, Buffer.alloc(4096, 0x61));
 
     const openbench = (): BenchResult => {
-      const r = spawnSync(bin, [target, String(N), ...(args.read ? ['read'] : [])], { encoding: 'utf8', timeout: 120_000, killSignal: 'SIGKILL' });
+      const r = spawnSync(bin, [target, String(N), ...(args.read ? ['read'] : [])], {
+        encoding: 'utf8',
+        timeout: 120_000,
+        killSignal: 'SIGKILL',
+      });
       if (r.status !== 0) throw new Error(`openbench failed (${r.status ?? r.signal}): ${r.stderr}`);
       const num = (k: string) => Number(new RegExp(`${k}=([\\d.]+)`).exec(r.stdout)?.[1] ?? NaN);
-      return { p50: num('p50_us'), p90: num('p90_us'), p99: num('p99_us'), max: num('max_us'), mean: num('mean_us'), errors: num('errors') };
+      return {
+        p50: num('p50_us'),
+        p90: num('p90_us'),
+        p99: num('p99_us'),
+        max: num('max_us'),
+        mean: num('mean_us'),
+        errors: num('errors'),
+      };
     };
 
     const withGate = async (behaviour: string): Promise<{ bench: BenchResult; stats: Record<string, number> }> => {
@@ -144,12 +161,19 @@ async function main(): Promise<void> {
 
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const mode = args.read ? 'open+read(4 KiB)+close' : 'open+close';
-    process.stdout.write(`\nopen latency, ${mode}, ${N} opens x ${ROUNDS} rounds (median of rounds), one 4 KiB file on tmpfs, ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}\n\n`);
-    process.stdout.write(`${'variant'.padEnd(8)}${['p50 us', 'p90 us', 'p99 us', 'max us', 'mean us'].map((h) => h.padStart(9)).join('')}   events/open  gate answer p50/p99 us\n`);
+    process.stdout.write(
+      `\nopen latency, ${mode}, ${N} opens x ${ROUNDS} rounds (median of rounds), one 4 KiB file on tmpfs, ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}\n\n`,
+    );
+    process.stdout.write(
+      `${'variant'.padEnd(8)}${['p50 us', 'p90 us', 'p99 us', 'max us', 'mean us'].map((h) => h.padStart(9)).join('')}   events/open  gate answer p50/p99 us\n`,
+    );
     const base = median(results.none!.map((r) => r.bench.p50));
     for (const v of variants) {
       const rs = results[v]!;
-      const col = (k: keyof BenchResult) => median(rs.map((r) => r.bench[k])).toFixed(1).padStart(9);
+      const col = (k: keyof BenchResult) =>
+        median(rs.map((r) => r.bench[k]))
+          .toFixed(1)
+          .padStart(9);
       let extra = '';
       if (v !== 'none') {
         const perOpen = median(rs.map((r) => (r.stats!.open ?? 0) / (N + 0)));
@@ -158,10 +182,16 @@ async function main(): Promise<void> {
         extra = `   ${perOpen.toFixed(5).padStart(11)}  ${a50}/${a99}`;
       }
       const errors = rs.reduce((s, r) => s + r.bench.errors, 0);
-      process.stdout.write(`${v.padEnd(8)}${col('p50')}${col('p90')}${col('p99')}${col('max')}${col('mean')}${extra}${errors ? `  errors=${errors}` : ''}\n`);
+      process.stdout.write(
+        `${v.padEnd(8)}${col('p50')}${col('p90')}${col('p99')}${col('max')}${col('mean')}${extra}${errors ? `  errors=${errors}` : ''}\n`,
+      );
     }
-    process.stdout.write(`\nadded p50 on a miss: ${(median(results.miss!.map((r) => r.bench.p50)) - base).toFixed(1)} us; warm: ${(median(results.warm!.map((r) => r.bench.p50)) - base).toFixed(1)} us\n`);
-    process.stdout.write(`raw rounds: ${JSON.stringify(Object.fromEntries(variants.map((v) => [v, results[v]!.map((r) => [r.bench.p50, r.bench.p99, r.stats?.open ?? 0])])))}\n`);
+    process.stdout.write(
+      `\nadded p50 on a miss: ${(median(results.miss!.map((r) => r.bench.p50)) - base).toFixed(1)} us; warm: ${(median(results.warm!.map((r) => r.bench.p50)) - base).toFixed(1)} us\n`,
+    );
+    process.stdout.write(
+      `raw rounds: ${JSON.stringify(Object.fromEntries(variants.map((v) => [v, results[v]!.map((r) => [r.bench.p50, r.bench.p99, r.stats?.open ?? 0])])))}\n`,
+    );
   } finally {
     cleanup();
   }

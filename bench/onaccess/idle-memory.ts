@@ -26,7 +26,21 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { AGENT_NODE_FLAGS, atCleanup, dropCaches, installCleanup, machineFacts, median, needRoot, round, rssKb, say, shSync, stopChild, track } from '../lib/harness.js';
+import {
+  AGENT_NODE_FLAGS,
+  atCleanup,
+  dropCaches,
+  installCleanup,
+  machineFacts,
+  median,
+  needRoot,
+  round,
+  rssKb,
+  say,
+  shSync,
+  stopChild,
+  track,
+} from '../lib/harness.js';
 import { startAgent, startSvm, svmUrls } from './variants.js';
 
 const ROOT = new URL('../../../', import.meta.url).pathname;
@@ -64,7 +78,9 @@ const IDLE_JS = 'setInterval(() => {}, 1 << 30)';
 const WORKERS_JS = `const { Worker } = require('node:worker_threads'); for (let i = 0; i < 2; i++) new Worker(${JSON.stringify(IDLE_JS)}, { eval: true }); ${IDLE_JS}`;
 
 async function main(): Promise<void> {
-  const args = parseArgs({ options: { rounds: { type: 'string', default: '3' }, 'idle-s': { type: 'string', default: '5' }, out: { type: 'string' } } }).values;
+  const args = parseArgs({
+    options: { rounds: { type: 'string', default: '3' }, 'idle-s': { type: 'string', default: '5' }, out: { type: 'string' } },
+  }).values;
   needRoot('bench/onaccess/idle-memory', 'fanotify, a tmpfs mount and drop_caches');
   const rounds = Math.max(1, Number(args.rounds));
   const idleS = Math.max(1, Number(args['idle-s']));
@@ -85,8 +101,13 @@ async function main(): Promise<void> {
 
   let binary: string | undefined;
   say('building the single executable (scripts/release.mjs --no-deb)');
-  const rel = spawnSync(process.execPath, [path.join(ROOT, 'scripts/release.mjs'), '--no-deb', '--quiet', '--out', path.join(work, 'dist')], { encoding: 'utf8', timeout: 600_000, cwd: ROOT });
-  if (rel.status === 0 && fs.existsSync(path.join(work, 'dist/lightagent-linux-x64'))) binary = path.join(work, 'dist/lightagent-linux-x64');
+  const rel = spawnSync(
+    process.execPath,
+    [path.join(ROOT, 'scripts/release.mjs'), '--no-deb', '--quiet', '--out', path.join(work, 'dist')],
+    { encoding: 'utf8', timeout: 600_000, cwd: ROOT },
+  );
+  if (rel.status === 0 && fs.existsSync(path.join(work, 'dist/lightagent-linux-x64')))
+    binary = path.join(work, 'dist/lightagent-linux-x64');
   else skipped.binary = `scripts/release.mjs failed (${rel.status ?? rel.signal}): ${(rel.stderr || rel.stdout).slice(-600)}`;
 
   const svm = startSvm(path.join(work, 'svm.log'));
@@ -94,7 +115,8 @@ async function main(): Promise<void> {
   atCleanup(() => svm.kill('SIGKILL'));
 
   let n = 0;
-  const agent = (command: readonly string[], config?: string) => startAgent({ url, protect: mnt, stateDir: path.join(work, `state-${n++}`), logFile: path.join(work, 'agent.log'), command, config });
+  const agent = (command: readonly string[], config?: string) =>
+    startAgent({ url, protect: mnt, stateDir: path.join(work, `state-${n++}`), logFile: path.join(work, 'agent.log'), command, config });
   const procPoll = path.join(work, 'proc-poll.yaml');
   fs.writeFileSync(procPoll, 'processes:\n  watcher: proc-poll\n');
   const bare = async (cmd: string, js: string) => {
@@ -106,17 +128,41 @@ async function main(): Promise<void> {
     ...(node24
       ? [
           { name: 'node24-bare', what: `Node ${node24Version} alone (node -e 'setInterval')`, start: () => bare(node24, IDLE_JS) },
-          { name: 'node24-workers', what: `Node ${node24Version} with two idle worker threads (the agent's thread shape, no agent code)`, start: () => bare(node24, WORKERS_JS) },
+          {
+            name: 'node24-workers',
+            what: `Node ${node24Version} with two idle worker threads (the agent's thread shape, no agent code)`,
+            start: () => bare(node24, WORKERS_JS),
+          },
         ]
       : []),
     ...(binary
       ? [
-          { name: 'binary', what: `the single executable lightagent-linux-x64 run (Node ${node24Version} inside), built from this tree`, start: () => agent([binary]) },
-          { name: 'binary-proc-poll', what: 'the same with processes.watcher: proc-poll (no process events connector worker thread)', start: () => agent([binary], procPoll) },
+          {
+            name: 'binary',
+            what: `the single executable lightagent-linux-x64 run (Node ${node24Version} inside), built from this tree`,
+            start: () => agent([binary]),
+          },
+          {
+            name: 'binary-proc-poll',
+            what: 'the same with processes.watcher: proc-poll (no process events connector worker thread)',
+            start: () => agent([binary], procPoll),
+          },
         ]
       : []),
-    { name: 'source-node', what: `lightagent run from the compiled sources on Node ${process.version} (${AGENT_NODE_FLAGS.join(' ')})`, start: () => agent([process.execPath, ...AGENT_NODE_FLAGS, CLI]) },
-    ...(node24 ? [{ name: 'source-node24', what: `lightagent run from the compiled sources on Node ${node24Version} (${AGENT_NODE_FLAGS.join(' ')})`, start: () => agent([node24, ...AGENT_NODE_FLAGS, CLI]) }] : []),
+    {
+      name: 'source-node',
+      what: `lightagent run from the compiled sources on Node ${process.version} (${AGENT_NODE_FLAGS.join(' ')})`,
+      start: () => agent([process.execPath, ...AGENT_NODE_FLAGS, CLI]),
+    },
+    ...(node24
+      ? [
+          {
+            name: 'source-node24',
+            what: `lightagent run from the compiled sources on Node ${node24Version} (${AGENT_NODE_FLAGS.join(' ')})`,
+            start: () => agent([node24, ...AGENT_NODE_FLAGS, CLI]),
+          },
+        ]
+      : []),
   ];
 
   const samples = new Map<string, IdleMemoryRow['samples']>(variants.map((v) => [v.name, []]));
@@ -129,17 +175,35 @@ async function main(): Promise<void> {
       await stopChild(c);
       if (!Number.isFinite(s.rssKb)) throw new Error(`${v.name} exited before it was measured`);
       samples.get(v.name)!.push(s);
-      say(`round ${r + 1}/${rounds} ${v.name}: VmRSS ${(s.rssKb / 1024).toFixed(1)} MiB (anon ${(s.anonKb / 1024).toFixed(1)}, file ${(s.fileKb / 1024).toFixed(1)})`);
+      say(
+        `round ${r + 1}/${rounds} ${v.name}: VmRSS ${(s.rssKb / 1024).toFixed(1)} MiB (anon ${(s.anonKb / 1024).toFixed(1)}, file ${(s.fileKb / 1024).toFixed(1)})`,
+      );
     }
   }
   await stopChild(svm);
   const rows: IdleMemoryRow[] = variants.map((v) => {
     const xs = samples.get(v.name)!;
-    return { variant: v.name, what: v.what, rssKb: round(median(xs.map((x) => x.rssKb)), 0), anonKb: round(median(xs.map((x) => x.anonKb)), 0), fileKb: round(median(xs.map((x) => x.fileKb)), 0), samples: xs };
+    return {
+      variant: v.name,
+      what: v.what,
+      rssKb: round(median(xs.map((x) => x.rssKb)), 0),
+      anonKb: round(median(xs.map((x) => x.anonKb)), 0),
+      fileKb: round(median(xs.map((x) => x.fileKb)), 0),
+      samples: xs,
+    };
   });
   const result: IdleMemoryResult = { machine: machineFacts(), rounds, idleS, node24: node24Version, rows, skipped };
-  const text = rows.map((r) => `${r.variant.padEnd(16)} VmRSS ${(r.rssKb / 1024).toFixed(1).padStart(6)} MiB  anon ${(r.anonKb / 1024).toFixed(1).padStart(5)}  file ${(r.fileKb / 1024).toFixed(1).padStart(5)}  ${r.what}`).join('\n');
-  process.stdout.write(`${text}\n${Object.entries(skipped).map(([k, v]) => `skipped ${k}: ${v}`).join('\n')}\n`);
+  const text = rows
+    .map(
+      (r) =>
+        `${r.variant.padEnd(16)} VmRSS ${(r.rssKb / 1024).toFixed(1).padStart(6)} MiB  anon ${(r.anonKb / 1024).toFixed(1).padStart(5)}  file ${(r.fileKb / 1024).toFixed(1).padStart(5)}  ${r.what}`,
+    )
+    .join('\n');
+  process.stdout.write(
+    `${text}\n${Object.entries(skipped)
+      .map(([k, v]) => `skipped ${k}: ${v}`)
+      .join('\n')}\n`,
+  );
   if (args.out) fs.writeFileSync(args.out, JSON.stringify(result, null, 2));
 }
 

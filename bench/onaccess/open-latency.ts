@@ -31,12 +31,22 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { atCleanup, installCleanup, machineFacts, needRoot, pct, round, shSync, stopChild } from '../lib/harness.js';
-import { agentStatus, FloorListener, metric, startAgent, startSvm, svmUrls } from './variants.js';
+import { agentStatus, FloorListener, type AgentStatus, metric, startAgent, startSvm, svmUrls } from './variants.js';
 
 export interface OpenLatencyResult {
   machine: ReturnType<typeof machineFacts>;
   files: number;
-  rows: Array<{ variant: string; p50: number; p99: number; p999: number; addedP50: number; addedP99: number; addedP999: number; p99Late: number; addedP99Late: number }>;
+  rows: Array<{
+    variant: string;
+    p50: number;
+    p99: number;
+    p999: number;
+    addedP50: number;
+    addedP99: number;
+    addedP999: number;
+    p99Late: number;
+    addedP99Late: number;
+  }>;
   eventsPerWarmOpen: number;
   warmEvents: number;
   uploadBytes: { firstGuest: number; secondGuest: number; totalBytes: number };
@@ -61,9 +71,18 @@ process.stdout.write(Array.from(out).join('\\n'));
 `;
 
 function pass(files: string[]): number[] {
-  const r = spawnSync(process.execPath, ['-e', TIMER], { input: files.join('\n'), maxBuffer: 64 << 20, timeout: 300_000, killSignal: 'SIGKILL' });
-  if (r.status !== 0) throw new Error(`timing child failed (${r.status ?? r.signal}): ${r.stderr}`);
-  return r.stdout.toString().split('\n').map(Number).map((ns) => ns / 1000);
+  const r = spawnSync(process.execPath, ['-e', TIMER], {
+    input: files.join('\n'),
+    maxBuffer: 64 << 20,
+    timeout: 300_000,
+    killSignal: 'SIGKILL',
+  });
+  if (r.status !== 0) throw new Error(`timing child failed (${r.status ?? r.signal}): ${String(r.stderr)}`);
+  return r.stdout
+    .toString()
+    .split('\n')
+    .map(Number)
+    .map((ns) => ns / 1000);
 }
 
 async function main(): Promise<void> {
@@ -90,7 +109,8 @@ async function main(): Promise<void> {
   const svm = startSvm(path.join(work, 'svm.log'));
   const { url, metrics } = await svmUrls(svm);
   const received = () => metric(metrics, 'lightagent_svm_bytes_received_total');
-  const guest = (name: string, fresh = true) => startAgent({ url, protect: mnt, stateDir: path.join(work, `state-${name}`), logFile: path.join(work, `agent-${name}.log`), fresh });
+  const guest = (name: string, fresh = true) =>
+    startAgent({ url, protect: mnt, stateDir: path.join(work, `state-${name}`), logFile: path.join(work, `agent-${name}.log`), fresh });
 
   const series: Record<string, number[]> = {};
   pass(files); // page cache, dentries, the timing child's own start-up
@@ -140,7 +160,7 @@ async function main(): Promise<void> {
     }
   }
 
-  const perm = (s: Record<string, any>) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
+  const perm = (s: AgentStatus) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
   const warmEvents = perm(after) - perm(before);
   const base = { p50: pct(series.none!, 0.5), p99: pct(series.none!, 0.99), p999: pct(series.none!, 0.999) };
   const baseLate = pct(series.none!.slice(Math.floor(series.none!.length / 4)), 0.99);
@@ -152,7 +172,17 @@ async function main(): Promise<void> {
     // a tail the later ones did not (local-hit p99 over the first 2,000 opens ~1 ms, then 0.14-0.35 ms),
     // until the gate worker's warm-up (fanotify-worker.ts warmUp); this column shows whether it holds.
     const p99Late = pct(v.slice(Math.floor(v.length / 4)), 0.99);
-    return { variant, p50: round(p50, 1), p99: round(p99, 1), p999: round(p999, 1), addedP50: round(p50 - base.p50, 1), addedP99: round(p99 - base.p99, 1), addedP999: round(p999 - base.p999, 1), p99Late: round(p99Late, 1), addedP99Late: round(p99Late - baseLate, 1) };
+    return {
+      variant,
+      p50: round(p50, 1),
+      p99: round(p99, 1),
+      p999: round(p999, 1),
+      addedP50: round(p50 - base.p50, 1),
+      addedP99: round(p99 - base.p99, 1),
+      addedP999: round(p999 - base.p999, 1),
+      p99Late: round(p99Late, 1),
+      addedP99Late: round(p99Late - baseLate, 1),
+    };
   });
   const result: OpenLatencyResult = {
     machine: machineFacts(),
@@ -164,8 +194,10 @@ async function main(): Promise<void> {
     firstGuestCounts: statusA.counts as Record<string, number>,
     firstGuestDeferred: { left: queued, drainMs },
   };
-  let md = '| variant | p50 us | p99 us | p99.9 us | added p50 | added p99 | added p99.9 | added p99, last 75% of opens |\n|---|---|---|---|---|---|---|---|\n';
-  for (const r of rows) md += `| ${r.variant} | ${r.p50} | ${r.p99} | ${r.p999} | ${r.addedP50} | ${r.addedP99} | ${r.addedP999} | ${r.addedP99Late} |\n`;
+  let md =
+    '| variant | p50 us | p99 us | p99.9 us | added p50 | added p99 | added p99.9 | added p99, last 75% of opens |\n|---|---|---|---|---|---|---|---|\n';
+  for (const r of rows)
+    md += `| ${r.variant} | ${r.p50} | ${r.p99} | ${r.p999} | ${r.addedP50} | ${r.addedP99} | ${r.addedP999} | ${r.addedP99Late} |\n`;
   md += `\nevents per warm open: ${result.eventsPerWarmOpen} (${warmEvents} for ${FILES} opens); uploaded by guest A ${result.uploadBytes.firstGuest} B, by guest B ${result.uploadBytes.secondGuest} B (files: ${totalBytes} B)\nguest A counters after its first pass: ${JSON.stringify(statusA.counts)}; deferred queue after restart: ${queued} left after ${drainMs} ms\n`;
   if (args.out) fs.writeFileSync(args.out, JSON.stringify(result, null, 2));
   process.stdout.write(md);

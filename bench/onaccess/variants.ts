@@ -99,7 +99,7 @@ export class LightAgent implements Variant {
   }
 
   /** The agent's status (SIGUSR2 writes <state_dir>/status.json). */
-  status(): Promise<Record<string, any>> {
+  status(): Promise<AgentStatus> {
     return agentStatus(this.agent!, this.stateDir);
   }
 }
@@ -107,7 +107,9 @@ export class LightAgent implements Variant {
 /** `lightagent-svm` on loopback (builtin engine, memory cache); its log lines go to `logFile`. */
 export function startSvm(logFile: string): ChildProcess {
   const fd = fs.openSync(logFile, 'a');
-  const svm = spawn(process.execPath, [SVM_CLI, '--listen', '127.0.0.1:0', '--token', TOKEN, '--json', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', fd] });
+  const svm = spawn(process.execPath, [SVM_CLI, '--listen', '127.0.0.1:0', '--token', TOKEN, '--json', '--log-level', 'warn'], {
+    stdio: ['ignore', 'pipe', fd],
+  });
   fs.closeSync(fd);
   return track(svm, 'lightagent-svm');
 }
@@ -118,23 +120,60 @@ export async function svmUrls(svm: ChildProcess): Promise<{ url: string; metrics
 }
 
 /** `lightagent run` on `protect` with a fresh state dir, production Node flags; resolves once it protects. */
-export async function startAgent(o: { url: string; protect: string; stateDir: string; logFile: string; fresh?: boolean; command?: readonly string[]; config?: string }): Promise<ChildProcess> {
+export async function startAgent(o: {
+  url: string;
+  protect: string;
+  stateDir: string;
+  logFile: string;
+  fresh?: boolean;
+  command?: readonly string[];
+  config?: string;
+}): Promise<ChildProcess> {
   if (o.fresh !== false) fs.rmSync(o.stateDir, { recursive: true, force: true });
   // `command`: what runs `run ...` (default: this Node with the production flags and the compiled CLI).
   const [cmd, ...pre] = o.command ?? [process.execPath, ...AGENT_NODE_FLAGS, CLI];
   // `config`: a config file under the flags (the flags win where both set something).
-  const child = spawn(cmd!, [...pre, 'run', ...(o.config ? ['--config', o.config] : []), '--svm', o.url, '--token', TOKEN, '--protect', o.protect, '--state-dir', o.stateDir, '--mode', 'fanotify', '--log-file', o.logFile, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    cmd!,
+    [
+      ...pre,
+      'run',
+      ...(o.config ? ['--config', o.config] : []),
+      '--svm',
+      o.url,
+      '--token',
+      TOKEN,
+      '--protect',
+      o.protect,
+      '--state-dir',
+      o.stateDir,
+      '--mode',
+      'fanotify',
+      '--log-file',
+      o.logFile,
+      '--json',
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   track(child, 'lightagent');
   await waitLine(child, /"event":"started"/, 30_000);
   return child;
 }
 
-export async function agentStatus(agent: ChildProcess, stateDir: string): Promise<Record<string, any>> {
+/** The fields of the agent's status.json the bench reads; the others as written. */
+export interface AgentStatus {
+  deferredQueue?: number;
+  backend?: { open?: number; exec?: number; [field: string]: unknown };
+  counts?: Record<string, number | undefined>;
+  [field: string]: unknown;
+}
+
+export async function agentStatus(agent: ChildProcess, stateDir: string): Promise<AgentStatus> {
   const f = path.join(stateDir, 'status.json');
   fs.rmSync(f, { force: true });
   agent.kill('SIGUSR2');
   for (let i = 0; i < 100 && !fs.existsSync(f); i++) await new Promise((r) => setTimeout(r, 50));
-  return JSON.parse(fs.readFileSync(f, 'utf8')) as Record<string, any>;
+  return JSON.parse(fs.readFileSync(f, 'utf8')) as AgentStatus;
 }
 
 /** One counter from a Prometheus text page. */
@@ -162,7 +201,10 @@ export class ClamOnAcc implements Variant {
     fs.mkdirSync(this.run, { recursive: true });
     // The peer's offline database: EICAR by MD5 (.hdb) and by bytes (.ndb).
     fs.writeFileSync(path.join(db, 'custom.hdb'), '44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n');
-    fs.writeFileSync(path.join(db, 'custom.ndb'), `Eicar-Test-Signature-NDB:0:*:${Buffer.from('EICAR-STANDARD-ANTIVIRUS-TEST-FILE').toString('hex')}\n`);
+    fs.writeFileSync(
+      path.join(db, 'custom.ndb'),
+      `Eicar-Test-Signature-NDB:0:*:${Buffer.from('EICAR-STANDARD-ANTIVIRUS-TEST-FILE').toString('hex')}\n`,
+    );
     shSync(`chown -R clamav:clamav '${db}' '${this.run}'`);
     // OnAccessMountPath would mark the whole mount, but clamonacc does not block with it (it
     // reports only; tried): OnAccessIncludePath with prevention, as the peer does.
@@ -190,7 +232,8 @@ export class ClamOnAcc implements Variant {
   }
 
   static installed(): string | undefined {
-    for (const b of ['/usr/sbin/clamd', '/usr/sbin/clamonacc']) if (!fs.existsSync(b)) return `${b} is not installed (Debian: apt-get install clamav-daemon)`;
+    for (const b of ['/usr/sbin/clamd', '/usr/sbin/clamonacc'])
+      if (!fs.existsSync(b)) return `${b} is not installed (Debian: apt-get install clamav-daemon)`;
     return undefined;
   }
 
@@ -205,11 +248,17 @@ export class ClamOnAcc implements Variant {
       await new Promise((r) => setTimeout(r, 100));
     }
     if (!fs.existsSync(sock)) throw new Error(`clamd did not open ${sock} within 30 s; see ${this.run}/clamd.log`);
-    const onacc = spawn('/usr/sbin/clamonacc', [`--config-file=${this.conf}`, '--foreground', '--fdpass', `--log=${this.run}/clamonacc.log`], { stdio: ['ignore', 'ignore', 'ignore'] });
+    const onacc = spawn(
+      '/usr/sbin/clamonacc',
+      [`--config-file=${this.conf}`, '--foreground', '--fdpass', `--log=${this.run}/clamonacc.log`],
+      { stdio: ['ignore', 'ignore', 'ignore'] },
+    );
     this.onacc = track(onacc, 'clamonacc');
     // Ready when a canary deep in the tree is blocked (clamonacc adds its marks directory by directory).
     const dir = path.join(this.root, 'canary/a/b/c');
-    spawnSync('bash', ['-c', `mkdir -p '${dir}' && [ -f '${dir}/ready.com' ] || printf '%s' "$1" > '${dir}/ready.com'`, 'x', EICAR], { timeout: 10_000 });
+    spawnSync('bash', ['-c', `mkdir -p '${dir}' && [ -f '${dir}/ready.com' ] || printf '%s' "$1" > '${dir}/ready.com'`, 'x', EICAR], {
+      timeout: 10_000,
+    });
     for (let i = 0; i < 600; i++) {
       if (onacc.exitCode !== null) throw new Error(`clamonacc exited with ${onacc.exitCode}; see ${this.run}/clamonacc.log`);
       if (spawnSync('cat', [path.join(dir, 'ready.com')], { stdio: 'ignore', timeout: 10_000 }).status !== 0) return;
@@ -247,7 +296,8 @@ export class FloorListener implements Variant {
 
   /** Why it cannot run here, or undefined. */
   static missing(): string | undefined {
-    if (spawnSync('cc', ['--version'], { stdio: 'ignore' }).status !== 0) return 'no C compiler to build bench/onaccess/floor-listener.c (Debian: apt-get install gcc)';
+    if (spawnSync('cc', ['--version'], { stdio: 'ignore' }).status !== 0)
+      return 'no C compiler to build bench/onaccess/floor-listener.c (Debian: apt-get install gcc)';
     return undefined;
   }
 

@@ -53,7 +53,17 @@ import {
   timed,
   type Timed,
 } from '../lib/harness.js';
-import { ClamOnAcc, eicarCheck, FloorListener, LightAgent, NoAgent, VARIANTS, type Variant, type VariantName } from './variants.js';
+import {
+  ClamOnAcc,
+  eicarCheck,
+  FloorListener,
+  LightAgent,
+  NoAgent,
+  VARIANTS,
+  type AgentStatus,
+  type Variant,
+  type VariantName,
+} from './variants.js';
 
 interface Profile {
   /** System directories copied into T. */
@@ -147,21 +157,31 @@ function stage(dir: string, p: Profile): WorkloadsResult['tree'] {
   while (queue.length) {
     const n = queue.shift()!;
     if (seen.has(n)) continue;
-    const pj = JSON.parse(fs.readFileSync(path.join(NM, n, 'package.json'), 'utf8')) as { version: string; dependencies?: Record<string, string> };
+    const pj = JSON.parse(fs.readFileSync(path.join(NM, n, 'package.json'), 'utf8')) as {
+      version: string;
+      dependencies?: Record<string, string>;
+    };
     seen.set(n, pj.version);
     queue.push(...Object.keys(pj.dependencies ?? {}));
   }
   const deps: Record<string, string> = {};
   for (const [n, v] of seen) {
     const f = `${n.replace('/', '-').replace('@', '')}-${v}.tgz`;
-    execFileSync('tar', ['czf', path.join(npm, 'pkgs', f), '-C', path.join(NM, n), '--exclude', './node_modules', '--transform', 's,^\\.,package,', '.'], { timeout: 120_000 });
+    execFileSync(
+      'tar',
+      ['czf', path.join(npm, 'pkgs', f), '-C', path.join(NM, n), '--exclude', './node_modules', '--transform', 's,^\\.,package,', '.'],
+      { timeout: 120_000 },
+    );
     deps[n] = `file:pkgs/${f}`;
   }
   const overrides = Object.fromEntries(Object.keys(deps).map((n) => [n, `$${n}`]));
-  fs.writeFileSync(path.join(npm, 'package.json'), JSON.stringify({ name: 'bench-npm-project', version: '1.0.0', private: true, dependencies: deps, overrides }, null, 2));
+  fs.writeFileSync(
+    path.join(npm, 'package.json'),
+    JSON.stringify({ name: 'bench-npm-project', version: '1.0.0', private: true, dependencies: deps, overrides }, null, 2),
+  );
   shSync(`${NPM_CI.replace('npm ci', 'npm install')} && rm -rf node_modules`, { cwd: npm, timeoutS: 300 });
   fs.mkdirSync(path.join(dir, 'canary'));
-  const files = Number(shSync("find T -type f | wc -l", { cwd: dir }).trim());
+  const files = Number(shSync('find T -type f | wc -l', { cwd: dir }).trim());
   const mb = Number(shSync('du -sm T | cut -f1', { cwd: dir }).trim());
   const pyFiles = Number(shSync("find PY -name '*.py' | wc -l", { cwd: dir }).trim());
   return { files, mb, from: p.tree, pyFiles, npmPackages: seen.size };
@@ -250,7 +270,7 @@ async function main(): Promise<void> {
     const k = (rep - 1) % Math.max(1, vs.length);
     return [...vs.slice(k), ...vs.slice(0, k)];
   };
-  const resources: Record<string, any> = {};
+  const resources: Record<string, { idleAfterStartRssKb?: number[]; idleAfterStartAnonKb?: number[]; [field: string]: unknown }> = {};
   const peakKb: Record<string, number> = {};
 
   const runOne = async (v: Variant, w: Workload, rep: number) => {
@@ -278,14 +298,30 @@ async function main(): Promise<void> {
         left = Number((await v.status()).deferredQueue ?? 0);
       }
       if (queued) await settle(pids);
-      agent = { unavailable: Number(st.counts?.unavailable ?? 0), deadline: Number(st.counts?.deadline ?? 0), queued, drainMs: left ? -1 : Math.round(performance.now() - td) };
+      agent = {
+        unavailable: Number(st.counts?.unavailable ?? 0),
+        deadline: Number(st.counts?.deadline ?? 0),
+        queued,
+        drainMs: left ? -1 : Math.round(performance.now() - td),
+      };
     }
     const scannerCpuS = round((sumTicks(pids) - cpu0) / CLK_TCK);
     if (c.post) await timed(c.post, v.root, p.timeoutS);
-    const s: Sample = { workload: w, variant: v.name, rep, wall: round(r.wall, 3), rc: r.rc, scannerCpuS, settleMs, ...(agent ? { agent } : {}) };
+    const s: Sample = {
+      workload: w,
+      variant: v.name,
+      rep,
+      wall: round(r.wall, 3),
+      rc: r.rc,
+      scannerCpuS,
+      settleMs,
+      ...(agent ? { agent } : {}),
+    };
     if (r.rc !== 0) s.err = r.err || `exit ${r.rc}${r.rc === 124 ? ` (timeout ${p.timeoutS} s)` : ''}`;
     samples.push(s);
-    say(`${w} ${v.name} #${rep}: ${r.wall.toFixed(2)} s rc=${r.rc} scanner CPU ${scannerCpuS} s, settle ${settleMs} ms${agent ? `; agent: ${agent.unavailable} opens without verdict so far, ${agent.queued} queued${agent.queued ? `, drained in ${agent.drainMs} ms` : ''}` : ''}${s.err ? ` ERR ${s.err.slice(0, 200)}` : ''}`);
+    say(
+      `${w} ${v.name} #${rep}: ${r.wall.toFixed(2)} s rc=${r.rc} scanner CPU ${scannerCpuS} s, settle ${settleMs} ms${agent ? `; agent: ${agent.unavailable} opens without verdict so far, ${agent.queued} queued${agent.queued ? `, drained in ${agent.drainMs} ms` : ''}` : ''}${s.err ? ` ERR ${s.err.slice(0, 200)}` : ''}`,
+    );
   };
 
   // read_first: every rep restarts each variant with empty caches and a dropped page cache.
@@ -306,7 +342,10 @@ async function main(): Promise<void> {
         }
         if (v.name === 'none' && e.blocked) throw new Error(`EICAR check without any scanner failed: ${e.detail}`);
         await settle(v.pids());
-        resources[v.name] = { idleAfterStartRssKb: v.pids().map((pid) => rssKb(pid)), idleAfterStartAnonKb: v.pids().map((pid) => rssKb(pid, 'RssAnon')) };
+        resources[v.name] = {
+          idleAfterStartRssKb: v.pids().map((pid) => rssKb(pid)),
+          idleAfterStartAnonKb: v.pids().map((pid) => rssKb(pid, 'RssAnon')),
+        };
         dropCaches();
       }
       await runOne(v, 'read_first', rep);
@@ -329,7 +368,7 @@ async function main(): Promise<void> {
         await runOne(v, w, rep);
         if (last) {
           const after = await la!.status();
-          const perm = (s: Record<string, any>) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
+          const perm = (s: AgentStatus) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
           const n = perm(after) - perm(before!);
           events = { events: n, opens: tree.files, perOpen: round(n / tree.files, 5) };
         }
@@ -348,13 +387,24 @@ async function main(): Promise<void> {
     const names = v instanceof LightAgent ? ['agent', 'svm'] : v instanceof FloorListener ? ['listener'] : ['clamd', 'clamonacc'];
     const per: Record<string, unknown> = {};
     v.pids().forEach((pid, i) => {
-      per[names[i]!] = { idleCpuPct: round((((cpuNs(pid) - idle0[pid]!) / 1e9) * 100) / windowS, 2), rssKbAfterLoad: rssKb(pid), idleRssKbAfterStart: resources[v.name]?.idleAfterStartRssKb?.[i], idleAnonKbAfterStart: resources[v.name]?.idleAfterStartAnonKb?.[i] };
+      per[names[i]!] = {
+        idleCpuPct: round((((cpuNs(pid) - idle0[pid]!) / 1e9) * 100) / windowS, 2),
+        rssKbAfterLoad: rssKb(pid),
+        idleRssKbAfterStart: resources[v.name]?.idleAfterStartRssKb?.[i],
+        idleAnonKbAfterStart: resources[v.name]?.idleAfterStartAnonKb?.[i],
+      };
     });
-    resources[v.name] = { ...per, peakRssKbUnderLoad: peakKb[v.name], idleWindowS: windowS, cpuSUnderLoad: round(samples.filter((s) => s.variant === v.name).reduce((a, s) => a + s.scannerCpuS, 0)) };
+    resources[v.name] = {
+      ...per,
+      peakRssKbUnderLoad: peakKb[v.name],
+      idleWindowS: windowS,
+      cpuSUnderLoad: round(samples.filter((s) => s.variant === v.name).reduce((a, s) => a + s.scannerCpuS, 0)),
+    };
   }
   const agentStatus = la ? await la.status() : undefined;
   for (const v of variants) await v.stop();
-  if (status.clamonacc && !status.clamonacc.broken && wanted.includes('clamonacc')) status.clamonacc.note = 'OnAccessIncludePath + OnAccessPrevention, --fdpass, OnAccessMaxFileSize 5M (files over 5 MB are not scanned)';
+  if (status.clamonacc && !status.clamonacc.broken && wanted.includes('clamonacc'))
+    status.clamonacc.note = 'OnAccessIncludePath + OnAccessPrevention, --fdpass, OnAccessMaxFileSize 5M (files over 5 MB are not scanned)';
 
   const result: WorkloadsResult = {
     machine: machineFacts(),

@@ -18,7 +18,9 @@ import { parseArgs } from 'node:util';
 import { CLI, scratchMount, spawnNode, spawnWatched, startSvmProcess, waitFor } from '../../test/helpers/procs.js';
 
 const isStormChild = process.argv.includes('--storm');
-const { values } = isStormChild ? { values: {} as { counts?: string; out?: string } } : parseArgs({ options: { counts: { type: 'string', default: '1000,10000' }, out: { type: 'string' } } });
+const { values } = isStormChild
+  ? { values: {} as { counts?: string; out?: string } }
+  : parseArgs({ options: { counts: { type: 'string', default: '1000,10000' }, out: { type: 'string' } } });
 if (process.getuid?.() !== 0) {
   process.stderr.write('process-bench: needs root (fanotify, process events connector, tmpfs)\n');
   process.exit(2);
@@ -39,7 +41,7 @@ function rssKiB(pid: number): number {
 function storm(n: number): number {
   const t0 = performance.now();
   const r = spawnSync('/bin/sh', ['-c', `i=0; while [ $i -lt ${n} ]; do /bin/true; i=$((i+1)); done`], { timeout: 600_000 });
-  if (r.status !== 0) throw new Error(`storm failed: ${r.stderr}`);
+  if (r.status !== 0) throw new Error(`storm failed: ${String(r.stderr)}`);
   return performance.now() - t0;
 }
 
@@ -62,7 +64,26 @@ async function withAgent(watcher: 'off' | 'connector', fn: (pid: number) => Prom
   const stateDir = fs.mkdtempSync('/tmp/la-pbench-state-');
   const cfg = path.join(stateDir, 'agent.yaml');
   fs.writeFileSync(cfg, `processes:\n  watcher: ${watcher}\n  table_entries: 32768\n`);
-  const agent = spawnNode(CLI, ['run', '--config', cfg, '--svm', svm.url, '--token', 'test-token', '--protect', mnt.dir, '--state-dir', stateDir, '--mode', 'fanotify', '--json'], { watchdogMs: 900_000 });
+  const agent = spawnNode(
+    CLI,
+    [
+      'run',
+      '--config',
+      cfg,
+      '--svm',
+      svm.url,
+      '--token',
+      'test-token',
+      '--protect',
+      mnt.dir,
+      '--state-dir',
+      stateDir,
+      '--mode',
+      'fanotify',
+      '--json',
+    ],
+    { watchdogMs: 900_000 },
+  );
   try {
     await waitFor(agent, /"event":"started"/, 30_000);
     await new Promise((r) => setTimeout(r, 500)); // let start-up settle
@@ -83,7 +104,8 @@ async function withFloor(args: string[], fn: () => Promise<void>): Promise<strin
   try {
     const bin = path.join(dir, 'floor-connector');
     const cc = spawnSync('cc', ['-O2', '-Wall', '-o', bin, FLOOR_SRC], { encoding: 'utf8', timeout: 120_000 });
-    if (cc.status !== 0) return `cannot build bench/process/floor-connector.c: ${cc.error?.message ?? cc.stderr.slice(-300)} (Debian: apt-get install gcc)`;
+    if (cc.status !== 0)
+      return `cannot build bench/process/floor-connector.c: ${cc.error?.message ?? cc.stderr.slice(-300)} (Debian: apt-get install gcc)`;
     const floor = spawnWatched(bin, args, { watchdogMs: 900_000 });
     try {
       await waitFor(floor, /ready/, 10_000);
@@ -148,7 +170,9 @@ async function main(): Promise<void> {
     const none = rows.find((x) => x.config === 'no agent' && x.processes === r.processes);
     if (none && r !== none) r.ratioToNoAgent = Math.round((r.stormMs / none.stormMs) * 100) / 100;
   }
-  process.stdout.write(`${'config'.padEnd(36)} ${'procs'.padStart(6)} ${'storm ms'.padStart(9)} ${'us/proc'.padStart(8)} ${'/off'.padStart(6)} ${'/none'.padStart(6)} ${'agent CPU ms'.padStart(12)} ${'CPU %'.padStart(6)} ${'RSS MiB start/peak'.padStart(19)}\n`);
+  process.stdout.write(
+    `${'config'.padEnd(36)} ${'procs'.padStart(6)} ${'storm ms'.padStart(9)} ${'us/proc'.padStart(8)} ${'/off'.padStart(6)} ${'/none'.padStart(6)} ${'agent CPU ms'.padStart(12)} ${'CPU %'.padStart(6)} ${'RSS MiB start/peak'.padStart(19)}\n`,
+  );
   for (const r of rows) {
     process.stdout.write(
       `${r.config.padEnd(36)} ${String(r.processes).padStart(6)} ${String(r.stormMs).padStart(9)} ${String(r.perProcessUs).padStart(8)} ${String(r.ratioToWatcherOff ?? '').padStart(6)} ${String(r.ratioToNoAgent ?? '').padStart(6)} ${String(r.agentCpuMs ?? '').padStart(12)} ${String(r.agentCpuPct ?? '').padStart(6)} ${(r.agentRssStartMiB !== undefined ? `${r.agentRssStartMiB}/${r.agentRssPeakMiB}` : '').padStart(19)}\n`,

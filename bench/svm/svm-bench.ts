@@ -62,7 +62,13 @@ function pct(sorted: number[], p: number): number {
 }
 
 /** Keep `window` requests in flight on `a` until `until`; `make(id)` sends one and resolves with its verdict. */
-async function pump(a: RawAgent, window: number, until: number, send: (id: number) => void, onVerdict: (v: VerdictMsg, startedAt: number) => void): Promise<void> {
+async function pump(
+  a: RawAgent,
+  window: number,
+  until: number,
+  send: (id: number) => void,
+  onVerdict: (v: VerdictMsg, startedAt: number) => void,
+): Promise<void> {
   let next = 1;
   const started = new Map<number, number>();
   await new Promise<void>((resolve) => {
@@ -94,7 +100,18 @@ async function pump(a: RawAgent, window: number, until: number, send: (id: numbe
 }
 
 async function benchEngine(engine: ScanEngine, o: Required<SvmBenchOptions>): Promise<EngineBench> {
-  const s = await SvmServer.start({ host: '127.0.0.1', port: 0, tokens: [{ tenant: 'a', token: TOKEN }], engine, cache: new MemoryVerdictCache(1_000_000), closeGraceMs: 200, uploadMemory: 1 << 30, maxInFlight: 64, scanConcurrency: 8, agentQueue: 16 });
+  const s = await SvmServer.start({
+    host: '127.0.0.1',
+    port: 0,
+    tokens: [{ tenant: 'a', token: TOKEN }],
+    engine,
+    cache: new MemoryVerdictCache(1_000_000),
+    closeGraceMs: 200,
+    uploadMemory: 1 << 30,
+    maxInFlight: 64,
+    scanConcurrency: 8,
+    agentQueue: 16,
+  });
   try {
     // 1. throughput
     const uploaders = await Promise.all([1, 2, 3, 4].map(() => rawAgent(s.url, undefined, true, AGENT_WS)));
@@ -131,7 +148,13 @@ async function benchEngine(engine: ScanEngine, o: Required<SvmBenchOptions>): Pr
     const t1 = performance.now();
     await Promise.all(
       uploaders.map((a) =>
-        pump(a, 32, t1 + o.seconds * 1000, (id) => a.ws.send(encodeMessage({ t: 'lookup', id, sha256: known, size: o.fileSize })), () => lookups++),
+        pump(
+          a,
+          32,
+          t1 + o.seconds * 1000,
+          (id) => a.ws.send(encodeMessage({ t: 'lookup', id, sha256: known, size: o.fileSize })),
+          () => lookups++,
+        ),
       ),
     );
     const lookupsPerSec = lookups / ((performance.now() - t1) / 1000);
@@ -201,7 +224,12 @@ async function benchEngine(engine: ScanEngine, o: Required<SvmBenchOptions>): Pr
 const round = (n: number) => Math.round(n * 100) / 100;
 
 export async function runSvmBench(opts: SvmBenchOptions = {}): Promise<SvmBenchResult> {
-  const o: Required<SvmBenchOptions> = { seconds: opts.seconds ?? 3, engines: opts.engines ?? ['builtin', 'clamav'], agents: opts.agents ?? 100, fileSize: opts.fileSize ?? 1 << 20 };
+  const o: Required<SvmBenchOptions> = {
+    seconds: opts.seconds ?? 3,
+    engines: opts.engines ?? ['builtin', 'clamav'],
+    agents: opts.agents ?? 100,
+    fileSize: opts.fileSize ?? 1 << 20,
+  };
   const results: EngineBench[] = [];
   const skipped: string[] = [];
   for (const name of o.engines) {

@@ -45,7 +45,8 @@ export function parseNotifyRecords(buf: Uint8Array, bytes: number): ParsedNotify
     const next = view.getUint32(off, true);
     const action = view.getUint32(off + 4, true);
     const nameBytes = view.getUint32(off + 8, true);
-    if (nameBytes % 2 !== 0 || nameBytes > MAX_NAME_BYTES) return { records, error: `record at ${off}: file name length ${nameBytes} is not a UTF-16 length` };
+    if (nameBytes % 2 !== 0 || nameBytes > MAX_NAME_BYTES)
+      return { records, error: `record at ${off}: file name length ${nameBytes} is not a UTF-16 length` };
     if (off + HEADER + nameBytes > bytes) return { records, error: `record at ${off}: file name of ${nameBytes} bytes runs past ${bytes}` };
     // Windows aligns records to DWORDs; Wine 8 packs them (NextEntryOffset 26 seen): no alignment assumed
     if (next !== 0 && next < HEADER + nameBytes) return { records, error: `record at ${off}: next offset ${next} points inside it` };

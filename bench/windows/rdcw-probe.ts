@@ -23,12 +23,13 @@ import path from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { parseNotifyRecords } from './notify-records.js';
 
-type Koffi = any;
+/** The koffi module loaded from the .node file the probe is given (not resolved from node_modules). */
+type Koffi = typeof import('koffi');
 
 function loadKoffi(file: string): Koffi {
   const mod = { exports: {} as Record<string, unknown> };
   process.dlopen(mod, file);
-  return mod.exports;
+  return mod.exports as unknown as Koffi;
 }
 
 interface WorkerIn {
@@ -51,9 +52,13 @@ function rdcwWorker(w: WorkerIn): void {
   const post = (m: WorkerOut, transfer?: ArrayBuffer[]) => parentPort!.postMessage(m, transfer ?? []);
   const koffi = loadKoffi(w.koffi);
   const k = koffi.load('kernel32.dll');
-  const CreateFileW = k.func('intptr_t __stdcall CreateFileW(const char16_t *name, uint32_t access, uint32_t share, void *sa, uint32_t disp, uint32_t flags, intptr_t tmpl)');
+  const CreateFileW = k.func(
+    'intptr_t __stdcall CreateFileW(const char16_t *name, uint32_t access, uint32_t share, void *sa, uint32_t disp, uint32_t flags, intptr_t tmpl)',
+  );
   const CreateEventW = k.func('intptr_t __stdcall CreateEventW(void *sa, int manual, int initial, const char16_t *name)');
-  const ReadDirectoryChangesW = k.func('int __stdcall ReadDirectoryChangesW(intptr_t h, void *buf, uint32_t len, int subtree, uint32_t filter, void *ret, void *ov, void *cr)');
+  const ReadDirectoryChangesW = k.func(
+    'int __stdcall ReadDirectoryChangesW(intptr_t h, void *buf, uint32_t len, int subtree, uint32_t filter, void *ret, void *ov, void *cr)',
+  );
   const WaitForSingleObject = k.func('uint32_t __stdcall WaitForSingleObject(intptr_t h, uint32_t ms)');
   const GetOverlappedResult = k.func('int __stdcall GetOverlappedResult(intptr_t h, void *ov, _Out_ uint32_t *n, int wait)');
   const CancelIoEx = k.func('int __stdcall CancelIoEx(intptr_t h, void *ov)');
@@ -164,7 +169,9 @@ async function main(): Promise<void> {
     stopSource = async () => w.close();
   } else if (source === 'rdcw') {
     const stop = new SharedArrayBuffer(4);
-    const worker = new Worker(new URL(import.meta.url), { workerData: { root, koffi: arg('koffi'), bufBytes: Number(arg('buf', '65536')), stop } satisfies WorkerIn });
+    const worker = new Worker(new URL(import.meta.url), {
+      workerData: { root, koffi: arg('koffi'), bufBytes: Number(arg('buf', '65536')), stop } satisfies WorkerIn,
+    });
     let stopped: (v: unknown) => void = () => {};
     const done = new Promise((r) => (stopped = r));
     const armed = new Promise<void>((resolve, reject) => {
@@ -173,7 +180,8 @@ async function main(): Promise<void> {
         else if (m.kind === 'batch') {
           c.batches++;
           const p = parseNotifyRecords(m.buf, m.bytes);
-          if (p.error && ++c.parseErrors <= 3) c.errors.push(`batch of ${m.bytes} bytes: ${p.error}: ${Buffer.from(m.buf.subarray(0, 96)).toString('hex')}`);
+          if (p.error && ++c.parseErrors <= 3)
+            c.errors.push(`batch of ${m.bytes} bytes: ${p.error}: ${Buffer.from(m.buf.subarray(0, 96)).toString('hex')}`);
           for (const r of p.records) onName(r.name);
         } else if (m.kind === 'overflow') onName(null);
         else if (m.kind === 'error') {

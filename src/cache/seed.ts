@@ -36,8 +36,10 @@ function readChecked(file: string, fd: number): bigint {
   const st = fs.fstatSync(fd);
   if (!st.isFile()) throw new CacheSeedError(file, 'is not a regular file');
   // Windows: no mode bits (Node reports 666); the state directory's ACL protects it (docs/windows.md)
-  if (process.platform !== 'win32' && (st.mode & 0o077) !== 0) throw new CacheSeedError(file, `mode ${(st.mode & 0o777).toString(8)} lets other users read or change it (must be 600)`);
-  if (typeof process.getuid === 'function' && st.uid !== process.getuid()) throw new CacheSeedError(file, `owned by uid ${st.uid}, not by this user (${process.getuid()})`);
+  if (process.platform !== 'win32' && (st.mode & 0o077) !== 0)
+    throw new CacheSeedError(file, `mode ${(st.mode & 0o777).toString(8)} lets other users read or change it (must be 600)`);
+  if (typeof process.getuid === 'function' && st.uid !== process.getuid())
+    throw new CacheSeedError(file, `owned by uid ${st.uid}, not by this user (${process.getuid()})`);
   const buf = Buffer.alloc(SEED_BYTES);
   if (fs.readSync(fd, buf, 0, SEED_BYTES, 0) !== SEED_BYTES) throw new CacheSeedError(file, `shorter than ${SEED_BYTES} bytes`);
   return buf.readBigUInt64LE(0);

@@ -8,23 +8,8 @@
  * and a hash but no SVM. The SHA-256 is kept so a stale clean verdict (older generation) is
  * re-checked by an SVM lookup without reading or uploading the file.
  *
- * API
- *   VerdictCache.open({ seed, capacity?, file?, generation?, shared?, saveDeadlineMs? })
- *   cache.lookupIdentity(st)            -> CacheHit | undefined    st: fs.BigIntStats or FileIdentity
- *   cache.fingerprint(bytes)            -> bigint                  one-shot seeded xxh64
- *   cache.createHasher()                -> { update(b), digest() } streaming seeded xxh64
- *   cache.hashFd(fd, maxBytes?)         -> { fingerprint, sha256, size }  one pass, one 1 MiB buffer
- *   cache.lookupFingerprint(fp)         -> CacheHit | undefined
- *   cache.recordIdentity(st, fp)        -> boolean   (false: that content is not known)
- *   cache.record(st, fp, sha256, verdict, threat?)
- *   cache.refreshIdentity(st, verdict, threat?)   a stale hit re-judged under the current generation
- *   cache.setGeneration(g) / cache.generation
- *   cache.singleFlight(key, fn)         concurrent asks for one key share one run
- *   cache.save() -> Promise<boolean>    atomic cache.v1 write; never throws; bounded by saveDeadlineMs
- *   cache.close(), cache.stats(), cache.size, cache.capacity, cache.store (the typed arrays)
- *
- *   CacheHit = { verdict: 'clean' | 'infected', threat?: string, sha256: string, stale: boolean }
- *   stale: a clean verdict of an older signature generation. Infected verdicts never go stale.
+ * A hit is a CacheHit: { verdict, threat?, sha256, stale }. `stale` marks a clean verdict of an
+ * older signature generation; infected verdicts never go stale.
  *
  * Usage (the on-demand scanner and the fanotify gate do exactly this):
  *   const st = fs.fstatSync(fd, { bigint: true });
@@ -44,7 +29,19 @@
  * in one copy is seen by every copy at once.
  */
 import { logger } from '../log.js';
-import { CLOCK_PIN, CLOCK_REF, CLOCK_SHARED, EntryStore, MAX_GENERATIONS, MAX_THREATS, REC_WORDS, W_FP, W_ID, W_META, W_SHA } from './entry-store.js';
+import {
+  CLOCK_PIN,
+  CLOCK_REF,
+  CLOCK_SHARED,
+  EntryStore,
+  MAX_GENERATIONS,
+  MAX_THREATS,
+  REC_WORDS,
+  W_FP,
+  W_ID,
+  W_META,
+  W_SHA,
+} from './entry-store.js';
 import { Hit, type CacheHit, type Verdict } from './hit.js';
 import { hashFd, loadXxhash, type FileDigest, type FileIdentity, type StreamingHasher, type XxApi } from './fingerprint.js';
 import { loadCacheFile, writeCacheFile, type PersistSource } from './persist.js';
@@ -125,6 +122,7 @@ export class VerdictCache {
     this.dirty = false;
   }
 
+  /** Load the persisted file if there is one (an unusable one is set aside with a warning: the cache starts empty). */
   static async open(options: VerdictCacheOptions): Promise<VerdictCache> {
     const c = new VerdictCache(await loadXxhash(), options);
     if (options.file) {
@@ -157,6 +155,7 @@ export class VerdictCache {
     return this.xx.h64Raw(content, this.options.seed);
   }
 
+  /** Streaming seeded xxh64: update(bytes) as often as needed, then digest(). */
   createHasher(): StreamingHasher {
     const h = this.xx.create64(this.options.seed);
     return { update: (b) => void h.update(b), digest: () => h.digest() };
@@ -186,7 +185,13 @@ export class VerdictCache {
   sharedSpec(): SharedCacheSpec | undefined {
     const s = this.store;
     if (!this.control || !(s.buffer instanceof SharedArrayBuffer)) return undefined;
-    return { buffer: s.buffer, control: this.control.buffer as SharedArrayBuffer, capacity: s.capacity, maxIndexSlots: s.maxIndexSlots, seed: this.options.seed };
+    return {
+      buffer: s.buffer,
+      control: this.control.buffer as SharedArrayBuffer,
+      capacity: s.capacity,
+      maxIndexSlots: s.maxIndexSlots,
+      seed: this.options.seed,
+    };
   }
 
   /** Seeded xxh64 of the identity, split into kHi:kLo (no BigInt in the probes that follow). */
@@ -204,6 +209,7 @@ export class VerdictCache {
 
   // ------------------------------------------------------------------ generation
 
+  /** The engines' signature generation changed: clean verdicts of older ones turn stale. */
   setGeneration(g: string): void {
     this.writing(() => {
       let id = this.gens.id(g);
@@ -239,6 +245,7 @@ export class VerdictCache {
 
   // ------------------------------------------------------------------ lookups
 
+  /** The verdict for this exact file (dev, ino, size, mtime, ctime): no read needed. */
   lookupIdentity(st: FileIdentity): CacheHit | undefined {
     this.keyOf(st);
     const s = this.store;
@@ -260,6 +267,7 @@ export class VerdictCache {
     return hit;
   }
 
+  /** The verdict for this content (a copy of a known file), by its seeded xxh64. */
   lookupFingerprint(fp: bigint): CacheHit | undefined {
     const s = this.store;
     this.split[0] = fp;
@@ -291,7 +299,14 @@ export class VerdictCache {
       infected ? 'infected' : 'clean',
       infected ? this.threats.name(meta >>> 16) || UNKNOWN_THREAT : undefined,
       !infected && ((meta >>> 2) & GEN_MASK) !== this.currentGen,
-      rec[b + 4]!, rec[b + 5]!, rec[b + 6]!, rec[b + 7]!, rec[b + 8]!, rec[b + 9]!, rec[b + 10]!, rec[b + 11]!,
+      rec[b + 4]!,
+      rec[b + 5]!,
+      rec[b + 6]!,
+      rec[b + 7]!,
+      rec[b + 8]!,
+      rec[b + 9]!,
+      rec[b + 10]!,
+      rec[b + 11]!,
     );
   }
 
@@ -377,6 +392,7 @@ export class VerdictCache {
     this.dirty = true;
   }
 
+  /** Concurrent asks for one key (a SHA-256) share one run of `fn`. */
   singleFlight<T>(key: string, fn: () => Promise<T>): Promise<T> {
     return this.flights.run(key, fn);
   }
@@ -417,7 +433,11 @@ export class VerdictCache {
     } catch (e) {
       this.dirty = true;
       this.counters.saveFailures++;
-      this.log.warn('could not save the verdict cache; protection continues, the next save retries', { file, code: (e as { code?: string }).code, message: (e as Error).message });
+      this.log.warn('could not save the verdict cache; protection continues, the next save retries', {
+        file,
+        code: (e as { code?: string }).code,
+        message: (e as Error).message,
+      });
       return false;
     }
   }

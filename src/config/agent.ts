@@ -11,16 +11,14 @@ import { duration, override, parseConfig, readConfigFile, size } from './load.js
 
 export const DEFAULT_CONFIG_FILE = '/etc/lightagent/agent.yaml';
 
-const wsUrl = z
-  .string()
-  .refine((u) => {
-    try {
-      const p = new URL(u);
-      return p.protocol === 'ws:' || p.protocol === 'wss:';
-    } catch {
-      return false;
-    }
-  }, 'must be a ws:// or wss:// URL, e.g. wss://svm.example:7443');
+const wsUrl = z.string().refine((u) => {
+  try {
+    const p = new URL(u);
+    return p.protocol === 'ws:' || p.protocol === 'wss:';
+  } catch {
+    return false;
+  }
+}, 'must be a ws:// or wss:// URL, e.g. wss://svm.example:7443');
 
 /** One SVM of a prioritized list: a URL, or {url, priority}; lower priority is preferred (default: its position). */
 const svmListEntry = z.union([wsUrl, z.object({ url: wsUrl, priority: z.number().int().min(0).max(1000).optional() }).strict()]);
@@ -37,7 +35,10 @@ const httpUrl = z
     }
   }, 'must be an http:// or https:// URL that answers a JSON list of SVMs');
 
-const absPath = z.string().min(1).refine((p) => path.isAbsolute(p), 'must be an absolute path');
+const absPath = z
+  .string()
+  .min(1)
+  .refine((p) => path.isAbsolute(p), 'must be an absolute path');
 
 export const agentConfigSchema = z
   .object({
@@ -111,7 +112,8 @@ export function loadAgentConfig(src: AgentConfigSources = {}): AgentConfig {
   const file = src.file ?? env.LIGHTAGENT_CONFIG ?? (fs.existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
   if (file) {
     const doc = readConfigFile(file);
-    if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new ConfigError(file, ['(top level): must be a mapping of settings']);
+    if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
+      throw new ConfigError(file, ['(top level): must be a mapping of settings']);
     raw = { ...(doc as Record<string, unknown>) };
     source = file;
   }
@@ -125,7 +127,8 @@ export function loadAgentConfig(src: AgentConfigSources = {}): AgentConfig {
 /** The SVM URL and token are needed by every command that talks to an SVM. */
 export function requireSvm(cfg: AgentConfig): { svm: NonNullable<AgentConfig['svm']> | undefined; token: string } {
   const issues: string[] = [];
-  if (!cfg.svm && !cfg.svm_discovery) issues.push('svm: no SVM URL; pass --svm ws://HOST:PORT, set `svm:` (or `svm_discovery:`) in the config file or LIGHTAGENT_SVM_URL');
+  if (!cfg.svm && !cfg.svm_discovery)
+    issues.push('svm: no SVM URL; pass --svm ws://HOST:PORT, set `svm:` (or `svm_discovery:`) in the config file or LIGHTAGENT_SVM_URL');
   if (!cfg.tls_cert !== !cfg.tls_key) issues.push(`${cfg.tls_cert ? 'tls_key' : 'tls_cert'}: mutual TLS needs both tls_cert and tls_key`);
   if (!cfg.token) issues.push('token: no tenant token; pass --token T, set `token:` in the config file or LIGHTAGENT_TOKEN');
   if (issues.length) throw new ConfigError('the command line', issues);

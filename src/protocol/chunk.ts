@@ -25,7 +25,8 @@ export interface Chunk {
 }
 
 export function encodeChunk(id: number, index: number, last: boolean, payload: Uint8Array): Buffer {
-  if (payload.length > FRAME_LIMITS.maxChunk) throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `chunk of ${payload.length} bytes exceeds ${FRAME_LIMITS.maxChunk}`);
+  if (payload.length > FRAME_LIMITS.maxChunk)
+    throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `chunk of ${payload.length} bytes exceeds ${FRAME_LIMITS.maxChunk}`);
   const buf = Buffer.allocUnsafe(CHUNK_HEADER + payload.length);
   buf[0] = MAGIC;
   buf[1] = KIND_CHUNK;
@@ -51,8 +52,13 @@ export function encodeChunkHeader(id: number, index: number, last: boolean): Buf
 
 /** Validate and split a binary frame. Throws ProtocolError, nothing else. The payload is a view, not a copy. */
 export function decodeChunk(frame: Buffer, maxChunk: number = FRAME_LIMITS.maxChunk): Chunk {
-  if (frame.length < CHUNK_HEADER) throw new ProtocolError('LA_ERR_PROTO_MALFORMED', `binary frame of ${frame.length} bytes is shorter than its ${CHUNK_HEADER}-byte header`);
-  if (frame[0] !== MAGIC || frame[1] !== KIND_CHUNK) throw new ProtocolError('LA_ERR_PROTO_MALFORMED', 'binary frame has a bad magic or kind');
+  if (frame.length < CHUNK_HEADER)
+    throw new ProtocolError(
+      'LA_ERR_PROTO_MALFORMED',
+      `binary frame of ${frame.length} bytes is shorter than its ${CHUNK_HEADER}-byte header`,
+    );
+  if (frame[0] !== MAGIC || frame[1] !== KIND_CHUNK)
+    throw new ProtocolError('LA_ERR_PROTO_MALFORMED', 'binary frame has a bad magic or kind');
   const flags = frame[2]!;
   if ((flags & ~1) !== 0 || frame[3] !== 0) throw new ProtocolError('LA_ERR_PROTO_MALFORMED', 'binary frame has unknown flags');
   const payloadLen = frame.length - CHUNK_HEADER;

@@ -4,12 +4,7 @@
  * Unknown fields are dropped so a newer peer's extras cannot reach our logic.
  */
 import { ProtocolError } from '../errors.js';
-import {
-  FRAME_LIMITS,
-  type AgentMessage,
-  type Message,
-  type SvmMessage,
-} from './messages.js';
+import { FRAME_LIMITS, type AgentMessage, type Message, type SvmMessage } from './messages.js';
 
 type FieldKind = 'str' | 'hex64' | 'uint' | 'uint32' | 'num01' | 'bool' | 'obj';
 interface Field {
@@ -32,14 +27,23 @@ const processFields: Record<string, Field> = { pid: uint, exe: opt(s()), cmdline
 
 const AGENT_SCHEMAS: Record<string, Schema> = {
   hello: {
-    v: uint, agentId: s(), token: s(), host: s(), os: s({ oneOf: ['linux', 'windows', 'other'] }),
-    hypervisor: opt(s()), agentVersion: s(),
+    v: uint,
+    agentId: s(),
+    token: s(),
+    host: s(),
+    os: s({ oneOf: ['linux', 'windows', 'other'] }),
+    hypervisor: opt(s()),
+    agentVersion: s(),
   },
   lookup: { id: uint32, sha256: hex64, size: uint },
   scan: { id: uint32, size: uint, name: opt(s()) },
   cancel: { id: uint32 },
   event: {
-    kind: s({ oneOf: ['detection'] }), time: s(), path: s(), sha256: opt(hex64), threat: s(),
+    kind: s({ oneOf: ['detection'] }),
+    time: s(),
+    path: s(),
+    sha256: opt(hex64),
+    threat: s(),
     action: s({ oneOf: ['denied', 'quarantined', 'reported', 'killed'] }),
     process: opt({ kind: 'obj', fields: processFields }),
   },
@@ -48,8 +52,15 @@ const AGENT_SCHEMAS: Record<string, Schema> = {
 const SVM_SCHEMAS: Record<string, Schema> = {
   welcome: { v: uint, svmId: s(), generation: s(), load: { kind: 'num01' }, limits: { kind: 'obj', fields: limitsFields } },
   verdict: {
-    id: uint32, verdict: s({ oneOf: ['clean', 'infected', 'unknown', 'error'] }), sha256: opt(hex64), threat: opt(s()),
-    engine: opt(s()), generation: opt(s()), code: opt(s()), message: opt(s()), cached: opt({ kind: 'bool' }),
+    id: uint32,
+    verdict: s({ oneOf: ['clean', 'infected', 'unknown', 'error'] }),
+    sha256: opt(hex64),
+    threat: opt(s()),
+    engine: opt(s()),
+    generation: opt(s()),
+    code: opt(s()),
+    message: opt(s()),
+    cached: opt({ kind: 'bool' }),
   },
   load: { load: { kind: 'num01' }, queue: uint },
   generation: { generation: s() },
@@ -73,7 +84,8 @@ function checkFields(src: Record<string, unknown>, schema: Schema, where: string
     switch (f.kind) {
       case 'str':
         if (typeof v !== 'string') bad(`${where}.${key} must be a string`);
-        if (v.length > FRAME_LIMITS.maxString) throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where}.${key} is longer than ${FRAME_LIMITS.maxString}`);
+        if (v.length > FRAME_LIMITS.maxString)
+          throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where}.${key} is longer than ${FRAME_LIMITS.maxString}`);
         if (f.oneOf && !f.oneOf.includes(v)) bad(`${where}.${key} must be one of ${f.oneOf.join(', ')}`);
         break;
       case 'hex64':
@@ -103,7 +115,8 @@ function checkFields(src: Record<string, unknown>, schema: Schema, where: string
 
 function decodeWith(data: string | Buffer, schemas: Record<string, Schema>): Message {
   const len = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
-  if (len > FRAME_LIMITS.maxTextFrame) throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `control frame of ${len} bytes exceeds ${FRAME_LIMITS.maxTextFrame}`);
+  if (len > FRAME_LIMITS.maxTextFrame)
+    throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `control frame of ${len} bytes exceeds ${FRAME_LIMITS.maxTextFrame}`);
   let parsed: unknown;
   try {
     parsed = JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
@@ -132,6 +145,7 @@ export function decodeSvmMessage(data: string | Buffer): SvmMessage {
 
 export function encodeMessage(msg: Message): string {
   const text = JSON.stringify(msg);
-  if (text.length > FRAME_LIMITS.maxTextFrame) throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `refusing to send a ${msg.t} frame of ${text.length} bytes`);
+  if (text.length > FRAME_LIMITS.maxTextFrame)
+    throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `refusing to send a ${msg.t} frame of ${text.length} bytes`);
   return text;
 }

@@ -39,7 +39,13 @@ function readStdin(limit: number): Promise<string> {
       }
       chunks.push(d);
     });
-    process.stdin.once('end', () => resolve(Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')));
+    process.stdin.once('end', () =>
+      resolve(
+        Buffer.concat(chunks)
+          .toString('utf8')
+          .replace(/\r?\n$/, ''),
+      ),
+    );
     process.stdin.once('error', reject);
   });
 }

@@ -42,7 +42,10 @@ function main(): void {
     return;
   }
   if (args.length === 0 || args[0] === 'help' || args[0] === '--help' || args[0] === '-h') {
-    out('lightagent single executable: every `lightagent` command below, and `lightagent svm [options]`\n(the Security VM server, same as lightagent-svm; `lightagent svm --help`).\n');
+    out(
+      'lightagent single executable: every `lightagent` command below, and `lightagent svm [options]`\n' +
+        '(the Security VM server, same as lightagent-svm; `lightagent svm --help`).\n',
+    );
   }
   process.argv = [process.argv[0]!, 'lightagent', ...args];
   void import('../cli/lightagent.js');

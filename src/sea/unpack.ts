@@ -67,7 +67,10 @@ function workerAssets(sea: SeaApi): string[] {
     return [LEGACY_WORKER]; // a build without the manifest (scripts/release-windows.mjs today)
   }
   const list = JSON.parse(Buffer.from(raw).toString('utf8').slice(0, 65536)) as unknown;
-  if (!Array.isArray(list) || !list.every((n) => typeof n === 'string' && /^src\/[A-Za-z0-9_/.-]{1,200}\.js$/.test(n) && !n.split('/').includes('..'))) {
+  if (
+    !Array.isArray(list) ||
+    !list.every((n) => typeof n === 'string' && /^src\/[A-Za-z0-9_/.-]{1,200}\.js$/.test(n) && !n.split('/').includes('..'))
+  ) {
     throw new Error(`the executable's ${WORKERS_MANIFEST} is damaged`);
   }
   return list as string[];
@@ -115,5 +118,9 @@ export function unpackAssets(): string | undefined {
     (globalThis as Record<string, unknown>)[LEGACY_META_URL_GLOBAL] = pathToFileURL(path.join(dir, 'main.js')).href;
     return dir;
   }
-  throw new PlatformError('LA_ERR_NATIVE_LOAD', `cannot unpack the native module: ${problems.join('; ')}`, 'set TMPDIR to a writable directory on a filesystem mounted without noexec');
+  throw new PlatformError(
+    'LA_ERR_NATIVE_LOAD',
+    `cannot unpack the native module: ${problems.join('; ')}`,
+    'set TMPDIR to a writable directory on a filesystem mounted without noexec',
+  );
 }

@@ -113,8 +113,13 @@ export class EventsFile {
 /** One JSON line, at most MAX_LINE bytes: long strings are cut first, then the parent chain goes. */
 export function encodeLine(e: AgentEvent): string {
   let line = JSON.stringify(e, (_k, v: unknown) => (typeof v === 'string' && v.length > MAX_STRING ? `${v.slice(0, MAX_STRING)}…` : v));
-  if (Buffer.byteLength(line) > MAX_LINE && e.process) line = JSON.stringify({ ...e, process: { pid: e.process.pid, exe: e.process.exe?.slice(0, 256), parents: [], source: e.process.source } });
-  if (Buffer.byteLength(line) > MAX_LINE) line = JSON.stringify({ time: e.time, kind: e.kind, path: e.path.slice(0, 1024), truncated: true });
+  if (Buffer.byteLength(line) > MAX_LINE && e.process)
+    line = JSON.stringify({
+      ...e,
+      process: { pid: e.process.pid, exe: e.process.exe?.slice(0, 256), parents: [], source: e.process.source },
+    });
+  if (Buffer.byteLength(line) > MAX_LINE)
+    line = JSON.stringify({ time: e.time, kind: e.kind, path: e.path.slice(0, 1024), truncated: true });
   return `${line}\n`;
 }
 
@@ -139,7 +144,14 @@ export function parseLines(lines: readonly string[]): AgentEvent[] {
   for (const l of lines) {
     try {
       const v = JSON.parse(l) as unknown;
-      if (v && typeof v === 'object' && !Array.isArray(v) && typeof (v as AgentEvent).time === 'string' && typeof (v as AgentEvent).path === 'string') out.push(v as AgentEvent);
+      if (
+        v &&
+        typeof v === 'object' &&
+        !Array.isArray(v) &&
+        typeof (v as AgentEvent).time === 'string' &&
+        typeof (v as AgentEvent).path === 'string'
+      )
+        out.push(v as AgentEvent);
     } catch {
       // a line cut by a crash: skip
     }

@@ -2,20 +2,7 @@
  * A crash-safe key -> JSON value store as an append-only journal: the deferred-scan queue and
  * the quarantine index live in one each. A write is acknowledged (its promise resolves) only
  * after its record is on disk (fdatasync), so a power cut or SIGKILL loses nothing acknowledged.
- *
- * Why a journal and not an embedded database. Looked up in the npm registry (2025):
- *   - better-sqlite3 13.2 needs Node >= 22; 12.x installs with `prebuild-install || node-gyp
- *     rebuild`, and prebuild-install downloads its binary from GitHub releases, which offline
- *     machines and our CI cannot reach, so it falls back to a native build (python, g++, headers).
- *   - lmdb 3.5 (prebuilt per-platform npm packages, @lmdb/lmdb-linux-x64) and classic-level 3.0
- *     (prebuilds inside the tarball, node-gyp-build) would install offline. They are still native
- *     addons: one more ABI to match per Node version, a .node file that a Node SEA single binary
- *     must extract to disk before dlopen, a second build for Windows, and a C library in a root
- *     daemon, for two tiny data sets (at most ~100,000 small records).
- *   - node:sqlite exists only from Node 22.5 (we run on >= 20.19); sql.js keeps the database in
- *     memory and writes it whole, which is not crash-safe.
- * Both data sets are a map that is only ever put/deleted by key and read whole at start-up:
- * exactly what a log with replay gives, in ~300 lines we can test for torn writes ourselves.
+ * Why not an embedded database: docs/quarantine.md, "Journal format".
  *
  * Format (journal-format.ts has it byte by byte): a 16-byte versioned header, then records
  * `[u32 length][u32 crc32][JSON array of put/delete ops]`, one record per atomic write.
@@ -155,7 +142,13 @@ export class Journal<V> {
     return this.map.keys();
   }
   stats(): JournalStats {
-    return { fileBytes: this.fileBytes, liveBytes: this.liveBytes, entries: this.map.size, compactions: this.compactions, droppedTailBytes: this.droppedTailBytes };
+    return {
+      fileBytes: this.fileBytes,
+      liveBytes: this.liveBytes,
+      entries: this.map.size,
+      compactions: this.compactions,
+      droppedTailBytes: this.droppedTailBytes,
+    };
   }
 
   put(key: string, value: V): Promise<void> {
@@ -174,11 +167,16 @@ export class Journal<V> {
    */
   write(ops: readonly JournalOp<V>[]): Promise<void> {
     if (this.failure) return this.afterRecovery(() => this.write(ops));
-    if (this.closed || this.opts.readOnly) return Promise.reject(new JournalError('LA_ERR_JOURNAL', this.file, this.closed ? 'journal is closed' : 'journal was opened read-only'));
+    if (this.closed || this.opts.readOnly)
+      return Promise.reject(
+        new JournalError('LA_ERR_JOURNAL', this.file, this.closed ? 'journal is closed' : 'journal was opened read-only'),
+      );
     if (ops.length === 0) return Promise.resolve();
     const payload = encodeOps(ops);
     if (payload.length > this.maxRecordBytes) {
-      return Promise.reject(new JournalError('LA_ERR_JOURNAL', this.file, `record of ${payload.length} bytes is over the ${this.maxRecordBytes}-byte limit`));
+      return Promise.reject(
+        new JournalError('LA_ERR_JOURNAL', this.file, `record of ${payload.length} bytes is over the ${this.maxRecordBytes}-byte limit`),
+      );
     }
     // Refuse before touching memory if the live data would not fit even after compaction.
     let live = this.liveBytes;
@@ -191,7 +189,12 @@ export class Journal<V> {
     }
     if (JOURNAL_HEADER_BYTES + live > this.maxBytes) {
       return Promise.reject(
-        new JournalError('LA_ERR_JOURNAL_FULL', this.file, `live data would reach ${JOURNAL_HEADER_BYTES + live} bytes, over the ${this.maxBytes}-byte bound`, 'remove entries, or raise the bound'),
+        new JournalError(
+          'LA_ERR_JOURNAL_FULL',
+          this.file,
+          `live data would reach ${JOURNAL_HEADER_BYTES + live} bytes, over the ${this.maxBytes}-byte bound`,
+          'remove entries, or raise the bound',
+        ),
       );
     }
     for (const o of ops) this.applyOp(o);
@@ -204,7 +207,8 @@ export class Journal<V> {
   /** Rewrite the file with only the live entries now (normally automatic). */
   compact(): Promise<void> {
     if (this.failure) return this.afterRecovery(() => this.compact());
-    if (this.closed || this.opts.readOnly) return Promise.reject(new JournalError('LA_ERR_JOURNAL', this.file, 'journal is closed or read-only'));
+    if (this.closed || this.opts.readOnly)
+      return Promise.reject(new JournalError('LA_ERR_JOURNAL', this.file, 'journal is closed or read-only'));
     // Queued like a write, so it never runs beside an append.
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ buf: Buffer.alloc(0), compact: true, resolve, reject });
@@ -266,13 +270,22 @@ export class Journal<V> {
       await fsp.rm(`${this.file}.tmp`, { force: true });
       await this.replay();
       this.fh = await fsp.open(this.file, 'r+');
-      this.log.info('journal cut back to its acknowledged records after a full disk', { fileBytes: this.fileBytes, entries: this.map.size });
+      this.log.info('journal cut back to its acknowledged records after a full disk', {
+        fileBytes: this.fileBytes,
+        entries: this.map.size,
+      });
       this.failure = undefined;
       this.recoverable = false;
     } catch (e) {
       if (!noSpace(e)) {
         this.recoverable = false;
-        this.failure = new JournalError('LA_ERR_JOURNAL', this.file, `cannot recover after a full disk: ${(e as Error).message}`, undefined, { cause: e });
+        this.failure = new JournalError(
+          'LA_ERR_JOURNAL',
+          this.file,
+          `cannot recover after a full disk: ${(e as Error).message}`,
+          undefined,
+          { cause: e },
+        );
       }
       throw e;
     }
@@ -296,7 +309,8 @@ export class Journal<V> {
     if (!this.opts.readOnly) {
       await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
       const st = await fsp.stat(dir);
-      if (process.platform !== 'win32' && st.mode & 0o077) this.log.warn('journal directory is open to other users; it should be 0700', { dir, mode: (st.mode & 0o777).toString(8) });
+      if (process.platform !== 'win32' && st.mode & 0o077)
+        this.log.warn('journal directory is open to other users; it should be 0700', { dir, mode: (st.mode & 0o777).toString(8) });
       this.releaseLock = await acquireLock(`${this.file}.lock`, this.opts.lockWaitMs ?? 0);
     }
     try {
@@ -312,14 +326,25 @@ export class Journal<V> {
         // booting on a full disk must still protect. Writes fail until space is freed.
         await this.fh?.close();
         this.fh = undefined;
-        this.failure = new JournalError('LA_ERR_JOURNAL', this.file, `cannot write (disk full): ${(e as Error).message}`, 'free space in the state directory; writes resume by themselves', { cause: e });
+        this.failure = new JournalError(
+          'LA_ERR_JOURNAL',
+          this.file,
+          `cannot write (disk full): ${(e as Error).message}`,
+          'free space in the state directory; writes resume by themselves',
+          { cause: e },
+        );
         this.recoverable = true;
-        this.log.error('journal opened without write access: the disk is full; writes are refused until space is freed', { code: (e as NodeJS.ErrnoException).code, entries: this.map.size });
+        this.log.error('journal opened without write access: the disk is full; writes are refused until space is freed', {
+          code: (e as NodeJS.ErrnoException).code,
+          entries: this.map.size,
+        });
         return;
       }
       await this.fh?.close();
       await this.releaseLock?.();
-      throw e instanceof JournalError ? e : new JournalError('LA_ERR_JOURNAL', this.file, `cannot open: ${(e as Error).message}`, undefined, { cause: e });
+      throw e instanceof JournalError
+        ? e
+        : new JournalError('LA_ERR_JOURNAL', this.file, `cannot open: ${(e as Error).message}`, undefined, { cause: e });
     }
   }
 
@@ -353,7 +378,12 @@ export class Journal<V> {
     if (skipped) this.log.warn('skipped journal entries that failed validation', { skipped });
     if (problem === undefined) return;
     this.droppedTailBytes = data.length - off;
-    this.log.warn('journal tail dropped at replay', { offset: off, droppedBytes: this.droppedTailBytes, problem, keptEntries: this.map.size });
+    this.log.warn('journal tail dropped at replay', {
+      offset: off,
+      droppedBytes: this.droppedTailBytes,
+      problem,
+      keptEntries: this.map.size,
+    });
     if (this.opts.readOnly) return;
     if (corrupt) {
       const aside = `${this.file}.corrupt-${Date.now()}`;
@@ -417,7 +447,8 @@ export class Journal<V> {
           const garbage = this.fileBytes + bytes - JOURNAL_HEADER_BYTES - this.liveBytes;
           const compactNow =
             batch.some((p) => p.compact) ||
-            this.fileBytes + bytes > this.maxBytes || (garbage > this.compactMinGarbageBytes && garbage > this.liveBytes);
+            this.fileBytes + bytes > this.maxBytes ||
+            (garbage > this.compactMinGarbageBytes && garbage > this.liveBytes);
           if (compactNow) {
             await this.rewrite(); // memory already holds the batch, so the rewrite includes it
           } else {
@@ -440,8 +471,20 @@ export class Journal<V> {
             // leaves the journal as it was. An fsync of the journal itself is never retried.
             this.recoverable = noSpace(e) && !syncing;
             this.failure = this.recoverable
-              ? new JournalError('LA_ERR_JOURNAL', this.file, `write failed, disk full: ${(e as Error).message}`, 'free space in the state directory; writes resume by themselves', { cause: e })
-              : new JournalError('LA_ERR_JOURNAL', this.file, `write failed, journal now refuses writes until reopened: ${(e as Error).message}`, undefined, { cause: e });
+              ? new JournalError(
+                  'LA_ERR_JOURNAL',
+                  this.file,
+                  `write failed, disk full: ${(e as Error).message}`,
+                  'free space in the state directory; writes resume by themselves',
+                  { cause: e },
+                )
+              : new JournalError(
+                  'LA_ERR_JOURNAL',
+                  this.file,
+                  `write failed, journal now refuses writes until reopened: ${(e as Error).message}`,
+                  undefined,
+                  { cause: e },
+                );
           }
           syncing = false;
           const refused = batch.concat(this.pending);
@@ -461,10 +504,10 @@ export class Journal<V> {
   }
 
   private async rewrite(): Promise<void> {
-    const self = this;
+    const map = this.map;
     function* records(): Generator<Buffer> {
       yield headerBytes();
-      for (const [k, v] of self.map) yield encodeRecord(encodeOps([{ op: 'put', key: k, value: v }]));
+      for (const [k, v] of map) yield encodeRecord(encodeOps([{ op: 'put', key: k, value: v }]));
     }
     const before = this.fileBytes;
     const size = await this.writeAtomically(records());

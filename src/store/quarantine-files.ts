@@ -45,7 +45,11 @@ export function xorInPlace(buf: Buffer, n: number): void {
  * `dst`, XORing every byte, then fsync `dst`. The SHA-256 is over the plaintext side:
  * the input when storing, the output when restoring.
  */
-export async function copyXor(srcFd: number, dst: fsp.FileHandle, plaintext: 'input' | 'output'): Promise<{ sha256: string; size: number }> {
+export async function copyXor(
+  srcFd: number,
+  dst: fsp.FileHandle,
+  plaintext: 'input' | 'output',
+): Promise<{ sha256: string; size: number }> {
   const hash = crypto.createHash('sha256');
   const buf = Buffer.allocUnsafe(CHUNK);
   let pos = 0;
@@ -90,10 +94,20 @@ export async function assertNoSymlinks(dir: string, target: string): Promise<voi
     try {
       st = await fsp.lstat(cur);
     } catch (e) {
-      throw new QuarantineError('LA_ERR_QUARANTINE', `cannot restore to ${target}: ${cur}: ${(e as Error).message}`, 'create the directory first, or restore elsewhere with --to', { cause: e });
+      throw new QuarantineError(
+        'LA_ERR_QUARANTINE',
+        `cannot restore to ${target}: ${cur}: ${(e as Error).message}`,
+        'create the directory first, or restore elsewhere with --to',
+        { cause: e },
+      );
     }
     if (st.isSymbolicLink()) throw symlinkRefusal(cur, target);
-    if (!st.isDirectory()) throw new QuarantineError('LA_ERR_QUARANTINE', `cannot restore to ${target}: ${cur} is not a directory`, 'restore elsewhere with --to');
+    if (!st.isDirectory())
+      throw new QuarantineError(
+        'LA_ERR_QUARANTINE',
+        `cannot restore to ${target}: ${cur} is not a directory`,
+        'restore elsewhere with --to',
+      );
   }
   if ((await fsp.realpath(dir)) !== dir) throw symlinkRefusal(dir, target);
 }
@@ -141,18 +155,32 @@ export async function placeRestored(fh: fsp.FileHandle, tmp: string, target: str
       if (code === 'EEXIST') throw existsRefusal(target);
       if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw e;
       // A filesystem without hard links (vfat): check, then rename; the window is tiny.
-      if (await fsp.lstat(target).then(() => true, () => false)) throw existsRefusal(target);
+      if (
+        await fsp.lstat(target).then(
+          () => true,
+          () => false,
+        )
+      )
+        throw existsRefusal(target);
       await fsp.rename(tmp, target);
     }
     await fsp.unlink(tmp).catch(() => undefined);
   }
   const [mine, there] = await Promise.all([fh.stat(), fsp.lstat(target)]);
   if (mine.ino !== there.ino || mine.dev !== there.dev) {
-    throw new QuarantineError('LA_ERR_QUARANTINE', `restore to ${target} raced with another change of that directory`, 'check the directory and try again');
+    throw new QuarantineError(
+      'LA_ERR_QUARANTINE',
+      `restore to ${target} raced with another change of that directory`,
+      'check the directory and try again',
+    );
   }
   await fsyncDir(path.dirname(target));
 }
 
 export function existsRefusal(target: string): QuarantineError {
-  return new QuarantineError('LA_ERR_RESTORE_EXISTS', `refusing to restore: ${target} already exists`, 'pass --force to replace it, or --to PATH to restore elsewhere');
+  return new QuarantineError(
+    'LA_ERR_RESTORE_EXISTS',
+    `refusing to restore: ${target} already exists`,
+    'pass --force to replace it, or --to PATH to restore elsewhere',
+  );
 }

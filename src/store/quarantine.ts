@@ -27,7 +27,16 @@ import path from 'node:path';
 import { QuarantineError } from '../errors.js';
 import { logger } from '../log.js';
 import { Journal } from './journal.js';
-import { STORE_ENCODING, copyXor, createRestoreTemp, existsRefusal, fdPath, fsyncDir, placeRestored, xorInPlace } from './quarantine-files.js';
+import {
+  STORE_ENCODING,
+  copyXor,
+  createRestoreTemp,
+  existsRefusal,
+  fdPath,
+  fsyncDir,
+  placeRestored,
+  xorInPlace,
+} from './quarantine-files.js';
 
 export interface QuarantineRecord {
   id: string;
@@ -85,12 +94,25 @@ function newId(): string {
 
 function isRecord(key: string, v: unknown): v is QuarantineRecord {
   const r = v as QuarantineRecord;
-  return typeof v === 'object' && v !== null && r.id === key && typeof r.originalPath === 'string' && typeof r.threat === 'string' &&
-    Number.isInteger(r.uid) && Number.isInteger(r.gid) && Number.isInteger(r.mode) && (r.state === 'moving' || r.state === 'stored');
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    r.id === key &&
+    typeof r.originalPath === 'string' &&
+    typeof r.threat === 'string' &&
+    Number.isInteger(r.uid) &&
+    Number.isInteger(r.gid) &&
+    Number.isInteger(r.mode) &&
+    (r.state === 'moving' || r.state === 'stored')
+  );
 }
 
 const isRoot = () => process.getuid?.() === 0;
-const exists = (p: string) => fsp.lstat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  fsp.lstat(p).then(
+    () => true,
+    () => false,
+  );
 
 export class Quarantine {
   readonly dir: string;
@@ -132,19 +154,36 @@ export class Quarantine {
       const fd = ownFd ? await this.openSource(path.resolve(source)) : source;
       try {
         const st = fs.fstatSync(fd, { bigint: true });
-        if (!st.isFile()) throw new QuarantineError('LA_ERR_QUARANTINE', `cannot quarantine ${String(source)}: not a regular file`, 'only regular files are quarantined');
+        if (!st.isFile())
+          throw new QuarantineError(
+            'LA_ERR_QUARANTINE',
+            `cannot quarantine ${String(source)}: not a regular file`,
+            'only regular files are quarantined',
+          );
         let originalPath = ownFd ? path.resolve(source) : (meta.originalPath ?? (await fdPath(fd)));
         const detachedName = originalPath.endsWith(' (deleted)');
         if (detachedName) originalPath = originalPath.slice(0, -' (deleted)'.length);
         const there = detachedName ? undefined : await fsp.lstat(originalPath, { bigint: true }).catch(() => undefined);
         const attached = there !== undefined && there.dev === st.dev && there.ino === st.ino;
-        if (st.nlink > (attached ? 1n : 0n)) this.log.warn('quarantined file has other hard links that stay in place', { path: originalPath, nlink: Number(st.nlink) });
+        if (st.nlink > (attached ? 1n : 0n))
+          this.log.warn('quarantined file has other hard links that stay in place', { path: originalPath, nlink: Number(st.nlink) });
 
         let id = newId();
         while (index.has(id)) id = newId();
         const rec: QuarantineRecord = {
-          id, originalPath, uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode & 0o7777n), size: Number(st.size), sha256: '',
-          threat: meta.threat, time: new Date().toISOString(), state: 'moving', encoding: STORE_ENCODING, dev: String(st.dev), ino: String(st.ino),
+          id,
+          originalPath,
+          uid: Number(st.uid),
+          gid: Number(st.gid),
+          mode: Number(st.mode & 0o7777n),
+          size: Number(st.size),
+          sha256: '',
+          threat: meta.threat,
+          time: new Date().toISOString(),
+          state: 'moving',
+          encoding: STORE_ENCODING,
+          dev: String(st.dev),
+          ino: String(st.ino),
         };
         await index.put(id, rec);
 
@@ -157,7 +196,12 @@ export class Quarantine {
           } catch (e) {
             if ((e as NodeJS.ErrnoException).code !== 'EXDEV') {
               await index.delete(id);
-              throw new QuarantineError('LA_ERR_QUARANTINE', `cannot move ${originalPath} into quarantine: ${(e as Error).message}`, 'check that the agent runs as root', { cause: e });
+              throw new QuarantineError(
+                'LA_ERR_QUARANTINE',
+                `cannot move ${originalPath} into quarantine: ${(e as Error).message}`,
+                'check that the agent runs as root',
+                { cause: e },
+              );
             }
           }
         }
@@ -166,7 +210,10 @@ export class Quarantine {
           const moved = await fsp.lstat(incoming, { bigint: true });
           if (moved.dev !== st.dev || moved.ino !== st.ino) {
             // The path was swapped between the check and the rename: put back what is not ours.
-            await fsp.link(incoming, originalPath).then(() => fsp.unlink(incoming)).catch(() => undefined);
+            await fsp
+              .link(incoming, originalPath)
+              .then(() => fsp.unlink(incoming))
+              .catch(() => undefined);
             await index.delete(id);
             throw new QuarantineError('LA_ERR_QUARANTINE', `${originalPath} changed while it was being quarantined`, 'scan it again');
           }
@@ -174,7 +221,8 @@ export class Quarantine {
         const stored = await this.storeContent(id, fd);
         if (method !== 'rename' && attached) await this.unlinkIfSame(originalPath, rec);
         await fsp.rm(incoming, { force: true });
-        if (meta.sha256 && meta.sha256 !== stored.sha256) this.log.warn('file changed between scan and quarantine', { path: originalPath, scanned: meta.sha256, stored: stored.sha256 });
+        if (meta.sha256 && meta.sha256 !== stored.sha256)
+          this.log.warn('file changed between scan and quarantine', { path: originalPath, scanned: meta.sha256, stored: stored.sha256 });
         const done: QuarantineRecord = { ...rec, sha256: stored.sha256, size: stored.size, state: 'stored', method };
         await index.put(id, done);
         this.log.warn('file quarantined', { id, path: originalPath, threat: meta.threat, sha256: stored.sha256, method });
@@ -209,13 +257,18 @@ export class Quarantine {
       const target = path.resolve(opts.to ?? rec.originalPath);
       const existing = await fsp.lstat(target).catch(() => undefined);
       if (existing && !opts.force) throw existsRefusal(target);
-      if (existing?.isDirectory()) throw new QuarantineError('LA_ERR_RESTORE_EXISTS', `refusing to restore: ${target} is a directory`, 'restore elsewhere with --to');
+      if (existing?.isDirectory())
+        throw new QuarantineError('LA_ERR_RESTORE_EXISTS', `refusing to restore: ${target} is a directory`, 'restore elsewhere with --to');
       const src = await fsp.open(this.dataPath(id), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
       const { fh, tmp } = await createRestoreTemp(target);
       try {
         const copied = await copyXor(src.fd, fh, 'output');
         if (copied.sha256 !== rec.sha256) {
-          throw new QuarantineError('LA_ERR_QUARANTINE', `stored content of ${id} does not match its SHA-256 (store damaged)`, 'nothing was restored; delete the item');
+          throw new QuarantineError(
+            'LA_ERR_QUARANTINE',
+            `stored content of ${id} does not match its SHA-256 (store damaged)`,
+            'nothing was restored; delete the item',
+          );
         }
         if (isRoot()) await fh.chown(rec.uid, rec.gid);
         await fh.chmod(rec.mode); // after chown, which clears set-id bits
@@ -257,7 +310,11 @@ export class Quarantine {
   private lookup(index: Journal<QuarantineRecord>, id: string, anyState = false): QuarantineRecord {
     const rec = ID_RE.test(id) ? index.get(id) : undefined;
     if (!rec || (!anyState && rec.state !== 'stored')) {
-      throw new QuarantineError('LA_ERR_QUARANTINE_NOT_FOUND', `no quarantined file with id "${id}"`, '`lightagent quarantine list` shows the ids');
+      throw new QuarantineError(
+        'LA_ERR_QUARANTINE_NOT_FOUND',
+        `no quarantined file with id "${id}"`,
+        '`lightagent quarantine list` shows the ids',
+      );
     }
     return rec;
   }
@@ -359,7 +416,11 @@ export class Quarantine {
           r.dropped++;
         }
       } catch (e) {
-        this.log.error('could not finish an interrupted quarantine; will retry', { id, path: rec.originalPath, error: (e as Error).message });
+        this.log.error('could not finish an interrupted quarantine; will retry', {
+          id,
+          path: rec.originalPath,
+          error: (e as Error).message,
+        });
       }
     }
     for (const name of await fsp.readdir(this.dataDir)) {

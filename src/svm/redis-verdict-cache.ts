@@ -207,6 +207,9 @@ export class RedisVerdictCache implements SharedVerdictCache {
     this.skipUntil = Date.now() + RETRY_AFTER_FAILURE_MS;
     if (this.closed || this.down) return;
     this.down = true;
-    this.log.warn('redis verdict cache unreachable or failing; using the memory cache only until it is back', { redis: this.where, message: e.message });
+    this.log.warn('redis verdict cache unreachable or failing; using the memory cache only until it is back', {
+      redis: this.where,
+      message: e.message,
+    });
   }
 }

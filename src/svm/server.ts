@@ -169,9 +169,22 @@ export class SvmServer {
         resolve();
       });
     }).catch((e: NodeJS.ErrnoException) => {
-      throw new LightagentError('LA_ERR_LISTEN', `cannot listen on ${host}:${port}: ${e.code ?? e.message}`, e.code === 'EADDRINUSE' ? 'another process uses that port: stop it or choose another `listen`' : 'check the `listen` address (is it an address of this machine?)', { cause: e });
+      throw new LightagentError(
+        'LA_ERR_LISTEN',
+        `cannot listen on ${host}:${port}: ${e.code ?? e.message}`,
+        e.code === 'EADDRINUSE'
+          ? 'another process uses that port: stop it or choose another `listen`'
+          : 'check the `listen` address (is it an address of this machine?)',
+        { cause: e },
+      );
     });
-    self.log.info('SVM listening', { url: self.url, engine: o.engine.name, generation: core.generation(), cache: o.cache.kind, svmId: coreOpts.svmId });
+    self.log.info('SVM listening', {
+      url: self.url,
+      engine: o.engine.name,
+      generation: core.generation(),
+      cache: o.cache.kind,
+      svmId: coreOpts.svmId,
+    });
     return self;
   }
 
@@ -203,8 +216,14 @@ export class SvmServer {
    * renewal); connected agents keep their sessions. Only when the server was started with TLS.
    */
   reloadTls(tls: SvmTlsOptions): void {
-    if (!this.opts.tls || !(this.httpServer instanceof https.Server)) throw new LightagentError('LA_ERR_TLS', 'this SVM was started without TLS; a restart is needed to turn it on', 'restart lightagent-svm with tls.cert and tls.key');
-    if (!!tls.requestCert !== !!this.opts.tls.requestCert) throw new LightagentError('LA_ERR_TLS', 'turning mutual TLS on or off needs a restart', 'restart lightagent-svm');
+    if (!this.opts.tls || !(this.httpServer instanceof https.Server))
+      throw new LightagentError(
+        'LA_ERR_TLS',
+        'this SVM was started without TLS; a restart is needed to turn it on',
+        'restart lightagent-svm with tls.cert and tls.key',
+      );
+    if (!!tls.requestCert !== !!this.opts.tls.requestCert)
+      throw new LightagentError('LA_ERR_TLS', 'turning mutual TLS on or off needs a restart', 'restart lightagent-svm');
     this.httpServer.setSecureContext(tlsServerOptions(tls));
   }
 
@@ -308,13 +327,26 @@ export const startSvm = (o: SvmOptions): Promise<SvmServer> => SvmServer.start(o
 
 function tlsServerOptions(t: SvmTlsOptions): https.ServerOptions {
   const mutual = !!t.requestCert;
-  if (mutual && !t.ca) throw new LightagentError('LA_ERR_TLS', 'mutual TLS needs the CA that signs agent certificates', 'set tls.client_ca (--tls-client-ca)');
+  if (mutual && !t.ca)
+    throw new LightagentError('LA_ERR_TLS', 'mutual TLS needs the CA that signs agent certificates', 'set tls.client_ca (--tls-client-ca)');
   try {
     // Creating the context here checks cert, key and CA now, with a clear error, not at the first agent.
-    const opts: https.ServerOptions = { cert: t.cert, key: t.key, minVersion: 'TLSv1.2', ...(t.ca ? { ca: t.ca } : {}), requestCert: mutual, rejectUnauthorized: mutual };
+    const opts: https.ServerOptions = {
+      cert: t.cert,
+      key: t.key,
+      minVersion: 'TLSv1.2',
+      ...(t.ca ? { ca: t.ca } : {}),
+      requestCert: mutual,
+      rejectUnauthorized: mutual,
+    };
     tlsCreateSecureContext(opts);
     return opts;
   } catch (e) {
-    throw new LightagentError('LA_ERR_TLS', `cannot use the TLS certificate, key or CA: ${(e as Error).message}`, 'check that tls.cert and tls.key are a matching PEM certificate and key, and tls.client_ca a PEM CA certificate', { cause: e });
+    throw new LightagentError(
+      'LA_ERR_TLS',
+      `cannot use the TLS certificate, key or CA: ${(e as Error).message}`,
+      'check that tls.cert and tls.key are a matching PEM certificate and key, and tls.client_ca a PEM CA certificate',
+      { cause: e },
+    );
   }
 }
