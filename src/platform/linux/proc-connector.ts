@@ -259,7 +259,7 @@ function enrich(ev: RawProcEvent, out: ProcEvent[]): void {
 
 /** A wake pipe for the worker: [read end for the worker, write end for the main thread]. */
 export function connectorWakePipe(): [number, number] {
-  lib();
+  lib(); // off Linux, the connector's own error rather than libc's
   return openPipe((err) => connectorError('pipe2', err));
 }
 
