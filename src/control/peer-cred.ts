@@ -1,11 +1,11 @@
 /**
  * Who is at the other end of an accepted AF_UNIX stream socket: getsockopt(SO_PEERCRED), see
  * unix(7). The kernel fills it at connect() time; a client cannot forge it. Node has no API for
- * it, so the call goes through koffi on the socket's fd (`socket._handle.fd`, Linux only).
+ * it, so the call goes through libc on the socket's fd (`socket._handle.fd`, Linux only).
  * Returns undefined when the credentials cannot be had: callers that need them must refuse.
  */
 import type net from 'node:net';
-import koffi from 'koffi';
+import { tryLibc } from '../platform/linux/libc.js';
 
 /** <asm-generic/socket.h> SOL_SOCKET, SO_PEERCRED */
 const SOL_SOCKET = 1;
@@ -19,22 +19,6 @@ export interface PeerCred {
   gid: number;
 }
 
-type GetSockOpt = (fd: number, level: number, name: number, val: Buffer, len: Uint32Array) => number;
-let getsockopt: GetSockOpt | undefined | null;
-
-function fn(): GetSockOpt | undefined {
-  if (getsockopt === undefined) {
-    try {
-      getsockopt = process.platform === 'linux'
-        ? (koffi.load('libc.so.6').func('int getsockopt(int fd, int level, int optname, _Inout_ uint8_t *optval, _Inout_ uint32_t *optlen)') as unknown as GetSockOpt)
-        : null;
-    } catch {
-      getsockopt = null;
-    }
-  }
-  return getsockopt ?? undefined;
-}
-
 /** The fd behind a net.Socket (a libuv pipe handle), or undefined. */
 export function socketFd(sock: net.Socket): number | undefined {
   const fd = (sock as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
@@ -43,10 +27,11 @@ export function socketFd(sock: net.Socket): number | undefined {
 
 export function peerCred(sock: net.Socket): PeerCred | undefined {
   const fd = socketFd(sock);
-  const call = fn();
-  if (fd === undefined || !call) return undefined;
+  if (fd === undefined) return undefined;
+  const l = tryLibc(); // null off Linux
+  if (!l) return undefined;
   const buf = Buffer.alloc(UCRED_LEN);
   const len = new Uint32Array([UCRED_LEN]);
-  if (call(fd, SOL_SOCKET, SO_PEERCRED, buf, len) !== 0 || len[0] !== UCRED_LEN) return undefined;
+  if (l.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, buf, len) !== 0 || len[0] !== UCRED_LEN) return undefined;
   return { pid: buf.readInt32LE(0), uid: buf.readUInt32LE(4), gid: buf.readUInt32LE(8) };
 }

@@ -14,8 +14,8 @@ import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { describeError, PlatformError } from '../errors.js';
 import { logger } from '../log.js';
+import { closeFd } from '../platform/linux/libc.js';
 import { connectorWakePipe, type ConnectorMessage, type ConnectorWorkerData, type ProcEvent } from '../platform/linux/proc-connector.js';
-import { closeFd } from '../platform/linux/fanotify.js';
 import { listPids, readProcess, readStat } from '../platform/linux/procfs.js';
 import type { ProcessTable } from './process-table.js';
 

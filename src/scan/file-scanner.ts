@@ -13,6 +13,7 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import { Backoff } from '../backoff.js';
 import { LightagentError, ScanFailedError, describeError } from '../errors.js';
 import { sameIdentity } from '../cache/file-identity.js';
 import type { SvmClient } from '../svm-link/index.js';
@@ -214,16 +215,18 @@ export class FileScanner {
   }
 
   /**
-   * Ask again, after a jittered exponential pause, while the SVM answers "busy" or "over your
-   * request rate" (LA_ERR_BUSY, LA_ERR_RATE_LIMITED), for at most `budgetMs` in all: a burst of
-   * first opens must be slowed down by the SVM, not turned into files allowed unscanned.
+   * Ask again, after a jittered exponential pause (20 ms doubling to 1 s), while the SVM answers
+   * "busy" or "over your request rate" (LA_ERR_BUSY, LA_ERR_RATE_LIMITED), for at most `budgetMs`
+   * in all: a burst of first opens must be slowed down by the SVM, not turned into files allowed
+   * unscanned.
    */
   private async backingOff(ask: () => Promise<VerdictMsg>, budgetMs: number): Promise<VerdictMsg> {
     const end = performance.now() + budgetMs;
-    for (let attempt = 0; ; attempt++) {
+    const backoff = new Backoff(20, 1000);
+    for (;;) {
       const v = await ask();
       if (!(v.verdict === 'error' && (v.code === 'LA_ERR_BUSY' || v.code === 'LA_ERR_RATE_LIMITED'))) return v;
-      const pause = Math.min(1000, 20 * 2 ** attempt) * (0.5 + Math.random());
+      const pause = backoff.next();
       if (performance.now() + pause >= end) return v;
       await new Promise((r) => setTimeout(r, pause));
     }

@@ -3,8 +3,10 @@
  * state (protected / degraded / threat blocked / off), and raise notifications for blocked
  * threats (rate-limited) and for protection going degraded and coming back. It holds no
  * privilege and talks to nothing but the status socket; a daemon that goes away is retried with
- * backoff, and the icon says "off" meanwhile.
+ * jittered backoff (500 ms doubling to 30 s: the trays of every user of a terminal server then
+ * do not all knock on a restarted daemon's socket at once), and the icon says "off" meanwhile.
  */
+import { Backoff } from '../backoff.js';
 import { watch } from '../control/client.js';
 import { describeError } from '../errors.js';
 import { logger } from '../log.js';
@@ -18,6 +20,8 @@ export interface TrayAppOptions {
   rate?: { max: number; windowMs: number };
   /** How long the icon shows "threat blocked" after the last detection (default 60 s). */
   threatIconMs?: number;
+  /** Delays between attempts to reach the status socket (default 500 ms doubling to 30 s, jittered). */
+  reconnect?: Backoff;
 }
 
 interface DetectionLine {
@@ -55,7 +59,7 @@ export class TrayApp {
   private closeWatch: (() => void) | undefined;
   private retry: NodeJS.Timeout | undefined;
   private threatTimer: NodeJS.Timeout | undefined;
-  private backoffMs = 500;
+  private readonly reconnect: Backoff;
   private stopped = false;
   private connected = false;
   private everConnected = false;
@@ -69,6 +73,7 @@ export class TrayApp {
   constructor(private readonly o: TrayAppOptions) {
     const rate = o.rate ?? { max: 3, windowMs: 10_000 };
     this.threatIconMs = o.threatIconMs ?? 60_000;
+    this.reconnect = o.reconnect ?? new Backoff(500, 30_000);
     this.limiter = new NotificationLimiter<DetectionLine>(
       rate.max,
       rate.windowMs,
@@ -104,7 +109,7 @@ export class TrayApp {
     if (this.stopped) return;
     this.closeWatch = watch(this.o.socketPath, {
       onStatus: (s) => {
-        this.backoffMs = 500;
+        this.reconnect.reset();
         this.connected = true;
         this.everConnected = true;
         this.mode = typeof s.mode === 'string' ? s.mode : 'off';
@@ -120,14 +125,13 @@ export class TrayApp {
         if (wasConnected) {
           this.log.warn('lost the agent', e ? describeError(e) : {});
           this.notify({ kind: 'off', summary: 'Protection agent stopped', body: 'lightagent is not running: files on this computer are not checked.', urgency: 'critical' });
-        } else if (!this.everConnected && this.backoffMs === 500) {
+        } else if (!this.everConnected && this.reconnect.attempts === 0) {
           this.log.warn('agent not reachable yet; retrying', e ? describeError(e) : {});
         }
         void this.render();
         if (this.stopped) return;
-        this.retry = setTimeout(() => this.connect(), this.backoffMs);
+        this.retry = setTimeout(() => this.connect(), this.reconnect.next());
         this.retry.unref?.();
-        this.backoffMs = Math.min(30_000, this.backoffMs * 2);
       },
     });
   }

@@ -19,7 +19,8 @@
  *   change, NIM_DELETE at close; every return value is checked and logged. Icons are the stock
  *   ones (LoadIconW: shield / warning / error, windows-notify-icon.ts), shared by the system,
  *   so nothing is drawn or freed here. A NIM_ADD refused (no taskbar yet at logon) is tried
- *   again every 5 s and on TaskbarCreated.
+ *   again on TaskbarCreated, on the next state change, and after 5 s doubling to a minute (a
+ *   session without Explorer's taskbar would otherwise log a warning every 5 s for hours).
  * - Notifications are balloons (NIM_MODIFY with NIF_INFO, NIIF_WARNING / ERROR / INFO): Windows
  *   10 and 11 show a balloon as a toast in the Action Center by themselves. WinRT toasts
  *   (ToastNotificationManager) would need COM activation of WinRT classes, HSTRINGs, the XML
@@ -29,6 +30,7 @@
  * Loaded only on Windows (tray command); the pure half is windows-notify-icon.ts.
  */
 import koffi from 'koffi';
+import { Backoff } from '../backoff.js';
 import { PlatformError, describeError } from '../errors.js';
 import { logger } from '../log.js';
 import type { TrayNotification, TrayPresenter, TrayState } from './presenter.js';
@@ -49,7 +51,6 @@ const PM_REMOVE = 0x1;
 const PUMP_MS = 100;
 /** At most this many messages per pump tick (the JS thread is never held long). */
 const PUMP_BATCH = 64;
-const ADD_RETRY_MS = 5_000;
 const ICON_ID = 1;
 const CLASS_NAME = 'lightagent.tray';
 
@@ -132,6 +133,7 @@ export class WindowsTrayPresenter implements TrayPresenter {
   private readonly msg = Buffer.alloc(48); // MSG (x64)
   private pump: NodeJS.Timeout | undefined;
   private retry: NodeJS.Timeout | undefined;
+  private readonly addRetry = new Backoff(5_000, 60_000);
   private added = false;
   private closed = false;
   private state: TrayState = 'off';
@@ -233,7 +235,7 @@ export class WindowsTrayPresenter implements TrayPresenter {
     });
   }
 
-  /** NIM_ADD with the current state; on failure, retried every 5 s (and on TaskbarCreated). */
+  /** NIM_ADD with the current state; on failure, retried with backoff (and on TaskbarCreated). */
   private add(): boolean {
     if (this.closed || this.added) return this.added;
     const ok = this.a.shellNotifyIcon(NIM_ADD, this.data(NIF_MESSAGE | NIF_ICON | NIF_TIP)) !== 0;
@@ -242,14 +244,21 @@ export class WindowsTrayPresenter implements TrayPresenter {
       this.counts.add++;
       clearTimeout(this.retry);
       this.retry = undefined;
+      this.addRetry.reset();
       this.log.info('Shell_NotifyIconW NIM_ADD ok', { state: this.state, tip: this.tip });
     } else {
       this.counts.failures++;
-      this.log.warn('Shell_NotifyIconW NIM_ADD failed; retrying in 5 s', { state: this.state, error: this.a.getLastError() });
-      this.retry ??= setTimeout(() => {
-        this.retry = undefined;
-        this.add();
-      }, ADD_RETRY_MS);
+      const error = this.a.getLastError();
+      if (this.retry) {
+        this.log.warn('Shell_NotifyIconW NIM_ADD failed; a retry is pending', { state: this.state, error });
+      } else {
+        const retryInMs = this.addRetry.next();
+        this.log.warn('Shell_NotifyIconW NIM_ADD failed; retrying', { state: this.state, error, retryInMs });
+        this.retry = setTimeout(() => {
+          this.retry = undefined;
+          this.add();
+        }, retryInMs);
+      }
     }
     return ok;
   }

@@ -1,14 +1,14 @@
 /**
- * fanotify(7) through koffi: the syscalls Node lacks (fanotify_init, fanotify_mark, poll, pipe2,
- * close of kernel-given fds) and the parser for struct fanotify_event_metadata. Reading events,
- * writing responses, fstat, pread and readlink of /proc/self/fd/N stay plain node:fs: an event fd
- * is an ordinary fd of this process, and node:fs is as fast as a koffi call for these.
+ * fanotify(7) through the libc module: fanotify_init, fanotify_mark and the parser for struct
+ * fanotify_event_metadata. Reading events, writing responses, fstat, pread and readlink of
+ * /proc/self/fd/N stay plain node:fs: an event fd is an ordinary fd of this process, and node:fs
+ * is as fast as a koffi call for these.
  *
- * Constant values are the uapi ones: <linux/fanotify.h> (Linux 6.x), <asm-generic/fcntl.h> and
- * <asm-generic/poll.h>, identical on x86_64 and aarch64.
+ * Constant values are the uapi ones of <linux/fanotify.h> (Linux 6.x), identical on x86_64 and
+ * aarch64.
  */
-import koffi from 'koffi';
 import { PlatformError } from '../../errors.js';
+import { AT_FDCWD, EINVAL, ENOSYS, EPERM, O_CLOEXEC, O_LARGEFILE, O_RDONLY, describeErrno, errno, libc, openPipe, type Libc } from './libc.js';
 
 // --- fanotify_init(2) flags: <linux/fanotify.h> "flags used for fanotify_init()"
 /** <linux/fanotify.h> FAN_CLOEXEC */
@@ -73,60 +73,19 @@ export const EVENT_METADATA_LEN = FAN_EVENT_METADATA_LEN;
 /** sizeof(struct fanotify_response) in <linux/fanotify.h>: __s32 fd; __u32 response. */
 export const FAN_RESPONSE_LEN = 8;
 
-// --- <asm-generic/fcntl.h>, <fcntl.h>, <asm-generic/poll.h>
-export const O_RDONLY = 0;
-export const O_WRONLY = 1;
-export const O_NONBLOCK = 0o4000;
-export const O_LARGEFILE = 0o100000;
-export const O_CLOEXEC = 0o2000000;
-/** <fcntl.h> AT_FDCWD */
-export const AT_FDCWD = -100;
-/** <asm-generic/poll.h> POLLIN */
-export const POLLIN = 0x1;
+// open and poll flags, and the general syscalls, come from the libc module; the gate and its
+// worker take them from here with the fanotify calls they go with.
+export { AT_FDCWD, O_CLOEXEC, O_LARGEFILE, O_NONBLOCK, O_RDONLY, O_WRONLY, POLLIN, closeFd, openRaw, pollIn } from './libc.js';
 
-// <asm-generic/errno-base.h>, <asm-generic/errno.h>
-const EPERM = 1;
-const EINVAL = 22;
-const ENOSYS = 38;
-
-interface Libc {
-  fanotify_init: (flags: number, eventFlags: number) => number;
-  fanotify_mark: (fd: number, flags: number, mask: bigint, dirfd: number, path: string | null) => number;
-  poll: (fds: Buffer, nfds: number, timeout: number) => number;
-  pipe2: (fds: Int32Array, flags: number) => number;
-  strerror: (errnum: number) => string;
-  close: (fd: number) => number;
-  open: (path: string, flags: number) => number;
-}
-
-let libc: Libc | undefined;
-
-/** libc through koffi, loaded once per thread on first use (the worker and the main thread each load it). */
+/** libc on this thread; off Linux the error says fanotify is what is missing. */
 function lib(): Libc {
-  if (libc) return libc;
   if (process.platform !== 'linux') throw new PlatformError('LA_ERR_FANOTIFY_UNSUPPORTED', 'fanotify exists only on Linux', 'use the watcher mode');
-  const l = koffi.load('libc.so.6');
-  libc = {
-    fanotify_init: l.func('int fanotify_init(unsigned int flags, unsigned int event_f_flags)'),
-    fanotify_mark: l.func('int fanotify_mark(int fanotify_fd, unsigned int flags, uint64_t mask, int dirfd, const char *pathname)'),
-    // struct pollfd { int fd; short events; short revents; } is 8 bytes: passed as raw memory.
-    poll: l.func('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)'),
-    pipe2: l.func('int pipe2(_Out_ int *pipefd, int flags)'),
-    strerror: l.func('const char *strerror(int errnum)'),
-    close: l.func('int close(int fd)'),
-    open: l.func('int open(const char *path, int flags)'),
-  } as unknown as Libc;
-  return libc;
-}
-
-/** errno of the last koffi call on this thread (koffi saves it right after the call). */
-function errno(): number {
-  return koffi.errno();
+  return libc();
 }
 
 /** A PlatformError for a failed fanotify call, with the code the daemon uses to pick a fallback. */
 export function fanotifyError(what: string, err: number, target?: string): PlatformError {
-  const detail = `${what}${target ? ` on ${target}` : ''} failed: ${lib().strerror(err)} (errno ${err})`;
+  const detail = `${what}${target ? ` on ${target}` : ''} failed: ${describeErrno(err)}`;
   if (err === EPERM) {
     return new PlatformError('LA_ERR_FANOTIFY_PERM', detail, 'on-access protection needs root (CAP_SYS_ADMIN): run the agent as root, or use the watcher fallback (--mode watcher)');
   }
@@ -171,45 +130,9 @@ export function flushInodeMarks(fanFd: number): void {
   if (lib().fanotify_mark(fanFd, FAN_MARK_FLUSH, 0n, AT_FDCWD, null) < 0) throw fanotifyError('fanotify_mark(FAN_MARK_FLUSH)', errno());
 }
 
-/**
- * poll(2) for POLLIN on a few fds; returns the ones with any revents (POLLIN, POLLERR, POLLHUP).
- * Blocks this thread at most `timeoutMs`: call it only off the main thread.
- */
-export function pollIn(fds: readonly number[], timeoutMs: number, scratch?: Buffer): number[] {
-  const buf = scratch && scratch.length >= 8 * fds.length ? scratch : Buffer.alloc(8 * fds.length);
-  for (let i = 0; i < fds.length; i++) {
-    buf.writeInt32LE(fds[i]!, i * 8);
-    buf.writeInt16LE(POLLIN, i * 8 + 4);
-    buf.writeInt16LE(0, i * 8 + 6);
-  }
-  const n = lib().poll(buf, fds.length, timeoutMs);
-  if (n <= 0) return []; // timeout, or EINTR: the caller loops anyway
-  const ready: number[] = [];
-  for (let i = 0; i < fds.length; i++) if (buf.readInt16LE(i * 8 + 6) !== 0) ready.push(fds[i]!);
-  return ready;
-}
-
-/** A non-blocking, close-on-exec pipe: [read end, write end]. */
+/** A non-blocking, close-on-exec pipe: [read end, write end]; a failure is an LA_ERR_FANOTIFY. */
 export function makePipe(): [number, number] {
-  const out = new Int32Array(2);
-  if (lib().pipe2(out, O_CLOEXEC | O_NONBLOCK) < 0) throw fanotifyError('pipe2', errno());
-  return [out[0]!, out[1]!];
-}
-
-/**
- * open(path, flags|O_CLOEXEC) outside Node's fs (whose fd bookkeeping warns when another caller
- * closes the fd): for an fd that closeFd() will close. -1 on failure.
- */
-export function openRaw(path: string, flags: number): number {
-  return lib().open(path, flags | O_CLOEXEC);
-}
-
-/**
- * close(2) for fds the kernel handed us (event fds, the group, the pipe). Node's fs.closeSync on
- * an fd it did not open works, but warns ("closed but not opened in unmanaged mode").
- */
-export function closeFd(fd: number): void {
-  if (fd >= 0) lib().close(fd);
+  return openPipe((err) => fanotifyError('pipe2', err));
 }
 
 /** One struct fanotify_event_metadata. `pid` is the thread group id (no FAN_REPORT_TID). */

@@ -5,7 +5,7 @@
  * ENOSYS) it falls back to kill(2) right after the start-time check, a window of microseconds.
  * Syscall numbers are from the unified table (<asm-generic/unistd.h>), the same on x86_64 and aarch64.
  */
-import koffi from 'koffi';
+import { tryLibc } from './libc.js';
 import { readStat } from './procfs.js';
 
 const NR_PIDFD_SEND_SIGNAL = 424;
@@ -13,28 +13,11 @@ const NR_PIDFD_OPEN = 434;
 /** <asm-generic/signal.h> SIGKILL */
 const SIGKILL = 9;
 
-interface Sys {
-  syscall: (...args: unknown[]) => number;
-  close: (fd: number) => number;
-}
-let sys: Sys | undefined | null;
-
-function lib(): Sys | null {
-  if (sys !== undefined) return sys;
-  try {
-    const l = koffi.load('libc.so.6');
-    sys = { syscall: l.func('long syscall(long number, ...)') as unknown as Sys['syscall'], close: l.func('int close(int fd)') as unknown as Sys['close'] };
-  } catch {
-    sys = null;
-  }
-  return sys;
-}
-
 export type KillResult = 'killed' | 'gone' | 'reused' | 'failed';
 
 /** SIGKILL the process `pid` if it still is the one that started at `startTicks`. */
 export function killExact(pid: number, startTicks: number | undefined): KillResult {
-  const l = process.platform === 'linux' ? lib() : null;
+  const l = tryLibc();
   let pidfd = -1;
   if (l) pidfd = Number(l.syscall(NR_PIDFD_OPEN, 'int', pid, 'unsigned int', 0));
   try {

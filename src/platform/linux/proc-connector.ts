@@ -5,7 +5,7 @@
  * sent. Needs CAP_NET_ADMIN (root) and CONFIG_PROC_EVENTS. Pids are those of the initial pid
  * namespace.
  *
- * This file is both the bindings (koffi: socket, bind, send, recv, setsockopt) with the parser,
+ * This file is both the bindings (libc socket, bind, send, recv, setsockopt) with the parser,
  * and the worker thread that owns the socket: the socket is non-blocking and the worker blocks
  * only in poll(2), at most 1 s, on the socket and a wake pipe the main thread writes to stop it.
  * The main thread and the libuv threadpool never block on it. On each exec the worker reads
@@ -16,10 +16,9 @@
  *   struct cn_msg     { u32 idx; u32 val; u32 seq; u32 ack; u16 len; u16 flags; }  20 bytes
  *   struct proc_event { u32 what; u32 cpu; u64 timestamp_ns; union event_data; }  16 + data
  */
-import koffi from 'koffi';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { PlatformError } from '../../errors.js';
-import { closeFd, makePipe, pollIn } from './fanotify.js';
+import { EACCES, EAGAIN, EINTR, ENOBUFS, EPERM, EPROTONOSUPPORT, closeFd, describeErrno, errno, libc, openPipe, pollIn, type Libc } from './libc.js';
 import { readProcess, type ProcInfo } from './procfs.js';
 
 // <linux/socket.h>, <linux/net.h>, <asm-generic/socket.h>, <linux/netlink.h>
@@ -44,13 +43,6 @@ export const PROC_EVENT_EXEC = 0x0000_0002;
 export const PROC_EVENT_UID = 0x0000_0004;
 export const PROC_EVENT_EXIT = 0x8000_0000;
 const PROC_EVENT_HDR = 16;
-// <asm-generic/errno-base.h>, <asm-generic/errno.h>
-const EPERM = 1;
-const EAGAIN = 11;
-const EINTR = 4;
-const EACCES = 13;
-const EPROTONOSUPPORT = 93;
-const ENOBUFS = 105;
 
 /** Raw event as the kernel sends it (thread events filtered out in the worker). */
 export type RawProcEvent =
@@ -132,32 +124,14 @@ export function mcastMessage(op: number): Buffer {
   return b;
 }
 
-interface Net {
-  socket: (domain: number, type: number, protocol: number) => number;
-  bind: (fd: number, addr: Buffer, len: number) => number;
-  send: (fd: number, buf: Buffer, len: number, flags: number) => number;
-  recv: (fd: number, buf: Buffer, len: number, flags: number) => number;
-  setsockopt: (fd: number, level: number, name: number, val: Buffer, len: number) => number;
-  strerror: (e: number) => string;
-}
-let net: Net | undefined;
-function lib(): Net {
-  if (net) return net;
+/** libc on this thread (the worker loads its own); off Linux the error says the connector is what is missing. */
+function lib(): Libc {
   if (process.platform !== 'linux') throw new PlatformError('LA_ERR_PROC_CONNECTOR', 'the process events connector exists only on Linux', 'the agent scans the process list instead');
-  const l = koffi.load('libc.so.6');
-  net = {
-    socket: l.func('int socket(int domain, int type, int protocol)'),
-    bind: l.func('int bind(int fd, const uint8_t *addr, uint32_t len)'),
-    send: l.func('long send(int fd, const uint8_t *buf, size_t len, int flags)'),
-    recv: l.func('long recv(int fd, _Out_ uint8_t *buf, size_t len, int flags)'),
-    setsockopt: l.func('int setsockopt(int fd, int level, int name, const uint8_t *val, uint32_t len)'),
-    strerror: l.func('const char *strerror(int errnum)'),
-  } as unknown as Net;
-  return net;
+  return libc();
 }
 
 function connectorError(what: string, err: number): PlatformError {
-  const detail = `process events connector: ${what} failed: ${lib().strerror(err)} (errno ${err})`;
+  const detail = `process events connector: ${what} failed: ${describeErrno(err)}`;
   if (err === EPERM || err === EACCES) return new PlatformError('LA_ERR_PROC_CONNECTOR_PERM', detail, 'the connector needs root (CAP_NET_ADMIN); the agent scans /proc instead');
   if (err === EPROTONOSUPPORT) return new PlatformError('LA_ERR_PROC_CONNECTOR_UNSUPPORTED', detail, 'this kernel lacks CONFIG_PROC_EVENTS; the agent scans /proc instead');
   return new PlatformError('LA_ERR_PROC_CONNECTOR', detail, 'the agent scans /proc instead; see the kernel log');
@@ -167,7 +141,7 @@ function connectorError(what: string, err: number): PlatformError {
 export function openProcConnector(rcvbuf = 4 * 1024 * 1024): number {
   const n = lib();
   const fd = n.socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_CONNECTOR);
-  if (fd < 0) throw connectorError('socket(NETLINK_CONNECTOR)', koffi.errno());
+  if (fd < 0) throw connectorError('socket(NETLINK_CONNECTOR)', errno());
   try {
     // A storm of short processes is 3 events each; a large buffer rides out a slow worker turn.
     const v = Buffer.alloc(4);
@@ -177,9 +151,9 @@ export function openProcConnector(rcvbuf = 4 * 1024 * 1024): number {
     addr.writeUInt16LE(AF_NETLINK, 0);
     addr.writeUInt32LE(0, 4); // the kernel assigns the port id
     addr.writeUInt32LE(CN_IDX_PROC, 8);
-    if (n.bind(fd, addr, addr.length) < 0) throw connectorError('bind(CN_IDX_PROC)', koffi.errno());
+    if (n.bind(fd, addr, addr.length) < 0) throw connectorError('bind(CN_IDX_PROC)', errno());
     const m = mcastMessage(PROC_CN_MCAST_LISTEN);
-    if (n.send(fd, m, m.length, 0) < 0) throw connectorError('send(PROC_CN_MCAST_LISTEN)', koffi.errno());
+    if (n.send(fd, m, m.length, 0) < 0) throw connectorError('send(PROC_CN_MCAST_LISTEN)', errno());
     return fd;
   } catch (e) {
     closeFd(fd);
@@ -229,7 +203,7 @@ async function runWorker(cfg: ConnectorWorkerData): Promise<void> {
       for (let i = 0; i < 2048; i++) {
         const r = n.recv(fd, buf, buf.length, 0);
         if (r < 0) {
-          const e = koffi.errno();
+          const e = errno();
           if (e === ENOBUFS) {
             lost++;
             continue;
@@ -285,7 +259,8 @@ function enrich(ev: RawProcEvent, out: ProcEvent[]): void {
 
 /** A wake pipe for the worker: [read end for the worker, write end for the main thread]. */
 export function connectorWakePipe(): [number, number] {
-  return makePipe();
+  lib(); // off Linux, the connector's own error rather than libc's
+  return openPipe((err) => connectorError('pipe2', err));
 }
 
 if (!isMainThread && (workerData as ConnectorWorkerData | undefined)?.procConnector === true) {

@@ -8,17 +8,17 @@
  * pid apart: the kernel never gives one pid to two live processes, and a reused pid gets a later
  * start time.
  *
- * readProcess() reads its four files through one open /proc/PID directory fd (koffi: open,
+ * readProcess() reads its four files through one open /proc/PID directory fd (libc: open,
  * openat, read, readlinkat, close). The fd stays bound to the process it was opened for: once that
  * process is gone, openat() under it fails even if the pid has been given to another one, so the
  * four files always describe one process. And it is cheaper than Node's fs on the hot path (the
  * connector's worker reads every exec): 46-50 us instead of 63-76 for a live process (this Node
  * process, whose status is long), 3-5 instead of 12-18 for one already gone (fs throws, and the
- * Error costs), measured on this machine. Where koffi cannot load libc, the fs path below does the
+ * Error costs), measured on this machine. Where libc cannot be loaded, the fs path below does the
  * same with a start-time recheck.
  */
 import fs from 'node:fs';
-import koffi from 'koffi';
+import { O_CLOEXEC, O_DIRECTORY, O_RDONLY, tryLibc, type Libc } from './libc.js';
 
 /** Longest stat line read: 52 numeric fields plus a comm of at most 16 bytes fit easily. */
 const STAT_MAX = 1024;
@@ -141,43 +141,12 @@ export function parseStatusUids(text: string): { uid: number; euid: number } | u
  * path: the exec event itself says the pid is that process right now).
  */
 export function readProcess(pid: number, recheck = true): ProcInfo | undefined {
-  const l = procLib();
+  const l = tryLibc(); // null off Linux or where libc cannot load: then the fs path
   return l ? readProcessAt(l, pid) : readProcessFs(pid, recheck);
 }
 
-interface ProcLibc {
-  open: (path: string, flags: number) => number;
-  openat: (dirfd: number, path: string, flags: number) => number;
-  read: (fd: number, buf: Buffer, n: number) => number;
-  readlinkat: (dirfd: number, path: string, buf: Buffer, n: number) => number;
-  close: (fd: number) => number;
-}
-let plib: ProcLibc | null | undefined;
-/** libc through koffi, once per thread; null where it cannot load (then the fs path is used). */
-function procLib(): ProcLibc | null {
-  if (plib !== undefined) return plib;
-  try {
-    const l = koffi.load('libc.so.6');
-    plib = {
-      open: l.func('int open(const char *path, int flags)'),
-      openat: l.func('int openat(int dirfd, const char *path, int flags)'),
-      read: l.func('long read(int fd, _Out_ uint8_t *buf, size_t n)'),
-      readlinkat: l.func('long readlinkat(int dirfd, const char *path, _Out_ uint8_t *buf, size_t n)'),
-      close: l.func('int close(int fd)'),
-    } as unknown as ProcLibc;
-  } catch {
-    plib = null;
-  }
-  return plib;
-}
-
-// <asm-generic/fcntl.h> (x86_64 and aarch64 alike)
-const O_RDONLY = 0;
-const O_DIRECTORY = 0o200000;
-const O_CLOEXEC = 0o2000000;
-
 /** Read at most `max` bytes of `name` under the directory fd into scratch; -1 if it cannot be read. */
-function readAt(l: ProcLibc, dfd: number, name: string, max: number): number {
+function readAt(l: Libc, dfd: number, name: string, max: number): number {
   const fd = l.openat(dfd, name, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
   try {
@@ -188,7 +157,7 @@ function readAt(l: ProcLibc, dfd: number, name: string, max: number): number {
 }
 
 /** readProcess through one /proc/PID directory fd: every file is of the process the fd was opened for. */
-function readProcessAt(l: ProcLibc, pid: number): ProcInfo | undefined {
+function readProcessAt(l: Libc, pid: number): ProcInfo | undefined {
   if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
   const dfd = l.open(`/proc/${pid}`, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return undefined;

@@ -1,38 +1,18 @@
 /**
- * RLIMIT_NOFILE through koffi (getrlimit(2)/setrlimit(2)): how many fds this process may hold.
+ * RLIMIT_NOFILE through libc (getrlimit(2)/setrlimit(2)): how many fds this process may hold.
  * The fanotify gate holds one fd per close-write waiting to be scanned, and the kernel needs one
  * per permission event it hands over (one it cannot make is answered DENY), so the gate sizes
  * what it holds from this limit, and a root agent raises the limit first, as daemons do.
  * struct rlimit { rlim_t rlim_cur; rlim_t rlim_max; } is two u64 on x86_64 and aarch64.
  */
-import koffi from 'koffi';
+import { tryLibc } from './libc.js';
 
 /** <asm-generic/resource.h> */
 const RLIMIT_NOFILE = 7;
 
-interface Libc {
-  getrlimit: (resource: number, out: BigUint64Array) => number;
-  setrlimit: (resource: number, lim: BigUint64Array) => number;
-}
-let libc: Libc | undefined | null;
-
-function lib(): Libc | null {
-  if (libc !== undefined) return libc;
-  try {
-    const l = koffi.load('libc.so.6');
-    libc = {
-      getrlimit: l.func('int getrlimit(int resource, _Out_ uint64_t *rlim)') as unknown as Libc['getrlimit'],
-      setrlimit: l.func('int setrlimit(int resource, const uint64_t *rlim)') as unknown as Libc['setrlimit'],
-    };
-  } catch {
-    libc = null;
-  }
-  return libc;
-}
-
 /** { soft, hard } of RLIMIT_NOFILE, or undefined off Linux or when it cannot be read. */
 export function openFileLimit(): { soft: number; hard: number } | undefined {
-  const l = process.platform === 'linux' ? lib() : null;
+  const l = tryLibc();
   if (!l) return undefined;
   const r = new BigUint64Array(2);
   if (l.getrlimit(RLIMIT_NOFILE, r) !== 0) return undefined;
@@ -47,7 +27,7 @@ export function openFileLimit(): { soft: number; hard: number } | undefined {
  */
 export function raiseOpenFileLimit(want: number): { soft: number; hard: number } | undefined {
   const now = openFileLimit();
-  const l = lib();
+  const l = tryLibc();
   if (!now || !l || now.soft >= want) return now;
   const set = (soft: number, hard: number) => l.setrlimit(RLIMIT_NOFILE, new BigUint64Array([BigInt(soft), BigInt(hard)])) === 0;
   if (now.hard < want && set(want, want)) return openFileLimit();

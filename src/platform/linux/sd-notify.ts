@@ -1,13 +1,13 @@
 /**
  * sd_notify(3) without libsystemd: one datagram of `KEY=VALUE` lines to the AF_UNIX socket named
  * by $NOTIFY_SOCKET (a path, or an abstract name written with a leading '@'). Node's dgram module
- * has no AF_UNIX datagrams, so the socket is made and written through koffi (libc socket/sendto).
+ * has no AF_UNIX datagrams, so the socket is made and written through libc (socket, sendto).
  *
  * The protocol is documented in sd_notify(3) and systemd's "NOTIFY_SOCKET" interface notes: one
  * datagram per message, no reply; errors are reported and otherwise ignored (the service must not
  * die because its supervisor went away).
  */
-import koffi from 'koffi';
+import { closeFd, describeErrno, errno, libc } from './libc.js';
 
 /** <bits/socket.h> AF_UNIX */
 const AF_UNIX = 1;
@@ -19,26 +19,6 @@ const MSG_NOSIGNAL = 0x4000;
 /** sizeof(struct sockaddr_un): sa_family_t (u16) + char sun_path[108]. */
 const SOCKADDR_UN_LEN = 110;
 const SUN_PATH_MAX = 108;
-
-interface Libc {
-  socket: (domain: number, type: number, protocol: number) => number;
-  sendto: (fd: number, buf: Buffer, len: number, flags: number, addr: Buffer, addrlen: number) => number;
-  close: (fd: number) => number;
-  strerror: (e: number) => string;
-}
-
-let libc: Libc | undefined;
-function lib(): Libc {
-  if (libc) return libc;
-  const l = koffi.load('libc.so.6');
-  libc = {
-    socket: l.func('int socket(int domain, int type, int protocol)'),
-    sendto: l.func('long sendto(int fd, const uint8_t *buf, unsigned long len, int flags, const uint8_t *addr, unsigned int addrlen)'),
-    close: l.func('int close(int fd)'),
-    strerror: l.func('const char *strerror(int errnum)'),
-  } as unknown as Libc;
-  return libc;
-}
 
 /** struct sockaddr_un for `name` ('@x' is the abstract name "\0x"), and the length to pass. */
 export function sockaddrUn(name: string): { addr: Buffer; len: number } {
@@ -80,14 +60,14 @@ export class SdNotify {
   send(state: string): boolean {
     if (!this.target) return false;
     try {
-      const l = lib();
+      const l = libc();
       if (this.fd < 0) {
         this.fd = l.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        if (this.fd < 0) throw new Error(`socket(AF_UNIX, SOCK_DGRAM): ${l.strerror(koffi.errno())}`);
+        if (this.fd < 0) throw new Error(`socket(AF_UNIX, SOCK_DGRAM): ${describeErrno(errno())}`);
       }
       const msg = Buffer.from(state, 'utf8');
       const n = l.sendto(this.fd, msg, msg.length, MSG_NOSIGNAL, this.target.addr, this.target.len);
-      if (n < 0) throw new Error(`sendto NOTIFY_SOCKET: ${l.strerror(koffi.errno())}`);
+      if (n < 0) throw new Error(`sendto NOTIFY_SOCKET: ${describeErrno(errno())}`);
       return true;
     } catch (e) {
       this.onError(`sd_notify(${state.split('\n')[0]}) failed: ${(e as Error).message}`);
@@ -96,7 +76,7 @@ export class SdNotify {
   }
 
   close(): void {
-    if (this.fd >= 0) lib().close(this.fd);
+    closeFd(this.fd);
     this.fd = -1;
   }
 }
