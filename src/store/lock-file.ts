@@ -8,11 +8,16 @@
  * a full disk (a reboot with a full /var must not leave the guest unprotected; a regular pid file
  * failed there with ENOSPC). On Windows, where symlinks need a privilege, it is an O_EXCL file
  * created with `wx` holding the pid. A lock whose pid is dead (a SIGKILLed agent, a power cut)
- * is stale and taken over. The residual risks are pid reuse after a crash (the lock then looks
- * held until that unrelated process exits) and two processes taking over one stale lock in the
- * same instant; both need a crash first and are acceptable for a single agent per host.
+ * is stale and taken over. On Linux the symlink's target also names the boot (`PID@BOOT_ID`, from
+ * /proc/sys/kernel/random/boot_id): a lock from another boot is stale whatever its pid says. That
+ * is the case of a VM cloned from a running template or restored from a snapshot, where the old
+ * pid may well belong to some other process of the new boot. The residual risks are pid reuse
+ * after a crash within one boot (the lock then looks held until that unrelated process exits) and
+ * two processes taking over one stale lock in the same instant; both need a crash first and are
+ * acceptable for a single agent per host.
  */
 import fs from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { JournalError } from '../errors.js';
 import { logger } from '../log.js';
@@ -30,9 +35,49 @@ function alive(pid: number): boolean {
 }
 
 const SYMLINK_LOCKS = process.platform !== 'win32';
+const BOOT_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+let thisBoot: string | undefined | null = null;
+/** This boot's id (Linux), or undefined where there is none. */
+export function bootId(): string | undefined {
+  if (thisBoot === null) {
+    try {
+      const id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+      thisBoot = BOOT_ID_RE.test(id) ? id : undefined;
+    } catch {
+      thisBoot = undefined;
+    }
+  }
+  return thisBoot;
+}
+
+/** Who holds a lock: a pid, and on Linux the boot it was taken in. */
+export interface LockHolder {
+  pid: number;
+  boot?: string | undefined;
+}
+
+function parseHolder(text: string): LockHolder | undefined {
+  const m = /^(\d{1,10})(?:@([0-9a-f-]{36}))?\s*$/.exec(text);
+  if (!m) return undefined;
+  const pid = Number.parseInt(m[1]!, 10);
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
+  return m[2] && BOOT_ID_RE.test(m[2]) ? { pid, boot: m[2] } : { pid };
+}
+
+/** A holder that cannot be running: its pid is dead, or it was taken in another boot. */
+function stale(h: LockHolder): boolean {
+  const boot = bootId();
+  if (h.boot && boot && h.boot !== boot) return true;
+  return !alive(h.pid);
+}
 
 /** The holder's pid from either form of lock (a symlink's target, or a file's content). */
 export async function readPid(lockPath: string): Promise<number | undefined> {
+  return (await readHolder(lockPath))?.pid;
+}
+
+export async function readHolder(lockPath: string): Promise<LockHolder | undefined> {
   let text: string;
   try {
     text = await fs.readlink(lockPath);
@@ -43,14 +88,14 @@ export async function readPid(lockPath: string): Promise<number | undefined> {
       return undefined;
     }
   }
-  const pid = /^\d{1,10}\s*$/.test(text) ? Number.parseInt(text, 10) : Number.NaN;
-  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+  return parseHolder(text);
 }
 
 /** Create the lock exclusively with our pid in it; EEXIST when someone holds it. */
 async function createLock(lockPath: string): Promise<void> {
   if (SYMLINK_LOCKS) {
-    await fs.symlink(String(process.pid), lockPath);
+    const boot = bootId();
+    await fs.symlink(boot ? `${process.pid}@${boot}` : String(process.pid), lockPath);
     return;
   }
   const fh = await fs.open(lockPath, 'wx', 0o600);
@@ -82,10 +127,11 @@ export async function acquireLock(lockPath: string, waitMs = 0): Promise<() => P
         throw new JournalError('LA_ERR_JOURNAL', lockPath, `cannot create the lock file: ${(e as Error).message}`, undefined, { cause: e });
       }
     }
-    const pid = await readPid(lockPath);
+    const holder = await readHolder(lockPath);
+    const pid = holder?.pid;
     const expired = Date.now() >= deadline;
-    if ((pid !== undefined && !alive(pid)) || (pid === undefined && expired)) {
-      log.warn('taking over a stale lock', { lockPath, deadPid: pid ?? null });
+    if ((holder !== undefined && stale(holder)) || (holder === undefined && expired)) {
+      log.warn('taking over a stale lock', { lockPath, deadPid: pid ?? null, ...(holder?.boot && holder.boot !== bootId() ? { fromBoot: holder.boot } : {}) });
       await fs.rm(lockPath, { force: true });
       continue;
     }
