@@ -55,6 +55,8 @@ export class SvmCore {
   readonly budget: UploadBudget;
   /** Sessions past hello and not closed: counted, sent load and generation reports. */
   readonly agents = new Set<ReportTarget>();
+  /** Connections past hello by tenant and agent id: two live ones with one id are two clones. */
+  private readonly agentIds = new Map<string, number>();
   private readonly inflight = new Map<string, Promise<VerdictFields>>();
   readonly scheduler: FairScheduler;
   private activeScans = 0;
@@ -92,6 +94,22 @@ export class SvmCore {
       return s === undefined ? {} : { [engine.name]: s };
     });
     m.counter('lightagent_svm_cache_evictions_total', 'Entries evicted from the shared verdict cache to stay within cache.entries.', () => this.cache.stats().evictions);
+  }
+
+  /** Count a connection under its agent id; returns how many others already use that id. */
+  claimAgentId(tenant: string, agentId: string): number {
+    const key = `${tenant}\u0000${agentId}`;
+    const others = this.agentIds.get(key) ?? 0;
+    this.agentIds.set(key, others + 1);
+    if (others > 0) this.metrics.duplicateAgentIds.inc();
+    return others;
+  }
+
+  releaseAgentId(tenant: string, agentId: string): void {
+    const key = `${tenant}\u0000${agentId}`;
+    const n = (this.agentIds.get(key) ?? 1) - 1;
+    if (n > 0) this.agentIds.set(key, n);
+    else this.agentIds.delete(key);
   }
 
   generation(): string {

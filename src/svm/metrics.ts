@@ -100,6 +100,7 @@ export class SvmMetrics {
   readonly bytesScanned = this.count('lightagent_svm_bytes_scanned_total', 'File content bytes given to the engine (uploads answered from the cache are not counted).');
   readonly rateLimited = this.count('lightagent_svm_rate_limited_total', 'Requests refused with LA_ERR_RATE_LIMITED (an agent over its request rate or its queue bound).');
   readonly busy = this.count('lightagent_svm_uploads_busy_total', 'Uploads refused or dropped with LA_ERR_BUSY: the agent, its tenant or the SVM had its upload memory share in use, or the agent already had uploads_per_agent uploads receiving; the agent retries later.');
+  readonly duplicateAgentIds = this.count('lightagent_svm_duplicate_agent_ids_total', 'Hellos with an agent id that another connection of the same tenant already uses (a clone of a template that was not sealed and whose machine facts did not change; docs/vdi.md).');
   readonly scanSeconds: Timing;
   /** SVM time per answered request, from the lookup frame or the last upload chunk to the verdict. */
   readonly lookupSeconds: Timing;

@@ -261,6 +261,10 @@ export class AgentSession {
     this.lastGeneration = this.core.generation();
     this.send({ t: 'welcome', v: PROTOCOL_VERSION, svmId: o.svmId, generation: this.lastGeneration, load: this.lastLoad, limits: { maxFileSize: o.maxFileSize, maxChunk: o.maxChunk, maxInFlight: o.maxInFlight } });
     this.core.agents.add(this);
+    if (this.core.claimAgentId(tenant, msg.agentId) > 0) {
+      // Not refused: an agent reconnecting while its old connection is not closed yet looks the same.
+      this.log.warn('another connection already uses this agent id: a VM cloned from a template that was not sealed? (docs/vdi.md)', { remote: this.remote, agent: msg.agentId, host: msg.host, tenant });
+    }
   }
 
   private refuse(h?: Hello, why: 'unknown' | 'expired' = 'unknown'): void {
@@ -370,6 +374,7 @@ export class AgentSession {
 
   private cleanup(): void {
     clearTimeout(this.helloTimer);
+    if (this.hello && this.core.agents.has(this)) this.core.releaseAgentId(this.tenant, this.hello.agentId);
     this.uploads.clear();
     this.busy.clear();
     this.core.agents.delete(this);
