@@ -89,7 +89,9 @@ written (watcher).`,
       say('3. a new infected file is written (like a download):', undefined);
       const fresh = path.join(folder, 'docs/invoice.pdf.com');
       await sh(`printf '%s' '${EICAR.replace(/'/g, `'\\''`)}' > '${fresh}'`);
-      const gone = await waitGone(fresh, 5000);
+      // The file leaves before its detection is logged: wait for both, so the detection line comes first.
+      const detections = daemon.detections;
+      const gone = (await waitGone(fresh, 5000)) && (await waitFor(() => detections.recent(50).some((d) => d.path === fresh), 5000));
       say(`   $ ls docs/invoice.pdf.com -> ${gone ? 'gone: moved to quarantine' : 'still there (not caught!)'}`, { event: 'check', step: 'infected-write', file: fresh, quarantined: gone });
 
       say(`\nquarantine: lightagent quarantine list --state-dir ${path.relative(process.cwd(), stateDir)}`, undefined);
@@ -116,11 +118,13 @@ written (watcher).`,
   },
 });
 
-async function waitGone(p: string, ms: number): Promise<boolean> {
+async function waitFor(done: () => boolean, ms: number): Promise<boolean> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
-    if (!fs.existsSync(p)) return true;
+    if (done()) return true;
     await new Promise((r) => setTimeout(r, 50));
   }
-  return !fs.existsSync(p);
+  return done();
 }
+
+const waitGone = (p: string, ms: number) => waitFor(() => !fs.existsSync(p), ms);
