@@ -9,7 +9,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, EICAR, eventually, needRoot, type Proc, restartSvmProcess, run, scratchMount, spawnNode, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { CLI, eventually, needRoot, type Proc, restartSvmProcess, run, scratchMount, spawnNode, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
 
 const skip = needRoot();
 

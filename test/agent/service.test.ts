@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sockaddrUn, watchdogIntervalMs } from '../../src/platform/linux/sd-notify.js';
-import { CLI, EICAR, eventually, inCi, needRoot, restartSvmProcess, run, scratchMount, spawnNode, startSvmProcess, waitFor, type Proc } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { CLI, eventually, inCi, needRoot, restartSvmProcess, run, scratchMount, spawnNode, startSvmProcess, waitFor, type Proc } from '../helpers/procs.js';
 import { scriptedSvm } from '../helpers/scripted-svm.js';
 
 const skip = needRoot();

@@ -12,7 +12,8 @@ import { after, before, describe, it } from 'node:test';
 import type { Attribution } from '../../src/store/events-file.js';
 import type { AgentEvent } from '../../src/store/events-file.js';
 import { ProcessResponse } from '../../src/processes/response.js';
-import { CLI, EICAR, eventually, needRoot, type Proc, run, scratchMount, spawnNode, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { CLI, eventually, needRoot, type Proc, run, scratchMount, spawnNode, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
 
 const skip = needRoot();
 

@@ -12,7 +12,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FaultProxy } from '../helpers/fault-proxy.js';
-import { EICAR, eventually, needRoot, restartSvmProcess, run, scratchMount, startSvmProcess, tempDir } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { eventually, needRoot, restartSvmProcess, run, scratchMount, startSvmProcess, tempDir } from '../helpers/procs.js';
 import { OpenTimer, quarantined, startAgent, type Agent } from './agent.js';
 
 const skip = needRoot();

@@ -10,7 +10,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, EICAR, eventually, needRoot, run, scratchMount, startSvmProcess, tempDir } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { CLI, eventually, needRoot, run, scratchMount, startSvmProcess, tempDir } from '../helpers/procs.js';
 import { OpenTimer, quarantined, startAgent, type Agent } from './agent.js';
 
 const skip = needRoot();

@@ -12,7 +12,8 @@ import { after, before, describe, it } from 'node:test';
 import { EventEmitter } from 'node:events';
 import dbus from 'dbus-next';
 import { LocalSockets, type AgentService } from '../../src/control/local-sockets.js';
-import { CLI, EICAR, eventually, needRoot, type Proc, restartSvmProcess, scratchMount, spawnNode, spawnWatched, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { CLI, eventually, needRoot, type Proc, restartSvmProcess, scratchMount, spawnNode, spawnWatched, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
 import { needDesktopTools, startDesktop, type Desktop } from './desktop.js';
 
 const skip = needRoot() ?? needDesktopTools();

@@ -19,7 +19,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import crypto from 'node:crypto';
-import { EICAR, eventually, inCi, startSvmProcess, type Proc } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { eventually, inCi, startSvmProcess, type Proc } from '../helpers/procs.js';
 import { buildWineVariant, root, WinePrefix, wineExe as exe, wineMissing, wineMsi as msi } from '../helpers/wine.js';
 
 const TOKEN = 'wine-token-1234';
