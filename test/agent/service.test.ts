@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { sockaddrUn, watchdogIntervalMs } from '../../src/platform/linux/sd-notify.js';
 import { EICAR } from '../helpers/fixtures.js';
 import { CLI, eventually, inCi, needRoot, restartSvmProcess, run, scratchMount, spawnNode, startSvmProcess, waitFor, type Proc } from '../helpers/procs.js';
-import { scriptedSvm } from '../helpers/scripted-svm.js';
+import { fakeSvm } from '../helpers/fake-svm.js';
 
 const skip = needRoot();
 
@@ -94,7 +94,7 @@ describe('service lifecycle', { skip }, () => {
   it('SIGTERM answers an open that waits for a verdict (it completes, it does not hang) and exits 0', async () => {
     const stateDir = path.join(stateMnt.dir, 'term');
     // An SVM that takes every request and never answers: the open stays pending in the agent.
-    const silent = await scriptedSvm(() => undefined);
+    const silent = await fakeSvm({ script: () => undefined });
     const a = startAgent(['--svm', silent.url, '--token', 'good', '--protect', mnt.dir, '--state-dir', stateDir, '--deadline', '60s']);
     try {
       await waitFor(a, /"event":"started"/, 30_000);
