@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { EICAR } from '../helpers/fixtures.js';
+import { EICAR, hdbLine } from '../helpers/fixtures.js';
 import { quarantineList, startAgent, type Agent } from '../helpers/agent.js';
 import { eventually, needRoot, type Proc, restartSvmProcess, run, scratchMount, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
 
@@ -173,8 +173,7 @@ describe('daemon protection, fanotify only', { skip }, () => {
       fs.writeFileSync(f, content);
       assert.equal(run('cat', [f]).status, 0);
       assert.equal(run('cat', [f]).status, 0, 'clean, marked');
-      const md5 = (await import('node:crypto')).createHash('md5').update(content).digest('hex');
-      fs.writeFileSync(sigs, `${md5}:${Buffer.byteLength(content)}:Test.Reclassified\n`);
+      fs.writeFileSync(sigs, `${hdbLine(content, 'Test.Reclassified')}\n`);
       svm2.child.kill('SIGHUP');
       await waitFor(svm2, /"event":"reloaded"|signatures reloaded/);
       await eventually(() => run('cat', [f]).status !== 0, 10_000, 'the file to be refused under the new signatures');

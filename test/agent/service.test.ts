@@ -9,10 +9,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sockaddrUn, watchdogIntervalMs } from '../../src/platform/linux/sd-notify.js';
-import { EICAR } from '../helpers/fixtures.js';
 import { quarantineList, startAgent, type StartAgentOptions } from '../helpers/agent.js';
-import { CLI, eventually, inCi, needRoot, restartSvmProcess, run, scratchMount, startSvmProcess, waitFor } from '../helpers/procs.js';
 import { fakeSvm } from '../helpers/fake-svm.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { CLI, eventually, inCi, needRoot, restartSvmProcess, run, scratchMount, startSvmProcess, waitFor } from '../helpers/procs.js';
 
 const skip = needRoot();
 
@@ -195,7 +195,7 @@ describe('service lifecycle', { skip }, () => {
     const stateDir = path.join(stateMnt.dir, 'crash');
     const dir = path.join(mnt.dir, 'crash');
     fs.mkdirSync(dir);
-    // The SVM by flag over a file without one: the flag wins, as for an operator.
+    // The SVM by flag, everything else from the file: flags and file merged, as an operator may.
     const crashAgent = () => fanotify({ protect: dir, stateDir, settings: { deadline: '1s', cache: { save_interval: '1s' } }, args: ['--svm', svm.url] });
     let a = await crashAgent();
     const bad = path.join(dir, 'bad.com');
