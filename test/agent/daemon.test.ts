@@ -9,36 +9,11 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, EICAR, eventually, needRoot, type Proc, restartSvmProcess, run, scratchMount, spawnNode, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
+import { EICAR, hdbLine } from '../helpers/fixtures.js';
+import { quarantineList, startAgent, type Agent } from '../helpers/agent.js';
+import { eventually, needRoot, type Proc, restartSvmProcess, run, scratchMount, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
 
 const skip = needRoot();
-
-interface Agent extends Proc {
-  stateDir: string;
-  status: () => Promise<Record<string, any>>;
-}
-
-async function startAgent(url: string, protect: string, stateDir: string, extra: string[] = []): Promise<Agent> {
-  const p = spawnNode(CLI, ['run', '--svm', url, '--token', 'test-token', '--protect', protect, '--state-dir', stateDir, '--json', ...extra], { watchdogMs: 180_000 });
-  await waitFor(p, /"event":"started"/, 30_000);
-  const statusFile = path.join(stateDir, 'status.json');
-  return {
-    ...p,
-    stateDir,
-    status: async () => {
-      fs.rmSync(statusFile, { force: true });
-      p.child.kill('SIGUSR2');
-      await eventually(() => fs.existsSync(statusFile), 10_000, 'status.json');
-      return JSON.parse(fs.readFileSync(statusFile, 'utf8'));
-    },
-  };
-}
-
-function quarantineList(stateDir: string): Array<{ originalPath: string; threat: string }> {
-  const r = run(process.execPath, [CLI, 'quarantine', 'list', '--json', '--state-dir', stateDir]);
-  assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout);
-}
 
 for (const mode of ['fanotify', 'watcher'] as const) {
   describe(`daemon protection, ${mode} backend (shared suite)`, { skip }, () => {
@@ -52,7 +27,7 @@ for (const mode of ['fanotify', 'watcher'] as const) {
       stateDir = tempDir('la-state-');
       fs.mkdirSync(path.join(mnt.dir, 'docs/nested/deeper'), { recursive: true });
       fs.mkdirSync(path.join(mnt.dir, 'skip-me'));
-      agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', mode, '--exclude', path.join(mnt.dir, 'skip-me')]);
+      agent = await startAgent({ svm: svm.url, protect: mnt.dir, stateDir, mode, args: ['--exclude', path.join(mnt.dir, 'skip-me')] });
     });
     after(async () => {
       await agent?.stop();
@@ -97,7 +72,7 @@ describe('daemon protection, fanotify only', { skip }, () => {
     svm = await startSvmProcess();
     mnt = scratchMount();
     stateDir = tempDir('la-state-');
-    agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+    agent = await startAgent({ svm: svm.url, protect: mnt.dir, stateDir, mode: 'fanotify', args: ['--deadline', '1s'] });
   });
   after(async () => {
     await agent?.stop();
@@ -110,7 +85,7 @@ describe('daemon protection, fanotify only', { skip }, () => {
     const f = path.join(mnt.dir, 'pre-existing.com');
     await agent.stop();
     fs.writeFileSync(f, EICAR);
-    agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+    agent = await startAgent({ svm: svm.url, protect: mnt.dir, stateDir, mode: 'fanotify', args: ['--deadline', '1s'] });
     const r = run('cat', [f]);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /Operation not permitted/);
@@ -121,7 +96,7 @@ describe('daemon protection, fanotify only', { skip }, () => {
     const f = path.join(mnt.dir, 'evil.sh');
     await agent.stop();
     fs.writeFileSync(f, `#!/bin/sh\n# ${EICAR}\necho ran\n`, { mode: 0o755 });
-    agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+    agent = await startAgent({ svm: svm.url, protect: mnt.dir, stateDir, mode: 'fanotify', args: ['--deadline', '1s'] });
     const r = run(f, []);
     assert.notEqual(r.stdout.trim(), 'ran');
   });
@@ -153,7 +128,7 @@ describe('daemon protection, fanotify only', { skip }, () => {
     // it is a few seconds old, so it raises no event after that.
     const madeAt = Date.now();
     fs.writeFileSync(path.join(dir, 'empty-offline.txt'), '');
-    agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+    agent = await startAgent({ svm: svm.url, protect: mnt.dir, stateDir, mode: 'fanotify', args: ['--deadline', '1s'] });
     const fresh = await agent.status();
     await new Promise((r) => setTimeout(r, Math.max(0, madeAt + 3500 - Date.now())));
     assert.equal(catAll().status, 0);
@@ -191,15 +166,14 @@ describe('daemon protection, fanotify only', { skip }, () => {
     fs.writeFileSync(sigs, '');
     const svm2 = await startSvmProcess(['--signatures', sigs]);
     await agent.stop();
-    agent = await startAgent(svm2.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+    agent = await startAgent({ svm: svm2.url, protect: mnt.dir, stateDir, mode: 'fanotify', args: ['--deadline', '1s'] });
     try {
       const f = path.join(mnt.dir, 'becomes-bad.bin');
       const content = `harmless today ${Math.random()}\n`;
       fs.writeFileSync(f, content);
       assert.equal(run('cat', [f]).status, 0);
       assert.equal(run('cat', [f]).status, 0, 'clean, marked');
-      const md5 = (await import('node:crypto')).createHash('md5').update(content).digest('hex');
-      fs.writeFileSync(sigs, `${md5}:${Buffer.byteLength(content)}:Test.Reclassified\n`);
+      fs.writeFileSync(sigs, `${hdbLine(content, 'Test.Reclassified')}\n`);
       svm2.child.kill('SIGHUP');
       await waitFor(svm2, /"event":"reloaded"|signatures reloaded/);
       await eventually(() => run('cat', [f]).status !== 0, 10_000, 'the file to be refused under the new signatures');
@@ -208,7 +182,7 @@ describe('daemon protection, fanotify only', { skip }, () => {
       await agent.stop();
       await svm2.stop();
       fs.rmSync(sigs, { force: true });
-      agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+      agent = await startAgent({ svm: svm.url, protect: mnt.dir, stateDir, mode: 'fanotify', args: ['--deadline', '1s'] });
     }
   });
 
@@ -225,7 +199,7 @@ describe('daemon protection, fanotify only', { skip }, () => {
     fs.writeFileSync(f, `${EICAR}\n${Date.now()}-${Math.random()}\n`);
     const port = svm.port;
     await svm.stop('SIGKILL');
-    agent = await startAgent(`ws://127.0.0.1:${port}`, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s']);
+    agent = await startAgent({ svm: `ws://127.0.0.1:${port}`, protect: mnt.dir, stateDir, mode: 'fanotify', args: ['--deadline', '1s'] });
     const r = run('cat', [f]);
     assert.equal(r.status, 0, 'fail-open while the SVM is away');
     assert.ok(r.ms < 3000, `answered within the deadline (+ slack): ${r.ms.toFixed(0)} ms`);
@@ -239,7 +213,7 @@ describe('daemon protection, fanotify only', { skip }, () => {
     fs.writeFileSync(f, 'never scanned');
     const port = svm.port;
     await svm.stop('SIGKILL');
-    agent = await startAgent(`ws://127.0.0.1:${port}`, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '1s', '--fail-closed']);
+    agent = await startAgent({ svm: `ws://127.0.0.1:${port}`, protect: mnt.dir, stateDir, mode: 'fanotify', args: ['--deadline', '1s', '--fail-closed'] });
     const r = run('cat', [f]);
     assert.notEqual(r.status, 0);
     assert.ok(r.ms < 3000, `refused within the deadline (+ slack): ${r.ms.toFixed(0)} ms`);
@@ -250,7 +224,7 @@ describe('daemon protection, fanotify only', { skip }, () => {
     const f = path.join(mnt.dir, 'after-kill.txt');
     await agent.stop();
     fs.writeFileSync(f, `blocked ${Math.random()}\n`);
-    agent = await startAgent(svm.url, mnt.dir, stateDir, ['--mode', 'fanotify', '--deadline', '30s']);
+    agent = await startAgent({ svm: svm.url, protect: mnt.dir, stateDir, mode: 'fanotify', args: ['--deadline', '30s'] });
     agent.child.kill('SIGSTOP'); // frozen: nobody answers the permission event
     const { spawn } = await import('node:child_process');
     const cat = spawn('cat', [f], { stdio: ['ignore', 'pipe', 'pipe'] });

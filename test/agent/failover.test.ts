@@ -12,7 +12,8 @@ import { after, before, describe, it } from 'node:test';
 import { loadAgentConfig } from '../../src/config/agent.js';
 import { svmLinkFor } from '../../src/agent/svm-connection.js';
 import { SvmPool } from '../../src/svm-link/index.js';
-import { CLI, EICAR, eventually, type Proc, restartSvmProcess, run, startSvmProcess, tempDir } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { CLI, eventually, type Proc, restartSvmProcess, run, startSvmProcess, tempDir } from '../helpers/procs.js';
 
 type Svm = Proc & { url: string; port: number };
 

@@ -9,16 +9,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sockaddrUn, watchdogIntervalMs } from '../../src/platform/linux/sd-notify.js';
-import { CLI, EICAR, eventually, inCi, needRoot, restartSvmProcess, run, scratchMount, spawnNode, startSvmProcess, waitFor, type Proc } from '../helpers/procs.js';
-import { scriptedSvm } from '../helpers/scripted-svm.js';
+import { quarantineList, startAgent, type StartAgentOptions } from '../helpers/agent.js';
+import { fakeSvm } from '../helpers/fake-svm.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { CLI, eventually, inCi, needRoot, restartSvmProcess, run, scratchMount, startSvmProcess, waitFor } from '../helpers/procs.js';
 
 const skip = needRoot();
 
-function startAgent(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  return spawnNode(CLI, ['run', '--json', '--mode', 'fanotify', ...args], { watchdogMs: 120_000, env });
-}
+const fanotify = (o: StartAgentOptions) => startAgent({ mode: 'fanotify', watchdogMs: 120_000, ...o });
 
-async function status(stateDir: string): Promise<Record<string, any>> {
+/** Through the CLI (`lightagent status --json`), as a user asks. */
+async function cliStatus(stateDir: string): Promise<Record<string, any>> {
   const r = run(process.execPath, [CLI, 'status', '--json', '--state-dir', stateDir]);
   assert.ok(r.status === 0 || r.status === 1, r.stderr);
   return JSON.parse(r.stdout);
@@ -69,16 +70,16 @@ describe('service lifecycle', { skip }, () => {
 
   it('a second daemon on the same state directory exits 3 with LA_ERR_ALREADY_RUNNING; the first keeps protecting', async () => {
     const stateDir = path.join(stateMnt.dir, 'double');
-    const a = startAgent(['--svm', svm.url, '--token', 'test-token', '--protect', mnt.dir, '--state-dir', stateDir]);
+    const a = await fanotify({ svm: svm.url, protect: mnt.dir, stateDir });
     try {
-      await waitFor(a, /"event":"started"/, 30_000);
-      const b = startAgent(['--svm', svm.url, '--token', 'test-token', '--protect', mnt.dir, '--state-dir', stateDir]);
-      const code = await new Promise((r) => b.child.once('exit', r));
+      const b = await fanotify({ svm: svm.url, protect: mnt.dir, stateDir, wait: false });
+      const code = await b.exited();
       assert.equal(code, 3, b.output());
       assert.match(b.output(), /LA_ERR_ALREADY_RUNNING/);
       assert.match(b.output(), /another lightagent daemon \(pid \d+\) is running on the state directory/);
-      const s = await status(stateDir);
+      const s = await cliStatus(stateDir);
       assert.equal(s.pid, a.pid);
+      assert.equal((await a.status()).pid, a.pid, 'the status socket answers for the first daemon');
       // Memory as the kernel sees it (VmRSS of the same pid, read right after).
       const vmRssKb = Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${a.pid}/status`, 'utf8'))![1]);
       assert.ok(Math.abs(s.memory.rssKb - vmRssKb) < vmRssKb * 0.25, `status rssKb ${s.memory.rssKb} vs VmRSS ${vmRssKb}`);
@@ -93,10 +94,9 @@ describe('service lifecycle', { skip }, () => {
   it('SIGTERM answers an open that waits for a verdict (it completes, it does not hang) and exits 0', async () => {
     const stateDir = path.join(stateMnt.dir, 'term');
     // An SVM that takes every request and never answers: the open stays pending in the agent.
-    const silent = await scriptedSvm(() => undefined);
-    const a = startAgent(['--svm', silent.url, '--token', 'good', '--protect', mnt.dir, '--state-dir', stateDir, '--deadline', '60s']);
+    const silent = await fakeSvm({ script: () => undefined });
+    const a = await fanotify({ svm: silent.url, token: 'good', protect: mnt.dir, stateDir, args: ['--deadline', '60s'] });
     try {
-      await waitFor(a, /"event":"started"/, 30_000);
       const f = path.join(mnt.dir, `pending-${Date.now()}.txt`);
       fs.writeFileSync(f, `never judged ${Math.random()}\n`);
       const cat = catAsync(f);
@@ -107,7 +107,7 @@ describe('service lifecycle', { skip }, () => {
       const code = await cat.done;
       assert.equal(code, 0, 'answered (allow) at shutdown');
       assert.ok(Date.now() - t0 < 8000, `answered in ${Date.now() - t0} ms`);
-      assert.equal(await new Promise((r) => (a.child.exitCode !== null ? r(a.child.exitCode) : a.child.once('exit', r))), 0);
+      assert.equal(await a.exited(), 0);
     } finally {
       await a.stop('SIGKILL');
       await silent.close();
@@ -120,12 +120,8 @@ describe('service lifecycle', { skip }, () => {
     const outside = path.join(mnt.dir, 'hup-outside');
     fs.mkdirSync(path.join(prot, 'skip'), { recursive: true });
     fs.mkdirSync(outside, { recursive: true });
-    const cfgFile = path.join(stateMnt.dir, 'hup.yaml');
-    const writeCfg = (extra: string) => fs.writeFileSync(cfgFile, `svm: ${svm.url}\ntoken: test-token\nprotect: [${prot}]\nstate_dir: ${stateDir}\n${extra}`);
-    writeCfg('deadline: 2s\n');
-    const a = startAgent(['--config', cfgFile]);
+    const a = await fanotify({ svm: svm.url, protect: prot, stateDir, settings: { deadline: '2s' } });
     try {
-      await waitFor(a, /"event":"started"/, 30_000);
       // Infected files made outside the protected folder and renamed in: a rename is no open,
       // so each is judged at its first open below (and denied).
       const N = 150;
@@ -137,7 +133,7 @@ describe('service lifecycle', { skip }, () => {
       const readerDone = new Promise((r) => reader.once('exit', r));
       // Reload three times while the reader runs: each changes the deadline, so each swaps the gate.
       for (const d of ['3s', '2500ms', '2s']) {
-        writeCfg(`deadline: ${d}\n`);
+        a.reconfigure({ deadline: d });
         const n = (a.output().match(/"event":"reloaded"/g) ?? []).length;
         a.child.kill('SIGHUP');
         await eventually(() => (a.output().match(/"event":"reloaded"/g) ?? []).length > n, 15_000, 'reloaded');
@@ -146,10 +142,10 @@ describe('service lifecycle', { skip }, () => {
       assert.match(out, /leaks=0/, out);
       assert.match(a.output(), /"applied":\["deadline"\]/);
       // Now an exclusion: EICAR there is left alone; elsewhere it is still caught.
-      writeCfg(`deadline: 2s\nexclude: [${path.join(prot, 'skip')}]\n`);
+      a.reconfigure({ deadline: '2s', exclude: [path.join(prot, 'skip')] });
       a.child.kill('SIGHUP');
       await waitFor(a, /"event":"reloaded","applied":\["exclude"\]/, 15_000);
-      const s = await status(stateDir);
+      const s = await a.status();
       assert.deepEqual(s.exclude, [path.join(prot, 'skip')]);
       assert.equal(s.mode, 'fanotify');
       const skipped = path.join(prot, 'skip', 'e.com');
@@ -159,10 +155,10 @@ describe('service lifecycle', { skip }, () => {
       await eventually(() => !fs.existsSync(caught), 10_000, 'the protected EICAR quarantined');
       assert.equal(fs.readFileSync(skipped, 'utf8'), EICAR, 'the newly excluded folder is left alone');
       // A broken config is refused; the running one stays.
-      fs.writeFileSync(cfgFile, 'deadline: [not a duration\n');
+      fs.writeFileSync(a.configFile, 'deadline: [not a duration\n');
       a.child.kill('SIGHUP');
       await waitFor(a, /"event":"reload-failed"/, 15_000);
-      assert.equal((await status(stateDir)).mode, 'fanotify');
+      assert.equal((await a.status()).mode, 'fanotify');
     } finally {
       assert.equal(await a.stop(), 0);
     }
@@ -182,8 +178,7 @@ describe('service lifecycle', { skip }, () => {
     rx.stdout!.on('data', (d: Buffer) => (got += `${d.toString()}\n`));
     try {
       await eventually(() => fs.existsSync(sock), 5000, 'the notify socket');
-      const a = startAgent(['--svm', svm.url, '--token', 'test-token', '--protect', mnt.dir, '--state-dir', stateDir], { NOTIFY_SOCKET: sock, WATCHDOG_USEC: '400000' });
-      await waitFor(a, /"event":"started"/, 30_000);
+      const a = await fanotify({ svm: svm.url, protect: mnt.dir, stateDir, env: { NOTIFY_SOCKET: sock, WATCHDOG_USEC: '400000' } });
       await eventually(() => /READY=1/.test(got), 5000, 'READY=1');
       assert.match(got, /MAINPID=\d+/);
       await eventually(() => (got.match(/WATCHDOG=1/g) ?? []).length >= 3, 5000, 'three watchdog pings');
@@ -200,10 +195,9 @@ describe('service lifecycle', { skip }, () => {
     const stateDir = path.join(stateMnt.dir, 'crash');
     const dir = path.join(mnt.dir, 'crash');
     fs.mkdirSync(dir);
-    const cfgFile = path.join(stateMnt.dir, 'crash.yaml');
-    fs.writeFileSync(cfgFile, `token: test-token\nprotect: [${dir}]\nstate_dir: ${stateDir}\ndeadline: 1s\ncache:\n  save_interval: 1s\n`);
-    let a = startAgent(['--config', cfgFile, '--svm', svm.url]);
-    await waitFor(a, /"event":"started"/, 30_000);
+    // The SVM by flag, everything else from the file: flags and file merged, as an operator may.
+    const crashAgent = () => fanotify({ protect: dir, stateDir, settings: { deadline: '1s', cache: { save_interval: '1s' } }, args: ['--svm', svm.url] });
+    let a = await crashAgent();
     const bad = path.join(dir, 'bad.com');
     fs.writeFileSync(bad, EICAR);
     await eventually(() => !fs.existsSync(bad), 10_000, 'quarantine');
@@ -215,26 +209,24 @@ describe('service lifecycle', { skip }, () => {
     const later = path.join(dir, 'later.com');
     fs.writeFileSync(later, `${EICAR}\n${Math.random()}\n`);
     assert.equal(run('cat', [later]).status, 0, 'allowed while the SVM is away');
-    let s1 = await status(stateDir);
+    let s1 = await a.status();
     for (let i = 0; i < 50 && s1.deferredQueue < 1; i++) {
       await new Promise((r) => setTimeout(r, 200));
-      s1 = await status(stateDir);
+      s1 = await a.status();
     }
     assert.ok(s1.deferredQueue >= 1, JSON.stringify(s1));
     assert.ok(s1.cache.entries >= 20, JSON.stringify(s1.cache));
     await new Promise((r) => setTimeout(r, 1500)); // one periodic cache save
-    a.child.kill('SIGKILL');
-    await new Promise((r) => a.child.once('exit', r));
+    await a.kill('SIGKILL');
     assert.ok(fs.lstatSync(path.join(stateDir, 'agent.lock'), { throwIfNoEntry: false }), 'the dead daemon left its lock');
 
     svm = await restartSvmProcess(port);
-    a = startAgent(['--config', cfgFile, '--svm', svm.url]);
+    a = await crashAgent(); // the stale lock and socket are taken over
     try {
-      await waitFor(a, /"event":"started"/, 30_000); // the stale lock and socket are taken over
-      const s2 = await status(stateDir);
+      const s2 = await a.status();
       assert.ok(s2.cache.entries >= 20, `cache reloaded: ${JSON.stringify(s2.cache)}`);
       await eventually(() => !fs.existsSync(later), 20_000, 'the queued file scanned and quarantined after the restart');
-      const q = JSON.parse(run(process.execPath, [CLI, 'quarantine', 'list', '--json', '--state-dir', stateDir]).stdout) as Array<{ originalPath: string }>;
+      const q = quarantineList(stateDir);
       assert.deepEqual(q.map((r) => r.originalPath).sort(), [bad, later].sort());
     } finally {
       assert.equal(await a.stop(), 0);

@@ -6,7 +6,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, EICAR, run, startSvmProcess, tempDir } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { CLI, run, startSvmProcess, tempDir } from '../helpers/procs.js';
 
 async function metric(port: number, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();

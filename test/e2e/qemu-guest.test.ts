@@ -28,7 +28,8 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseDocument } from 'yaml';
-import { EICAR, type Proc, tempDir, waitFor } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { type Proc, tempDir, waitFor } from '../helpers/procs.js';
 import { BINARY, ROOT, ensureBinary, spawnBinary } from '../release/binary.js';
 
 // Under CI=true it always runs: no integration test may skip there.

@@ -2,26 +2,23 @@
  * A real clamd (Debian clamav-daemon) for tests and benchmarks, on a small offline database made
  * here — never the internet one, no freshclam:
  *
- *   eicar.hdb  44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature   (EICAR alone, by MD5)
- *   eicar.ndb  Eicar-Test-Signature-Embedded:0:*:<EICAR in hex>           (EICAR anywhere)
+ *   EICAR_SIGNATURES (fixtures.ts): EICAR alone by MD5, and EICAR anywhere in a file,
  *   plus any files given in `extraDb`.
  *
  * Everything (config, socket, database, temp files, log) lives in one temp dir. clamd runs in the
- * foreground as a child with a watchdog, and is killed when the test process exits.
+ * foreground through startServer (server-process.ts): a watchdog, killed when the test exits.
  *
  *   const skip = needClamd();               // undefined, or a skip reason (a loud note); throws under CI=true
  *   const c = await startClamd({ streamMaxLength: '4M' });
  *   ... c.socket ...
  *   await c.restart(); c.pause(); c.resume(); await c.stop();
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { findBinary, needPackage } from './procs.js';
-
-export const EICAR_TEXT = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
+import { EICAR_SIGNATURES } from './fixtures.js';
+import { findBinary, needPackage, tempDir } from './procs.js';
+import { freePort, startServer } from './server-process.js';
 
 const CANDIDATES = ['/usr/sbin/clamd', '/usr/local/sbin/clamd', '/usr/bin/clamd'];
 
@@ -75,22 +72,6 @@ export interface Clamd {
   log(): string;
 }
 
-const live = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const c of live) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-});
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const p = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(p));
-    });
-  });
-}
-
 /** One clamd command over a unix socket: the reply without its NUL. */
 export function clamdCommand(socket: string, cmd: string, timeoutMs = 5000): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -120,7 +101,8 @@ export function clamdCommand(socket: string, cmd: string, timeoutMs = 5000): Pro
 export async function startClamd(o: ClamdOptions = {}): Promise<Clamd> {
   const bin = clamdBinary();
   if (!bin) throw new Error('clamd is not installed (apt-get install -y clamav-daemon)');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-clamd-'));
+  // A temp dir removed at exit even when start-up fails (LIGHTAGENT_KEEP_TEST_DIRS=1 keeps it, with clamd.log).
+  const dir = tempDir('la-clamd-');
   const dbDir = path.join(dir, 'db');
   const tmp = path.join(dir, 'tmp');
   fs.mkdirSync(dbDir);
@@ -135,9 +117,7 @@ export async function startClamd(o: ClamdOptions = {}): Promise<Clamd> {
     fs.writeFileSync(`${f}.tmp`, content.endsWith('\n') ? content : `${content}\n`);
     fs.renameSync(`${f}.tmp`, f);
   };
-  writeDb('eicar.hdb', '44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature');
-  writeDb('eicar.ndb', `Eicar-Test-Signature-Embedded:0:*:${Buffer.from(EICAR_TEXT, 'latin1').toString('hex')}`);
-  for (const [name, content] of Object.entries(o.extraDb ?? {})) writeDb(name, content);
+  for (const [name, content] of Object.entries({ ...EICAR_SIGNATURES, ...o.extraDb })) writeDb(name, content);
   fs.writeFileSync(
     conf,
     [
@@ -160,66 +140,34 @@ export async function startClamd(o: ClamdOptions = {}): Promise<Clamd> {
       '',
     ].join('\n'),
   );
-  let child: ChildProcess | undefined;
-  let out = '';
-  const start = async () => {
-    fs.rmSync(socket, { force: true });
-    const c = spawn(bin, ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
-    child = c;
-    live.add(c);
-    c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    c.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    const watchdog = setTimeout(() => c.kill('SIGKILL'), o.watchdogMs ?? 600_000);
-    watchdog.unref();
-    c.once('exit', () => {
-      clearTimeout(watchdog);
-      live.delete(c);
-    });
-    const end = Date.now() + (o.startTimeoutMs ?? 60_000);
-    for (;;) {
-      if (c.exitCode !== null || c.signalCode !== null) throw new Error(`clamd exited (${c.exitCode ?? c.signalCode}) while starting:\n${out.slice(-3000)}`);
-      try {
-        if ((await clamdCommand(socket, 'PING', 2000)) === 'PONG') return;
-      } catch {
-        // not yet listening
-      }
-      if (Date.now() > end) {
-        c.kill('SIGKILL');
-        throw new Error(`clamd did not answer PING within ${o.startTimeoutMs ?? 60_000} ms:\n${out.slice(-3000)}`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
-  const kill = async () => {
-    const c = child;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
-    const gone = new Promise((r) => c.once('exit', r));
-    c.kill('SIGCONT');
-    c.kill('SIGKILL');
-    await gone;
-  };
-  await start();
+  const server = await startServer({
+    name: 'clamd',
+    bin,
+    args: ['-c', conf],
+    ready: async () => (await clamdCommand(socket, 'PING', 2000)) === 'PONG',
+    startTimeoutMs: o.startTimeoutMs ?? 60_000,
+    watchdogMs: o.watchdogMs ?? 600_000,
+    beforeStart: () => fs.rmSync(socket, { force: true }),
+    dir,
+  });
   return {
     dir,
     dbDir,
     socket,
     tcpAddress: port ? `127.0.0.1:${port}` : undefined,
     conf,
-    pid: () => child?.pid,
+    pid: server.pid,
     command: (cmd, ms) => clamdCommand(socket, cmd, ms),
     writeDb,
-    pause: () => child?.kill('SIGSTOP'),
-    resume: () => child?.kill('SIGCONT'),
+    pause: server.pause,
+    resume: server.resume,
     restart: async () => {
-      await kill();
-      await start();
+      await server.kill();
+      await server.start();
     },
-    kill,
-    start,
-    stop: async () => {
-      await kill();
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
-    log: () => `${out}${fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : ''}`,
+    kill: server.kill,
+    start: server.start,
+    stop: server.stop,
+    log: () => `${server.output()}${fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : ''}`,
   };
 }

@@ -16,7 +16,8 @@ function viaBinary(cmd: string, args: string[]): [string, string[]] {
   if (!bin || cmd !== process.execPath || (args[0] !== CLI && args[0] !== SVM_CLI)) return [cmd, args];
   return [bin, args[0] === SVM_CLI ? ['svm', ...args.slice(1)] : args.slice(1)];
 }
-export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
+// Kept for suites written against the old home of EICAR (test/watchers); new code imports fixtures.js.
+export { EICAR } from './fixtures.js';
 
 export const isRoot = process.getuid?.() === 0;
 export const inCi = process.env.CI === 'true';

@@ -12,7 +12,9 @@ import { after, before, describe, it } from 'node:test';
 import type { Attribution } from '../../src/store/events-file.js';
 import type { AgentEvent } from '../../src/store/events-file.js';
 import { ProcessResponse } from '../../src/processes/response.js';
-import { CLI, EICAR, eventually, needRoot, type Proc, run, scratchMount, spawnNode, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
+import { startAgent, type Agent } from '../helpers/agent.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { CLI, eventually, needRoot, run, scratchMount, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
 
 const skip = needRoot();
 
@@ -51,7 +53,7 @@ function events(stateDir: string): AgentEvent[] {
 
 describe('process attribution and deny-and-kill, end to end (fanotify)', { skip }, () => {
   let svm: Awaited<ReturnType<typeof startSvmProcess>>;
-  let agent: Proc;
+  let agent: Agent;
   let mnt: ReturnType<typeof scratchMount>;
   let stateDir: string;
   let script: string;
@@ -62,10 +64,14 @@ describe('process attribution and deny-and-kill, end to end (fanotify)', { skip 
     // Present before the agent starts: judged when the shell opens it.
     script = path.join(mnt.dir, 'infected.sh');
     fs.writeFileSync(script, `${EICAR}\n`, { mode: 0o755 });
-    const cfg = path.join(stateDir, 'agent.yaml');
-    fs.writeFileSync(cfg, `on_detect: deny-and-kill\nprotected_processes: [sshd]\nprocesses:\n  watcher: connector\n`);
-    agent = spawnNode(CLI, ['run', '--config', cfg, '--svm', svm.url, '--token', 'test-token', '--protect', mnt.dir, '--state-dir', stateDir, '--mode', 'fanotify', '--json'], { watchdogMs: 120_000 });
-    await waitFor(agent, /"event":"started"/, 30_000);
+    agent = await startAgent({
+      svm: svm.url,
+      protect: mnt.dir,
+      stateDir,
+      mode: 'fanotify',
+      settings: { on_detect: 'deny-and-kill', protected_processes: ['sshd'], processes: { watcher: 'connector' } },
+      watchdogMs: 120_000,
+    });
   });
   after(async () => {
     await agent?.stop();

@@ -20,7 +20,7 @@ import { Quarantine } from '../../src/store/quarantine.js';
 import { ProcessSnapshotDiff, WindowsProcessWatcher, type SnapshotSource, type WinProcess } from '../../src/platform/windows/processes.js';
 import { SvmLink } from '../../src/svm-link/index.js';
 import { eventually, tempDir } from '../helpers/procs.js';
-import { markerSvm } from '../helpers/scripted-svm.js';
+import { fakeSvm } from '../helpers/fake-svm.js';
 
 const dir = tempDir('la-winproc-');
 const cleanups: Array<() => unknown> = [];
@@ -99,7 +99,7 @@ describe('WindowsProcessWatcher', () => {
 });
 
 /** An SVM whose verdict for content containing "EVIL" is infected. */
-const evilSvm = () => markerSvm({ marker: 'EVIL', threat: 'Win.Test.Evil' });
+const evilSvm = () => fakeSvm({ infected: { marker: 'EVIL', threat: 'Win.Test.Evil' } });
 
 describe('ProcessMonitor on Windows (fake snapshots) + OnAccessHandler.started', () => {
   it('terminates an infected new process, quarantines its image, records the event with the process; spares System, itself and protected names', async () => {

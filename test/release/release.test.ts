@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { EICAR, eventually, needRoot, type Proc, run, scratchMount, tempDir, waitFor } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { eventually, needRoot, type Proc, run, scratchMount, tempDir, waitFor } from '../helpers/procs.js';
 import { hostInfo } from '../../src/platform/host-info.js';
 import { BINARY, ROOT, ensureBinary, runBinary, spawnBinary } from './binary.js';
 

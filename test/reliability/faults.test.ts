@@ -12,8 +12,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FaultProxy } from '../helpers/fault-proxy.js';
-import { EICAR, eventually, needRoot, restartSvmProcess, run, scratchMount, startSvmProcess, tempDir } from '../helpers/procs.js';
-import { OpenTimer, quarantined, startAgent, type Agent } from './agent.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { eventually, needRoot, restartSvmProcess, run, scratchMount, startSvmProcess, tempDir } from '../helpers/procs.js';
+import { quarantineList as quarantined, startAgent, type Agent, type StartAgentOptions } from '../helpers/agent.js';
+import { OpenTimer } from './open-timer.js';
+
+/** The reliability tests' agent: fanotify, with a longer watchdog than most (they load it). */
+const fanotifyAgent = (svm: string, protect: string, stateDir: string, o: Omit<StartAgentOptions, 'svm' | 'protect' | 'stateDir'> = {}) => startAgent({ svm, protect, stateDir, mode: 'fanotify', watchdogMs: 240_000, ...o });
+
+// The cache file is being written often (every second), so a kill or a full disk meets a save.
+const CACHE_SAVED_OFTEN = { cache: { save_interval: 1 } };
 
 const skip = needRoot();
 const DEADLINE_MS = 1000;
@@ -35,7 +43,7 @@ describe('faults between agent and SVM: bounded opens, nothing lost', { skip }, 
     proxy = await FaultProxy.start(svm.port);
     mnt = scratchMount('la-rel-faults-');
     stateDir = tempDir('la-rel-state-');
-    agent = await startAgent(proxy.url, mnt.dir, stateDir, ['--deadline', `${DEADLINE_MS / 1000}s`]);
+    agent = await fanotifyAgent(proxy.url, mnt.dir, stateDir, { args: ['--deadline', `${DEADLINE_MS / 1000}s`] });
   });
   after(async () => {
     await agent?.stop();
@@ -96,7 +104,7 @@ describe('faults between agent and SVM: bounded opens, nothing lost', { skip }, 
     await agent.stop();
     const bad = path.join(mnt.dir, 'cut-bad.bin');
     fs.writeFileSync(bad, big);
-    agent = await startAgent(proxy.url, mnt.dir, stateDir, ['--deadline', `${DEADLINE_MS / 1000}s`]);
+    agent = await fanotifyAgent(proxy.url, mnt.dir, stateDir, { args: ['--deadline', `${DEADLINE_MS / 1000}s`] });
     proxy.delay(30); // slow enough to cut in the middle
     const up0 = proxy.bytesUp;
     const opening = opens.catAsync(bad);
@@ -130,13 +138,11 @@ describe('agent SIGKILLed under load', { skip }, () => {
     const svm = await startSvmProcess();
     const mnt = scratchMount('la-rel-kill-');
     const stateDir = tempDir('la-rel-state-');
-    const cfg = path.join(stateDir, '..', `la-rel-kill-${process.pid}.yaml`);
-    fs.writeFileSync(cfg, 'cache: {save_interval: 1}\n'); // the cache file is being written often
     try {
       const dir = path.join(mnt.dir, 'load');
       fs.mkdirSync(dir);
       for (let i = 0; i < 120; i++) fs.writeFileSync(path.join(dir, `f${i}.txt`), unique(`load ${i}`));
-      let agent = await startAgent(svm.url, mnt.dir, stateDir, ['--config', cfg, '--deadline', '2s']);
+      let agent = await fanotifyAgent(svm.url, mnt.dir, stateDir, { settings: CACHE_SAVED_OFTEN, args: ['--deadline', '2s'] });
       // Four readers loop over the tree (120 files, 3 rounds) (new files keep appearing) while the agent is killed.
       const readers = Array.from({ length: 4 }, (_, k) =>
         spawn('bash', ['-c', `for r in 1 2 3; do for f in ${dir}/*.txt; do cat "$f" > /dev/null 2>&1; done; echo "new $r ${k}" > ${dir}/w${k}-$r.txt; done`], { stdio: 'ignore' }),
@@ -150,7 +156,7 @@ describe('agent SIGKILLed under load', { skip }, () => {
       assert.notEqual(result, 'hung', 'every reader finished after the agent was killed');
       const cache = path.join(stateDir, 'cache.v1');
       const had = fs.existsSync(cache);
-      agent = await startAgent(svm.url, mnt.dir, stateDir, ['--config', cfg, '--deadline', '2s']);
+      agent = await fanotifyAgent(svm.url, mnt.dir, stateDir, { settings: CACHE_SAVED_OFTEN, args: ['--deadline', '2s'] });
       try {
         const out = agent.output();
         // Either the cache loaded, or it was set aside and rebuilt: never a failed start.
@@ -169,7 +175,6 @@ describe('agent SIGKILLed under load', { skip }, () => {
       await svm.stop();
       mnt.unmount();
       fs.rmSync(stateDir, { recursive: true, force: true });
-      fs.rmSync(cfg, { force: true });
     }
   });
 });
@@ -180,12 +185,10 @@ describe('disk full under the state directory', { skip }, () => {
     const mnt = scratchMount('la-rel-full-');
     const state = tempDir('la-rel-fullstate-');
     assert.equal(run('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', state]).status, 0);
-    const cfg = path.join(mnt.dir, '..', `la-rel-full-${process.pid}.yaml`);
-    fs.writeFileSync(cfg, 'cache: {save_interval: 1}\n');
     const logFile = path.join(mnt.dir, '..', `la-rel-full-${process.pid}.log`);
     let agent: Agent | undefined;
     try {
-      agent = await startAgent(svm.url, mnt.dir, state, ['--config', cfg, '--deadline', '1s', '--log-file', logFile]);
+      agent = await fanotifyAgent(svm.url, mnt.dir, state, { settings: CACHE_SAVED_OFTEN, args: ['--deadline', '1s', '--log-file', logFile] });
       // Fill the state filesystem to the last block.
       run('dd', ['if=/dev/zero', `of=${path.join(state, 'filler')}`, 'bs=64k'], 20_000);
       assert.match(run('df', ['--output=avail', state]).stdout, /\s0\s*$/, 'state directory full');
@@ -219,7 +222,7 @@ describe('disk full under the state directory', { skip }, () => {
       // A restart on the full disk (a reboot with a full /var) still protects.
       await agent.stop();
       svm = await restartSvmProcess(svm.port);
-      agent = await startAgent(svm.url, mnt.dir, state, ['--config', cfg, '--deadline', '1s', '--log-file', logFile]);
+      agent = await fanotifyAgent(svm.url, mnt.dir, state, { settings: CACHE_SAVED_OFTEN, args: ['--deadline', '1s', '--log-file', logFile] });
       assert.notEqual(opens.cat(bad).status, 0, 'infected file refused by the agent started on a full disk');
       // An infected file written while the SVM is away and the queue cannot be written: kept in
       // memory, and quarantined once the SVM is back and space is freed.
@@ -237,7 +240,6 @@ describe('disk full under the state directory', { skip }, () => {
       run('umount', ['-l', state]);
       fs.rmSync(state, { recursive: true, force: true });
       mnt.unmount();
-      fs.rmSync(cfg, { force: true });
       fs.rmSync(logFile, { force: true });
     }
   });

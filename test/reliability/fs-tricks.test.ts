@@ -10,8 +10,13 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, EICAR, eventually, needRoot, run, scratchMount, startSvmProcess, tempDir } from '../helpers/procs.js';
-import { OpenTimer, quarantined, startAgent, type Agent } from './agent.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { CLI, eventually, needRoot, run, scratchMount, startSvmProcess, tempDir } from '../helpers/procs.js';
+import { quarantineList as quarantined, startAgent, type Agent, type StartAgentOptions } from '../helpers/agent.js';
+import { OpenTimer } from './open-timer.js';
+
+/** The reliability tests' agent: fanotify, with a longer watchdog than most (they load it). */
+const fanotifyAgent = (svm: string, protect: string, stateDir: string, o: Omit<StartAgentOptions, 'svm' | 'protect' | 'stateDir'> = {}) => startAgent({ svm, protect, stateDir, mode: 'fanotify', watchdogMs: 240_000, ...o });
 
 const skip = needRoot();
 const DEADLINE = ['--deadline', '1s'];
@@ -28,7 +33,7 @@ describe('filesystem tricks under the gate', { skip }, () => {
     svm = await startSvmProcess();
     mnt = scratchMount('la-rel-fs-');
     stateDir = tempDir('la-rel-state-');
-    agent = await startAgent(svm.url, mnt.dir, stateDir, DEADLINE);
+    agent = await fanotifyAgent(svm.url, mnt.dir, stateDir, { args: DEADLINE });
   });
   after(async () => {
     await agent?.stop();
@@ -41,7 +46,7 @@ describe('filesystem tricks under the gate', { skip }, () => {
   async function unseen(write: () => void): Promise<void> {
     await agent.stop();
     write();
-    agent = await startAgent(svm.url, mnt.dir, stateDir, DEADLINE);
+    agent = await fanotifyAgent(svm.url, mnt.dir, stateDir, { args: DEADLINE });
   }
 
   it('symlink swapped and file replaced between check and use: infected content is never served, whatever the path named at open', async () => {
@@ -106,7 +111,7 @@ describe('filesystem tricks under the gate', { skip }, () => {
     await agent.stop();
     const w = run('bash', ['-c', deeper, 'x', infected('past PATH_MAX')]);
     assert.match(w.stdout, /written/, w.stderr);
-    agent = await startAgent(svm.url, mnt.dir, stateDir, DEADLINE);
+    agent = await fanotifyAgent(svm.url, mnt.dir, stateDir, { args: DEADLINE });
     const readDeep = run('bash', ['-c', `cd ${mnt.dir} && for i in $(seq 1 25); do cd ${seg}; done && cat deep.com`], 20_000);
     assert.notEqual(readDeep.status, 0, `infected file past PATH_MAX refused; agent log:\n${agent.output().slice(-3000)}`);
     assert.ok(!readDeep.stdout.includes('EICAR-STANDARD'));

@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { Quarantine } from '../../src/store/quarantine.js';
-import { EICAR, needRoot, tempDir } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { needRoot, tempDir } from '../helpers/procs.js';
 
 describe('quarantine under a burst of detections', { skip: needRoot() }, () => {
   it('64 quarantines started at once in one process all succeed (none starves waiting for its own process lock)', async () => {

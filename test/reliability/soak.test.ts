@@ -10,7 +10,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { eventually, isRoot, restartSvmProcess, scratchMount, spawnNode, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
-import { quarantined, startAgent } from './agent.js';
+import { quarantineList as quarantined, startAgent, type StartAgentOptions } from '../helpers/agent.js';
+
+/** The reliability tests' agent: fanotify, with a longer watchdog than most (they load it). */
+const fanotifyAgent = (svm: string, protect: string, stateDir: string, o: Omit<StartAgentOptions, 'svm' | 'protect' | 'stateDir'> = {}) => startAgent({ svm, protect, stateDir, mode: 'fanotify', watchdogMs: 240_000, ...o });
 
 const enabled = process.env.LIGHTAGENT_SOAK === '1';
 const minutes = Number(process.env.LIGHTAGENT_SOAK_MINUTES ?? 10);
@@ -33,7 +36,7 @@ describe('soak', { skip }, () => {
     const mnt = scratchMount('la-soak-');
     const stateDir = tempDir('la-soak-state-');
     const logFile = path.join(stateDir, '..', `la-soak-${process.pid}.log`);
-    const agent = await startAgent(svm.url, mnt.dir, stateDir, ['--deadline', '1s', '--log-file', logFile], (seconds + 240) * 1000);
+    const agent = await fanotifyAgent(svm.url, mnt.dir, stateDir, { args: ['--deadline', '1s', '--log-file', logFile], watchdogMs: (seconds + 240) * 1000 });
     const samples: Array<{ s: number; rss: number }> = [];
     const t0 = Date.now();
     let restarts = 0;

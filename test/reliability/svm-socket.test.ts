@@ -9,7 +9,8 @@ import crypto from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { encodeChunk, encodeMessage } from '../../src/protocol/index.js';
 import type { SvmServer } from '../../src/svm/server.js';
-import { EICAR, eventually, run, spawnNode, waitFor } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { eventually, run, spawnNode, waitFor } from '../helpers/procs.js';
 import { metric, rawAgent, startTestSvm, TOKEN, upload, type RawAgent } from '../svm/helpers.js';
 import { OP, rawConnect, wsFrame, type RawSocket } from './raw-ws.js';
 

@@ -12,7 +12,7 @@ import { FileScanner } from '../../src/scan/file-scanner.js';
 import { VerdictCache } from '../../src/cache/verdict-cache.js';
 import { encodeMessage } from '../../src/protocol/index.js';
 import { SvmLink } from '../../src/svm-link/index.js';
-import { markerSvm, scriptedSvm } from '../helpers/scripted-svm.js';
+import { fakeSvm } from '../helpers/fake-svm.js';
 import { tempDir } from '../helpers/procs.js';
 
 const dir = tempDir('la-scanner-');
@@ -25,13 +25,13 @@ after(async () => {
 describe('FileScanner', () => {
   it('looks each identity up once per scan, and answers a local hit without a promise', async () => {
     const parts = new Map<number, Buffer[]>();
-    const svm = await scriptedSvm((ws, m) => {
+    const svm = await fakeSvm({ script: (ws, m) => {
       if (m.t === 'lookup') ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'unknown' }));
       if (m.t === 'chunk') {
         parts.set(m.id, [...(parts.get(m.id) ?? []), m.payload]);
         if (m.last) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean', sha256: crypto.createHash('sha256').update(Buffer.concat(parts.get(m.id)!)).digest('hex') }));
       }
-    });
+    } });
     cleanups.push(svm.close);
     const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'scanner-test', host: 'h', os: 'linux', agentVersion: '0' });
     cleanups.push(() => link.close());
@@ -63,7 +63,7 @@ describe('FileScanner', () => {
     let refuseLookups = 3;
     let refuseScans = 2;
     const parts = new Map<number, Buffer[]>();
-    const svm = await scriptedSvm((ws, m) => {
+    const svm = await fakeSvm({ script: (ws, m) => {
       if (m.t === 'lookup') {
         lookups++;
         if (refuseLookups-- > 0) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'error', code: 'LA_ERR_RATE_LIMITED', message: 'over 500 requests per second' }));
@@ -75,7 +75,7 @@ describe('FileScanner', () => {
         if (refuseScans-- > 0) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'error', code: 'LA_ERR_BUSY', message: 'busy' }));
         else ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean', sha256: crypto.createHash('sha256').update(Buffer.concat(parts.get(m.id)!)).digest('hex') }));
       }
-    });
+    } });
     cleanups.push(svm.close);
     const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'rate-test', host: 'h', os: 'linux', agentVersion: '0' });
     cleanups.push(() => link.close());
@@ -100,7 +100,7 @@ describe('FileScanner', () => {
   });
 
   it('scanFdNow (the on-access path): a copy of known content is answered synchronously, and misses read into the shared buffer carry their own bytes', async () => {
-    const svm = await markerSvm({ marker: 'EVIL', threat: 'Test-Evil', delayMs: () => 50 });
+    const svm = await fakeSvm({ infected: { marker: 'EVIL', threat: 'Test-Evil' }, answerDelayMs: 50 });
     cleanups.push(svm.close);
     const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'scanner-test-4', host: 'h', os: 'linux', agentVersion: '0' });
     cleanups.push(() => link.close());
@@ -124,7 +124,7 @@ describe('FileScanner', () => {
       assert.equal(r.sha256, crypto.createHash('sha256').update(fs.readFileSync(files[i]!.f)).digest('hex'));
     });
     // Copies: new identities, known content -> no SVM round trip, no promise.
-    const before = svm.requests();
+    const before = svm.received;
     for (const i of [1, 4]) {
       const copy = open(`copy-${i}.txt`, fs.readFileSync(files[i]!.f, 'utf8'));
       const r = scanner.scanFdNow(copy.fd, copy.f, copy.st);
@@ -134,13 +134,13 @@ describe('FileScanner', () => {
       const again = scanner.scanFdNow(copy.fd, copy.f, copy.st);
       assert.ok(!(again instanceof Promise) && again.source === 'cache-identity', 'and the copy is now known by identity');
     }
-    assert.equal(svm.requests(), before, 'the copies cost the SVM nothing');
+    assert.equal(svm.received, before, 'the copies cost the SVM nothing');
   });
 
   it('uploads each file\'s own bytes when many small misses are read into the shared buffer at once', async () => {
     // Every verdict comes 50 ms late, so all 24 files are read (into the scanner's one 1 MiB
     // buffer) before the first upload starts: each upload must still carry its own file.
-    const svm = await markerSvm({ marker: 'EVIL', threat: 'Test-Evil', delayMs: () => 50 });
+    const svm = await fakeSvm({ infected: { marker: 'EVIL', threat: 'Test-Evil' }, answerDelayMs: 50 });
     cleanups.push(svm.close);
     const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'scanner-test-3', host: 'h', os: 'linux', agentVersion: '0' });
     cleanups.push(() => link.close());

@@ -14,7 +14,7 @@ import { FileScanner } from '../../src/scan/file-scanner.js';
 import { OnAccessHandler, type AccessEvent } from '../../src/scan/on-access.js';
 import { SvmLink } from '../../src/svm-link/index.js';
 import { eventually, tempDir } from '../helpers/procs.js';
-import { markerSvm } from '../helpers/scripted-svm.js';
+import { fakeSvm } from '../helpers/fake-svm.js';
 
 const dir = tempDir('la-onaccess-');
 const cleanups: Array<() => unknown> = [];
@@ -24,7 +24,7 @@ after(async () => {
 });
 
 /** An SVM whose verdict for content containing "EVIL" is infected, answered after `delayMs`. */
-const svmWithDelay = (delayMs: () => number) => markerSvm({ marker: 'EVIL', threat: 'Test-Evil', delayMs });
+const svmWithDelay = (delayMs: () => number) => fakeSvm({ infected: { marker: 'EVIL', threat: 'Test-Evil' }, answerDelayMs: delayMs });
 
 async function setup(policy: 'allow' | 'deny', url: string, deadlineMs = 300) {
   const link = new SvmLink({ url, token: 'good', agentId: 'agent-onaccess', host: 'h', os: 'linux', agentVersion: '0', deadlineMs: 5000, backoffMinMs: 20, backoffMaxMs: 100, connectTimeoutMs: 500 });

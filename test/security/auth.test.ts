@@ -16,7 +16,8 @@ import { CloseCode, encodeChunk, encodeMessage } from '../../src/protocol/index.
 import { BuiltinEngine } from '../../src/svm/engines/builtin.js';
 import { MemoryVerdictCache } from '../../src/svm/memory-verdict-cache.js';
 import { SvmServer } from '../../src/svm/server.js';
-import { CLI, EICAR, run, spawnNode, tempDir } from '../helpers/procs.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { CLI, run, spawnNode, tempDir } from '../helpers/procs.js';
 import { makeTestPki, needOpenssl, type TestPki } from '../svm/certs.js';
 import { metric, rawAgent, TOKEN, upload } from '../svm/helpers.js';
 

@@ -8,9 +8,9 @@ import { Journal } from '../../src/store/journal.js';
 import { Quarantine, type QuarantineRecord } from '../../src/store/quarantine.js';
 import { OBFUSCATION_BYTE } from '../../src/store/quarantine-files.js';
 import { QuarantineError } from '../../src/errors.js';
+import { EICAR } from '../helpers/fixtures.js';
 import { tempDir } from '../helpers/procs.js';
 
-const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
 const isRoot = process.getuid?.() === 0;
 const rootOnly = { skip: isRoot ? false : 'needs root (store ownership, chown on restore, mount)' };
 const NOBODY = 65534;

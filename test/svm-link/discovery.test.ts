@@ -10,7 +10,7 @@ import { after, describe, it } from 'node:test';
 import { SvmDiscoveryError } from '../../src/errors.js';
 import { DISCOVERY_LIMITS, SvmPool, fetchSvmList, parseSvmList } from '../../src/svm-link/index.js';
 import { eventually } from '../helpers/procs.js';
-import { fakeSvm } from './fake-svms.js';
+import { fakeSvm } from '../helpers/fake-svm.js';
 
 const cleanups: Array<() => unknown> = [];
 after(async () => {
@@ -97,7 +97,7 @@ describe('SVM discovery', () => {
   });
 
   it('a pool fed by discovery uses the best SVM listed, follows a new list, and keeps its SVMs when discovery fails', async () => {
-    const [a, b] = await Promise.all([fakeSvm('a'), fakeSvm('b')]);
+    const [a, b] = await Promise.all([fakeSvm({ id: 'a' }), fakeSvm({ id: 'b' })]);
     cleanups.push(() => a.close(), () => b.close());
     let answer: ((res: http.ServerResponse) => void) = json([{ url: b.url, priority: 1 }, { url: a.url, priority: 0 }, 'ws://10.9.9.9:7443']);
     const d = await discoveryServer((res) => answer(res));

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { AuthError, DeadlineError, SvmUnavailableError } from '../../src/errors.js';
 import { encodeMessage } from '../../src/protocol/index.js';
-import { scriptedSvm } from '../helpers/scripted-svm.js';
+import { fakeSvm } from '../helpers/fake-svm.js';
 import { SvmLink } from '../../src/svm-link/index.js';
 
 function link(url: string, extra: Partial<ConstructorParameters<typeof SvmLink>[0]> = {}) {
@@ -21,12 +21,12 @@ after(async () => {
 
 describe('SvmLink', () => {
   it('says hello, then multiplexes lookups by id', async () => {
-    const svm = await scriptedSvm((ws, m) => {
+    const svm = await fakeSvm({ script: (ws, m) => {
       if (m.t === 'lookup') {
         // answer in reverse order of arrival to prove ids, not order, match answers
         setTimeout(() => ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: m.size === 1 ? 'clean' : 'unknown', sha256: m.sha256 })), m.size === 1 ? 30 : 1);
       }
-    });
+    } });
     cleanups.push(svm.close);
     const l = link(svm.url);
     await l.connect();
@@ -40,12 +40,12 @@ describe('SvmLink', () => {
 
   it('uploads in ordered chunks, the last flagged, and an empty file as one empty chunk', async () => {
     const seen: Array<{ id: number; index: number; last: boolean; bytes: number }> = [];
-    const svm = await scriptedSvm((ws, m) => {
+    const svm = await fakeSvm({ script: (ws, m) => {
       if (m.t === 'chunk') {
         seen.push(m);
         if (m.last) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean', sha256: SHA }));
       }
-    });
+    } });
     cleanups.push(svm.close);
     const l = link(svm.url);
     await l.connect();
@@ -61,9 +61,9 @@ describe('SvmLink', () => {
 
   it('fails a request at its deadline and cancels the upload on the SVM', async () => {
     const cancels: number[] = [];
-    const svm = await scriptedSvm((_ws, m) => {
+    const svm = await fakeSvm({ script: (_ws, m) => {
       if (m.t === 'cancel') cancels.push(m.id);
-    });
+    } });
     cleanups.push(svm.close);
     const l = link(svm.url);
     await l.connect();
@@ -81,7 +81,7 @@ describe('SvmLink', () => {
   it('keeps at most maxInFlight requests on the wire (the smaller of ours and the SVM limit)', async () => {
     let inFlight = 0;
     let peak = 0;
-    const svm = await scriptedSvm((ws, m) => {
+    const svm = await fakeSvm({ script: (ws, m) => {
       if (m.t === 'lookup') {
         inFlight++;
         peak = Math.max(peak, inFlight);
@@ -90,7 +90,7 @@ describe('SvmLink', () => {
           ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean' }));
         }, 5);
       }
-    }, { maxInFlight: 3 });
+    }, limits: { maxInFlight: 3 } });
     cleanups.push(svm.close);
     const l = link(svm.url, { maxInFlight: 10 });
     await l.connect();
@@ -103,11 +103,11 @@ describe('SvmLink', () => {
 
   it('fails pending requests at once when the connection drops, then reconnects by itself', async () => {
     let drop = true;
-    const svm = await scriptedSvm((ws, m) => {
+    const svm = await fakeSvm({ script: (ws, m) => {
       if (m.t !== 'lookup') return;
       if (drop) ws.terminate();
       else ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean' }));
-    });
+    } });
     cleanups.push(svm.close);
     const l = link(svm.url);
     await l.connect();
@@ -123,9 +123,9 @@ describe('SvmLink', () => {
   });
 
   it('keeps one connection: connect() during the reconnect back-off does not leave a second socket when the timer fires', async () => {
-    const svm = await scriptedSvm((ws, m) => {
+    const svm = await fakeSvm({ script: (ws, m) => {
       if (m.t === 'lookup') ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean' }));
-    });
+    } });
     cleanups.push(svm.close);
     const l = link(svm.url, { backoffMinMs: 300, backoffMaxMs: 300 });
     await l.connect();
@@ -143,7 +143,7 @@ describe('SvmLink', () => {
 
   it('treats a refused token as final: no reconnect loop, a clear AuthError', async () => {
     let hellos = 0;
-    const svm = await scriptedSvm(() => {});
+    const svm = await fakeSvm({ script: () => {} });
     svm.wss.on('connection', () => hellos++);
     cleanups.push(svm.close);
     const l = link(svm.url, { token: 'bad' });
@@ -156,7 +156,7 @@ describe('SvmLink', () => {
   });
 
   it('reports an unreachable SVM within the connect timeout', async () => {
-    const svm = await scriptedSvm(() => {});
+    const svm = await fakeSvm({ script: () => {} });
     const url = svm.url;
     await svm.close();
     const l = link(url, { connectTimeoutMs: 300 });
@@ -167,9 +167,9 @@ describe('SvmLink', () => {
   });
 
   it('closes the connection on a malformed frame from the SVM instead of crashing', async () => {
-    const svm = await scriptedSvm((ws, m) => {
+    const svm = await fakeSvm({ script: (ws, m) => {
       if (m.t === 'lookup') ws.send('{"t":"verdict","id":"not-a-number"}');
-    });
+    } });
     cleanups.push(svm.close);
     const l = link(svm.url);
     await l.connect();

@@ -8,7 +8,7 @@ import { after, describe, it } from 'node:test';
 import { AuthError, SvmUnavailableError } from '../../src/errors.js';
 import { SvmPool, type SvmPoolOptions } from '../../src/svm-link/index.js';
 import { eventually } from '../helpers/procs.js';
-import { fakeSvm, type FakeSvm } from './fake-svms.js';
+import { fakeSvm, type FakeSvm } from '../helpers/fake-svm.js';
 
 const SHA = 'b'.repeat(64);
 const cleanups: Array<() => unknown> = [];
@@ -35,8 +35,11 @@ function pool(svms: Array<{ svm: FakeSvm; priority: number }>, extra: Partial<Sv
   return p;
 }
 
+// Eight in flight: a test holding answers fills an SVM's window with a handful of requests.
+const POOL_LIMITS = { maxChunk: 1 << 16, maxInFlight: 8 };
+
 async function svms(...specs: Array<{ id: string; generation?: string; load?: number }>): Promise<FakeSvm[]> {
-  const out = await Promise.all(specs.map((s) => fakeSvm(s.id, s)));
+  const out = await Promise.all(specs.map((s) => fakeSvm({ ...s, limits: POOL_LIMITS })));
   for (const s of out) cleanups.push(() => s.close());
   return out;
 }

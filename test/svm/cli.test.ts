@@ -9,7 +9,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { CloseCode } from '../../src/protocol/index.js';
 import { spawnNode, SVM_CLI, tempDir, waitFor } from '../helpers/procs.js';
-import { EICAR } from './engines/conformance.js';
+import { EICAR_BYTES as EICAR } from '../helpers/fixtures.js';
 import { rawAgent, upload } from './helpers.js';
 
 const dir = tempDir('la-svmcli-');

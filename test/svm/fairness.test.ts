@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { encodeMessage } from '../../src/protocol/index.js';
 import type { EngineResult, ScanEngine } from '../../src/svm/engines/engine.js';
 import { FairScheduler, RateLimitedError, TokenBucket } from '../../src/svm/fairness.js';
-import { noise } from './engines/conformance.js';
+import { noise } from '../helpers/fixtures.js';
 import { eventually } from '../helpers/procs.js';
 import { rawAgent, sendUpload, startTestSvm } from './helpers.js';
 

@@ -11,7 +11,7 @@ import { RedisVerdictCache, parseCachedVerdict, redactUrl } from '../../src/svm/
 import { loadSvmConfig } from '../../src/svm/config.js';
 import { eventually } from '../helpers/procs.js';
 import { needRedis, startRedis, type RedisProc } from '../helpers/redis.js';
-import { EICAR, noise } from './engines/conformance.js';
+import { EICAR_BYTES as EICAR, noise } from '../helpers/fixtures.js';
 import { rawAgent, startTestSvm, upload } from './helpers.js';
 import { runVerdictCacheConformance } from './verdict-cache-conformance.js';
 

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { CloseCode, encodeChunk, encodeMessage } from '../../src/protocol/index.js';
 import { BuiltinEngine } from '../../src/svm/engines/builtin.js';
-import { EICAR } from './engines/conformance.js';
+import { EICAR_BYTES as EICAR } from '../helpers/fixtures.js';
 import { metric, rawAgent, startTestSvm, upload } from './helpers.js';
 import { tempDir } from '../helpers/procs.js';
 

@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { encodeChunk, encodeMessage } from '../../src/protocol/index.js';
 import { BuiltinEngine } from '../../src/svm/engines/builtin.js';
 import type { EngineResult, ScanEngine } from '../../src/svm/engines/engine.js';
-import { EICAR, noise } from './engines/conformance.js';
+import { EICAR_BYTES as EICAR, noise } from '../helpers/fixtures.js';
 import { metric, rawAgent, sendUpload, startTestSvm, upload } from './helpers.js';
 
 /** The builtin engine, slowed down and counted, or made to fail: a real engine with knobs, not a mock of the server. */

@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import type WebSocket from 'ws';
 import { CloseCode, encodeChunk, encodeMessage } from '../../src/protocol/index.js';
 import type { SvmServer } from '../../src/svm/server.js';
-import { EICAR, noise } from './engines/conformance.js';
+import { EICAR_BYTES as EICAR, noise } from '../helpers/fixtures.js';
 import { TOKEN, metric, rawAgent, startTestSvm, upload } from './helpers.js';
 
 describe('SVM server: hello and authentication', () => {

@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 import { CloseCode, encodeMessage } from '../../src/protocol/index.js';
 import { loadSvmConfig } from '../../src/svm/config.js';
 import { spawnNode, SVM_CLI, tempDir, waitFor } from '../helpers/procs.js';
-import { EICAR, noise } from './engines/conformance.js';
+import { EICAR_BYTES as EICAR, noise } from '../helpers/fixtures.js';
 import { rawAgent, startTestSvm, upload } from './helpers.js';
 
 const A = 'tenant-a-token';

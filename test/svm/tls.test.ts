@@ -13,7 +13,7 @@ import { loadSvmConfig, readTlsFiles } from '../../src/svm/config.js';
 import type { SvmServer } from '../../src/svm/server.js';
 import { SVM_CLI, eventually, spawnNode, waitFor } from '../helpers/procs.js';
 import { makeTestPki, needOpenssl, type TestPki } from './certs.js';
-import { EICAR } from './engines/conformance.js';
+import { EICAR_BYTES as EICAR } from '../helpers/fixtures.js';
 import { TOKEN, rawAgent, startTestSvm, upload } from './helpers.js';
 
 const skip = needOpenssl();

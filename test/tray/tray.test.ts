@@ -12,7 +12,9 @@ import { after, before, describe, it } from 'node:test';
 import { EventEmitter } from 'node:events';
 import dbus from 'dbus-next';
 import { LocalSockets, type AgentService } from '../../src/control/local-sockets.js';
-import { CLI, EICAR, eventually, needRoot, type Proc, restartSvmProcess, scratchMount, spawnNode, spawnWatched, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
+import { startAgent, type Agent } from '../helpers/agent.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { CLI, eventually, needRoot, type Proc, restartSvmProcess, scratchMount, spawnWatched, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
 import { needDesktopTools, startDesktop, type Desktop } from './desktop.js';
 
 const skip = needRoot() ?? needDesktopTools();
@@ -36,7 +38,7 @@ Watcher.configureMembers({ methods: { RegisterStatusNotifierItem: { inSignature:
 describe('tray on a real desktop', { skip }, () => {
   let desk: Desktop;
   let svm: Awaited<ReturnType<typeof startSvmProcess>>;
-  let agent: Proc;
+  let agent: Agent;
   let tray: Proc;
   let mnt: ReturnType<typeof scratchMount>;
   let stateMnt: ReturnType<typeof scratchMount>;
@@ -57,8 +59,7 @@ describe('tray on a real desktop', { skip }, () => {
     // State on its own tmpfs: the storm quarantines 500 files, each with journal fsyncs.
     stateMnt = scratchMount('la-state-');
     stateDir = path.join(stateMnt.dir, 'state');
-    agent = spawnNode(CLI, ['run', '--svm', svm.url, '--token', 'test-token', '--protect', mnt.dir, '--state-dir', stateDir, '--mode', 'fanotify', '--json'], { watchdogMs: 240_000 });
-    await waitFor(agent, /"event":"started"/, 30_000);
+    agent = await startAgent({ svm: svm.url, protect: mnt.dir, stateDir, mode: 'fanotify', watchdogMs: 240_000 });
     fs.chmodSync(work, 0o755);
     tray = spawnAs65534([CLI, 'tray', '--state-dir', stateDir, '--rate', '3/4', '--threat-icon', '3', '--json'], { DBUS_SESSION_BUS_ADDRESS: desk.busAddress, DISPLAY: desk.display, HOME: work });
     await waitFor(tray, /following the agent/, 20_000);

@@ -18,8 +18,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import crypto from 'node:crypto';
-import { EICAR, eventually, inCi, startSvmProcess, type Proc } from '../helpers/procs.js';
+import { EICAR, hdbLine } from '../helpers/fixtures.js';
+import { eventually, inCi, startSvmProcess, type Proc } from '../helpers/procs.js';
 import { buildWineVariant, root, WinePrefix, wineExe as exe, wineMissing, wineMsi as msi } from '../helpers/wine.js';
 
 const TOKEN = 'wine-token-1234';
@@ -62,7 +62,7 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     fs.writeFileSync(flagged, image);
     fs.writeFileSync(path.join(prefix, 'procs-image.bin'), image); // what a restore must give back
     const hdb = path.join(prefix, 'procs.hdb');
-    fs.writeFileSync(hdb, `${crypto.createHash('md5').update(image).digest('hex')}:${image.length}:${PROC_THREAT}\n`);
+    fs.writeFileSync(hdb, `${hdbLine(image, PROC_THREAT)}\n`);
     svm = await startSvmProcess(['--signatures', hdb], TOKEN);
   });
 

@@ -13,7 +13,8 @@ import { loadSvmConfig } from '../../../src/svm/config.js';
 import { SVM_CLI, eventually, spawnNode, waitFor } from '../../helpers/procs.js';
 import { needClamd, startClamd, type Clamd } from '../../helpers/clamd.js';
 import { TOKEN, rawAgent, startTestSvm, upload } from '../helpers.js';
-import { EICAR, noise, runEngineConformance } from './conformance.js';
+import { EICAR_BYTES as EICAR, noise } from '../../helpers/fixtures.js';
+import { runEngineConformance } from './conformance.js';
 
 const skip = needClamd();
 let shared: Promise<Clamd> | undefined;

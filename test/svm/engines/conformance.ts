@@ -7,19 +7,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { ScanEngine } from '../../../src/svm/engines/engine.js';
-
-export const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
-
-/** `len` bytes of deterministic pseudo-random content (differs per seed, never contains EICAR). */
-export function noise(len: number, seed = 1): Buffer {
-  const out = Buffer.allocUnsafe(len);
-  let block = crypto.createHash('sha256').update(`noise-${seed}`).digest();
-  for (let off = 0; off < len; off += block.length) {
-    block.copy(out, off, 0, Math.min(block.length, len - off));
-    block = crypto.createHash('sha256').update(block).digest();
-  }
-  return out;
-}
+import { EICAR_BYTES as EICAR, noise } from '../../helpers/fixtures.js';
 
 export function runEngineConformance(name: string, makeEngine: () => Promise<ScanEngine>, opts: { skip?: string | undefined } = {}): void {
   describe(`engine conformance: ${name}`, { skip: opts.skip }, () => {

@@ -15,8 +15,9 @@ import { ConfigError } from '../../../src/errors.js';
 import { EngineLimitError } from '../../../src/svm/engines/engine.js';
 import { EngineUnavailableError, YaraEngine, loadYaraModule, ruleNames } from '../../../src/svm/engines/yara.js';
 import { loadSvmConfig } from '../../../src/svm/config.js';
-import { CLI, EICAR as EICAR_TEXT, inCi, run, spawnNode, startSvmProcess, SVM_CLI, tempDir, waitFor } from '../../helpers/procs.js';
-import { EICAR, noise, runEngineConformance } from './conformance.js';
+import { CLI, inCi, run, spawnNode, startSvmProcess, SVM_CLI, tempDir, waitFor } from '../../helpers/procs.js';
+import { EICAR_BYTES as EICAR, EICAR as EICAR_TEXT, noise } from '../../helpers/fixtures.js';
+import { runEngineConformance } from './conformance.js';
 
 /** Skip reason when the optional package is absent; under CI=true its absence fails instead. */
 async function needYara(): Promise<string | undefined> {
