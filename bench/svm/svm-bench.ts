@@ -12,9 +12,22 @@
  *    of the quiet agents in both phases, and how much the noisy one got through or was refused.
  * clamav runs against clamd started by test/helpers/clamd.ts (offline EICAR database), skipped
  * with a note when clamd is not installed.
+ *
+ * Then, once per process (`archives`, off with --no-archives), the builtin engine's containers:
+ * 4. archive throughput: a zip and a tar.gz built here (64 members of 256 KiB of hex text, 16 MiB
+ *    unpacked), uploaded as in 1. (each upload distinct: a byte the readers ignore is changed):
+ *    MB/s of archive and MB/s unpacked;
+ * 5. cold throughput on non-archive files (as in 1.), containers on vs off (`archives.enabled`),
+ *    two SVMs side by side, phases alternated ABBA: medians and the ratio on/off;
+ * 6. peak RSS of an SVM in a child process (process.resourceUsage().maxRSS) while it scans a
+ *    1 GiB zip (16 stored members of 64 MiB of zeros: the upload itself is 1 GiB) and a zip
+ *    that unpacks to 1 GiB (16 deflated members of 64 MiB of zeros, 1 MB packed; max_ratio and
+ *    max_unpacked raised so it is read to the end).
  */
 import crypto from 'node:crypto';
+import { fork } from 'node:child_process';
 import fs from 'node:fs';
+import zlib from 'node:zlib';
 import { parseArgs } from 'node:util';
 import { encodeMessage, type VerdictMsg } from '../../src/protocol/index.js';
 import { configureLogging } from '../../src/log.js';
@@ -26,12 +39,36 @@ import { SvmServer } from '../../src/svm/server.js';
 import { zeroMask } from '../../src/svm-link/svm-link.js';
 import { clamdBinary, startClamd, type Clamd } from '../../test/helpers/clamd.js';
 import { rawAgent, sendUpload, type RawAgent } from '../../test/svm/helpers.js';
+import { deflatedZeros, tarOf, zip } from '../../test/svm/engines/archive-corpus.js';
 
 export interface SvmBenchOptions {
   seconds?: number;
   engines?: Array<'builtin' | 'clamav'>;
   agents?: number;
   fileSize?: number;
+  /** Run the archive measurements (4-6 above), once per process. Default true. */
+  archives?: boolean;
+}
+
+export interface ArchiveBench {
+  /** Through the SVM, every upload a distinct archive: MB/s of archive uploaded and of bytes unpacked. */
+  throughput: Array<{ format: string; packedMiB: number; unpackedMiB: number; uploads: number; archiveMBps: number; unpackedMBps: number }>;
+  /** Cold MB/s on distinct random 1 MiB files, containers on vs off, per alternated phase; ratio of medians. */
+  nonArchive: {
+    phaseSeconds: number;
+    onMBps: number[];
+    offMBps: number[];
+    medianOn: number;
+    medianOff: number;
+    ratio: number;
+    /** builtin engine.scan() of one distinct random 1 MiB file, in process, on/off alternated per call (400 each): median µs. */
+    engineUsPerMiB: { on: number; off: number; ratio: number };
+  };
+  /** Peak RSS of an SVM child process: at rest, and after each scan (maxRSS is a high-water mark). */
+  rss: {
+    baselineMiB: number;
+    rows: Array<{ what: string; archiveMiB: number; unpackedMiB: number; verdict: string; ms: number; peakRssMiB: number }>;
+  };
 }
 
 export interface EngineBench {
@@ -50,6 +87,7 @@ export interface SvmBenchResult {
   options: Required<SvmBenchOptions>;
   results: EngineBench[];
   skipped: string[];
+  archives?: ArchiveBench;
 }
 
 const TOKEN = 'tenant-a-token';
@@ -229,6 +267,7 @@ export async function runSvmBench(opts: SvmBenchOptions = {}): Promise<SvmBenchR
     engines: opts.engines ?? ['builtin', 'clamav'],
     agents: opts.agents ?? 100,
     fileSize: opts.fileSize ?? 1 << 20,
+    archives: opts.archives ?? true,
   };
   const results: EngineBench[] = [];
   const skipped: string[] = [];
@@ -249,7 +288,246 @@ export async function runSvmBench(opts: SvmBenchOptions = {}): Promise<SvmBenchR
       await clamd?.stop();
     }
   }
-  return { node: process.version, cpus: (await import('node:os')).cpus().length, options: o, results, skipped };
+  // svm-scale calls this once per agent count: the archive part runs on the first call only.
+  let archives: ArchiveBench | undefined;
+  if (o.archives && !archivesDone) {
+    archivesDone = true;
+    archives = await runArchiveBench(o.seconds);
+    process.stderr.write(`svm-bench archives: ${JSON.stringify(archives)}\n`);
+  }
+  return {
+    node: process.version,
+    cpus: (await import('node:os')).cpus().length,
+    options: o,
+    results,
+    skipped,
+    ...(archives ? { archives } : {}),
+  };
+}
+
+let archivesDone = false;
+const MiB = 2 ** 20;
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+async function startSvm(engine: ScanEngine, extra: Partial<Parameters<typeof SvmServer.start>[0]> = {}): Promise<SvmServer> {
+  return SvmServer.start({
+    host: '127.0.0.1',
+    port: 0,
+    tokens: [{ tenant: 'a', token: TOKEN }],
+    engine,
+    cache: new MemoryVerdictCache(1_000_000),
+    closeGraceMs: 200,
+    uploadMemory: 1 << 30,
+    maxInFlight: 64,
+    scanConcurrency: 8,
+    agentQueue: 16,
+    ...extra,
+  });
+}
+
+/** 4 agents, `window` uploads in flight each, for `seconds`: uploads judged and their bytes. `make(seq)` gives a distinct file. */
+async function uploadPhase(
+  url: string,
+  seconds: number,
+  window: number,
+  make: (seq: number) => Buffer,
+): Promise<{ uploads: number; bytes: number; seconds: number; verdicts: Set<string> }> {
+  const agents = await Promise.all([1, 2, 3, 4].map(() => rawAgent(url, undefined, true, AGENT_WS)));
+  let uploads = 0;
+  let bytes = 0;
+  let seq = 0;
+  const verdicts = new Set<string>();
+  const sizes = new Map<string, number>();
+  const t0 = performance.now();
+  await Promise.all(
+    agents.map((a, ai) =>
+      pump(
+        a,
+        window,
+        t0 + seconds * 1000,
+        (id) => {
+          const f = make(++seq);
+          sizes.set(`${ai}:${id}`, f.length);
+          sendUpload(a, id, f);
+        },
+        (v) => {
+          verdicts.add(v.verdict === 'error' ? `error:${v.code}` : (v.threat ?? v.verdict));
+          if (v.verdict === 'clean' || v.verdict === 'infected') {
+            uploads++;
+            bytes += sizes.get(`${ai}:${v.id}`) ?? 0;
+          }
+        },
+      ),
+    ),
+  );
+  const took = (performance.now() - t0) / 1000;
+  for (const a of agents) a.ws.close();
+  return { uploads, bytes, seconds: took, verdicts };
+}
+
+/** 64 members of 256 KiB of hex text (deflates to about half), 16 MiB unpacked. */
+function archiveMembers(): Array<{ name: string; data: Buffer }> {
+  return Array.from({ length: 64 }, (_, i) => ({
+    name: `src/part-${i}.txt`,
+    data: Buffer.from(crypto.randomBytes(128 * 1024).toString('hex'), 'latin1'),
+  }));
+}
+
+export async function runArchiveBench(seconds: number): Promise<ArchiveBench> {
+  const on = await startSvm(new BuiltinEngine());
+  const off = await startSvm(new BuiltinEngine({ archives: { enabled: false } }));
+  try {
+    // 4. archive throughput: the zip's first local header's mtime and the gzip header's MTIME make each upload distinct.
+    const members = archiveMembers();
+    const unpacked = members.reduce((n, m) => n + m.data.length, 0);
+    const z = zip(members);
+    const tgz = zlib.gzipSync(await tarOf(members), { level: 6 });
+    const throughput: ArchiveBench['throughput'] = [];
+    for (const [format, buf, at] of [
+      ['zip (deflate)', z, 10],
+      ['tar.gz', tgz, 4],
+    ] as const) {
+      const r = await uploadPhase(on.url, seconds, 2, (seq) => {
+        const f = Buffer.from(buf);
+        f.writeUInt32LE(seq, at);
+        return f;
+      });
+      if (r.verdicts.size !== 1 || !r.verdicts.has('clean'))
+        throw new Error(`${format}: unexpected verdicts ${[...r.verdicts].join(', ')}`);
+      throughput.push({
+        format,
+        packedMiB: round(buf.length / MiB),
+        unpackedMiB: round(unpacked / MiB),
+        uploads: r.uploads,
+        archiveMBps: round(r.bytes / MiB / r.seconds),
+        unpackedMBps: round((r.uploads * unpacked) / MiB / r.seconds),
+      });
+    }
+    // 5. non-archive cold throughput, containers on vs off, ABBA.
+    const base = crypto.randomBytes(1 << 20);
+    const plain = (seq: number) => {
+      const f = Buffer.from(base);
+      f.writeUInt32LE(seq, 0);
+      return f;
+    };
+    const phase = Math.max(2, seconds);
+    const onMBps: number[] = [];
+    const offMBps: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const which = i % 4 === 0 || i % 4 === 3 ? 'on' : 'off';
+      const r = await uploadPhase((which === 'on' ? on : off).url, phase, 8, plain);
+      (which === 'on' ? onMBps : offMBps).push(round(r.bytes / MiB / r.seconds));
+    }
+    const medianOn = round(median(onMBps));
+    const medianOff = round(median(offMBps));
+    // The engine alone, in this process, alternated per call: what a non-archive pays for the sniff.
+    const eOn = new BuiltinEngine();
+    const eOff = new BuiltinEngine({ archives: { enabled: false } });
+    const usOn: number[] = [];
+    const usOff: number[] = [];
+    for (let i = 0; i < 400; i++) {
+      for (const [e, out] of i % 2
+        ? ([
+            [eOff, usOff],
+            [eOn, usOn],
+          ] as const)
+        : ([
+            [eOn, usOn],
+            [eOff, usOff],
+          ] as const)) {
+        const t = performance.now();
+        await e.scan(plain(i));
+        out.push((performance.now() - t) * 1000);
+      }
+    }
+    const engineUsPerMiB = {
+      on: round(median(usOn)),
+      off: round(median(usOff)),
+      ratio: Math.round((median(usOn) / median(usOff)) * 1000) / 1000,
+    };
+    const ratio = Math.round((medianOn / medianOff) * 1000) / 1000;
+    const nonArchive = { phaseSeconds: phase, onMBps, offMBps, medianOn, medianOff, ratio, engineUsPerMiB };
+    return { throughput, nonArchive, rss: await archiveRss() };
+  } finally {
+    await on.close();
+    await off.close();
+  }
+}
+
+/** 6. The SVM in a child process (this script with --rss-child), so its peak RSS is its own. */
+async function archiveRss(): Promise<ArchiveBench['rss']> {
+  const child = fork(new URL(import.meta.url).pathname, ['--rss-child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const next = () =>
+    new Promise<{ url?: string; maxRssKb: number }>((r) => child.once('message', (m) => r(m as { url?: string; maxRssKb: number })));
+  try {
+    const hello = await next();
+    const rows: ArchiveBench['rss']['rows'] = [];
+    const a = await rawAgent(hello.url!, undefined, true, AGENT_WS);
+    const cases: Array<{ what: string; make: () => Buffer; unpacked: number }> = [
+      {
+        what: 'zip of 16 deflated 64 MiB members of zeros (unpacks to 1 GiB)',
+        make: () =>
+          zip(
+            Array.from({ length: 16 }, (_, i) => ({
+              name: `z${i}.bin`,
+              data: Buffer.alloc(0),
+              raw: { bytes: deflatedZeros(64), size: 64 * MiB },
+            })),
+          ),
+        unpacked: 1024 * MiB,
+      },
+      {
+        what: 'zip of 16 stored 64 MiB members of zeros (a 1 GiB upload)',
+        make: () => {
+          const zeros = Buffer.alloc(64 * MiB);
+          return zip(Array.from({ length: 16 }, (_, i) => ({ name: `s${i}.bin`, data: zeros, method: 0 as const })));
+        },
+        unpacked: 1024 * MiB,
+      },
+    ];
+    let id = 0;
+    for (const c of cases) {
+      const buf = c.make();
+      const t0 = performance.now();
+      sendUpload(a, ++id, buf);
+      const v = await a.verdict(id, 300_000);
+      const ms = performance.now() - t0;
+      child.send('report');
+      const m = await next();
+      rows.push({
+        what: c.what,
+        archiveMiB: round(buf.length / MiB),
+        unpackedMiB: c.unpacked / MiB,
+        verdict: v.verdict === 'error' ? `error:${v.code}` : (v.threat ?? v.verdict),
+        ms: Math.round(ms),
+        peakRssMiB: round(m.maxRssKb / 1024),
+      });
+    }
+    a.ws.close();
+    return { baselineMiB: round(hello.maxRssKb / 1024), rows };
+  } finally {
+    child.kill();
+  }
+}
+
+/** The child of archiveRss: an SVM that accepts 1.1 GiB uploads and unpacks up to 2 GiB per file. */
+async function rssChild(): Promise<void> {
+  configureLogging({ level: 'error' });
+  const engine = new BuiltinEngine({ archives: { maxRatio: 100_000, maxUnpacked: 2 ** 31, timeoutMs: 120_000 } });
+  const s = await startSvm(engine, {
+    maxFileSize: 1100 * MiB,
+    uploadMemory: 2 ** 31,
+    uploadTimeoutMs: 300_000,
+    uploadStallMs: 300_000,
+    scanConcurrency: 1,
+  });
+  const maxRssKb = () => process.resourceUsage().maxRSS;
+  process.on('message', () => process.send!({ maxRssKb: maxRssKb() }));
+  process.on('disconnect', () => process.exit(0));
+  process.send!({ url: s.url, maxRssKb: maxRssKb() });
 }
 
 async function main(): Promise<void> {
@@ -259,6 +537,7 @@ async function main(): Promise<void> {
       engines: { type: 'string', default: 'builtin,clamav' },
       agents: { type: 'string', default: '100' },
       'file-size': { type: 'string', default: String(1 << 20) },
+      'no-archives': { type: 'boolean', default: false },
       out: { type: 'string' },
     },
   });
@@ -268,13 +547,19 @@ async function main(): Promise<void> {
     engines: values.engines!.split(',').map((e) => e.trim()) as Array<'builtin' | 'clamav'>,
     agents: Number(values.agents),
     fileSize: Number(values['file-size']),
+    archives: !values['no-archives'],
   });
   const text = JSON.stringify(r, null, 2);
   if (values.out) fs.writeFileSync(values.out, `${text}\n`);
   process.stdout.write(`${text}\n`);
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (import.meta.url === `file://${process.argv[1]}` && process.argv.includes('--rss-child')) {
+  rssChild().catch((e: unknown) => {
+    process.stderr.write(`svm-bench rss child: ${(e as Error)?.stack ?? String(e)}\n`);
+    process.exit(1);
+  });
+} else if (import.meta.url === `file://${process.argv[1]}`) {
   main().then(
     () => process.exit(0),
     (e: unknown) => {

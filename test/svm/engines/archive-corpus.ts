@@ -35,7 +35,7 @@ const u64 = (n: number) => {
 
 export function bzip2(data: Buffer): Buffer {
   const r = spawnSync('bzip2', ['-c', '-9'], { input: data, maxBuffer: 1 << 30 });
-  if (r.status !== 0) throw new Error(`bzip2 failed: ${r.stderr}`);
+  if (r.status !== 0) throw new Error(`bzip2 failed: ${r.stderr.toString()}`);
   return r.stdout;
 }
 
@@ -55,9 +55,45 @@ export function zip(entries: readonly ZipEntry[], opts: { share?: boolean } = {}
     const flags = (e.encrypted ? 1 : 0) | 0x800;
     const extra = big ? Buffer.concat([u16(1), u16(16), u64(size), u64(packed.length)]) : Buffer.alloc(0);
     const s32 = (n: number) => (big ? 0xffffffff : n);
-    const local = Buffer.concat([u32(0x04034b50), u16(big ? 45 : 20), u16(flags), u16(method), u16(0), u16(0x21), u32(crc), u32(s32(packed.length)), u32(s32(size)), u16(name.length), u16(extra.length), name, extra]);
+    const local = Buffer.concat([
+      u32(0x04034b50),
+      u16(big ? 45 : 20),
+      u16(flags),
+      u16(method),
+      u16(0),
+      u16(0x21),
+      u32(crc),
+      u32(s32(packed.length)),
+      u32(s32(size)),
+      u16(name.length),
+      u16(extra.length),
+      name,
+      extra,
+    ]);
     offsets.push(off);
-    central.push(Buffer.concat([u32(0x02014b50), u16(0x031e), u16(big ? 45 : 20), u16(flags), u16(method), u16(0), u16(0x21), u32(crc), u32(s32(packed.length)), u32(s32(size)), u16(name.length), u16(extra.length), u16(0), u16(0), u16(0), u32(0o100644 << 16), u32(off), name, extra]));
+    central.push(
+      Buffer.concat([
+        u32(0x02014b50),
+        u16(0x031e),
+        u16(big ? 45 : 20),
+        u16(flags),
+        u16(method),
+        u16(0),
+        u16(0x21),
+        u32(crc),
+        u32(s32(packed.length)),
+        u32(s32(size)),
+        u16(name.length),
+        u16(extra.length),
+        u16(0),
+        u16(0),
+        u16(0),
+        u32(0o100644 << 16),
+        u32(off),
+        name,
+        extra,
+      ]),
+    );
     parts.push(local, packed);
     off += local.length + packed.length;
   }
@@ -73,6 +109,21 @@ export function zip(entries: readonly ZipEntry[], opts: { share?: boolean } = {}
   const c16 = Math.min(n, 0xffff);
   tail.push(Buffer.concat([u32(0x06054b50), u16(0), u16(0), u16(c16), u16(c16), u32(cd.length), u32(off), u16(0)]));
   return Buffer.concat([...parts, cd, ...tail]);
+}
+
+/**
+ * A zip cut just before its central directory (what a truncated download leaves). `descriptors`:
+ * its local records say bit 3 and carry no sizes or CRC, as a streaming zip writer makes them.
+ */
+export function withoutDirectory(z: Buffer, descriptors = false): Buffer {
+  const out = Buffer.from(z.subarray(0, z.indexOf(Buffer.from('PK\x01\x02', 'latin1'))));
+  for (let at = out.indexOf(Buffer.from('PK\x03\x04', 'latin1')); descriptors && at >= 0;) {
+    out.writeUInt16LE(out.readUInt16LE(at + 6) | 0x08, at + 6);
+    const packed = out.readUInt32LE(at + 18);
+    out.fill(0, at + 14, at + 26);
+    at = out.indexOf(Buffer.from('PK\x03\x04', 'latin1'), at + 30 + out.readUInt16LE(at + 26) + out.readUInt16LE(at + 28) + packed);
+  }
+  return out;
 }
 
 /** Raw deflate of `mib` MiB of zeros, built from one fully flushed 1 MiB block repeated: ~1 KB per MiB, made in milliseconds. */
@@ -146,18 +197,38 @@ export function nestedZips(data: Buffer, levels: number): Buffer {
 export async function detectionCorpus(): Promise<Array<{ name: string; content: Buffer; threat: boolean }>> {
   const filler = Buffer.alloc(100_000, 0x41);
   return [
-    { name: 'zip (deflate)', content: zip([{ name: 'docs/readme.txt', data: filler }, { name: 'docs/report.exe', data: EICAR }]), threat: true },
+    {
+      name: 'zip (deflate)',
+      content: zip([
+        { name: 'docs/readme.txt', data: filler },
+        { name: 'docs/report.exe', data: EICAR },
+      ]),
+      threat: true,
+    },
     { name: 'zip (stored)', content: zip([{ name: 'a.com', data: EICAR, method: 0 }]), threat: true },
     { name: 'zip (bzip2, method 12)', content: zip([{ name: 'a.com', data: EICAR, method: 12 }]), threat: true },
     { name: 'gzip', content: zlib.gzipSync(EICAR), threat: true },
     { name: 'bzip2', content: bzip2(EICAR), threat: true },
     { name: 'tar', content: await tarOf([{ name: 'x/eicar.com', data: EICAR }]), threat: true },
-    { name: 'tar.gz', content: zlib.gzipSync(await tarOf([{ name: 'x/a.txt', data: filler }, { name: 'x/eicar.com', data: EICAR }])), threat: true },
+    {
+      name: 'tar.gz',
+      content: zlib.gzipSync(
+        await tarOf([
+          { name: 'x/a.txt', data: filler },
+          { name: 'x/eicar.com', data: EICAR },
+        ]),
+      ),
+      threat: true,
+    },
     { name: 'tar.bz2', content: bzip2(await tarOf([{ name: 'x/eicar.com', data: EICAR }])), threat: true },
     { name: 'cpio (newc)', content: cpioOf([{ name: 'bin/eicar', data: EICAR }]), threat: true },
     { name: 'mail, base64 attachment', content: mail({ base64: EICAR, name: 'invoice.com' }), threat: true },
     { name: 'mail, quoted-printable part', content: mail({ qp: eicarQp(), name: 'note.txt' }), threat: true },
-    { name: 'mail with a zip attachment', content: mail({ base64: zip([{ name: 'in/eicar.com', data: EICAR }]), name: 'invoice.zip' }), threat: true },
+    {
+      name: 'mail with a zip attachment',
+      content: mail({ base64: zip([{ name: 'in/eicar.com', data: EICAR }]), name: 'invoice.zip' }),
+      threat: true,
+    },
     { name: 'zip nested 10 deep', content: nestedZips(EICAR, 10), threat: true },
     { name: 'clean zip', content: zip([{ name: 'a.txt', data: filler }]), threat: false },
     { name: 'clean tar.gz', content: zlib.gzipSync(await tarOf([{ name: 'a.txt', data: filler }])), threat: false },

@@ -13,6 +13,8 @@ export interface Decoded {
   data: Buffer;
   /** The input was damaged or cut short: `data` is what came before. */
   damaged: boolean;
+  /** Input bytes the decoder consumed up to its stream's end (inflate only, when it reached the end). */
+  consumed?: number;
 }
 
 /**
@@ -27,12 +29,12 @@ export function inflateBounded(input: Buffer, format: 'raw' | 'gzip', cap: Outpu
     const chunks: Buffer[] = [];
     let n = 0;
     let settled = false;
-    const settle = (damaged: boolean, err?: Error) => {
+    const settle = (damaged: boolean, err?: Error, consumed?: number) => {
       if (settled) return;
       settled = true;
       z.destroy();
       if (err) reject(err);
-      else resolve({ data: Buffer.concat(chunks, n), damaged });
+      else resolve({ data: Buffer.concat(chunks, n), damaged, ...(consumed !== undefined ? { consumed } : {}) });
     };
     z.on('data', (c: Buffer) => {
       if (settled) return;
@@ -42,7 +44,8 @@ export function inflateBounded(input: Buffer, format: 'raw' | 'gzip', cap: Outpu
       // bytesWritten: input zlib has consumed so far, so a bomb is caught after RATIO_FLOOR, not at the cap.
       if (overRatio(cap, n, z.bytesWritten)) settle(false, new LimitExceeded('MaxRatio', where));
     });
-    z.on('end', () => settle(false));
+    // At the stream's end zlib has counted only the input it consumed: where the next record starts.
+    z.on('end', () => settle(false, undefined, z.bytesWritten));
     z.on('error', () => settle(true));
     z.end(input);
   });

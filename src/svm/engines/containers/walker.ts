@@ -27,6 +27,7 @@ const YIELD_MEMBERS = 256;
 
 /** A member name as it may be shown and logged: no control characters, bounded. */
 export function cleanName(name: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what it removes
   const s = name.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '?');
   return s.length > MAX_NAME ? `${s.slice(0, MAX_NAME - 1)}…` : s;
 }
@@ -102,4 +103,4 @@ export class ContainerWalker {
 }
 
 /** What this unpacker can open: part of the engine's generation, so a new ability re-judges old clean verdicts. */
-export const UNPACK_ABILITY = 'unpack/1:zip(0,8,12),gzip,bzip2,tar,cpio(newc,odc),mime(base64,qp)';
+export const UNPACK_ABILITY = 'unpack/2:zip(0,8,12;local-records),gzip,bzip2,tar,cpio(newc,odc),mime(base64,qp)';
