@@ -13,7 +13,7 @@ import { BuiltinEngine } from '../../src/svm/engines/builtin.js';
 import { ArchiveTimeoutError } from '../../src/svm/engines/engine.js';
 import { sniffContainer } from '../../src/svm/engines/containers/sniff.js';
 import { bzip2, cpioOf, mail, tarOf, withoutDirectory, zip } from '../svm/engines/archive-corpus.js';
-import { EICAR } from '../svm/engines/conformance.js';
+import { EICAR_BYTES as EICAR } from '../helpers/fixtures.js';
 import { applyEdits, edits, expectOnly, fuzzAsync, FUZZ_MS } from './fuzz.js';
 
 const engine = new BuiltinEngine({ archives: { timeoutMs: 1500 } });

@@ -18,7 +18,7 @@ import { MemoryVerdictCache } from '../../src/svm/memory-verdict-cache.js';
 import type { SvmServer } from '../../src/svm/server.js';
 import { clamdDatabaseTime } from '../../src/svm/signature-age.js';
 import { findBinary, inCi, needPackage, tempDir } from '../helpers/procs.js';
-import { EICAR } from './engines/conformance.js';
+import { EICAR_BYTES as EICAR } from '../helpers/fixtures.js';
 import { rawAgent, startTestSvm, upload } from './helpers.js';
 
 const FAMILIES = new URL('../../../test/svm/metric-families.txt', import.meta.url).pathname;

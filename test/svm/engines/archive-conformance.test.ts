@@ -16,7 +16,7 @@ import { YaraEngine, loadYaraModule } from '../../../src/svm/engines/yara.js';
 import { needClamd, startClamd, type Clamd } from '../../helpers/clamd.js';
 import { EICAR as EICAR_TEXT, inCi, tempDir } from '../../helpers/procs.js';
 import { deflatedZeros, detectionCorpus, nestedZips, tarOf, zip } from './archive-corpus.js';
-import { EICAR, noise } from './conformance.js';
+import { EICAR_BYTES as EICAR, noise } from '../../helpers/fixtures.js';
 
 const clamdSkip = needClamd();
 let yaraSkip: string | undefined;

@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import zlib from 'node:zlib';
 import tar from 'tar-stream';
-import { EICAR } from './conformance.js';
+import { EICAR_BYTES as EICAR } from '../../helpers/fixtures.js';
 
 export interface ZipEntry {
   name: string;

@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 import { BuiltinEngine } from '../../../src/svm/engines/builtin.js';
 import { ArchiveTimeoutError } from '../../../src/svm/engines/engine.js';
 import { sniffContainer } from '../../../src/svm/engines/containers/sniff.js';
-import { EICAR, noise } from './conformance.js';
+import { EICAR_BYTES as EICAR, noise } from '../../helpers/fixtures.js';
 import { deflatedZeros, detectionCorpus, nestedZips, tarOf, withoutDirectory, zip } from './archive-corpus.js';
 
 const engine = new BuiltinEngine();
