@@ -9,7 +9,24 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 
 /** Top first. `.` is src/'s own files (errors.ts, log.ts, backoff.ts): the ground floor. */
-const ROOMS = ['sea', 'cli', 'tray', 'agent', 'control', 'watchers', 'scan', 'processes', 'store', 'svm', 'svm-link', 'cache', 'config', 'platform', 'protocol', '.'];
+const ROOMS = [
+  'sea',
+  'cli',
+  'tray',
+  'agent',
+  'control',
+  'watchers',
+  'scan',
+  'processes',
+  'store',
+  'svm',
+  'svm-link',
+  'cache',
+  'config',
+  'platform',
+  'protocol',
+  '.',
+];
 
 const SRC = path.resolve(new URL('../../src', import.meta.url).pathname.replace(/build\/src$/, 'src'));
 
@@ -30,9 +47,14 @@ const room = (file: string) => {
 /** Relative imports of a file, resolved to .ts paths (import, export-from and dynamic import). */
 function imports(file: string): string[] {
   // Comments out: an example in a comment is not an import.
-  const text = fs.readFileSync(file, 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
+  const text = fs
+    .readFileSync(file, 'utf8')
+    .replace(/\/\*[\s\S]*?\*\//g, '')
+    .replace(/^\s*\/\/.*$/gm, '');
   const out: string[] = [];
-  for (const m of text.matchAll(/(?:^|\s)(?:import|export)\s[^'"]*?from\s*['"](\.{1,2}\/[^'"]+)['"]|import\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*\)|new URL\(\s*['"](\.{1,2}\/[^'"]+\.js)['"]/gm)) {
+  for (const m of text.matchAll(
+    /(?:^|\s)(?:import|export)\s[^'"]*?from\s*['"](\.{1,2}\/[^'"]+)['"]|import\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*\)|new URL\(\s*['"](\.{1,2}\/[^'"]+\.js)['"]/gm,
+  )) {
     const spec = m[1] ?? m[2] ?? m[3]!;
     out.push(path.resolve(path.dirname(file), spec).replace(/\.js$/, '.ts'));
   }
@@ -45,7 +67,11 @@ describe('architecture: the folders are the layers', () => {
 
   it('every room of src/ is in the layer list', () => {
     const rooms = new Set(files.map(room));
-    assert.deepEqual([...rooms].filter((r) => !ROOMS.includes(r)), [], 'a new folder under src/ needs its place in ROOMS and in docs/architecture.md');
+    assert.deepEqual(
+      [...rooms].filter((r) => !ROOMS.includes(r)),
+      [],
+      'a new folder under src/ needs its place in ROOMS and in docs/architecture.md',
+    );
   });
 
   it('imports run downward: no file imports a room above its own', () => {
@@ -77,6 +103,9 @@ describe('architecture: the folders are the layers', () => {
 
   it('the check sees imports: a known downward import is found', () => {
     const daemon = path.join(SRC, 'agent', 'daemon.ts');
-    assert.ok(graph.get(daemon)!.some((t) => room(t) === 'watchers' || room(t) === 'scan' || path.basename(path.dirname(t)) === 'steps'), 'daemon.ts imports something below it');
+    assert.ok(
+      graph.get(daemon)!.some((t) => room(t) === 'watchers' || room(t) === 'scan' || path.basename(path.dirname(t)) === 'steps'),
+      'daemon.ts imports something below it',
+    );
   });
 });

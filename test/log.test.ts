@@ -18,14 +18,21 @@ describe('log', () => {
     configureLogging({ file, level: 'debug' });
     try {
       const log = logger('unit', { extra: 1 });
-      log.warn('SVM not reachable at start; protecting by policy until it is', describeError(new LightagentError('LA_ERR_SVM_UNAVAILABLE', 'no SVM reachable at ws://127.0.0.1:1')));
+      log.warn(
+        'SVM not reachable at start; protecting by policy until it is',
+        describeError(new LightagentError('LA_ERR_SVM_UNAVAILABLE', 'no SVM reachable at ws://127.0.0.1:1')),
+      );
       log.info('plain', { n: 2 });
       log.error('both', { error: 'first', message: 'second' });
       log.debug('just text');
     } finally {
       await closeLogging();
     }
-    const lines = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = fs
+      .readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.equal(lines.length, 4);
     assert.equal(lines[0]!.message, 'SVM not reachable at start; protecting by policy until it is');
     assert.equal(lines[0]!.error, 'no SVM reachable at ws://127.0.0.1:1');

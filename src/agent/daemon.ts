@@ -129,7 +129,14 @@ export class Daemon implements DaemonApi {
       exclude: this.ctx.cfg.exclude,
       reloads: this.reloads,
       recoveries: this.recoveries,
-      svm: { url: link!.url, state: link!.state, svmId: link!.welcome?.svmId, generation: link!.generation, load: link!.load, latencyMs: Math.round(link!.lastLatencyMs * 100) / 100 },
+      svm: {
+        url: link!.url,
+        state: link!.state,
+        svmId: link!.welcome?.svmId,
+        generation: link!.generation,
+        load: link!.load,
+        latencyMs: Math.round(link!.lastLatencyMs * 100) / 100,
+      },
       cache: cache?.stats(),
       deferredQueue: deferred?.size ?? 0,
       detections: { total: detections!.count, recent: detections!.recent(10) },
@@ -164,11 +171,18 @@ export class Daemon implements DaemonApi {
     try {
       cfg = next ?? ctx.opts.reloadConfig?.() ?? ctx.opts.config;
     } catch (e) {
-      throw new ServiceError('LA_ERR_RELOAD', `reload refused, the running configuration stays: ${describeError(e).message}`, 'fix the configuration and reload again', { cause: e });
+      throw new ServiceError(
+        'LA_ERR_RELOAD',
+        `reload refused, the running configuration stays: ${describeError(e).message}`,
+        'fix the configuration and reload again',
+        { cause: e },
+      );
     }
     const old = ctx.cfg;
     const key = (c: AgentConfig, k: string) => JSON.stringify((c as Record<string, unknown>)[k]);
-    const needRestart = Object.keys({ ...old, ...cfg }).filter((k) => !(RELOADABLE as readonly string[]).includes(k) && key(old, k) !== key(cfg, k));
+    const needRestart = Object.keys({ ...old, ...cfg }).filter(
+      (k) => !(RELOADABLE as readonly string[]).includes(k) && key(old, k) !== key(cfg, k),
+    );
     // protect [] means "every local disk": compare what it resolves to.
     const mode = this.mode === 'off' ? ctx.opts.mode : this.mode;
     const candidate: AgentConfig = { ...old };

@@ -111,7 +111,8 @@ export function readInstanceFacts(sources: FactSources = LINUX_FACT_SOURCES): In
 
 /** Why `now` is not the machine `then` was recorded on, or undefined if nothing decisive changed. */
 export function cloneReason(then: InstanceFacts, now: InstanceFacts): string | undefined {
-  if (then.productUuid && now.productUuid && then.productUuid !== now.productUuid) return 'the DMI product UUID changed (the hypervisor gives each VM its own)';
+  if (then.productUuid && now.productUuid && then.productUuid !== now.productUuid)
+    return 'the DMI product UUID changed (the hypervisor gives each VM its own)';
   if (then.machineId && now.machineId && then.machineId !== now.machineId) return 'the machine-id changed';
   return undefined;
 }
@@ -175,8 +176,10 @@ export function agentIdentity(stateDir: string, facts: InstanceFacts = readInsta
   const agentId = newId(facts.hostname);
   const afterSeal = !storedId && fs.existsSync(path.join(stateDir, SEALED_FILE));
   const persistent = persist(stateDir, agentId, facts, true);
-  if (clonedFrom) logger('identity').warn('this machine is a clone: new agent id', { agentId, clonedFrom, reason, hostname: facts.hostname });
-  else if (afterSeal) logger('identity').info('first start of a clone of a sealed template: new agent id', { agentId, hostname: facts.hostname });
+  if (clonedFrom)
+    logger('identity').warn('this machine is a clone: new agent id', { agentId, clonedFrom, reason, hostname: facts.hostname });
+  else if (afterSeal)
+    logger('identity').info('first start of a clone of a sealed template: new agent id', { agentId, hostname: facts.hostname });
   return { agentId, clonedFrom, cloneReason: reason, afterSeal, persistent };
 }
 
@@ -193,7 +196,14 @@ function persist(stateDir: string, agentId: string, facts: InstanceFacts, replac
 }
 
 /** Files that belong to one running instance, not to a template: `seal` removes them. */
-export const PER_INSTANCE_FILES = [AGENT_ID_FILE, INSTANCE_FILE, 'events.jsonl', 'events.jsonl.1', 'status.json', path.join('deferred', 'queue.journal')];
+export const PER_INSTANCE_FILES = [
+  AGENT_ID_FILE,
+  INSTANCE_FILE,
+  'events.jsonl',
+  'events.jsonl.1',
+  'status.json',
+  path.join('deferred', 'queue.journal'),
+];
 
 /** Remove the instance identity and history from a state directory; returns what was removed. */
 export function dropIdentity(stateDir: string): string[] {

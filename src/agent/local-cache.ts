@@ -22,14 +22,22 @@ export interface LocalCache {
   stats(): Record<string, number>;
 }
 
-export async function openLocalCache(cfg: AgentConfig, cacheFile: string | undefined, generation: string | undefined, shared = false): Promise<LocalCache> {
+export async function openLocalCache(
+  cfg: AgentConfig,
+  cacheFile: string | undefined,
+  generation: string | undefined,
+  shared = false,
+): Promise<LocalCache> {
   const file = cacheFile ?? path.join(cfg.state_dir, 'cache.v1');
   let seed: bigint;
   let persistent = true;
   try {
     seed = loadOrCreateSeed(path.join(path.dirname(file), 'cache.seed'));
   } catch (e) {
-    logger('cache').warn('local verdict cache not persistent (state directory unusable); this run keeps it in memory', { file, ...describeError(e) });
+    logger('cache').warn('local verdict cache not persistent (state directory unusable); this run keeps it in memory', {
+      file,
+      ...describeError(e),
+    });
     seed = crypto.randomBytes(8).readBigUInt64LE(0);
     persistent = false;
   }

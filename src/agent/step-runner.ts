@@ -46,7 +46,10 @@ export class StepRunner<C> {
         await Promise.race([
           Promise.resolve().then(fn),
           new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new Error(`teardown of ${name} took longer than ${this.teardownTimeoutMs} ms`)), this.teardownTimeoutMs);
+            timer = setTimeout(
+              () => reject(new Error(`teardown of ${name} took longer than ${this.teardownTimeoutMs} ms`)),
+              this.teardownTimeoutMs,
+            );
           }),
         ]);
       } catch (err) {

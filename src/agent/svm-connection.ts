@@ -7,7 +7,15 @@
 import fs from 'node:fs';
 import { ConfigError } from '../errors.js';
 import { hostInfo } from '../platform/host-info.js';
-import { SvmLink, SvmPool, isLoopbackUrl, type SvmClient, type SvmEntry, type SvmLinkOptions, type SvmPoolOptions } from '../svm-link/index.js';
+import {
+  SvmLink,
+  SvmPool,
+  isLoopbackUrl,
+  type SvmClient,
+  type SvmEntry,
+  type SvmLinkOptions,
+  type SvmPoolOptions,
+} from '../svm-link/index.js';
 import { requireSvm, type AgentConfig } from '../config/agent.js';
 import { AGENT_VERSION, agentIdentity, readInstanceFacts } from './identity.js';
 
@@ -47,7 +55,9 @@ function build(cfg: AgentConfig, extra: SvmClientExtra, pool: boolean): SvmClien
     if (seen.has(e.url)) issues.push(`svm: ${e.url} is listed twice`);
     seen.add(e.url);
     if (e.url.startsWith('ws:') && !isLoopbackUrl(e.url) && !cfg.allow_plain_ws) {
-      issues.push(`svm: ${e.url} is plain ws:// to another host (the token and file contents would travel in clear); use wss:// with \`ca:\`, or set allow_plain_ws: true`);
+      issues.push(
+        `svm: ${e.url} is plain ws:// to another host (the token and file contents would travel in clear); use wss:// with \`ca:\`, or set allow_plain_ws: true`,
+      );
     }
   }
   if (issues.length) throw new ConfigError('the configuration', issues);

@@ -104,7 +104,14 @@ export function defineCommand<const O extends Record<string, OptionSpec>>(spec: 
           allowPositionals: spec.positionals ?? false,
           strict: true,
           options: Object.fromEntries(
-            Object.entries(all).map(([k, o]) => [k, { type: o.type === 'boolean' ? 'boolean' : 'string', ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}) }]),
+            Object.entries(all).map(([k, o]) => [
+              k,
+              {
+                type: o.type === 'boolean' ? 'boolean' : 'string',
+                ...(o.short ? { short: o.short } : {}),
+                ...(o.multiple ? { multiple: true } : {}),
+              },
+            ]),
           ) as Record<string, { type: 'boolean' | 'string'; short?: string; multiple?: boolean }>,
         });
       } catch (e) {
@@ -160,7 +167,11 @@ export function parseDurationFlag(text: string): number | undefined {
 
 /** `1000` -> `1s`, `600000` -> `10m`: bounds in messages, as a person would type them. */
 export function formatDurationFlag(ms: number): string {
-  for (const [unit, size] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+  for (const [unit, size] of [
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const) {
     if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
   }
   return `${ms}ms`;
@@ -178,7 +189,9 @@ function convert(name: string, o: OptionSpec, text: string): string | number | {
   const max = o.max ?? Number.MAX_SAFE_INTEGER;
   if (n !== undefined && Number.isSafeInteger(n) && n >= min && n <= max) return n;
   if (o.type === 'integer') return { problem: `${flag} must be a whole number from ${min} to ${max}, not ${shown}` };
-  return { problem: `${flag} must be a duration from ${formatDurationFlag(min)} to ${formatDurationFlag(max)} (e.g. 3s, 500ms; a bare number is milliseconds), not ${shown}` };
+  return {
+    problem: `${flag} must be a duration from ${formatDurationFlag(min)} to ${formatDurationFlag(max)} (e.g. 3s, 500ms; a bare number is milliseconds), not ${shown}`,
+  };
 }
 
 function orList(items: readonly string[]): string {
@@ -206,11 +219,15 @@ function parseError(e: unknown, options: Record<string, OptionSpec>): string {
 }
 
 function renderHelp(prefix: string, spec: CommandSpec<Record<string, OptionSpec>>, options: Record<string, OptionSpec>): string {
-  const labels = Object.entries(options).map(([k, o]) => [`${o.short ? `-${o.short}, ` : ''}--${k}${o.arg ? ` ${o.arg}` : ''}`, o] as const);
+  const labels = Object.entries(options).map(
+    ([k, o]) => [`${o.short ? `-${o.short}, ` : ''}--${k}${o.arg ? ` ${o.arg}` : ''}`, o] as const,
+  );
   const width = Math.max(...labels.map(([l]) => l.length)) + 2;
   const rows = labels.map(([label, o]) => {
     const [first, ...more] = o.help.split('\n');
     return [`  ${label.padEnd(width)} ${first}`, ...more.map((m) => `${' '.repeat(width + 3)}${m.trim()}`)].join('\n');
   });
-  return [`Usage: ${prefix} ${spec.usage}`, spec.description, `Options:\n${rows.join('\n')}`, spec.footer].filter((p) => p !== undefined && p !== '').join('\n\n');
+  return [`Usage: ${prefix} ${spec.usage}`, spec.description, `Options:\n${rows.join('\n')}`, spec.footer]
+    .filter((p) => p !== undefined && p !== '')
+    .join('\n\n');
 }

@@ -26,20 +26,45 @@ const SVM_OPTIONS = {
     arg: 'T',
     help: 'accept this token, tenant "default" (repeatable; replaces the config\nfile\'s tokens; LIGHTAGENT_SVM_TOKEN adds one to the file\'s)',
   },
-  'token-file': { type: 'string', arg: 'F', help: 'a YAML/JSON list of tokens like the config\'s tokens (with tenant and\nexpires); re-read on SIGHUP (config token_file)' },
+  'token-file': {
+    type: 'string',
+    arg: 'F',
+    help: "a YAML/JSON list of tokens like the config's tokens (with tenant and\nexpires); re-read on SIGHUP (config token_file)",
+  },
   engine: {
     type: 'string',
     arg: 'E',
     help: 'builtin (signatures in this process) | clamav (a running clamd) |\nyara (YARA rules, YARA-X in this process; needs npm @litko/yara-x-linux-x64-gnu)',
   },
-  'yara-rules': { type: 'string', arg: 'PATH', help: 'a .yar file or a directory of .yar/.yara files (engine yara; config\nyara_rules; reloaded on SIGHUP, a rule error keeps the previous rules)' },
-  clamd: { type: 'string', arg: 'ADDR', help: "clamd's socket path or tcp://HOST:PORT (engine clamav; config\nclamd.address, default /run/clamav/clamd.ctl)" },
-  cache: { type: 'string', arg: 'C', help: 'memory | redis://HOST:PORT: verdicts shared with every SVM on that Redis\n(config cache.store; Redis down: the memory tier answers, nothing waits)' },
-  signatures: { type: 'string', multiple: true, arg: 'FILE', help: 'load a .hdb, .hsb or .ndb signature file (repeatable; engine builtin)' },
+  'yara-rules': {
+    type: 'string',
+    arg: 'PATH',
+    help: 'a .yar file or a directory of .yar/.yara files (engine yara; config\nyara_rules; reloaded on SIGHUP, a rule error keeps the previous rules)',
+  },
+  clamd: {
+    type: 'string',
+    arg: 'ADDR',
+    help: "clamd's socket path or tcp://HOST:PORT (engine clamav; config\nclamd.address, default /run/clamav/clamd.ctl)",
+  },
+  cache: {
+    type: 'string',
+    arg: 'C',
+    help: 'memory | redis://HOST:PORT: verdicts shared with every SVM on that Redis\n(config cache.store; Redis down: the memory tier answers, nothing waits)',
+  },
+  signatures: {
+    type: 'string',
+    multiple: true,
+    arg: 'FILE',
+    help: 'load a .hdb, .hsb or .ndb signature file (repeatable; engine builtin)',
+  },
   'max-file-size': { type: 'string', arg: 'SZ', help: 'largest upload accepted (default 64 MiB)' },
   'tls-cert': { type: 'string', arg: 'F', help: 'PEM certificate of the SVM: agents connect with wss:// (config tls.cert)' },
   'tls-key': { type: 'string', arg: 'F', help: 'PEM private key of --tls-cert (config tls.key)' },
-  'tls-client-ca': { type: 'string', arg: 'F', help: 'mutual TLS: refuse agents without a certificate signed by this CA\n(config tls.client_ca)' },
+  'tls-client-ca': {
+    type: 'string',
+    arg: 'F',
+    help: 'mutual TLS: refuse agents without a certificate signed by this CA\n(config tls.client_ca)',
+  },
   'log-file': { type: 'string', arg: 'F', help: 'JSON-lines log file (default: JSON lines on stderr)' },
   'log-level': { type: 'string', arg: 'L', help: 'error | warn | info | debug' },
   json: { type: 'boolean', help: 'print the listening line as JSON' },
@@ -126,9 +151,36 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
     return fail(e, 'lightagent-svm');
   }
   const http = server.httpUrl;
-  const line = { event: 'listening', url: server.url, tls: server.tls.enabled, mutualTls: server.tls.mutual, metrics: `${http}/metrics`, healthz: `${http}/healthz`, engine: engine.name, engineHealthy: engine.healthy(), cache: redactUrl(cfg.cache.store), cacheHealthy: server.core.cache.healthy(), generation: engine.generation(), ...(engine instanceof BuiltinEngine ? { signatures: engine.signatureCount } : {}), ...(engine instanceof ClamavEngine ? { clamd: engine.address } : {}), ...(engine instanceof YaraEngine ? { yaraRules: engine.rulesPath, rules: engine.ruleCount } : {}), pid: process.pid };
-  const what = engine instanceof BuiltinEngine ? `${engine.signatureCount} signatures` : engine instanceof ClamavEngine ? `clamd at ${engine.address}${engine.healthy() ? '' : ', NOT REACHABLE yet'}` : engine instanceof YaraEngine ? `${engine.ruleCount} YARA rules from ${engine.rulesPath}` : '';
-  out(o.json ? JSON.stringify(line) : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${what}, generation ${line.generation}); metrics at ${line.metrics}`);
+  const line = {
+    event: 'listening',
+    url: server.url,
+    tls: server.tls.enabled,
+    mutualTls: server.tls.mutual,
+    metrics: `${http}/metrics`,
+    healthz: `${http}/healthz`,
+    engine: engine.name,
+    engineHealthy: engine.healthy(),
+    cache: redactUrl(cfg.cache.store),
+    cacheHealthy: server.core.cache.healthy(),
+    generation: engine.generation(),
+    ...(engine instanceof BuiltinEngine ? { signatures: engine.signatureCount } : {}),
+    ...(engine instanceof ClamavEngine ? { clamd: engine.address } : {}),
+    ...(engine instanceof YaraEngine ? { yaraRules: engine.rulesPath, rules: engine.ruleCount } : {}),
+    pid: process.pid,
+  };
+  const what =
+    engine instanceof BuiltinEngine
+      ? `${engine.signatureCount} signatures`
+      : engine instanceof ClamavEngine
+        ? `clamd at ${engine.address}${engine.healthy() ? '' : ', NOT REACHABLE yet'}`
+        : engine instanceof YaraEngine
+          ? `${engine.ruleCount} YARA rules from ${engine.rulesPath}`
+          : '';
+  out(
+    o.json
+      ? JSON.stringify(line)
+      : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${what}, generation ${line.generation}); metrics at ${line.metrics}`,
+  );
 
   process.on('SIGHUP', () => {
     void (async () => {
@@ -144,7 +196,11 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
       try {
         const r = (await engine.reload?.()) ?? { generation: engine.generation() };
         const told = server.announceGeneration();
-        out(o.json ? JSON.stringify({ event: 'reloaded', ...r, agentsTold: told, ...(tokens ?? {}) }) : `lightagent-svm: signatures reloaded (generation ${r.generation}${typeof r.errors === 'number' ? `, ${r.errors} bad lines skipped` : ''})${tokens ? `; ${tokens.tokens} tokens, ${tokens.agentsDropped} agents dropped` : ''}`);
+        out(
+          o.json
+            ? JSON.stringify({ event: 'reloaded', ...r, agentsTold: told, ...(tokens ?? {}) })
+            : `lightagent-svm: signatures reloaded (generation ${r.generation}${typeof r.errors === 'number' ? `, ${r.errors} bad lines skipped` : ''})${tokens ? `; ${tokens.tokens} tokens, ${tokens.agentsDropped} agents dropped` : ''}`,
+        );
       } catch (e) {
         fail(e, 'lightagent-svm: reload failed, keeping the previous signatures');
       }

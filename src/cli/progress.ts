@@ -14,7 +14,10 @@ export class ProgressBar {
     private readonly enabled: boolean = Boolean(process.stderr.isTTY),
   ) {}
 
-  update(s: { files: number; totalFiles: number; bytes: number; totalBytes: number; totalKnown: boolean; infected: number }, force = false): void {
+  update(
+    s: { files: number; totalFiles: number; bytes: number; totalBytes: number; totalKnown: boolean; infected: number },
+    force = false,
+  ): void {
     if (!this.enabled) return;
     const now = performance.now();
     if (!force && now - this.last < 100) return;

@@ -15,8 +15,20 @@ export interface ReplyError {
 }
 
 function unavailable(socketPath: string, e: NodeJS.ErrnoException): ServiceError {
-  const why = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? 'the agent is not running (no one listens there)' : e.code === 'EACCES' ? 'permission denied' : e.message;
-  return new ServiceError('LA_ERR_CONTROL_UNAVAILABLE', `cannot reach the agent at ${socketPath}: ${why}`, process.platform === 'win32' ? 'start it (sc start lightagent, or lightagent run)' : 'start it (systemctl start lightagent), or pass --socket-dir / --state-dir as the daemon was started with', { cause: e });
+  const why =
+    e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
+      ? 'the agent is not running (no one listens there)'
+      : e.code === 'EACCES'
+        ? 'permission denied'
+        : e.message;
+  return new ServiceError(
+    'LA_ERR_CONTROL_UNAVAILABLE',
+    `cannot reach the agent at ${socketPath}: ${why}`,
+    process.platform === 'win32'
+      ? 'start it (sc start lightagent, or lightagent run)'
+      : 'start it (systemctl start lightagent), or pass --socket-dir / --state-dir as the daemon was started with',
+    { cause: e },
+  );
 }
 
 /** Split a byte stream into JSON lines; a line past the bound or bad JSON is an error. */
@@ -50,7 +62,19 @@ export function request(socketPath: string, req: Record<string, unknown>, timeou
       sock.destroy();
       fn();
     };
-    const t = setTimeout(() => done(() => reject(new ServiceError('LA_ERR_CONTROL_UNAVAILABLE', `the agent at ${socketPath} did not answer within ${timeoutMs} ms`, 'check the agent log'))), timeoutMs);
+    const t = setTimeout(
+      () =>
+        done(() =>
+          reject(
+            new ServiceError(
+              'LA_ERR_CONTROL_UNAVAILABLE',
+              `the agent at ${socketPath} did not answer within ${timeoutMs} ms`,
+              'check the agent log',
+            ),
+          ),
+        ),
+      timeoutMs,
+    );
     sock.on('error', (e: NodeJS.ErrnoException) => done(() => reject(unavailable(socketPath, e))));
     // A pipe libuv could open for reading only (Windows, a non-admin client under the default
     // pipe DACL) is not writable: the status pipe then sends the status by itself (the reply to
@@ -65,14 +89,28 @@ export function request(socketPath: string, req: Record<string, unknown>, timeou
         (e) => done(() => reject(e)),
       ),
     );
-    sock.on('close', () => done(() => reject(new ServiceError('LA_ERR_CONTROL_UNAVAILABLE', `the agent at ${socketPath} closed the connection without an answer`, 'check the agent log'))));
+    sock.on('close', () =>
+      done(() =>
+        reject(
+          new ServiceError(
+            'LA_ERR_CONTROL_UNAVAILABLE',
+            `the agent at ${socketPath} closed the connection without an answer`,
+            'check the agent log',
+          ),
+        ),
+      ),
+    );
   });
 }
 
 export function replyError(msg: Record<string, unknown>): ServiceError {
   const e = (msg.error ?? {}) as Partial<ReplyError>;
   const code = typeof e.code === 'string' && e.code.startsWith('LA_') ? e.code : 'LA_ERR_CONTROL_REQUEST';
-  return new ServiceError(code as ServiceError['code'], String(e.message ?? 'the agent refused the request'), typeof e.hint === 'string' ? e.hint : undefined);
+  return new ServiceError(
+    code as ServiceError['code'],
+    String(e.message ?? 'the agent refused the request'),
+    typeof e.hint === 'string' ? e.hint : undefined,
+  );
 }
 
 export interface WatchHandlers {

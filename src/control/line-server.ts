@@ -98,9 +98,19 @@ export class LineServer {
     }).catch((e) => {
       if (pipe && (e as NodeJS.ErrnoException).code === 'EADDRINUSE') {
         // libuv creates the first instance with FILE_FLAG_FIRST_PIPE_INSTANCE: someone serves it already
-        throw new ServiceError('LA_ERR_ALREADY_RUNNING', `another process serves the ${o.name} pipe ${o.path}`, 'stop the other lightagent (sc stop lightagent) first; if none runs, find who holds the pipe name', { cause: e });
+        throw new ServiceError(
+          'LA_ERR_ALREADY_RUNNING',
+          `another process serves the ${o.name} pipe ${o.path}`,
+          'stop the other lightagent (sc stop lightagent) first; if none runs, find who holds the pipe name',
+          { cause: e },
+        );
       }
-      throw new ServiceError('LA_ERR_SOCKET_DIR', `cannot listen on the ${o.name} socket ${o.path}: ${(e as Error).message}`, 'check `socket_dir` and its permissions', { cause: e });
+      throw new ServiceError(
+        'LA_ERR_SOCKET_DIR',
+        `cannot listen on the ${o.name} socket ${o.path}: ${(e as Error).message}`,
+        'check `socket_dir` and its permissions',
+        { cause: e },
+      );
     });
     if (!pipe) fs.chmodSync(o.path, o.mode);
     s.server.on('error', (e) => s.log.error('socket server error', { socket: o.path, ...describeError(e) }));
@@ -139,7 +149,9 @@ export class LineServer {
       refuse(
         new ServiceError(
           'LA_ERR_CONTROL_DENIED',
-          peer ? `the ${o.name} socket is for root only (you are uid ${peer.uid})` : `the ${o.name} socket could not check who you are (no peer credentials): refused`,
+          peer
+            ? `the ${o.name} socket is for root only (you are uid ${peer.uid})`
+            : `the ${o.name} socket could not check who you are (no peer credentials): refused`,
           'run the command as root (sudo); `lightagent status` needs no privilege',
         ),
       );
@@ -209,7 +221,15 @@ export class LineServer {
         if (line.length > o.maxLineBytes) return this.oversized(sock, client);
         if (line.length === 0 || (line.length === 1 && line[0] === 0x0d)) continue;
         if (++pending > MAX_PENDING_REQUESTS) {
-          client.send(errorReply(new ServiceError('LA_ERR_CONTROL_REQUEST', `more than ${MAX_PENDING_REQUESTS} requests waiting on one connection`, 'wait for the replies before sending more')));
+          client.send(
+            errorReply(
+              new ServiceError(
+                'LA_ERR_CONTROL_REQUEST',
+                `more than ${MAX_PENDING_REQUESTS} requests waiting on one connection`,
+                'wait for the replies before sending more',
+              ),
+            ),
+          );
           sock.destroySoon();
           return;
         }
@@ -227,7 +247,15 @@ export class LineServer {
   }
 
   private oversized(sock: net.Socket, client: LineClient): void {
-    client.send(errorReply(new ServiceError('LA_ERR_CONTROL_REQUEST', `request line longer than ${this.o.maxLineBytes} bytes`, 'send one JSON object per line')));
+    client.send(
+      errorReply(
+        new ServiceError(
+          'LA_ERR_CONTROL_REQUEST',
+          `request line longer than ${this.o.maxLineBytes} bytes`,
+          'send one JSON object per line',
+        ),
+      ),
+    );
     sock.destroySoon();
     sock.pause();
   }
@@ -237,7 +265,15 @@ export class LineServer {
     try {
       req = JSON.parse(text);
     } catch (e) {
-      client.send(errorReply(new ServiceError('LA_ERR_CONTROL_REQUEST', `not JSON: ${(e as Error).message}`, 'send one JSON object per line, e.g. {"cmd":"status"}')));
+      client.send(
+        errorReply(
+          new ServiceError(
+            'LA_ERR_CONTROL_REQUEST',
+            `not JSON: ${(e as Error).message}`,
+            'send one JSON object per line, e.g. {"cmd":"status"}',
+          ),
+        ),
+      );
       return;
     }
     if (typeof req !== 'object' || req === null || Array.isArray(req)) {
@@ -268,7 +304,8 @@ async function removeStaleSocket(p: string, name: string): Promise<void> {
   } catch {
     return;
   }
-  if (!st.isSocket()) throw new ServiceError('LA_ERR_SOCKET_DIR', `${p} exists and is not a socket`, `remove it, or set another \`socket_dir\``);
+  if (!st.isSocket())
+    throw new ServiceError('LA_ERR_SOCKET_DIR', `${p} exists and is not a socket`, `remove it, or set another \`socket_dir\``);
   const live = await new Promise<boolean>((resolve) => {
     const c = net.connect(p);
     const t = setTimeout(() => (c.destroy(), resolve(true)), 1000); // accepted but silent: alive
@@ -276,7 +313,11 @@ async function removeStaleSocket(p: string, name: string): Promise<void> {
     c.once('error', () => (clearTimeout(t), resolve(false)));
   });
   if (live) {
-    throw new ServiceError('LA_ERR_ALREADY_RUNNING', `another lightagent daemon serves the ${name} socket ${p}`, 'stop it first (systemctl stop lightagent), or give this one another `socket_dir` and `state_dir`');
+    throw new ServiceError(
+      'LA_ERR_ALREADY_RUNNING',
+      `another lightagent daemon serves the ${name} socket ${p}`,
+      'stop it first (systemctl stop lightagent), or give this one another `socket_dir` and `state_dir`',
+    );
   }
   fs.rmSync(p, { force: true });
 }

@@ -86,13 +86,33 @@ export function prepareSocketDir(dir: string): void {
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   } catch (e) {
-    throw new ServiceError('LA_ERR_SOCKET_DIR', `cannot create the socket directory ${dir}: ${(e as Error).message}`, 'set `socket_dir` to a directory the agent may create', { cause: e });
+    throw new ServiceError(
+      'LA_ERR_SOCKET_DIR',
+      `cannot create the socket directory ${dir}: ${(e as Error).message}`,
+      'set `socket_dir` to a directory the agent may create',
+      { cause: e },
+    );
   }
   const st = fs.lstatSync(dir);
   const uid = process.getuid?.() ?? 0;
-  if (!st.isDirectory()) throw new ServiceError('LA_ERR_SOCKET_DIR', `socket directory ${dir} is not a directory (a symlink?)`, 'remove it, or set `socket_dir`');
-  if (st.uid !== uid) throw new ServiceError('LA_ERR_SOCKET_DIR', `socket directory ${dir} is owned by uid ${st.uid}, not by the agent (uid ${uid})`, `chown it, remove it, or set \`socket_dir\``);
-  if ((st.mode & 0o022) !== 0) throw new ServiceError('LA_ERR_SOCKET_DIR', `socket directory ${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8)})`, `chmod 755 ${dir}`);
+  if (!st.isDirectory())
+    throw new ServiceError(
+      'LA_ERR_SOCKET_DIR',
+      `socket directory ${dir} is not a directory (a symlink?)`,
+      'remove it, or set `socket_dir`',
+    );
+  if (st.uid !== uid)
+    throw new ServiceError(
+      'LA_ERR_SOCKET_DIR',
+      `socket directory ${dir} is owned by uid ${st.uid}, not by the agent (uid ${uid})`,
+      `chown it, remove it, or set \`socket_dir\``,
+    );
+  if ((st.mode & 0o022) !== 0)
+    throw new ServiceError(
+      'LA_ERR_SOCKET_DIR',
+      `socket directory ${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8)})`,
+      `chmod 755 ${dir}`,
+    );
   // Others need to reach status.sock: the directory must be searchable.
   if ((st.mode & 0o005) !== 0o005) fs.chmodSync(dir, 0o755);
 }
@@ -114,7 +134,11 @@ export class LocalSockets {
    * quarantine list` reads the store directly, a restart of the service applies a new
    * configuration (restore/delete on Windows: docs/windows.md).
    */
-  static async start(dir: string, svc: AgentService, opts: { windowsPipe?: string | undefined; silentClientMs?: number | undefined } = {}): Promise<LocalSockets> {
+  static async start(
+    dir: string,
+    svc: AgentService,
+    opts: { windowsPipe?: string | undefined; silentClientMs?: number | undefined } = {},
+  ): Promise<LocalSockets> {
     const pipe = opts.windowsPipe;
     if (!pipe) prepareSocketDir(dir);
     const readOnly = (req: Record<string, unknown>, client: LineClient): unknown => {
@@ -144,12 +168,26 @@ export class LocalSockets {
       // Windows: Node gives the pipe the default DACL, under which a non-admin client of the
       // LocalSystem service may only read; libuv then connects it read-only. Such a client sends
       // nothing, and after 300 ms gets what {"cmd":"watch"} answers (client.ts reads it).
-      silentClient: opts.silentClientMs !== undefined ? { afterMs: opts.silentClientMs, request: { cmd: 'watch' } } : pipe ? { afterMs: 300, request: { cmd: 'watch' } } : undefined,
+      silentClient:
+        opts.silentClientMs !== undefined
+          ? { afterMs: opts.silentClientMs, request: { cmd: 'watch' } }
+          : pipe
+            ? { afterMs: 300, request: { cmd: 'watch' } }
+            : undefined,
       handle: (req, client) => {
         if (req.cmd === 'status' || req.cmd === 'watch') return readOnly(req, client);
         if (typeof req.cmd === 'string' && CONTROL_COMMANDS.has(req.cmd)) {
-          if (pipe) throw new ServiceError('LA_ERR_CONTROL_DENIED', `"${req.cmd}" is not available on the read-only status pipe, and Windows has no control pipe`, '`lightagent quarantine list` reads the store directly; restart the service for a new configuration (docs/windows.md)');
-          throw new ServiceError('LA_ERR_CONTROL_DENIED', `"${req.cmd}" is not available on the read-only status socket`, `use the control socket as root (${path.join(dir, CONTROL_SOCKET)})`);
+          if (pipe)
+            throw new ServiceError(
+              'LA_ERR_CONTROL_DENIED',
+              `"${req.cmd}" is not available on the read-only status pipe, and Windows has no control pipe`,
+              '`lightagent quarantine list` reads the store directly; restart the service for a new configuration (docs/windows.md)',
+            );
+          throw new ServiceError(
+            'LA_ERR_CONTROL_DENIED',
+            `"${req.cmd}" is not available on the read-only status socket`,
+            `use the control socket as root (${path.join(dir, CONTROL_SOCKET)})`,
+          );
         }
         throw bad(`unknown command ${JSON.stringify(String(req.cmd)).slice(0, 80)}; the status socket knows "status" and "watch"`);
       },
@@ -170,7 +208,8 @@ export class LocalSockets {
             case 'reload':
               return { reload: await svc.reload() };
             case 'rescan': {
-              if (!Array.isArray(req.paths) || req.paths.length === 0 || req.paths.length > MAX_RESCAN_PATHS) throw bad(`"paths" must be a list of 1 to ${MAX_RESCAN_PATHS} absolute paths`);
+              if (!Array.isArray(req.paths) || req.paths.length === 0 || req.paths.length > MAX_RESCAN_PATHS)
+                throw bad(`"paths" must be a list of 1 to ${MAX_RESCAN_PATHS} absolute paths`);
               const paths = req.paths.map((p, i) => absPathField(p, `paths[${i}]`));
               return { rescan: await svc.rescan(paths) };
             }

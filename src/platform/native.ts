@@ -23,7 +23,11 @@ export type Koffi = typeof KoffiModule;
 function loadSeaKoffi(): Koffi {
   const dir = process.env[SEA_DIR_ENV];
   if (!dir || !path.isAbsolute(dir)) {
-    throw new PlatformError('LA_ERR_NATIVE_LOAD', `${SEA_DIR_ENV} is not set: the executable's entry point did not unpack its native module`, 'run the lightagent executable itself, not a copy of its bundle');
+    throw new PlatformError(
+      'LA_ERR_NATIVE_LOAD',
+      `${SEA_DIR_ENV} is not set: the executable's entry point did not unpack its native module`,
+      'run the lightagent executable itself, not a copy of its bundle',
+    );
   }
   checkPrivateDir(dir);
   const file = path.join(dir, KOFFI_ASSET);
@@ -31,7 +35,11 @@ function loadSeaKoffi(): Koffi {
   try {
     process.dlopen(mod, file);
   } catch (e) {
-    throw new PlatformError('LA_ERR_NATIVE_LOAD', `loading ${file} failed: ${(e as Error).message}`, 'the directory must be on a filesystem mounted without noexec; set TMPDIR to one');
+    throw new PlatformError(
+      'LA_ERR_NATIVE_LOAD',
+      `loading ${file} failed: ${(e as Error).message}`,
+      'the directory must be on a filesystem mounted without noexec; set TMPDIR to one',
+    );
   }
   return mod.exports as unknown as Koffi;
 }

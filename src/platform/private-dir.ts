@@ -32,7 +32,11 @@ export function checkPrivateDir(dir: string): void {
   try {
     st = fs.lstatSync(dir);
   } catch (e) {
-    throw new PlatformError('LA_ERR_NATIVE_LOAD', `the native module directory ${dir} cannot be read: ${(e as Error).message}`, 'start the agent again (it unpacks a new one)');
+    throw new PlatformError(
+      'LA_ERR_NATIVE_LOAD',
+      `the native module directory ${dir} cannot be read: ${(e as Error).message}`,
+      'start the agent again (it unpacks a new one)',
+    );
   }
   const uid = process.getuid?.() ?? st.uid;
   // Windows has no mode bits (ACLs instead; Node reports 0o666): there the directory is one that

@@ -42,7 +42,9 @@ export class Attributor {
     return a;
   }
 
-  private one(pid: number): { info: ProcessEntry | ProcInfo; ppid: number | undefined; source: 'proc' | 'table'; exited: boolean } | undefined {
+  private one(
+    pid: number,
+  ): { info: ProcessEntry | ProcInfo; ppid: number | undefined; source: 'proc' | 'table'; exited: boolean } | undefined {
     const live = this.read(pid);
     if (live) {
       // Fill what /proc no longer shows (a zombie has no exe or cmdline) from the same process's entry.

@@ -87,7 +87,9 @@ export class ProcessMonitor implements ProcessHooks {
     if (s.watcher !== 'off' && (s.platform ?? process.platform) === 'win32') {
       try {
         m.startWindows(s);
-        m.log.info('process watcher: Toolhelp snapshots (new processes noticed within one period, their images scanned)', { intervalMs: s.windowsIntervalMs ?? 500 });
+        m.log.info('process watcher: Toolhelp snapshots (new processes noticed within one period, their images scanned)', {
+          intervalMs: s.windowsIntervalMs ?? 500,
+        });
       } catch (e) {
         m.win = undefined;
         m.log.error('Windows process watcher did not start; new processes are not checked', describeError(e));
@@ -102,7 +104,12 @@ export class ProcessMonitor implements ProcessHooks {
     } else {
       m.log.info('process watcher off; attribution reads /proc only when something is detected');
     }
-    m.log.info('process monitoring', { watcher: m.mode, on_detect: s.onDetect, tableEntries: s.tableEntries, protected: s.protectedProcesses });
+    m.log.info('process monitoring', {
+      watcher: m.mode,
+      on_detect: s.onDetect,
+      tableEntries: s.tableEntries,
+      protected: s.protectedProcesses,
+    });
     return m;
   }
 
@@ -155,18 +162,41 @@ export class ProcessMonitor implements ProcessHooks {
   }
 
   denied(ev: { pid: number; path: string; kind: 'open' | 'exec' }, reason: string): void {
-    this.events.append({ time: new Date().toISOString(), kind: 'denied', path: ev.path, reason, access: ev.kind, process: this.attribute(ev.pid) });
+    this.events.append({
+      time: new Date().toISOString(),
+      kind: 'denied',
+      path: ev.path,
+      reason,
+      access: ev.kind,
+      process: this.attribute(ev.pid),
+    });
   }
 
   /** A detection (from DetectionLog): into the events file with its process and response. */
   recordDetection(d: Detection): void {
     const response = this.lastResponse.get(d.path);
     this.lastResponse.delete(d.path);
-    this.events.append({ time: d.time, kind: 'detection', path: d.path, threat: d.threat, sha256: d.sha256, action: d.action, process: d.attribution ?? (d.process ? { ...d.process, parents: [], source: 'none' } : undefined), response });
+    this.events.append({
+      time: d.time,
+      kind: 'detection',
+      path: d.path,
+      threat: d.threat,
+      sha256: d.sha256,
+      action: d.action,
+      process: d.attribution ?? (d.process ? { ...d.process, parents: [], source: 'none' } : undefined),
+      response,
+    });
   }
 
   stats(): Record<string, number> {
-    return { ...(this.watcher?.stats() ?? {}), ...(this.win?.stats() ?? {}), killed: this.response.counts.killed, spared: this.response.counts.spared, eventsWritten: this.events.written, eventsDropped: this.events.dropped };
+    return {
+      ...(this.watcher?.stats() ?? {}),
+      ...(this.win?.stats() ?? {}),
+      killed: this.response.counts.killed,
+      spared: this.response.counts.spared,
+      eventsWritten: this.events.written,
+      eventsDropped: this.events.dropped,
+    };
   }
 
   async stop(): Promise<void> {

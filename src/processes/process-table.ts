@@ -60,7 +60,8 @@ export class ProcessTable {
     readonly exitedCapacity = Math.min(2048, Math.max(1, Math.floor(capacity / 4))),
   ) {
     if (!Number.isInteger(capacity) || capacity < 16) throw new RangeError('process table capacity must be an integer >= 16');
-    if (!Number.isInteger(exitedCapacity) || exitedCapacity < 1 || exitedCapacity > capacity) throw new RangeError('exited capacity must be an integer in 1..capacity');
+    if (!Number.isInteger(exitedCapacity) || exitedCapacity < 1 || exitedCapacity > capacity)
+      throw new RangeError('exited capacity must be an integer in 1..capacity');
   }
 
   get size(): number {

@@ -48,7 +48,17 @@ export function applyEvents(table: ProcessTable, events: readonly ProcEvent[], c
         table.upsert({ pid: e.pid, ppid: e.ppid, startTicks: e.startTicks });
         break;
       case 'exec':
-        if (e.info) table.upsert({ pid: e.pid, ppid: e.info.ppid, startTicks: e.info.startTicks, exe: e.info.exe, cmdline: e.info.cmdline, comm: e.info.comm, uid: e.info.uid, euid: e.info.euid });
+        if (e.info)
+          table.upsert({
+            pid: e.pid,
+            ppid: e.info.ppid,
+            startTicks: e.info.startTicks,
+            exe: e.info.exe,
+            cmdline: e.info.cmdline,
+            comm: e.info.comm,
+            uid: e.info.uid,
+            euid: e.info.euid,
+          });
         break;
       case 'uid':
         table.setUid(e.pid, e.uid, e.euid);
@@ -81,11 +91,16 @@ export async function startProcessWatcher(o: ProcessWatcherOptions): Promise<Pro
   if (mode !== 'proc-poll') {
     try {
       const w = await ConnectorWatcher.start(o);
-      log.info('process watcher: kernel process events connector (fork, exec, uid, exit as they happen)', { tableCapacity: o.table.capacity });
+      log.info('process watcher: kernel process events connector (fork, exec, uid, exit as they happen)', {
+        tableCapacity: o.table.capacity,
+      });
       return w;
     } catch (e) {
       if (mode === 'connector') throw e;
-      log.warn('process events connector not available; FALLING BACK to scanning /proc (short-lived processes between scans are not seen)', { pollMs: o.pollMs ?? 1000, ...describeError(e) });
+      log.warn(
+        'process events connector not available; FALLING BACK to scanning /proc (short-lived processes between scans are not seen)',
+        { pollMs: o.pollMs ?? 1000, ...describeError(e) },
+      );
     }
   }
   const w = ProcPollWatcher.start(o);
@@ -137,7 +152,15 @@ export class ConnectorWatcher extends EventEmitter<{ events: [ProcEvent[]] }> im
       };
       worker.on('message', onMsg);
       worker.once('error', reject);
-      void w.exited.then(() => reject(new PlatformError('LA_ERR_PROC_CONNECTOR', 'the process events worker exited before it was ready', 'see the log above; the agent scans /proc instead')));
+      void w.exited.then(() =>
+        reject(
+          new PlatformError(
+            'LA_ERR_PROC_CONNECTOR',
+            'the process events worker exited before it was ready',
+            'see the log above; the agent scans /proc instead',
+          ),
+        ),
+      );
     });
     worker.on('error', (e) => w.log.error('process events worker failed', { message: e.message }));
     // The worker never keeps the agent alive: stop() ends it, and an agent that exits without
@@ -159,7 +182,10 @@ export class ConnectorWatcher extends EventEmitter<{ events: [ProcEvent[]] }> im
       }
       this.emit('events', m.events);
     } else if (m.t === 'error' && !this.stopped) {
-      this.log.error('process events worker stopped on an error; attribution falls back to reading /proc at detection time', { code: m.code, message: m.message });
+      this.log.error('process events worker stopped on an error; attribution falls back to reading /proc at detection time', {
+        code: m.code,
+        message: m.message,
+      });
     }
   }
 

@@ -100,7 +100,14 @@ export class ProcessResponse {
     }
     if (r === 'killed') {
       this.counts.killed++;
-      this.log.warn('killed the process behind a threat', { pid: who.pid, exe: who.exe, cmdline: who.cmdline, user: who.user, reason: why, file });
+      this.log.warn('killed the process behind a threat', {
+        pid: who.pid,
+        exe: who.exe,
+        cmdline: who.cmdline,
+        user: who.user,
+        reason: why,
+        file,
+      });
       return { action: 'killed' };
     }
     this.counts.failed++;

@@ -100,7 +100,16 @@ export class FileScanner {
     }
     try {
       const st = fs.fstatSync(fd, { bigint: true });
-      if (!st.isFile()) return { path, outcome: 'skipped', size: 0, source: 'none', uploaded: 0, read: 0, error: { code: 'LA_SKIP_NOT_REGULAR', message: 'not a regular file' } };
+      if (!st.isFile())
+        return {
+          path,
+          outcome: 'skipped',
+          size: 0,
+          source: 'none',
+          uploaded: 0,
+          read: 0,
+          error: { code: 'LA_SKIP_NOT_REGULAR', message: 'not a regular file' },
+        };
       return await (looked && sameIdentity(st, known!) ? this.scanMissed(fd, path, st, looked.hit) : this.scanFdNow(fd, path, st));
     } catch (err) {
       return errorResult(path, 0, err);
@@ -151,10 +160,24 @@ export class FileScanner {
   }
 
   /** The file is not (freshly) known by identity: `staleHit` is a clean verdict of an older generation. */
-  private async scanMissed(fd: number, path: string, st: fs.BigIntStats, staleHit: LocalHit | undefined, pre?: ReadOnce): Promise<ScanResult> {
+  private async scanMissed(
+    fd: number,
+    path: string,
+    st: fs.BigIntStats,
+    staleHit: LocalHit | undefined,
+    pre?: ReadOnce,
+  ): Promise<ScanResult> {
     const size = Number(st.size);
     if (size > this.opts.maxFileSize) {
-      return { path, outcome: 'skipped', size, source: 'none', uploaded: 0, read: 0, error: { code: 'LA_SKIP_TOO_LARGE', message: `larger than max_file_size (${this.opts.maxFileSize} bytes)` } };
+      return {
+        path,
+        outcome: 'skipped',
+        size,
+        source: 'none',
+        uploaded: 0,
+        read: 0,
+        error: { code: 'LA_SKIP_TOO_LARGE', message: `larger than max_file_size (${this.opts.maxFileSize} bytes)` },
+      };
     }
     const cache = this.opts.cache;
     try {
@@ -167,7 +190,14 @@ export class FileScanner {
   }
 
   /** `pre`: the file as scanFdNow already read it (fingerprint, bytes still in the shared buffer). */
-  private async scanContent(fd: number, path: string, st: fs.BigIntStats, size: number, staleHit: LocalHit | undefined, pre?: ReadOnce): Promise<ScanResult> {
+  private async scanContent(
+    fd: number,
+    path: string,
+    st: fs.BigIntStats,
+    size: number,
+    staleHit: LocalHit | undefined,
+    pre?: ReadOnce,
+  ): Promise<ScanResult> {
     const cache = this.opts.cache;
     // A stale clean identity hit already knows the SHA-256: re-check by lookup, no read at all.
     if (staleHit) {
@@ -192,8 +222,10 @@ export class FileScanner {
     const content = read1 && read1.buffer === this.buf.buffer ? Buffer.from(read1) : read1;
     const sha256 = content ? crypto.createHash('sha256').update(content).digest('hex') : this.sha256Fd(fd, size);
     const looked = await this.backingOff(() => this.opts.link.lookup(sha256, size), this.opts.deadlineMs);
-    if (looked.verdict === 'clean' || looked.verdict === 'infected') return this.finish(path, st, size, fp, sha256, looked, 'svm-cache', 0, size);
-    if (looked.verdict === 'error') throw new ScanFailedError(looked.code ?? 'LA_ERR_SCAN', looked.message ?? 'the SVM could not answer the lookup');
+    if (looked.verdict === 'clean' || looked.verdict === 'infected')
+      return this.finish(path, st, size, fp, sha256, looked, 'svm-cache', 0, size);
+    if (looked.verdict === 'error')
+      throw new ScanFailedError(looked.code ?? 'LA_ERR_SCAN', looked.message ?? 'the SVM could not answer the lookup');
 
     const read = content
       ? (off: number, len: number) => content.subarray(off, off + len)
@@ -203,13 +235,20 @@ export class FileScanner {
           return n === len ? out : out.subarray(0, n);
         };
     const uploadDeadline = this.opts.deadlineMs + Math.ceil((size / this.opts.minUploadRate) * 1000);
-    const scanned: VerdictMsg | undefined = await this.backingOff(() => this.opts.link.scan(size, read, uploadDeadline, path), uploadDeadline);
+    const scanned: VerdictMsg | undefined = await this.backingOff(
+      () => this.opts.link.scan(size, read, uploadDeadline, path),
+      uploadDeadline,
+    );
     if (!scanned || scanned.verdict === 'error' || scanned.verdict === 'unknown') {
       throw new ScanFailedError(scanned?.code ?? 'LA_ERR_SCAN', scanned?.message ?? 'the SVM could not scan the file');
     }
     // The SVM hashed what it received; a mismatch means the file changed under us.
     if (scanned.sha256 && scanned.sha256 !== sha256) {
-      throw new LightagentError('LA_ERR_FILE_CHANGED', 'the file changed while it was scanned', 'it will be scanned again at its next change');
+      throw new LightagentError(
+        'LA_ERR_FILE_CHANGED',
+        'the file changed while it was scanned',
+        'it will be scanned again at its next change',
+      );
     }
     return this.finish(path, st, size, fp, sha256, scanned, 'svm-scan', size, content ? size : size * 3);
   }
@@ -232,7 +271,17 @@ export class FileScanner {
     }
   }
 
-  private finish(path: string, st: fs.BigIntStats, size: number, fp: bigint | undefined, sha256: string, v: VerdictMsg, source: VerdictSource, uploaded: number, read: number): ScanResult {
+  private finish(
+    path: string,
+    st: fs.BigIntStats,
+    size: number,
+    fp: bigint | undefined,
+    sha256: string,
+    v: VerdictMsg,
+    source: VerdictSource,
+    uploaded: number,
+    read: number,
+  ): ScanResult {
     const verdict = v.verdict === 'infected' ? 'infected' : 'clean';
     const threat = v.threat ?? (verdict === 'infected' ? 'Unknown-Threat' : undefined);
     if (fp !== undefined) this.opts.cache?.record(st, fp, sha256, verdict, threat);
@@ -284,7 +333,11 @@ interface ReadOnce {
 }
 
 function changed(got: number, size: number): LightagentError {
-  return new LightagentError('LA_ERR_FILE_CHANGED', `the file shrank while it was read (${got} of ${size} bytes)`, 'it will be scanned again at its next change');
+  return new LightagentError(
+    'LA_ERR_FILE_CHANGED',
+    `the file shrank while it was read (${got} of ${size} bytes)`,
+    'it will be scanned again at its next change',
+  );
 }
 
 function fromHit(path: string, size: number, hit: LocalHit, source: VerdictSource, read: number): ScanResult {

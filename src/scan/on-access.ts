@@ -84,7 +84,17 @@ export class OnAccessHandler {
   private readonly log = logger('on-access');
   private readonly quarantining = new Map<string, Promise<string>>();
   private readonly recentlyQuarantined = new Map<string, { id: string; sha256: string | undefined; until: number }>();
-  readonly counts = { decisions: 0, allowed: 0, denied: 0, deadline: 0, unavailable: 0, tooLarge: 0, written: 0, processes: 0, detections: 0 };
+  readonly counts = {
+    decisions: 0,
+    allowed: 0,
+    denied: 0,
+    deadline: 0,
+    unavailable: 0,
+    tooLarge: 0,
+    written: 0,
+    processes: 0,
+    detections: 0,
+  };
 
   constructor(private readonly o: OnAccessOptions) {}
 
@@ -197,7 +207,8 @@ export class OnAccessHandler {
   }
 
   private afterLate(ev: AccessEvent, r: ScanResult): void {
-    if (r.outcome === 'infected') void this.act(ev.path, r, 'quarantined', ev.pid, ev.kind === 'exec' && this.o.onSvmUnavailable === 'allow' ? 'runs' : undefined);
+    if (r.outcome === 'infected')
+      void this.act(ev.path, r, 'quarantined', ev.pid, ev.kind === 'exec' && this.o.onSvmUnavailable === 'allow' ? 'runs' : undefined);
   }
 
   /**
@@ -214,19 +225,29 @@ export class OnAccessHandler {
     try {
       const id = await done;
       const now = Date.now();
-      if (this.recentlyQuarantined.size >= 1024) for (const [k, v] of this.recentlyQuarantined) if (v.until <= now || this.recentlyQuarantined.size >= 1024) this.recentlyQuarantined.delete(k);
+      if (this.recentlyQuarantined.size >= 1024)
+        for (const [k, v] of this.recentlyQuarantined)
+          if (v.until <= now || this.recentlyQuarantined.size >= 1024) this.recentlyQuarantined.delete(k);
       this.recentlyQuarantined.set(path, { id, sha256: r.sha256, until: now + QUARANTINE_MEMORY_MS });
       return id;
     } catch (e) {
       const recent = this.recentlyQuarantined.get(path);
-      if (recent && recent.until > Date.now() && recent.sha256 !== undefined && recent.sha256 === r.sha256 && causeCode(e) === 'ENOENT') return recent.id;
+      if (recent && recent.until > Date.now() && recent.sha256 !== undefined && recent.sha256 === r.sha256 && causeCode(e) === 'ENOENT')
+        return recent.id;
       throw e;
     } finally {
       this.quarantining.delete(path);
     }
   }
 
-  private async act(path: string, r: ScanResult, action: Detection['action'], pid: number | undefined, culprit?: ResponseReason, known?: Attribution): Promise<void> {
+  private async act(
+    path: string,
+    r: ScanResult,
+    action: Detection['action'],
+    pid: number | undefined,
+    culprit?: ResponseReason,
+    known?: Attribution,
+  ): Promise<void> {
     this.counts.detections++;
     let finalAction = action;
     // Who, before anything slow (it may exit); then on_detect for a writer or a running image.
@@ -252,7 +273,13 @@ export class OnAccessHandler {
         }
       }
     }
-    const d: Detection = { kind: 'detection', time: new Date().toISOString(), path, threat: r.threat ?? 'Unknown-Threat', action: finalAction };
+    const d: Detection = {
+      kind: 'detection',
+      time: new Date().toISOString(),
+      path,
+      threat: r.threat ?? 'Unknown-Threat',
+      action: finalAction,
+    };
     if (r.sha256) d.sha256 = r.sha256;
     if (pid !== undefined) d.process = who ? { pid, exe: who.exe, cmdline: who.cmdline, uid: who.uid } : { pid };
     if (who) d.attribution = who;

@@ -57,7 +57,11 @@ export async function* walkTree(roots: readonly string[], opts: WalkOptions = {}
       }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'ERR';
-      skip(p, code, code === 'ENOENT' ? 'vanished before it could be scanned' : code === 'ELOOP' ? 'symbolic link loop' : (err as Error).message);
+      skip(
+        p,
+        code,
+        code === 'ENOENT' ? 'vanished before it could be scanned' : code === 'ELOOP' ? 'symbolic link loop' : (err as Error).message,
+      );
       continue;
     }
     if (st.isDirectory()) {

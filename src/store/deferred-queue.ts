@@ -57,10 +57,16 @@ export interface DeferredQueueOptions {
 function isEntry(key: string, v: unknown): v is DeferredEntry {
   const e = v as DeferredEntry;
   const ok =
-    typeof v === 'object' && v !== null && e.path === key &&
-    typeof e.dev === 'string' && typeof e.ino === 'string' && typeof e.mtimeNs === 'string' &&
+    typeof v === 'object' &&
+    v !== null &&
+    e.path === key &&
+    typeof e.dev === 'string' &&
+    typeof e.ino === 'string' &&
+    typeof e.mtimeNs === 'string' &&
     (e.ctimeNs === undefined || typeof e.ctimeNs === 'string') &&
-    typeof e.size === 'number' && typeof e.reason === 'string' && typeof e.time === 'number';
+    typeof e.size === 'number' &&
+    typeof e.reason === 'string' &&
+    typeof e.time === 'number';
   // Journals written before ctime was recorded: read as unknown, not dropped (the file must still be scanned).
   if (ok) e.ctimeNs ??= '';
   return ok;
@@ -137,7 +143,13 @@ export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
   add(input: DeferredInput): Promise<void> {
     const existing = this.journal.get(input.path) ?? this.memoryOnly.get(input.path);
     const entry: DeferredEntry = {
-      path: input.path, dev: input.dev, ino: input.ino, size: input.size, mtimeNs: input.mtimeNs, ctimeNs: input.ctimeNs ?? '', reason: input.reason,
+      path: input.path,
+      dev: input.dev,
+      ino: input.ino,
+      size: input.size,
+      mtimeNs: input.mtimeNs,
+      ctimeNs: input.ctimeNs ?? '',
+      reason: input.reason,
       time: existing?.time ?? input.time ?? Date.now(),
     };
     const ops: JournalOp<DeferredEntry>[] = [];
@@ -163,15 +175,22 @@ export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
         const now = Date.now();
         if (now - this.lastPersistFailLog >= DROP_LOG_INTERVAL_MS) {
           this.lastPersistFailLog = now;
-          this.log.error('could not persist a deferred-scan entry: kept in memory (lost only if the agent stops before the disk has room again)', {
-            path: entry.path, error: (e as Error).message, inMemoryOnly: this.memoryOnly.size,
-          });
+          this.log.error(
+            'could not persist a deferred-scan entry: kept in memory (lost only if the agent stops before the disk has room again)',
+            {
+              path: entry.path,
+              error: (e as Error).message,
+              inMemoryOnly: this.memoryOnly.size,
+            },
+          );
         }
         this.emit('added', entry);
       },
     );
     // A caller that ignores the promise (the hot path does) must not get an unhandled rejection.
-    result.catch((e: unknown) => this.log.error('could not queue a deferred-scan entry', { path: entry.path, error: (e as Error).message }));
+    result.catch((e: unknown) =>
+      this.log.error('could not queue a deferred-scan entry', { path: entry.path, error: (e as Error).message }),
+    );
     return result;
   }
 
@@ -246,7 +265,8 @@ export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
         } catch (err) {
           this.log.warn('deferred re-scan of a file failed; kept for later', { path: e.path, error: (err as Error).message });
         }
-        if (!ok) kept.push(e); // stays leased until the drain ends, so this drain does not retry it
+        if (!ok)
+          kept.push(e); // stays leased until the drain ends, so this drain does not retry it
         else if (await this.done(e)) removed++;
       }
     };
@@ -268,7 +288,14 @@ export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
   }
 
   stats(): { size: number; inFlight: number; dropped: number; capacity: number; fileBytes: number; unpersisted: number } {
-    return { size: this.size, inFlight: this.inFlight, dropped: this.dropped, capacity: this.capacity, fileBytes: this.journal.stats().fileBytes, unpersisted: this.memoryOnly.size };
+    return {
+      size: this.size,
+      inFlight: this.inFlight,
+      dropped: this.dropped,
+      capacity: this.capacity,
+      fileBytes: this.journal.stats().fileBytes,
+      unpersisted: this.memoryOnly.size,
+    };
   }
 
   /** Journal entries first (oldest first), then the memory-only ones. */
@@ -280,7 +307,8 @@ export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
   /** Wait for pending writes and close the journal. */
   close(): Promise<void> {
     this.closed = true;
-    if (this.memoryOnly.size > 0) this.log.error('stopping with deferred-scan entries that never reached the disk: they are lost', { entries: this.memoryOnly.size });
+    if (this.memoryOnly.size > 0)
+      this.log.error('stopping with deferred-scan entries that never reached the disk: they are lost', { entries: this.memoryOnly.size });
     return this.journal.close();
   }
 
@@ -299,7 +327,10 @@ export class DeferredQueue extends EventEmitter<{ added: [DeferredEntry] }> {
     const now = Date.now();
     if (this.droppedCount === n || now - this.lastDropLog >= DROP_LOG_INTERVAL_MS) {
       this.lastDropLog = now;
-      this.log.warn('deferred-scan queue full: dropped the oldest entries, they will not be re-scanned', { capacity: this.capacity, droppedTotal: this.droppedCount });
+      this.log.warn('deferred-scan queue full: dropped the oldest entries, they will not be re-scanned', {
+        capacity: this.capacity,
+        droppedTotal: this.droppedCount,
+      });
     }
   }
 }

@@ -131,7 +131,11 @@ export async function acquireLock(lockPath: string, waitMs = 0): Promise<() => P
     const pid = holder?.pid;
     const expired = Date.now() >= deadline;
     if ((holder !== undefined && stale(holder)) || (holder === undefined && expired)) {
-      log.warn('taking over a stale lock', { lockPath, deadPid: pid ?? null, ...(holder?.boot && holder.boot !== bootId() ? { fromBoot: holder.boot } : {}) });
+      log.warn('taking over a stale lock', {
+        lockPath,
+        deadPid: pid ?? null,
+        ...(holder?.boot && holder.boot !== bootId() ? { fromBoot: holder.boot } : {}),
+      });
       await fs.rm(lockPath, { force: true });
       continue;
     }

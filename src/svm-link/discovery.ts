@@ -43,22 +43,29 @@ export function isLoopbackUrl(url: string): boolean {
 
 /** Validate a discovery document; throws SvmDiscoveryError naming the first bad entry. */
 export function parseSvmList(doc: unknown, source: string): SvmEntry[] {
-  const list = Array.isArray(doc) ? doc : typeof doc === 'object' && doc !== null && Array.isArray((doc as { svms?: unknown }).svms) ? (doc as { svms: unknown[] }).svms : undefined;
+  const list = Array.isArray(doc)
+    ? doc
+    : typeof doc === 'object' && doc !== null && Array.isArray((doc as { svms?: unknown }).svms)
+      ? (doc as { svms: unknown[] }).svms
+      : undefined;
   if (!list) throw new SvmDiscoveryError(source, 'the answer must be a JSON list of SVMs, or an object with an `svms` list');
   if (list.length === 0) throw new SvmDiscoveryError(source, 'the list of SVMs is empty');
-  if (list.length > DISCOVERY_LIMITS.maxEntries) throw new SvmDiscoveryError(source, `${list.length} SVMs listed; at most ${DISCOVERY_LIMITS.maxEntries} are accepted`);
+  if (list.length > DISCOVERY_LIMITS.maxEntries)
+    throw new SvmDiscoveryError(source, `${list.length} SVMs listed; at most ${DISCOVERY_LIMITS.maxEntries} are accepted`);
   const out: SvmEntry[] = [];
   const seen = new Set<string>();
   list.forEach((item: unknown, i) => {
     const obj = typeof item === 'string' ? { url: item } : item;
-    if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new SvmDiscoveryError(source, `entry ${i}: must be a URL or {url, priority}`);
+    if (typeof obj !== 'object' || obj === null || Array.isArray(obj))
+      throw new SvmDiscoveryError(source, `entry ${i}: must be a URL or {url, priority}`);
     const { url, priority, ...rest } = obj as { url?: unknown; priority?: unknown };
     const extra = Object.keys(rest);
     if (extra.length) throw new SvmDiscoveryError(source, `entry ${i}: unknown key ${JSON.stringify(extra[0]!.slice(0, 40))}`);
     const bad = svmUrlProblem(url);
     if (bad) throw new SvmDiscoveryError(source, `entry ${i}: url ${bad}`);
     const p = priority === undefined ? i : priority;
-    if (typeof p !== 'number' || !Number.isInteger(p) || p < 0 || p > DISCOVERY_LIMITS.maxPriority) throw new SvmDiscoveryError(source, `entry ${i}: priority must be an integer 0..${DISCOVERY_LIMITS.maxPriority}`);
+    if (typeof p !== 'number' || !Number.isInteger(p) || p < 0 || p > DISCOVERY_LIMITS.maxPriority)
+      throw new SvmDiscoveryError(source, `entry ${i}: priority must be an integer 0..${DISCOVERY_LIMITS.maxPriority}`);
     const key = new URL(url as string).href;
     if (seen.has(key)) throw new SvmDiscoveryError(source, `entry ${i}: ${key} is listed twice`);
     seen.add(key);
@@ -99,46 +106,50 @@ export function fetchSvmList(url: string, opts: DiscoveryOptions = {}): Promise<
       reject(new SvmDiscoveryError(url, detail, cause === undefined ? undefined : { cause }));
     };
     const get = u.protocol === 'https:' ? https.get : http.get;
-    const req = get(u, { headers: { accept: 'application/json' }, ...(u.protocol === 'https:' && opts.ca ? { ca: opts.ca } : {}) }, (res) => {
-      if (res.statusCode !== 200) {
-        res.resume();
-        fail(`answered HTTP ${res.statusCode ?? '?'} (redirects are not followed)`);
-        return;
-      }
-      const declared = Number(res.headers['content-length']);
-      if (Number.isFinite(declared) && declared > maxBytes) {
-        fail(`the answer is ${declared} bytes; at most ${maxBytes} are read`);
-        return;
-      }
-      const chunks: Buffer[] = [];
-      let got = 0;
-      res.on('data', (c: Buffer) => {
-        got += c.length;
-        if (got > maxBytes) fail(`the answer is larger than ${maxBytes} bytes`);
-        else chunks.push(c);
-      });
-      res.on('error', (e) => fail(e.message, e));
-      res.on('end', () => {
-        if (settled) return;
-        let doc: unknown;
-        try {
-          doc = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-        } catch (e) {
-          fail(`the answer is not JSON: ${(e as Error).message}`, e);
+    const req = get(
+      u,
+      { headers: { accept: 'application/json' }, ...(u.protocol === 'https:' && opts.ca ? { ca: opts.ca } : {}) },
+      (res) => {
+        if (res.statusCode !== 200) {
+          res.resume();
+          fail(`answered HTTP ${res.statusCode ?? '?'} (redirects are not followed)`);
           return;
         }
-        try {
-          const list = parseSvmList(doc, url);
-          settled = true;
-          clearTimeout(timer);
-          resolve(list);
-        } catch (e) {
-          settled = true;
-          clearTimeout(timer);
-          reject(e as Error);
+        const declared = Number(res.headers['content-length']);
+        if (Number.isFinite(declared) && declared > maxBytes) {
+          fail(`the answer is ${declared} bytes; at most ${maxBytes} are read`);
+          return;
         }
-      });
-    });
+        const chunks: Buffer[] = [];
+        let got = 0;
+        res.on('data', (c: Buffer) => {
+          got += c.length;
+          if (got > maxBytes) fail(`the answer is larger than ${maxBytes} bytes`);
+          else chunks.push(c);
+        });
+        res.on('error', (e) => fail(e.message, e));
+        res.on('end', () => {
+          if (settled) return;
+          let doc: unknown;
+          try {
+            doc = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          } catch (e) {
+            fail(`the answer is not JSON: ${(e as Error).message}`, e);
+            return;
+          }
+          try {
+            const list = parseSvmList(doc, url);
+            settled = true;
+            clearTimeout(timer);
+            resolve(list);
+          } catch (e) {
+            settled = true;
+            clearTimeout(timer);
+            reject(e as Error);
+          }
+        });
+      },
+    );
     req.on('error', (e) => fail(e.message, e));
     const timer = setTimeout(() => fail(`no complete answer within ${timeoutMs} ms`), timeoutMs);
   });

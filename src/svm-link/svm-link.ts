@@ -91,7 +91,8 @@ export interface SvmLinkEvents {
 
 export class SvmLink extends EventEmitter<SvmLinkEvents> {
   readonly url: string;
-  private readonly opts: Required<Omit<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key'>> & Pick<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key'>;
+  private readonly opts: Required<Omit<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key'>> &
+    Pick<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key'>;
   private ws: WebSocket | undefined;
   private _state: LinkState = 'idle';
   private _welcome: Welcome | undefined;
@@ -207,7 +208,12 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
         if (!this.pending.has(id)) return; // deadline passed or connection lost meanwhile
         const want = Math.min(chunk, size - offset);
         const data = want > 0 ? read(offset, want) : new Uint8Array(0);
-        if (data.length !== want) throw new LightagentError('LA_ERR_FILE_CHANGED', `the file shrank while it was uploaded (${offset + data.length} of ${size} bytes)`, 'it will be scanned again at its next change');
+        if (data.length !== want)
+          throw new LightagentError(
+            'LA_ERR_FILE_CHANGED',
+            `the file shrank while it was uploaded (${offset + data.length} of ${size} bytes)`,
+            'it will be scanned again at its next change',
+          );
         offset += want;
         const last = offset >= size;
         await this.sendBinary(encodeChunkHeader(id, index++, last), data);
@@ -319,7 +325,13 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
         // (85 -> 226 MiB/s measured). The SVM skips the XOR when the mask is zero.
         generateMask: zeroMask,
         ...(this.opts.ca ? { ca: this.opts.ca } : {}),
-        ...(mutual ? { cert: this.opts.cert, key: this.opts.key, createConnection: createConnection as unknown as WebSocket.ClientOptions['createConnection'] } : {}),
+        ...(mutual
+          ? {
+              cert: this.opts.cert,
+              key: this.opts.key,
+              createConnection: createConnection as unknown as WebSocket.ClientOptions['createConnection'],
+            }
+          : {}),
       });
     } catch (err) {
       this.lastError = new SvmUnavailableError(this.url, (err as Error).message, { cause: err });
@@ -438,7 +450,10 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
             { cause: err },
           );
           this._state = 'refused';
-          this.log.error('the SVM does not accept this agent\'s client certificate', { code: this.lastError.code, message: this.lastError.message });
+          this.log.error("the SVM does not accept this agent's client certificate", {
+            code: this.lastError.code,
+            message: this.lastError.message,
+          });
           return;
         }
       }

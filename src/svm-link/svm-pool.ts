@@ -99,7 +99,8 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
       const bad = svmUrlProblem(e.url);
       if (bad) throw new LightagentError('LA_ERR_CONFIG', `svm: ${e.url} ${bad}`, 'fix the `svm` list in the agent config');
     }
-    if (options.svms.length === 0 && !options.discovery) throw new LightagentError('LA_ERR_CONFIG', 'no SVM: the list is empty and no discovery URL is set', 'set `svm` or `svm_discovery`');
+    if (options.svms.length === 0 && !options.discovery)
+      throw new LightagentError('LA_ERR_CONFIG', 'no SVM: the list is empty and no discovery URL is set', 'set `svm` or `svm_discovery`');
     this.staticEntries = [...options.svms];
     this.setEntries();
   }
@@ -182,21 +183,23 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
   /** Every SVM of the pool, the active one first, then by priority and load. */
   status(): SvmMemberStatus[] {
     const now = performance.now();
-    return this.ranked(this.members).sort((a, b) => Number(b === this.active) - Number(a === this.active)).map((m) => {
-      const err = m.link.error;
-      return {
-        url: m.entry.url,
-        priority: m.entry.priority,
-        active: m === this.active,
-        state: m.link.state,
-        svmId: m.link.welcome?.svmId,
-        generation: m.link.generation,
-        load: m.link.welcome ? m.link.load : undefined,
-        inFlight: m.link.inFlight,
-        upMs: m.upSince === undefined ? undefined : Math.round(now - m.upSince),
-        error: err ? { code: err.code, message: err.message } : undefined,
-      };
-    });
+    return this.ranked(this.members)
+      .sort((a, b) => Number(b === this.active) - Number(a === this.active))
+      .map((m) => {
+        const err = m.link.error;
+        return {
+          url: m.entry.url,
+          priority: m.entry.priority,
+          active: m === this.active,
+          state: m.link.state,
+          svmId: m.link.welcome?.svmId,
+          generation: m.link.generation,
+          load: m.link.welcome ? m.link.load : undefined,
+          inFlight: m.link.inFlight,
+          upMs: m.upSince === undefined ? undefined : Math.round(now - m.upSince),
+          error: err ? { code: err.code, message: err.message } : undefined,
+        };
+      });
   }
 
   /** The link to one SVM of the pool (svm-info measures each one's round trip). */
@@ -221,7 +224,11 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
 
   // ------------------------------------------------------------------ requests
 
-  private async request(kind: 'lookup' | 'scan', deadlineMs: number, run: (link: SvmLink, leftMs: number) => Promise<VerdictMsg>): Promise<VerdictMsg> {
+  private async request(
+    kind: 'lookup' | 'scan',
+    deadlineMs: number,
+    run: (link: SvmLink, leftMs: number) => Promise<VerdictMsg>,
+  ): Promise<VerdictMsg> {
     this.start();
     const deadlineAt = performance.now() + deadlineMs;
     const avoid = new Set<Member>();
@@ -231,7 +238,10 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
       const left = deadlineAt - performance.now();
       if (left < 1) {
         if (lastErr instanceof DeadlineError) throw lastErr;
-        throw new SvmUnavailableError(this.urls(), lastErr ? `${kind}: ${lastErr.message}; no other SVM answered within ${deadlineMs} ms` : `${kind}: ${this.whyNone(deadlineMs)}`);
+        throw new SvmUnavailableError(
+          this.urls(),
+          lastErr ? `${kind}: ${lastErr.message}; no other SVM answered within ${deadlineMs} ms` : `${kind}: ${this.whyNone(deadlineMs)}`,
+        );
       }
       const m = this.pick(avoid);
       if (!m) {
@@ -249,7 +259,10 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
         if (now && now !== m && v.generation !== undefined && now.link.generation !== undefined && v.generation !== now.link.generation) {
           // Answered by the SVM we just left, under its signatures: ask the one in use.
           avoid.add(m);
-          lastErr = new SvmUnavailableError(m.entry.url, `answered under generation ${v.generation}, the active SVM has ${now.link.generation}`);
+          lastErr = new SvmUnavailableError(
+            m.entry.url,
+            `answered under generation ${v.generation}, the active SVM has ${now.link.generation}`,
+          );
           continue;
         }
         return v;
@@ -367,7 +380,8 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
         this.log.warn('discovery listed a plain ws:// SVM on another host; ignored (use wss://, or allow_plain_ws)', { svm: e.url });
         return false;
       });
-      if (accepted.length === 0) throw new LightagentError('LA_ERR_SVM_DISCOVERY', `SVM discovery at ${d.url}: no acceptable SVM in the answer`, 'list wss:// SVMs');
+      if (accepted.length === 0)
+        throw new LightagentError('LA_ERR_SVM_DISCOVERY', `SVM discovery at ${d.url}: no acceptable SVM in the answer`, 'list wss:// SVMs');
       this.discoveryError = undefined;
       this.discoveryBackoff.reset();
       const key = (l: SvmEntry[]) => JSON.stringify([...l].sort((a, b) => a.url.localeCompare(b.url)));
@@ -380,7 +394,10 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
     } catch (e) {
       if (this.closed) return;
       this.discoveryError = e instanceof LightagentError ? e : new LightagentError('LA_ERR_SVM_DISCOVERY', String(e));
-      this.log.warn('SVM discovery failed; keeping the SVMs known so far', { code: this.discoveryError.code, message: this.discoveryError.message });
+      this.log.warn('SVM discovery failed; keeping the SVMs known so far', {
+        code: this.discoveryError.code,
+        message: this.discoveryError.message,
+      });
       this.scheduleDiscovery(Math.min(this.discoveryBackoff.next(), d.intervalMs ?? 300_000));
       this.notify();
     }
@@ -436,7 +453,9 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
       if (this.stable(m, now)) return this.switchTo(m, 'a preferred SVM is back');
       nextCheck = Math.min(nextCheck, m.upSince! + this.holdDownMs - now);
     }
-    const peers = this.ranked(up.filter((m) => m !== a && m.entry.priority === a.entry.priority && m.link.load <= a.link.load - LOAD_MARGIN && this.stable(m, now)));
+    const peers = this.ranked(
+      up.filter((m) => m !== a && m.entry.priority === a.entry.priority && m.link.load <= a.link.load - LOAD_MARGIN && this.stable(m, now)),
+    );
     if (peers.length) {
       const dwell = this.activeSince + this.holdDownMs - now;
       if (dwell <= 0) return this.switchTo(peers[0]!, `lower load (${peers[0]!.link.load.toFixed(2)} < ${a.link.load.toFixed(2)})`);
@@ -457,7 +476,14 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
     this.lastActive = m;
     this.activeSince = performance.now();
     this.startupSettled = true;
-    this.log.info(prev ? 'switching SVM' : 'using SVM', { svm: m.entry.url, priority: m.entry.priority, load: m.link.load, generation: m.link.generation, reason, ...(prev ? { from: prev.entry.url } : {}) });
+    this.log.info(prev ? 'switching SVM' : 'using SVM', {
+      svm: m.entry.url,
+      priority: m.entry.priority,
+      load: m.link.load,
+      generation: m.link.generation,
+      reason,
+      ...(prev ? { from: prev.entry.url } : {}),
+    });
     this.notify();
     this.emit('connected', m.link.welcome!);
     this.evaluate(); // schedule the next check, if any

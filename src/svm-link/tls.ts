@@ -19,24 +19,36 @@ const UNTRUSTED = new Set([
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
-const CLIENT_CERT_REFUSED = /ALERT_CERTIFICATE_REQUIRED|ALERT_BAD_CERTIFICATE|ALERT_UNKNOWN_CA|ALERT_HANDSHAKE_FAILURE|ALERT_CERTIFICATE_UNKNOWN|ALERT_CERTIFICATE_EXPIRED|ALERT_ACCESS_DENIED/;
+const CLIENT_CERT_REFUSED =
+  /ALERT_CERTIFICATE_REQUIRED|ALERT_BAD_CERTIFICATE|ALERT_UNKNOWN_CA|ALERT_HANDSHAKE_FAILURE|ALERT_CERTIFICATE_UNKNOWN|ALERT_CERTIFICATE_EXPIRED|ALERT_ACCESS_DENIED/;
 
 export function tlsFailure(url: string, err: Error, ctx: { pinned: boolean; clientCert: boolean }): SvmTlsError | undefined {
   const code = (err as NodeJS.ErrnoException).code ?? '';
   if (UNTRUSTED.has(code)) {
-    const what = code === 'ERR_TLS_CERT_ALTNAME_INVALID' ? 'a certificate for another name' : code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID' ? 'a certificate outside its validity dates' : ctx.pinned ? 'a certificate the pinned CA did not sign' : 'a certificate no system CA signed';
+    const what =
+      code === 'ERR_TLS_CERT_ALTNAME_INVALID'
+        ? 'a certificate for another name'
+        : code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID'
+          ? 'a certificate outside its validity dates'
+          : ctx.pinned
+            ? 'a certificate the pinned CA did not sign'
+            : 'a certificate no system CA signed';
     return new SvmTlsError(
       'LA_ERR_TLS_UNTRUSTED',
       `the SVM at ${url} presented ${what} (${code}: ${err.message}); the connection was refused`,
-      ctx.pinned ? 'check that `ca:` in the agent config is the CA that signed the SVM certificate (and that the URL host is in its subjectAltName)' : 'pin the SVM CA with `ca:` in the agent config',
+      ctx.pinned
+        ? 'check that `ca:` in the agent config is the CA that signed the SVM certificate (and that the URL host is in its subjectAltName)'
+        : 'pin the SVM CA with `ca:` in the agent config',
       { cause: err },
     );
   }
   if (CLIENT_CERT_REFUSED.test(code)) {
     return new SvmTlsError(
       'LA_ERR_TLS_CLIENT_CERT',
-      `the SVM at ${url} refused ${ctx.clientCert ? 'this agent\'s client certificate' : 'this agent: it requires a client certificate (mutual TLS) and none is configured'} (${code})`,
-      ctx.clientCert ? 'check that `tls_cert`/`tls_key` hold a certificate signed by the CA the SVM trusts for agents, and that it has not expired' : 'set `tls_cert` and `tls_key` in the agent config to this agent\'s certificate and key',
+      `the SVM at ${url} refused ${ctx.clientCert ? "this agent's client certificate" : 'this agent: it requires a client certificate (mutual TLS) and none is configured'} (${code})`,
+      ctx.clientCert
+        ? 'check that `tls_cert`/`tls_key` hold a certificate signed by the CA the SVM trusts for agents, and that it has not expired'
+        : "set `tls_cert` and `tls_key` in the agent config to this agent's certificate and key",
       { cause: err },
     );
   }

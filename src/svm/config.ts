@@ -48,14 +48,29 @@ const archives = z
     enabled: z.boolean().default(A.enabled),
     max_depth: z.number().int().min(1).max(64).default(A.maxDepth),
     max_members: z.number().int().min(1).max(10_000_000).default(A.maxMembers),
-    max_unpacked: size().refine((n) => n >= 1024 * 1024, 'must be at least 1 MiB').default(A.maxUnpacked),
-    max_member_size: size().refine((n) => n >= 64 * 1024, 'must be at least 64 KiB').default(A.maxMemberSize),
+    max_unpacked: size()
+      .refine((n) => n >= 1024 * 1024, 'must be at least 1 MiB')
+      .default(A.maxUnpacked),
+    max_member_size: size()
+      .refine((n) => n >= 64 * 1024, 'must be at least 64 KiB')
+      .default(A.maxMemberSize),
     max_ratio: z.number().min(10).max(100_000).default(A.maxRatio),
-    timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(A.timeoutMs),
+    timeout: duration()
+      .refine((ms) => ms >= 100, 'must be at least 100ms')
+      .default(A.timeoutMs),
     alert_encrypted: z.boolean().default(A.alertEncrypted),
   })
   .strict()
-  .transform((a) => ({ enabled: a.enabled, maxDepth: a.max_depth, maxMembers: a.max_members, maxUnpacked: a.max_unpacked, maxMemberSize: a.max_member_size, maxRatio: a.max_ratio, timeoutMs: a.timeout, alertEncrypted: a.alert_encrypted }));
+  .transform((a) => ({
+    enabled: a.enabled,
+    maxDepth: a.max_depth,
+    maxMembers: a.max_members,
+    maxUnpacked: a.max_unpacked,
+    maxMemberSize: a.max_member_size,
+    maxRatio: a.max_ratio,
+    timeoutMs: a.timeout,
+    alertEncrypted: a.alert_encrypted,
+  }));
 
 const listen = z.string().transform((v, ctx) => {
   const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(v.trim());
@@ -76,7 +91,11 @@ const token = z.preprocess(
   (v) => (typeof v === 'string' ? { tenant: 'default', token: v } : v),
   z
     .object({
-      tenant: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, 'a tenant name has letters, digits, . _ - only'),
+      tenant: z
+        .string()
+        .min(1)
+        .max(64)
+        .regex(/^[A-Za-z0-9._-]+$/, 'a tenant name has letters, digits, . _ - only'),
       token: z.string().min(8, 'a token must have at least 8 characters').max(1024),
       expires: z
         .string()
@@ -110,7 +129,9 @@ export const svmConfigSchema = z
         .object({
           address: z.string().min(1).default('/run/clamav/clamd.ctl'),
           pool: z.number().int().min(1).max(256).default(8),
-          timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(30_000),
+          timeout: duration()
+            .refine((ms) => ms >= 100, 'must be at least 100ms')
+            .default(30_000),
           database_dir: z.string().min(1).optional(),
           stream_max_length: size().optional(),
         })
@@ -120,16 +141,24 @@ export const svmConfigSchema = z
     signatures: z.array(z.string().min(1)).default([]),
     archives: z.preprocess((v) => v ?? {}, archives),
     max_file_size: size().default(64 * 1024 * 1024),
-    max_chunk: size().refine((n) => n >= 4096 && n <= FRAME_LIMITS.maxChunk, `must be from 4 KiB to ${FRAME_LIMITS.maxChunk} bytes`).default(FRAME_LIMITS.maxChunk),
+    max_chunk: size()
+      .refine((n) => n >= 4096 && n <= FRAME_LIMITS.maxChunk, `must be from 4 KiB to ${FRAME_LIMITS.maxChunk} bytes`)
+      .default(FRAME_LIMITS.maxChunk),
     max_in_flight: z.number().int().min(1).max(1024).default(32),
-    upload_timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(30_000),
-    hello_timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(5_000),
+    upload_timeout: duration()
+      .refine((ms) => ms >= 100, 'must be at least 100ms')
+      .default(30_000),
+    hello_timeout: duration()
+      .refine((ms) => ms >= 100, 'must be at least 100ms')
+      .default(5_000),
     upload_memory: size().default(512 * 1024 * 1024),
     // Fairness of uploads (docs/svm.md): shares of upload_memory, per agent and per tenant.
     upload_memory_per_agent: size().optional(),
     upload_memory_per_tenant: size().optional(),
     uploads_per_agent: z.number().int().min(1).max(1024).default(16),
-    upload_stall_timeout: duration().refine((ms) => ms >= 100, 'must be at least 100ms').default(5_000),
+    upload_stall_timeout: duration()
+      .refine((ms) => ms >= 100, 'must be at least 100ms')
+      .default(5_000),
     // A plain string is the store: `memory` or a redis:// URL.
     cache: z.preprocess(
       (v) => (typeof v === 'string' ? { store: v } : v),
@@ -137,11 +166,18 @@ export const svmConfigSchema = z
         .object({
           store: z
             .string()
-            .refine((v) => v === 'memory' || /^rediss?:\/\/[^\s]+$/.test(v), 'must be memory or a redis://HOST:PORT (rediss:// for TLS) URL')
+            .refine(
+              (v) => v === 'memory' || /^rediss?:\/\/[^\s]+$/.test(v),
+              'must be memory or a redis://HOST:PORT (rediss:// for TLS) URL',
+            )
             .default('memory'),
           entries: z.number().int().min(1).max(100_000_000).default(1_000_000),
-          ttl: duration().refine((ms) => ms >= 1000, 'must be at least 1s').default(7 * 24 * 3600 * 1000),
-          timeout: duration().refine((ms) => ms >= 10 && ms <= 10_000, 'must be from 10ms to 10s').default(250),
+          ttl: duration()
+            .refine((ms) => ms >= 1000, 'must be at least 1s')
+            .default(7 * 24 * 3600 * 1000),
+          timeout: duration()
+            .refine((ms) => ms >= 10 && ms <= 10_000, 'must be from 10ms to 10s')
+            .default(250),
           key_prefix: z.string().max(64).default('lightagent:v1:'),
         })
         .strict()
@@ -156,26 +192,52 @@ export const svmConfigSchema = z
       })
       .strict()
       .optional(),
-    log: z.object({ file: z.string().optional(), level: z.enum(['error', 'warn', 'info', 'debug']).default('info') }).strict().default({ level: 'info' }),
+    log: z
+      .object({ file: z.string().optional(), level: z.enum(['error', 'warn', 'info', 'debug']).default('info') })
+      .strict()
+      .default({ level: 'info' }),
   })
   .strict()
   .superRefine((c, ctx) => {
     // Plain ws carries tokens and file content in clear: only on loopback unless explicitly allowed.
     if (!isLoopback(c.listen.host) && !c.insecure_plain_ws && !c.tls) {
-      ctx.addIssue({ code: 'custom', path: ['listen'], message: `${c.listen.host} is not a loopback address, and plain ws would carry tokens and file content in clear: set tls.cert and tls.key (--tls-cert, --tls-key), listen on 127.0.0.1, or set insecure_plain_ws: true on a network you trust` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['listen'],
+        message: `${c.listen.host} is not a loopback address, and plain ws would carry tokens and file content in clear: set tls.cert and tls.key (--tls-cert, --tls-key), listen on 127.0.0.1, or set insecure_plain_ws: true on a network you trust`,
+      });
     }
     if (c.upload_memory < c.max_file_size) {
-      ctx.addIssue({ code: 'custom', path: ['upload_memory'], message: `${c.upload_memory} bytes is less than max_file_size (${c.max_file_size}): the largest files would always be refused as busy; raise upload_memory or lower max_file_size` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['upload_memory'],
+        message: `${c.upload_memory} bytes is less than max_file_size (${c.max_file_size}): the largest files would always be refused as busy; raise upload_memory or lower max_file_size`,
+      });
     }
     for (const k of ['upload_memory_per_agent', 'upload_memory_per_tenant'] as const) {
       const v = c[k];
-      if (v !== undefined && v < c.max_file_size) ctx.addIssue({ code: 'custom', path: [k], message: `${v} bytes is less than max_file_size (${c.max_file_size}): the largest files could never be uploaded; raise ${k} or lower max_file_size` });
+      if (v !== undefined && v < c.max_file_size)
+        ctx.addIssue({
+          code: 'custom',
+          path: [k],
+          message: `${v} bytes is less than max_file_size (${c.max_file_size}): the largest files could never be uploaded; raise ${k} or lower max_file_size`,
+        });
     }
-    if (c.engine === 'yara' && !c.yara_rules) ctx.addIssue({ code: 'custom', path: ['yara_rules'], message: 'engine yara needs its rules: a .yar file or a directory of .yar/.yara files (flag --yara-rules)' });
+    if (c.engine === 'yara' && !c.yara_rules)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['yara_rules'],
+        message: 'engine yara needs its rules: a .yar file or a directory of .yar/.yara files (flag --yara-rules)',
+      });
     const seen = new Map<string, string>();
     c.tokens.forEach((t, i) => {
       const other = seen.get(t.token);
-      if (other !== undefined && other !== t.tenant) ctx.addIssue({ code: 'custom', path: ['tokens', i], message: `the same token is given for tenants ${other} and ${t.tenant}; each tenant needs its own` });
+      if (other !== undefined && other !== t.tenant)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['tokens', i],
+          message: `the same token is given for tenants ${other} and ${t.tenant}; each tenant needs its own`,
+        });
       seen.set(t.token, t.tenant);
     });
   });
@@ -183,7 +245,10 @@ export const svmConfigSchema = z
 export type SvmConfig = z.output<typeof svmConfigSchema>;
 
 /** Read the PEM files named by `tls` (a ConfigError naming the file and key when one cannot be read). */
-export function readTlsFiles(tls: NonNullable<SvmConfig['tls']>, source = 'the SVM configuration'): { cert: Buffer; key: Buffer; ca?: Buffer; requestCert: boolean } {
+export function readTlsFiles(
+  tls: NonNullable<SvmConfig['tls']>,
+  source = 'the SVM configuration',
+): { cert: Buffer; key: Buffer; ca?: Buffer; requestCert: boolean } {
   const issues: string[] = [];
   const read = (key: string, file: string): Buffer => {
     try {
@@ -203,14 +268,14 @@ export function readTlsFiles(tls: NonNullable<SvmConfig['tls']>, source = 'the S
   return { cert, key, ...(ca ? { ca } : {}), requestCert: !!ca };
 }
 
-
 export function loadSvmConfig(src: { file?: string | undefined; env?: NodeJS.ProcessEnv; flags?: Record<string, unknown> }): SvmConfig {
   const env = src.env ?? process.env;
   let raw: Record<string, unknown> = {};
   let source = 'the command line';
   if (src.file) {
     const doc = readConfigFile(src.file);
-    if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new ConfigError(src.file, ['(top level): must be a mapping of settings']);
+    if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
+      throw new ConfigError(src.file, ['(top level): must be a mapping of settings']);
     raw = { ...(doc as Record<string, unknown>) };
     source = src.file;
   }
@@ -218,7 +283,10 @@ export function loadSvmConfig(src: { file?: string | undefined; env?: NodeJS.Pro
   const tokenFile = (src.flags?.token_file as string | undefined) ?? (typeof raw.token_file === 'string' ? raw.token_file : undefined);
   if (tokenFile) {
     const list = readConfigFile(tokenFile);
-    if (!Array.isArray(list)) throw new ConfigError(tokenFile, ['(top level): a token file is a list of tokens: `- token` or `- {tenant: T, token: X, expires: 2026-12-31}`']);
+    if (!Array.isArray(list))
+      throw new ConfigError(tokenFile, [
+        '(top level): a token file is a list of tokens: `- token` or `- {tenant: T, token: X, expires: 2026-12-31}`',
+      ]);
     if (Array.isArray(raw.tokens)) raw.tokens = [...(raw.tokens as unknown[]), ...list];
   }
   // Not a list: left as is for the schema to report.

@@ -73,10 +73,18 @@ export class SvmCore {
     this.metrics = new SvmMetrics(engine.name);
     this.scheduler = new FairScheduler(opts.scanConcurrency, opts.agentQueue);
     const m = this.metrics;
-    m.gauge('lightagent_svm_scan_queue_depth', 'Engine scans waiting for a slot (scan_concurrency), all agents together.', () => this.scheduler.depth);
+    m.gauge(
+      'lightagent_svm_scan_queue_depth',
+      'Engine scans waiting for a slot (scan_concurrency), all agents together.',
+      () => this.scheduler.depth,
+    );
     m.gauge('lightagent_svm_agents_connected', 'Agents connected and past hello.', () => this.agents.size);
     m.gauge('lightagent_svm_upload_bytes_held', 'Upload bytes held in memory now.', () => this.budget.used);
-    m.gauge('lightagent_svm_upload_bytes_budget', 'Upload bytes that may be held in memory at once (upload_memory).', () => this.budget.capacity);
+    m.gauge(
+      'lightagent_svm_upload_bytes_budget',
+      'Upload bytes that may be held in memory at once (upload_memory).',
+      () => this.budget.capacity,
+    );
     m.gauge('lightagent_svm_scans_active', 'Engine scans running now.', () => this.activeScans);
     m.gauge('lightagent_svm_load', 'Load reported to agents, 0..1.', () => this.load());
     m.gauge('lightagent_svm_cache_entries', 'Entries in the shared verdict cache.', () => this.cache.stats().entries);
@@ -85,15 +93,33 @@ export class SvmCore {
       for (const a of this.agents) by[a.tenantName] = (by[a.tenantName] ?? 0) + 1;
       return by;
     });
-    m.labelled('lightagent_svm_cache_hits_by_tier_total', 'Requests answered without an engine run, by where the verdict came from: memory (this SVM), redis (shared with other SVMs), inflight (a scan of the same content already running).', 'counter', 'tier', () => ({ ...(this.cache.tierHits?.() ?? {}), inflight: this.inflightHits }));
+    m.labelled(
+      'lightagent_svm_cache_hits_by_tier_total',
+      'Requests answered without an engine run, by where the verdict came from: memory (this SVM), redis (shared with other SVMs), inflight (a scan of the same content already running).',
+      'counter',
+      'tier',
+      () => ({ ...(this.cache.tierHits?.() ?? {}), inflight: this.inflightHits }),
+    );
     m.gauge('lightagent_svm_engine_healthy', 'Can the engine scan now (1) or not (0).', () => (this.engine.healthy() ? 1 : 0));
-    m.gauge('lightagent_svm_cache_healthy', 'Is the shared verdict cache reachable (1) or is the SVM on its memory tier only (0).', () => (this.cache.healthy() ? 1 : 0));
+    m.gauge('lightagent_svm_cache_healthy', 'Is the shared verdict cache reachable (1) or is the SVM on its memory tier only (0).', () =>
+      this.cache.healthy() ? 1 : 0,
+    );
     const age = new SignatureAge(engine);
-    m.labelled('lightagent_svm_signature_age_seconds', "Seconds since the signatures in force were made, by engine: clamd's database date from VERSION, the newest YARA rule file's mtime. No series when the engine does not say (builtin, clamd with custom databases only).", 'gauge', 'engine', () => {
-      const s = age.seconds();
-      return s === undefined ? {} : { [engine.name]: s };
-    });
-    m.counter('lightagent_svm_cache_evictions_total', 'Entries evicted from the shared verdict cache to stay within cache.entries.', () => this.cache.stats().evictions);
+    m.labelled(
+      'lightagent_svm_signature_age_seconds',
+      "Seconds since the signatures in force were made, by engine: clamd's database date from VERSION, the newest YARA rule file's mtime. No series when the engine does not say (builtin, clamd with custom databases only).",
+      'gauge',
+      'engine',
+      () => {
+        const s = age.seconds();
+        return s === undefined ? {} : { [engine.name]: s };
+      },
+    );
+    m.counter(
+      'lightagent_svm_cache_evictions_total',
+      'Entries evicted from the shared verdict cache to stay within cache.entries.',
+      () => this.cache.stats().evictions,
+    );
   }
 
   /** Count a connection under its agent id; returns how many others already use that id. */
@@ -187,7 +213,13 @@ export class SvmCore {
       const threat = r.infected ? (r.threat ?? 'Unnamed-Threat') : undefined;
       if (threat) {
         this.metrics.detections.inc();
-        this.log.warn('infected content scanned', { tenant: key.tenant, sha256: key.sha256, size: content.length, threat, engine: this.engine.name });
+        this.log.warn('infected content scanned', {
+          tenant: key.tenant,
+          sha256: key.sha256,
+          size: content.length,
+          threat,
+          engine: this.engine.name,
+        });
       }
       const cached: CachedVerdict = { verdict, engine: this.engine.name, ...(threat ? { threat } : {}) };
       try {
@@ -203,9 +235,14 @@ export class SvmCore {
 }
 
 /** The upload memory bounds, defaults filled in (docs/svm.md, "Fairness"). */
-export function uploadLimits(o: Pick<CoreOptions, 'uploadMemory' | 'uploadMemoryPerAgent' | 'uploadMemoryPerTenant' | 'maxFileSize' | 'tokens'>): { capacity: number; perTenant: number; perAgent: number } {
+export function uploadLimits(
+  o: Pick<CoreOptions, 'uploadMemory' | 'uploadMemoryPerAgent' | 'uploadMemoryPerTenant' | 'maxFileSize' | 'tokens'>,
+): { capacity: number; perTenant: number; perAgent: number } {
   const tenants = new Set(o.tokens.map((t) => t.tenant)).size;
-  const perTenant = Math.min(o.uploadMemory, o.uploadMemoryPerTenant ?? (tenants > 1 ? Math.max(o.maxFileSize, Math.floor(o.uploadMemory / 2)) : o.uploadMemory));
+  const perTenant = Math.min(
+    o.uploadMemory,
+    o.uploadMemoryPerTenant ?? (tenants > 1 ? Math.max(o.maxFileSize, Math.floor(o.uploadMemory / 2)) : o.uploadMemory),
+  );
   const perAgent = Math.min(perTenant, o.uploadMemoryPerAgent ?? Math.max(o.maxFileSize, Math.floor(o.uploadMemory / 8)));
   return { capacity: o.uploadMemory, perTenant, perAgent };
 }

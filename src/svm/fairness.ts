@@ -13,7 +13,11 @@ import { LightagentError } from '../errors.js';
 
 export class RateLimitedError extends LightagentError {
   constructor(message: string) {
-    super('LA_ERR_RATE_LIMITED', message, 'the agent sends faster than its share of this SVM (rate_limit, agent_queue); it backs off and retries');
+    super(
+      'LA_ERR_RATE_LIMITED',
+      message,
+      'the agent sends faster than its share of this SVM (rate_limit, agent_queue); it backs off and retries',
+    );
   }
 }
 
@@ -21,7 +25,11 @@ export class TokenBucket {
   private tokens: number;
   private last: number;
 
-  constructor(private readonly rate: number, private readonly burst: number, now = performance.now()) {
+  constructor(
+    private readonly rate: number,
+    private readonly burst: number,
+    now = performance.now(),
+  ) {
     this.tokens = burst;
     this.last = now;
   }
@@ -81,7 +89,8 @@ export class FairScheduler {
   run<T>(tenant: string, agent: object, fn: () => Promise<T>): Promise<T> {
     if (this.running < this.concurrency && this.queued === 0) return this.start(fn);
     const depth = this.depthOf(agent);
-    if (depth >= this.perAgentQueue) return Promise.reject(new RateLimitedError(`this agent already has ${depth} scans waiting on the SVM (agent_queue)`));
+    if (depth >= this.perAgentQueue)
+      return Promise.reject(new RateLimitedError(`this agent already has ${depth} scans waiting on the SVM (agent_queue)`));
     return new Promise<T>((resolve, reject) => {
       const agents = this.tenants.get(tenant) ?? new Map<object, Job[]>();
       const q = agents.get(agent) ?? [];

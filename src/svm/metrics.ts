@@ -88,26 +88,52 @@ export class SvmMetrics {
 
   readonly bytesReceived = this.count('lightagent_svm_bytes_received_total', 'File content bytes received from agents in uploads.');
   readonly scans = this.count('lightagent_svm_scans_total', 'Files scanned by the engine (uploads not answered from the cache).');
-  readonly cacheHits = this.count('lightagent_svm_cache_hits_total', 'Requests answered from the shared verdict cache or a scan of the same content in progress.');
+  readonly cacheHits = this.count(
+    'lightagent_svm_cache_hits_total',
+    'Requests answered from the shared verdict cache or a scan of the same content in progress.',
+  );
   readonly lookups = this.count('lightagent_svm_lookups_total', 'Lookups by SHA-256 received.');
   readonly uploads = this.count('lightagent_svm_uploads_total', 'Uploads received completely.');
   readonly detections = this.count('lightagent_svm_detections_total', 'Infected verdicts given by the engine.');
   readonly agentEvents = this.count('lightagent_svm_agent_detection_events_total', 'Detection events reported by agents.');
   readonly protocolErrors = this.count('lightagent_svm_protocol_errors_total', 'Connections closed for a protocol error.');
   readonly authFailures = this.count('lightagent_svm_auth_failures_total', 'Connections refused for a missing or unknown token.');
-  readonly tlsFailures = this.count('lightagent_svm_tls_failures_total', 'TLS handshakes that failed (no or bad agent certificate, agent distrusts our certificate).');
-  readonly scanErrors = this.count('lightagent_svm_scan_errors_total', 'Requests answered with an error verdict (too large, busy, timeout, engine failure).');
-  readonly bytesScanned = this.count('lightagent_svm_bytes_scanned_total', 'File content bytes given to the engine (uploads answered from the cache are not counted).');
-  readonly rateLimited = this.count('lightagent_svm_rate_limited_total', 'Requests refused with LA_ERR_RATE_LIMITED (an agent over its request rate or its queue bound).');
-  readonly busy = this.count('lightagent_svm_uploads_busy_total', 'Uploads refused or dropped with LA_ERR_BUSY: the agent, its tenant or the SVM had its upload memory share in use, or the agent already had uploads_per_agent uploads receiving; the agent retries later.');
-  readonly duplicateAgentIds = this.count('lightagent_svm_duplicate_agent_ids_total', 'Hellos with an agent id that another connection of the same tenant already uses (a clone of a template that was not sealed and whose machine facts did not change; docs/vdi.md).');
+  readonly tlsFailures = this.count(
+    'lightagent_svm_tls_failures_total',
+    'TLS handshakes that failed (no or bad agent certificate, agent distrusts our certificate).',
+  );
+  readonly scanErrors = this.count(
+    'lightagent_svm_scan_errors_total',
+    'Requests answered with an error verdict (too large, busy, timeout, engine failure).',
+  );
+  readonly bytesScanned = this.count(
+    'lightagent_svm_bytes_scanned_total',
+    'File content bytes given to the engine (uploads answered from the cache are not counted).',
+  );
+  readonly rateLimited = this.count(
+    'lightagent_svm_rate_limited_total',
+    'Requests refused with LA_ERR_RATE_LIMITED (an agent over its request rate or its queue bound).',
+  );
+  readonly busy = this.count(
+    'lightagent_svm_uploads_busy_total',
+    'Uploads refused or dropped with LA_ERR_BUSY: the agent, its tenant or the SVM had its upload memory share in use, or the agent already had uploads_per_agent uploads receiving; the agent retries later.',
+  );
+  readonly duplicateAgentIds = this.count(
+    'lightagent_svm_duplicate_agent_ids_total',
+    'Hellos with an agent id that another connection of the same tenant already uses (a clone of a template that was not sealed and whose machine facts did not change; docs/vdi.md).',
+  );
   readonly scanSeconds: Timing;
   /** SVM time per answered request, from the lookup frame or the last upload chunk to the verdict. */
   readonly lookupSeconds: Timing;
   readonly uploadSeconds: Timing;
 
   constructor(engine: string) {
-    this.scanSeconds = this.histogram('lightagent_svm_engine_scan_seconds', 'Engine scan time per file.', [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], ['engine'])({ engine });
+    this.scanSeconds = this.histogram(
+      'lightagent_svm_engine_scan_seconds',
+      'Engine scan time per file.',
+      [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      ['engine'],
+    )({ engine });
     const verdict = this.histogram(
       'lightagent_svm_verdict_seconds',
       'Time from a request complete on the SVM (a lookup, or the last chunk of an upload) to its verdict sent, by kind: lookup or scan. Includes cache, queue wait and engine; not the upload transfer.',

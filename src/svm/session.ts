@@ -104,14 +104,31 @@ export class AgentSession {
       onTimeout: (id, why) => {
         this.core.metrics.scanErrors.inc();
         const ms = why === 'stalled' ? o.uploadStallMs : o.uploadTimeoutMs;
-        this.log.warn(why === 'stalled' ? 'upload stalled; dropped' : 'upload timed out', { remote: this.remote, agent: this.hello?.agentId, id, timeoutMs: ms });
-        this.answer({ t: 'verdict', id, verdict: 'error', code: 'LA_ERR_UPLOAD_TIMEOUT', message: why === 'stalled' ? `no upload data for ${ms} ms` : `upload not complete within ${ms} ms` });
+        this.log.warn(why === 'stalled' ? 'upload stalled; dropped' : 'upload timed out', {
+          remote: this.remote,
+          agent: this.hello?.agentId,
+          id,
+          timeoutMs: ms,
+        });
+        this.answer({
+          t: 'verdict',
+          id,
+          verdict: 'error',
+          code: 'LA_ERR_UPLOAD_TIMEOUT',
+          message: why === 'stalled' ? `no upload data for ${ms} ms` : `upload not complete within ${ms} ms`,
+        });
       },
       onOverBudget: (id) => {
         this.core.metrics.scanErrors.inc();
         this.core.metrics.busy.inc();
         this.warnBusy('upload memory share in use; upload dropped', id);
-        this.answer({ t: 'verdict', id, verdict: 'error', code: 'LA_ERR_BUSY', message: "this agent's, its tenant's or the SVM's upload memory is in use; retry shortly" });
+        this.answer({
+          t: 'verdict',
+          id,
+          verdict: 'error',
+          code: 'LA_ERR_BUSY',
+          message: "this agent's, its tenant's or the SVM's upload memory is in use; retry shortly",
+        });
       },
     });
     this.helloTimer = setTimeout(() => {
@@ -131,7 +148,9 @@ export class AgentSession {
     });
     ws.on('close', () => this.cleanup());
     // ws reports oversized frames (1009) and bad framing here, then closes the socket itself.
-    ws.on('error', (e) => this.log.warn('websocket error; connection closed', { remote: this.remote, agent: this.hello?.agentId, message: e.message }));
+    ws.on('error', (e) =>
+      this.log.warn('websocket error; connection closed', { remote: this.remote, agent: this.hello?.agentId, message: e.message }),
+    );
   }
 
   get tenantName(): string {
@@ -173,7 +192,11 @@ export class AgentSession {
   checkToken(now = Date.now()): boolean {
     if (!this.hello || this.closed || !this.tokenHash) return false;
     if (this.core.tokens.stillValid(this.tokenHash, this.tenant, now)) return false;
-    this.log.warn('agent dropped: its token was removed or has expired', { remote: this.remote, agent: this.hello.agentId, tenant: this.tenant });
+    this.log.warn('agent dropped: its token was removed or has expired', {
+      remote: this.remote,
+      agent: this.hello.agentId,
+      tenant: this.tenant,
+    });
     this.send({ t: 'error', code: 'LA_ERR_AUTH', message: 'the tenant token was revoked or has expired' });
     this.close(CloseCode.AUTH, 'token revoked or expired');
     return true;
@@ -189,12 +212,21 @@ export class AgentSession {
   private onError(e: unknown): void {
     if (e instanceof ProtocolError) {
       this.core.metrics.protocolErrors.inc();
-      this.log.warn('protocol error; closing the connection', { remote: this.remote, agent: this.hello?.agentId, code: e.code, message: e.message });
+      this.log.warn('protocol error; closing the connection', {
+        remote: this.remote,
+        agent: this.hello?.agentId,
+        code: e.code,
+        message: e.message,
+      });
       this.send({ t: 'error', code: e.code, message: e.message });
       this.close(e.code === 'LA_ERR_PROTO_OVERSIZED' ? CloseCode.OVERSIZED : CloseCode.PROTOCOL, e.code);
       return;
     }
-    this.log.error('internal error handling a frame; closing the connection', { remote: this.remote, agent: this.hello?.agentId, ...describeError(e) });
+    this.log.error('internal error handling a frame; closing the connection', {
+      remote: this.remote,
+      agent: this.hello?.agentId,
+      ...describeError(e),
+    });
     this.send({ t: 'error', code: 'LA_ERR_INTERNAL', message: 'internal error on the SVM' });
     this.close(CloseCode.PROTOCOL, 'internal error');
   }
@@ -248,22 +280,47 @@ export class AgentSession {
     this.tokenHash = auth.hash;
     if (msg.v !== PROTOCOL_VERSION) {
       this.log.warn('agent refused: protocol version', { remote: this.remote, agent: msg.agentId, version: msg.v, ours: PROTOCOL_VERSION });
-      this.send({ t: 'error', code: 'LA_ERR_PROTO_VERSION', message: `this SVM speaks lightagent/${PROTOCOL_VERSION}, the agent lightagent/${msg.v}` });
+      this.send({
+        t: 'error',
+        code: 'LA_ERR_PROTO_VERSION',
+        message: `this SVM speaks lightagent/${PROTOCOL_VERSION}, the agent lightagent/${msg.v}`,
+      });
       this.close(CloseCode.VERSION, 'protocol version');
       return;
     }
     this.hello = msg;
     this.tenant = tenant;
     this.uploads.setAccount(this.core.budget.account(tenant));
-    this.log.info('agent connected', { remote: this.remote, agent: msg.agentId, host: msg.host, os: msg.os, hypervisor: msg.hypervisor, tenant, version: msg.agentVersion, ...(this.certSubject ? { cert: this.certSubject } : {}) });
+    this.log.info('agent connected', {
+      remote: this.remote,
+      agent: msg.agentId,
+      host: msg.host,
+      os: msg.os,
+      hypervisor: msg.hypervisor,
+      tenant,
+      version: msg.agentVersion,
+      ...(this.certSubject ? { cert: this.certSubject } : {}),
+    });
     const o = this.core.opts;
     this.lastLoad = this.core.load();
     this.lastGeneration = this.core.generation();
-    this.send({ t: 'welcome', v: PROTOCOL_VERSION, svmId: o.svmId, generation: this.lastGeneration, load: this.lastLoad, limits: { maxFileSize: o.maxFileSize, maxChunk: o.maxChunk, maxInFlight: o.maxInFlight } });
+    this.send({
+      t: 'welcome',
+      v: PROTOCOL_VERSION,
+      svmId: o.svmId,
+      generation: this.lastGeneration,
+      load: this.lastLoad,
+      limits: { maxFileSize: o.maxFileSize, maxChunk: o.maxChunk, maxInFlight: o.maxInFlight },
+    });
     this.core.agents.add(this);
     if (this.core.claimAgentId(tenant, msg.agentId) > 0) {
       // Not refused: an agent reconnecting while its old connection is not closed yet looks the same.
-      this.log.warn('another connection already uses this agent id: a VM cloned from a template that was not sealed? (docs/vdi.md)', { remote: this.remote, agent: msg.agentId, host: msg.host, tenant });
+      this.log.warn('another connection already uses this agent id: a VM cloned from a template that was not sealed? (docs/vdi.md)', {
+        remote: this.remote,
+        agent: msg.agentId,
+        host: msg.host,
+        tenant,
+      });
     }
   }
 
@@ -271,7 +328,11 @@ export class AgentSession {
     clearTimeout(this.helloTimer);
     this.core.metrics.authFailures.inc();
     // The agent is not told which (no oracle for guessing); the log says.
-    this.log.warn(why === 'expired' ? 'agent refused: expired token' : 'agent refused: missing or unknown token', { remote: this.remote, agent: h?.agentId, host: h?.host });
+    this.log.warn(why === 'expired' ? 'agent refused: expired token' : 'agent refused: missing or unknown token', {
+      remote: this.remote,
+      agent: h?.agentId,
+      host: h?.host,
+    });
     this.send({ t: 'error', code: 'LA_ERR_AUTH', message: 'missing or unknown tenant token' });
     this.close(CloseCode.AUTH, 'missing or unknown token');
   }
@@ -279,13 +340,25 @@ export class AgentSession {
   private onEvent(e: Extract<AgentMessage, { t: 'event' }>): void {
     this.core.metrics.agentEvents.inc();
     const h = this.hello!;
-    this.log.warn('agent reported a detection', { agent: h.agentId, host: h.host, tenant: this.tenant, remote: this.remote, time: e.time, path: e.path, threat: e.threat, action: e.action, sha256: e.sha256, process: e.process });
+    this.log.warn('agent reported a detection', {
+      agent: h.agentId,
+      host: h.host,
+      tenant: this.tenant,
+      remote: this.remote,
+      time: e.time,
+      path: e.path,
+      threat: e.threat,
+      action: e.action,
+      sha256: e.sha256,
+      process: e.process,
+    });
   }
 
   /** Claim a request id: unique among this agent's requests in flight, at most maxInFlight of them. */
   private begin(id: number): void {
     if (this.busy.has(id)) throw new ProtocolError('LA_ERR_PROTO_UPLOAD', `request id ${id} is already in use`);
-    if (this.busy.size >= this.core.opts.maxInFlight) throw new ProtocolError('LA_ERR_PROTO_UPLOAD', `more than ${this.core.opts.maxInFlight} requests in flight`);
+    if (this.busy.size >= this.core.opts.maxInFlight)
+      throw new ProtocolError('LA_ERR_PROTO_UPLOAD', `more than ${this.core.opts.maxInFlight} requests in flight`);
     this.busy.add(id);
   }
 
@@ -313,7 +386,13 @@ export class AgentSession {
           return;
         }
         this.log.error('request failed', { remote: this.remote, agent: this.hello?.agentId, id, ...d });
-        this.answer({ t: 'verdict', id, verdict: 'error', code: e instanceof LightagentError ? e.code : 'LA_ERR_ENGINE', message: d.message.slice(0, 500) });
+        this.answer({
+          t: 'verdict',
+          id,
+          verdict: 'error',
+          code: e instanceof LightagentError ? e.code : 'LA_ERR_ENGINE',
+          message: d.message.slice(0, 500),
+        });
       },
     );
   }
@@ -329,9 +408,22 @@ export class AgentSession {
     if (this.bucket.take()) return true;
     this.core.metrics.rateLimited.inc();
     this.core.metrics.scanErrors.inc();
-    if (!this.rateWarned) this.log.warn('agent over its request rate; refusing requests with LA_ERR_RATE_LIMITED', { remote: this.remote, agent: this.hello?.agentId, tenant: this.tenant, perSecond: this.core.opts.rateLimit.perSecond, burst: this.core.opts.rateLimit.burst });
+    if (!this.rateWarned)
+      this.log.warn('agent over its request rate; refusing requests with LA_ERR_RATE_LIMITED', {
+        remote: this.remote,
+        agent: this.hello?.agentId,
+        tenant: this.tenant,
+        perSecond: this.core.opts.rateLimit.perSecond,
+        burst: this.core.opts.rateLimit.burst,
+      });
     this.rateWarned = true;
-    this.answer({ t: 'verdict', id, verdict: 'error', code: 'LA_ERR_RATE_LIMITED', message: `over ${this.core.opts.rateLimit.perSecond} requests per second; retry shortly` });
+    this.answer({
+      t: 'verdict',
+      id,
+      verdict: 'error',
+      code: 'LA_ERR_RATE_LIMITED',
+      message: `over ${this.core.opts.rateLimit.perSecond} requests per second; retry shortly`,
+    });
     return false;
   }
 
@@ -346,7 +438,12 @@ export class AgentSession {
     } else if (!this.uploads.accept(id, size)) {
       this.core.metrics.busy.inc();
       this.warnBusy('too many uploads in progress for this agent; refusing one', id);
-      this.refuseUpload(id, size, 'LA_ERR_BUSY', `this agent already has ${o.uploadsPerAgent} uploads in progress (uploads_per_agent); retry shortly`);
+      this.refuseUpload(
+        id,
+        size,
+        'LA_ERR_BUSY',
+        `this agent already has ${o.uploadsPerAgent} uploads in progress (uploads_per_agent); retry shortly`,
+      );
     }
   }
 
@@ -356,7 +453,17 @@ export class AgentSession {
     if (now - this.busyWarnedAt < 60_000) return;
     this.busyWarnedAt = now;
     const b = this.core.budget;
-    this.log.warn(message, { remote: this.remote, agent: this.hello?.agentId, tenant: this.tenant, id, held: b.used, tenantHeld: b.usedBy(this.tenant), budget: b.capacity, perTenant: b.perTenant, perAgent: b.perAgent });
+    this.log.warn(message, {
+      remote: this.remote,
+      agent: this.hello?.agentId,
+      tenant: this.tenant,
+      id,
+      held: b.used,
+      tenantHeld: b.usedBy(this.tenant),
+      budget: b.capacity,
+      perTenant: b.perTenant,
+      perAgent: b.perAgent,
+    });
   }
 
   private onBinary(frame: Buffer): void {

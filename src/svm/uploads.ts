@@ -168,7 +168,16 @@ export class UploadTable {
   accept(id: number, size: number): boolean {
     this.forget(id);
     if (this.active.size >= (this.o.maxActive ?? Infinity)) return false;
-    const u: Upload = { id, size, received: 0, nextIndex: 0, chunks: [], hash: crypto.createHash('sha256'), timer: setTimeout(() => this.expire(u, 'timeout'), this.o.timeoutMs), stall: undefined };
+    const u: Upload = {
+      id,
+      size,
+      received: 0,
+      nextIndex: 0,
+      chunks: [],
+      hash: crypto.createHash('sha256'),
+      timer: setTimeout(() => this.expire(u, 'timeout'), this.o.timeoutMs),
+      stall: undefined,
+    };
     u.stall = setTimeout(() => this.expire(u, 'stalled'), this.o.stallMs ?? this.o.timeoutMs);
     this.active.set(id, u);
     return true;
@@ -177,7 +186,16 @@ export class UploadTable {
   /** The request was answered already (too large, busy): take its chunks without keeping them. */
   refuse(id: number, size: number): void {
     this.forget(id);
-    const u: Upload = { id, size, received: 0, nextIndex: 0, chunks: [], hash: undefined, timer: setTimeout(() => this.drop(id), this.o.timeoutMs), stall: undefined };
+    const u: Upload = {
+      id,
+      size,
+      received: 0,
+      nextIndex: 0,
+      chunks: [],
+      hash: undefined,
+      timer: setTimeout(() => this.drop(id), this.o.timeoutMs),
+      stall: undefined,
+    };
     this.refused.set(id, u);
     if (this.refused.size > this.o.maxRefused) this.drop(this.refused.keys().next().value as number);
   }
@@ -208,11 +226,17 @@ export class UploadTable {
       if (this.dropped.has(c.id)) return undefined;
       throw new ProtocolError('LA_ERR_PROTO_UPLOAD', `chunk for unknown request id ${c.id}`);
     }
-    if (c.index !== u.nextIndex) throw new ProtocolError('LA_ERR_PROTO_UPLOAD', `chunk ${c.index} of request ${c.id} arrived out of order (expected ${u.nextIndex})`);
+    if (c.index !== u.nextIndex)
+      throw new ProtocolError('LA_ERR_PROTO_UPLOAD', `chunk ${c.index} of request ${c.id} arrived out of order (expected ${u.nextIndex})`);
     const end = u.received + c.payload.length;
     if (end > u.size) throw new ProtocolError('LA_ERR_PROTO_UPLOAD', `request ${c.id} sent more than its announced ${u.size} bytes`);
     if (c.last !== (end === u.size)) {
-      throw new ProtocolError('LA_ERR_PROTO_UPLOAD', c.last ? `request ${c.id} ended after ${end} of ${u.size} bytes` : `request ${c.id} sent all its ${u.size} bytes without a last flag`);
+      throw new ProtocolError(
+        'LA_ERR_PROTO_UPLOAD',
+        c.last
+          ? `request ${c.id} ended after ${end} of ${u.size} bytes`
+          : `request ${c.id} sent all its ${u.size} bytes without a last flag`,
+      );
     }
     u.nextIndex++;
     if (u.hash) {

@@ -124,7 +124,12 @@ export class TrayApp {
         this.connected = false;
         if (wasConnected) {
           this.log.warn('lost the agent', e ? describeError(e) : {});
-          this.notify({ kind: 'off', summary: 'Protection agent stopped', body: 'lightagent is not running: files on this computer are not checked.', urgency: 'critical' });
+          this.notify({
+            kind: 'off',
+            summary: 'Protection agent stopped',
+            body: 'lightagent is not running: files on this computer are not checked.',
+            urgency: 'critical',
+          });
         } else if (!this.everConnected && this.reconnect.attempts === 0) {
           this.log.warn('agent not reachable yet; retrying', e ? describeError(e) : {});
         }
@@ -148,12 +153,25 @@ export class TrayApp {
     } else if (ev.event === 'degraded' || ev.event === 'recovered') {
       const p = (ev.protection ?? {}) as { state?: unknown; reasons?: unknown };
       const before = this.protection.state;
-      this.protection = { state: String(p.state ?? (ev.event === 'recovered' ? 'protected' : 'degraded')), reasons: Array.isArray(p.reasons) ? p.reasons.map(String) : [] };
+      this.protection = {
+        state: String(p.state ?? (ev.event === 'recovered' ? 'protected' : 'degraded')),
+        reasons: Array.isArray(p.reasons) ? p.reasons.map(String) : [],
+      };
       if (ev.event === 'recovered') {
-        this.notify({ kind: 'recovered', summary: 'Protection restored', body: 'Files are checked by the Security VM again.', urgency: 'low' });
+        this.notify({
+          kind: 'recovered',
+          summary: 'Protection restored',
+          body: 'Files are checked by the Security VM again.',
+          urgency: 'low',
+        });
       } else if (before !== this.protection.state || ev.event === 'degraded') {
         const why = this.protection.reasons.map((r) => REASONS[r] ?? r).join('; ') || 'see `lightagent status`';
-        this.notify({ kind: 'degraded', summary: 'Protection degraded', body: `${why.charAt(0).toUpperCase()}${why.slice(1)}.`, urgency: 'normal' });
+        this.notify({
+          kind: 'degraded',
+          summary: 'Protection degraded',
+          body: `${why.charAt(0).toUpperCase()}${why.slice(1)}.`,
+          urgency: 'normal',
+        });
       }
       void this.render();
     }
@@ -171,10 +189,13 @@ export class TrayApp {
     if (s === this.shown) return;
     this.shown = s;
     const detail =
-      s === 'off' ? 'lightagent is not running: not protected'
-      : s === 'threat' ? `Threat blocked (${this.counts.detections} since the tray started)`
-      : s === 'degraded' ? `Protection degraded: ${this.protection.reasons.map((r) => REASONS[r] ?? r).join('; ')}`
-      : `Protected (${this.mode})`;
+      s === 'off'
+        ? 'lightagent is not running: not protected'
+        : s === 'threat'
+          ? `Threat blocked (${this.counts.detections} since the tray started)`
+          : s === 'degraded'
+            ? `Protection degraded: ${this.protection.reasons.map((r) => REASONS[r] ?? r).join('; ')}`
+            : `Protected (${this.mode})`;
     try {
       await this.o.presenter.setState(s, detail);
     } catch (e) {

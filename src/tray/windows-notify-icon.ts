@@ -72,7 +72,8 @@ export function iconFor(state: TrayState): { id: number; fallback: number } {
 
 /** The tooltip: the product name first, then the tray's detail. */
 export function tooltipFor(state: TrayState, detail: string): string {
-  const label = state === 'protected' ? 'protected' : state === 'degraded' ? 'degraded' : state === 'threat' ? 'threat blocked' : 'not running';
+  const label =
+    state === 'protected' ? 'protected' : state === 'degraded' ? 'degraded' : state === 'threat' ? 'threat blocked' : 'not running';
   const d = detail.trim();
   if (!d) return `lightagent: ${label}`;
   return /^lightagent\b/i.test(d) ? d : `lightagent: ${d}`;

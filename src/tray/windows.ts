@@ -35,8 +35,17 @@ import { PlatformError, describeError } from '../errors.js';
 import { logger } from '../log.js';
 import type { TrayNotification, TrayPresenter, TrayState } from './presenter.js';
 import {
-  NIF_ICON, NIF_INFO, NIF_MESSAGE, NIF_TIP, NIM_ADD, NIM_DELETE, NIM_MODIFY,
-  balloonFlags, buildNotifyIconData, iconFor, tooltipFor,
+  NIF_ICON,
+  NIF_INFO,
+  NIF_MESSAGE,
+  NIF_TIP,
+  NIM_ADD,
+  NIM_DELETE,
+  NIM_MODIFY,
+  balloonFlags,
+  buildNotifyIconData,
+  iconFor,
+  tooltipFor,
 } from './windows-notify-icon.js';
 
 const WM_CLOSE = 0x0010;
@@ -59,7 +68,20 @@ type Handle = number | bigint;
 interface Api {
   registerClass: (wc: Record<string, unknown>) => number;
   unregisterClass: (name: string, inst: Handle) => number;
-  createWindow: (ex: number, cls: string, name: string, style: number, x: number, y: number, w: number, h: number, parent: Handle, menu: Handle, inst: Handle, param: Handle) => Handle;
+  createWindow: (
+    ex: number,
+    cls: string,
+    name: string,
+    style: number,
+    x: number,
+    y: number,
+    w: number,
+    h: number,
+    parent: Handle,
+    menu: Handle,
+    inst: Handle,
+    param: Handle,
+  ) => Handle;
   destroyWindow: (hwnd: Handle) => number;
   defWindowProc: (hwnd: Handle, msg: number, w: Handle, l: Handle) => Handle;
   peekMessage: (msg: Buffer, hwnd: Handle, min: number, max: number, remove: number) => number;
@@ -77,7 +99,12 @@ interface Api {
 let api: Api | undefined;
 function bind(): Api {
   if (api) return api;
-  if (process.platform !== 'win32') throw new PlatformError('LA_ERR_PLATFORM', 'the Windows tray runs only on Windows', 'use `lightagent tray` on a Linux desktop (StatusNotifierItem)');
+  if (process.platform !== 'win32')
+    throw new PlatformError(
+      'LA_ERR_PLATFORM',
+      'the Windows tray runs only on Windows',
+      'use `lightagent tray` on a Linux desktop (StatusNotifierItem)',
+    );
   const user32 = koffi.load('user32.dll');
   const shell32 = koffi.load('shell32.dll');
   const kernel32 = koffi.load('kernel32.dll');
@@ -100,7 +127,9 @@ function bind(): Api {
   api = {
     registerClass: user32.func('uint16_t __stdcall RegisterClassExW(const LA_WNDCLASSEXW *wc)'),
     unregisterClass: user32.func('int __stdcall UnregisterClassW(const char16_t *cls, intptr_t inst)'),
-    createWindow: user32.func('intptr_t __stdcall CreateWindowExW(uint32_t ex, const char16_t *cls, const char16_t *name, uint32_t style, int x, int y, int w, int h, intptr_t parent, intptr_t menu, intptr_t inst, intptr_t param)'),
+    createWindow: user32.func(
+      'intptr_t __stdcall CreateWindowExW(uint32_t ex, const char16_t *cls, const char16_t *name, uint32_t style, int x, int y, int w, int h, intptr_t parent, intptr_t menu, intptr_t inst, intptr_t param)',
+    ),
     destroyWindow: user32.func('int __stdcall DestroyWindow(intptr_t hwnd)'),
     defWindowProc: user32.func('intptr_t __stdcall DefWindowProcW(intptr_t hwnd, uint32_t msg, uintptr_t w, intptr_t l)'),
     peekMessage: user32.func('int __stdcall PeekMessageW(void *msg, intptr_t hwnd, uint32_t min, uint32_t max, uint32_t remove)'),
@@ -146,13 +175,27 @@ export class WindowsTrayPresenter implements TrayPresenter {
     this.inst = a.getModuleHandle(null);
     this.proc = koffi.register((hwnd: Handle, msg: number, w: Handle, l: Handle) => this.wndProc(hwnd, msg, w, l), a.wndProcType);
     const atom = a.registerClass({
-      cbSize: 80, style: 0, lpfnWndProc: this.proc, cbClsExtra: 0, cbWndExtra: 0, hInstance: this.inst,
-      hIcon: 0, hCursor: 0, hbrBackground: 0, lpszMenuName: 0, lpszClassName: CLASS_NAME, hIconSm: 0,
+      cbSize: 80,
+      style: 0,
+      lpfnWndProc: this.proc,
+      cbClsExtra: 0,
+      cbWndExtra: 0,
+      hInstance: this.inst,
+      hIcon: 0,
+      hCursor: 0,
+      hbrBackground: 0,
+      lpszMenuName: 0,
+      lpszClassName: CLASS_NAME,
+      hIconSm: 0,
     });
     if (!atom) {
       const e = a.getLastError();
       koffi.unregister(this.proc as never);
-      throw new PlatformError('LA_ERR_TRAY_SHELL', `RegisterClassExW failed (error ${e})`, 'check the tray log; is another lightagent tray running in this process?');
+      throw new PlatformError(
+        'LA_ERR_TRAY_SHELL',
+        `RegisterClassExW failed (error ${e})`,
+        'check the tray log; is another lightagent tray running in this process?',
+      );
     }
     // WS_OVERLAPPED, 0 x 0, never shown: top-level so broadcasts and WM_CLOSE reach it.
     this.hwnd = a.createWindow(0, CLASS_NAME, 'lightagent tray', 0, 0, 0, 0, 0, 0, 0, this.inst, 0);
@@ -160,7 +203,11 @@ export class WindowsTrayPresenter implements TrayPresenter {
       const e = a.getLastError();
       a.unregisterClass(CLASS_NAME, this.inst);
       koffi.unregister(this.proc as never);
-      throw new PlatformError('LA_ERR_TRAY_SHELL', `CreateWindowExW failed (error ${e})`, 'run `lightagent tray` inside an interactive desktop session');
+      throw new PlatformError(
+        'LA_ERR_TRAY_SHELL',
+        `CreateWindowExW failed (error ${e})`,
+        'run `lightagent tray` inside an interactive desktop session',
+      );
     }
     this.taskbarCreated = a.registerWindowMessage('TaskbarCreated');
     for (const s of ['protected', 'degraded', 'threat', 'off'] as TrayState[]) {
@@ -286,13 +333,21 @@ export class WindowsTrayPresenter implements TrayPresenter {
   async notify(n: TrayNotification): Promise<void> {
     if (this.closed) return;
     if (!this.added && !this.add()) {
-      throw new PlatformError('LA_ERR_TRAY_SHELL', `no tray icon to show a balloon from: ${n.summary}`, 'the taskbar is not running yet; the icon is added when it starts');
+      throw new PlatformError(
+        'LA_ERR_TRAY_SHELL',
+        `no tray icon to show a balloon from: ${n.summary}`,
+        'the taskbar is not running yet; the icon is added when it starts',
+      );
     }
     const flags = balloonFlags(n);
     const ok = this.a.shellNotifyIcon(NIM_MODIFY, this.data(NIF_INFO, { info: n.body, infoTitle: n.summary, infoFlags: flags })) !== 0;
     if (!ok) {
       this.counts.failures++;
-      throw new PlatformError('LA_ERR_TRAY_SHELL', `Shell_NotifyIconW (NIF_INFO) failed (error ${this.a.getLastError()})`, 'check that the taskbar runs');
+      throw new PlatformError(
+        'LA_ERR_TRAY_SHELL',
+        `Shell_NotifyIconW (NIF_INFO) failed (error ${this.a.getLastError()})`,
+        'check that the taskbar runs',
+      );
     }
     this.counts.balloons++;
     this.log.info('balloon shown', { kind: n.kind, title: n.summary, niif: flags });

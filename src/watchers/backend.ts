@@ -23,7 +23,12 @@ import type { BackendKind, ProtectionBackend, ProtectionHandler, WrittenResult }
  */
 export function resolveProtect(cfg: AgentConfig, forced: 'fanotify' | 'watcher' | undefined): string[] {
   if (cfg.protect.length > 0) return cfg.protect;
-  if (forced === 'watcher' || process.platform !== 'linux') throw new LightagentError('LA_ERR_CONFIG', 'protect: no paths configured, and watcher mode needs explicit paths', 'set `protect:` in the config file or pass --protect PATH');
+  if (forced === 'watcher' || process.platform !== 'linux')
+    throw new LightagentError(
+      'LA_ERR_CONFIG',
+      'protect: no paths configured, and watcher mode needs explicit paths',
+      'set `protect:` in the config file or pass --protect PATH',
+    );
   const mounts = localDiskMounts();
   logger('protection').info('no protect paths configured: protecting every local disk filesystem', { mounts });
   return mounts;
@@ -73,10 +78,12 @@ export async function createBackend(kind: BackendKind, o: BackendOptions, handle
  */
 export function daemonHandler(onAccess: OnAccessHandler, scanner: FileScanner): ProtectionHandler {
   const log = logger('protection');
-  const failed = (path: string) => (e: unknown): WrittenResult => {
-    log.error('scan after write failed', { path, ...describeError(e) });
-    return { clean: false };
-  };
+  const failed =
+    (path: string) =>
+    (e: unknown): WrittenResult => {
+      log.error('scan after write failed', { path, ...describeError(e) });
+      return { clean: false };
+    };
   return {
     decide: (ev) => onAccess.decide(ev),
     written: (ev) => {
@@ -91,17 +98,31 @@ export function daemonHandler(onAccess: OnAccessHandler, scanner: FileScanner): 
   };
 }
 
-export async function startProtection(cfg: AgentConfig, forced: 'fanotify' | 'watcher' | undefined, handler: OnAccessHandler, scanner: FileScanner, sharedCache?: SharedCacheSpec): Promise<ProtectionBackend> {
+export async function startProtection(
+  cfg: AgentConfig,
+  forced: 'fanotify' | 'watcher' | undefined,
+  handler: OnAccessHandler,
+  scanner: FileScanner,
+  sharedCache?: SharedCacheSpec,
+): Promise<ProtectionBackend> {
   const log = logger('protection');
   for (const p of cfg.protect) {
-    if (!fs.existsSync(p)) throw new LightagentError('LA_ERR_CONFIG', `protect: ${p} does not exist`, 'create it or remove it from `protect`');
+    if (!fs.existsSync(p))
+      throw new LightagentError('LA_ERR_CONFIG', `protect: ${p} does not exist`, 'create it or remove it from `protect`');
   }
   // The handler answers by policy at `deadline`; the gate's worker is the backstop if the main thread stalls.
-  const o: BackendOptions = { protect: cfg.protect, exclude: [...cfg.exclude, cfg.state_dir], deadlineMs: cfg.deadline, onDeadline: cfg.on_svm_unavailable, sharedCache };
+  const o: BackendOptions = {
+    protect: cfg.protect,
+    exclude: [...cfg.exclude, cfg.state_dir],
+    deadlineMs: cfg.deadline,
+    onDeadline: cfg.on_svm_unavailable,
+    sharedCache,
+  };
   const h = daemonHandler(handler, scanner);
   if (process.platform === 'win32') {
     // Windows: directory change notifications, scan after write (docs/windows.md)
-    if (forced === 'fanotify') throw new LightagentError('LA_ERR_CONFIG', '--mode fanotify: fanotify is Linux only', 'leave --mode out on Windows (watcher mode)');
+    if (forced === 'fanotify')
+      throw new LightagentError('LA_ERR_CONFIG', '--mode fanotify: fanotify is Linux only', 'leave --mode out on Windows (watcher mode)');
     const w = await createBackend('windows', o, h);
     log.warn('protection mode: watcher (Windows directory notifications; scan after write, opens are not blocked)', { paths: cfg.protect });
     return w;
@@ -113,7 +134,10 @@ export async function startProtection(cfg: AgentConfig, forced: 'fanotify' | 'wa
       return gate;
     } catch (e) {
       if (forced === 'fanotify') throw e;
-      log.warn('fanotify is not available here; FALLING BACK to the portable watcher: files are scanned after they are written, opens are NOT blocked', describeError(e));
+      log.warn(
+        'fanotify is not available here; FALLING BACK to the portable watcher: files are scanned after they are written, opens are NOT blocked',
+        describeError(e),
+      );
     }
   }
   const watcher = await createBackend('chokidar', o, h);

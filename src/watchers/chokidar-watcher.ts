@@ -65,7 +65,10 @@ export class ChokidarWatcher implements ProtectionBackend {
 
   private report(file: string): void {
     if (this.queue.push(file)) return;
-    if (this.counts.dropped++ === 0) this.log.warn('too many written files waiting for a scan; dropping the newest (counted in status as dropped)', { pending: this.queue.size });
+    if (this.counts.dropped++ === 0)
+      this.log.warn('too many written files waiting for a scan; dropping the newest (counted in status as dropped)', {
+        pending: this.queue.size,
+      });
   }
 
   stats(): Record<string, number> {

@@ -29,7 +29,11 @@ import { WrittenQueue } from './written-queue.js';
  * record, `onChange(null)` when the OS dropped records (buffer overflow), `onError` when the
  * watch itself failed (it is then closed and armed again). Throws if the root cannot be watched.
  */
-export type ChangeSource = (root: string, onChange: (name: string | Buffer | null) => void, onError: (e: Error) => void) => { close(): void };
+export type ChangeSource = (
+  root: string,
+  onChange: (name: string | Buffer | null) => void,
+  onError: (e: Error) => void,
+) => { close(): void };
 
 /** libuv's ReadDirectoryChangesW on Windows (see the file header); inotify elsewhere. */
 export const fsWatchSource: ChangeSource = (root, onChange, onError) => {
@@ -114,7 +118,11 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
       w = this.source(root, (name) => this.onEvent(root, name), onError);
     } catch (e) {
       this.counts.errors++;
-      this.log.warn('cannot watch; retrying every second', { root, code: (e as NodeJS.ErrnoException).code, message: (e as Error).message });
+      this.log.warn('cannot watch; retrying every second', {
+        root,
+        code: (e as NodeJS.ErrnoException).code,
+        message: (e as Error).message,
+      });
       this.rearmLater(root);
       return;
     }
@@ -157,7 +165,10 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
       this.scheduleRescan(root);
       return;
     }
-    this.pending.set(key, setTimeout(() => this.settled(root, key, file), this.settleMs));
+    this.pending.set(
+      key,
+      setTimeout(() => this.settled(root, key, file), this.settleMs),
+    );
   }
 
   private settled(root: string, key: string, file: string): void {
@@ -228,7 +239,14 @@ export class WindowsDirectoryWatcher implements ProtectionBackend {
   }
 
   stats(): Record<string, number> {
-    return { ...this.counts, pending: this.pending.size, queued: this.queue.size, reported: this.queue.reported, failed: this.queue.failed, roots: this.watchers.size };
+    return {
+      ...this.counts,
+      pending: this.pending.size,
+      queued: this.queue.size,
+      reported: this.queue.reported,
+      failed: this.queue.failed,
+      roots: this.watchers.size,
+    };
   }
 
   flushCleanMarks(): void {

@@ -22,8 +22,29 @@ import { Worker } from 'node:worker_threads';
 import { describeError, PlatformError } from '../errors.js';
 import { raiseOpenFileLimit } from '../platform/linux/rlimit.js';
 import { logger } from '../log.js';
-import { FAN_OPEN_EXEC_PERM, FAN_OPEN_PERM, addIgnoreMark, closeFd, flushInodeMarks, makePipe, removeIgnoreMark, responseRecord } from '../platform/linux/fanotify.js';
-import { C, COUNTER_SLOTS, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, STATE_SLOTS, hrMs, protectedFdPath, type PostedEvent, type WarmUpConfig, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
+import {
+  FAN_OPEN_EXEC_PERM,
+  FAN_OPEN_PERM,
+  addIgnoreMark,
+  closeFd,
+  flushInodeMarks,
+  makePipe,
+  removeIgnoreMark,
+  responseRecord,
+} from '../platform/linux/fanotify.js';
+import {
+  C,
+  COUNTER_SLOTS,
+  GROUP_CLOSING_SLOT,
+  GROUP_USERS_SLOT,
+  STATE_SLOTS,
+  hrMs,
+  protectedFdPath,
+  type PostedEvent,
+  type WarmUpConfig,
+  type WorkerConfig,
+  type WorkerMessage,
+} from './fanotify-shared.js';
 import type { AccessEvent, Decision, ProtectionBackend, ProtectionMode, WrittenResult } from './protection.js';
 import type { SharedCacheSpec } from '../cache/shared-view.js';
 import { VerdictCache } from '../cache/verdict-cache.js';
@@ -231,7 +252,10 @@ export class FanotifyGate implements ProtectionBackend {
     };
     // The worker allocates little (event records, a few stats): a 1 MiB young generation instead
     // of V8's default 16 MiB semi-spaces keeps its isolate's resident memory small under load.
-    const worker = new Worker(new URL('./fanotify-worker.js', import.meta.url), { workerData: cfg, resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GEN_MB } });
+    const worker = new Worker(new URL('./fanotify-worker.js', import.meta.url), {
+      workerData: cfg,
+      resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GEN_MB },
+    });
     const gate = new FanotifyGate(worker, o, wake, stateSab, countersSab);
     await new Promise<void>((resolve, reject) => {
       const onMsg = (m: WorkerMessage) => {
@@ -247,7 +271,15 @@ export class FanotifyGate implements ProtectionBackend {
       };
       worker.on('message', onMsg);
       worker.once('error', reject);
-      void gate.exited.then(() => reject(new PlatformError('LA_ERR_FANOTIFY', 'the fanotify worker exited before it was ready', 'see the log above; the agent falls back to the watcher')));
+      void gate.exited.then(() =>
+        reject(
+          new PlatformError(
+            'LA_ERR_FANOTIFY',
+            'the fanotify worker exited before it was ready',
+            'see the log above; the agent falls back to the watcher',
+          ),
+        ),
+      );
     });
     worker.on('error', (e) => gate.log.error('fanotify worker failed', { message: e.message }));
     return gate;
@@ -406,9 +438,11 @@ export class FanotifyGate implements ProtectionBackend {
       throw err;
     }
     if (r instanceof Promise) {
-      return r.then((x: unknown) => {
-        if (isClean(x) && !this.stopping) this.markClean(e, stat);
-      }).finally(() => this.closeWriteDone(e));
+      return r
+        .then((x: unknown) => {
+          if (isClean(x) && !this.stopping) this.markClean(e, stat);
+        })
+        .finally(() => this.closeWriteDone(e));
     }
     try {
       if (isClean(r) && !this.stopping) this.markClean(e, stat);
@@ -425,7 +459,8 @@ export class FanotifyGate implements ProtectionBackend {
   /** Drop every kernel ignore mark (a new signature generation): every next open is asked again. */
   flushCleanMarks(): void {
     try {
-      if (this.withGroup((fan) => flushInodeMarks(fan))) this.log.info('kernel ignore marks flushed: every file is checked again at its next open');
+      if (this.withGroup((fan) => flushInodeMarks(fan)))
+        this.log.info('kernel ignore marks flushed: every file is checked again at its next open');
     } catch (e) {
       this.log.error('could not flush the kernel ignore marks', describeError(e));
     }

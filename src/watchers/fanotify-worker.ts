@@ -50,7 +50,18 @@ import {
 import { loadXxhash } from '../cache/fingerprint.js';
 import { SharedCacheView } from '../cache/shared-view.js';
 import { sameIdentity } from '../cache/file-identity.js';
-import { C, COUNTER_SLOTS, GROUP_CLOSING_SLOT, GROUP_USERS_SLOT, hrMs, protectedFdPath, type PostedEvent, type WarmUpConfig, type WorkerConfig, type WorkerMessage } from './fanotify-shared.js';
+import {
+  C,
+  COUNTER_SLOTS,
+  GROUP_CLOSING_SLOT,
+  GROUP_USERS_SLOT,
+  hrMs,
+  protectedFdPath,
+  type PostedEvent,
+  type WarmUpConfig,
+  type WorkerConfig,
+  type WorkerMessage,
+} from './fanotify-shared.js';
 
 const cfg = workerData as WorkerConfig;
 const state = new Int32Array(cfg.stateSab);
@@ -236,7 +247,9 @@ function postEvents(events: PostedEvent[]): void {
 
 /** When the held close-writes are due (Infinity: none held). */
 function closeWriteFlushAt(): number {
-  return heldCloseWrites.length === 0 ? Number.POSITIVE_INFINITY : Math.min(lastEventAt + cfg.closeWriteQuietMs, heldSince + cfg.closeWriteMaxAgeMs);
+  return heldCloseWrites.length === 0
+    ? Number.POSITIVE_INFINITY
+    : Math.min(lastEventAt + cfg.closeWriteQuietMs, heldSince + cfg.closeWriteMaxAgeMs);
 }
 
 /**
@@ -246,7 +259,8 @@ function closeWriteFlushAt(): number {
  */
 function flushCloseWrites(): void {
   const events: PostedEvent[] = [];
-  for (const { ev, readAt } of heldCloseWrites.splice(0)) events.push({ fd: ev.fd, seq: 0, pid: ev.pid, kind: 'close-write', path: '', readAt });
+  for (const { ev, readAt } of heldCloseWrites.splice(0))
+    events.push({ fd: ev.fd, seq: 0, pid: ev.pid, kind: 'close-write', path: '', readAt });
   heldSince = Number.POSITIVE_INFINITY;
   postEvents(events);
 }

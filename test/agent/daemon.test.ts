@@ -11,7 +11,17 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { EICAR, hdbLine } from '../helpers/fixtures.js';
 import { quarantineList, startAgent, type Agent } from '../helpers/agent.js';
-import { eventually, needRoot, type Proc, restartSvmProcess, run, scratchMount, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
+import {
+  eventually,
+  needRoot,
+  type Proc,
+  restartSvmProcess,
+  run,
+  scratchMount,
+  startSvmProcess,
+  tempDir,
+  waitFor,
+} from '../helpers/procs.js';
 
 const skip = needRoot();
 
@@ -46,7 +56,10 @@ for (const mode of ['fanotify', 'watcher'] as const) {
       fs.writeFileSync(f, EICAR);
       await eventually(() => !fs.existsSync(f), 10_000, 'the infected file to leave its place');
       const q = quarantineList(stateDir);
-      assert.ok(q.some((r) => r.originalPath === f && /eicar/i.test(r.threat)), JSON.stringify(q));
+      assert.ok(
+        q.some((r) => r.originalPath === f && /eicar/i.test(r.threat)),
+        JSON.stringify(q),
+      );
       const s = await agent.status();
       assert.ok(s.detections.total >= 1);
     });
@@ -111,7 +124,7 @@ describe('daemon protection, fanotify only', { skip }, () => {
     assert.equal(catAll().status, 0); // first passes: scans, then ignore marks
     // The files' close-writes wait while the gate is busy (up to 1 s): empty.txt gets its mark only
     // from its close-write scan, so wait until every close-write fd is scanned and closed.
-    for (const end = Date.now() + 10_000; (await agent.status()).backend.closeWriteFds !== 0; ) {
+    for (const end = Date.now() + 10_000; (await agent.status()).backend.closeWriteFds !== 0;) {
       assert.ok(Date.now() < end, 'the close-write scans did not finish within 10 s');
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -133,11 +146,18 @@ describe('daemon protection, fanotify only', { skip }, () => {
     await new Promise((r) => setTimeout(r, Math.max(0, madeAt + 3500 - Date.now())));
     assert.equal(catAll().status, 0);
     const restarted = await agent.status();
-    assert.ok(restarted.backend.workerHits - fresh.backend.workerHits >= 50, `answered in the worker: ${JSON.stringify(restarted.backend)}`);
+    assert.ok(
+      restarted.backend.workerHits - fresh.backend.workerHits >= 50,
+      `answered in the worker: ${JSON.stringify(restarted.backend)}`,
+    );
     assert.equal(restarted.counts.decisions - fresh.counts.decisions, 0, 'no decision on the main thread');
     assert.equal(catAll().status, 0);
     const again = await agent.status();
-    assert.equal(permEvents(again.backend) - permEvents(restarted.backend), 0, `the old empty file was marked: ${JSON.stringify(again.backend)}`);
+    assert.equal(
+      permEvents(again.backend) - permEvents(restarted.backend),
+      0,
+      `the old empty file was marked: ${JSON.stringify(again.backend)}`,
+    );
   });
 
   it('a file written clean is kernel-marked at its close-write: its next opens raise no event', async () => {
@@ -150,7 +170,8 @@ describe('daemon protection, fanotify only', { skip }, () => {
     // after its close-write: its O_CREAT open found a new empty file, answered without a mark
     // (the write would drop it at once).
     const marked = (s: typeof before) => s.backend.ignoreMarks - before.backend.ignoreMarks;
-    for (const end = Date.now() + 10_000; marked(scanned) < 20 && Date.now() < end; scanned = await agent.status()) await new Promise((r) => setTimeout(r, 100));
+    for (const end = Date.now() + 10_000; marked(scanned) < 20 && Date.now() < end; scanned = await agent.status())
+      await new Promise((r) => setTimeout(r, 100));
     await new Promise((r) => setTimeout(r, 300));
     scanned = await agent.status();
     assert.equal(marked(scanned), 20, 'one kernel mark per file written');
@@ -158,7 +179,11 @@ describe('daemon protection, fanotify only', { skip }, () => {
     for (const f of files) assert.equal(run('cat', [f]).status, 0);
     const afterS = await agent.status();
     const permEvents = (s: Record<string, number>) => (s.open ?? 0) + (s.exec ?? 0);
-    assert.equal(permEvents(afterS.backend) - permEvents(scanned.backend), 0, `opens after the close-write scans raised events: ${JSON.stringify({ scanned: scanned.backend, afterS: afterS.backend })}`);
+    assert.equal(
+      permEvents(afterS.backend) - permEvents(scanned.backend),
+      0,
+      `opens after the close-write scans raised events: ${JSON.stringify({ scanned: scanned.backend, afterS: afterS.backend })}`,
+    );
   });
 
   it('new signatures (SVM reload) make a clean, kernel-marked file judged again, and now denied', async () => {
@@ -213,7 +238,13 @@ describe('daemon protection, fanotify only', { skip }, () => {
     fs.writeFileSync(f, 'never scanned');
     const port = svm.port;
     await svm.stop('SIGKILL');
-    agent = await startAgent({ svm: `ws://127.0.0.1:${port}`, protect: mnt.dir, stateDir, mode: 'fanotify', args: ['--deadline', '1s', '--fail-closed'] });
+    agent = await startAgent({
+      svm: `ws://127.0.0.1:${port}`,
+      protect: mnt.dir,
+      stateDir,
+      mode: 'fanotify',
+      args: ['--deadline', '1s', '--fail-closed'],
+    });
     const r = run('cat', [f]);
     assert.notEqual(r.status, 0);
     assert.ok(r.ms < 3000, `refused within the deadline (+ slack): ${r.ms.toFixed(0)} ms`);
@@ -248,7 +279,9 @@ describe('daemon protection, the gate worker dies', { skip }, () => {
     // Two infected files there before the agent: one for before the crash, one for after.
     for (const f of ['before.com', 'after.com']) fs.writeFileSync(path.join(protectedDir, f), EICAR);
     // Its own spawn: the fixture takes commands on stdin. Killed by the watchdog if it hangs.
-    const proc = spawn(process.execPath, [new URL('./fixtures/daemon-child.js', import.meta.url).pathname, mnt.dir], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [new URL('./fixtures/daemon-child.js', import.meta.url).pathname, mnt.dir], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let out = '';
     proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
@@ -274,7 +307,7 @@ describe('daemon protection, the gate worker dies', { skip }, () => {
       await ask('killworker', /KILLED/);
       // Within the state machine's half-second poll and a gate start-up, a new gate runs.
       let line = '';
-      for (const end = Date.now() + 15_000; Date.now() < end && line !== 'MODE fanotify protected 1'; ) {
+      for (const end = Date.now() + 15_000; Date.now() < end && line !== 'MODE fanotify protected 1';) {
         line = await ask('mode', /MODE .*/);
         if (line !== 'MODE fanotify protected 1') await new Promise((r) => setTimeout(r, 200));
       }

@@ -25,7 +25,10 @@ describe('failover between real SVMs', () => {
   before(async () => {
     dir = tempDir('la-failover-');
     [a, b] = await Promise.all([startSvmProcess(), startSvmProcess()]);
-    stops.push(() => a.stop(), () => b.stop());
+    stops.push(
+      () => a.stop(),
+      () => b.stop(),
+    );
   });
   after(async () => {
     for (const s of stops.reverse()) await s();
@@ -62,13 +65,23 @@ describe('failover between real SVMs', () => {
         const c = files[i / 4]!;
         p = pool.scan(c.length, (o, l) => c.subarray(o, o + l), DEADLINE);
       } else p = pool.lookup(crypto.randomBytes(32).toString('hex'), 10, DEADLINE);
-      jobs.push(p.then((v) => ({ kind: i === 100 ? 'eicar' : i % 4 === 0 ? 'scan' : 'lookup', verdict: v.verdict, ms: performance.now() - started })));
+      jobs.push(
+        p.then((v) => ({
+          kind: i === 100 ? 'eicar' : i % 4 === 0 ? 'scan' : 'lookup',
+          verdict: v.verdict,
+          ms: performance.now() - started,
+        })),
+      );
     }
     await eventually(() => (pool.status().find((s) => s.url === a.url)?.inFlight ?? 0) >= 8, 5000, 'requests in flight on A');
     a.child.kill('SIGKILL');
     const settled = await Promise.allSettled(jobs);
     const failed = settled.filter((s) => s.status === 'rejected');
-    assert.deepEqual(failed.map((f) => String((f as PromiseRejectedResult).reason)), [], 'no request lost');
+    assert.deepEqual(
+      failed.map((f) => String((f as PromiseRejectedResult).reason)),
+      [],
+      'no request lost',
+    );
     const done = settled.map((s) => (s as PromiseFulfilledResult<{ kind: string; verdict: string; ms: number }>).value);
     assert.equal(done.length, 200);
     assert.ok(done.filter((d) => d.kind === 'lookup').every((d) => d.verdict === 'unknown'));
@@ -79,11 +92,17 @@ describe('failover between real SVMs', () => {
     assert.ok((pool as SvmPool).failovers >= 1, `requests were sent again to B (${(pool as SvmPool).failovers})`);
     assert.equal(pool.url, b.url);
     assert.equal(switches.length, 1);
-    process.stderr.write(`# failover: 200 requests, ${(pool as SvmPool).failovers} re-sent, worst ${Math.round(worst)} ms, all in ${Math.round(performance.now() - t0)} ms\n`);
+    process.stderr.write(
+      `# failover: 200 requests, ${(pool as SvmPool).failovers} re-sent, worst ${Math.round(worst)} ms, all in ${Math.round(performance.now() - t0)} ms\n`,
+    );
 
     // A comes back on its port: the agent returns after the hold-down, and not before.
     a = await restartSvmProcess(a.port);
-    const up = await eventually(() => (pool.status().find((s) => s.url === a.url)?.state === 'connected' ? performance.now() : undefined), 5000, 'A reconnected');
+    const up = await eventually(
+      () => (pool.status().find((s) => s.url === a.url)?.state === 'connected' ? performance.now() : undefined),
+      5000,
+      'A reconnected',
+    );
     assert.equal(pool.url, b.url, 'not at once');
     await eventually(() => pool.url === a.url, 5000, 'return to A');
     assert.ok(performance.now() - up >= 1300, 'after the hold-down');
@@ -95,15 +114,29 @@ describe('failover between real SVMs', () => {
 
   it('lightagent svm-info: the SVM in use, generation, load, latency, and the others', async () => {
     const dead = `ws://127.0.0.1:${await closedPort()}`;
-    const r = run(process.execPath, [CLI, 'svm-info', '--json', '--svm', b.url, '--svm', a.url, '--svm', dead, '--token', 'test-token', '--timeout', '2s'], 20_000);
+    const r = run(
+      process.execPath,
+      [CLI, 'svm-info', '--json', '--svm', b.url, '--svm', a.url, '--svm', dead, '--token', 'test-token', '--timeout', '2s'],
+      20_000,
+    );
     assert.equal(r.status, 0, r.stderr);
-    const info = JSON.parse(r.stdout) as { active: { url: string; generation: string; load: number; latencyMs: { median: number; samples: number } }; svms: Array<{ url: string; state: string; priority: number; error?: { code: string } }> };
+    const info = JSON.parse(r.stdout) as {
+      active: { url: string; generation: string; load: number; latencyMs: { median: number; samples: number } };
+      svms: Array<{ url: string; state: string; priority: number; error?: { code: string } }>;
+    };
     assert.equal(info.active.url, b.url);
     assert.match(info.active.generation, /\S/);
     assert.equal(typeof info.active.load, 'number');
     assert.equal(info.active.latencyMs.samples, 5);
     assert.ok(info.active.latencyMs.median > 0 && info.active.latencyMs.median < 1000);
-    assert.deepEqual(info.svms.map((s) => [s.url, s.state === 'connected', s.priority]), [[b.url, true, 0], [a.url, true, 1], [dead, false, 2]]);
+    assert.deepEqual(
+      info.svms.map((s) => [s.url, s.state === 'connected', s.priority]),
+      [
+        [b.url, true, 0],
+        [a.url, true, 1],
+        [dead, false, 2],
+      ],
+    );
     assert.equal(info.svms[2]!.error?.code, 'LA_ERR_SVM_UNAVAILABLE');
 
     const text = run(process.execPath, [CLI, 'svm-info', '--svm', dead, '--token', 'test-token', '--timeout', '500ms'], 20_000);

@@ -6,7 +6,15 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { agentIdentity, cloneReason, dropIdentity, normalizeMachineId, normalizeProductUuid, readInstanceFacts, SEALED_FILE } from '../../src/agent/identity.js';
+import {
+  agentIdentity,
+  cloneReason,
+  dropIdentity,
+  normalizeMachineId,
+  normalizeProductUuid,
+  readInstanceFacts,
+  SEALED_FILE,
+} from '../../src/agent/identity.js';
 import { tempDir } from '../helpers/procs.js';
 
 const MID_A = '0123456789abcdef0123456789abcdef';
@@ -104,9 +112,17 @@ describe('agent identity', () => {
     const dir = tempDir('la-id-facts-');
     fs.writeFileSync(path.join(dir, 'machine-id'), `${MID_A}\n`);
     fs.writeFileSync(path.join(dir, 'uuid'), `${UUID_A.toUpperCase()}\n`);
-    const f = readInstanceFacts({ machineIdFile: path.join(dir, 'machine-id'), productUuidFile: path.join(dir, 'uuid'), hostname: () => 'vm1' });
+    const f = readInstanceFacts({
+      machineIdFile: path.join(dir, 'machine-id'),
+      productUuidFile: path.join(dir, 'uuid'),
+      hostname: () => 'vm1',
+    });
     assert.deepEqual(f, { machineId: MID_A, productUuid: UUID_A, hostname: 'vm1' });
-    const none = readInstanceFacts({ machineIdFile: path.join(dir, 'absent'), productUuidFile: path.join(dir, 'absent2'), hostname: () => 'vm1' });
+    const none = readInstanceFacts({
+      machineIdFile: path.join(dir, 'absent'),
+      productUuidFile: path.join(dir, 'absent2'),
+      hostname: () => 'vm1',
+    });
     assert.deepEqual(none, { machineId: undefined, productUuid: undefined, hostname: 'vm1' });
   });
 });

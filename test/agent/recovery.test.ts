@@ -83,7 +83,11 @@ describe('RecoverySupervisor', () => {
     mock.timers.tick(0);
     await settle();
     await advance(10_000);
-    assert.deepEqual(calls.slice(3).map((c) => c - t), [0, 1000], 'back to 1 s after a success');
+    assert.deepEqual(
+      calls.slice(3).map((c) => c - t),
+      [0, 1000],
+      'back to 1 s after a success',
+    );
     assert.equal(restarted, 2);
   });
 

@@ -30,7 +30,7 @@ function catAsync(file: string): { done: Promise<number | null>; exited: () => b
   const c = spawn('cat', [file], { stdio: ['ignore', 'ignore', 'ignore'] });
   let exited = false;
   const t = setTimeout(() => c.kill('SIGKILL'), 60_000);
-  const done = new Promise<number | null>((r) => c.once('exit', (code) => (exited = true, clearTimeout(t), r(code))));
+  const done = new Promise<number | null>((r) => c.once('exit', (code) => ((exited = true), clearTimeout(t), r(code))));
   return { done, exited: () => exited };
 }
 
@@ -127,7 +127,14 @@ describe('service lifecycle', { skip }, () => {
       const N = 150;
       for (let i = 0; i < N; i++) fs.writeFileSync(path.join(outside, `x${i}.com`), EICAR);
       for (let i = 0; i < N; i++) fs.renameSync(path.join(outside, `x${i}.com`), path.join(prot, `x${i}.com`));
-      const reader = spawn('bash', ['-c', `leaks=0; for f in ${prot}/x*.com; do if cat "$f" >/dev/null 2>&1; then leaks=$((leaks+1)); echo "LEAK $f"; fi; done; echo "leaks=$leaks"`], { stdio: ['ignore', 'pipe', 'ignore'] });
+      const reader = spawn(
+        'bash',
+        [
+          '-c',
+          `leaks=0; for f in ${prot}/x*.com; do if cat "$f" >/dev/null 2>&1; then leaks=$((leaks+1)); echo "LEAK $f"; fi; done; echo "leaks=$leaks"`,
+        ],
+        { stdio: ['ignore', 'pipe', 'ignore'] },
+      );
       let out = '';
       reader.stdout!.on('data', (d: Buffer) => (out += d.toString()));
       const readerDone = new Promise((r) => reader.once('exit', r));
@@ -196,7 +203,8 @@ describe('service lifecycle', { skip }, () => {
     const dir = path.join(mnt.dir, 'crash');
     fs.mkdirSync(dir);
     // The SVM by flag, everything else from the file: flags and file merged, as an operator may.
-    const crashAgent = () => fanotify({ protect: dir, stateDir, settings: { deadline: '1s', cache: { save_interval: '1s' } }, args: ['--svm', svm.url] });
+    const crashAgent = () =>
+      fanotify({ protect: dir, stateDir, settings: { deadline: '1s', cache: { save_interval: '1s' } }, args: ['--svm', svm.url] });
     let a = await crashAgent();
     const bad = path.join(dir, 'bad.com');
     fs.writeFileSync(bad, EICAR);

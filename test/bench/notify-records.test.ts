@@ -44,7 +44,10 @@ describe('parseNotifyRecords', () => {
   it('reads the records Wine 8 returned in a real run (NextEntryOffset 26, not aligned)', () => {
     // the first two records of a 2,386-byte batch seen under Wine ("f14.txt" MODIFIED at offset 0,
     // "sub7\f15.txt" ADDED at 26), the second made the last (its next offset 36 set to 0)
-    const b = Buffer.from('1a000000030000000e0000006600310034002e0074007800740000000000010000001800000073007500620037005c006600310035002e00740078007400', 'hex');
+    const b = Buffer.from(
+      '1a000000030000000e0000006600310034002e0074007800740000000000010000001800000073007500620037005c006600310035002e00740078007400',
+      'hex',
+    );
     assert.deepEqual(parseNotifyRecords(b, b.length), {
       records: [
         { action: 3, name: 'f14.txt' },

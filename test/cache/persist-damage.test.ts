@@ -18,7 +18,12 @@ const sha = (n: number) => n.toString(16).padStart(64, '0');
 
 async function warningsFor(file: string): Promise<string[]> {
   for (let i = 0; i < 100; i++) {
-    const lines = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes(file)) : [];
+    const lines = fs.existsSync(logFile)
+      ? fs
+          .readFileSync(logFile, 'utf8')
+          .split('\n')
+          .filter((l) => l.includes(file))
+      : [];
     if (lines.length) return lines;
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -39,9 +44,33 @@ const damages: [string, (f: string) => void, RegExp][] = [
   ['corrupt in a record', flip(() => 100), /checksum/],
   ['corrupt in the string tables', flip((n) => n - 40), /checksum/],
   ['with a wrong checksum', flip((n) => n - 1), /checksum/],
-  ['of a foreign version', (f) => { const b = fs.readFileSync(f); b.writeUInt32LE(99, 8); fs.writeFileSync(f, b); }, /version 99/],
-  ['of the pre-release version 1', (f) => { const b = fs.readFileSync(f); b.writeUInt32LE(1, 8); fs.writeFileSync(f, b); }, /version 1;/],
-  ['claiming more records than it holds', (f) => { const b = fs.readFileSync(f); b.writeUInt32LE(0xffffff, 24); fs.writeFileSync(f, b); }, /truncated/],
+  [
+    'of a foreign version',
+    (f) => {
+      const b = fs.readFileSync(f);
+      b.writeUInt32LE(99, 8);
+      fs.writeFileSync(f, b);
+    },
+    /version 99/,
+  ],
+  [
+    'of the pre-release version 1',
+    (f) => {
+      const b = fs.readFileSync(f);
+      b.writeUInt32LE(1, 8);
+      fs.writeFileSync(f, b);
+    },
+    /version 1;/,
+  ],
+  [
+    'claiming more records than it holds',
+    (f) => {
+      const b = fs.readFileSync(f);
+      b.writeUInt32LE(0xffffff, 24);
+      fs.writeFileSync(f, b);
+    },
+    /truncated/,
+  ],
   ['not a cache at all', (f) => fs.writeFileSync(f, 'not a cache at all, '.repeat(10)), /not a lightagent cache/],
 ];
 
@@ -61,7 +90,10 @@ describe('cache.v1 damage', () => {
       assert.equal(b.lookupIdentity(id(1)), undefined);
       assert.ok(fs.existsSync(`${file}.bad`), 'set aside');
       const warnings = await warningsFor(file);
-      assert.ok(warnings.some((l) => JSON.parse(l).level === 'warn' && reason.test(l) && /LA_ERR_CACHE_FILE/.test(l)), `warning about ${reason}: ${warnings.join('\n')}`);
+      assert.ok(
+        warnings.some((l) => JSON.parse(l).level === 'warn' && reason.test(l) && /LA_ERR_CACHE_FILE/.test(l)),
+        `warning about ${reason}: ${warnings.join('\n')}`,
+      );
       b.record(id(1), 1n, sha(1), 'clean');
       assert.equal(await b.save(), true, 'and saves again');
       assert.equal((await VerdictCache.open({ seed: 3n, capacity: 100, file })).size, 1);

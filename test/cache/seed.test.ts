@@ -7,7 +7,8 @@ import { CacheSeedError, loadOrCreateSeed } from '../../src/cache/seed.js';
 import { tempDir } from '../helpers/procs.js';
 
 const dir = tempDir('la-seed-');
-const isSeedError = (re: RegExp) => (e: unknown) => e instanceof CacheSeedError && e.code === 'LA_ERR_CACHE_SEED' && re.test(e.message) && /chmod 600/.test(e.hint ?? '');
+const isSeedError = (re: RegExp) => (e: unknown) =>
+  e instanceof CacheSeedError && e.code === 'LA_ERR_CACHE_SEED' && re.test(e.message) && /chmod 600/.test(e.hint ?? '');
 
 describe('cache seed', () => {
   it('is created 0600 in a new directory, random, and read back unchanged', () => {

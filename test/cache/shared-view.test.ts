@@ -55,7 +55,8 @@ describe('SharedCacheView', () => {
       cache.record(id(i), BigInt(i), sha(i), i % 7 === 0 ? 'infected' : 'clean', i % 7 === 0 ? 'T' : undefined);
       const s = cache.stats().indexSlots!;
       if (slots.at(-1) !== s) slots.push(s);
-      if (i % 997 === 0) for (const j of [1, i >> 1, i]) assert.equal(view.isKnownClean(id(j)), j % 7 !== 0, `entry ${j} after ${i} records, ${s} slots`);
+      if (i % 997 === 0)
+        for (const j of [1, i >> 1, i]) assert.equal(view.isKnownClean(id(j)), j % 7 !== 0, `entry ${j} after ${i} records, ${s} slots`);
     }
     assert.deepEqual(slots, [4096, 8192, 16384, 25000], 'doubled, capped at capacity / 0.8');
     for (let i = 1; i <= 20_000; i++) assert.equal(view.isKnownClean(id(i)), i % 7 !== 0);
@@ -89,7 +90,14 @@ describe('SharedCacheView', () => {
         }
         parentPort.postMessage({ wrong, reads });
       })();`;
-    const w = new Worker(src, { eval: true, workerData: { spec, viewUrl: new URL('../../src/cache/shared-view.js', import.meta.url).href, fpUrl: new URL('../../src/cache/fingerprint.js', import.meta.url).href } });
+    const w = new Worker(src, {
+      eval: true,
+      workerData: {
+        spec,
+        viewUrl: new URL('../../src/cache/shared-view.js', import.meta.url).href,
+        fpUrl: new URL('../../src/cache/fingerprint.js', import.meta.url).href,
+      },
+    });
     const result = new Promise<{ wrong: number; reads: number }>((r) => w.once('message', r));
     // Churn: even identities are always infected, odd ones clean; evictions and rewrites galore.
     const end = Date.now() + 1500;

@@ -32,7 +32,10 @@ const opArb = (maxId: number): fc.Arbitrary<Op> =>
   fc.oneof(
     { weight: 4, arbitrary: fc.record({ op: fc.constant('rec' as const), a: fc.integer({ min: 1, max: maxId }), infected: fc.boolean() }) },
     { weight: 2, arbitrary: fc.record({ op: fc.constant('copy' as const), a: fc.integer({ min: 1, max: maxId }) }) },
-    { weight: 1, arbitrary: fc.record({ op: fc.constant('refresh' as const), a: fc.integer({ min: 1, max: maxId }), infected: fc.boolean() }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({ op: fc.constant('refresh' as const), a: fc.integer({ min: 1, max: maxId }), infected: fc.boolean() }),
+    },
     { weight: 1, arbitrary: fc.record({ op: fc.constant('gen' as const), g: fc.integer({ min: 1, max: 4 }) }) },
     { weight: 5, arbitrary: fc.record({ op: fc.constant('get' as const), a: fc.integer({ min: 1, max: maxId }) }) },
     { weight: 2, arbitrary: fc.record({ op: fc.constant('getFp' as const), b: fc.integer({ min: 1, max: 7 }) }) },
@@ -113,11 +116,17 @@ async function runModel(ops: Op[], capacity: number, exact: boolean): Promise<vo
 
 describe('VerdictCache model', () => {
   it('unbounded: identity -> fingerprint -> verdict, copies, refreshes, generations, reloads match a reference Map exactly', async () => {
-    await fc.assert(fc.asyncProperty(fc.array(opArb(40), { maxLength: 150 }), (ops) => runModel(ops, 1000, true)), { numRuns: 150 });
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb(40), { maxLength: 150 }), (ops) => runModel(ops, 1000, true)),
+      { numRuns: 150 },
+    );
   });
 
   it('bounded (capacity 16, 60 identities): evicts, but never answers wrong, keeps the newest, loses nothing below capacity', async () => {
-    await fc.assert(fc.asyncProperty(fc.array(opArb(60), { maxLength: 250 }), (ops) => runModel(ops, 16, false)), { numRuns: 150 });
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb(60), { maxLength: 250 }), (ops) => runModel(ops, 16, false)),
+      { numRuns: 150 },
+    );
   });
 
   it('a verdict for some content reaches every copy at once (detection in one copy)', async () => {
@@ -126,7 +135,8 @@ describe('VerdictCache model', () => {
     assert.equal(c.recordIdentity(id(2), fpOf(1)), true);
     c.setGeneration('g2');
     c.record(id(3), fpOf(1), sha(1), 'infected', 'Eicar');
-    for (const a of [1, 2, 3]) assert.deepEqual(c.lookupIdentity(id(a))?.toJSON(), { verdict: 'infected', threat: 'Eicar', sha256: sha(1), stale: false });
+    for (const a of [1, 2, 3])
+      assert.deepEqual(c.lookupIdentity(id(a))?.toJSON(), { verdict: 'infected', threat: 'Eicar', sha256: sha(1), stale: false });
   });
 });
 
@@ -170,7 +180,8 @@ describe('VerdictCache', () => {
   it('persists: save + reload round trip, 0600, no temp file left, generations and threats kept', async () => {
     const file = path.join(dir, 'rt/cache.v1');
     const a = await VerdictCache.open({ seed: 7n, capacity: 5000, file, generation: 'g1' });
-    for (let i = 1; i <= 3000; i++) a.record(id(i), fpOf(i), sha(i), i % 100 === 0 ? 'infected' : 'clean', i % 100 === 0 ? `Threat-${i % 3}` : undefined);
+    for (let i = 1; i <= 3000; i++)
+      a.record(id(i), fpOf(i), sha(i), i % 100 === 0 ? 'infected' : 'clean', i % 100 === 0 ? `Threat-${i % 3}` : undefined);
     assert.equal(await a.save(), true);
     assert.equal(await a.save(), false, 'nothing changed: no write');
     assert.equal(fs.statSync(file).mode & 0o777, 0o600);
@@ -252,7 +263,12 @@ describe('VerdictCache', () => {
     );
     assert.equal(runs, 1);
     assert.ok(results.every((r) => r === 'v'));
-    const failing = Array.from({ length: 10 }, () => c.singleFlight('e', async () => { runs++; throw new Error('svm down'); }));
+    const failing = Array.from({ length: 10 }, () =>
+      c.singleFlight('e', async () => {
+        runs++;
+        throw new Error('svm down');
+      }),
+    );
     for (const p of failing) await assert.rejects(p, /svm down/);
     assert.equal(runs, 2);
     await c.singleFlight('k', async () => runs++);

@@ -52,7 +52,10 @@ describe('defineCommand', () => {
     // The next word looks like an option: parseArgs refuses to take it as the value.
     const dash = probe(['--name', '--json']);
     assert.equal(dash.status, 2);
-    assert.match(dash.stderr, /^lightagent probe: --name needs a value \(--name NAME\); a value that starts with "-" is given as --name=VALUE\n/);
+    assert.match(
+      dash.stderr,
+      /^lightagent probe: --name needs a value \(--name NAME\); a value that starts with "-" is given as --name=VALUE\n/,
+    );
     assert.equal(parsed(['--name=--json']).values.name, '--json');
     const boolWithValue = probe(['--verbose=yes']);
     assert.equal(boolWithValue.status, 2);
@@ -64,7 +67,10 @@ describe('defineCommand', () => {
       const r = probe([`--wait=${bad}`]);
       assert.equal(r.status, 2, bad);
       assert.equal(r.stdout, '');
-      assert.equal(r.stderr, `lightagent probe: --wait must be a duration from 100ms to 1m (e.g. 3s, 500ms; a bare number is milliseconds), not ${JSON.stringify(bad)}\n`);
+      assert.equal(
+        r.stderr,
+        `lightagent probe: --wait must be a duration from 100ms to 1m (e.g. 3s, 500ms; a bare number is milliseconds), not ${JSON.stringify(bad)}\n`,
+      );
     }
   });
 
@@ -127,6 +133,14 @@ describe('duration flags', () => {
     assert.equal(parseDurationFlag('9'.repeat(30)), undefined, 'beyond a safe integer');
   });
   it('formats bounds the way a person types them', () => {
-    assert.deepEqual([1, 100, 1000, 1500, 60_000, 600_000, 3_600_000].map(formatDurationFlag), ['1ms', '100ms', '1s', '1500ms', '1m', '10m', '1h']);
+    assert.deepEqual([1, 100, 1000, 1500, 60_000, 600_000, 3_600_000].map(formatDurationFlag), [
+      '1ms',
+      '100ms',
+      '1s',
+      '1500ms',
+      '1m',
+      '10m',
+      '1h',
+    ]);
   });
 });

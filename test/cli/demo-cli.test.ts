@@ -37,7 +37,12 @@ const step = (lines: Line[], name: string) => lines.find((l) => l.event === 'che
 
 function quarantined(stateDir: string, asNobody = false): Array<{ threat: string; originalPath: string }> {
   const argv = [CLI, 'quarantine', 'list', '--json', '--state-dir', stateDir];
-  const r = asNobody ? spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...argv], { encoding: 'utf8', timeout: 30_000 }) : spawnSync(process.execPath, argv, { encoding: 'utf8', timeout: 30_000 });
+  const r = asNobody
+    ? spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...argv], {
+        encoding: 'utf8',
+        timeout: 30_000,
+      })
+    : spawnSync(process.execPath, argv, { encoding: 'utf8', timeout: 30_000 });
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout) as Array<{ threat: string; originalPath: string }>;
 }
@@ -81,7 +86,11 @@ describe('lightagent demo', { skip }, () => {
   it('as an unprivileged user, the watcher is chosen and says so in text', () => {
     const dir = tempDir('la-demo-u-');
     fs.chmodSync(dir, 0o777);
-    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'demo', '--no-wait', '--dir', dir], { encoding: 'utf8', timeout: 90_000, killSignal: 'SIGKILL' });
+    const r = spawnSync(
+      'setpriv',
+      ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'demo', '--no-wait', '--dir', dir],
+      { encoding: 'utf8', timeout: 90_000, killSignal: 'SIGKILL' },
+    );
     assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
     assert.match(r.stdout, /in watcher mode \(not root: files are scanned after they are written; opens are not blocked\)/);
     assert.match(r.stdout, /docs\/invoice\.pdf\.com -> gone: moved to quarantine/);

@@ -54,7 +54,10 @@ describe('lightagent quarantine', () => {
     const json = cli(['quarantine', 'list', '--json', ...sd]);
     assert.equal(json.code, 0);
     const items = JSON.parse(json.stdout) as QuarantineRecord[];
-    assert.deepEqual(items.map((i) => [i.id, i.originalPath, i.threat]), [[rec.id, p, 'Test.Threat']]);
+    assert.deepEqual(
+      items.map((i) => [i.id, i.originalPath, i.threat]),
+      [[rec.id, p, 'Test.Threat']],
+    );
   });
 
   it('restore: refuses an existing file without --force, restores with --to, errors exit 2', rootOnly, async () => {
@@ -90,7 +93,10 @@ describe('lightagent quarantine', () => {
     const del = cli(['quarantine', 'delete', b.id, ...sd]);
     assert.equal(del.code, 0, del.stderr);
     assert.equal(fs.existsSync(q.dataPath(b.id)), false);
-    assert.equal((await q.list()).some((r) => r.id === b.id), false);
+    assert.equal(
+      (await q.list()).some((r) => r.id === b.id),
+      false,
+    );
   });
 
   it('restore and delete need root, with a clear error', rootOnly, async () => {
@@ -105,6 +111,9 @@ describe('lightagent quarantine', () => {
     const list = cli(['quarantine', 'list', ...sd], true);
     assert.equal(list.code, 2);
     assert.match(list.stderr, /permission denied.*LA_ERR_NOT_ROOT/);
-    assert.equal((await q.list()).some((r) => r.id === rec.id), true);
+    assert.equal(
+      (await q.list()).some((r) => r.id === rec.id),
+      true,
+    );
   });
 });

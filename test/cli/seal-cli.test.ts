@@ -25,7 +25,8 @@ describe('lightagent seal', () => {
     fs.writeFileSync(file, `svm: ${svm.url}\ntoken: test-token\nstate_dir: ${path.join(root, name)}\nprotect:\n  - ${protect}\n`);
     return file;
   };
-  const svmRequests = async () => (await metric(svm.port, 'lightagent_svm_lookups_total')) + (await metric(svm.port, 'lightagent_svm_uploads_total'));
+  const svmRequests = async () =>
+    (await metric(svm.port, 'lightagent_svm_lookups_total')) + (await metric(svm.port, 'lightagent_svm_uploads_total'));
 
   before(async () => {
     svm = await startSvmProcess();

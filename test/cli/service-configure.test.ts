@@ -15,7 +15,27 @@ after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 /** What the MSI runs: every property passed, empty when not given on the msiexec command line. */
 function configure(file: string, p: { svm?: string; token?: string; protect?: string; failClosed?: string } = {}) {
-  return run(process.execPath, [CLI, 'service', 'configure', '--config', file, '--svm', p.svm ?? '', '--token', p.token ?? '', '--ca', '', '--fail-closed', p.failClosed ?? '', '--protect', p.protect ?? ''], 30_000);
+  return run(
+    process.execPath,
+    [
+      CLI,
+      'service',
+      'configure',
+      '--config',
+      file,
+      '--svm',
+      p.svm ?? '',
+      '--token',
+      p.token ?? '',
+      '--ca',
+      '',
+      '--fail-closed',
+      p.failClosed ?? '',
+      '--protect',
+      p.protect ?? '',
+    ],
+    30_000,
+  );
 }
 
 describe('service configure', () => {

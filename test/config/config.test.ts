@@ -54,14 +54,18 @@ describe('agent config', () => {
   });
 
   it('reports every problem at once, each with its key path', () => {
-    const f = write('b.yaml', 'svm: http://x\ndeadline: soon\nmax_file_size: lots\non_svm_unavailable: maybe\nprotect: [relative/path]\nbogus: 1\n');
+    const f = write(
+      'b.yaml',
+      'svm: http://x\ndeadline: soon\nmax_file_size: lots\non_svm_unavailable: maybe\nprotect: [relative/path]\nbogus: 1\n',
+    );
     try {
       loadAgentConfig({ file: f, env: {} });
       assert.fail('should throw');
     } catch (e) {
       assert.ok(e instanceof ConfigError);
       const keys = e.issues.map((i) => i.split(':')[0]);
-      for (const k of ['svm', 'deadline', 'max_file_size', 'on_svm_unavailable', 'protect.0', '(top level)']) assert.ok(keys.includes(k), `missing ${k} in ${keys.join(',')}`);
+      for (const k of ['svm', 'deadline', 'max_file_size', 'on_svm_unavailable', 'protect.0', '(top level)'])
+        assert.ok(keys.includes(k), `missing ${k} in ${keys.join(',')}`);
       assert.match(e.message, /b\.yaml/);
       assert.equal(e.code, 'LA_ERR_CONFIG');
     }
@@ -69,15 +73,25 @@ describe('agent config', () => {
 
   it('lets the environment, then flags, override the file', () => {
     const f = write('c.yaml', 'svm: ws://file:1\ntoken: file-token\n');
-    const c = loadAgentConfig({ file: f, env: { LIGHTAGENT_SVM_URL: 'ws://env:2', LIGHTAGENT_TOKEN: 'env-token' }, flags: { token: 'flag-token' } });
+    const c = loadAgentConfig({
+      file: f,
+      env: { LIGHTAGENT_SVM_URL: 'ws://env:2', LIGHTAGENT_TOKEN: 'env-token' },
+      flags: { token: 'flag-token' },
+    });
     assert.equal(c.svm, 'ws://env:2');
     assert.equal(c.token, 'flag-token');
   });
 
   it('names the file when it is not YAML, and when it is missing', () => {
     const f = write('d.yaml', 'svm: [unclosed\n');
-    assert.throws(() => loadAgentConfig({ file: f, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('d.yaml'));
-    assert.throws(() => loadAgentConfig({ file: path.join(dir, 'nope.yaml'), env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('nope.yaml'));
+    assert.throws(
+      () => loadAgentConfig({ file: f, env: {} }),
+      (e: unknown) => e instanceof ConfigError && e.message.includes('d.yaml'),
+    );
+    assert.throws(
+      () => loadAgentConfig({ file: path.join(dir, 'nope.yaml'), env: {} }),
+      (e: unknown) => e instanceof ConfigError && e.message.includes('nope.yaml'),
+    );
   });
 
   it('refuses unknown YAML tags and alias bombs as errors naming the file, printing nothing itself', async () => {
@@ -86,10 +100,19 @@ describe('agent config', () => {
     process.on('warning', onWarning);
     try {
       const tag = write('tag.yaml', 'svm: !!js/function "function(){}"\n');
-      assert.throws(() => loadAgentConfig({ file: tag, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('tag.yaml') && e.issues.some((i) => /Unresolved tag/.test(i)));
-      const levels = ['a: &a [1,1,1,1,1,1,1,1,1]', ...'bcde'.split('').map((k, i) => `${k}: &${k} [${Array(9).fill(`*${'abcd'[i]}`).join(',')}]`)];
+      assert.throws(
+        () => loadAgentConfig({ file: tag, env: {} }),
+        (e: unknown) => e instanceof ConfigError && e.message.includes('tag.yaml') && e.issues.some((i) => /Unresolved tag/.test(i)),
+      );
+      const levels = [
+        'a: &a [1,1,1,1,1,1,1,1,1]',
+        ...'bcde'.split('').map((k, i) => `${k}: &${k} [${Array(9).fill(`*${'abcd'[i]}`).join(',')}]`),
+      ];
       const bomb = write('bomb.yaml', `${levels.join('\n')}\n`);
-      assert.throws(() => loadAgentConfig({ file: bomb, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('bomb.yaml'));
+      assert.throws(
+        () => loadAgentConfig({ file: bomb, env: {} }),
+        (e: unknown) => e instanceof ConfigError && e.message.includes('bomb.yaml'),
+      );
       await new Promise((r) => setImmediate(r)); // process warnings are emitted on a later tick
     } finally {
       process.off('warning', onWarning);
@@ -99,6 +122,9 @@ describe('agent config', () => {
 
   it('requires an SVM URL and a token for commands that talk to an SVM', () => {
     const c = loadAgentConfig({ env: {}, file: write('e.yaml', '{}') });
-    assert.throws(() => requireSvm(c), (e: unknown) => e instanceof ConfigError && e.issues.length === 2);
+    assert.throws(
+      () => requireSvm(c),
+      (e: unknown) => e instanceof ConfigError && e.issues.length === 2,
+    );
   });
 });

@@ -31,7 +31,11 @@ async function asNobody(sock: string, line: string): Promise<string> {
 }
 
 /** Raw bytes in, every reply line out (until the server closes or `ms` pass). */
-function rawExchange(sock: string, bytes: Buffer | string, ms = 1500): Promise<{ lines: Array<Record<string, any>>; closedByServer: boolean }> {
+function rawExchange(
+  sock: string,
+  bytes: Buffer | string,
+  ms = 1500,
+): Promise<{ lines: Array<Record<string, any>>; closedByServer: boolean }> {
   return new Promise((resolve) => {
     const c = net.connect(sock);
     let buf = '';
@@ -45,7 +49,13 @@ function rawExchange(sock: string, bytes: Buffer | string, ms = 1500): Promise<{
     c.on('error', () => undefined);
     c.on('close', () => {
       clearTimeout(t);
-      resolve({ lines: buf.split('\n').filter(Boolean).map((l) => JSON.parse(l)), closedByServer: !timedOut });
+      resolve({
+        lines: buf
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l)),
+        closedByServer: !timedOut,
+      });
     });
   });
 }
@@ -115,14 +125,21 @@ describe('local sockets', () => {
   it('streams detections and state changes to watchers, and forgets a watcher that left', async () => {
     const events: Array<Record<string, unknown>> = [];
     let status: Record<string, unknown> | undefined;
-    const close = watch(path.join(dir, STATUS_SOCKET), { onStatus: (s) => (status = s), onEvent: (e) => events.push(e), onEnd: () => undefined });
+    const close = watch(path.join(dir, STATUS_SOCKET), {
+      onStatus: (s) => (status = s),
+      onEvent: (e) => events.push(e),
+      onEnd: () => undefined,
+    });
     await eventually(() => status && daemon.bus.listenerCount('detection') === 1, 5000, 'the watch to start');
     daemon.bus.emit('detection', { kind: 'detection', time: 't', path: '/x/eicar.com', threat: 'Eicar', action: 'quarantined' });
     const deg = { state: 'degraded', reasons: ['svm-unreachable'], since: 't' };
     daemon.bus.emit('state', deg, { state: 'protected', reasons: [], since: 't' });
     daemon.bus.emit('state', { state: 'protected', reasons: [], since: 't' }, deg);
     await eventually(() => events.length === 3, 5000, 'three events');
-    assert.deepEqual(events.map((e) => e.event), ['detection', 'degraded', 'recovered']);
+    assert.deepEqual(
+      events.map((e) => e.event),
+      ['detection', 'degraded', 'recovered'],
+    );
     assert.equal((events[0]!.detection as any).path, '/x/eicar.com');
     close();
     await eventually(() => daemon.bus.listenerCount('detection') === 0, 5000, 'the subscription to end');
@@ -134,7 +151,10 @@ describe('local sockets', () => {
       'garbage\n[1,2]\n"str"\n{"cmd":"nope"}\n{"cmd":"rescan","paths":["relative"]}\n{"cmd":"rescan","paths":"x"}\n{"cmd":"quarantine-delete","item":"../../etc"}\n{"cmd":"quarantine-restore","item":"abcd1234","force":"yes"}\n\xff\xfe\n{"cmd":"status"}\n',
     );
     assert.equal(lines.length, 10, JSON.stringify(lines));
-    assert.deepEqual(lines.slice(0, 9).map((l) => [l.ok, l.error.code]), Array(9).fill([false, 'LA_ERR_CONTROL_REQUEST']));
+    assert.deepEqual(
+      lines.slice(0, 9).map((l) => [l.ok, l.error.code]),
+      Array(9).fill([false, 'LA_ERR_CONTROL_REQUEST']),
+    );
     assert.equal(lines[9]!.ok, true);
     // control commands on the status socket are refused with their own code
     const ro = await rawExchange(path.join(dir, STATUS_SOCKET), '{"cmd":"quarantine-delete","item":"abcd1234"}\n');

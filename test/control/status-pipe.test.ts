@@ -70,7 +70,10 @@ describe('status server, Windows flavour', () => {
   });
 
   it('refuses control commands, saying Windows has no control pipe', async () => {
-    await assert.rejects(request(pipe, { cmd: 'reload' }), (e: Error & { code?: string }) => e.code === 'LA_ERR_CONTROL_DENIED' && /Windows has no control pipe/.test(e.message));
+    await assert.rejects(
+      request(pipe, { cmd: 'reload' }),
+      (e: Error & { code?: string }) => e.code === 'LA_ERR_CONTROL_DENIED' && /Windows has no control pipe/.test(e.message),
+    );
   });
 
   it('a client that sends nothing gets the status, then events, by itself', async () => {
@@ -109,7 +112,14 @@ describe('status server, Windows flavour', () => {
     c.on('connect', () => c.write('{"cmd":"status","id":"a"}\n'));
     await new Promise((r) => setTimeout(r, 600));
     c.destroy();
-    const lines = got.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
-    assert.deepEqual(lines.map((l) => l.id), ['a']);
+    const lines = got
+      .join('')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(
+      lines.map((l) => l.id),
+      ['a'],
+    );
   });
 });

@@ -15,7 +15,15 @@ import fc from 'fast-check';
 import YAML from 'yaml';
 import { ConfigError, JournalError, ProtocolError, QuarantineError, SignatureFileError } from '../../src/errors.js';
 import { closeLogging, configureLogging } from '../../src/log.js';
-import { decodeAgentMessage, decodeChunk, decodeSvmMessage, encodeChunk, encodeMessage, FRAME_LIMITS, type Message } from '../../src/protocol/index.js';
+import {
+  decodeAgentMessage,
+  decodeChunk,
+  decodeSvmMessage,
+  encodeChunk,
+  encodeMessage,
+  FRAME_LIMITS,
+  type Message,
+} from '../../src/protocol/index.js';
 import { loadAgentConfig } from '../../src/config/agent.js';
 import { loadSvmConfig } from '../../src/svm/config.js';
 import { VerdictCache, type FileIdentity } from '../../src/cache/verdict-cache.js';
@@ -41,7 +49,16 @@ const agentMsgs: Message[] = [
   { t: 'lookup', id: 7, sha256: SHA, size: 12 },
   { t: 'scan', id: 4294967295, size: 0, name: '/x' },
   { t: 'cancel', id: 3 },
-  { t: 'event', kind: 'detection', time: '2026-01-01T00:00:00Z', path: '/p', sha256: SHA, threat: 'T', action: 'denied', process: { pid: 10, exe: '/bin/sh', uid: 0 } },
+  {
+    t: 'event',
+    kind: 'detection',
+    time: '2026-01-01T00:00:00Z',
+    path: '/p',
+    sha256: SHA,
+    threat: 'T',
+    action: 'denied',
+    process: { pid: 10, exe: '/bin/sh', uid: 0 },
+  },
 ];
 const svmMsgs: Message[] = [
   { t: 'welcome', v: 1, svmId: 's', generation: 'g', load: 0.5, limits: { maxFileSize: 1, maxChunk: 2, maxInFlight: 3 } },
@@ -53,7 +70,25 @@ const svmMsgs: Message[] = [
 
 /** Values that break naive validators: wrong types, huge, negative, NaN-ish, prototype keys. */
 const nasty = fc.oneof(
-  fc.constantFrom(null, true, false, -1, 0, 1.5, 2 ** 53, -(2 ** 53), 1e308, -0, '', '0', 'NaN', '__proto__', [], {}, { __proto__: { polluted: 1 } }),
+  fc.constantFrom(
+    null,
+    true,
+    false,
+    -1,
+    0,
+    1.5,
+    2 ** 53,
+    -(2 ** 53),
+    1e308,
+    -0,
+    '',
+    '0',
+    'NaN',
+    '__proto__',
+    [],
+    {},
+    { __proto__: { polluted: 1 } },
+  ),
   fc.string({ maxLength: 20 }),
   fc.string({ unit: 'binary', maxLength: 20 }),
   fc.integer(),
@@ -66,7 +101,30 @@ function mutatedMessages(valid: Message[]): fc.Arbitrary<string> {
   return fc
     .tuple(
       fc.constantFrom(...valid),
-      fc.array(fc.tuple(fc.constantFrom('t', 'v', 'id', 'size', 'sha256', 'token', 'limits', 'process', 'load', 'verdict', 'os', 'kind', 'action', '__proto__', 'constructor', 'extra'), fc.option(nasty, { nil: undefined })), { maxLength: 4 }),
+      fc.array(
+        fc.tuple(
+          fc.constantFrom(
+            't',
+            'v',
+            'id',
+            'size',
+            'sha256',
+            'token',
+            'limits',
+            'process',
+            'load',
+            'verdict',
+            'os',
+            'kind',
+            'action',
+            '__proto__',
+            'constructor',
+            'extra',
+          ),
+          fc.option(nasty, { nil: undefined }),
+        ),
+        { maxLength: 4 },
+      ),
     )
     .map(([m, changes]) => {
       let text = JSON.stringify(m);
@@ -84,8 +142,12 @@ function mutatedMessages(valid: Message[]): fc.Arbitrary<string> {
 const deepOrLong = fc.oneof(
   fc.integer({ min: 1, max: 30_000 }).map((n) => '['.repeat(n) + ']'.repeat(n)),
   fc.integer({ min: 1, max: 20_000 }).map((n) => `{"t":"lookup","id":1,"sha256":${'['.repeat(n)}1${']'.repeat(n)},"size":1}`),
-  fc.integer({ min: FRAME_LIMITS.maxTextFrame - 50, max: FRAME_LIMITS.maxTextFrame + 50 }).map((n) => `{"t":"cancel","id":1,"p":"${'x'.repeat(Math.max(0, n - 28))}"}`),
-  fc.integer({ min: 4090, max: 4100 }).map((n) => JSON.stringify({ t: 'hello', v: 1, agentId: 'x'.repeat(n), token: 't', host: 'h', os: 'linux', agentVersion: '0' })),
+  fc
+    .integer({ min: FRAME_LIMITS.maxTextFrame - 50, max: FRAME_LIMITS.maxTextFrame + 50 })
+    .map((n) => `{"t":"cancel","id":1,"p":"${'x'.repeat(Math.max(0, n - 28))}"}`),
+  fc
+    .integer({ min: 4090, max: 4100 })
+    .map((n) => JSON.stringify({ t: 'hello', v: 1, agentId: 'x'.repeat(n), token: 't', host: 'h', os: 'linux', agentVersion: '0' })),
 );
 
 function frameArb(valid: Message[]): fc.Arbitrary<Buffer> {
@@ -126,7 +188,9 @@ describe('fuzz: protocol frames never escape ProtocolError', () => {
 
   it('binary chunks: ProtocolError or a chunk whose fields re-encode to the same bytes', (t) => {
     const chunkArb = fc.oneof(
-      fc.tuple(fc.nat(), fc.nat(), fc.boolean(), fc.uint8Array({ maxLength: 64 }), edits).map(([id, i, last, p, e]) => applyEdits(encodeChunk(id >>> 0, i >>> 0, last, p), e)),
+      fc
+        .tuple(fc.nat(), fc.nat(), fc.boolean(), fc.uint8Array({ maxLength: 64 }), edits)
+        .map(([id, i, last, p, e]) => applyEdits(encodeChunk(id >>> 0, i >>> 0, last, p), e)),
       fc.uint8Array({ maxLength: 40 }).map((u) => Buffer.from(u)),
     );
     fuzz(t, 'decodeChunk', fc.tuple(chunkArb, fc.integer({ min: 0, max: 128 })), ([frame, max]) => {
@@ -143,60 +207,140 @@ describe('fuzz: protocol frames never escape ProtocolError', () => {
 
 // ------------------------------------------------------------------ config files
 
-const agentKeys = ['svm', 'token', 'ca', 'deadline', 'max_file_size', 'on_svm_unavailable', 'protect', 'exclude', 'state_dir', 'socket_dir', 'cache', 'log', 'unknown_key'];
-const svmKeys = ['listen', 'tokens', 'engine', 'signatures', 'max_file_size', 'max_chunk', 'max_in_flight', 'upload_timeout', 'hello_timeout', 'upload_memory', 'cache', 'insecure_plain_ws', 'tls', 'log', 'bogus'];
+const agentKeys = [
+  'svm',
+  'token',
+  'ca',
+  'deadline',
+  'max_file_size',
+  'on_svm_unavailable',
+  'protect',
+  'exclude',
+  'state_dir',
+  'socket_dir',
+  'cache',
+  'log',
+  'unknown_key',
+];
+const svmKeys = [
+  'listen',
+  'tokens',
+  'engine',
+  'signatures',
+  'max_file_size',
+  'max_chunk',
+  'max_in_flight',
+  'upload_timeout',
+  'hello_timeout',
+  'upload_memory',
+  'cache',
+  'insecure_plain_ws',
+  'tls',
+  'log',
+  'bogus',
+];
 const configValue = fc.oneof(
   nasty,
-  fc.constantFrom('2s', '500ms', '64 MiB', '1.5 GB', '-1s', '1e400', 'Infinity', '0x10', 'ws://127.0.0.1:1', 'wss://[::1]:7443', '/abs', 'relative', '127.0.0.1:99999', '[::1]:7443', 'x:y:z'),
-  fc.array(fc.oneof(fc.constantFrom('/a', 'rel', '', 'secret-token-1', { tenant: 'a', token: 'x' }, { tenant: 'b/../', token: '12345678' }), nasty), { maxLength: 4 }),
+  fc.constantFrom(
+    '2s',
+    '500ms',
+    '64 MiB',
+    '1.5 GB',
+    '-1s',
+    '1e400',
+    'Infinity',
+    '0x10',
+    'ws://127.0.0.1:1',
+    'wss://[::1]:7443',
+    '/abs',
+    'relative',
+    '127.0.0.1:99999',
+    '[::1]:7443',
+    'x:y:z',
+  ),
+  fc.array(
+    fc.oneof(
+      fc.constantFrom('/a', 'rel', '', 'secret-token-1', { tenant: 'a', token: 'x' }, { tenant: 'b/../', token: '12345678' }),
+      nasty,
+    ),
+    { maxLength: 4 },
+  ),
   fc.dictionary(fc.constantFrom('entries', 'save_interval', 'file', 'level', 'cert', 'key', 'client_ca', 'x'), nasty, { maxKeys: 3 }),
 );
 function configText(keys: string[]): fc.Arbitrary<string> {
   return fc.oneof(
-    fc.dictionary(fc.constantFrom(...keys), configValue, { maxKeys: 8 }).chain((o) => fc.constantFrom(YAML.stringify(o), JSON.stringify(o))),
+    fc
+      .dictionary(fc.constantFrom(...keys), configValue, { maxKeys: 8 })
+      .chain((o) => fc.constantFrom(YAML.stringify(o), JSON.stringify(o))),
     fc.string({ unit: 'binary', maxLength: 300 }),
     // YAML features a hostile file could use: aliases (billion laughs), tags, merge keys, anchors.
     fc.integer({ min: 1, max: 12 }).map((n) => {
       let s = 'a: &a ["x","x","x","x","x","x","x","x","x","x"]\n';
-      for (let i = 1; i <= n; i++) s += `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]\n`;
+      for (let i = 1; i <= n; i++)
+        s += `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10)
+          .fill(`*${String.fromCharCode(96 + i)}`)
+          .join(',')}]\n`;
       return s;
     }),
-    fc.constantFrom('!!binary AAAA', 'x: !!js/function "function(){}"', '<<: *nothing', '%YAML 9.9\n---\nx: 1', '--- |\n  text', 'svm: !!timestamp 2001-12-14', '- 1\n- 2', '"unterminated', '{a: 1, a: 2}', `protect: [${'"/x",'.repeat(2000)}"/y"]`),
+    fc.constantFrom(
+      '!!binary AAAA',
+      'x: !!js/function "function(){}"',
+      '<<: *nothing',
+      '%YAML 9.9\n---\nx: 1',
+      '--- |\n  text',
+      'svm: !!timestamp 2001-12-14',
+      '- 1\n- 2',
+      '"unterminated',
+      '{a: 1, a: 2}',
+      `protect: [${'"/x",'.repeat(2000)}"/y"]`,
+    ),
   );
 }
 
 describe('fuzz: config files never escape ConfigError', () => {
   it('agent config file (YAML/JSON): ConfigError naming the file, or a config with sane values', (t) => {
     const file = path.join(dir, 'agent.yaml');
-    fuzz(t, 'loadAgentConfig', configText(agentKeys), (text) => {
-      fs.writeFileSync(file, text);
-      try {
-        const c = loadAgentConfig({ file, env: {} });
-        assert.ok(Number.isFinite(c.deadline) && c.deadline >= 0, `deadline ${c.deadline}`);
-        assert.ok(Number.isFinite(c.max_file_size) && c.max_file_size >= 0, `max_file_size ${c.max_file_size}`);
-        assert.ok(path.isAbsolute(c.state_dir));
-      } catch (e) {
-        expectOnly(e, [ConfigError], 'loadAgentConfig');
-        assert.ok((e as ConfigError).message.includes(file), 'the error names the file');
-      }
-    }, { maxInputMs: 3000 }); // YAML parses a 2,000-item list in ~0.4 s on a busy core
+    fuzz(
+      t,
+      'loadAgentConfig',
+      configText(agentKeys),
+      (text) => {
+        fs.writeFileSync(file, text);
+        try {
+          const c = loadAgentConfig({ file, env: {} });
+          assert.ok(Number.isFinite(c.deadline) && c.deadline >= 0, `deadline ${c.deadline}`);
+          assert.ok(Number.isFinite(c.max_file_size) && c.max_file_size >= 0, `max_file_size ${c.max_file_size}`);
+          assert.ok(path.isAbsolute(c.state_dir));
+        } catch (e) {
+          expectOnly(e, [ConfigError], 'loadAgentConfig');
+          assert.ok((e as ConfigError).message.includes(file), 'the error names the file');
+        }
+      },
+      { maxInputMs: 3000 },
+    ); // YAML parses a 2,000-item list in ~0.4 s on a busy core
   });
 
   it('SVM config file (YAML/JSON): ConfigError naming the file, or a config with sane values', (t) => {
     const file = path.join(dir, 'svm.yaml');
-    fuzz(t, 'loadSvmConfig', configText(svmKeys), (text) => {
-      fs.writeFileSync(file, text);
-      try {
-        const c = loadSvmConfig({ file, env: {} });
-        assert.ok(c.tokens.length >= 1);
-        assert.ok(c.max_chunk >= 4096 && c.max_chunk <= FRAME_LIMITS.maxChunk);
-        assert.ok(Number.isFinite(c.upload_timeout) && c.upload_timeout >= 100);
-        assert.ok(c.listen.port >= 0 && c.listen.port <= 65535);
-      } catch (e) {
-        expectOnly(e, [ConfigError], 'loadSvmConfig');
-        assert.ok((e as ConfigError).message.includes(file), 'the error names the file');
-      }
-    }, { maxInputMs: 3000 });
+    fuzz(
+      t,
+      'loadSvmConfig',
+      configText(svmKeys),
+      (text) => {
+        fs.writeFileSync(file, text);
+        try {
+          const c = loadSvmConfig({ file, env: {} });
+          assert.ok(c.tokens.length >= 1);
+          assert.ok(c.max_chunk >= 4096 && c.max_chunk <= FRAME_LIMITS.maxChunk);
+          assert.ok(Number.isFinite(c.upload_timeout) && c.upload_timeout >= 100);
+          assert.ok(c.listen.port >= 0 && c.listen.port <= 65535);
+        } catch (e) {
+          expectOnly(e, [ConfigError], 'loadSvmConfig');
+          assert.ok((e as ConfigError).message.includes(file), 'the error names the file');
+        }
+      },
+      { maxInputMs: 3000 },
+    );
   });
 });
 
@@ -210,36 +354,53 @@ describe('fuzz: the persisted verdict cache', () => {
     const seed = 0x5eedn;
     const good = path.join(dir, 'good-cache.v1');
     const c = await VerdictCache.open({ seed, capacity: 64, file: good, generation: 'gen-1' });
-    for (let i = 1; i <= 40; i++) c.record(ident(i), BigInt(i), shaOf(i), i % 5 === 0 ? 'infected' : 'clean', i % 5 === 0 ? `Threat.${i}` : undefined);
+    for (let i = 1; i <= 40; i++)
+      c.record(ident(i), BigInt(i), shaOf(i), i % 5 === 0 ? 'infected' : 'clean', i % 5 === 0 ? `Threat.${i}` : undefined);
     c.setGeneration('gen-2');
     for (let i = 41; i <= 48; i++) c.record(ident(i), BigInt(i), shaOf(i), 'clean');
     assert.equal(await c.save(), true);
     const valid = fs.readFileSync(good);
     const file = path.join(dir, 'fuzz-cache.v1');
     const arb = fc.tuple(edits, fc.boolean(), fc.integer({ min: 1, max: 128 }));
-    await fuzzAsync(t, 'cache.v1', arb, async ([e, fixSum, capacity]) => {
-      let b = applyEdits(valid, e);
-      // Recompute the checksum so the record and table checks are reached, not only the SHA-256.
-      if (fixSum && b.length > 32) b = Buffer.concat([b.subarray(0, b.length - 32), crypto.createHash('sha256').update(b.subarray(0, b.length - 32)).digest()]);
-      fs.rmSync(`${file}.bad`, { force: true });
-      fs.writeFileSync(file, b);
-      let cache: VerdictCache;
-      try {
-        cache = await VerdictCache.open({ seed, capacity, file });
-      } catch (err) {
-        throw new Error(`VerdictCache.open threw on a damaged file: ${(err as Error).stack}`);
-      }
-      assert.ok(cache.size <= cache.capacity && cache.capacity >= Math.min(capacity, 16), `size ${cache.size}, capacity ${cache.capacity}`);
-      // Whatever it loaded must answer lookups, take new records and save again.
-      for (let i = 1; i <= 50; i++) {
-        const h = cache.lookupIdentity(ident(i));
-        if (h) assert.ok(h.verdict === 'clean' || h.verdict === 'infected', `verdict ${String(h.verdict)}`);
-        cache.lookupFingerprint(BigInt(i));
-      }
-      cache.record(ident(1000), 1000n, shaOf(1000), 'infected', 'New.Threat');
-      assert.equal(cache.lookupIdentity(ident(1000))?.verdict, 'infected');
-      assert.equal(await cache.save(), true);
-    }, { maxInputMs: 3000 });
+    await fuzzAsync(
+      t,
+      'cache.v1',
+      arb,
+      async ([e, fixSum, capacity]) => {
+        let b = applyEdits(valid, e);
+        // Recompute the checksum so the record and table checks are reached, not only the SHA-256.
+        if (fixSum && b.length > 32)
+          b = Buffer.concat([
+            b.subarray(0, b.length - 32),
+            crypto
+              .createHash('sha256')
+              .update(b.subarray(0, b.length - 32))
+              .digest(),
+          ]);
+        fs.rmSync(`${file}.bad`, { force: true });
+        fs.writeFileSync(file, b);
+        let cache: VerdictCache;
+        try {
+          cache = await VerdictCache.open({ seed, capacity, file });
+        } catch (err) {
+          throw new Error(`VerdictCache.open threw on a damaged file: ${(err as Error).stack}`);
+        }
+        assert.ok(
+          cache.size <= cache.capacity && cache.capacity >= Math.min(capacity, 16),
+          `size ${cache.size}, capacity ${cache.capacity}`,
+        );
+        // Whatever it loaded must answer lookups, take new records and save again.
+        for (let i = 1; i <= 50; i++) {
+          const h = cache.lookupIdentity(ident(i));
+          if (h) assert.ok(h.verdict === 'clean' || h.verdict === 'infected', `verdict ${String(h.verdict)}`);
+          cache.lookupFingerprint(BigInt(i));
+        }
+        cache.record(ident(1000), 1000n, shaOf(1000), 'infected', 'New.Threat');
+        assert.equal(cache.lookupIdentity(ident(1000))?.verdict, 'infected');
+        assert.equal(await cache.save(), true);
+      },
+      { maxInputMs: 3000 },
+    );
   });
 });
 
@@ -257,7 +418,15 @@ const journalArb = fc
       fc.oneof(
         fc.array(opArb, { maxLength: 4 }).map((ops) => Buffer.from(JSON.stringify(ops))),
         fc.uint8Array({ minLength: 2, maxLength: 40 }).map((u) => Buffer.from(u)),
-        fc.constant(encodeOps([{ op: 'put', key: '/q/file', value: { path: '/q/file', dev: '1', ino: '2', size: 3, mtimeNs: '4', reason: 'deadline', time: 5 } }])),
+        fc.constant(
+          encodeOps([
+            {
+              op: 'put',
+              key: '/q/file',
+              value: { path: '/q/file', dev: '1', ino: '2', size: 3, mtimeNs: '4', reason: 'deadline', time: 5 },
+            },
+          ]),
+        ),
       ),
       { maxLength: 6 },
     ),
@@ -310,8 +479,27 @@ describe('fuzz: journals (deferred queue, quarantine index)', () => {
 
   it('quarantine index: list() on any bytes gives JournalError/QuarantineError or only well-formed records', async (t) => {
     let n = 0;
-    const recordArb = fc.record({ id: fc.constantFrom('abcd1234', 'x', '../../etc'), originalPath: fc.oneof(fc.string(), fc.constant('/etc/passwd')), uid: nasty, gid: nasty, mode: nasty, threat: fc.string(), state: fc.constantFrom('moving', 'stored', 'evil'), time: fc.oneof(fc.string(), nasty) }, { requiredKeys: [] });
-    const indexArb = fc.oneof(journalArb, fc.array(recordArb, { maxLength: 4 }).map((recs) => Buffer.concat([headerBytes(), ...recs.map((r) => encodeRecord(encodeOps([{ op: 'put', key: String(r.id), value: r }])))])));
+    const recordArb = fc.record(
+      {
+        id: fc.constantFrom('abcd1234', 'x', '../../etc'),
+        originalPath: fc.oneof(fc.string(), fc.constant('/etc/passwd')),
+        uid: nasty,
+        gid: nasty,
+        mode: nasty,
+        threat: fc.string(),
+        state: fc.constantFrom('moving', 'stored', 'evil'),
+        time: fc.oneof(fc.string(), nasty),
+      },
+      { requiredKeys: [] },
+    );
+    const indexArb = fc.oneof(
+      journalArb,
+      fc
+        .array(recordArb, { maxLength: 4 })
+        .map((recs) =>
+          Buffer.concat([headerBytes(), ...recs.map((r) => encodeRecord(encodeOps([{ op: 'put', key: String(r.id), value: r }])))]),
+        ),
+    );
     await fuzzAsync(t, 'quarantine index', indexArb, async (data) => {
       const stateDir = path.join(dir, `s${n++}`);
       fs.mkdirSync(path.join(stateDir, 'quarantine'), { recursive: true, mode: 0o700 });
@@ -338,7 +526,31 @@ describe('fuzz: journals (deferred queue, quarantine index)', () => {
 const hexByte = fc.integer({ min: 0, max: 255 }).map((b) => b.toString(16).padStart(2, '0'));
 const ndbToken = fc.oneof(
   { weight: 6, arbitrary: hexByte },
-  fc.constantFrom('??', '*', '{0}', '{3}', '{1-4}', '{-5}', '{2-}', '{9999999}', '{5-1}', '(', ')', '|', '!', '?', 'a?', '[1-2]', '(B)', '{', '}', '{-}', '(aa|bb)', '(??|41)', '(41|42|43|44|45|46|47|48)'),
+  fc.constantFrom(
+    '??',
+    '*',
+    '{0}',
+    '{3}',
+    '{1-4}',
+    '{-5}',
+    '{2-}',
+    '{9999999}',
+    '{5-1}',
+    '(',
+    ')',
+    '|',
+    '!',
+    '?',
+    'a?',
+    '[1-2]',
+    '(B)',
+    '{',
+    '}',
+    '{-}',
+    '(aa|bb)',
+    '(??|41)',
+    '(41|42|43|44|45|46|47|48)',
+  ),
 );
 const ndbLine = fc
   .tuple(
@@ -351,7 +563,11 @@ const ndbLine = fc
   .map(([n, tt, off, hex, fl]) => `${n}:${tt}:${off}:${hex}${fl}`);
 const hashLine = fc
   .tuple(
-    fc.oneof(fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEF'), minLength: 30, maxLength: 66 }), fc.constantFrom('44d88612fea8a8f36de82e1278abb02f', 'zz'.repeat(16)), fc.integer({ min: 0, max: 70 }).map((n) => 'a'.repeat(n))),
+    fc.oneof(
+      fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEF'), minLength: 30, maxLength: 66 }),
+      fc.constantFrom('44d88612fea8a8f36de82e1278abb02f', 'zz'.repeat(16)),
+      fc.integer({ min: 0, max: 70 }).map((n) => 'a'.repeat(n)),
+    ),
     fc.constantFrom('*', '68', '0', '-1', '1e3', '999999999999', '9999999999999', ''),
     fc.oneof(fc.constantFrom('Name', '', 'N\x00'), fc.string({ maxLength: 8 })),
   )
@@ -360,30 +576,42 @@ const hashLine = fc
 describe('fuzz: signature files', () => {
   it('bad lines become SignatureFileError entries (file:line), the engine loads the rest and scans without hanging', (t) => {
     const ext = fc.constantFrom('.hdb', '.hsb', '.ndb', '.ndu', '.hdu', '.txt');
-    const fileArb = fc.tuple(ext, fc.array(fc.oneof(ndbLine, hashLine, fc.string({ unit: 'binary', maxLength: 40 }), fc.constantFrom('', '#c', '\r')), { maxLength: 12 }), fc.uint8Array({ maxLength: 2048 }));
+    const fileArb = fc.tuple(
+      ext,
+      fc.array(fc.oneof(ndbLine, hashLine, fc.string({ unit: 'binary', maxLength: 40 }), fc.constantFrom('', '#c', '\r')), {
+        maxLength: 12,
+      }),
+      fc.uint8Array({ maxLength: 2048 }),
+    );
     let n = 0;
-    fuzz(t, 'signatures', fileArb, ([e, lines, content]) => {
-      const file = path.join(dir, `sigs${n++ % 4}${e}`);
-      fs.writeFileSync(file, lines.join('\n'));
-      const set = emptySignatureSet();
-      try {
-        const loaded = loadSignatureFile(set, file);
-        assert.ok(loaded >= 0 && loaded <= lines.length);
-        for (const err of set.errors) {
-          assert.ok(err instanceof SignatureFileError);
-          assert.ok(err.message.startsWith(`${file}:`), err.message);
+    fuzz(
+      t,
+      'signatures',
+      fileArb,
+      ([e, lines, content]) => {
+        const file = path.join(dir, `sigs${n++ % 4}${e}`);
+        fs.writeFileSync(file, lines.join('\n'));
+        const set = emptySignatureSet();
+        try {
+          const loaded = loadSignatureFile(set, file);
+          assert.ok(loaded >= 0 && loaded <= lines.length);
+          for (const err of set.errors) {
+            assert.ok(err instanceof SignatureFileError);
+            assert.ok(err.message.startsWith(`${file}:`), err.message);
+          }
+        } catch (err) {
+          expectOnly(err, [SignatureFileError], 'loadSignatureFile');
+          assert.equal(e, '.txt', 'only an unknown extension refuses the whole file');
+          return;
         }
-      } catch (err) {
-        expectOnly(err, [SignatureFileError], 'loadSignatureFile');
-        assert.equal(e, '.txt', 'only an unknown extension refuses the whole file');
-        return;
-      }
-      // The engine with these signatures must scan hostile content in bounded time.
-      const engine = new BuiltinEngine({ signatureFiles: [file] });
-      const body = Buffer.concat([Buffer.from(content), Buffer.from(lines.join('\n'), 'latin1')]);
-      const r = engine.scanSync(body);
-      assert.equal(typeof r.infected, 'boolean');
-      if (r.infected) assert.ok(r.threat, 'an infected verdict names its threat');
-    }, { maxInputMs: 1500 });
+        // The engine with these signatures must scan hostile content in bounded time.
+        const engine = new BuiltinEngine({ signatureFiles: [file] });
+        const body = Buffer.concat([Buffer.from(content), Buffer.from(lines.join('\n'), 'latin1')]);
+        const r = engine.scanSync(body);
+        assert.equal(typeof r.infected, 'boolean');
+        if (r.infected) assert.ok(r.threat, 'an infected verdict names its threat');
+      },
+      { maxInputMs: 1500 },
+    );
   });
 });

@@ -46,7 +46,13 @@ function timed<T extends unknown[]>(maxInputMs: number, name: string, fn: (...a:
 }
 
 /** Run a synchronous property until the time budget is spent. Returns how many inputs were tried. */
-export function fuzz<T>(t: TestContext, name: string, arb: fc.Arbitrary<T>, check: (v: T) => void, opts: { ms?: number; maxInputMs?: number } = {}): FuzzResult {
+export function fuzz<T>(
+  t: TestContext,
+  name: string,
+  arb: fc.Arbitrary<T>,
+  check: (v: T) => void,
+  opts: { ms?: number; maxInputMs?: number } = {},
+): FuzzResult {
   const seed = fuzzSeed();
   announce(t, name, seed);
   let runs = 0;
@@ -56,14 +62,26 @@ export function fuzz<T>(t: TestContext, name: string, arb: fc.Arbitrary<T>, chec
       runs++;
       body(v);
     }),
-    { seed, numRuns: Number.MAX_SAFE_INTEGER, interruptAfterTimeLimit: opts.ms ?? FUZZ_MS, markInterruptAsFailure: false, includeErrorInReport: true },
+    {
+      seed,
+      numRuns: Number.MAX_SAFE_INTEGER,
+      interruptAfterTimeLimit: opts.ms ?? FUZZ_MS,
+      markInterruptAsFailure: false,
+      includeErrorInReport: true,
+    },
   );
   t.diagnostic(`fuzz ${name}: ${runs} inputs`);
   return { runs, seed };
 }
 
 /** Same for an async check (file-backed decoders). */
-export async function fuzzAsync<T>(t: TestContext, name: string, arb: fc.Arbitrary<T>, check: (v: T) => Promise<void>, opts: { ms?: number; maxInputMs?: number } = {}): Promise<FuzzResult> {
+export async function fuzzAsync<T>(
+  t: TestContext,
+  name: string,
+  arb: fc.Arbitrary<T>,
+  check: (v: T) => Promise<void>,
+  opts: { ms?: number; maxInputMs?: number } = {},
+): Promise<FuzzResult> {
   const seed = fuzzSeed();
   announce(t, name, seed);
   let runs = 0;
@@ -76,7 +94,13 @@ export async function fuzzAsync<T>(t: TestContext, name: string, arb: fc.Arbitra
       const ms = performance.now() - t0;
       if (ms > limit) throw new Error(`${name}: one input took ${ms.toFixed(0)} ms (limit ${limit})`);
     }),
-    { seed, numRuns: Number.MAX_SAFE_INTEGER, interruptAfterTimeLimit: opts.ms ?? FUZZ_MS, markInterruptAsFailure: false, includeErrorInReport: true },
+    {
+      seed,
+      numRuns: Number.MAX_SAFE_INTEGER,
+      interruptAfterTimeLimit: opts.ms ?? FUZZ_MS,
+      markInterruptAsFailure: false,
+      includeErrorInReport: true,
+    },
   );
   t.diagnostic(`fuzz ${name}: ${runs} inputs`);
   return { runs, seed };
@@ -88,7 +112,11 @@ export const edits = fc.array(
     fc.record({ kind: fc.constant('set' as const), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }),
     fc.record({ kind: fc.constant('cut' as const), at: fc.nat() }),
     fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), bytes: fc.uint8Array({ maxLength: 16 }) }),
-    fc.record({ kind: fc.constant('u32' as const), at: fc.nat(), value: fc.oneof(fc.constantFrom(0, 1, 0x7fffffff, 0xffffffff, 0x80000000), fc.nat()) }),
+    fc.record({
+      kind: fc.constant('u32' as const),
+      at: fc.nat(),
+      value: fc.oneof(fc.constantFrom(0, 1, 0x7fffffff, 0xffffffff, 0x80000000), fc.nat()),
+    }),
   ),
   { minLength: 1, maxLength: 6 },
 );

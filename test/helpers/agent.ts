@@ -68,8 +68,13 @@ export async function startAgent(o: StartAgentOptions = {}): Promise<Agent> {
   const configFile = path.join(tempDir('la-agent-config-'), 'agent.yaml');
   const write = (settings: Record<string, unknown>) => fs.writeFileSync(configFile, YAML.stringify({ ...base, ...settings }));
   write({});
-  const p = spawnNode(CLI, ['run', '--config', configFile, '--json', ...(o.mode ? ['--mode', o.mode] : []), ...(o.args ?? [])], { watchdogMs: o.watchdogMs ?? 180_000, env: o.env ?? {} });
-  const exit = new Promise<number | null>((r) => (p.child.exitCode !== null || p.child.signalCode !== null ? r(p.child.exitCode) : p.child.once('exit', (code) => r(code))));
+  const p = spawnNode(CLI, ['run', '--config', configFile, '--json', ...(o.mode ? ['--mode', o.mode] : []), ...(o.args ?? [])], {
+    watchdogMs: o.watchdogMs ?? 180_000,
+    env: o.env ?? {},
+  });
+  const exit = new Promise<number | null>((r) =>
+    p.child.exitCode !== null || p.child.signalCode !== null ? r(p.child.exitCode) : p.child.once('exit', (code) => r(code)),
+  );
   // The sockets are up before the daemon says it started; the line names their directory.
   let socketDir = socketDirFor({ state_dir: stateDir });
   if (o.wait !== false) {

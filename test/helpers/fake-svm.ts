@@ -13,7 +13,15 @@
 import crypto from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { CloseCode, decodeAgentMessage, decodeChunk, encodeMessage, type AgentMessage, type Limits, type VerdictMsg } from '../../src/protocol/index.js';
+import {
+  CloseCode,
+  decodeAgentMessage,
+  decodeChunk,
+  encodeMessage,
+  type AgentMessage,
+  type Limits,
+  type VerdictMsg,
+} from '../../src/protocol/index.js';
 
 export type FakeSvmFrame = AgentMessage | { t: 'chunk'; id: number; index: number; last: boolean; bytes: number; payload: Buffer };
 export type FakeSvmScript = (ws: WebSocket, msg: FakeSvmFrame) => void;
@@ -139,7 +147,12 @@ export async function fakeSvm(o: FakeSvmOptions = {}): Promise<FakeSvm> {
         uploads.delete(m.id);
         const content = Buffer.concat(parts);
         const bad = o.infected !== undefined && content.includes(o.infected.marker);
-        answer(ws, { id: m.id, verdict: bad ? 'infected' : 'clean', sha256: crypto.createHash('sha256').update(content).digest('hex'), ...(bad ? { threat: o.infected!.threat } : {}) });
+        answer(ws, {
+          id: m.id,
+          verdict: bad ? 'infected' : 'clean',
+          sha256: crypto.createHash('sha256').update(content).digest('hex'),
+          ...(bad ? { threat: o.infected!.threat } : {}),
+        });
       }
     };
   };

@@ -182,7 +182,11 @@ function removeTempDirs(): void {
   if (tempDirs.size === 0 || process.env.LIGHTAGENT_KEEP_TEST_DIRS === '1') return;
   let mountPoints: string[] = [];
   try {
-    mountPoints = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m !== '');
+    mountPoints = fs
+      .readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' ')[4] ?? '')
+      .filter((m) => m !== '');
   } catch {
     /* no /proc (not Linux): nothing is mounted by these tests there */
   }
@@ -217,7 +221,11 @@ export function fillDisk(file: string): number {
 }
 
 /** Run a command with a hard timeout; never hangs the test. */
-export function run(cmd: string, args: string[], timeoutMs = 10_000): { status: number | null; stdout: string; stderr: string; ms: number } {
+export function run(
+  cmd: string,
+  args: string[],
+  timeoutMs = 10_000,
+): { status: number | null; stdout: string; stderr: string; ms: number } {
   const t0 = performance.now();
   const r = spawnSync(...viaBinary(cmd, args), { timeout: timeoutMs, killSignal: 'SIGKILL' });
   return { status: r.status, stdout: r.stdout?.toString() ?? '', stderr: r.stderr?.toString() ?? '', ms: performance.now() - t0 };

@@ -67,7 +67,8 @@ export async function startServer(o: ServerOptions): Promise<ServerProcess> {
     proc = p;
     const end = Date.now() + o.startTimeoutMs;
     for (;;) {
-      if (!alive(p)) throw new Error(`${o.name} exited (${p.child.exitCode ?? p.child.signalCode}) while starting:\n${output().slice(-3000)}`);
+      if (!alive(p))
+        throw new Error(`${o.name} exited (${p.child.exitCode ?? p.child.signalCode}) while starting:\n${output().slice(-3000)}`);
       if (await o.ready().catch(() => false)) return;
       if (Date.now() > end) {
         p.child.kill('SIGKILL');

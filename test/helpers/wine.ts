@@ -19,7 +19,8 @@ export const RUN_KEY = 'HKLM\\Software\\Microsoft\\Windows\\CurrentVersion\\Run'
 /** Why the Wine tests cannot run here, or undefined. */
 export function wineMissing(): string | undefined {
   for (const tool of ['wine', 'wineserver', 'wixl', 'msibuild', 'osslsigncode']) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return `${tool} is not installed (apt-get install wine wine64 wixl msitools osslsigncode)`;
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0)
+      return `${tool} is not installed (apt-get install wine wine64 wixl msitools osslsigncode)`;
   }
   if (!fs.existsSync('/usr/lib/wine/wine64')) return 'wine64 is not installed';
   return undefined;
@@ -27,7 +28,11 @@ export function wineMissing(): string | undefined {
 
 /** Builds the Wine variant and its MSI (postject over 80 MB, ~45 s; skipped when up to date). */
 export function buildWineVariant(): void {
-  const b = spawnSync(process.execPath, [path.join(root, 'scripts/release-windows.mjs'), '--wine-only', '--quiet'], { cwd: root, encoding: 'utf8', timeout: 150_000 });
+  const b = spawnSync(process.execPath, [path.join(root, 'scripts/release-windows.mjs'), '--wine-only', '--quiet'], {
+    cwd: root,
+    encoding: 'utf8',
+    timeout: 150_000,
+  });
   assert.equal(b.status, 0, `release-windows failed: ${b.stdout}${b.stderr}`);
   assert.ok(fs.existsSync(wineExe) && fs.existsSync(wineMsi));
 }
@@ -67,7 +72,9 @@ export class WinePrefix {
     // 0.1 s with this message and wrote no msiexec log; not reproduced in 4 fresh prefixes): that
     // is Wine's loader, not the program under test, so it gets one more try, said on stderr.
     if (r.status === 1 && /ShellExecuteEx failed/.test(r.stdout + r.stderr)) {
-      process.stderr.write(`wine ${args.join(' ')}: Wine could not start it (${(r.stdout + r.stderr).trim().replace(/\s+/g, ' ')}); once more in 1 s\n`);
+      process.stderr.write(
+        `wine ${args.join(' ')}: Wine could not start it (${(r.stdout + r.stderr).trim().replace(/\s+/g, ' ')}); once more in 1 s\n`,
+      );
       spawnSync('sleep', ['1']);
       return this.runOnce(args, timeoutMs);
     }
@@ -122,7 +129,18 @@ export class WinePrefix {
   async quiesceService(): Promise<void> {
     const f = this.run(['sc', 'failure', 'lightagent', 'reset=', '0', 'actions=', '']);
     assert.equal(f.status, 0, `sc failure: ${f.stdout}${f.stderr}`);
-    const demand = this.run(['reg', 'add', 'HKLM\\System\\CurrentControlSet\\Services\\lightagent', '/v', 'Start', '/t', 'REG_DWORD', '/d', '3', '/f']);
+    const demand = this.run([
+      'reg',
+      'add',
+      'HKLM\\System\\CurrentControlSet\\Services\\lightagent',
+      '/v',
+      'Start',
+      '/t',
+      'REG_DWORD',
+      '/d',
+      '3',
+      '/f',
+    ]);
     assert.equal(demand.status, 0, `reg add Start=3: ${demand.stdout}${demand.stderr}`);
     this.run(['sc', 'stop', 'lightagent']);
     await eventually(() => !/RUNNING|PENDING/.test(this.run(['sc', 'query', 'lightagent']).stdout), 20_000, 'the service to be stopped');

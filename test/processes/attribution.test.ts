@@ -15,11 +15,31 @@ import { readStat } from '../../src/platform/linux/procfs.js';
 function fakeProc(procs: ProcInfo[]): (pid: number) => ProcInfo | undefined {
   return (pid) => procs.find((p) => p.pid === pid);
 }
-const p = (pid: number, ppid: number, startTicks: number, exe: string, extra: Partial<ProcInfo> = {}): ProcInfo => ({ pid, ppid, startTicks, comm: exe.split('/').pop()!, state: 'S', exe, cmdline: exe, uid: 0, euid: 0, ...extra });
+const p = (pid: number, ppid: number, startTicks: number, exe: string, extra: Partial<ProcInfo> = {}): ProcInfo => ({
+  pid,
+  ppid,
+  startTicks,
+  comm: exe.split('/').pop()!,
+  state: 'S',
+  exe,
+  cmdline: exe,
+  uid: 0,
+  euid: 0,
+  ...extra,
+});
 
 describe('Attributor', () => {
   it('names the live process and up to 3 parents, nearest first', () => {
-    const a = new Attributor(undefined, fakeProc([p(50, 40, 5, '/bin/sh'), p(40, 30, 4, '/usr/sbin/sshd'), p(30, 20, 3, '/usr/sbin/sshd'), p(20, 1, 2, '/lib/systemd/systemd'), p(1, 0, 1, '/sbin/init')]));
+    const a = new Attributor(
+      undefined,
+      fakeProc([
+        p(50, 40, 5, '/bin/sh'),
+        p(40, 30, 4, '/usr/sbin/sshd'),
+        p(30, 20, 3, '/usr/sbin/sshd'),
+        p(20, 1, 2, '/lib/systemd/systemd'),
+        p(1, 0, 1, '/sbin/init'),
+      ]),
+    );
     const r = a.attribute(50);
     assert.equal(r.exe, '/bin/sh');
     assert.equal(r.source, 'proc');
@@ -83,7 +103,8 @@ describe('Attributor', () => {
     try {
       await new Promise((r) => child.once('spawn', r));
       // spawn resolves after the fork; wait for the exec to show.
-      for (let i = 0; i < 100 && new Attributor().attribute(child.pid!).exe !== '/usr/bin/sleep'; i++) await new Promise((r) => setTimeout(r, 10));
+      for (let i = 0; i < 100 && new Attributor().attribute(child.pid!).exe !== '/usr/bin/sleep'; i++)
+        await new Promise((r) => setTimeout(r, 10));
       const r = new Attributor().attribute(child.pid!);
       assert.equal(r.exe, '/usr/bin/sleep');
       assert.equal(r.cmdline, '/bin/sleep 5');

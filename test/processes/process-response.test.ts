@@ -18,7 +18,14 @@ import { CLI, eventually, needRoot, run, scratchMount, startSvmProcess, tempDir,
 
 const skip = needRoot();
 
-const who = (pid: number, exe = '/usr/bin/x', extra: Partial<Attribution> = {}): Attribution => ({ pid, exe, parents: [], source: 'proc', startTicks: 1, ...extra });
+const who = (pid: number, exe = '/usr/bin/x', extra: Partial<Attribution> = {}): Attribution => ({
+  pid,
+  exe,
+  parents: [],
+  source: 'proc',
+  startTicks: 1,
+  ...extra,
+});
 
 describe('ProcessResponse guards', () => {
   it('deny never kills; deny-and-kill never kills init, kernel threads, the agent, protected or unknown processes', () => {
@@ -33,12 +40,18 @@ describe('ProcessResponse guards', () => {
     assert.deepEqual(r.respond(who(37, '', { ppid: 2 }), 'wrote', '/f'), { action: 'spared', why: 'kernel' });
     assert.deepEqual(r.respond(who(4242, '/usr/bin/node'), 'wrote', '/f'), { action: 'spared', why: 'agent' });
     assert.deepEqual(r.respond(who(600, '/usr/sbin/sshd'), 'runs', '/f'), { action: 'spared', why: 'protected' });
-    assert.deepEqual(r.respond(who(601, '/usr/lib/postgresql/16/bin/postgres (deleted)'), 'runs', '/f'), { action: 'spared', why: 'protected' });
+    assert.deepEqual(r.respond(who(601, '/usr/lib/postgresql/16/bin/postgres (deleted)'), 'runs', '/f'), {
+      action: 'spared',
+      why: 'protected',
+    });
     assert.deepEqual(r.respond({ pid: 602, parents: [], source: 'none' }, 'wrote', '/f'), { action: 'spared', why: 'unknown-process' });
     assert.deepEqual(killed, []);
     assert.deepEqual(r.respond(who(700, '/tmp/dropper'), 'wrote', '/f'), { action: 'killed' });
     assert.deepEqual(killed, [700]);
-    assert.deepEqual(new ProcessResponse({ onDetect: 'deny-and-kill', kill: () => 'reused' }).respond(who(701), 'wrote', '/f'), { action: 'failed', why: 'reused' });
+    assert.deepEqual(new ProcessResponse({ onDetect: 'deny-and-kill', kill: () => 'reused' }).respond(who(701), 'wrote', '/f'), {
+      action: 'failed',
+      why: 'reused',
+    });
   });
 });
 
@@ -91,7 +104,11 @@ describe('process attribution and deny-and-kill, end to end (fanotify)', { skip 
     const code = await new Promise<number | null>((r) => sh.once('exit', r));
     assert.notEqual(code, 0, 'the shell could not read its script');
     assert.match(stderr, /Operation not permitted|Permission denied|Can't open/i);
-    const ev = await eventually(() => events(stateDir).find((e) => e.kind === 'detection' && e.path === script), 10_000, 'the detection event');
+    const ev = await eventually(
+      () => events(stateDir).find((e) => e.kind === 'detection' && e.path === script),
+      10_000,
+      'the detection event',
+    );
     assert.match(ev.threat ?? '', /eicar/i);
     assert.equal(ev.process?.pid, sh.pid, JSON.stringify(ev));
     assert.equal(ev.process?.exe, fs.realpathSync('/bin/sh'));
@@ -109,11 +126,22 @@ describe('process attribution and deny-and-kill, end to end (fanotify)', { skip 
   it('deny-and-kill kills the writer of an infected file, and nothing else', async () => {
     const bystander = spawn('/bin/sleep', ['60'], { stdio: 'ignore' });
     const target = path.join(mnt.dir, 'dropped.bin');
-    const writer = spawn(process.execPath, ['-e', `require('fs').writeFileSync(${JSON.stringify(target)}, ${JSON.stringify(EICAR)}); setInterval(() => {}, 1000)`], { stdio: 'ignore' });
+    const writer = spawn(
+      process.execPath,
+      ['-e', `require('fs').writeFileSync(${JSON.stringify(target)}, ${JSON.stringify(EICAR)}); setInterval(() => {}, 1000)`],
+      { stdio: 'ignore' },
+    );
     try {
-      const sig = await Promise.race([new Promise((r) => writer.once('exit', (_c, s) => r(s))), new Promise((r) => setTimeout(() => r('still alive'), 15_000))]);
+      const sig = await Promise.race([
+        new Promise((r) => writer.once('exit', (_c, s) => r(s))),
+        new Promise((r) => setTimeout(() => r('still alive'), 15_000)),
+      ]);
       assert.equal(sig, 'SIGKILL', 'the writer was killed');
-      const ev = await eventually(() => events(stateDir).find((e) => e.kind === 'detection' && e.path === target), 10_000, 'the detection event');
+      const ev = await eventually(
+        () => events(stateDir).find((e) => e.kind === 'detection' && e.path === target),
+        10_000,
+        'the detection event',
+      );
       assert.equal(ev.action, 'killed');
       assert.equal(ev.response, 'killed');
       assert.equal(ev.process?.pid, writer.pid);

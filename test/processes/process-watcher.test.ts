@@ -53,10 +53,14 @@ describe('process watcher: kernel connector', { skip }, () => {
     // sh forks a sleep; sh prints the sleep's pid and waits for it.
     const r = spawnSync('/bin/sh', ['-c', '/bin/sleep 0.2 & echo $! $$; wait'], { timeout: 5000 });
     const [sleepPid, shPid] = r.stdout.toString().trim().split(' ').map(Number) as [number, number];
-    const ev = await eventually(() => {
-      const exit = seen.find((e) => e.type === 'exit' && e.pid === sleepPid);
-      return exit && table.latest(sleepPid)?.exited ? exit : undefined;
-    }, 5000, 'the exit of the sleep');
+    const ev = await eventually(
+      () => {
+        const exit = seen.find((e) => e.type === 'exit' && e.pid === sleepPid);
+        return exit && table.latest(sleepPid)?.exited ? exit : undefined;
+      },
+      5000,
+      'the exit of the sleep',
+    );
     assert.equal(ev.type, 'exit');
     const fork = seen.find((e) => e.type === 'fork' && e.pid === sleepPid);
     assert.ok(fork && fork.type === 'fork');

@@ -55,16 +55,28 @@ describe('ProcessSnapshotDiff', () => {
       { pid: 4, ppid: 0, name: 'System' },
       { pid: 100, ppid: 4, name: 'a.exe' },
     ]);
-    assert.deepEqual(r.started.map((p) => p.pid), [100]);
-    assert.deepEqual(d.next([{ pid: 4, ppid: 0, name: 'System' }]).exited.map((p) => p.pid), [100]);
+    assert.deepEqual(
+      r.started.map((p) => p.pid),
+      [100],
+    );
+    assert.deepEqual(
+      d.next([{ pid: 4, ppid: 0, name: 'System' }]).exited.map((p) => p.pid),
+      [100],
+    );
   });
 
   it('a reused pid (other parent or image) is a new process, and the old one exited', () => {
     const d = new ProcessSnapshotDiff();
     d.next([{ pid: 100, ppid: 4, name: 'a.exe' }]);
     const r = d.next([{ pid: 100, ppid: 8, name: 'b.exe' }]);
-    assert.deepEqual(r.started.map((p) => p.name), ['b.exe']);
-    assert.deepEqual(r.exited.map((p) => p.name), ['a.exe']);
+    assert.deepEqual(
+      r.started.map((p) => p.name),
+      ['b.exe'],
+    );
+    assert.deepEqual(
+      r.exited.map((p) => p.name),
+      ['a.exe'],
+    );
   });
 });
 
@@ -105,7 +117,18 @@ describe('ProcessMonitor on Windows (fake snapshots) + OnAccessHandler.started',
   it('terminates an infected new process, quarantines its image, records the event with the process; spares System, itself and protected names', async () => {
     const svm = await evilSvm();
     cleanups.push(() => svm.close());
-    const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'agent-winproc', host: 'h', os: 'windows', agentVersion: '0', deadlineMs: 5000, backoffMinMs: 20, backoffMaxMs: 100, connectTimeoutMs: 500 });
+    const link = new SvmLink({
+      url: svm.url,
+      token: 'good',
+      agentId: 'agent-winproc',
+      host: 'h',
+      os: 'windows',
+      agentVersion: '0',
+      deadlineMs: 5000,
+      backoffMinMs: 20,
+      backoffMaxMs: 100,
+      connectTimeoutMs: 500,
+    });
     cleanups.push(() => link.close());
     const stateDir = fs.mkdtempSync(path.join(dir, 'state-'));
     const images = fs.mkdtempSync(path.join(dir, 'img-'));
@@ -138,7 +161,16 @@ describe('ProcessMonitor on Windows (fake snapshots) + OnAccessHandler.started',
     const detections = new DetectionLog(50);
     detections.on('detection', (d) => monitor.recordDetection(d));
     const scanner = new FileScanner({ link, maxFileSize: 1 << 20, deadlineMs: 5000 });
-    const handler = new OnAccessHandler({ scanner, detections, deferred: queue, quarantine, deadlineMs: 1000, onSvmUnavailable: 'allow', maxFileSize: 1 << 20, processes: monitor });
+    const handler = new OnAccessHandler({
+      scanner,
+      detections,
+      deferred: queue,
+      quarantine,
+      deadlineMs: 1000,
+      onSvmUnavailable: 'allow',
+      maxFileSize: 1 << 20,
+      processes: monitor,
+    });
     monitor.checkNewProcesses((image, pid) => handler.started(image, pid, () => scanner.scanPath(image)));
 
     const start = (pid: number, name: string, content: string) => {
@@ -165,7 +197,11 @@ describe('ProcessMonitor on Windows (fake snapshots) + OnAccessHandler.started',
     assert.deepEqual(items.map((r) => path.basename(r.originalPath)).sort(), ['agent.exe', 'evil.exe', 'lsass.exe', 'ntoskrnl.exe']);
     assert.equal(monitor.response.counts.spared, 3, 'System Idle, lsass (protected, any case) and the agent');
     await monitor.events.flush();
-    const lines = fs.readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+    const lines = fs
+      .readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, any>);
     const ev = lines.find((l) => l.path.endsWith('evil.exe'))!;
     assert.equal(ev.kind, 'detection');
     assert.equal(ev.response, 'killed');

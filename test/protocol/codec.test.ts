@@ -6,7 +6,17 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ProtocolError } from '../../src/errors.js';
-import { CHUNK_HEADER, decodeAgentMessage, decodeChunk, decodeSvmMessage, encodeChunk, encodeChunkHeader, encodeMessage, FRAME_LIMITS, type Message } from '../../src/protocol/index.js';
+import {
+  CHUNK_HEADER,
+  decodeAgentMessage,
+  decodeChunk,
+  decodeSvmMessage,
+  encodeChunk,
+  encodeChunkHeader,
+  encodeMessage,
+  FRAME_LIMITS,
+  type Message,
+} from '../../src/protocol/index.js';
 
 const SHA = 'ab'.repeat(32);
 const agentMsgs: Message[] = [
@@ -14,7 +24,16 @@ const agentMsgs: Message[] = [
   { t: 'lookup', id: 7, sha256: SHA, size: 12 },
   { t: 'scan', id: 4294967295, size: 0, name: '/x' },
   { t: 'cancel', id: 3 },
-  { t: 'event', kind: 'detection', time: '2026-01-01T00:00:00Z', path: '/p', sha256: SHA, threat: 'T', action: 'denied', process: { pid: 10, exe: '/bin/sh', uid: 0 } },
+  {
+    t: 'event',
+    kind: 'detection',
+    time: '2026-01-01T00:00:00Z',
+    path: '/p',
+    sha256: SHA,
+    threat: 'T',
+    action: 'denied',
+    process: { pid: 10, exe: '/bin/sh', uid: 0 },
+  },
 ];
 const svmMsgs: Message[] = [
   { t: 'welcome', v: 1, svmId: 's', generation: 'g', load: 0.5, limits: { maxFileSize: 1, maxChunk: 2, maxInFlight: 3 } },
@@ -42,7 +61,10 @@ describe('protocol codec', () => {
   it('drops unknown fields and rejects messages meant for the other side', () => {
     const m = decodeAgentMessage(JSON.stringify({ t: 'lookup', id: 1, sha256: SHA, size: 1, evil: { __proto__: 1 } }));
     assert.deepEqual(Object.keys(m).sort(), ['id', 'sha256', 'size', 't']);
-    assert.throws(() => decodeAgentMessage(encodeMessage(svmMsgs[1]!)), (e: unknown) => e instanceof ProtocolError && e.code === 'LA_ERR_PROTO_UNEXPECTED');
+    assert.throws(
+      () => decodeAgentMessage(encodeMessage(svmMsgs[1]!)),
+      (e: unknown) => e instanceof ProtocolError && e.code === 'LA_ERR_PROTO_UNEXPECTED',
+    );
     assert.throws(() => decodeSvmMessage(encodeMessage(agentMsgs[0]!)), ProtocolError);
   });
 
@@ -57,9 +79,18 @@ describe('protocol codec', () => {
 
   it('bounds sizes: frames, strings, chunks', () => {
     const big = JSON.stringify({ t: 'cancel', id: 1, pad: 'x'.repeat(FRAME_LIMITS.maxTextFrame) });
-    assert.throws(() => decodeAgentMessage(big), (e: unknown) => e instanceof ProtocolError && e.code === 'LA_ERR_PROTO_OVERSIZED');
-    assert.throws(() => decodeAgentMessage(JSON.stringify({ t: 'scan', id: 1, size: 1, name: 'x'.repeat(5000) })), (e: unknown) => e instanceof ProtocolError && e.code === 'LA_ERR_PROTO_OVERSIZED');
-    assert.throws(() => decodeChunk(Buffer.concat([encodeChunk(1, 0, true, Buffer.alloc(10)), Buffer.alloc(100)]), 64), (e: unknown) => e instanceof ProtocolError && e.code === 'LA_ERR_PROTO_OVERSIZED');
+    assert.throws(
+      () => decodeAgentMessage(big),
+      (e: unknown) => e instanceof ProtocolError && e.code === 'LA_ERR_PROTO_OVERSIZED',
+    );
+    assert.throws(
+      () => decodeAgentMessage(JSON.stringify({ t: 'scan', id: 1, size: 1, name: 'x'.repeat(5000) })),
+      (e: unknown) => e instanceof ProtocolError && e.code === 'LA_ERR_PROTO_OVERSIZED',
+    );
+    assert.throws(
+      () => decodeChunk(Buffer.concat([encodeChunk(1, 0, true, Buffer.alloc(10)), Buffer.alloc(100)]), 64),
+      (e: unknown) => e instanceof ProtocolError && e.code === 'LA_ERR_PROTO_OVERSIZED',
+    );
   });
 
   it('round-trips chunks and rejects bad headers', () => {
@@ -91,19 +122,50 @@ describe('protocol codec', () => {
     const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
     process.stderr.write(`codec fuzz seed ${seed} (replay with FUZZ_SEED=${seed})\n`);
     const valid = [...agentMsgs, ...svmMsgs].map((m) => encodeMessage(m));
-    const mutate = fc.tuple(fc.constantFrom(...valid), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }), fc.nat()).map(([text, edits, cut]) => {
-      const b = Buffer.from(text);
-      for (const [pos, byte] of edits) b[pos % b.length] = byte;
-      return b.subarray(0, cut % (b.length + 1));
-    });
+    const mutate = fc
+      .tuple(fc.constantFrom(...valid), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }), fc.nat())
+      .map(([text, edits, cut]) => {
+        const b = Buffer.from(text);
+        for (const [pos, byte] of edits) b[pos % b.length] = byte;
+        return b.subarray(0, cut % (b.length + 1));
+      });
     const jsonish = fc.jsonValue().map((v) => Buffer.from(JSON.stringify(v) ?? 'null'));
-    const typed = fc.record({ t: fc.constantFrom('hello', 'lookup', 'scan', 'cancel', 'event', 'welcome', 'verdict', 'load', 'generation', 'error', 'x'), id: fc.anything(), size: fc.anything(), sha256: fc.anything(), v: fc.anything(), limits: fc.anything(), process: fc.anything(), load: fc.anything() }, { requiredKeys: ['t'] }).map((o) => Buffer.from(JSON.stringify(o) ?? '{}'));
-    const chunks = fc.tuple(fc.nat(), fc.nat(), fc.boolean(), fc.uint8Array({ maxLength: 64 }), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 4 }), fc.nat()).map(([id, index, last, payload, edits, cut]) => {
-      const b = encodeChunk(id % 2 ** 32, index % 2 ** 32, last, payload);
-      for (const [pos, byte] of edits) b[pos % b.length] = byte;
-      return b.subarray(0, cut % (b.length + 1));
-    });
-    const frames = fc.oneof(mutate, jsonish, typed, chunks, fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u)));
+    const typed = fc
+      .record(
+        {
+          t: fc.constantFrom('hello', 'lookup', 'scan', 'cancel', 'event', 'welcome', 'verdict', 'load', 'generation', 'error', 'x'),
+          id: fc.anything(),
+          size: fc.anything(),
+          sha256: fc.anything(),
+          v: fc.anything(),
+          limits: fc.anything(),
+          process: fc.anything(),
+          load: fc.anything(),
+        },
+        { requiredKeys: ['t'] },
+      )
+      .map((o) => Buffer.from(JSON.stringify(o) ?? '{}'));
+    const chunks = fc
+      .tuple(
+        fc.nat(),
+        fc.nat(),
+        fc.boolean(),
+        fc.uint8Array({ maxLength: 64 }),
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 4 }),
+        fc.nat(),
+      )
+      .map(([id, index, last, payload, edits, cut]) => {
+        const b = encodeChunk(id % 2 ** 32, index % 2 ** 32, last, payload);
+        for (const [pos, byte] of edits) b[pos % b.length] = byte;
+        return b.subarray(0, cut % (b.length + 1));
+      });
+    const frames = fc.oneof(
+      mutate,
+      jsonish,
+      typed,
+      chunks,
+      fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u)),
+    );
     const deadline = Date.now() + 20_000;
     let checked = 0;
     fc.assert(

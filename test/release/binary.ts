@@ -28,7 +28,11 @@ export function ensureBinary(): number {
   const sources = Math.max(newestSource(path.join(ROOT, 'src')), fs.statSync(path.join(ROOT, 'scripts/release.mjs')).mtimeMs);
   if (have > sources) return 0;
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts/release.mjs'), '--no-deb', '--quiet'], { cwd: ROOT, encoding: 'utf8', timeout: 180_000 });
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts/release.mjs'), '--no-deb', '--quiet'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 180_000,
+  });
   if (r.status !== 0) throw new Error(`npm run release failed (${r.status}): ${r.stdout}${r.stderr}`);
   return performance.now() - t0;
 }
@@ -39,7 +43,15 @@ export function spawnBinary(args: string[], opts: { env?: NodeJS.ProcessEnv; wat
 }
 
 /** Run the binary to completion with a hard timeout. */
-export function runBinary(args: string[], opts: { env?: NodeJS.ProcessEnv; file?: string; timeoutMs?: number } = {}): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(opts.file ?? BINARY, args, { encoding: 'utf8', timeout: opts.timeoutMs ?? 30_000, killSignal: 'SIGKILL', env: { ...process.env, ...opts.env } });
+export function runBinary(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; file?: string; timeoutMs?: number } = {},
+): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(opts.file ?? BINARY, args, {
+    encoding: 'utf8',
+    timeout: opts.timeoutMs ?? 30_000,
+    killSignal: 'SIGKILL',
+    env: { ...process.env, ...opts.env },
+  });
   return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }

@@ -68,7 +68,10 @@ describe('cloud-init user-data', () => {
     ensureBinary();
     work = tempDir('la-cloud-');
     server = http.createServer((req, res) => {
-      const files: Record<string, string> = { '/lightagent/install.sh': path.join(ROOT, 'installers/linux/install.sh'), '/lightagent/lightagent-linux-x64': BINARY };
+      const files: Record<string, string> = {
+        '/lightagent/install.sh': path.join(ROOT, 'installers/linux/install.sh'),
+        '/lightagent/lightagent-linux-x64': BINARY,
+      };
       const f = files[req.url ?? ''];
       if (!f) {
         res.writeHead(404).end();
@@ -96,7 +99,10 @@ describe('cloud-init user-data', () => {
     const token = ud.write_files.find((w) => w.path.endsWith('/token'));
     assert.equal(token?.permissions, '0600', 'the token file is private');
     for (const c of ud.runcmd) {
-      assert.ok(Array.isArray(c) && c.every((a) => typeof a === 'string'), `runcmd entries are argv arrays (no shell): ${JSON.stringify(c)}`);
+      assert.ok(
+        Array.isArray(c) && c.every((a) => typeof a === 'string'),
+        `runcmd entries are argv arrays (no shell): ${JSON.stringify(c)}`,
+      );
     }
     const inst = ud.runcmd.find((c) => c[1]?.endsWith('install.sh'));
     assert.ok(inst, 'runcmd runs install.sh');
@@ -104,11 +110,15 @@ describe('cloud-init user-data', () => {
     assert.equal(ud.runcmd[ud.runcmd.length - 1]![0], 'rm', 'the token is removed last');
   });
 
-  it('passes `cloud-init schema`', { skip: needPackage(findBinary('cloud-init', ['/usr/bin/cloud-init']), 'cloud-init', 'the cloud-init schema check') ?? false }, () => {
-    const r = spawnSync('cloud-init', ['schema', '--config-file', FILE], { encoding: 'utf8', timeout: 60_000 });
-    assert.equal(r.status, 0, r.stdout + r.stderr);
-    assert.match(r.stdout + r.stderr, /Valid cloud-config/);
-  });
+  it(
+    'passes `cloud-init schema`',
+    { skip: needPackage(findBinary('cloud-init', ['/usr/bin/cloud-init']), 'cloud-init', 'the cloud-init schema check') ?? false },
+    () => {
+      const r = spawnSync('cloud-init', ['schema', '--config-file', FILE], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      assert.match(r.stdout + r.stderr, /Valid cloud-config/);
+    },
+  );
 
   it('its write_files + runcmd install the agent (download, checksum, token file, CA)', async () => {
     const ud = load();
@@ -137,12 +147,28 @@ describe('cloud-init user-data', () => {
     assert.match(conf, /^svm: "wss:\/\/svm\.example:7443"$/m);
     assert.match(conf, /^token: "replace-with-the-tenant-token"$/m);
     assert.match(conf, /^ca: \/etc\/lightagent\/ca\.pem$/m);
-    assert.equal(spawnSync('cmp', [BINARY, path.join(target, 'usr/local/bin/lightagent')]).status, 0, 'the downloaded binary is the release binary');
+    assert.equal(
+      spawnSync('cmp', [BINARY, path.join(target, 'usr/local/bin/lightagent')]).status,
+      0,
+      'the downloaded binary is the release binary',
+    );
   });
 
   it('install.sh refuses a download whose checksum differs (exit 7), installs nothing', async () => {
     const target = fs.mkdtempSync(path.join(work, 'bad-'));
-    const r = await runAsync('sh', [path.join(ROOT, 'installers/linux/install.sh'), '--root', target, '--svm', 'wss://svm.example:7443', '--token', 'tok-12345678', '--binary-url', `${base}/lightagent/lightagent-linux-x64`, '--sha256', '0'.repeat(64)]);
+    const r = await runAsync('sh', [
+      path.join(ROOT, 'installers/linux/install.sh'),
+      '--root',
+      target,
+      '--svm',
+      'wss://svm.example:7443',
+      '--token',
+      'tok-12345678',
+      '--binary-url',
+      `${base}/lightagent/lightagent-linux-x64`,
+      '--sha256',
+      '0'.repeat(64),
+    ]);
     assert.equal(r.status, 7, r.stdout + r.stderr);
     assert.match(r.stdout, /FAILED exit=7 .*checksum/);
     assert.equal(fs.existsSync(path.join(target, 'usr/local/bin/lightagent')), false);

@@ -22,7 +22,7 @@ function sh(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}) {
   return { status: r.status, out: (r.stdout ?? '') + (r.stderr ?? '') };
 }
 
-describe('.deb package', { skip: haveDpkg ? false : (process.env.CI === 'true' ? false : 'no dpkg-deb') }, () => {
+describe('.deb package', { skip: haveDpkg ? false : process.env.CI === 'true' ? false : 'no dpkg-deb' }, () => {
   let work: string;
   let deb: string;
   before(() => {
@@ -44,7 +44,8 @@ describe('.deb package', { skip: haveDpkg ? false : (process.env.CI === 'true' ?
     fs.writeFileSync(path.join(r, 'var/lib/dpkg/available'), '');
     return r;
   }
-  const dpkg = (root: string, args: string[], env: NodeJS.ProcessEnv = {}) => sh('dpkg', [`--root=${root}`, '--force-script-chrootless', '--force-depends', ...args], env);
+  const dpkg = (root: string, args: string[], env: NodeJS.ProcessEnv = {}) =>
+    sh('dpkg', [`--root=${root}`, '--force-script-chrootless', '--force-depends', ...args], env);
   const status = (root: string) => /^Status: (.*)$/m.exec(sh('dpkg', [`--root=${root}`, '-s', 'lightagent']).out)?.[1];
   const preseed = (root: string, body: string, mode = 0o600) => {
     fs.mkdirSync(path.join(root, 'etc/lightagent'), { recursive: true, mode: 0o700 });
@@ -88,7 +89,10 @@ describe('.deb package', { skip: haveDpkg ? false : (process.env.CI === 'true' ?
 
   it('installs non-interactively from /etc/lightagent/preseed (then deleted); removal needs the password; purge removes all', () => {
     const root = scratchRoot();
-    preseed(root, '# pre-seeded\nLIGHTAGENT_SVM_URL=wss://svm.example:7443\nLIGHTAGENT_TOKEN="preseeded-token-1"\nLIGHTAGENT_FAIL_CLOSED=1\nLIGHTAGENT_REMOVAL_PASSWORD=remove-me\n');
+    preseed(
+      root,
+      '# pre-seeded\nLIGHTAGENT_SVM_URL=wss://svm.example:7443\nLIGHTAGENT_TOKEN="preseeded-token-1"\nLIGHTAGENT_FAIL_CLOSED=1\nLIGHTAGENT_REMOVAL_PASSWORD=remove-me\n',
+    );
     const i = dpkg(root, ['-i', deb], { LIGHTAGENT_FAIL_CLOSED: '' });
     assert.equal(i.status, 0, i.out);
     assert.equal(status(root), 'install ok installed');
@@ -122,7 +126,8 @@ describe('.deb package', { skip: haveDpkg ? false : (process.env.CI === 'true' ?
 
     const purge = dpkg(root, ['--purge', 'lightagent']);
     assert.equal(purge.status, 0, purge.out);
-    for (const p of ['etc/lightagent', 'var/lib/lightagent', 'var/log/lightagent', 'etc/xdg/autostart/lightagent-tray.desktop']) assert.equal(fs.existsSync(path.join(root, p)), false, p);
+    for (const p of ['etc/lightagent', 'var/lib/lightagent', 'var/log/lightagent', 'etc/xdg/autostart/lightagent-tray.desktop'])
+      assert.equal(fs.existsSync(path.join(root, p)), false, p);
   });
 
   it('environment at install wins over the preseed file; a preseed others can write is ignored', () => {

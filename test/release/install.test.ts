@@ -40,7 +40,14 @@ function snapshot(dir: string, rel = ''): Map<string, string> {
     else if (e.isDirectory()) {
       m.set(r, `dir:${(fs.statSync(path.join(dir, r)).mode & 0o7777).toString(8)}`);
       for (const [k, v] of snapshot(dir, r)) m.set(k, v);
-    } else m.set(r, `${(fs.statSync(path.join(dir, r)).mode & 0o7777).toString(8)}:${crypto.createHash('sha256').update(fs.readFileSync(path.join(dir, r))).digest('hex')}`);
+    } else
+      m.set(
+        r,
+        `${(fs.statSync(path.join(dir, r)).mode & 0o7777).toString(8)}:${crypto
+          .createHash('sha256')
+          .update(fs.readFileSync(path.join(dir, r)))
+          .digest('hex')}`,
+      );
   }
   return m;
 }
@@ -67,7 +74,8 @@ function userRoot(): { root: string; userFiles: () => Map<string, string> } {
   put('usr/local/bin/other-tool', '#!/bin/sh\necho mine\n', 0o755);
   put('var/lib/other/data.db', 'user data');
   put('home/user/.bashrc', 'alias ll="ls -l"\n', 0o600);
-  const ours = /^(etc\/lightagent|var\/lib\/lightagent|var\/log\/lightagent|usr\/local\/bin\/lightagent|opt\/lightagent|etc\/systemd\/system\/lightagent\.service|etc\/xdg\/autostart\/lightagent-tray\.desktop)/;
+  const ours =
+    /^(etc\/lightagent|var\/lib\/lightagent|var\/log\/lightagent|usr\/local\/bin\/lightagent|opt\/lightagent|etc\/systemd\/system\/lightagent\.service|etc\/xdg\/autostart\/lightagent-tray\.desktop)/;
   return {
     root,
     userFiles: () => {
@@ -95,14 +103,28 @@ describe('install.sh', () => {
     roots.push(u.root);
     return u;
   };
-  const settings = (root: string) => ['--root', root, '--binary', BINARY, '--svm', 'wss://svm.example:7443', '--token', 'tenant-token-1234', '--ca', caFile];
+  const settings = (root: string) => [
+    '--root',
+    root,
+    '--binary',
+    BINARY,
+    '--svm',
+    'wss://svm.example:7443',
+    '--token',
+    'tenant-token-1234',
+    '--ca',
+    caFile,
+  ];
 
   it('installs binary, 0600 config, unit and tray entry; twice gives the same result; user files untouched', () => {
     const { root, userFiles } = newRoot();
     const before = userFiles();
     const r = install([...settings(root), '--fail-closed']);
     assert.equal(r.status, 0, r.stdout + r.stderr);
-    assert.match(r.summary, /^lightagent-install: ok action=install version=\d+\.\d+\.\d+ bin=\/usr\/local\/bin\/lightagent config=\/etc\/lightagent\/agent\.yaml service=not-started\(--root\) root=\S+ host=\S+ seconds=\d+$/);
+    assert.match(
+      r.summary,
+      /^lightagent-install: ok action=install version=\d+\.\d+\.\d+ bin=\/usr\/local\/bin\/lightagent config=\/etc\/lightagent\/agent\.yaml service=not-started\(--root\) root=\S+ host=\S+ seconds=\d+$/,
+    );
 
     const bin = path.join(root, 'usr/local/bin/lightagent');
     assert.equal(mode(bin), '755');
@@ -136,17 +158,23 @@ describe('install.sh', () => {
     assertUntouched(userFiles(), before);
   });
 
-  it('the installed unit passes systemd-analyze verify', { skip: spawnSync('systemd-analyze', ['--version']).status === 0 ? false : 'no systemd-analyze' }, () => {
-    const { root } = newRoot();
-    assert.equal(install(settings(root)).status, 0);
-    // verify resolves ExecStart on this machine: point it at the binary inside the scratch root.
-    const unit = fs.readFileSync(path.join(root, 'etc/systemd/system/lightagent.service'), 'utf8').replace('ExecStart=/usr/local/bin/lightagent ', `ExecStart=${root}/usr/local/bin/lightagent `);
-    const probe = path.join(root, 'lightagent.service');
-    fs.writeFileSync(probe, unit);
-    const v = spawnSync('systemd-analyze', ['verify', probe], { encoding: 'utf8', timeout: 30_000 });
-    assert.equal(v.status, 0, v.stdout + v.stderr);
-    assert.equal(v.stderr.trim(), '', 'no warnings');
-  });
+  it(
+    'the installed unit passes systemd-analyze verify',
+    { skip: spawnSync('systemd-analyze', ['--version']).status === 0 ? false : 'no systemd-analyze' },
+    () => {
+      const { root } = newRoot();
+      assert.equal(install(settings(root)).status, 0);
+      // verify resolves ExecStart on this machine: point it at the binary inside the scratch root.
+      const unit = fs
+        .readFileSync(path.join(root, 'etc/systemd/system/lightagent.service'), 'utf8')
+        .replace('ExecStart=/usr/local/bin/lightagent ', `ExecStart=${root}/usr/local/bin/lightagent `);
+      const probe = path.join(root, 'lightagent.service');
+      fs.writeFileSync(probe, unit);
+      const v = spawnSync('systemd-analyze', ['verify', probe], { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(v.status, 0, v.stdout + v.stderr);
+      assert.equal(v.stderr.trim(), '', 'no warnings');
+    },
+  );
 
   it('takes its settings from the environment, with --prefix /opt/lightagent and a token file', () => {
     const { root } = newRoot();
@@ -166,7 +194,10 @@ describe('install.sh', () => {
     assert.match(text, /^svm: "wss:\/\/10\.0\.0\.5:7443"$/m);
     assert.match(text, /^token: "from-a-file-5678"$/m);
     assert.doesNotMatch(text, /on_svm_unavailable/);
-    assert.match(fs.readFileSync(path.join(root, 'etc/systemd/system/lightagent.service'), 'utf8'), /^ExecStart=\/opt\/lightagent\/bin\/lightagent run /m);
+    assert.match(
+      fs.readFileSync(path.join(root, 'etc/systemd/system/lightagent.service'), 'utf8'),
+      /^ExecStart=\/opt\/lightagent\/bin\/lightagent run /m,
+    );
     // The uninstall finds the binary where the install put it.
     const u = install(['--root', root, '--uninstall']);
     assert.equal(u.status, 0, u.stderr);
@@ -243,14 +274,25 @@ describe('install.sh', () => {
     });
 
     it('--upgrade replaces the binary and keeps config, cache, queue and quarantine', () => {
-      const keep = ['etc/lightagent/agent.yaml', 'etc/lightagent/removal.hash', 'etc/lightagent/ca.pem', 'var/lib/lightagent/cache.v1', 'var/lib/lightagent/deferred/queue.journal', 'var/lib/lightagent/quarantine/q1.bin', 'var/lib/lightagent/agent-id'];
+      const keep = [
+        'etc/lightagent/agent.yaml',
+        'etc/lightagent/removal.hash',
+        'etc/lightagent/ca.pem',
+        'var/lib/lightagent/cache.v1',
+        'var/lib/lightagent/deferred/queue.journal',
+        'var/lib/lightagent/quarantine/q1.bin',
+        'var/lib/lightagent/agent-id',
+      ];
       const beforeKeep = keep.map((k) => fs.readFileSync(path.join(root, k), 'utf8'));
       const ino = fs.statSync(path.join(root, 'usr/local/bin/lightagent')).ino;
       const r = install(['--root', root, '--upgrade', '--binary', BINARY]);
       assert.equal(r.status, 0, r.stdout + r.stderr);
       assert.match(r.summary, /^lightagent-install: ok action=upgrade .*service=unchanged/);
       assert.notEqual(fs.statSync(path.join(root, 'usr/local/bin/lightagent')).ino, ino, 'a new file (a running daemon keeps the old one)');
-      assert.deepEqual(keep.map((k) => fs.readFileSync(path.join(root, k), 'utf8')), beforeKeep);
+      assert.deepEqual(
+        keep.map((k) => fs.readFileSync(path.join(root, k), 'utf8')),
+        beforeKeep,
+      );
       const withSettings = install(['--root', root, '--upgrade', '--binary', BINARY, '--svm', 'wss://other:1']);
       assert.equal(withSettings.status, 2, 'an upgrade never changes settings');
     });
@@ -274,7 +316,15 @@ describe('install.sh', () => {
       const r = install(['--root', root, '--uninstall'], { LIGHTAGENT_REMOVAL_PASSWORD: 'correct horse' });
       assert.equal(r.status, 0, r.stdout + r.stderr);
       assert.match(r.summary, /^lightagent-install: ok action=uninstall .*service=removed/);
-      for (const gone of ['usr/local/bin/lightagent', 'etc/lightagent', 'etc/systemd/system/lightagent.service', 'etc/xdg/autostart/lightagent-tray.desktop', 'var/lib/lightagent/cache.v1', 'var/lib/lightagent/deferred', 'var/lib/lightagent/agent-id']) {
+      for (const gone of [
+        'usr/local/bin/lightagent',
+        'etc/lightagent',
+        'etc/systemd/system/lightagent.service',
+        'etc/xdg/autostart/lightagent-tray.desktop',
+        'var/lib/lightagent/cache.v1',
+        'var/lib/lightagent/deferred',
+        'var/lib/lightagent/agent-id',
+      ]) {
         assert.equal(fs.existsSync(path.join(root, gone)), false, `${gone} removed`);
       }
       assert.equal(fs.readFileSync(path.join(state(), 'quarantine/q1.bin'), 'utf8'), 'infected, kept');

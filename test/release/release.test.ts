@@ -16,7 +16,10 @@ import { BINARY, ROOT, ensureBinary, runBinary, spawnBinary } from './binary.js'
 const TOKEN = 'release-test-token';
 
 async function startSvm(file?: string): Promise<Proc & { url: string }> {
-  const p = spawnBinary(file ? ['--listen', '127.0.0.1:0', '--token', TOKEN, '--json'] : ['svm', '--listen', '127.0.0.1:0', '--token', TOKEN, '--json'], file ? { file } : {});
+  const p = spawnBinary(
+    file ? ['--listen', '127.0.0.1:0', '--token', TOKEN, '--json'] : ['svm', '--listen', '127.0.0.1:0', '--token', TOKEN, '--json'],
+    file ? { file } : {},
+  );
   const m = await waitFor(p, /"url"\s*:\s*"(ws:\/\/[^"]+)"/);
   return { ...p, url: m[1]! };
 }
@@ -68,7 +71,10 @@ describe('release binary', () => {
     const r = runBinary(['scan', '--svm', svm.url, '--token', TOKEN, '--no-cache', '--json', work]);
     assert.equal(r.status, 1, r.stdout + r.stderr);
     const doc = JSON.parse(r.stdout) as { infected: { path: string; threat: string }[] };
-    assert.deepEqual(doc.infected.map((i) => [i.path, i.threat]), [[bad, 'Eicar-Test-Signature']]);
+    assert.deepEqual(
+      doc.infected.map((i) => [i.path, i.threat]),
+      [[bad, 'Eicar-Test-Signature']],
+    );
     const c = runBinary(['scan', '--svm', svm.url, '--token', TOKEN, '--no-cache', good]);
     assert.equal(c.status, 0, c.stdout + c.stderr);
   });
@@ -107,9 +113,27 @@ describe('release binary', () => {
       // A hostile inherited LIGHTAGENT_SEA_DIR is ignored: the binary unpacks its own.
       const decoy = tempDir('la-decoy-');
       fs.writeFileSync(path.join(decoy, 'koffi.node'), 'not an ELF file');
-      agent = spawnBinary(['run', '--svm', svm.url, '--token', TOKEN, '--protect', mnt.dir, '--state-dir', state, '--mode', 'fanotify', '--deadline', '1s', '--json'], {
-        env: { LIGHTAGENT_SEA_DIR: decoy },
-      });
+      agent = spawnBinary(
+        [
+          'run',
+          '--svm',
+          svm.url,
+          '--token',
+          TOKEN,
+          '--protect',
+          mnt.dir,
+          '--state-dir',
+          state,
+          '--mode',
+          'fanotify',
+          '--deadline',
+          '1s',
+          '--json',
+        ],
+        {
+          env: { LIGHTAGENT_SEA_DIR: decoy },
+        },
+      );
       await waitFor(agent, /"event"\s*:\s*"started"[^\n]*"mode"\s*:\s*"fanotify"/);
     });
     after(async () => {
@@ -124,7 +148,9 @@ describe('release binary', () => {
       const st = fs.statSync(dirs[0]!);
       assert.equal(st.mode & 0o777, 0o700);
       assert.equal(st.uid, process.getuid!());
-      const files = (fs.readdirSync(dirs[0]!, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(dirs[0]!, f)).isFile()).sort();
+      const files = (fs.readdirSync(dirs[0]!, { recursive: true }) as string[])
+        .filter((f) => fs.statSync(path.join(dirs[0]!, f)).isFile())
+        .sort();
       assert.deepEqual(files, ['koffi.node', 'package.json', 'src/platform/linux/proc-connector.js', 'src/watchers/fanotify-worker.js']);
     });
 
@@ -135,12 +161,24 @@ describe('release binary', () => {
       const c = run('cat', [path.join(mnt.dir, 'clean.txt')]);
       assert.equal(c.status, 0, c.stderr);
       assert.equal(c.stdout, 'clean\n');
-      await eventually(() => /agent reported a detection[^\n]*eicar\.com|eicar\.com[^\n]*agent reported a detection/.test(svm.output()), 10_000, 'detection at the SVM');
+      await eventually(
+        () => /agent reported a detection[^\n]*eicar\.com|eicar\.com[^\n]*agent reported a detection/.test(svm.output()),
+        10_000,
+        'detection at the SVM',
+      );
     });
 
     it('the hello names the hypervisor (the SVM logs it)', async () => {
       const want = hostInfo().hypervisor;
-      const line = await eventually(() => svm.output().split('\n').find((l) => l.includes('agent connected')), 10_000, 'agent connected at the SVM');
+      const line = await eventually(
+        () =>
+          svm
+            .output()
+            .split('\n')
+            .find((l) => l.includes('agent connected')),
+        10_000,
+        'agent connected at the SVM',
+      );
       const logged = (JSON.parse(line) as { hypervisor?: string }).hypervisor;
       assert.equal(logged, want);
     });

@@ -18,7 +18,8 @@ import { quarantineList as quarantined, startAgent, type Agent, type StartAgentO
 import { OpenTimer } from './open-timer.js';
 
 /** The reliability tests' agent: fanotify, with a longer watchdog than most (they load it). */
-const fanotifyAgent = (svm: string, protect: string, stateDir: string, o: Omit<StartAgentOptions, 'svm' | 'protect' | 'stateDir'> = {}) => startAgent({ svm, protect, stateDir, mode: 'fanotify', watchdogMs: 240_000, ...o });
+const fanotifyAgent = (svm: string, protect: string, stateDir: string, o: Omit<StartAgentOptions, 'svm' | 'protect' | 'stateDir'> = {}) =>
+  startAgent({ svm, protect, stateDir, mode: 'fanotify', watchdogMs: 240_000, ...o });
 
 // The cache file is being written often (every second), so a kill or a full disk meets a save.
 const CACHE_SAVED_OFTEN = { cache: { save_interval: 1 } };
@@ -71,7 +72,10 @@ describe('faults between agent and SVM: bounded opens, nothing lost', { skip }, 
 
   async function detectionNotLost(file: string, clean: string[], what: string): Promise<void> {
     await eventually(() => !fs.existsSync(file), 45_000, `${what}: the infected file allowed meanwhile to be quarantined after recovery`);
-    assert.ok(quarantined(stateDir).some((q) => q.originalPath === file), `${what}: in the quarantine list`);
+    assert.ok(
+      quarantined(stateDir).some((q) => q.originalPath === file),
+      `${what}: in the quarantine list`,
+    );
     for (const c of clean) assert.ok(fs.existsSync(c), `${what}: clean ${path.basename(c)} left alone`);
   }
 
@@ -145,7 +149,14 @@ describe('agent SIGKILLed under load', { skip }, () => {
       let agent = await fanotifyAgent(svm.url, mnt.dir, stateDir, { settings: CACHE_SAVED_OFTEN, args: ['--deadline', '2s'] });
       // Four readers loop over the tree (120 files, 3 rounds) (new files keep appearing) while the agent is killed.
       const readers = Array.from({ length: 4 }, (_, k) =>
-        spawn('bash', ['-c', `for r in 1 2 3; do for f in ${dir}/*.txt; do cat "$f" > /dev/null 2>&1; done; echo "new $r ${k}" > ${dir}/w${k}-$r.txt; done`], { stdio: 'ignore' }),
+        spawn(
+          'bash',
+          [
+            '-c',
+            `for r in 1 2 3; do for f in ${dir}/*.txt; do cat "$f" > /dev/null 2>&1; done; echo "new $r ${k}" > ${dir}/w${k}-$r.txt; done`,
+          ],
+          { stdio: 'ignore' },
+        ),
       );
       const exited = readers.map((c) => new Promise<number | null>((r) => c.once('exit', (code) => r(code))));
       await new Promise((r) => setTimeout(r, 1500));
@@ -160,7 +171,10 @@ describe('agent SIGKILLed under load', { skip }, () => {
       try {
         const out = agent.output();
         // Either the cache loaded, or it was set aside and rebuilt: never a failed start.
-        assert.ok(!fs.existsSync(cache) || !fs.existsSync(`${cache}.bad`) || /unusable/.test(out), 'a bad cache is reported when set aside');
+        assert.ok(
+          !fs.existsSync(cache) || !fs.existsSync(`${cache}.bad`) || /unusable/.test(out),
+          'a bad cache is reported when set aside',
+        );
         const s = await agent.status();
         assert.ok(s, 'status answered after restart');
         const f = path.join(mnt.dir, 'after-restart.com');
@@ -188,7 +202,10 @@ describe('disk full under the state directory', { skip }, () => {
     const logFile = path.join(mnt.dir, '..', `la-rel-full-${process.pid}.log`);
     let agent: Agent | undefined;
     try {
-      agent = await fanotifyAgent(svm.url, mnt.dir, state, { settings: CACHE_SAVED_OFTEN, args: ['--deadline', '1s', '--log-file', logFile] });
+      agent = await fanotifyAgent(svm.url, mnt.dir, state, {
+        settings: CACHE_SAVED_OFTEN,
+        args: ['--deadline', '1s', '--log-file', logFile],
+      });
       // Fill the state filesystem to the last block.
       run('dd', ['if=/dev/zero', `of=${path.join(state, 'filler')}`, 'bs=64k'], 20_000);
       assert.match(run('df', ['--output=avail', state]).stdout, /\s0\s*$/, 'state directory full');
@@ -215,14 +232,20 @@ describe('disk full under the state directory', { skip }, () => {
       const log = fs.readFileSync(logFile, 'utf8');
       const full = log.split('\n').filter((l) => /ENOSPC|no space/i.test(l));
       assert.ok(full.length > 0, 'the failed writes are logged with ENOSPC');
-      assert.ok(full.some((l) => /LA_ERR_(JOURNAL|QUARANTINE|CACHE_FILE)/.test(l) || /quarantine|journal|cache/i.test(l)), `errors name what failed:\n${full.slice(0, 5).join('\n')}`);
+      assert.ok(
+        full.some((l) => /LA_ERR_(JOURNAL|QUARANTINE|CACHE_FILE)/.test(l) || /quarantine|journal|cache/i.test(l)),
+        `errors name what failed:\n${full.slice(0, 5).join('\n')}`,
+      );
       const again = opens.cat(bad);
       assert.notEqual(again.status, 0, 'still refused later');
 
       // A restart on the full disk (a reboot with a full /var) still protects.
       await agent.stop();
       svm = await restartSvmProcess(svm.port);
-      agent = await fanotifyAgent(svm.url, mnt.dir, state, { settings: CACHE_SAVED_OFTEN, args: ['--deadline', '1s', '--log-file', logFile] });
+      agent = await fanotifyAgent(svm.url, mnt.dir, state, {
+        settings: CACHE_SAVED_OFTEN,
+        args: ['--deadline', '1s', '--log-file', logFile],
+      });
       assert.notEqual(opens.cat(bad).status, 0, 'infected file refused by the agent started on a full disk');
       // An infected file written while the SVM is away and the queue cannot be written: kept in
       // memory, and quarantined once the SVM is back and space is freed.
@@ -233,7 +256,10 @@ describe('disk full under the state directory', { skip }, () => {
       fs.rmSync(path.join(state, 'filler'));
       svm = await restartSvmProcess(svm.port);
       await eventually(() => !fs.existsSync(during), 60_000, 'the file allowed during the outage quarantined after recovery');
-      assert.ok(quarantined(state).some((r) => r.originalPath === during), 'in the quarantine index');
+      assert.ok(
+        quarantined(state).some((r) => r.originalPath === during),
+        'in the quarantine index',
+      );
     } finally {
       await agent?.stop();
       await svm.stop();

@@ -16,7 +16,8 @@ import { quarantineList as quarantined, startAgent, type Agent, type StartAgentO
 import { OpenTimer } from './open-timer.js';
 
 /** The reliability tests' agent: fanotify, with a longer watchdog than most (they load it). */
-const fanotifyAgent = (svm: string, protect: string, stateDir: string, o: Omit<StartAgentOptions, 'svm' | 'protect' | 'stateDir'> = {}) => startAgent({ svm, protect, stateDir, mode: 'fanotify', watchdogMs: 240_000, ...o });
+const fanotifyAgent = (svm: string, protect: string, stateDir: string, o: Omit<StartAgentOptions, 'svm' | 'protect' | 'stateDir'> = {}) =>
+  startAgent({ svm, protect, stateDir, mode: 'fanotify', watchdogMs: 240_000, ...o });
 
 const skip = needRoot();
 const DEADLINE = ['--deadline', '1s'];
@@ -86,7 +87,10 @@ describe('filesystem tricks under the gate', { skip }, () => {
     const out = b.stdout;
     assert.ok(!out.includes('EICAR-STANDARD'), 'no infected bytes served');
     await eventually(() => !fs.existsSync(nl), 10_000, 'the newline-named file quarantined');
-    assert.ok(quarantined(stateDir).some((q) => q.originalPath === nl), 'listed under its exact name');
+    assert.ok(
+      quarantined(stateDir).some((q) => q.originalPath === nl),
+      'listed under its exact name',
+    );
     const s = await agent.status();
     assert.ok(s.detections.total >= 2, `${JSON.stringify(s.detections).slice(0, 500)}\nagent log:\n${agent.output().slice(-3000)}`);
   });
@@ -145,13 +149,23 @@ describe('filesystem tricks under the gate', { skip }, () => {
     reader.stdout!.on('data', (b: Buffer) => (got += b.toString()));
     const writer = run('bash', ['-c', `echo through-the-pipe > ${fifo}`], 10_000);
     assert.equal(writer.status, 0, 'writer finished');
-    const code = await Promise.race([new Promise<number | null>((r) => reader.once('exit', (c) => r(c))), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 10_000))]);
+    const code = await Promise.race([
+      new Promise<number | null>((r) => reader.once('exit', (c) => r(c))),
+      new Promise<'hung'>((r) => setTimeout(() => r('hung'), 10_000)),
+    ]);
     if (code === 'hung') reader.kill('SIGKILL');
     assert.equal(code, 0, 'reader finished');
     assert.equal(got.trim(), 'through-the-pipe');
     assert.ok(performance.now() - t0 < 5000);
     // A FIFO with no writer: an O_NONBLOCK open answers at once (the gate must not wait on it).
-    const nb = run(process.execPath, ['-e', `const fs=require('fs');const fd=fs.openSync(${JSON.stringify(fifo)}, fs.constants.O_RDONLY|fs.constants.O_NONBLOCK);fs.closeSync(fd);console.log('ok')`], 10_000);
+    const nb = run(
+      process.execPath,
+      [
+        '-e',
+        `const fs=require('fs');const fd=fs.openSync(${JSON.stringify(fifo)}, fs.constants.O_RDONLY|fs.constants.O_NONBLOCK);fs.closeSync(fd);console.log('ok')`,
+      ],
+      10_000,
+    );
     assert.match(nb.stdout, /ok/);
     assert.equal(agent.child.exitCode, null);
   });
@@ -195,10 +209,27 @@ describe('filesystem tricks under the gate', { skip }, () => {
       assert.match(r.stdout + r.stderr, /LA_ERR_RESTORE_SYMLINK/);
       assert.ok(!fs.existsSync(path.join('/etc', name)), 'nothing written into /etc');
       // --to through the link is refused the same way.
-      const r2 = run(process.execPath, [CLI, 'quarantine', 'restore', item.id, '--to', path.join(sub, `la-rel-${process.pid}-other.com`), '--state-dir', stateDir, '--json'], 20_000);
+      const r2 = run(
+        process.execPath,
+        [
+          CLI,
+          'quarantine',
+          'restore',
+          item.id,
+          '--to',
+          path.join(sub, `la-rel-${process.pid}-other.com`),
+          '--state-dir',
+          stateDir,
+          '--json',
+        ],
+        20_000,
+      );
       assert.notEqual(r2.status, 0);
       assert.ok(!fs.existsSync(`/etc/la-rel-${process.pid}-other.com`));
-      assert.ok(quarantined(stateDir).some((q) => q.id === item.id), 'the item stays in quarantine');
+      assert.ok(
+        quarantined(stateDir).some((q) => q.id === item.id),
+        'the item stays in quarantine',
+      );
     } finally {
       fs.rmSync(path.join('/etc', name), { force: true });
       fs.rmSync(`/etc/la-rel-${process.pid}-other.com`, { force: true });

@@ -20,7 +20,10 @@ const UPLOADS_EACH = 4;
 describe('a noisy tenant cannot deny uploads to another tenant', () => {
   it('300 stalled uploaders of one tenant beside a quiet agent of another', async () => {
     const s = await startTestSvm({
-      tokens: [{ tenant: 'hostile', token: HOSTILE }, { tenant: 'quiet', token: QUIET }],
+      tokens: [
+        { tenant: 'hostile', token: HOSTILE },
+        { tenant: 'quiet', token: QUIET },
+      ],
       uploadMemory: 16 << 20,
       maxFileSize: 1 << 20,
       uploadStallMs: 1500,
@@ -48,12 +51,22 @@ describe('a noisy tenant cannot deny uploads to another tenant', () => {
       const codes: string[] = [];
       for (let batch = 0; batch < 10; batch++) {
         const vs = await Promise.all([0, 1, 2, 3].map((k) => upload(quiet, 1000 + batch * 4 + k, crypto.randomBytes(256 << 10), 64 << 10)));
-        for (const v of vs) codes.push(v.verdict === 'error' ? v.code ?? 'error' : v.verdict);
+        for (const v of vs) codes.push(v.verdict === 'error' ? (v.code ?? 'error') : v.verdict);
       }
-      assert.deepEqual([...new Set(codes)], ['clean'], `quiet tenant verdicts: ${JSON.stringify(codes.filter((c) => c !== 'clean').slice(0, 5))}`);
+      assert.deepEqual(
+        [...new Set(codes)],
+        ['clean'],
+        `quiet tenant verdicts: ${JSON.stringify(codes.filter((c) => c !== 'clean').slice(0, 5))}`,
+      );
       // Every hostile upload ends: refused for its share (busy) or dropped when it stalled.
-      await eventually(() => hostile.every((a) => a.msgs.filter((m) => m.t === 'verdict').length === UPLOADS_EACH), 15_000, 'every hostile upload answered');
-      const hostileCodes = new Set(hostile.flatMap((a) => a.msgs.filter((m) => m.t === 'verdict').map((m) => (m.t === 'verdict' ? m.code : ''))));
+      await eventually(
+        () => hostile.every((a) => a.msgs.filter((m) => m.t === 'verdict').length === UPLOADS_EACH),
+        15_000,
+        'every hostile upload answered',
+      );
+      const hostileCodes = new Set(
+        hostile.flatMap((a) => a.msgs.filter((m) => m.t === 'verdict').map((m) => (m.t === 'verdict' ? m.code : ''))),
+      );
       assert.deepEqual([...hostileCodes].sort(), ['LA_ERR_BUSY', 'LA_ERR_UPLOAD_TIMEOUT']);
       assert.equal(await metric(s, 'lightagent_svm_upload_bytes_held'), 0, 'all their memory came back');
       assert.ok((await metric(s, 'lightagent_svm_uploads_busy_total')) > 0);

@@ -76,7 +76,7 @@ export function rawConnect(port: number, host = '127.0.0.1'): Promise<RawSocket>
         closeCodes: () => {
           const codes: number[] = [];
           // Server frames are unmasked: walk them.
-          for (let off = 0; off + 2 <= body.length; ) {
+          for (let off = 0; off + 2 <= body.length;) {
             const op = body[off]! & 0x0f;
             let len = body[off + 1]! & 0x7f;
             let p = off + 2;

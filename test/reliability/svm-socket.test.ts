@@ -54,60 +54,102 @@ describe('SVM socket: malformed bytes never crash the SVM; other agents are unaf
   });
 
   const closingCases: Array<[string, (port: number) => Promise<RawSocket>, number[]]> = [
-    ['invalid UTF-8 in a text frame before hello', async (port) => {
-      const r = await rawConnect(port);
-      r.sock.write(wsFrame(OP.TEXT, Buffer.from([0x7b, 0xff, 0xfe, 0x80, 0xc0, 0xaf, 0x7d])));
-      return r;
-    }, [1007]],
-    ['invalid UTF-8 in a text frame after hello', async (port) => {
-      const r = await helloRaw(port);
-      r.sock.write(wsFrame(OP.TEXT, Buffer.concat([Buffer.from('{"t":"cancel","id":1,"x":"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}')])));
-      return r;
-    }, [1007]],
-    ['a 2^63-1 byte length prefix', async (port) => {
-      const r = await helloRaw(port);
-      r.sock.write(wsFrame(OP.BINARY, Buffer.alloc(8), { claimLen: 0x7fff_ffff_ffff_ffffn }));
-      return r;
-    }, [1009]],
-    ['a 2^64-1 byte length prefix (top bit set)', async (port) => {
-      const r = await rawConnect(port);
-      r.sock.write(wsFrame(OP.BINARY, Buffer.alloc(8), { claimLen: 0xffff_ffff_ffff_ffffn }));
-      return r;
-    }, [1009, 1002]],
-    ['a length prefix just over the frame limit (1 MiB + 13)', async (port) => {
-      const r = await helloRaw(port);
-      r.sock.write(wsFrame(OP.BINARY, Buffer.alloc(16), { claimLen: BigInt((1 << 20) + 13) }));
-      return r;
-    }, [1009]],
-    ['an unmasked client frame', async (port) => {
-      const r = await helloRaw(port);
-      r.sock.write(wsFrame(OP.TEXT, Buffer.from('{"t":"cancel","id":1}'), { mask: false }));
-      return r;
-    }, [1002]],
-    ['a text message fragmented past the limit (64 KiB fragments, no FIN)', async (port) => {
-      const r = await helloRaw(port);
-      r.sock.write(wsFrame(OP.TEXT, Buffer.alloc(65536, 0x20), { fin: false }));
-      for (let i = 0; i < 20 && !r.sock.destroyed; i++) r.sock.write(wsFrame(OP.CONT, Buffer.alloc(65536, 0x20), { fin: false }));
-      return r;
-    }, [1009]],
-    ['reserved opcode 0x3', async (port) => {
-      const r = await rawConnect(port);
-      r.sock.write(wsFrame(3, Buffer.from('x')));
-      return r;
-    }, [1002]],
-    ['chunk index 0xFFFFFFFF as the first chunk', async (port) => {
-      const r = await helloRaw(port);
-      r.sock.write(wsFrame(OP.TEXT, Buffer.from(encodeMessage({ t: 'scan', id: 3, size: 10 }))));
-      r.sock.write(wsFrame(OP.BINARY, encodeChunk(3, 0xffffffff, false, Buffer.alloc(4))));
-      return r;
-    }, [4000]],
-    ['chunk index 0 sent twice', async (port) => {
-      const r = await helloRaw(port);
-      r.sock.write(wsFrame(OP.TEXT, Buffer.from(encodeMessage({ t: 'scan', id: 3, size: 10 }))));
-      r.sock.write(wsFrame(OP.BINARY, encodeChunk(3, 0, false, Buffer.alloc(4))));
-      r.sock.write(wsFrame(OP.BINARY, encodeChunk(3, 0, true, Buffer.alloc(6))));
-      return r;
-    }, [4000]],
+    [
+      'invalid UTF-8 in a text frame before hello',
+      async (port) => {
+        const r = await rawConnect(port);
+        r.sock.write(wsFrame(OP.TEXT, Buffer.from([0x7b, 0xff, 0xfe, 0x80, 0xc0, 0xaf, 0x7d])));
+        return r;
+      },
+      [1007],
+    ],
+    [
+      'invalid UTF-8 in a text frame after hello',
+      async (port) => {
+        const r = await helloRaw(port);
+        r.sock.write(
+          wsFrame(OP.TEXT, Buffer.concat([Buffer.from('{"t":"cancel","id":1,"x":"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}')])),
+        );
+        return r;
+      },
+      [1007],
+    ],
+    [
+      'a 2^63-1 byte length prefix',
+      async (port) => {
+        const r = await helloRaw(port);
+        r.sock.write(wsFrame(OP.BINARY, Buffer.alloc(8), { claimLen: 0x7fff_ffff_ffff_ffffn }));
+        return r;
+      },
+      [1009],
+    ],
+    [
+      'a 2^64-1 byte length prefix (top bit set)',
+      async (port) => {
+        const r = await rawConnect(port);
+        r.sock.write(wsFrame(OP.BINARY, Buffer.alloc(8), { claimLen: 0xffff_ffff_ffff_ffffn }));
+        return r;
+      },
+      [1009, 1002],
+    ],
+    [
+      'a length prefix just over the frame limit (1 MiB + 13)',
+      async (port) => {
+        const r = await helloRaw(port);
+        r.sock.write(wsFrame(OP.BINARY, Buffer.alloc(16), { claimLen: BigInt((1 << 20) + 13) }));
+        return r;
+      },
+      [1009],
+    ],
+    [
+      'an unmasked client frame',
+      async (port) => {
+        const r = await helloRaw(port);
+        r.sock.write(wsFrame(OP.TEXT, Buffer.from('{"t":"cancel","id":1}'), { mask: false }));
+        return r;
+      },
+      [1002],
+    ],
+    [
+      'a text message fragmented past the limit (64 KiB fragments, no FIN)',
+      async (port) => {
+        const r = await helloRaw(port);
+        r.sock.write(wsFrame(OP.TEXT, Buffer.alloc(65536, 0x20), { fin: false }));
+        for (let i = 0; i < 20 && !r.sock.destroyed; i++) r.sock.write(wsFrame(OP.CONT, Buffer.alloc(65536, 0x20), { fin: false }));
+        return r;
+      },
+      [1009],
+    ],
+    [
+      'reserved opcode 0x3',
+      async (port) => {
+        const r = await rawConnect(port);
+        r.sock.write(wsFrame(3, Buffer.from('x')));
+        return r;
+      },
+      [1002],
+    ],
+    [
+      'chunk index 0xFFFFFFFF as the first chunk',
+      async (port) => {
+        const r = await helloRaw(port);
+        r.sock.write(wsFrame(OP.TEXT, Buffer.from(encodeMessage({ t: 'scan', id: 3, size: 10 }))));
+        r.sock.write(wsFrame(OP.BINARY, encodeChunk(3, 0xffffffff, false, Buffer.alloc(4))));
+        return r;
+      },
+      [4000],
+    ],
+    [
+      'chunk index 0 sent twice',
+      async (port) => {
+        const r = await helloRaw(port);
+        r.sock.write(wsFrame(OP.TEXT, Buffer.from(encodeMessage({ t: 'scan', id: 3, size: 10 }))));
+        r.sock.write(wsFrame(OP.BINARY, encodeChunk(3, 0, false, Buffer.alloc(4))));
+        r.sock.write(wsFrame(OP.BINARY, encodeChunk(3, 0, true, Buffer.alloc(6))));
+        return r;
+      },
+      [4000],
+    ],
   ];
 
   for (const [what, send, codes] of closingCases) {
@@ -174,7 +216,10 @@ describe('SVM socket: malformed bytes never crash the SVM; other agents are unaf
         }
       }
       assert.ok(codes.includes('LA_ERR_UPLOAD_TIMEOUT'), `timeouts answered: ${codes.join(',')}`);
-      assert.ok(codes.every((c) => c === 'LA_ERR_UPLOAD_TIMEOUT' || /BUSY|MEMORY|CAPACITY/i.test(c)), codes.join(','));
+      assert.ok(
+        codes.every((c) => c === 'LA_ERR_UPLOAD_TIMEOUT' || /BUSY|MEMORY|CAPACITY/i.test(c)),
+        codes.join(','),
+      );
     } finally {
       clearInterval(sampler);
     }
@@ -197,7 +242,9 @@ describe('SVM socket: thousands of idle connections without hello', () => {
     const good = await rawAgent(s.url);
     await good.next((m) => m.t === 'welcome');
     const rss0 = process.memoryUsage().rss;
-    const child = spawnNode(new URL('./fixtures/idle-clients.js', import.meta.url).pathname, [String(s.address.port), String(want)], { watchdogMs: 90_000 });
+    const child = spawnNode(new URL('./fixtures/idle-clients.js', import.meta.url).pathname, [String(s.address.port), String(want)], {
+      watchdogMs: 90_000,
+    });
     try {
       const m = await waitFor(child, /\{"open":(\d+),"failed":(\d+),"firstError":"([^"]*)","ms":(\d+)\}/, 60_000);
       const open = Number(m[1]);

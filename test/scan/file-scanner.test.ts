@@ -25,13 +25,26 @@ after(async () => {
 describe('FileScanner', () => {
   it('looks each identity up once per scan, and answers a local hit without a promise', async () => {
     const parts = new Map<number, Buffer[]>();
-    const svm = await fakeSvm({ script: (ws, m) => {
-      if (m.t === 'lookup') ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'unknown' }));
-      if (m.t === 'chunk') {
-        parts.set(m.id, [...(parts.get(m.id) ?? []), m.payload]);
-        if (m.last) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean', sha256: crypto.createHash('sha256').update(Buffer.concat(parts.get(m.id)!)).digest('hex') }));
-      }
-    } });
+    const svm = await fakeSvm({
+      script: (ws, m) => {
+        if (m.t === 'lookup') ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'unknown' }));
+        if (m.t === 'chunk') {
+          parts.set(m.id, [...(parts.get(m.id) ?? []), m.payload]);
+          if (m.last)
+            ws.send(
+              encodeMessage({
+                t: 'verdict',
+                id: m.id,
+                verdict: 'clean',
+                sha256: crypto
+                  .createHash('sha256')
+                  .update(Buffer.concat(parts.get(m.id)!))
+                  .digest('hex'),
+              }),
+            );
+        }
+      },
+    });
     cleanups.push(svm.close);
     const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'scanner-test', host: 'h', os: 'linux', agentVersion: '0' });
     cleanups.push(() => link.close());
@@ -63,19 +76,41 @@ describe('FileScanner', () => {
     let refuseLookups = 3;
     let refuseScans = 2;
     const parts = new Map<number, Buffer[]>();
-    const svm = await fakeSvm({ script: (ws, m) => {
-      if (m.t === 'lookup') {
-        lookups++;
-        if (refuseLookups-- > 0) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'error', code: 'LA_ERR_RATE_LIMITED', message: 'over 500 requests per second' }));
-        else ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'unknown' }));
-      }
-      if (m.t === 'chunk') {
-        parts.set(m.id, [...(parts.get(m.id) ?? []), m.payload]);
-        if (!m.last) return;
-        if (refuseScans-- > 0) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'error', code: 'LA_ERR_BUSY', message: 'busy' }));
-        else ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean', sha256: crypto.createHash('sha256').update(Buffer.concat(parts.get(m.id)!)).digest('hex') }));
-      }
-    } });
+    const svm = await fakeSvm({
+      script: (ws, m) => {
+        if (m.t === 'lookup') {
+          lookups++;
+          if (refuseLookups-- > 0)
+            ws.send(
+              encodeMessage({
+                t: 'verdict',
+                id: m.id,
+                verdict: 'error',
+                code: 'LA_ERR_RATE_LIMITED',
+                message: 'over 500 requests per second',
+              }),
+            );
+          else ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'unknown' }));
+        }
+        if (m.t === 'chunk') {
+          parts.set(m.id, [...(parts.get(m.id) ?? []), m.payload]);
+          if (!m.last) return;
+          if (refuseScans-- > 0) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'error', code: 'LA_ERR_BUSY', message: 'busy' }));
+          else
+            ws.send(
+              encodeMessage({
+                t: 'verdict',
+                id: m.id,
+                verdict: 'clean',
+                sha256: crypto
+                  .createHash('sha256')
+                  .update(Buffer.concat(parts.get(m.id)!))
+                  .digest('hex'),
+              }),
+            );
+        }
+      },
+    });
     cleanups.push(svm.close);
     const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'rate-test', host: 'h', os: 'linux', agentVersion: '0' });
     cleanups.push(() => link.close());
@@ -114,7 +149,9 @@ describe('FileScanner', () => {
       return { f, fd, st: fs.fstatSync(fd, { bigint: true }) };
     };
     // Misses, all read (into the one shared buffer) before the first verdict comes back.
-    const files = Array.from({ length: 12 }, (_, i) => open(`now-${i}.txt`, `${i % 4 === 0 ? 'EVIL ' : ''}now ${i} ${'y'.repeat(50 + i * 41)}\n`));
+    const files = Array.from({ length: 12 }, (_, i) =>
+      open(`now-${i}.txt`, `${i % 4 === 0 ? 'EVIL ' : ''}now ${i} ${'y'.repeat(50 + i * 41)}\n`),
+    );
     const pending = files.map((x) => scanner.scanFdNow(x.fd, x.f, x.st));
     pending.forEach((p) => assert.ok(p instanceof Promise, 'a miss goes to the SVM'));
     const results = await Promise.all(pending);
@@ -137,7 +174,7 @@ describe('FileScanner', () => {
     assert.equal(svm.received, before, 'the copies cost the SVM nothing');
   });
 
-  it('uploads each file\'s own bytes when many small misses are read into the shared buffer at once', async () => {
+  it("uploads each file's own bytes when many small misses are read into the shared buffer at once", async () => {
     // Every verdict comes 50 ms late, so all 24 files are read (into the scanner's one 1 MiB
     // buffer) before the first upload starts: each upload must still carry its own file.
     const svm = await fakeSvm({ infected: { marker: 'EVIL', threat: 'Test-Evil' }, answerDelayMs: 50 });

@@ -27,7 +27,18 @@ after(async () => {
 const svmWithDelay = (delayMs: () => number) => fakeSvm({ infected: { marker: 'EVIL', threat: 'Test-Evil' }, answerDelayMs: delayMs });
 
 async function setup(policy: 'allow' | 'deny', url: string, deadlineMs = 300) {
-  const link = new SvmLink({ url, token: 'good', agentId: 'agent-onaccess', host: 'h', os: 'linux', agentVersion: '0', deadlineMs: 5000, backoffMinMs: 20, backoffMaxMs: 100, connectTimeoutMs: 500 });
+  const link = new SvmLink({
+    url,
+    token: 'good',
+    agentId: 'agent-onaccess',
+    host: 'h',
+    os: 'linux',
+    agentVersion: '0',
+    deadlineMs: 5000,
+    backoffMinMs: 20,
+    backoffMaxMs: 100,
+    connectTimeoutMs: 500,
+  });
   cleanups.push(() => link.close());
   const queue = await DeferredQueue.open({ file: path.join(fs.mkdtempSync(path.join(dir, 'q-')), 'queue.journal') });
   cleanups.push(() => queue.close());
@@ -118,7 +129,15 @@ describe('OnAccessHandler', () => {
   it('quarantines a file once when a denied open and its close-write scan both find it; a new file at that path is moved anew', async () => {
     const svm = await svmWithDelay(() => 0);
     cleanups.push(svm.close);
-    const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'agent-once', host: 'h', os: 'linux', agentVersion: '0', deadlineMs: 5000 });
+    const link = new SvmLink({
+      url: svm.url,
+      token: 'good',
+      agentId: 'agent-once',
+      host: 'h',
+      os: 'linux',
+      agentVersion: '0',
+      deadlineMs: 5000,
+    });
     cleanups.push(() => link.close());
     await link.connect();
     const moved = new Set<string>();
@@ -151,16 +170,35 @@ describe('OnAccessHandler', () => {
     assert.equal((await written).outcome, 'infected');
     await eventually(() => detections.recent().length === 2, 3000, 'two detections');
     assert.deepEqual(puts, [evil.path], 'one move for the two detections');
-    assert.deepEqual(detections.recent().map((d) => d.action).sort(), ['quarantined', 'quarantined']);
+    assert.deepEqual(
+      detections
+        .recent()
+        .map((d) => d.action)
+        .sort(),
+      ['quarantined', 'quarantined'],
+    );
     evil.close();
 
     // A later detection of that path, file already gone (ENOENT) with the same content: the same move.
     const put2 = puts.length;
-    const r = await handler.written(evil.path, async () => ({ path: evil.path, outcome: 'infected', threat: 'Test-Evil', sha256: (await scanner.scanPath(evil.path)).sha256 ?? crypto.createHash('sha256').update('EVIL once').digest('hex'), size: 9, source: 'svm-scan', uploaded: 0, read: 0 }));
+    const r = await handler.written(evil.path, async () => ({
+      path: evil.path,
+      outcome: 'infected',
+      threat: 'Test-Evil',
+      sha256: (await scanner.scanPath(evil.path)).sha256 ?? crypto.createHash('sha256').update('EVIL once').digest('hex'),
+      size: 9,
+      source: 'svm-scan',
+      uploaded: 0,
+      read: 0,
+    }));
     assert.equal(r.outcome, 'infected');
     assert.equal(puts.length, put2 + 1);
     await eventually(() => detections.recent().length === 3, 3000, 'third detection');
-    assert.deepEqual(detections.recent().map((d) => d.action), ['quarantined', 'quarantined', 'quarantined'], 'ENOENT for a file just moved is that move, not a failure');
+    assert.deepEqual(
+      detections.recent().map((d) => d.action),
+      ['quarantined', 'quarantined', 'quarantined'],
+      'ENOENT for a file just moved is that move, not a failure',
+    );
 
     // A NEW infected file dropped at the same path is moved again, not taken for the old one.
     const again = event('once-evil.txt', 'EVIL twice, other content');

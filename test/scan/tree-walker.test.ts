@@ -25,7 +25,10 @@ describe('walkTree', () => {
 
   it('yields regular files depth first and reports symlinks without following them', async () => {
     const { files, skips } = await collect([root], { exclude: [path.join(root, 'excluded')] });
-    assert.deepEqual(files.map((f) => path.relative(root, f)), ['a/b/c/deep.txt', 'a/one.txt']);
+    assert.deepEqual(
+      files.map((f) => path.relative(root, f)),
+      ['a/b/c/deep.txt', 'a/one.txt'],
+    );
     assert.ok(skips.some((s) => s.code === 'LA_SKIP_SYMLINK' && s.path.endsWith('loop')));
   });
 

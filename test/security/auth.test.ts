@@ -27,7 +27,18 @@ const EMPTY_CONFIG = path.join(tempDir('la-sec-cfg-'), 'agent.yaml');
 fs.writeFileSync(EMPTY_CONFIG, '{}\n');
 
 function startTwoTenants(): Promise<SvmServer> {
-  return SvmServer.start({ host: '127.0.0.1', port: 0, tokens: [{ tenant: 'a', token: TOKEN }, { tenant: 'b', token: TOKEN_B }], engine: new BuiltinEngine(), cache: new MemoryVerdictCache(1000), closeGraceMs: 300, helloTimeoutMs: 2000 });
+  return SvmServer.start({
+    host: '127.0.0.1',
+    port: 0,
+    tokens: [
+      { tenant: 'a', token: TOKEN },
+      { tenant: 'b', token: TOKEN_B },
+    ],
+    engine: new BuiltinEngine(),
+    cache: new MemoryVerdictCache(1000),
+    closeGraceMs: 300,
+    helloTimeoutMs: 2000,
+  });
 }
 
 describe('security: authentication refusals', () => {
@@ -89,7 +100,10 @@ describe('security: authentication refusals', () => {
   });
 
   const svmOnly: Array<[string, Record<string, unknown>]> = [
-    ['welcome', { t: 'welcome', v: 1, svmId: 'evil', generation: 'evil-gen', load: 0, limits: { maxFileSize: 1, maxChunk: 1, maxInFlight: 1 } }],
+    [
+      'welcome',
+      { t: 'welcome', v: 1, svmId: 'evil', generation: 'evil-gen', load: 0, limits: { maxFileSize: 1, maxChunk: 1, maxInFlight: 1 } },
+    ],
     ['generation', { t: 'generation', generation: 'evil-gen' }],
     ['load', { t: 'load', load: 1, queue: 999 }],
     ['error', { t: 'error', code: 'LA_ERR_AUTH', message: 'forged' }],
@@ -133,7 +147,10 @@ describe('security: the agent CLI against an SVM that refuses it', () => {
   });
 
   it('wrong token: `lightagent scan` fails with LA_ERR_AUTH (exit 2) and reports no file as clean', async () => {
-    const p = spawnNode(CLI, ['scan', '--svm', svm.url, '--token', 'not-the-token', '--no-cache', '--json', dir], { env: noConfig, watchdogMs: 30_000 });
+    const p = spawnNode(CLI, ['scan', '--svm', svm.url, '--token', 'not-the-token', '--no-cache', '--json', dir], {
+      env: noConfig,
+      watchdogMs: 30_000,
+    });
     const code = await new Promise<number | null>((r) => p.child.once('exit', (c) => r(c)));
     assert.equal(code, 2, p.output());
     assert.match(p.output(), /LA_ERR_AUTH/);
@@ -141,7 +158,11 @@ describe('security: the agent CLI against an SVM that refuses it', () => {
   });
 
   it('no token for the daemon: `lightagent run` refuses to start (exit 2) naming the token setting', async () => {
-    const r = run(process.execPath, [CLI, 'run', '--svm', svm.url, '--protect', dir, '--state-dir', path.join(dir, 'state'), '--mode', 'watcher'], 20_000);
+    const r = run(
+      process.execPath,
+      [CLI, 'run', '--svm', svm.url, '--protect', dir, '--state-dir', path.join(dir, 'state'), '--mode', 'watcher'],
+      20_000,
+    );
     assert.equal(r.status, 2, r.stdout + r.stderr);
     assert.match(r.stderr, /token/i);
   });
@@ -152,7 +173,15 @@ describe('security: wrong CA', { skip: needOpenssl() }, () => {
   let svm: SvmServer;
   before(async () => {
     pki = makeTestPki();
-    svm = await SvmServer.start({ host: '127.0.0.1', port: 0, tokens: [{ tenant: 'a', token: TOKEN }], engine: new BuiltinEngine(), cache: new MemoryVerdictCache(100), closeGraceMs: 300, tls: { cert: pki.read(pki.serverCert), key: pki.read(pki.serverKey) } });
+    svm = await SvmServer.start({
+      host: '127.0.0.1',
+      port: 0,
+      tokens: [{ tenant: 'a', token: TOKEN }],
+      engine: new BuiltinEngine(),
+      cache: new MemoryVerdictCache(100),
+      closeGraceMs: 300,
+      tls: { cert: pki.read(pki.serverCert), key: pki.read(pki.serverKey) },
+    });
   });
   after(async () => {
     await svm?.close();
@@ -164,15 +193,25 @@ describe('security: wrong CA', { skip: needOpenssl() }, () => {
     fs.writeFileSync(path.join(dir, 'eicar.com'), EICAR);
     try {
       const failures = svm.metrics['lightagent_svm_auth_failures_total'] ?? 0;
-      const p = spawnNode(CLI, ['scan', '--svm', svm.url, '--token', TOKEN, '--no-cache', '--json', dir], { env: { LIGHTAGENT_CONFIG: EMPTY_CONFIG, LIGHTAGENT_CA: pki.otherCaCert }, watchdogMs: 30_000 });
+      const p = spawnNode(CLI, ['scan', '--svm', svm.url, '--token', TOKEN, '--no-cache', '--json', dir], {
+        env: { LIGHTAGENT_CONFIG: EMPTY_CONFIG, LIGHTAGENT_CA: pki.otherCaCert },
+        watchdogMs: 30_000,
+      });
       const code = await new Promise<number | null>((r) => p.child.once('exit', (c) => r(c)));
       assert.equal(code, 2, p.output());
       assert.match(p.output(), /LA_ERR_TLS_UNTRUSTED|certificate|LA_ERR_SVM_UNAVAILABLE/);
       assert.equal(svm.metrics['lightagent_svm_agents_connected'] ?? 0, 0);
       assert.equal(svm.metrics['lightagent_svm_auth_failures_total'] ?? 0, failures, 'the token never reached the SVM');
       // The right CA works (the refusal was about the CA, not the setup).
-      const ok = spawnNode(CLI, ['scan', '--svm', svm.url, '--token', TOKEN, '--no-cache', '--json', dir], { env: { LIGHTAGENT_CONFIG: EMPTY_CONFIG, LIGHTAGENT_CA: pki.caCert }, watchdogMs: 30_000 });
-      assert.equal(await new Promise<number | null>((r) => ok.child.once('exit', (c) => r(c))), 1, `infected found over the pinned CA: ${ok.output()}`);
+      const ok = spawnNode(CLI, ['scan', '--svm', svm.url, '--token', TOKEN, '--no-cache', '--json', dir], {
+        env: { LIGHTAGENT_CONFIG: EMPTY_CONFIG, LIGHTAGENT_CA: pki.caCert },
+        watchdogMs: 30_000,
+      });
+      assert.equal(
+        await new Promise<number | null>((r) => ok.child.once('exit', (c) => r(c))),
+        1,
+        `infected found over the pinned CA: ${ok.output()}`,
+      );
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -11,7 +11,13 @@ let n = 0;
 const freshFile = () => DeferredQueue.defaultFile(path.join(root, `s${n++}`));
 
 const entry = (p: string, over: Partial<DeferredInput> = {}): DeferredInput => ({
-  path: p, dev: '2049', ino: String(1000 + p.length), size: 10, mtimeNs: '1700000000000000000', reason: 'svm-unavailable', ...over,
+  path: p,
+  dev: '2049',
+  ino: String(1000 + p.length),
+  size: 10,
+  mtimeNs: '1700000000000000000',
+  reason: 'svm-unavailable',
+  ...over,
 });
 
 describe('DeferredQueue', () => {
@@ -21,7 +27,10 @@ describe('DeferredQueue', () => {
     await Promise.all(['/a', '/b', '/c'].map((p) => q.add(entry(p))));
     await q.close();
     const q2 = await DeferredQueue.open({ file });
-    assert.deepEqual([...q2].map((e) => e.path), ['/a', '/b', '/c']);
+    assert.deepEqual(
+      [...q2].map((e) => e.path),
+      ['/a', '/b', '/c'],
+    );
     assert.equal(q2.size, 3);
     const e = [...q2][0]!;
     assert.equal(e.reason, 'svm-unavailable');
@@ -49,12 +58,18 @@ describe('DeferredQueue', () => {
     for (const p of ['/1', '/2', '/3', '/4', '/5']) await q.add(entry(p));
     assert.equal(q.size, 3);
     assert.equal(q.dropped, 2);
-    assert.deepEqual([...q].map((e) => e.path), ['/3', '/4', '/5']);
+    assert.deepEqual(
+      [...q].map((e) => e.path),
+      ['/3', '/4', '/5'],
+    );
     await q.add(entry('/4', { size: 99 })); // dedup: no drop
     assert.equal(q.dropped, 2);
     await q.close();
     const q2 = await DeferredQueue.open({ file, capacity: 2 }); // capacity lowered: trimmed at open
-    assert.deepEqual([...q2].map((e) => e.path), ['/4', '/5']);
+    assert.deepEqual(
+      [...q2].map((e) => e.path),
+      ['/4', '/5'],
+    );
     assert.equal(q2.dropped, 1);
     await q2.close();
   });
@@ -64,12 +79,22 @@ describe('DeferredQueue', () => {
     const q = await DeferredQueue.open({ file });
     for (const p of ['/a', '/b', '/c', '/d']) await q.add(entry(p));
     const first = q.take(2);
-    assert.deepEqual(first.map((e) => e.path), ['/a', '/b']);
-    assert.deepEqual(q.take(10).map((e) => e.path), ['/c', '/d'], 'leased entries are not handed out twice');
+    assert.deepEqual(
+      first.map((e) => e.path),
+      ['/a', '/b'],
+    );
+    assert.deepEqual(
+      q.take(10).map((e) => e.path),
+      ['/c', '/d'],
+      'leased entries are not handed out twice',
+    );
     assert.equal(q.inFlight, 4);
     assert.equal(await q.done(first[0]!), true);
     q.release('/b');
-    assert.deepEqual(q.take(10).map((e) => e.path), ['/b']);
+    assert.deepEqual(
+      q.take(10).map((e) => e.path),
+      ['/b'],
+    );
     // /c is rewritten while being scanned: done() for the old content keeps the new one queued.
     await q.add(entry('/c', { mtimeNs: '1900000000000000000' }));
     assert.equal(await q.done(first[1]!), true);
@@ -78,7 +103,11 @@ describe('DeferredQueue', () => {
     assert.equal(await q.done('/d'), true);
     await q.close();
     const q2 = await DeferredQueue.open({ file });
-    assert.deepEqual([...q2].map((e) => e.path), ['/c'], 'done is durable; leases are not');
+    assert.deepEqual(
+      [...q2].map((e) => e.path),
+      ['/c'],
+      'done is durable; leases are not',
+    );
     await q2.close();
   });
 
@@ -88,7 +117,10 @@ describe('DeferredQueue', () => {
     await q.add(entry('/mid'));
     q.take(1); // /old is being scanned
     await q.add(entry('/new'));
-    assert.deepEqual([...q].map((e) => e.path), ['/old', '/new']);
+    assert.deepEqual(
+      [...q].map((e) => e.path),
+      ['/old', '/new'],
+    );
     await q.close();
   });
 
@@ -107,7 +139,9 @@ describe('DeferredQueue', () => {
     const file = freshFile();
     const { Journal } = await import('../../src/store/journal.js');
     const j = await Journal.open<Record<string, unknown>>(file);
-    await j.write([{ op: 'put', key: '/legacy', value: { path: '/legacy', dev: '1', ino: '2', size: 3, mtimeNs: '4', reason: 'deadline', time: 5 } }]);
+    await j.write([
+      { op: 'put', key: '/legacy', value: { path: '/legacy', dev: '1', ino: '2', size: 3, mtimeNs: '4', reason: 'deadline', time: 5 } },
+    ]);
     await j.close();
     const q = await DeferredQueue.open({ file });
     const [e] = q.take(1);
@@ -142,7 +176,10 @@ describe('DeferredQueue.drain', () => {
     }, 2);
     assert.equal(removed, 2);
     assert.deepEqual(calls.sort(), ['/fail', '/ok1', '/ok2', '/throw']);
-    assert.deepEqual([...q].map((e) => e.path), ['/fail', '/throw']);
+    assert.deepEqual(
+      [...q].map((e) => e.path),
+      ['/fail', '/throw'],
+    );
     assert.equal(q.inFlight, 0, 'kept entries are released after the drain');
     await q.close();
   });
@@ -174,7 +211,11 @@ describe('DeferredQueue on a full disk (a 1 MiB tmpfs)', { skip: needRoot() }, (
       assert.equal(q.unpersisted, 0, 'written to disk once there is room');
       await q.close();
       const again = await DeferredQueue.open({ file });
-      assert.deepEqual([...again].map((e) => e.path).sort(), ['/on-disk', '/after', ...full.slice(1)].sort(), 'everything not scanned is on disk');
+      assert.deepEqual(
+        [...again].map((e) => e.path).sort(),
+        ['/on-disk', '/after', ...full.slice(1)].sort(),
+        'everything not scanned is on disk',
+      );
       await again.close();
     } finally {
       m.unmount();

@@ -29,7 +29,10 @@ describe('Journal', () => {
       await j.put('a', { v: 1 });
       await j.put('b', [1, 2]);
       await j.put('a', { v: 2 }); // keeps its place
-      await j.write([{ op: 'put', key: 'c', value: 'x' }, { op: 'delete', key: 'b' }]);
+      await j.write([
+        { op: 'put', key: 'c', value: 'x' },
+        { op: 'delete', key: 'b' },
+      ]);
       assert.equal(await j.delete('nope'), false);
     });
     await withJournal(file, async (j) => {
@@ -179,7 +182,7 @@ describe('Journal', () => {
     );
   });
 
-  it('one writer at a time: a second open fails, a dead holder\'s lock is taken over', async () => {
+  it("one writer at a time: a second open fails, a dead holder's lock is taken over", async () => {
     const file = fresh();
     const j = await Journal.open(file);
     await assert.rejects(Journal.open(file), (e: JournalError) => e.code === 'LA_ERR_JOURNAL_LOCKED');
@@ -199,7 +202,10 @@ describe('Journal', () => {
         await withJournal(file, async (j) => {
           await j.put('before', 1);
           fillDisk(path.join(m.dir, 'filler'));
-          await assert.rejects(j.put('refused', 'x'.repeat(20_000)), (e: unknown) => e instanceof JournalError && /disk full/.test(e.message) && /ENOSPC/.test(e.message));
+          await assert.rejects(
+            j.put('refused', 'x'.repeat(20_000)),
+            (e: unknown) => e instanceof JournalError && /disk full/.test(e.message) && /ENOSPC/.test(e.message),
+          );
           await assert.rejects(j.put('also-refused', 'y'.repeat(20_000)), JournalError, 'still full: refused again after the cut-back');
           assert.equal(j.get('refused'), undefined, 'the refused put is not in memory');
           assert.equal(j.get('also-refused'), undefined);
@@ -208,7 +214,9 @@ describe('Journal', () => {
           fs.rmSync(path.join(m.dir, 'filler'));
           await j.put('after', 3);
         });
-        await withJournal(file, async (j) => assert.deepEqual(snapshot(j), { before: 1, small: 2, after: 3 }, 'on disk: exactly the acknowledged writes'));
+        await withJournal(file, async (j) =>
+          assert.deepEqual(snapshot(j), { before: 1, small: 2, after: 3 }, 'on disk: exactly the acknowledged writes'),
+        );
       } finally {
         m.unmount();
       }
@@ -224,7 +232,11 @@ describe('Journal', () => {
         try {
           assert.equal(j.size, 0);
           assert.ok(fs.lstatSync(`${file}.lock`).isSymbolicLink(), 'the lock is taken on the full disk');
-          await assert.rejects(Journal.open<unknown>(file), (e: unknown) => e instanceof JournalError && e.code === 'LA_ERR_JOURNAL_LOCKED', 'and it still excludes a second writer');
+          await assert.rejects(
+            Journal.open<unknown>(file),
+            (e: unknown) => e instanceof JournalError && e.code === 'LA_ERR_JOURNAL_LOCKED',
+            'and it still excludes a second writer',
+          );
           await assert.rejects(j.put('a', 1), (e: unknown) => e instanceof JournalError && /disk full/.test(e.message));
           fs.rmSync(path.join(m.dir, 'filler'));
           await j.put('b', 2);

@@ -54,9 +54,13 @@ describe('lock file', { skip: process.platform === 'win32' ? 'symlink locks are 
     await new Promise((r) => dead.once('exit', r));
     const lock = path.join(dir, 'dead.lock');
     fs.symlinkSync(`${dead.pid}@${bootId()}`, lock);
-    await (await acquireLock(lock, 0))();
+    await (
+      await acquireLock(lock, 0)
+    )();
     const junk = path.join(dir, 'junk.lock');
     fs.symlinkSync('../../etc/passwd', junk);
-    await (await acquireLock(junk, 0))();
+    await (
+      await acquireLock(junk, 0)
+    )();
   });
 });

@@ -46,8 +46,28 @@ describe('Quarantine', () => {
     assert.equal(fs.existsSync(p), false, 'original gone');
     assert.match(rec.id, /^[0-9a-z]{8}$/);
     assert.deepEqual(
-      { originalPath: rec.originalPath, uid: rec.uid, gid: rec.gid, mode: rec.mode, size: rec.size, sha256: rec.sha256, threat: rec.threat, state: rec.state, method: rec.method },
-      { originalPath: p, uid: NOBODY, gid: NOBODY, mode: 0o750, size: EICAR.length, sha256: sha(EICAR), threat: 'Eicar-Test-Signature', state: 'stored', method: 'rename' },
+      {
+        originalPath: rec.originalPath,
+        uid: rec.uid,
+        gid: rec.gid,
+        mode: rec.mode,
+        size: rec.size,
+        sha256: rec.sha256,
+        threat: rec.threat,
+        state: rec.state,
+        method: rec.method,
+      },
+      {
+        originalPath: p,
+        uid: NOBODY,
+        gid: NOBODY,
+        mode: 0o750,
+        size: EICAR.length,
+        sha256: sha(EICAR),
+        threat: 'Eicar-Test-Signature',
+        state: 'stored',
+        method: 'rename',
+      },
     );
     assert.ok(Math.abs(Date.parse(rec.time) - Date.now()) < 60_000);
 
@@ -135,7 +155,10 @@ describe('Quarantine', () => {
     assert.notEqual(a.id, b.id);
     await q.delete(a.id);
     assert.equal(fs.existsSync(q.dataPath(a.id)), false);
-    assert.deepEqual((await q.list()).map((r) => r.id), [b.id]);
+    assert.deepEqual(
+      (await q.list()).map((r) => r.id),
+      [b.id],
+    );
     await assert.rejects(q.delete(a.id), code('LA_ERR_QUARANTINE_NOT_FOUND'));
     await assert.rejects(q.restore('../../etc'), code('LA_ERR_QUARANTINE_NOT_FOUND'));
   });
@@ -199,7 +222,19 @@ describe('Quarantine', () => {
   it('finishes or undoes quarantines interrupted by a crash', rootOnly, async () => {
     const { q, dir } = setup();
     await q.recover(); // creates the store
-    const base = { uid: 0, gid: 0, mode: 0o644, size: 0, sha256: '', threat: 'T', time: new Date().toISOString(), state: 'moving', encoding: 'xor-a5', dev: '0', ino: '0' } as const;
+    const base = {
+      uid: 0,
+      gid: 0,
+      mode: 0o644,
+      size: 0,
+      sha256: '',
+      threat: 'T',
+      time: new Date().toISOString(),
+      state: 'moving',
+      encoding: 'xor-a5',
+      dev: '0',
+      ino: '0',
+    } as const;
     const index = await Journal.open<QuarantineRecord>(q.indexFile);
     // 1: renamed in, not yet stored.
     await index.put('aaaaaaaa', { ...base, id: 'aaaaaaaa', originalPath: path.join(dir, 'one') });

@@ -27,10 +27,11 @@ async function discoveryServer(handler: (res: http.ServerResponse) => void) {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/svms`;
-  const close = () => new Promise<void>((r) => {
-    for (const s of sockets) s.destroy();
-    server.close(() => r());
-  });
+  const close = () =>
+    new Promise<void>((r) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => r());
+    });
   cleanups.push(close);
   return { url, close };
 }
@@ -64,7 +65,11 @@ describe('SVM discovery', () => {
       [[42], /must be a URL or/],
     ];
     for (const [doc, re] of bad) {
-      assert.throws(() => parseSvmList(doc, 'http://d/'), (e: unknown) => e instanceof SvmDiscoveryError && e.code === 'LA_ERR_SVM_DISCOVERY' && re.test(e.message), `${JSON.stringify(doc).slice(0, 60)} -> ${re}`);
+      assert.throws(
+        () => parseSvmList(doc, 'http://d/'),
+        (e: unknown) => e instanceof SvmDiscoveryError && e.code === 'LA_ERR_SVM_DISCOVERY' && re.test(e.message),
+        `${JSON.stringify(doc).slice(0, 60)} -> ${re}`,
+      );
     }
   });
 
@@ -98,16 +103,36 @@ describe('SVM discovery', () => {
 
   it('a pool fed by discovery uses the best SVM listed, follows a new list, and keeps its SVMs when discovery fails', async () => {
     const [a, b] = await Promise.all([fakeSvm({ id: 'a' }), fakeSvm({ id: 'b' })]);
-    cleanups.push(() => a.close(), () => b.close());
-    let answer: ((res: http.ServerResponse) => void) = json([{ url: b.url, priority: 1 }, { url: a.url, priority: 0 }, 'ws://10.9.9.9:7443']);
+    cleanups.push(
+      () => a.close(),
+      () => b.close(),
+    );
+    let answer: (res: http.ServerResponse) => void = json([{ url: b.url, priority: 1 }, { url: a.url, priority: 0 }, 'ws://10.9.9.9:7443']);
     const d = await discoveryServer((res) => answer(res));
-    const p = new SvmPool({ svms: [], discovery: { url: d.url, intervalMs: 200 }, token: 'good', agentId: 'ag', host: 'h', os: 'linux', agentVersion: '0', backoffMinMs: 20, backoffMaxMs: 50, holdDownMs: 300 });
+    const p = new SvmPool({
+      svms: [],
+      discovery: { url: d.url, intervalMs: 200 },
+      token: 'good',
+      agentId: 'ag',
+      host: 'h',
+      os: 'linux',
+      agentVersion: '0',
+      backoffMinMs: 20,
+      backoffMaxMs: 50,
+      holdDownMs: 300,
+    });
     cleanups.push(() => p.close());
     await p.connect();
     await p.settled(1000);
     assert.equal(p.url, a.url);
     // the plain ws:// SVM on another host was dropped
-    assert.deepEqual(p.status().map((s) => s.url).sort(), [a.url, b.url].sort());
+    assert.deepEqual(
+      p
+        .status()
+        .map((s) => s.url)
+        .sort(),
+      [a.url, b.url].sort(),
+    );
     // The list changes: A leaves it, the pool moves to B.
     answer = json([{ url: b.url, priority: 1 }]);
     await eventually(() => p.url === b.url && p.status().length === 1, 3000, 'the new list');

@@ -10,7 +10,19 @@ import { fakeSvm } from '../helpers/fake-svm.js';
 import { SvmLink } from '../../src/svm-link/index.js';
 
 function link(url: string, extra: Partial<ConstructorParameters<typeof SvmLink>[0]> = {}) {
-  return new SvmLink({ url, token: 'good', agentId: 'agent-test-1', host: 'h', os: 'linux', agentVersion: '0', deadlineMs: 1000, backoffMinMs: 20, backoffMaxMs: 100, connectTimeoutMs: 2000, ...extra });
+  return new SvmLink({
+    url,
+    token: 'good',
+    agentId: 'agent-test-1',
+    host: 'h',
+    os: 'linux',
+    agentVersion: '0',
+    deadlineMs: 1000,
+    backoffMinMs: 20,
+    backoffMaxMs: 100,
+    connectTimeoutMs: 2000,
+    ...extra,
+  });
 }
 
 const SHA = 'a'.repeat(64);
@@ -21,12 +33,17 @@ after(async () => {
 
 describe('SvmLink', () => {
   it('says hello, then multiplexes lookups by id', async () => {
-    const svm = await fakeSvm({ script: (ws, m) => {
-      if (m.t === 'lookup') {
-        // answer in reverse order of arrival to prove ids, not order, match answers
-        setTimeout(() => ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: m.size === 1 ? 'clean' : 'unknown', sha256: m.sha256 })), m.size === 1 ? 30 : 1);
-      }
-    } });
+    const svm = await fakeSvm({
+      script: (ws, m) => {
+        if (m.t === 'lookup') {
+          // answer in reverse order of arrival to prove ids, not order, match answers
+          setTimeout(
+            () => ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: m.size === 1 ? 'clean' : 'unknown', sha256: m.sha256 })),
+            m.size === 1 ? 30 : 1,
+          );
+        }
+      },
+    });
     cleanups.push(svm.close);
     const l = link(svm.url);
     await l.connect();
@@ -40,30 +57,44 @@ describe('SvmLink', () => {
 
   it('uploads in ordered chunks, the last flagged, and an empty file as one empty chunk', async () => {
     const seen: Array<{ id: number; index: number; last: boolean; bytes: number }> = [];
-    const svm = await fakeSvm({ script: (ws, m) => {
-      if (m.t === 'chunk') {
-        seen.push(m);
-        if (m.last) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean', sha256: SHA }));
-      }
-    } });
+    const svm = await fakeSvm({
+      script: (ws, m) => {
+        if (m.t === 'chunk') {
+          seen.push(m);
+          if (m.last) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean', sha256: SHA }));
+        }
+      },
+    });
     cleanups.push(svm.close);
     const l = link(svm.url);
     await l.connect();
     const content = Buffer.alloc((1 << 20) * 2 + 5, 7);
     const v = await l.scan(content.length, (off, len) => content.subarray(off, off + len), 5000);
     assert.equal(v.verdict, 'clean');
-    assert.deepEqual(seen.map((c) => [c.index, c.last, c.bytes]), [[0, false, 1 << 20], [1, false, 1 << 20], [2, true, 5]]);
+    assert.deepEqual(
+      seen.map((c) => [c.index, c.last, c.bytes]),
+      [
+        [0, false, 1 << 20],
+        [1, false, 1 << 20],
+        [2, true, 5],
+      ],
+    );
     seen.length = 0;
     await l.scan(0, () => Buffer.alloc(0), 5000);
-    assert.deepEqual(seen.map((c) => [c.index, c.last, c.bytes]), [[0, true, 0]]);
+    assert.deepEqual(
+      seen.map((c) => [c.index, c.last, c.bytes]),
+      [[0, true, 0]],
+    );
     l.close();
   });
 
   it('fails a request at its deadline and cancels the upload on the SVM', async () => {
     const cancels: number[] = [];
-    const svm = await fakeSvm({ script: (_ws, m) => {
-      if (m.t === 'cancel') cancels.push(m.id);
-    } });
+    const svm = await fakeSvm({
+      script: (_ws, m) => {
+        if (m.t === 'cancel') cancels.push(m.id);
+      },
+    });
     cleanups.push(svm.close);
     const l = link(svm.url);
     await l.connect();
@@ -71,7 +102,10 @@ describe('SvmLink', () => {
     await assert.rejects(l.lookup(SHA, 1, 150), DeadlineError);
     const took = performance.now() - t0;
     assert.ok(took >= 140 && took < 1000, `deadline honoured (${took.toFixed(0)} ms)`);
-    await assert.rejects(l.scan(3, () => Buffer.from('abc'), 150), DeadlineError);
+    await assert.rejects(
+      l.scan(3, () => Buffer.from('abc'), 150),
+      DeadlineError,
+    );
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(cancels.length, 1);
     assert.equal(l.inFlight, 0);
@@ -81,16 +115,19 @@ describe('SvmLink', () => {
   it('keeps at most maxInFlight requests on the wire (the smaller of ours and the SVM limit)', async () => {
     let inFlight = 0;
     let peak = 0;
-    const svm = await fakeSvm({ script: (ws, m) => {
-      if (m.t === 'lookup') {
-        inFlight++;
-        peak = Math.max(peak, inFlight);
-        setTimeout(() => {
-          inFlight--;
-          ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean' }));
-        }, 5);
-      }
-    }, limits: { maxInFlight: 3 } });
+    const svm = await fakeSvm({
+      script: (ws, m) => {
+        if (m.t === 'lookup') {
+          inFlight++;
+          peak = Math.max(peak, inFlight);
+          setTimeout(() => {
+            inFlight--;
+            ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean' }));
+          }, 5);
+        }
+      },
+      limits: { maxInFlight: 3 },
+    });
     cleanups.push(svm.close);
     const l = link(svm.url, { maxInFlight: 10 });
     await l.connect();
@@ -103,11 +140,13 @@ describe('SvmLink', () => {
 
   it('fails pending requests at once when the connection drops, then reconnects by itself', async () => {
     let drop = true;
-    const svm = await fakeSvm({ script: (ws, m) => {
-      if (m.t !== 'lookup') return;
-      if (drop) ws.terminate();
-      else ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean' }));
-    } });
+    const svm = await fakeSvm({
+      script: (ws, m) => {
+        if (m.t !== 'lookup') return;
+        if (drop) ws.terminate();
+        else ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean' }));
+      },
+    });
     cleanups.push(svm.close);
     const l = link(svm.url);
     await l.connect();
@@ -123,9 +162,11 @@ describe('SvmLink', () => {
   });
 
   it('keeps one connection: connect() during the reconnect back-off does not leave a second socket when the timer fires', async () => {
-    const svm = await fakeSvm({ script: (ws, m) => {
-      if (m.t === 'lookup') ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean' }));
-    } });
+    const svm = await fakeSvm({
+      script: (ws, m) => {
+        if (m.t === 'lookup') ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean' }));
+      },
+    });
     cleanups.push(svm.close);
     const l = link(svm.url, { backoffMinMs: 300, backoffMaxMs: 300 });
     await l.connect();
@@ -167,9 +208,11 @@ describe('SvmLink', () => {
   });
 
   it('closes the connection on a malformed frame from the SVM instead of crashing', async () => {
-    const svm = await fakeSvm({ script: (ws, m) => {
-      if (m.t === 'lookup') ws.send('{"t":"verdict","id":"not-a-number"}');
-    } });
+    const svm = await fakeSvm({
+      script: (ws, m) => {
+        if (m.t === 'lookup') ws.send('{"t":"verdict","id":"not-a-number"}');
+      },
+    });
     cleanups.push(svm.close);
     const l = link(svm.url);
     await l.connect();

@@ -47,7 +47,10 @@ async function svms(...specs: Array<{ id: string; generation?: string; load?: nu
 describe('SvmPool', () => {
   it('uses the best priority even when a worse one reports less load', async () => {
     const [a, b] = await svms({ id: 'a', load: 0.9 }, { id: 'b', load: 0 });
-    const p = pool([{ svm: b!, priority: 1 }, { svm: a!, priority: 0 }]);
+    const p = pool([
+      { svm: b!, priority: 1 },
+      { svm: a!, priority: 0 },
+    ]);
     await p.connect();
     await p.settled(1000);
     assert.equal(p.url, a!.url);
@@ -55,12 +58,21 @@ describe('SvmPool', () => {
     const v = await Promise.all(Array.from({ length: 20 }, () => p.lookup(SHA, 1)));
     assert.ok(v.every((x) => x.engine === 'a'));
     assert.equal(b!.received, 0);
-    assert.deepEqual(p.status().map((s) => [s.url, s.active, s.state]), [[a!.url, true, 'connected'], [b!.url, false, 'connected']]);
+    assert.deepEqual(
+      p.status().map((s) => [s.url, s.active, s.state]),
+      [
+        [a!.url, true, 'connected'],
+        [b!.url, false, 'connected'],
+      ],
+    );
   });
 
   it('within one priority picks the lowest load, and moves for load only after the hold-down and by a margin', async () => {
     const [a, b] = await svms({ id: 'a', load: 0.8 }, { id: 'b', load: 0.1 });
-    const p = pool([{ svm: a!, priority: 5 }, { svm: b!, priority: 5 }]);
+    const p = pool([
+      { svm: a!, priority: 5 },
+      { svm: b!, priority: 5 },
+    ]);
     await p.connect();
     await eventually(() => p.url === b!.url, 2000, 'the less loaded SVM');
     const switches: string[] = [];
@@ -82,7 +94,13 @@ describe('SvmPool', () => {
 
   it('answers every request in flight on a dying SVM through the next one, within the deadline, under the new generation', async () => {
     const [a, b] = await svms({ id: 'a', generation: 'gA' }, { id: 'b', generation: 'gB' });
-    const p = pool([{ svm: a!, priority: 0 }, { svm: b!, priority: 1 }], { deadlineMs: 3000 });
+    const p = pool(
+      [
+        { svm: a!, priority: 0 },
+        { svm: b!, priority: 1 },
+      ],
+      { deadlineMs: 3000 },
+    );
     await p.connect();
     await p.settled(1000);
     assert.equal(p.generation, 'gA');
@@ -93,13 +111,19 @@ describe('SvmPool', () => {
     const t0 = performance.now();
     const content = Buffer.alloc(200_000, 7);
     const requests = Array.from({ length: 200 }, (_, i) =>
-      (i % 4 === 0 ? p.scan(content.length, (off, len) => content.subarray(off, off + len), 3000) : p.lookup(SHA, i)).then((v) => ({ v, ms: performance.now() - t0 })),
+      (i % 4 === 0 ? p.scan(content.length, (off, len) => content.subarray(off, off + len), 3000) : p.lookup(SHA, i)).then((v) => ({
+        v,
+        ms: performance.now() - t0,
+      })),
     );
     await eventually(() => a!.received >= 8, 3000, 'requests in flight on A');
     await a!.kill();
     const done = await Promise.all(requests);
     assert.equal(done.length, 200);
-    assert.ok(done.every((d) => d.v.engine === 'b'), 'every request answered by B');
+    assert.ok(
+      done.every((d) => d.v.engine === 'b'),
+      'every request answered by B',
+    );
     assert.ok(done.every((d) => d.v.generation === 'gB'));
     assert.ok(Math.max(...done.map((d) => d.ms)) < 3000, 'within the deadline');
     assert.equal(a!.answered, 0);
@@ -111,7 +135,13 @@ describe('SvmPool', () => {
 
   it('returns to the preferred SVM only after it stayed up for the hold-down, and not when it flaps', async () => {
     const [a, b] = await svms({ id: 'a', generation: 'gA' }, { id: 'b', generation: 'gB' });
-    const p = pool([{ svm: a!, priority: 0 }, { svm: b!, priority: 1 }], { holdDownMs: 700 });
+    const p = pool(
+      [
+        { svm: a!, priority: 0 },
+        { svm: b!, priority: 1 },
+      ],
+      { holdDownMs: 700 },
+    );
     await p.connect();
     await p.settled(1000);
     const events: string[] = [];
@@ -127,7 +157,11 @@ describe('SvmPool', () => {
     assert.deepEqual(events, ['b'], 'no flap back to A');
     // A comes back and stays: the pool returns after the hold-down.
     await a!.revive();
-    const up = await eventually(() => (p.status().find((s) => s.url === a!.url)?.state === 'connected' ? performance.now() : undefined), 3000, 'A reconnected');
+    const up = await eventually(
+      () => (p.status().find((s) => s.url === a!.url)?.state === 'connected' ? performance.now() : undefined),
+      3000,
+      'A reconnected',
+    );
     await eventually(() => p.url === a!.url, 3000, 'return to A');
     const waited = performance.now() - up;
     assert.ok(waited >= 600, `waited the hold-down (${Math.round(waited)} ms)`);
@@ -139,7 +173,10 @@ describe('SvmPool', () => {
 
   it('forwards generation and load reports of the active SVM only', async () => {
     const [a, b] = await svms({ id: 'a', generation: 'g1' }, { id: 'b', generation: 'g1' });
-    const p = pool([{ svm: a!, priority: 0 }, { svm: b!, priority: 1 }]);
+    const p = pool([
+      { svm: a!, priority: 0 },
+      { svm: b!, priority: 1 },
+    ]);
     await p.connect();
     await p.settled(1000);
     const gens: string[] = [];
@@ -159,7 +196,10 @@ describe('SvmPool', () => {
 
   it('with every SVM down: disconnected, requests fail fast with SvmUnavailableError, then recovers', async () => {
     const [a, b] = await svms({ id: 'a' }, { id: 'b' });
-    const p = pool([{ svm: a!, priority: 0 }, { svm: b!, priority: 1 }]);
+    const p = pool([
+      { svm: a!, priority: 0 },
+      { svm: b!, priority: 1 },
+    ]);
     await p.connect();
     await p.settled(1000);
     let disconnected = 0;
@@ -179,7 +219,13 @@ describe('SvmPool', () => {
 
   it('is refused only when every SVM refuses this agent', async () => {
     const [a, b] = await svms({ id: 'a' }, { id: 'b' });
-    const p = pool([{ svm: a!, priority: 0 }, { svm: b!, priority: 1 }], { token: 'bad' });
+    const p = pool(
+      [
+        { svm: a!, priority: 0 },
+        { svm: b!, priority: 1 },
+      ],
+      { token: 'bad' },
+    );
     let refused = 0;
     p.on('refused', () => refused++);
     await assert.rejects(p.connect(), AuthError);

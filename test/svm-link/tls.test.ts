@@ -28,7 +28,9 @@ describe('agent TLS (wss://, pinned CA, mutual TLS)', { skip }, () => {
   before(async () => {
     pki = makeTestPki();
     plain = await startTestSvm({ tls: { cert: pki.read(pki.serverCert), key: pki.read(pki.serverKey) } });
-    mutual = await startTestSvm({ tls: { cert: pki.read(pki.serverCert), key: pki.read(pki.serverKey), ca: pki.read(pki.caCert), requestCert: true } });
+    mutual = await startTestSvm({
+      tls: { cert: pki.read(pki.serverCert), key: pki.read(pki.serverKey), ca: pki.read(pki.caCert), requestCert: true },
+    });
   });
   after(async () => {
     for (const l of links) l.close();
@@ -55,7 +57,10 @@ describe('agent TLS (wss://, pinned CA, mutual TLS)', { skip }, () => {
   it('refuses an SVM whose certificate the pinned CA did not sign: LA_ERR_TLS_UNTRUSTED, at once and for good', async () => {
     const l = agent(plain.url, [`ca: ${pki.otherCaCert}`]);
     const t0 = performance.now();
-    const e = await l.connect().then(() => undefined, (x: unknown) => x);
+    const e = await l.connect().then(
+      () => undefined,
+      (x: unknown) => x,
+    );
     assert.ok(e instanceof SvmTlsError, String(e));
     assert.equal(e.code, 'LA_ERR_TLS_UNTRUSTED');
     assert.match(e.message, /pinned CA did not sign/);
@@ -68,7 +73,10 @@ describe('agent TLS (wss://, pinned CA, mutual TLS)', { skip }, () => {
 
   it('without a pinned CA the system CAs do not know a private CA: refused too', async () => {
     const l = agent(plain.url);
-    await assert.rejects(l.connect(), (x: unknown) => x instanceof SvmTlsError && x.code === 'LA_ERR_TLS_UNTRUSTED' && /pin the SVM CA/.test(x.hint ?? ''));
+    await assert.rejects(
+      l.connect(),
+      (x: unknown) => x instanceof SvmTlsError && x.code === 'LA_ERR_TLS_UNTRUSTED' && /pin the SVM CA/.test(x.hint ?? ''),
+    );
   });
 
   it('mutual TLS: connects with tls_cert/tls_key signed by the CA the SVM trusts', async () => {
@@ -79,7 +87,10 @@ describe('agent TLS (wss://, pinned CA, mutual TLS)', { skip }, () => {
 
   it('mutual TLS: an agent without a client certificate is refused with LA_ERR_TLS_CLIENT_CERT', async () => {
     const l = agent(mutual.url, [`ca: ${pki.caCert}`]);
-    const e = await l.connect().then(() => undefined, (x: unknown) => x);
+    const e = await l.connect().then(
+      () => undefined,
+      (x: unknown) => x,
+    );
     assert.ok(e instanceof SvmTlsError, String(e));
     assert.equal(e.code, 'LA_ERR_TLS_CLIENT_CERT');
     assert.match(e.message, /requires a client certificate/);
@@ -88,12 +99,22 @@ describe('agent TLS (wss://, pinned CA, mutual TLS)', { skip }, () => {
 
   it('mutual TLS: a client certificate from another CA is refused with LA_ERR_TLS_CLIENT_CERT', async () => {
     const l = agent(mutual.url, [`ca: ${pki.caCert}`, `tls_cert: ${pki.otherClientCert}`, `tls_key: ${pki.otherClientKey}`]);
-    await assert.rejects(l.connect(), (x: unknown) => x instanceof SvmTlsError && x.code === 'LA_ERR_TLS_CLIENT_CERT' && /does not trust that certificate/.test(x.message) && l.state === 'refused');
+    await assert.rejects(
+      l.connect(),
+      (x: unknown) =>
+        x instanceof SvmTlsError &&
+        x.code === 'LA_ERR_TLS_CLIENT_CERT' &&
+        /does not trust that certificate/.test(x.message) &&
+        l.state === 'refused',
+    );
   });
 
   it('a pool skips an SVM it cannot trust and uses the next one', async () => {
     const f = path.join(pki.dir, 'pool.yaml');
-    fs.writeFileSync(f, [`svm:`, `  - ${mutual.url}`, `  - ${plain.url}`, `token: ${TOKEN}`, `state_dir: ${pki.dir}`, `ca: ${pki.caCert}`].join('\n'));
+    fs.writeFileSync(
+      f,
+      [`svm:`, `  - ${mutual.url}`, `  - ${plain.url}`, `token: ${TOKEN}`, `state_dir: ${pki.dir}`, `ca: ${pki.caCert}`].join('\n'),
+    );
     const p = svmPoolFor(loadAgentConfig({ file: f, env: {} }), { backoffMinMs: 20, backoffMaxMs: 50 });
     links.push(p);
     await p.connect();
@@ -109,9 +130,18 @@ describe('agent TLS (wss://, pinned CA, mutual TLS)', { skip }, () => {
       fs.writeFileSync(f, [`token: ${TOKEN}`, `state_dir: ${pki.dir}`, ...lines].join('\n'));
       return loadAgentConfig({ file: f, env: {} });
     };
-    assert.throws(() => svmLinkFor(cfg([`svm: ${plain.url}`, `tls_cert: ${pki.clientCert}`])), (e: unknown) => e instanceof ConfigError && /tls_key: mutual TLS needs both/.test(e.message));
-    assert.throws(() => svmLinkFor(cfg([`svm: ${plain.url}`, `ca: ${pki.dir}/missing.crt`])), (e: unknown) => e instanceof ConfigError && /ca: cannot read .*missing\.crt/.test(e.message));
-    assert.throws(() => svmLinkFor(cfg(['svm: ws://10.1.2.3:7443'])), (e: unknown) => e instanceof ConfigError && /plain ws:\/\/ to another host.*allow_plain_ws/.test(e.message));
+    assert.throws(
+      () => svmLinkFor(cfg([`svm: ${plain.url}`, `tls_cert: ${pki.clientCert}`])),
+      (e: unknown) => e instanceof ConfigError && /tls_key: mutual TLS needs both/.test(e.message),
+    );
+    assert.throws(
+      () => svmLinkFor(cfg([`svm: ${plain.url}`, `ca: ${pki.dir}/missing.crt`])),
+      (e: unknown) => e instanceof ConfigError && /ca: cannot read .*missing\.crt/.test(e.message),
+    );
+    assert.throws(
+      () => svmLinkFor(cfg(['svm: ws://10.1.2.3:7443'])),
+      (e: unknown) => e instanceof ConfigError && /plain ws:\/\/ to another host.*allow_plain_ws/.test(e.message),
+    );
     assert.ok(svmLinkFor(cfg(['svm: ws://10.1.2.3:7443', 'allow_plain_ws: true'])));
   });
 });

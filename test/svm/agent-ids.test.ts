@@ -8,7 +8,12 @@ import { metric, rawAgent, startTestSvm } from './helpers.js';
 
 describe('agent ids on the SVM', () => {
   it('counts a second live connection with the same id, per tenant, not a reconnect', async () => {
-    const s = await startTestSvm({ tokens: [{ tenant: 'a', token: 'token-of-tenant-a' }, { tenant: 'b', token: 'token-of-tenant-b' }] });
+    const s = await startTestSvm({
+      tokens: [
+        { tenant: 'a', token: 'token-of-tenant-a' },
+        { tenant: 'b', token: 'token-of-tenant-b' },
+      ],
+    });
     try {
       const first = await rawAgent(s.url, 'token-of-tenant-a');
       await first.next((m) => m.t === 'welcome');

@@ -36,7 +36,8 @@ function hasOpenssl(): boolean {
 /** Skip reason when openssl is missing (locally), else undefined. */
 export function needOpenssl(): string | undefined {
   if (hasOpenssl()) return undefined;
-  if (process.env.CI === 'true') throw new Error('CI=true: the TLS tests need the openssl command (Debian package openssl) and may not skip');
+  if (process.env.CI === 'true')
+    throw new Error('CI=true: the TLS tests need the openssl command (Debian package openssl) and may not skip');
   process.stderr.write('\n*** SKIPPING: TLS tests need the openssl command (apt-get install openssl) ***\n\n');
   return 'openssl missing';
 }
@@ -46,13 +47,45 @@ export function makeTestPki(): TestPki {
   const key = (name: string) => openssl(dir, ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', name]);
   const ca = (name: string, cn: string) => {
     key(`${name}.key`);
-    openssl(dir, ['req', '-x509', '-new', '-key', `${name}.key`, '-out', `${name}.crt`, '-days', '2', '-subj', `/CN=${cn}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+    openssl(dir, [
+      'req',
+      '-x509',
+      '-new',
+      '-key',
+      `${name}.key`,
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${cn}`,
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ]);
   };
   const leaf = (name: string, cn: string, caName: string, ext: string) => {
     key(`${name}.key`);
     openssl(dir, ['req', '-new', '-key', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`]);
     fs.writeFileSync(path.join(dir, `${name}.ext`), ext);
-    openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', `${caName}.crt`, '-CAkey', `${caName}.key`, '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', `${name}.ext`]);
+    openssl(dir, [
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      `${caName}.crt`,
+      '-CAkey',
+      `${caName}.key`,
+      '-CAcreateserial',
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '2',
+      '-extfile',
+      `${name}.ext`,
+    ]);
   };
   ca('ca', 'lightagent test CA');
   ca('other-ca', 'some other CA');

@@ -24,7 +24,11 @@ describe('lightagent-svm command', () => {
   it('prints its URL as JSON, scans, reloads signatures on SIGHUP, and stops gracefully on SIGTERM', async () => {
     const sigs = path.join(dir, 'local.ndb');
     fs.writeFileSync(sigs, `Test.Local:0:*:${hex('LOCAL-BAD-THING')}\n`);
-    const p = spawnNode(SVM_CLI, ['--listen', '127.0.0.1:0', '--token', 'cli-test-token', '--signatures', sigs, '--json', '--log-file', path.join(dir, 'svm.log')], { watchdogMs: 30_000 });
+    const p = spawnNode(
+      SVM_CLI,
+      ['--listen', '127.0.0.1:0', '--token', 'cli-test-token', '--signatures', sigs, '--json', '--log-file', path.join(dir, 'svm.log')],
+      { watchdogMs: 30_000 },
+    );
     try {
       const m = await waitFor(p, /^\{"event":"listening".*\}$/m);
       const line = JSON.parse(m[0]) as { url: string; healthz: string; generation: string };
@@ -50,7 +54,10 @@ describe('lightagent-svm command', () => {
   });
 
   it('prints one plain line with the URL without --json', async () => {
-    const p = spawnNode(SVM_CLI, ['--listen', '127.0.0.1:0', '--log-file', path.join(dir, 'plain.log')], { env: { LIGHTAGENT_SVM_TOKEN: 'env-token-123' }, watchdogMs: 30_000 });
+    const p = spawnNode(SVM_CLI, ['--listen', '127.0.0.1:0', '--log-file', path.join(dir, 'plain.log')], {
+      env: { LIGHTAGENT_SVM_TOKEN: 'env-token-123' },
+      watchdogMs: 30_000,
+    });
     try {
       const m = await waitFor(p, /listening on (ws:\/\/127\.0\.0\.1:\d+)/);
       const a = await rawAgent(m[1]!, 'env-token-123');
@@ -79,12 +86,16 @@ describe('lightagent-svm command', () => {
     fs.writeFileSync(cfg, 'tokens: [a-long-token]\nmax_in_flight: lots\n');
     const badFile = runCli(['--config', cfg]);
     assert.equal(badFile.status, 2);
-    assert.match(badFile.stderr, new RegExp(`invalid configuration in ${cfg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\n  - max_in_flight: `));
+    assert.match(
+      badFile.stderr,
+      new RegExp(`invalid configuration in ${cfg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\n  - max_in_flight: `),
+    );
   });
 
   it('prints help and exits 0', () => {
     const r = runCli(['--help']);
     assert.equal(r.status, 0);
-    for (const flag of ['--config', '--listen', '--token', '--signatures', '--log-file', '--json', '--help']) assert.ok(r.stdout.includes(flag), flag);
+    for (const flag of ['--config', '--listen', '--token', '--signatures', '--log-file', '--json', '--help'])
+      assert.ok(r.stdout.includes(flag), flag);
   });
 });

@@ -60,14 +60,20 @@ describe('fairness', () => {
       await noisy.next((m) => m.t === 'welcome');
       for (let id = 1; id <= 60; id++) sendUpload(noisy, id, noise(2000, 1000 + id));
       // Wait until the noisy uploads are queued (a loaded machine takes a while to receive them).
-      const depth = await eventually(() => (s.metrics.lightagent_svm_scan_queue_depth! >= 4 ? s.metrics.lightagent_svm_scan_queue_depth : undefined), 5000, 'noisy scans queued');
+      const depth = await eventually(
+        () => (s.metrics.lightagent_svm_scan_queue_depth! >= 4 ? s.metrics.lightagent_svm_scan_queue_depth : undefined),
+        5000,
+        'noisy scans queued',
+      );
       assert.ok(depth <= 8, `queue depth ${depth} is bounded by agent_queue`);
       const quiet = await Promise.all([1, 2, 3].map(() => rawAgent(s.url)));
       const t0 = performance.now();
-      const vs = await Promise.all(quiet.map(async (q, i) => {
-        sendUpload(q, 1, noise(1000, 5000 + i));
-        return q.verdict(1);
-      }));
+      const vs = await Promise.all(
+        quiet.map(async (q, i) => {
+          sendUpload(q, 1, noise(1000, 5000 + i));
+          return q.verdict(1);
+        }),
+      );
       const quietMs = performance.now() - t0;
       assert.ok(vs.every((v) => v.verdict === 'clean'));
       // Round-robin: each quiet scan waits for at most ~one noisy scan per slot, not the noisy queue.

@@ -12,7 +12,15 @@ import { SvmServer, type SvmOptions } from '../../src/svm/server.js';
 export const TOKEN = 'tenant-a-token';
 
 export function startTestSvm(extra: Partial<SvmOptions> = {}): Promise<SvmServer> {
-  return SvmServer.start({ host: '127.0.0.1', port: 0, tokens: [{ tenant: 'a', token: TOKEN }], engine: new BuiltinEngine(), cache: new MemoryVerdictCache(1000), closeGraceMs: 500, ...extra });
+  return SvmServer.start({
+    host: '127.0.0.1',
+    port: 0,
+    tokens: [{ tenant: 'a', token: TOKEN }],
+    engine: new BuiltinEngine(),
+    cache: new MemoryVerdictCache(1000),
+    closeGraceMs: 500,
+    ...extra,
+  });
 }
 
 export interface RawAgent {
@@ -24,7 +32,12 @@ export interface RawAgent {
 }
 
 /** Connect; send a hello with `token` (null: no token field) unless `hello` is false. Collects every message; `closed` resolves with the close code. */
-export async function rawAgent(url: string, token: string | null = TOKEN, hello = true, wsOptions: WebSocket.ClientOptions = {}): Promise<RawAgent> {
+export async function rawAgent(
+  url: string,
+  token: string | null = TOKEN,
+  hello = true,
+  wsOptions: WebSocket.ClientOptions = {},
+): Promise<RawAgent> {
   const ws = new WebSocket(url, { perMessageDeflate: false, ...wsOptions });
   const msgs: SvmMessage[] = [];
   const waiters: Array<() => void> = [];

@@ -58,7 +58,9 @@ async function scrape(s: SvmServer): Promise<Scrape> {
 
 function value(sc: Scrape, name: string, labels: Record<string, string> = {}): number | undefined {
   const want = Object.entries(labels);
-  return sc.samples.find((x) => x.name === name && Object.keys(x.labels).length === want.length && want.every(([k, v]) => x.labels[k] === v))?.value;
+  return sc.samples.find(
+    (x) => x.name === name && Object.keys(x.labels).length === want.length && want.every(([k, v]) => x.labels[k] === v),
+  )?.value;
 }
 
 async function until(fn: () => Promise<boolean>, ms: number, what: string): Promise<void> {
@@ -103,7 +105,9 @@ describe('SVM /metrics (prom-client)', () => {
         `a sample ${m[1]} with labels {${keys}}`,
       );
     }
-    const le = sc.samples.filter((x) => x.name === 'lightagent_svm_engine_scan_seconds_bucket' && x.labels.engine === 'builtin').map((x) => x.labels.le);
+    const le = sc.samples
+      .filter((x) => x.name === 'lightagent_svm_engine_scan_seconds_bucket' && x.labels.engine === 'builtin')
+      .map((x) => x.labels.le);
     assert.deepEqual(le, ['0.0005', '0.001', '0.005', '0.01', '0.05', '0.1', '0.5', '1', '5', '+Inf']);
     assert.equal(value(sc, 'lightagent_svm_engine_scan_seconds_count', { engine: 'builtin' }), 1);
     assert.equal(value(sc, 'lightagent_svm_detections_total'), 1);
@@ -191,30 +195,39 @@ describe('SVM /metrics (prom-client)', () => {
     await s.close();
   });
 
-  it('passes promtool check metrics (the lightagent families without a single lint remark)', { skip: needPackage(promtool, 'prometheus', 'promtool check metrics') }, async () => {
-    const s = await startTestSvm({ tokens: [{ tenant: 'a', token: 'tenant-a-token' }, { tenant: 'b', token: 'tenant-b-token' }] });
-    const a = await rawAgent(s.url);
-    const b = await rawAgent(s.url, 'tenant-b-token');
-    await upload(a, 1, EICAR);
-    await upload(b, 1, EICAR);
-    b.ws.send(encodeMessage({ t: 'lookup', id: 2, sha256: 'c'.repeat(64), size: 1 }));
-    await b.verdict(2);
-    const sc = await scrape(s);
-    const all = promtoolCheck(sc.text);
-    // 3: lint remarks only (prom-client names three gauges *_total); 1 would be a parse error.
-    assert.ok(all.status === 0 || all.status === 3, `promtool: ${all.status} ${all.out}`);
-    assert.doesNotMatch(all.out, /lightagent_/);
-    const ours = sc.text
-      .split('\n')
-      .filter((l) => /^(# (HELP|TYPE) )?lightagent_/.test(l))
-      .join('\n');
-    const strict = promtoolCheck(`${ours}\n`);
-    assert.equal(strict.status, 0, strict.out);
-    assert.equal(strict.out.trim(), '');
-    // promtool would notice a broken exposition: this check can fail.
-    assert.equal(promtoolCheck('# TYPE x counter\nx{a="1" 1\n').status, 1);
-    await s.close();
-  });
+  it(
+    'passes promtool check metrics (the lightagent families without a single lint remark)',
+    { skip: needPackage(promtool, 'prometheus', 'promtool check metrics') },
+    async () => {
+      const s = await startTestSvm({
+        tokens: [
+          { tenant: 'a', token: 'tenant-a-token' },
+          { tenant: 'b', token: 'tenant-b-token' },
+        ],
+      });
+      const a = await rawAgent(s.url);
+      const b = await rawAgent(s.url, 'tenant-b-token');
+      await upload(a, 1, EICAR);
+      await upload(b, 1, EICAR);
+      b.ws.send(encodeMessage({ t: 'lookup', id: 2, sha256: 'c'.repeat(64), size: 1 }));
+      await b.verdict(2);
+      const sc = await scrape(s);
+      const all = promtoolCheck(sc.text);
+      // 3: lint remarks only (prom-client names three gauges *_total); 1 would be a parse error.
+      assert.ok(all.status === 0 || all.status === 3, `promtool: ${all.status} ${all.out}`);
+      assert.doesNotMatch(all.out, /lightagent_/);
+      const ours = sc.text
+        .split('\n')
+        .filter((l) => /^(# (HELP|TYPE) )?lightagent_/.test(l))
+        .join('\n');
+      const strict = promtoolCheck(`${ours}\n`);
+      assert.equal(strict.status, 0, strict.out);
+      assert.equal(strict.out.trim(), '');
+      // promtool would notice a broken exposition: this check can fail.
+      assert.equal(promtoolCheck('# TYPE x counter\nx{a="1" 1\n').status, 1);
+      await s.close();
+    },
+  );
 });
 
 describe('SVM signature age', () => {

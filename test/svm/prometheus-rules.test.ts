@@ -36,7 +36,9 @@ interface Panel {
   title: string;
   targets: Array<{ expr: string }>;
 }
-const dashboardExprs = (JSON.parse(fs.readFileSync(DASHBOARD, 'utf8')) as { panels: Panel[] }).panels.flatMap((p) => p.targets.map((t) => ({ title: p.title, expr: t.expr })));
+const dashboardExprs = (JSON.parse(fs.readFileSync(DASHBOARD, 'utf8')) as { panels: Panel[] }).panels.flatMap((p) =>
+  p.targets.map((t) => ({ title: p.title, expr: t.expr })),
+);
 
 /** Served family names (`name type`) of a fresh test SVM. */
 async function servedFamilies(): Promise<Set<string>> {
@@ -96,7 +98,11 @@ describe('Prometheus alert rules', () => {
     const dir = tempDir('la-prom-rules-');
     const original = fs.readFileSync(RULES, 'utf8');
     fs.copyFileSync(RULE_TESTS, path.join(dir, 'lightagent-rules.test.yml'));
-    const broken = [original.replace(/for: \d+[smh]/g, 'for: 0m'), original.replace('[5m]) > 0.1', '[5m]) > 0.01'), original.replace('> 3 * 86400', '> 86400')];
+    const broken = [
+      original.replace(/for: \d+[smh]/g, 'for: 0m'),
+      original.replace('[5m]) > 0.1', '[5m]) > 0.01'),
+      original.replace('> 3 * 86400', '> 86400'),
+    ];
     for (const text of broken) {
       assert.notEqual(text, original);
       fs.writeFileSync(path.join(dir, 'lightagent-rules.yml'), text);
@@ -108,7 +114,13 @@ describe('Prometheus alert rules', () => {
   });
 
   it('use only metrics a real SVM serves', async () => {
-    assert.ok(assertServed(await servedFamilies(), rules.map((r) => r.expr), /\blightagent_svm_[a-z0-9_]+/g) >= 4);
+    assert.ok(
+      assertServed(
+        await servedFamilies(),
+        rules.map((r) => r.expr),
+        /\blightagent_svm_[a-z0-9_]+/g,
+      ) >= 4,
+    );
   });
 });
 
@@ -117,17 +129,31 @@ describe('Grafana dashboard', () => {
     assert.ok(dashboardExprs.length >= 10);
     const dir = tempDir('la-prom-dash-');
     // Grafana replaces $instance before the query runs; a regex that matches all stands in for it.
-    const group = { groups: [{ name: 'dashboard', rules: dashboardExprs.map((e, i) => ({ record: `dashboard:query_${i}`, expr: e.expr.replaceAll('$instance', '.*') })) }] };
+    const group = {
+      groups: [
+        {
+          name: 'dashboard',
+          rules: dashboardExprs.map((e, i) => ({ record: `dashboard:query_${i}`, expr: e.expr.replaceAll('$instance', '.*') })),
+        },
+      ],
+    };
     fs.writeFileSync(path.join(dir, 'dashboard-rules.yml'), YAML.stringify(group));
     const r = run(['check', 'rules', path.join(dir, 'dashboard-rules.yml')]);
     assert.equal(r.status, 0, r.out);
-    fs.writeFileSync(path.join(dir, 'broken.yml'), YAML.stringify({ groups: [{ name: 'x', rules: [{ record: 'x:y', expr: 'rate(lightagent_svm_scans_total[5m]' }] }] }));
+    fs.writeFileSync(
+      path.join(dir, 'broken.yml'),
+      YAML.stringify({ groups: [{ name: 'x', rules: [{ record: 'x:y', expr: 'rate(lightagent_svm_scans_total[5m]' }] }] }),
+    );
     assert.notEqual(run(['check', 'rules', path.join(dir, 'broken.yml')]).status, 0, 'promtool notices a broken query');
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('uses only metrics a real SVM serves', async () => {
-    const n = assertServed(await servedFamilies(), dashboardExprs.map((e) => e.expr), /\b(lightagent_svm|process|nodejs)_[a-z0-9_]+/g);
+    const n = assertServed(
+      await servedFamilies(),
+      dashboardExprs.map((e) => e.expr),
+      /\b(lightagent_svm|process|nodejs)_[a-z0-9_]+/g,
+    );
     assert.ok(n >= 15, `${n} metrics`);
   });
 });

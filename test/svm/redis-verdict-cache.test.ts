@@ -25,13 +25,32 @@ let n = 0;
 const prefix = () => `t${process.pid}-${++n}:`;
 const sha = (i: number) => i.toString(16).padStart(64, '0');
 
-runVerdictCacheConformance('redis', async (entries) => RedisVerdictCache.connect({ url: (await redis()).url, entries, keyPrefix: prefix() }), { skip });
+runVerdictCacheConformance(
+  'redis',
+  async (entries) => RedisVerdictCache.connect({ url: (await redis()).url, entries, keyPrefix: prefix() }),
+  { skip },
+);
 
 describe('redis verdict cache: values and config', () => {
   it('reads back only well-formed values', () => {
     assert.deepEqual(parseCachedVerdict('{"v":"c","e":"clamav"}'), { verdict: 'clean', engine: 'clamav' });
-    assert.deepEqual(parseCachedVerdict('{"v":"i","e":"builtin","t":"Eicar"}'), { verdict: 'infected', threat: 'Eicar', engine: 'builtin' });
-    for (const bad of [null, '', 'nope', '{"v":"i","e":"x"}', '{"v":"x","e":"x"}', '{"v":"c"}', `{"v":"c","e":"${'x'.repeat(2000)}"}`, '[1]', 'null']) assert.equal(parseCachedVerdict(bad), undefined, String(bad));
+    assert.deepEqual(parseCachedVerdict('{"v":"i","e":"builtin","t":"Eicar"}'), {
+      verdict: 'infected',
+      threat: 'Eicar',
+      engine: 'builtin',
+    });
+    for (const bad of [
+      null,
+      '',
+      'nope',
+      '{"v":"i","e":"x"}',
+      '{"v":"x","e":"x"}',
+      '{"v":"c"}',
+      `{"v":"c","e":"${'x'.repeat(2000)}"}`,
+      '[1]',
+      'null',
+    ])
+      assert.equal(parseCachedVerdict(bad), undefined, String(bad));
   });
 
   it('never prints a Redis password', () => {
@@ -42,8 +61,17 @@ describe('redis verdict cache: values and config', () => {
     const base = { tokens: ['a-long-token'] };
     assert.equal(loadSvmConfig({ env: {}, flags: base }).cache.store, 'memory');
     const r = loadSvmConfig({ env: {}, flags: { ...base, 'cache.store': 'redis://127.0.0.1:6379' } }).cache;
-    assert.deepEqual(r, { store: 'redis://127.0.0.1:6379', entries: 1_000_000, ttl: 7 * 24 * 3600 * 1000, timeout: 250, key_prefix: 'lightagent:v1:' });
-    assert.throws(() => loadSvmConfig({ env: {}, flags: { ...base, 'cache.store': 'http://x' } }), /cache\.store: must be memory or a redis/);
+    assert.deepEqual(r, {
+      store: 'redis://127.0.0.1:6379',
+      entries: 1_000_000,
+      ttl: 7 * 24 * 3600 * 1000,
+      timeout: 250,
+      key_prefix: 'lightagent:v1:',
+    });
+    assert.throws(
+      () => loadSvmConfig({ env: {}, flags: { ...base, 'cache.store': 'http://x' } }),
+      /cache\.store: must be memory or a redis/,
+    );
   });
 });
 
@@ -146,7 +174,9 @@ describe('redis verdict cache against redis-server', { skip }, () => {
       await eventually(() => a.core.cache.healthy() && b.core.cache.healthy(), 10_000, 'both caches back');
       const again = noise(5000, 300);
       assert.equal((await upload(agentA, 30, again)).verdict, 'clean');
-      agentB.ws.send(encodeMessage({ t: 'lookup', id: 31, sha256: crypto.createHash('sha256').update(again).digest('hex'), size: again.length }));
+      agentB.ws.send(
+        encodeMessage({ t: 'lookup', id: 31, sha256: crypto.createHash('sha256').update(again).digest('hex'), size: again.length }),
+      );
       assert.equal((await agentB.verdict(31)).cached, true, 'sharing resumed');
       agentA.ws.close();
       agentB.ws.close();

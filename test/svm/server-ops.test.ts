@@ -63,7 +63,17 @@ describe('SVM server: operations', () => {
   it('logs and counts detection events reported by agents', async () => {
     const s = await startTestSvm();
     const a = await rawAgent(s.url);
-    a.ws.send(encodeMessage({ t: 'event', kind: 'detection', time: new Date().toISOString(), path: '/home/u/eicar.com', threat: 'Eicar-Test-Signature', action: 'quarantined', process: { pid: 42, exe: '/usr/bin/cat' } }));
+    a.ws.send(
+      encodeMessage({
+        t: 'event',
+        kind: 'detection',
+        time: new Date().toISOString(),
+        path: '/home/u/eicar.com',
+        threat: 'Eicar-Test-Signature',
+        action: 'quarantined',
+        process: { pid: 42, exe: '/usr/bin/cat' },
+      }),
+    );
     a.ws.send(encodeMessage({ t: 'lookup', id: 1, sha256: 'a'.repeat(64), size: 1 }));
     await a.verdict(1);
     assert.equal(await metric(s, 'lightagent_svm_agent_detection_events_total'), 1);
@@ -118,7 +128,12 @@ describe('SVM server: operations', () => {
     const t0 = Date.now();
     await s.close();
     assert.ok(Date.now() - t0 < 2000, 'close does not hang');
-    assert.deepEqual(await Promise.all([...agents, silent].map((a) => a.closed)), [CloseCode.SHUTDOWN, CloseCode.SHUTDOWN, CloseCode.SHUTDOWN, CloseCode.SHUTDOWN]);
+    assert.deepEqual(await Promise.all([...agents, silent].map((a) => a.closed)), [
+      CloseCode.SHUTDOWN,
+      CloseCode.SHUTDOWN,
+      CloseCode.SHUTDOWN,
+      CloseCode.SHUTDOWN,
+    ]);
     await assert.rejects(rawAgent(s.url));
     await s.close(); // twice is harmless
   });
@@ -128,7 +143,10 @@ describe('SVM server: operations', () => {
     assert.ok(s.address.port > 0);
     assert.equal(s.address.host, '127.0.0.1');
     assert.equal(s.url, `ws://127.0.0.1:${s.address.port}`);
-    await assert.rejects(startTestSvm({ port: s.address.port }), (e: Error & { code?: string }) => e.code === 'LA_ERR_LISTEN' && /EADDRINUSE/.test(e.message));
+    await assert.rejects(
+      startTestSvm({ port: s.address.port }),
+      (e: Error & { code?: string }) => e.code === 'LA_ERR_LISTEN' && /EADDRINUSE/.test(e.message),
+    );
     await s.close();
   });
 });

@@ -112,7 +112,11 @@ describe('SVM server: uploads', () => {
     assert.ok(vs.every((v) => v.verdict === 'infected' && v.threat === 'Eicar-Test-Signature'));
     assert.equal(vs.filter((v) => v.cached).length, 3);
     assert.equal(await metric(s, 'lightagent_svm_scans_total'), 1);
-    assert.equal(await metric(s, 'lightagent_svm_bytes_received_total'), 4 * content.length, 'each agent uploaded (none knew); the engine ran once');
+    assert.equal(
+      await metric(s, 'lightagent_svm_bytes_received_total'),
+      4 * content.length,
+      'each agent uploaded (none knew); the engine ran once',
+    );
     await s.close();
   });
 

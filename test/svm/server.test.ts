@@ -19,7 +19,11 @@ describe('SVM server: hello and authentication', () => {
   });
   after(() => s.close());
 
-  for (const [what, token] of [['a wrong token', 'wrong-token'], ['an empty token', ''], ['no token field', null]] as const) {
+  for (const [what, token] of [
+    ['a wrong token', 'wrong-token'],
+    ['an empty token', ''],
+    ['no token field', null],
+  ] as const) {
     it(`refuses ${what} with LA_ERR_AUTH and 4001, and never answers a request`, async () => {
       const failures = await metric(s, 'lightagent_svm_auth_failures_total');
       const a = await rawAgent(s.url, token);
@@ -27,7 +31,10 @@ describe('SVM server: hello and authentication', () => {
       a.ws.send(encodeMessage({ t: 'scan', id: 2, size: EICAR.length }));
       a.ws.send(encodeChunk(2, 0, true, EICAR));
       assert.equal(await a.closed, CloseCode.AUTH);
-      assert.deepEqual(a.msgs.map((m) => m.t === 'error' && m.code), ['LA_ERR_AUTH']);
+      assert.deepEqual(
+        a.msgs.map((m) => m.t === 'error' && m.code),
+        ['LA_ERR_AUTH'],
+      );
       assert.equal(await metric(s, 'lightagent_svm_auth_failures_total'), failures + 1);
     });
   }
@@ -143,12 +150,19 @@ describe('SVM server: scanning and the shared cache', () => {
   });
 
   it('keeps tenants apart: a lookup from another tenant does not see the verdict', async () => {
-    const t = await startTestSvm({ tokens: [{ tenant: 'a', token: TOKEN }, { tenant: 'b', token: 'tenant-b-token' }] });
+    const t = await startTestSvm({
+      tokens: [
+        { tenant: 'a', token: TOKEN },
+        { tenant: 'b', token: 'tenant-b-token' },
+      ],
+    });
     const content = noise(1000, 12);
     const a = await rawAgent(t.url);
     await upload(a, 1, content);
     const b = await rawAgent(t.url, 'tenant-b-token');
-    b.ws.send(encodeMessage({ t: 'lookup', id: 1, sha256: crypto.createHash('sha256').update(content).digest('hex'), size: content.length }));
+    b.ws.send(
+      encodeMessage({ t: 'lookup', id: 1, sha256: crypto.createHash('sha256').update(content).digest('hex'), size: content.length }),
+    );
     assert.equal((await b.verdict(1)).verdict, 'unknown');
     await t.close();
   });
@@ -165,35 +179,63 @@ describe('SVM server: a bad connection is closed alone', () => {
     ['invalid JSON', (ws) => ws.send('{not json'), CloseCode.PROTOCOL],
     ['an unknown message type', (ws) => ws.send('{"t":"format-disk"}'), CloseCode.PROTOCOL],
     ['a message of the wrong direction', (ws) => ws.send(encodeMessage({ t: 'verdict', id: 1, verdict: 'clean' })), CloseCode.PROTOCOL],
-    ['a second hello', (ws) => ws.send(encodeMessage({ t: 'hello', v: 1, agentId: 'x', token: TOKEN, host: 'h', os: 'linux', agentVersion: '0' })), CloseCode.PROTOCOL],
+    [
+      'a second hello',
+      (ws) => ws.send(encodeMessage({ t: 'hello', v: 1, agentId: 'x', token: TOKEN, host: 'h', os: 'linux', agentVersion: '0' })),
+      CloseCode.PROTOCOL,
+    ],
     ['an oversized text frame', (ws) => ws.send(JSON.stringify({ t: 'cancel', id: 1, pad: 'x'.repeat(70_000) })), CloseCode.OVERSIZED],
     ['a bad chunk header', (ws) => ws.send(Buffer.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13])), CloseCode.PROTOCOL],
     ['a truncated chunk header', (ws) => ws.send(Buffer.from([0x4c, 1, 0])), CloseCode.PROTOCOL],
     ['a chunk for an unknown id', (ws) => ws.send(encodeChunk(77, 0, true, Buffer.from('x'))), CloseCode.PROTOCOL],
-    ['chunks out of order', (ws) => {
-      ws.send(encodeMessage({ t: 'scan', id: 5, size: 10 }));
-      ws.send(encodeChunk(5, 0, false, Buffer.alloc(4)));
-      ws.send(encodeChunk(5, 2, true, Buffer.alloc(6)));
-    }, CloseCode.PROTOCOL],
-    ['more bytes than announced', (ws) => {
-      ws.send(encodeMessage({ t: 'scan', id: 6, size: 3 }));
-      ws.send(encodeChunk(6, 0, true, Buffer.alloc(4)));
-    }, CloseCode.PROTOCOL],
-    ['a last flag before the announced size', (ws) => {
-      ws.send(encodeMessage({ t: 'scan', id: 6, size: 30 }));
-      ws.send(encodeChunk(6, 0, true, Buffer.alloc(10)));
-    }, CloseCode.PROTOCOL],
-    ['all bytes without a last flag', (ws) => {
-      ws.send(encodeMessage({ t: 'scan', id: 6, size: 3 }));
-      ws.send(encodeChunk(6, 0, false, Buffer.alloc(3)));
-    }, CloseCode.PROTOCOL],
-    ['a request id already in use', (ws) => {
-      ws.send(encodeMessage({ t: 'scan', id: 8, size: 3 }));
-      ws.send(encodeMessage({ t: 'scan', id: 8, size: 3 }));
-    }, CloseCode.PROTOCOL],
-    ['more than max_in_flight requests', (ws) => {
-      for (let id = 1; id <= 5; id++) ws.send(encodeMessage({ t: 'scan', id, size: 100 }));
-    }, CloseCode.PROTOCOL],
+    [
+      'chunks out of order',
+      (ws) => {
+        ws.send(encodeMessage({ t: 'scan', id: 5, size: 10 }));
+        ws.send(encodeChunk(5, 0, false, Buffer.alloc(4)));
+        ws.send(encodeChunk(5, 2, true, Buffer.alloc(6)));
+      },
+      CloseCode.PROTOCOL,
+    ],
+    [
+      'more bytes than announced',
+      (ws) => {
+        ws.send(encodeMessage({ t: 'scan', id: 6, size: 3 }));
+        ws.send(encodeChunk(6, 0, true, Buffer.alloc(4)));
+      },
+      CloseCode.PROTOCOL,
+    ],
+    [
+      'a last flag before the announced size',
+      (ws) => {
+        ws.send(encodeMessage({ t: 'scan', id: 6, size: 30 }));
+        ws.send(encodeChunk(6, 0, true, Buffer.alloc(10)));
+      },
+      CloseCode.PROTOCOL,
+    ],
+    [
+      'all bytes without a last flag',
+      (ws) => {
+        ws.send(encodeMessage({ t: 'scan', id: 6, size: 3 }));
+        ws.send(encodeChunk(6, 0, false, Buffer.alloc(3)));
+      },
+      CloseCode.PROTOCOL,
+    ],
+    [
+      'a request id already in use',
+      (ws) => {
+        ws.send(encodeMessage({ t: 'scan', id: 8, size: 3 }));
+        ws.send(encodeMessage({ t: 'scan', id: 8, size: 3 }));
+      },
+      CloseCode.PROTOCOL,
+    ],
+    [
+      'more than max_in_flight requests',
+      (ws) => {
+        for (let id = 1; id <= 5; id++) ws.send(encodeMessage({ t: 'scan', id, size: 100 }));
+      },
+      CloseCode.PROTOCOL,
+    ],
     ['a frame over the ws payload limit', (ws) => ws.send(Buffer.alloc((1 << 20) + 1000)), 1009],
   ];
   for (const [what, send, code] of cases) {
@@ -206,7 +248,10 @@ describe('SVM server: a bad connection is closed alone', () => {
       send(bad.ws);
       assert.equal(await bad.closed, code);
       if (code !== 1009) {
-        assert.ok(bad.msgs.some((m) => m.t === 'error' && m.code.startsWith('LA_ERR_PROTO')), 'an error frame came first');
+        assert.ok(
+          bad.msgs.some((m) => m.t === 'error' && m.code.startsWith('LA_ERR_PROTO')),
+          'an error frame came first',
+        );
         assert.equal(await metric(s, 'lightagent_svm_protocol_errors_total'), errors + 1);
       }
       assert.ok(!bad.msgs.some((m) => m.t === 'verdict'));

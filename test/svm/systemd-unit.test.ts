@@ -32,7 +32,10 @@ describe('lightagent-svm.service', () => {
     const dir = tempDir('la-unit-');
     const probe = path.join(dir, 'lightagent-svm.service');
     // verify resolves ExecStart on this machine: the compiled CLI through this node.
-    fs.writeFileSync(probe, fs.readFileSync(UNIT, 'utf8').replace('ExecStart=/usr/local/bin/lightagent-svm ', `ExecStart=${process.execPath} ${SVM_CLI} `));
+    fs.writeFileSync(
+      probe,
+      fs.readFileSync(UNIT, 'utf8').replace('ExecStart=/usr/local/bin/lightagent-svm ', `ExecStart=${process.execPath} ${SVM_CLI} `),
+    );
     const v = spawnSync('systemd-analyze', ['verify', probe], { encoding: 'utf8', timeout: 30_000 });
     assert.equal(v.status, 0, v.stdout + v.stderr);
     assert.equal(v.stderr.trim(), '', 'no warnings');

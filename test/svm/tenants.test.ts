@@ -20,7 +20,12 @@ const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
 
 describe('SVM tenants', () => {
   it("an agent of tenant A looking up a hash tenant B's agent got scanned gets unknown, and its upload is scanned again", async () => {
-    const s = await startTestSvm({ tokens: [{ tenant: 'a', token: A }, { tenant: 'b', token: B }] });
+    const s = await startTestSvm({
+      tokens: [
+        { tenant: 'a', token: A },
+        { tenant: 'b', token: B },
+      ],
+    });
     try {
       const content = Buffer.concat([noise(50_000, 77), EICAR]);
       const b = await rawAgent(s.url, B);
@@ -46,12 +51,20 @@ describe('SVM tenants', () => {
   });
 
   it('refuses an expired token and an unknown one with LA_ERR_AUTH / 4001, without saying which', async () => {
-    const s = await startTestSvm({ tokens: [{ tenant: 'a', token: A }, { tenant: 'old', token: 'old-token-1', expiresAt: Date.now() - 1000 }] });
+    const s = await startTestSvm({
+      tokens: [
+        { tenant: 'a', token: A },
+        { tenant: 'old', token: 'old-token-1', expiresAt: Date.now() - 1000 },
+      ],
+    });
     try {
       for (const t of ['old-token-1', 'never-issued-token']) {
         const x = await rawAgent(s.url, t);
         assert.equal(await x.closed, CloseCode.AUTH, t);
-        assert.deepEqual(x.msgs.map((m) => (m.t === 'error' ? m.message : m.t)), ['missing or unknown tenant token']);
+        assert.deepEqual(
+          x.msgs.map((m) => (m.t === 'error' ? m.message : m.t)),
+          ['missing or unknown tenant token'],
+        );
       }
       assert.equal(s.metrics.lightagent_svm_auth_failures_total, 2);
     } finally {
@@ -64,20 +77,34 @@ describe('SVM tenants', () => {
     const f = path.join(dir, 'tokens.yaml');
     fs.writeFileSync(f, '- plain-token-1\n- {tenant: acme, token: acme-token-1, expires: 2030-01-02}\n');
     const c = loadSvmConfig({ env: {}, flags: { token_file: f } });
-    assert.deepEqual(c.tokens, [{ tenant: 'default', token: 'plain-token-1' }, { tenant: 'acme', token: 'acme-token-1', expiresAt: Date.parse('2030-01-02') }]);
+    assert.deepEqual(c.tokens, [
+      { tenant: 'default', token: 'plain-token-1' },
+      { tenant: 'acme', token: 'acme-token-1', expiresAt: Date.parse('2030-01-02') },
+    ]);
     fs.writeFileSync(f, 'tokens: [x]\n');
     assert.throws(() => loadSvmConfig({ env: {}, flags: { token_file: f } }), /a token file is a list of tokens/);
-    assert.throws(() => loadSvmConfig({ env: {}, flags: { tokens: [{ tenant: 'a', token: 'abcdefgh', expires: 'soon' }] } }), /tokens\.0\.expires: must be a date/);
+    assert.throws(
+      () => loadSvmConfig({ env: {}, flags: { tokens: [{ tenant: 'a', token: 'abcdefgh', expires: 'soon' }] } }),
+      /tokens\.0\.expires: must be a date/,
+    );
   });
 
   it('reloads tokens without dropping connected agents; a revoked token drops its agents; new tokens work at once', async () => {
-    const s = await startTestSvm({ tokens: [{ tenant: 'a', token: A }, { tenant: 'b', token: B }] });
+    const s = await startTestSvm({
+      tokens: [
+        { tenant: 'a', token: A },
+        { tenant: 'b', token: B },
+      ],
+    });
     try {
       const a = await rawAgent(s.url, A);
       const b = await rawAgent(s.url, B);
       await a.next((m) => m.t === 'welcome');
       await b.next((m) => m.t === 'welcome');
-      const r = s.reloadTokens([{ tenant: 'a', token: A }, { tenant: 'c', token: 'tenant-c-token' }]);
+      const r = s.reloadTokens([
+        { tenant: 'a', token: A },
+        { tenant: 'c', token: 'tenant-c-token' },
+      ]);
       assert.deepEqual(r, { tokens: 2, agentsDropped: 1 });
       assert.equal(await b.closed, CloseCode.AUTH, 'B was revoked');
       assert.equal((await upload(a, 1, EICAR)).verdict, 'infected', 'A kept its session');
@@ -98,7 +125,9 @@ describe('SVM tenants', () => {
       const content = Buffer.concat([Buffer.from('forged '), EICAR]);
       const bad = await rawAgent(s.url);
       await bad.next((m) => m.t === 'welcome');
-      bad.ws.send(encodeMessage({ t: 'verdict', id: 1, verdict: 'clean', sha256: sha(content), engine: 'builtin', generation: s.core.generation() }));
+      bad.ws.send(
+        encodeMessage({ t: 'verdict', id: 1, verdict: 'clean', sha256: sha(content), engine: 'builtin', generation: s.core.generation() }),
+      );
       assert.equal(await bad.closed, CloseCode.PROTOCOL);
       assert.ok(bad.msgs.some((m) => m.t === 'error' && m.code === 'LA_ERR_PROTO_UNEXPECTED'));
       const good = await rawAgent(s.url);
@@ -115,7 +144,10 @@ describe('SVM tenants', () => {
     const dir = tempDir('la-tokhup-');
     const f = path.join(dir, 'tokens.yaml');
     fs.writeFileSync(f, `- {tenant: a, token: ${A}}\n`);
-    const p = spawnNode(SVM_CLI, ['--listen', '127.0.0.1:0', '--token-file', f, '--json', '--log-level', 'error'], { watchdogMs: 30_000, env: { LIGHTAGENT_SVM_TOKEN: '' } });
+    const p = spawnNode(SVM_CLI, ['--listen', '127.0.0.1:0', '--token-file', f, '--json', '--log-level', 'error'], {
+      watchdogMs: 30_000,
+      env: { LIGHTAGENT_SVM_TOKEN: '' },
+    });
     try {
       const m = await waitFor(p, /^\{"event":"listening".*\}$/m);
       const url = (JSON.parse(m[0]) as { url: string }).url;

@@ -30,7 +30,9 @@ async function outcome(url: string, opts: WebSocket.ClientOptions): Promise<{ ki
       ws.terminate();
       resolve(r);
     };
-    ws.on('open', () => ws.send(JSON.stringify({ t: 'hello', v: 1, agentId: 'tls-agent', token: TOKEN, host: 'h', os: 'linux', agentVersion: '0' })));
+    ws.on('open', () =>
+      ws.send(JSON.stringify({ t: 'hello', v: 1, agentId: 'tls-agent', token: TOKEN, host: 'h', os: 'linux', agentVersion: '0' })),
+    );
     ws.on('message', (d) => {
       if (String(d).includes('"welcome"')) done({ kind: 'welcome' });
     });
@@ -98,13 +100,19 @@ describe('SVM TLS', { skip }, () => {
   describe('mutual TLS', () => {
     let s: SvmServer;
     before(async () => {
-      s = await startTestSvm({ tls: { cert: pki.read(pki.serverCert), key: pki.read(pki.serverKey), ca: pki.read(pki.caCert), requestCert: true } });
+      s = await startTestSvm({
+        tls: { cert: pki.read(pki.serverCert), key: pki.read(pki.serverKey), ca: pki.read(pki.caCert), requestCert: true },
+      });
     });
     after(() => s.close());
 
     it('accepts an agent with a certificate signed by the client CA', async () => {
       assert.deepEqual(s.tls, { enabled: true, mutual: true });
-      const a = await rawAgent(s.url, TOKEN, true, { ca: pki.read(pki.caCert), cert: pki.read(pki.clientCert), key: pki.read(pki.clientKey) });
+      const a = await rawAgent(s.url, TOKEN, true, {
+        ca: pki.read(pki.caCert),
+        cert: pki.read(pki.clientCert),
+        key: pki.read(pki.clientKey),
+      });
       await a.next((m) => m.t === 'welcome');
       assert.equal((await upload(a, 1, Buffer.from('mtls clean'))).verdict, 'clean');
       a.ws.close();
@@ -116,7 +124,11 @@ describe('SVM TLS', { skip }, () => {
       const lookups = s.metrics.lightagent_svm_lookups_total!;
       const none = await outcome(s.url, { ca: pki.read(pki.caCert) });
       assert.equal(none.kind, 'failed', 'no client certificate');
-      const foreign = await outcome(s.url, { ca: pki.read(pki.caCert), cert: pki.read(pki.otherClientCert), key: pki.read(pki.otherClientKey) });
+      const foreign = await outcome(s.url, {
+        ca: pki.read(pki.caCert),
+        cert: pki.read(pki.otherClientCert),
+        key: pki.read(pki.otherClientKey),
+      });
       assert.equal(foreign.kind, 'failed', 'certificate of another CA');
       await eventually(() => s.metrics.lightagent_svm_tls_failures_total! >= before + 2, 3000, 'both handshakes failing on the SVM');
       assert.equal(s.metrics.lightagent_svm_agents_connected, 0);
@@ -124,12 +136,22 @@ describe('SVM TLS', { skip }, () => {
     });
 
     it('reloads its certificate for new connections without dropping connected agents', async () => {
-      const a = await rawAgent(s.url, TOKEN, true, { ca: pki.read(pki.caCert), cert: pki.read(pki.clientCert), key: pki.read(pki.clientKey) });
+      const a = await rawAgent(s.url, TOKEN, true, {
+        ca: pki.read(pki.caCert),
+        cert: pki.read(pki.clientCert),
+        key: pki.read(pki.clientKey),
+      });
       await a.next((m) => m.t === 'welcome');
       // Same files, new secure context: the seam SIGHUP uses after a renewal.
       s.reloadTls({ cert: pki.read(pki.serverCert), key: pki.read(pki.serverKey), ca: pki.read(pki.caCert), requestCert: true });
-      assert.throws(() => s.reloadTls({ cert: pki.read(pki.serverCert), key: pki.read(pki.serverKey) }), (e: unknown) => e instanceof LightagentError && e.code === 'LA_ERR_TLS');
-      assert.throws(() => s.reloadTls({ cert: pki.read(pki.serverCert), key: pki.read(pki.clientKey), ca: pki.read(pki.caCert), requestCert: true }), /TLS certificate, key or CA/);
+      assert.throws(
+        () => s.reloadTls({ cert: pki.read(pki.serverCert), key: pki.read(pki.serverKey) }),
+        (e: unknown) => e instanceof LightagentError && e.code === 'LA_ERR_TLS',
+      );
+      assert.throws(
+        () => s.reloadTls({ cert: pki.read(pki.serverCert), key: pki.read(pki.clientKey), ca: pki.read(pki.caCert), requestCert: true }),
+        /TLS certificate, key or CA/,
+      );
       assert.equal((await upload(a, 2, EICAR)).verdict, 'infected', 'the connected agent still scans');
       const b = await outcome(s.url, { ca: pki.read(pki.caCert), cert: pki.read(pki.clientCert), key: pki.read(pki.clientKey) });
       assert.equal(b.kind, 'welcome');
@@ -139,26 +161,59 @@ describe('SVM TLS', { skip }, () => {
   });
 
   it('refuses to start with a key that does not match the certificate, or mutual TLS without a CA', async () => {
-    await assert.rejects(startTestSvm({ tls: { cert: pki.read(pki.serverCert), key: pki.read(pki.clientKey) } }), (e: unknown) => e instanceof LightagentError && e.code === 'LA_ERR_TLS');
-    await assert.rejects(startTestSvm({ tls: { cert: pki.read(pki.serverCert), key: pki.read(pki.serverKey), requestCert: true } }), (e: unknown) => e instanceof LightagentError && e.code === 'LA_ERR_TLS' && /client_ca/.test(e.hint ?? ''));
+    await assert.rejects(
+      startTestSvm({ tls: { cert: pki.read(pki.serverCert), key: pki.read(pki.clientKey) } }),
+      (e: unknown) => e instanceof LightagentError && e.code === 'LA_ERR_TLS',
+    );
+    await assert.rejects(
+      startTestSvm({ tls: { cert: pki.read(pki.serverCert), key: pki.read(pki.serverKey), requestCert: true } }),
+      (e: unknown) => e instanceof LightagentError && e.code === 'LA_ERR_TLS' && /client_ca/.test(e.hint ?? ''),
+    );
   });
 
   it('config: tls allows a non-loopback listen; files that cannot be read or are not PEM are named', () => {
-    const c = loadSvmConfig({ env: {}, flags: { tokens: ['a-long-token'], listen: '0.0.0.0:7443', 'tls.cert': pki.serverCert, 'tls.key': pki.serverKey } });
+    const c = loadSvmConfig({
+      env: {},
+      flags: { tokens: ['a-long-token'], listen: '0.0.0.0:7443', 'tls.cert': pki.serverCert, 'tls.key': pki.serverKey },
+    });
     assert.equal(c.tls?.cert, pki.serverCert);
-    assert.throws(() => loadSvmConfig({ env: {}, flags: { tokens: ['a-long-token'], 'tls.cert': pki.serverCert } }), (e: unknown) => e instanceof ConfigError && e.issues.some((i) => i.startsWith('tls.key')));
+    assert.throws(
+      () => loadSvmConfig({ env: {}, flags: { tokens: ['a-long-token'], 'tls.cert': pki.serverCert } }),
+      (e: unknown) => e instanceof ConfigError && e.issues.some((i) => i.startsWith('tls.key')),
+    );
     const notPem = path.join(pki.dir, 'not.pem');
     fs.writeFileSync(notPem, 'hello');
     assert.throws(
       () => readTlsFiles({ cert: path.join(pki.dir, 'missing.crt'), key: notPem }, 'svm.yaml'),
-      (e: unknown) => e instanceof ConfigError && /tls\.cert: .*missing\.crt: cannot read the file \(ENOENT\)/.test(e.message) && /tls\.key: .*not\.pem is not PEM/.test(e.message),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        /tls\.cert: .*missing\.crt: cannot read the file \(ENOENT\)/.test(e.message) &&
+        /tls\.key: .*not\.pem is not PEM/.test(e.message),
     );
     const files = readTlsFiles({ cert: pki.serverCert, key: pki.serverKey, client_ca: pki.caCert });
     assert.equal(files.requestCert, true);
   });
 
   it('lightagent-svm --tls-cert --tls-key --tls-client-ca serves mutual TLS', async () => {
-    const p = spawnNode(SVM_CLI, ['--listen', '127.0.0.1:0', '--token', TOKEN, '--json', '--log-level', 'error', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey, '--tls-client-ca', pki.caCert], { watchdogMs: 30_000 });
+    const p = spawnNode(
+      SVM_CLI,
+      [
+        '--listen',
+        '127.0.0.1:0',
+        '--token',
+        TOKEN,
+        '--json',
+        '--log-level',
+        'error',
+        '--tls-cert',
+        pki.serverCert,
+        '--tls-key',
+        pki.serverKey,
+        '--tls-client-ca',
+        pki.caCert,
+      ],
+      { watchdogMs: 30_000 },
+    );
     try {
       const m = await waitFor(p, /^\{"event":"listening".*\}$/m);
       const line = JSON.parse(m[0]) as { url: string; healthz: string; tls: boolean; mutualTls: boolean };
@@ -166,7 +221,11 @@ describe('SVM TLS', { skip }, () => {
       assert.match(line.healthz, /^https:\/\//);
       assert.equal(line.tls, true);
       assert.equal(line.mutualTls, true);
-      const a = await rawAgent(line.url, TOKEN, true, { ca: pki.read(pki.caCert), cert: pki.read(pki.clientCert), key: pki.read(pki.clientKey) });
+      const a = await rawAgent(line.url, TOKEN, true, {
+        ca: pki.read(pki.caCert),
+        cert: pki.read(pki.clientCert),
+        key: pki.read(pki.clientKey),
+      });
       assert.equal((await upload(a, 1, EICAR)).verdict, 'infected');
       assert.equal((await outcome(line.url, { ca: pki.read(pki.caCert) })).kind, 'failed');
       a.ws.close();

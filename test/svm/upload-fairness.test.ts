@@ -10,7 +10,8 @@ import { uploadLimits } from '../../src/svm/core.js';
 import { FairScheduler } from '../../src/svm/fairness.js';
 import { UploadBudget, UploadTable, type UploadTableOptions } from '../../src/svm/uploads.js';
 
-const chunk = (id: number, index: number, last: boolean, n: number) => decodeChunk(encodeChunk(id, index, last, Buffer.alloc(n, index + 1)), 1 << 20);
+const chunk = (id: number, index: number, last: boolean, n: number) =>
+  decodeChunk(encodeChunk(id, index, last, Buffer.alloc(n, index + 1)), 1 << 20);
 
 function table(budget: UploadBudget, tenant: string, extra: Partial<UploadTableOptions> = {}) {
   const events: string[] = [];
@@ -107,10 +108,25 @@ describe('upload fairness', () => {
   });
 
   it('default shares: half the memory per tenant with several tenants, max(max_file_size, 1/8) per agent', () => {
-    const tokens = [{ tenant: 'a', token: 'x'.repeat(16) }, { tenant: 'b', token: 'y'.repeat(16) }];
-    assert.deepEqual(uploadLimits({ uploadMemory: 512 << 20, maxFileSize: 64 << 20, tokens }), { capacity: 512 << 20, perTenant: 256 << 20, perAgent: 64 << 20 });
-    assert.deepEqual(uploadLimits({ uploadMemory: 512 << 20, maxFileSize: 8 << 20, tokens: tokens.slice(0, 1) }), { capacity: 512 << 20, perTenant: 512 << 20, perAgent: 64 << 20 });
-    assert.deepEqual(uploadLimits({ uploadMemory: 100, maxFileSize: 10, tokens, uploadMemoryPerAgent: 500, uploadMemoryPerTenant: 40 }), { capacity: 100, perTenant: 40, perAgent: 40 });
+    const tokens = [
+      { tenant: 'a', token: 'x'.repeat(16) },
+      { tenant: 'b', token: 'y'.repeat(16) },
+    ];
+    assert.deepEqual(uploadLimits({ uploadMemory: 512 << 20, maxFileSize: 64 << 20, tokens }), {
+      capacity: 512 << 20,
+      perTenant: 256 << 20,
+      perAgent: 64 << 20,
+    });
+    assert.deepEqual(uploadLimits({ uploadMemory: 512 << 20, maxFileSize: 8 << 20, tokens: tokens.slice(0, 1) }), {
+      capacity: 512 << 20,
+      perTenant: 512 << 20,
+      perAgent: 64 << 20,
+    });
+    assert.deepEqual(uploadLimits({ uploadMemory: 100, maxFileSize: 10, tokens, uploadMemoryPerAgent: 500, uploadMemoryPerTenant: 40 }), {
+      capacity: 100,
+      perTenant: 40,
+      perAgent: 40,
+    });
   });
 
   it('engine slots go round-robin by tenant first: a tenant of many agents gets one turn in two', async () => {

@@ -7,7 +7,11 @@ import type { SharedVerdictCache } from '../../src/svm/verdict-cache.js';
 
 const sha = (n: number) => n.toString(16).padStart(64, '0');
 
-export function runVerdictCacheConformance(name: string, makeCache: (entries: number) => Promise<SharedVerdictCache>, opts: { skip?: string | undefined } = {}): void {
+export function runVerdictCacheConformance(
+  name: string,
+  makeCache: (entries: number) => Promise<SharedVerdictCache>,
+  opts: { skip?: string | undefined } = {},
+): void {
   describe(`verdict cache conformance: ${name}`, { skip: opts.skip }, () => {
     let cache: SharedVerdictCache;
     before(async () => {
@@ -51,8 +55,14 @@ export function runVerdictCacheConformance(name: string, makeCache: (entries: nu
     });
 
     it('answers 200 concurrent gets and sets', async () => {
-      await Promise.all(Array.from({ length: 200 }, (_, i) => cache.set({ tenant: 'c', generation: 'g', sha256: sha(1000 + i) }, { verdict: 'clean', engine: 'e' })));
-      const got = await Promise.all(Array.from({ length: 200 }, (_, i) => cache.get({ tenant: 'c', generation: 'g', sha256: sha(1000 + i) })));
+      await Promise.all(
+        Array.from({ length: 200 }, (_, i) =>
+          cache.set({ tenant: 'c', generation: 'g', sha256: sha(1000 + i) }, { verdict: 'clean', engine: 'e' }),
+        ),
+      );
+      const got = await Promise.all(
+        Array.from({ length: 200 }, (_, i) => cache.get({ tenant: 'c', generation: 'g', sha256: sha(1000 + i) })),
+      );
       assert.ok(got.every((v) => v?.verdict === 'clean'));
     });
   });

@@ -112,7 +112,11 @@ export async function startDesktop(dir: string): Promise<Desktop> {
   const busAddress = await until(() => /^(unix:\S+)/m.exec(bus.text())?.[1], 15_000, 'dbus-daemon');
   fs.chmodSync(sock, 0o777);
   const env = { DISPLAY: display, DBUS_SESSION_BUS_ADDRESS: busAddress, HOME: dir, XDG_CONFIG_HOME: dir, XDG_RUNTIME_DIR: dir };
-  const monitor = start('dbus-monitor', ['--address', busAddress, "type='method_call',interface='org.freedesktop.Notifications',member='Notify'"], env);
+  const monitor = start(
+    'dbus-monitor',
+    ['--address', busAddress, "type='method_call',interface='org.freedesktop.Notifications',member='Notify'"],
+    env,
+  );
   await until(() => (/NameAcquired|signal/.test(monitor.text()) ? true : undefined), 10_000, 'dbus-monitor').catch(() => undefined);
   // Notifications stay on screen (timeout 0) so the screenshot catches them.
   fs.writeFileSync(
@@ -147,10 +151,25 @@ export async function startDesktop(dir: string): Promise<Desktop> {
 `,
   );
   const dunst = start('dunst', ['-config', path.join(dir, 'dunstrc')], env);
-  await until(() => {
-    const r = spawnSync('dbus-send', ['--bus=' + busAddress, '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.NameHasOwner', 'string:org.freedesktop.Notifications'], { timeout: 2000 });
-    return /boolean true/.test(r.stdout?.toString() ?? '') ? true : undefined;
-  }, 15_000, 'dunst to own org.freedesktop.Notifications');
+  await until(
+    () => {
+      const r = spawnSync(
+        'dbus-send',
+        [
+          '--bus=' + busAddress,
+          '--print-reply',
+          '--dest=org.freedesktop.DBus',
+          '/org/freedesktop/DBus',
+          'org.freedesktop.DBus.NameHasOwner',
+          'string:org.freedesktop.Notifications',
+        ],
+        { timeout: 2000 },
+      );
+      return /boolean true/.test(r.stdout?.toString() ?? '') ? true : undefined;
+    },
+    15_000,
+    'dunst to own org.freedesktop.Notifications',
+  );
   return {
     display,
     busAddress,

@@ -47,7 +47,9 @@ describe('TrayApp reconnects with backoff', { skip: process.platform === 'win32'
     const connections: Array<{ at: number; sock: net.Socket }> = [];
     const server = net.createServer((sock) => {
       connections.push({ at: performance.now(), sock });
-      sock.once('data', () => sock.write(`${JSON.stringify({ ok: true, status: { mode: 'fanotify', protection: { state: 'protected' } } })}\n`));
+      sock.once('data', () =>
+        sock.write(`${JSON.stringify({ ok: true, status: { mode: 'fanotify', protection: { state: 'protected' } } })}\n`),
+      );
     });
     const t0 = performance.now();
     app.start();
@@ -67,7 +69,10 @@ describe('TrayApp reconnects with backoff', { skip: process.platform === 'win32'
       // Without the reset the next delay would be 8000 ms.
       assert.ok(gap >= 450 && gap < 2500, `reconnected ${Math.round(gap)} ms after the drop, expected about 500`);
       assert.deepEqual(presenter.states, ['off', 'protected', 'off', 'protected']);
-      assert.ok(presenter.notes.some((n) => n.kind === 'off'), 'the drop was announced');
+      assert.ok(
+        presenter.notes.some((n) => n.kind === 'off'),
+        'the drop was announced',
+      );
     } finally {
       await app.stop();
       for (const c of connections) c.sock.destroy();

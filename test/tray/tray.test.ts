@@ -14,7 +14,18 @@ import dbus from 'dbus-next';
 import { LocalSockets, type AgentService } from '../../src/control/local-sockets.js';
 import { startAgent, type Agent } from '../helpers/agent.js';
 import { EICAR } from '../helpers/fixtures.js';
-import { CLI, eventually, needRoot, type Proc, restartSvmProcess, scratchMount, spawnWatched, startSvmProcess, tempDir, waitFor } from '../helpers/procs.js';
+import {
+  CLI,
+  eventually,
+  needRoot,
+  type Proc,
+  restartSvmProcess,
+  scratchMount,
+  spawnWatched,
+  startSvmProcess,
+  tempDir,
+  waitFor,
+} from '../helpers/procs.js';
 import { needDesktopTools, startDesktop, type Desktop } from './desktop.js';
 
 const skip = needRoot() ?? needDesktopTools();
@@ -23,7 +34,10 @@ const CONVERT = '/usr/bin/convert';
 
 /** `node args` as uid/gid 65534 with no groups, under a watchdog. */
 function spawnAs65534(args: string[], env: NodeJS.ProcessEnv): Proc {
-  return spawnWatched('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...args], { env, watchdogMs: 240_000 });
+  return spawnWatched('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...args], {
+    env,
+    watchdogMs: 240_000,
+  });
 }
 
 /** A minimal org.kde.StatusNotifierWatcher (what a panel runs), recording registrations. */
@@ -61,7 +75,11 @@ describe('tray on a real desktop', { skip }, () => {
     stateDir = path.join(stateMnt.dir, 'state');
     agent = await startAgent({ svm: svm.url, protect: mnt.dir, stateDir, mode: 'fanotify', watchdogMs: 240_000 });
     fs.chmodSync(work, 0o755);
-    tray = spawnAs65534([CLI, 'tray', '--state-dir', stateDir, '--rate', '3/4', '--threat-icon', '3', '--json'], { DBUS_SESSION_BUS_ADDRESS: desk.busAddress, DISPLAY: desk.display, HOME: work });
+    tray = spawnAs65534([CLI, 'tray', '--state-dir', stateDir, '--rate', '3/4', '--threat-icon', '3', '--json'], {
+      DBUS_SESSION_BUS_ADDRESS: desk.busAddress,
+      DISPLAY: desk.display,
+      HOME: work,
+    });
     await waitFor(tray, /following the agent/, 20_000);
   });
   after(async () => {
@@ -96,7 +114,15 @@ describe('tray on a real desktop', { skip }, () => {
     desk.screenshot(shotBefore);
     const f = path.join(mnt.dir, 'invoice.pdf.exe');
     fs.writeFileSync(f, EICAR);
-    const call = await eventually(() => desk.notifyCalls().slice(before).find((c) => c.summary.startsWith('Threat blocked')), 15_000, 'a Notify call');
+    const call = await eventually(
+      () =>
+        desk
+          .notifyCalls()
+          .slice(before)
+          .find((c) => c.summary.startsWith('Threat blocked')),
+      15_000,
+      'a Notify call',
+    );
     assert.equal(call.appName, 'lightagent');
     assert.equal(call.summary, 'Threat blocked: Eicar-Test-Signature');
     assert.equal(call.body, `File: ${f}\nThreat: Eicar-Test-Signature\nAction: quarantined`);
@@ -114,7 +140,8 @@ describe('tray on a real desktop', { skip }, () => {
     const bImg = corner(shot);
     assert.ok(aImg.length === 600 * 220 * 3 && bImg.length === aImg.length, 'screenshots decoded');
     let changed = 0;
-    for (let i = 0; i < aImg.length; i += 3) if (aImg[i] !== bImg[i] || aImg[i + 1] !== bImg[i + 1] || aImg[i + 2] !== bImg[i + 2]) changed++;
+    for (let i = 0; i < aImg.length; i += 3)
+      if (aImg[i] !== bImg[i] || aImg[i + 1] !== bImg[i + 1] || aImg[i + 2] !== bImg[i + 2]) changed++;
     assert.ok(changed > 20_000, `the notification is on screen (${changed} pixels changed in the top-right corner)`);
   });
 
@@ -122,11 +149,30 @@ describe('tray on a real desktop', { skip }, () => {
     const before = desk.notifyCalls().length;
     const port = svm.port;
     await svm.stop('SIGKILL');
-    await eventually(() => desk.notifyCalls().slice(before).find((c) => c.summary === 'Protection degraded'), 15_000, 'a degraded notification');
-    const deg = desk.notifyCalls().slice(before).find((c) => c.summary === 'Protection degraded')!;
+    await eventually(
+      () =>
+        desk
+          .notifyCalls()
+          .slice(before)
+          .find((c) => c.summary === 'Protection degraded'),
+      15_000,
+      'a degraded notification',
+    );
+    const deg = desk
+      .notifyCalls()
+      .slice(before)
+      .find((c) => c.summary === 'Protection degraded')!;
     assert.match(deg.body, /Security VM cannot be reached/);
     svm = await restartSvmProcess(port);
-    await eventually(() => desk.notifyCalls().slice(before).find((c) => c.summary === 'Protection restored'), 30_000, 'a restored notification');
+    await eventually(
+      () =>
+        desk
+          .notifyCalls()
+          .slice(before)
+          .find((c) => c.summary === 'Protection restored'),
+      30_000,
+      'a restored notification',
+    );
   });
   it('a storm of 500 detections gives a bounded number of notifications, whose counts add up to 500', async () => {
     // The storm comes from a scripted status socket (the daemon's own LocalSockets), so it is
@@ -147,14 +193,24 @@ describe('tray on a real desktop', { skip }, () => {
       quarantineDelete: async () => ({}),
     };
     const sockets = await LocalSockets.start(sockDir, svc);
-    const stormTray = spawnAs65534([CLI, 'tray', '--socket-dir', sockDir, '--rate', '3/4', '--json'], { DBUS_SESSION_BUS_ADDRESS: desk.busAddress, DISPLAY: desk.display, HOME: work });
+    const stormTray = spawnAs65534([CLI, 'tray', '--socket-dir', sockDir, '--rate', '3/4', '--json'], {
+      DBUS_SESSION_BUS_ADDRESS: desk.busAddress,
+      DISPLAY: desk.display,
+      HOME: work,
+    });
     try {
       await waitFor(stormTray, /following the agent/, 20_000);
       await eventually(() => bus.listenerCount('detection') === 1, 10_000, 'the tray to subscribe');
       const before = desk.notifyCalls().length;
       const t0 = Date.now();
       for (let i = 0; i < 500; i++) {
-        bus.emit('detection', { kind: 'detection', time: new Date().toISOString(), path: `/home/u/Downloads/e${i}.com`, threat: 'Eicar-Test-Signature', action: 'quarantined' });
+        bus.emit('detection', {
+          kind: 'detection',
+          time: new Date().toISOString(),
+          path: `/home/u/Downloads/e${i}.com`,
+          threat: 'Eicar-Test-Signature',
+          action: 'quarantined',
+        });
         if (i % 50 === 49) await new Promise((r) => setTimeout(r, 100));
       }
       const stormMs = Date.now() - t0;
@@ -168,12 +224,18 @@ describe('tray on a real desktop', { skip }, () => {
         }
         return { individual, summarized, total: individual + summarized };
       };
-      const totals = await eventually(() => (count().total === 500 ? count() : undefined), 15_000, 'the summaries to account for all 500 detections');
+      const totals = await eventually(
+        () => (count().total === 500 ? count() : undefined),
+        15_000,
+        'the summaries to account for all 500 detections',
+      );
       const calls = desk.notifyCalls().slice(before);
       assert.equal(totals.individual, 3, 'three shown one by one, the rest summarized');
       assert.ok(calls.length <= 5, `${calls.length} notifications for 500 detections`);
       assert.match(calls.at(-1)!.body, /^Last: \/home\/u\/Downloads\/e499\.com/);
-      process.stderr.write(`storm: 500 detections in ${stormMs} ms -> ${calls.length} notifications (${totals.individual} individual, summaries for ${totals.summarized})\n`);
+      process.stderr.write(
+        `storm: 500 detections in ${stormMs} ms -> ${calls.length} notifications (${totals.individual} individual, summaries for ${totals.summarized})\n`,
+      );
     } finally {
       await stormTray.stop();
       await sockets.close();

@@ -6,9 +6,28 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
-  IDI_ERROR, IDI_INFORMATION, IDI_SHIELD, IDI_WARNING, INFO_CHARS, INFO_TITLE_CHARS, NID_OFFSETS, NIF_ICON, NIF_INFO,
-  NIF_MESSAGE, NIF_TIP, NIIF_ERROR, NIIF_INFO, NIIF_WARNING, NOTIFYICONDATAW_SIZE, TIP_CHARS,
-  balloonFlags, buildNotifyIconData, fitUtf16, iconFor, readText, tooltipFor,
+  IDI_ERROR,
+  IDI_INFORMATION,
+  IDI_SHIELD,
+  IDI_WARNING,
+  INFO_CHARS,
+  INFO_TITLE_CHARS,
+  NID_OFFSETS,
+  NIF_ICON,
+  NIF_INFO,
+  NIF_MESSAGE,
+  NIF_TIP,
+  NIIF_ERROR,
+  NIIF_INFO,
+  NIIF_WARNING,
+  NOTIFYICONDATAW_SIZE,
+  TIP_CHARS,
+  balloonFlags,
+  buildNotifyIconData,
+  fitUtf16,
+  iconFor,
+  readText,
+  tooltipFor,
 } from '../../src/tray/windows-notify-icon.js';
 import { threatNotification } from '../../src/tray/tray-app.js';
 
@@ -63,14 +82,21 @@ describe('Windows tray: UTF-16 text fitted to fixed arrays', () => {
 
   it('any string: at most chars - 1 units, well-formed UTF-16, a prefix of the cleaned text or cut with …', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ unit: 'binary', maxLength: 400 }), fc.array(fc.integer({ min: 0, max: 0xffff }), { maxLength: 400 }).map((a) => String.fromCharCode(...a))), fc.constantFrom(TIP_CHARS, INFO_CHARS, INFO_TITLE_CHARS, 2, 3), (s, n) => {
-        const t = fitUtf16(s, n);
-        assert.ok(t.length <= n - 1, `${t.length} > ${n - 1}`);
-        assert.ok(!/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(t), 'no lone surrogate');
-        assert.ok(!t.includes('\0'));
-        // round trip through UTF-16LE is exact (nothing lost by the encoder)
-        assert.equal(Buffer.from(t, 'utf16le').toString('utf16le'), t);
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string({ unit: 'binary', maxLength: 400 }),
+          fc.array(fc.integer({ min: 0, max: 0xffff }), { maxLength: 400 }).map((a) => String.fromCharCode(...a)),
+        ),
+        fc.constantFrom(TIP_CHARS, INFO_CHARS, INFO_TITLE_CHARS, 2, 3),
+        (s, n) => {
+          const t = fitUtf16(s, n);
+          assert.ok(t.length <= n - 1, `${t.length} > ${n - 1}`);
+          assert.ok(!/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(t), 'no lone surrogate');
+          assert.ok(!t.includes('\0'));
+          // round trip through UTF-16LE is exact (nothing lost by the encoder)
+          assert.equal(Buffer.from(t, 'utf16le').toString('utf16le'), t);
+        },
+      ),
       { numRuns: 2000 },
     );
   });
@@ -89,8 +115,15 @@ describe('Windows tray: NOTIFYICONDATAW', () => {
 
   it('writes the handles, flags and texts where Shell_NotifyIconW reads them', () => {
     const b = buildNotifyIconData({
-      hWnd: 0x1_0002_0044n, uID: 1, uFlags: NIF_MESSAGE | NIF_ICON | NIF_TIP | NIF_INFO, uCallbackMessage: 0x8001,
-      hIcon: 0x10021, tip: 'lightagent: Protected (watcher)', info: 'File: C:\\Users\\ü\\x.exe\nThreat: Eicar', infoTitle: 'Threat blocked: Eicar', infoFlags: NIIF_WARNING,
+      hWnd: 0x1_0002_0044n,
+      uID: 1,
+      uFlags: NIF_MESSAGE | NIF_ICON | NIF_TIP | NIF_INFO,
+      uCallbackMessage: 0x8001,
+      hIcon: 0x10021,
+      tip: 'lightagent: Protected (watcher)',
+      info: 'File: C:\\Users\\ü\\x.exe\nThreat: Eicar',
+      infoTitle: 'Threat blocked: Eicar',
+      infoFlags: NIIF_WARNING,
     });
     assert.equal(b.length, 976);
     assert.equal(b.readUInt32LE(NID_OFFSETS.cbSize), 976);
@@ -108,8 +141,20 @@ describe('Windows tray: NOTIFYICONDATAW', () => {
 
   it('long texts stay inside their arrays, NUL-terminated, and do not touch the next field', () => {
     const huge = '界'.repeat(5000);
-    const b = buildNotifyIconData({ hWnd: 1, uID: 1, uFlags: NIF_TIP | NIF_INFO, tip: huge, info: huge, infoTitle: huge, infoFlags: NIIF_ERROR });
-    for (const [off, n] of [[NID_OFFSETS.szTip, TIP_CHARS], [NID_OFFSETS.szInfo, INFO_CHARS], [NID_OFFSETS.szInfoTitle, INFO_TITLE_CHARS]] as const) {
+    const b = buildNotifyIconData({
+      hWnd: 1,
+      uID: 1,
+      uFlags: NIF_TIP | NIF_INFO,
+      tip: huge,
+      info: huge,
+      infoTitle: huge,
+      infoFlags: NIIF_ERROR,
+    });
+    for (const [off, n] of [
+      [NID_OFFSETS.szTip, TIP_CHARS],
+      [NID_OFFSETS.szInfo, INFO_CHARS],
+      [NID_OFFSETS.szInfoTitle, INFO_TITLE_CHARS],
+    ] as const) {
       const t = readText(b, off, n);
       assert.equal(t.length, n - 1);
       assert.ok(t.endsWith('…'));

@@ -6,4 +6,9 @@
 import { tempDir } from '../helpers/procs.js';
 import { runBackendConformance } from './backend-conformance.js';
 
-runBackendConformance('windows directory watcher (recorded notifications)', { kind: 'windows', base: () => tempDir('la-conf-windows-'), recorded: true, blocksOpens: false });
+runBackendConformance('windows directory watcher (recorded notifications)', {
+  kind: 'windows',
+  base: () => tempDir('la-conf-windows-'),
+  recorded: true,
+  blocksOpens: false,
+});

@@ -11,8 +11,17 @@ import { needRoot, run, scratchMount, waitFor, type Proc } from '../helpers/proc
 const skip = needRoot();
 const CHILD = new URL('./fixtures/gate-child.js', import.meta.url).pathname;
 
-function startGate(mount: string, behaviour: string, deadlineMs: number, onDeadline: 'allow' | 'deny', env: Record<string, string> = {}): Proc & { ask: (cmd: string, re: RegExp) => Promise<string> } {
-  const child = spawn(process.execPath, [CHILD, mount, behaviour, String(deadlineMs), onDeadline], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+function startGate(
+  mount: string,
+  behaviour: string,
+  deadlineMs: number,
+  onDeadline: 'allow' | 'deny',
+  env: Record<string, string> = {},
+): Proc & { ask: (cmd: string, re: RegExp) => Promise<string> } {
+  const child = spawn(process.execPath, [CHILD, mount, behaviour, String(deadlineMs), onDeadline], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
@@ -90,7 +99,8 @@ describe('FanotifyGate', { skip }, () => {
     const marks = async () => (await g.ask('marks', /MARKS .*\n/)).trim();
     const s0 = await stats();
     assert.equal(s0.gate.warmUpHits, 500, 'every round took the hit path');
-    for (const k of ['open', 'exec', 'workerHits', 'ignoreMarks', 'outside', 'posted', 'marksDropped', 'deadline']) assert.equal(s0.gate[k], 0, `${k} after the warm-up`);
+    for (const k of ['open', 'exec', 'workerHits', 'ignoreMarks', 'outside', 'posted', 'marksDropped', 'deadline'])
+      assert.equal(s0.gate[k], 0, `${k} after the warm-up`);
     assert.equal(s0.decides, 0, 'nothing reached the main thread');
     assert.equal(await marks(), 'MARKS 0 1', 'no inode mark left (the replayed file is not ignored), the one mount mark');
     // Protection as without a warm-up: an open is judged, then marked.
@@ -218,12 +228,14 @@ describe('FanotifyGate', { skip }, () => {
     // One process writes them back to back: the gate stays busy (a permission event per create).
     assert.equal(run('sh', ['-c', `i=0; while [ $i -lt ${N} ]; do i=$((i+1)); printf "burst $i" > ${dir}/f$i; done`], 60_000).status, 0);
     const seen = () => g.output().match(new RegExp(`CLOSE_WRITE ${dir}/f\\d+ \\d+ burst \\d+\n`, 'g'))?.length ?? 0;
-    for (const end = Date.now() + 30_000; seen() < N && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+    for (const end = Date.now() + 30_000; seen() < N && Date.now() < end;) await new Promise((r) => setTimeout(r, 50));
     const lines = g.output().match(new RegExp(`CLOSE_WRITE ${dir}/f(\\d+) \\d+ burst (\\d+)\n`, 'g')) ?? [];
-    const ids = lines.map((l) => /f(\d+) \d+ burst (\d+)/.exec(l)!).map((m) => {
-      assert.equal(m[1], m[2], `content read through the event fd is the file's own: ${m[0]}`);
-      return Number(m[1]);
-    });
+    const ids = lines
+      .map((l) => /f(\d+) \d+ burst (\d+)/.exec(l)!)
+      .map((m) => {
+        assert.equal(m[1], m[2], `content read through the event fd is the file's own: ${m[0]}`);
+        return Number(m[1]);
+      });
     assert.equal(ids.length, N, `close-writes reported: ${ids.length} of ${N}`);
     assert.equal(new Set(ids).size, N, 'each file reported once');
     let now = fds();
@@ -236,11 +248,22 @@ describe('FanotifyGate', { skip }, () => {
     const dir = path.join(mnt!.dir, 'half-bound');
     fs.mkdirSync(dir);
     // Quiet gap and maximum age a minute away: only the bound can post them within this test.
-    const g = startGate(mnt!.dir, 'allow', 2000, 'allow', { GATE_CW_MAX_FDS: '40', GATE_CW_QUIET_MS: '60000', GATE_CW_MAX_AGE_MS: '60000' });
+    const g = startGate(mnt!.dir, 'allow', 2000, 'allow', {
+      GATE_CW_MAX_FDS: '40',
+      GATE_CW_QUIET_MS: '60000',
+      GATE_CW_MAX_AGE_MS: '60000',
+    });
     gates.push(g);
     await waitFor(g, /READY/);
     const write = (from: number, to: number) => {
-      const w = run(process.execPath, ['-e', `const fs = require('fs'); for (let i = ${from}; i <= ${to}; i++) fs.writeFileSync(${JSON.stringify(dir)} + '/f' + i, 'half ' + i);`], 30_000);
+      const w = run(
+        process.execPath,
+        [
+          '-e',
+          `const fs = require('fs'); for (let i = ${from}; i <= ${to}; i++) fs.writeFileSync(${JSON.stringify(dir)} + '/f' + i, 'half ' + i);`,
+        ],
+        30_000,
+      );
       assert.equal(w.status, 0, w.stderr);
     };
     const reported = () => g.output().match(new RegExp(`CLOSE_WRITE ${dir}/f\\d+ \\d+ half \\d+\n`, 'g'))?.length ?? 0;
@@ -250,7 +273,7 @@ describe('FanotifyGate', { skip }, () => {
     const st = JSON.parse(await g.ask('stats', /\{.*\}\n/)) as { gate: Record<string, number> };
     assert.equal(st.gate.closeWrite, 19, 'the worker has read all 19');
     write(20, 20);
-    for (const end = Date.now() + 10_000; reported() < 20 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+    for (const end = Date.now() + 10_000; reported() < 20 && Date.now() < end;) await new Promise((r) => setTimeout(r, 50));
     assert.equal(reported(), 20, 'the 20th held close-write posted all 20');
     await g.stop();
   });
@@ -290,7 +313,14 @@ describe('FanotifyGate', { skip }, () => {
     await waitFor(g, /READY/);
     const N = 3000;
     // One fast writer: the burst is over before the worker posts, so it posts one batch of N.
-    const w = run(process.execPath, ['-e', `const fs = require('fs'); for (let i = 1; i <= ${N}; i++) fs.writeFileSync(${JSON.stringify(dir)} + '/f' + i, 'slice ' + i);`], 60_000);
+    const w = run(
+      process.execPath,
+      [
+        '-e',
+        `const fs = require('fs'); for (let i = 1; i <= ${N}; i++) fs.writeFileSync(${JSON.stringify(dir)} + '/f' + i, 'slice ' + i);`,
+      ],
+      60_000,
+    );
     assert.equal(w.status, 0, w.stderr);
     await waitFor(g, /CW_FIRST\n/);
     const cat = run('cat', [probe], 30_000);
@@ -300,7 +330,8 @@ describe('FanotifyGate', { skip }, () => {
     type Stats = { closeWrites: number; gate: Record<string, number> };
     const stats = async () => JSON.parse(await g.ask('stats', /\{.*\}\n/)) as Stats;
     let st = await stats();
-    for (const end = Date.now() + 30_000; st.closeWrites < N && Date.now() < end; st = await stats()) await new Promise((r) => setTimeout(r, 100));
+    for (const end = Date.now() + 30_000; st.closeWrites < N && Date.now() < end; st = await stats())
+      await new Promise((r) => setTimeout(r, 100));
     assert.equal(st.closeWrites, N, 'every close-write was handled');
     assert.equal(st.gate.closeWritesDropped, 0);
     assert.equal(st.gate.deadline, 0, 'the open was answered by decide, not by the deadline');
@@ -316,10 +347,19 @@ describe('FanotifyGate', { skip }, () => {
     await waitFor(g, /READY/);
     const baseline = fs.readdirSync(`/proc/${g.pid}/fd`).length;
     const N = 300;
-    assert.equal(run('sh', ['-c', `i=0; while [ $i -lt ${N} ]; do i=$((i+1)); printf "flood $i" > ${dir}/f$i; done`], 60_000).status, 0, 'every create was answered');
+    assert.equal(
+      run('sh', ['-c', `i=0; while [ $i -lt ${N} ]; do i=$((i+1)); printf "flood $i" > ${dir}/f$i; done`], 60_000).status,
+      0,
+      'every create was answered',
+    );
     type Stats = { decides: number; gate: Record<string, number> };
     let st = JSON.parse(await g.ask('stats', /\{.*\}\n/)) as Stats;
-    for (const end = Date.now() + 10_000; st.gate.closeWrite! < N && Date.now() < end; st = JSON.parse(await g.ask('stats', /\{.*\}\n/)) as Stats) await new Promise((r) => setTimeout(r, 50));
+    for (
+      const end = Date.now() + 10_000;
+      st.gate.closeWrite! < N && Date.now() < end;
+      st = JSON.parse(await g.ask('stats', /\{.*\}\n/)) as Stats
+    )
+      await new Promise((r) => setTimeout(r, 50));
     assert.equal(st.gate.closeWrite, N);
     assert.equal(st.gate.closeWriteFds, 100, 'the gauge stops at the bound');
     assert.equal(st.gate.closeWritesDropped, N - 100);

@@ -30,7 +30,8 @@ const PIPE = '\\\\.\\pipe\\la-tray-test';
 
 function missing(): string | undefined {
   for (const tool of ['wine', 'wineserver', 'osslsigncode', 'Xvfb', 'import']) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return `${tool} is not installed (apt-get install wine wine64 osslsigncode xvfb imagemagick)`;
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0)
+      return `${tool} is not installed (apt-get install wine wine64 osslsigncode xvfb imagemagick)`;
   }
   if (!fs.existsSync('/usr/lib/wine/wine64')) return 'wine64 is not installed';
   if (!fs.existsSync(CONVERT)) return 'imagemagick (convert) is not installed';
@@ -110,7 +111,11 @@ describe('Windows tray under Wine (Shell_NotifyIconW, balloons, status pipe)', {
       .map((l) => JSON.parse(l) as Record<string, unknown>);
   const balloons = () => logLines().filter((l) => l.message === 'balloon shown');
   const modified = (state: string) => logLines().some((l) => l.message === 'Shell_NotifyIconW NIM_MODIFY ok' && l.state === state);
-  const send = (...events: unknown[]) => fs.appendFileSync(path.join(driveC(), 'events.jsonl'), events.map((e) => `${typeof e === 'string' ? e : JSON.stringify(e)}\n`).join(''));
+  const send = (...events: unknown[]) =>
+    fs.appendFileSync(
+      path.join(driveC(), 'events.jsonl'),
+      events.map((e) => `${typeof e === 'string' ? e : JSON.stringify(e)}\n`).join(''),
+    );
   const screenshot = (file: string) => {
     const r = spawnSync('import', ['-display', display, '-window', 'root', file], { timeout: 20_000 });
     assert.equal(r.status, 0, `import: ${r.stderr}`);
@@ -128,7 +133,11 @@ describe('Windows tray under Wine (Shell_NotifyIconW, balloons, status pipe)', {
   };
 
   before(async () => {
-    const b = spawnSync(process.execPath, [path.join(root, 'scripts/release-windows.mjs'), '--wine-only', '--no-msi', '--quiet', '--out', outDir], { cwd: root, encoding: 'utf8', timeout: 150_000 });
+    const b = spawnSync(
+      process.execPath,
+      [path.join(root, 'scripts/release-windows.mjs'), '--wine-only', '--no-msi', '--quiet', '--out', outDir],
+      { cwd: root, encoding: 'utf8', timeout: 150_000 },
+    );
     assert.equal(b.status, 0, `release-windows failed: ${b.stdout}${b.stderr}`);
     assert.ok(fs.existsSync(exe), exe);
     assert.ok(fs.existsSync(nodeExeCached), `${nodeExeCached} (fetched by release-windows)`);
@@ -154,7 +163,11 @@ describe('Windows tray under Wine (Shell_NotifyIconW, balloons, status pipe)', {
     fs.writeFileSync(path.join(driveC(), 'fake-status.js'), FAKE_STATUS);
     fs.writeFileSync(path.join(driveC(), 'events.jsonl'), '');
     startWine([path.join(work, 'node.exe'), 'C:\\fake-status.js', PIPE, 'C:\\events.jsonl', 'C:\\fake.log'], path.join(work, 'fake.out'));
-    await eventually(() => /listening/.test(read(path.join(driveC(), 'fake.log'))) || undefined, 30_000, `the status pipe stand-in: ${read(path.join(work, 'fake.out'))}`);
+    await eventually(
+      () => /listening/.test(read(path.join(driveC(), 'fake.log'))) || undefined,
+      30_000,
+      `the status pipe stand-in: ${read(path.join(work, 'fake.out'))}`,
+    );
   });
 
   after(async () => {
@@ -165,7 +178,10 @@ describe('Windows tray under Wine (Shell_NotifyIconW, balloons, status pipe)', {
   });
 
   it('adds its icon, follows the pipe, shows degraded and threat with balloons, rate-limits a storm, and removes the icon on WM_CLOSE', async (t) => {
-    tray = startWine([exe, 'tray', '--pipe', PIPE, '--rate', '3/4', '--threat-icon', '60', '--json', '--log-file', 'C:\\tray.log'], path.join(work, 'tray.out'));
+    tray = startWine(
+      [exe, 'tray', '--pipe', PIPE, '--rate', '3/4', '--threat-icon', '60', '--json', '--log-file', 'C:\\tray.log'],
+      path.join(work, 'tray.out'),
+    );
     tray.once('exit', (code) => (trayExit.code = code));
     const diag = () => `\n--- tray.log\n${trayLog().slice(-3000)}\n--- tray.out\n${read(path.join(work, 'tray.out')).slice(-2000)}`;
     try {
@@ -174,10 +190,23 @@ describe('Windows tray under Wine (Shell_NotifyIconW, balloons, status pipe)', {
       throw new Error(`${(e as Error).message}${diag()}`);
     }
     const first = logLines();
-    assert.ok(first.some((l) => l.message === 'tray window created'), diag());
-    assert.ok(first.some((l) => l.message === 'Shell_NotifyIconW NIM_ADD ok'), `NIM_ADD succeeded${diag()}`);
-    assert.ok(first.some((l) => l.message === 'following the agent' && l.socket === PIPE), diag());
-    await eventually(() => logLines().some((l) => l.message === 'tray message pump running') || undefined, 5_000, 'the pump to dispatch the posted message');
+    assert.ok(
+      first.some((l) => l.message === 'tray window created'),
+      diag(),
+    );
+    assert.ok(
+      first.some((l) => l.message === 'Shell_NotifyIconW NIM_ADD ok'),
+      `NIM_ADD succeeded${diag()}`,
+    );
+    assert.ok(
+      first.some((l) => l.message === 'following the agent' && l.socket === PIPE),
+      diag(),
+    );
+    await eventually(
+      () => logLines().some((l) => l.message === 'tray message pump running') || undefined,
+      5_000,
+      'the pump to dispatch the posted message',
+    );
     assert.equal(logLines().filter((l) => /failed/.test(String(l.message))).length, 0, diag());
     // Wine's tray window (top left, with the icon; no window manager) and later the balloon under
     // it: that corner of the screen is compared.
@@ -209,7 +238,15 @@ describe('Windows tray under Wine (Shell_NotifyIconW, balloons, status pipe)', {
     assert.equal(deg.niif, 2, 'NIIF_WARNING');
 
     // a detection: a threat balloon and the icon turns to "threat blocked"
-    send({ event: 'detection', detection: { time: new Date().toISOString(), path: 'C:\\Users\\user\\Downloads\\invoice.pdf.exe', threat: 'Eicar-Test-Signature', action: 'quarantined' } });
+    send({
+      event: 'detection',
+      detection: {
+        time: new Date().toISOString(),
+        path: 'C:\\Users\\user\\Downloads\\invoice.pdf.exe',
+        threat: 'Eicar-Test-Signature',
+        action: 'quarantined',
+      },
+    });
     await eventually(() => balloons().find((l) => l.title === 'Threat blocked: Eicar-Test-Signature'), 10_000, 'the threat balloon');
     await eventually(() => modified('threat') || undefined, 10_000, 'NIM_MODIFY to "threat"');
     // Wine's explorer creates a balloon 2 s after the NIF_INFO (BALLOON_CREATE_TIMEOUT in its
@@ -228,30 +265,50 @@ describe('Windows tray under Wine (Shell_NotifyIconW, balloons, status pipe)', {
     // a storm of 200 detections: at most 3 balloons per 4 s, the rest in "N more threats blocked"
     const before = balloons().length;
     const storm = [];
-    for (let i = 0; i < 200; i++) storm.push({ event: 'detection', detection: { path: `C:\\storm\\f${i}.exe`, threat: `Storm-${i}`, action: 'quarantined' } });
+    for (let i = 0; i < 200; i++)
+      storm.push({ event: 'detection', detection: { path: `C:\\storm\\f${i}.exe`, threat: `Storm-${i}`, action: 'quarantined' } });
     send(...storm);
     const counted = () => {
       const shown = balloons().slice(before);
       const single = shown.filter((l) => l.kind === 'threat').length;
-      const summed = shown.filter((l) => l.kind === 'summary').reduce((n, l) => n + Number(/^(\d+) more/.exec(String(l.title))?.[1] ?? 0), 0);
+      const summed = shown
+        .filter((l) => l.kind === 'summary')
+        .reduce((n, l) => n + Number(/^(\d+) more/.exec(String(l.title))?.[1] ?? 0), 0);
       return { shown: shown.length, single, summed };
     };
-    const c = await eventually(() => (counted().single + counted().summed === 200 ? counted() : undefined), 20_000, `the storm's balloons to add up to 200 (${JSON.stringify(counted())})`);
+    const c = await eventually(
+      () => (counted().single + counted().summed === 200 ? counted() : undefined),
+      20_000,
+      `the storm's balloons to add up to 200 (${JSON.stringify(counted())})`,
+    );
     assert.ok(c.single <= 3, `at most 3 single threat balloons in the window (${c.single})`);
     assert.ok(c.shown <= 5, `a storm of 200 gives a handful of balloons (${c.shown})`);
     t.diagnostic(`storm of 200: ${c.shown} balloons (${c.single} single, the rest summed up: ${c.summed})`);
     assert.equal(tray.exitCode, null, 'the tray is still running');
 
     // taskkill (no /f) posts WM_CLOSE to the tray's window: NIM_DELETE and a clean exit
-    const k = spawnSync('wine', ['taskkill', '/im', 'lightagent-win-x64.exe'], { env: env(), stdio: 'ignore', timeout: 30_000, killSignal: 'SIGKILL' });
+    const k = spawnSync('wine', ['taskkill', '/im', 'lightagent-win-x64.exe'], {
+      env: env(),
+      stdio: 'ignore',
+      timeout: 30_000,
+      killSignal: 'SIGKILL',
+    });
     assert.equal(k.status, 0, 'taskkill');
     await eventually(() => trayExit.code !== undefined || undefined, 20_000, 'the tray to exit');
     assert.equal(trayExit.code, 0, diag());
     const end = logLines();
-    assert.ok(end.some((l) => l.message === 'asked to close' && l.via === 'WM_CLOSE'), diag());
-    assert.ok(end.some((l) => l.message === 'Shell_NotifyIconW NIM_DELETE ok'), `NIM_DELETE succeeded${diag()}`);
+    assert.ok(
+      end.some((l) => l.message === 'asked to close' && l.via === 'WM_CLOSE'),
+      diag(),
+    );
+    assert.ok(
+      end.some((l) => l.message === 'Shell_NotifyIconW NIM_DELETE ok'),
+      `NIM_DELETE succeeded${diag()}`,
+    );
     assert.equal(end.filter((l) => /failed/.test(String(l.message))).length, 0, diag());
-    const stopped = read(path.join(work, 'tray.out')).split('\n').find((l) => l.includes('"tray-stopped"'));
+    const stopped = read(path.join(work, 'tray.out'))
+      .split('\n')
+      .find((l) => l.includes('"tray-stopped"'));
     assert.ok(stopped, diag());
     const counts = JSON.parse(stopped) as { detections: number; notifications: number; summaries: number };
     assert.equal(counts.detections, 201);

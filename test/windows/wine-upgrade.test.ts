@@ -50,7 +50,9 @@ describe('MSI major upgrade and downgrade under Wine', { skip: why, timeout: 300
   const versionA = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
   const [maj, min, patch] = versionA.split('.').map(Number) as [number, number, number];
   const versionB = `${maj}.${min}.${patch + 1}`;
-  const upgradeCode = /UpgradeCode="([0-9A-F-]+)"/i.exec(fs.readFileSync(path.join(root, 'installers/windows/lightagent.wxs'), 'utf8'))![1]!;
+  const upgradeCode = /UpgradeCode="([0-9A-F-]+)"/i.exec(
+    fs.readFileSync(path.join(root, 'installers/windows/lightagent.wxs'), 'utf8'),
+  )![1]!;
 
   const wine = (args: string[], timeoutMs?: number): WineResult => prefix.run(args, timeoutMs);
   /** The lightagent products in the Uninstall keys, and the product codes registered under the UpgradeCode. */
@@ -58,7 +60,11 @@ describe('MSI major upgrade and downgrade under Wine', { skip: why, timeout: 300
     const entries = regKeys(wine(['reg', 'query', UNINSTALL_KEY, '/s']).stdout)
       .filter((k) => k.values.get('DisplayName') === 'lightagent')
       .map((k) => ({ code: /\{[0-9A-F-]+\}$/i.exec(k.key)?.[0] ?? k.key, version: k.values.get('DisplayVersion') }));
-    const related = [...regKeys(wine(['reg', 'query', `HKLM\\Software\\Classes\\Installer\\UpgradeCodes\\${packedGuid(upgradeCode)}`]).stdout).flatMap((k) => [...k.values.keys()])];
+    const related = [
+      ...regKeys(wine(['reg', 'query', `HKLM\\Software\\Classes\\Installer\\UpgradeCodes\\${packedGuid(upgradeCode)}`]).stdout).flatMap(
+        (k) => [...k.values.keys()],
+      ),
+    ];
     return { entries, related };
   };
   /** Service keys whose ImagePath runs the lightagent executable. */
@@ -76,7 +82,11 @@ describe('MSI major upgrade and downgrade under Wine', { skip: why, timeout: 300
     const r = wine(['msiexec', ...args, '/qn', '/l*v', `C:\\${log}`], 120_000);
     process.stderr.write(`wine-upgrade: ${what}: exit ${r.status} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
     const text = fs.existsSync(prefix.driveC(log)) ? fs.readFileSync(prefix.driveC(log), 'latin1') : '(no log)';
-    const failed = text.split(/\r?\n/).filter((l) => /Return value 0\.|error|failed|Note:/i.test(l)).slice(0, 20).join('\n');
+    const failed = text
+      .split(/\r?\n/)
+      .filter((l) => /Return value 0\.|error|failed|Note:/i.test(l))
+      .slice(0, 20)
+      .join('\n');
     return { ...r, stdout: `${r.stdout}${r.stderr}\n${C_LOG}${log}:\n${failed}` };
   };
   const expectA = (cfg: string) => {
@@ -104,7 +114,10 @@ describe('MSI major upgrade and downgrade under Wine', { skip: why, timeout: 300
   });
 
   it(`installs A (${versionA}) with properties, upgrades to B without properties keeping the config, refuses A over B, uninstalls B`, async () => {
-    const a = msiexec(['/i', wineMsi, `SVM_URL=${SVM_URL}`, `TOKEN=${TOKEN}`, 'PROTECT=C:\\upgraded', 'FAIL_CLOSED=0'], `install ${versionA}`);
+    const a = msiexec(
+      ['/i', wineMsi, `SVM_URL=${SVM_URL}`, `TOKEN=${TOKEN}`, 'PROTECT=C:\\upgraded', 'FAIL_CLOSED=0'],
+      `install ${versionA}`,
+    );
     assert.equal(a.status, 0, `msiexec /i A: ${a.stdout}`);
     expectA(fs.readFileSync(configFile(), 'utf8'));
     const first = products();

@@ -58,7 +58,10 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     // (stays alive with -n N), made unique so no other file matches.
     flagged = path.join(driveC(), 'procs', 'ping.exe');
     fs.mkdirSync(path.dirname(flagged), { recursive: true });
-    const image = Buffer.concat([fs.readFileSync(path.join(driveC(), 'windows/system32/ping.exe')), Buffer.from(`\nlightagent-test-${process.pid}-${Date.now()}\n`)]);
+    const image = Buffer.concat([
+      fs.readFileSync(path.join(driveC(), 'windows/system32/ping.exe')),
+      Buffer.from(`\nlightagent-test-${process.pid}-${Date.now()}\n`),
+    ]);
     fs.writeFileSync(flagged, image);
     fs.writeFileSync(path.join(prefix, 'procs-image.bin'), image); // what a restore must give back
     const hdb = path.join(prefix, 'procs.hdb');
@@ -84,7 +87,10 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     const r = wine([exe, 'scan', '--svm', svm.url, '--token', TOKEN, '--no-cache', '--json', 'C:\\eicar.com', 'C:\\clean.txt']);
     assert.equal(r.status, 1, r.stderr);
     const doc = JSON.parse(r.stdout) as { infected: { path: string; threat: string }[]; clean: number };
-    assert.deepEqual(doc.infected.map((i) => [i.path, i.threat]), [['C:\\eicar.com', 'Eicar-Test-Signature']]);
+    assert.deepEqual(
+      doc.infected.map((i) => [i.path, i.threat]),
+      [['C:\\eicar.com', 'Eicar-Test-Signature']],
+    );
     assert.equal(doc.clean, 1);
   });
 
@@ -116,7 +122,11 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
 
     // the MSI's ServiceControl started it through the SCM: RUNNING, connected, watching
     const logFile = path.join(dataDir, 'agent.log');
-    await eventually(() => fs.existsSync(logFile) && /"service running"/.test(fs.readFileSync(logFile, 'utf8')), 30_000, 'the service to report running');
+    await eventually(
+      () => fs.existsSync(logFile) && /"service running"/.test(fs.readFileSync(logFile, 'utf8')),
+      30_000,
+      'the service to report running',
+    );
     const q = wine(['sc', 'query', 'lightagent']);
     assert.match(q.stdout, /STATE\s+:\s+4\s+RUNNING/, q.stdout);
     assert.match(fs.readFileSync(logFile, 'utf8'), /"message":"connected"/);
@@ -127,7 +137,11 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     const bySvc = path.join(watched, 'eicar-service.com');
     fs.writeFileSync(bySvc, EICAR);
     fs.writeFileSync(path.join(watched, 'ok-service.txt'), 'clean\n');
-    await eventually(() => !fs.existsSync(bySvc) && /"reportedToSvm":true/.test(fs.readFileSync(logFile, 'utf8')), 20_000, 'the service to quarantine and report the infected file').catch((e: Error) => {
+    await eventually(
+      () => !fs.existsSync(bySvc) && /"reportedToSvm":true/.test(fs.readFileSync(logFile, 'utf8')),
+      20_000,
+      'the service to quarantine and report the infected file',
+    ).catch((e: Error) => {
       throw new Error(`${e.message}: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
     });
     assert.match(fs.readFileSync(logFile, 'utf8'), /"message":"file quarantined".*eicar-service\.com/);
@@ -147,10 +161,17 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
 
     // Detection again with the installed exe and config run in a console (`run`).
     const runOut = fs.openSync(path.join(prefix, 'run.txt'), 'w');
-    const agent = spawn('wine', [installed, 'run', '--config', 'C:\\ProgramData\\lightagent\\agent.yaml'], { env: env(), stdio: ['ignore', runOut, runOut] });
+    const agent = spawn('wine', [installed, 'run', '--config', 'C:\\ProgramData\\lightagent\\agent.yaml'], {
+      env: env(),
+      stdio: ['ignore', runOut, runOut],
+    });
     const watchdog = setTimeout(() => agent.kill('SIGKILL'), 60_000);
     try {
-      await eventually(() => /protecting C:\\watched/.test(fs.readFileSync(path.join(prefix, 'run.txt'), 'utf8')), 30_000, 'the agent to start');
+      await eventually(
+        () => /protecting C:\\watched/.test(fs.readFileSync(path.join(prefix, 'run.txt'), 'utf8')),
+        30_000,
+        'the agent to start',
+      );
     } catch (e) {
       clearTimeout(watchdog);
       agent.kill('SIGKILL');
@@ -164,7 +185,11 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     fs.writeFileSync(path.join(watched, 'ok.txt'), 'clean\n');
     try {
       // the move comes before the detection's log line: wait for both before the agent is killed
-      await eventually(() => !fs.existsSync(bad) && /"reportedToSvm":true/.test(fs.readFileSync(path.join(prefix, 'run.txt'), 'utf8')), 20_000, 'the infected file to be quarantined and reported');
+      await eventually(
+        () => !fs.existsSync(bad) && /"reportedToSvm":true/.test(fs.readFileSync(path.join(prefix, 'run.txt'), 'utf8')),
+        20_000,
+        'the infected file to be quarantined and reported',
+      );
     } finally {
       clearTimeout(watchdog);
       agent.kill('SIGTERM');
@@ -189,8 +214,17 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     const x = wine(['msiexec', '/x', msi, '/qn'], 120_000);
     assert.equal(x.status, 0, `msiexec /x: ${x.stdout}${x.stderr}`);
     if (fs.existsSync(installed)) {
-      const log = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => /"component":"service"|failed/.test(l)).slice(-12).join('\n') : '(no log)';
-      assert.fail(`the exe is not removed; msiexec /x: ${x.stdout}${x.stderr}; sc query: ${wine(['sc', 'query', 'lightagent']).stdout}; tasklist: ${wine(['tasklist']).stdout}; service log:\n${log}`);
+      const log = fs.existsSync(logFile)
+        ? fs
+            .readFileSync(logFile, 'utf8')
+            .split('\n')
+            .filter((l) => /"component":"service"|failed/.test(l))
+            .slice(-12)
+            .join('\n')
+        : '(no log)';
+      assert.fail(
+        `the exe is not removed; msiexec /x: ${x.stdout}${x.stderr}; sc query: ${wine(['sc', 'query', 'lightagent']).stdout}; tasklist: ${wine(['tasklist']).stdout}; service log:\n${log}`,
+      );
     }
     assert.ok(!fs.existsSync(path.join(dataDir, 'agent.yaml')), 'the config is removed');
     assert.ok(fs.existsSync(path.join(dataDir, 'quarantine')), 'the quarantine stays');
@@ -203,10 +237,17 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     const stateDir = path.join(driveC(), 'la-proc');
     fs.mkdirSync(path.join(driveC(), 'la-watched'), { recursive: true });
     fs.mkdirSync(stateDir, { recursive: true });
-    fs.writeFileSync(path.join(stateDir, 'agent.yaml'), [`svm: ${svm.url}`, `token: ${TOKEN}`, 'state_dir: C:\\la-proc', 'protect:', '  - C:\\la-watched', ''].join('\n'));
+    fs.writeFileSync(
+      path.join(stateDir, 'agent.yaml'),
+      [`svm: ${svm.url}`, `token: ${TOKEN}`, 'state_dir: C:\\la-proc', 'protect:', '  - C:\\la-watched', ''].join('\n'),
+    );
     const agent = wineBackground([exe, 'run', '--config', 'C:\\la-proc\\agent.yaml'], path.join(prefix, 'proc-run.txt'), 90_000);
     try {
-      await eventually(() => /status pipe ready/.test(agent.log()) && /"message":"connected"/.test(agent.log()), 40_000, 'the agent to serve the status pipe and connect').catch((e: Error) => {
+      await eventually(
+        () => /status pipe ready/.test(agent.log()) && /"message":"connected"/.test(agent.log()),
+        40_000,
+        'the agent to serve the status pipe and connect',
+      ).catch((e: Error) => {
         throw new Error(`${e.message}: ${agent.log().slice(-2000)}`);
       });
       assert.match(agent.log(), /process watcher: Toolhelp snapshots/);
@@ -233,22 +274,39 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
       assert.doesNotMatch(ping.log(), /Ping statistics|Sent = 30/, 'ping did not finish on its own');
       await eventually(() => !fs.existsSync(flagged), 10_000, 'the image to be quarantined');
       await eventually(() => /"message":"file quarantined"/.test(agent.log()), 10_000, 'the quarantine to be logged');
-      const killed = /"message":"killed the process behind a threat","pid":(\d+),"reason":"started","timestamp":"([^"]+)"/.exec(agent.log());
+      const killed = /"message":"killed the process behind a threat","pid":(\d+),"reason":"started","timestamp":"([^"]+)"/.exec(
+        agent.log(),
+      );
       assert.ok(killed, agent.log().slice(-3000));
-      process.stderr.write(`wine: killed pid ${killed[1]} at ${killed[2]}; ping exited ${ms} ms after it was spawned (exit code ${code})\n`);
+      process.stderr.write(
+        `wine: killed pid ${killed[1]} at ${killed[2]}; ping exited ${ms} ms after it was spawned (exit code ${code})\n`,
+      );
 
       const ql = wine([exe, 'quarantine', 'list', '--state-dir', 'C:\\la-proc', '--json']);
       assert.equal(ql.status, 0, ql.stderr);
       const items = JSON.parse(ql.stdout) as { threat: string; originalPath: string }[];
-      assert.ok(items.some((i) => i.threat === PROC_THREAT && /^C:\\procs\\ping\.exe$/i.test(i.originalPath)), ql.stdout);
+      assert.ok(
+        items.some((i) => i.threat === PROC_THREAT && /^C:\\procs\\ping\.exe$/i.test(i.originalPath)),
+        ql.stdout,
+      );
       // Restore works on Windows too (no uid check there: the store's ACL guards it), byte for byte.
       const item = (items as Array<{ threat: string; originalPath: string; id: string }>).find((i) => i.threat === PROC_THREAT)!;
       const rs = wine([exe, 'quarantine', 'restore', item.id, '--to', 'C:\\restored-ping.exe', '--state-dir', 'C:\\la-proc']);
       assert.equal(rs.status, 0, `${rs.stdout}${rs.stderr}`);
-      assert.ok(fs.readFileSync(path.join(driveC(), 'restored-ping.exe')).equals(fs.readFileSync(path.join(prefix, 'procs-image.bin'))), 'restored byte for byte');
+      assert.ok(
+        fs.readFileSync(path.join(driveC(), 'restored-ping.exe')).equals(fs.readFileSync(path.join(prefix, 'procs-image.bin'))),
+        'restored byte for byte',
+      );
 
-      await eventually(() => /ping\.exe/i.test(wine([exe, 'events', '--state-dir', 'C:\\la-proc', '--json']).stdout), 10_000, 'the event to be written');
-      const evs = wine([exe, 'events', '--state-dir', 'C:\\la-proc', '--json']).stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+      await eventually(
+        () => /ping\.exe/i.test(wine([exe, 'events', '--state-dir', 'C:\\la-proc', '--json']).stdout),
+        10_000,
+        'the event to be written',
+      );
+      const evs = wine([exe, 'events', '--state-dir', 'C:\\la-proc', '--json'])
+        .stdout.trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, any>);
       const ev = evs.find((e) => e.threat === PROC_THREAT)!;
       assert.ok(ev, JSON.stringify(evs));
       assert.equal(ev.kind, 'detection');

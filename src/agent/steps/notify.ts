@@ -12,7 +12,9 @@ export const notifyStep: Step<DaemonContext> = {
   run(ctx) {
     const service = ctx.opts.service;
     if (!service) return;
-    const notify = new SdNotify(service.notifySocket ?? process.env.NOTIFY_SOCKET, (message) => service.report({ event: 'problem', message }));
+    const notify = new SdNotify(service.notifySocket ?? process.env.NOTIFY_SOCKET, (message) =>
+      service.report({ event: 'problem', message }),
+    );
     ctx.notify = notify;
     return () => notify.close();
   },
@@ -29,4 +31,3 @@ export function notifyStartFailure(notify: SdNotify | undefined, e: unknown): vo
   notify.send(`STATUS=start-up failed: ${describeError(e).message.split('\n')[0]}\nERRNO=${startFailureCode(e)}`);
   notify.close();
 }
-

@@ -9,7 +9,11 @@ export const protectionStateStep: Step<DaemonContext> = {
   run(ctx) {
     const link = ctx.link!;
     const deferred = ctx.deferred!;
-    const state = new ProtectionState(() => ({ mode: ctx.backend?.mode ?? 'off', svmConnected: link.state === 'connected', queued: deferred.size }));
+    const state = new ProtectionState(() => ({
+      mode: ctx.backend?.mode ?? 'off',
+      svmConnected: link.state === 'connected',
+      queued: deferred.size,
+    }));
     ctx.state = state;
     const log = logger('daemon');
     state.on('change', (now, before) => {

@@ -14,7 +14,8 @@ export const readyStep: Step<DaemonContext> = {
     const { daemon } = ctx;
     // The pings come from the main event loop: if it stalls, systemd sees it (WatchdogSec=).
     const wdMs = watchdogIntervalMs(ctx.opts.service?.env ?? process.env);
-    const wdTimer = wdMs !== undefined && notify.enabled ? setInterval(() => notify.send('WATCHDOG=1'), Math.max(100, wdMs / 2)) : undefined;
+    const wdTimer =
+      wdMs !== undefined && notify.enabled ? setInterval(() => notify.send('WATCHDOG=1'), Math.max(100, wdMs / 2)) : undefined;
     notify.send(`READY=1\nMAINPID=${process.pid}\nSTATUS=protecting ${daemon.protectedPaths().join(', ')} (mode ${daemon.mode})`);
     return () => {
       clearInterval(wdTimer);

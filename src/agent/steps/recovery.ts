@@ -50,7 +50,10 @@ export class RecoverySupervisor {
       (e: unknown) => {
         this.attempting = false;
         const delayMs = this.backoff.next();
-        this.log.error('could not restart protection; on-access protection stays OFF until it starts', { ...describeError(e), retryInMs: delayMs });
+        this.log.error('could not restart protection; on-access protection stays OFF until it starts', {
+          ...describeError(e),
+          retryInMs: delayMs,
+        });
         if (!this.stopped) this.retry = setTimeout(() => this.attempt(), delayMs);
       },
     );

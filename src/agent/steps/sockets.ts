@@ -14,15 +14,19 @@ export const socketsStep: Step<DaemonContext> = {
     const d = ctx.daemon;
     const q = ctx.quarantine!;
     // Windows: the status server on \\.\pipe\lightagent-status, no control pipe (local-sockets.ts says why)
-    const sockets = await LocalSockets.start(socketDirFor(ctx.cfg), {
-      status: () => d.status() as unknown as Record<string, unknown>,
-      subscribe: (on) => d.subscribe(on),
-      reload: async () => ({ ...(await d.reload()) }),
-      rescan: (paths) => d.rescan(paths),
-      quarantineList: () => q.list(),
-      quarantineRestore: (id, opts) => q.restore(id, opts),
-      quarantineDelete: (id) => q.delete(id),
-    }, { windowsPipe: windows ? WINDOWS_STATUS_PIPE : undefined });
+    const sockets = await LocalSockets.start(
+      socketDirFor(ctx.cfg),
+      {
+        status: () => d.status() as unknown as Record<string, unknown>,
+        subscribe: (on) => d.subscribe(on),
+        reload: async () => ({ ...(await d.reload()) }),
+        rescan: (paths) => d.rescan(paths),
+        quarantineList: () => q.list(),
+        quarantineRestore: (id, opts) => q.restore(id, opts),
+        quarantineDelete: (id) => q.delete(id),
+      },
+      { windowsPipe: windows ? WINDOWS_STATUS_PIPE : undefined },
+    );
     ctx.sockets = sockets;
     if (windows) log.info('status pipe ready (no control pipe on Windows: docs/windows.md)', { status: sockets.status.path });
     else log.info('local sockets ready', { status: sockets.status.path, control: sockets.control?.path });

@@ -29,9 +29,20 @@ As root the folder is protected on access (fanotify); otherwise files are scanne
 written (watcher).`,
   options: {
     dir: { type: 'string', arg: 'DIR', help: 'where the demo folder and its state go (default ./.demo)' },
-    mode: { type: 'string', arg: 'M', choices: ['fanotify', 'watcher'], help: 'fanotify | watcher (default: fanotify as root, else watcher)' },
-    'no-wait': { type: 'boolean', help: 'exit after the demonstration instead of waiting for Ctrl-C (exit 0\nif every step went as expected, 1 if not)' },
-    json: { type: 'boolean', help: 'one JSON object per line instead of text:\n{"event":"start"|"check"|"detection"|"protecting"|"done", ...}' },
+    mode: {
+      type: 'string',
+      arg: 'M',
+      choices: ['fanotify', 'watcher'],
+      help: 'fanotify | watcher (default: fanotify as root, else watcher)',
+    },
+    'no-wait': {
+      type: 'boolean',
+      help: 'exit after the demonstration instead of waiting for Ctrl-C (exit 0\nif every step went as expected, 1 if not)',
+    },
+    json: {
+      type: 'boolean',
+      help: 'one JSON object per line instead of text:\n{"event":"start"|"check"|"detection"|"protecting"|"done", ...}',
+    },
   },
   async handler({ values: o, prefix }) {
     const json = o.json;
@@ -53,33 +64,72 @@ written (watcher).`,
     fs.writeFileSync(oldDownload, EICAR);
 
     const token = crypto.randomBytes(16).toString('hex');
-    const svm = await SvmServer.start({ host: '127.0.0.1', port: 0, tokens: [{ tenant: 'demo', token }], engine: new BuiltinEngine(), cache: new MemoryVerdictCache(100_000) });
+    const svm = await SvmServer.start({
+      host: '127.0.0.1',
+      port: 0,
+      tokens: [{ tenant: 'demo', token }],
+      engine: new BuiltinEngine(),
+      cache: new MemoryVerdictCache(100_000),
+    });
     let daemon: Daemon | undefined;
     try {
       const root = process.getuid?.() === 0;
       const mode = (o.mode as 'fanotify' | 'watcher' | undefined) ?? (root ? 'fanotify' : 'watcher');
-      const cfg = loadAgentConfig({ file: undefined, env: {}, flags: { svm: svm.url, token, protect: [folder], state_dir: stateDir, deadline: 2000 } });
+      const cfg = loadAgentConfig({
+        file: undefined,
+        env: {},
+        flags: { svm: svm.url, token, protect: [folder], state_dir: stateDir, deadline: 2000 },
+      });
       daemon = await Daemon.start({ config: cfg, mode });
-      daemon.detections.on('detection', (d) => say(`  !! ${d.threat} in ${path.relative(process.cwd(), d.path)}: ${d.action}`, { event: 'detection', threat: d.threat, path: d.path, action: d.action }));
+      daemon.detections.on('detection', (d) =>
+        say(`  !! ${d.threat} in ${path.relative(process.cwd(), d.path)}: ${d.action}`, {
+          event: 'detection',
+          threat: d.threat,
+          path: d.path,
+          action: d.action,
+        }),
+      );
 
       const logFile = path.join(base, 'lightagent.log');
       say('lightagent demo', undefined);
       say(`  SVM       ${svm.url} (engine builtin, signatures ${svm.core.generation()})`, undefined);
-      say(`  agent     protecting ${path.relative(process.cwd(), folder) || folder} in ${daemon.mode} mode${daemon.mode === 'watcher' ? (root ? '' : ' (not root: files are scanned after they are written; opens are not blocked)') : ' (opens and executions are checked before they happen)'}`, undefined);
-      say(`  log       ${path.relative(process.cwd(), logFile)}\n`, { event: 'start', svm: svm.url, signatures: svm.core.generation(), mode: daemon.mode, folder, log: logFile, stateDir });
+      say(
+        `  agent     protecting ${path.relative(process.cwd(), folder) || folder} in ${daemon.mode} mode${daemon.mode === 'watcher' ? (root ? '' : ' (not root: files are scanned after they are written; opens are not blocked)') : ' (opens and executions are checked before they happen)'}`,
+        undefined,
+      );
+      say(`  log       ${path.relative(process.cwd(), logFile)}\n`, {
+        event: 'start',
+        svm: svm.url,
+        signatures: svm.core.generation(),
+        mode: daemon.mode,
+        folder,
+        log: logFile,
+        stateDir,
+      });
 
       // Children run asynchronously: this thread answers the gate, it must not block on them.
       const sh = (cmd: string) =>
         new Promise<{ status: number; stdout: string; stderr: string }>((resolve) =>
-          execFile('sh', ['-c', cmd], { encoding: 'utf8', timeout: 10_000 }, (err, stdout, stderr) => resolve({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr })),
+          execFile('sh', ['-c', cmd], { encoding: 'utf8', timeout: 10_000 }, (err, stdout, stderr) =>
+            resolve({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+          ),
         );
       say('1. a clean file opens normally:', undefined);
       const clean = await sh(`cat '${path.join(folder, 'readme.txt')}'`);
-      say(`   $ cat readme.txt -> ${clean.status === 0 ? `ok: ${clean.stdout.trim()}` : `failed: ${clean.stderr.trim()}`}`, { event: 'check', step: 'clean-open', file: path.join(folder, 'readme.txt'), opened: clean.status === 0, detail: (clean.status === 0 ? clean.stdout : clean.stderr).trim() });
+      say(`   $ cat readme.txt -> ${clean.status === 0 ? `ok: ${clean.stdout.trim()}` : `failed: ${clean.stderr.trim()}`}`, {
+        event: 'check',
+        step: 'clean-open',
+        file: path.join(folder, 'readme.txt'),
+        opened: clean.status === 0,
+        detail: (clean.status === 0 ? clean.stdout : clean.stderr).trim(),
+      });
 
       say('2. an infected file that was there before the agent started:', undefined);
       const blocked = await sh(`cat '${oldDownload}' > /dev/null`);
-      say(`   $ cat old-download.com -> ${blocked.status === 0 ? 'opened (watcher mode cannot block opens; it is scanned after writes)' : `refused: ${blocked.stderr.trim().replace(/^cat: /, '')}`}`, { event: 'check', step: 'infected-open', file: oldDownload, opened: blocked.status === 0, detail: blocked.stderr.trim() });
+      say(
+        `   $ cat old-download.com -> ${blocked.status === 0 ? 'opened (watcher mode cannot block opens; it is scanned after writes)' : `refused: ${blocked.stderr.trim().replace(/^cat: /, '')}`}`,
+        { event: 'check', step: 'infected-open', file: oldDownload, opened: blocked.status === 0, detail: blocked.stderr.trim() },
+      );
       if (daemon.mode === 'watcher') {
         const r = await daemon.rescan([oldDownload]);
         say(`   on-demand scan of it: ${r}`, { event: 'check', step: 'on-demand-scan', file: oldDownload, result: r });
@@ -92,17 +142,28 @@ written (watcher).`,
       // The file leaves before its detection is logged: wait for both, so the detection line comes first.
       const detections = daemon.detections;
       const gone = (await waitGone(fresh, 5000)) && (await waitFor(() => detections.recent(50).some((d) => d.path === fresh), 5000));
-      say(`   $ ls docs/invoice.pdf.com -> ${gone ? 'gone: moved to quarantine' : 'still there (not caught!)'}`, { event: 'check', step: 'infected-write', file: fresh, quarantined: gone });
+      say(`   $ ls docs/invoice.pdf.com -> ${gone ? 'gone: moved to quarantine' : 'still there (not caught!)'}`, {
+        event: 'check',
+        step: 'infected-write',
+        file: fresh,
+        quarantined: gone,
+      });
 
       say(`\nquarantine: lightagent quarantine list --state-dir ${path.relative(process.cwd(), stateDir)}`, undefined);
       // As expected: the clean file opened, both infected files went to quarantine, and on access
       // (fanotify) the old one was refused before anything read it.
       const ok = clean.status === 0 && oldGone && gone && (daemon.mode !== 'fanotify' || blocked.status !== 0);
       if (o['no-wait']) {
-        say(ok ? '\nevery step went as expected' : '\nNOT every step went as expected: see the lines above and the log', { event: 'done', ok });
+        say(ok ? '\nevery step went as expected' : '\nNOT every step went as expected: see the lines above and the log', {
+          event: 'done',
+          ok,
+        });
         return ok ? 0 : 1;
       }
-      say(`\nProtecting ${folder} until Ctrl-C. Try: printf '%s' '<the EICAR string>' > ${path.join(folder, 'x.com')}`, { event: 'protecting', folder });
+      say(`\nProtecting ${folder} until Ctrl-C. Try: printf '%s' '<the EICAR string>' > ${path.join(folder, 'x.com')}`, {
+        event: 'protecting',
+        folder,
+      });
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());
         process.once('SIGTERM', () => resolve());

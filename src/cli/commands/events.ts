@@ -40,7 +40,15 @@ export const eventsCommand = defineCommand({
 (pid, executable, command line, user, and up to 3 parents).`,
   options: {
     'state-dir': { type: 'string', arg: 'DIR', help: "the agent's state directory (default /var/lib/lightagent)" },
-    lines: { type: 'integer', short: 'n', arg: 'N', min: 1, max: 10_000, default: 50, help: 'how many recent events (default 50, at most 10000)' },
+    lines: {
+      type: 'integer',
+      short: 'n',
+      arg: 'N',
+      min: 1,
+      max: 10_000,
+      default: 50,
+      help: 'how many recent events (default 50, at most 10000)',
+    },
     follow: { type: 'boolean', help: 'keep printing new events as the agent records them (until Ctrl-C)' },
     json: { type: 'boolean', help: 'one JSON object per line' },
   },
@@ -53,7 +61,9 @@ export const eventsCommand = defineCommand({
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'EACCES') {
-        err(`${prefix}: cannot read ${file}: permission denied (the events file is readable by root only)\n  -> run it as root: sudo lightagent events`);
+        err(
+          `${prefix}: cannot read ${file}: permission denied (the events file is readable by root only)\n  -> run it as root: sudo lightagent events`,
+        );
         return 2;
       }
       if (!o.follow) {
@@ -107,7 +117,13 @@ async function follow(file: string, print: (e: AgentEvent) => void): Promise<voi
       const cut = text.lastIndexOf('\n');
       partial = text.slice(cut + 1);
       if (partial.length > FOLLOW_MAX_READ) partial = ''; // a line without an end: drop it
-      for (const e of parseLines(text.slice(0, cut + 1).split('\n').filter((l) => l))) print(e);
+      for (const e of parseLines(
+        text
+          .slice(0, cut + 1)
+          .split('\n')
+          .filter((l) => l),
+      ))
+        print(e);
     } finally {
       fs.closeSync(fd);
     }

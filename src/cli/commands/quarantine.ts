@@ -15,7 +15,11 @@ function needRoot(action: string): void {
   // SYSTEM, set by the MSI); a user without access gets the filesystem's EPERM, named.
   if (process.platform === 'win32') return;
   if (process.getuid?.() !== 0) {
-    throw new QuarantineError('LA_ERR_NOT_ROOT', `quarantine ${action} needs root (the store is readable and writable by root only)`, `run it as root: sudo lightagent quarantine ${action} ...`);
+    throw new QuarantineError(
+      'LA_ERR_NOT_ROOT',
+      `quarantine ${action} needs root (the store is readable and writable by root only)`,
+      `run it as root: sudo lightagent quarantine ${action} ...`,
+    );
   }
 }
 
@@ -77,7 +81,10 @@ export const quarantineCommand = defineCommand({
     } catch (e) {
       const errno = (x: unknown) => (x as NodeJS.ErrnoException | undefined)?.code;
       if (errno(e) === 'EACCES' || errno((e as Error).cause) === 'EACCES') {
-        return fail(new QuarantineError('LA_ERR_NOT_ROOT', `cannot read the quarantine in ${q.dir}: permission denied`, 'run it as root'), prefix);
+        return fail(
+          new QuarantineError('LA_ERR_NOT_ROOT', `cannot read the quarantine in ${q.dir}: permission denied`, 'run it as root'),
+          prefix,
+        );
       }
       return fail(e, prefix);
     }

@@ -35,11 +35,20 @@ this state directory.`,
     },
     exclude: { type: 'string', multiple: true, arg: 'PATH', help: 'do not scan under PATH (repeatable)' },
     'state-dir': { type: 'string', arg: 'DIR', help: 'cache, queue and quarantine (default /var/lib/lightagent)' },
-    'socket-dir': { type: 'string', arg: 'DIR', help: 'status.sock and control.sock (default /run/lightagent, or\n<state-dir>.run with a non-default --state-dir)' },
+    'socket-dir': {
+      type: 'string',
+      arg: 'DIR',
+      help: 'status.sock and control.sock (default /run/lightagent, or\n<state-dir>.run with a non-default --state-dir)',
+    },
     // The config's own duration syntax (a bare number there is seconds): checked when it loads.
     deadline: { type: 'string', arg: 'DUR', help: 'answer every open within DUR (default 2s)' },
     'fail-closed': { type: 'boolean', help: 'deny opens that cannot be judged in time (on_svm_unavailable: deny)' },
-    mode: { type: 'string', arg: 'M', choices: ['fanotify', 'watcher'], help: 'fanotify | watcher (default: fanotify when it can run, else watcher)' },
+    mode: {
+      type: 'string',
+      arg: 'M',
+      choices: ['fanotify', 'watcher'],
+      help: 'fanotify | watcher (default: fanotify when it can run, else watcher)',
+    },
     'log-file': { type: 'string', arg: 'F', help: 'JSON-lines log file (default: JSON lines on stderr)' },
     json: { type: 'boolean', help: 'print the start-up line (and reloads, stopping) as JSON' },
   },
@@ -66,7 +75,11 @@ this state directory.`,
       switch (e.event) {
         case 'reloaded': {
           const r = e.result;
-          out(o.json ? JSON.stringify({ event: 'reloaded', ...r }) : `lightagent: configuration reloaded (changed: ${r.applied.join(', ') || 'nothing'}${r.needRestart.length ? `; needs a restart, NOT applied: ${r.needRestart.join(', ')}` : ''})`);
+          out(
+            o.json
+              ? JSON.stringify({ event: 'reloaded', ...r })
+              : `lightagent: configuration reloaded (changed: ${r.applied.join(', ') || 'nothing'}${r.needRestart.length ? `; needs a restart, NOT applied: ${r.needRestart.join(', ')}` : ''})`,
+          );
           break;
         }
         case 'reload-failed':
@@ -83,14 +96,30 @@ this state directory.`,
     };
     let daemon: Daemon;
     try {
-      daemon = await Daemon.start({ config: cfg, mode: o.mode as 'fanotify' | 'watcher' | undefined, reloadConfig: load, service: { report } });
+      daemon = await Daemon.start({
+        config: cfg,
+        mode: o.mode as 'fanotify' | 'watcher' | undefined,
+        reloadConfig: load,
+        service: { report },
+      });
     } catch (e) {
       fail(e, prefix);
       await closeLogging();
       return startFailureCode(e);
     }
-    const line = { event: 'started', pid: process.pid, mode: daemon.mode, protect: daemon.protectedPaths(), svm: cfg.svm, sockets: daemon.socketDir };
-    out(o.json ? JSON.stringify(line) : `lightagent: protecting ${line.protect.join(', ')} (mode ${daemon.mode}, SVM ${typeof cfg.svm === 'string' ? cfg.svm : JSON.stringify(cfg.svm ?? cfg.svm_discovery)}); pid ${process.pid}`);
+    const line = {
+      event: 'started',
+      pid: process.pid,
+      mode: daemon.mode,
+      protect: daemon.protectedPaths(),
+      svm: cfg.svm,
+      sockets: daemon.socketDir,
+    };
+    out(
+      o.json
+        ? JSON.stringify(line)
+        : `lightagent: protecting ${line.protect.join(', ')} (mode ${daemon.mode}, SVM ${typeof cfg.svm === 'string' ? cfg.svm : JSON.stringify(cfg.svm ?? cfg.svm_discovery)}); pid ${process.pid}`,
+    );
     // SIGINT/SIGTERM stop it (the signals step).
     await daemon.whenStopped();
     await closeLogging();

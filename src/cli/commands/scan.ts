@@ -94,7 +94,16 @@ export async function runScan(roots: string[], o: RunScanOptions): Promise<ScanS
   const start = performance.now();
   const scanner = new FileScanner({ link: o.link, cache: o.cache, maxFileSize: o.cfg.max_file_size, deadlineMs: o.cfg.deadline });
   const summary: ScanSummary = {
-    files: 0, bytes: 0, clean: 0, infected: [], errors: [], skipped: [], uploadedBytes: 0, readBytes: 0, bySource: {}, seconds: 0,
+    files: 0,
+    bytes: 0,
+    clean: 0,
+    infected: [],
+    errors: [],
+    skipped: [],
+    uploadedBytes: 0,
+    readBytes: 0,
+    bySource: {},
+    seconds: 0,
     svm: { url: o.link.url },
   };
   const queue: WalkEntry[] = [];
@@ -134,10 +143,19 @@ export async function runScan(roots: string[], o: RunScanOptions): Promise<ScanS
     summary.readBytes += r.read;
     summary.bySource[r.source] = (summary.bySource[r.source] ?? 0) + 1;
     if (r.outcome === 'clean') summary.clean++;
-    else if (r.outcome === 'infected') summary.infected.push({ path: r.path, threat: r.threat ?? 'Unknown-Threat', ...(r.sha256 ? { sha256: r.sha256 } : {}) });
-    else if (r.outcome === 'skipped') summary.skipped.push({ path: r.path, code: r.error?.code ?? 'LA_SKIP', message: r.error?.message ?? 'skipped' });
+    else if (r.outcome === 'infected')
+      summary.infected.push({ path: r.path, threat: r.threat ?? 'Unknown-Threat', ...(r.sha256 ? { sha256: r.sha256 } : {}) });
+    else if (r.outcome === 'skipped')
+      summary.skipped.push({ path: r.path, code: r.error?.code ?? 'LA_SKIP', message: r.error?.message ?? 'skipped' });
     else summary.errors.push({ path: r.path, code: r.error?.code ?? 'LA_ERR_SCAN', message: r.error?.message ?? 'scan failed' });
-    o.progress?.update({ files: summary.files, totalFiles, bytes: summary.bytes, totalBytes, totalKnown: walkDone, infected: summary.infected.length });
+    o.progress?.update({
+      files: summary.files,
+      totalFiles,
+      bytes: summary.bytes,
+      totalBytes,
+      totalKnown: walkDone,
+      infected: summary.infected.length,
+    });
   };
 
   const worker = async () => {
@@ -161,7 +179,10 @@ export async function runScan(roots: string[], o: RunScanOptions): Promise<ScanS
     }
   };
   await Promise.all([walker, ...Array.from({ length: o.jobs }, worker)]);
-  o.progress?.update({ files: summary.files, totalFiles, bytes: summary.bytes, totalBytes, totalKnown: true, infected: summary.infected.length }, true);
+  o.progress?.update(
+    { files: summary.files, totalFiles, bytes: summary.bytes, totalBytes, totalKnown: true, infected: summary.infected.length },
+    true,
+  );
   o.progress?.done();
   summary.seconds = (performance.now() - start) / 1000;
   const w = o.link.welcome;
@@ -179,7 +200,11 @@ function printSummary(s: ScanSummary, verbose: boolean): void {
       `Scanned ${s.files} files, ${formatBytes(s.bytes)} in ${s.seconds.toFixed(1)} s (${formatBytes(rate)}/s)`,
       `  clean ${s.clean}, infected ${s.infected.length}, errors ${s.errors.length}, skipped ${s.skipped.length}${s.skipped.length && !verbose ? ' (--verbose lists them)' : ''}`,
       `  uploaded to the SVM: ${formatBytes(s.uploadedBytes)}; read locally: ${formatBytes(s.readBytes)}`,
-      `  answered by: ${Object.entries(s.bySource).map(([k, v]) => `${k} ${v}`).join(', ') || '-'}`,
+      `  answered by: ${
+        Object.entries(s.bySource)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ') || '-'
+      }`,
       `  SVM ${s.svm.url}${s.svm.svmId ? ` (${s.svm.svmId}, signatures ${s.svm.generation})` : ''}`,
     ].join('\n'),
   );

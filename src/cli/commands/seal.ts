@@ -36,7 +36,7 @@ export const sealCommand = defineCommand({
   usage: '[options]',
   description: [
     'Prepare this VM as a template for cloning. Run it with the daemon stopped, as the last step before the template is shut down:',
-    '  1. scans every protected path through the SVM and writes the verdict cache, so that clones answer the template\'s unchanged files from it at first boot, with no SVM round trip;',
+    "  1. scans every protected path through the SVM and writes the verdict cache, so that clones answer the template's unchanged files from it at first boot, with no SVM round trip;",
     '  2. drops the instance identity (agent id, instance facts, events, deferred queue), so that each clone makes its own agent id at its first start.',
     'Files infected in the template stop the seal (exit 1) unless --allow-infected: the cache then keeps them as infected and every clone refuses them.',
   ].join('\n\n'),
@@ -56,7 +56,12 @@ export const sealCommand = defineCommand({
     configureLogging({ level: cfg.log.level, ...(cfg.log.file ? { file: cfg.log.file } : {}) });
     const release = await lockStateDir(cfg.state_dir);
     try {
-      const summary = await seal(cfg, { jobs: o.jobs, identityOnly: o['identity-only'], allowInfected: o['allow-infected'], progress: !o.json });
+      const summary = await seal(cfg, {
+        jobs: o.jobs,
+        identityOnly: o['identity-only'],
+        allowInfected: o['allow-infected'],
+        progress: !o.json,
+      });
       if (o.json) printJson(summary);
       else printSummary(summary);
       return summary.sealed ? 0 : 1;
@@ -92,7 +97,13 @@ interface SealOptions {
 
 async function seal(cfg: AgentConfig, o: SealOptions): Promise<SealSummary> {
   const protect = resolveProtect(cfg, undefined);
-  const summary: SealSummary = { sealed: false, stateDir: cfg.state_dir, protect, removed: [], quarantined: countQuarantined(cfg.state_dir) };
+  const summary: SealSummary = {
+    sealed: false,
+    stateDir: cfg.state_dir,
+    protect,
+    removed: [],
+    quarantined: countQuarantined(cfg.state_dir),
+  };
   if (!o.identityOnly) {
     const link = svmLinkFor(cfg, { maxInFlight: Math.max(o.jobs * 2, 8) });
     try {
@@ -100,7 +111,11 @@ async function seal(cfg: AgentConfig, o: SealOptions): Promise<SealSummary> {
       const cache = await openLocalCache(cfg, undefined, link.generation!);
       if (!cache.persistent) {
         await cache.close();
-        throw new ServiceError('LA_ERR_SEAL', `the verdict cache cannot be written under ${cfg.state_dir}`, 'run seal as the user the daemon runs as (root)');
+        throw new ServiceError(
+          'LA_ERR_SEAL',
+          `the verdict cache cannot be written under ${cfg.state_dir}`,
+          'run seal as the user the daemon runs as (root)',
+        );
       }
       try {
         const s = await runScan(protect, {
@@ -112,7 +127,16 @@ async function seal(cfg: AgentConfig, o: SealOptions): Promise<SealSummary> {
           exclude: [...cfg.exclude, cfg.state_dir],
           progress: o.progress ? new ProgressBar() : undefined,
         });
-        summary.scan = { files: s.files, bytes: s.bytes, clean: s.clean, infected: s.infected, errors: s.errors, uploadedBytes: s.uploadedBytes, seconds: s.seconds, svm: s.svm };
+        summary.scan = {
+          files: s.files,
+          bytes: s.bytes,
+          clean: s.clean,
+          infected: s.infected,
+          errors: s.errors,
+          uploadedBytes: s.uploadedBytes,
+          seconds: s.seconds,
+          svm: s.svm,
+        };
         summary.generation = link.generation;
         summary.cacheEntries = cache.stats()['entries'];
       } finally {
@@ -124,7 +148,13 @@ async function seal(cfg: AgentConfig, o: SealOptions): Promise<SealSummary> {
     if (summary.scan!.infected.length > 0 && !o.allowInfected) return summary;
   }
   summary.removed = dropIdentity(cfg.state_dir);
-  const record = { sealedAt: new Date().toISOString(), generation: summary.generation, files: summary.scan?.files, cacheEntries: summary.cacheEntries, infected: summary.scan?.infected.length };
+  const record = {
+    sealedAt: new Date().toISOString(),
+    generation: summary.generation,
+    files: summary.scan?.files,
+    cacheEntries: summary.cacheEntries,
+    infected: summary.scan?.infected.length,
+  };
   fs.writeFileSync(path.join(cfg.state_dir, SEALED_FILE), `${JSON.stringify(record)}\n`, { mode: 0o600 });
   summary.sealed = true;
   return summary;
@@ -142,14 +172,19 @@ function printSummary(s: SealSummary): void {
   if (s.scan) {
     for (const i of s.scan.infected) out(`INFECTED  ${i.path}  ${i.threat}`);
     for (const e of s.scan.errors) err(`ERROR     ${e.path}: ${e.message} (${e.code})`);
-    out(`Scanned ${s.scan.files} files in ${s.scan.seconds.toFixed(1)} s: clean ${s.scan.clean}, infected ${s.scan.infected.length}, not judged ${s.scan.errors.length}`);
+    out(
+      `Scanned ${s.scan.files} files in ${s.scan.seconds.toFixed(1)} s: clean ${s.scan.clean}, infected ${s.scan.infected.length}, not judged ${s.scan.errors.length}`,
+    );
     out(`  verdict cache: ${s.cacheEntries ?? 0} entries at signatures ${s.generation ?? '-'} (clones answer these files without the SVM)`);
   }
   if (!s.sealed) {
-    err('NOT sealed: infected files in the template. Remove them (or pass --allow-infected to seal them in as infected) and run seal again.');
+    err(
+      'NOT sealed: infected files in the template. Remove them (or pass --allow-infected to seal them in as infected) and run seal again.',
+    );
     return;
   }
   out(`Sealed ${s.stateDir}: removed ${s.removed.length ? s.removed.join(', ') : 'no instance files (none yet)'}`);
-  if (s.quarantined > 0) out(`  note: ${s.quarantined} quarantined file(s) stay in the template and travel into every clone (lightagent quarantine list)`);
+  if (s.quarantined > 0)
+    out(`  note: ${s.quarantined} quarantined file(s) stay in the template and travel into every clone (lightagent quarantine list)`);
   out('Shut the template down now and clone it; each clone makes its own agent id at its first start.');
 }

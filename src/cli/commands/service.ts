@@ -49,8 +49,14 @@ async function install(configFile: string, start: boolean): Promise<number> {
   }
   sc(['description', 'lightagent', 'Scans files written to the protected folders through the Security VM and quarantines infected ones.']);
   sc(['failure', 'lightagent', 'reset=', '86400', 'actions=', 'restart/5000/restart/30000//']);
-  spawnSync('reg.exe', ['add', EVENT_KEY, '/v', 'EventMessageFile', '/t', 'REG_EXPAND_SZ', '/d', exe, '/f'], { timeout: 30_000, windowsHide: true });
-  spawnSync('reg.exe', ['add', EVENT_KEY, '/v', 'TypesSupported', '/t', 'REG_DWORD', '/d', '7', '/f'], { timeout: 30_000, windowsHide: true });
+  spawnSync('reg.exe', ['add', EVENT_KEY, '/v', 'EventMessageFile', '/t', 'REG_EXPAND_SZ', '/d', exe, '/f'], {
+    timeout: 30_000,
+    windowsHide: true,
+  });
+  spawnSync('reg.exe', ['add', EVENT_KEY, '/v', 'TypesSupported', '/t', 'REG_DWORD', '/d', '7', '/f'], {
+    timeout: 30_000,
+    windowsHide: true,
+  });
   out(`lightagent: service "lightagent" installed (${bin})`);
   if (start) {
     const s = sc(['start', 'lightagent']);
@@ -96,7 +102,11 @@ export function mergeConfig(existing: Record<string, unknown>, v: ConfigureValue
   if (given(v.ca)) c.ca = given(v.ca);
   const fc = given(v.failClosed);
   if (fc !== undefined) c.on_svm_unavailable = /^(1|true|yes)$/i.test(fc) ? 'deny' : 'allow';
-  if (given(v.protect)) c.protect = given(v.protect)!.split(';').map((p) => p.trim()).filter((p) => p.length > 0);
+  if (given(v.protect))
+    c.protect = given(v.protect)!
+      .split(';')
+      .map((p) => p.trim())
+      .filter((p) => p.length > 0);
   if (typeof c.svm === 'string' && c.svm.startsWith('ws://') && c.allow_plain_ws === undefined) {
     // plain ws:// only for a loopback SVM (tests, a local SVM); anything else needs wss://
     const host = new URL(c.svm).hostname;
@@ -108,8 +118,14 @@ export function mergeConfig(existing: Record<string, unknown>, v: ConfigureValue
 
 function restrictDir(dir: string): string | undefined {
   // SYSTEM and Administrators only, inherited by everything below (config with the token, cache, quarantine)
-  const r = spawnSync('icacls.exe', [dir, '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)F', '*S-1-5-32-544:(OI)(CI)F'], { encoding: 'utf8', timeout: 60_000, windowsHide: true });
-  return r.status === 0 ? undefined : `icacls ${dir} failed (${r.status ?? r.error?.message}): ${(r.stdout ?? '') + (r.stderr ?? '')}`.trim();
+  const r = spawnSync('icacls.exe', [dir, '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)F', '*S-1-5-32-544:(OI)(CI)F'], {
+    encoding: 'utf8',
+    timeout: 60_000,
+    windowsHide: true,
+  });
+  return r.status === 0
+    ? undefined
+    : `icacls ${dir} failed (${r.status ?? r.error?.message}): ${(r.stdout ?? '') + (r.stderr ?? '')}`.trim();
 }
 
 async function configure(file: string, v: ConfigureValues): Promise<number> {
@@ -134,7 +150,9 @@ async function configure(file: string, v: ConfigureValues): Promise<number> {
     // The service cannot start without these: refuse here, where the MSI shows (and logs) this
     // custom action's failure and rolls back, rather than leave a service that fails at start.
     const missing = [
-      ...(cfg.svm || cfg.svm_discovery ? [] : ['svm: no SVM; give the MSI SVM_URL=wss://HOST:PORT (or --svm URL), or set `svm:` or `svm_discovery:` in the file']),
+      ...(cfg.svm || cfg.svm_discovery
+        ? []
+        : ['svm: no SVM; give the MSI SVM_URL=wss://HOST:PORT (or --svm URL), or set `svm:` or `svm_discovery:` in the file']),
       ...(cfg.token ? [] : ['token: no tenant token; give the MSI TOKEN=... (or --token T), or set `token:` in the file']),
     ];
     if (missing.length > 0) throw new ConfigError(`${file} as configured`, missing);
@@ -175,7 +193,8 @@ async function cleanup(file: string): Promise<number> {
 }
 
 async function runAsService(configFile: string): Promise<number> {
-  const { runService, EventLog, EVENTLOG_ERROR_TYPE, EVENTLOG_INFORMATION_TYPE, EVENTLOG_WARNING_TYPE } = await import('../../platform/windows/service.js');
+  const { runService, EventLog, EVENTLOG_ERROR_TYPE, EVENTLOG_INFORMATION_TYPE, EVENTLOG_WARNING_TYPE } =
+    await import('../../platform/windows/service.js');
   const load = (): AgentConfig => loadAgentConfig({ file: configFile, flags: {} });
   let cfg: AgentConfig;
   const events = new EventLog();
@@ -201,7 +220,11 @@ async function runAsService(configFile: string): Promise<number> {
         // log and the event log (a service has no terminal).
         const report = (e: ServiceEvent) => {
           if (e.event === 'reloaded') log.info('configuration reloaded', { ...e.result });
-          else if (e.event === 'reload-failed') events.report(EVENTLOG_WARNING_TYPE, `lightagent: reload failed, the running configuration stays: ${describeError(e.error).message}`);
+          else if (e.event === 'reload-failed')
+            events.report(
+              EVENTLOG_WARNING_TYPE,
+              `lightagent: reload failed, the running configuration stays: ${describeError(e.error).message}`,
+            );
           else if (e.event === 'stopping') log.info('stopping', { signal: e.signal });
           else log.warn(e.message);
         };
@@ -209,7 +232,12 @@ async function runAsService(configFile: string): Promise<number> {
         log.info('protecting', { paths: daemon.protectedPaths(), mode: daemon.mode, log: logFile });
         daemon.subscribe({
           detection: (d) => events.report(EVENTLOG_WARNING_TYPE, `lightagent: ${JSON.stringify(d)}`, 2),
-          state: (s) => events.report(s.state === 'protected' ? EVENTLOG_INFORMATION_TYPE : EVENTLOG_WARNING_TYPE, `lightagent: protection ${s.state}${s.reasons.length ? `: ${s.reasons.join(', ')}` : ''}`, 3),
+          state: (s) =>
+            events.report(
+              s.state === 'protected' ? EVENTLOG_INFORMATION_TYPE : EVENTLOG_WARNING_TYPE,
+              `lightagent: protection ${s.state}${s.reasons.length ? `: ${s.reasons.join(', ')}` : ''}`,
+              3,
+            ),
         });
       },
       async stop() {

@@ -9,7 +9,11 @@ import { defineCommand } from '../command.js';
 import { err, out, printJson } from '../output.js';
 
 /** The socket dir for a client: flags, then the config file if readable, then the default. */
-export function clientSocketDir(o: { 'socket-dir'?: string | undefined; 'state-dir'?: string | undefined; config?: string | undefined }): string {
+export function clientSocketDir(o: {
+  'socket-dir'?: string | undefined;
+  'state-dir'?: string | undefined;
+  config?: string | undefined;
+}): string {
   if (o['socket-dir']) return path.resolve(o['socket-dir']);
   if (o['state-dir']) return socketDirFor({ state_dir: path.resolve(o['state-dir']) });
   try {
@@ -38,7 +42,10 @@ export function formatStatus(s: Obj): string {
   const svm: Obj = s.svm ?? {};
   const c: Obj = s.cache ?? {};
   const det: Obj = s.detections ?? {};
-  const state = p.state === 'protected' ? 'protected' : `${String(p.state ?? 'unknown').toUpperCase()}${p.reasons?.length ? ` (${p.reasons.join(', ')})` : ''}`;
+  const state =
+    p.state === 'protected'
+      ? 'protected'
+      : `${String(p.state ?? 'unknown').toUpperCase()}${p.reasons?.length ? ` (${p.reasons.join(', ')})` : ''}`;
   const lines = [
     `lightagent ${s.version ?? '?'} (pid ${s.pid ?? '?'}, up ${ago(s.startedAt)}, hypervisor ${s.hypervisor ?? 'none detected'})`,
     `protection:  ${state}, mode ${s.mode ?? 'off'}${s.mode === 'watcher' ? ' (scan after write; opens are not blocked)' : ''}`,
@@ -64,11 +71,26 @@ deferred-scan queue, last detections. Reads the status socket (on Windows the na
 ${WINDOWS_STATUS_PIPE}); needs no privilege.
 Exit codes: 0 protected, 1 degraded or off, 2 the agent cannot be reached.`,
   options: {
-    'socket-dir': { type: 'string', arg: 'DIR', help: `where the daemon's sockets are (default from the config file, else\n${DEFAULT_SOCKET_DIR})` },
+    'socket-dir': {
+      type: 'string',
+      arg: 'DIR',
+      help: `where the daemon's sockets are (default from the config file, else\n${DEFAULT_SOCKET_DIR})`,
+    },
     'state-dir': { type: 'string', arg: 'DIR', help: "the daemon's --state-dir (its sockets are then in <DIR>.run)" },
     config: { type: 'string', arg: 'F', help: 'agent config file to find socket_dir / state_dir in' },
-    pipe: { type: 'string', arg: 'NAME', help: `Windows: the status pipe (default ${WINDOWS_STATUS_PIPE}); the\noptions above do not apply there` },
-    timeout: { type: 'duration', arg: 'DUR', min: 1, max: 600_000, default: 5000, help: 'how long to wait for the answer (default 5s; a bare number is ms)' },
+    pipe: {
+      type: 'string',
+      arg: 'NAME',
+      help: `Windows: the status pipe (default ${WINDOWS_STATUS_PIPE}); the\noptions above do not apply there`,
+    },
+    timeout: {
+      type: 'duration',
+      arg: 'DUR',
+      min: 1,
+      max: 600_000,
+      default: 5000,
+      help: 'how long to wait for the answer (default 5s; a bare number is ms)',
+    },
     json: { type: 'boolean', help: 'print the status as JSON' },
   },
   async handler({ values: o, prefix }) {

@@ -36,11 +36,30 @@ export const svmInfoCommand = defineCommand({
   description: `Show the SVM this agent uses (the best priority, then the lowest load), its signature generation,
 load and round-trip latency, and the state of every other configured or discovered SVM.`,
   options: {
-    svm: { type: 'string', multiple: true, arg: 'URL', help: 'an SVM (ws:// or wss://); repeat for a prioritized list, first preferred\n(default: `svm:` / `svm_discovery:` of the config file, or LIGHTAGENT_SVM_URL)' },
+    svm: {
+      type: 'string',
+      multiple: true,
+      arg: 'URL',
+      help: 'an SVM (ws:// or wss://); repeat for a prioritized list, first preferred\n(default: `svm:` / `svm_discovery:` of the config file, or LIGHTAGENT_SVM_URL)',
+    },
     token: { type: 'string', arg: 'T', help: 'tenant token; default from the config file or LIGHTAGENT_TOKEN' },
     config: { type: 'string', arg: 'F', help: 'agent config file (default /etc/lightagent/agent.yaml if it exists)' },
-    timeout: { type: 'duration', arg: 'DUR', min: 100, max: 600_000, default: 3000, help: 'how long to wait for the SVMs (default 3s; a bare number is ms)' },
-    samples: { type: 'integer', arg: 'N', min: 1, max: 50, default: 5, help: 'lookups timed per SVM for its latency (default 5, at most 50)' },
+    timeout: {
+      type: 'duration',
+      arg: 'DUR',
+      min: 100,
+      max: 600_000,
+      default: 3000,
+      help: 'how long to wait for the SVMs (default 3s; a bare number is ms)',
+    },
+    samples: {
+      type: 'integer',
+      arg: 'N',
+      min: 1,
+      max: 50,
+      default: 5,
+      help: 'lookups timed per SVM for its latency (default 5, at most 50)',
+    },
     json: { type: 'boolean', help: 'print one JSON document' },
   },
   footer: 'Exit status: 0 an SVM is in use, 2 no SVM reachable or an error.',
@@ -129,5 +148,8 @@ function print(info: SvmInfo): void {
     out('other SVMs:');
     for (const s of others) out(`  ${line(s)}`);
   }
-  if (info.discovery) out(`discovery: ${info.discovery.url}${info.discovery.error ? ` failed: ${info.discovery.error.message} (${info.discovery.error.code})` : ' ok'}`);
+  if (info.discovery)
+    out(
+      `discovery: ${info.discovery.url}${info.discovery.error ? ` failed: ${info.discovery.error.message} (${info.discovery.error.code})` : ' ok'}`,
+    );
 }

@@ -24,7 +24,11 @@ blocked" summary) and for protection going degraded and back. Run it as the desk
 XDG autostart entry does; on Windows the MSI's Run value, with a notification-area icon and
 balloons); it needs no privilege and refuses to run as root.`,
   options: {
-    'socket-dir': { type: 'string', arg: 'DIR', help: "(Linux) where the daemon's sockets are (default from the config file, else\n/run/lightagent)" },
+    'socket-dir': {
+      type: 'string',
+      arg: 'DIR',
+      help: "(Linux) where the daemon's sockets are (default from the config file, else\n/run/lightagent)",
+    },
     'state-dir': { type: 'string', arg: 'DIR', help: "the daemon's --state-dir (its sockets are then in <DIR>.run)" },
     pipe: { type: 'string', arg: 'NAME', help: `Windows: the status pipe (default ${WINDOWS_STATUS_PIPE})` },
     config: { type: 'string', arg: 'F', help: 'agent config file to find socket_dir / state_dir in' },
@@ -87,7 +91,11 @@ balloons); it needs no privilege and refuses to run as root.`,
       process.on('SIGTERM', onSignal);
     });
     await app.stop();
-    out(o.json ? JSON.stringify({ event: 'tray-stopped', ...app.counts }) : `lightagent tray: stopped (${app.counts.detections} detections, ${app.counts.notifications} notifications)`);
+    out(
+      o.json
+        ? JSON.stringify({ event: 'tray-stopped', ...app.counts })
+        : `lightagent tray: stopped (${app.counts.detections} detections, ${app.counts.notifications} notifications)`,
+    );
     await closeLogging();
     return 0;
   },

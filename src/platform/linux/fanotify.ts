@@ -8,7 +8,20 @@
  * aarch64.
  */
 import { PlatformError } from '../../errors.js';
-import { AT_FDCWD, EINVAL, ENOSYS, EPERM, O_CLOEXEC, O_LARGEFILE, O_RDONLY, describeErrno, errno, libc, openPipe, type Libc } from './libc.js';
+import {
+  AT_FDCWD,
+  EINVAL,
+  ENOSYS,
+  EPERM,
+  O_CLOEXEC,
+  O_LARGEFILE,
+  O_RDONLY,
+  describeErrno,
+  errno,
+  libc,
+  openPipe,
+  type Libc,
+} from './libc.js';
 
 // --- fanotify_init(2) flags: <linux/fanotify.h> "flags used for fanotify_init()"
 /** <linux/fanotify.h> FAN_CLOEXEC */
@@ -79,7 +92,8 @@ export { AT_FDCWD, O_CLOEXEC, O_LARGEFILE, O_NONBLOCK, O_RDONLY, O_WRONLY, POLLI
 
 /** libc on this thread; off Linux the error says fanotify is what is missing. */
 function lib(): Libc {
-  if (process.platform !== 'linux') throw new PlatformError('LA_ERR_FANOTIFY_UNSUPPORTED', 'fanotify exists only on Linux', 'use the watcher mode');
+  if (process.platform !== 'linux')
+    throw new PlatformError('LA_ERR_FANOTIFY_UNSUPPORTED', 'fanotify exists only on Linux', 'use the watcher mode');
   return libc();
 }
 
@@ -87,7 +101,11 @@ function lib(): Libc {
 export function fanotifyError(what: string, err: number, target?: string): PlatformError {
   const detail = `${what}${target ? ` on ${target}` : ''} failed: ${describeErrno(err)}`;
   if (err === EPERM) {
-    return new PlatformError('LA_ERR_FANOTIFY_PERM', detail, 'on-access protection needs root (CAP_SYS_ADMIN): run the agent as root, or use the watcher fallback (--mode watcher)');
+    return new PlatformError(
+      'LA_ERR_FANOTIFY_PERM',
+      detail,
+      'on-access protection needs root (CAP_SYS_ADMIN): run the agent as root, or use the watcher fallback (--mode watcher)',
+    );
   }
   if (err === ENOSYS || err === EINVAL) {
     return new PlatformError(
@@ -101,14 +119,18 @@ export function fanotifyError(what: string, err: number, target?: string): Platf
 
 /** A content-class, non-blocking, close-on-exec fanotify group; event fds are O_RDONLY|O_LARGEFILE|O_CLOEXEC. */
 export function fanotifyInit(extraFlags = 0): number {
-  const fd = lib().fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK | FAN_UNLIMITED_QUEUE | FAN_UNLIMITED_MARKS | extraFlags, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
+  const fd = lib().fanotify_init(
+    FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK | FAN_UNLIMITED_QUEUE | FAN_UNLIMITED_MARKS | extraFlags,
+    O_RDONLY | O_LARGEFILE | O_CLOEXEC,
+  );
   if (fd < 0) throw fanotifyError('fanotify_init', errno());
   return fd;
 }
 
 /** fanotify_mark(2); throws a PlatformError naming the path (or fd) on failure. */
 export function fanotifyMark(fanFd: number, flags: number, mask: number, dirfd: number, path: string | null): void {
-  if (lib().fanotify_mark(fanFd, flags, BigInt(mask), dirfd, path) < 0) throw fanotifyError('fanotify_mark', errno(), path ?? `fd ${dirfd}`);
+  if (lib().fanotify_mark(fanFd, flags, BigInt(mask), dirfd, path) < 0)
+    throw fanotifyError('fanotify_mark', errno(), path ?? `fd ${dirfd}`);
 }
 
 /**
@@ -156,7 +178,11 @@ export function parseEvents(buf: Buffer, len: number): FanEvent[] {
     const eventLen = buf.readUInt32LE(off);
     const vers = buf[off + 4]!;
     if (vers !== FANOTIFY_METADATA_VERSION) {
-      throw new PlatformError('LA_ERR_FANOTIFY', `fanotify metadata version ${vers}, expected ${FANOTIFY_METADATA_VERSION}`, 'this kernel speaks a fanotify ABI this agent does not know; use the watcher fallback');
+      throw new PlatformError(
+        'LA_ERR_FANOTIFY',
+        `fanotify metadata version ${vers}, expected ${FANOTIFY_METADATA_VERSION}`,
+        'this kernel speaks a fanotify ABI this agent does not know; use the watcher fallback',
+      );
     }
     const metadataLen = buf.readUInt16LE(off + 6);
     if (eventLen < FAN_EVENT_METADATA_LEN || metadataLen < FAN_EVENT_METADATA_LEN || metadataLen > eventLen || off + eventLen > len) break;

@@ -92,7 +92,11 @@ let bound: Libc | PlatformError | undefined;
 
 function bind(): Libc | PlatformError {
   if (process.platform !== 'linux') {
-    return new PlatformError('LA_ERR_PLATFORM', `libc.so.6 is loaded only on Linux, not on ${process.platform}`, 'this call has no meaning on this OS; use the command or mode for this OS');
+    return new PlatformError(
+      'LA_ERR_PLATFORM',
+      `libc.so.6 is loaded only on Linux, not on ${process.platform}`,
+      'this call has no meaning on this OS; use the command or mode for this OS',
+    );
   }
   try {
     const l = koffi.load('libc.so.6');
@@ -100,7 +104,12 @@ function bind(): Libc | PlatformError {
     for (const [name, proto] of Object.entries(PROTOTYPES)) out[name] = l.func(proto);
     return out as unknown as Libc;
   } catch (e) {
-    return new PlatformError('LA_ERR_PLATFORM', `loading libc.so.6 through koffi failed: ${(e as Error).message}`, 'the agent needs glibc 2.28 or later; see the agent log', { cause: e });
+    return new PlatformError(
+      'LA_ERR_PLATFORM',
+      `loading libc.so.6 through koffi failed: ${(e as Error).message}`,
+      'the agent needs glibc 2.28 or later; see the agent log',
+      { cause: e },
+    );
   }
 }
 

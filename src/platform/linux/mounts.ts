@@ -6,7 +6,23 @@
 import fs from 'node:fs';
 
 /** Filesystem types backed by a local block device. */
-export const LOCAL_DISK_FS = new Set(['ext2', 'ext3', 'ext4', 'xfs', 'btrfs', 'f2fs', 'vfat', 'exfat', 'ntfs', 'ntfs3', 'fuseblk', 'zfs', 'jfs', 'reiserfs', 'bcachefs']);
+export const LOCAL_DISK_FS = new Set([
+  'ext2',
+  'ext3',
+  'ext4',
+  'xfs',
+  'btrfs',
+  'f2fs',
+  'vfat',
+  'exfat',
+  'ntfs',
+  'ntfs3',
+  'fuseblk',
+  'zfs',
+  'jfs',
+  'reiserfs',
+  'bcachefs',
+]);
 const NEVER_UNDER = ['/proc', '/sys', '/dev', '/run'];
 
 /** mountinfo escapes space, tab, newline and backslash as \\ooo octal. */

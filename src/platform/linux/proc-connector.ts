@@ -18,7 +18,21 @@
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { PlatformError } from '../../errors.js';
-import { EACCES, EAGAIN, EINTR, ENOBUFS, EPERM, EPROTONOSUPPORT, closeFd, describeErrno, errno, libc, openPipe, pollIn, type Libc } from './libc.js';
+import {
+  EACCES,
+  EAGAIN,
+  EINTR,
+  ENOBUFS,
+  EPERM,
+  EPROTONOSUPPORT,
+  closeFd,
+  describeErrno,
+  errno,
+  libc,
+  openPipe,
+  pollIn,
+  type Libc,
+} from './libc.js';
 import { readProcess, type ProcInfo } from './procfs.js';
 
 // <linux/socket.h>, <linux/net.h>, <asm-generic/socket.h>, <linux/netlink.h>
@@ -61,7 +75,8 @@ export type ProcEvent =
   /** The socket's receive buffer overflowed (ENOBUFS): `count` times some events were lost. */
   | { type: 'lost'; count: number };
 
-export type ConnectorMessage = { t: 'ready' } | { t: 'error'; code: string; message: string; hint: string } | { t: 'events'; events: ProcEvent[] } | { t: 'stopped' };
+export type ConnectorMessage =
+  { t: 'ready' } | { t: 'error'; code: string; message: string; hint: string } | { t: 'events'; events: ProcEvent[] } | { t: 'stopped' };
 
 /**
  * Parse one datagram: one or more netlink messages, each a cn_msg with a proc_event. Never reads
@@ -126,14 +141,29 @@ export function mcastMessage(op: number): Buffer {
 
 /** libc on this thread (the worker loads its own); off Linux the error says the connector is what is missing. */
 function lib(): Libc {
-  if (process.platform !== 'linux') throw new PlatformError('LA_ERR_PROC_CONNECTOR', 'the process events connector exists only on Linux', 'the agent scans the process list instead');
+  if (process.platform !== 'linux')
+    throw new PlatformError(
+      'LA_ERR_PROC_CONNECTOR',
+      'the process events connector exists only on Linux',
+      'the agent scans the process list instead',
+    );
   return libc();
 }
 
 function connectorError(what: string, err: number): PlatformError {
   const detail = `process events connector: ${what} failed: ${describeErrno(err)}`;
-  if (err === EPERM || err === EACCES) return new PlatformError('LA_ERR_PROC_CONNECTOR_PERM', detail, 'the connector needs root (CAP_NET_ADMIN); the agent scans /proc instead');
-  if (err === EPROTONOSUPPORT) return new PlatformError('LA_ERR_PROC_CONNECTOR_UNSUPPORTED', detail, 'this kernel lacks CONFIG_PROC_EVENTS; the agent scans /proc instead');
+  if (err === EPERM || err === EACCES)
+    return new PlatformError(
+      'LA_ERR_PROC_CONNECTOR_PERM',
+      detail,
+      'the connector needs root (CAP_NET_ADMIN); the agent scans /proc instead',
+    );
+  if (err === EPROTONOSUPPORT)
+    return new PlatformError(
+      'LA_ERR_PROC_CONNECTOR_UNSUPPORTED',
+      detail,
+      'this kernel lacks CONFIG_PROC_EVENTS; the agent scans /proc instead',
+    );
   return new PlatformError('LA_ERR_PROC_CONNECTOR', detail, 'the agent scans /proc instead; see the kernel log');
 }
 

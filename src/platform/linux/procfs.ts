@@ -82,7 +82,15 @@ export function parseStat(line: string): ProcStat | undefined {
   // rest[0] is field 3 (state); field N is rest[N - 3].
   const ppid = Number(rest[1]);
   const startTicks = Number(rest[19]);
-  if (!Number.isSafeInteger(pid) || pid <= 0 || !Number.isSafeInteger(ppid) || ppid < 0 || !Number.isSafeInteger(startTicks) || startTicks < 0) return undefined;
+  if (
+    !Number.isSafeInteger(pid) ||
+    pid <= 0 ||
+    !Number.isSafeInteger(ppid) ||
+    ppid < 0 ||
+    !Number.isSafeInteger(startTicks) ||
+    startTicks < 0
+  )
+    return undefined;
   return { pid, comm: line.slice(open + 1, close), state: rest[0] ?? '?', ppid, startTicks };
 }
 

@@ -25,7 +25,8 @@ export function sockaddrUn(name: string): { addr: Buffer; len: number } {
   const abstract = name.startsWith('@');
   const bytes = Buffer.from(abstract ? name.slice(1) : name, 'utf8');
   const pathLen = bytes.length + 1; // abstract: leading NUL; path: trailing NUL
-  if (bytes.length === 0 || pathLen > SUN_PATH_MAX) throw new Error(`NOTIFY_SOCKET ${JSON.stringify(name)} is empty or longer than ${SUN_PATH_MAX - 1} bytes`);
+  if (bytes.length === 0 || pathLen > SUN_PATH_MAX)
+    throw new Error(`NOTIFY_SOCKET ${JSON.stringify(name)} is empty or longer than ${SUN_PATH_MAX - 1} bytes`);
   const addr = Buffer.alloc(SOCKADDR_UN_LEN);
   addr.writeUInt16LE(AF_UNIX, 0); // sa_family_t is host order: little-endian on every Linux Node runs on here
   bytes.copy(addr, abstract ? 3 : 2);

@@ -213,7 +213,12 @@ const MAX_PATH = 260;
 
 /** The real source: kernel32 through koffi. Throws a PlatformError off Windows. */
 export function toolhelpSource(): SnapshotSource {
-  if (process.platform !== 'win32') throw new PlatformError('LA_ERR_WIN_PROCESSES', 'the Toolhelp process snapshot exists only on Windows', 'use the Linux process watcher');
+  if (process.platform !== 'win32')
+    throw new PlatformError(
+      'LA_ERR_WIN_PROCESSES',
+      'the Toolhelp process snapshot exists only on Windows',
+      'use the Linux process watcher',
+    );
   const k32 = koffi.load('kernel32.dll');
   // tagPROCESSENTRY32W (tlhelp32.h)
   const PROCESSENTRY32W = koffi.struct('PROCESSENTRY32W', {
@@ -234,12 +239,18 @@ export function toolhelpSource(): SnapshotSource {
   const CloseHandle = k32.func('__stdcall', 'CloseHandle', 'bool', ['intptr_t']);
   const OpenProcess = k32.func('__stdcall', 'OpenProcess', 'intptr_t', ['uint32', 'bool', 'uint32']);
   const TerminateProcess = k32.func('__stdcall', 'TerminateProcess', 'bool', ['intptr_t', 'uint32']);
-  const QueryFullProcessImageNameW = k32.func('__stdcall', 'QueryFullProcessImageNameW', 'bool', ['intptr_t', 'uint32', koffi.out(koffi.pointer('char16_t')), koffi.inout(koffi.pointer('uint32'))]);
+  const QueryFullProcessImageNameW = k32.func('__stdcall', 'QueryFullProcessImageNameW', 'bool', [
+    'intptr_t',
+    'uint32',
+    koffi.out(koffi.pointer('char16_t')),
+    koffi.inout(koffi.pointer('uint32')),
+  ]);
   const entrySize = koffi.sizeof(PROCESSENTRY32W);
   return {
     snapshot() {
       const h = Number(CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0));
-      if (h === INVALID_HANDLE_VALUE || h === 0) throw new PlatformError('LA_ERR_WIN_PROCESSES', 'CreateToolhelp32Snapshot failed', 'check the agent has not run out of handles');
+      if (h === INVALID_HANDLE_VALUE || h === 0)
+        throw new PlatformError('LA_ERR_WIN_PROCESSES', 'CreateToolhelp32Snapshot failed', 'check the agent has not run out of handles');
       const out: WinProcess[] = [];
       try {
         const e: Record<string, unknown> = { dwSize: entrySize };

@@ -46,7 +46,17 @@ interface Api {
   setStatus: (handle: unknown, status: Record<string, number>) => number;
   getLastError: () => number;
   registerEventSource: (server: null, source: string) => unknown;
-  reportEvent: (h: unknown, type: number, category: number, id: number, sid: null, n: number, size: number, strings: string[], data: null) => number;
+  reportEvent: (
+    h: unknown,
+    type: number,
+    category: number,
+    id: number,
+    sid: null,
+    n: number,
+    size: number,
+    strings: string[],
+    data: null,
+  ) => number;
   serviceMainProto: ReturnType<typeof koffi.proto>;
   handlerProto: ReturnType<typeof koffi.proto>;
 }
@@ -54,7 +64,8 @@ interface Api {
 let api: Api | undefined;
 function bind(): Api {
   if (api) return api;
-  if (process.platform !== 'win32') throw new PlatformError('LA_ERR_PLATFORM', 'the Windows service runs only on Windows', 'use `lightagent run` (systemd unit) on Linux');
+  if (process.platform !== 'win32')
+    throw new PlatformError('LA_ERR_PLATFORM', 'the Windows service runs only on Windows', 'use `lightagent run` (systemd unit) on Linux');
   const advapi = koffi.load('advapi32.dll');
   const kernel = koffi.load('kernel32.dll');
   const serviceMainProto = koffi.proto('void __stdcall LaServiceMain(uint32_t argc, void *argv)');
@@ -72,11 +83,15 @@ function bind(): Api {
   void entry;
   api = {
     dispatcher: advapi.func('bool __stdcall StartServiceCtrlDispatcherW(LA_SERVICE_TABLE_ENTRYW *table)') as unknown as Api['dispatcher'],
-    registerHandler: advapi.func('void * __stdcall RegisterServiceCtrlHandlerExW(const char16_t *name, LaHandlerEx *handler, void *context)'),
+    registerHandler: advapi.func(
+      'void * __stdcall RegisterServiceCtrlHandlerExW(const char16_t *name, LaHandlerEx *handler, void *context)',
+    ),
     setStatus: advapi.func('bool __stdcall SetServiceStatus(void *handle, LA_SERVICE_STATUS *status)'),
     getLastError: kernel.func('uint32_t __stdcall GetLastError()'),
     registerEventSource: advapi.func('void * __stdcall RegisterEventSourceW(const char16_t *server, const char16_t *source)'),
-    reportEvent: advapi.func('bool __stdcall ReportEventW(void *h, uint16_t type, uint16_t category, uint32_t id, void *sid, uint16_t n, uint32_t size, const char16_t **strings, void *data)'),
+    reportEvent: advapi.func(
+      'bool __stdcall ReportEventW(void *h, uint16_t type, uint16_t category, uint32_t id, void *sid, uint16_t n, uint32_t size, const char16_t **strings, void *data)',
+    ),
     serviceMainProto,
     handlerProto,
   };
@@ -211,9 +226,21 @@ export function runService(hooks: ServiceHooks, name = SERVICE_NAME): Promise<nu
         // GetLastError here would read the JS thread's, not the worker's that made the call: a
         // dispatcher that failed before ever calling ServiceMain is error 1063 in practice.
         if (!mainCalled) {
-          return reject(new PlatformError('LA_ERR_NOT_A_SERVICE', 'this process was not started by the Service Control Manager', 'start it with `sc start lightagent` (or `net start lightagent`); `lightagent run` runs in a console'));
+          return reject(
+            new PlatformError(
+              'LA_ERR_NOT_A_SERVICE',
+              'this process was not started by the Service Control Manager',
+              'start it with `sc start lightagent` (or `net start lightagent`); `lightagent run` runs in a console',
+            ),
+          );
         }
-        return reject(new PlatformError('LA_ERR_PLATFORM', 'StartServiceCtrlDispatcherW failed after the service had started', 'see the Windows event log and the log file'));
+        return reject(
+          new PlatformError(
+            'LA_ERR_PLATFORM',
+            'StartServiceCtrlDispatcherW failed after the service had started',
+            'see the Windows event log and the log file',
+          ),
+        );
       }
       void (stopping ?? Promise.resolve()).then(() => resolve(exitCode));
     });

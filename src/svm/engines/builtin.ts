@@ -17,7 +17,17 @@ import { logger } from '../../log.js';
 import type { EngineResult, ScanEngine } from './engine.js';
 import { DEFAULT_ARCHIVE_LIMITS, limitsFingerprint, type ArchiveLimits } from './containers/limits.js';
 import { ContainerWalker, UNPACK_ABILITY } from './containers/walker.js';
-import { emptySignatureSet, hashApplies, loadSignatureFile, parseHashLine, parseNdbLine, type BodySig, type HashTable, type Piece, type SignatureSet } from './signatures.js';
+import {
+  emptySignatureSet,
+  hashApplies,
+  loadSignatureFile,
+  parseHashLine,
+  parseNdbLine,
+  type BodySig,
+  type HashTable,
+  type Piece,
+  type SignatureSet,
+} from './signatures.js';
 
 export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
 const EICAR_NAME = 'Eicar-Test-Signature';
@@ -46,8 +56,11 @@ export class BuiltinEngine implements ScanEngine {
 
   constructor(private readonly opts: BuiltinEngineOptions = {}) {
     this.archiveLimits = Object.freeze({ ...DEFAULT_ARCHIVE_LIMITS, ...opts.archives });
-    this.walker = new ContainerWalker((data) => this.judgeFlat(data), this.archiveLimits, (where, format, e) =>
-      this.log.debug('damaged container member; judged up to the damage', { where, format, message: (e as Error)?.message }),
+    this.walker = new ContainerWalker(
+      (data) => this.judgeFlat(data),
+      this.archiveLimits,
+      (where, format, e) =>
+        this.log.debug('damaged container member; judged up to the damage', { where, format, message: (e as Error)?.message }),
     );
     this.reload();
   }
@@ -64,8 +77,18 @@ export class BuiltinEngine implements ScanEngine {
     this.set = set;
     // What the unpacker can open, and its limits, judge files as much as the signatures do.
     const unpack = this.archiveLimits.enabled ? limitsFingerprint(this.archiveLimits, UNPACK_ABILITY) : 'unpack:off';
-    this.gen = `builtin-${crypto.createHash('sha256').update([...set.canonical].sort().join('\n')).update(`\n#${unpack}`).digest('hex').slice(0, 16)}`;
-    this.log.info('signatures loaded', { files: this.opts.signatureFiles?.length ?? 0, loaded, errors: set.errors.length, generation: this.gen });
+    this.gen = `builtin-${crypto
+      .createHash('sha256')
+      .update([...set.canonical].sort().join('\n'))
+      .update(`\n#${unpack}`)
+      .digest('hex')
+      .slice(0, 16)}`;
+    this.log.info('signatures loaded', {
+      files: this.opts.signatureFiles?.length ?? 0,
+      loaded,
+      errors: set.errors.length,
+      generation: this.gen,
+    });
     return { loaded, errors: set.errors.length, generation: this.gen };
   }
 

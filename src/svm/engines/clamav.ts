@@ -66,7 +66,10 @@ export function parseClamdAddress(address: string): Target {
   if (a.startsWith('/')) return { path: a };
   const m = /^(?:tcp:\/\/)?(?:\[([0-9a-fA-F:]+)\]|([^:/]+)):(\d{1,5})$/.exec(a);
   if (m && Number(m[3]) <= 65535) return { host: (m[1] ?? m[2])!, port: Number(m[3]) };
-  throw new EngineError(`clamd address ${JSON.stringify(address)} is neither a socket path nor HOST:PORT`, 'give a unix socket path (/run/clamav/clamd.ctl) or tcp://HOST:PORT');
+  throw new EngineError(
+    `clamd address ${JSON.stringify(address)} is neither a socket path nor HOST:PORT`,
+    'give a unix socket path (/run/clamav/clamd.ctl) or tcp://HOST:PORT',
+  );
 }
 
 /** The generation from a VERSION reply, or undefined when it has no database part. */
@@ -87,14 +90,21 @@ class Conn {
   uses = 0;
   private closeError: Error | undefined;
 
-  constructor(readonly socket: net.Socket, private readonly where: string) {
+  constructor(
+    readonly socket: net.Socket,
+    private readonly where: string,
+  ) {
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('error', (e) => (this.closeError ??= e));
     socket.on('close', () => {
       this.closed = true;
       const p = this.pending;
       this.pending = undefined;
-      p?.reject(new EngineError(`clamd at ${where} closed the connection${this.closeError ? ` (${(this.closeError as NodeJS.ErrnoException).code ?? this.closeError.message})` : ''}`));
+      p?.reject(
+        new EngineError(
+          `clamd at ${where} closed the connection${this.closeError ? ` (${(this.closeError as NodeJS.ErrnoException).code ?? this.closeError.message})` : ''}`,
+        ),
+      );
     });
   }
 
@@ -102,7 +112,8 @@ class Conn {
     this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
     const end = this.buf.indexOf(0);
     if (end < 0) {
-      if (this.buf.length > MAX_REPLY) this.fail(new EngineError(`clamd at ${this.where} sent a reply over ${MAX_REPLY} bytes; is it clamd?`));
+      if (this.buf.length > MAX_REPLY)
+        this.fail(new EngineError(`clamd at ${this.where} sent a reply over ${MAX_REPLY} bytes; is it clamd?`));
       return;
     }
     const line = this.buf.subarray(0, end).toString('utf8');
@@ -148,7 +159,8 @@ export class ClamavEngine implements ScanEngine {
   readonly name = 'clamav';
   private readonly target: Target;
   private readonly where: string;
-  private readonly o: Required<Omit<ClamavOptions, 'databaseDir' | 'streamMaxLength'>> & Pick<ClamavOptions, 'databaseDir' | 'streamMaxLength'>;
+  private readonly o: Required<Omit<ClamavOptions, 'databaseDir' | 'streamMaxLength'>> &
+    Pick<ClamavOptions, 'databaseDir' | 'streamMaxLength'>;
   private readonly idle: Conn[] = [];
   private readonly waiting: Array<(c: Conn | undefined) => void> = [];
   private open = 0;
@@ -165,7 +177,11 @@ export class ClamavEngine implements ScanEngine {
   private constructor(opts: ClamavOptions) {
     this.target = parseClamdAddress(opts.address);
     this.where = 'path' in this.target ? this.target.path : `${this.target.host}:${this.target.port}`;
-    this.o = { ...CLAMAV_DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)), address: opts.address } as ClamavEngine['o'];
+    this.o = {
+      ...CLAMAV_DEFAULTS,
+      ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
+      address: opts.address,
+    } as ClamavEngine['o'];
     if (!(this.o.poolSize >= 1 && this.o.poolSize <= 256)) throw new RangeError('poolSize must be 1..256');
     if (!(this.o.chunkSize >= 4096 && this.o.chunkSize <= 16 << 20)) throw new RangeError('chunkSize must be 4 KiB..16 MiB');
     this.tooLarge = opts.streamMaxLength !== undefined ? opts.streamMaxLength + 1 : Infinity;
@@ -208,7 +224,8 @@ export class ClamavEngine implements ScanEngine {
       c.socket.end('zEND\0');
     }
     const reply = await this.oneShot('zRELOAD\0');
-    if (reply.trim() !== 'RELOADING') throw new EngineError(`clamd at ${this.where} answered RELOAD with ${JSON.stringify(reply.slice(0, 200))}`);
+    if (reply.trim() !== 'RELOADING')
+      throw new EngineError(`clamd at ${this.where} answered RELOAD with ${JSON.stringify(reply.slice(0, 200))}`);
     await this.refresh();
     return { generation: this.gen, clamd: this.version };
   }
@@ -222,13 +239,21 @@ export class ClamavEngine implements ScanEngine {
       const reused = conn.uses > 0;
       let reply: string;
       try {
-        reply = await this.withTimeout(conn.exchange((s) => this.writeInstream(s, content)), deadline, conn);
+        reply = await this.withTimeout(
+          conn.exchange((s) => this.writeInstream(s, content)),
+          deadline,
+          conn,
+        );
       } catch (e) {
         this.release(conn, false);
         // A pooled connection clamd closed while it sat idle: once more on a fresh one.
         if (reused && attempt === 0 && !(e instanceof TimeoutSignal)) continue;
         this.markDown(e as Error);
-        if (e instanceof TimeoutSignal) throw new EngineError(`clamd at ${this.where} did not answer a scan of ${content.length} bytes within ${this.o.timeoutMs} ms`, 'clamd is overloaded or stuck: check it (clamdscan --ping), raise clamd.timeout, or add capacity');
+        if (e instanceof TimeoutSignal)
+          throw new EngineError(
+            `clamd at ${this.where} did not answer a scan of ${content.length} bytes within ${this.o.timeoutMs} ms`,
+            'clamd is overloaded or stuck: check it (clamdscan --ping), raise clamd.timeout, or add capacity',
+          );
         throw e;
       }
       this.markUp();
@@ -322,7 +347,11 @@ export class ClamavEngine implements ScanEngine {
         }
       }
       const ms = deadline - Date.now();
-      if (ms <= 0) throw new EngineError(`no free clamd connection within the scan timeout (${this.o.timeoutMs} ms; pool of ${this.o.poolSize})`, 'clamd is slower than the scan load: raise clamd.pool and clamd MaxThreads, or add capacity');
+      if (ms <= 0)
+        throw new EngineError(
+          `no free clamd connection within the scan timeout (${this.o.timeoutMs} ms; pool of ${this.o.poolSize})`,
+          'clamd is slower than the scan load: raise clamd.pool and clamd MaxThreads, or add capacity',
+        );
       const got = await new Promise<Conn | undefined>((resolve) => {
         const t = setTimeout(() => {
           const i = this.waiting.indexOf(w);
@@ -360,7 +389,10 @@ export class ClamavEngine implements ScanEngine {
 
   private connect(session: boolean): Promise<Conn> {
     return new Promise((resolve, reject) => {
-      const s = 'path' in this.target ? net.createConnection({ path: this.target.path }) : net.createConnection({ host: this.target.host, port: this.target.port });
+      const s =
+        'path' in this.target
+          ? net.createConnection({ path: this.target.path })
+          : net.createConnection({ host: this.target.host, port: this.target.port });
       s.setNoDelay(true);
       const t = setTimeout(() => {
         s.destroy();
@@ -368,7 +400,13 @@ export class ClamavEngine implements ScanEngine {
       }, this.o.connectTimeoutMs);
       s.once('error', (e: NodeJS.ErrnoException) => {
         clearTimeout(t);
-        reject(new EngineError(`cannot connect to clamd at ${this.where}: ${e.code ?? e.message}`, 'start clamd (systemctl start clamav-daemon) and check clamd.address against its LocalSocket or TCPSocket', { cause: e }));
+        reject(
+          new EngineError(
+            `cannot connect to clamd at ${this.where}: ${e.code ?? e.message}`,
+            'start clamd (systemctl start clamav-daemon) and check clamd.address against its LocalSocket or TCPSocket',
+            { cause: e },
+          ),
+        );
       });
       s.once('connect', () => {
         clearTimeout(t);
@@ -385,7 +423,10 @@ export class ClamavEngine implements ScanEngine {
     const s = await this.connect(false);
     return new Promise<string>((resolve, reject) => {
       let buf: Buffer = Buffer.alloc(0);
-      const t = setTimeout(() => done(new EngineError(`clamd at ${this.where} did not answer ${cmd.slice(1, -1)} within ${this.o.connectTimeoutMs} ms`)), this.o.connectTimeoutMs);
+      const t = setTimeout(
+        () => done(new EngineError(`clamd at ${this.where} did not answer ${cmd.slice(1, -1)} within ${this.o.connectTimeoutMs} ms`)),
+        this.o.connectTimeoutMs,
+      );
       const done = (e?: Error, line?: string) => {
         clearTimeout(t);
         s.socket.destroy();
@@ -399,7 +440,9 @@ export class ClamavEngine implements ScanEngine {
         if (end >= 0) done(undefined, buf.subarray(0, end).toString('utf8'));
         else if (buf.length > MAX_REPLY) done(new EngineError(`clamd at ${this.where} sent an oversized reply`));
       });
-      s.socket.on('close', () => done(new EngineError(`clamd at ${this.where} closed the connection before answering ${cmd.slice(1, -1)}`)));
+      s.socket.on('close', () =>
+        done(new EngineError(`clamd at ${this.where} closed the connection before answering ${cmd.slice(1, -1)}`)),
+      );
       s.socket.write(cmd);
     });
   }
@@ -409,9 +452,11 @@ export class ClamavEngine implements ScanEngine {
     if (this.closed) return;
     try {
       const v = (await this.oneShot('zVERSION\0')).trim();
-      if (!/^ClamAV /.test(v)) throw new EngineError(`clamd at ${this.where} answered VERSION with ${JSON.stringify(v.slice(0, 200))}; is it clamd?`);
+      if (!/^ClamAV /.test(v))
+        throw new EngineError(`clamd at ${this.where} answered VERSION with ${JSON.stringify(v.slice(0, 200))}; is it clamd?`);
       const gen = generationFromVersion(v) ?? `clamav-custom-${this.customFingerprint(v)}`;
-      if (gen !== this.gen) this.log.info('clamd signature generation', { clamd: this.where, version: v, generation: gen, previous: this.gen });
+      if (gen !== this.gen)
+        this.log.info('clamd signature generation', { clamd: this.where, version: v, generation: gen, previous: this.gen });
       this.version = v;
       this.gen = gen;
       this.markUp();
@@ -426,26 +471,32 @@ export class ClamavEngine implements ScanEngine {
     if (dir) {
       try {
         for (const name of fs.readdirSync(dir).sort()) {
-          if (!/\.(c[vl]d|cud|hdb|hsb|mdb|msb|ndb|ndu|ldb|ldu|db|fp|sfp|ign2?|ftm|cdb|crb|cat|pdb|gdb|wdb|yara?|idb|cbc|info)$/i.test(name)) continue;
+          if (!/\.(c[vl]d|cud|hdb|hsb|mdb|msb|ndb|ndu|ldb|ldu|db|fp|sfp|ign2?|ftm|cdb|crb|cat|pdb|gdb|wdb|yara?|idb|cbc|info)$/i.test(name))
+            continue;
           const st = fs.statSync(path.join(dir, name));
           h.update(`\n${name}\0${st.size}\0${st.mtimeMs}`);
         }
       } catch (e) {
-        this.log.warn('cannot read the clamd database directory; generation from the clamd version only', { dir, message: (e as Error).message });
+        this.log.warn('cannot read the clamd database directory; generation from the clamd version only', {
+          dir,
+          message: (e as Error).message,
+        });
       }
     }
     return h.digest('hex').slice(0, 16);
   }
 
   private markUp(): void {
-    if (this.state !== 'up') this.log.info(this.state === 'down' ? 'clamd answers again' : 'clamd reachable', { clamd: this.where, version: this.version });
+    if (this.state !== 'up')
+      this.log.info(this.state === 'down' ? 'clamd answers again' : 'clamd reachable', { clamd: this.where, version: this.version });
     this.state = 'up';
     this.ok = true;
   }
 
   /** Logged once per outage, not per failed scan. */
   private markDown(e: Error): void {
-    if (this.state !== 'down') this.log.warn('clamd unreachable or failing; scans fail until it answers again', { clamd: this.where, message: e.message });
+    if (this.state !== 'down')
+      this.log.warn('clamd unreachable or failing; scans fail until it answers again', { clamd: this.where, message: e.message });
     this.state = 'down';
     this.ok = false;
   }

@@ -42,7 +42,10 @@ export interface ScanEngine {
 
 /** The content is beyond what the engine judges (size, nesting): no verdict, an error verdict to the agent. */
 export class EngineLimitError extends LightagentError {
-  constructor(message: string, hint = 'such files are not scanned: raise the engine limit (clamd StreamMaxLength) or lower max_file_size so agents do not upload them') {
+  constructor(
+    message: string,
+    hint = 'such files are not scanned: raise the engine limit (clamd StreamMaxLength) or lower max_file_size so agents do not upload them',
+  ) {
     super('LA_ERR_ENGINE_LIMIT', message, hint);
   }
 }
@@ -61,6 +64,10 @@ export class EngineError extends LightagentError {
  */
 export class ArchiveTimeoutError extends LightagentError {
   constructor(ms: number) {
-    super('LA_ERR_ARCHIVE_TIMEOUT', `unpacking the file took longer than ${ms} ms`, 'the SVM is overloaded or the file is built to be slow: raise archives.timeout, or add SVM capacity');
+    super(
+      'LA_ERR_ARCHIVE_TIMEOUT',
+      `unpacking the file took longer than ${ms} ms`,
+      'the SVM is overloaded or the file is built to be slow: raise archives.timeout, or add SVM capacity',
+    );
   }
 }

@@ -111,7 +111,8 @@ export function parseHashLine(set: SignatureSet, line: string): string | undefin
   const [hashRaw, sizeRaw, ...rest] = parts;
   const name = rest[0]!; // ClamAV allows a 4th field (min flevel): ignored
   const hash = hashRaw!.toLowerCase();
-  if (!/^[0-9a-f]+$/.test(hash) || ![32, 40, 64].includes(hash.length)) return 'the hash must be 32 (MD5), 40 (SHA-1) or 64 (SHA-256) hex digits';
+  if (!/^[0-9a-f]+$/.test(hash) || ![32, 40, 64].includes(hash.length))
+    return 'the hash must be 32 (MD5), 40 (SHA-1) or 64 (SHA-256) hex digits';
   const size = parseSize(sizeRaw!);
   if (size === undefined) return `size ${JSON.stringify(sizeRaw)} must be a number or *`;
   if (!validName(name)) return 'missing or invalid signature name';
@@ -224,7 +225,8 @@ export function expandAlternatives(hex: string): string[] | string {
     if (close < 0) return 'unclosed (';
     const alts = hex.slice(open + 1, close).split('|');
     for (const a of alts) {
-      if (!/^(?:[0-9a-fA-F]{2}|\?\?)+$/.test(a)) return `alternative ${JSON.stringify(a.slice(0, 20))} must be hex bytes or ?? (nibbles, gaps, (B)/(L) are not supported)`;
+      if (!/^(?:[0-9a-fA-F]{2}|\?\?)+$/.test(a))
+        return `alternative ${JSON.stringify(a.slice(0, 20))} must be hex bytes or ?? (nibbles, gaps, (B)/(L) are not supported)`;
     }
     if (variants.length * alts.length > MAX_VARIANTS) return `the alternatives expand to more than ${MAX_VARIANTS} patterns`;
     variants = variants.flatMap((v) => alts.map((a) => v + a));
@@ -250,7 +252,8 @@ export function parseNdbLine(set: SignatureSet, line: string): string | undefine
   const [name, target, offsetRaw, hex] = parts as [string, string, string, string];
   if (!validName(name)) return 'missing or invalid signature name';
   if (!/^\d{1,2}$/.test(target)) return `target type ${JSON.stringify(target)} must be a number`;
-  for (const fl of parts.slice(4, 6)) if (fl !== '' && !/^\d{1,4}$/.test(fl)) return `functionality level ${JSON.stringify(fl)} must be a number`;
+  for (const fl of parts.slice(4, 6))
+    if (fl !== '' && !/^\d{1,4}$/.test(fl)) return `functionality level ${JSON.stringify(fl)} must be a number`;
   const offset = parseOffset(offsetRaw);
   if (typeof offset === 'string') return offset;
   const variants = expandAlternatives(hex);
@@ -263,7 +266,17 @@ export function parseNdbLine(set: SignatureSet, line: string): string | undefine
     const anchor = chooseAnchor(runs);
     if (!anchor) return 'the signature needs at least 2 consecutive literal bytes';
     const d = anchorDistance(pieces, anchor.piece, anchor.start);
-    sigs.push({ name, pieces, runs, offset, anchorPiece: anchor.piece, anchorStart: anchor.start, anchor: anchor.bytes, anchorDistMin: d.min, anchorDistMax: d.max });
+    sigs.push({
+      name,
+      pieces,
+      runs,
+      offset,
+      anchorPiece: anchor.piece,
+      anchorStart: anchor.start,
+      anchor: anchor.bytes,
+      anchorDistMin: d.min,
+      anchorDistMax: d.max,
+    });
   }
   set.body.push(...sigs);
   set.canonical.push(`n:${name}:${offsetRaw}:${hex.toLowerCase()}`);
@@ -277,7 +290,12 @@ const BODY_EXTS = new Set(['.ndb', '.ndu']);
 export function loadSignatureFile(set: SignatureSet, file: string): number {
   const ext = file.slice(file.lastIndexOf('.')).toLowerCase();
   const parse = HASH_EXTS.has(ext) ? parseHashLine : BODY_EXTS.has(ext) ? parseNdbLine : undefined;
-  if (!parse) throw new SignatureFileError(file, 0, `unknown signature file type ${JSON.stringify(ext)} (supported: .hdb, .hsb, .ndb and their PUA forms .hdu, .hsu, .ndu)`);
+  if (!parse)
+    throw new SignatureFileError(
+      file,
+      0,
+      `unknown signature file type ${JSON.stringify(ext)} (supported: .hdb, .hsb, .ndb and their PUA forms .hdu, .hsu, .ndu)`,
+    );
   let text: string;
   try {
     text = fs.readFileSync(file, 'latin1');

@@ -117,7 +117,8 @@ interface Loaded {
 function yaraRequire(): NodeJS.Require {
   let sea = false;
   try {
-    const m = (process as unknown as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule?.('node:sea') as { isSea?: () => boolean } | undefined;
+    const m = (process as unknown as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule?.('node:sea') as
+      { isSea?: () => boolean } | undefined;
     sea = m?.isSea?.() === true;
   } catch {
     // Node 20: no getBuiltinModule, and no single binary either.
@@ -155,7 +156,10 @@ export async function loadYaraModule(): Promise<YaraModule> {
   }
   const m = (typeof mod.compile === 'function' ? mod : (mod.default as Record<string, unknown> | undefined)) ?? mod;
   if (typeof m.compile !== 'function' || typeof m.validate !== 'function') {
-    throw new EngineUnavailableError(`${YARA_PACKAGE} was loaded but has no compile()/validate(); is it the expected package (0.3.x)?`, `install ${YARA_PACKAGE} 0.3.x`);
+    throw new EngineUnavailableError(
+      `${YARA_PACKAGE} was loaded but has no compile()/validate(); is it the expected package (0.3.x)?`,
+      `install ${YARA_PACKAGE} 0.3.x`,
+    );
   }
   return m as unknown as YaraModule;
 }
@@ -167,7 +171,9 @@ export function readRuleFiles(rules: string): RuleFile[] {
   try {
     st = fs.statSync(rules);
   } catch (e) {
-    throw new ConfigError(rules, [`yara_rules: cannot read ${rules} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a .yar file or a directory of .yar/.yara files`]);
+    throw new ConfigError(rules, [
+      `yara_rules: cannot read ${rules} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a .yar file or a directory of .yar/.yara files`,
+    ]);
   }
   let names: string[];
   if (st.isDirectory()) {
@@ -177,7 +183,8 @@ export function readRuleFiles(rules: string): RuleFile[] {
       .sort()
       .map((n) => path.join(rules, n));
     if (names.length === 0) throw new ConfigError(rules, [`yara_rules: the directory ${rules} has no .yar or .yara files`]);
-    if (names.length > YARA_LIMITS.maxRuleFiles) throw new ConfigError(rules, [`yara_rules: ${names.length} rule files in ${rules}, more than ${YARA_LIMITS.maxRuleFiles}`]);
+    if (names.length > YARA_LIMITS.maxRuleFiles)
+      throw new ConfigError(rules, [`yara_rules: ${names.length} rule files in ${rules}, more than ${YARA_LIMITS.maxRuleFiles}`]);
   } else {
     names = [rules];
   }
@@ -207,7 +214,12 @@ export function readRuleFiles(rules: string): RuleFile[] {
         issues.push(`${file}: has NUL bytes; is it a compiled rule file? give YARA source`);
         continue;
       }
-      const stem = path.basename(file).replace(/\.(yar|yara)$/i, '').replace(/[^A-Za-z0-9_-]+/g, '_').slice(0, 64) || 'rules';
+      const stem =
+        path
+          .basename(file)
+          .replace(/\.(yar|yara)$/i, '')
+          .replace(/[^A-Za-z0-9_-]+/g, '_')
+          .slice(0, 64) || 'rules';
       out.push({ file, stem, source });
     } catch (e) {
       issues.push(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
@@ -227,7 +239,11 @@ function locate(issue: YaraCompileIssue): { line: number; column: number } | und
 /** The first line of a YARA-X message without its `error[E001]: ` prefix. */
 function headline(message: string): string {
   const first = message.split('\n').find((l) => l.trim().length > 0) ?? message;
-  return first.replace(/^Compilation error \([A-Z0-9]+\):\s*/, '').replace(/^(?:error|warning)\[[^\]]+\]:\s*/, '').trim().slice(0, 500);
+  return first
+    .replace(/^Compilation error \([A-Z0-9]+\):\s*/, '')
+    .replace(/^(?:error|warning)\[[^\]]+\]:\s*/, '')
+    .trim()
+    .slice(0, 500);
 }
 
 /** `file:line:col: message (code)` */
@@ -286,12 +302,23 @@ export class YaraEngine implements ScanEngine {
     try {
       ({ next, warnings } = this.compile());
     } catch (e) {
-      if (this.loaded) this.log.error('yara rules not reloaded, keeping the previous ones', { rules: this.opts.rules, error: (e as Error).message, generation: this.loaded.generation });
+      if (this.loaded)
+        this.log.error('yara rules not reloaded, keeping the previous ones', {
+          rules: this.opts.rules,
+          error: (e as Error).message,
+          generation: this.loaded.generation,
+        });
       throw e;
     }
     for (const w of warnings) this.log.warn('yara rule warning', { warning: w });
     this.loaded = next;
-    this.log.info('yara rules loaded', { rules: this.opts.rules, files: next.files.length, count: next.rules, warnings: warnings.length, generation: next.generation });
+    this.log.info('yara rules loaded', {
+      rules: this.opts.rules,
+      files: next.files.length,
+      count: next.rules,
+      warnings: warnings.length,
+      generation: next.generation,
+    });
     return { generation: next.generation, files: next.files.length, rules: next.rules, warnings: warnings.length };
   }
 
@@ -311,7 +338,11 @@ export class YaraEngine implements ScanEngine {
       for (const e of r.errors) issues.push(describeIssue(f.file, e));
       for (const w of r.warnings) warnings.push(describeIssue(f.file, w));
     }
-    if (issues.length) throw new ConfigError(this.opts.rules, issues.map((i) => `yara rules: ${i}`));
+    if (issues.length)
+      throw new ConfigError(
+        this.opts.rules,
+        issues.map((i) => `yara rules: ${i}`),
+      );
     // Then together; an error here is between files (one rule name twice...): map its line back.
     const starts: number[] = [];
     let line = 1;
@@ -327,7 +358,9 @@ export class YaraEngine implements ScanEngine {
       const at = locate(issue);
       let i = 0;
       if (at) while (i + 1 < files.length && starts[i + 1]! <= at.line) i++;
-      throw new ConfigError(this.opts.rules, [`yara rules: ${describeIssue(files[i]!.file, issue, at ? starts[i]! - 1 : 0)}${files.length > 1 ? ' (when compiled with the other rule files)' : ''}`]);
+      throw new ConfigError(this.opts.rules, [
+        `yara rules: ${describeIssue(files[i]!.file, issue, at ? starts[i]! - 1 : 0)}${files.length > 1 ? ' (when compiled with the other rule files)' : ''}`,
+      ]);
     }
     scanner.setMaxMatchesPerPattern(this.maxMatches);
     const ruleFile = new Map<string, string>();
@@ -351,12 +384,20 @@ export class YaraEngine implements ScanEngine {
     const l = this.loaded;
     if (this.closed || !l) throw new EngineError('the yara engine is closed', 'the SVM is shutting down');
     const max = this.opts.maxFileSize;
-    if (max !== undefined && content.length > max) throw new EngineLimitError(`${content.length} bytes is over the yara engine's limit of ${max} bytes (max_file_size)`, 'such files are not scanned: raise max_file_size');
+    if (max !== undefined && content.length > max)
+      throw new EngineLimitError(
+        `${content.length} bytes is over the yara engine's limit of ${max} bytes (max_file_size)`,
+        'such files are not scanned: raise max_file_size',
+      );
     let matches: YaraRuleMatch[];
     try {
       matches = l.scanner.scan(content);
     } catch (e) {
-      throw new EngineError(`YARA-X failed to scan ${content.length} bytes: ${(e as Error).message.slice(0, 500)}`, 'see the SVM log; check the rules', { cause: e });
+      throw new EngineError(
+        `YARA-X failed to scan ${content.length} bytes: ${(e as Error).message.slice(0, 500)}`,
+        'see the SVM log; check the rules',
+        { cause: e },
+      );
     }
     const first = matches[0];
     if (!first) return { infected: false };

@@ -10,7 +10,13 @@ import type { TrayNotification } from '../presenter.js';
 const NAME = 'org.freedesktop.Notifications';
 const PATH = '/org/freedesktop/Notifications';
 const URGENCY = { low: 0, normal: 1, critical: 2 } as const;
-const ICON = { threat: 'security-low', summary: 'security-low', degraded: 'security-medium', recovered: 'security-high', off: 'security-low' } as const;
+const ICON = {
+  threat: 'security-low',
+  summary: 'security-low',
+  degraded: 'security-medium',
+  recovered: 'security-high',
+  off: 'security-low',
+} as const;
 
 export class DesktopNotifications {
   private iface: dbus.ClientInterface | undefined;
@@ -34,7 +40,16 @@ export class DesktopNotifications {
       'desktop-entry': new dbus.Variant('s', 'lightagent-tray'),
     };
     try {
-      const id = (await this.iface.Notify('lightagent', stateful ? this.stateId : 0, ICON[n.kind], n.summary, n.body, [], hints, n.urgency === 'critical' ? 0 : this.expireMs)) as number;
+      const id = (await this.iface.Notify(
+        'lightagent',
+        stateful ? this.stateId : 0,
+        ICON[n.kind],
+        n.summary,
+        n.body,
+        [],
+        hints,
+        n.urgency === 'critical' ? 0 : this.expireMs,
+      )) as number;
       if (stateful) this.stateId = id;
       return id;
     } catch (e) {

@@ -80,7 +80,10 @@ describe('constants', { skip: fs.existsSync('/usr/include/linux/fanotify.h') ? u
 
 describe('fanotify syscalls', { skip: needRoot() }, () => {
   it('fanotify_init without CAP_SYS_ADMIN fails with LA_ERR_FANOTIFY_PERM and a hint', () => {
-    const r = spawnSync('setpriv', ['--bounding-set', '-sys_admin', '--inh-caps', '-sys_admin', '--', process.execPath, INIT_CHILD], { timeout: 20_000, killSignal: 'SIGKILL' });
+    const r = spawnSync('setpriv', ['--bounding-set', '-sys_admin', '--inh-caps', '-sys_admin', '--', process.execPath, INIT_CHILD], {
+      timeout: 20_000,
+      killSignal: 'SIGKILL',
+    });
     assert.equal(r.status, 0, r.stderr.toString());
     const out = JSON.parse(r.stdout.toString()) as { code: string; hint?: string; message: string };
     assert.equal(out.code, 'LA_ERR_FANOTIFY_PERM', out.message);
@@ -91,7 +94,9 @@ describe('fanotify syscalls', { skip: needRoot() }, () => {
     // A group with no mark raises no event: safe in the test process.
     const g = fan.fanotifyInit();
     try {
-      assert.throws(() => fan.fanotifyMark(g, fan.FAN_MARK_ADD | fan.FAN_MARK_REMOVE, fan.FAN_OPEN_PERM, fan.AT_FDCWD, '/nonexistent'), { code: 'LA_ERR_FANOTIFY_UNSUPPORTED' });
+      assert.throws(() => fan.fanotifyMark(g, fan.FAN_MARK_ADD | fan.FAN_MARK_REMOVE, fan.FAN_OPEN_PERM, fan.AT_FDCWD, '/nonexistent'), {
+        code: 'LA_ERR_FANOTIFY_UNSUPPORTED',
+      });
       assert.throws(() => fan.fanotifyMark(g, fan.FAN_MARK_ADD | fan.FAN_MARK_MOUNT, fan.FAN_OPEN_PERM, fan.AT_FDCWD, '/nonexistent/la'), {
         code: 'LA_ERR_FANOTIFY',
         message: /\/nonexistent\/la.*No such file/,
@@ -123,7 +128,10 @@ describe('fanotify syscalls', { skip: needRoot() }, () => {
           assert.notEqual(c.code, 0);
           assert.match(c.err, /Operation not permitted/);
         } else assert.equal(c.code, 0, c.err);
-        assert.ok(out.catEvents.some((e) => e.pid === c.pid && e.path === c.file), `an event from cat ${c.pid} for ${c.file}`);
+        assert.ok(
+          out.catEvents.some((e) => e.pid === c.pid && e.path === c.file),
+          `an event from cat ${c.pid} for ${c.file}`,
+        );
       }
       assert.ok(Math.max(...out.readSizes) > 1, `one read returned several events: ${out.readSizes.join(',')}`);
       assert.ok(out.workerEventPids.length > 0, 'the worker thread open raised an event');

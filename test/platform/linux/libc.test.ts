@@ -28,7 +28,19 @@ function runChild(script: string): unknown {
 
 describe('libc binding', { skip: linux }, () => {
   it('errno constants are the ones Node was built with for this platform', () => {
-    for (const name of ['EPERM', 'ENOENT', 'ESRCH', 'EINTR', 'EBADF', 'EAGAIN', 'EACCES', 'EINVAL', 'ENOSYS', 'EPROTONOSUPPORT', 'ENOBUFS'] as const) {
+    for (const name of [
+      'EPERM',
+      'ENOENT',
+      'ESRCH',
+      'EINTR',
+      'EBADF',
+      'EAGAIN',
+      'EACCES',
+      'EINVAL',
+      'ENOSYS',
+      'EPROTONOSUPPORT',
+      'ENOBUFS',
+    ] as const) {
       assert.equal(c[name], os.constants.errno[name], name);
     }
   });
@@ -77,7 +89,11 @@ describe('libc binding', { skip: linux }, () => {
       const before = libcLoaded();
       const { openFileLimit } = await import(${src('platform/linux/rlimit.js')});
       const limit = openFileLimit();
-      process.stdout.write(JSON.stringify({ before, after: libcLoaded(), limit }));`) as { before: boolean; after: boolean; limit?: { soft: number } };
+      process.stdout.write(JSON.stringify({ before, after: libcLoaded(), limit }));`) as {
+      before: boolean;
+      after: boolean;
+      limit?: { soft: number };
+    };
     assert.equal(o.before, false, 'imports alone must not load libc');
     assert.equal(o.after, true);
     assert.ok(o.limit && o.limit.soft > 0);
@@ -101,7 +117,12 @@ describe('libc binding', { skip: linux }, () => {
       })();\`, { eval: true });
       const m = await new Promise((res, rej) => { w.once('message', res); w.once('error', rej); });
       await w.terminate();
-      process.stdout.write(JSON.stringify({ main: libcLoaded(), ...m }));`) as { main: boolean; before: boolean; ready: number; after: boolean };
+      process.stdout.write(JSON.stringify({ main: libcLoaded(), ...m }));`) as {
+      main: boolean;
+      before: boolean;
+      ready: number;
+      after: boolean;
+    };
     assert.deepEqual(o, { main: true, before: false, ready: 1, after: true });
   });
 });

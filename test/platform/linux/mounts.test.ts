@@ -21,7 +21,10 @@ describe('local disk mounts (default protect)', () => {
   it('parses mountinfo, including escaped spaces', () => {
     const m = parseMountinfo(SAMPLE);
     assert.equal(m.length, 11);
-    assert.deepEqual(m.find((x) => x.fsType === 'btrfs'), { mountPoint: '/srv/my data', fsType: 'btrfs', source: '/dev/vda3' });
+    assert.deepEqual(
+      m.find((x) => x.fsType === 'btrfs'),
+      { mountPoint: '/srv/my data', fsType: 'btrfs', source: '/dev/vda3' },
+    );
   });
 
   it('keeps local disk filesystems, drops pseudo, network, memory ones and anything under /run /proc /sys /dev', () => {

@@ -46,10 +46,14 @@ describe('procfs: readProcess', { skip: linux }, () => {
     // sh waits for its sleep, keeping its own command line: /bin/sh -c 'sleep 30' xxx...
     const c = spawn('/bin/sh', ['-c', '/bin/sleep 30', long], { stdio: 'ignore' });
     children.push(c);
-    const p = await eventually(() => {
-      const x = readProcess(c.pid!);
-      return x?.cmdline?.startsWith('/bin/sh -c') ? x : undefined;
-    }, 5000, 'the shell to run');
+    const p = await eventually(
+      () => {
+        const x = readProcess(c.pid!);
+        return x?.cmdline?.startsWith('/bin/sh -c') ? x : undefined;
+      },
+      5000,
+      'the shell to run',
+    );
     assert.ok(p.cmdline!.startsWith('/bin/sh -c /bin/sleep 30 xxx'));
     assert.ok(p.cmdline!.endsWith('…'));
     assert.equal(p.cmdline!.length, CMDLINE_MAX + 1);
@@ -62,10 +66,14 @@ describe('procfs: readProcess', { skip: linux }, () => {
     const c = spawn('/bin/sh', ['-c', '/bin/sleep 0.05 & echo $!; exec /bin/sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
     children.push(c);
     const zpid = await new Promise<number>((resolve) => c.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))));
-    const z = await eventually(() => {
-      const p = readProcess(zpid);
-      return p?.state === 'Z' ? p : undefined;
-    }, 5000, 'the background sleep to become a zombie');
+    const z = await eventually(
+      () => {
+        const p = readProcess(zpid);
+        return p?.state === 'Z' ? p : undefined;
+      },
+      5000,
+      'the background sleep to become a zombie',
+    );
     assert.equal(z.ppid, c.pid);
     assert.equal(z.exe, undefined);
     assert.equal(z.cmdline, '');

@@ -34,19 +34,46 @@ after(async () => {
 });
 
 async function hostileCorpus(): Promise<Array<{ name: string; content: Buffer; threat: boolean }>> {
-  const tgz = zlib.gzipSync(await tarOf([{ name: 'x/eicar.com', data: EICAR }, { name: 'x/pad', data: noise(200_000) }]));
+  const tgz = zlib.gzipSync(
+    await tarOf([
+      { name: 'x/eicar.com', data: EICAR },
+      { name: 'x/pad', data: noise(200_000) },
+    ]),
+  );
   return [
     { name: 'tar.gz cut in half (EICAR before the cut)', content: tgz.subarray(0, tgz.length >> 1), threat: true },
-    { name: 'zip, EICAR after 10,000 members', content: zip([...Array.from({ length: 10_000 }, (_, i) => ({ name: `f${i}`, data: Buffer.from(`${i}`), method: 0 as const })), { name: 'last.com', data: EICAR }]), threat: true },
-    { name: 'zip, 10 GiB of zeros (10 MB)', content: zip([{ name: 'zeros', data: Buffer.alloc(0), raw: { bytes: deflatedZeros(10_240), size: 10_240 * 2 ** 20 } }]), threat: false },
-    { name: 'zip, overlapping entries', content: zip([{ name: 'a', data: Buffer.from('a') }, { name: 'b', data: Buffer.from('b') }], { share: true }), threat: false },
+    {
+      name: 'zip, EICAR after 10,000 members',
+      content: zip([
+        ...Array.from({ length: 10_000 }, (_, i) => ({ name: `f${i}`, data: Buffer.from(`${i}`), method: 0 as const })),
+        { name: 'last.com', data: EICAR },
+      ]),
+      threat: true,
+    },
+    {
+      name: 'zip, 10 GiB of zeros (10 MB)',
+      content: zip([{ name: 'zeros', data: Buffer.alloc(0), raw: { bytes: deflatedZeros(10_240), size: 10_240 * 2 ** 20 } }]),
+      threat: false,
+    },
+    {
+      name: 'zip, overlapping entries',
+      content: zip(
+        [
+          { name: 'a', data: Buffer.from('a') },
+          { name: 'b', data: Buffer.from('b') },
+        ],
+        { share: true },
+      ),
+      threat: false,
+    },
     { name: 'zip, encrypted member', content: zip([{ name: 'secret.exe', data: noise(500), encrypted: true, method: 0 }]), threat: false },
     { name: 'zip nested 20 deep', content: nestedZips(EICAR, 20), threat: true },
   ];
 }
 
 const table: Array<{ name: string; results: Record<string, string> }> = [];
-const cell = (r: { infected: boolean; threat?: string } | Error): string => (r instanceof Error ? `error ${(r as { code?: string }).code ?? r.message}` : r.infected ? r.threat!.replace(/ in .*/, '') : 'clean');
+const cell = (r: { infected: boolean; threat?: string } | Error): string =>
+  r instanceof Error ? `error ${(r as { code?: string }).code ?? r.message}` : r.infected ? r.threat!.replace(/ in .*/, '') : 'clean';
 
 describe('archive detection across engines', () => {
   it('runs the corpus on builtin, clamav and yara; builtin finds all clamd finds', async (t) => {
@@ -68,13 +95,19 @@ describe('archive detection across engines', () => {
     }
     for (const [, e] of engines) await e.close();
     const names = engines.map(([n]) => n);
-    const lines = [`| container | ${names.join(' | ')} |`, `|---|${names.map(() => '---').join('|')}|`, ...table.map((r) => `| ${r.name} | ${names.map((n) => r.results[n]).join(' | ')} |`)];
+    const lines = [
+      `| container | ${names.join(' | ')} |`,
+      `|---|${names.map(() => '---').join('|')}|`,
+      ...table.map((r) => `| ${r.name} | ${names.map((n) => r.results[n]).join(' | ')} |`),
+    ];
     process.stderr.write(`\n${lines.join('\n')}\n\n`);
     for (const r of table.filter((x) => !/^clean /.test(x.name))) {
       assert.notEqual(r.results.builtin, 'clean', `builtin missed a threat or a bomb in: ${r.name}`);
-      if (r.results.clamav && r.results.clamav !== 'clean') assert.notEqual(r.results.builtin, 'clean', `clamd finds ${r.name}, builtin does not`);
+      if (r.results.clamav && r.results.clamav !== 'clean')
+        assert.notEqual(r.results.builtin, 'clean', `clamd finds ${r.name}, builtin does not`);
     }
-    for (const r of table.filter((x) => /^clean /.test(x.name))) for (const n of names) assert.equal(r.results[n], 'clean', `${n} on ${r.name}`);
+    for (const r of table.filter((x) => /^clean /.test(x.name)))
+      for (const n of names) assert.equal(r.results[n], 'clean', `${n} on ${r.name}`);
     if (!yaraSkip) {
       // YARA-X judges raw bytes: a stored tar member is seen, a compressed one is not.
       assert.equal(table.find((r) => r.name === 'tar')!.results.yara, 'YARA.eicar.EICAR');

@@ -24,7 +24,12 @@ describe('builtin engine signatures', () => {
     const md5 = (await import('node:crypto')).createHash('md5').update(content).digest('hex');
     const sha256 = (await import('node:crypto')).createHash('sha256').update('other bad thing').digest('hex');
     const sha1 = (await import('node:crypto')).createHash('sha1').update('third').digest('hex');
-    const e = new BuiltinEngine({ signatureFiles: [write('a.hdb', `# comment\n${md5}:${content.length}:Test.Md5\n`), write('b.hsb', `${sha256}:*:Test.Sha256\n${sha1}:5:Test.Sha1\n`)] });
+    const e = new BuiltinEngine({
+      signatureFiles: [
+        write('a.hdb', `# comment\n${md5}:${content.length}:Test.Md5\n`),
+        write('b.hsb', `${sha256}:*:Test.Sha256\n${sha1}:5:Test.Sha1\n`),
+      ],
+    });
     assert.deepEqual(await e.scan(content), { infected: true, threat: 'Test.Md5' });
     assert.deepEqual(await e.scan(Buffer.from('other bad thing')), { infected: true, threat: 'Test.Sha256' });
     assert.deepEqual(await e.scan(Buffer.from('third')), { infected: true, threat: 'Test.Sha1' });
@@ -34,14 +39,17 @@ describe('builtin engine signatures', () => {
   it('matches .ndb patterns with ?? wildcards, gaps and offsets', async () => {
     const e = new BuiltinEngine({
       signatureFiles: [
-        write('p.ndb', [
-          `Test.Wild:0:*:${hex('EVIL')}??${hex('CODE')}`,
-          `Test.Gap:0:*:${hex('START')}{2-4}${hex('END!')}`,
-          `Test.Star:0:*:${hex('ALPHA')}*${hex('OMEGA')}`,
-          `Test.Offset:0:0:${hex('MZHEAD')}`,
-          `Test.Eof:0:EOF-4:${hex('TAIL')}`,
-          `Test.Shift:0:10,5:${hex('SHIFTED')}`,
-        ].join('\n')),
+        write(
+          'p.ndb',
+          [
+            `Test.Wild:0:*:${hex('EVIL')}??${hex('CODE')}`,
+            `Test.Gap:0:*:${hex('START')}{2-4}${hex('END!')}`,
+            `Test.Star:0:*:${hex('ALPHA')}*${hex('OMEGA')}`,
+            `Test.Offset:0:0:${hex('MZHEAD')}`,
+            `Test.Eof:0:EOF-4:${hex('TAIL')}`,
+            `Test.Shift:0:10,5:${hex('SHIFTED')}`,
+          ].join('\n'),
+        ),
       ],
     });
     const t = async (s: string) => (await e.scan(Buffer.from(s))).threat;
@@ -60,11 +68,17 @@ describe('builtin engine signatures', () => {
 
   it('skips bad lines with file:line errors and keeps the rest; refuses unknown file types', () => {
     const set = emptySignatureSet();
-    const f = write('bad.ndb', `Good:0:*:${hex('GOOD')}\nNoHex:0:*:zz\nShort\nNeg:0:*:${hex('AB')}!(aa|bb)\nNib:0:*:a?${hex('XYZ')}\nOff:0:EP+0:${hex('XYZ')}\nOne:0:*:41\n`);
+    const f = write(
+      'bad.ndb',
+      `Good:0:*:${hex('GOOD')}\nNoHex:0:*:zz\nShort\nNeg:0:*:${hex('AB')}!(aa|bb)\nNib:0:*:a?${hex('XYZ')}\nOff:0:EP+0:${hex('XYZ')}\nOne:0:*:41\n`,
+    );
     assert.equal(loadSignatureFile(set, f), 1);
     assert.equal(set.errors.length, 6);
     assert.ok(set.errors.every((e) => e instanceof SignatureFileError && e.message.startsWith(`${f}:`)));
-    assert.deepEqual(set.errors.map((e) => Number(/:(\d+): /.exec(e.message)?.[1])), [2, 3, 4, 5, 6, 7]);
+    assert.deepEqual(
+      set.errors.map((e) => Number(/:(\d+): /.exec(e.message)?.[1])),
+      [2, 3, 4, 5, 6, 7],
+    );
     assert.ok(set.errors.every((e) => e.code === 'LA_ERR_SIGNATURES'));
     assert.throws(() => loadSignatureFile(set, write('x.yara', 'rule')), /unknown signature file type/);
     assert.throws(() => new BuiltinEngine({ signatureFiles: [path.join(dir, 'missing.hdb')] }), /missing\.hdb: cannot read/);
@@ -90,7 +104,8 @@ describe('builtin engine signatures', () => {
 });
 
 describe('builtin engine: pattern matching details', () => {
-  const engineFor = (lines: string[]) => new BuiltinEngine({ signatureFiles: [write(`m${Math.random().toString(36).slice(2)}.ndb`, lines.join('\r\n'))] });
+  const engineFor = (lines: string[]) =>
+    new BuiltinEngine({ signatureFiles: [write(`m${Math.random().toString(36).slice(2)}.ndb`, lines.join('\r\n'))] });
 
   it('expands (aa|bb) alternatives, including multi-byte and ?? ones', async () => {
     const e = engineFor([`Test.Alt:0:*:${hex('PRE')}(${hex('A')}|${hex('BC')}|??${hex('D')})${hex('POST')}`]);
@@ -136,7 +151,12 @@ describe('builtin engine: pattern matching details', () => {
     const content = Buffer.from('sized content');
     const crypto = await import('node:crypto');
     const md5 = crypto.createHash('md5').update(content).digest('hex');
-    const e = new BuiltinEngine({ signatureFiles: [write('sized.hdb', `${md5}:${content.length}:Test.Sized\n${md5.toUpperCase()}:999:Test.OtherSize\n`), write('p.hdu', `${'e'.repeat(32)}:*:Test.Pua\n`)] });
+    const e = new BuiltinEngine({
+      signatureFiles: [
+        write('sized.hdb', `${md5}:${content.length}:Test.Sized\n${md5.toUpperCase()}:999:Test.OtherSize\n`),
+        write('p.hdu', `${'e'.repeat(32)}:*:Test.Pua\n`),
+      ],
+    });
     assert.equal((await e.scan(content)).threat, 'Test.Sized');
     // a wrong SHA-256 passed in does not matter: no SHA-256 signature applies
     assert.equal((await e.scan(content, { sha256: '0'.repeat(64) })).threat, 'Test.Sized');
@@ -176,14 +196,33 @@ describe('builtin engine: matcher agrees with a regular-expression reference', (
     const { matchBody } = await import('../../../src/svm/engines/builtin.js');
     const alphabet = 'abc';
     const byte = fc.constantFrom(...alphabet.split('').map((c) => c.charCodeAt(0)), -1);
-    const gap = fc.oneof(fc.constant('{0}'), fc.tuple(fc.nat(3), fc.nat(3)).map(([a, b]) => `{${a}-${a + b}}`), fc.constant('*'), fc.nat(3).map((n) => `{-${n}}`), fc.nat(3).map((n) => `{${n}-}`));
+    const gap = fc.oneof(
+      fc.constant('{0}'),
+      fc.tuple(fc.nat(3), fc.nat(3)).map(([a, b]) => `{${a}-${a + b}}`),
+      fc.constant('*'),
+      fc.nat(3).map((n) => `{-${n}}`),
+      fc.nat(3).map((n) => `{${n}-}`),
+    );
     const piece = fc.array(byte, { minLength: 1, maxLength: 4 });
-    const pattern = fc.tuple(fc.array(fc.tuple(piece, gap), { maxLength: 3 }), piece).filter(([pre, last]) => [...pre.map(([p]) => p), last].some((p) => p.some((b, i) => b >= 0 && (p[i + 1] ?? -1) >= 0)));
-    const offset = fc.oneof(fc.constant('*'), fc.tuple(fc.nat(6), fc.nat(3)).map(([a, s]) => `${a},${s}`), fc.tuple(fc.nat(6), fc.nat(3)).map(([a, s]) => `EOF-${a},${s}`));
+    const pattern = fc
+      .tuple(fc.array(fc.tuple(piece, gap), { maxLength: 3 }), piece)
+      .filter(([pre, last]) => [...pre.map(([p]) => p), last].some((p) => p.some((b, i) => b >= 0 && (p[i + 1] ?? -1) >= 0)));
+    const offset = fc.oneof(
+      fc.constant('*'),
+      fc.tuple(fc.nat(6), fc.nat(3)).map(([a, s]) => `${a},${s}`),
+      fc.tuple(fc.nat(6), fc.nat(3)).map(([a, s]) => `EOF-${a},${s}`),
+    );
     const content = fc.array(fc.constantFrom(...alphabet.split('')), { maxLength: 40 }).map((a) => a.join(''));
     const hexOf = (p: number[]) => p.map((b) => (b < 0 ? '??' : b.toString(16).padStart(2, '0'))).join('');
     const reOf = (p: number[]) => p.map((b) => (b < 0 ? '[\\s\\S]' : String.fromCharCode(b))).join('');
-    const reGap = (g: string) => (g === '*' ? '[\\s\\S]*' : g.replace(/^\{-(\d+)\}$/, '{0,$1}').replace(/^\{(\d+)-\}$/, '{$1,}').replace(/^\{(\d+)-(\d+)\}$/, '{$1,$2}').replace(/^\{/, '[\\s\\S]{'));
+    const reGap = (g: string) =>
+      g === '*'
+        ? '[\\s\\S]*'
+        : g
+            .replace(/^\{-(\d+)\}$/, '{0,$1}')
+            .replace(/^\{(\d+)-\}$/, '{$1,}')
+            .replace(/^\{(\d+)-(\d+)\}$/, '{$1,$2}')
+            .replace(/^\{/, '[\\s\\S]{');
     fc.assert(
       fc.property(pattern, offset, content, ([pre, last], off, text) => {
         const set = emptySignatureSet();

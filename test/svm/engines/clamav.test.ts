@@ -38,7 +38,10 @@ describe('clamav engine: parsing', () => {
     assert.deepEqual(parseClamdAddress('unix:/tmp/c.sock'), { path: '/tmp/c.sock' });
     assert.deepEqual(parseClamdAddress('tcp://127.0.0.1:3310'), { host: '127.0.0.1', port: 3310 });
     assert.deepEqual(parseClamdAddress('[::1]:3310'), { host: '::1', port: 3310 });
-    assert.throws(() => parseClamdAddress('clamd'), (e: unknown) => e instanceof EngineError && /neither a socket path nor HOST:PORT/.test(e.message));
+    assert.throws(
+      () => parseClamdAddress('clamd'),
+      (e: unknown) => e instanceof EngineError && /neither a socket path nor HOST:PORT/.test(e.message),
+    );
   });
 
   it('config: engine clamav with a clamd address string or mapping', () => {
@@ -88,7 +91,10 @@ describe('clamav engine against clamd', { skip }, () => {
       assert.equal((await e.scan(EICAR)).infected, true);
       c.pause();
       const t0 = performance.now();
-      await assert.rejects(e.scan(Buffer.from('while clamd sleeps')), (err: unknown) => err instanceof EngineError && /did not answer a scan/.test(err.message));
+      await assert.rejects(
+        e.scan(Buffer.from('while clamd sleeps')),
+        (err: unknown) => err instanceof EngineError && /did not answer a scan/.test(err.message),
+      );
       const took = performance.now() - t0;
       assert.ok(took >= 350 && took < 2000, `timed out after ${took} ms`);
       assert.equal(e.healthy(), false);
@@ -115,7 +121,10 @@ describe('clamav engine against clamd', { skip }, () => {
       await c.start();
       await eventually(() => e.healthy(), 5000, 'health back after clamd restarted');
       const again = await Promise.all([1, 2, 3, 4, 5].map((i) => e.scan(i % 2 ? EICAR : Buffer.from(`clean ${i}`))));
-      assert.deepEqual(again.map((r) => r.infected), [true, false, true, false, true]);
+      assert.deepEqual(
+        again.map((r) => r.infected),
+        [true, false, true, false, true],
+      );
     } finally {
       await e.close();
     }
@@ -199,7 +208,11 @@ describe('clamav engine against clamd', { skip }, () => {
   });
 
   it('lightagent-svm --engine clamav --clamd SOCKET', async () => {
-    const p = spawnNode(SVM_CLI, ['--listen', '127.0.0.1:0', '--token', TOKEN, '--json', '--log-level', 'error', '--engine', 'clamav', '--clamd', c.socket], { watchdogMs: 30_000 });
+    const p = spawnNode(
+      SVM_CLI,
+      ['--listen', '127.0.0.1:0', '--token', TOKEN, '--json', '--log-level', 'error', '--engine', 'clamav', '--clamd', c.socket],
+      { watchdogMs: 30_000 },
+    );
     try {
       const m = await waitFor(p, /^\{"event":"listening".*\}$/m);
       const line = JSON.parse(m[0]) as { url: string; engine: string; engineHealthy: boolean; clamd: string; generation: string };

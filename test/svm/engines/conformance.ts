@@ -35,7 +35,15 @@ export function runEngineConformance(name: string, makeEngine: () => Promise<Sca
     });
 
     it('does not flag clean text, empty content, random bytes or a truncated EICAR, and never throws on them', async () => {
-      const samples = [Buffer.from('hello world\n'), Buffer.alloc(0), Buffer.alloc(1), crypto.randomBytes(200_000), noise(3 << 20, 3), EICAR.subarray(0, 60), Buffer.alloc(68, 0x58)];
+      const samples = [
+        Buffer.from('hello world\n'),
+        Buffer.alloc(0),
+        Buffer.alloc(1),
+        crypto.randomBytes(200_000),
+        noise(3 << 20, 3),
+        EICAR.subarray(0, 60),
+        Buffer.alloc(68, 0x58),
+      ];
       for (const c of samples) {
         const r = await engine.scan(c);
         assert.equal(r.infected, false, `sample of ${c.length} bytes`);
@@ -51,7 +59,11 @@ export function runEngineConformance(name: string, makeEngine: () => Promise<Sca
     });
 
     it('answers 50 concurrent scans correctly', async () => {
-      const jobs = Array.from({ length: 50 }, (_, i) => (i % 5 === 0 ? Buffer.concat([Buffer.from(`file ${i}\n`), EICAR]) : Buffer.concat([Buffer.from(`clean file ${i}\n`), noise(i * 1000, i)])));
+      const jobs = Array.from({ length: 50 }, (_, i) =>
+        i % 5 === 0
+          ? Buffer.concat([Buffer.from(`file ${i}\n`), EICAR])
+          : Buffer.concat([Buffer.from(`clean file ${i}\n`), noise(i * 1000, i)]),
+      );
       const rs = await Promise.all(jobs.map((c) => engine.scan(c)));
       rs.forEach((r, i) => assert.equal(r.infected, i % 5 === 0, `job ${i}`));
     });

@@ -51,7 +51,9 @@ const EICAR_RULE = `rule EICAR_Test_File {\n  meta:\n    description = "EICAR an
 function dozenRules(): string {
   const out = [EICAR_RULE];
   for (let i = 0; i < 11; i++) {
-    out.push(`rule Bench_${i} {\n  strings:\n    $t = "malware-marker-${i}" nocase wide ascii\n    $h = { 4D 5A ?? ?? 50 45 0${i % 10} [2-8] FF EE }\n    $r = /evil[0-9]{2,4}x${i}/\n  condition:\n    any of them\n}\n`);
+    out.push(
+      `rule Bench_${i} {\n  strings:\n    $t = "malware-marker-${i}" nocase wide ascii\n    $h = { 4D 5A ?? ?? 50 45 0${i % 10} [2-8] FF EE }\n    $r = /evil[0-9]{2,4}x${i}/\n  condition:\n    any of them\n}\n`,
+    );
   }
   return out.join('\n');
 }
@@ -68,12 +70,27 @@ describe('yara engine', { skip }, () => {
     try {
       const pe = Buffer.concat([Buffer.from([0x4d, 0x5a, 0x90, 0x00, 0x50, 0x45, 0x00, 0x00]), Buffer.alloc(100)]);
       assert.deepEqual(await e.scan(pe), { infected: true, threat: 'YARA.pe-ish.Hex_At_Start' });
-      assert.equal((await e.scan(Buffer.concat([Buffer.from([0x4d, 0x5a, 0x90, 0x00, 0x00, 0x50, 0x45, 0x00, 0x00]), Buffer.alloc(10)]))).infected, true, 'a jump of 3');
-      assert.equal((await e.scan(Buffer.concat([Buffer.from([0x4d, 0x5a, 0x90, 0x00, 0x00, 0x00, 0x00, 0x50, 0x45, 0x00, 0x00])]))).infected, false, 'a jump of 5 is beyond [2-4]');
+      assert.equal(
+        (await e.scan(Buffer.concat([Buffer.from([0x4d, 0x5a, 0x90, 0x00, 0x00, 0x50, 0x45, 0x00, 0x00]), Buffer.alloc(10)]))).infected,
+        true,
+        'a jump of 3',
+      );
+      assert.equal(
+        (await e.scan(Buffer.concat([Buffer.from([0x4d, 0x5a, 0x90, 0x00, 0x00, 0x00, 0x00, 0x50, 0x45, 0x00, 0x00])]))).infected,
+        false,
+        'a jump of 5 is beyond [2-4]',
+      );
       assert.equal((await e.scan(Buffer.concat([Buffer.alloc(1), pe]))).infected, false, 'not at offset 0');
       assert.equal((await e.scan(Buffer.concat([pe, Buffer.alloc(2048)]))).infected, false, 'filesize over 1KB');
-      assert.deepEqual(await e.scan(Buffer.concat([Buffer.from('helper-bytes'), Buffer.alloc(200)])), { infected: true, threat: 'YARA.pe-ish.Needs_Helper' });
-      assert.equal((await e.scan(Buffer.from('helper-bytes'))).infected, false, 'the private rule alone is no detection; filesize too small');
+      assert.deepEqual(await e.scan(Buffer.concat([Buffer.from('helper-bytes'), Buffer.alloc(200)])), {
+        infected: true,
+        threat: 'YARA.pe-ish.Needs_Helper',
+      });
+      assert.equal(
+        (await e.scan(Buffer.from('helper-bytes'))).infected,
+        false,
+        'the private rule alone is no detection; filesize too small',
+      );
       assert.equal((await e.scan(EICAR)).infected, false, 'only its own rules: no built-in EICAR');
       assert.equal(e.ruleCount, 3);
     } finally {
@@ -98,7 +115,10 @@ describe('yara engine', { skip }, () => {
   });
 
   it('a broken rule file at start is a config error naming the file, line and column', async () => {
-    const bad = write('broken.yar', `rule Ok { condition: true }\n\nrule Broken {\n  strings:\n    $a = "x"\n  condition:\n    $a and\n}\n`);
+    const bad = write(
+      'broken.yar',
+      `rule Ok { condition: true }\n\nrule Broken {\n  strings:\n    $a = "x"\n  condition:\n    $a and\n}\n`,
+    );
     await assert.rejects(YaraEngine.create({ rules: bad }), (err: unknown) => {
       assert.ok(err instanceof ConfigError, String(err));
       assert.equal(err.code, 'LA_ERR_CONFIG');
@@ -114,12 +134,26 @@ describe('yara engine', { skip }, () => {
     const d2 = freshDir();
     write('a.yar', EICAR_RULE, d2);
     const dup = write('b.yar', `rule Other { condition: false }\n${EICAR_RULE}`, d2);
-    await assert.rejects(YaraEngine.create({ rules: d2 }), (err: unknown) => err instanceof ConfigError && err.message.includes(`${dup}:2:`) && /duplicate rule `EICAR_Test_File`/.test(err.message));
+    await assert.rejects(
+      YaraEngine.create({ rules: d2 }),
+      (err: unknown) =>
+        err instanceof ConfigError && err.message.includes(`${dup}:2:`) && /duplicate rule `EICAR_Test_File`/.test(err.message),
+    );
     // Missing path, empty directory, include (disabled: it would read any file into the log).
-    await assert.rejects(YaraEngine.create({ rules: path.join(root, 'nope.yar') }), (err: unknown) => err instanceof ConfigError && /cannot read .*nope\.yar \(ENOENT\)/.test(err.message));
-    await assert.rejects(YaraEngine.create({ rules: freshDir() }), (err: unknown) => err instanceof ConfigError && /has no \.yar or \.yara files/.test(err.message));
+    await assert.rejects(
+      YaraEngine.create({ rules: path.join(root, 'nope.yar') }),
+      (err: unknown) => err instanceof ConfigError && /cannot read .*nope\.yar \(ENOENT\)/.test(err.message),
+    );
+    await assert.rejects(
+      YaraEngine.create({ rules: freshDir() }),
+      (err: unknown) => err instanceof ConfigError && /has no \.yar or \.yara files/.test(err.message),
+    );
     const inc = write('inc.yar', `include "/etc/passwd"\nrule I { condition: true }\n`);
-    await assert.rejects(YaraEngine.create({ rules: inc }), (err: unknown) => err instanceof ConfigError && err.message.includes(`${inc}:1:1: include statements not allowed`) && !err.message.includes('root:'));
+    await assert.rejects(
+      YaraEngine.create({ rules: inc }),
+      (err: unknown) =>
+        err instanceof ConfigError && err.message.includes(`${inc}:1:1: include statements not allowed`) && !err.message.includes('root:'),
+    );
   });
 
   it('reload: a new rule changes the generation and detects its pattern; a broken file keeps the old rules', async () => {
@@ -141,7 +175,10 @@ describe('yara engine', { skip }, () => {
       const g2 = e.generation();
       // Broken on reload: an error naming file and line, and the rules in force stay.
       fs.writeFileSync(added, 'rule New_Hex { strings: $h = { DE AD BE EF ?? 37 } condition: #h == 1 }\nrule Oops { condition: $nope }\n');
-      assert.throws(() => e.reload(), (err: unknown) => err instanceof ConfigError && err.message.includes(`${added}:2:`) && /unknown pattern `\$nope`/.test(err.message));
+      assert.throws(
+        () => e.reload(),
+        (err: unknown) => err instanceof ConfigError && err.message.includes(`${added}:2:`) && /unknown pattern `\$nope`/.test(err.message),
+      );
       assert.equal(e.generation(), g2);
       assert.equal(e.healthy(), true);
       assert.equal((await e.scan(sample)).infected, true, 'old rules still judge');
@@ -156,7 +193,10 @@ describe('yara engine', { skip }, () => {
 
   it('refuses content over max_file_size with LA_ERR_ENGINE_LIMIT; is unhealthy and refuses scans once closed', async () => {
     const e = await YaraEngine.create({ rules: write('eicar2.yar', EICAR_RULE), maxFileSize: 1000 });
-    await assert.rejects(e.scan(Buffer.alloc(1001)), (err: unknown) => err instanceof EngineLimitError && err.code === 'LA_ERR_ENGINE_LIMIT');
+    await assert.rejects(
+      e.scan(Buffer.alloc(1001)),
+      (err: unknown) => err instanceof EngineLimitError && err.code === 'LA_ERR_ENGINE_LIMIT',
+    );
     assert.equal((await e.scan(Buffer.concat([EICAR, Buffer.alloc(1000 - EICAR.length)]))).infected, true);
     await e.close();
     assert.equal(e.healthy(), false);
@@ -167,14 +207,19 @@ describe('yara engine', { skip }, () => {
     const e = await YaraEngine.create({ rules: write('dozen.yar', dozenRules()), maxFileSize: 64 << 20 });
     try {
       const times: Record<string, number> = {};
-      for (const [label, size] of [['1MiB', 1 << 20], ['64MiB', 64 << 20]] as const) {
+      for (const [label, size] of [
+        ['1MiB', 1 << 20],
+        ['64MiB', 64 << 20],
+      ] as const) {
         const content = Buffer.concat([crypto.randomBytes(size - EICAR.length), EICAR]);
         const t0 = performance.now();
         const r = await e.scan(content);
         times[label] = Math.round(performance.now() - t0);
         assert.equal(r.threat, 'YARA.dozen.EICAR_Test_File');
       }
-      process.stderr.write(`yara scan time, 12 rules: 1 MiB ${times['1MiB']} ms, 64 MiB ${times['64MiB']} ms (blocks the event loop that long)\n`);
+      process.stderr.write(
+        `yara scan time, 12 rules: 1 MiB ${times['1MiB']} ms, 64 MiB ${times['64MiB']} ms (blocks the event loop that long)\n`,
+      );
       assert.ok(times['64MiB']! < 15_000, `64 MiB took ${times['64MiB']} ms`);
     } finally {
       await e.close();
@@ -182,14 +227,22 @@ describe('yara engine', { skip }, () => {
   });
 
   it('finds rule names for threat names past comments and strings', () => {
-    assert.deepEqual(ruleNames('/* rule A {} */ rule B { strings: $a = "rule C" condition: $a }\n// rule D\nprivate global rule E { condition: true }\nrule F:tag{condition:true}'), ['B', 'E', 'F']);
+    assert.deepEqual(
+      ruleNames(
+        '/* rule A {} */ rule B { strings: $a = "rule C" condition: $a }\n// rule D\nprivate global rule E { condition: true }\nrule F:tag{condition:true}',
+      ),
+      ['B', 'E', 'F'],
+    );
   });
 
   it('config: engine yara needs yara_rules; the flag key sets it', () => {
     const c = loadSvmConfig({ env: {}, flags: { tokens: ['a-long-token'], engine: 'yara', yara_rules: '/etc/lightagent/yara' } });
     assert.equal(c.engine, 'yara');
     assert.equal(c.yara_rules, '/etc/lightagent/yara');
-    assert.throws(() => loadSvmConfig({ env: {}, flags: { tokens: ['a-long-token'], engine: 'yara' } }), (err: unknown) => err instanceof ConfigError && /yara_rules: engine yara needs its rules/.test(err.message));
+    assert.throws(
+      () => loadSvmConfig({ env: {}, flags: { tokens: ['a-long-token'], engine: 'yara' } }),
+      (err: unknown) => err instanceof ConfigError && /yara_rules: engine yara needs its rules/.test(err.message),
+    );
   });
 });
 
@@ -202,7 +255,10 @@ describe('yara engine: package missing', () => {
         throw new EngineUnavailableError(`cannot load (${(e as NodeJS.ErrnoException).code})`, 'install it', { cause: e });
       }
     };
-    await assert.rejects(YaraEngine.create({ rules: '/nonexistent', load }), (err: unknown) => err instanceof EngineUnavailableError && err.code === 'LA_ERR_ENGINE_UNAVAILABLE');
+    await assert.rejects(
+      YaraEngine.create({ rules: '/nonexistent', load }),
+      (err: unknown) => err instanceof EngineUnavailableError && err.code === 'LA_ERR_ENGINE_UNAVAILABLE',
+    );
   });
 
   it('an SVM built without node_modules/@litko: engine yara exits 2 saying to install it; engine builtin starts and never needs it', async () => {
@@ -223,7 +279,11 @@ describe('yara engine: package missing', () => {
       fs.cpSync(path.join(buildRoot, 'src'), path.join(tree, 'src'), { recursive: true });
       const cli = path.join(tree, 'src/cli/lightagent-svm.js');
       const rules = write('eicar-np.yar', EICAR_RULE);
-      const r = run(process.execPath, [cli, '--listen', '127.0.0.1:0', '--token', 'test-token', '--engine', 'yara', '--yara-rules', rules], 20_000);
+      const r = run(
+        process.execPath,
+        [cli, '--listen', '127.0.0.1:0', '--token', 'test-token', '--engine', 'yara', '--yara-rules', rules],
+        20_000,
+      );
       assert.equal(r.status, 2, r.stderr);
       assert.match(r.stderr, /LA_ERR_ENGINE_UNAVAILABLE/);
       assert.match(r.stderr, /npm install @litko\/yara-x/);
@@ -279,7 +339,10 @@ describe('lightagent-svm --engine yara: a real agent scan', { skip }, () => {
     assert.notEqual(m[1], g1);
     const r = scan();
     assert.equal(r.status, 1, r.stderr);
-    assert.ok(r.doc!.infected.some((i) => i.path.endsWith('marker.txt') && i.threat === 'YARA.later.Later_Marker'), JSON.stringify(r.doc));
+    assert.ok(
+      r.doc!.infected.some((i) => i.path.endsWith('marker.txt') && i.threat === 'YARA.later.Later_Marker'),
+      JSON.stringify(r.doc),
+    );
     const broken = write('zz-broken.yar', 'rule Broken {\n  condition:\n    filesize >\n}\n', rulesDir);
     const before = svm.output().length;
     svm.child.kill('SIGHUP');
@@ -294,7 +357,11 @@ describe('lightagent-svm --engine yara: a real agent scan', { skip }, () => {
 
   it('a broken rule file at start: exit 2 naming the file and line', () => {
     const bad = write('start-broken.yar', 'rule X {\n  strings: $a = "x"\n  condition: $b\n}\n');
-    const r = run(process.execPath, [SVM_CLI, '--listen', '127.0.0.1:0', '--token', 'test-token', '--engine', 'yara', '--yara-rules', bad], 20_000);
+    const r = run(
+      process.execPath,
+      [SVM_CLI, '--listen', '127.0.0.1:0', '--token', 'test-token', '--engine', 'yara', '--yara-rules', bad],
+      20_000,
+    );
     assert.equal(r.status, 2);
     assert.match(r.stderr, /LA_ERR_CONFIG/);
     assert.ok(r.stderr.includes(`${bad}:3:`), r.stderr);

@@ -31,7 +31,13 @@ function header(buf: Buffer, at: number): CpioHeader | undefined {
     return { mode: f(1), size: f(6), nameSize: f(11), headerLen: 110, align: 4 };
   }
   if (magic === '070707' && at + 76 <= buf.length) {
-    return { mode: field(buf, at + 18, 6, 8), nameSize: field(buf, at + 59, 6, 8), size: field(buf, at + 65, 11, 8), headerLen: 76, align: 1 };
+    return {
+      mode: field(buf, at + 18, 6, 8),
+      nameSize: field(buf, at + 59, 6, 8),
+      size: field(buf, at + 65, 11, 8),
+      headerLen: 76,
+      align: 1,
+    };
   }
   return undefined;
 }

@@ -34,7 +34,10 @@ export const readMime: ContainerReader = async function* (buf, ctx) {
   if (mail.html) parts.push({ name: '(html)', data: () => Buffer.from(mail.html!, 'utf8') });
   mail.attachments.forEach((a, i) => {
     const c = a.content;
-    parts.push({ name: a.filename || `(part ${i + 1}${a.mimeType ? ` ${a.mimeType}` : ''})`, data: () => (typeof c === 'string' ? Buffer.from(c, 'utf8') : Buffer.from(c as ArrayBuffer)) });
+    parts.push({
+      name: a.filename || `(part ${i + 1}${a.mimeType ? ` ${a.mimeType}` : ''})`,
+      data: () => (typeof c === 'string' ? Buffer.from(c, 'utf8') : Buffer.from(c as ArrayBuffer)),
+    });
   });
   for (const p of parts) {
     const where = ctx.pathOf(p.name);

@@ -49,7 +49,10 @@ export const readTar: ContainerReader = async function* (buf, ctx) {
 export function looksLikeTar(buf: Buffer): boolean {
   if (buf.length < 512) return false;
   if (buf.toString('latin1', 257, 262) === 'ustar') return true;
-  const field = buf.toString('latin1', 148, 156).replace(/[\0 ]+$/, '').trim();
+  const field = buf
+    .toString('latin1', 148, 156)
+    .replace(/[\0 ]+$/, '')
+    .trim();
   if (!/^[0-7]{1,7}$/.test(field) || buf[0] === 0) return false;
   let sum = 0;
   for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : buf[i]!;
