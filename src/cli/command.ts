@@ -190,7 +190,9 @@ function convert(name: string, o: OptionSpec, text: string): string | number | {
   if (n !== undefined && Number.isSafeInteger(n) && n >= min && n <= max) return n;
   if (o.type === 'integer') return { problem: `${flag} must be a whole number from ${min} to ${max}, not ${shown}` };
   return {
-    problem: `${flag} must be a duration from ${formatDurationFlag(min)} to ${formatDurationFlag(max)} (e.g. 3s, 500ms; a bare number is milliseconds), not ${shown}`,
+    problem:
+      `${flag} must be a duration from ${formatDurationFlag(min)} to ${formatDurationFlag(max)} (e.g. 3s, 500ms; a ` +
+      `bare number is milliseconds), not ${shown}`,
   };
 }
 

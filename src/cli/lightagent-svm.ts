@@ -24,7 +24,9 @@ const SVM_OPTIONS = {
     type: 'string',
     multiple: true,
     arg: 'T',
-    help: 'accept this token, tenant "default" (repeatable; replaces the config\nfile\'s tokens; LIGHTAGENT_SVM_TOKEN adds one to the file\'s)',
+    help:
+      'accept this token, tenant "default" (repeatable; replaces the config\nfile\'s tokens; LIGHTAGENT_SVM_TOKEN adds ' +
+      "one to the file's)",
   },
   'token-file': {
     type: 'string',
@@ -34,12 +36,16 @@ const SVM_OPTIONS = {
   engine: {
     type: 'string',
     arg: 'E',
-    help: 'builtin (signatures in this process) | clamav (a running clamd) |\nyara (YARA rules, YARA-X in this process; needs npm @litko/yara-x-linux-x64-gnu)',
+    help:
+      'builtin (signatures in this process) | clamav (a running clamd) |\nyara (YARA rules, YARA-X in this process; ' +
+      'needs npm @litko/yara-x-linux-x64-gnu)',
   },
   'yara-rules': {
     type: 'string',
     arg: 'PATH',
-    help: 'a .yar file or a directory of .yar/.yara files (engine yara; config\nyara_rules; reloaded on SIGHUP, a rule error keeps the previous rules)',
+    help:
+      'a .yar file or a directory of .yar/.yara files (engine yara; config\nyara_rules; reloaded on SIGHUP, a rule ' +
+      'error keeps the previous rules)',
   },
   clamd: {
     type: 'string',
@@ -179,7 +185,8 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
   out(
     o.json
       ? JSON.stringify(line)
-      : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${what}, generation ${line.generation}); metrics at ${line.metrics}`,
+      : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${what}, generation ${line.generation}); metrics ` +
+          `at ${line.metrics}`,
   );
 
   process.on('SIGHUP', () => {
@@ -199,7 +206,9 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
         out(
           o.json
             ? JSON.stringify({ event: 'reloaded', ...r, agentsTold: told, ...(tokens ?? {}) })
-            : `lightagent-svm: signatures reloaded (generation ${r.generation}${typeof r.errors === 'number' ? `, ${r.errors} bad lines skipped` : ''})${tokens ? `; ${tokens.tokens} tokens, ${tokens.agentsDropped} agents dropped` : ''}`,
+            : `lightagent-svm: signatures reloaded (generation ${r.generation}` +
+                `${typeof r.errors === 'number' ? `, ${r.errors} bad lines skipped` : ''})` +
+                `${tokens ? `; ${tokens.tokens} tokens, ${tokens.agentsDropped} agents dropped` : ''}`,
         );
       } catch (e) {
         fail(e, 'lightagent-svm: reload failed, keeping the previous signatures');

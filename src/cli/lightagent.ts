@@ -25,7 +25,10 @@ const commands: Record<string, () => Promise<Command>> = {
 async function help(): Promise<string> {
   const all = await Promise.all(Object.values(commands).map((load) => load()));
   const rows = all.filter((c) => !c.hidden).map((c) => `  ${c.name.padEnd(16)} ${c.summary}`);
-  return `Usage: lightagent <command> [options]\n\nCommands:\n${rows.join('\n')}\n\nRun \`lightagent <command> --help\` for the options of a command.`;
+  return (
+    `Usage: lightagent <command> [options]\n\nCommands:\n${rows.join('\n')}\n\nRun \`lightagent <command> --help\` ` +
+    `for the options of a command.`
+  );
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -30,7 +30,10 @@ export class ProgressBar {
     const bar = `${'#'.repeat(filled)}${'-'.repeat(width - filled)}`;
     const eta = s.totalKnown && rate > 0 ? formatDuration(((s.totalBytes - s.bytes) / rate) * 1000) : '--';
     const pct = s.totalKnown ? `${Math.floor(frac * 100)}%` : '..%';
-    const line = `[${bar}] ${pct} ${s.files}/${s.totalFiles}${s.totalKnown ? '' : '+'} files ${formatBytes(s.bytes)}/${formatBytes(s.totalBytes)} ${formatBytes(rate)}/s ETA ${eta}${s.infected ? ` infected: ${s.infected}` : ''}`;
+    const line =
+      `[${bar}] ${pct} ${s.files}/${s.totalFiles}${s.totalKnown ? '' : '+'} files ` +
+      `${formatBytes(s.bytes)}/${formatBytes(s.totalBytes)} ${formatBytes(rate)}/s ETA ` +
+      `${eta}${s.infected ? ` infected: ${s.infected}` : ''}`;
     const cols = this.stream.columns || 100;
     this.stream.write(`\r${line.slice(0, cols - 1).padEnd(Math.min(cols - 1, line.length))}\x1b[K`);
     this.drawn = true;

@@ -445,8 +445,10 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
         if (++this.certResets >= CERT_RESETS_FINAL) {
           this.lastError = new SvmTlsError(
             'LA_ERR_TLS_CLIENT_CERT',
-            `the SVM at ${this.url} dropped the connection during the TLS handshake ${this.certResets} times in a row after this agent presented its client certificate: it does not trust that certificate`,
-            'check that `tls_cert`/`tls_key` hold a certificate signed by the CA the SVM trusts for agents (its tls.client_ca), and that it has not expired',
+            `the SVM at ${this.url} dropped the connection during the TLS handshake ${this.certResets} times in a row ` +
+              `after this agent presented its client certificate: it does not trust that certificate`,
+            'check that `tls_cert`/`tls_key` hold a certificate signed by the CA the SVM trusts for agents (its ' +
+              'tls.client_ca), and that it has not expired',
             { cause: err },
           );
           this._state = 'refused';

@@ -20,7 +20,10 @@ const UNTRUSTED = new Set([
 ]);
 
 const CLIENT_CERT_REFUSED =
+  // eslint-disable-next-line @stylistic/max-len -- one alternation of OpenSSL alert names reads best on one line
   /ALERT_CERTIFICATE_REQUIRED|ALERT_BAD_CERTIFICATE|ALERT_UNKNOWN_CA|ALERT_HANDSHAKE_FAILURE|ALERT_CERTIFICATE_UNKNOWN|ALERT_CERTIFICATE_EXPIRED|ALERT_ACCESS_DENIED/;
+
+const NO_CLIENT_CERT = 'this agent: it requires a client certificate (mutual TLS) and none is configured';
 
 export function tlsFailure(url: string, err: Error, ctx: { pinned: boolean; clientCert: boolean }): SvmTlsError | undefined {
   const code = (err as NodeJS.ErrnoException).code ?? '';
@@ -45,7 +48,7 @@ export function tlsFailure(url: string, err: Error, ctx: { pinned: boolean; clie
   if (CLIENT_CERT_REFUSED.test(code)) {
     return new SvmTlsError(
       'LA_ERR_TLS_CLIENT_CERT',
-      `the SVM at ${url} refused ${ctx.clientCert ? "this agent's client certificate" : 'this agent: it requires a client certificate (mutual TLS) and none is configured'} (${code})`,
+      `the SVM at ${url} refused ` + `${ctx.clientCert ? "this agent's client certificate" : NO_CLIENT_CERT} ` + `(${code})`,
       ctx.clientCert
         ? 'check that `tls_cert`/`tls_key` hold a certificate signed by the CA the SVM trusts for agents, and that it has not expired'
         : "set `tls_cert` and `tls_key` in the agent config to this agent's certificate and key",

@@ -204,14 +204,18 @@ export const svmConfigSchema = z
       ctx.addIssue({
         code: 'custom',
         path: ['listen'],
-        message: `${c.listen.host} is not a loopback address, and plain ws would carry tokens and file content in clear: set tls.cert and tls.key (--tls-cert, --tls-key), listen on 127.0.0.1, or set insecure_plain_ws: true on a network you trust`,
+        message:
+          `${c.listen.host} is not a loopback address, and plain ws would carry tokens and file content in clear: ` +
+          `set tls.cert and tls.key (--tls-cert, --tls-key), listen on 127.0.0.1, or set insecure_plain_ws: true on a network you trust`,
       });
     }
     if (c.upload_memory < c.max_file_size) {
       ctx.addIssue({
         code: 'custom',
         path: ['upload_memory'],
-        message: `${c.upload_memory} bytes is less than max_file_size (${c.max_file_size}): the largest files would always be refused as busy; raise upload_memory or lower max_file_size`,
+        message:
+          `${c.upload_memory} bytes is less than max_file_size (${c.max_file_size}): the largest files would always ` +
+          `be refused as busy; raise upload_memory or lower max_file_size`,
       });
     }
     for (const k of ['upload_memory_per_agent', 'upload_memory_per_tenant'] as const) {
@@ -220,7 +224,9 @@ export const svmConfigSchema = z
         ctx.addIssue({
           code: 'custom',
           path: [k],
-          message: `${v} bytes is less than max_file_size (${c.max_file_size}): the largest files could never be uploaded; raise ${k} or lower max_file_size`,
+          message:
+            `${v} bytes is less than max_file_size (${c.max_file_size}): the largest files could never be uploaded; ` +
+            `raise ${k} or lower max_file_size`,
         });
     }
     if (c.engine === 'yara' && !c.yara_rules)

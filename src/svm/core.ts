@@ -95,7 +95,8 @@ export class SvmCore {
     });
     m.labelled(
       'lightagent_svm_cache_hits_by_tier_total',
-      'Requests answered without an engine run, by where the verdict came from: memory (this SVM), redis (shared with other SVMs), inflight (a scan of the same content already running).',
+      'Requests answered without an engine run, by where the verdict came from: memory (this SVM), redis (shared with ' +
+        'other SVMs), inflight (a scan of the same content already running).',
       'counter',
       'tier',
       () => ({ ...(this.cache.tierHits?.() ?? {}), inflight: this.inflightHits }),
@@ -107,7 +108,8 @@ export class SvmCore {
     const age = new SignatureAge(engine);
     m.labelled(
       'lightagent_svm_signature_age_seconds',
-      "Seconds since the signatures in force were made, by engine: clamd's database date from VERSION, the newest YARA rule file's mtime. No series when the engine does not say (builtin, clamd with custom databases only).",
+      "Seconds since the signatures in force were made, by engine: clamd's database date from VERSION, the newest YARA " +
+        "rule file's mtime. No series when the engine does not say (builtin, clamd with custom databases only).",
       'gauge',
       'engine',
       () => {

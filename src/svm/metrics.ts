@@ -116,11 +116,13 @@ export class SvmMetrics {
   );
   readonly busy = this.count(
     'lightagent_svm_uploads_busy_total',
-    'Uploads refused or dropped with LA_ERR_BUSY: the agent, its tenant or the SVM had its upload memory share in use, or the agent already had uploads_per_agent uploads receiving; the agent retries later.',
+    'Uploads refused or dropped with LA_ERR_BUSY: the agent, its tenant or the SVM had its upload memory share in use, or ' +
+      'the agent already had uploads_per_agent uploads receiving; the agent retries later.',
   );
   readonly duplicateAgentIds = this.count(
     'lightagent_svm_duplicate_agent_ids_total',
-    'Hellos with an agent id that another connection of the same tenant already uses (a clone of a template that was not sealed and whose machine facts did not change; docs/vdi.md).',
+    'Hellos with an agent id that another connection of the same tenant already uses (a clone of a template that was not ' +
+      'sealed and whose machine facts did not change; docs/vdi.md).',
   );
   readonly scanSeconds: Timing;
   /** SVM time per answered request, from the lookup frame or the last upload chunk to the verdict. */
@@ -136,7 +138,8 @@ export class SvmMetrics {
     )({ engine });
     const verdict = this.histogram(
       'lightagent_svm_verdict_seconds',
-      'Time from a request complete on the SVM (a lookup, or the last chunk of an upload) to its verdict sent, by kind: lookup or scan. Includes cache, queue wait and engine; not the upload transfer.',
+      'Time from a request complete on the SVM (a lookup, or the last chunk of an upload) to its verdict sent, by kind: ' +
+        'lookup or scan. Includes cache, queue wait and engine; not the upload transfer.',
       [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       ['kind'],
     );

@@ -37,7 +37,7 @@ const REASONS: Record<string, string> = {
 };
 
 const clip = (v: unknown, n = 300): string => {
-  const s = typeof v === 'string' ? v : String(v ?? '?');
+  const s = typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : (JSON.stringify(v) ?? '?');
   return s.length > n ? `${s.slice(0, n - 1)}…` : s;
 };
 
@@ -114,7 +114,10 @@ export class TrayApp {
         this.everConnected = true;
         this.mode = typeof s.mode === 'string' ? s.mode : 'off';
         const p = (s.protection ?? {}) as { state?: unknown; reasons?: unknown };
-        this.protection = { state: String(p.state ?? 'protected'), reasons: Array.isArray(p.reasons) ? p.reasons.map(String) : [] };
+        this.protection = {
+          state: typeof p.state === 'string' ? p.state : 'protected',
+          reasons: Array.isArray(p.reasons) ? p.reasons.map(clip) : [],
+        };
         this.log.info('following the agent', { socket: this.o.socketPath, mode: this.mode, protection: this.protection.state });
         void this.render();
       },
@@ -154,8 +157,8 @@ export class TrayApp {
       const p = (ev.protection ?? {}) as { state?: unknown; reasons?: unknown };
       const before = this.protection.state;
       this.protection = {
-        state: String(p.state ?? (ev.event === 'recovered' ? 'protected' : 'degraded')),
-        reasons: Array.isArray(p.reasons) ? p.reasons.map(String) : [],
+        state: typeof p.state === 'string' ? p.state : ev.event === 'recovered' ? 'protected' : 'degraded',
+        reasons: Array.isArray(p.reasons) ? p.reasons.map((r) => clip(r)) : [],
       };
       if (ev.event === 'recovered') {
         this.notify({

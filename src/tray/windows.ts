@@ -128,7 +128,8 @@ function bind(): Api {
     registerClass: user32.func('uint16_t __stdcall RegisterClassExW(const LA_WNDCLASSEXW *wc)'),
     unregisterClass: user32.func('int __stdcall UnregisterClassW(const char16_t *cls, intptr_t inst)'),
     createWindow: user32.func(
-      'intptr_t __stdcall CreateWindowExW(uint32_t ex, const char16_t *cls, const char16_t *name, uint32_t style, int x, int y, int w, int h, intptr_t parent, intptr_t menu, intptr_t inst, intptr_t param)',
+      'intptr_t __stdcall CreateWindowExW(uint32_t ex, const char16_t *cls, const char16_t *name, uint32_t style, int x, ' +
+        'int y, int w, int h, intptr_t parent, intptr_t menu, intptr_t inst, intptr_t param)',
     ),
     destroyWindow: user32.func('int __stdcall DestroyWindow(intptr_t hwnd)'),
     defWindowProc: user32.func('intptr_t __stdcall DefWindowProcW(intptr_t hwnd, uint32_t msg, uintptr_t w, intptr_t l)'),

@@ -135,7 +135,8 @@ export async function startProtection(
     } catch (e) {
       if (forced === 'fanotify') throw e;
       log.warn(
-        'fanotify is not available here; FALLING BACK to the portable watcher: files are scanned after they are written, opens are NOT blocked',
+        'fanotify is not available here; FALLING BACK to the portable watcher: files are scanned after they are written, ' +
+          'opens are NOT blocked',
         describeError(e),
       );
     }

@@ -78,8 +78,8 @@ const IDLE_POLL_MS = 1000;
  * cfg.closeWriteMaxAgeMs (default 3000) after the oldest arrived, or at once when half of
  * closeWriteMaxFds wait (each holds an fd; the other half is for those being scanned and what
  * comes meanwhile). So a burst of file creation (cp -a, tar x, npm ci) is not slowed by the
- * background scans of what it wrote: they run when it pauses. Nothing is lost: an open of a held file is a permission event and is judged then,
- * and the scan that follows is a cache hit. Measured on `cp -a` of a 9,106-file tree: see
+ * background scans of what it wrote: they run when it pauses. Nothing is lost: an open of a held
+ * file is a permission event and is judged then, and the scan that follows is a cache hit. Measured on `cp -a` of a 9,106-file tree: see
  * docs/benchmarks.md.
  */
 const heldCloseWrites: Array<{ ev: FanEvent; readAt: number }> = [];
@@ -150,8 +150,8 @@ async function warmUp(w: WarmUpConfig, view: SharedCacheView): Promise<void> {
   const real = { counters, cacheView, protect: cfg.protect };
   const devNull = openRaw('/dev/null', O_WRONLY);
   if (devNull < 0) return;
-  let pipeR = -1;
-  let pipeW = -1;
+  let pipeR: number;
+  let pipeW: number;
   try {
     [pipeR, pipeW] = makePipe();
   } catch {

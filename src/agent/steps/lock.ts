@@ -19,7 +19,8 @@ export const lockStep: Step<DaemonContext> = {
       const pid = await readPid(lockPath);
       throw new ServiceError(
         'LA_ERR_ALREADY_RUNNING',
-        `another lightagent daemon${pid !== undefined ? ` (pid ${pid})` : ''} is running on the state directory ${cfg.state_dir} (lock ${lockPath})`,
+        `another lightagent daemon${pid !== undefined ? ` (pid ${pid})` : ''} is running on the state directory ` +
+          `${cfg.state_dir} (lock ${lockPath})`,
         'stop it first (systemctl stop lightagent); only one daemon may use a state directory',
       );
     }

@@ -94,7 +94,8 @@ written (watcher).`,
       say('lightagent demo', undefined);
       say(`  SVM       ${svm.url} (engine builtin, signatures ${svm.core.generation()})`, undefined);
       say(
-        `  agent     protecting ${path.relative(process.cwd(), folder) || folder} in ${daemon.mode} mode${daemon.mode === 'watcher' ? (root ? '' : ' (not root: files are scanned after they are written; opens are not blocked)') : ' (opens and executions are checked before they happen)'}`,
+        `  agent     protecting ${path.relative(process.cwd(), folder) || folder} in ${daemon.mode} ` +
+          `mode${modeNote(daemon.mode, root)}`,
         undefined,
       );
       say(`  log       ${path.relative(process.cwd(), logFile)}\n`, {
@@ -127,7 +128,10 @@ written (watcher).`,
       say('2. an infected file that was there before the agent started:', undefined);
       const blocked = await sh(`cat '${oldDownload}' > /dev/null`);
       say(
-        `   $ cat old-download.com -> ${blocked.status === 0 ? 'opened (watcher mode cannot block opens; it is scanned after writes)' : `refused: ${blocked.stderr.trim().replace(/^cat: /, '')}`}`,
+        `   $ cat old-download.com -> ` +
+          (blocked.status === 0
+            ? 'opened (watcher mode cannot block opens; it is scanned after writes)'
+            : `refused: ${blocked.stderr.trim().replace(/^cat: /, '')}`),
         { event: 'check', step: 'infected-open', file: oldDownload, opened: blocked.status === 0, detail: blocked.stderr.trim() },
       );
       if (daemon.mode === 'watcher') {
@@ -189,3 +193,8 @@ async function waitFor(done: () => boolean, ms: number): Promise<boolean> {
 }
 
 const waitGone = (p: string, ms: number) => waitFor(() => !fs.existsSync(p), ms);
+
+function modeNote(mode: string, root: boolean): string {
+  if (mode !== 'watcher') return ' (opens and executions are checked before they happen)';
+  return root ? '' : ' (not root: files are scanned after they are written; opens are not blocked)';
+}

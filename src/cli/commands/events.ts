@@ -62,7 +62,8 @@ export const eventsCommand = defineCommand({
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'EACCES') {
         err(
-          `${prefix}: cannot read ${file}: permission denied (the events file is readable by root only)\n  -> run it as root: sudo lightagent events`,
+          `${prefix}: cannot read ${file}: permission denied (the events file is readable by root only)\n  -> run it as ` +
+            `root: sudo lightagent events`,
         );
         return 2;
       }

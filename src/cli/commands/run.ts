@@ -31,7 +31,9 @@ this state directory.`,
       type: 'string',
       multiple: true,
       arg: 'PATH',
-      help: 'protect PATH (repeatable); overrides `protect` in the config file.\nDefault: every local disk filesystem (not /proc, /sys, /dev, /run,\nnetwork or memory filesystems, the state directory or exclusions)',
+      help:
+        'protect PATH (repeatable); overrides `protect` in the config file.\nDefault: every local disk filesystem (not ' +
+        '/proc, /sys, /dev, /run,\nnetwork or memory filesystems, the state directory or exclusions)',
     },
     exclude: { type: 'string', multiple: true, arg: 'PATH', help: 'do not scan under PATH (repeatable)' },
     'state-dir': { type: 'string', arg: 'DIR', help: 'cache, queue and quarantine (default /var/lib/lightagent)' },
@@ -78,7 +80,8 @@ this state directory.`,
           out(
             o.json
               ? JSON.stringify({ event: 'reloaded', ...r })
-              : `lightagent: configuration reloaded (changed: ${r.applied.join(', ') || 'nothing'}${r.needRestart.length ? `; needs a restart, NOT applied: ${r.needRestart.join(', ')}` : ''})`,
+              : `lightagent: configuration reloaded (changed: ${r.applied.join(', ') || 'nothing'}` +
+                  `${r.needRestart.length ? `; needs a restart, NOT applied: ${r.needRestart.join(', ')}` : ''})`,
           );
           break;
         }
@@ -118,7 +121,8 @@ this state directory.`,
     out(
       o.json
         ? JSON.stringify(line)
-        : `lightagent: protecting ${line.protect.join(', ')} (mode ${daemon.mode}, SVM ${typeof cfg.svm === 'string' ? cfg.svm : JSON.stringify(cfg.svm ?? cfg.svm_discovery)}); pid ${process.pid}`,
+        : `lightagent: protecting ${line.protect.join(', ')} (mode ${daemon.mode}, SVM ` +
+            `${typeof cfg.svm === 'string' ? cfg.svm : JSON.stringify(cfg.svm ?? cfg.svm_discovery)}); pid ${process.pid}`,
     );
     // SIGINT/SIGTERM stop it (the signals step).
     await daemon.whenStopped();

@@ -198,7 +198,8 @@ function printSummary(s: ScanSummary, verbose: boolean): void {
   out(
     [
       `Scanned ${s.files} files, ${formatBytes(s.bytes)} in ${s.seconds.toFixed(1)} s (${formatBytes(rate)}/s)`,
-      `  clean ${s.clean}, infected ${s.infected.length}, errors ${s.errors.length}, skipped ${s.skipped.length}${s.skipped.length && !verbose ? ' (--verbose lists them)' : ''}`,
+      `  clean ${s.clean}, infected ${s.infected.length}, errors ${s.errors.length}, skipped ` +
+        `${s.skipped.length}${s.skipped.length && !verbose ? ' (--verbose lists them)' : ''}`,
       `  uploaded to the SVM: ${formatBytes(s.uploadedBytes)}; read locally: ${formatBytes(s.readBytes)}`,
       `  answered by: ${
         Object.entries(s.bySource)

@@ -36,9 +36,12 @@ export const sealCommand = defineCommand({
   usage: '[options]',
   description: [
     'Prepare this VM as a template for cloning. Run it with the daemon stopped, as the last step before the template is shut down:',
-    "  1. scans every protected path through the SVM and writes the verdict cache, so that clones answer the template's unchanged files from it at first boot, with no SVM round trip;",
-    '  2. drops the instance identity (agent id, instance facts, events, deferred queue), so that each clone makes its own agent id at its first start.',
-    'Files infected in the template stop the seal (exit 1) unless --allow-infected: the cache then keeps them as infected and every clone refuses them.',
+    "  1. scans every protected path through the SVM and writes the verdict cache, so that clones answer the template's " +
+      'unchanged files from it at first boot, with no SVM round trip;',
+    '  2. drops the instance identity (agent id, instance facts, events, deferred queue), so that each clone makes its own ' +
+      'agent id at its first start.',
+    'Files infected in the template stop the seal (exit 1) unless --allow-infected: the cache then keeps them as infected ' +
+      'and every clone refuses them.',
   ].join('\n\n'),
   options: {
     config: { type: 'string', arg: 'F', help: 'agent config file (default /etc/lightagent/agent.yaml if it exists)' },
@@ -173,7 +176,8 @@ function printSummary(s: SealSummary): void {
     for (const i of s.scan.infected) out(`INFECTED  ${i.path}  ${i.threat}`);
     for (const e of s.scan.errors) err(`ERROR     ${e.path}: ${e.message} (${e.code})`);
     out(
-      `Scanned ${s.scan.files} files in ${s.scan.seconds.toFixed(1)} s: clean ${s.scan.clean}, infected ${s.scan.infected.length}, not judged ${s.scan.errors.length}`,
+      `Scanned ${s.scan.files} files in ${s.scan.seconds.toFixed(1)} s: clean ${s.scan.clean}, infected ` +
+        `${s.scan.infected.length}, not judged ${s.scan.errors.length}`,
     );
     out(`  verdict cache: ${s.cacheEntries ?? 0} entries at signatures ${s.generation ?? '-'} (clones answer these files without the SVM)`);
   }

@@ -24,6 +24,8 @@ export function clientSocketDir(o: {
   }
 }
 
+// The daemon's status JSON, read loosely: fields may be missing in an older or newer daemon.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a display of whatever the daemon sent
 type Obj = Record<string, any>;
 
 function ago(iso: string | undefined): string {
@@ -52,7 +54,8 @@ export function formatStatus(s: Obj): string {
     `paths:       ${(s.protect ?? []).join(', ') || '-'}${s.exclude?.length ? `; excluded ${s.exclude.join(', ')}` : ''}`,
     `SVM:         ${svm.state ?? '?'} ${svm.url ?? ''}${svm.svmId ? ` (${svm.svmId}, latency ${svm.latencyMs} ms, load ${svm.load})` : ''}`,
     `signatures:  generation ${svm.generation ?? 'unknown'}`,
-    `cache:       ${c.entries ?? 0} of ${c.capacity ?? 0} entries, hit rate ${((c.hitRate ?? 0) * 100).toFixed(1)}% (${c.identityHits ?? 0} hits, ${c.misses ?? 0} misses)`,
+    `cache:       ${c.entries ?? 0} of ${c.capacity ?? 0} entries, hit rate ${((c.hitRate ?? 0) * 100).toFixed(1)}% ` +
+      `(${c.identityHits ?? 0} hits, ${c.misses ?? 0} misses)`,
     `queue:       ${s.deferredQueue ?? 0} file(s) waiting for a scan`,
     ...(s.memory ? [`memory:      ${mb(s.memory.rssKb)} MB resident (main thread's heap ${mb(s.memory.heapUsedKb)} MB)`] : []),
     `detections:  ${det.total ?? 0}${det.recent?.length ? ', last:' : ''}`,

@@ -150,6 +150,7 @@ function print(info: SvmInfo): void {
   }
   if (info.discovery)
     out(
-      `discovery: ${info.discovery.url}${info.discovery.error ? ` failed: ${info.discovery.error.message} (${info.discovery.error.code})` : ' ok'}`,
+      `discovery: ` +
+        `${info.discovery.url}${info.discovery.error ? ` failed: ${info.discovery.error.message} (${info.discovery.error.code})` : ' ok'}`,
     );
 }

@@ -111,7 +111,8 @@ export function fanotifyError(what: string, err: number, target?: string): Platf
     return new PlatformError(
       'LA_ERR_FANOTIFY_UNSUPPORTED',
       detail,
-      'this kernel or filesystem lacks fanotify permission events (CONFIG_FANOTIFY_ACCESS_PERMISSIONS, FAN_OPEN_EXEC_PERM needs Linux 5.0, FAN_MARK_FILESYSTEM 4.20): use the watcher fallback (--mode watcher)',
+      'this kernel or filesystem lacks fanotify permission events (CONFIG_FANOTIFY_ACCESS_PERMISSIONS, FAN_OPEN_EXEC_PERM ' +
+        'needs Linux 5.0, FAN_MARK_FILESYSTEM 4.20): use the watcher fallback (--mode watcher)',
     );
   }
   return new PlatformError('LA_ERR_FANOTIFY', detail, 'check the path and the kernel log; or use the watcher fallback (--mode watcher)');

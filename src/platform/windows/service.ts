@@ -90,7 +90,8 @@ function bind(): Api {
     getLastError: kernel.func('uint32_t __stdcall GetLastError()'),
     registerEventSource: advapi.func('void * __stdcall RegisterEventSourceW(const char16_t *server, const char16_t *source)'),
     reportEvent: advapi.func(
-      'bool __stdcall ReportEventW(void *h, uint16_t type, uint16_t category, uint32_t id, void *sid, uint16_t n, uint32_t size, const char16_t **strings, void *data)',
+      'bool __stdcall ReportEventW(void *h, uint16_t type, uint16_t category, uint32_t id, void *sid, uint16_t n, uint32_t ' +
+        'size, const char16_t **strings, void *data)',
     ),
     serviceMainProto,
     handlerProto,

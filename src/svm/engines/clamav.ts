@@ -102,7 +102,8 @@ class Conn {
       this.pending = undefined;
       p?.reject(
         new EngineError(
-          `clamd at ${where} closed the connection${this.closeError ? ` (${(this.closeError as NodeJS.ErrnoException).code ?? this.closeError.message})` : ''}`,
+          `clamd at ${where} closed the ` +
+            `connection${this.closeError ? ` (${(this.closeError as NodeJS.ErrnoException).code ?? this.closeError.message})` : ''}`,
         ),
       );
     });

@@ -101,6 +101,7 @@ function parseSize(s: string): number | undefined {
 }
 
 function validName(n: string): boolean {
+  // eslint-disable-next-line no-control-regex -- refusing control characters in names is the point
   return n.length > 0 && n.length <= 256 && !/[\x00-\x1f]/.test(n);
 }
 
@@ -286,7 +287,10 @@ export function parseNdbLine(set: SignatureSet, line: string): string | undefine
 const HASH_EXTS = new Set(['.hdb', '.hsb', '.hdu', '.hsu']);
 const BODY_EXTS = new Set(['.ndb', '.ndu']);
 
-/** Load one signature file into `set`. Bad lines are recorded in set.errors and skipped. Throws only if the file cannot be read or has an unknown extension. */
+/**
+ * Load one signature file into `set`. Bad lines are recorded in set.errors and skipped. Throws
+ * only if the file cannot be read or has an unknown extension.
+ */
 export function loadSignatureFile(set: SignatureSet, file: string): number {
   const ext = file.slice(file.lastIndexOf('.')).toLowerCase();
   const parse = HASH_EXTS.has(ext) ? parseHashLine : BODY_EXTS.has(ext) ? parseNdbLine : undefined;

@@ -150,7 +150,9 @@ export async function loadYaraModule(): Promise<YaraModule> {
     const detail = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
     throw new EngineUnavailableError(
       `engine yara needs the npm package ${YARA_PACKAGE} (YARA-X), which cannot be loaded here (${detail})`,
-      `install it (an optional dependency with a prebuilt linux-x64 binding): npm install ${YARA_PACKAGE} where lightagent's npm package is installed, or for the single binary, which does not carry it: npm install --prefix <the binary's directory> ${YARA_PACKAGE}; or choose engine builtin or clamav`,
+      `install it (an optional dependency with a prebuilt linux-x64 binding): npm install ${YARA_PACKAGE} where ` +
+        `lightagent's npm package is installed, or for the single binary, which does not carry it: npm install --prefix ` +
+        `<the binary's directory> ${YARA_PACKAGE}; or choose engine builtin or clamav`,
       { cause: e },
     );
   }
@@ -172,7 +174,8 @@ export function readRuleFiles(rules: string): RuleFile[] {
     st = fs.statSync(rules);
   } catch (e) {
     throw new ConfigError(rules, [
-      `yara_rules: cannot read ${rules} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a .yar file or a directory of .yar/.yara files`,
+      `yara_rules: cannot read ${rules} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a .yar file ` +
+        `or a directory of .yar/.yara files`,
     ]);
   }
   let names: string[];
@@ -359,7 +362,8 @@ export class YaraEngine implements ScanEngine {
       let i = 0;
       if (at) while (i + 1 < files.length && starts[i + 1]! <= at.line) i++;
       throw new ConfigError(this.opts.rules, [
-        `yara rules: ${describeIssue(files[i]!.file, issue, at ? starts[i]! - 1 : 0)}${files.length > 1 ? ' (when compiled with the other rule files)' : ''}`,
+        `yara rules: ${describeIssue(files[i]!.file, issue, at ? starts[i]! - 1 : 0)}` +
+          `${files.length > 1 ? ' (when compiled with the other rule files)' : ''}`,
       ]);
     }
     scanner.setMaxMatchesPerPattern(this.maxMatches);
