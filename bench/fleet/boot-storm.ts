@@ -154,7 +154,7 @@ function reader(files: string[], goAt: number, timeoutMs: number): Promise<Reade
 
 /** All guests' readers released at the same instant (after every reader process is up). */
 async function stormPass(guests: Guest[], timeoutMs: number): Promise<{ stats: PassStats; walls: number[]; lat: number[] }> {
-  const goAt = Date.now() + Math.max(1500, guests.length * 120); // time for N Node processes to start on this machine
+  const goAt = Date.now() + Math.max(2000, guests.length * 250); // time for N Node processes to start on this machine
   const outs = await Promise.all(guests.map((g) => reader(g.files, goAt, timeoutMs)));
   const walls = outs.map((o) => o.wallMs);
   const lat = outs.flatMap((o) => o.lat);
