@@ -71,7 +71,9 @@ export interface StormVariant extends PassStats {
     cpuS: number;
     cpuSPass: number;
     peakRssMb: number;
+    /** After every agent left (settled); idleRssBeforeMb: before the first came (start-up garbage included). */
     idleRssMb: number;
+    idleRssBeforeMb: number;
     connectedRssMb: number;
     rssPerAgentKb: number;
     bytesReceived: number;
@@ -288,7 +290,6 @@ async function variant(name: 'cold' | 'sealed', work: string, guests: Guest[], l
       await new Promise((r) => setTimeout(r, 100));
     }
     await settle([svmPid], 10_000);
-    const connectedRss = await minRss(svmPid);
     const before = await svmMetrics(metrics);
     const cpu1 = cpuNs(svmPid);
     say(`boot-storm ${name}: ${guests.length} agents started (median ${round(median(startMs) / 1000, 1)} s), connected; first pass`);
@@ -303,6 +304,11 @@ async function variant(name: 'cold' | 'sealed', work: string, guests: Guest[], l
     const statuses = await pool(agents, 8, (a) => agentStatus(a.child, a.stateDir).catch(() => undefined));
     for (const s of statuses)
       for (const [k, v] of Object.entries(s?.counts ?? {})) if (typeof v === 'number') counts[k] = (counts[k] ?? 0) + v;
+    // RSS per connected agent: with the N agents connected (settled, after the pass) minus after
+    // they all left (settled): both after the SVM's start-up garbage is gone, which the RSS
+    // before the first agent still held (read first: RSS with N connected came out below it).
+    await settle([svmPid], 5000);
+    const connectedRss = await minRss(svmPid);
     const eicar = await eicarCheck({
       name: 'lightagent',
       root: guests[0]!.mnt,
@@ -310,6 +316,9 @@ async function variant(name: 'cold' | 'sealed', work: string, guests: Guest[], l
       stop: async () => {},
       pids: () => [],
     });
+    await Promise.all(agents.map((a) => stopChild(a.child)));
+    await settle([svmPid], 5000);
+    const leftRss = await minRss(svmPid);
     const d = (k: string) => after[k]! - before[k]!;
     return {
       variant: name,
@@ -322,9 +331,10 @@ async function variant(name: 'cold' | 'sealed', work: string, guests: Guest[], l
         cpuS: round((cpu3 - cpu0) / 1e9, 2),
         cpuSPass: round((cpu2 - cpu1) / 1e9, 2),
         peakRssMb: round(rssKb(svmPid, 'VmHWM') / 1024, 1),
-        idleRssMb: round(idleRss / 1024, 1),
+        idleRssMb: round(leftRss / 1024, 1),
+        idleRssBeforeMb: round(idleRss / 1024, 1),
         connectedRssMb: round(connectedRss / 1024, 1),
-        rssPerAgentKb: Math.round((connectedRss - idleRss) / guests.length),
+        rssPerAgentKb: Math.round((connectedRss - leftRss) / guests.length),
         // Counted from before the pass (the agents' hello and start-up are not requests).
         bytesReceived: d('bytesReceived'),
         lookups: d('lookups'),

@@ -344,7 +344,7 @@ export function markdown(l: Latest): string {
     );
     for (const v of bs.variants)
       L.push(
-        `| ${v.variant} | ${f2(v.ratio.median)} | ${f2(v.ratio.worst)} | ${v.addedOpenUs.p50} | ${v.addedOpenUs.p99} | ${round(v.agentStartMs.median / 1000, 1)} / ${round(v.agentStartMs.max / 1000, 1)} | ${v.svm.cpuSPass} / ${v.svm.cpuS} | ${v.svm.peakRssMb} | ${v.svm.rssPerAgentKb} (idle ${v.svm.idleRssMb} MB, connected ${v.svm.connectedRssMb} MB) | ${v.svm.bytesReceived} | ${v.svm.lookups} | ${v.svm.uploads} | ${v.svm.cacheHits} | ${v.eicar} |`,
+        `| ${v.variant} | ${f2(v.ratio.median)} | ${f2(v.ratio.worst)} | ${v.addedOpenUs.p50} | ${v.addedOpenUs.p99} | ${round(v.agentStartMs.median / 1000, 1)} / ${round(v.agentStartMs.max / 1000, 1)} | ${v.svm.cpuSPass} / ${v.svm.cpuS} | ${v.svm.peakRssMb} | ${v.svm.rssPerAgentKb} (connected ${v.svm.connectedRssMb} MB, after they left ${v.svm.idleRssMb} MB) | ${v.svm.bytesReceived} | ${v.svm.lookups} | ${v.svm.uploads} | ${v.svm.cacheHits} | ${v.eicar} |`,
       );
   } else L.push(`not run: ${(bs as { notRun: string } | undefined)?.notRun ?? 'skipped'}`);
   const nn = l.micro.noisyNeighbour;
