@@ -19,6 +19,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { installCleanup, machineFacts, needRoot, round, say, track } from './lib/harness.js';
 import { chart, markdown, summarize, targets, type Latest } from './lib/report.js';
+import type { BootStormResult } from './fleet/boot-storm.js';
+import type { NoisyResult } from './fleet/noisy-neighbour.js';
 import type { IdleMemoryResult } from './onaccess/idle-memory.js';
 import type { WorkloadsResult } from './onaccess/workloads.js';
 import { VARIANTS } from './onaccess/variants.js';
@@ -26,7 +28,7 @@ import { VARIANTS } from './onaccess/variants.js';
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string' }, // steps: workloads,open-latency,svm,idle-memory,process,cache,gate
+    only: { type: 'string' }, // steps: workloads,open-latency,svm,idle-memory,process,cache,gate,boot-storm,noisy-neighbour
     out: { type: 'string' },
   },
 });
@@ -102,6 +104,27 @@ async function main(): Promise<void> {
     await run('cache', 'cache/cache-bench.js', [], 1800);
     await run('gate', 'onaccess/gate-open-latency.js', ['--n', '20000', '--rounds', '3'], 1800);
   }
+  await run(
+    'boot-storm',
+    'fleet/boot-storm.js',
+    ['--guests', quick ? '20' : '100', '--files', quick ? '300' : '1000', '--out', path.join(parts, 'boot-storm.json')],
+    quick ? 900 : 5400,
+  );
+  await run(
+    'noisy-neighbour',
+    'fleet/noisy-neighbour.js',
+    [
+      '--seconds',
+      quick ? '5' : '15',
+      '--stallers',
+      quick ? '200' : '300',
+      '--flooders',
+      quick ? '20' : '50',
+      '--out',
+      path.join(parts, 'noisy-neighbour.json'),
+    ],
+    600,
+  );
 
   const w = readPart<WorkloadsResult>('workloads.json');
   const series: Latest['series'] = Object.fromEntries(VARIANTS.map((v) => [v, { samples: [] }]));
@@ -126,6 +149,8 @@ async function main(): Promise<void> {
       ...(w?.agentStatus ? { agentStatus: w.agentStatus } : {}),
       svm: svm ?? notRun('svm'),
       idleMemory: readPart<IdleMemoryResult>('idle-memory.json') ?? notRun('idle-memory'),
+      bootStorm: readPart<BootStormResult>('boot-storm.json') ?? notRun('boot-storm'),
+      noisyNeighbour: readPart<NoisyResult>('noisy-neighbour.json') ?? notRun('noisy-neighbour'),
       ...(quick
         ? { process: 'not run in --quick (npm run bench runs it: watcher off vs on, 1,000 and 10,000 processes)' }
         : { process: readPart('process.json') ?? notRun('process') }),

@@ -7,6 +7,8 @@ import type { OpenLatencyResult } from '../onaccess/open-latency.js';
 import type { Sample, WorkloadsResult } from '../onaccess/workloads.js';
 import type { SvmScaleRow } from '../micro/svm-scale.js';
 import type { IdleMemoryResult } from '../onaccess/idle-memory.js';
+import type { BootStormResult } from '../fleet/boot-storm.js';
+import type { NoisyResult } from '../fleet/noisy-neighbour.js';
 import { ratioChartSvg } from './chart.js';
 import { median, round, type MachineFacts } from './harness.js';
 import { VARIANTS } from '../onaccess/variants.js';
@@ -42,6 +44,8 @@ export interface Latest {
     agentStatus?: Record<string, unknown>;
     svm?: { seconds: number; engine: string; rows: SvmScaleRow[] } | { notRun: string };
     idleMemory?: IdleMemoryResult | { notRun: string };
+    bootStorm?: BootStormResult | { notRun: string };
+    noisyNeighbour?: NoisyResult | { notRun: string };
     process?: unknown;
     cache?: unknown;
     gateOpenLatency?: unknown;
@@ -202,6 +206,26 @@ export function targets(l: Latest): Latest['targets'] {
     measured: upload !== undefined ? `${upload} MB/s` : 'not measured',
     met: upload !== undefined ? upload >= 200 : null,
   });
+  const bs = l.micro.bootStorm && 'variants' in l.micro.bootStorm ? l.micro.bootStorm : undefined;
+  const cold = bs?.variants.find((v) => v.variant === 'cold');
+  const sealed = bs?.variants.find((v) => v.variant === 'sealed');
+  if (bs && cold)
+    t.push({
+      what: `boot storm, cold: bytes the SVM received from ${bs.guests} guests with the same tree (the farm uploads each unique file once)`,
+      target: `<= the tree's ${bs.treeBytes} B`,
+      measured: `${cold.svm.bytesReceived} B (${(cold.svm.bytesReceived / bs.treeBytes).toFixed(2)}x the tree; ${cold.svm.uploads} uploads for ${bs.filesPerGuest} files)`,
+      met: cold.svm.bytesReceived <= bs.treeBytes,
+    });
+  if (bs && sealed)
+    t.push({
+      what: `boot storm, sealed template: SVM requests for the template's files (${bs.guests} clones)`,
+      target: '0 lookups, 0 bytes',
+      measured: `${sealed.svm.lookups} lookups, ${sealed.svm.bytesReceived} B`,
+      met: sealed.svm.lookups === 0 && sealed.svm.bytesReceived === 0,
+    });
+  const nn = l.micro.noisyNeighbour && 'phases' in l.micro.noisyNeighbour ? l.micro.noisyNeighbour : undefined;
+  for (const p of nn?.phases ?? [])
+    if (p.ratio) add(`noisy neighbour (${p.phase}): quiet tenant's upload verdict p99 beside it / alone`, '<= 2x', p.ratio.uploadP99, 2);
   return t;
 }
 
@@ -309,6 +333,34 @@ export function markdown(l: Latest): string {
     for (const x of svm.rows)
       L.push(`| ${x.agents} | ${x.uploadMBps} | ${x.lookupsPerSec} | ${x.p50ms} | ${x.p99ms} | ${x.verdictsPerSec} |`);
   } else L.push(`not run: ${(svm as { notRun: string } | undefined)?.notRun ?? 'skipped'}`);
+  const bs = l.micro.bootStorm;
+  L.push('', '## Boot storm (bench/fleet/boot-storm)', '');
+  if (bs && 'variants' in bs) {
+    L.push(
+      `${bs.guests} guests start at once against one SVM, each an agent with its own state dir and its own copy of the tree (${bs.filesPerGuest} distinct files, ${bs.treeBytes} B) on its own tmpfs, then every guest reads its tree once, all released together. Ratio: a guest's first-pass wall / the median guest wall of the no-agent passes (${bs.nonePasses.join(', ')} ms; pooled median ${bs.none.wallMs.median} ms). Open latency over every open of every guest, added over the no-agent passes (p50 ${bs.none.openUs.p50} us, p99 ${bs.none.openUs.p99} us).`,
+      '',
+      '| variant | first pass / no agent: median guest | worst guest | open added p50 us | added p99 us | agent start s median / max | SVM CPU s pass / all | SVM peak RSS MB | SVM RSS per connected agent KB | bytes received | lookups | uploads | cache hits | EICAR |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    );
+    for (const v of bs.variants)
+      L.push(
+        `| ${v.variant} | ${f2(v.ratio.median)} | ${f2(v.ratio.worst)} | ${v.addedOpenUs.p50} | ${v.addedOpenUs.p99} | ${round(v.agentStartMs.median / 1000, 1)} / ${round(v.agentStartMs.max / 1000, 1)} | ${v.svm.cpuSPass} / ${v.svm.cpuS} | ${v.svm.peakRssMb} | ${v.svm.rssPerAgentKb} (connected ${v.svm.connectedRssMb} MB, after they left ${v.svm.idleRssMb} MB) | ${v.svm.bytesReceived} | ${v.svm.lookups} | ${v.svm.uploads} | ${v.svm.cacheHits} | ${v.eicar} |`,
+      );
+  } else L.push(`not run: ${(bs as { notRun: string } | undefined)?.notRun ?? 'skipped'}`);
+  const nn = l.micro.noisyNeighbour;
+  L.push('', '## Noisy neighbour (bench/fleet/noisy-neighbour)', '');
+  if (nn && 'phases' in nn) {
+    L.push(
+      `One SVM (shipped defaults), two tenants. Tenant B's quiet agent uploads a distinct 16 KiB file then looks up a known hash, every 20 ms, ${nn.seconds} s per phase. stall: ${nn.stallers} agents of tenant A each keep 16 uploads open (announce 8 MiB, send 64 KiB, then nothing; a new one whenever one ends). flood: ${nn.flooders} agents of tenant A each keep 16 distinct 256 KiB uploads in flight. SVM CPU ${nn.svm.cpuS} s, peak RSS ${nn.svm.peakRssMb} MB, busy refusals ${nn.svm.busyTotal}.`,
+      '',
+      '| phase | upload p50 ms | upload p99 ms | lookup p50 ms | lookup p99 ms | ratio to alone: upload p50 / p99 | lookup p50 / p99 | quiet errors | noise verdicts |',
+      '|---|---|---|---|---|---|---|---|---|',
+    );
+    for (const p of nn.phases)
+      L.push(
+        `| ${p.phase} | ${p.upload.p50ms} | ${p.upload.p99ms} | ${p.lookup.p50ms} | ${p.lookup.p99ms} | ${p.ratio ? `${p.ratio.uploadP50} / ${p.ratio.uploadP99}` : ''} | ${p.ratio ? `${p.ratio.lookupP50} / ${p.ratio.lookupP99}` : ''} | ${JSON.stringify(p.upload.errors)} | ${p.noise ? JSON.stringify(p.noise) : ''} |`,
+      );
+  } else L.push(`not run: ${(nn as { notRun: string } | undefined)?.notRun ?? 'skipped'}`);
   for (const [k, label] of [
     ['process', 'Process storm (bench/process)'],
     ['cache', 'Local verdict cache (bench/cache)'],

@@ -128,6 +128,13 @@ export async function startAgent(o: {
   fresh?: boolean;
   command?: readonly string[];
   config?: string;
+  /** How long to wait for its "started" line (default 30 s; a boot storm of many agents needs longer). */
+  startTimeoutMs?: number;
+  /**
+   * SIGKILL the agent after this long from a separate process (a stuck permission listener
+   * freezes every process that opens a file on its mount, the bench included).
+   */
+  watchdogMs?: number;
 }): Promise<ChildProcess> {
   if (o.fresh !== false) fs.rmSync(o.stateDir, { recursive: true, force: true });
   // `command`: what runs `run ...` (default: this Node with the production flags and the compiled CLI).
@@ -156,8 +163,29 @@ export async function startAgent(o: {
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   track(child, 'lightagent');
-  await waitLine(child, /"event":"started"/, 30_000);
+  if (o.watchdogMs) watchdog(child, o.watchdogMs);
+  await waitLine(child, /"event":"started"/, o.startTimeoutMs ?? 30_000);
   return child;
+}
+
+/**
+ * A separate process that SIGKILLs `child` after `ms` unless `child` exits first (then the
+ * watchdog is ended by its pid): it works even when this process is frozen or killed.
+ */
+export function watchdog(child: ChildProcess, ms: number): void {
+  const w = spawn('bash', ['-c', `sleep ${Math.ceil(ms / 1000)}; kill -KILL ${child.pid} 2>/dev/null`], {
+    stdio: 'ignore',
+    detached: true,
+  });
+  w.unref();
+  track(w, `watchdog of ${child.pid}`, true);
+  child.once('exit', () => {
+    try {
+      process.kill(-w.pid!, 'SIGKILL'); // its group: bash and its sleep
+    } catch {
+      // already gone
+    }
+  });
 }
 
 /** The fields of the agent's status.json the bench reads; the others as written. */
