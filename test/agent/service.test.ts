@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { DaemonStatus } from '../../src/agent/daemon.js';
 import { sockaddrUn, watchdogIntervalMs } from '../../src/platform/linux/sd-notify.js';
 import { quarantineList, startAgent, type StartAgentOptions } from '../helpers/agent.js';
 import { fakeSvm } from '../helpers/fake-svm.js';
@@ -19,10 +20,10 @@ const skip = needRoot();
 const fanotify = (o: StartAgentOptions) => startAgent({ mode: 'fanotify', watchdogMs: 120_000, ...o });
 
 /** Through the CLI (`lightagent status --json`), as a user asks. */
-async function cliStatus(stateDir: string): Promise<Record<string, any>> {
+async function cliStatus(stateDir: string): Promise<DaemonStatus> {
   const r = run(process.execPath, [CLI, 'status', '--json', '--state-dir', stateDir]);
   assert.ok(r.status === 0 || r.status === 1, r.stderr);
-  return JSON.parse(r.stdout);
+  return JSON.parse(r.stdout) as DaemonStatus;
 }
 
 /** `cat` without blocking this process (the SVM under test may live here). */
@@ -223,7 +224,7 @@ describe('service lifecycle', { skip }, () => {
       s1 = await a.status();
     }
     assert.ok(s1.deferredQueue >= 1, JSON.stringify(s1));
-    assert.ok(s1.cache.entries >= 20, JSON.stringify(s1.cache));
+    assert.ok(s1.cache!.entries >= 20, JSON.stringify(s1.cache));
     await new Promise((r) => setTimeout(r, 1500)); // one periodic cache save
     await a.kill('SIGKILL');
     assert.ok(fs.lstatSync(path.join(stateDir, 'agent.lock'), { throwIfNoEntry: false }), 'the dead daemon left its lock');
@@ -232,7 +233,7 @@ describe('service lifecycle', { skip }, () => {
     a = await crashAgent(); // the stale lock and socket are taken over
     try {
       const s2 = await a.status();
-      assert.ok(s2.cache.entries >= 20, `cache reloaded: ${JSON.stringify(s2.cache)}`);
+      assert.ok(s2.cache!.entries >= 20, `cache reloaded: ${JSON.stringify(s2.cache)}`);
       await eventually(() => !fs.existsSync(later), 20_000, 'the queued file scanned and quarantined after the restart');
       const q = quarantineList(stateDir);
       assert.deepEqual(q.map((r) => r.originalPath).sort(), [bad, later].sort());

@@ -30,12 +30,15 @@ async function asNobody(sock: string, line: string): Promise<string> {
   return stdout;
 }
 
+/** One reply line as the server writes it: `ok`, and `error` when it refused. */
+interface ReplyLine {
+  ok?: boolean;
+  error?: { code: string; message: string };
+  [field: string]: unknown;
+}
+
 /** Raw bytes in, every reply line out (until the server closes or `ms` pass). */
-function rawExchange(
-  sock: string,
-  bytes: Buffer | string,
-  ms = 1500,
-): Promise<{ lines: Array<Record<string, any>>; closedByServer: boolean }> {
+function rawExchange(sock: string, bytes: Buffer | string, ms = 1500): Promise<{ lines: ReplyLine[]; closedByServer: boolean }> {
   return new Promise((resolve) => {
     const c = net.connect(sock);
     let buf = '';
@@ -53,7 +56,7 @@ function rawExchange(
         lines: buf
           .split('\n')
           .filter(Boolean)
-          .map((l) => JSON.parse(l)),
+          .map((l) => JSON.parse(l) as ReplyLine),
         closedByServer: !timedOut,
       });
     });
@@ -114,7 +117,7 @@ describe('local sockets', () => {
   it('answers status and control requests, echoing the request id', async () => {
     const s = await request(path.join(dir, STATUS_SOCKET), { cmd: 'status', id: 'a1' });
     assert.equal(s.id, 'a1');
-    assert.equal((s.status as any).mode, 'fanotify');
+    assert.equal((s.status as { mode: string }).mode, 'fanotify');
     const r = await request(path.join(dir, CONTROL_SOCKET), { cmd: 'reload', id: 9 });
     assert.deepEqual(r, { id: 9, ok: true, reload: { applied: ['exclude'] } });
     assert.equal(daemon.reloads, 1);
@@ -140,7 +143,7 @@ describe('local sockets', () => {
       events.map((e) => e.event),
       ['detection', 'degraded', 'recovered'],
     );
-    assert.equal((events[0]!.detection as any).path, '/x/eicar.com');
+    assert.equal((events[0]!.detection as Detection).path, '/x/eicar.com');
     close();
     await eventually(() => daemon.bus.listenerCount('detection') === 0, 5000, 'the subscription to end');
   });
@@ -152,20 +155,20 @@ describe('local sockets', () => {
     );
     assert.equal(lines.length, 10, JSON.stringify(lines));
     assert.deepEqual(
-      lines.slice(0, 9).map((l) => [l.ok, l.error.code]),
+      lines.slice(0, 9).map((l) => [l.ok, l.error?.code]),
       Array(9).fill([false, 'LA_ERR_CONTROL_REQUEST']),
     );
     assert.equal(lines[9]!.ok, true);
     // control commands on the status socket are refused with their own code
     const ro = await rawExchange(path.join(dir, STATUS_SOCKET), '{"cmd":"quarantine-delete","item":"abcd1234"}\n');
-    assert.equal(ro.lines[0]!.error.code, 'LA_ERR_CONTROL_DENIED');
+    assert.equal(ro.lines[0]!.error?.code, 'LA_ERR_CONTROL_DENIED');
   });
 
   it('a line longer than the bound gets an error and the connection is closed; other clients are served', async () => {
     const big = Buffer.alloc(256 * 1024, 0x61); // no newline: never a complete line
     const r = await rawExchange(path.join(dir, STATUS_SOCKET), big, 3000);
     assert.equal(r.lines.length, 1);
-    assert.match(r.lines[0]!.error.message, /longer than 4096 bytes/);
+    assert.match(r.lines[0]!.error?.message ?? '', /longer than 4096 bytes/);
     assert.ok(r.closedByServer);
     const s = await request(path.join(dir, STATUS_SOCKET), { cmd: 'status' });
     assert.equal(s.ok, true);
@@ -192,12 +195,12 @@ describe('local sockets', () => {
   });
 
   it('refuses a second server on a live socket, replaces a dead one', async () => {
-    await assert.rejects(LocalSockets.start(dir, daemon), (e: any) => e.code === 'LA_ERR_ALREADY_RUNNING');
+    await assert.rejects(LocalSockets.start(dir, daemon), (e: Error & { code?: string }) => e.code === 'LA_ERR_ALREADY_RUNNING');
     const d2 = tempDir('la-sock-');
     const stale = net.createServer();
     await new Promise<void>((r) => stale.listen(path.join(d2, STATUS_SOCKET), r));
     // Close the listener but keep the file (what a SIGKILL leaves behind).
-    (stale as any)._handle.close();
+    (stale as unknown as { _handle: { close(): void } })._handle.close();
     const s2 = await LocalSockets.start(d2, daemon);
     assert.equal((await request(path.join(d2, STATUS_SOCKET), { cmd: 'status' })).ok, true);
     await s2.close();

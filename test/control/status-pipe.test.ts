@@ -77,7 +77,9 @@ describe('status server, Windows flavour', () => {
   });
 
   it('a client that sends nothing gets the status, then events, by itself', async () => {
-    const lines: Array<Record<string, any>> = [];
+    // What the pipe writes unasked: the status reply, then watch events.
+    type PipeLine = { ok?: boolean; status?: { mode: string }; event?: string; detection?: { path: string } };
+    const lines: PipeLine[] = [];
     const c = net.connect(pipe);
     c.on('error', () => undefined);
     let buf = '';
@@ -85,7 +87,7 @@ describe('status server, Windows flavour', () => {
       buf += d.toString();
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {
-        lines.push(JSON.parse(buf.slice(0, nl)));
+        lines.push(JSON.parse(buf.slice(0, nl)) as PipeLine);
         buf = buf.slice(nl + 1);
       }
     });
@@ -95,12 +97,12 @@ describe('status server, Windows flavour', () => {
     const waited = Date.now() - t0;
     assert.equal(lines.length, 1, 'the status line');
     assert.equal(lines[0]!.ok, true);
-    assert.equal(lines[0]!.status.mode, 'watcher');
+    assert.equal(lines[0]!.status?.mode, 'watcher');
     assert.ok(waited >= 150, `sent after the silence (${waited} ms), not at once`);
     daemon.bus.emit('detection', { kind: 'detection', time: new Date().toISOString(), path: 'C:\\x.exe', threat: 'T', action: 'killed' });
     for (let i = 0; i < 100 && lines.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(lines[1]!.event, 'detection');
-    assert.equal(lines[1]!.detection.path, 'C:\\x.exe');
+    assert.equal(lines[1]!.detection?.path, 'C:\\x.exe');
     c.destroy();
   });
 

@@ -383,7 +383,7 @@ describe('fuzz: the persisted verdict cache', () => {
         try {
           cache = await VerdictCache.open({ seed, capacity, file });
         } catch (err) {
-          throw new Error(`VerdictCache.open threw on a damaged file: ${(err as Error).stack}`);
+          throw new Error(`VerdictCache.open threw on a damaged file: ${(err as Error).stack}`, { cause: err });
         }
         assert.ok(
           cache.size <= cache.capacity && cache.capacity >= Math.min(capacity, 16),

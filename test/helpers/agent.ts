@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
+import type { DaemonStatus } from '../../src/agent/daemon.js';
 import { request } from '../../src/control/client.js';
 import { socketDirFor, statusEndpoint } from '../../src/control/local-sockets.js';
 import { CLI, run, spawnNode, tempDir, waitFor, type Proc } from './procs.js';
@@ -44,7 +45,7 @@ export interface Agent extends Proc {
   /** The config file it runs with: rewrite it (or reconfigure()) and send SIGHUP to reload. */
   configFile: string;
   /** The daemon's status, asked over status.sock (`{"cmd":"status"}`). */
-  status(timeoutMs?: number): Promise<Record<string, any>>;
+  status(timeoutMs?: number): Promise<DaemonStatus>;
   /** Rewrite the config file with the settings it started with plus `settings` (no reload by itself). */
   reconfigure(settings: Record<string, unknown>): void;
   /** Send a fatal `signal` (default SIGKILL) and resolve with the exit code once it has exited. */
@@ -92,7 +93,7 @@ export async function startAgent(o: StartAgentOptions = {}): Promise<Agent> {
     configFile,
     status: async (timeoutMs = 10_000) => {
       const reply = await request(statusEndpoint(socketDir), { cmd: 'status' }, timeoutMs);
-      return reply.status as Record<string, any>;
+      return reply.status as DaemonStatus;
     },
     reconfigure: write,
     kill: async (signal = 'SIGKILL') => {

@@ -152,7 +152,7 @@ export async function restartSvmProcess(port: number, token = 'test-token'): Pro
 export function scratchMount(prefix = 'la-mnt-', size = '256m'): { dir: string; unmount: () => void } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
-  if (r.status !== 0) throw new Error(`mount tmpfs on ${dir} failed: ${r.stderr}`);
+  if (r.status !== 0) throw new Error(`mount tmpfs on ${dir} failed: ${String(r.stderr)}`);
   mounts.add(dir);
   return {
     dir,

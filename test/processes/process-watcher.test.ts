@@ -130,7 +130,7 @@ describe('process watcher: the agent exits cleanly', { skip }, () => {
       await w.stop();`;
     const r = runScript(script);
     assert.equal(r.stdout.toString(), 'connector', r.stderr.toString());
-    assert.equal(r.status, 0, `exit ${r.status} signal ${r.signal}: ${r.stderr}`);
+    assert.equal(r.status, 0, `exit ${r.status} signal ${r.signal}: ${String(r.stderr)}`);
   });
 
   it('and one that never calls stop() is not held open by the worker', () => {

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DeferredQueue } from '../../src/store/deferred-queue.js';
 import { DetectionLog } from '../../src/store/detections.js';
+import type { AgentEvent } from '../../src/store/events-file.js';
 import { FileScanner } from '../../src/scan/file-scanner.js';
 import { OnAccessHandler } from '../../src/scan/on-access.js';
 import { ProcessMonitor } from '../../src/processes/process-monitor.js';
@@ -201,13 +202,13 @@ describe('ProcessMonitor on Windows (fake snapshots) + OnAccessHandler.started',
       .readFileSync(path.join(stateDir, 'events.jsonl'), 'utf8')
       .trim()
       .split('\n')
-      .map((l) => JSON.parse(l) as Record<string, any>);
+      .map((l) => JSON.parse(l) as AgentEvent);
     const ev = lines.find((l) => l.path.endsWith('evil.exe'))!;
     assert.equal(ev.kind, 'detection');
     assert.equal(ev.response, 'killed');
-    assert.equal(ev.process.pid, 204);
-    assert.equal(ev.process.exe, path.join(images, 'evil.exe'));
-    assert.equal(ev.process.parents[0].pid, 4);
+    assert.equal(ev.process?.pid, 204);
+    assert.equal(ev.process?.exe, path.join(images, 'evil.exe'));
+    assert.equal(ev.process?.parents[0]?.pid, 4);
 
     // A pid that runs another image when the verdict comes is not terminated.
     const before = src.terminated.length;

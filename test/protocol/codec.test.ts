@@ -48,7 +48,8 @@ function onlyProtocolErrors(fn: () => unknown): void {
   try {
     fn();
   } catch (e) {
-    if (!(e instanceof ProtocolError)) throw new Error(`decoder threw a non-protocol error: ${(e as Error)?.stack ?? e}`);
+    if (!(e instanceof ProtocolError))
+      throw new Error(`decoder threw a non-protocol error: ${(e as Error)?.stack ?? String(e)}`, { cause: e });
   }
 }
 

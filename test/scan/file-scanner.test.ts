@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { FileScanner } from '../../src/scan/file-scanner.js';
+import { FileScanner, type ScanResult } from '../../src/scan/file-scanner.js';
 import { VerdictCache } from '../../src/cache/verdict-cache.js';
 import { encodeMessage } from '../../src/protocol/index.js';
 import { SvmLink } from '../../src/svm-link/index.js';
@@ -154,7 +154,7 @@ describe('FileScanner', () => {
     );
     const pending = files.map((x) => scanner.scanFdNow(x.fd, x.f, x.st));
     pending.forEach((p) => assert.ok(p instanceof Promise, 'a miss goes to the SVM'));
-    const results = await Promise.all(pending);
+    const results = await Promise.all(pending as Array<Promise<ScanResult>>); // each one a Promise, as asserted above
     results.forEach((r, i) => {
       assert.equal(r.error, undefined, `${files[i]!.f}: ${r.error?.code} ${r.error?.message}`);
       assert.equal(r.outcome, i % 4 === 0 ? 'infected' : 'clean', files[i]!.f);

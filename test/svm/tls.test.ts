@@ -34,7 +34,7 @@ async function outcome(url: string, opts: WebSocket.ClientOptions): Promise<{ ki
       ws.send(JSON.stringify({ t: 'hello', v: 1, agentId: 'tls-agent', token: TOKEN, host: 'h', os: 'linux', agentVersion: '0' })),
     );
     ws.on('message', (d) => {
-      if (String(d).includes('"welcome"')) done({ kind: 'welcome' });
+      if ((d as Buffer).toString().includes('"welcome"')) done({ kind: 'welcome' }); // text frames: a Buffer (binaryType nodebuffer)
     });
     ws.on('error', (e) => done({ kind: 'failed', why: e.message }));
     ws.on('close', (code) => done({ kind: 'failed', why: `closed ${code}` }));

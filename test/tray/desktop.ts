@@ -176,7 +176,7 @@ export async function startDesktop(dir: string): Promise<Desktop> {
     notifyCalls: () => parseNotifyCalls(monitor.text()),
     screenshot: (file) => {
       const r = spawnSync('import', ['-display', display, '-window', 'root', file], { timeout: 20_000 });
-      if (r.status !== 0) throw new Error(`import failed: ${r.stderr}`);
+      if (r.status !== 0) throw new Error(`import failed: ${String(r.stderr)}`);
     },
     stop: async () => {
       for (const p of [monitor, dunst, bus, x]) {

@@ -118,7 +118,7 @@ describe('Windows tray under Wine (Shell_NotifyIconW, balloons, status pipe)', {
     );
   const screenshot = (file: string) => {
     const r = spawnSync('import', ['-display', display, '-window', 'root', file], { timeout: 20_000 });
-    assert.equal(r.status, 0, `import: ${r.stderr}`);
+    assert.equal(r.status, 0, `import: ${String(r.stderr)}`);
   };
   /** Wine program in the background, output to a file, under a watchdog. */
   const startWine = (args: string[], out: string): ChildProcess => {
@@ -187,7 +187,7 @@ describe('Windows tray under Wine (Shell_NotifyIconW, balloons, status pipe)', {
     try {
       await eventually(() => modified('protected') || undefined, 40_000, 'the icon to show "protected"');
     } catch (e) {
-      throw new Error(`${(e as Error).message}${diag()}`);
+      throw new Error(`${(e as Error).message}${diag()}`, { cause: e });
     }
     const first = logLines();
     assert.ok(

@@ -18,6 +18,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { DaemonStatus } from '../../src/agent/daemon.js';
+import type { AgentEvent } from '../../src/store/events-file.js';
 import { EICAR, hdbLine } from '../helpers/fixtures.js';
 import { eventually, inCi, startSvmProcess, type Proc } from '../helpers/procs.js';
 import { buildWineVariant, root, WinePrefix, wineExe as exe, wineMissing, wineMsi as msi } from '../helpers/wine.js';
@@ -175,7 +177,7 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
     } catch (e) {
       clearTimeout(watchdog);
       agent.kill('SIGKILL');
-      throw new Error(`${(e as Error).message}: ${fs.readFileSync(path.join(prefix, 'run.txt'), 'utf8').slice(-2000)}`);
+      throw new Error(`${(e as Error).message}: ${fs.readFileSync(path.join(prefix, 'run.txt'), 'utf8').slice(-2000)}`, { cause: e });
     }
     // EICAR written into the watched folder is quarantined. (Wine 8's subtree watch does not
     // cover sub-folders that existed before it started, like sub\ here, whether through fs.watch
@@ -255,7 +257,7 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
       // status over \\.\pipe\lightagent-status: live state of this agent
       const st = wine([exe, 'status', '--json']);
       assert.equal(st.status, 0, `status: ${st.stdout}${st.stderr}`);
-      const s1 = JSON.parse(st.stdout) as Record<string, any>;
+      const s1 = JSON.parse(st.stdout) as DaemonStatus;
       assert.equal(s1.protection.state, 'protected');
       assert.equal(s1.mode, 'watcher');
       assert.deepEqual(s1.protect, ['C:\\la-watched']);
@@ -306,18 +308,18 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
       const evs = wine([exe, 'events', '--state-dir', 'C:\\la-proc', '--json'])
         .stdout.trim()
         .split('\n')
-        .map((l) => JSON.parse(l) as Record<string, any>);
+        .map((l) => JSON.parse(l) as AgentEvent);
       const ev = evs.find((e) => e.threat === PROC_THREAT)!;
       assert.ok(ev, JSON.stringify(evs));
       assert.equal(ev.kind, 'detection');
       assert.equal(ev.action, 'killed');
       assert.equal(ev.response, 'killed');
       assert.match(ev.path, /^C:\\procs\\ping\.exe$/i);
-      assert.match(ev.process.exe, /^C:\\procs\\ping\.exe$/i);
-      assert.ok(ev.process.pid > 0);
+      assert.match(ev.process?.exe ?? '', /^C:\\procs\\ping\.exe$/i);
+      assert.ok((ev.process?.pid ?? 0) > 0);
 
       // the detection is in the live status too
-      const s2 = JSON.parse(wine([exe, 'status', '--json']).stdout) as Record<string, any>;
+      const s2 = JSON.parse(wine([exe, 'status', '--json']).stdout) as DaemonStatus;
       assert.equal(s2.detections.total, 1);
       assert.equal(s2.detections.recent[0].threat, PROC_THREAT);
       assert.equal(s2.detections.recent[0].action, 'killed');

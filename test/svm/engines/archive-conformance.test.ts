@@ -23,7 +23,7 @@ let yaraSkip: string | undefined;
 try {
   await loadYaraModule();
 } catch (e) {
-  if (inCi) throw new Error(`CI=true: @litko/yara-x cannot be loaded: ${(e as Error).message}`);
+  if (inCi) throw new Error(`CI=true: @litko/yara-x cannot be loaded: ${(e as Error).message}`, { cause: e });
   yaraSkip = 'needs @litko/yara-x';
 }
 const dir = tempDir('la-arch-conf-');

@@ -25,7 +25,10 @@ async function needYara(): Promise<string | undefined> {
     await loadYaraModule();
     return undefined;
   } catch (e) {
-    if (inCi) throw new Error(`CI=true: the yara engine tests may not skip, and @litko/yara-x cannot be loaded: ${(e as Error).message}`);
+    if (inCi)
+      throw new Error(`CI=true: the yara engine tests may not skip, and @litko/yara-x cannot be loaded: ${(e as Error).message}`, {
+        cause: e,
+      });
     process.stderr.write(`\n*** SKIPPING yara engine tests: ${(e as Error).message} ***\n\n`);
     return 'needs @litko/yara-x';
   }
