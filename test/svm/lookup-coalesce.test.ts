@@ -58,7 +58,13 @@ describe('lookup coalescing', () => {
   });
 
   it('never across tenants: another tenant looking up the same content is answered at once', async () => {
-    const s = await startTestSvm({ coalesceMs: 10_000, tokens: [{ tenant: 'a', token: 'token-of-tenant-a' }, { tenant: 'b', token: 'token-of-tenant-b' }] });
+    const s = await startTestSvm({
+      coalesceMs: 10_000,
+      tokens: [
+        { tenant: 'a', token: 'token-of-tenant-a' },
+        { tenant: 'b', token: 'token-of-tenant-b' },
+      ],
+    });
     try {
       const a = await rawAgent(s.url, 'token-of-tenant-a');
       const b = await rawAgent(s.url, 'token-of-tenant-b');
