@@ -7,12 +7,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadAgentConfig, requireSvm, type AgentConfig } from '../../config/agent.js';
-import { JournalError, ServiceError } from '../../errors.js';
+import { ServiceError } from '../../errors.js';
 import { configureLogging } from '../../log.js';
 import { dropIdentity, SEALED_FILE } from '../../agent/identity.js';
 import { openLocalCache } from '../../agent/local-cache.js';
 import { svmLinkFor } from '../../agent/svm-connection.js';
-import { acquireLock, readPid } from '../../store/lock-file.js';
+import { lockStateDir } from '../../agent/steps/lock.js';
 import { resolveProtect } from '../../watchers/backend.js';
 import { ProgressBar } from '../progress.js';
 import { defineCommand } from '../command.js';
@@ -57,7 +57,9 @@ export const sealCommand = defineCommand({
     const cfg: AgentConfig = loadAgentConfig({ file: o.config, flags: { svm: o.svm, token: o.token } });
     if (!o['identity-only']) requireSvm(cfg);
     configureLogging({ level: cfg.log.level, ...(cfg.log.file ? { file: cfg.log.file } : {}) });
-    const release = await lockStateDir(cfg.state_dir);
+    // The daemon's own lock: a running daemon would keep writing the identity and the cache.
+    fs.mkdirSync(cfg.state_dir, { recursive: true, mode: 0o700 });
+    const release = await lockStateDir(cfg.state_dir, 'stop it first (systemctl stop lightagent), then seal, then shut the template down');
     try {
       const summary = await seal(cfg, {
         jobs: o.jobs,
@@ -73,23 +75,6 @@ export const sealCommand = defineCommand({
     }
   },
 });
-
-/** The daemon's own lock: a running daemon would keep writing the identity and the cache. */
-async function lockStateDir(stateDir: string): Promise<() => Promise<void>> {
-  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const lockPath = path.join(stateDir, 'agent.lock');
-  try {
-    return await acquireLock(lockPath, 0);
-  } catch (e) {
-    if (!(e instanceof JournalError) || e.code !== 'LA_ERR_JOURNAL_LOCKED') throw e;
-    const pid = await readPid(lockPath);
-    throw new ServiceError(
-      'LA_ERR_ALREADY_RUNNING',
-      `the lightagent daemon${pid !== undefined ? ` (pid ${pid})` : ''} is running on ${stateDir}`,
-      'stop it first (systemctl stop lightagent), then seal, then shut the template down',
-    );
-  }
-}
 
 interface SealOptions {
   jobs: number;
