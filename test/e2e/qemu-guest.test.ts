@@ -48,9 +48,13 @@ function skipReason(): string | false {
   if (!ENABLED) return 'opt-in: LIGHTAGENT_E2E_QEMU=1 (boots a TCG guest, minutes)';
   const missing: string[] = [];
   if (process.getuid?.() !== 0) missing.push('root');
-  for (const c of ['qemu-system-x86_64', 'debootstrap', 'mkfs.ext4', 'openssl']) if (sh('sh', ['-c', `command -v ${c}`]).status !== 0) missing.push(c);
+  for (const c of ['qemu-system-x86_64', 'debootstrap', 'mkfs.ext4', 'openssl'])
+    if (sh('sh', ['-c', `command -v ${c}`]).status !== 0) missing.push(c);
   if (!kernel()) missing.push('/boot/vmlinuz-* and /boot/initrd.img-* (apt-get install linux-image-amd64)');
-  if (missing.length) throw new Error(`LIGHTAGENT_E2E_QEMU=1 but missing: ${missing.join(', ')} (apt-get install -y qemu-system-x86 linux-image-amd64 debootstrap e2fsprogs openssl)`);
+  if (missing.length)
+    throw new Error(
+      `LIGHTAGENT_E2E_QEMU=1 but missing: ${missing.join(', ')} (apt-get install -y qemu-system-x86 linux-image-amd64 debootstrap e2fsprogs openssl)`,
+    );
   return false;
 }
 
@@ -74,7 +78,12 @@ function kernel(): { vmlinuz: string; initrd: string; modules: string } | undefi
 /** The Debian mirror apt uses here (first URI of the deb822 or one-line sources), or LIGHTAGENT_E2E_MIRROR. */
 function mirror(): string {
   if (process.env.LIGHTAGENT_E2E_MIRROR) return process.env.LIGHTAGENT_E2E_MIRROR;
-  const files = ['/etc/apt/sources.list', ...(fs.existsSync('/etc/apt/sources.list.d') ? fs.readdirSync('/etc/apt/sources.list.d').map((f) => `/etc/apt/sources.list.d/${f}`) : [])];
+  const files = [
+    '/etc/apt/sources.list',
+    ...(fs.existsSync('/etc/apt/sources.list.d')
+      ? fs.readdirSync('/etc/apt/sources.list.d').map((f) => `/etc/apt/sources.list.d/${f}`)
+      : []),
+  ];
   for (const f of files.filter((x) => /\.(sources|list)$/.test(x) && fs.existsSync(x))) {
     const text = fs.readFileSync(f, 'utf8');
     const m = /^URIs:\s*(\S+\/debian)\/?\s*$/m.exec(text) ?? /^deb\s+(?:\[[^\]]*\]\s+)?(\S+\/debian)\/?\s+/m.exec(text);
@@ -105,10 +114,58 @@ function pki(dir: string): { ca: string; cert: string; key: string } {
     if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.out}`);
   };
   const p = (f: string) => path.join(dir, f);
-  o(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', p('ca.key'), '-out', p('ca.pem'), '-days', '2', '-subj', '/CN=lightagent e2e CA']);
-  o(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', p('svm.key'), '-out', p('svm.csr'), '-subj', '/CN=svm.e2e']);
-  fs.writeFileSync(p('ext.cnf'), `subjectAltName=IP:${GUEST_SVM},DNS:svm.e2e\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n`);
-  o(['x509', '-req', '-in', p('svm.csr'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial', '-out', p('svm.pem'), '-days', '2', '-extfile', p('ext.cnf')]);
+  o([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    p('ca.key'),
+    '-out',
+    p('ca.pem'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=lightagent e2e CA',
+  ]);
+  o([
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    p('svm.key'),
+    '-out',
+    p('svm.csr'),
+    '-subj',
+    '/CN=svm.e2e',
+  ]);
+  fs.writeFileSync(
+    p('ext.cnf'),
+    `subjectAltName=IP:${GUEST_SVM},DNS:svm.e2e\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n`,
+  );
+  o([
+    'x509',
+    '-req',
+    '-in',
+    p('svm.csr'),
+    '-CA',
+    p('ca.pem'),
+    '-CAkey',
+    p('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    p('svm.pem'),
+    '-days',
+    '2',
+    '-extfile',
+    p('ext.cnf'),
+  ]);
   return { ca: p('ca.pem'), cert: p('svm.pem'), key: p('svm.key') };
 }
 
@@ -125,7 +182,11 @@ function firstBootScript(vals: { svmUrl: string; repo: string; token: string; ca
     let content = w.content;
     if (w.path.endsWith('/token')) content = `${vals.token}\n`;
     if (w.path.endsWith('.pem')) content = vals.caPem;
-    lines.push(`mkdir -p ${q(path.dirname(w.path))}`, `echo ${Buffer.from(content).toString('base64')} | base64 -d > ${q(w.path)}`, `chmod ${w.permissions} ${q(w.path)}`);
+    lines.push(
+      `mkdir -p ${q(path.dirname(w.path))}`,
+      `echo ${Buffer.from(content).toString('base64')} | base64 -d > ${q(w.path)}`,
+      `chmod ${w.permissions} ${q(w.path)}`,
+    );
   }
   for (const cmd of ud.runcmd) {
     const argv = cmd.map((a) => a.replace('https://repo.example', vals.repo).replace('wss://svm.example:7443', vals.svmUrl));
@@ -198,12 +259,18 @@ describe('agent in a QEMU guest (TCG)', { skip: skipReason() }, () => {
     fs.chmodSync(binary, 0o755);
 
     svm = await (async () => {
-      const p = spawnBinary(['svm', '--listen', '127.0.0.1:0', '--token', TOKEN, '--tls-cert', certs.cert, '--tls-key', certs.key, '--json'], { watchdogMs: TIMEOUT_S * 1000, file: binary });
+      const p = spawnBinary(
+        ['svm', '--listen', '127.0.0.1:0', '--token', TOKEN, '--tls-cert', certs.cert, '--tls-key', certs.key, '--json'],
+        { watchdogMs: TIMEOUT_S * 1000, file: binary },
+      );
       const m = await waitFor(p, /"url"\s*:\s*"(wss:\/\/[^"]+)"/);
       return { ...p, url: m[1]! };
     })();
     server = http.createServer((req, res) => {
-      const files: Record<string, string> = { '/lightagent/install.sh': path.join(ROOT, 'installers/linux/install.sh'), '/lightagent/lightagent-linux-x64': binary };
+      const files: Record<string, string> = {
+        '/lightagent/install.sh': path.join(ROOT, 'installers/linux/install.sh'),
+        '/lightagent/lightagent-linux-x64': binary,
+      };
       const f = files[req.url ?? ''];
       if (!f) return void res.writeHead(404).end();
       res.writeHead(200, { 'content-length': fs.statSync(f).size });
@@ -218,12 +285,26 @@ describe('agent in a QEMU guest (TCG)', { skip: skipReason() }, () => {
     assert.equal(sh('cp', ['-a', rootfs, tree], 300_000).status, 0);
     const e2e = path.join(tree, 'lightagent-e2e');
     fs.mkdirSync(e2e, { mode: 0o700 });
-    for (const [m, rel] of [['failover', 'kernel/net/core/failover.ko'], ['net_failover', 'kernel/drivers/net/net_failover.ko'], ['virtio_net', 'kernel/drivers/net/virtio_net.ko']] as const) {
+    for (const [m, rel] of [
+      ['failover', 'kernel/net/core/failover.ko'],
+      ['net_failover', 'kernel/drivers/net/net_failover.ko'],
+      ['virtio_net', 'kernel/drivers/net/virtio_net.ko'],
+    ] as const) {
       fs.copyFileSync(path.join(k.modules, rel), path.join(e2e, `${m}.ko`));
     }
     fs.writeFileSync(path.join(e2e, 'init'), GUEST_INIT, { mode: 0o755 });
     const sha = crypto.createHash('sha256').update(fs.readFileSync(binary)).digest('hex');
-    fs.writeFileSync(path.join(e2e, 'firstboot.sh'), firstBootScript({ svmUrl: `wss://${GUEST_SVM}:7443`, repo: `http://${GUEST_SVM}:8080`, token: TOKEN, caPem: fs.readFileSync(certs.ca, 'utf8'), sha256: sha }), { mode: 0o700 });
+    fs.writeFileSync(
+      path.join(e2e, 'firstboot.sh'),
+      firstBootScript({
+        svmUrl: `wss://${GUEST_SVM}:7443`,
+        repo: `http://${GUEST_SVM}:8080`,
+        token: TOKEN,
+        caPem: fs.readFileSync(certs.ca, 'utf8'),
+        sha256: sha,
+      }),
+      { mode: 0o700 },
+    );
     fs.mkdirSync(path.join(tree, 'srv'), { recursive: true });
     fs.writeFileSync(path.join(tree, 'srv/eicar.com'), EICAR);
     fs.writeFileSync(path.join(tree, 'srv/clean.txt'), 'a clean file\n');
@@ -235,13 +316,34 @@ describe('agent in a QEMU guest (TCG)', { skip: skipReason() }, () => {
     const fwd = path.join(work, 'fwd.cjs');
     fs.writeFileSync(fwd, FORWARDER);
     const args = [
-      '-accel', 'tcg', '-machine', 'q35', '-cpu', 'max', '-smp', '2', '-m', '1536',
-      '-kernel', k.vmlinuz, '-initrd', k.initrd,
-      '-append', 'root=/dev/vda rw console=ttyS0 panic=-1 quiet init=/lightagent-e2e/init',
-      '-drive', `file=${img},if=virtio,format=raw`,
-      '-netdev', `user,id=n0,restrict=on,guestfwd=tcp:${GUEST_SVM}:7443-cmd:${process.execPath} ${fwd} ${svmPort},guestfwd=tcp:${GUEST_SVM}:8080-cmd:${process.execPath} ${fwd} ${httpPort}`,
-      '-device', 'virtio-net-pci,netdev=n0',
-      '-nographic', '-no-reboot', '-serial', 'stdio', '-monitor', 'none',
+      '-accel',
+      'tcg',
+      '-machine',
+      'q35',
+      '-cpu',
+      'max',
+      '-smp',
+      '2',
+      '-m',
+      '1536',
+      '-kernel',
+      k.vmlinuz,
+      '-initrd',
+      k.initrd,
+      '-append',
+      'root=/dev/vda rw console=ttyS0 panic=-1 quiet init=/lightagent-e2e/init',
+      '-drive',
+      `file=${img},if=virtio,format=raw`,
+      '-netdev',
+      `user,id=n0,restrict=on,guestfwd=tcp:${GUEST_SVM}:7443-cmd:${process.execPath} ${fwd} ${svmPort},guestfwd=tcp:${GUEST_SVM}:8080-cmd:${process.execPath} ${fwd} ${httpPort}`,
+      '-device',
+      'virtio-net-pci,netdev=n0',
+      '-nographic',
+      '-no-reboot',
+      '-serial',
+      'stdio',
+      '-monitor',
+      'none',
     ];
     const t0 = performance.now();
     const qemu = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -251,7 +353,12 @@ describe('agent in a QEMU guest (TCG)', { skip: skipReason() }, () => {
     await new Promise((r) => qemu.once('close', r));
     clearTimeout(killer);
     guestMs = performance.now() - t0;
-    process.stderr.write(`guest ran ${(guestMs / 1000).toFixed(0)} s\n${serial.split('\n').filter((l) => l.startsWith('E2E')).join('\n')}\n`);
+    process.stderr.write(
+      `guest ran ${(guestMs / 1000).toFixed(0)} s\n${serial
+        .split('\n')
+        .filter((l) => l.startsWith('E2E'))
+        .join('\n')}\n`,
+    );
   });
 
   after(async () => {
@@ -263,7 +370,10 @@ describe('agent in a QEMU guest (TCG)', { skip: skipReason() }, () => {
   it('boots, and the cloud-init steps install the agent silently', () => {
     assert.match(serial, /E2E: network \S+ up/, serial.slice(-4000));
     assert.match(serial, /E2E: firstboot rc=0 /, serial.slice(-4000));
-    assert.match(serial, /E2E-FIRSTBOOT: lightagent-install: ok action=install version=\S+ bin=\/usr\/local\/bin\/lightagent .*service=started\(direct,no-systemd\)/);
+    assert.match(
+      serial,
+      /E2E-FIRSTBOOT: lightagent-install: ok action=install version=\S+ bin=\/usr\/local\/bin\/lightagent .*service=started\(direct,no-systemd\)/,
+    );
     assert.match(serial, /E2E: agent protecting after \d+ s/);
     assert.match(serial, /E2E: done/, `the guest finished within ${TIMEOUT_S} s`);
   });
@@ -278,7 +388,10 @@ describe('agent in a QEMU guest (TCG)', { skip: skipReason() }, () => {
   });
 
   it('the detection reaches the SVM on the host, from the guest', () => {
-    const lines = svm.output().split('\n').filter((l) => l.includes('agent reported a detection'));
+    const lines = svm
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('agent reported a detection'));
     assert.ok(lines.length >= 1, svm.output().slice(-3000));
     const d = JSON.parse(lines[0]!) as { host?: string; path?: string; threat?: string };
     assert.equal(d.host, 'e2e-guest');
@@ -291,7 +404,10 @@ describe('agent in a QEMU guest (TCG)', { skip: skipReason() }, () => {
   });
 
   it('the hello names the hypervisor: QEMU emulation (TCG)', () => {
-    const line = svm.output().split('\n').find((l) => l.includes('agent connected') && l.includes('e2e-guest'));
+    const line = svm
+      .output()
+      .split('\n')
+      .find((l) => l.includes('agent connected') && l.includes('e2e-guest'));
     assert.ok(line, svm.output().slice(-3000));
     assert.equal((JSON.parse(line) as { hypervisor?: string }).hypervisor, 'qemu');
   });
