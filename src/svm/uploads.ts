@@ -110,12 +110,21 @@ interface Upload {
   nextIndex: number;
   /** The chunks received so far (each reserved from the budget as it came); none for a refused upload. */
   chunks: Buffer[];
+  /**
+   * The whole upload, allocated once PIECES_MAX bytes have arrived (the agent has shown it sends):
+   * chunks are copied straight in, so a large file is held once, not once in pieces and once
+   * joined. Smaller uploads stay in `chunks`, so an announcement alone allocates nothing.
+   */
+  whole: Buffer | undefined;
   /** Undefined for a refused upload: its chunks are checked and discarded. */
   hash: crypto.Hash | undefined;
   timer: NodeJS.Timeout;
   /** Refreshed by every chunk: fires when the upload stops making progress. */
   stall: NodeJS.Timeout | undefined;
 }
+
+/** Bytes an upload keeps as pieces before its whole buffer is allocated. */
+const PIECES_MAX = 1 << 20;
 
 /** Ids of uploads dropped (timeout, cancel, refused then forgotten) whose late chunks are ignored, not protocol errors. */
 const DROPPED_MEMORY = 1024;
@@ -174,6 +183,7 @@ export class UploadTable {
       received: 0,
       nextIndex: 0,
       chunks: [],
+      whole: undefined,
       hash: crypto.createHash('sha256'),
       timer: setTimeout(() => this.expire(u, 'timeout'), this.o.timeoutMs),
       stall: undefined,
@@ -192,6 +202,7 @@ export class UploadTable {
       received: 0,
       nextIndex: 0,
       chunks: [],
+      whole: undefined,
       hash: undefined,
       timer: setTimeout(() => this.drop(id), this.o.timeoutMs),
       stall: undefined,
@@ -208,6 +219,7 @@ export class UploadTable {
     clearTimeout(u.stall);
     if (this.active.delete(id)) this.o.account.release(u.received);
     u.chunks = [];
+    u.whole = undefined;
     this.refused.delete(id);
     this.dropped.add(id);
     if (this.dropped.size > DROPPED_MEMORY) this.dropped.delete(this.dropped.values().next().value as number);
@@ -253,8 +265,15 @@ export class UploadTable {
         return undefined;
       }
       u.stall?.refresh();
+      if (!u.whole && end > PIECES_MAX) {
+        u.whole = Buffer.allocUnsafe(u.size);
+        let at = 0;
+        for (const piece of u.chunks) at += piece.copy(u.whole, at);
+        u.chunks = [];
+      }
+      if (u.whole) c.payload.copy(u.whole, u.received);
       // A small chunk is copied: a view would pin the whole socket read it came in (64 KiB).
-      u.chunks.push(c.payload.length < 65536 ? Buffer.from(c.payload) : c.payload);
+      else u.chunks.push(c.payload.length < 65536 ? Buffer.from(c.payload) : c.payload);
       u.hash.update(c.payload);
       this.o.onBytes(c.payload.length);
     }
@@ -267,8 +286,9 @@ export class UploadTable {
       return undefined;
     }
     this.active.delete(u.id);
-    const content = u.chunks.length === 1 ? u.chunks[0]! : Buffer.concat(u.chunks, u.size);
+    const content = u.whole ?? (u.chunks.length === 1 ? u.chunks[0]! : Buffer.concat(u.chunks, u.size));
     u.chunks = [];
+    u.whole = undefined;
     let released = false;
     return {
       id: u.id,

@@ -145,3 +145,29 @@ describe('upload fairness', () => {
     assert.deepEqual(order, ['first', 'n0.0', 'q0', 'n1.0', 'q1', 'n2.0', 'q2', 'n0.1', 'n1.1', 'n2.1']);
   });
 });
+
+describe('upload reassembly', () => {
+  it('a large upload is joined once: small ones from pieces, large ones into one buffer as they arrive', () => {
+    for (const [size, chunkSize] of [
+      [3000, 1000],
+      [(1 << 20) + 5, 1 << 19],
+      [3 << 20, 1 << 20],
+      [(2 << 20) + 17, 300_000],
+    ] as const) {
+      const budget = new UploadBudget({ capacity: 64 << 20 });
+      const { t } = table(budget, 'a');
+      const content = Buffer.alloc(size);
+      for (let i = 0; i < size; i++) content[i] = (i * 31 + (i >> 11)) & 0xff;
+      assert.ok(t.accept(1, size));
+      let done;
+      for (let off = 0, idx = 0; off < size; off += chunkSize, idx++) {
+        const part = content.subarray(off, Math.min(size, off + chunkSize));
+        done = t.add(decodeChunk(encodeChunk(1, idx, off + part.length >= size, part), 1 << 20));
+        if (!done) assert.equal(budget.used, off + part.length, 'held: the bytes received so far');
+      }
+      assert.ok(done && done.content.equals(content), `size ${size} in chunks of ${chunkSize}`);
+      done.release();
+      assert.equal(budget.used, 0);
+    }
+  });
+});
