@@ -123,6 +123,20 @@ interface Upload {
   stall: NodeJS.Timeout | undefined;
 }
 
+function newUpload(id: number, size: number, hash: crypto.Hash | undefined, onTimeout: () => void, timeoutMs: number): Upload {
+  return {
+    id,
+    size,
+    received: 0,
+    nextIndex: 0,
+    chunks: [],
+    whole: undefined,
+    hash,
+    timer: setTimeout(onTimeout, timeoutMs),
+    stall: undefined,
+  };
+}
+
 /** Bytes an upload keeps as pieces before its whole buffer is allocated. */
 const PIECES_MAX = 1 << 20;
 
@@ -177,17 +191,7 @@ export class UploadTable {
   accept(id: number, size: number): boolean {
     this.forget(id);
     if (this.active.size >= (this.o.maxActive ?? Infinity)) return false;
-    const u: Upload = {
-      id,
-      size,
-      received: 0,
-      nextIndex: 0,
-      chunks: [],
-      whole: undefined,
-      hash: crypto.createHash('sha256'),
-      timer: setTimeout(() => this.expire(u, 'timeout'), this.o.timeoutMs),
-      stall: undefined,
-    };
+    const u = newUpload(id, size, crypto.createHash('sha256'), () => this.expire(u, 'timeout'), this.o.timeoutMs);
     u.stall = setTimeout(() => this.expire(u, 'stalled'), this.o.stallMs ?? this.o.timeoutMs);
     this.active.set(id, u);
     return true;
@@ -196,17 +200,7 @@ export class UploadTable {
   /** The request was answered already (too large, busy): take its chunks without keeping them. */
   refuse(id: number, size: number): void {
     this.forget(id);
-    const u: Upload = {
-      id,
-      size,
-      received: 0,
-      nextIndex: 0,
-      chunks: [],
-      whole: undefined,
-      hash: undefined,
-      timer: setTimeout(() => this.drop(id), this.o.timeoutMs),
-      stall: undefined,
-    };
+    const u = newUpload(id, size, undefined, () => this.drop(id), this.o.timeoutMs);
     this.refused.set(id, u);
     if (this.refused.size > this.o.maxRefused) this.drop(this.refused.keys().next().value as number);
   }
