@@ -100,6 +100,11 @@ function isRecord(key: string, v: unknown): v is QuarantineRecord {
     r.id === key &&
     typeof r.originalPath === 'string' &&
     typeof r.threat === 'string' &&
+    typeof r.time === 'string' &&
+    typeof r.sha256 === 'string' &&
+    typeof r.dev === 'string' &&
+    typeof r.ino === 'string' &&
+    Number.isSafeInteger(r.size) &&
     Number.isInteger(r.uid) &&
     Number.isInteger(r.gid) &&
     Number.isInteger(r.mode) &&

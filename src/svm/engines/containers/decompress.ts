@@ -4,7 +4,9 @@
  * judged, as clamd does). None ever holds more than the cap plus one chunk.
  */
 import zlib from 'node:zlib';
-import { createRequire } from 'node:module';
+// seek-bzip is CommonJS without types (src/types/seek-bzip.d.ts); a static import, so the
+// single-executable bundle (esbuild) carries it.
+import SeekBzipModule from 'seek-bzip';
 import { overRatio, type OutputCap, type UnpackBudget } from './budget.js';
 import { ArchiveTimeoutError } from '../engine.js';
 import { LimitExceeded } from './limits.js';
@@ -54,8 +56,8 @@ export function inflateBounded(input: Buffer, format: 'raw' | 'gzip', cap: Outpu
 interface SeekBzip {
   decode(input: unknown, output: unknown, multistream?: boolean): void;
 }
-// seek-bzip is CommonJS without types; only decode() is used.
-const Bunzip = createRequire(import.meta.url)('seek-bzip') as SeekBzip;
+// Only decode() is used.
+const Bunzip = SeekBzipModule as SeekBzip;
 
 const TRUNCATED = new Error('bzip2 input ends early');
 
