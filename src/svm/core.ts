@@ -35,8 +35,6 @@ export interface CoreOptions {
   uploadsPerAgent: number;
   /** An upload with no chunk for this long is dropped (LA_ERR_UPLOAD_TIMEOUT). */
   uploadStallMs: number;
-  /** How long a lookup that misses makes later lookups of the same content wait for its upload (0: never). */
-  coalesceMs?: number | undefined;
   /** Per agent: requests (lookups + scans) per second, and the burst allowed above it. */
   rateLimit: { perSecond: number; burst: number };
   /** Engine scans running at once, all agents together. */
@@ -60,8 +58,6 @@ export class SvmCore {
   /** Connections past hello by tenant and agent id: two live ones with one id are two clones. */
   private readonly agentIds = new Map<string, number>();
   private readonly inflight = new Map<string, Promise<VerdictFields>>();
-  /** Lookups that missed recently, whose agents are about to upload: see lookup(). */
-  private readonly misses: MissTable;
   readonly scheduler: FairScheduler;
   private activeScans = 0;
   private inflightHits = 0;
@@ -74,7 +70,6 @@ export class SvmCore {
   ) {
     this.tokens = new TokenStore(opts.tokens);
     this.budget = new UploadBudget(uploadLimits(opts));
-    this.misses = new MissTable(opts.coalesceMs ?? 500);
     this.metrics = new SvmMetrics(engine.name);
     this.scheduler = new FairScheduler(opts.scanConcurrency, opts.agentQueue);
     const m = this.metrics;
@@ -161,36 +156,13 @@ export class SvmCore {
     return this.activeScans + this.scheduler.depth;
   }
 
-  /**
-   * The shared cache's verdict for `sha256`, or `unknown`. A lookup that misses is remembered for
-   * `coalesceMs`: its agent is about to upload that content. A lookup of the same content (same
-   * tenant and generation) meanwhile waits for that upload's verdict instead of answering
-   * `unknown` at once, so a farm of clones that miss one file at the same moment uploads it once.
-   * The wait is bounded: if no verdict comes in time (the first agent did not upload), `unknown`.
-   * Keys are per tenant, so one tenant's lookups never wait on another's.
-   */
   async lookup(tenant: string, sha256: string): Promise<VerdictFields> {
     this.metrics.lookups.inc();
     const generation = this.generation();
     const hit = await this.cacheGet({ tenant, generation, sha256 });
-    if (hit) {
-      this.metrics.cacheHits.inc();
-      return fromCache(hit, sha256, generation);
-    }
-    const key = `${tenant}\u0000${generation}\u0000${sha256}`;
-    const running = this.inflight.get(key);
-    if (running) {
-      this.metrics.cacheHits.inc();
-      this.inflightHits++;
-      return { ...(await running), cached: true };
-    }
-    const waited = await this.misses.wait(key);
-    if (waited) {
-      this.metrics.cacheHits.inc();
-      this.inflightHits++;
-      return { ...waited, cached: true };
-    }
-    return { verdict: 'unknown', sha256, generation };
+    if (!hit) return { verdict: 'unknown', sha256, generation };
+    this.metrics.cacheHits.inc();
+    return fromCache(hit, sha256, generation);
   }
 
   /**
@@ -200,24 +172,20 @@ export class SvmCore {
   async scan(tenant: string, sha256: string, content: Buffer, agent: object = this): Promise<VerdictFields> {
     const generation = this.generation();
     const key: VerdictKey = { tenant, generation, sha256 };
-    const flightKey = `${tenant}\u0000${generation}\u0000${sha256}`;
     const hit = await this.cacheGet(key);
     if (hit) {
       this.metrics.cacheHits.inc();
-      const v = fromCache(hit, sha256, generation);
-      this.misses.settle(flightKey, Promise.resolve(v));
-      return v;
+      return fromCache(hit, sha256, generation);
     }
+    const flightKey = `${tenant}\u0000${generation}\u0000${sha256}`;
     const running = this.inflight.get(flightKey);
     if (running) {
       this.metrics.cacheHits.inc();
       this.inflightHits++;
-      this.misses.settle(flightKey, running);
       return { ...(await running), cached: true };
     }
     const p = this.scheduler.run(tenant, agent, () => this.runEngine(key, content));
     this.inflight.set(flightKey, p);
-    this.misses.settle(flightKey, p);
     try {
       return await p;
     } finally {
@@ -283,63 +251,4 @@ export function uploadLimits(
 
 function fromCache(hit: CachedVerdict, sha256: string, generation: string): VerdictFields {
   return { verdict: hit.verdict, sha256, generation, engine: hit.engine, cached: true, ...(hit.threat ? { threat: hit.threat } : {}) };
-}
-
-/**
- * Recent lookup misses by key. The first miss of a key registers it and answers at once (that
- * agent uploads); later misses of the key within `windowMs` wait for the verdict the upload brings
- * (`settle`), at most until the window ends. Bounded: at most `capacity` keys; past it a miss is
- * not remembered (no coalescing, as before).
- */
-export class MissTable {
-  private readonly entries = new Map<string, { until: number; waiters: Array<(v: VerdictFields | undefined) => void> }>();
-
-  constructor(
-    readonly windowMs: number,
-    private readonly capacity = 100_000,
-  ) {}
-
-  get size(): number {
-    return this.entries.size;
-  }
-
-  /** Undefined at once for the first miss of `key`; for a later one, the verdict its upload brings, or undefined when the window ends. */
-  wait(key: string, now = Date.now()): Promise<VerdictFields | undefined> {
-    if (this.windowMs <= 0) return Promise.resolve(undefined);
-    const e = this.entries.get(key);
-    if (!e || e.until <= now) {
-      if (e) this.entries.delete(key);
-      if (this.entries.size >= this.capacity) this.sweep(now);
-      if (this.entries.size < this.capacity) this.entries.set(key, { until: now + this.windowMs, waiters: [] });
-      return Promise.resolve(undefined);
-    }
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => done(undefined), e.until - now);
-      const done = (v: VerdictFields | undefined) => {
-        clearTimeout(timer);
-        resolve(v);
-      };
-      e.waiters.push(done);
-    });
-  }
-
-  /** The scan of `key` started: its verdict (or its failure: undefined) goes to every waiter. */
-  settle(key: string, verdict: Promise<VerdictFields>): void {
-    const e = this.entries.get(key);
-    if (!e) return;
-    this.entries.delete(key);
-    if (e.waiters.length === 0) return;
-    verdict.then(
-      (v) => e.waiters.forEach((w) => w(v)),
-      () => e.waiters.forEach((w) => w(undefined)),
-    );
-  }
-
-  private sweep(now: number): void {
-    for (const [k, e] of this.entries) {
-      if (e.until > now) continue;
-      this.entries.delete(k);
-      e.waiters.forEach((w) => w(undefined));
-    }
-  }
 }
