@@ -10,13 +10,13 @@
  * debootstrap, e2fsprogs, kmod (depmod), systemd (systemctl --root) and openssl. Bounded: each
  * guest is killed after LIGHTAGENT_E2E_TIMEOUT_S (default 900 s).
  *
- * The image: Debian bookworm minbase + systemd, systemd-sysv, udev, dbus, cloud-init, curl,
- * ca-certificates, kmod, iproute2, cached in LIGHTAGENT_E2E_CACHE (default /var/cache/lightagent-e2e)
+ * The image: Debian bookworm minbase + systemd, systemd-sysv, udev, dbus, cloud-init,
+ * python3-cffi-backend, curl, ca-certificates, kmod, iproute2, cached in LIGHTAGENT_E2E_CACHE (default /var/cache/lightagent-e2e)
  * as rootfs-bookworm-systemd; per run it becomes a sparse raw ext4 disk with what a TCG boot needs
  * and nothing else: the host kernel's virtio_net and isofs modules, no gettys, no apt/man/fstrim
  * timers, systemd-networkd, cloud-init with datasource_list [NoCloud, None] and only the modules
- * the user-data needs, and lightagent-e2e.service: a oneshot after cloud-final and lightagent that
- * runs the checks of its role (lightagent_e2e= on the kernel command line), writes `E2E: ...`
+ * the user-data needs, an application tree in /srv/app, and lightagent-e2e.service: a oneshot
+ * pulled in by cloud-final.service that runs the checks of its role (lightagent_e2e= on the kernel command line), writes `E2E: ...`
  * lines to the serial console and powers off. The guests' network is QEMU user-mode with
  * restrict=on: they reach nothing but 10.0.2.100:7443 (the SVM, wss) and 10.0.2.100:8080 (an HTTP
  * server with install.sh, the release binary, and the clones' barrier), forwarded by guestfwd to
@@ -25,12 +25,13 @@
  * 1. Template (seed: the shipped user-data with the URLs, token, CA and checksum filled in): the
  *    unit is active under Type=notify with the daemon's STATUS=, reload works, kill -9 of the main
  *    PID is restarted by systemd (Restart=on-failure), stop stops it; EICAR on the disk before the
- *    install is refused with EPERM, a clean file opens. Then `lightagent seal --allow-infected`
+ *    install is refused with EPERM, a clean file opens; the reload applies `protect: [/srv]` (a
+ *    whole-disk seal under TCG runs past the 2 s deadline). Then `lightagent seal --allow-infected`
  *    (a second EICAR copy, never opened in the template, is sealed in as infected) and poweroff.
  * 2. Two clones at once, each on a qcow2 overlay of the template's disk with its own DMI product
  *    UUID and its own seed (instance id, hostname; no install): both agents come up, meet at a
- *    barrier on the host (the host reads the SVM's /metrics), read /usr and /srv (the template's
- *    unchanged protected files), meet again (metrics again), then check EICAR and a clean file.
+ *    barrier on the host (the host reads the SVM's /metrics), read every file of /srv (the
+ *    template's unchanged protected files), meet again (metrics again), then check EICAR and a clean file.
  *    The SVM's lookups, uploads and bytes received do not move between the barriers, and it saw
  *    two distinct agent ids for the two clones.
  */
@@ -234,7 +235,7 @@ if [ "$role" = template ]; then
 
   # The admin narrows the template's protection to its application tree (a whole-disk seal under
   # TCG ran past the 2 s deadline on /usr/local/bin/lightagent, 107 MiB), and reloads.
-  printf 'protect:\n  - /srv\n' >> /etc/lightagent/agent.yaml
+  printf 'protect:\\n  - /srv\\n' >> /etc/lightagent/agent.yaml
   systemctl reload lightagent; rc=$?
   wait_for 120 sh -c 'systemctl show -p StatusText --value lightagent | grep -q reloaded'
   say "reload rc=$rc unit $(unit)"
@@ -299,6 +300,7 @@ function prepareTree(tree: string, k: { version: string }): void {
   must('depmod', ['-b', path.join(tree, 'usr'), k.version]);
   w('etc/fstab', '/dev/vda / ext4 rw,errors=remount-ro 0 0\n');
   w('etc/machine-id', ''); // made at first boot, then inherited by the clones (no seal step empties it)
+  fs.rmSync(path.join(tree, 'var/lib/dbus/machine-id'), { force: true }); // systemd would take debootstrap's
   w('etc/hostname', 'localhost\n');
   w('etc/cloud/cloud.cfg.d/90-lightagent-e2e.cfg', CLOUD_CFG);
   w('etc/systemd/system/lightagent-e2e.service', CHECK_UNIT);
@@ -356,21 +358,32 @@ function boot(name: string, o: { disk: string; diskFormat: 'raw' | 'qcow2'; seed
       log?.end();
       g.ms = performance.now() - t0;
       g.code = code;
-      process.stderr.write(`${name} ran ${(g.ms / 1000).toFixed(0)} s (exit ${code})\n${g.serial.split(/\r?\n/).filter((l) => l.startsWith('E2E')).map((l) => `  ${l}`).join('\n')}\n`);
+      process.stderr.write(`${name} ran ${(g.ms / 1000).toFixed(0)} s (exit ${code})\n${e2e(g.serial).filter((l) => !/^E2E-(JOURNAL|AGENTLOG)/.test(l)).map((l) => `  ${l}`).join('\n')}\n`);
       resolve(g);
     });
   });
 }
 
-/** The `Key=value` properties of a `systemctl show` line (values may hold spaces). */
+/** The `Key=value` properties of the `systemctl show` part of a line (after ` unit `; values may hold spaces). */
 function props(l: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const m of l.matchAll(/(\w+)=(.*?)(?= \w+=|\s*$)/g)) out[m[1]!] = m[2]!;
+  const i = l.indexOf(' unit ');
+  for (const m of (i < 0 ? '' : l.slice(i + 6)).matchAll(/(\w+)=(.*?)(?= \w+=|\s*$)/g)) out[m[1]!] = m[2]!;
   return out;
 }
 
+/**
+ * The guest's E2E lines, without the prefix the console gives a service's output
+ * (`[  212.164547] lightagent-e2e-check[449]: `).
+ */
+const e2e = (serial: string): string[] =>
+  serial
+    .split(/\r?\n/)
+    .map((l) => /^(?:\[\s*[\d.]+\] [\w@.-]+\[\d+\]: )?(E2E[-A-Z]*: .*)$/.exec(l)?.[1])
+    .filter((l): l is string => l !== undefined);
+
 /** The E2E: line starting with `key`, or '' (for messages). */
-const line = (g: Guest, key: string): string => g.serial.split(/\r?\n/).find((l) => l.startsWith(`E2E: ${key}`)) ?? '';
+const line = (g: Guest, key: string): string => e2e(g.serial).find((l) => l.startsWith(`E2E: ${key}`)) ?? '';
 const tail = (g: Guest) => g.serial.slice(-6000);
 
 type Metrics = Record<string, number>;
@@ -440,6 +453,8 @@ describe('agent in QEMU guests under systemd and cloud-init (TCG): install, unit
           void metrics().then(
             (m) => {
               snapshots[phase] = m;
+              const c = (k: string) => m[`lightagent_svm_${k}_total`];
+              process.stderr.write(`barrier ${phase}: SVM lookups ${c('lookups')}, uploads ${c('uploads')}, bytes received ${c('bytes_received')}\n`);
               for (const r of barriers.get(phase)!) r.writeHead(200).end('go\n');
             },
             (e: Error) => {
@@ -553,8 +568,9 @@ describe('agent in QEMU guests under systemd and cloud-init (TCG): install, unit
     it('after kill -9 of the main PID systemd restarts it (Restart=on-failure)', () => {
       const l = line(template, 'killed');
       const u = props(l);
-      assert.ok(u.pid && u.MainPID, `${l}\n${tail(template)}`);
-      assert.notEqual(u.MainPID, u.pid);
+      const pid = /^E2E: killed pid=(\d+) /.exec(l)?.[1];
+      assert.ok(pid && u.MainPID, `${l}\n${tail(template)}`);
+      assert.notEqual(u.MainPID, pid);
       assert.notEqual(u.MainPID, '0');
       assert.deepEqual([u.NRestarts, u.ActiveState, u.SubState], ['1', 'active', 'running'], l);
       assert.equal(u.StatusText, 'protecting /srv (mode fanotify)', l);
@@ -566,7 +582,8 @@ describe('agent in QEMU guests under systemd and cloud-init (TCG): install, unit
 
     it('lightagent seal scans the template, writes the cache and drops the identity', () => {
       assert.match(line(template, 'seal'), /seal rc=0 /, tail(template));
-      const json = template.serial.split(/\r?\n/).find((l) => l.startsWith('E2E-SEAL: '))!.slice('E2E-SEAL: '.length);
+      const json = (e2e(template.serial).find((l) => l.startsWith('E2E-SEAL: ')) ?? '').slice('E2E-SEAL: '.length);
+      assert.ok(json, tail(template));
       const s = JSON.parse(json) as { sealed: boolean; removed: string[]; cacheEntries: number; files: number; infected: string[] };
       assert.equal(s.sealed, true);
       assert.ok(s.removed.includes('agent-id'), json);
@@ -591,6 +608,8 @@ describe('agent in QEMU guests under systemd and cloud-init (TCG): install, unit
       for (const c of clones) assert.match(line(c, 'read '), /read files=\d+ rc=0 /, tail(c));
       const [a, b] = [snapshots['ready'], snapshots['read']];
       assert.ok(a && b, 'both barriers were reached');
+      // The counters exist and counted the template's seal (uploads of /srv): a delta of 0 means something.
+      assert.ok((a['lightagent_svm_lookups_total'] ?? 0) > 1000 && (a['lightagent_svm_bytes_received_total'] ?? 0) > 1_000_000, JSON.stringify(a));
       const delta = (k: string) => (b[k] ?? 0) - (a[k] ?? 0);
       assert.deepEqual(
         { lookups: delta('lightagent_svm_lookups_total'), uploads: delta('lightagent_svm_uploads_total'), bytes: delta('lightagent_svm_bytes_received_total') },
