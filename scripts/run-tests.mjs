@@ -22,7 +22,7 @@ if (files.length === 0) {
   process.exit(1);
 }
 // --test-timeout bounds each file as a whole (Node 20). The QEMU guests of test/e2e take 5-7 minutes
-// with the image cached, plus a debootstrap of 10-12 minutes on a first run: they get their own bound.
+// with the image cached, plus a debootstrap of 2.5-12 minutes on a first run: they get their own bound.
 const E2E_TIMEOUT_MS = 3_600_000;
 const isE2e = (f) => f.split(path.sep).includes('e2e');
 let status = 0;
