@@ -1,7 +1,9 @@
 /**
  * Unpack the single executable's native assets (koffi's .node, worker-thread bundles) into a new
  * private directory: `lightagent-<pid>-XXXXXX` (mkdtemp: mode 0700, unpredictable name) under
- * /run when root, else $XDG_RUNTIME_DIR, else the temp directory; the first that accepts it.
+ * /run when root, else $XDG_RUNTIME_DIR, else systemd's $STATE_DIRECTORY, else the temp
+ * directory; the first that is not mounted noexec and accepts it (Debian's initramfs mounts /run
+ * noexec: koffi.node cannot be mapped from there, seen under systemd in the QEMU guest).
  * The directory is removed at exit; directories left by processes that died without exiting
  * (SIGKILL) are removed at the next start. Nothing happens when running from source.
  */
@@ -19,8 +21,39 @@ export function candidateBases(env: NodeJS.ProcessEnv = process.env, uid = proce
   if (uid === 0) bases.push('/run');
   const xdg = env.XDG_RUNTIME_DIR;
   if (xdg && path.isAbsolute(xdg)) bases.push(xdg);
+  // Set by systemd for StateDirectory= (the unit's /var/lib/lightagent): on a disk, rarely noexec.
+  const state = env.STATE_DIRECTORY?.split(':')[0];
+  if (state && path.isAbsolute(state)) bases.push(state);
   bases.push(os.tmpdir());
   return [...new Set(bases)];
+}
+
+/** mountinfo(5) escapes space, tab, newline and backslash in paths as \ooo. */
+const unescapeMount = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+
+function readMountinfo(): string {
+  try {
+    return fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return ''; // not Linux, or no /proc: nothing known, nothing skipped
+  }
+}
+
+/** True when `dir` lies on a mount with the noexec option (the innermost, latest mount covering it). */
+export function onNoexecMount(dir: string, mountinfo = readMountinfo()): boolean {
+  let best: string | undefined;
+  let noexec = false;
+  for (const line of mountinfo.split('\n')) {
+    const f = line.split(' ');
+    if (f.length < 6) continue;
+    const mp = unescapeMount(f[4]!);
+    const covers = mp === '/' || dir === mp || dir.startsWith(`${mp}/`);
+    if (covers && (best === undefined || mp.length >= best.length)) {
+      best = mp;
+      noexec = f[5]!.split(',').includes('noexec');
+    }
+  }
+  return noexec;
 }
 
 function alive(pid: number): boolean {
@@ -85,6 +118,16 @@ export function unpackAssets(): string | undefined {
   delete process.env[SEA_DIR_ENV]; // inherited from a parent: never trusted
   const problems: string[] = [];
   for (const base of candidateBases()) {
+    let real = base;
+    try {
+      real = fs.realpathSync(base);
+    } catch {
+      // missing: mkdtemp says so below
+    }
+    if (onNoexecMount(real)) {
+      problems.push(`${base}: mounted noexec`);
+      continue;
+    }
     let dir: string;
     try {
       dir = fs.mkdtempSync(path.join(base, `${DIR_PREFIX}${process.pid}-`));
