@@ -131,6 +131,26 @@ describe('lightagent seal', () => {
     assert.equal(await svmRequests(), before, 'refused from the inherited cache');
   });
 
+  it('files the SVM could not judge are listed and give exit 3: sealed, but those start cold in clones', async () => {
+    const small = await startSvmProcess(['--max-file-size', '4KiB']);
+    try {
+      const dir = path.join(root, 'partly');
+      fs.mkdirSync(dir);
+      fs.writeFileSync(path.join(dir, 'big.bin'), crypto.randomBytes(5000));
+      fs.writeFileSync(path.join(dir, 'small.txt'), 'small');
+      const file = path.join(root, 'partly.yaml');
+      fs.writeFileSync(file, `svm: ${small.url}\ntoken: test-token\nstate_dir: ${path.join(root, 'partly-state')}\nprotect:\n  - ${dir}\n`);
+      const r = run(process.execPath, [CLI, 'seal', '--config', file], 60_000);
+      assert.equal(r.status, 3, r.stdout + r.stderr);
+      assert.match(r.stderr, /ERROR +.*big\.bin: .*LA_ERR_UPLOAD_TOO_LARGE/);
+      assert.match(r.stderr, /1 file\(s\) could not be judged/);
+      assert.match(r.stdout, /Sealed /);
+      assert.ok(!fs.existsSync(path.join(root, 'partly-state', 'agent-id')));
+    } finally {
+      await small.stop();
+    }
+  });
+
   it('refuses while the daemon holds the state directory, and explains --help and bad options', () => {
     const cfg = config('locked');
     const state = path.join(root, 'locked');

@@ -52,7 +52,9 @@ export const sealCommand = defineCommand({
     jobs: { type: 'integer', arg: 'N', min: 1, max: 64, default: 16, help: 'files scanned in parallel (default 16)' },
     json: { type: 'boolean', help: 'print one JSON document instead of text' },
   },
-  footer: 'Exit status: 0 sealed, 1 infected files found (not sealed), 2 error.',
+  footer:
+    'Exit status: 0 sealed, 1 infected files found (not sealed), 2 error, 3 sealed but some files could not be judged ' +
+    '(listed; each clone judges them at first open: run seal again to include them).',
   async handler({ values: o }) {
     const cfg: AgentConfig = loadAgentConfig({ file: o.config, flags: { svm: o.svm, token: o.token } });
     if (!o['identity-only']) requireSvm(cfg);
@@ -69,7 +71,8 @@ export const sealCommand = defineCommand({
       });
       if (o.json) printJson(summary);
       else printSummary(summary);
-      return summary.sealed ? 0 : 1;
+      if (!summary.sealed) return 1;
+      return summary.scan && summary.scan.errors.length > 0 ? 3 : 0;
     } finally {
       await release();
     }
@@ -175,5 +178,8 @@ function printSummary(s: SealSummary): void {
   out(`Sealed ${s.stateDir}: removed ${s.removed.length ? s.removed.join(', ') : 'no instance files (none yet)'}`);
   if (s.quarantined > 0)
     out(`  note: ${s.quarantined} quarantined file(s) stay in the template and travel into every clone (lightagent quarantine list)`);
+  const notJudged = s.scan?.errors.length ?? 0;
+  if (notJudged > 0)
+    err(`  ${notJudged} file(s) could not be judged (ERROR lines above): clones judge them at first open; run seal again to include them.`);
   out('Shut the template down now and clone it; each clone makes its own agent id at its first start.');
 }
