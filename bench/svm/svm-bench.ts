@@ -138,18 +138,7 @@ async function pump(
 }
 
 async function benchEngine(engine: ScanEngine, o: Required<SvmBenchOptions>): Promise<EngineBench> {
-  const s = await SvmServer.start({
-    host: '127.0.0.1',
-    port: 0,
-    tokens: [{ tenant: 'a', token: TOKEN }],
-    engine,
-    cache: new MemoryVerdictCache(1_000_000),
-    closeGraceMs: 200,
-    uploadMemory: 1 << 30,
-    maxInFlight: 64,
-    scanConcurrency: 8,
-    agentQueue: 16,
-  });
+  const s = await startSvm(engine);
   try {
     // 1. throughput
     const uploaders = await Promise.all([1, 2, 3, 4].map(() => rawAgent(s.url, undefined, true, AGENT_WS)));
