@@ -4,9 +4,9 @@
  * Unknown fields are dropped so a newer peer's extras cannot reach our logic.
  */
 import { ProtocolError } from '../errors.js';
-import { FRAME_LIMITS, type AgentMessage, type Message, type SvmMessage } from './messages.js';
+import { FRAME_LIMITS, MAX_FEATURES, type AgentMessage, type Message, type SvmMessage } from './messages.js';
 
-type FieldKind = 'str' | 'hex64' | 'uint' | 'uint32' | 'num01' | 'bool' | 'obj';
+type FieldKind = 'str' | 'hex64' | 'uint' | 'uint32' | 'num01' | 'bool' | 'obj' | 'names';
 interface Field {
   kind: FieldKind;
   optional?: boolean;
@@ -21,6 +21,9 @@ const opt = (f: Field): Field => ({ ...f, optional: true });
 const uint: Field = { kind: 'uint' };
 const uint32: Field = { kind: 'uint32' };
 const hex64: Field = { kind: 'hex64' };
+/** A short list of short names (feature names): at most MAX_FEATURES, each 1-64 of [a-z0-9-]. */
+const names: Field = { kind: 'names' };
+const FEATURE_NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
 const limitsFields: Record<string, Field> = { maxFileSize: uint, maxChunk: uint, maxInFlight: uint };
 const processFields: Record<string, Field> = { pid: uint, exe: opt(s()), cmdline: opt(s()), uid: opt(uint) };
@@ -34,6 +37,7 @@ const AGENT_SCHEMAS: Record<string, Schema> = {
     os: s({ oneOf: ['linux', 'windows', 'other'] }),
     hypervisor: opt(s()),
     agentVersion: s(),
+    features: opt(names),
   },
   lookup: { id: uint32, sha256: hex64, size: uint },
   scan: { id: uint32, size: uint, name: opt(s()) },
@@ -50,7 +54,14 @@ const AGENT_SCHEMAS: Record<string, Schema> = {
 };
 
 const SVM_SCHEMAS: Record<string, Schema> = {
-  welcome: { v: uint, svmId: s(), generation: s(), load: { kind: 'num01' }, limits: { kind: 'obj', fields: limitsFields } },
+  welcome: {
+    v: uint,
+    svmId: s(),
+    generation: s(),
+    load: { kind: 'num01' },
+    limits: { kind: 'obj', fields: limitsFields },
+    features: opt(names),
+  },
   verdict: {
     id: uint32,
     verdict: s({ oneOf: ['clean', 'infected', 'unknown', 'error'] }),
@@ -103,6 +114,14 @@ function checkFields(src: Record<string, unknown>, schema: Schema, where: string
       case 'bool':
         if (typeof v !== 'boolean') bad(`${where}.${key} must be a boolean`);
         break;
+      case 'names':
+        if (!Array.isArray(v)) bad(`${where}.${key} must be a list`);
+        if (v.length > MAX_FEATURES)
+          throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where}.${key} has more than ${MAX_FEATURES} names`);
+        for (const n of v as unknown[])
+          if (typeof n !== 'string' || !FEATURE_NAME.test(n)) bad(`${where}.${key} must hold names of [a-z0-9-]`);
+        out[key] = [...(v as string[])];
+        continue;
       case 'obj':
         if (typeof v !== 'object' || Array.isArray(v)) bad(`${where}.${key} must be an object`);
         out[key] = checkFields(v as Record<string, unknown>, f.fields!, `${where}.${key}`);

@@ -7,9 +7,24 @@
  *
  *   agent -> SVM: hello, lookup, scan (then binary chunks), event, cancel
  *   SVM -> agent: welcome, verdict, load, generation, error
+ *
+ * The version rule. `v` changes only when a message every peer must understand changes meaning;
+ * then peers of different versions refuse each other (close 4002). Everything added to
+ * lightagent/1 after its first release is a *feature*: a name in `FEATURES`, listed by each side
+ * in `hello.features` / `welcome.features` for what it speaks. A side sends a message type or a
+ * field that belongs to a feature only when the peer listed that feature, so an older peer never
+ * sees it; a peer that receives an unlisted type still closes with a protocol error, as before.
  */
 export const PROTOCOL = 'lightagent/1';
 export const PROTOCOL_VERSION = 1;
+
+/**
+ * Additions to lightagent/1, each named once here. A side lists in hello/welcome the ones it
+ * speaks; a message of a feature goes only to a peer that listed it.
+ */
+export const FEATURES = {} as const satisfies Record<string, string>;
+/** At most this many feature names in a hello or welcome, each at most 64 characters. */
+export const MAX_FEATURES = 32;
 
 export type OsName = 'linux' | 'windows' | 'other';
 export type Verdict = 'clean' | 'infected' | 'unknown' | 'error';
@@ -23,6 +38,8 @@ export interface Hello {
   os: OsName;
   hypervisor?: string;
   agentVersion: string;
+  /** Features of lightagent/1 this agent speaks (see FEATURES); absent from older agents. */
+  features?: string[];
 }
 
 export interface Limits {
@@ -41,6 +58,8 @@ export interface Welcome {
   generation: string;
   load: number; // 0..1, share of scan capacity in use
   limits: Limits;
+  /** Features of lightagent/1 this SVM speaks (see FEATURES); absent from older SVMs. */
+  features?: string[];
 }
 
 /** Ask for a verdict by content hash: answers from the SVM's shared cache, never uploads. */

@@ -53,6 +53,8 @@ export interface SvmLinkOptions {
   os: OsName;
   hypervisor?: string | undefined;
   agentVersion: string;
+  /** Features of lightagent/1 this agent speaks, sent in hello (see FEATURES in protocol/messages.ts). */
+  features?: readonly string[] | undefined;
   /** Default deadline of a lookup, ms. */
   deadlineMs?: number;
   /** Our cap on requests in flight; the SVM's limit applies too. */
@@ -91,8 +93,8 @@ export interface SvmLinkEvents {
 
 export class SvmLink extends EventEmitter<SvmLinkEvents> {
   readonly url: string;
-  private readonly opts: Required<Omit<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key'>> &
-    Pick<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key'>;
+  private readonly opts: Required<Omit<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key' | 'features'>> &
+    Pick<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key' | 'features'>;
   private ws: WebSocket | undefined;
   private _state: LinkState = 'idle';
   private _welcome: Welcome | undefined;
@@ -134,6 +136,10 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
   }
   get generation(): string | undefined {
     return this._welcome?.generation;
+  }
+  /** Did the SVM list this feature of lightagent/1 in its welcome? Send a feature's messages only then. */
+  speaks(feature: string): boolean {
+    return this._welcome?.features?.includes(feature) ?? false;
   }
   get load(): number {
     return this._load;
@@ -351,6 +357,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
         os: this.opts.os,
         ...(this.opts.hypervisor ? { hypervisor: this.opts.hypervisor } : {}),
         agentVersion: this.opts.agentVersion,
+        ...(this.opts.features?.length ? { features: [...this.opts.features] } : {}),
       });
     });
     ws.on('message', (data, isBinary) => {

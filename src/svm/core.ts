@@ -8,6 +8,7 @@
 import { logger } from '../log.js';
 import type { VerdictMsg } from '../protocol/index.js';
 import type { ScanEngine } from './engines/engine.js';
+import { SvmEventBus } from './events.js';
 import { FairScheduler } from './fairness.js';
 import { SvmMetrics } from './metrics.js';
 import type { ReportTarget } from './reports.js';
@@ -59,6 +60,10 @@ export class SvmCore {
   private readonly agentIds = new Map<string, number>();
   private readonly inflight = new Map<string, Promise<VerdictFields>>();
   readonly scheduler: FairScheduler;
+  /** Detections, agent state changes, policies, signatures: for the inventory, SIEM export and console. */
+  readonly events = new SvmEventBus();
+  /** Features of lightagent/1 this SVM speaks, sent in `welcome` (see FEATURES in protocol/messages.ts). */
+  readonly features: string[] = [];
   private activeScans = 0;
   private inflightHits = 0;
   private readonly log = logger('svm');

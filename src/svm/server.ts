@@ -96,6 +96,17 @@ export const SVM_DEFAULTS = {
   agentQueue: 16,
 } as const;
 
+/**
+ * A part of the SVM's HTTP surface beside /metrics and /healthz (the admin API, the console):
+ * asked first for every request whose path starts with `prefix`. It answers the request itself
+ * (status, headers, body) and must never throw; the server answers 500 if it does.
+ */
+export interface HttpRoute {
+  /** Path prefix, e.g. `/api/` or `/console`. */
+  readonly prefix: string;
+  handle(req: http.IncomingMessage, res: http.ServerResponse, url: URL): void | Promise<void>;
+}
+
 export interface SvmHealth {
   status: 'ok' | 'degraded' | 'unhealthy';
   svmId: string;
@@ -109,6 +120,7 @@ export interface SvmHealth {
 
 export class SvmServer {
   private readonly sessions = new Set<AgentSession>();
+  private readonly routes: HttpRoute[] = [];
   private readonly reporter: Reporter;
   private closing: Promise<void> | undefined;
   private bound = { host: '', port: 0 };
@@ -300,12 +312,44 @@ export class SvmServer {
     this.reporter.wake();
   }
 
+  /** Serve `route` on the SVM's HTTP port (same TLS as the agents' port); the longest prefix wins. */
+  addRoute(route: HttpRoute): void {
+    this.routes.push(route);
+    this.routes.sort((a, b) => b.prefix.length - a.prefix.length);
+  }
+
+  /** The agent sessions past hello (for the inventory and the admin API). */
+  get agentSessions(): Iterable<AgentSession> {
+    return [...this.sessions].filter((s) => s.ready);
+  }
+
   private onHttp(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const path = (req.url ?? '/').split('?')[0];
+    const path = (req.url ?? '/').split('?')[0]!;
     const send = (status: number, type: string, body: string) => {
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
+    const route = this.routes.find((r) => path.startsWith(r.prefix));
+    if (route) {
+      const fail = (e: unknown) => {
+        this.log.error('an HTTP route failed', { prefix: route.prefix, path: path.slice(0, 200), message: (e as Error).message });
+        if (!res.headersSent) send(500, 'text/plain; charset=utf-8', 'internal error; see the SVM log\n');
+        else res.destroy();
+      };
+      let url: URL;
+      try {
+        url = new URL(req.url ?? '/', 'http://svm.invalid');
+      } catch {
+        return send(400, 'text/plain; charset=utf-8', 'bad request URL\n');
+      }
+      try {
+        const r = route.handle(req, res, url);
+        if (r) r.catch(fail);
+      } catch (e) {
+        fail(e);
+      }
+      return;
+    }
     if (path !== '/metrics' && path !== '/healthz') return send(404, 'text/plain; charset=utf-8', 'not found: try /metrics or /healthz\n');
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain; charset=utf-8', 'method not allowed\n');
     if (path === '/metrics') {

@@ -311,6 +311,7 @@ export class AgentSession {
       generation: this.lastGeneration,
       load: this.lastLoad,
       limits: { maxFileSize: o.maxFileSize, maxChunk: o.maxChunk, maxInFlight: o.maxInFlight },
+      ...(this.core.features.length ? { features: [...this.core.features] } : {}),
     });
     this.core.agents.add(this);
     if (this.core.claimAgentId(tenant, msg.agentId) > 0) {
@@ -352,6 +353,23 @@ export class AgentSession {
       sha256: e.sha256,
       process: e.process,
     });
+    this.core.events.publish({
+      kind: 'detection',
+      time: e.time,
+      tenant: this.tenant,
+      agentId: h.agentId,
+      host: h.host,
+      path: e.path,
+      sha256: e.sha256,
+      threat: e.threat,
+      action: e.action,
+      process: e.process,
+    });
+  }
+
+  /** Did the agent list this feature of lightagent/1 in its hello? Send a feature's messages only then. */
+  speaks(feature: string): boolean {
+    return this.hello?.features?.includes(feature) ?? false;
   }
 
   /** Claim a request id: unique among this agent's requests in flight, at most maxInFlight of them. */

@@ -15,12 +15,14 @@ import {
   encodeChunkHeader,
   encodeMessage,
   FRAME_LIMITS,
+  MAX_FEATURES,
   type Message,
 } from '../../src/protocol/index.js';
 
 const SHA = 'ab'.repeat(32);
 const agentMsgs: Message[] = [
   { t: 'hello', v: 1, agentId: 'a1', token: 'tok', host: 'h', os: 'linux', hypervisor: 'kvm', agentVersion: '0.1.0' },
+  { t: 'hello', v: 1, agentId: 'a2', token: 'tok', host: 'h', os: 'linux', agentVersion: '0.1.0', features: ['state-report', 'x-1'] },
   { t: 'lookup', id: 7, sha256: SHA, size: 12 },
   { t: 'scan', id: 4294967295, size: 0, name: '/x' },
   { t: 'cancel', id: 3 },
@@ -37,6 +39,7 @@ const agentMsgs: Message[] = [
 ];
 const svmMsgs: Message[] = [
   { t: 'welcome', v: 1, svmId: 's', generation: 'g', load: 0.5, limits: { maxFileSize: 1, maxChunk: 2, maxInFlight: 3 } },
+  { t: 'welcome', v: 1, svmId: 's', generation: 'g', load: 0, limits: { maxFileSize: 1, maxChunk: 2, maxInFlight: 3 }, features: [] },
   { t: 'verdict', id: 1, verdict: 'infected', sha256: SHA, threat: 'Eicar', engine: 'builtin', generation: 'g', cached: true },
   { t: 'verdict', id: 2, verdict: 'error', code: 'LA_ERR_BUSY', message: 'busy' },
   { t: 'load', load: 1, queue: 0 },
@@ -67,6 +70,30 @@ describe('protocol codec', () => {
       (e: unknown) => e instanceof ProtocolError && e.code === 'LA_ERR_PROTO_UNEXPECTED',
     );
     assert.throws(() => decodeSvmMessage(encodeMessage(agentMsgs[0]!)), ProtocolError);
+  });
+
+  it('feature lists (the version rule): short names only, at most MAX_FEATURES of them', () => {
+    const hello = { t: 'hello', v: 1, agentId: 'a', token: 't', host: 'h', os: 'linux', agentVersion: '1' };
+    const ok = decodeAgentMessage(JSON.stringify({ ...hello, features: ['a', 'b-2'] }));
+    assert.deepEqual((ok as { features?: string[] }).features, ['a', 'b-2']);
+    const refused = (features: unknown, code: string) =>
+      assert.throws(
+        () => decodeAgentMessage(JSON.stringify({ ...hello, features })),
+        (e: unknown) => e instanceof ProtocolError && e.code === code && /features/.test(e.message),
+        JSON.stringify(features).slice(0, 60),
+      );
+    refused('state-report', 'LA_ERR_PROTO_MALFORMED');
+    refused([1], 'LA_ERR_PROTO_MALFORMED');
+    refused(['Upper'], 'LA_ERR_PROTO_MALFORMED');
+    refused([''], 'LA_ERR_PROTO_MALFORMED');
+    refused(['x'.repeat(65)], 'LA_ERR_PROTO_MALFORMED');
+    refused({ a: 1 }, 'LA_ERR_PROTO_MALFORMED');
+    refused(
+      Array.from({ length: MAX_FEATURES + 1 }, (_, i) => `f${i}`),
+      'LA_ERR_PROTO_OVERSIZED',
+    );
+    const w = { t: 'welcome', v: 1, svmId: 's', generation: 'g', load: 0, limits: { maxFileSize: 1, maxChunk: 2, maxInFlight: 3 } };
+    assert.throws(() => decodeSvmMessage(JSON.stringify({ ...w, features: ['../x'] })), ProtocolError);
   });
 
   it('names the field that is wrong', () => {

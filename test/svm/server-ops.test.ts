@@ -8,6 +8,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { CloseCode, encodeChunk, encodeMessage } from '../../src/protocol/index.js';
 import { BuiltinEngine } from '../../src/svm/engines/builtin.js';
+import type { SvmEvent } from '../../src/svm/events.js';
 import { EICAR_BYTES as EICAR } from '../helpers/fixtures.js';
 import { metric, rawAgent, startTestSvm, upload } from './helpers.js';
 import { tempDir } from '../helpers/procs.js';
@@ -60,8 +61,13 @@ describe('SVM server: operations', () => {
     await s.close();
   });
 
-  it('logs and counts detection events reported by agents', async () => {
+  it('logs and counts detection events reported by agents, and publishes them on the event bus', async () => {
     const s = await startTestSvm();
+    const heard: SvmEvent[] = [];
+    s.core.events.subscribe(() => {
+      throw new Error('a broken subscriber');
+    });
+    s.core.events.subscribe((e) => heard.push(e));
     const a = await rawAgent(s.url);
     a.ws.send(
       encodeMessage({
@@ -77,6 +83,46 @@ describe('SVM server: operations', () => {
     a.ws.send(encodeMessage({ t: 'lookup', id: 1, sha256: 'a'.repeat(64), size: 1 }));
     await a.verdict(1);
     assert.equal(await metric(s, 'lightagent_svm_agent_detection_events_total'), 1);
+    assert.equal(heard.length, 1, 'the broken subscriber did not stop the event');
+    assert.deepEqual(
+      { ...heard[0], time: undefined },
+      {
+        kind: 'detection',
+        time: undefined,
+        tenant: 'a',
+        agentId: 'raw-agent',
+        host: 'test',
+        path: '/home/u/eicar.com',
+        sha256: undefined,
+        threat: 'Eicar-Test-Signature',
+        action: 'quarantined',
+        process: { pid: 42, exe: '/usr/bin/cat' },
+      },
+    );
+    await s.close();
+  });
+
+  it('serves added HTTP routes by longest prefix; a failing route answers 500 and the SVM goes on', async () => {
+    const s = await startTestSvm();
+    s.addRoute({ prefix: '/api/', handle: (_q, r, url) => void r.end(`api ${url.pathname} ${url.searchParams.get('x')}`) });
+    s.addRoute({ prefix: '/api/agents', handle: (_q, r) => void r.end('agents') });
+    s.addRoute({
+      prefix: '/boom',
+      handle: () => {
+        throw new Error('kaput');
+      },
+    });
+    s.addRoute({ prefix: '/later', handle: () => Promise.reject(new Error('kaput later')) });
+    const get = async (p: string) => {
+      const r = await fetch(s.httpUrl + p);
+      return [r.status, await r.text()] as const;
+    };
+    assert.deepEqual(await get('/api/fleet?x=1'), [200, 'api /api/fleet 1']);
+    assert.deepEqual(await get('/api/agents/7'), [200, 'agents']);
+    assert.equal((await get('/boom'))[0], 500);
+    assert.equal((await get('/later'))[0], 500);
+    assert.equal((await get('/healthz'))[0], 200);
+    assert.equal((await get('/nothing'))[0], 404);
     await s.close();
   });
 
