@@ -15,6 +15,8 @@
  *   engine: builtin                 # or clamav: a running clamd judges the files; or yara: YARA-X in this process
  *   yara_rules: /etc/lightagent/yara  # engine yara: a .yar file or a directory of .yar/.yara files
  *   signatures: [/etc/lightagent/sigs/local.hdb, /etc/lightagent/sigs/local.ndb]   # builtin only
+ *   max_signature_age: 7d           # older signatures are stale: /healthz degraded, event signatures-stale
+ *   watch_signatures: true          # builtin/yara: reload when the signature files change (no SIGHUP needed)
  *   archives: {enabled: true, max_depth: 16, max_members: 10000, max_unpacked: 256 MiB,
  *              max_member_size: 256 MiB, max_ratio: 250, timeout: 30s, alert_encrypted: true}
  *                                   # builtin only: what it unpacks from one file (zip, gzip, bzip2, tar,
@@ -139,6 +141,11 @@ export const svmConfigSchema = z
         .default({ address: '/run/clamav/clamd.ctl', pool: 8, timeout: 30_000 }),
     ),
     signatures: z.array(z.string().min(1)).default([]),
+    // Signature freshness and updates (docs/svm.md, "Signature updates"): one block.
+    max_signature_age: duration()
+      .refine((ms) => ms >= 60_000 && ms <= 3650 * 86_400_000, 'must be from 1m to 3650d')
+      .default(7 * 86_400_000),
+    watch_signatures: z.boolean().default(true),
     archives: z.preprocess((v) => v ?? {}, archives),
     max_file_size: size().default(64 * 1024 * 1024),
     max_chunk: size()

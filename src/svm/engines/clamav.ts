@@ -55,6 +55,10 @@ export const CLAMAV_DEFAULTS = {
   versionIntervalMs: 30_000,
 } as const;
 
+/** The files of a clamd DatabaseDirectory that hold signatures (freshclam.dat, *.tmp and the like do not). */
+export const CLAMD_DATABASE_FILE =
+  /\.(c[vl]d|cud|hdb|hsb|hdu|hsu|mdb|msb|mdu|msu|ndb|ndu|ldb|ldu|db|fp|sfp|ign2?|ftm|cdb|crb|cat|pdb|gdb|wdb|yara?|idb|cbc|info)$/i;
+
 /** Replies are short lines; a longer one means we are not talking to clamd. */
 const MAX_REPLY = 64 * 1024;
 
@@ -214,6 +218,11 @@ export class ClamavEngine implements ScanEngine {
 
   get address(): string {
     return this.where;
+  }
+
+  /** clamd's DatabaseDirectory when configured (clamd.database_dir). */
+  get databaseDir(): string | undefined {
+    return this.o.databaseDir;
   }
 
   /** Ask clamd to reload its databases (RELOAD), then take the generation anew. */
@@ -472,8 +481,7 @@ export class ClamavEngine implements ScanEngine {
     if (dir) {
       try {
         for (const name of fs.readdirSync(dir).sort()) {
-          if (!/\.(c[vl]d|cud|hdb|hsb|mdb|msb|ndb|ndu|ldb|ldu|db|fp|sfp|ign2?|ftm|cdb|crb|cat|pdb|gdb|wdb|yara?|idb|cbc|info)$/i.test(name))
-            continue;
+          if (!CLAMD_DATABASE_FILE.test(name)) continue;
           const st = fs.statSync(path.join(dir, name));
           h.update(`\n${name}\0${st.size}\0${st.mtimeMs}`);
         }
