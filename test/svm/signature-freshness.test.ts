@@ -12,6 +12,8 @@ import { FEATURES, type SvmMessage } from '../../src/protocol/index.js';
 import { BuiltinEngine } from '../../src/svm/engines/builtin.js';
 import { loadYaraModule, YaraEngine } from '../../src/svm/engines/yara.js';
 import type { SvmEvent } from '../../src/svm/events.js';
+import { loadSvmConfig } from '../../src/svm/config.js';
+import { ConfigError } from '../../src/errors.js';
 import { signatureTime } from '../../src/svm/signature-age.js';
 import type { SvmHealth, SvmServer } from '../../src/svm/server.js';
 import { signatureAge } from '../../src/agent/daemon.js';
@@ -71,6 +73,23 @@ function writeAtomically(file: string, content: string, mtime?: number): void {
 }
 
 describe('signature freshness', () => {
+  it('config: max_signature_age (default 7d, 1m..3650d) and watch_signatures (default true)', () => {
+    const env = {};
+    const base = { tokens: ['a-long-enough-token'] };
+    const def = loadSvmConfig({ env, flags: base });
+    assert.equal(def.max_signature_age, 7 * DAY);
+    assert.equal(def.watch_signatures, true);
+    const c = loadSvmConfig({ env, flags: { ...base, max_signature_age: '36h', watch_signatures: false } });
+    assert.equal(c.max_signature_age, 36 * 3_600_000);
+    assert.equal(c.watch_signatures, false);
+    for (const bad of ['10s', '4000d', 'soon', -1])
+      assert.throws(
+        () => loadSvmConfig({ env, flags: { ...base, max_signature_age: bad } }),
+        (e: unknown) => e instanceof ConfigError && e.issues.some((i) => i.startsWith('max_signature_age')),
+        String(bad),
+      );
+  });
+
   it('gives one age per engine: builtin by its newest signature file, none for the EICAR set alone', () => {
     const dir = tempDir('la-sigage-');
     const a = path.join(dir, 'a.ndb');
