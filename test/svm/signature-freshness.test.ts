@@ -212,12 +212,12 @@ describe('signature freshness', () => {
     const file = path.join(dir, 'local.ndb');
     writeAtomically(file, OTHER_NDB);
     const engine = new BuiltinEngine({ signatureFiles: [file] });
-    const s = await startTestSvm({ engine, watchSignatures: { pollMs: 200, settleMs: 150 } });
+    const s = await startTestSvm({ engine, watchSignatures: { pollMs: 200, settleMs: 500 } });
     const a = await agentWith(s.url, [FEATURES.signatureAge]);
     try {
       assert.equal((await upload(a, 1, PROBE)).verdict, 'clean');
       const g0 = engine.generation();
-      // Written in two goes, 60 ms apart: the settle wait (150 ms of no change) loads the whole
+      // Written in two goes, 60 ms apart: the settle wait (500 ms of no change) loads the whole
       // file once, never the half one.
       const whole = OTHER_NDB + PROBE_NDB;
       fs.writeFileSync(file, whole.slice(0, OTHER_NDB.length + 10));
