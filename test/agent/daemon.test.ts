@@ -175,6 +175,7 @@ describe('daemon protection, fanotify only', { skip }, () => {
     await new Promise((r) => setTimeout(r, 300));
     scanned = await agent.status();
     assert.equal(marked(scanned), 20, 'one kernel mark per file written');
+    assert.equal(scanned.backend.writtenMarks - before.backend.writtenMarks, 20, 'each counted as a mark after a write');
     assert.equal(scanned.backend.marksDropped - before.backend.marksDropped, 0, 'no mark taken back: none was added at the O_CREAT open');
     for (const f of files) assert.equal(run('cat', [f]).status, 0);
     const afterS = await agent.status();
