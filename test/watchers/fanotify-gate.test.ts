@@ -289,14 +289,14 @@ describe('FanotifyGate', { skip }, () => {
     it('a file modified while its close-write scan runs is not marked (mark taken back), raises an event and is judged again', async () => {
       const dir = path.join(mnt!.dir, 'slow-scan');
       fs.mkdirSync(dir);
-      // Every close-write scan reads the content at once, then takes 1.5 s to answer.
-      const g = startGate(mnt!.dir, 'evil', 2000, 'allow', { GATE_CW_JUDGE: '1', GATE_CW_DELAY_MS: '1500' });
+      // Every close-write scan reads the content at once, then takes 3 s to answer (time enough for the append, even on a busy machine).
+      const g = startGate(mnt!.dir, 'evil', 2000, 'allow', { GATE_CW_JUDGE: '1', GATE_CW_DELAY_MS: '3000' });
       gates.push(g);
       await waitFor(g, /READY/);
       const f = path.join(dir, 'racy.txt');
+      const s0 = await statsOf(g);
       assert.equal(run('sh', ['-c', `printf 'clean start' > ${f}`]).status, 0);
       await waitFor(g, new RegExp(`CLOSE_WRITE ${esc(f)} \\d+ clean start\n`), 10_000); // its scan has read the content
-      const s0 = await statsOf(g);
       assert.equal(run('sh', ['-c', `printf ' EVIL' >> ${f}`]).status, 0, 'the append (its open judged on the old, clean content)');
       await scanned(g, f, 'clean'); // the first scan ends clean: about the content before the append
       await settleMark();
