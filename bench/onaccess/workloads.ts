@@ -339,7 +339,14 @@ async function main(): Promise<void> {
     const c = command(w, p);
     if (c.pre) {
       const pre = await timed(c.pre, v.root, p.timeoutS);
-      if (c.written && pre.rc !== 0) throw new Error(`${w} ${v.name}: the untimed write failed: ${pre.err || `exit ${pre.rc}`}`);
+      if (c.written && pre.rc !== 0) {
+        // Nothing to read: a failed sample (not in the medians), and the run goes on.
+        const err = `the untimed write failed: ${(pre.err || `exit ${pre.rc}`).slice(0, 200)}`;
+        samples.push({ workload: w, variant: v.name, rep, wall: 0, rc: pre.rc || 1, err, scannerCpuS: 0, settleMs: 0 });
+        say(`${w} ${v.name} #${rep}: ERR ${err}`);
+        if (c.post) await timed(c.post, v.root, p.timeoutS);
+        return;
+      }
     }
     const writtenWaitMs = c.written ? await writtenSettled(v) : undefined;
     const before = c.written && v instanceof LightAgent ? permEvents(await v.status()) : undefined;
