@@ -151,6 +151,7 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
       rateLimit: { perSecond: cfg.rate_limit.per_second, burst: cfg.rate_limit.burst },
       scanConcurrency: cfg.scan_concurrency,
       agentQueue: cfg.agent_queue,
+      siem: cfg.siem,
       ...(cfg.tls ? { tls: readTlsFiles(cfg.tls, o.config ?? 'the command line') } : {}),
     });
   } catch (e) {

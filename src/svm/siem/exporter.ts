@@ -1,0 +1,243 @@
+/**
+ * One destination of the SIEM export: a bounded queue (events and bytes) in front of one
+ * connection, sent in order, reconnected with backoff. The event bus calls `enqueue`, which
+ * only formats and queues: nothing on the scan path ever waits for a receiver. Full queue: the
+ * oldest event is dropped (the freshest matter most once the receiver is back), counted and
+ * logged (LA_ERR_SIEM_DROPPED, at most every 10 s).
+ *
+ * Delivery is at most once per connection: a message is counted as sent when the kernel took it;
+ * TCP syslog has no acknowledgement (RFC 6587), so what was in flight when a receiver died
+ * unnoticed can be lost. Messages whose write failed are queued again, first.
+ */
+import { Backoff } from '../../backoff.js';
+import { logger } from '../../log.js';
+import { connect, type SiemConnection, type SiemTarget } from './transport.js';
+
+export interface ExporterOptions {
+  /** Short, stable, no secret: the metric label and log field. */
+  name: string;
+  target: SiemTarget;
+  maxEvents: number;
+  maxBytes: number;
+  connectTimeoutMs?: number;
+  /** Reconnect backoff (src/backoff.ts): first and largest delay. */
+  backoffMs?: { min: number; max: number };
+}
+
+const DROP_LOG_EVERY_MS = 10_000;
+
+export class SiemExporter {
+  private queue: Buffer[] = [];
+  private head = 0;
+  private bytes = 0;
+  /** Written to the connection, not yet confirmed by the kernel; queued again if it fails. */
+  private inflight: Buffer[] = [];
+  private conn: SiemConnection | undefined;
+  private connecting = false;
+  private blocked = false;
+  private closed = false;
+  private retry: NodeJS.Timeout | undefined;
+  private readonly backoff: Backoff;
+  private readonly log = logger('svm-siem');
+  private droppedSinceLog = 0;
+  private lastDropLog = 0;
+  private downSince: number | undefined;
+  private idle: Array<() => void> = [];
+  sent = 0;
+  dropped = 0;
+
+  constructor(readonly opts: ExporterOptions) {
+    this.backoff = new Backoff(opts.backoffMs?.min ?? 500, opts.backoffMs?.max ?? 30_000);
+  }
+
+  get name(): string {
+    return this.opts.name;
+  }
+  get queuedEvents(): number {
+    return this.queue.length - this.head + this.inflight.length;
+  }
+  get queuedBytes(): number {
+    return this.bytes;
+  }
+  get connected(): boolean {
+    return this.conn !== undefined;
+  }
+
+  start(): void {
+    this.open();
+  }
+
+  /** Queue one formatted message; never throws, never waits. */
+  enqueue(msg: Buffer): void {
+    if (this.closed) return this.drop(1);
+    if (msg.length > this.opts.maxBytes) return this.drop(1);
+    this.queue.push(msg);
+    this.bytes += msg.length;
+    this.trim();
+    this.pump();
+  }
+
+  /** Stop: flush what is queued for at most `flushMs`, then close; what is left is counted as dropped. */
+  async close(flushMs: number): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.retry);
+    if (this.conn && this.queuedEvents > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([new Promise<void>((r) => this.idle.push(r)), new Promise<void>((r) => (timer = setTimeout(r, flushMs)))]);
+      clearTimeout(timer);
+    }
+    const left = this.queuedEvents;
+    const conn = this.conn;
+    this.conn = undefined;
+    if (conn) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((r) => {
+          conn.once('close', () => r());
+          conn.end();
+        }),
+        new Promise<void>((r) => (timer = setTimeout(r, 1000))),
+      ]);
+      clearTimeout(timer);
+      conn.destroy();
+    }
+    if (left > 0) {
+      this.dropped += left;
+      this.log.warn('SIEM export stopped with events not delivered', { code: 'LA_ERR_SIEM_DROPPED', destination: this.name, events: left });
+    }
+    this.queue = [];
+    this.head = 0;
+    this.inflight = [];
+    this.bytes = 0;
+  }
+
+  private drop(n: number): void {
+    this.dropped += n;
+    this.droppedSinceLog += n;
+    const now = Date.now();
+    if (now - this.lastDropLog < DROP_LOG_EVERY_MS) return;
+    this.log.warn('SIEM export queue full: events dropped', {
+      code: 'LA_ERR_SIEM_DROPPED',
+      destination: this.name,
+      dropped: this.droppedSinceLog,
+      droppedTotal: this.dropped,
+      queueEvents: this.opts.maxEvents,
+      queueBytes: this.opts.maxBytes,
+      hint: 'the receiver is down or slower than the events; raise siem.buffer or fix the receiver',
+    });
+    this.lastDropLog = now;
+    this.droppedSinceLog = 0;
+  }
+
+  /** Drop the oldest waiting messages until both bounds hold. */
+  private trim(): void {
+    let n = 0;
+    while (this.head < this.queue.length && (this.queuedEvents > this.opts.maxEvents || this.bytes > this.opts.maxBytes)) {
+      this.bytes -= this.queue[this.head]!.length;
+      this.queue[this.head++] = EMPTY;
+      n++;
+    }
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    if (n) this.drop(n);
+  }
+
+  private pump(): void {
+    const conn = this.conn;
+    if (!conn || this.blocked) return;
+    while (this.head < this.queue.length) {
+      const msg = this.queue[this.head]!;
+      this.queue[this.head++] = EMPTY;
+      this.inflight.push(msg);
+      const more = conn.send(msg, (err) => this.written(conn, msg, err ?? undefined));
+      if (!more) {
+        this.blocked = true;
+        conn.once('drain', () => {
+          this.blocked = false;
+          this.pump();
+        });
+        break;
+      }
+    }
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    }
+  }
+
+  private written(conn: SiemConnection, msg: Buffer, err: Error | undefined): void {
+    // After a connection failed, its late callbacks change nothing: onClose queued its messages again.
+    if (conn !== this.conn) return;
+    const i = this.inflight.indexOf(msg);
+    // A stream connection that fails closes, and onClose queues its unconfirmed messages again; a
+    // datagram that failed (ECONNREFUSED from an earlier ICMP port unreachable) is not retried.
+    if (i < 0 || (err && this.opts.target.protocol !== 'udp')) return;
+    this.inflight.splice(i, 1);
+    this.bytes -= msg.length;
+    if (err) this.drop(1);
+    else this.sent++;
+    if (this.queuedEvents === 0) for (const r of this.idle.splice(0)) r();
+  }
+
+  private open(): void {
+    if (this.closed || this.connecting || this.conn) return;
+    this.connecting = true;
+    connect(this.opts.target, this.opts.connectTimeoutMs ?? 10_000).then(
+      (conn) => {
+        this.connecting = false;
+        if (this.closed) return conn.destroy();
+        this.conn = conn;
+        this.backoff.reset();
+        this.log.info('SIEM receiver connected', {
+          destination: this.name,
+          queued: this.queuedEvents,
+          ...(this.downSince ? { downSeconds: Math.round((Date.now() - this.downSince) / 1000) } : {}),
+        });
+        this.downSince = undefined;
+        conn.once('close', (err) => this.onClose(conn, err));
+        this.pump();
+      },
+      (e: Error & { code?: string }) => {
+        this.connecting = false;
+        this.down(e);
+      },
+    );
+  }
+
+  private onClose(conn: SiemConnection, err: Error | undefined): void {
+    if (this.conn !== conn) return;
+    this.conn = undefined;
+    this.blocked = false;
+    // Not confirmed by the kernel: first in line again, in their order.
+    const again = this.inflight.splice(0);
+    if (again.length) {
+      this.queue = [...again, ...this.queue.slice(this.head)];
+      this.head = 0;
+    }
+    if (this.closed) return;
+    this.down(err ?? new Error('the receiver closed the connection'));
+  }
+
+  private down(e: Error & { code?: string }): void {
+    if (this.closed) return;
+    const delay = this.backoff.next();
+    const first = this.downSince === undefined;
+    this.downSince ??= Date.now();
+    const fields = {
+      code: e.code?.startsWith('LA_ERR_') ? e.code : 'LA_ERR_SIEM_UNAVAILABLE',
+      destination: this.name,
+      message: e.message,
+      queued: this.queuedEvents,
+      retryMs: delay,
+    };
+    if (first) this.log.warn('SIEM receiver unreachable; events queue meanwhile', fields);
+    else this.log.debug('SIEM receiver still unreachable', fields);
+    this.retry = setTimeout(() => this.open(), delay);
+    this.retry.unref();
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
