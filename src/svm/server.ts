@@ -19,7 +19,7 @@ import type { ScanEngine } from './engines/engine.js';
 import type { MetricsSnapshot } from './metrics.js';
 import { Reporter } from './reports.js';
 import { AgentSession } from './session.js';
-import { SiemExport, type SiemDestination } from './siem/export.js';
+import { SiemExport, type SiemDestination, type SiemExportOptions } from './siem/export.js';
 import type { TenantToken } from './tokens.js';
 import type { SharedVerdictCache } from './verdict-cache.js';
 
@@ -81,6 +81,8 @@ export interface SvmOptions {
   siem?: readonly SiemDestination[];
   /** How long close() gives the SIEM export to deliver what is queued. */
   siemFlushMs?: number;
+  /** Reconnect backoff, connect timeout, HOSTNAME of the SIEM export (tests shorten the backoff). */
+  siemExport?: SiemExportOptions;
 }
 
 export const SVM_DEFAULTS = {
@@ -163,7 +165,7 @@ export class SvmServer {
       agentQueue: o.agentQueue ?? d.agentQueue,
     };
     const core = new SvmCore(coreOpts, o.engine, o.cache);
-    const siem = new SiemExport(o.siem ?? [], core.events, core.metrics);
+    const siem = new SiemExport(o.siem ?? [], core.events, core.metrics, o.siemExport);
     const httpServer = o.tls ? https.createServer(tlsServerOptions(o.tls)) : http.createServer();
     if (o.tls) {
       // A failed handshake (no or bad client certificate, wrong CA on the agent) never reaches ws.
