@@ -211,7 +211,7 @@ describe('SIEM export to a real rsyslog', { skip, timeout: 180_000 }, () => {
     }
   });
 
-  it('past the bound drops the oldest events, counts them in /metrics and logs LA_ERR_SIEM_DROPPED', async () => {
+  it('past the bound drops the oldest events of the tenant holding the most, counts them in /metrics, logs LA_ERR_SIEM_DROPPED', async () => {
     const d = dest({ name: 'bounded', protocol: 'tcp', port: rs.tcp, buffer: { events: 3, bytes: 1 << 20 } });
     const s = await startTestSvm({ siem: [d], siemExport: { backoffMs: { min: 100, max: 400 } } });
     try {
@@ -219,10 +219,11 @@ describe('SIEM export to a real rsyslog', { skip, timeout: 180_000 }, () => {
       await rs.server.kill();
       await until(async () => (await series(s, 'lightagent_svm_siem_connected'))[d.name] === 0, 10_000, 'the exporter to see rsyslog gone');
       const t0 = performance.now();
+      s.core.events.publish({ kind: 'policy', time: T(), tenant: 'b', policy: 'p0', change: 'set', version: '0' });
       for (let i = 1; i <= 10; i++)
         s.core.events.publish({ kind: 'policy', time: T(), tenant: 'a', policy: `p${i}`, change: 'set', version: String(i) });
       assert.ok(performance.now() - t0 < 200, 'publishing never waits for the receiver');
-      assert.equal((await series(s, 'lightagent_svm_siem_dropped_total'))[d.name], 7);
+      assert.equal((await series(s, 'lightagent_svm_siem_dropped_total'))[d.name], 8, "tenant a's oldest");
       assert.equal((await series(s, 'lightagent_svm_siem_queue_events'))[d.name], 3);
       await eventually(
         () => {
@@ -242,8 +243,8 @@ describe('SIEM export to a real rsyslog', { skip, timeout: 180_000 }, () => {
       const got = await rs.waitFor((r) => r.app === 'bounded', 3, 20_000);
       assert.deepEqual(
         got.map((r) => (JSON.parse(r.msg) as { policy: string }).policy),
-        ['p8', 'p9', 'p10'],
-        'the newest three kept',
+        ['p0', 'p9', 'p10'],
+        "tenant b's one event kept through tenant a's burst, then a's newest two",
       );
     } finally {
       await s.close();

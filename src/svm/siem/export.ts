@@ -155,7 +155,7 @@ export class SiemExport {
       if (r.dest.tenants && tenant !== '*' && !r.dest.tenants.includes(tenant)) continue;
       let msg = formatted.get(r.formatKey);
       if (!msg) formatted.set(r.formatKey, (msg = formatEvent(e, r.format)));
-      r.exporter.enqueue(msg);
+      r.exporter.enqueue(tenant, msg);
     }
   }
 }

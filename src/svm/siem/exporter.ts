@@ -2,7 +2,8 @@
  * One destination of the SIEM export: a bounded queue (events and bytes) in front of one
  * connection, sent in order, reconnected with backoff. The event bus calls `enqueue`, which
  * only formats and queues: nothing on the scan path ever waits for a receiver. Full queue: the
- * oldest event is dropped (the freshest matter most once the receiver is back), counted and
+ * oldest event of the tenant holding the most is dropped (the freshest matter most once the
+ * receiver is back; one tenant's flood costs that tenant first: tenant-queue.ts), counted and
  * logged (LA_ERR_SIEM_DROPPED, at most every 10 s).
  *
  * Delivery is at most once per connection: a message is counted as sent when the kernel took it;
@@ -11,6 +12,7 @@
  */
 import { Backoff } from '../../backoff.js';
 import { logger } from '../../log.js';
+import { TenantQueue, type Queued } from './tenant-queue.js';
 import { connect, type SiemConnection, type SiemTarget } from './transport.js';
 
 export interface ExporterOptions {
@@ -27,11 +29,10 @@ export interface ExporterOptions {
 const DROP_LOG_EVERY_MS = 10_000;
 
 export class SiemExporter {
-  private queue: Buffer[] = [];
-  private head = 0;
-  private bytes = 0;
+  private readonly queue = new TenantQueue();
   /** Written to the connection, not yet confirmed by the kernel; queued again if it fails. */
-  private inflight: Buffer[] = [];
+  private inflight: Queued[] = [];
+  private inflightBytes = 0;
   private conn: SiemConnection | undefined;
   private connecting = false;
   private blocked = false;
@@ -54,10 +55,10 @@ export class SiemExporter {
     return this.opts.name;
   }
   get queuedEvents(): number {
-    return this.queue.length - this.head + this.inflight.length;
+    return this.queue.size + this.inflight.length;
   }
   get queuedBytes(): number {
-    return this.bytes;
+    return this.queue.bytes + this.inflightBytes;
   }
   get connected(): boolean {
     return this.conn !== undefined;
@@ -67,12 +68,10 @@ export class SiemExporter {
     this.open();
   }
 
-  /** Queue one formatted message; never throws, never waits. */
-  enqueue(msg: Buffer): void {
-    if (this.closed) return this.drop(1);
-    if (msg.length > this.opts.maxBytes) return this.drop(1);
-    this.queue.push(msg);
-    this.bytes += msg.length;
+  /** Queue one formatted message of `tenant` (`*`: every tenant's); never throws, never waits. */
+  enqueue(tenant: string, msg: Buffer): void {
+    if (this.closed || msg.length > this.opts.maxBytes) return this.drop(1);
+    this.queue.push({ tenant, msg });
     this.trim();
     this.pump();
   }
@@ -106,10 +105,9 @@ export class SiemExporter {
       this.dropped += left;
       this.log.warn('SIEM export stopped with events not delivered', { code: 'LA_ERR_SIEM_DROPPED', destination: this.name, events: left });
     }
-    this.queue = [];
-    this.head = 0;
+    this.queue.clear();
     this.inflight = [];
-    this.bytes = 0;
+    this.inflightBytes = 0;
   }
 
   private drop(n: number): void {
@@ -130,29 +128,21 @@ export class SiemExporter {
     this.droppedSinceLog = 0;
   }
 
-  /** Drop the oldest waiting messages until both bounds hold. */
+  /** Drop waiting messages (tenant-queue.ts chooses) until both bounds hold. */
   private trim(): void {
     let n = 0;
-    while (this.head < this.queue.length && (this.queuedEvents > this.opts.maxEvents || this.bytes > this.opts.maxBytes)) {
-      this.bytes -= this.queue[this.head]!.length;
-      this.queue[this.head++] = EMPTY;
-      n++;
-    }
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
-    }
+    while ((this.queuedEvents > this.opts.maxEvents || this.queuedBytes > this.opts.maxBytes) && this.queue.dropOne()) n++;
     if (n) this.drop(n);
   }
 
   private pump(): void {
     const conn = this.conn;
     if (!conn || this.blocked) return;
-    while (this.head < this.queue.length) {
-      const msg = this.queue[this.head]!;
-      this.queue[this.head++] = EMPTY;
-      this.inflight.push(msg);
-      const more = conn.send(msg, (err) => this.written(conn, msg, err ?? undefined));
+    for (let q = this.queue.shift(); q; q = this.queue.shift()) {
+      const item = q;
+      this.inflight.push(item);
+      this.inflightBytes += item.msg.length;
+      const more = conn.send(item.msg, (err) => this.written(conn, item, err ?? undefined));
       if (!more) {
         this.blocked = true;
         conn.once('drain', () => {
@@ -162,21 +152,17 @@ export class SiemExporter {
         break;
       }
     }
-    if (this.head === this.queue.length) {
-      this.queue = [];
-      this.head = 0;
-    }
   }
 
-  private written(conn: SiemConnection, msg: Buffer, err: Error | undefined): void {
+  private written(conn: SiemConnection, item: Queued, err: Error | undefined): void {
     // After a connection failed, its late callbacks change nothing: onClose queued its messages again.
     if (conn !== this.conn) return;
-    const i = this.inflight.indexOf(msg);
+    const i = this.inflight.indexOf(item);
     // A stream connection that fails closes, and onClose queues its unconfirmed messages again; a
     // datagram that failed (ECONNREFUSED from an earlier ICMP port unreachable) is not retried.
     if (i < 0 || (err && this.opts.target.protocol !== 'udp')) return;
     this.inflight.splice(i, 1);
-    this.bytes -= msg.length;
+    this.inflightBytes -= item.msg.length;
     if (err) this.drop(1);
     else this.sent++;
     if (this.queuedEvents === 0) for (const r of this.idle.splice(0)) r();
@@ -212,11 +198,8 @@ export class SiemExporter {
     this.conn = undefined;
     this.blocked = false;
     // Not confirmed by the kernel: first in line again, in their order.
-    const again = this.inflight.splice(0);
-    if (again.length) {
-      this.queue = [...again, ...this.queue.slice(this.head)];
-      this.head = 0;
-    }
+    this.queue.unshift(this.inflight.splice(0));
+    this.inflightBytes = 0;
     if (this.closed) return;
     this.down(err ?? new Error('the receiver closed the connection'));
   }
@@ -239,5 +222,3 @@ export class SiemExporter {
     this.retry.unref();
   }
 }
-
-const EMPTY = Buffer.alloc(0);
