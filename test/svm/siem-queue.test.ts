@@ -71,7 +71,7 @@ describe('SIEM exporter with no receiver', () => {
     const t0 = performance.now();
     for (let i = 0; i < 10_000; i++) e.enqueue('noisy', m(`flood-${i}`));
     const ms = performance.now() - t0;
-    assert.ok(ms < 500, `10000 enqueues in ${ms.toFixed(0)} ms`);
+    assert.ok(ms < 2000, `10000 enqueues in ${ms.toFixed(0)} ms (about 1 µs each on an idle machine; the bound allows a loaded one)`);
     assert.equal(e.queuedEvents, 10);
     assert.equal(e.dropped, 10_001 - 10);
     assert.equal(e.connected, false);

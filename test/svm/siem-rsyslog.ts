@@ -1,7 +1,8 @@
 /**
  * A real rsyslogd for the SIEM tests, in the foreground with its own config, work dir and pid
  * file: imudp and imtcp on free loopback ports, imtcp with the gtls driver and the test CA for
- * TLS, every message written as one JSON object per line (rsyslog's own parse: pri, hostname,
+ * TLS (any client; clients with a certificate of the test CA only, `mtls`; and on 127.0.0.2,
+ * which the server certificate does not name, `tlsWrongName`), every message written as one JSON object per line (rsyslog's own parse: pri, hostname,
  * app-name, procid, msgid, structured data, msg, and which input got it). Ready once a UDP probe
  * it received is in the file; kill() and start() again keep the same ports.
  */
@@ -34,7 +35,7 @@ export function needRsyslog(): string | undefined {
 
 /** One message as rsyslog parsed it. */
 export interface Received {
-  input: 'udp' | 'tcp' | 'tls';
+  input: 'udp' | 'tcp' | 'tls' | 'mtls' | 'tls-wrong-name';
   pri: string;
   hostname: string;
   app: string;
@@ -49,6 +50,9 @@ export interface Rsyslog {
   udp: number;
   tcp: number;
   tls: number;
+  mtls: number;
+  /** On 127.0.0.2. */
+  tlsWrongName: number;
   server: ServerProcess;
   /** Every message received so far (probes left out). */
   received(): Received[];
@@ -56,9 +60,9 @@ export interface Rsyslog {
   waitFor(pred: (r: Received) => boolean, n?: number, ms?: number): Promise<Received[]>;
 }
 
-const tcpOpen = (port: number) =>
+const tcpOpen = (port: number, host = '127.0.0.1') =>
   new Promise<boolean>((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => {
+    const s = net.connect({ host, port }, () => {
       s.destroy();
       resolve(true);
     });
@@ -75,7 +79,10 @@ export async function startRsyslog(pki: TestPki): Promise<Rsyslog> {
   fs.mkdirSync(work);
   const out = path.join(dir, 'received.jsonl');
   const pidFile = path.join(dir, 'rsyslogd.pid');
-  const [udp, tcp, tls] = [await freePort(), await freePort(), await freePort()];
+  const [udp, tcp, tls, mtls, tlsWrongName] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const gtls = (mode: string) =>
+    `streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="${mode}" streamDriver.CAFile="${pki.caCert}" ` +
+    `streamDriver.CertFile="${pki.serverCert}" streamDriver.KeyFile="${pki.serverKey}"`;
   const prop = (outname: string, name: string) => `  property(outname="${outname}" name="${name}" format="jsonf")`;
   fs.writeFileSync(
     path.join(dir, 'rsyslog.conf'),
@@ -85,9 +92,9 @@ export async function startRsyslog(pki: TestPki): Promise<Rsyslog> {
       'module(load="imtcp")',
       `input(type="imudp" port="${udp}" address="127.0.0.1" name="udp")`,
       `input(type="imtcp" port="${tcp}" address="127.0.0.1" name="tcp")`,
-      `input(type="imtcp" port="${tls}" address="127.0.0.1" name="tls" streamDriver.name="gtls" streamDriver.mode="1" ` +
-        `streamDriver.authMode="anon" streamDriver.CAFile="${pki.caCert}" streamDriver.CertFile="${pki.serverCert}" ` +
-        `streamDriver.KeyFile="${pki.serverKey}")`,
+      `input(type="imtcp" port="${tls}" address="127.0.0.1" name="tls" ${gtls('anon')})`,
+      `input(type="imtcp" port="${mtls}" address="127.0.0.1" name="mtls" ${gtls('x509/certvalid')})`,
+      `input(type="imtcp" port="${tlsWrongName}" address="127.0.0.2" name="tls-wrong-name" ${gtls('anon')})`,
       'template(name="json" type="list" option.jsonf="on") {',
       prop('input', 'inputname'),
       prop('pri', 'pri'),
@@ -124,7 +131,8 @@ export async function startRsyslog(pki: TestPki): Promise<Rsyslog> {
     pollMs: 200,
     beforeStart: () => fs.rmSync(pidFile, { force: true }),
     ready: async () => {
-      if (!(await tcpOpen(tcp)) || !(await tcpOpen(tls))) return false;
+      for (const [port, host] of [[tcp], [tls], [mtls], [tlsWrongName, '127.0.0.2']] as const)
+        if (!(await tcpOpen(port, host))) return false;
       // imudp binds on its own thread: ready once a datagram sent now was written out.
       const id = `probe-${++probes}`;
       const s = dgram.createSocket('udp4');
@@ -139,6 +147,8 @@ export async function startRsyslog(pki: TestPki): Promise<Rsyslog> {
     udp,
     tcp,
     tls,
+    mtls,
+    tlsWrongName,
     server,
     received,
     waitFor: async (pred, n = 1, ms = 20_000) => {

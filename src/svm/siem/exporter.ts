@@ -27,6 +27,12 @@ export interface ExporterOptions {
 }
 
 const DROP_LOG_EVERY_MS = 10_000;
+/**
+ * A connection must stay up this long before the backoff starts over and a later loss counts as
+ * a new outage: a receiver that accepts and at once closes (a refused client certificate after a
+ * TLS 1.3 handshake, a full receiver) is retried at a growing delay, and logged once.
+ */
+const STABLE_MS = 10_000;
 
 export class SiemExporter {
   private readonly queue = new TenantQueue();
@@ -42,7 +48,9 @@ export class SiemExporter {
   private readonly log = logger('svm-siem');
   private droppedSinceLog = 0;
   private lastDropLog = 0;
+  /** Start of the current outage, kept through connections that did not last STABLE_MS. */
   private downSince: number | undefined;
+  private connectedAt = 0;
   private idle: Array<() => void> = [];
   sent = 0;
   dropped = 0;
@@ -176,13 +184,12 @@ export class SiemExporter {
         this.connecting = false;
         if (this.closed) return conn.destroy();
         this.conn = conn;
-        this.backoff.reset();
+        this.connectedAt = Date.now();
         this.log.info('SIEM receiver connected', {
           destination: this.name,
           queued: this.queuedEvents,
           ...(this.downSince ? { downSeconds: Math.round((Date.now() - this.downSince) / 1000) } : {}),
         });
-        this.downSince = undefined;
         conn.once('close', (err) => this.onClose(conn, err));
         this.pump();
       },
@@ -200,6 +207,10 @@ export class SiemExporter {
     // Not confirmed by the kernel: first in line again, in their order.
     this.queue.unshift(this.inflight.splice(0));
     this.inflightBytes = 0;
+    if (Date.now() - this.connectedAt >= STABLE_MS) {
+      this.backoff.reset();
+      this.downSince = undefined;
+    }
     if (this.closed) return;
     this.down(err ?? new Error('the receiver closed the connection'));
   }
