@@ -16,7 +16,7 @@ import type { SvmEvent } from '../../src/svm/events.js';
 import type { SiemDestination } from '../../src/svm/siem/export.js';
 import type { SvmServer } from '../../src/svm/server.js';
 import { EICAR_BYTES as EICAR } from '../helpers/fixtures.js';
-import { eventually, tempDir } from '../helpers/procs.js';
+import { eventually, run, startSvmProcess, SVM_CLI, tempDir } from '../helpers/procs.js';
 import { makeTestPki, needOpenssl, type TestPki } from './certs.js';
 import { rawAgent, startTestSvm, upload, type RawAgent } from './helpers.js';
 import { needRsyslog, startRsyslog, type Received, type Rsyslog } from './siem-rsyslog.js';
@@ -145,6 +145,38 @@ describe('SIEM export to a real rsyslog', { skip, timeout: 180_000 }, () => {
     } finally {
       await s.close();
     }
+  });
+
+  it('lightagent-svm reads siem: from its config file, exports, flushes on SIGTERM; a missing ca file is exit 2', async () => {
+    const cfg = path.join(logDir, 'svm.yaml');
+    fs.writeFileSync(
+      cfg,
+      [
+        'siem:',
+        `  - {address: "tls://127.0.0.1:${rs.tls}", ca: "${pki.caCert}", format: cef, name: cli-tls, app_name: cli-tls}`,
+        `  - {address: "udp://127.0.0.1:${rs.udp}", events: [detection], app_name: cli-udp}`,
+        '',
+      ].join('\n'),
+    );
+    const svm = await startSvmProcess(['--config', cfg]);
+    try {
+      const a = await rawAgent(svm.url, 'test-token');
+      await a.next((m) => m.t === 'welcome');
+      sendDetection(a, '/srv/cli/eicar.com');
+      const [tls] = await rs.waitFor((r) => r.app === 'cli-tls');
+      assert.match(tls!.msg, /^CEF:0\|lightagent\|.* filePath=\/srv\/cli\/eicar.com /);
+      await rs.waitFor((r) => r.app === 'cli-udp');
+      const metrics = await (await fetch(`http://127.0.0.1:${svm.port}/metrics`)).text();
+      assert.match(metrics, /^lightagent_svm_siem_sent_total\{destination="cli-tls"\} 1$/m);
+      assert.match(metrics, /^lightagent_svm_siem_sent_total\{destination="127.0.0.1:\d+"\} 1$/m);
+      a.ws.close();
+    } finally {
+      assert.equal(await svm.stop('SIGTERM'), 0);
+    }
+    fs.writeFileSync(cfg, 'siem: [{address: "tls://127.0.0.1:6514", ca: /nonexistent/ca.pem}]\n');
+    const r = run(process.execPath, [SVM_CLI, '--config', cfg, '--listen', '127.0.0.1:0', '--token', 'test-token'], 20_000);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /siem\.0\.ca: \/nonexistent\/ca\.pem: cannot read the file \(ENOENT\)/);
   });
 
   it('exports every kind of event, hostile strings from agents included, one message each', async () => {
