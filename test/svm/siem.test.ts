@@ -13,7 +13,9 @@ import { after, before, describe, it } from 'node:test';
 import { closeLogging, configureLogging } from '../../src/log.js';
 import { encodeMessage } from '../../src/protocol/index.js';
 import type { SvmEvent } from '../../src/svm/events.js';
-import type { SiemDestination } from '../../src/svm/siem/export.js';
+import { SvmEventBus } from '../../src/svm/events.js';
+import { SvmMetrics } from '../../src/svm/metrics.js';
+import { SiemExport, type SiemDestination } from '../../src/svm/siem/export.js';
 import type { SvmServer } from '../../src/svm/server.js';
 import { EICAR_BYTES as EICAR } from '../helpers/fixtures.js';
 import { eventually, run, startSvmProcess, SVM_CLI, tempDir } from '../helpers/procs.js';
@@ -315,6 +317,22 @@ describe('SIEM export to a real rsyslog', { skip, timeout: 180_000 }, () => {
     } finally {
       await s.close();
     }
+  });
+
+  it('refuses at start a client key that does not match its certificate, or a file that is not PEM', () => {
+    const notPem = path.join(logDir, 'not-a-cert.pem');
+    fs.writeFileSync(notPem, 'not a certificate\n');
+    const bad = [
+      dest({ name: 'mismatch', protocol: 'tls', port: rs.tls, ca: pki.caCert, cert: pki.clientCert, key: pki.serverKey }),
+      dest({ name: 'not-pem', protocol: 'tls', port: rs.tls, ca: notPem }),
+    ];
+    assert.throws(
+      () => new SiemExport(bad, new SvmEventBus(), new SvmMetrics('builtin')),
+      (e: Error & { code?: string; issues?: string[] }) =>
+        e.code === 'LA_ERR_CONFIG' &&
+        /^siem\.0: the TLS files cannot be used \(.*\); check ca, cert and key$/.test(e.issues![0]!) &&
+        /^siem\.1\.ca: .* is not PEM/.test(e.issues![1]!),
+    );
   });
 
   it('sends nothing to a TLS receiver whose certificate the pinned CA did not sign', async () => {

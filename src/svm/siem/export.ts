@@ -4,6 +4,8 @@
  * Metrics per destination on the SVM's registry; the families exist with no destination too.
  */
 import fs from 'node:fs';
+import os from 'node:os';
+import tls from 'node:tls';
 import { ConfigError } from '../../errors.js';
 import type { SvmEvent, SvmEventBus } from '../events.js';
 import type { SvmMetrics } from '../metrics.js';
@@ -73,10 +75,19 @@ export class SiemExport {
     o: SiemExportOptions = {},
   ) {
     const issues: string[] = [];
+    const hostname = o.hostname ?? os.hostname();
     destinations.forEach((d, i) => {
       const ca = readPem(d, i, 'ca', issues);
       const cert = readPem(d, i, 'cert', issues);
       const key = readPem(d, i, 'key', issues);
+      if (ca && !issues.length) {
+        try {
+          // Caught here, not on each connect: a key that does not match its certificate, a PEM that is not one.
+          tls.createSecureContext({ ca, ...(cert && key ? { cert, key } : {}) });
+        } catch (e) {
+          issues.push(`siem.${i}: the TLS files cannot be used (${(e as Error).message}); check ca, cert and key`);
+        }
+      }
       const exporter = new SiemExporter({
         name: d.name,
         target: { protocol: d.protocol, host: d.host, port: d.port, ...(ca ? { tls: { ca, cert, key } } : {}) },
@@ -85,7 +96,7 @@ export class SiemExport {
         ...(o.backoffMs ? { backoffMs: o.backoffMs } : {}),
         ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}),
       });
-      const format = { format: d.format, facility: d.facility, appName: d.appName, maxMessage: d.maxMessage, hostname: o.hostname };
+      const format = { format: d.format, facility: d.facility, appName: d.appName, maxMessage: d.maxMessage, hostname };
       this.routes.push({ dest: d, exporter, format, formatKey: JSON.stringify(format) });
     });
     if (issues.length) throw new ConfigError(o.source ?? 'the SVM configuration', issues);

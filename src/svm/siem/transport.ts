@@ -5,6 +5,7 @@
  * CA and its name, optionally our client certificate). One open connection per destination.
  */
 import dgram from 'node:dgram';
+import dns from 'node:dns/promises';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -112,20 +113,7 @@ function tlsRefused(where: string, detail: string, cause?: unknown): LightagentE
 /** Open a connection to `t` within `timeoutMs`; rejects with LA_ERR_SIEM_UNAVAILABLE or LA_ERR_SIEM_TLS. */
 export function connect(t: SiemTarget, timeoutMs: number): Promise<SiemConnection> {
   const where = `${t.protocol}://${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`;
-  if (t.protocol === 'udp') {
-    return new Promise((resolve, reject) => {
-      const socket = dgram.createSocket(net.isIPv6(t.host) ? 'udp6' : 'udp4');
-      const fail = (e: Error) => {
-        socket.close();
-        reject(unavailable(where, (e as NodeJS.ErrnoException).code ?? e.message, e));
-      };
-      socket.once('error', fail);
-      socket.connect(t.port, t.host, () => {
-        socket.off('error', fail);
-        resolve(new DatagramConnection(socket));
-      });
-    });
-  }
+  if (t.protocol === 'udp') return connectUdp(t, where);
   return new Promise((resolve, reject) => {
     const socket =
       t.protocol === 'tls'
@@ -152,6 +140,29 @@ export function connect(t: SiemTarget, timeoutMs: number): Promise<SiemConnectio
       clearTimeout(timer);
       socket.off('error', fail);
       resolve(new StreamConnection(socket));
+    });
+  });
+}
+
+async function connectUdp(t: SiemTarget, where: string): Promise<SiemConnection> {
+  let family = net.isIP(t.host);
+  if (!family) {
+    try {
+      family = (await dns.lookup(t.host)).family;
+    } catch (e) {
+      throw unavailable(where, (e as NodeJS.ErrnoException).code ?? (e as Error).message, e);
+    }
+  }
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket(family === 6 ? 'udp6' : 'udp4');
+    const fail = (e: Error) => {
+      socket.close();
+      reject(unavailable(where, (e as NodeJS.ErrnoException).code ?? e.message, e));
+    };
+    socket.once('error', fail);
+    socket.connect(t.port, t.host, () => {
+      socket.off('error', fail);
+      resolve(new DatagramConnection(socket));
     });
   });
 }
