@@ -42,7 +42,7 @@
  *       events: [detection, protection, agent-silent, policy, signatures]   # default: all
  *       tenants: [acme]                    # only these tenants' events (default: all)
  *       name: siem-main                    # metric label (default host:port)
- *       buffer: {events: 10000, bytes: 8 MiB}   # queued while the receiver is down; past it the oldest are dropped
+ *       buffer: {events: 10000, bytes: 8 MiB}   # queued while the receiver is down; past it the busiest tenant's oldest go
  *       facility: local0                   # app_name: lightagent-svm; max_message: 8 KiB (udp 2 KiB)
  */
 import fs from 'node:fs';
