@@ -154,6 +154,7 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
       agentQueue: cfg.agent_queue,
       maxSignatureAgeMs: cfg.max_signature_age,
       watchSignatures: cfg.watch_signatures,
+      siem: cfg.siem,
       ...(cfg.tls ? { tls: readTlsFiles(cfg.tls, o.config ?? 'the command line') } : {}),
     });
   } catch (e) {

@@ -20,6 +20,7 @@ import type { MetricsSnapshot } from './metrics.js';
 import { Reporter } from './reports.js';
 import { SignatureWatcher, watchedSignaturePaths } from './signature-watch.js';
 import { AgentSession } from './session.js';
+import { SiemExport, type SiemDestination, type SiemExportOptions } from './siem/export.js';
 import type { TenantToken } from './tokens.js';
 import type { SharedVerdictCache } from './verdict-cache.js';
 
@@ -86,6 +87,12 @@ export interface SvmOptions {
    * `pollMs`); a change is loaded once the files stay unchanged for `settleMs`. Off by default.
    */
   watchSignatures?: boolean | { pollMs?: number; settleMs?: number };
+  /** SIEM export destinations (config `siem:`, docs/siem.md); their TLS files are read at start. */
+  siem?: readonly SiemDestination[];
+  /** How long close() gives the SIEM export to deliver what is queued. */
+  siemFlushMs?: number;
+  /** Reconnect backoff, connect timeout, HOSTNAME of the SIEM export (tests shorten the backoff). */
+  siemExport?: SiemExportOptions;
 }
 
 export const SVM_DEFAULTS = {
@@ -101,6 +108,7 @@ export const SVM_DEFAULTS = {
   uploadStallMs: 5_000,
   reportIntervalMs: 2_000,
   closeGraceMs: 2_000,
+  siemFlushMs: 3_000,
   rateLimit: { perSecond: 5000, burst: 20_000 },
   scanConcurrency: 8,
   agentQueue: 16,
@@ -141,6 +149,8 @@ export class SvmServer {
   private watcher: SignatureWatcher | undefined;
   private reloading: Promise<SignatureReload> | undefined;
   private closing: Promise<void> | undefined;
+  /** Set by start(): the SIEM export of core.events (no destination: metric families only). */
+  siem!: SiemExport;
   private bound = { host: '', port: 0 };
   private readonly log = logger('svm');
 
@@ -186,6 +196,7 @@ export class SvmServer {
       maxSignatureAgeMs: o.maxSignatureAgeMs,
     };
     const core = new SvmCore(coreOpts, o.engine, o.cache);
+    const siem = new SiemExport(o.siem ?? [], core.events, core.metrics, o.siemExport);
     const httpServer = o.tls ? https.createServer(tlsServerOptions(o.tls)) : http.createServer();
     if (o.tls) {
       // A failed handshake (no or bad client certificate, wrong CA on the agent) never reaches ws.
@@ -200,6 +211,7 @@ export class SvmServer {
     // permessage-deflate off: it costs ~10x throughput on file content (DESIGN.md, wire protocol).
     const wss = new WebSocketServer({ server: httpServer, perMessageDeflate: false, maxPayload });
     const self = new SvmServer(httpServer, wss, core, o);
+    self.siem = siem;
     httpServer.on('request', (req, res) => self.onHttp(req, res));
     wss.on('connection', (ws, req) => self.onConnection(ws, req));
     wss.on('error', (e) => self.log.error('websocket server error', { message: e.message }));
@@ -221,6 +233,7 @@ export class SvmServer {
         { cause: e },
       );
     });
+    siem.start();
     self.log.info('SVM listening', {
       url: self.url,
       engine: o.engine.name,
@@ -367,6 +380,8 @@ export class SvmServer {
       this.httpServer.close(() => r());
       this.httpServer.closeAllConnections();
     });
+    // After the agents: their last detections still go out.
+    await this.siem.close(this.opts.siemFlushMs ?? SVM_DEFAULTS.siemFlushMs);
     await this.core.engine.close();
     await this.core.cache.close();
     this.log.info('SVM stopped', { agentsClosed: sessions.length });
