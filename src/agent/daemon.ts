@@ -126,7 +126,8 @@ export class Daemon implements DaemonApi {
       mode: this.mode,
       protection: this.protection,
       protect: this.protectedPaths(),
-      exclude: this.ctx.cfg.exclude,
+      exclude: this.ctx.cfg.exclude.paths,
+      exclusions: this.ctx.cfg.exclude,
       reloads: this.reloads,
       recoveries: this.recoveries,
       svm: {

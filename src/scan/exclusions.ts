@@ -1,0 +1,190 @@
+/**
+ * Exclusions, compiled once per configuration (start-up and each reload) into one matcher that the
+ * on-access decision, the written-file scans and on-demand scans share. Pure and allocation-free
+ * on the path checks: it runs for every event that reaches the main thread.
+ *
+ * What each kind does (docs/install.md, "Exclusions"):
+ *   paths, extensions -> the file is not scanned: its opens are allowed, its writes not scanned.
+ *                        Never a kernel ignore mark: a mark follows the inode, and the file could
+ *                        be renamed or linked out of the excluded place. Plain folders and
+ *                        `DIR/**` globs are also given to the fanotify worker as prefixes, so their
+ *                        events are answered there without the hop to the main thread.
+ *   processes         -> an open BY that executable (or, with `children`, by a process one of whose
+ *                        ancestors runs it) is allowed unscanned, for that process only: never a
+ *                        mark (it would let every other process in too).
+ *   sha256            -> content with that hash is clean whatever the engine says (a known false
+ *                        positive). Judged on the hash the scan computes anyway: no extra read.
+ *                        Such an open is cacheable like any clean one (the mark follows the very
+ *                        content that was judged; a reload starts a new fanotify group without marks).
+ *   threats           -> a detection with such a name is reported (action `reported`, in the
+ *                        events and to the SVM), not denied, not quarantined, nobody killed.
+ *
+ * A rule never widens beyond what it says: `/srv/a` covers /srv/a and /srv/a/..., never /srv/ab;
+ * globs follow picomatch with GLOB_OPTIONS (dot files included, no extglobs, no negation).
+ */
+import picomatch from 'picomatch';
+import { GLOB_OPTIONS, NO_EXCLUSIONS, type ExclusionsConfig } from '../config/exclusions.js';
+import { someAncestor, processExe, LINEAGE_MAX_DEPTH, type LineageReader } from '../processes/lineage.js';
+
+export type ExclusionKind = 'path' | 'extension' | 'process' | 'sha256' | 'threat';
+
+/** A Windows path (drive or UNC): matched with `/` for `\`, without case. */
+const isWindowsPath = (p: string) => /^[a-zA-Z]:[\\/]/.test(p) || p.startsWith('\\\\');
+
+/** `DIR/**` with a DIR free of glob syntax: exactly DIR and everything under it (picomatch agrees). */
+function literalFolder(pattern: string): string | undefined {
+  if (pattern.includes('\\')) return undefined;
+  const base = pattern.endsWith('/**') ? pattern.slice(0, -3) : pattern;
+  if (base === '' || picomatch.scan(base, GLOB_OPTIONS).isGlob) return undefined;
+  return base.length > 1 && base.endsWith('/') ? base.slice(0, -1) : base;
+}
+
+/** Whether `p` is `prefix` or below it (`/srv/a` never covers `/srv/ab`). */
+function under(p: string, prefix: string): boolean {
+  if (prefix === '/') return p.startsWith('/');
+  return p.startsWith(prefix) && (p.length === prefix.length || p.charCodeAt(prefix.length) === 47) /* / */;
+}
+
+/** `*` any run of characters, `?` one; everything else literal. Anchored, case-sensitive. */
+function wildcard(pattern: string): RegExp {
+  const body = pattern
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*+/g, '.*')
+    .replace(/\?/g, '.');
+  return new RegExp(`^${body}$`, 's');
+}
+
+export class Exclusions {
+  /**
+   * Literal folders and files (and `DIR/**`), as written (Windows ones too): for the fanotify
+   * worker, the watchers and the tree walker, which answer them without calling path().
+   */
+  readonly prefixes: readonly string[];
+  private readonly globs: Array<(p: string) => boolean>;
+  private readonly winPrefixes: string[];
+  private readonly winGlobs: Array<(p: string) => boolean>;
+  private readonly extensions: readonly string[];
+  private readonly exes: ReadonlySet<string>;
+  private readonly parentExes: ReadonlySet<string>;
+  private readonly hashes: ReadonlySet<string>;
+  private readonly threatExact: ReadonlySet<string>;
+  private readonly threatPatterns: RegExp[];
+  /** Nothing about paths or extensions: path() is always false. */
+  readonly noPaths: boolean;
+  readonly noProcesses: boolean;
+  readonly empty: boolean;
+
+  constructor(
+    readonly config: ExclusionsConfig = NO_EXCLUSIONS,
+    /** Paths always excluded beside the configured ones (the state directory). */
+    extraPrefixes: readonly string[] = [],
+    private readonly lineage?: LineageReader,
+  ) {
+    const prefixes: string[] = [];
+    this.globs = [];
+    this.winPrefixes = [];
+    this.winGlobs = [];
+    for (const p of [...extraPrefixes, ...config.paths]) {
+      if (isWindowsPath(p)) {
+        const norm = p.replaceAll('\\', '/').toLowerCase();
+        const folder = literalFolder(norm);
+        if (folder !== undefined) {
+          this.winPrefixes.push(folder);
+          prefixes.push(p.replace(/[\\/]\*\*$/, ''));
+        } else this.winGlobs.push(picomatch(norm, GLOB_OPTIONS));
+        continue;
+      }
+      const folder = literalFolder(p);
+      if (folder !== undefined) prefixes.push(folder);
+      else this.globs.push(picomatch(p, GLOB_OPTIONS));
+    }
+    this.prefixes = [...new Set(prefixes)];
+    this.extensions = [...new Set(config.extensions.map((e) => e.toLowerCase()))];
+    this.exes = new Set(config.processes.map((r) => r.path));
+    this.parentExes = new Set(config.processes.filter((r) => r.children).map((r) => r.path));
+    this.hashes = new Set(config.sha256.map((h) => h.toLowerCase()));
+    this.threatExact = new Set(config.threats.filter((t) => !/[*?]/.test(t)));
+    this.threatPatterns = config.threats.filter((t) => /[*?]/.test(t)).map(wildcard);
+    this.noPaths = this.prefixes.length + this.globs.length + this.winPrefixes.length + this.winGlobs.length + this.extensions.length === 0;
+    this.noProcesses = this.exes.size === 0;
+    this.empty = this.noPaths && this.noProcesses && this.hashes.size === 0 && this.threatExact.size + this.threatPatterns.length === 0;
+  }
+
+  /** The kind of path exclusion that covers the file at absolute `p`, or undefined. Never throws. */
+  path(p: string): 'path' | 'extension' | undefined {
+    if (this.noPaths || typeof p !== 'string') return undefined;
+    for (const prefix of this.prefixes) if (under(p, prefix)) return 'path';
+    if (this.globs.length > 0 || this.winPrefixes.length + this.winGlobs.length > 0) {
+      try {
+        for (const g of this.globs) if (g(p)) return 'path';
+        if (this.winPrefixes.length + this.winGlobs.length > 0 && isWindowsPath(p)) {
+          const w = p.replaceAll('\\', '/').toLowerCase();
+          for (const prefix of this.winPrefixes) if (under(w, prefix)) return 'path';
+          for (const g of this.winGlobs) if (g(w)) return 'path';
+        }
+      } catch {
+        // picomatch refuses inputs over its maxLength: such a path is simply not excluded
+      }
+    }
+    if (this.extensions.length > 0 && this.extension(p)) return 'extension';
+    return undefined;
+  }
+
+  /** The file name, lower-cased, ends with a listed extension and is longer than it (a file called `.log` has none). */
+  private extension(p: string): boolean {
+    // `\` separates names on Windows only: on Linux it is a character of a name like any other.
+    const slash = p.charCodeAt(0) === 47 /* / */ ? p.lastIndexOf('/') : Math.max(p.lastIndexOf('/'), p.lastIndexOf('\\'));
+    const nameLen = p.length - slash - 1;
+    for (const ext of this.extensions) {
+      if (nameLen <= ext.length) continue;
+      // ASCII compare from the end without allocating; anything else goes the slow, exact way.
+      let i = ext.length;
+      let j = p.length;
+      for (;;) {
+        if (i === 0) return true;
+        const c = p.charCodeAt(--j);
+        const e = ext.charCodeAt(--i);
+        if (c > 127 || e > 127) return this.extensionSlow(p.slice(slash + 1));
+        if (c !== e && !(c >= 65 && c <= 90 && c + 32 === e)) break;
+      }
+    }
+    return false;
+  }
+
+  private extensionSlow(name: string): boolean {
+    const lower = name.toLowerCase();
+    for (const ext of this.extensions) if (lower.length > ext.length && lower.endsWith(ext)) return true;
+    return false;
+  }
+
+  /**
+   * Whether an access by `pid` is excluded by process: its executable is listed, or with
+   * `children` one of its ancestors' (at most LINEAGE_MAX_DEPTH up). Reads /proc; only called when
+   * process rules exist, on events that reached the main thread.
+   */
+  process(pid: number): boolean {
+    if (this.noProcesses || !Number.isInteger(pid) || pid <= 0) return false;
+    const exe = processExe(pid, this.lineage);
+    if (exe !== undefined && exe.length < 4096 && this.exes.has(exe)) return true;
+    if (this.parentExes.size === 0) return false;
+    return someAncestor(pid, (e) => e.length < 4096 && this.parentExes.has(e), LINEAGE_MAX_DEPTH, this.lineage);
+  }
+
+  /** Whether an executable path is listed (for callers that know the exe, e.g. Windows snapshots). */
+  exe(path: string, asAncestor = false): boolean {
+    return (asAncestor ? this.parentExes : this.exes).has(path);
+  }
+
+  sha256(hash: string | undefined): boolean {
+    return hash !== undefined && this.hashes.size > 0 && this.hashes.has(hash.toLowerCase());
+  }
+
+  threat(name: string | undefined): boolean {
+    if (name === undefined) return false;
+    if (this.threatExact.has(name)) return true;
+    for (const re of this.threatPatterns) if (re.test(name)) return true;
+    return false;
+  }
+}
+
+export const NOTHING_EXCLUDED = new Exclusions();
