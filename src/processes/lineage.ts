@@ -24,6 +24,11 @@ export function processExe(pid: number, read: LineageReader = procReader): strin
   return read.exe(pid);
 }
 
+/** The start time of `pid` (clock ticks after boot): with the pid, who it is. */
+export function processStart(pid: number, read: LineageReader = procReader): number | undefined {
+  return read.stat(pid)?.startTicks;
+}
+
 /**
  * Calls `visit(exe)` for each ancestor of `pid` (parent first), at most `maxDepth`, until it
  * returns true (then this returns true). Stops at pid 1's parent, at a cycle, at anything it

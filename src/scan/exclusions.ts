@@ -24,7 +24,14 @@
  */
 import picomatch from 'picomatch';
 import { GLOB_OPTIONS, NO_EXCLUSIONS, type ExclusionsConfig } from '../config/exclusions.js';
-import { someAncestor, processExe, LINEAGE_MAX_DEPTH, type LineageReader } from '../processes/lineage.js';
+import { someAncestor, processExe, processStart, LINEAGE_MAX_DEPTH, type LineageReader } from '../processes/lineage.js';
+
+/**
+ * How long an ancestor walk's answer is kept for the same process (pid and start time): its
+ * ancestors change only when one exits (its children go to a reaper) or runs another program.
+ */
+const LINEAGE_TTL_MS = 1000;
+const LINEAGE_CACHE = 1024;
 
 export type ExclusionKind = 'path' | 'extension' | 'process' | 'sha256' | 'threat';
 
@@ -42,7 +49,7 @@ function literalFolder(pattern: string): string | undefined {
 /** Whether `p` is `prefix` or below it (`/srv/a` never covers `/srv/ab`). */
 function under(p: string, prefix: string): boolean {
   if (prefix === '/') return p.startsWith('/');
-  return p.startsWith(prefix) && (p.length === prefix.length || p.charCodeAt(prefix.length) === 47) /* / */;
+  return p.startsWith(prefix) && (p.length === prefix.length || p.charCodeAt(prefix.length) === 47); /* / */
 }
 
 /** `*` any run of characters, `?` one; everything else literal. Anchored, case-sensitive. */
@@ -60,7 +67,8 @@ export class Exclusions {
    * worker, the watchers and the tree walker, which answer them without calling path().
    */
   readonly prefixes: readonly string[];
-  private readonly globs: Array<(p: string) => boolean>;
+  /** Every POSIX glob in one alternation (one regex run per path instead of one per glob). */
+  private readonly globs: RegExp | undefined;
   private readonly winPrefixes: string[];
   private readonly winGlobs: Array<(p: string) => boolean>;
   private readonly extensions: readonly string[];
@@ -69,6 +77,8 @@ export class Exclusions {
   private readonly hashes: ReadonlySet<string>;
   private readonly threatExact: ReadonlySet<string>;
   private readonly threatPatterns: RegExp[];
+  /** Ancestor walks by (pid, start time), for LINEAGE_TTL_MS: a busy process opens many files. */
+  private readonly lineageSeen = new Map<number, { start: number; excluded: boolean; until: number }>();
   /** Nothing about paths or extensions: path() is always false. */
   readonly noPaths: boolean;
   readonly noProcesses: boolean;
@@ -81,7 +91,7 @@ export class Exclusions {
     private readonly lineage?: LineageReader,
   ) {
     const prefixes: string[] = [];
-    this.globs = [];
+    const globs: RegExp[] = [];
     this.winPrefixes = [];
     this.winGlobs = [];
     for (const p of [...extraPrefixes, ...config.paths]) {
@@ -96,8 +106,11 @@ export class Exclusions {
       }
       const folder = literalFolder(p);
       if (folder !== undefined) prefixes.push(folder);
-      else this.globs.push(picomatch(p, GLOB_OPTIONS));
+      else globs.push(picomatch.makeRe(p, GLOB_OPTIONS));
     }
+    // picomatch's regexes are anchored and flag-free with GLOB_OPTIONS: an alternation of them
+    // matches exactly what one of them matches.
+    this.globs = globs.length === 0 ? undefined : new RegExp(globs.map((g) => `(?:${g.source})`).join('|'), globs[0]!.flags);
     this.prefixes = [...new Set(prefixes)];
     this.extensions = [...new Set(config.extensions.map((e) => e.toLowerCase()))];
     this.exes = new Set(config.processes.map((r) => r.path));
@@ -105,7 +118,7 @@ export class Exclusions {
     this.hashes = new Set(config.sha256.map((h) => h.toLowerCase()));
     this.threatExact = new Set(config.threats.filter((t) => !/[*?]/.test(t)));
     this.threatPatterns = config.threats.filter((t) => /[*?]/.test(t)).map(wildcard);
-    this.noPaths = this.prefixes.length + this.globs.length + this.winPrefixes.length + this.winGlobs.length + this.extensions.length === 0;
+    this.noPaths = this.prefixes.length + globs.length + this.winPrefixes.length + this.winGlobs.length + this.extensions.length === 0;
     this.noProcesses = this.exes.size === 0;
     this.empty = this.noPaths && this.noProcesses && this.hashes.size === 0 && this.threatExact.size + this.threatPatterns.length === 0;
   }
@@ -114,9 +127,9 @@ export class Exclusions {
   path(p: string): 'path' | 'extension' | undefined {
     if (this.noPaths || typeof p !== 'string') return undefined;
     for (const prefix of this.prefixes) if (under(p, prefix)) return 'path';
-    if (this.globs.length > 0 || this.winPrefixes.length + this.winGlobs.length > 0) {
+    if (this.globs !== undefined || this.winPrefixes.length + this.winGlobs.length > 0) {
       try {
-        for (const g of this.globs) if (g(p)) return 'path';
+        if (this.globs?.test(p)) return 'path';
         if (this.winPrefixes.length + this.winGlobs.length > 0 && isWindowsPath(p)) {
           const w = p.replaceAll('\\', '/').toLowerCase();
           for (const prefix of this.winPrefixes) if (under(w, prefix)) return 'path';
@@ -167,7 +180,16 @@ export class Exclusions {
     const exe = processExe(pid, this.lineage);
     if (exe !== undefined && exe.length < 4096 && this.exes.has(exe)) return true;
     if (this.parentExes.size === 0) return false;
-    return someAncestor(pid, (e) => e.length < 4096 && this.parentExes.has(e), LINEAGE_MAX_DEPTH, this.lineage);
+    const start = processStart(pid, this.lineage);
+    if (start === undefined) return false;
+    const now = performance.now();
+    const seen = this.lineageSeen.get(pid);
+    if (seen && seen.start === start && seen.until > now) return seen.excluded;
+    const excluded = someAncestor(pid, (e) => e.length < 4096 && this.parentExes.has(e), LINEAGE_MAX_DEPTH, this.lineage);
+    if (this.lineageSeen.size >= LINEAGE_CACHE)
+      for (const [k, v] of this.lineageSeen) if (v.until <= now || this.lineageSeen.size >= LINEAGE_CACHE) this.lineageSeen.delete(k);
+    this.lineageSeen.set(pid, { start, excluded, until: now + LINEAGE_TTL_MS });
+    return excluded;
   }
 
   /** Whether an executable path is listed (for callers that know the exe, e.g. Windows snapshots). */
