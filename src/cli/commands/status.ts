@@ -52,6 +52,7 @@ export function formatStatus(s: Obj): string {
     `lightagent ${s.version ?? '?'} (pid ${s.pid ?? '?'}, up ${ago(s.startedAt)}, hypervisor ${s.hypervisor ?? 'none detected'})`,
     `protection:  ${state}, mode ${s.mode ?? 'off'}${s.mode === 'watcher' ? ' (scan after write; opens are not blocked)' : ''}`,
     `paths:       ${(s.protect ?? []).join(', ') || '-'}${s.exclude?.length ? `; excluded ${s.exclude.join(', ')}` : ''}`,
+    ...exclusionLines(s.exclusions),
     `SVM:         ${svm.state ?? '?'} ${svm.url ?? ''}${svm.svmId ? ` (${svm.svmId}, latency ${svm.latencyMs} ms, load ${svm.load})` : ''}`,
     `signatures:  generation ${svm.generation ?? 'unknown'}`,
     `cache:       ${c.entries ?? 0} of ${c.capacity ?? 0} entries, hit rate ${((c.hitRate ?? 0) * 100).toFixed(1)}% ` +
@@ -109,3 +110,16 @@ Exit codes: 0 protected, 1 degraded or off, 2 the agent cannot be reached.`,
     return s.protection?.state === 'protected' ? 0 : 1;
   },
 });
+
+/** The kinds of exclusion besides paths, one line when any is set (an older daemon sends none). */
+function exclusionLines(e: Obj | undefined): string[] {
+  if (!e) return [];
+  const n = (k: string) => (Array.isArray(e[k]) ? (e[k] as unknown[]).length : 0);
+  const parts = [
+    n('extensions') ? `extensions ${(e.extensions as string[]).join(' ')}` : '',
+    n('processes') ? `${n('processes')} process(es)` : '',
+    n('sha256') ? `${n('sha256')} SHA-256` : '',
+    n('threats') ? `threats ${(e.threats as string[]).join(' ')}` : '',
+  ].filter(Boolean);
+  return parts.length ? [`excluded:    ${parts.join('; ')}`] : [];
+}
