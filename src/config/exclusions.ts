@@ -11,20 +11,13 @@
  *     sha256: [<64 hex>]                                # this content is clean whatever the engine says
  *     threats: [PUA.Win.Tool.*]                         # detections of these are reported, not acted on
  *
- * What each kind means on access is in src/scan/exclusions.ts and docs/install.md. Every rule is
+ * What each kind means on access is in src/scan/exclusions.ts and docs/exclusions.md; the glob
+ * syntax in ./glob.ts. Every rule is
  * bounded (count and length) and checked here, so the matcher never sees a rule it cannot compile.
  */
 import path from 'node:path';
-import picomatch from 'picomatch';
 import { z } from 'zod';
-
-/** The options every path glob is compiled with (src/scan/exclusions.ts uses the same). */
-export const GLOB_OPTIONS: picomatch.PicomatchOptions = Object.freeze({
-  dot: true, // `/srv/**` covers /srv/.cache too: a folder means all of it
-  nonegate: true, // a leading `!` is not "everything but": the pattern is refused as not absolute
-  noextglob: true, // no `+(a|b)` groups: fewer ways to write a pattern that backtracks
-  windows: false,
-});
+import { expandBraces, GLOB_MAX_ALTERNATIVES } from './glob.js';
 
 /** Limits: a policy is hostile input like a file. */
 export const EXCLUDE_LIMITS = Object.freeze({ rules: 4096, pathLength: 4096, extensionLength: 32, threatLength: 256 });
@@ -51,11 +44,11 @@ const pathRule = z
       return void ctx.addIssue({ code: 'custom', message: `${JSON.stringify(p)} must be an absolute path or glob, e.g. /srv/build/**` });
     if (path.posix.isAbsolute(p) && unnormalized(p))
       return void ctx.addIssue({ code: 'custom', message: `${JSON.stringify(p)} must be a normalized path (no ".", ".." or "//")` });
-    try {
-      picomatch.makeRe(p, GLOB_OPTIONS);
-    } catch (e) {
-      ctx.addIssue({ code: 'custom', message: `${JSON.stringify(p)} is not a valid glob: ${(e as Error).message}` });
-    }
+    if (expandBraces(p) === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        message: `${JSON.stringify(p)} expands to more than ${GLOB_MAX_ALTERNATIVES} patterns ({a,b} braces)`,
+      });
   });
 
 const extensionRule = z

@@ -20,10 +20,11 @@
  *                        events and to the SVM), not denied, not quarantined, nobody killed.
  *
  * A rule never widens beyond what it says: `/srv/a` covers /srv/a and /srv/a/..., never /srv/ab;
- * globs follow picomatch with GLOB_OPTIONS (dot files included, no extglobs, no negation).
+ * globs are picomatch's syntax and meaning (dot files included, no extglobs, no negation), matched
+ * by src/config/glob.ts in linear time (picomatch's regexes backtrack on hostile file names).
  */
-import picomatch from 'picomatch';
-import { GLOB_OPTIONS, NO_EXCLUSIONS, type ExclusionsConfig } from '../config/exclusions.js';
+import { NO_EXCLUSIONS, type ExclusionsConfig } from '../config/exclusions.js';
+import { GlobSet, hasGlobSyntax } from '../config/glob.js';
 import { someAncestor, processExe, processStart, LINEAGE_MAX_DEPTH, type LineageReader } from '../processes/lineage.js';
 
 /**
@@ -38,11 +39,10 @@ export type ExclusionKind = 'path' | 'extension' | 'process' | 'sha256' | 'threa
 /** A Windows path (drive or UNC): matched with `/` for `\`, without case. */
 const isWindowsPath = (p: string) => /^[a-zA-Z]:[\\/]/.test(p) || p.startsWith('\\\\');
 
-/** `DIR/**` with a DIR free of glob syntax: exactly DIR and everything under it (picomatch agrees). */
+/** A path free of glob syntax, or `DIR/**` with such a DIR: exactly that and everything under it. */
 function literalFolder(pattern: string): string | undefined {
-  if (pattern.includes('\\')) return undefined;
   const base = pattern.endsWith('/**') ? pattern.slice(0, -3) : pattern;
-  if (base === '' || picomatch.scan(base, GLOB_OPTIONS).isGlob) return undefined;
+  if (base === '' || hasGlobSyntax(base)) return undefined;
   return base.length > 1 && base.endsWith('/') ? base.slice(0, -1) : base;
 }
 
@@ -67,10 +67,9 @@ export class Exclusions {
    * worker, the watchers and the tree walker, which answer them without calling path().
    */
   readonly prefixes: readonly string[];
-  /** Every POSIX glob in one alternation (one regex run per path instead of one per glob). */
-  private readonly globs: RegExp | undefined;
+  private readonly globs: GlobSet | undefined;
   private readonly winPrefixes: string[];
-  private readonly winGlobs: Array<(p: string) => boolean>;
+  private readonly winGlobs: GlobSet | undefined;
   private readonly extensions: readonly string[];
   private readonly exes: ReadonlySet<string>;
   private readonly parentExes: ReadonlySet<string>;
@@ -86,31 +85,32 @@ export class Exclusions {
 
   constructor(
     readonly config: ExclusionsConfig = NO_EXCLUSIONS,
-    /** Paths always excluded beside the configured ones (the state directory). */
+    /** Folders always excluded beside the configured ones, taken literally (the state directory). */
     extraPrefixes: readonly string[] = [],
     private readonly lineage?: LineageReader,
   ) {
     const prefixes: string[] = [];
-    const globs: RegExp[] = [];
+    const globs: string[] = [];
+    const winGlobs: string[] = [];
     this.winPrefixes = [];
-    this.winGlobs = [];
-    for (const p of [...extraPrefixes, ...config.paths]) {
+    // Always literal, whatever characters they hold: the state directory, `--exclude PATH` of a scan.
+    for (const p of extraPrefixes) prefixes.push(p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p);
+    for (const p of config.paths) {
       if (isWindowsPath(p)) {
         const norm = p.replaceAll('\\', '/').toLowerCase();
         const folder = literalFolder(norm);
         if (folder !== undefined) {
           this.winPrefixes.push(folder);
           prefixes.push(p.replace(/[\\/]\*\*$/, ''));
-        } else this.winGlobs.push(picomatch(norm, GLOB_OPTIONS));
+        } else winGlobs.push(norm);
         continue;
       }
       const folder = literalFolder(p);
       if (folder !== undefined) prefixes.push(folder);
-      else globs.push(picomatch.makeRe(p, GLOB_OPTIONS));
+      else globs.push(p);
     }
-    // picomatch's regexes are anchored and flag-free with GLOB_OPTIONS: an alternation of them
-    // matches exactly what one of them matches.
-    this.globs = globs.length === 0 ? undefined : new RegExp(globs.map((g) => `(?:${g.source})`).join('|'), globs[0]!.flags);
+    this.globs = globs.length === 0 ? undefined : new GlobSet(globs);
+    this.winGlobs = winGlobs.length === 0 ? undefined : new GlobSet(winGlobs);
     this.prefixes = [...new Set(prefixes)];
     this.extensions = [...new Set(config.extensions.map((e) => e.toLowerCase()))];
     this.exes = new Set(config.processes.map((r) => r.path));
@@ -118,7 +118,7 @@ export class Exclusions {
     this.hashes = new Set(config.sha256.map((h) => h.toLowerCase()));
     this.threatExact = new Set(config.threats.filter((t) => !/[*?]/.test(t)));
     this.threatPatterns = config.threats.filter((t) => /[*?]/.test(t)).map(wildcard);
-    this.noPaths = this.prefixes.length + globs.length + this.winPrefixes.length + this.winGlobs.length + this.extensions.length === 0;
+    this.noPaths = this.prefixes.length + globs.length + this.winPrefixes.length + winGlobs.length + this.extensions.length === 0;
     this.noProcesses = this.exes.size === 0;
     this.empty = this.noPaths && this.noProcesses && this.hashes.size === 0 && this.threatExact.size + this.threatPatterns.length === 0;
   }
@@ -127,17 +127,11 @@ export class Exclusions {
   path(p: string): 'path' | 'extension' | undefined {
     if (this.noPaths || typeof p !== 'string') return undefined;
     for (const prefix of this.prefixes) if (under(p, prefix)) return 'path';
-    if (this.globs !== undefined || this.winPrefixes.length + this.winGlobs.length > 0) {
-      try {
-        if (this.globs?.test(p)) return 'path';
-        if (this.winPrefixes.length + this.winGlobs.length > 0 && isWindowsPath(p)) {
-          const w = p.replaceAll('\\', '/').toLowerCase();
-          for (const prefix of this.winPrefixes) if (under(w, prefix)) return 'path';
-          for (const g of this.winGlobs) if (g(w)) return 'path';
-        }
-      } catch {
-        // picomatch refuses inputs over its maxLength: such a path is simply not excluded
-      }
+    if (this.globs?.match(p)) return 'path';
+    if ((this.winPrefixes.length > 0 || this.winGlobs !== undefined) && isWindowsPath(p)) {
+      const w = p.replaceAll('\\', '/').toLowerCase();
+      for (const prefix of this.winPrefixes) if (under(w, prefix)) return 'path';
+      if (this.winGlobs?.match(w)) return 'path';
     }
     if (this.extensions.length > 0 && this.extension(p)) return 'extension';
     return undefined;

@@ -7,7 +7,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import picomatch from 'picomatch';
-import { GLOB_OPTIONS, NO_EXCLUSIONS, exclusionsSchema, type ExclusionsConfig } from '../../src/config/exclusions.js';
+import { NO_EXCLUSIONS, exclusionsSchema, type ExclusionsConfig } from '../../src/config/exclusions.js';
+import { expandBraces, GlobSet, hasGlobSyntax } from '../../src/config/glob.js';
+
+/** picomatch with the meaning src/config/glob.ts implements: dot files included, no extglobs, no negation. */
+const GLOB_OPTIONS = { dot: true, nonegate: true, noextglob: true, windows: false };
 import { Exclusions } from '../../src/scan/exclusions.js';
 import { someAncestor, type LineageReader } from '../../src/processes/lineage.js';
 
@@ -20,7 +24,7 @@ const segment = fc.oneof(
   fc.string({ minLength: 1, maxLength: 6 }).filter((s) => !s.includes('/') && s !== '.' && s !== '..'),
 );
 /** Literal folders: no glob syntax (a path that holds some must escape it with `\\`). */
-const literalSegment = segment.filter((s) => !/[*?[\]{}()!+@\\]/.test(s));
+const literalSegment = segment.filter((s) => !/[*?[\]{}()!+@\\|^$]/.test(s)); // `|` and `(`: picomatch leaks them into its regex
 const literalPath = fc.array(literalSegment, { minLength: 1, maxLength: 6 }).map((segs) => `/${segs.join('/')}`);
 const absPath = fc.array(segment, { minLength: 1, maxLength: 6 }).map((segs) => `/${segs.join('/')}`);
 
@@ -56,22 +60,56 @@ describe('exclusions: paths', () => {
   });
 
   it('globs agree with picomatch (dot files included, no extglobs) on generated paths', () => {
-    const globPart = fc.oneof(segment, fc.constantFrom('*', '**', '*.o', '*.log', 'a*', '?', '[ab]', '{a,b}', 'x.{o,log}'));
-    const glob = fc.array(globPart, { minLength: 1, maxLength: 5 }).map((parts) => `/${parts.join('/')}`);
+    const globPart = fc.oneof(
+      literalSegment,
+      fc.constantFrom('*', '**', '*.o', '*.log', 'a*', '*a*b', '?', '?b', '[ab]', '[^a]', '[a-c]x', '{a,b}', 'x.{o,log}', '{a,ab}*', '\\*'),
+    );
+    // A final `**` is left to the examples: there picomatch and glob.ts differ on purpose (glob.ts).
+    const glob = fc
+      .array(globPart, { minLength: 1, maxLength: 5 })
+      .map((parts) => `/${parts.join('/')}`)
+      .filter((g) => !g.endsWith('/**') || !hasGlobSyntax(g.slice(0, -3)));
     fc.assert(
       fc.property(glob, fc.array(absPath, { minLength: 1, maxLength: 8 }), (g, paths) => {
         const ex = new Exclusions(cfg({ paths: [g] }));
         const isMatch = picomatch(g, GLOB_OPTIONS);
-        for (const p of paths) {
-          const literal = !picomatch.scan(g, GLOB_OPTIONS).isGlob || (g.endsWith('/**') && !picomatch.scan(g.slice(0, -3)).isGlob);
-          const expected = literal
-            ? p === g.replace(/\/\*\*$/, '') || p.startsWith(`${g.replace(/\/\*\*$/, '')}/`) || isMatch(p)
-            : isMatch(p);
+        const folder = g.replace(/\/\*\*$/, '');
+        const literal = !hasGlobSyntax(folder);
+        // picomatch also lets `[ab]` match the text "[ab]" itself, and reads `[!a]` as `!` or `a`
+        // with nonegate: glob.ts does neither (POSIX classes), so no path holds a class's own text.
+        const own = g.includes('[') ? [] : paths.map((x) => `${folder}${x}`);
+        for (const p of [...paths, ...own]) {
+          const expected = literal ? p === folder || p.startsWith(`${folder}/`) : isMatch(p);
           assert.equal(ex.path(p) === 'path', expected, `${p} vs ${g}`);
         }
       }),
       { numRuns: RUNS },
     );
+  });
+
+  it('globs match in linear time: patterns that make regexes backtrack, on hostile names', () => {
+    const hostile = [
+      '/**/*/**/*/**/*/**/z',
+      '/*a*a*a*a*a*a*a*a*a*a*b',
+      '/**/a*a*a*a*a*a*a*b',
+      '/**/**/**/**/**/**/x',
+      '/[a-z]*[a-z]*[a-z]*[a-z]*!',
+    ];
+    const set = new GlobSet(hostile);
+    const paths = [`/${'a'.repeat(4000)}`, `${'/a'.repeat(2000)}y`, `/${'a/'.repeat(2000)}`, `/${'a'.repeat(255)}/`.repeat(15)];
+    const t0 = performance.now();
+    for (const p of paths) assert.equal(set.match(p), false, p.slice(0, 40));
+    const ms = performance.now() - t0;
+    assert.ok(ms < 2000, `took ${ms.toFixed(0)} ms`); // ~10-100 ms here; picomatch's regexes: minutes to forever
+  });
+
+  it('braces: expanded, nested, bounded', () => {
+    assert.deepEqual(expandBraces('/a/{b,c{d,e}}/f'), ['/a/b/f', '/a/cd/f', '/a/ce/f']);
+    assert.deepEqual(expandBraces('/a/{b}/{c'), ['/a/{b}/{c'], 'no comma, or not closed: literal');
+    assert.deepEqual(expandBraces('/a/\\{b,c}'), ['/a/\\{b,c}'], 'escaped');
+    assert.equal(expandBraces(`/${'{a,b}'.repeat(9)}`), undefined, '512 alternatives: refused');
+    assert.equal(expandBraces(`/${'{a,b}'.repeat(8)}`)?.length, 256);
+    assert.equal(exclusionsSchema.safeParse({ paths: [`/${'{a,b}'.repeat(9)}`] }).success, false);
   });
 
   it('examples: the issue text', () => {
@@ -87,6 +125,16 @@ describe('exclusions: paths', () => {
     assert.equal(ex.path('/srv/a/b/c'), 'path');
     assert.equal(ex.path('/srv/ab'), undefined);
     assert.deepEqual([...ex.prefixes].sort(), ['/srv/a', '/var/lib/postgresql']);
+    const folders = new Exclusions(cfg({ paths: ['/srv/*/**', '/m/**/x/**'] }));
+    assert.equal(folders.path('/srv/a/f'), 'path');
+    assert.equal(folders.path('/srv/a/b/c/f'), 'path');
+    assert.equal(folders.path('/srv/f'), undefined, '/srv/*/** is what lies in the folders of /srv, not its files');
+    assert.equal(folders.path('/m/x/f'), 'path', 'a ** inside may take no segment');
+    assert.equal(folders.path('/m/x'), undefined);
+    const escaped = new Exclusions(cfg({ paths: ['/srv/\\[old\\]/*', '/srv/Program (x86)'] }));
+    assert.equal(escaped.path('/srv/[old]/x'), 'path');
+    assert.equal(escaped.path('/srv/o/x'), undefined);
+    assert.equal(escaped.path('/srv/Program (x86)/app.exe'), 'path', 'parentheses are literal');
   });
 
   it('never throws, whatever the input (huge, NUL, odd unicode, not a string)', () => {
