@@ -52,13 +52,30 @@ function under(p: string, prefix: string): boolean {
   return p.startsWith(prefix) && (p.length === prefix.length || p.charCodeAt(prefix.length) === 47); /* / */
 }
 
-/** `*` any run of characters, `?` one; everything else literal. Anchored, case-sensitive. */
-function wildcard(pattern: string): RegExp {
-  const body = pattern
-    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-    .replace(/\*+/g, '.*')
-    .replace(/\?/g, '.');
-  return new RegExp(`^${body}$`, 's');
+/**
+ * Threat names: `*` any run of characters, `?` one, everything else literal; the whole name,
+ * case-sensitive. One resume point per star (no regex: no backtracking on a long name).
+ */
+export function wildcardMatch(pattern: string, name: string): boolean {
+  let pi = 0;
+  let ni = 0;
+  let starPi = -1;
+  let starNi = 0;
+  while (ni < name.length) {
+    const c = pattern[pi];
+    if (c === '*') {
+      starPi = pi++;
+      starNi = ni;
+    } else if (c !== undefined && (c === '?' || c === name[ni])) {
+      pi++;
+      ni++;
+    } else if (starPi >= 0) {
+      pi = starPi + 1;
+      ni = ++starNi;
+    } else return false;
+  }
+  while (pattern[pi] === '*') pi++;
+  return pi === pattern.length;
 }
 
 export class Exclusions {
@@ -75,7 +92,7 @@ export class Exclusions {
   private readonly parentExes: ReadonlySet<string>;
   private readonly hashes: ReadonlySet<string>;
   private readonly threatExact: ReadonlySet<string>;
-  private readonly threatPatterns: RegExp[];
+  private readonly threatPatterns: string[];
   /** Ancestor walks by (pid, start time), for LINEAGE_TTL_MS: a busy process opens many files. */
   private readonly lineageSeen = new Map<number, { start: number; excluded: boolean; until: number }>();
   /** Nothing about paths or extensions: path() is always false. */
@@ -117,7 +134,7 @@ export class Exclusions {
     this.parentExes = new Set(config.processes.filter((r) => r.children).map((r) => r.path));
     this.hashes = new Set(config.sha256.map((h) => h.toLowerCase()));
     this.threatExact = new Set(config.threats.filter((t) => !/[*?]/.test(t)));
-    this.threatPatterns = config.threats.filter((t) => /[*?]/.test(t)).map(wildcard);
+    this.threatPatterns = config.threats.filter((t) => /[*?]/.test(t));
     this.noPaths = this.prefixes.length + globs.length + this.winPrefixes.length + winGlobs.length + this.extensions.length === 0;
     this.noProcesses = this.exes.size === 0;
     this.empty = this.noPaths && this.noProcesses && this.hashes.size === 0 && this.threatExact.size + this.threatPatterns.length === 0;
@@ -198,7 +215,7 @@ export class Exclusions {
   threat(name: string | undefined): boolean {
     if (name === undefined) return false;
     if (this.threatExact.has(name)) return true;
-    for (const re of this.threatPatterns) if (re.test(name)) return true;
+    for (const t of this.threatPatterns) if (wildcardMatch(t, name)) return true;
     return false;
   }
 }

@@ -211,6 +211,25 @@ describe('exclusions: sha256 and threats', () => {
     assert.equal(ex.threat('ABC'), true);
     assert.equal(ex.threat('AC'), false);
     assert.equal(ex.threat(undefined), false);
+    // Linear: a pattern that makes a regex backtrack, on a long name.
+    const slow = new Exclusions(cfg({ threats: ['a*a*a*a*a*a*a*a*a*b'] }));
+    const t0 = performance.now();
+    assert.equal(slow.threat('a'.repeat(4096)), false);
+    assert.ok(performance.now() - t0 < 1000);
+    // Agrees with the regex it stands for, on short names.
+    fc.assert(
+      fc.property(fc.stringMatching(/^[ab*?.]{0,8}$/), fc.stringMatching(/^[ab.]{0,10}$/), (pat, name) => {
+        const re = new RegExp(
+          `^${pat
+            .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+            .replace(/\*/g, '.*')
+            .replace(/\?/g, '.')}$`,
+          's',
+        );
+        assert.equal(new Exclusions(cfg({ threats: [pat] })).threat(name), re.test(name), `${pat} vs ${name}`);
+      }),
+      { numRuns: RUNS },
+    );
     fc.assert(
       fc.property(fc.string({ maxLength: 40 }), (t) => {
         const exact = new Exclusions(cfg({ threats: [t.replace(/[*?]/g, '')] }));
