@@ -96,6 +96,9 @@ const threatRule = z
 const list = <T extends z.ZodType>(rule: T) =>
   z.array(rule).max(EXCLUDE_LIMITS.rules, `at most ${EXCLUDE_LIMITS.rules} entries`).default([]);
 
+/** Patterns all `paths` may expand to through their braces, together (each is compiled and tried). */
+export const GLOB_MAX_TOTAL = 4096;
+
 const exclusionsObject = z
   .object({
     paths: list(pathRule),
@@ -104,7 +107,17 @@ const exclusionsObject = z
     sha256: list(sha256Rule),
     threats: list(threatRule),
   })
-  .strict();
+  .strict()
+  .superRefine((ex, ctx) => {
+    let total = 0;
+    for (const p of ex.paths) total += expandBraces(p)?.length ?? 0;
+    if (total > GLOB_MAX_TOTAL)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['paths'],
+        message: `expand to ${total} patterns with their braces; at most ${GLOB_MAX_TOTAL}`,
+      });
+  });
 
 /** `exclude:` in the agent's config (and, later, in a policy): a list of paths, or the full mapping. */
 export const exclusionsSchema = z.preprocess((v) => (Array.isArray(v) ? { paths: v } : v), exclusionsObject);

@@ -110,6 +110,8 @@ describe('exclusions: paths', () => {
     assert.equal(expandBraces(`/${'{a,b}'.repeat(9)}`), undefined, '512 alternatives: refused');
     assert.equal(expandBraces(`/${'{a,b}'.repeat(8)}`)?.length, 256);
     assert.equal(exclusionsSchema.safeParse({ paths: [`/${'{a,b}'.repeat(9)}`] }).success, false);
+    const many = exclusionsSchema.safeParse({ paths: Array.from({ length: 17 }, (_, i) => `/p${i}/${'{a,b}'.repeat(8)}`) });
+    assert.ok(!many.success && many.error.issues.some((i) => i.path.join('.') === 'paths' && /at most 4096/.test(i.message)));
   });
 
   it('examples: the issue text', () => {
