@@ -157,6 +157,8 @@ describe('exclusions under fanotify', { skip }, () => {
     assert.ok(fs.existsSync(f), 'not quarantined');
     const s = await agent.status();
     assert.equal(s.exclusions.threats[0], 'Eicar-*');
+    assert.equal(s.exclusions.processes, 3, 'processes are counted in status...');
+    assert.ok(!JSON.stringify(s).includes(exCat), '...never named: status.sock answers any user');
     assert.ok(s.counts.reported >= 1);
 
     // A bad exclusion is refused as a whole; the running ones stay.

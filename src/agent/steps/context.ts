@@ -69,8 +69,11 @@ export interface DaemonStatus {
   protect: string[];
   /** exclude.paths (what `status` showed before the other kinds existed). */
   exclude: string[];
-  /** Every kind of exclusion in force (src/config/exclusions.ts). */
-  exclusions: ExclusionsConfig;
+  /**
+   * The exclusions in force (src/config/exclusions.ts); processes and SHA-256 only counted: the
+   * status socket answers any local user, who has no business knowing which executables are exempt.
+   */
+  exclusions: Pick<ExclusionsConfig, 'paths' | 'extensions' | 'threats'> & { processes: number; sha256: number };
   reloads: number;
   /** Times the protection backend stopped on its own and was started again. */
   recoveries: number;

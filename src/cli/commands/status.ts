@@ -114,7 +114,7 @@ Exit codes: 0 protected, 1 degraded or off, 2 the agent cannot be reached.`,
 /** The kinds of exclusion besides paths, one line when any is set (an older daemon sends none). */
 function exclusionLines(e: Obj | undefined): string[] {
   if (!e) return [];
-  const n = (k: string) => (Array.isArray(e[k]) ? (e[k] as unknown[]).length : 0);
+  const n = (k: string) => (Array.isArray(e[k]) ? (e[k] as unknown[]).length : typeof e[k] === 'number' ? (e[k] as number) : 0);
   const parts = [
     n('extensions') ? `extensions ${(e.extensions as string[]).join(' ')}` : '',
     n('processes') ? `${n('processes')} process(es)` : '',
