@@ -126,7 +126,15 @@ export class Daemon implements DaemonApi {
       mode: this.mode,
       protection: this.protection,
       protect: this.protectedPaths(),
-      exclude: this.ctx.cfg.exclude,
+      exclude: this.ctx.cfg.exclude.paths,
+      // status.sock answers any local user: which executables are excluded is not theirs to know.
+      exclusions: {
+        paths: this.ctx.cfg.exclude.paths,
+        extensions: this.ctx.cfg.exclude.extensions,
+        processes: this.ctx.cfg.exclude.processes.length,
+        sha256: this.ctx.cfg.exclude.sha256.length,
+        threats: this.ctx.cfg.exclude.threats,
+      },
       reloads: this.reloads,
       recoveries: this.recoveries,
       svm: {
