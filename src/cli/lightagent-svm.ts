@@ -96,7 +96,7 @@ Example config (YAML):
   signatures: [/etc/lightagent/local.hdb, /etc/lightagent/local.ndb]
   max_file_size: 64 MiB
   upload_memory: 512 MiB
-  log: {file: /var/log/lightagent/svm.log, level: info}`,
+  log: {file: /var/log/lightagent-svm/svm.log, level: info}`,
   handler: ({ values }) => serve(values),
 });
 

@@ -34,7 +34,7 @@
  *   cache: memory                   # or redis://10.0.0.9:6379: verdicts shared by every SVM using it
  *   # cache: {store: redis://10.0.0.9:6379, entries: 1000000, ttl: 7d, timeout: 250ms, key_prefix: 'lightagent:v1:'}
  *   #   entries: the memory tier (in front of redis); ttl: expiry in redis; timeout: per redis command
- *   log: {file: /var/log/lightagent/svm.log, level: info}
+ *   log: {file: /var/log/lightagent-svm/svm.log, level: info}
  */
 import fs from 'node:fs';
 import { z } from 'zod';
