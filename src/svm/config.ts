@@ -35,6 +35,7 @@
  *   # cache: {store: redis://10.0.0.9:6379, entries: 1000000, ttl: 7d, timeout: 250ms, key_prefix: 'lightagent:v1:'}
  *   #   entries: the memory tier (in front of redis); ttl: expiry in redis; timeout: per redis command
  *   log: {file: /var/log/lightagent-svm/svm.log, level: info}
+ *   state_dir: /var/lib/lightagent-svm  # what the SVM keeps (inventory, policies); `lightagent-svm backup` takes all of it
  */
 import fs from 'node:fs';
 import { z } from 'zod';
@@ -196,6 +197,8 @@ export const svmConfigSchema = z
       .object({ file: z.string().optional(), level: z.enum(['error', 'warn', 'info', 'debug']).default('info') })
       .strict()
       .default({ level: 'info' }),
+    // What the SVM keeps between runs (the unit's StateDirectory=); backed up whole (src/svm/backup.ts).
+    state_dir: z.string().min(1).default('/var/lib/lightagent-svm'),
   })
   .strict()
   .superRefine((c, ctx) => {
