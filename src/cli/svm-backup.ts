@@ -73,7 +73,7 @@ export const restoreCommand = defineCommand({
   description: `Restore the files of a backup made by \`lightagent-svm backup\` to the paths it lists. Every
 member is checked against the manifest (regular file, size, SHA-256) and every path against the
 manifest's roots before anything is written; the files are then written beside their targets and
-renamed into place with their modes (secrets at most 0640) and, as root, their owners. Stop the
+renamed into place with their modes (a 0600 secret stays 0600) and, as root, their owners. Stop the
 SVM first (systemctl stop lightagent-svm) and start it after.`,
   options: {
     'dry-run': { type: 'boolean', help: 'check the archive and say what would be created or overwritten;\nwrite nothing' },

@@ -12,7 +12,7 @@
  * root inside a directory the operator allows) and the bounds (manifest 16 MiB, 100,000 entries,
  * content `maxBytes`, time `timeoutMs`); the second pass writes each file to a temporary file
  * beside its target, checks its hash again, and only when all are written renames them into
- * place with their modes (secrets at most 0640) and, as root, their owners. Paths through a
+ * place with their modes (no setuid/setgid/sticky, never writable by others) and, as root, their owners. Paths through a
  * symbolic link are refused. `dryRun` stops after the first pass and says what would change.
  */
 import crypto from 'node:crypto';
@@ -51,7 +51,7 @@ export interface BackupEntry {
   mode: number;
   uid: number;
   gid: number;
-  /** Restored at most 0640 (tokens, keys, the config and env files that may hold tokens). */
+  /** Tokens, keys, the config and env files that may hold tokens (informational: the mode is kept as it was). */
   secret?: boolean;
 }
 
@@ -609,8 +609,10 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   return result;
 }
 
-/** The mode a restore gives: no setuid/setgid/sticky, never writable by others; a secret at most 0640. */
+/**
+ * The mode a restore gives: the recorded one (a 0600 token file stays 0600, a 0640 one stays
+ * readable by the service's group), without setuid/setgid/sticky bits and never writable by others.
+ */
 function modeOf(e: BackupEntry): number {
-  const m = e.mode & 0o775;
-  return e.secret ? m & 0o640 : m;
+  return e.mode & 0o775;
 }

@@ -186,6 +186,8 @@ describe('lightagent-svm backup and restore', () => {
     const mode = (p: string) => fs.statSync(p).mode & 0o777;
     assert.equal(mode(path.join(etc, 'svm.key')), 0o600);
     assert.equal(mode(path.join(etc, 'tokens.yaml')), 0o600);
+    assert.equal(mode(config), 0o640, 'modes as they were: the config stays readable by its group');
+    assert.equal(mode(path.join(etc, 'local.hdb')), 0o644);
     assert.equal(mode(path.join(state, 'inventory', 'agents.json')), 0o600);
     assert.equal(mode(path.join(state, 'policies.json')), 0o640);
     assert.equal(fs.readdirSync(etc).filter((n) => n.includes('la-restore')).length, 0, 'no temporary file left');
