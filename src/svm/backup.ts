@@ -25,6 +25,7 @@ import zlib from 'node:zlib';
 import tar from 'tar-stream';
 import { BackupError } from '../errors.js';
 import { readConfigFile } from '../config/load.js';
+import { DIR_PREFIX } from '../platform/native-assets.js';
 
 export const BACKUP_FORMAT = 'lightagent-svm-backup/1';
 export const DEFAULT_STATE_DIR = '/var/lib/lightagent-svm';
@@ -34,6 +35,7 @@ export const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;
 export const MAX_ENTRIES = 100_000;
 const MAX_DEPTH = 32;
 const MAX_PATH = 4096;
+const SEA_DIR = new RegExp(`^${DIR_PREFIX}\\d+-[A-Za-z0-9]{6}$`);
 
 export interface BackupRoot {
   /** Absolute, normalized. */
@@ -191,7 +193,10 @@ export function planBackup(
         for (const name of fs.readdirSync(dir).sort()) {
           const p = path.join(dir, name);
           const l = fs.lstatSync(p);
-          if (l.isDirectory()) walk(p, depth + 1, l);
+          // The single binary unpacks its native assets into the unit's state directory (src/sea/unpack.ts).
+          if (depth === 0 && n.key === 'state_dir' && l.isDirectory() && SEA_DIR.test(name))
+            skipped.push({ path: p, reason: "the single binary's unpacked native assets (made again at each start)" });
+          else if (l.isDirectory()) walk(p, depth + 1, l);
           else if (l.isFile()) push({ path: p, kind: 'file', size: l.size, mode: l.mode & 0o7777, uid: l.uid, gid: l.gid });
           else skipped.push({ path: p, reason: l.isSymbolicLink() ? 'a symbolic link (not followed)' : 'not a regular file' });
         }

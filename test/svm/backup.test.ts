@@ -120,6 +120,9 @@ describe('lightagent-svm backup and restore', () => {
     fs.writeFileSync(path.join(etc, 'local.hdb'), '44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n');
     fs.writeFileSync(path.join(state, 'inventory', 'agents.json'), JSON.stringify({ agents: ['a', 'b'] }), { mode: 0o600 });
     fs.writeFileSync(path.join(state, 'policies.json'), '{}\n', { mode: 0o640 });
+    // What the single binary unpacks into the unit's state directory: not backed up.
+    fs.mkdirSync(path.join(state, 'lightagent-4242-AbC123'));
+    fs.writeFileSync(path.join(state, 'lightagent-4242-AbC123', 'koffi.node'), 'native');
     config = path.join(etc, 'svm.yaml');
     fs.writeFileSync(
       config,
@@ -155,7 +158,11 @@ describe('lightagent-svm backup and restore', () => {
     await agentWelcomed();
     const b = cli(['backup', '--config', config, '--out', archive, '--json']);
     assert.equal(b.status, 0, b.stderr);
-    const r = JSON.parse(b.stdout) as { files: number; roots: Array<{ key: string; path: string }> };
+    const r = JSON.parse(b.stdout) as { files: number; roots: Array<{ key: string; path: string }>; skipped: Array<{ path: string }> };
+    assert.deepEqual(
+      r.skipped.map((x) => path.basename(x.path)),
+      ['lightagent-4242-AbC123'],
+    );
     assert.deepEqual(r.roots.map((x) => x.key).sort(), ['config', 'signatures.0', 'state_dir', 'tls.cert', 'tls.key', 'token_file']);
     assert.equal(r.files, 7);
     assert.equal(fs.statSync(archive).mode & 0o777, 0o600, 'the archive holds secrets');
@@ -168,6 +175,7 @@ describe('lightagent-svm backup and restore', () => {
       assert.equal(sha(body), e.sha256);
     }
 
+    fs.rmSync(path.join(state, 'lightagent-4242-AbC123'), { recursive: true });
     const before = snapshot(dir);
     fs.rmSync(etc, { recursive: true });
     fs.rmSync(state, { recursive: true });
