@@ -76,6 +76,8 @@ export class LightAgent implements Variant {
     readonly root: string,
     readonly stateDir: string,
     readonly logFile: string,
+    /** SIGKILL each agent started this long after its start, from a separate process (startAgent's watchdog). */
+    readonly watchdogMs?: number,
   ) {}
 
   async start(): Promise<void> {
@@ -85,7 +87,13 @@ export class LightAgent implements Variant {
     const line = await svmUrls(svm);
     this.url = line.url;
     this.metricsUrl = line.metrics;
-    this.agent = await startAgent({ url: this.url, protect: this.root, stateDir: this.stateDir, logFile: this.logFile });
+    this.agent = await startAgent({
+      url: this.url,
+      protect: this.root,
+      stateDir: this.stateDir,
+      logFile: this.logFile,
+      ...(this.watchdogMs ? { watchdogMs: this.watchdogMs } : {}),
+    });
   }
 
   async stop(): Promise<void> {

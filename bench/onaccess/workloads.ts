@@ -4,9 +4,10 @@
  * alternated (A/B/C/D, then B/C/D/A, ...) every rep.
  *
  *   sudo node build/bench/onaccess/workloads.js [--quick] [--reps N] [--first-reps N] [--only read_warm,copy]
- *        [--variants none,lightagent,clamonacc,floor] [--out FILE]
+ *        [--variants none,lightagent,clamonacc,floor] [--out FILE] [--dir DIR]
  *
- * Each variant gets its own ext4 loop mount under /tmp/la-bench (so marks never overlap) holding a
+ * Each variant gets its own ext4 loop mount under DIR (default /tmp/la-bench; another DIR lets
+ * two runs share a machine) so marks never overlap, holding a
  * byte-identical copy of:
  *   T/       a tree of real files copied from the system (PROFILES below say which)
  *   T.tgz    that tree as tar + gzip -1 (for `extract`)
@@ -23,6 +24,15 @@
  *   copy        cp -a T T2 (T2 removed untimed)
  *   tar_gzip    tar cf - T | gzip -1 > /dev/null
  *   extract     tar xzf T.tgz into a new dir (removed untimed)
+ *   copy_then_read, extract_then_read
+ *               written, then read: `cp -a T T2` (or the extract into X) untimed, then the wait a
+ *               user gives the machine after unpacking (below), then only the read of every file
+ *               just written is timed (find | xargs cat). The wait: `sync -f` of the mount, then
+ *               until the variant's processes are idle (settle), and for lightagent also until its
+ *               gate holds no close-write (status backend.closeWriteFds and inFlight both 0: every
+ *               background scan of what was written has ended, and a clean file has its kernel
+ *               ignore mark), bounded by WRITTEN_WAIT_MS. The wait is recorded per sample, and
+ *               lightagent's permission events during the timed read too.
  *   exec        N runs of bin/true from the mount (1,000 in the full run)
  *   npm_ci      npm ci --offline --ignore-scripts in npm/ (node_modules removed untimed before)
  *   compileall  /usr/bin/python3 -m compileall -q -f PY (quick: -l, top level only)
@@ -100,7 +110,18 @@ export const PROFILES: Record<'full' | 'quick', Profile> = {
   },
 };
 
-export const WORKLOADS = ['read_first', 'read_warm', 'copy', 'tar_gzip', 'extract', 'exec', 'npm_ci', 'compileall'] as const;
+export const WORKLOADS = [
+  'read_first',
+  'read_warm',
+  'copy',
+  'tar_gzip',
+  'extract',
+  'copy_then_read',
+  'extract_then_read',
+  'exec',
+  'npm_ci',
+  'compileall',
+] as const;
 export type Workload = (typeof WORKLOADS)[number];
 
 export interface Sample {
@@ -120,6 +141,10 @@ export interface Sample {
    * (waited for, untimed, so that the next run does not pay for it).
    */
   agent?: { unavailable: number; deadline: number; queued: number; drainMs: number };
+  /** *_then_read: ms waited between the untimed write and the timed read (-1: the bound ran out). */
+  writtenWaitMs?: number;
+  /** *_then_read under lightagent: permission events (open + exec) the kernel raised during the timed read. */
+  readEvents?: number;
 }
 
 export interface WorkloadsResult {
@@ -135,7 +160,32 @@ export interface WorkloadsResult {
   wallS: number;
 }
 
-const BASE = '/tmp/la-bench';
+let BASE = '/tmp/la-bench';
+
+/** Permission events the agent's gate has seen (open + exec). */
+const permEvents = (s: AgentStatus) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
+
+/**
+ * After an untimed write: the time a user gives the machine before reading what was just written.
+ * Every variant: its processes idle (settle). lightagent: also its gate holding no close-write
+ * (backend.closeWriteFds 0: every background scan of the written files has ended and closed its
+ * fd, clean ones marked; inFlight 0: no decision or scan running), then idle again. ms waited, or
+ * -1 if WRITTEN_WAIT_MS ran out first (the timed read then pays for what was left).
+ */
+async function writtenSettled(v: Variant): Promise<number> {
+  const t0 = performance.now();
+  await settle(v.pids(), WRITTEN_WAIT_MS);
+  if (v instanceof LightAgent) {
+    for (;;) {
+      const b = (await v.status()).backend ?? {};
+      if (Number(b.closeWriteFds ?? 0) === 0 && Number(b.inFlight ?? 0) === 0) break;
+      if (performance.now() - t0 > WRITTEN_WAIT_MS) return -1;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await settle(v.pids(), WRITTEN_WAIT_MS);
+  }
+  return Math.round(performance.now() - t0);
+}
 const NM = new URL('../../../node_modules', import.meta.url).pathname;
 
 /** The staging copy everything is cloned from: T, T.tgz, PY, npm, bin. */
@@ -188,9 +238,13 @@ function stage(dir: string, p: Profile): WorkloadsResult['tree'] {
 }
 
 const NPM_CI = 'npm ci --offline --ignore-scripts --no-audit --no-fund --no-update-notifier --loglevel=error --cache ../npm-cache';
-const RD = 'find T -type f -print0 | xargs -0 cat > /dev/null';
+const readAll = (dir: string) => `find ${dir} -type f -print0 | xargs -0 cat > /dev/null`;
+const RD = readAll('T');
+/** *_then_read: the most the bench waits after the write for the variant to be done with it. */
+const WRITTEN_WAIT_MS = 60_000;
 
-function command(w: Workload, p: Profile): { pre?: string; cmd: string; post?: string } {
+/** `written`: pre writes files and cmd reads them; the bench waits in between (writtenSettled). */
+function command(w: Workload, p: Profile): { pre?: string; cmd: string; post?: string; written?: boolean } {
   switch (w) {
     case 'read_first':
     case 'read_warm':
@@ -202,6 +256,10 @@ function command(w: Workload, p: Profile): { pre?: string; cmd: string; post?: s
       return { cmd: 'tar cf - T | gzip -1 > /dev/null' };
     case 'extract':
       return { pre: 'rm -rf X', cmd: 'mkdir X && tar xzf T.tgz -C X', post: 'rm -rf X' };
+    case 'copy_then_read':
+      return { pre: 'rm -rf T2 && cp -a T T2 && sync -f .', cmd: readAll('T2'), post: 'rm -rf T2', written: true };
+    case 'extract_then_read':
+      return { pre: 'rm -rf X && mkdir X && tar xzf T.tgz -C X && sync -f .', cmd: readAll('X'), post: 'rm -rf X', written: true };
     case 'exec':
       return { cmd: `for i in $(seq ${p.execs}); do ./bin/true; done` };
     case 'npm_ci':
@@ -220,14 +278,17 @@ async function main(): Promise<void> {
       only: { type: 'string' },
       variants: { type: 'string' },
       out: { type: 'string' },
+      dir: { type: 'string' },
     },
   }).values;
+  if (args.dir) BASE = path.resolve(args.dir);
   needRoot('bench/onaccess/workloads', 'fanotify permission events, loop mounts, dropping the page cache');
   const t0 = performance.now();
   const profileName = args.quick ? 'quick' : 'full';
   const p: Profile = { ...PROFILES[profileName] };
   if (args.reps) p.reps = Number(args.reps);
-  installCleanup('bench/onaccess/workloads', (args.quick ? 15 : 240) * 60_000);
+  const limitMs = (args.quick ? 15 : 240) * 60_000;
+  installCleanup('bench/onaccess/workloads', limitMs);
   const only = args.only ? new Set(args.only.split(',')) : undefined;
   // read_first always runs: it (re)starts the variants.
   const workloads = WORKLOADS.filter((w) => w === 'read_first' || !only || only.has(w));
@@ -249,7 +310,8 @@ async function main(): Promise<void> {
     ext4Mount(path.join(BASE, `${name}.img`), root, sizeMb);
     shSync(`cp -a '${stageDir}/.' '${root}/'`, { timeoutS: 900 });
     if (name === 'none') variants.push(new NoAgent(root));
-    if (name === 'lightagent') variants.push(new LightAgent(root, path.join(BASE, 'agent-state'), path.join(BASE, 'agent.log')));
+    if (name === 'lightagent')
+      variants.push(new LightAgent(root, path.join(BASE, 'agent-state'), path.join(BASE, 'agent.log'), limitMs + 60_000));
     if (name === 'clamonacc') {
       const missing = ClamOnAcc.installed();
       if (missing) status.clamonacc.broken = `not run: ${missing}`;
@@ -275,7 +337,19 @@ async function main(): Promise<void> {
 
   const runOne = async (v: Variant, w: Workload, rep: number) => {
     const c = command(w, p);
-    if (c.pre) await timed(c.pre, v.root, p.timeoutS);
+    if (c.pre) {
+      const pre = await timed(c.pre, v.root, p.timeoutS);
+      if (c.written && pre.rc !== 0) {
+        // Nothing to read: a failed sample (not in the medians), and the run goes on.
+        const err = `the untimed write failed: ${(pre.err || `exit ${pre.rc}`).slice(0, 200)}`;
+        samples.push({ workload: w, variant: v.name, rep, wall: 0, rc: pre.rc || 1, err, scannerCpuS: 0, settleMs: 0 });
+        say(`${w} ${v.name} #${rep}: ERR ${err}`);
+        if (c.post) await timed(c.post, v.root, p.timeoutS);
+        return;
+      }
+    }
+    const writtenWaitMs = c.written ? await writtenSettled(v) : undefined;
+    const before = c.written && v instanceof LightAgent ? permEvents(await v.status()) : undefined;
     const pids = v.pids();
     const cpu0 = sumTicks(pids);
     const sampler = setInterval(() => (peakKb[v.name] = Math.max(peakKb[v.name] ?? 0, sumRssKb(pids))), 100);
@@ -287,8 +361,10 @@ async function main(): Promise<void> {
     }
     const settleMs = await settle(pids);
     let agent: Sample['agent'];
+    let readEvents: number | undefined;
     if (v instanceof LightAgent) {
       const st = await v.status();
+      if (before !== undefined) readEvents = permEvents(st) - before;
       const queued = Number(st.deferredQueue ?? 0);
       const td = performance.now();
       let left = queued;
@@ -316,11 +392,13 @@ async function main(): Promise<void> {
       scannerCpuS,
       settleMs,
       ...(agent ? { agent } : {}),
+      ...(writtenWaitMs !== undefined ? { writtenWaitMs } : {}),
+      ...(readEvents !== undefined ? { readEvents } : {}),
     };
     if (r.rc !== 0) s.err = r.err || `exit ${r.rc}${r.rc === 124 ? ` (timeout ${p.timeoutS} s)` : ''}`;
     samples.push(s);
     say(
-      `${w} ${v.name} #${rep}: ${r.wall.toFixed(2)} s rc=${r.rc} scanner CPU ${scannerCpuS} s, settle ${settleMs} ms${agent ? `; agent: ${agent.unavailable} opens without verdict so far, ${agent.queued} queued${agent.queued ? `, drained in ${agent.drainMs} ms` : ''}` : ''}${s.err ? ` ERR ${s.err.slice(0, 200)}` : ''}`,
+      `${w} ${v.name} #${rep}: ${r.wall.toFixed(2)} s rc=${r.rc}${writtenWaitMs !== undefined ? ` (after a ${writtenWaitMs} ms wait${readEvents !== undefined ? `; ${readEvents} permission events in the timed read` : ''})` : ''} scanner CPU ${scannerCpuS} s, settle ${settleMs} ms${agent ? `; agent: ${agent.unavailable} opens without verdict so far, ${agent.queued} queued${agent.queued ? `, drained in ${agent.drainMs} ms` : ''}` : ''}${s.err ? ` ERR ${s.err.slice(0, 200)}` : ''}`,
     );
   };
 
@@ -368,8 +446,7 @@ async function main(): Promise<void> {
         await runOne(v, w, rep);
         if (last) {
           const after = await la!.status();
-          const perm = (s: AgentStatus) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
-          const n = perm(after) - perm(before!);
+          const n = permEvents(after) - permEvents(before!);
           events = { events: n, opens: tree.files, perOpen: round(n / tree.files, 5) };
         }
       }

@@ -134,6 +134,7 @@ export class Daemon implements DaemonApi {
         state: link!.state,
         svmId: link!.welcome?.svmId,
         generation: link!.generation,
+        ...signatureAge(link!.welcome),
         load: link!.load,
         latencyMs: Math.round(link!.lastLatencyMs * 100) / 100,
       },
@@ -253,6 +254,21 @@ export class Daemon implements DaemonApi {
   whenStopped(): Promise<void> {
     return this.stopped;
   }
+}
+
+/** The SVM's signature age as the daemon reports it (feature signature-age); nothing when the SVM did not say. */
+export function signatureAge(
+  w: { signaturesAt?: string | undefined; signaturesMaxAge?: number | undefined } | undefined,
+  now = Date.now(),
+): Pick<DaemonStatus['svm'], 'signaturesAt' | 'signatureAgeSeconds' | 'signaturesMaxAge' | 'signaturesStale'> {
+  if (!w) return {};
+  const at = w.signaturesAt ? Date.parse(w.signaturesAt) : NaN;
+  const age = Number.isFinite(at) ? Math.max(0, Math.round((now - at) / 1000)) : undefined;
+  return {
+    ...(age !== undefined ? { signaturesAt: w.signaturesAt, signatureAgeSeconds: age } : {}),
+    ...(w.signaturesMaxAge !== undefined ? { signaturesMaxAge: w.signaturesMaxAge } : {}),
+    ...(age !== undefined && w.signaturesMaxAge !== undefined ? { signaturesStale: age > w.signaturesMaxAge } : {}),
+  };
 }
 
 function memoryKb(): DaemonStatus['memory'] {

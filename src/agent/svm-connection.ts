@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import { ConfigError } from '../errors.js';
 import { hostInfo } from '../platform/host-info.js';
+import { FEATURES } from '../protocol/index.js';
 import {
   SvmLink,
   SvmPool,
@@ -74,6 +75,8 @@ function build(cfg: AgentConfig, extra: SvmClientExtra, pool: boolean): SvmClien
     hypervisor: host.hypervisor,
     agentVersion: AGENT_VERSION,
     deadlineMs: cfg.deadline,
+    // lightagent/1 features this agent speaks (protocol/messages.ts FEATURES).
+    features: [FEATURES.signatureAge],
     ca,
     cert,
     key,

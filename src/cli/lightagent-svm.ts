@@ -90,7 +90,8 @@ GET /healthz on the same port.
   footer: `Plain ws:// is allowed only on a loopback address, unless insecure_plain_ws: true.
 
 Signals: SIGHUP reloads the signatures (builtin files; clamd RELOAD; yara rules), agents are
-told the new generation; re-reads the config file and token file: tokens (connected agents stay unless their
+told the new generation (builtin files and yara rules are also reloaded when they change, unless
+watch_signatures: false); re-reads the config file and token file: tokens (connected agents stay unless their
 token was removed or expired) and the TLS certificate, key and client CA (new connections);
 SIGINT/SIGTERM stop gracefully.
 
@@ -155,6 +156,9 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
       rateLimit: { perSecond: cfg.rate_limit.per_second, burst: cfg.rate_limit.burst },
       scanConcurrency: cfg.scan_concurrency,
       agentQueue: cfg.agent_queue,
+      maxSignatureAgeMs: cfg.max_signature_age,
+      watchSignatures: cfg.watch_signatures,
+      siem: cfg.siem,
       ...(cfg.tls ? { tls: readTlsFiles(cfg.tls, o.config ?? 'the command line') } : {}),
     });
   } catch (e) {
@@ -205,11 +209,11 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
         fail(e, 'lightagent-svm: reload of the configuration (tokens, TLS) failed, keeping the previous ones');
       }
       try {
-        const r = (await engine.reload?.()) ?? { generation: engine.generation() };
-        const told = server.announceGeneration();
+        const r = await server.reloadSignatures('sighup');
+        const { previous: _previous, agentsTold: told, ...rest } = r;
         out(
           o.json
-            ? JSON.stringify({ event: 'reloaded', ...r, agentsTold: told, ...(tokens ?? {}) })
+            ? JSON.stringify({ event: 'reloaded', ...rest, agentsTold: told, ...(tokens ?? {}) })
             : `lightagent-svm: signatures reloaded (generation ${r.generation}` +
                 `${typeof r.errors === 'number' ? `, ${r.errors} bad lines skipped` : ''})` +
                 `${tokens ? `; ${tokens.tokens} tokens, ${tokens.agentsDropped} agents dropped` : ''}`,

@@ -6,7 +6,7 @@
 import { ProtocolError } from '../errors.js';
 import { FRAME_LIMITS, MAX_FEATURES, type AgentMessage, type Message, type SvmMessage } from './messages.js';
 
-type FieldKind = 'str' | 'hex64' | 'uint' | 'uint32' | 'num01' | 'bool' | 'obj' | 'names';
+type FieldKind = 'str' | 'hex64' | 'uint' | 'uint32' | 'num01' | 'bool' | 'obj' | 'names' | 'time';
 interface Field {
   kind: FieldKind;
   optional?: boolean;
@@ -24,6 +24,9 @@ const hex64: Field = { kind: 'hex64' };
 /** A short list of short names (feature names): at most MAX_FEATURES, each 1-64 of [a-z0-9-]. */
 const names: Field = { kind: 'names' };
 const FEATURE_NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
+/** An ISO 8601 UTC time as Date.toISOString writes it (feature signature-age). */
+const time: Field = { kind: 'time' };
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?Z$/;
 
 const limitsFields: Record<string, Field> = { maxFileSize: uint, maxChunk: uint, maxInFlight: uint };
 const processFields: Record<string, Field> = { pid: uint, exe: opt(s()), cmdline: opt(s()), uid: opt(uint) };
@@ -61,6 +64,8 @@ const SVM_SCHEMAS: Record<string, Schema> = {
     load: { kind: 'num01' },
     limits: { kind: 'obj', fields: limitsFields },
     features: opt(names),
+    signaturesAt: opt(time),
+    signaturesMaxAge: opt(uint),
   },
   verdict: {
     id: uint32,
@@ -74,7 +79,7 @@ const SVM_SCHEMAS: Record<string, Schema> = {
     cached: opt({ kind: 'bool' }),
   },
   load: { load: { kind: 'num01' }, queue: uint },
-  generation: { generation: s() },
+  generation: { generation: s(), signaturesAt: opt(time), signaturesMaxAge: opt(uint) },
   error: { code: s(), message: s(), id: opt(uint32) },
 };
 
@@ -113,6 +118,10 @@ function checkFields(src: Record<string, unknown>, schema: Schema, where: string
         break;
       case 'bool':
         if (typeof v !== 'boolean') bad(`${where}.${key} must be a boolean`);
+        break;
+      case 'time':
+        if (typeof v !== 'string' || !ISO_TIME.test(v) || !Number.isFinite(Date.parse(v)))
+          bad(`${where}.${key} must be an ISO 8601 UTC time (YYYY-MM-DDTHH:MM:SS.sssZ)`);
         break;
       case 'names':
         if (!Array.isArray(v)) bad(`${where}.${key} must be a list`);

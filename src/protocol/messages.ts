@@ -22,7 +22,14 @@ export const PROTOCOL_VERSION = 1;
  * Additions to lightagent/1, each named once here. A side lists in hello/welcome the ones it
  * speaks; a message of a feature goes only to a peer that listed it.
  */
-export const FEATURES = {} as const satisfies Record<string, string>;
+export const FEATURES = {
+  /**
+   * `welcome` and `generation` carry `signaturesAt` (ISO 8601: when the signatures in force were
+   * made, absent when the SVM does not know) and `signaturesMaxAge` (the SVM's max_signature_age,
+   * seconds): the agent shows the age and whether it is stale.
+   */
+  signatureAge: 'signature-age',
+} as const satisfies Record<string, string>;
 /** At most this many feature names in a hello or welcome, each at most 64 characters. */
 export const MAX_FEATURES = 32;
 
@@ -60,6 +67,10 @@ export interface Welcome {
   limits: Limits;
   /** Features of lightagent/1 this SVM speaks (see FEATURES); absent from older SVMs. */
   features?: string[];
+  /** Feature `signature-age`: when the signatures in force were made (ISO 8601), when known. */
+  signaturesAt?: string;
+  /** Feature `signature-age`: the SVM's max_signature_age, seconds. */
+  signaturesMaxAge?: number;
 }
 
 /** Ask for a verdict by content hash: answers from the SVM's shared cache, never uploads. */
@@ -120,6 +131,9 @@ export interface LoadReport {
 export interface GenerationChange {
   t: 'generation';
   generation: string;
+  /** Feature `signature-age`, as in `welcome`. */
+  signaturesAt?: string;
+  signaturesMaxAge?: number;
 }
 
 export interface ErrorMsg {

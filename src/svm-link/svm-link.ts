@@ -404,7 +404,14 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
           break;
         case 'generation':
           if (this._welcome && this._welcome.generation !== msg.generation) {
-            this._welcome = { ...this._welcome, generation: msg.generation };
+            // Feature signature-age: the new set's date comes with it (absent: not known).
+            const { signaturesAt: _at, signaturesMaxAge: _max, ...rest } = this._welcome;
+            this._welcome = {
+              ...rest,
+              generation: msg.generation,
+              ...(msg.signaturesAt !== undefined ? { signaturesAt: msg.signaturesAt } : {}),
+              ...(msg.signaturesMaxAge !== undefined ? { signaturesMaxAge: msg.signaturesMaxAge } : {}),
+            };
             this.log.info('signature generation changed', { generation: msg.generation });
             this.emit('generation', msg.generation);
           }

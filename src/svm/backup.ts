@@ -1,7 +1,8 @@
 /**
  * Backup and restore of what an SVM keeps: its config file, every file the config names (token
- * files, TLS material, builtin signatures, YARA rules; any `*_file` / `*_dir` key, so keys other
- * branches add such as `admin_token_file` come along), and the whole `state_dir`.
+ * files, TLS material wherever it is set (`tls.*`, `siem.N.ca/cert/key`), builtin signatures,
+ * YARA rules; any `*_file` / `*_dir` key, so keys other branches add such as `admin_token_file`
+ * come along), and the whole `state_dir`.
  *
  * The archive is a tar.gz: `manifest.json` first (format, version, roots, and per entry its
  * absolute path, kind, size, SHA-256, mode, owner), then one member `files/<path>` per file.
@@ -104,6 +105,8 @@ const refused = (detail: string, hint: string) => new BackupError('LA_ERR_BACKUP
 
 const SECRET_KEYS = /(^|\.)(token_file|key|[a-z_]*token[a-z_]*_file|env|config|include)$/;
 const SKIP_KEYS = new Set(['clamd.database_dir', 'log.file']);
+/** TLS material wherever it is set: `tls.cert/key/client_ca`, `siem.N.ca/cert/key`. */
+const PEM_KEYS = new Set(['cert', 'key', 'ca', 'client_ca']);
 
 /** The paths the config names: [key, path, known kind]. Walks the raw document (not the parsed one: keys other code adds come along). */
 function namedPaths(doc: Record<string, unknown>, configFile: string): Array<{ key: string; path: string }> {
@@ -120,9 +123,15 @@ function namedPaths(doc: Record<string, unknown>, configFile: string): Array<{ k
       if (key === 'signatures') {
         if (!Array.isArray(v)) throw bad(`${configFile}: signatures must be a list of files`);
         v.forEach((f, i) => add(`signatures.${i}`, f));
-      } else if (['tls.cert', 'tls.key', 'tls.client_ca', 'yara_rules', 'state_dir'].includes(key) || /_(file|dir)$/.test(k)) {
+      } else if (['yara_rules', 'state_dir'].includes(key) || PEM_KEYS.has(k) || /_(file|dir)$/.test(k)) {
         add(key, v);
-      } else if (typeof v === 'object' && !Array.isArray(v)) walk(v as Record<string, unknown>, `${key}.`, depth + 1);
+      } else if (Array.isArray(v)) {
+        // Lists of settings (siem: [{address, ca, cert, key}]): each item walked as `siem.0.`.
+        v.forEach((item, i) => {
+          if (typeof item === 'object' && item !== null && !Array.isArray(item))
+            walk(item as Record<string, unknown>, `${key}.${i}.`, depth + 1);
+        });
+      } else if (typeof v === 'object') walk(v as Record<string, unknown>, `${key}.`, depth + 1);
     }
   };
   walk(doc, '', 0);

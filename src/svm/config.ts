@@ -15,6 +15,8 @@
  *   engine: builtin                 # or clamav: a running clamd judges the files; or yara: YARA-X in this process
  *   yara_rules: /etc/lightagent/yara  # engine yara: a .yar file or a directory of .yar/.yara files
  *   signatures: [/etc/lightagent/sigs/local.hdb, /etc/lightagent/sigs/local.ndb]   # builtin only
+ *   max_signature_age: 7d           # older signatures are stale: /healthz degraded, event signatures-stale
+ *   watch_signatures: true          # builtin/yara: reload when the signature files change (no SIGHUP needed)
  *   archives: {enabled: true, max_depth: 16, max_members: 10000, max_unpacked: 256 MiB,
  *              max_member_size: 256 MiB, max_ratio: 250, timeout: 30s, alert_encrypted: true}
  *                                   # builtin only: what it unpacks from one file (zip, gzip, bzip2, tar,
@@ -35,6 +37,15 @@
  *   # cache: {store: redis://10.0.0.9:6379, entries: 1000000, ttl: 7d, timeout: 250ms, key_prefix: 'lightagent:v1:'}
  *   #   entries: the memory tier (in front of redis); ttl: expiry in redis; timeout: per redis command
  *   log: {file: /var/log/lightagent-svm/svm.log, level: info}
+ *   siem:                           # SIEM export (docs/siem.md): syslog RFC 5424 (JSON body) or CEF, up to 16
+ *     - address: tls://siem.example:6514   # udp:// (one datagram each), tcp:// or tls:// (RFC 5425 framing)
+ *       ca: /etc/lightagent/siem-ca.crt    # tls: pinned CA of the receiver; cert/key: our client certificate
+ *       format: rfc5424                    # or cef
+ *       events: [detection, protection, agent-silent, policy, signatures]   # default: all
+ *       tenants: [acme]                    # only these tenants' events (default: all)
+ *       name: siem-main                    # metric label (default host:port)
+ *       buffer: {events: 10000, bytes: 8 MiB}   # queued while the receiver is down; past it the busiest tenant's oldest go
+ *       facility: local0                   # app_name: lightagent-svm; max_message: 8 KiB (udp 2 KiB)
  *   state_dir: /var/lib/lightagent-svm  # what the SVM keeps (inventory, policies); `lightagent-svm backup` takes all of it
  */
 import fs from 'node:fs';
@@ -43,6 +54,8 @@ import { ConfigError } from '../errors.js';
 import { duration, override, parseConfig, readConfigFile, size } from '../config/load.js';
 import { FRAME_LIMITS } from '../protocol/index.js';
 import { DEFAULT_ARCHIVE_LIMITS as A } from './engines/containers/limits.js';
+import type { SiemDestination } from './siem/export.js';
+import { FACILITIES, SIEM_EVENT_CLASSES } from './siem/format.js';
 
 const archives = z
   .object({
@@ -107,6 +120,108 @@ const token = z.preprocess(
     .transform(({ expires, ...t }) => (expires ? { ...t, expiresAt: Date.parse(expires) } : t)),
 );
 
+// --- SIEM export (docs/siem.md; src/svm/siem/) ---
+const SIEM_DEFAULT_PORT = { udp: 514, tcp: 514, tls: 6514 } as const;
+const siemDestination = z
+  .object({
+    address: z.string().transform((v, ctx) => {
+      const m = /^(udp|tcp|tls):\/\/(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+))(?::(\d{1,5}))?$/.exec(v.trim());
+      const protocol = m?.[1] as keyof typeof SIEM_DEFAULT_PORT | undefined;
+      const port = m?.[4] ? Number(m[4]) : protocol ? SIEM_DEFAULT_PORT[protocol] : NaN;
+      if (!m || !protocol || port < 1 || port > 65535) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${JSON.stringify(v)} is not a syslog address (examples: tls://siem.example:6514, tcp://10.0.0.7:514, udp://[::1]:514)`,
+        });
+        return z.NEVER;
+      }
+      return { protocol, host: (m[2] ?? m[3])!, port };
+    }),
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9._:[\]-]{1,64}$/, 'a destination name has 1 to 64 letters, digits, . _ : - [ ] (it is a metric label)')
+      .optional(),
+    format: z.enum(['rfc5424', 'cef']).default('rfc5424'),
+    events: z
+      .array(z.enum(SIEM_EVENT_CLASSES))
+      .min(1)
+      .default([...SIEM_EVENT_CLASSES]),
+    tenants: z.array(z.string().min(1).max(64)).min(1).optional(),
+    ca: z.string().min(1).optional(),
+    cert: z.string().min(1).optional(),
+    key: z.string().min(1).optional(),
+    buffer: z
+      .object({
+        events: z.number().int().min(1).max(10_000_000).default(10_000),
+        bytes: size()
+          .refine((n) => n >= 64 * 1024 && n <= 4 * 1024 * 1024 * 1024, 'must be from 64 KiB to 4 GiB')
+          .default(8 * 1024 * 1024),
+      })
+      .strict()
+      .default({ events: 10_000, bytes: 8 * 1024 * 1024 }),
+    facility: z
+      .union([z.enum(FACILITIES), z.number().int().min(0).max(23)], {
+        error: 'must be a facility name (local0 .. local7, daemon, auth, security, ...) or its number 0 .. 23',
+      })
+      .default('local0')
+      .transform((f) => (typeof f === 'number' ? f : FACILITIES.indexOf(f))),
+    app_name: z
+      .string()
+      .regex(/^[\x21-\x7e]{1,48}$/, 'an APP-NAME is 1 to 48 printable ASCII characters, no space (RFC 5424)')
+      .default('lightagent-svm'),
+    // RFC 5426: UDP receivers should take 2048 bytes; rsyslog takes 8 KiB by default.
+    max_message: size()
+      .refine((n) => n >= 480 && n <= 65_507, 'must be from 480 to 65507 bytes')
+      .optional(),
+  })
+  .strict()
+  .superRefine((d, ctx) => {
+    const tls = d.address.protocol === 'tls';
+    if (tls && !d.ca)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ca'],
+        message: "tls:// needs ca: the PEM CA that signed the receiver's certificate (pinned)",
+      });
+    for (const k of ['ca', 'cert', 'key'] as const)
+      if (!tls && d[k]) ctx.addIssue({ code: 'custom', path: [k], message: `${k} is for tls:// destinations only` });
+    if (!d.cert !== !d.key) ctx.addIssue({ code: 'custom', path: [d.cert ? 'key' : 'cert'], message: 'cert and key go together' });
+    if (d.max_message !== undefined && d.max_message > d.buffer.bytes)
+      ctx.addIssue({ code: 'custom', path: ['max_message'], message: 'must not exceed buffer.bytes' });
+  })
+  .transform((d): SiemDestination => {
+    const { protocol, host, port } = d.address;
+    return {
+      name: d.name ?? `${host.includes(':') ? `[${host}]` : host}:${port}`,
+      protocol,
+      host,
+      port,
+      format: d.format,
+      events: d.events,
+      tenants: d.tenants,
+      ca: d.ca,
+      cert: d.cert,
+      key: d.key,
+      buffer: d.buffer,
+      facility: d.facility,
+      appName: d.app_name,
+      maxMessage: d.max_message ?? (protocol === 'udp' ? 2048 : 8192),
+    };
+  });
+const siem = z
+  .array(siemDestination)
+  .max(16)
+  .default([])
+  .superRefine((list, ctx) => {
+    const seen = new Set<string>();
+    list.forEach((d, i) => {
+      if (seen.has(d.name))
+        ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `two destinations are named ${d.name}: give each its own name` });
+      seen.add(d.name);
+    });
+  });
+// --- end SIEM export ---
+
 export const svmConfigSchema = z
   .object({
     listen: listen.default({ host: '127.0.0.1', port: 7443 }),
@@ -140,6 +255,11 @@ export const svmConfigSchema = z
         .default({ address: '/run/clamav/clamd.ctl', pool: 8, timeout: 30_000 }),
     ),
     signatures: z.array(z.string().min(1)).default([]),
+    // Signature freshness and updates (docs/svm.md, "Signature updates"): one block.
+    max_signature_age: duration()
+      .refine((ms) => ms >= 60_000 && ms <= 3650 * 86_400_000, 'must be from 1m to 3650d')
+      .default(7 * 86_400_000),
+    watch_signatures: z.boolean().default(true),
     archives: z.preprocess((v) => v ?? {}, archives),
     max_file_size: size().default(64 * 1024 * 1024),
     max_chunk: size()
@@ -193,6 +313,7 @@ export const svmConfigSchema = z
       })
       .strict()
       .optional(),
+    siem,
     log: z
       .object({ file: z.string().optional(), level: z.enum(['error', 'warn', 'info', 'debug']).default('info') })
       .strict()

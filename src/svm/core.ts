@@ -12,7 +12,7 @@ import { SvmEventBus } from './events.js';
 import { FairScheduler } from './fairness.js';
 import { SvmMetrics } from './metrics.js';
 import type { ReportTarget } from './reports.js';
-import { SignatureAge } from './signature-age.js';
+import { SignatureAge, type SignatureStatus } from './signature-age.js';
 import { TokenStore, type TenantToken } from './tokens.js';
 import { UploadBudget } from './uploads.js';
 import type { CachedVerdict, SharedVerdictCache, VerdictKey } from './verdict-cache.js';
@@ -42,7 +42,12 @@ export interface CoreOptions {
   scanConcurrency: number;
   /** Per agent: engine scans waiting for a slot; more are refused with LA_ERR_RATE_LIMITED. */
   agentQueue: number;
+  /** Signatures older than this are stale (/healthz degraded, event `signatures-stale`); default 7 days. */
+  maxSignatureAgeMs?: number | undefined;
 }
+
+/** Default max_signature_age: 7 days. */
+export const DEFAULT_MAX_SIGNATURE_AGE_MS = 7 * 24 * 3600 * 1000;
 
 /** A verdict without its envelope: what lookup and scan produce. */
 export type VerdictFields = Omit<VerdictMsg, 't' | 'id'>;
@@ -64,6 +69,10 @@ export class SvmCore {
   readonly events = new SvmEventBus();
   /** Features of lightagent/1 this SVM speaks, sent in `welcome` (see FEATURES in protocol/messages.ts). */
   readonly features: string[] = [];
+  /** Signature reloads by outcome (SIGHUP, a watched file changed): lightagent_svm_signature_reloads_total. */
+  readonly signatureReloads = { ok: 0, failed: 0 };
+  readonly signatureAge: SignatureAge;
+  private watched: { generation: string; stale: boolean } | undefined;
   private activeScans = 0;
   private inflightHits = 0;
   private readonly log = logger('svm');
@@ -110,17 +119,29 @@ export class SvmCore {
     m.gauge('lightagent_svm_cache_healthy', 'Is the shared verdict cache reachable (1) or is the SVM on its memory tier only (0).', () =>
       this.cache.healthy() ? 1 : 0,
     );
-    const age = new SignatureAge(engine);
+    const age = (this.signatureAge = new SignatureAge(engine));
     m.labelled(
       'lightagent_svm_signature_age_seconds',
-      "Seconds since the signatures in force were made, by engine: clamd's database date from VERSION, the newest YARA " +
-        "rule file's mtime. No series when the engine does not say (builtin, clamd with custom databases only).",
+      "Seconds since the signatures in force were made, by engine: clamd's database date from VERSION (or the newest " +
+        "file in clamd.database_dir), the newest YARA rule file's or builtin signature file's mtime. No series when the " +
+        'engine does not say (builtin with its EICAR set only, clamd with custom databases and no database_dir).',
       'gauge',
       'engine',
       () => {
         const s = age.seconds();
         return s === undefined ? {} : { [engine.name]: s };
       },
+    );
+    m.gauge('lightagent_svm_signatures_stale', 'Are the signatures in force older than max_signature_age (1) or not (0).', () =>
+      this.signatures().stale ? 1 : 0,
+    );
+    m.labelled(
+      'lightagent_svm_signature_reloads_total',
+      'Signature reloads (SIGHUP, or a watched builtin/YARA file changed) by result: ok, or failed (the previous ' +
+        'signatures stay in force).',
+      'counter',
+      'result',
+      () => this.signatureReloads,
     );
     m.counter(
       'lightagent_svm_cache_evictions_total',
@@ -147,6 +168,68 @@ export class SvmCore {
 
   generation(): string {
     return this.engine.generation();
+  }
+
+  /** The freshness of the signatures in force, now. */
+  signatures(now = Date.now()): SignatureStatus {
+    const t = this.signatureAge.time();
+    const maxMs = this.opts.maxSignatureAgeMs ?? DEFAULT_MAX_SIGNATURE_AGE_MS;
+    const ageSeconds = t.at === undefined ? null : Math.max(0, Math.round((now - t.at) / 1000));
+    return {
+      generation: this.generation(),
+      ageSeconds,
+      ...(t.at !== undefined ? { madeAt: new Date(t.at).toISOString() } : {}),
+      source: t.source,
+      stale: ageSeconds !== null && ageSeconds * 1000 > maxMs,
+      maxAgeSeconds: Math.round(maxMs / 1000),
+    };
+  }
+
+  /**
+   * Publish `signatures` when the generation changed since the last call, and `signatures-stale`
+   * when the age crossed max_signature_age (either way: `ageSeconds` says which). Called on a timer
+   * by the server and after each reload; the first call only takes note.
+   */
+  checkSignatures(now = Date.now()): void {
+    const st = this.signatures(now);
+    const before = this.watched;
+    this.watched = { generation: st.generation, stale: st.stale };
+    if (!before) {
+      if (st.stale) this.publishStale(st, now);
+      return;
+    }
+    const time = new Date(now).toISOString();
+    if (before.generation !== st.generation) {
+      this.log.info('signature generation changed', { generation: st.generation, previous: before.generation, ageSeconds: st.ageSeconds });
+      this.events.publish({
+        kind: 'signatures',
+        time,
+        engine: this.engine.name,
+        generation: st.generation,
+        previous: before.generation,
+        ...(st.ageSeconds !== null ? { ageSeconds: st.ageSeconds } : {}),
+      });
+    }
+    if (before.stale !== st.stale) this.publishStale(st, now);
+  }
+
+  private publishStale(st: SignatureStatus, now: number): void {
+    if (st.stale)
+      this.log.warn('signatures are older than max_signature_age', {
+        generation: st.generation,
+        ageSeconds: st.ageSeconds,
+        maxAgeSeconds: st.maxAgeSeconds,
+      });
+    else this.log.info('signatures are fresh again', { generation: st.generation, ageSeconds: st.ageSeconds });
+    this.events.publish({
+      kind: 'signatures-stale',
+      time: new Date(now).toISOString(),
+      engine: this.engine.name,
+      generation: st.generation,
+      stale: st.stale,
+      maxAgeSeconds: st.maxAgeSeconds,
+      ...(st.ageSeconds !== null ? { ageSeconds: st.ageSeconds } : {}),
+    });
   }
 
   /** 0..1: the larger of engine scans (running and queued) against SCAN_CAPACITY and held upload memory against the budget. */

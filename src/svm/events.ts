@@ -59,6 +59,9 @@ export interface SignatureSvmEvent extends Base {
   generation: string;
   previous?: string | undefined;
   ageSeconds?: number | undefined;
+  /** `signatures-stale`: true when the age went past max_signature_age, false when it came back under. */
+  stale?: boolean | undefined;
+  maxAgeSeconds?: number | undefined;
 }
 
 export type SvmEvent = DetectionSvmEvent | ProtectionSvmEvent | SilenceSvmEvent | PolicySvmEvent | SignatureSvmEvent;

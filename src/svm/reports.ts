@@ -4,6 +4,8 @@
  * the report interval (2 s by default, never under 1 s): it stays off while the SVM is idle.
  * An agent hears a figure only when it differs from the last one it was told.
  */
+import { FEATURES } from '../protocol/index.js';
+import { signatureFields, type SignatureStatus } from './signature-age.js';
 
 export interface ReportTarget {
   readonly ready: boolean;
@@ -13,12 +15,20 @@ export interface ReportTarget {
   readonly tenantName: string;
   lastLoad: number;
   lastGeneration: string;
-  send(m: { t: 'load'; load: number; queue: number } | { t: 'generation'; generation: string }): void;
+  /** Did the agent list this feature of lightagent/1? (signature-age: generation reports carry the age.) */
+  speaks?(feature: string): boolean;
+  send(
+    m:
+      | { t: 'load'; load: number; queue: number }
+      | { t: 'generation'; generation: string; signaturesAt?: string; signaturesMaxAge?: number },
+  ): void;
 }
 
 /** What the reports tell: the SVM's core (src/svm/core.ts) is one. */
 export interface ReportSource {
   generation(): string;
+  /** Feature signature-age: when the signatures in force were made, and max_signature_age. */
+  signatures?(): SignatureStatus;
   load(): number;
   queue(): number;
 }
@@ -48,10 +58,14 @@ export class Reporter {
   announceGeneration(): number {
     const generation = this.core.generation();
     let told = 0;
+    let age: ReturnType<typeof signatureFields> | undefined;
     for (const t of this.targets()) {
       if (!t.ready || t.lastGeneration === generation) continue;
       t.lastGeneration = generation;
-      t.send({ t: 'generation', generation });
+      if (this.core.signatures && t.speaks?.(FEATURES.signatureAge)) {
+        age ??= signatureFields(this.core.signatures());
+        t.send({ t: 'generation', generation, ...age });
+      } else t.send({ t: 'generation', generation });
       told++;
     }
     return told;

@@ -11,14 +11,16 @@ import type { AddressInfo } from 'node:net';
 import { createSecureContext as tlsCreateSecureContext, type TLSSocket } from 'node:tls';
 import os from 'node:os';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { LightagentError } from '../errors.js';
+import { ConfigError, LightagentError } from '../errors.js';
 import { logger } from '../log.js';
-import { CHUNK_HEADER, CloseCode, FRAME_LIMITS, PROTOCOL } from '../protocol/index.js';
+import { CHUNK_HEADER, CloseCode, FEATURES, FRAME_LIMITS, PROTOCOL } from '../protocol/index.js';
 import { SvmCore, type CoreOptions } from './core.js';
 import type { ScanEngine } from './engines/engine.js';
 import type { MetricsSnapshot } from './metrics.js';
 import { Reporter } from './reports.js';
+import { SignatureWatcher, watchedSignaturePaths } from './signature-watch.js';
 import { AgentSession } from './session.js';
+import { SiemExport, type SiemDestination, type SiemExportOptions } from './siem/export.js';
 import type { TenantToken } from './tokens.js';
 import type { SharedVerdictCache } from './verdict-cache.js';
 
@@ -76,6 +78,21 @@ export interface SvmOptions {
   agentQueue?: number;
   /** Serve wss:// (and https:// for /metrics, /healthz); plain ws:// without it. */
   tls?: SvmTlsOptions;
+  /** Signatures older than this are stale: /healthz degraded, event `signatures-stale` (default 7 days). */
+  maxSignatureAgeMs?: number;
+  /** How often the generation and the age are checked for events (default 10 s). */
+  signatureCheckMs?: number;
+  /**
+   * Reload when the builtin signature files or the YARA rules change (fs.watch, and polling every
+   * `pollMs`); a change is loaded once the files stay unchanged for `settleMs`. Off by default.
+   */
+  watchSignatures?: boolean | { pollMs?: number; settleMs?: number };
+  /** SIEM export destinations (config `siem:`, docs/siem.md); their TLS files are read at start. */
+  siem?: readonly SiemDestination[];
+  /** How long close() gives the SIEM export to deliver what is queued. */
+  siemFlushMs?: number;
+  /** Reconnect backoff, connect timeout, HOSTNAME of the SIEM export (tests shorten the backoff). */
+  siemExport?: SiemExportOptions;
 }
 
 export const SVM_DEFAULTS = {
@@ -91,6 +108,7 @@ export const SVM_DEFAULTS = {
   uploadStallMs: 5_000,
   reportIntervalMs: 2_000,
   closeGraceMs: 2_000,
+  siemFlushMs: 3_000,
   rateLimit: { perSecond: 5000, burst: 20_000 },
   scanConcurrency: 8,
   agentQueue: 16,
@@ -107,6 +125,9 @@ export interface HttpRoute {
   handle(req: http.IncomingMessage, res: http.ServerResponse, url: URL): void | Promise<void>;
 }
 
+/** What a signature reload did: the engine's answer, the generation before it, and how many agents were told. */
+export type SignatureReload = { generation: string; previous: string; agentsTold: number; [k: string]: unknown };
+
 export interface SvmHealth {
   status: 'ok' | 'degraded' | 'unhealthy';
   svmId: string;
@@ -116,13 +137,20 @@ export interface SvmHealth {
   generation: string;
   cache: { kind: string; healthy: boolean; entries: number };
   agents: number;
+  /** Freshness of the signatures in force; `stale` makes the status `degraded`. */
+  signatures: { generation: string; ageSeconds: number | null; stale: boolean; maxAgeSeconds: number; source: string; madeAt?: string };
 }
 
 export class SvmServer {
   private readonly sessions = new Set<AgentSession>();
   private readonly routes: HttpRoute[] = [];
   private readonly reporter: Reporter;
+  private readonly signatureTimer: NodeJS.Timeout;
+  private watcher: SignatureWatcher | undefined;
+  private reloading: Promise<SignatureReload> | undefined;
   private closing: Promise<void> | undefined;
+  /** Set by start(): the SIEM export of core.events (no destination: metric families only). */
+  siem!: SiemExport;
   private bound = { host: '', port: 0 };
   private readonly log = logger('svm');
 
@@ -133,6 +161,18 @@ export class SvmServer {
     private readonly opts: SvmOptions,
   ) {
     this.reporter = new Reporter(core, () => this.sessions, opts.reportIntervalMs ?? SVM_DEFAULTS.reportIntervalMs);
+    core.features.push(FEATURES.signatureAge);
+    core.checkSignatures();
+    this.signatureTimer = setInterval(() => core.checkSignatures(), Math.max(100, opts.signatureCheckMs ?? 10_000));
+    this.signatureTimer.unref();
+    const w = opts.watchSignatures;
+    if (w) {
+      const paths = watchedSignaturePaths(core.engine);
+      if (paths)
+        this.watcher = new SignatureWatcher(paths, () => void this.reloadSignatures('changed').catch(() => undefined), {
+          ...(typeof w === 'object' ? w : {}),
+        });
+    }
   }
 
   static async start(o: SvmOptions): Promise<SvmServer> {
@@ -153,8 +193,10 @@ export class SvmServer {
       rateLimit: o.rateLimit ?? d.rateLimit,
       scanConcurrency: o.scanConcurrency ?? d.scanConcurrency,
       agentQueue: o.agentQueue ?? d.agentQueue,
+      maxSignatureAgeMs: o.maxSignatureAgeMs,
     };
     const core = new SvmCore(coreOpts, o.engine, o.cache);
+    const siem = new SiemExport(o.siem ?? [], core.events, core.metrics, o.siemExport);
     const httpServer = o.tls ? https.createServer(tlsServerOptions(o.tls)) : http.createServer();
     if (o.tls) {
       // A failed handshake (no or bad client certificate, wrong CA on the agent) never reaches ws.
@@ -169,6 +211,7 @@ export class SvmServer {
     // permessage-deflate off: it costs ~10x throughput on file content (DESIGN.md, wire protocol).
     const wss = new WebSocketServer({ server: httpServer, perMessageDeflate: false, maxPayload });
     const self = new SvmServer(httpServer, wss, core, o);
+    self.siem = siem;
     httpServer.on('request', (req, res) => self.onHttp(req, res));
     wss.on('connection', (ws, req) => self.onConnection(ws, req));
     wss.on('error', (e) => self.log.error('websocket server error', { message: e.message }));
@@ -190,6 +233,7 @@ export class SvmServer {
         { cause: e },
       );
     });
+    siem.start();
     self.log.info('SVM listening', {
       url: self.url,
       engine: o.engine.name,
@@ -247,8 +291,9 @@ export class SvmServer {
   health(): SvmHealth {
     const engineHealthy = this.core.engine.healthy();
     const cacheHealthy = this.core.cache.healthy();
+    const signatures = this.core.signatures();
     return {
-      status: !engineHealthy ? 'unhealthy' : cacheHealthy ? 'ok' : 'degraded',
+      status: !engineHealthy ? 'unhealthy' : cacheHealthy && !signatures.stale ? 'ok' : 'degraded',
       svmId: this.core.opts.svmId,
       protocol: PROTOCOL,
       engine: this.core.engine.name,
@@ -256,6 +301,7 @@ export class SvmServer {
       generation: this.core.generation(),
       cache: { kind: this.core.cache.kind, healthy: cacheHealthy, entries: this.core.cache.stats().entries },
       agents: this.core.agents.size,
+      signatures,
     };
   }
 
@@ -276,6 +322,42 @@ export class SvmServer {
     return this.reporter.announceGeneration();
   }
 
+  /**
+   * Reload the engine's signatures (SIGHUP, or a watched signature file changed), then tell the
+   * agents the new generation and publish the events. A failed reload keeps the signatures in
+   * force (the engines guarantee it), is logged with its reason and counted, and rejects. One at
+   * a time: a call while a reload runs waits for it and gets its outcome.
+   */
+  reloadSignatures(why: 'sighup' | 'changed' = 'sighup'): Promise<SignatureReload> {
+    this.reloading ??= this.doReload(why).finally(() => (this.reloading = undefined));
+    return this.reloading;
+  }
+
+  private async doReload(why: 'sighup' | 'changed'): Promise<SignatureReload> {
+    const engine = this.core.engine;
+    const previous = engine.generation();
+    try {
+      const r = (await engine.reload?.()) ?? { generation: engine.generation() };
+      this.core.signatureReloads.ok++;
+      const agentsTold = this.announceGeneration();
+      this.core.checkSignatures();
+      this.log.info('signatures reloaded', { why, engine: engine.name, generation: r.generation, previous, agentsTold });
+      return { ...r, previous, agentsTold };
+    } catch (e) {
+      this.core.signatureReloads.failed++;
+      const err = e as LightagentError;
+      this.log.error('signature reload failed; the previous signatures stay in force', {
+        why,
+        engine: engine.name,
+        code: err.code,
+        message: err.message,
+        ...(e instanceof ConfigError ? { issues: e.issues.slice(0, 20) } : {}),
+        generation: engine.generation(),
+      });
+      throw e;
+    }
+  }
+
   /** Close every agent with 4010 (they fail over or retry), then the server, the engine and the cache. */
   close(): Promise<void> {
     this.closing ??= this.shutdown();
@@ -284,6 +366,8 @@ export class SvmServer {
 
   private async shutdown(): Promise<void> {
     this.reporter.stop();
+    clearInterval(this.signatureTimer);
+    this.watcher?.close();
     const sessions = [...this.sessions];
     for (const s of sessions) s.close(CloseCode.SHUTDOWN, 'SVM shutting down');
     const grace = this.opts.closeGraceMs ?? SVM_DEFAULTS.closeGraceMs;
@@ -296,6 +380,8 @@ export class SvmServer {
       this.httpServer.close(() => r());
       this.httpServer.closeAllConnections();
     });
+    // After the agents: their last detections still go out.
+    await this.siem.close(this.opts.siemFlushMs ?? SVM_DEFAULTS.siemFlushMs);
     await this.core.engine.close();
     await this.core.cache.close();
     this.log.info('SVM stopped', { agentsClosed: sessions.length });

@@ -41,6 +41,7 @@ import { LightagentError, ProtocolError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   CloseCode,
+  FEATURES,
   FRAME_LIMITS,
   PROTOCOL_VERSION,
   decodeAgentMessage,
@@ -52,6 +53,7 @@ import {
   type VerdictMsg,
 } from '../protocol/index.js';
 import type { SvmCore, VerdictFields } from './core.js';
+import { signatureFields } from './signature-age.js';
 import { TokenBucket } from './fairness.js';
 import type { Timing } from './metrics.js';
 import { UploadTable, type CompletedUpload } from './uploads.js';
@@ -312,6 +314,7 @@ export class AgentSession {
       load: this.lastLoad,
       limits: { maxFileSize: o.maxFileSize, maxChunk: o.maxChunk, maxInFlight: o.maxInFlight },
       ...(this.core.features.length ? { features: [...this.core.features] } : {}),
+      ...(this.speaks(FEATURES.signatureAge) ? signatureFields(this.core.signatures()) : {}),
     });
     this.core.agents.add(this);
     if (this.core.claimAgentId(tenant, msg.agentId) > 0) {

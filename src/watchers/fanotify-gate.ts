@@ -11,6 +11,9 @@
  * next opens of that unchanged file raise no event at all; the kernel drops the mark at the first
  * modification. If the file changed while it was judged (sameIdentity before/after fails), the
  * mark is removed again. `flushCleanMarks()` drops every ignore mark (signature generation change).
+ * A close-write whose background scan ends clean gets the same mark through its event fd (held until
+ * the scan settles), checked against the fstat taken before the scan: a file written, scanned and
+ * unchanged then opens with no event at all (counted as writtenMarks).
  *
  * Deadlines: the worker answers any permission event this thread has not answered within
  * `deadlineMs`, by `onDeadline`. A decision that arrives later is not written (the event was
@@ -387,15 +390,22 @@ export class FanotifyGate implements ProtectionBackend {
     }
   }
 
-  /** Ignore mark, then a second fstat: if the file changed while it was judged, the mark goes again. */
-  private markClean(e: PostedEvent, before: fs.BigIntStats): void {
+  /**
+   * Ignore mark, then a second fstat: if the file changed while it was judged, the mark goes again.
+   * `before` is the fstat taken before the verdict was sought (for a close-write: before its scan
+   * read the content), and the mark goes on the inode of the fd the verdict read through. So the
+   * mark never stands over content other than what was judged: a write before the mark shows in
+   * the second fstat (identity changed: mark removed), a write after it clears it in the kernel.
+   * `written`: the verdict was a close-write's scan (counted as writtenMarks when the mark stays).
+   */
+  private markClean(e: PostedEvent, before: fs.BigIntStats, written = false): void {
     this.withGroup((fan) => {
       if (!addIgnoreMark(fan, e.fd, IGNORE_MASK)) return;
       Atomics.add(this.counters, C.ignoreMarks, 1);
       if (!sameIdentity(fs.fstatSync(e.fd, { bigint: true }), before)) {
         removeIgnoreMark(fan, e.fd, IGNORE_MASK);
         Atomics.add(this.counters, C.marksDropped, 1);
-      }
+      } else if (written) Atomics.add(this.counters, C.writtenMarks, 1);
     });
   }
 
@@ -440,12 +450,12 @@ export class FanotifyGate implements ProtectionBackend {
     if (r instanceof Promise) {
       return r
         .then((x: unknown) => {
-          if (isClean(x) && !this.stopping) this.markClean(e, stat);
+          if (isClean(x) && !this.stopping) this.markClean(e, stat, true);
         })
         .finally(() => this.closeWriteDone(e));
     }
     try {
-      if (isClean(r) && !this.stopping) this.markClean(e, stat);
+      if (isClean(r) && !this.stopping) this.markClean(e, stat, true);
     } finally {
       this.closeWriteDone(e);
     }
@@ -470,8 +480,9 @@ export class FanotifyGate implements ProtectionBackend {
    * Counters since start: events by kind (open, exec, closeWrite), ownPid and outside (answered
    * at once by the worker), posted (to this thread), allowed/denied (verdicts written here),
    * deadline (answered by the worker by policy), lateDecisions, stopAnswers, ignoreMarks,
-   * marksDropped, overflow, inFlight; answerP50Us/answerP99Us: from the worker's read to this
-   * thread's response, over the last 4096 verdicts.
+   * marksDropped, writtenMarks (of ignoreMarks: kept after a close-write's clean scan), overflow,
+   * inFlight; answerP50Us/answerP99Us: from the worker's read to this thread's response, over the
+   * last 4096 verdicts.
    */
   stats(): Record<string, number> {
     const c = this.counters;

@@ -80,6 +80,11 @@ export const C = {
   closeWritesDropped: 19,
   /** Start-up: replays of the hit path before the mounts were marked (fanotify-worker.ts warmUp); never counted in the others. */
   warmUpHits: 20,
+  /**
+   * Ignore marks placed when a written file's background scan ended clean (its close-write), kept
+   * because its identity was unchanged since the scan began (also counted in ignoreMarks).
+   */
+  writtenMarks: 21,
 } as const;
 /**
  * Not counters: the group fd's life. CLOSING is set (once) by whoever closes the group; USERS
@@ -88,7 +93,7 @@ export const C = {
  */
 export const GROUP_CLOSING_SLOT = 14;
 export const GROUP_USERS_SLOT = 15;
-export const COUNTER_SLOTS = 21;
+export const COUNTER_SLOTS = 22;
 /** Event fds tracked in the shared state table; larger fds are answered by the worker at once. */
 export const STATE_SLOTS = 65536;
 

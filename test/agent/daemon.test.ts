@@ -175,6 +175,7 @@ describe('daemon protection, fanotify only', { skip }, () => {
     await new Promise((r) => setTimeout(r, 300));
     scanned = await agent.status();
     assert.equal(marked(scanned), 20, 'one kernel mark per file written');
+    assert.equal(scanned.backend.writtenMarks - before.backend.writtenMarks, 20, 'each counted as a mark after a write');
     assert.equal(scanned.backend.marksDropped - before.backend.marksDropped, 0, 'no mark taken back: none was added at the O_CREAT open');
     for (const f of files) assert.equal(run('cat', [f]).status, 0);
     const afterS = await agent.status();
@@ -184,6 +185,33 @@ describe('daemon protection, fanotify only', { skip }, () => {
       0,
       `opens after the close-write scans raised events: ${JSON.stringify({ scanned: scanned.backend, afterS: afterS.backend })}`,
     );
+  });
+
+  it('written, scanned, then silent: a tree extracted (tar) and copied (cp -a) into the protected folder is read with no permission event once the scans have ended', async () => {
+    // The tree is made outside any mark; tar and cp write into the protected tmpfs.
+    const src = tempDir('la-tree-');
+    fs.mkdirSync(path.join(src, 'tree/sub'), { recursive: true });
+    for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(src, `tree${i % 2 ? '/sub' : ''}/f${i}.txt`), `file ${i} ${Math.random()}\n`);
+    assert.equal(run('tar', ['cf', path.join(src, 'tree.tar'), '-C', src, 'tree']).status, 0);
+    const before = await agent.status();
+    const x = path.join(mnt.dir, 'extracted');
+    fs.mkdirSync(x);
+    assert.equal(run('tar', ['xf', path.join(src, 'tree.tar'), '-C', x]).status, 0);
+    assert.equal(run('cp', ['-a', path.join(x, 'tree'), path.join(mnt.dir, 'copied')]).status, 0);
+    // The wait a user gives it (as bench/onaccess/workloads.ts does): no close-write held or being scanned.
+    let st = await agent.status();
+    for (const end = Date.now() + 15_000; (st.backend.closeWriteFds !== 0 || st.backend.inFlight !== 0) && Date.now() < end;)
+      st = await new Promise((r) => setTimeout(r, 100)).then(() => agent.status());
+    assert.equal(st.backend.closeWriteFds, 0, 'every close-write scanned');
+    assert.equal(st.backend.writtenMarks - before.backend.writtenMarks, 80, 'each written file marked after its scan');
+    const files = run('find', [x, path.join(mnt.dir, 'copied'), '-type', 'f'])
+      .stdout.trim()
+      .split('\n');
+    assert.equal(files.length, 80);
+    for (const f of files) assert.equal(run('cat', [f]).status, 0);
+    const after = await agent.status();
+    const perm = (s: Record<string, number>) => (s.open ?? 0) + (s.exec ?? 0);
+    assert.equal(perm(after.backend) - perm(st.backend), 0, 'reads of the 80 written files raised no permission event');
   });
 
   it('new signatures (SVM reload) make a clean, kernel-marked file judged again, and now denied', async () => {

@@ -44,6 +44,19 @@ const svmMsgs: Message[] = [
   { t: 'verdict', id: 2, verdict: 'error', code: 'LA_ERR_BUSY', message: 'busy' },
   { t: 'load', load: 1, queue: 0 },
   { t: 'generation', generation: 'g2' },
+  // Feature signature-age.
+  {
+    t: 'welcome',
+    v: 1,
+    svmId: 's',
+    generation: 'g',
+    load: 0,
+    limits: { maxFileSize: 1, maxChunk: 2, maxInFlight: 3 },
+    features: ['signature-age'],
+    signaturesAt: '2026-12-01T10:00:00.000Z',
+    signaturesMaxAge: 604800,
+  },
+  { t: 'generation', generation: 'g3', signaturesAt: '2026-12-05T10:20:30Z', signaturesMaxAge: 0 },
   { t: 'error', code: 'LA_ERR_AUTH', message: 'no' },
 ];
 
@@ -94,6 +107,29 @@ describe('protocol codec', () => {
     );
     const w = { t: 'welcome', v: 1, svmId: 's', generation: 'g', load: 0, limits: { maxFileSize: 1, maxChunk: 2, maxInFlight: 3 } };
     assert.throws(() => decodeSvmMessage(JSON.stringify({ ...w, features: ['../x'] })), ProtocolError);
+  });
+
+  it('feature signature-age: signaturesAt is an ISO 8601 UTC time, signaturesMaxAge a non-negative integer', () => {
+    const g = { t: 'generation', generation: 'g' };
+    const ok = decodeSvmMessage(JSON.stringify({ ...g, signaturesAt: '2026-01-02T03:04:05.678Z', signaturesMaxAge: 3600 }));
+    assert.deepEqual(ok, { ...g, signaturesAt: '2026-01-02T03:04:05.678Z', signaturesMaxAge: 3600 });
+    for (const signaturesAt of [
+      'yesterday',
+      '2026-01-02',
+      '2026-01-02T03:04:05+01:00',
+      '2026-13-02T03:04:05Z',
+      `2026-01-02T03:04:05Z${' '.repeat(10)}`,
+      'x'.repeat(5000),
+      12345,
+      { a: 1 },
+    ])
+      assert.throws(
+        () => decodeSvmMessage(JSON.stringify({ ...g, signaturesAt })),
+        (e: unknown) => e instanceof ProtocolError && /signaturesAt/.test(e.message),
+        JSON.stringify(signaturesAt).slice(0, 40),
+      );
+    for (const signaturesMaxAge of [-1, 1.5, '7d', Number.MAX_SAFE_INTEGER + 2])
+      assert.throws(() => decodeSvmMessage(JSON.stringify({ ...g, signaturesMaxAge })), ProtocolError, String(signaturesMaxAge));
   });
 
   it('names the field that is wrong', () => {
@@ -169,6 +205,13 @@ describe('protocol codec', () => {
           limits: fc.anything(),
           process: fc.anything(),
           load: fc.anything(),
+          generation: fc.anything(),
+          signaturesAt: fc.oneof(
+            fc.anything(),
+            fc.date({ noInvalidDate: true }).map((d) => d.toISOString()),
+            fc.string(),
+          ),
+          signaturesMaxAge: fc.anything(),
         },
         { requiredKeys: ['t'] },
       )

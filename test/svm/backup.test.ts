@@ -116,6 +116,7 @@ describe('lightagent-svm backup and restore', () => {
     );
     assert.equal(openssl.status, 0, openssl.stderr);
     fs.chmodSync(path.join(etc, 'svm.key'), 0o600);
+    fs.copyFileSync(path.join(etc, 'svm.crt'), path.join(etc, 'siem-ca.pem'));
     fs.writeFileSync(path.join(etc, 'tokens.yaml'), `- {tenant: acme, token: ${OLD_TOKEN}}\n`, { mode: 0o600 });
     fs.writeFileSync(path.join(etc, 'local.hdb'), '44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n');
     fs.writeFileSync(path.join(state, 'inventory', 'agents.json'), JSON.stringify({ agents: ['a', 'b'] }), { mode: 0o600 });
@@ -132,6 +133,8 @@ describe('lightagent-svm backup and restore', () => {
         `tls: {cert: ${path.join(etc, 'svm.crt')}, key: ${path.join(etc, 'svm.key')}}`,
         `signatures: [${path.join(etc, 'local.hdb')}]`,
         `state_dir: ${state}`,
+        // A list of settings with TLS material in each item (the SIEM export): walked too.
+        `siem: [{address: 'tls://127.0.0.1:6514', ca: ${path.join(etc, 'siem-ca.pem')}}]`,
         '',
       ].join('\n'),
       { mode: 0o640 },
@@ -163,8 +166,16 @@ describe('lightagent-svm backup and restore', () => {
       r.skipped.map((x) => path.basename(x.path)),
       ['lightagent-4242-AbC123'],
     );
-    assert.deepEqual(r.roots.map((x) => x.key).sort(), ['config', 'signatures.0', 'state_dir', 'tls.cert', 'tls.key', 'token_file']);
-    assert.equal(r.files, 7);
+    assert.deepEqual(r.roots.map((x) => x.key).sort(), [
+      'config',
+      'siem.0.ca',
+      'signatures.0',
+      'state_dir',
+      'tls.cert',
+      'tls.key',
+      'token_file',
+    ]);
+    assert.equal(r.files, 8);
     assert.equal(fs.statSync(archive).mode & 0o777, 0o600, 'the archive holds secrets');
     const members = await readArchive(archive);
     assert.equal(members[0]!.name, 'manifest.json', 'the manifest comes first');
@@ -189,7 +200,7 @@ describe('lightagent-svm backup and restore', () => {
 
     const res = cli(['restore', archive, '--allow-root', dir]);
     assert.equal(res.status, 0, res.stderr);
-    assert.match(res.stdout, /restored 7 files/);
+    assert.match(res.stdout, /restored 8 files/);
     assert.deepEqual(snapshot(dir), before, 'every file back, byte for byte');
     const mode = (p: string) => fs.statSync(p).mode & 0o777;
     assert.equal(mode(path.join(etc, 'svm.key')), 0o600);

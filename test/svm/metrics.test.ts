@@ -119,7 +119,7 @@ describe('SVM /metrics (prom-client)', () => {
     assert.ok(value(sc, 'process_resident_memory_bytes')! > 10e6, 'RSS measured');
     assert.ok(value(sc, 'nodejs_heap_size_used_bytes')! > 1e6, 'heap measured');
     assert.ok(value(sc, 'process_start_time_seconds')! > Date.now() / 1000 - 3600);
-    // The builtin engine keeps its files to itself: a family, no series.
+    // The builtin engine with its EICAR set alone has no age: a family, no series.
     assert.equal(sc.types.get('lightagent_svm_signature_age_seconds'), 'gauge');
     assert.ok(!sc.samples.some((x) => x.name === 'lightagent_svm_signature_age_seconds'));
     await s.close();
@@ -303,7 +303,7 @@ describe('SVM signature age', () => {
     }
   });
 
-  it('reports no age for the builtin engine (its signature files are not public)', async () => {
+  it('reports no age for the builtin engine with no signature files (the EICAR set alone)', async () => {
     const s = await startTestSvm({ engine: new BuiltinEngine() });
     assert.equal(Object.keys(s.metrics).filter((k) => k.startsWith('lightagent_svm_signature_age_seconds')).length, 0);
     await s.close();

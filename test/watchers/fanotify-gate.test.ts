@@ -216,6 +216,110 @@ describe('FanotifyGate', { skip }, () => {
     await g.stop();
   });
 
+  describe('written, scanned, then silent (ignore mark at the end of a close-write scan)', () => {
+    type Stats = { decides: number; gate: Record<string, number> };
+    const statsOf = async (g: ReturnType<typeof startGate>) => JSON.parse(await g.ask('stats', /\{.*\}\n/)) as Stats;
+    const esc = (f: string) => f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    const scanned = (g: ReturnType<typeof startGate>, f: string, verdict: 'clean' | 'infected') =>
+      waitFor(g, new RegExp(`CW_DONE ${esc(f)} ${verdict}\n`), 10_000);
+    /** Decisions asked for `f` so far (a stats round trip first: the child's earlier lines are then read). */
+    const decidesOf = async (g: ReturnType<typeof startGate>, f: string) => {
+      await statsOf(g);
+      return g.output().split(`DECIDE ${f} `).length - 1;
+    };
+    /** Let the gate's mark (right after CW_DONE, same turn) land before the stats are read. */
+    const settleMark = () => new Promise((r) => setTimeout(r, 100));
+
+    // Decisions ('evil') are never cacheable here: a silent open can only come from a close-write's mark.
+    it('a clean written file opens with no event; modified after its scan (now infected) it is judged again and denied; an infected one is never marked', async () => {
+      const dir = path.join(mnt!.dir, 'silent');
+      fs.mkdirSync(dir);
+      const g = startGate(mnt!.dir, 'evil', 2000, 'allow', { GATE_CW_JUDGE: '1' });
+      gates.push(g);
+      await waitFor(g, /READY/);
+      const clean = path.join(dir, 'clean.txt');
+      assert.equal(run('sh', ['-c', `printf 'clean content' > ${clean}`]).status, 0);
+      await scanned(g, clean, 'clean');
+      await settleMark();
+      const s0 = await statsOf(g);
+      assert.equal(s0.gate.writtenMarks, 1, 'marked when its scan ended clean');
+      assert.equal(s0.gate.marksDropped, 0);
+      for (let i = 0; i < 5; i++) assert.equal(run('cat', [clean]).stdout, 'clean content');
+      const s1 = await statsOf(g);
+      assert.equal(s1.gate.open, s0.gate.open, 'five opens after the scan: no permission event at all');
+      assert.equal(await decidesOf(g, clean), 0, 'never asked: judged at its close-write only');
+      // Modified after its scan: the write clears the mark in the kernel, the next open is judged.
+      const mod = run('sh', ['-c', `printf ' EVIL' >> ${clean} && cat ${clean}`]);
+      assert.notEqual(mod.status, 0, 'the open after the modification was denied');
+      assert.match(mod.stderr, /Operation not permitted/);
+      assert.equal(await decidesOf(g, clean), 1, 'judged again at its next open');
+      await scanned(g, clean, 'infected');
+      // An infected written file: never marked, denied at every open.
+      const evil = path.join(dir, 'evil.txt');
+      assert.equal(run('sh', ['-c', `printf 'EVIL payload' > ${evil}`]).status, 0);
+      await scanned(g, evil, 'infected');
+      await settleMark();
+      const s2 = await statsOf(g);
+      assert.equal(s2.gate.writtenMarks, 1, 'no mark for an infected scan (nor for the infected rewrite)');
+      for (let i = 0; i < 2; i++) assert.match(run('cat', [evil]).stderr, /Operation not permitted/);
+      assert.equal(await decidesOf(g, evil), 2, 'each open judged');
+      await g.stop();
+    });
+
+    it('a marked file replaced by a rename over it is judged again at its next open', async () => {
+      const dir = path.join(mnt!.dir, 'renamed');
+      fs.mkdirSync(dir);
+      const g = startGate(mnt!.dir, 'evil', 2000, 'allow', { GATE_CW_JUDGE: '1' });
+      gates.push(g);
+      await waitFor(g, /READY/);
+      const f = path.join(dir, 'target.txt');
+      const tmp = path.join(dir, '.target.txt.new');
+      assert.equal(run('sh', ['-c', `printf 'first version' > ${f}`]).status, 0);
+      await scanned(g, f, 'clean');
+      await settleMark();
+      assert.equal(run('cat', [f]).status, 0);
+      assert.equal(await decidesOf(g, f), 0, 'marked: opened with no event');
+      assert.equal(run('sh', ['-c', `printf 'EVIL second version' > ${tmp} && mv ${tmp} ${f}`]).status, 0);
+      const r = run('cat', [f]);
+      assert.match(r.stderr, /Operation not permitted/, "the new inode does not inherit the old one's mark");
+      assert.equal(await decidesOf(g, f), 1);
+      await g.stop();
+    });
+
+    it('a file modified while its close-write scan runs is not marked (mark taken back), raises an event and is judged again', async () => {
+      const dir = path.join(mnt!.dir, 'slow-scan');
+      fs.mkdirSync(dir);
+      // Every close-write scan reads the content at once, then takes 3 s to answer (time enough for the append, even on a busy machine).
+      const g = startGate(mnt!.dir, 'evil', 2000, 'allow', { GATE_CW_JUDGE: '1', GATE_CW_DELAY_MS: '3000' });
+      gates.push(g);
+      await waitFor(g, /READY/);
+      const f = path.join(dir, 'racy.txt');
+      const s0 = await statsOf(g);
+      assert.equal(run('sh', ['-c', `printf 'clean start' > ${f}`]).status, 0);
+      await waitFor(g, new RegExp(`CLOSE_WRITE ${esc(f)} \\d+ clean start\n`), 10_000); // its scan has read the content
+      assert.equal(run('sh', ['-c', `printf ' EVIL' >> ${f}`]).status, 0, 'the append (its open judged on the old, clean content)');
+      await scanned(g, f, 'clean'); // the first scan ends clean: about the content before the append
+      await settleMark();
+      const s1 = await statsOf(g);
+      assert.equal(s1.gate.marksDropped - s0.gate.marksDropped, 1, 'the mark was taken back: the identity changed during the scan');
+      assert.equal(s1.gate.writtenMarks, 0);
+      const before = await decidesOf(g, f);
+      assert.match(run('cat', [f]).stderr, /Operation not permitted/, 'judged again, on the new content');
+      assert.equal(await decidesOf(g, f), before + 1);
+      // A clean file modified (clean) after its scan ended raises an event before its new scan ends.
+      const g2 = path.join(dir, 'later.txt');
+      assert.equal(run('sh', ['-c', `printf 'clean one' > ${g2}`]).status, 0);
+      await scanned(g, g2, 'clean');
+      await settleMark();
+      assert.equal((await statsOf(g)).gate.writtenMarks, 1);
+      assert.equal(run('cat', [g2]).status, 0);
+      assert.equal(await decidesOf(g, g2), 0, 'marked after its scan');
+      assert.equal(run('sh', ['-c', `printf ' and two' >> ${g2} && cat ${g2} > /dev/null`]).status, 0);
+      assert.equal(await decidesOf(g, g2), 1, 'the open after the modification was a permission event');
+      await g.stop();
+    });
+  });
+
   it('a burst of 1,500 files written (close-writes held while the gate is busy): every close-write is reported once with its content, and every fd closed after', async () => {
     const dir = path.join(mnt!.dir, 'burst');
     fs.mkdirSync(dir);

@@ -70,7 +70,19 @@ export interface DaemonStatus {
   reloads: number;
   /** Times the protection backend stopped on its own and was started again. */
   recoveries: number;
-  svm: { url: string; state: string; svmId?: string | undefined; generation?: string | undefined; load: number; latencyMs: number };
+  svm: {
+    url: string;
+    state: string;
+    svmId?: string | undefined;
+    generation?: string | undefined;
+    /** Feature signature-age: when the SVM's signatures were made, their age now, and whether past the SVM's max_signature_age. */
+    signaturesAt?: string | undefined;
+    signatureAgeSeconds?: number | undefined;
+    signaturesMaxAge?: number | undefined;
+    signaturesStale?: boolean | undefined;
+    load: number;
+    latencyMs: number;
+  };
   cache: Record<string, number> | undefined;
   deferredQueue: number;
   detections: { total: number; recent: ReturnType<DetectionLog['recent']> };

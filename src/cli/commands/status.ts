@@ -35,6 +35,20 @@ function ago(iso: string | undefined): string {
   return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
 }
 
+/** Age in words: 45s, 12m, 5h, 3d. */
+export function ageText(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : s < 172_800 ? `${Math.round(s / 3600)}h` : `${Math.round(s / 86_400)}d`;
+}
+
+/** `, 3d old, stale: YES (max 7d)` / `, 5h old, stale: no (max 7d)`; nothing when the SVM does not say. */
+function signatureAgeText(svm: Obj): string {
+  if (typeof svm.signatureAgeSeconds !== 'number') return '';
+  const max = typeof svm.signaturesMaxAge === 'number' ? ` (max ${ageText(svm.signaturesMaxAge)})` : '';
+  const stale = svm.signaturesStale === true ? ', stale: YES' : svm.signaturesStale === false ? ', stale: no' : '';
+  return `, ${ageText(svm.signatureAgeSeconds)} old${stale}${max}`;
+}
+
 function mb(kb: unknown): string {
   return typeof kb === 'number' && Number.isFinite(kb) ? (kb / 1024).toFixed(1) : '?';
 }
@@ -53,7 +67,7 @@ export function formatStatus(s: Obj): string {
     `protection:  ${state}, mode ${s.mode ?? 'off'}${s.mode === 'watcher' ? ' (scan after write; opens are not blocked)' : ''}`,
     `paths:       ${(s.protect ?? []).join(', ') || '-'}${s.exclude?.length ? `; excluded ${s.exclude.join(', ')}` : ''}`,
     `SVM:         ${svm.state ?? '?'} ${svm.url ?? ''}${svm.svmId ? ` (${svm.svmId}, latency ${svm.latencyMs} ms, load ${svm.load})` : ''}`,
-    `signatures:  generation ${svm.generation ?? 'unknown'}`,
+    `signatures:  generation ${svm.generation ?? 'unknown'}${signatureAgeText(svm)}`,
     `cache:       ${c.entries ?? 0} of ${c.capacity ?? 0} entries, hit rate ${((c.hitRate ?? 0) * 100).toFixed(1)}% ` +
       `(${c.identityHits ?? 0} hits, ${c.misses ?? 0} misses)`,
     `queue:       ${s.deferredQueue ?? 0} file(s) waiting for a scan`,

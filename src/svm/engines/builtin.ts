@@ -100,6 +100,11 @@ export class BuiltinEngine implements ScanEngine {
     return true;
   }
 
+  /** The signature files configured (besides the built-in EICAR set), as given. */
+  get signatureFiles(): readonly string[] {
+    return this.opts.signatureFiles ?? [];
+  }
+
   get signatureCount(): number {
     return this.set.canonical.length;
   }

@@ -17,7 +17,11 @@
  *   `clamav-27461-20241125082402` (the database version and date). clamd loaded with only custom
  *   databases answers `ClamAV 1.4.6` with no database part: then the generation is a hash of the
  *   files in `databaseDir` (names, sizes, modification times) when it is given, else of the
- *   version string alone (changes to custom files are then not noticed: set databaseDir).
+ *   version string alone (changes to custom files are then not noticed: set databaseDir). A
+ *   changed fingerprint is taken at the periodic look only when the next look (one interval
+ *   later) still sees it: clamd reloads the files some moments after they are written (freshclam
+ *   NotifyClamd, SelfCheck), and a generation announced before that would have agents re-judge
+ *   files against the old database under the new generation. (reload() takes it at once.)
  *   VERSION is asked every `versionIntervalMs` (and every second while clamd is unreachable);
  *   health is the outcome of the last exchange with clamd.
  */
@@ -54,6 +58,10 @@ export const CLAMAV_DEFAULTS = {
   chunkSize: 256 * 1024,
   versionIntervalMs: 30_000,
 } as const;
+
+/** The files of a clamd DatabaseDirectory that hold signatures (freshclam.dat, *.tmp and the like do not). */
+export const CLAMD_DATABASE_FILE =
+  /\.(c[vl]d|cud|hdb|hsb|hdu|hsu|mdb|msb|mdu|msu|ndb|ndu|ldb|ldu|db|fp|sfp|ign2?|ftm|cdb|crb|cat|pdb|gdb|wdb|yara?|idb|cbc|info)$/i;
 
 /** Replies are short lines; a longer one means we are not talking to clamd. */
 const MAX_REPLY = 64 * 1024;
@@ -160,6 +168,8 @@ export class ClamavEngine implements ScanEngine {
   readonly name = 'clamav';
   private readonly target: Target;
   private readonly where: string;
+  /** A custom-database generation seen once by the periodic look, not taken yet. */
+  private seen: string | undefined;
   private readonly o: Required<Omit<ClamavOptions, 'databaseDir' | 'streamMaxLength'>> &
     Pick<ClamavOptions, 'databaseDir' | 'streamMaxLength'>;
   private readonly idle: Conn[] = [];
@@ -214,6 +224,11 @@ export class ClamavEngine implements ScanEngine {
 
   get address(): string {
     return this.where;
+  }
+
+  /** clamd's DatabaseDirectory when configured (clamd.database_dir). */
+  get databaseDir(): string | undefined {
+    return this.o.databaseDir;
   }
 
   /** Ask clamd to reload its databases (RELOAD), then take the generation anew. */
@@ -448,14 +463,27 @@ export class ClamavEngine implements ScanEngine {
     });
   }
 
-  /** Ask VERSION: generation and health. Never throws. */
-  async refresh(): Promise<void> {
+  /**
+   * Ask VERSION: generation and health. Never throws. `settle` (the periodic look): a changed
+   * custom-database fingerprint is taken only when the next look still sees it.
+   */
+  async refresh(settle = false): Promise<void> {
     if (this.closed) return;
     try {
       const v = (await this.oneShot('zVERSION\0')).trim();
       if (!/^ClamAV /.test(v))
         throw new EngineError(`clamd at ${this.where} answered VERSION with ${JSON.stringify(v.slice(0, 200))}; is it clamd?`);
-      const gen = generationFromVersion(v) ?? `clamav-custom-${this.customFingerprint(v)}`;
+      const fromVersion = generationFromVersion(v);
+      const gen = fromVersion ?? `clamav-custom-${this.customFingerprint(v)}`;
+      if (settle && fromVersion === undefined && this.gen.startsWith('clamav-custom-') && gen !== this.gen && gen !== this.seen) {
+        // The files changed, but clamd may not have reloaded them yet (freshclam's NotifyClamd
+        // does so within moments): taken at the next look, one interval later. Announced now,
+        // agents would re-judge files against the old database under the new generation.
+        this.seen = gen;
+        this.markUp();
+        return;
+      }
+      this.seen = undefined;
       if (gen !== this.gen)
         this.log.info('clamd signature generation', { clamd: this.where, version: v, generation: gen, previous: this.gen });
       this.version = v;
@@ -472,8 +500,7 @@ export class ClamavEngine implements ScanEngine {
     if (dir) {
       try {
         for (const name of fs.readdirSync(dir).sort()) {
-          if (!/\.(c[vl]d|cud|hdb|hsb|mdb|msb|ndb|ndu|ldb|ldu|db|fp|sfp|ign2?|ftm|cdb|crb|cat|pdb|gdb|wdb|yara?|idb|cbc|info)$/i.test(name))
-            continue;
+          if (!CLAMD_DATABASE_FILE.test(name)) continue;
           const st = fs.statSync(path.join(dir, name));
           h.update(`\n${name}\0${st.size}\0${st.mtimeMs}`);
         }
@@ -506,7 +533,7 @@ export class ClamavEngine implements ScanEngine {
     if (this.closed) return;
     this.timer = setTimeout(
       () => {
-        void this.refresh().finally(() => this.schedule());
+        void this.refresh(true).finally(() => this.schedule());
       },
       this.ok ? this.o.versionIntervalMs : Math.min(1000, this.o.versionIntervalMs),
     );

@@ -5,6 +5,7 @@
  * agents with it (/healthz 503 while clamd is down).
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { LightagentError } from '../../../src/errors.js';
 import { ClamavEngine, generationFromVersion, parseClamdAddress } from '../../../src/svm/engines/clamav.js';
@@ -147,6 +148,25 @@ describe('clamav engine against clamd', { skip }, () => {
         found = (await e.scan(Buffer.from('contains NEW-LOCAL-THREAT here'))).infected;
       }
       assert.equal(found, true, 'the new signature is in force after RELOAD');
+    } finally {
+      await e.close();
+    }
+  });
+
+  it('custom databases: the periodic look takes changed files only when the next look still sees them', async () => {
+    // A long interval: only the looks this test makes.
+    const e = await ClamavEngine.create({ address: c.socket, databaseDir: c.dbDir, versionIntervalMs: 600_000 });
+    try {
+      const g1 = e.generation();
+      c.writeDb('later.ndb', `Test.Later:0:*:${Buffer.from('LATER-LOCAL-THREAT').toString('hex')}`);
+      await e.refresh(true);
+      assert.equal(e.generation(), g1, 'first look: clamd may not have reloaded yet, the generation waits');
+      await e.refresh(true);
+      assert.notEqual(e.generation(), g1, 'second look: taken');
+      const g2 = e.generation();
+      fs.rmSync(`${c.dbDir}/later.ndb`);
+      await e.refresh(false);
+      assert.notEqual(e.generation(), g2, 'an explicit refresh (reload) takes it at once');
     } finally {
       await e.close();
     }
