@@ -16,6 +16,7 @@ import type { SharedVerdictCache } from '../svm/verdict-cache.js';
 import { SvmServer } from '../svm/server.js';
 import { defineCommand, type OptionSpec, type Values } from './command.js';
 import { err, exitAfterFlush, fail, out } from './output.js';
+import { backupCommand, restoreCommand } from './svm-backup.js';
 
 const SVM_OPTIONS = {
   config: { type: 'string', arg: 'F', help: 'config file (YAML or JSON)' },
@@ -79,9 +80,12 @@ const SVM_OPTIONS = {
 const svmCommand = defineCommand({
   program: 'lightagent-svm',
   summary: 'the Security VM server',
-  usage: '[options]',
+  usage: '[options] | backup --out FILE | restore FILE',
   description: `Run the Security VM server: agents connect over WebSocket (lightagent/1); GET /metrics and
-GET /healthz on the same port.`,
+GET /healthz on the same port.
+
+  lightagent-svm backup --out FILE   back up the config, the files it names and state_dir (--help)
+  lightagent-svm restore FILE        restore them from such a backup (--help)`,
   options: SVM_OPTIONS,
   footer: `Plain ws:// is allowed only on a loopback address, unless insecure_plain_ws: true.
 
@@ -97,7 +101,7 @@ Example config (YAML):
   signatures: [/etc/lightagent/local.hdb, /etc/lightagent/local.ndb]
   max_file_size: 64 MiB
   upload_memory: 512 MiB
-  log: {file: /var/log/lightagent/svm.log, level: info}`,
+  log: {file: /var/log/lightagent-svm/svm.log, level: info}`,
   handler: ({ values }) => serve(values),
 });
 
@@ -253,7 +257,9 @@ async function makeEngine(cfg: SvmConfig): Promise<ScanEngine> {
   return new BuiltinEngine({ signatureFiles: cfg.signatures, archives: cfg.archives });
 }
 
-svmCommand.run(process.argv.slice(2)).then(
+const argv = process.argv.slice(2);
+const command = argv[0] === 'backup' ? backupCommand : argv[0] === 'restore' ? restoreCommand : svmCommand;
+command.run(command === svmCommand ? argv : argv.slice(1)).then(
   (code) => exitAfterFlush(code),
   (e: unknown) => {
     err(`lightagent-svm: internal error: ${(e as Error)?.stack ?? String(e)}`);

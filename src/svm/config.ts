@@ -36,7 +36,7 @@
  *   cache: memory                   # or redis://10.0.0.9:6379: verdicts shared by every SVM using it
  *   # cache: {store: redis://10.0.0.9:6379, entries: 1000000, ttl: 7d, timeout: 250ms, key_prefix: 'lightagent:v1:'}
  *   #   entries: the memory tier (in front of redis); ttl: expiry in redis; timeout: per redis command
- *   log: {file: /var/log/lightagent/svm.log, level: info}
+ *   log: {file: /var/log/lightagent-svm/svm.log, level: info}
  *   siem:                           # SIEM export (docs/siem.md): syslog RFC 5424 (JSON body) or CEF, up to 16
  *     - address: tls://siem.example:6514   # udp:// (one datagram each), tcp:// or tls:// (RFC 5425 framing)
  *       ca: /etc/lightagent/siem-ca.crt    # tls: pinned CA of the receiver; cert/key: our client certificate
@@ -46,6 +46,7 @@
  *       name: siem-main                    # metric label (default host:port)
  *       buffer: {events: 10000, bytes: 8 MiB}   # queued while the receiver is down; past it the busiest tenant's oldest go
  *       facility: local0                   # app_name: lightagent-svm; max_message: 8 KiB (udp 2 KiB)
+ *   state_dir: /var/lib/lightagent-svm  # what the SVM keeps (inventory, policies); `lightagent-svm backup` takes all of it
  */
 import fs from 'node:fs';
 import { z } from 'zod';
@@ -317,6 +318,8 @@ export const svmConfigSchema = z
       .object({ file: z.string().optional(), level: z.enum(['error', 'warn', 'info', 'debug']).default('info') })
       .strict()
       .default({ level: 'info' }),
+    // What the SVM keeps between runs (the unit's StateDirectory=); backed up whole (src/svm/backup.ts).
+    state_dir: z.string().min(1).default('/var/lib/lightagent-svm'),
   })
   .strict()
   .superRefine((c, ctx) => {
