@@ -104,8 +104,14 @@ describe('Prometheus alert rules', () => {
       original.replace(/for: \d+[smh]/g, 'for: 0m'),
       original.replace('[5m]) > 0.1', '[5m]) > 0.01'),
       original.replace('> 3 * 86400', '> 86400'),
-      original.replace('(lightagent_svm_inventory_agents) > 0.1\n        for: 15m', '(lightagent_svm_inventory_agents) > 0.01\n        for: 15m'),
-      original.replace('(lightagent_svm_inventory_agents) > 0.1\n        for: 30m', '(lightagent_svm_inventory_agents) > 0.01\n        for: 30m'),
+      original.replace(
+        '(lightagent_svm_inventory_agents) > 0.1\n        for: 15m',
+        '(lightagent_svm_inventory_agents) > 0.01\n        for: 15m',
+      ),
+      original.replace(
+        '(lightagent_svm_inventory_agents) > 0.1\n        for: 30m',
+        '(lightagent_svm_inventory_agents) > 0.01\n        for: 30m',
+      ),
     ];
     for (const text of broken) {
       assert.notEqual(text, original);
