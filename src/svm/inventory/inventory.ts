@@ -236,8 +236,10 @@ export class Inventory implements AgentObserver {
   private detection(e: DetectionSvmEvent): void {
     this.run(e, async (prev) => {
       if (!prev) return undefined; // a row exists for every agent past hello (or it was refused)
+      // The agent's clock, normalized (sorting and the timeline compare these); nonsense: the SVM's.
+      const when = Date.parse(e.time);
       const d: DetectionRecord = {
-        time: e.time,
+        time: new Date(Number.isFinite(when) ? when : this.now()).toISOString(),
         tenant: e.tenant,
         agentId: e.agentId,
         host: cut(e.host, 255),
