@@ -377,8 +377,13 @@ export class SvmServer {
     this.reporter.wake();
   }
 
-  /** Serve `route` on the SVM's HTTP port (same TLS as the agents' port); the longest prefix wins. */
+  /**
+   * Serve `route` on the SVM's HTTP port (same TLS as the agents' port); the longest prefix wins.
+   * A route with the prefix of an earlier one replaces it (e.g. the built-in admin API at /api/).
+   */
   addRoute(route: HttpRoute): void {
+    const same = this.routes.findIndex((r) => r.prefix === route.prefix);
+    if (same >= 0) this.routes.splice(same, 1);
     this.routes.push(route);
     this.routes.sort((a, b) => b.prefix.length - a.prefix.length);
   }
