@@ -46,7 +46,13 @@
  *       name: siem-main                    # metric label (default host:port)
  *       buffer: {events: 10000, bytes: 8 MiB}   # queued while the receiver is down; past it the busiest tenant's oldest go
  *       facility: local0                   # app_name: lightagent-svm; max_message: 8 KiB (udp 2 KiB)
- *   state_dir: /var/lib/lightagent-svm  # what the SVM keeps (inventory, policies); `lightagent-svm backup` takes all of it
+ *   # The agent inventory and the admin API (docs/console.md):
+ *   state_dir: /var/lib/lightagent-svm  # what the SVM keeps: the memory inventory in <state_dir>/inventory.json;
+ *                                   # default: systemd's $STATE_DIRECTORY under the unit, else none (not kept);
+ *                                   # `lightagent-svm backup` takes all of it
+ *   inventory: {silent_after: 15m, max_agents: 20000, max_agents_per_tenant: 10000}
+ *   admin_tokens: [{token: a-long-admin-token, role: admin}, {token: another, role: viewer, tenant: acme}]
+ *   admin_token_file: /etc/lightagent/svm-admin-tokens.yaml   # a YAML/JSON list like admin_tokens, re-read on SIGHUP
  */
 import fs from 'node:fs';
 import { z } from 'zod';
@@ -221,6 +227,59 @@ const siem = z
     });
   });
 // --- end SIEM export ---
+// ---- inventory and admin API (docs/console.md): state_dir, inventory, admin_tokens, admin_token_file ----
+const adminToken = z.preprocess(
+  (v) => (typeof v === 'string' ? { token: v, role: 'admin' } : v),
+  z
+    .object({
+      token: z.string().min(16, 'an admin token must have at least 16 characters').max(1024),
+      role: z.enum(['admin', 'viewer']),
+      tenant: z
+        .string()
+        .min(1)
+        .max(64)
+        .regex(/^[A-Za-z0-9._-]+$/, 'a tenant name has letters, digits, . _ - only')
+        .optional(),
+    })
+    .strict()
+    .superRefine((t, ctx) => {
+      if (t.role === 'viewer' && !t.tenant)
+        ctx.addIssue({ code: 'custom', path: ['tenant'], message: 'a viewer token needs the tenant it may see' });
+      if (t.role === 'admin' && t.tenant)
+        ctx.addIssue({ code: 'custom', path: ['tenant'], message: 'an admin token sees every tenant; use role: viewer for one tenant' });
+    }),
+);
+const inventorySettings = z
+  .object({
+    silent_after: duration()
+      .refine((ms) => ms >= 1000 && ms <= 30 * 24 * 3600 * 1000, 'must be from 1s to 30d')
+      .default(15 * 60_000),
+    max_agents: z.number().int().min(1).max(1_000_000).default(20_000),
+    max_agents_per_tenant: z.number().int().min(1).max(1_000_000).default(10_000),
+  })
+  .strict();
+const inventoryKeys = {
+  state_dir: z.string().min(1).optional(),
+  inventory: z.preprocess((v) => v ?? {}, inventorySettings),
+  admin_tokens: z.array(adminToken).max(1000).default([]),
+  admin_token_file: z.string().min(1).optional(),
+};
+/** An admin token that is also an agent token: refused, naming the key. */
+function checkAdminTokens(
+  c: { tokens: ReadonlyArray<{ token: string }>; admin_tokens: ReadonlyArray<{ token: string }> },
+  ctx: z.RefinementCtx,
+): void {
+  const agent = new Set(c.tokens.map((t) => t.token));
+  c.admin_tokens.forEach((t, i) => {
+    if (agent.has(t.token))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['admin_tokens', i],
+        message: 'this admin token is also an agent token (tokens); an agent must never read the admin API: give each its own',
+      });
+  });
+}
+// ---- end of inventory and admin API ----
 
 export const svmConfigSchema = z
   .object({
@@ -304,6 +363,7 @@ export const svmConfigSchema = z
         .strict()
         .default({ store: 'memory', entries: 1_000_000, ttl: 7 * 24 * 3600 * 1000, timeout: 250, key_prefix: 'lightagent:v1:' }),
     ),
+    ...inventoryKeys,
     insecure_plain_ws: z.boolean().default(false),
     tls: z
       .object({
@@ -318,8 +378,6 @@ export const svmConfigSchema = z
       .object({ file: z.string().optional(), level: z.enum(['error', 'warn', 'info', 'debug']).default('info') })
       .strict()
       .default({ level: 'info' }),
-    // What the SVM keeps between runs (the unit's StateDirectory=); backed up whole (src/svm/backup.ts).
-    state_dir: z.string().min(1).default('/var/lib/lightagent-svm'),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -370,6 +428,7 @@ export const svmConfigSchema = z
         });
       seen.set(t.token, t.tenant);
     });
+    checkAdminTokens(c, ctx);
   });
 
 export type SvmConfig = z.output<typeof svmConfigSchema>;
@@ -398,6 +457,27 @@ export function readTlsFiles(
   return { cert, key, ...(ca ? { ca } : {}), requestCert: !!ca };
 }
 
+/** admin_token_file (or the flag) adds its list to admin_tokens; --admin-token (flag admin_token) adds role-admin tokens. */
+function readAdminTokenFile(raw: Record<string, unknown>, flags: Record<string, unknown> | undefined): void {
+  raw.admin_tokens ??= [];
+  const file =
+    (flags?.admin_token_file as string | undefined) ?? (typeof raw.admin_token_file === 'string' ? raw.admin_token_file : undefined);
+  if (file) {
+    const list = readConfigFile(file);
+    if (!Array.isArray(list))
+      throw new ConfigError(file, [
+        '(top level): an admin token file is a list: `- {token: X, role: admin}` or `- {token: X, role: viewer, tenant: T}`',
+      ]);
+    if (Array.isArray(raw.admin_tokens)) raw.admin_tokens = [...(raw.admin_tokens as unknown[]), ...list];
+  }
+  const flag = flags?.admin_token as string[] | string | undefined;
+  if (flag !== undefined && Array.isArray(raw.admin_tokens))
+    raw.admin_tokens = [
+      ...(raw.admin_tokens as unknown[]),
+      ...(Array.isArray(flag) ? flag : [flag]).map((token) => ({ token, role: 'admin' })),
+    ];
+}
+
 export function loadSvmConfig(src: { file?: string | undefined; env?: NodeJS.ProcessEnv; flags?: Record<string, unknown> }): SvmConfig {
   const env = src.env ?? process.env;
   let raw: Record<string, unknown> = {};
@@ -419,8 +499,9 @@ export function loadSvmConfig(src: { file?: string | undefined; env?: NodeJS.Pro
       ]);
     if (Array.isArray(raw.tokens)) raw.tokens = [...(raw.tokens as unknown[]), ...list];
   }
+  readAdminTokenFile(raw, src.flags);
   // Not a list: left as is for the schema to report.
   if (env.LIGHTAGENT_SVM_TOKEN && Array.isArray(raw.tokens)) raw.tokens = [...(raw.tokens as unknown[]), env.LIGHTAGENT_SVM_TOKEN];
-  for (const [k, v] of Object.entries(src.flags ?? {})) override(raw, k, v);
+  for (const [k, v] of Object.entries(src.flags ?? {})) if (k !== 'admin_token') override(raw, k, v);
   return parseConfig(svmConfigSchema, raw, source);
 }
