@@ -4,8 +4,9 @@
  * --json: {event, url, metrics, healthz, engine, generation, pid}), then runs until SIGINT or
  * SIGTERM and closes gracefully (agents get 4010 and fail over). Exit 2 on a config error.
  */
-import { closeLogging, configureLogging } from '../log.js';
+import { closeLogging, configureLogging, logger } from '../log.js';
 import { loadSvmConfig, readTlsFiles, type SvmConfig } from '../svm/config.js';
+import { consoleRoute } from '../svm/console/console-route.js';
 import { BuiltinEngine } from '../svm/engines/builtin.js';
 import { ClamavEngine } from '../svm/engines/clamav.js';
 import type { ScanEngine } from '../svm/engines/engine.js';
@@ -156,6 +157,14 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
   } catch (e) {
     return fail(e, 'lightagent-svm');
   }
+  // The web console (static pages over the admin API): scanning goes on without it.
+  let consoleUp = false;
+  try {
+    server.addRoute(consoleRoute());
+    consoleUp = true;
+  } catch (e) {
+    logger('svm').warn('the web console is off', { message: (e as Error).message });
+  }
   const http = server.httpUrl;
   const line = {
     event: 'listening',
@@ -164,6 +173,7 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
     mutualTls: server.tls.mutual,
     metrics: `${http}/metrics`,
     healthz: `${http}/healthz`,
+    ...(consoleUp ? { console: `${http}/console/` } : {}),
     engine: engine.name,
     engineHealthy: engine.healthy(),
     cache: redactUrl(cfg.cache.store),
