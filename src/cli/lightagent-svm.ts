@@ -196,7 +196,7 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
     o.json
       ? JSON.stringify(line)
       : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${what}, generation ${line.generation}); metrics ` +
-          `at ${line.metrics}`,
+          `at ${line.metrics}${consoleUp ? `; console at ${http}/console/` : ''}`,
   );
 
   process.on('SIGHUP', () => {

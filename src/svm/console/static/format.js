@@ -85,6 +85,7 @@ export function Badge({ state }) {
 
 /** An API error in plain words (the page keeps the last data it had). */
 export function ErrorBox({ error }) {
-  if (!error) return null;
+  // A network failure is the banner's job (one message, not one per panel).
+  if (!error || error.status === 0) return null;
   return html`<p class="error" role="alert">${error.message}${error.code && error.status ? html` <code>${error.code}</code>` : ''}</p>`;
 }
