@@ -4,7 +4,11 @@
  * --json: {event, url, metrics, healthz, engine, generation, pid}), then runs until SIGINT or
  * SIGTERM and closes gracefully (agents get 4010 and fail over). Exit 2 on a config error.
  */
+import { AGENT_VERSION } from '../agent/identity.js';
 import { closeLogging, configureLogging, logger } from '../log.js';
+import { MemoryInventoryStore } from '../svm/inventory/memory-store.js';
+import { RedisInventoryStore } from '../svm/inventory/redis-store.js';
+import type { InventoryStore } from '../svm/inventory/types.js';
 import { loadSvmConfig, readTlsFiles, type SvmConfig } from '../svm/config.js';
 import { consoleRoute } from '../svm/console/console-route.js';
 import { BuiltinEngine } from '../svm/engines/builtin.js';
@@ -72,6 +76,15 @@ const SVM_OPTIONS = {
     arg: 'F',
     help: 'mutual TLS: refuse agents without a certificate signed by this CA\n(config tls.client_ca)',
   },
+  'admin-token': {
+    type: 'string',
+    multiple: true,
+    arg: 'T',
+    help:
+      'accept this token (role admin) on the admin API at /api/ (repeatable;\n' +
+      "added to the config's admin_tokens; never an agent token)",
+  },
+  'state-dir': { type: 'string', arg: 'DIR', help: 'where the memory inventory is kept (config state_dir)' },
   'log-file': { type: 'string', arg: 'F', help: 'JSON-lines log file (default: JSON lines on stderr)' },
   'log-level': { type: 'string', arg: 'L', help: 'error | warn | info | debug' },
   json: { type: 'boolean', help: 'print the listening line as JSON' },
@@ -121,6 +134,8 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
         'log.file': o['log-file'],
         'log.level': o['log-level'],
         token_file: o['token-file'],
+        admin_token: o['admin-token'],
+        state_dir: o['state-dir'],
       },
     });
   try {
@@ -152,6 +167,14 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
       rateLimit: { perSecond: cfg.rate_limit.per_second, burst: cfg.rate_limit.burst },
       scanConcurrency: cfg.scan_concurrency,
       agentQueue: cfg.agent_queue,
+      version: AGENT_VERSION,
+      adminTokens: cfg.admin_tokens,
+      inventory: {
+        store: await makeInventoryStore(cfg),
+        silentAfterMs: cfg.inventory.silent_after,
+        maxAgents: cfg.inventory.max_agents,
+        maxAgentsPerTenant: cfg.inventory.max_agents_per_tenant,
+      },
       ...(cfg.tls ? { tls: readTlsFiles(cfg.tls, o.config ?? 'the command line') } : {}),
     });
   } catch (e) {
@@ -206,6 +229,7 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
       try {
         const next = load();
         tokens = server.reloadTokens(next.tokens);
+        server.reloadAdminTokens(next.admin_tokens);
         if (next.tls) server.reloadTls(readTlsFiles(next.tls, o.config ?? 'the command line'));
       } catch (e) {
         fail(e, 'lightagent-svm: reload of the configuration (tokens, TLS) failed, keeping the previous ones');
@@ -243,6 +267,12 @@ async function makeCache(cfg: SvmConfig): Promise<SharedVerdictCache> {
   const c = cfg.cache;
   if (c.store === 'memory') return new MemoryVerdictCache(c.entries);
   return RedisVerdictCache.connect({ url: c.store, entries: c.entries, ttlMs: c.ttl, timeoutMs: c.timeout, keyPrefix: c.key_prefix });
+}
+
+async function makeInventoryStore(cfg: SvmConfig): Promise<InventoryStore> {
+  const c = cfg.cache;
+  if (c.store === 'memory') return new MemoryInventoryStore({ stateDir: cfg.state_dir });
+  return RedisInventoryStore.connect({ url: c.store, timeoutMs: Math.max(1000, c.timeout), keyPrefix: c.key_prefix });
 }
 
 async function makeEngine(cfg: SvmConfig): Promise<ScanEngine> {

@@ -35,6 +35,11 @@
  *   # cache: {store: redis://10.0.0.9:6379, entries: 1000000, ttl: 7d, timeout: 250ms, key_prefix: 'lightagent:v1:'}
  *   #   entries: the memory tier (in front of redis); ttl: expiry in redis; timeout: per redis command
  *   log: {file: /var/log/lightagent/svm.log, level: info}
+ *   # The agent inventory and the admin API (docs/console.md):
+ *   state_dir: /var/lib/lightagent-svm    # the memory inventory is kept in <state_dir>/inventory.json (none: not kept)
+ *   inventory: {silent_after: 15m, max_agents: 20000, max_agents_per_tenant: 10000}
+ *   admin_tokens: [{token: a-long-admin-token, role: admin}, {token: another, role: viewer, tenant: acme}]
+ *   admin_token_file: /etc/lightagent/svm-admin-tokens.yaml   # a YAML/JSON list like admin_tokens, re-read on SIGHUP
  */
 import fs from 'node:fs';
 import { z } from 'zod';
@@ -105,6 +110,60 @@ const token = z.preprocess(
     .strict()
     .transform(({ expires, ...t }) => (expires ? { ...t, expiresAt: Date.parse(expires) } : t)),
 );
+
+// ---- inventory and admin API (docs/console.md): state_dir, inventory, admin_tokens, admin_token_file ----
+const adminToken = z.preprocess(
+  (v) => (typeof v === 'string' ? { token: v, role: 'admin' } : v),
+  z
+    .object({
+      token: z.string().min(16, 'an admin token must have at least 16 characters').max(1024),
+      role: z.enum(['admin', 'viewer']),
+      tenant: z
+        .string()
+        .min(1)
+        .max(64)
+        .regex(/^[A-Za-z0-9._-]+$/, 'a tenant name has letters, digits, . _ - only')
+        .optional(),
+    })
+    .strict()
+    .superRefine((t, ctx) => {
+      if (t.role === 'viewer' && !t.tenant)
+        ctx.addIssue({ code: 'custom', path: ['tenant'], message: 'a viewer token needs the tenant it may see' });
+      if (t.role === 'admin' && t.tenant)
+        ctx.addIssue({ code: 'custom', path: ['tenant'], message: 'an admin token sees every tenant; use role: viewer for one tenant' });
+    }),
+);
+const inventorySettings = z
+  .object({
+    silent_after: duration()
+      .refine((ms) => ms >= 1000 && ms <= 30 * 24 * 3600 * 1000, 'must be from 1s to 30d')
+      .default(15 * 60_000),
+    max_agents: z.number().int().min(1).max(1_000_000).default(20_000),
+    max_agents_per_tenant: z.number().int().min(1).max(1_000_000).default(10_000),
+  })
+  .strict();
+const inventoryKeys = {
+  state_dir: z.string().min(1).optional(),
+  inventory: z.preprocess((v) => v ?? {}, inventorySettings),
+  admin_tokens: z.array(adminToken).max(1000).default([]),
+  admin_token_file: z.string().min(1).optional(),
+};
+/** An admin token that is also an agent token: refused, naming the key. */
+function checkAdminTokens(
+  c: { tokens: ReadonlyArray<{ token: string }>; admin_tokens: ReadonlyArray<{ token: string }> },
+  ctx: z.RefinementCtx,
+): void {
+  const agent = new Set(c.tokens.map((t) => t.token));
+  c.admin_tokens.forEach((t, i) => {
+    if (agent.has(t.token))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['admin_tokens', i],
+        message: 'this admin token is also an agent token (tokens); an agent must never read the admin API: give each its own',
+      });
+  });
+}
+// ---- end of inventory and admin API ----
 
 export const svmConfigSchema = z
   .object({
@@ -183,6 +242,7 @@ export const svmConfigSchema = z
         .strict()
         .default({ store: 'memory', entries: 1_000_000, ttl: 7 * 24 * 3600 * 1000, timeout: 250, key_prefix: 'lightagent:v1:' }),
     ),
+    ...inventoryKeys,
     insecure_plain_ws: z.boolean().default(false),
     tls: z
       .object({
@@ -246,6 +306,7 @@ export const svmConfigSchema = z
         });
       seen.set(t.token, t.tenant);
     });
+    checkAdminTokens(c, ctx);
   });
 
 export type SvmConfig = z.output<typeof svmConfigSchema>;
@@ -274,6 +335,27 @@ export function readTlsFiles(
   return { cert, key, ...(ca ? { ca } : {}), requestCert: !!ca };
 }
 
+/** admin_token_file (or the flag) adds its list to admin_tokens; --admin-token (flag admin_token) adds role-admin tokens. */
+function readAdminTokenFile(raw: Record<string, unknown>, flags: Record<string, unknown> | undefined): void {
+  raw.admin_tokens ??= [];
+  const file =
+    (flags?.admin_token_file as string | undefined) ?? (typeof raw.admin_token_file === 'string' ? raw.admin_token_file : undefined);
+  if (file) {
+    const list = readConfigFile(file);
+    if (!Array.isArray(list))
+      throw new ConfigError(file, [
+        '(top level): an admin token file is a list: `- {token: X, role: admin}` or `- {token: X, role: viewer, tenant: T}`',
+      ]);
+    if (Array.isArray(raw.admin_tokens)) raw.admin_tokens = [...(raw.admin_tokens as unknown[]), ...list];
+  }
+  const flag = flags?.admin_token as string[] | string | undefined;
+  if (flag !== undefined && Array.isArray(raw.admin_tokens))
+    raw.admin_tokens = [
+      ...(raw.admin_tokens as unknown[]),
+      ...(Array.isArray(flag) ? flag : [flag]).map((token) => ({ token, role: 'admin' })),
+    ];
+}
+
 export function loadSvmConfig(src: { file?: string | undefined; env?: NodeJS.ProcessEnv; flags?: Record<string, unknown> }): SvmConfig {
   const env = src.env ?? process.env;
   let raw: Record<string, unknown> = {};
@@ -295,8 +377,9 @@ export function loadSvmConfig(src: { file?: string | undefined; env?: NodeJS.Pro
       ]);
     if (Array.isArray(raw.tokens)) raw.tokens = [...(raw.tokens as unknown[]), ...list];
   }
+  readAdminTokenFile(raw, src.flags);
   // Not a list: left as is for the schema to report.
   if (env.LIGHTAGENT_SVM_TOKEN && Array.isArray(raw.tokens)) raw.tokens = [...(raw.tokens as unknown[]), env.LIGHTAGENT_SVM_TOKEN];
-  for (const [k, v] of Object.entries(src.flags ?? {})) override(raw, k, v);
+  for (const [k, v] of Object.entries(src.flags ?? {})) if (k !== 'admin_token') override(raw, k, v);
   return parseConfig(svmConfigSchema, raw, source);
 }

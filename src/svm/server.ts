@@ -12,6 +12,11 @@ import { createSecureContext as tlsCreateSecureContext, type TLSSocket } from 'n
 import os from 'node:os';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { LightagentError } from '../errors.js';
+import { AdminTokenStore, type AdminToken } from './admin/auth.js';
+import { createAdminApi, type SvmInfo } from './admin/api.js';
+import { Inventory, type InventoryOptions } from './inventory/inventory.js';
+import { MemoryInventoryStore } from './inventory/memory-store.js';
+import type { InventoryStore } from './inventory/types.js';
 import { logger } from '../log.js';
 import { CHUNK_HEADER, CloseCode, FRAME_LIMITS, PROTOCOL } from '../protocol/index.js';
 import { SvmCore, type CoreOptions } from './core.js';
@@ -76,7 +81,16 @@ export interface SvmOptions {
   agentQueue?: number;
   /** Serve wss:// (and https:// for /metrics, /healthz); plain ws:// without it. */
   tls?: SvmTlsOptions;
+  /** The agent inventory (docs/console.md): default a memory store without a file; false: none (no state-report). */
+  inventory?: InventorySetup | false;
+  /** Tokens of the admin API at /api/ (kept as SHA-256); none: every request there is 401. */
+  adminTokens?: readonly AdminToken[];
+  /** Reported by GET /api/svm. */
+  version?: string;
 }
+
+/** The inventory's settings; `store` defaults to memory without persistence. */
+export type InventorySetup = Omit<InventoryOptions, 'svmId' | 'store'> & { store?: InventoryStore };
 
 export const SVM_DEFAULTS = {
   host: '127.0.0.1',
@@ -125,6 +139,10 @@ export class SvmServer {
   private closing: Promise<void> | undefined;
   private bound = { host: '', port: 0 };
   private readonly log = logger('svm');
+  /** The agent inventory, unless started with `inventory: false`. */
+  readonly inventory: Inventory | undefined;
+  private readonly admins: AdminTokenStore;
+  private readonly startedAt = Date.now();
 
   private constructor(
     private readonly httpServer: http.Server | https.Server,
@@ -133,6 +151,21 @@ export class SvmServer {
     private readonly opts: SvmOptions,
   ) {
     this.reporter = new Reporter(core, () => this.sessions, opts.reportIntervalMs ?? SVM_DEFAULTS.reportIntervalMs);
+    this.admins = new AdminTokenStore(opts.adminTokens ?? []);
+    if (opts.inventory !== false) {
+      const { store, ...rest } = opts.inventory ?? {};
+      this.inventory = new Inventory({ ...rest, store: store ?? new MemoryInventoryStore(), svmId: core.opts.svmId }, core.events);
+      this.inventory.attach(core);
+      this.addRoute(
+        createAdminApi({
+          inventory: this.inventory,
+          admins: this.admins,
+          agentTokens: core.tokens,
+          generation: () => core.generation(),
+          svm: () => this.svmInfo(),
+        }),
+      );
+    }
   }
 
   static async start(o: SvmOptions): Promise<SvmServer> {
@@ -259,6 +292,36 @@ export class SvmServer {
     };
   }
 
+  /** What GET /api/svm answers. */
+  svmInfo(): SvmInfo {
+    const h = this.health();
+    const m = this.metrics;
+    const age = m[`lightagent_svm_signature_age_seconds{engine="${h.engine}"}`];
+    // Signature staleness is added to health() on another branch; false until it is known.
+    const stale = (h as { signaturesStale?: unknown }).signaturesStale;
+    return {
+      svmId: h.svmId,
+      version: this.opts.version ?? 'unknown',
+      engine: h.engine,
+      engineHealthy: h.engineHealthy,
+      generation: h.generation,
+      signatureAgeSeconds: typeof age === 'number' && Number.isFinite(age) ? Math.round(age) : null,
+      signaturesStale: stale === true,
+      cache: h.cache,
+      load: this.core.load(),
+      queue: this.core.queue(),
+      agentsConnected: h.agents,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      status: h.status,
+    };
+  }
+
+  /** Replace the admin API's tokens (SIGHUP). */
+  reloadAdminTokens(tokens: readonly AdminToken[]): number {
+    this.admins.replace(tokens);
+    return tokens.length;
+  }
+
   /**
    * Replace the tenant tokens (SIGHUP): new agents are checked against the new list; connected
    * agents stay unless their token was removed or has expired (closed with 4001).
@@ -296,6 +359,8 @@ export class SvmServer {
       this.httpServer.close(() => r());
       this.httpServer.closeAllConnections();
     });
+    // After the sessions: their disconnects are recorded (and the memory store's file written).
+    await this.inventory?.close().catch((e: unknown) => this.log.error('inventory close failed', { message: (e as Error).message }));
     await this.core.engine.close();
     await this.core.cache.close();
     this.log.info('SVM stopped', { agentsClosed: sessions.length });

@@ -147,12 +147,13 @@ describe('web console in chromium', { skip, timeout: 180_000 }, () => {
     await page.click('tr[data-agent=a-build-07] a.host');
     await page.waitForSelector('[data-test=history]');
     assert.equal(await page.locator('[data-test=agent-host]').innerText(), 'build-07.ci.example');
-    assert.deepEqual(await texts('[data-test=reasons] li'), ['fanotify unavailable', 'watcher stopped']);
+    assert.deepEqual(await texts('[data-test=reasons] li'), ['fanotify-unavailable', 'watcher-stopped']);
     assert.deepEqual(await texts('[data-test=history] tbody td:nth-child(2)'), ['✕ off', '! degraded', '✓ protected']);
     assert.deepEqual(await texts('[data-test=detections] tbody td.path'), ['/home/ci/eicar.txt']);
     await shot('agent');
+    // Another agent's page (usePoll never shows the previous agent's facts while it loads).
     await page.goto(`${fleet.base}/console/#/agent/a/a-db-01`);
-    await page.waitForSelector('[data-test=facts]');
+    await page.waitForSelector('[data-test=agent-host]:text("db-01.prod.example")');
     assert.match(await page.locator('[data-test=generation]').innerText(), /behind the SVM/);
     assert.equal(await page.locator('[data-test=deferred]').innerText(), '37 waiting for an SVM');
     assert.equal(await page.locator('[data-test=cache]').innerText(), '9120 entries, hit rate 71 %');
@@ -179,11 +180,18 @@ describe('web console in chromium', { skip, timeout: 180_000 }, () => {
   it('SVM health: engine, signatures and their age, cache, load, agents', async () => {
     await page.click('a[href="#/svm"]');
     await page.waitForSelector('[data-test=svm]');
+    const info = (await (await fetch(`${fleet.base}/api/svm`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as {
+      signatureAgeSeconds: number | null;
+      signaturesStale: boolean;
+    };
     assert.match(await page.locator('[data-test=engine]').innerText(), /^builtin \(healthy\)$/);
-    assert.match(await page.locator('[data-test=age]').innerText(), /^2 d 3 h\s+!\s+stale$/);
+    const age = await page.locator('[data-test=age]').innerText();
+    if (info.signatureAgeSeconds === null) assert.match(age, /^unknown/);
+    else assert.match(age, /^\d+ (s|min|h|d)/);
+    assert.equal(/stale/.test(age), info.signaturesStale, `${age} vs signaturesStale ${info.signaturesStale}`);
     assert.match(await page.locator('[data-test=cache]').innerText(), /^memory, \d+ entries \(healthy\)$/);
     assert.equal(await page.locator('[data-test=agents-connected]').innerText(), '7');
-    assert.equal(await page.locator('[data-test=load]').innerText(), '12 %');
+    assert.match(await page.locator('[data-test=load]').innerText(), /^\d+ %$/);
     await shot('svm');
   });
 

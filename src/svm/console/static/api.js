@@ -72,21 +72,23 @@ function lost(e) {
 }
 
 /**
- * Load now and every refreshMs while the page is shown; `deps` restart it (a filter changed).
- * A failed refresh keeps the last data and sets `error`.
+ * Load now and every refreshMs while the page is shown; `deps` restart it (another agent, a filter
+ * changed). A failed refresh keeps the last data and sets `error`. Data loaded for other `deps`
+ * is never returned (one agent's page must not show another's facts while loading), unless
+ * `keep` (a table whose filter changed may show its old rows, marked as refreshing).
  */
-export function usePoll(load, deps) {
-  const [state, setState] = useState({ data: null, error: null, loading: true });
+export function usePoll(load, deps, keep = false) {
+  const key = JSON.stringify(deps);
+  const [state, setState] = useState({ key, data: null, error: null });
   useEffect(() => {
     let alive = true;
     let timer;
-    setState((s) => ({ ...s, loading: true }));
     const run = async () => {
       try {
         const data = await load();
-        if (alive) setState({ data, error: null, loading: false });
+        if (alive) setState({ key, data, error: null });
       } catch (e) {
-        if (alive) setState((s) => ({ data: s.data, error: e, loading: false }));
+        if (alive) setState((s) => ({ key, data: s.key === key ? s.data : null, error: e }));
       } finally {
         if (alive) timer = setTimeout(run, session.refreshMs());
       }
@@ -96,6 +98,11 @@ export function usePoll(load, deps) {
       alive = false;
       clearTimeout(timer);
     };
-  }, deps);
-  return state;
+  }, [key]);
+  const current = state.key === key;
+  return {
+    data: current || keep ? state.data : null,
+    error: current ? state.error : null,
+    loading: !current,
+  };
 }

@@ -32,6 +32,7 @@ export function Agents({ query, whoami }) {
   const { data, error, loading } = usePoll(
     () => api('agents', { tenant, state, q, sort, order, limit: PAGE, offset }),
     [tenant, state, q, sort, order, offset],
+    true,
   );
   const tenants = fleet.data ? fleet.data.tenants.map((t) => t.tenant) : whoami?.tenant ? [whoami.tenant] : [];
 
