@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import { ConfigError } from '../errors.js';
 import { hostInfo } from '../platform/host-info.js';
+import { FEATURES } from '../protocol/index.js';
 import {
   SvmLink,
   SvmPool,
@@ -74,6 +75,8 @@ function build(cfg: AgentConfig, extra: SvmClientExtra, pool: boolean): SvmClien
     hypervisor: host.hypervisor,
     agentVersion: AGENT_VERSION,
     deadlineMs: cfg.deadline,
+    // The daemon's state-report step sends them; other commands only list the feature.
+    features: [FEATURES.stateReport],
     ca,
     cert,
     key,

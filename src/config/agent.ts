@@ -49,6 +49,10 @@ export const agentConfigSchema = z
     svm_discovery_interval: duration().default(300_000),
     /** A recovered preferred SVM must stay up this long before the agent returns to it. */
     svm_hold_down: duration().default(10_000),
+    /** State reports to the SVM (feature state-report): a heartbeat this often besides changes; never under 30 s. */
+    state_report_interval: duration()
+      .refine((ms) => ms >= 30_000, 'must be at least 30s (state reports are never chatty)')
+      .default(300_000),
     /** Allow plain ws:// to an SVM on another host (token and file contents in clear). */
     allow_plain_ws: z.boolean().default(false),
     /** PEM client certificate and key for mutual TLS with the SVM. */

@@ -15,7 +15,7 @@ import type { SvmServer } from '../../src/svm/server.js';
 import { eventually, tempDir } from '../helpers/procs.js';
 import { makeTestPki } from './certs.js';
 import { startTestSvm } from './helpers.js';
-import { api, stateAgent, type StateAgent } from './inventory-helpers.js';
+import { api, eventuallyAsync, stateAgent, type StateAgent } from './inventory-helpers.js';
 
 const ADMIN = 'admin-token-0123456789';
 const VIEWER_B = 'viewer-b-token-0123456789';
@@ -468,13 +468,3 @@ describe('admin tokens in the config', () => {
     );
   });
 });
-
-async function eventuallyAsync<T>(fn: () => Promise<T | undefined | false>, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

@@ -135,3 +135,14 @@ export function api(
     req.end();
   });
 }
+
+/** Poll an async condition every 50 ms until it gives a value, at most `ms`. */
+export async function eventuallyAsync<T>(fn: () => Promise<T | undefined | false>, ms = 10_000, what = 'condition'): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

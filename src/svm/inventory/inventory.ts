@@ -393,7 +393,7 @@ export class Inventory implements AgentObserver {
     const pick = (from: StoredAgent[], n: number) =>
       from
         .filter((r) => !r.connected)
-        .sort((x, y) => Number(y.silent) - Number(x.silent) || x.lastSeen - y.lastSeen)
+        .sort((x, y) => Number(y.silent) - Number(x.silent) || x.lastSeen - y.lastSeen || x.firstSeen - y.firstSeen)
         .slice(0, n);
     const victims = new Map<string, StoredAgent>();
     if (overTenant > 0) for (const r of pick(tenantRows, overTenant)) victims.set(keyOf(r), r);
