@@ -136,6 +136,13 @@ describe('web console in chromium', { skip, timeout: 180_000 }, () => {
     await page.click('button[data-sort=host]');
     await page.waitForFunction(() => document.querySelector('tbody tr[data-agent]')?.getAttribute('data-agent') === 'b-desk-03');
     assert.equal(await page.locator('th[aria-sort=descending]').innerText(), 'Host ▼');
+    // Paging (50 a page): an offset in the hash, then back with Previous.
+    await page.goto(`${fleet.base}/console/#/agents?sort=host&offset=6`);
+    await page.waitForSelector('[data-test=count]:text("7–8 of 8 agents")');
+    assert.equal(await page.locator('tbody tr[data-agent]').count(), 2);
+    assert.ok(await page.locator('button:text("Next")').isDisabled());
+    await page.click('button:text("Previous")');
+    await page.waitForSelector('[data-test=count]:text("1–8 of 8 agents")');
     await page.fill('input[name=q]', 'no-such-host');
     await page.waitForSelector('td.empty');
     assert.equal(await page.locator('td.empty').innerText(), 'No agent matches these filters.');
