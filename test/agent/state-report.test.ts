@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { StateReport } from '../../src/protocol/index.js';
 import { StateReporter, boundFigures, type StateFigures } from '../../src/agent/state-reporter.js';
-import { SvmLink } from '../../src/svm-link/index.js';
+import { SvmLink, SvmPool } from '../../src/svm-link/index.js';
 import { startAgent } from '../helpers/agent.js';
 import { eventually, tempDir } from '../helpers/procs.js';
 import { startTestSvm, TOKEN } from '../svm/helpers.js';
@@ -98,6 +98,51 @@ describe('agent state reports', () => {
       r.stop();
       l.close();
       await s.close();
+    }
+  });
+
+  it('after a failover the new SVM hears the state at once (SvmPool)', async () => {
+    const a = await startTestSvm({ svmId: 'svm-a', adminTokens: [{ token: ADMIN, role: 'admin' }] });
+    const b = await startTestSvm({ svmId: 'svm-b', adminTokens: [{ token: ADMIN, role: 'admin' }] });
+    const p = new SvmPool({
+      svms: [
+        { url: a.url, priority: 0 },
+        { url: b.url, priority: 1 },
+      ],
+      token: TOKEN,
+      agentId: 'pooled',
+      host: 'pooled-host',
+      os: 'linux',
+      agentVersion: '0.1.0',
+      deadlineMs: 1000,
+      backoffMinMs: 20,
+      backoffMaxMs: 100,
+      connectTimeoutMs: 2000,
+      holdDownMs: 60_000,
+      features: ['state-report'],
+    });
+    const r = new StateReporter({ link: p, figures: () => figures({ state: 'degraded', reasons: ['files-queued'] }) });
+    try {
+      r.start();
+      await p.connect();
+      await eventuallyAsync(async () => (await api(a.httpUrl, '/api/agents/a/pooled', ADMIN)).body?.agent?.state === 'degraded');
+      assert.equal(p.speaks('state-report'), true);
+      await a.close();
+      const x = await eventuallyAsync(
+        async () => {
+          const y = await api(b.httpUrl, '/api/agents/a/pooled', ADMIN);
+          return y.body?.agent?.state === 'degraded' ? y : undefined;
+        },
+        15_000,
+        'the state on svm-b',
+      );
+      assert.equal(x.body.agent.svmId, 'svm-b');
+      assert.ok(r.sent >= 2);
+    } finally {
+      r.stop();
+      p.close();
+      await a.close();
+      await b.close();
     }
   });
 

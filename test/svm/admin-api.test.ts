@@ -6,13 +6,14 @@
  * state-report feature rule, and the inventory metric.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadSvmConfig } from '../../src/svm/config.js';
 import type { SvmEvent } from '../../src/svm/events.js';
 import type { SvmServer } from '../../src/svm/server.js';
-import { eventually, tempDir } from '../helpers/procs.js';
+import { eventually, spawnNode, SVM_CLI, tempDir, waitFor } from '../helpers/procs.js';
 import { makeTestPki } from './certs.js';
 import { startTestSvm } from './helpers.js';
 import { api, eventuallyAsync, stateAgent, type StateAgent } from './inventory-helpers.js';
@@ -466,5 +467,79 @@ describe('admin tokens in the config', () => {
         }),
       /admin_tokens\.0: this admin token is also an agent token/,
     );
+  });
+});
+
+describe('lightagent-svm: --admin-token, --state-dir', () => {
+  it('serves the API with a flag token, keeps the inventory across a restart, reloads admin tokens on SIGHUP', async () => {
+    const dir = tempDir('la-svm-inv-');
+    const state = path.join(dir, 'state');
+    const cfg = path.join(dir, 'svm.yaml');
+    fs.writeFileSync(
+      cfg,
+      'tokens: [{tenant: a, token: tenant-a-token}]\nadmin_tokens: [{token: viewer-a-token-0123456, role: viewer, tenant: a}]\n',
+    );
+    const start = async () => {
+      const p = spawnNode(
+        SVM_CLI,
+        [
+          '--config',
+          cfg,
+          '--listen',
+          '127.0.0.1:0',
+          '--admin-token',
+          ADMIN,
+          '--state-dir',
+          state,
+          '--json',
+          '--log-file',
+          path.join(dir, 'svm.log'),
+        ],
+        {
+          watchdogMs: 60_000,
+        },
+      );
+      const line = JSON.parse((await waitFor(p, /^\{"event":"listening".*\}$/m))[0]) as { url: string };
+      return { p, url: line.url, http: line.url.replace(/^ws/, 'http') };
+    };
+    let s = await start();
+    try {
+      assert.deepEqual((await api(s.http, '/api/whoami', ADMIN)).body, { role: 'admin', tenant: null });
+      assert.deepEqual((await api(s.http, '/api/whoami', 'viewer-a-token-0123456')).body, { role: 'viewer', tenant: 'a' });
+      assert.equal((await api(s.http, '/api/whoami', 'tenant-a-token')).status, 403);
+      assert.match((await api(s.http, '/api/svm', ADMIN)).body.version, /^\d+\.\d+\.\d+/);
+      const a = await stateAgent(s.url, { token: 'tenant-a-token', agentId: 'kept' });
+      a.state({ state: 'degraded', reasons: ['files-queued'] });
+      await eventuallyAsync(async () => (await api(s.http, '/api/agents/a/kept', ADMIN)).body?.agent?.state === 'degraded');
+      // SIGHUP: the viewer token is gone from the file.
+      fs.writeFileSync(cfg, 'tokens: [{tenant: a, token: tenant-a-token}]\n');
+      s.p.child.kill('SIGHUP');
+      await waitFor(s.p, /"event":"reloaded"/);
+      assert.equal((await api(s.http, '/api/whoami', 'viewer-a-token-0123456')).status, 401);
+      a.ws.terminate();
+      assert.equal(await s.p.stop('SIGTERM'), 0);
+      assert.equal(fs.statSync(path.join(state, 'inventory.json')).mode & 0o777, 0o600);
+      s = await start();
+      const r = await api(s.http, '/api/agents/a/kept', ADMIN);
+      assert.equal(r.body.agent.state, 'degraded');
+      assert.equal(r.body.agent.connected, false);
+      assert.doesNotMatch(fs.readFileSync(path.join(dir, 'svm.log'), 'utf8'), new RegExp(ADMIN), 'the admin token is never logged');
+    } finally {
+      await s.p.stop('SIGKILL');
+    }
+  });
+
+  it('exits 2 naming the key when an admin token is an agent token', () => {
+    const r = spawnSync(
+      process.execPath,
+      [SVM_CLI, '--listen', '127.0.0.1:0', '--token', 'same-token-0123456789', '--admin-token', 'same-token-0123456789'],
+      {
+        timeout: 15_000,
+        env: { ...process.env, LIGHTAGENT_SVM_TOKEN: '' },
+      },
+    );
+    assert.equal(r.status, 2);
+    assert.match(r.stderr.toString(), /admin_tokens\.0: this admin token is also an agent token/);
+    assert.doesNotMatch(r.stderr.toString(), /same-token-0123456789/);
   });
 });

@@ -205,10 +205,13 @@ export function runInventoryConformance(name: string, make: () => Promise<Invent
       try {
         const f = (tenant: string, id: string) => facts(tenant, id, `c-${tenant}-${id}`, () => t);
         inv.connected(f('a', 'old'));
+        await inv.settled();
         t += 1000;
         inv.connected(f('a', 'newer'));
         await inv.settled();
         inv.disconnected(f('a', 'old'));
+        await inv.settled();
+        t += 1000;
         inv.disconnected(f('a', 'newer'));
         await inv.settled();
         // Tenant a is at its bound (2): a third agent of a evicts a's least recently seen.
@@ -230,6 +233,20 @@ export function runInventoryConformance(name: string, make: () => Promise<Invent
         assert.equal(await inv.get({ tenant: 'c', agentId: 'c1' }), undefined);
         assert.equal(inv.stats.refused, 1);
         assert.equal((await inv.rows()).length, 3);
+      } finally {
+        await inv.close();
+      }
+    });
+
+    it('Inventory: a crowd of new agents at once stays within the bounds', async () => {
+      const { inv } = makeInventory(await make(), { maxAgents: 20, maxAgentsPerTenant: 15 });
+      try {
+        for (let i = 0; i < 40; i++) inv.connected(facts(i % 2 ? 'a' : 'b', `crowd-${i}`));
+        await inv.settled();
+        const rows = await inv.rows();
+        assert.equal(rows.length, 20);
+        assert.ok(rows.filter((r) => r.tenant === 'a').length <= 15);
+        assert.equal(inv.stats.refused, 20);
       } finally {
         await inv.close();
       }

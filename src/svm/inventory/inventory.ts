@@ -96,6 +96,13 @@ export class Inventory implements AgentObserver {
   private readonly local = new Map<string, AgentFacts>();
   private timer: NodeJS.Timeout | undefined;
   private cached: { at: number; rows: Promise<StoredAgent[]> } | undefined;
+  /** Row counts of the last full read, and rows admitted since (admission without a read each time). */
+  private tally: { at: number; total: number; byTenant: Map<string, number> } | undefined;
+  /** New rows admitted and not yet counted in `tally`; `written`: those whose write has completed. */
+  private readonly admitted = new Tally();
+  private readonly written = new Tally();
+  /** Admissions near a bound run one at a time. */
+  private admitLock: Promise<unknown> = Promise.resolve();
   private countsByTenant = new Map<string, Counts>();
   private failing = false;
   private refusedWarnedAt = -Infinity;
@@ -229,8 +236,10 @@ export class Inventory implements AgentObserver {
   private detection(e: DetectionSvmEvent): void {
     this.run(e, async (prev) => {
       if (!prev) return undefined; // a row exists for every agent past hello (or it was refused)
+      // The agent's clock, normalized (sorting and the timeline compare these); nonsense: the SVM's.
+      const when = Date.parse(e.time);
       const d: DetectionRecord = {
-        time: e.time,
+        time: new Date(Number.isFinite(when) ? when : this.now()).toISOString(),
         tenant: e.tenant,
         agentId: e.agentId,
         host: cut(e.host, 255),
@@ -258,10 +267,19 @@ export class Inventory implements AgentObserver {
   rows(): Promise<StoredAgent[]> {
     const t = this.now();
     if (!this.cached || t - this.cached.at > LIST_CACHE_MS) {
+      // Rows written before the read starts are in it; those admitted later stay pending.
+      const inRead = this.written.copy();
       const rows = this.store.list();
       this.cached = { at: t, rows };
       rows.then(
-        (r) => (this.countsByTenant = countByTenant(r, t, this.silentAfterMs)),
+        (r) => {
+          this.countsByTenant = countByTenant(r, t, this.silentAfterMs);
+          const byTenant = new Map<string, number>();
+          for (const x of r) byTenant.set(x.tenant, (byTenant.get(x.tenant) ?? 0) + 1);
+          this.tally = { at: t, total: r.length, byTenant };
+          this.admitted.subtract(inRead);
+          this.written.subtract(inRead);
+        },
         () => (this.cached = undefined),
       );
     }
@@ -361,7 +379,9 @@ export class Inventory implements AgentObserver {
       if (!row.silent && this.isSilent(row, t)) {
         this.run(row, (prev) => {
           if (!prev || prev.silent || !this.isSilent(prev, this.now())) return Promise.resolve(undefined);
-          const next = { ...prev, silent: true };
+          // Not heard for so long and not connected here: whatever SVM had it is gone too.
+          const local = prev.conn ? this.local.has(prev.conn) : false;
+          const next = { ...prev, silent: true, ...(local ? {} : { connected: false, conn: null }) };
           this.publishSilence('agent-silent', next);
           return Promise.resolve(next);
         });
@@ -382,14 +402,41 @@ export class Inventory implements AgentObserver {
 
   // ---- bounds ----
 
-  /** Room for a new row? Evicts the least recently seen agents not connected if needed. */
-  private async admit(k: AgentKey): Promise<boolean> {
+  /**
+   * Room for a new row? Far from the bounds, the counts of the last full read (at most 10 s old)
+   * plus the rows admitted since answer at once (a fleet of new agents arriving together costs a
+   * read per 10 s, not one per agent). Near a bound, one admission at a time: a fresh read, and
+   * the least recently seen agents not connected are evicted. Other SVMs sharing a Redis may
+   * overshoot a bound by what they admit in the same moment; the next admission near it evicts.
+   */
+  private admit(k: AgentKey): Promise<boolean> {
+    if (this.fits(k, 10_000)) return Promise.resolve(this.take(k));
+    const p = this.admitLock.then(() => this.admitNearBound(k));
+    this.admitLock = p.catch(() => {});
+    return p;
+  }
+
+  private fits(k: AgentKey, maxAgeMs: number): boolean {
+    const tl = this.tally;
+    if (!tl || this.now() - tl.at >= maxAgeMs) return false;
+    const total = tl.total + this.admitted.total;
+    const tenant = (tl.byTenant.get(k.tenant) ?? 0) + this.admitted.of(k.tenant);
+    return total + 1 <= this.maxAgents && tenant + 1 <= this.maxPerTenant;
+  }
+
+  private take(k: AgentKey): true {
+    this.admitted.add(k.tenant);
+    return true;
+  }
+
+  private async admitNearBound(k: AgentKey): Promise<boolean> {
     this.cached = undefined;
     const rows = await this.rows();
+    if (this.fits(k, Infinity)) return this.take(k);
+    const tl = this.tally!;
+    const overTotal = tl.total + this.admitted.total + 1 - this.maxAgents;
+    const overTenant = (tl.byTenant.get(k.tenant) ?? 0) + this.admitted.of(k.tenant) + 1 - this.maxPerTenant;
     const tenantRows = rows.filter((r) => r.tenant === k.tenant);
-    const overTotal = rows.length + 1 - this.maxAgents;
-    const overTenant = tenantRows.length + 1 - this.maxPerTenant;
-    if (overTotal <= 0 && overTenant <= 0) return true;
     const pick = (from: StoredAgent[], n: number) =>
       from
         .filter((r) => !r.connected)
@@ -403,9 +450,8 @@ export class Inventory implements AgentObserver {
         overTotal - victims.size,
       ))
         victims.set(keyOf(r), r);
-    const enough =
-      (overTenant <= 0 || [...victims.values()].filter((r) => r.tenant === k.tenant).length >= overTenant) && victims.size >= overTotal;
-    if (!enough) {
+    const ofTenant = [...victims.values()].filter((r) => r.tenant === k.tenant).length;
+    if (ofTenant < overTenant || victims.size < overTotal) {
       this.stats.refused++;
       const t = this.now();
       if (t - this.refusedWarnedAt > 60_000) {
@@ -422,8 +468,11 @@ export class Inventory implements AgentObserver {
     }
     await this.store.remove([...victims.values()]);
     this.stats.evictions += victims.size;
+    // The removed rows leave the counts of the last read.
+    tl.total -= victims.size;
+    for (const r of victims.values()) tl.byTenant.set(r.tenant, (tl.byTenant.get(r.tenant) ?? 1) - 1);
     this.cached = undefined;
-    return true;
+    return this.take(k);
   }
 
   // ---- plumbing ----
@@ -434,8 +483,10 @@ export class Inventory implements AgentObserver {
     const key = keyOf(k);
     const p = (this.chains.get(key) ?? Promise.resolve())
       .then(async () => {
-        const next = await update(await this.store.get(k));
+        const prev = await this.store.get(k);
+        const next = await update(prev);
         if (next) await this.store.put(next);
+        if (next && !prev) this.written.add(next.tenant);
         this.cached = undefined;
         this.ok();
       })
@@ -459,6 +510,33 @@ export class Inventory implements AgentObserver {
     if (!this.failing) return;
     this.failing = false;
     this.log.info('inventory store is back', { store: this.store.kind });
+  }
+}
+
+/** Rows counted by tenant. */
+class Tally {
+  total = 0;
+  private readonly by = new Map<string, number>();
+  of(tenant: string): number {
+    return this.by.get(tenant) ?? 0;
+  }
+  add(tenant: string): void {
+    this.total++;
+    this.by.set(tenant, this.of(tenant) + 1);
+  }
+  copy(): Tally {
+    const c = new Tally();
+    c.total = this.total;
+    for (const [k, v] of this.by) c.by.set(k, v);
+    return c;
+  }
+  subtract(o: Tally): void {
+    this.total = Math.max(0, this.total - o.total);
+    for (const [k, v] of o.by) {
+      const n = this.of(k) - v;
+      if (n > 0) this.by.set(k, n);
+      else this.by.delete(k);
+    }
   }
 }
 
