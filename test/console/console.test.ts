@@ -88,12 +88,13 @@ describe('web console in chromium', { skip, timeout: 180_000 }, () => {
     const n = async (s: string) => page.locator(`[data-test=totals] [data-state=${s}] .n`).innerText();
     assert.deepEqual(
       [await n('agents'), await n('protected'), await n('degraded'), await n('off'), await n('silent')],
-      ['8', '4', '2', '1', '1'],
+      ['9', '4', '2', '1', '1'],
     );
     assert.deepEqual(await texts('[data-test=totals] .badge'), ['✓ protected', '! degraded', '✕ off', '? silent']);
     const row = async (t: string) =>
       (await page.locator(`[data-test=tenants] tr[data-tenant=${t}] td`).allInnerTexts()).slice(0, 6).map((s) => s.trim());
-    assert.deepEqual(await row('a'), ['a', '5', '3', '1', '1', '0']);
+    assert.deepEqual(await row('a'), ['a', '6', '3', '1', '1', '0']);
+    assert.match(await page.locator('[data-test=fleet-note]').innerText(), /1 agent does not report a state/);
     assert.deepEqual(await row('b'), ['b', '3', '1', '1', '0', '1']);
     assert.equal(await page.locator('[data-test=whoami]').innerText(), 'admin, all tenants');
     await shot('fleet');
@@ -102,7 +103,8 @@ describe('web console in chromium', { skip, timeout: 180_000 }, () => {
   it('agents: filter, search, sort, silent rows stand out, hostile host names stay text', async () => {
     await page.click('a[href="#/agents"] >> nth=0');
     await page.waitForSelector('table[data-test=agents] tbody tr[data-agent]');
-    assert.equal(await page.locator('tbody tr[data-agent]').count(), 8);
+    assert.equal(await page.locator('tbody tr[data-agent]').count(), 9);
+    assert.match(await page.locator('tr[data-agent=a-legacy-01]').innerText(), /\?\s+unknown/);
     // The XSS host name is shown literally and no element or dialog came of it.
     assert.equal(await page.locator('tr[data-agent=a-xss] a.host').innerText(), XSS_HOST);
     assert.equal(await page.locator('img[src=x]').count(), 0);
@@ -138,11 +140,11 @@ describe('web console in chromium', { skip, timeout: 180_000 }, () => {
     assert.equal(await page.locator('th[aria-sort=descending]').innerText(), 'Host ▼');
     // Paging (50 a page): an offset in the hash, then back with Previous.
     await page.goto(`${fleet.base}/console/#/agents?sort=host&offset=6`);
-    await page.waitForSelector('[data-test=count]:text("7–8 of 8 agents")');
-    assert.equal(await page.locator('tbody tr[data-agent]').count(), 2);
+    await page.waitForSelector('[data-test=count]:text("7–9 of 9 agents")');
+    assert.equal(await page.locator('tbody tr[data-agent]').count(), 3);
     assert.ok(await page.locator('button:text("Next")').isDisabled());
     await page.click('button:text("Previous")');
-    await page.waitForSelector('[data-test=count]:text("1–8 of 8 agents")');
+    await page.waitForSelector('[data-test=count]:text("1–9 of 9 agents")');
     await page.fill('input[name=q]', 'no-such-host');
     await page.waitForSelector('td.empty');
     assert.equal(await page.locator('td.empty').innerText(), 'No agent matches these filters.');
@@ -197,7 +199,7 @@ describe('web console in chromium', { skip, timeout: 180_000 }, () => {
     else assert.match(age, /^\d+ (s|min|h|d)/);
     assert.equal(/stale/.test(age), info.signaturesStale, `${age} vs signaturesStale ${info.signaturesStale}`);
     assert.match(await page.locator('[data-test=cache]').innerText(), /^memory, \d+ entries \(healthy\)$/);
-    assert.equal(await page.locator('[data-test=agents-connected]').innerText(), '7');
+    assert.equal(await page.locator('[data-test=agents-connected]').innerText(), '8');
     assert.match(await page.locator('[data-test=load]').innerText(), /^\d+ %$/);
     await shot('svm');
   });

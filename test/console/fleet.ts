@@ -33,6 +33,8 @@ export interface FleetAgentSpec {
   reasons?: string[];
   /** Earlier states, oldest first, before `state`. */
   history?: Array<{ state: State; reasons: string[] }>;
+  /** An older agent: no feature state-report, so no state (it shows as unknown); it only scans. */
+  noStateReport?: boolean;
   /** Disconnect after its first reports and turn silent. */
   silent?: boolean;
   generationCurrent?: boolean;
@@ -100,6 +102,7 @@ export const FLEET: FleetAgentSpec[] = [
     state: 'protected',
     detections: [['<script>alert(2)</script>', '/tmp/<b>bold</b>.bin', 65]],
   },
+  { tenant: 'a', agentId: 'a-legacy-01', host: 'legacy-01.prod.example', agentVersion: '0.0.9', state: 'protected', noStateReport: true },
   {
     tenant: 'b',
     agentId: 'b-desk-01',
@@ -174,8 +177,16 @@ export async function startConsoleFleet(specs: FleetAgentSpec[] = FLEET): Promis
         token: AGENT_TOKENS[s.tenant],
         agentId: s.agentId,
         host: s.host,
+        ...(s.noStateReport ? { features: [] } : {}),
       });
       agents.push(a);
+      if (s.noStateReport) {
+        // What such an agent sends while idle: lookups (any frame counts as heard).
+        let id = 0;
+        const lookup = () => a.ws.send(JSON.stringify({ t: 'lookup', id: ++id, sha256: 'cd'.repeat(32), size: 10 }));
+        heartbeats.push(setInterval(() => a.ws.readyState === WebSocket.OPEN && lookup(), HEARTBEAT_MS));
+        continue;
+      }
       for (const h of s.history ?? []) a.state(report(s, gen, h.state, h.reasons));
       const last = report(s, gen, s.state, s.reasons ?? []);
       a.state(last);

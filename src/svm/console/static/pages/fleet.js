@@ -32,6 +32,7 @@ export function Fleet() {
     return html`<h1>Fleet</h1>
       <${ErrorBox} error=${error} />${error ? null : html`<p class="muted">Loading…</p>`}`;
   const t = data.totals;
+  const unknown = t.agents - STATES.reduce((n, st) => n + t[st], 0);
   return html`<h1>Fleet</h1>
     <${ErrorBox} error=${error} />
     <section class="cards" data-test="totals">
@@ -43,8 +44,9 @@ export function Fleet() {
           </a>`,
       )}
     </section>
-    <p class="muted small">
+    <p class="muted small" data-test="fleet-note">
       Silent: not heard from for more than ${duration(data.silentAfterSeconds)}. Counted at ${dateTime(data.generatedAt)}.
+      ${unknown > 0 ? ` ${unknown} ${unknown === 1 ? 'agent does' : 'agents do'} not report a state (older versions).` : ''}
     </p>
     <h2>Per tenant</h2>
     ${
