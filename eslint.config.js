@@ -56,7 +56,12 @@ export default defineConfig(
     },
   },
   {
-    files: ['src/**/*.ts', 'scripts/**/*.mjs'],
+    // The web console's pages run in the browser (served as ES modules, no build step).
+    files: ['src/svm/console/static/**/*.js'],
+    languageOptions: { globals: globals.browser, sourceType: 'module' },
+  },
+  {
+    files: ['src/**/*.ts', 'scripts/**/*.mjs', 'src/svm/console/static/**/*.js'],
     plugins: { '@stylistic': stylistic },
     rules: {
       // prettier breaks code at printWidth but never strings or comments; this catches those.

@@ -177,6 +177,24 @@ const unitDir = path.join(root, 'installers/systemd');
 for (const f of fs.existsSync(unitDir) ? fs.readdirSync(unitDir) : []) {
   if (f.endsWith('.service')) seaConfig.assets[`systemd/${f}`] = path.join(unitDir, f);
 }
+// The web console (src/svm/console): its static files and preact + htm, read by
+// console-route.ts as `console/<name>` and `console/vendor/<package>/<file>`.
+const consoleDir = path.join(root, 'src/svm/console/static');
+(function addConsole(dir, prefix) {
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    if (e.isDirectory()) addConsole(path.join(dir, e.name), `${prefix}${e.name}/`);
+    else seaConfig.assets[`console/${prefix}${e.name}`] = path.join(dir, e.name);
+  }
+})(consoleDir, '');
+for (const [pkgName, file] of [
+  ['preact', 'dist/preact.mjs'],
+  ['preact', 'hooks/dist/hooks.mjs'],
+  ['htm', 'dist/htm.mjs'],
+]) {
+  const p = path.join(root, 'node_modules', pkgName, file);
+  if (!fs.existsSync(p)) die(`${p} is missing: the web console needs ${pkgName} (npm ci)`);
+  seaConfig.assets[`console/vendor/${pkgName}/${file}`] = p;
+}
 fs.writeFileSync(path.join(seaDir, 'sea-config.json'), JSON.stringify(seaConfig, null, 2));
 sh(node24, ['--experimental-sea-config', path.join(seaDir, 'sea-config.json')]);
 step(`blob ${(fs.statSync(seaConfig.output).size / 1024 / 1024).toFixed(1)} MiB with node ${v}`);

@@ -5,11 +5,12 @@
  * SIGTERM and closes gracefully (agents get 4010 and fail over). Exit 2 on a config error.
  */
 import { AGENT_VERSION } from '../agent/identity.js';
-import { closeLogging, configureLogging } from '../log.js';
+import { closeLogging, configureLogging, logger } from '../log.js';
 import { MemoryInventoryStore } from '../svm/inventory/memory-store.js';
 import { RedisInventoryStore } from '../svm/inventory/redis-store.js';
 import type { InventoryStore } from '../svm/inventory/types.js';
 import { loadSvmConfig, readTlsFiles, type SvmConfig } from '../svm/config.js';
+import { consoleRoute } from '../svm/console/console-route.js';
 import { BuiltinEngine } from '../svm/engines/builtin.js';
 import { ClamavEngine } from '../svm/engines/clamav.js';
 import type { ScanEngine } from '../svm/engines/engine.js';
@@ -187,6 +188,14 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
   } catch (e) {
     return fail(e, 'lightagent-svm');
   }
+  // The web console (static pages over the admin API): scanning goes on without it.
+  let consoleUp = false;
+  try {
+    server.addRoute(consoleRoute());
+    consoleUp = true;
+  } catch (e) {
+    logger('svm').warn('the web console is off', { message: (e as Error).message });
+  }
   const http = server.httpUrl;
   const line = {
     event: 'listening',
@@ -195,6 +204,7 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
     mutualTls: server.tls.mutual,
     metrics: `${http}/metrics`,
     healthz: `${http}/healthz`,
+    ...(consoleUp ? { console: `${http}/console/` } : {}),
     engine: engine.name,
     engineHealthy: engine.healthy(),
     cache: redactUrl(cfg.cache.store),
@@ -217,7 +227,7 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
     o.json
       ? JSON.stringify(line)
       : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${what}, generation ${line.generation}); metrics ` +
-          `at ${line.metrics}`,
+          `at ${line.metrics}${consoleUp ? `; console at ${http}/console/` : ''}`,
   );
 
   process.on('SIGHUP', () => {

@@ -16,7 +16,9 @@ function newestSource(dir: string): number {
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);
     if (e.isDirectory()) newest = Math.max(newest, newestSource(p));
-    else if (e.name.endsWith('.ts')) newest = Math.max(newest, fs.statSync(p).mtimeMs);
+    // .ts sources, and the web console's static files (SEA assets).
+    else if (e.name.endsWith('.ts') || p.includes(`${path.sep}console${path.sep}static${path.sep}`))
+      newest = Math.max(newest, fs.statSync(p).mtimeMs);
   }
   return newest;
 }

@@ -86,6 +86,12 @@ describe('release binary', () => {
     try {
       const r = await fetch(s.url.replace('ws://', 'http://') + '/healthz');
       assert.equal(r.status, 200);
+      // The web console's files travel in the binary as SEA assets (no node_modules beside it).
+      const page = await fetch(s.url.replace('ws://', 'http://') + '/console/');
+      assert.equal(page.status, 200);
+      assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+      const hooks = await fetch(s.url.replace('ws://', 'http://') + '/console/vendor/hooks.mjs');
+      assert.match(await hooks.text(), /from"\.\/preact\.mjs"/);
     } finally {
       await s.stop();
     }
