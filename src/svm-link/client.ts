@@ -5,6 +5,7 @@
 import type { EventEmitter } from 'node:events';
 import type { DetectionEvent, Limits, VerdictMsg, Welcome } from '../protocol/index.js';
 import type { ChunkReader, LinkState, SvmLinkEvents } from './svm-link.js';
+import type { PriorityLike } from './window.js';
 
 export interface SvmClient extends EventEmitter<SvmLinkEvents> {
   /** The SVM in use (a pool: the active one, else the best configured). */
@@ -18,8 +19,9 @@ export interface SvmClient extends EventEmitter<SvmLinkEvents> {
   readonly lastLatencyMs: number;
   connect(): Promise<void>;
   waitConnected(ms: number): Promise<void>;
-  lookup(sha256: string, size: number, deadlineMs?: number): Promise<VerdictMsg>;
-  scan(size: number, read: ChunkReader, deadlineMs: number, name?: string): Promise<VerdictMsg>;
+  /** `priority`: `foreground` (the default) for a decision a process is blocked on, else `background`. */
+  lookup(sha256: string, size: number, deadlineMs?: number, priority?: PriorityLike): Promise<VerdictMsg>;
+  scan(size: number, read: ChunkReader, deadlineMs: number, name?: string, priority?: PriorityLike): Promise<VerdictMsg>;
   report(event: Omit<DetectionEvent, 't'>): boolean;
   close(): void;
 }

@@ -26,6 +26,7 @@ import { Backoff } from '../backoff.js';
 import type { SvmClient } from './client.js';
 import { fetchSvmList, isLoopbackUrl, svmUrlProblem, type SvmEntry } from './discovery.js';
 import { SvmLink, type ChunkReader, type LinkState, type SvmLinkEvents, type SvmLinkOptions } from './svm-link.js';
+import { priorityOf, type PriorityLike } from './window.js';
 
 /** Same-priority SVMs: move for load only when the other one's load is lower by this (load is 0..1). */
 export const LOAD_MARGIN = 0.2;
@@ -153,15 +154,18 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
     }
   }
 
-  async lookup(sha256: string, size: number, deadlineMs = this.opts.deadlineMs ?? 2000): Promise<VerdictMsg> {
+  async lookup(sha256: string, size: number, deadlineMs = this.opts.deadlineMs ?? 2000, priority?: PriorityLike): Promise<VerdictMsg> {
     const start = performance.now();
-    const v = await this.request('lookup', deadlineMs, (link, left) => link.lookup(sha256, size, left));
+    // One Priority across failovers: raised once, it stays raised on the next SVM too.
+    const prio = priorityOf(priority);
+    const v = await this.request('lookup', deadlineMs, (link, left) => link.lookup(sha256, size, left, prio));
     this.lastLatencyMs = performance.now() - start;
     return v;
   }
 
-  scan(size: number, read: ChunkReader, deadlineMs: number, name?: string): Promise<VerdictMsg> {
-    return this.request('scan', deadlineMs, (link, left) => link.scan(size, read, left, name));
+  scan(size: number, read: ChunkReader, deadlineMs: number, name?: string, priority?: PriorityLike): Promise<VerdictMsg> {
+    const prio = priorityOf(priority);
+    return this.request('scan', deadlineMs, (link, left) => link.scan(size, read, left, name, prio));
   }
 
   report(event: Omit<DetectionEvent, 't'>): boolean {
