@@ -39,6 +39,11 @@ export interface ScanResult {
   /** Bytes read from the file to hash it (0 on an identity hit). */
   read: number;
   error?: { code: string; message: string };
+  /**
+   * When the SVM was asked: ms waited for a slot in the link's window, ms from the slot to the
+   * answer (summed over the lookup and the upload), and the class the scan ended in.
+   */
+  svmTiming?: { windowWaitMs: number; svmMs: number; requests: number; priority: PriorityClass };
 }
 
 /** What the scanner needs of the local verdict cache (src/cache implements it). */
@@ -204,7 +209,15 @@ export class FileScanner {
         const prio = new Priority(priority);
         this.flights.set(key, prio);
         try {
-          return await this.scanContent(fd, path, st, size, staleHit, prio, pre);
+          const r = await this.scanContent(fd, path, st, size, staleHit, prio, pre);
+          if (prio.requests > 0)
+            r.svmTiming = {
+              windowWaitMs: Math.round(prio.windowWaitMs * 10) / 10,
+              svmMs: Math.round(prio.svmMs * 10) / 10,
+              requests: prio.requests,
+              priority: prio.class,
+            };
+          return r;
         } finally {
           if (this.flights.get(key) === prio) this.flights.delete(key);
         }

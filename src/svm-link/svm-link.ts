@@ -69,6 +69,8 @@ export interface SvmLinkOptions {
   deadlineMs?: number;
   /** Our cap on requests in flight; the SVM's limit applies too. */
   maxInFlight?: number;
+  /** Share of the window background requests may hold (default 0.75; tests and benches). */
+  backgroundShare?: number;
   /** Time allowed for connect + hello, ms. */
   connectTimeoutMs?: number;
   backoffMinMs?: number;
@@ -115,8 +117,8 @@ export interface SvmLinkEvents {
 
 export class SvmLink extends EventEmitter<SvmLinkEvents> {
   readonly url: string;
-  private readonly opts: Required<Omit<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key' | 'features'>> &
-    Pick<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key' | 'features'>;
+  private readonly opts: Required<Omit<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key' | 'features' | 'backgroundShare'>> &
+    Pick<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key' | 'features' | 'backgroundShare'>;
   private ws: WebSocket | undefined;
   private _state: LinkState = 'idle';
   private _welcome: Welcome | undefined;
@@ -149,7 +151,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
       backoffMaxMs: 30_000,
       ...options,
     };
-    this.window = new Window(this.opts.maxInFlight);
+    this.window = new Window(this.opts.maxInFlight, { backgroundShare: this.opts.backgroundShare });
     this.backoff = new Backoff(this.opts.backoffMinMs, this.opts.backoffMaxMs);
     this.log = logger('svm-link', { svm: options.url });
   }
@@ -329,6 +331,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
       () => new DeadlineError(`waiting for a free ${kind} slot on ${this.url}`, deadlineMs),
       priority,
     );
+    const admittedAt = performance.now();
     try {
       if (this._state !== 'connected') throw new SvmUnavailableError(this.url, 'the connection was lost');
       const id = this.allocId();
@@ -354,6 +357,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
       }
       return await verdict;
     } finally {
+      priority.svmMs += performance.now() - admittedAt;
       release();
     }
   }

@@ -21,6 +21,12 @@ export type PriorityClass = 'foreground' | 'background';
  */
 export class Priority {
   private readonly listeners = new Set<() => void>();
+  /** Measurement, summed over the requests made with it: ms waited for a window slot. */
+  windowWaitMs = 0;
+  /** ms from a slot to the SVM's answer (sending, the SVM's work, the answer back). */
+  svmMs = 0;
+  /** Requests admitted with it. */
+  requests = 0;
   constructor(private cls: PriorityClass = 'background') {}
 
   get class(): PriorityClass {
@@ -51,7 +57,7 @@ export function priorityOf(p: PriorityLike): Priority {
 
 export interface WindowOptions {
   /** Share of the slots background requests may hold at once (0..1; at least 1 slot). Default 0.75. */
-  backgroundShare?: number;
+  backgroundShare?: number | undefined;
   /** A background waiter older than this goes ahead of foreground waiters, ms. Default 5000. */
   backgroundMaxWaitMs?: number;
 }
@@ -141,6 +147,7 @@ export class Window {
     const cls = prio.class;
     if (this.fg.length === 0 && (cls === 'foreground' ? this.used < this.limit : this.bg.length === 0 && this.bgFree())) {
       this.stats[cls].atOnce++;
+      prio.requests++;
       return Promise.resolve(this.take(cls, 0));
     }
     return new Promise((resolve, reject) => {
@@ -221,6 +228,8 @@ export class Window {
       if (!w) return;
       clearTimeout(w.timer);
       w.unsubscribe();
+      w.prio.requests++;
+      w.prio.windowWaitMs += now - w.since;
       w.resolve(this.take(w.cls, now - w.since));
     }
   }
