@@ -4,7 +4,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { DetectionEvent, Limits, VerdictMsg, Welcome } from '../protocol/index.js';
-import type { ChunkReader, LinkState, SvmLinkEvents } from './svm-link.js';
+import type { ChunkReader, LinkState, SvmLinkEvents, WindowStats } from './svm-link.js';
 import type { PriorityLike } from './window.js';
 
 export interface SvmClient extends EventEmitter<SvmLinkEvents> {
@@ -17,6 +17,8 @@ export interface SvmClient extends EventEmitter<SvmLinkEvents> {
   readonly limits: Limits | undefined;
   readonly inFlight: number;
   readonly lastLatencyMs: number;
+  /** The in-flight window per class (a pool: summed over its SVMs). */
+  readonly windowStats?: WindowStats;
   connect(): Promise<void>;
   waitConnected(ms: number): Promise<void>;
   /** `priority`: `foreground` (the default) for a decision a process is blocked on, else `background`. */

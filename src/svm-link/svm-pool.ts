@@ -25,8 +25,8 @@ import type { DetectionEvent, Limits, VerdictMsg, Welcome } from '../protocol/in
 import { Backoff } from '../backoff.js';
 import type { SvmClient } from './client.js';
 import { fetchSvmList, isLoopbackUrl, svmUrlProblem, type SvmEntry } from './discovery.js';
-import { SvmLink, type ChunkReader, type LinkState, type SvmLinkEvents, type SvmLinkOptions } from './svm-link.js';
-import { priorityOf, type PriorityLike } from './window.js';
+import { SvmLink, type ChunkReader, type LinkState, type SvmLinkEvents, type SvmLinkOptions, type WindowStats } from './svm-link.js';
+import { priorityOf, type PriorityLike, type WindowClassStats } from './window.js';
 
 /** Same-priority SVMs: move for load only when the other one's load is lower by this (load is 0..1). */
 export const LOAD_MARGIN = 0.2;
@@ -133,6 +133,41 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
   }
   get inFlight(): number {
     return this.members.reduce((n, m) => n + m.link.inFlight, 0);
+  }
+
+  /** The windows of every SVM, summed (max for the maxima). */
+  get windowStats(): WindowStats {
+    const sum = (a: WindowClassStats, b: WindowClassStats): WindowClassStats => ({
+      admitted: a.admitted + b.admitted,
+      atOnce: a.atOnce + b.atOnce,
+      waitedMsTotal: a.waitedMsTotal + b.waitedMsTotal,
+      waitedMsMax: Math.max(a.waitedMsMax, b.waitedMsMax),
+      timedOut: a.timedOut + b.timedOut,
+    });
+    return this.members
+      .map((m) => m.link.windowStats)
+      .reduce(
+        (a, b) => ({
+          capacity: a.capacity + b.capacity,
+          backgroundLimit: a.backgroundLimit + b.backgroundLimit,
+          inUse: a.inUse + b.inUse,
+          waiting: a.waiting + b.waiting,
+          admitted: a.admitted + b.admitted,
+          foreground: sum(a.foreground, b.foreground),
+          background: sum(a.background, b.background),
+          pacedChunks: a.pacedChunks + b.pacedChunks,
+        }),
+        {
+          capacity: 0,
+          backgroundLimit: 0,
+          inUse: 0,
+          waiting: 0,
+          admitted: 0,
+          foreground: { admitted: 0, atOnce: 0, waitedMsTotal: 0, waitedMsMax: 0, timedOut: 0 },
+          background: { admitted: 0, atOnce: 0, waitedMsTotal: 0, waitedMsMax: 0, timedOut: 0 },
+          pacedChunks: 0,
+        },
+      );
   }
 
   connect(): Promise<void> {
