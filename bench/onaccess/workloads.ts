@@ -34,7 +34,7 @@
  *               ignore mark), bounded by WRITTEN_WAIT_MS. The wait is recorded per sample, and
  *               lightagent's permission events during the timed read too. --no-wait: no wait
  *               (read at once, while the background scans of the write still run; writtenWaitMs
- *               0), and lightagent's decisions during the read from its link's window counters
+ *               0; lightagent restarted fresh before the write, so its content is new), and lightagent's decisions during the read from its link's window counters
  *               (readWindow: foreground requests, their window wait, background ones, scans raised).
  *   exec        N runs of bin/true from the mount (1,000 in the full run)
  *   npm_ci      npm ci --offline --ignore-scripts in npm/ (node_modules removed untimed before)
@@ -371,6 +371,9 @@ async function main(): Promise<void> {
 
   const runOne = async (v: Variant, w: Workload, rep: number) => {
     const c = command(w, p);
+    // --no-wait: the content written must be new to the agent (as in the report of a read at once
+    // after an extract): a fresh agent and SVM, untimed, so every close-write is an upload.
+    if (args['no-wait'] && c.written && v instanceof LightAgent) await v.start();
     if (c.pre) {
       const pre = await timed(c.pre, v.root, p.timeoutS);
       if (c.written && pre.rc !== 0) {
