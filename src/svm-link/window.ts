@@ -77,6 +77,8 @@ interface Waiter {
   /** The class of the queue it is in. */
   cls: PriorityClass;
   since: number;
+  /** When it entered its current queue (raised: the moment it was raised); the class's wait counts from here. */
+  queuedAt: number;
   resolve: (release: () => void) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout;
@@ -155,6 +157,7 @@ export class Window {
         prio,
         cls,
         since: performance.now(),
+        queuedAt: performance.now(),
         resolve,
         reject,
         unsubscribe: () => {},
@@ -173,6 +176,7 @@ export class Window {
           if (i < 0) return;
           this.bg.splice(i, 1);
           w.cls = 'foreground';
+          w.queuedAt = performance.now();
           this.fg.push(w);
           this.wake();
         });
@@ -230,7 +234,7 @@ export class Window {
       w.unsubscribe();
       w.prio.requests++;
       w.prio.windowWaitMs += now - w.since;
-      w.resolve(this.take(w.cls, now - w.since));
+      w.resolve(this.take(w.cls, now - w.queuedAt));
     }
   }
 }
