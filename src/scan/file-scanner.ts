@@ -201,7 +201,8 @@ export class FileScanner {
       const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
       // A decision joining a background scan of the same file raises it (it waits on it now).
       const joined = this.flights.get(key);
-      if (joined && priority === 'foreground' && !joined.foreground) {
+      // (Only with a cache: without one there is no single flight, nothing is joined.)
+      if (cache && joined && priority === 'foreground' && !joined.foreground) {
         joined.raise();
         this.raised++;
       }
