@@ -28,7 +28,7 @@ import { VARIANTS } from './onaccess/variants.js';
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string' }, // steps: workloads,open-latency,svm,idle-memory,process,cache,gate,boot-storm,noisy-neighbour
+    only: { type: 'string' }, // steps: workloads,open-latency,svm,svm-sizing,idle-memory,process,cache,gate,boot-storm,noisy-neighbour
     out: { type: 'string' },
   },
 });
@@ -98,6 +98,12 @@ async function main(): Promise<void> {
     600,
   );
   await run('svm', 'micro/svm-scale.js', ['--seconds', quick ? '1' : '3', '--out', path.join(parts, 'svm.json')], 600);
+  await run(
+    'svm-sizing',
+    'svm/sizing.js',
+    [...(quick ? ['--agents', '0,100,500', '--rate-at', '500', '--seconds', '1'] : []), '--out', path.join(parts, 'svm-sizing.json')],
+    900,
+  );
   await run('idle-memory', 'onaccess/idle-memory.js', ['--rounds', quick ? '2' : '3', '--out', path.join(parts, 'idle-memory.json')], 900);
   if (!quick) {
     await run('process', 'process/process-bench.js', ['--counts', '1000,10000', '--out', path.join(parts, 'process.json')], 1800);

@@ -196,3 +196,17 @@ export class SvmDiscoveryError extends LightagentError {
     );
   }
 }
+
+/**
+ * `lightagent-svm backup` / `restore`: a backup could not be made (LA_ERR_BACKUP), an archive is
+ * damaged or hostile and nothing was written (LA_ERR_BACKUP_INVALID), or a restore was refused or
+ * failed while writing (LA_ERR_BACKUP_RESTORE).
+ */
+export type BackupErrorCode = 'LA_ERR_BACKUP' | 'LA_ERR_BACKUP_INVALID' | 'LA_ERR_BACKUP_RESTORE';
+
+export class BackupError extends LightagentError {
+  declare readonly code: BackupErrorCode;
+  constructor(code: BackupErrorCode, message: string, hint: string, options?: { cause?: unknown }) {
+    super(code, message, hint, options);
+  }
+}

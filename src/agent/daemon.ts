@@ -4,7 +4,8 @@
  *
  *   [sd-notify] -> state-dir -> lock (one daemon per state directory) -> svm-link -> cache ->
  *   quarantine + deferred queue -> processes -> scanner + handler -> protection backend ->
- *   deferred re-scan -> protection state -> recovery -> sockets -> [signals -> ready]
+ *   deferred re-scan -> protection state -> state report (to the SVM) -> recovery -> sockets ->
+ *   [signals -> ready]
  *
  * The bracketed steps run for a service only (`lightagent run`, `lightagent service run`).
  * `reload()` (SIGHUP, the control socket) is make-before-break: the new protection backend is
@@ -35,6 +36,7 @@ import { protectionStep } from './steps/protection.js';
 import { deferredRescanStep } from './steps/deferred-rescan.js';
 import { protectionStateStep } from './steps/protection-state.js';
 import { recoveryStep } from './steps/recovery.js';
+import { stateReportStep } from './steps/state-report.js';
 import { socketsStep } from './steps/sockets.js';
 import { signalsStep } from './steps/signals.js';
 import { readyStep } from './steps/ready.js';
@@ -59,6 +61,7 @@ const STEPS: ReadonlyArray<Step<DaemonContext>> = [
   protectionStep,
   deferredRescanStep,
   protectionStateStep,
+  stateReportStep,
   recoveryStep,
   socketsStep,
   signalsStep,
@@ -127,7 +130,15 @@ export class Daemon implements DaemonApi {
       mode: this.mode,
       protection: this.protection,
       protect: this.protectedPaths(),
-      exclude: this.ctx.cfg.exclude,
+      exclude: this.ctx.cfg.exclude.paths,
+      // status.sock answers any local user: which executables are excluded is not theirs to know.
+      exclusions: {
+        paths: this.ctx.cfg.exclude.paths,
+        extensions: this.ctx.cfg.exclude.extensions,
+        processes: this.ctx.cfg.exclude.processes.length,
+        sha256: this.ctx.cfg.exclude.sha256.length,
+        threats: this.ctx.cfg.exclude.threats,
+      },
       reloads: this.reloads,
       recoveries: this.recoveries,
       svm: {

@@ -75,8 +75,9 @@ function build(cfg: AgentConfig, extra: SvmClientExtra, pool: boolean): SvmClien
     hypervisor: host.hypervisor,
     agentVersion: AGENT_VERSION,
     deadlineMs: cfg.deadline,
-    // lightagent/1 features this agent speaks (protocol/messages.ts FEATURES).
-    features: [FEATURES.signatureAge],
+    // lightagent/1 features this agent speaks (protocol/messages.ts FEATURES); the daemon's
+    // state-report step sends the state reports, other commands only list the feature.
+    features: [FEATURES.signatureAge, FEATURES.stateReport],
     ca,
     cert,
     key,

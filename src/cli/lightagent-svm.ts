@@ -4,7 +4,11 @@
  * --json: {event, url, metrics, healthz, engine, generation, pid}), then runs until SIGINT or
  * SIGTERM and closes gracefully (agents get 4010 and fail over). Exit 2 on a config error.
  */
+import { AGENT_VERSION } from '../agent/identity.js';
 import { closeLogging, configureLogging } from '../log.js';
+import { MemoryInventoryStore } from '../svm/inventory/memory-store.js';
+import { RedisInventoryStore } from '../svm/inventory/redis-store.js';
+import type { InventoryStore } from '../svm/inventory/types.js';
 import { loadSvmConfig, readTlsFiles, type SvmConfig } from '../svm/config.js';
 import { BuiltinEngine } from '../svm/engines/builtin.js';
 import { ClamavEngine } from '../svm/engines/clamav.js';
@@ -16,6 +20,7 @@ import type { SharedVerdictCache } from '../svm/verdict-cache.js';
 import { SvmServer } from '../svm/server.js';
 import { defineCommand, type OptionSpec, type Values } from './command.js';
 import { err, exitAfterFlush, fail, out } from './output.js';
+import { backupCommand, restoreCommand } from './svm-backup.js';
 
 const SVM_OPTIONS = {
   config: { type: 'string', arg: 'F', help: 'config file (YAML or JSON)' },
@@ -71,6 +76,15 @@ const SVM_OPTIONS = {
     arg: 'F',
     help: 'mutual TLS: refuse agents without a certificate signed by this CA\n(config tls.client_ca)',
   },
+  'admin-token': {
+    type: 'string',
+    multiple: true,
+    arg: 'T',
+    help:
+      'accept this token (role admin) on the admin API at /api/ (repeatable;\n' +
+      "added to the config's admin_tokens; never an agent token)",
+  },
+  'state-dir': { type: 'string', arg: 'DIR', help: 'where the memory inventory is kept (config state_dir)' },
   'log-file': { type: 'string', arg: 'F', help: 'JSON-lines log file (default: JSON lines on stderr)' },
   'log-level': { type: 'string', arg: 'L', help: 'error | warn | info | debug' },
   json: { type: 'boolean', help: 'print the listening line as JSON' },
@@ -79,9 +93,12 @@ const SVM_OPTIONS = {
 const svmCommand = defineCommand({
   program: 'lightagent-svm',
   summary: 'the Security VM server',
-  usage: '[options]',
+  usage: '[options] | backup --out FILE | restore FILE',
   description: `Run the Security VM server: agents connect over WebSocket (lightagent/1); GET /metrics and
-GET /healthz on the same port.`,
+GET /healthz on the same port.
+
+  lightagent-svm backup --out FILE   back up the config, the files it names and state_dir (--help)
+  lightagent-svm restore FILE        restore them from such a backup (--help)`,
   options: SVM_OPTIONS,
   footer: `Plain ws:// is allowed only on a loopback address, unless insecure_plain_ws: true.
 
@@ -97,7 +114,7 @@ Example config (YAML):
   signatures: [/etc/lightagent/local.hdb, /etc/lightagent/local.ndb]
   max_file_size: 64 MiB
   upload_memory: 512 MiB
-  log: {file: /var/log/lightagent/svm.log, level: info}`,
+  log: {file: /var/log/lightagent-svm/svm.log, level: info}`,
   handler: ({ values }) => serve(values),
 });
 
@@ -121,6 +138,8 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
         'log.file': o['log-file'],
         'log.level': o['log-level'],
         token_file: o['token-file'],
+        admin_token: o['admin-token'],
+        state_dir: o['state-dir'],
       },
     });
   try {
@@ -154,6 +173,15 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
       agentQueue: cfg.agent_queue,
       maxSignatureAgeMs: cfg.max_signature_age,
       watchSignatures: cfg.watch_signatures,
+      siem: cfg.siem,
+      version: AGENT_VERSION,
+      adminTokens: cfg.admin_tokens,
+      inventory: {
+        store: await makeInventoryStore(cfg),
+        silentAfterMs: cfg.inventory.silent_after,
+        maxAgents: cfg.inventory.max_agents,
+        maxAgentsPerTenant: cfg.inventory.max_agents_per_tenant,
+      },
       ...(cfg.tls ? { tls: readTlsFiles(cfg.tls, o.config ?? 'the command line') } : {}),
     });
   } catch (e) {
@@ -199,6 +227,7 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
       try {
         const next = load();
         tokens = server.reloadTokens(next.tokens);
+        server.reloadAdminTokens(next.admin_tokens);
         if (next.tls) server.reloadTls(readTlsFiles(next.tls, o.config ?? 'the command line'));
       } catch (e) {
         fail(e, 'lightagent-svm: reload of the configuration (tokens, TLS) failed, keeping the previous ones');
@@ -238,6 +267,14 @@ async function makeCache(cfg: SvmConfig): Promise<SharedVerdictCache> {
   return RedisVerdictCache.connect({ url: c.store, entries: c.entries, ttlMs: c.ttl, timeoutMs: c.timeout, keyPrefix: c.key_prefix });
 }
 
+async function makeInventoryStore(cfg: SvmConfig): Promise<InventoryStore> {
+  const c = cfg.cache;
+  // Under the shipped unit, systemd's StateDirectory= (STATE_DIRECTORY) keeps it without a setting.
+  const stateDir = cfg.state_dir ?? process.env.STATE_DIRECTORY?.split(':')[0];
+  if (c.store === 'memory') return new MemoryInventoryStore({ stateDir: stateDir || undefined });
+  return RedisInventoryStore.connect({ url: c.store, timeoutMs: Math.max(1000, c.timeout), keyPrefix: c.key_prefix });
+}
+
 async function makeEngine(cfg: SvmConfig): Promise<ScanEngine> {
   if (cfg.engine === 'clamav') {
     return ClamavEngine.create({
@@ -252,7 +289,9 @@ async function makeEngine(cfg: SvmConfig): Promise<ScanEngine> {
   return new BuiltinEngine({ signatureFiles: cfg.signatures, archives: cfg.archives });
 }
 
-svmCommand.run(process.argv.slice(2)).then(
+const argv = process.argv.slice(2);
+const command = argv[0] === 'backup' ? backupCommand : argv[0] === 'restore' ? restoreCommand : svmCommand;
+command.run(command === svmCommand ? argv : argv.slice(1)).then(
   (code) => exitAfterFlush(code),
   (e: unknown) => {
     err(`lightagent-svm: internal error: ${(e as Error)?.stack ?? String(e)}`);

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { duration, override, parseConfig, readConfigFile, size } from './load.js';
+import { exclusionsSchema, NO_EXCLUSIONS } from './exclusions.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/lightagent/agent.yaml';
 
@@ -49,6 +50,10 @@ export const agentConfigSchema = z
     svm_discovery_interval: duration().default(300_000),
     /** A recovered preferred SVM must stay up this long before the agent returns to it. */
     svm_hold_down: duration().default(10_000),
+    /** State reports to the SVM (feature state-report): a heartbeat this often besides changes; never under 30 s. */
+    state_report_interval: duration()
+      .refine((ms) => ms >= 30_000, 'must be at least 30s (state reports are never chatty)')
+      .default(300_000),
     /** Allow plain ws:// to an SVM on another host (token and file contents in clear). */
     allow_plain_ws: z.boolean().default(false),
     /** PEM client certificate and key for mutual TLS with the SVM. */
@@ -74,7 +79,8 @@ export const agentConfigSchema = z
       .strict()
       .default({ watcher: 'auto', table_entries: 32_768, poll_interval: 1000, events_file_size: 4 * 1024 * 1024 }),
     protect: z.array(absPath).default([]),
-    exclude: z.array(absPath).default([]),
+    /** What is left alone: a list of paths, or {paths, extensions, processes, sha256, threats} (src/config/exclusions.ts). */
+    exclude: exclusionsSchema.default(() => ({ ...NO_EXCLUSIONS })),
     state_dir: absPath.default('/var/lib/lightagent'),
     /** status.sock and control.sock; default /run/lightagent (or <state_dir>.run beside a non-default state_dir). */
     socket_dir: absPath.optional(),
@@ -120,7 +126,13 @@ export function loadAgentConfig(src: AgentConfigSources = {}): AgentConfig {
   override(raw, 'svm', env.LIGHTAGENT_SVM_URL || undefined);
   override(raw, 'token', env.LIGHTAGENT_TOKEN || undefined);
   override(raw, 'ca', env.LIGHTAGENT_CA || undefined);
-  for (const [k, v] of Object.entries(src.flags ?? {})) override(raw, k, v);
+  for (const [k, v] of Object.entries(src.flags ?? {})) {
+    // --exclude PATH replaces the paths only: the file's other kinds of exclusion stay.
+    const ex = raw.exclude;
+    if (k === 'exclude' && v !== undefined && typeof ex === 'object' && ex !== null && !Array.isArray(ex))
+      raw.exclude = { ...ex, paths: v };
+    else override(raw, k, v);
+  }
   return parseConfig(agentConfigSchema, raw, source);
 }
 

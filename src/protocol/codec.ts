@@ -4,7 +4,7 @@
  * Unknown fields are dropped so a newer peer's extras cannot reach our logic.
  */
 import { ProtocolError } from '../errors.js';
-import { FRAME_LIMITS, MAX_FEATURES, type AgentMessage, type Message, type SvmMessage } from './messages.js';
+import { FRAME_LIMITS, MAX_FEATURES, STATE_LIMITS, type AgentMessage, type Message, type SvmMessage } from './messages.js';
 
 type FieldKind = 'str' | 'hex64' | 'uint' | 'uint32' | 'num01' | 'bool' | 'obj' | 'names' | 'time';
 interface Field {
@@ -13,6 +13,8 @@ interface Field {
   oneOf?: readonly string[];
   /** For 'obj': nested fields. */
   fields?: Record<string, Field>;
+  /** For 'str': a tighter length bound than FRAME_LIMITS.maxString; for 'names': fewer names than MAX_FEATURES. */
+  max?: number;
 }
 type Schema = Record<string, Field>;
 
@@ -30,6 +32,7 @@ const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?Z$/;
 
 const limitsFields: Record<string, Field> = { maxFileSize: uint, maxChunk: uint, maxInFlight: uint };
 const processFields: Record<string, Field> = { pid: uint, exe: opt(s()), cmdline: opt(s()), uid: opt(uint) };
+const short = (o: Partial<Field> = {}): Field => s({ max: STATE_LIMITS.maxShort, ...o });
 
 const AGENT_SCHEMAS: Record<string, Schema> = {
   hello: {
@@ -53,6 +56,21 @@ const AGENT_SCHEMAS: Record<string, Schema> = {
     threat: s(),
     action: s({ oneOf: ['denied', 'quarantined', 'reported', 'killed'] }),
     process: opt({ kind: 'obj', fields: processFields }),
+  },
+  // Feature state-report (the session refuses it unless this SVM lists the feature).
+  state: {
+    mode: short(),
+    state: s({ oneOf: ['protected', 'degraded', 'off'] }),
+    reasons: { ...names, max: STATE_LIMITS.maxReasons },
+    since: short(),
+    agentVersion: short(),
+    os: short(),
+    osRelease: opt(short()),
+    generation: opt(short()),
+    cache: { kind: 'obj', fields: { entries: uint, hits: uint, misses: uint } },
+    deferred: uint,
+    detections: uint,
+    policy: opt({ kind: 'obj', fields: { name: short(), version: short() } }),
   },
 };
 
@@ -100,8 +118,8 @@ function checkFields(src: Record<string, unknown>, schema: Schema, where: string
     switch (f.kind) {
       case 'str':
         if (typeof v !== 'string') bad(`${where}.${key} must be a string`);
-        if (v.length > FRAME_LIMITS.maxString)
-          throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where}.${key} is longer than ${FRAME_LIMITS.maxString}`);
+        if (v.length > (f.max ?? FRAME_LIMITS.maxString))
+          throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where}.${key} is longer than ${f.max ?? FRAME_LIMITS.maxString}`);
         if (f.oneOf && !f.oneOf.includes(v)) bad(`${where}.${key} must be one of ${f.oneOf.join(', ')}`);
         break;
       case 'hex64':
@@ -125,8 +143,8 @@ function checkFields(src: Record<string, unknown>, schema: Schema, where: string
         break;
       case 'names':
         if (!Array.isArray(v)) bad(`${where}.${key} must be a list`);
-        if (v.length > MAX_FEATURES)
-          throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where}.${key} has more than ${MAX_FEATURES} names`);
+        if (v.length > (f.max ?? MAX_FEATURES))
+          throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where}.${key} has more than ${f.max ?? MAX_FEATURES} names`);
         for (const n of v as unknown[])
           if (typeof n !== 'string' || !FEATURE_NAME.test(n)) bad(`${where}.${key} must hold names of [a-z0-9-]`);
         out[key] = [...(v as string[])];

@@ -5,7 +5,7 @@
  * frames (see chunk.ts). Requests carry an `id` (uint32, chosen by the agent, unique among its
  * in-flight requests); the SVM answers each with exactly one `verdict` of the same id.
  *
- *   agent -> SVM: hello, lookup, scan (then binary chunks), event, cancel
+ *   agent -> SVM: hello, lookup, scan (then binary chunks), event, cancel, state (feature state-report)
  *   SVM -> agent: welcome, verdict, load, generation, error
  *
  * The version rule. `v` changes only when a message every peer must understand changes meaning;
@@ -29,6 +29,8 @@ export const FEATURES = {
    * seconds): the agent shows the age and whether it is stale.
    */
   signatureAge: 'signature-age',
+  /** Agent -> SVM `state`: the agent's protection state and figures, on change and at a slow heartbeat (docs/console.md). */
+  stateReport: 'state-report',
 } as const satisfies Record<string, string>;
 /** At most this many feature names in a hello or welcome, each at most 64 characters. */
 export const MAX_FEATURES = 32;
@@ -122,6 +124,45 @@ export interface DetectionEvent {
   process?: { pid: number; exe?: string; cmdline?: string; uid?: number };
 }
 
+/** Bounds of a `state` report (the codec enforces them). */
+export const STATE_LIMITS = {
+  /** Reasons listed with a state, each a name of [a-z0-9-] up to 64 characters. */
+  maxReasons: 16,
+  /** Short strings of a state report (mode, versions, os, generation, policy). */
+  maxShort: 128,
+} as const;
+
+/**
+ * Agent -> SVM, feature `state-report`: the agent's protection state and figures. Sent right
+ * after welcome, on a change (at most one per ~2 s) and at a slow heartbeat; only to an SVM that
+ * listed the feature.
+ */
+export interface StateReport {
+  t: 'state';
+  /** Protection backend in use: fanotify, watcher, windows, off... */
+  mode: string;
+  state: 'protected' | 'degraded' | 'off';
+  /** Why not protected: svm-unreachable, files-queued, protection-off... */
+  reasons: string[];
+  /** ISO 8601 time the state was entered. */
+  since: string;
+  agentVersion: string;
+  /** linux, windows, other. */
+  os: string;
+  /** Kernel or OS release, e.g. 6.8.0-45-generic. */
+  osRelease?: string;
+  /** Signature generation of the verdicts the agent uses now (from its SVM). */
+  generation?: string;
+  /** The local verdict cache: entries held, hits and misses since the agent started. */
+  cache: { entries: number; hits: number; misses: number };
+  /** Files allowed unjudged, waiting in the deferred queue. */
+  deferred: number;
+  /** Detections since the agent started. */
+  detections: number;
+  /** The policy in force, when policies exist. */
+  policy?: { name: string; version: string };
+}
+
 export interface LoadReport {
   t: 'load';
   load: number;
@@ -143,7 +184,7 @@ export interface ErrorMsg {
   id?: number;
 }
 
-export type AgentMessage = Hello | Lookup | ScanRequest | Cancel | DetectionEvent;
+export type AgentMessage = Hello | Lookup | ScanRequest | Cancel | DetectionEvent | StateReport;
 export type SvmMessage = Welcome | VerdictMsg | LoadReport | GenerationChange | ErrorMsg;
 export type Message = AgentMessage | SvmMessage;
 

@@ -5,10 +5,14 @@
  *
  * Policy, in order:
  *   - not a regular file                         -> allow
+ *   - excluded path or extension, or an opener   -> allow unscanned, never cacheable (exclusions.ts:
+ *     excluded by process                           a mark follows the inode, not the path or process)
  *   - larger than max_file_size                  -> allow, marked clean-for-now (stated policy:
  *                                                   huge files are not scanned on access; counted)
  *   - verdict within the deadline: clean         -> allow, cacheable (kernel ignore mark)
  *                                   infected     -> deny (EPERM), quarantine, detection event
+ *                                   its SHA-256 excluded -> clean (cacheable)
+ *                                   its threat excluded  -> allow, detection `reported` (not cacheable)
  *   - no verdict (SVM down, deadline passed)     -> `on_svm_unavailable`: allow (file queued for a
  *                                                   later scan) or deny; never cacheable
  * The scan goes on after a deadline answer: if it later finds a threat, the file is quarantined
@@ -22,6 +26,7 @@ import type { Attribution } from '../store/events-file.js';
 import type { ProcessHooks } from '../processes/process-monitor.js';
 import type { ResponseReason } from '../processes/response.js';
 import type { FileScanner, ScanResult } from './file-scanner.js';
+import { NOTHING_EXCLUDED, type Exclusions } from './exclusions.js';
 
 export interface AccessEvent {
   /** Open fd of the file (the fanotify event fd); valid until the returned promise settles. */
@@ -66,6 +71,8 @@ export interface OnAccessOptions {
   quarantineInfected?: boolean;
   /** Attribution and on_detect; called only on deny/detection, never for a clean open. */
   processes?: ProcessHooks | undefined;
+  /** `exclude:` compiled (src/scan/exclusions.ts); default nothing excluded. */
+  exclusions?: Exclusions | undefined;
 }
 
 /** The errno behind an error or its cause chain. */
@@ -79,11 +86,15 @@ function causeCode(e: unknown): string | undefined {
 
 /** How long a quarantined path is remembered, so a second detection of it shares the move. */
 const QUARANTINE_MEMORY_MS = 10_000;
+/** An excluded threat at the same path with the same content is reported once per this. */
+const REPORT_MEMORY_MS = 10 * 60_000;
 
 export class OnAccessHandler {
   private readonly log = logger('on-access');
   private readonly quarantining = new Map<string, Promise<string>>();
   private readonly recentlyQuarantined = new Map<string, { id: string; sha256: string | undefined; until: number }>();
+  private readonly recentlyReported = new Map<string, number>();
+  private readonly ex: Exclusions;
   readonly counts = {
     decisions: 0,
     allowed: 0,
@@ -94,13 +105,30 @@ export class OnAccessHandler {
     written: 0,
     processes: 0,
     detections: 0,
+    /** Accesses and written files left alone by `exclude` (path, extension, process), and infected content whose SHA-256 is excluded. */
+    excluded: 0,
+    /** Detections of an excluded threat: reported, not acted on. */
+    reported: 0,
   };
 
-  constructor(private readonly o: OnAccessOptions) {}
+  constructor(private readonly o: OnAccessOptions) {
+    this.ex = o.exclusions ?? NOTHING_EXCLUDED;
+  }
+
+  /** What this handler leaves alone (its literal folders go to the backends as prefixes). */
+  get exclusions(): Exclusions {
+    return this.ex;
+  }
 
   async decide(ev: AccessEvent): Promise<Decision> {
     this.counts.decisions++;
     if (!ev.stat.isFile()) return this.allow(false);
+    // Excluded: allowed unscanned and never cacheable (no kernel ignore mark: it would follow the
+    // inode out of the excluded place, or let every other process in).
+    if ((!this.ex.noPaths && this.ex.path(ev.path) !== undefined) || (!this.ex.noProcesses && this.ex.process(ev.pid))) {
+      this.counts.excluded++;
+      return this.allow(false);
+    }
     if (Number(ev.stat.size) > this.o.maxFileSize) {
       this.counts.tooLarge++;
       return this.allow(true);
@@ -126,6 +154,8 @@ export class OnAccessHandler {
    * thousands of these in a burst); anything else goes through `written`.
    */
   writtenNow(path: string, scan: () => ScanResult | Promise<ScanResult>, pid?: number): ScanResult | Promise<ScanResult> {
+    const skip = this.excludedWrite(path, pid);
+    if (skip) return skip;
     const r = scan();
     if (r instanceof Promise || r.outcome === 'infected' || r.outcome === 'error') return this.written(path, async () => r, pid);
     this.counts.written++;
@@ -134,9 +164,12 @@ export class OnAccessHandler {
 
   /** A file was written (close-write, or the watcher saw it settle): scan it in the background. */
   async written(path: string, scan: () => Promise<ScanResult>, pid?: number): Promise<ScanResult> {
+    const skip = this.excludedWrite(path, pid);
+    if (skip) return skip;
     this.counts.written++;
-    const r = await scan();
-    if (r.outcome === 'infected') await this.act(path, r, 'quarantined', pid, 'wrote');
+    const r = this.exempt(await scan());
+    if (r.outcome === 'infected' && this.ex.threat(r.threat)) this.reportOnly(path, r, pid);
+    else if (r.outcome === 'infected') await this.act(path, r, 'quarantined', pid, 'wrote');
     else if (r.outcome === 'error') this.defer(path, undefined, r.error?.code ?? 'scan-error');
     return r;
   }
@@ -149,13 +182,74 @@ export class OnAccessHandler {
    */
   async started(path: string, pid: number, scan: () => Promise<ScanResult>): Promise<ScanResult> {
     this.counts.processes++;
-    const r = await scan();
-    if (r.outcome === 'infected') await this.act(path, r, 'quarantined', pid, 'started');
+    const r = this.exempt(await scan());
+    if (r.outcome === 'infected' && this.ex.threat(r.threat)) this.reportOnly(path, r, pid);
+    else if (r.outcome === 'infected') await this.act(path, r, 'quarantined', pid, 'started');
     else if (r.outcome === 'error') this.defer(path, undefined, r.error?.code ?? 'scan-error');
     return r;
   }
 
-  private async fromResult(ev: AccessEvent, r: ScanResult): Promise<Decision> {
+  /**
+   * A written file left alone by `exclude` (path, extension, or a writer excluded by process; a
+   * writer gone by now is not excluded): a skipped result, so no mark either.
+   */
+  private excludedWrite(path: string, pid: number | undefined): ScanResult | undefined {
+    if (this.ex.noPaths && this.ex.noProcesses) return undefined;
+    if (this.ex.path(path) === undefined && (pid === undefined || !this.ex.process(pid))) return undefined;
+    this.counts.excluded++;
+    return {
+      path,
+      outcome: 'skipped',
+      size: 0,
+      source: 'none',
+      uploaded: 0,
+      read: 0,
+      error: { code: 'LA_SKIP_EXCLUDED', message: 'excluded by `exclude`' },
+    };
+  }
+
+  /** `exclude.sha256`: infected content with a listed hash is clean (a known false positive). */
+  private exempt(r: ScanResult): ScanResult {
+    if (r.outcome !== 'infected' || !this.ex.sha256(r.sha256)) return r;
+    this.counts.excluded++;
+    const { threat: _threat, ...rest } = r;
+    return { ...rest, outcome: 'clean' };
+  }
+
+  /**
+   * `exclude.threats`: the detection is recorded (events, the SVM, the tray) with action
+   * `reported`: no deny, no quarantine, no on_detect. The same path with the same content is
+   * reported once per REPORT_MEMORY_MS (every open of it would otherwise report it again).
+   */
+  private reportOnly(path: string, r: ScanResult, pid: number | undefined): void {
+    const key = `${path}\0${r.sha256 ?? ''}`;
+    const now = Date.now();
+    const until = this.recentlyReported.get(key);
+    if (until !== undefined && until > now) return;
+    if (this.recentlyReported.size >= 1024)
+      for (const [k, v] of this.recentlyReported) if (v <= now || this.recentlyReported.size >= 1024) this.recentlyReported.delete(k);
+    this.recentlyReported.set(key, now + REPORT_MEMORY_MS);
+    this.counts.reported++;
+    const who = pid !== undefined ? this.o.processes?.attribute(pid) : undefined;
+    const d: Detection = {
+      kind: 'detection',
+      time: new Date().toISOString(),
+      path,
+      threat: r.threat ?? 'Unknown-Threat',
+      action: 'reported',
+    };
+    if (r.sha256) d.sha256 = r.sha256;
+    if (pid !== undefined) d.process = who ? { pid, exe: who.exe, cmdline: who.cmdline, uid: who.uid } : { pid };
+    if (who) d.attribution = who;
+    this.o.detections.add(d);
+  }
+
+  private async fromResult(ev: AccessEvent, result: ScanResult): Promise<Decision> {
+    const r = this.exempt(result);
+    if (r.outcome === 'infected' && this.ex.threat(r.threat)) {
+      this.reportOnly(ev.path, r, ev.pid);
+      return this.allow(false);
+    }
     switch (r.outcome) {
       case 'clean':
         return this.allow(true);
@@ -206,8 +300,10 @@ export class OnAccessHandler {
     }
   }
 
-  private afterLate(ev: AccessEvent, r: ScanResult): void {
-    if (r.outcome === 'infected')
+  private afterLate(ev: AccessEvent, result: ScanResult): void {
+    const r = this.exempt(result);
+    if (r.outcome === 'infected' && this.ex.threat(r.threat)) this.reportOnly(ev.path, r, ev.pid);
+    else if (r.outcome === 'infected')
       void this.act(ev.path, r, 'quarantined', ev.pid, ev.kind === 'exec' && this.o.onSvmUnavailable === 'allow' ? 'runs' : undefined);
   }
 

@@ -24,6 +24,8 @@ export interface WalkOptions {
   followSymlinks?: boolean;
   /** Absolute path prefixes not to descend into or scan. */
   exclude?: readonly string[];
+  /** Regular files not to yield (globs and extensions: src/scan/exclusions.ts); reported as skipped, LA_SKIP_EXCLUDED. */
+  excludeFile?: (path: string) => boolean;
   onSkip?: (skip: WalkSkip) => void;
 }
 
@@ -82,6 +84,10 @@ export async function* walkTree(roots: readonly string[], opts: WalkOptions = {}
       names.sort();
       for (let i = names.length - 1; i >= 0; i--) stack.push(path.join(p, names[i]!));
     } else if (st.isFile()) {
+      if (opts.excludeFile?.(p)) {
+        skip(p, 'LA_SKIP_EXCLUDED', 'excluded by `exclude`');
+        continue;
+      }
       yield { path: p, size: Number(st.size), stat: st };
     } else {
       skip(p, 'LA_SKIP_NOT_REGULAR', `${kindOf(st)}, not scanned`);

@@ -3,7 +3,7 @@
  * SvmLink to a single SVM, or an SvmPool over several with failover. Both present this.
  */
 import type { EventEmitter } from 'node:events';
-import type { DetectionEvent, Limits, VerdictMsg, Welcome } from '../protocol/index.js';
+import type { DetectionEvent, Limits, StateReport, VerdictMsg, Welcome } from '../protocol/index.js';
 import type { ChunkReader, LinkState, SvmLinkEvents, WindowStats } from './svm-link.js';
 import type { PriorityLike } from './window.js';
 
@@ -25,5 +25,9 @@ export interface SvmClient extends EventEmitter<SvmLinkEvents> {
   lookup(sha256: string, size: number, deadlineMs?: number, priority?: PriorityLike): Promise<VerdictMsg>;
   scan(size: number, read: ChunkReader, deadlineMs: number, name?: string, priority?: PriorityLike): Promise<VerdictMsg>;
   report(event: Omit<DetectionEvent, 't'>): boolean;
+  /** Did the SVM in use list this feature of lightagent/1 in its welcome? */
+  speaks(feature: string): boolean;
+  /** Send a state report (feature state-report): false when not connected or the SVM does not speak it. */
+  reportState(report: Omit<StateReport, 't'>): boolean;
   close(): void;
 }

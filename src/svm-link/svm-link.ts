@@ -23,6 +23,7 @@ import { AuthError, DeadlineError, LightagentError, ProtocolError, SvmTlsError, 
 import { logger } from '../log.js';
 import {
   CloseCode,
+  FEATURES,
   FRAME_LIMITS,
   PROTOCOL_VERSION,
   decodeSvmMessage,
@@ -30,6 +31,7 @@ import {
   encodeMessage,
   type AgentMessage,
   type DetectionEvent,
+  type StateReport,
   type Limits,
   type OsName,
   type VerdictMsg,
@@ -291,6 +293,17 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
     if (this._state !== 'connected') return false;
     try {
       this.sendControl({ t: 'event', ...event });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Send a state report, only to an SVM that speaks state-report (best effort, like `report`). */
+  reportState(report: Omit<StateReport, 't'>): boolean {
+    if (this._state !== 'connected' || !this.speaks(FEATURES.stateReport)) return false;
+    try {
+      this.sendControl({ t: 'state', ...report });
       return true;
     } catch {
       return false;

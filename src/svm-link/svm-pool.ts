@@ -21,7 +21,7 @@
 import { EventEmitter } from 'node:events';
 import { DeadlineError, LightagentError, SvmUnavailableError } from '../errors.js';
 import { logger } from '../log.js';
-import type { DetectionEvent, Limits, VerdictMsg, Welcome } from '../protocol/index.js';
+import type { DetectionEvent, Limits, StateReport, VerdictMsg, Welcome } from '../protocol/index.js';
 import { Backoff } from '../backoff.js';
 import type { SvmClient } from './client.js';
 import { fetchSvmList, isLoopbackUrl, svmUrlProblem, type SvmEntry } from './discovery.js';
@@ -205,6 +205,14 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
 
   report(event: Omit<DetectionEvent, 't'>): boolean {
     return this.active ? this.active.link.report(event) : false;
+  }
+
+  speaks(feature: string): boolean {
+    return this.active?.link.speaks(feature) ?? false;
+  }
+
+  reportState(report: Omit<StateReport, 't'>): boolean {
+    return this.active ? this.active.link.reportState(report) : false;
   }
 
   close(): void {

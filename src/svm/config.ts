@@ -36,7 +36,23 @@
  *   cache: memory                   # or redis://10.0.0.9:6379: verdicts shared by every SVM using it
  *   # cache: {store: redis://10.0.0.9:6379, entries: 1000000, ttl: 7d, timeout: 250ms, key_prefix: 'lightagent:v1:'}
  *   #   entries: the memory tier (in front of redis); ttl: expiry in redis; timeout: per redis command
- *   log: {file: /var/log/lightagent/svm.log, level: info}
+ *   log: {file: /var/log/lightagent-svm/svm.log, level: info}
+ *   siem:                           # SIEM export (docs/siem.md): syslog RFC 5424 (JSON body) or CEF, up to 16
+ *     - address: tls://siem.example:6514   # udp:// (one datagram each), tcp:// or tls:// (RFC 5425 framing)
+ *       ca: /etc/lightagent/siem-ca.crt    # tls: pinned CA of the receiver; cert/key: our client certificate
+ *       format: rfc5424                    # or cef
+ *       events: [detection, protection, agent-silent, policy, signatures]   # default: all
+ *       tenants: [acme]                    # only these tenants' events (default: all)
+ *       name: siem-main                    # metric label (default host:port)
+ *       buffer: {events: 10000, bytes: 8 MiB}   # queued while the receiver is down; past it the busiest tenant's oldest go
+ *       facility: local0                   # app_name: lightagent-svm; max_message: 8 KiB (udp 2 KiB)
+ *   # The agent inventory and the admin API (docs/console.md):
+ *   state_dir: /var/lib/lightagent-svm  # what the SVM keeps: the memory inventory in <state_dir>/inventory.json;
+ *                                   # default: systemd's $STATE_DIRECTORY under the unit, else none (not kept);
+ *                                   # `lightagent-svm backup` takes all of it
+ *   inventory: {silent_after: 15m, max_agents: 20000, max_agents_per_tenant: 10000}
+ *   admin_tokens: [{token: a-long-admin-token, role: admin}, {token: another, role: viewer, tenant: acme}]
+ *   admin_token_file: /etc/lightagent/svm-admin-tokens.yaml   # a YAML/JSON list like admin_tokens, re-read on SIGHUP
  */
 import fs from 'node:fs';
 import { z } from 'zod';
@@ -44,6 +60,8 @@ import { ConfigError } from '../errors.js';
 import { duration, override, parseConfig, readConfigFile, size } from '../config/load.js';
 import { FRAME_LIMITS } from '../protocol/index.js';
 import { DEFAULT_ARCHIVE_LIMITS as A } from './engines/containers/limits.js';
+import type { SiemDestination } from './siem/export.js';
+import { FACILITIES, SIEM_EVENT_CLASSES } from './siem/format.js';
 
 const archives = z
   .object({
@@ -107,6 +125,161 @@ const token = z.preprocess(
     .strict()
     .transform(({ expires, ...t }) => (expires ? { ...t, expiresAt: Date.parse(expires) } : t)),
 );
+
+// --- SIEM export (docs/siem.md; src/svm/siem/) ---
+const SIEM_DEFAULT_PORT = { udp: 514, tcp: 514, tls: 6514 } as const;
+const siemDestination = z
+  .object({
+    address: z.string().transform((v, ctx) => {
+      const m = /^(udp|tcp|tls):\/\/(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+))(?::(\d{1,5}))?$/.exec(v.trim());
+      const protocol = m?.[1] as keyof typeof SIEM_DEFAULT_PORT | undefined;
+      const port = m?.[4] ? Number(m[4]) : protocol ? SIEM_DEFAULT_PORT[protocol] : NaN;
+      if (!m || !protocol || port < 1 || port > 65535) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${JSON.stringify(v)} is not a syslog address (examples: tls://siem.example:6514, tcp://10.0.0.7:514, udp://[::1]:514)`,
+        });
+        return z.NEVER;
+      }
+      return { protocol, host: (m[2] ?? m[3])!, port };
+    }),
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9._:[\]-]{1,64}$/, 'a destination name has 1 to 64 letters, digits, . _ : - [ ] (it is a metric label)')
+      .optional(),
+    format: z.enum(['rfc5424', 'cef']).default('rfc5424'),
+    events: z
+      .array(z.enum(SIEM_EVENT_CLASSES))
+      .min(1)
+      .default([...SIEM_EVENT_CLASSES]),
+    tenants: z.array(z.string().min(1).max(64)).min(1).optional(),
+    ca: z.string().min(1).optional(),
+    cert: z.string().min(1).optional(),
+    key: z.string().min(1).optional(),
+    buffer: z
+      .object({
+        events: z.number().int().min(1).max(10_000_000).default(10_000),
+        bytes: size()
+          .refine((n) => n >= 64 * 1024 && n <= 4 * 1024 * 1024 * 1024, 'must be from 64 KiB to 4 GiB')
+          .default(8 * 1024 * 1024),
+      })
+      .strict()
+      .default({ events: 10_000, bytes: 8 * 1024 * 1024 }),
+    facility: z
+      .union([z.enum(FACILITIES), z.number().int().min(0).max(23)], {
+        error: 'must be a facility name (local0 .. local7, daemon, auth, security, ...) or its number 0 .. 23',
+      })
+      .default('local0')
+      .transform((f) => (typeof f === 'number' ? f : FACILITIES.indexOf(f))),
+    app_name: z
+      .string()
+      .regex(/^[\x21-\x7e]{1,48}$/, 'an APP-NAME is 1 to 48 printable ASCII characters, no space (RFC 5424)')
+      .default('lightagent-svm'),
+    // RFC 5426: UDP receivers should take 2048 bytes; rsyslog takes 8 KiB by default.
+    max_message: size()
+      .refine((n) => n >= 480 && n <= 65_507, 'must be from 480 to 65507 bytes')
+      .optional(),
+  })
+  .strict()
+  .superRefine((d, ctx) => {
+    const tls = d.address.protocol === 'tls';
+    if (tls && !d.ca)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ca'],
+        message: "tls:// needs ca: the PEM CA that signed the receiver's certificate (pinned)",
+      });
+    for (const k of ['ca', 'cert', 'key'] as const)
+      if (!tls && d[k]) ctx.addIssue({ code: 'custom', path: [k], message: `${k} is for tls:// destinations only` });
+    if (!d.cert !== !d.key) ctx.addIssue({ code: 'custom', path: [d.cert ? 'key' : 'cert'], message: 'cert and key go together' });
+    if (d.max_message !== undefined && d.max_message > d.buffer.bytes)
+      ctx.addIssue({ code: 'custom', path: ['max_message'], message: 'must not exceed buffer.bytes' });
+  })
+  .transform((d): SiemDestination => {
+    const { protocol, host, port } = d.address;
+    return {
+      name: d.name ?? `${host.includes(':') ? `[${host}]` : host}:${port}`,
+      protocol,
+      host,
+      port,
+      format: d.format,
+      events: d.events,
+      tenants: d.tenants,
+      ca: d.ca,
+      cert: d.cert,
+      key: d.key,
+      buffer: d.buffer,
+      facility: d.facility,
+      appName: d.app_name,
+      maxMessage: d.max_message ?? (protocol === 'udp' ? 2048 : 8192),
+    };
+  });
+const siem = z
+  .array(siemDestination)
+  .max(16)
+  .default([])
+  .superRefine((list, ctx) => {
+    const seen = new Set<string>();
+    list.forEach((d, i) => {
+      if (seen.has(d.name))
+        ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `two destinations are named ${d.name}: give each its own name` });
+      seen.add(d.name);
+    });
+  });
+// --- end SIEM export ---
+// ---- inventory and admin API (docs/console.md): state_dir, inventory, admin_tokens, admin_token_file ----
+const adminToken = z.preprocess(
+  (v) => (typeof v === 'string' ? { token: v, role: 'admin' } : v),
+  z
+    .object({
+      token: z.string().min(16, 'an admin token must have at least 16 characters').max(1024),
+      role: z.enum(['admin', 'viewer']),
+      tenant: z
+        .string()
+        .min(1)
+        .max(64)
+        .regex(/^[A-Za-z0-9._-]+$/, 'a tenant name has letters, digits, . _ - only')
+        .optional(),
+    })
+    .strict()
+    .superRefine((t, ctx) => {
+      if (t.role === 'viewer' && !t.tenant)
+        ctx.addIssue({ code: 'custom', path: ['tenant'], message: 'a viewer token needs the tenant it may see' });
+      if (t.role === 'admin' && t.tenant)
+        ctx.addIssue({ code: 'custom', path: ['tenant'], message: 'an admin token sees every tenant; use role: viewer for one tenant' });
+    }),
+);
+const inventorySettings = z
+  .object({
+    silent_after: duration()
+      .refine((ms) => ms >= 1000 && ms <= 30 * 24 * 3600 * 1000, 'must be from 1s to 30d')
+      .default(15 * 60_000),
+    max_agents: z.number().int().min(1).max(1_000_000).default(20_000),
+    max_agents_per_tenant: z.number().int().min(1).max(1_000_000).default(10_000),
+  })
+  .strict();
+const inventoryKeys = {
+  state_dir: z.string().min(1).optional(),
+  inventory: z.preprocess((v) => v ?? {}, inventorySettings),
+  admin_tokens: z.array(adminToken).max(1000).default([]),
+  admin_token_file: z.string().min(1).optional(),
+};
+/** An admin token that is also an agent token: refused, naming the key. */
+function checkAdminTokens(
+  c: { tokens: ReadonlyArray<{ token: string }>; admin_tokens: ReadonlyArray<{ token: string }> },
+  ctx: z.RefinementCtx,
+): void {
+  const agent = new Set(c.tokens.map((t) => t.token));
+  c.admin_tokens.forEach((t, i) => {
+    if (agent.has(t.token))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['admin_tokens', i],
+        message: 'this admin token is also an agent token (tokens); an agent must never read the admin API: give each its own',
+      });
+  });
+}
+// ---- end of inventory and admin API ----
 
 export const svmConfigSchema = z
   .object({
@@ -190,6 +363,7 @@ export const svmConfigSchema = z
         .strict()
         .default({ store: 'memory', entries: 1_000_000, ttl: 7 * 24 * 3600 * 1000, timeout: 250, key_prefix: 'lightagent:v1:' }),
     ),
+    ...inventoryKeys,
     insecure_plain_ws: z.boolean().default(false),
     tls: z
       .object({
@@ -199,6 +373,7 @@ export const svmConfigSchema = z
       })
       .strict()
       .optional(),
+    siem,
     log: z
       .object({ file: z.string().optional(), level: z.enum(['error', 'warn', 'info', 'debug']).default('info') })
       .strict()
@@ -253,6 +428,7 @@ export const svmConfigSchema = z
         });
       seen.set(t.token, t.tenant);
     });
+    checkAdminTokens(c, ctx);
   });
 
 export type SvmConfig = z.output<typeof svmConfigSchema>;
@@ -281,6 +457,27 @@ export function readTlsFiles(
   return { cert, key, ...(ca ? { ca } : {}), requestCert: !!ca };
 }
 
+/** admin_token_file (or the flag) adds its list to admin_tokens; --admin-token (flag admin_token) adds role-admin tokens. */
+function readAdminTokenFile(raw: Record<string, unknown>, flags: Record<string, unknown> | undefined): void {
+  raw.admin_tokens ??= [];
+  const file =
+    (flags?.admin_token_file as string | undefined) ?? (typeof raw.admin_token_file === 'string' ? raw.admin_token_file : undefined);
+  if (file) {
+    const list = readConfigFile(file);
+    if (!Array.isArray(list))
+      throw new ConfigError(file, [
+        '(top level): an admin token file is a list: `- {token: X, role: admin}` or `- {token: X, role: viewer, tenant: T}`',
+      ]);
+    if (Array.isArray(raw.admin_tokens)) raw.admin_tokens = [...(raw.admin_tokens as unknown[]), ...list];
+  }
+  const flag = flags?.admin_token as string[] | string | undefined;
+  if (flag !== undefined && Array.isArray(raw.admin_tokens))
+    raw.admin_tokens = [
+      ...(raw.admin_tokens as unknown[]),
+      ...(Array.isArray(flag) ? flag : [flag]).map((token) => ({ token, role: 'admin' })),
+    ];
+}
+
 export function loadSvmConfig(src: { file?: string | undefined; env?: NodeJS.ProcessEnv; flags?: Record<string, unknown> }): SvmConfig {
   const env = src.env ?? process.env;
   let raw: Record<string, unknown> = {};
@@ -302,8 +499,9 @@ export function loadSvmConfig(src: { file?: string | undefined; env?: NodeJS.Pro
       ]);
     if (Array.isArray(raw.tokens)) raw.tokens = [...(raw.tokens as unknown[]), ...list];
   }
+  readAdminTokenFile(raw, src.flags);
   // Not a list: left as is for the schema to report.
   if (env.LIGHTAGENT_SVM_TOKEN && Array.isArray(raw.tokens)) raw.tokens = [...(raw.tokens as unknown[]), env.LIGHTAGENT_SVM_TOKEN];
-  for (const [k, v] of Object.entries(src.flags ?? {})) override(raw, k, v);
+  for (const [k, v] of Object.entries(src.flags ?? {})) if (k !== 'admin_token') override(raw, k, v);
   return parseConfig(svmConfigSchema, raw, source);
 }

@@ -7,6 +7,7 @@
  */
 import { logger } from '../log.js';
 import type { VerdictMsg } from '../protocol/index.js';
+import type { AgentObserver } from './agent-observer.js';
 import type { ScanEngine } from './engines/engine.js';
 import { SvmEventBus } from './events.js';
 import { FairScheduler } from './fairness.js';
@@ -73,6 +74,8 @@ export class SvmCore {
   readonly signatureReloads = { ok: 0, failed: 0 };
   readonly signatureAge: SignatureAge;
   private watched: { generation: string; stale: boolean } | undefined;
+  /** Hear agents connect, report their state and go (the inventory). */
+  readonly observers = new Set<AgentObserver>();
   private activeScans = 0;
   private inflightHits = 0;
   private readonly log = logger('svm');
@@ -164,6 +167,17 @@ export class SvmCore {
     const n = (this.agentIds.get(key) ?? 1) - 1;
     if (n > 0) this.agentIds.set(key, n);
     else this.agentIds.delete(key);
+  }
+
+  /** Tell every observer; one that throws is logged and skipped. */
+  observe<K extends keyof AgentObserver>(what: K, ...args: Parameters<AgentObserver[K]>): void {
+    for (const o of this.observers) {
+      try {
+        (o[what] as (...a: Parameters<AgentObserver[K]>) => void)(...args);
+      } catch (e) {
+        this.log.error('an agent observer failed', { what, message: (e as Error).message });
+      }
+    }
   }
 
   generation(): string {

@@ -216,6 +216,40 @@ export class SvmMetrics {
     });
   }
 
+  /**
+   * A gauge family read when scraped, with several labels: one [labels, value] per series
+   * (inventory by tenant and state). `refresh`, awaited first at a scrape, brings the figures up to date.
+   */
+  rows(
+    name: string,
+    help: string,
+    labelNames: readonly string[],
+    read: () => ReadonlyArray<readonly [Labels, number]>,
+    refresh?: () => Promise<unknown>,
+  ): void {
+    new PromGauge({
+      name,
+      help,
+      labelNames: [...labelNames],
+      registers: [this.registry],
+      async collect() {
+        await refresh?.().catch(() => {});
+        const rows = tryRead(name, read);
+        if (!rows) return;
+        this.reset();
+        for (const [l, v] of rows) if (Number.isFinite(v)) this.set(l, v);
+      },
+    });
+    this.readers.push((into) => {
+      for (const [l, v] of read())
+        into[
+          `${name}{${Object.entries(l)
+            .map(([k, x]) => `${k}="${x}"`)
+            .join(',')}}`
+        ] = v;
+    });
+  }
+
   /** A histogram family; call the result with label values for one series. */
   histogram(name: string, help: string, buckets: readonly number[], labelNames: readonly string[]): (labels: Labels) => Timing {
     const h = new PromHistogram({ name, help, buckets: [...buckets], labelNames: [...labelNames], registers: [this.registry] });

@@ -12,6 +12,11 @@ import { createSecureContext as tlsCreateSecureContext, type TLSSocket } from 'n
 import os from 'node:os';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ConfigError, LightagentError } from '../errors.js';
+import { AdminTokenStore, type AdminToken } from './admin/auth.js';
+import { createAdminApi, type SvmInfo } from './admin/api.js';
+import { Inventory, type InventoryOptions } from './inventory/inventory.js';
+import { MemoryInventoryStore } from './inventory/memory-store.js';
+import type { InventoryStore } from './inventory/types.js';
 import { logger } from '../log.js';
 import { CHUNK_HEADER, CloseCode, FEATURES, FRAME_LIMITS, PROTOCOL } from '../protocol/index.js';
 import { SvmCore, type CoreOptions } from './core.js';
@@ -20,6 +25,7 @@ import type { MetricsSnapshot } from './metrics.js';
 import { Reporter } from './reports.js';
 import { SignatureWatcher, watchedSignaturePaths } from './signature-watch.js';
 import { AgentSession } from './session.js';
+import { SiemExport, type SiemDestination, type SiemExportOptions } from './siem/export.js';
 import type { TenantToken } from './tokens.js';
 import type { SharedVerdictCache } from './verdict-cache.js';
 
@@ -86,7 +92,22 @@ export interface SvmOptions {
    * `pollMs`); a change is loaded once the files stay unchanged for `settleMs`. Off by default.
    */
   watchSignatures?: boolean | { pollMs?: number; settleMs?: number };
+  /** SIEM export destinations (config `siem:`, docs/siem.md); their TLS files are read at start. */
+  siem?: readonly SiemDestination[];
+  /** How long close() gives the SIEM export to deliver what is queued. */
+  siemFlushMs?: number;
+  /** Reconnect backoff, connect timeout, HOSTNAME of the SIEM export (tests shorten the backoff). */
+  siemExport?: SiemExportOptions;
+  /** The agent inventory (docs/console.md): default a memory store without a file; false: none (no state-report). */
+  inventory?: InventorySetup | false;
+  /** Tokens of the admin API at /api/ (kept as SHA-256); none: every request there is 401. */
+  adminTokens?: readonly AdminToken[];
+  /** Reported by GET /api/svm. */
+  version?: string;
 }
+
+/** The inventory's settings; `store` defaults to memory without persistence. */
+export type InventorySetup = Omit<InventoryOptions, 'svmId' | 'store'> & { store?: InventoryStore };
 
 export const SVM_DEFAULTS = {
   host: '127.0.0.1',
@@ -101,6 +122,7 @@ export const SVM_DEFAULTS = {
   uploadStallMs: 5_000,
   reportIntervalMs: 2_000,
   closeGraceMs: 2_000,
+  siemFlushMs: 3_000,
   rateLimit: { perSecond: 5000, burst: 20_000 },
   scanConcurrency: 8,
   agentQueue: 16,
@@ -141,8 +163,14 @@ export class SvmServer {
   private watcher: SignatureWatcher | undefined;
   private reloading: Promise<SignatureReload> | undefined;
   private closing: Promise<void> | undefined;
+  /** Set by start(): the SIEM export of core.events (no destination: metric families only). */
+  siem!: SiemExport;
   private bound = { host: '', port: 0 };
   private readonly log = logger('svm');
+  /** The agent inventory, unless started with `inventory: false`. */
+  readonly inventory: Inventory | undefined;
+  private readonly admins: AdminTokenStore;
+  private readonly startedAt = Date.now();
 
   private constructor(
     private readonly httpServer: http.Server | https.Server,
@@ -162,6 +190,21 @@ export class SvmServer {
         this.watcher = new SignatureWatcher(paths, () => void this.reloadSignatures('changed').catch(() => undefined), {
           ...(typeof w === 'object' ? w : {}),
         });
+    }
+    this.admins = new AdminTokenStore(opts.adminTokens ?? []);
+    if (opts.inventory !== false) {
+      const { store, ...rest } = opts.inventory ?? {};
+      this.inventory = new Inventory({ ...rest, store: store ?? new MemoryInventoryStore(), svmId: core.opts.svmId }, core.events);
+      this.inventory.attach(core);
+      this.addRoute(
+        createAdminApi({
+          inventory: this.inventory,
+          admins: this.admins,
+          agentTokens: core.tokens,
+          generation: () => core.generation(),
+          svm: () => this.svmInfo(),
+        }),
+      );
     }
   }
 
@@ -186,6 +229,7 @@ export class SvmServer {
       maxSignatureAgeMs: o.maxSignatureAgeMs,
     };
     const core = new SvmCore(coreOpts, o.engine, o.cache);
+    const siem = new SiemExport(o.siem ?? [], core.events, core.metrics, o.siemExport);
     const httpServer = o.tls ? https.createServer(tlsServerOptions(o.tls)) : http.createServer();
     if (o.tls) {
       // A failed handshake (no or bad client certificate, wrong CA on the agent) never reaches ws.
@@ -200,6 +244,7 @@ export class SvmServer {
     // permessage-deflate off: it costs ~10x throughput on file content (DESIGN.md, wire protocol).
     const wss = new WebSocketServer({ server: httpServer, perMessageDeflate: false, maxPayload });
     const self = new SvmServer(httpServer, wss, core, o);
+    self.siem = siem;
     httpServer.on('request', (req, res) => self.onHttp(req, res));
     wss.on('connection', (ws, req) => self.onConnection(ws, req));
     wss.on('error', (e) => self.log.error('websocket server error', { message: e.message }));
@@ -221,6 +266,7 @@ export class SvmServer {
         { cause: e },
       );
     });
+    siem.start();
     self.log.info('SVM listening', {
       url: self.url,
       engine: o.engine.name,
@@ -290,6 +336,34 @@ export class SvmServer {
       agents: this.core.agents.size,
       signatures,
     };
+  }
+
+  /** What GET /api/svm answers. */
+  svmInfo(): SvmInfo {
+    const h = this.health();
+    const age = h.signatures.ageSeconds;
+    const stale = h.signatures.stale;
+    return {
+      svmId: h.svmId,
+      version: this.opts.version ?? 'unknown',
+      engine: h.engine,
+      engineHealthy: h.engineHealthy,
+      generation: h.generation,
+      signatureAgeSeconds: typeof age === 'number' && Number.isFinite(age) ? Math.round(age) : null,
+      signaturesStale: stale === true,
+      cache: h.cache,
+      load: this.core.load(),
+      queue: this.core.queue(),
+      agentsConnected: h.agents,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      status: h.status,
+    };
+  }
+
+  /** Replace the admin API's tokens (SIGHUP). */
+  reloadAdminTokens(tokens: readonly AdminToken[]): number {
+    this.admins.replace(tokens);
+    return tokens.length;
   }
 
   /**
@@ -367,6 +441,10 @@ export class SvmServer {
       this.httpServer.close(() => r());
       this.httpServer.closeAllConnections();
     });
+    // After the agents: their last detections still go out.
+    await this.siem.close(this.opts.siemFlushMs ?? SVM_DEFAULTS.siemFlushMs);
+    // After the sessions: their disconnects are recorded (and the memory store's file written).
+    await this.inventory?.close().catch((e: unknown) => this.log.error('inventory close failed', { message: (e as Error).message }));
     await this.core.engine.close();
     await this.core.cache.close();
     this.log.info('SVM stopped', { agentsClosed: sessions.length });
@@ -383,8 +461,13 @@ export class SvmServer {
     this.reporter.wake();
   }
 
-  /** Serve `route` on the SVM's HTTP port (same TLS as the agents' port); the longest prefix wins. */
+  /**
+   * Serve `route` on the SVM's HTTP port (same TLS as the agents' port); the longest prefix wins.
+   * A route with the prefix of an earlier one replaces it (e.g. the built-in admin API at /api/).
+   */
   addRoute(route: HttpRoute): void {
+    const same = this.routes.findIndex((r) => r.prefix === route.prefix);
+    if (same >= 0) this.routes.splice(same, 1);
     this.routes.push(route);
     this.routes.sort((a, b) => b.prefix.length - a.prefix.length);
   }

@@ -26,6 +26,8 @@
  * - `cancel {id}` drops an upload still being received; no verdict follows for it (a scan that
  *   already runs still answers). Late chunks of a cancelled upload are discarded.
  * - `event` (a detection on the agent): logged with agent id and host, counted.
+ * - `state` (feature state-report, only if this SVM lists it): the agent's protection state and
+ *   figures, handed to the observers (the inventory). Unlisted: a protocol error like any unknown type.
  * - Protocol errors: a malformed or oversized frame, an unknown type, a second hello, a chunk for
  *   an unknown id, out of order, beyond the size, a last flag before the size is reached, a
  *   request id already in use, more than maxInFlight requests at once. Each is a typed
@@ -37,6 +39,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { WebSocket } from 'ws';
+import crypto from 'node:crypto';
 import { LightagentError, ProtocolError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
@@ -52,6 +55,7 @@ import {
   type SvmMessage,
   type VerdictMsg,
 } from '../protocol/index.js';
+import type { AgentFacts } from './agent-observer.js';
 import type { SvmCore, VerdictFields } from './core.js';
 import { signatureFields } from './signature-age.js';
 import { TokenBucket } from './fairness.js';
@@ -70,6 +74,9 @@ export class AgentSession {
   private rateWarned = false;
   private busyWarnedAt = -Infinity;
   private closed = false;
+  private facts: AgentFacts | undefined;
+  /** Epoch ms of the last frame received (the inventory keeps a connected agent fresh with it). */
+  lastHeard = Date.now();
   /** The load figure this agent was last told (welcome or load report). */
   lastLoad = -1;
   /** The generation this agent was last told. */
@@ -140,6 +147,7 @@ export class AgentSession {
     this.done = new Promise((resolve) => ws.once('close', () => resolve()));
     ws.on('message', (data, isBinary) => {
       if (this.closed) return; // frames that were already on the wire when we closed
+      this.lastHeard = Date.now();
       try {
         const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
         if (isBinary) this.onBinary(buf);
@@ -256,6 +264,12 @@ export class AgentSession {
       case 'event':
         this.onEvent(msg);
         return;
+      case 'state': {
+        if (!this.core.features.includes(FEATURES.stateReport))
+          throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'state reports are not spoken by this SVM (feature state-report)');
+        this.core.observe('state', this.facts!, msg);
+        return;
+      }
     }
   }
 
@@ -317,6 +331,17 @@ export class AgentSession {
       ...(this.speaks(FEATURES.signatureAge) ? signatureFields(this.core.signatures()) : {}),
     });
     this.core.agents.add(this);
+    this.facts = {
+      tenant,
+      agentId: msg.agentId,
+      host: msg.host,
+      os: msg.os,
+      agentVersion: msg.agentVersion,
+      hypervisor: msg.hypervisor,
+      connId: crypto.randomBytes(8).toString('hex'),
+      lastHeard: () => this.lastHeard,
+    };
+    this.core.observe('connected', this.facts);
     if (this.core.claimAgentId(tenant, msg.agentId) > 0) {
       // Not refused: an agent reconnecting while its old connection is not closed yet looks the same.
       this.log.warn('another connection already uses this agent id: a VM cloned from a template that was not sealed? (docs/vdi.md)', {
@@ -502,7 +527,10 @@ export class AgentSession {
 
   private cleanup(): void {
     clearTimeout(this.helloTimer);
-    if (this.hello && this.core.agents.has(this)) this.core.releaseAgentId(this.tenant, this.hello.agentId);
+    if (this.hello && this.core.agents.has(this)) {
+      this.core.releaseAgentId(this.tenant, this.hello.agentId);
+      if (this.facts) this.core.observe('disconnected', this.facts);
+    }
     this.uploads.clear();
     this.busy.clear();
     this.core.agents.delete(this);

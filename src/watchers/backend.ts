@@ -113,7 +113,9 @@ export async function startProtection(
   // The handler answers by policy at `deadline`; the gate's worker is the backstop if the main thread stalls.
   const o: BackendOptions = {
     protect: cfg.protect,
-    exclude: [...cfg.exclude, cfg.state_dir],
+    // Literal folders (and DIR/**) only: answered by the backend itself. Globs, extensions and
+    // the other kinds are the handler's (src/scan/exclusions.ts), with the state dir among them.
+    exclude: [...handler.exclusions.prefixes, cfg.state_dir],
     deadlineMs: cfg.deadline,
     onDeadline: cfg.on_svm_unavailable,
     sharedCache,

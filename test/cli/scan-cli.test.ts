@@ -50,6 +50,33 @@ describe('lightagent scan', () => {
     assert.ok(doc.skipped.some((s: { code: string }) => s.code === 'LA_SKIP_SYMLINK'));
   });
 
+  it("the config's exclusions: globs and extensions skipped, an excluded SHA-256 clean, an excluded threat reported (exit 0)", () => {
+    const big = crypto
+      .createHash('sha256')
+      .update(fs.readFileSync(path.join(tree, 'big-with-eicar.bin')))
+      .digest('hex');
+    const config = path.join(state, 'exclusions.yaml');
+    fs.writeFileSync(config, [`exclude:`, `  paths: ["${tree}/a/*.txt"]`, `  extensions: [.COM]`, `  sha256: [${big}]`, ''].join('\n'));
+    const args = ['--svm', svm.url, '--token', 'test-token', '--json', '--config', config, '--no-cache', tree];
+    const r = scan(args);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    const doc = JSON.parse(r.stdout);
+    assert.deepEqual(doc.infected, []);
+    assert.equal(doc.clean, 1, 'only big-with-eicar.bin is scanned, and its hash is excluded');
+    const excluded = doc.skipped
+      .filter((s: { code: string }) => s.code === 'LA_SKIP_EXCLUDED')
+      .map((s: { path: string }) => path.relative(tree, s.path));
+    assert.equal(excluded.length, 31, '30 *.txt and eicar.com');
+    assert.ok(excluded.includes('a/b/c/eicar.com'));
+    fs.writeFileSync(config, [`exclude:`, `  threats: [Eicar-*]`, ''].join('\n'));
+    const t = scan(args);
+    assert.equal(t.status, 0, t.stdout + t.stderr);
+    const reported = JSON.parse(t.stdout)
+      .reported.map((i: { path: string }) => path.relative(tree, i.path))
+      .sort();
+    assert.deepEqual(reported, ['a/b/c/eicar.com', 'big-with-eicar.bin']);
+  });
+
   it('a second agent (new process, empty local cache) scanning a copy uploads zero bytes', async () => {
     const before = await metric(svm.port, 'lightagent_svm_bytes_received_total');
     const r = scan(['--svm', svm.url, '--token', 'test-token', '--json', '--cache-file', path.join(state, 'two/cache.v1'), copy]);

@@ -317,6 +317,24 @@ if [ "$role" = template ]; then
 
   tail -n 5 /root/seal.err | sed 's/^/E2E-SEAL-ERR: /'
   say "state dir after seal: $(ls /var/lib/lightagent | tr '\\n' ' ')"
+
+  # The SVM under its shipped, hardened unit (installers/systemd/lightagent-svm.service, its user
+  # made by systemd-sysusers as a package would): started by systemd, /healthz answers, own user.
+  systemd-sysusers /usr/lib/sysusers.d/lightagent-svm.conf || say "svm sysusers failed rc=$?"
+  ln -sf lightagent /usr/local/bin/lightagent-svm
+  # The agent's install made /etc/lightagent 0700; the SVM's user needs to pass through it (docs/svm.md).
+  chmod 0711 /etc/lightagent
+  printf 'listen: 127.0.0.1:7444\\ntoken_file: /etc/lightagent/svm-tokens.yaml\\nlog: {file: /var/log/lightagent-svm/svm.log}\\n' > /etc/lightagent/svm.yaml
+  printf -- '- {tenant: e2e, token: e2e-svm-token-1234}\\n' > /etc/lightagent/svm-tokens.yaml
+  chown root:lightagent-svm /etc/lightagent/svm-tokens.yaml; chmod 0640 /etc/lightagent/svm-tokens.yaml
+  t0=$(up)
+  systemctl start lightagent-svm; rc=$?
+  wait_for 120 curl -fsS -o /root/svm-healthz.json http://127.0.0.1:7444/healthz
+  svmpid=$(systemctl show -p MainPID --value lightagent-svm)
+  say "svm start rc=$rc seconds=$(awk -v t0="$t0" '{ printf "%.1f", $1 - t0 }' /proc/uptime) user=$(ps -o user= -p "$svmpid") healthz=$(tr -d '\\n ' < /root/svm-healthz.json 2>&1) nnp=$(sed -n 's/^NoNewPrivs:[[:space:]]*//p' /proc/"$svmpid"/status) capeff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/"$svmpid"/status) seccomp=$(sed -n 's/^Seccomp:[[:space:]]*//p' /proc/"$svmpid"/status) state=$(stat -c %U:%a /var/lib/lightagent-svm/.) unit $(systemctl show lightagent-svm -p Type -p ActiveState -p SubState -p NRestarts | tr '\\n' ' ')"
+  journalctl -b -u lightagent-svm -o cat --no-pager 2>&1 | tail -n 10 | sed 's/^/E2E-SVMLOG: /'
+  systemctl stop lightagent-svm; rc=$?
+  say "svm stop rc=$rc state=$(systemctl is-active lightagent-svm)"
   finish
 fi
 
@@ -375,6 +393,9 @@ function prepareTree(tree: string, k: { version: string }): void {
   w('etc/cloud/cloud.cfg.d/90-lightagent-e2e.cfg', CLOUD_CFG);
   w('etc/systemd/system/lightagent-e2e.service', CHECK_UNIT);
   w('usr/local/sbin/lightagent-e2e-check', CHECK_SCRIPT, 0o755);
+  // The SVM's shipped unit and its user (started by the template's checks, not enabled).
+  w('etc/systemd/system/lightagent-svm.service', fs.readFileSync(path.join(ROOT, 'installers/systemd/lightagent-svm.service'), 'utf8'));
+  w('usr/lib/sysusers.d/lightagent-svm.conf', fs.readFileSync(path.join(ROOT, 'installers/systemd/lightagent-svm.sysusers'), 'utf8'));
   must('systemctl', ['--root', tree, 'enable', 'systemd-networkd.service', 'lightagent-e2e.service']);
   must('systemctl', [
     '--root',
@@ -749,6 +770,18 @@ describe('agent in QEMU guests under systemd and cloud-init (TCG): install, unit
 
     it('systemctl stop stops it', () => {
       assert.match(line(template, 'stop'), /stop rc=0 state=inactive left=0/, tail(template));
+    });
+
+    it('the hardened SVM unit runs the SVM under systemd: /healthz answers, own user, no privileges', () => {
+      const l = line(template, 'svm start');
+      assert.match(l, /^E2E: svm start rc=0 /, `${l}\n${tail(template)}`);
+      assert.match(l, / user=lightagent-svm /, l);
+      assert.match(l, / healthz=\{"status":"ok"/, l);
+      assert.match(l, / nnp=1 capeff=0000000000000000 seccomp=2 /, 'NoNewPrivileges, no capabilities, a seccomp filter');
+      assert.match(l, / state=lightagent-svm:700 /, 'StateDirectory made for its user');
+      const u = props(l);
+      assert.deepEqual([u.Type, u.ActiveState, u.SubState, u.NRestarts], ['exec', 'active', 'running', '0'], l);
+      assert.match(line(template, 'svm stop'), /svm stop rc=0 state=inactive/, tail(template));
     });
 
     it('lightagent seal scans the template, writes the cache and drops the identity', () => {

@@ -59,6 +59,21 @@ const agentMsgs: Message[] = [
     action: 'denied',
     process: { pid: 10, exe: '/bin/sh', uid: 0 },
   },
+  {
+    t: 'state',
+    mode: 'fanotify',
+    state: 'degraded',
+    reasons: ['svm-unreachable'],
+    since: '2026-01-01T00:00:00Z',
+    agentVersion: '0.1.0',
+    os: 'linux',
+    osRelease: '6.8.0',
+    generation: 'g',
+    cache: { entries: 1, hits: 2, misses: 3 },
+    deferred: 4,
+    detections: 5,
+    policy: { name: 'p', version: '1' },
+  },
 ];
 const svmMsgs: Message[] = [
   { t: 'welcome', v: 1, svmId: 's', generation: 'g', load: 0.5, limits: { maxFileSize: 1, maxChunk: 2, maxInFlight: 3 } },
@@ -165,7 +180,7 @@ describe('fuzz: protocol frames never escape ProtocolError', () => {
     fuzz(t, 'decodeAgentMessage', fc.tuple(frameArb(agentMsgs), fc.boolean()), ([buf, asString]) => {
       try {
         const m = decodeAgentMessage(asString ? buf.toString('utf8') : buf);
-        assert.ok(['hello', 'lookup', 'scan', 'cancel', 'event'].includes(m.t));
+        assert.ok(['hello', 'lookup', 'scan', 'cancel', 'event', 'state'].includes(m.t));
         assert.deepEqual(decodeAgentMessage(encodeMessage(m)), m, 'what decodes re-encodes to itself');
         assert.equal(Object.getPrototypeOf(m), Object.prototype, 'no prototype smuggled in');
       } catch (e) {

@@ -36,6 +36,33 @@ const agentMsgs: Message[] = [
     action: 'denied',
     process: { pid: 10, exe: '/bin/sh', uid: 0 },
   },
+  {
+    t: 'state',
+    mode: 'fanotify',
+    state: 'degraded',
+    reasons: ['svm-unreachable', 'files-queued'],
+    since: '2026-01-01T00:00:00.000Z',
+    agentVersion: '0.1.0',
+    os: 'linux',
+    osRelease: '6.8.0-45-generic',
+    generation: 'builtin-1',
+    cache: { entries: 10, hits: 5, misses: 2 },
+    deferred: 3,
+    detections: 1,
+    policy: { name: 'default', version: '7' },
+  },
+  {
+    t: 'state',
+    mode: 'off',
+    state: 'off',
+    reasons: [],
+    since: '2026-01-01T00:00:00.000Z',
+    agentVersion: '0.1.0',
+    os: 'windows',
+    cache: { entries: 0, hits: 0, misses: 0 },
+    deferred: 0,
+    detections: 0,
+  },
 ];
 const svmMsgs: Message[] = [
   { t: 'welcome', v: 1, svmId: 's', generation: 'g', load: 0.5, limits: { maxFileSize: 1, maxChunk: 2, maxInFlight: 3 } },
@@ -178,6 +205,35 @@ describe('protocol codec', () => {
     assert.equal(empty.last, true);
   });
 
+  it('state reports (feature state-report): bounded strings and lists, closed sets', () => {
+    const base = agentMsgs.find((m) => m.t === 'state')!;
+    const enc = (patch: Record<string, unknown>) => JSON.stringify({ ...base, ...patch });
+    assert.deepEqual(decodeAgentMessage(enc({ extra: 'dropped' })), base);
+    const refused: Array<[Record<string, unknown>, string]> = [
+      [{ state: 'fine' }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ reasons: Array.from({ length: 17 }, (_, i) => `r${i}`) }, 'LA_ERR_PROTO_OVERSIZED'],
+      [{ reasons: ['<script>'] }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ reasons: 'svm-unreachable' }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ mode: 'x'.repeat(129) }, 'LA_ERR_PROTO_OVERSIZED'],
+      [{ agentVersion: 'x'.repeat(129) }, 'LA_ERR_PROTO_OVERSIZED'],
+      [{ policy: { name: 'p', version: 'v'.repeat(200) } }, 'LA_ERR_PROTO_OVERSIZED'],
+      [{ policy: { name: 'p' } }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ cache: { entries: -1, hits: 0, misses: 0 } }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ cache: [1, 2, 3] }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ deferred: 1.5 }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ detections: '3' }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ since: undefined }, 'LA_ERR_PROTO_MALFORMED'],
+    ];
+    for (const [patch, code] of refused)
+      assert.throws(
+        () => decodeAgentMessage(enc(patch)),
+        (e: unknown) => e instanceof ProtocolError && e.code === code,
+        JSON.stringify(patch).slice(0, 80),
+      );
+    // An SVM never receives its own agent's message type from the other direction.
+    assert.throws(() => decodeSvmMessage(enc({})), ProtocolError);
+  });
+
   it('accepts text as a string or a Buffer alike', () => {
     for (const m of agentMsgs) assert.deepEqual(decodeAgentMessage(Buffer.from(encodeMessage(m))), m);
   });
@@ -197,7 +253,20 @@ describe('protocol codec', () => {
     const typed = fc
       .record(
         {
-          t: fc.constantFrom('hello', 'lookup', 'scan', 'cancel', 'event', 'welcome', 'verdict', 'load', 'generation', 'error', 'x'),
+          t: fc.constantFrom(
+            'hello',
+            'lookup',
+            'scan',
+            'cancel',
+            'event',
+            'state',
+            'welcome',
+            'verdict',
+            'load',
+            'generation',
+            'error',
+            'x',
+          ),
           id: fc.anything(),
           size: fc.anything(),
           sha256: fc.anything(),
@@ -212,6 +281,11 @@ describe('protocol codec', () => {
             fc.string(),
           ),
           signaturesMaxAge: fc.anything(),
+          state: fc.anything(),
+          reasons: fc.anything(),
+          cache: fc.anything(),
+          policy: fc.anything(),
+          mode: fc.anything(),
         },
         { requiredKeys: ['t'] },
       )

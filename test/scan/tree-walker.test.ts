@@ -4,6 +4,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { walkTree, type WalkSkip } from '../../src/scan/tree-walker.js';
+import { NO_EXCLUSIONS } from '../../src/config/exclusions.js';
+import { Exclusions } from '../../src/scan/exclusions.js';
 import { tempDir } from '../helpers/procs.js';
 
 async function collect(roots: string[], opts: Parameters<typeof walkTree>[1] = {}) {
@@ -30,6 +32,28 @@ describe('walkTree', () => {
       ['a/b/c/deep.txt', 'a/one.txt'],
     );
     assert.ok(skips.some((s) => s.code === 'LA_SKIP_SYMLINK' && s.path.endsWith('loop')));
+  });
+
+  it('leaves out the files an exclusion covers (globs, extensions), reported as LA_SKIP_EXCLUDED', async () => {
+    const ex = new Exclusions({ ...NO_EXCLUSIONS, paths: [`${root}/a/b/**/*.txt`], extensions: ['.TXT'] });
+    const { files, skips } = await collect([path.join(root, 'a')], {
+      exclude: ex.prefixes,
+      excludeFile: (p) => ex.path(p) !== undefined,
+    });
+    assert.deepEqual(files, []);
+    assert.deepEqual(
+      skips
+        .filter((s) => s.code === 'LA_SKIP_EXCLUDED')
+        .map((s) => path.relative(root, s.path))
+        .sort(),
+      ['a/b/c/deep.txt', 'a/one.txt'],
+    );
+    const onlyGlob = new Exclusions({ ...NO_EXCLUSIONS, paths: [`${root}/a/b/**/*.txt`] });
+    const r = await collect([path.join(root, 'a')], { excludeFile: (p) => onlyGlob.path(p) !== undefined });
+    assert.deepEqual(
+      r.files.map((f) => path.relative(root, f)),
+      ['a/one.txt'],
+    );
   });
 
   it('detects a symlink loop when following symlinks and reports the dangling link', async () => {

@@ -63,6 +63,8 @@ const rules = (YAML.parse(fs.readFileSync(RULES, 'utf8')) as { groups: Array<{ r
 describe('Prometheus alert rules', () => {
   it('name a duration, a severity, a summary and a description for every alert', () => {
     assert.deepEqual(rules.map((r) => r.alert).sort(), [
+      'LightagentAgentsDegraded',
+      'LightagentAgentsSilent',
       'LightagentSvmDown',
       'LightagentSvmEngineUnhealthy',
       'LightagentSvmSignaturesStale',
@@ -81,7 +83,7 @@ describe('Prometheus alert rules', () => {
   it('pass promtool check rules, and the example configuration promtool check config', { skip }, () => {
     const r = run(['check', 'rules', RULES]);
     assert.equal(r.status, 0, r.out);
-    assert.match(r.out, /SUCCESS: 6 rules found/);
+    assert.match(r.out, /SUCCESS: 8 rules found/);
     const c = run(['check', 'config', path.join(DIR, 'prometheus.example.yml')]);
     assert.equal(c.status, 0, c.out);
   });
@@ -102,6 +104,14 @@ describe('Prometheus alert rules', () => {
       original.replace(/for: \d+[smh]/g, 'for: 0m'),
       original.replace('[5m]) > 0.1', '[5m]) > 0.01'),
       original.replace('> 3 * 86400', '> 86400'),
+      original.replace(
+        '(lightagent_svm_inventory_agents) > 0.1\n        for: 15m',
+        '(lightagent_svm_inventory_agents) > 0.01\n        for: 15m',
+      ),
+      original.replace(
+        '(lightagent_svm_inventory_agents) > 0.1\n        for: 30m',
+        '(lightagent_svm_inventory_agents) > 0.01\n        for: 30m',
+      ),
     ];
     for (const text of broken) {
       assert.notEqual(text, original);

@@ -4,6 +4,7 @@
  * it). Types only, so the steps never import the daemon that composes them.
  */
 import type { AgentConfig } from '../../config/agent.js';
+import type { ExclusionsConfig } from '../../config/exclusions.js';
 import type { ProtectionSnapshot, ProtectionState } from '../../control/protection-state.js';
 import type { LocalSockets } from '../../control/local-sockets.js';
 import type { SdNotify } from '../../platform/linux/sd-notify.js';
@@ -66,7 +67,13 @@ export interface DaemonStatus {
   mode: ProtectionMode;
   protection: ProtectionSnapshot;
   protect: string[];
+  /** exclude.paths (what `status` showed before the other kinds existed). */
   exclude: string[];
+  /**
+   * The exclusions in force (src/config/exclusions.ts); processes and SHA-256 only counted: the
+   * status socket answers any local user, who has no business knowing which executables are exempt.
+   */
+  exclusions: Pick<ExclusionsConfig, 'paths' | 'extensions' | 'threats'> & { processes: number; sha256: number };
   reloads: number;
   /** Times the protection backend stopped on its own and was started again. */
   recoveries: number;

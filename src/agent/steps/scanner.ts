@@ -1,6 +1,7 @@
 import type { AgentConfig } from '../../config/agent.js';
 import { FileScanner } from '../../scan/file-scanner.js';
 import { OnAccessHandler } from '../../scan/on-access.js';
+import { Exclusions } from '../../scan/exclusions.js';
 import { DetectionLog } from '../../store/detections.js';
 import type { Step } from '../step-runner.js';
 import type { DaemonContext } from './context.js';
@@ -32,6 +33,8 @@ export function buildHandler(cfg: AgentConfig, ctx: DaemonContext): { scanner: F
     onSvmUnavailable: cfg.on_svm_unavailable,
     maxFileSize: cfg.max_file_size,
     processes: ctx.processes,
+    // Compiled once per configuration: a reload builds a new handler, so new exclusions.
+    exclusions: new Exclusions(cfg.exclude, [cfg.state_dir]),
   });
   return { scanner, handler };
 }

@@ -6,6 +6,7 @@
 import { loadAgentConfig, requireSvm, type AgentConfig } from '../../config/agent.js';
 import { FileScanner, type LocalVerdictStore, type ScanResult } from '../../scan/file-scanner.js';
 import { walkTree, type WalkEntry, type WalkSkip } from '../../scan/tree-walker.js';
+import { Exclusions } from '../../scan/exclusions.js';
 import { formatBytes } from '../../config/units.js';
 import { configureLogging } from '../../log.js';
 import type { SvmClient } from '../../svm-link/index.js';
@@ -20,6 +21,8 @@ export interface ScanSummary {
   bytes: number;
   clean: number;
   infected: Array<{ path: string; threat: string; sha256?: string }>;
+  /** Infected with a threat listed in `exclude.threats`: reported, not counted as infected. */
+  reported: Array<{ path: string; threat: string; sha256?: string }>;
   errors: Array<{ path: string; code: string; message: string }>;
   skipped: Array<{ path: string; code: string; message: string }>;
   uploadedBytes: number;
@@ -89,6 +92,14 @@ interface RunScanOptions {
   progress?: ProgressBar | undefined;
 }
 
+/**
+ * The config's exclusions for an on-demand scan: `exclude` (the --exclude flags, or the state
+ * directory for seal) replaces nothing: it adds folders to the config's own rules.
+ */
+function scanExclusions(o: RunScanOptions): Exclusions {
+  return new Exclusions(o.cfg.exclude, o.exclude);
+}
+
 /** Walk `roots` and scan every regular file with `jobs` workers. Exported for tests and the daemon's rescan. */
 export async function runScan(roots: string[], o: RunScanOptions): Promise<ScanSummary> {
   const start = performance.now();
@@ -98,6 +109,7 @@ export async function runScan(roots: string[], o: RunScanOptions): Promise<ScanS
     bytes: 0,
     clean: 0,
     infected: [],
+    reported: [],
     errors: [],
     skipped: [],
     uploadedBytes: 0,
@@ -114,6 +126,7 @@ export async function runScan(roots: string[], o: RunScanOptions): Promise<ScanS
   const wakeAll = () => {
     for (const r of parked.splice(0)) r();
   };
+  const ex = scanExclusions(o);
   const onSkip = (s: WalkSkip) => summary.skipped.push({ path: s.path, code: s.code, message: s.message });
 
   // The walker runs ahead of the scanners by at most WALK_AHEAD entries: an unbounded queue of
@@ -123,7 +136,12 @@ export async function runScan(roots: string[], o: RunScanOptions): Promise<ScanS
   let resumeWalker: (() => void) | undefined;
   const walker = (async () => {
     try {
-      for await (const e of walkTree(roots, { followSymlinks: o.followSymlinks, exclude: o.exclude, onSkip })) {
+      for await (const e of walkTree(roots, {
+        followSymlinks: o.followSymlinks,
+        exclude: ex.prefixes,
+        excludeFile: ex.noPaths ? undefined : (p) => ex.path(p) !== undefined,
+        onSkip,
+      })) {
         queue.push(e);
         totalFiles++;
         totalBytes += e.size;
@@ -142,7 +160,10 @@ export async function runScan(roots: string[], o: RunScanOptions): Promise<ScanS
     summary.uploadedBytes += r.uploaded;
     summary.readBytes += r.read;
     summary.bySource[r.source] = (summary.bySource[r.source] ?? 0) + 1;
-    if (r.outcome === 'clean') summary.clean++;
+    // exclude.sha256: that content is clean; exclude.threats: reported, not counted as infected.
+    if (r.outcome === 'clean' || (r.outcome === 'infected' && ex.sha256(r.sha256))) summary.clean++;
+    else if (r.outcome === 'infected' && ex.threat(r.threat))
+      summary.reported.push({ path: r.path, threat: r.threat ?? 'Unknown-Threat', ...(r.sha256 ? { sha256: r.sha256 } : {}) });
     else if (r.outcome === 'infected')
       summary.infected.push({ path: r.path, threat: r.threat ?? 'Unknown-Threat', ...(r.sha256 ? { sha256: r.sha256 } : {}) });
     else if (r.outcome === 'skipped')
@@ -192,6 +213,7 @@ export async function runScan(roots: string[], o: RunScanOptions): Promise<ScanS
 
 function printSummary(s: ScanSummary, verbose: boolean): void {
   for (const i of s.infected) out(`INFECTED  ${i.path}  ${i.threat}`);
+  for (const i of s.reported) out(`REPORTED  ${i.path}  ${i.threat} (excluded threat: not counted)`);
   for (const e of s.errors) err(`ERROR     ${e.path}: ${e.message} (${e.code})`);
   if (verbose) for (const k of s.skipped) err(`skipped   ${k.path}: ${k.message}`);
   const rate = s.seconds > 0 ? s.bytes / s.seconds : 0;

@@ -115,7 +115,7 @@ async function seal(cfg: AgentConfig, o: SealOptions): Promise<SealSummary> {
           cache: cache.store,
           jobs: o.jobs,
           followSymlinks: false,
-          exclude: [...cfg.exclude, cfg.state_dir],
+          exclude: [cfg.state_dir], // beside the config's own exclusions (runScan applies them)
           progress: o.progress ? new ProgressBar() : undefined,
         });
         summary.scan = {

@@ -66,6 +66,7 @@ export function formatStatus(s: Obj): string {
     `lightagent ${s.version ?? '?'} (pid ${s.pid ?? '?'}, up ${ago(s.startedAt)}, hypervisor ${s.hypervisor ?? 'none detected'})`,
     `protection:  ${state}, mode ${s.mode ?? 'off'}${s.mode === 'watcher' ? ' (scan after write; opens are not blocked)' : ''}`,
     `paths:       ${(s.protect ?? []).join(', ') || '-'}${s.exclude?.length ? `; excluded ${s.exclude.join(', ')}` : ''}`,
+    ...exclusionLines(s.exclusions),
     `SVM:         ${svm.state ?? '?'} ${svm.url ?? ''}${svm.svmId ? ` (${svm.svmId}, latency ${svm.latencyMs} ms, load ${svm.load})` : ''}`,
     `signatures:  generation ${svm.generation ?? 'unknown'}${signatureAgeText(svm)}`,
     `cache:       ${c.entries ?? 0} of ${c.capacity ?? 0} entries, hit rate ${((c.hitRate ?? 0) * 100).toFixed(1)}% ` +
@@ -123,3 +124,16 @@ Exit codes: 0 protected, 1 degraded or off, 2 the agent cannot be reached.`,
     return s.protection?.state === 'protected' ? 0 : 1;
   },
 });
+
+/** The kinds of exclusion besides paths, one line when any is set (an older daemon sends none). */
+function exclusionLines(e: Obj | undefined): string[] {
+  if (!e) return [];
+  const n = (k: string) => (Array.isArray(e[k]) ? (e[k] as unknown[]).length : typeof e[k] === 'number' ? (e[k] as number) : 0);
+  const parts = [
+    n('extensions') ? `extensions ${(e.extensions as string[]).join(' ')}` : '',
+    n('processes') ? `${n('processes')} process(es)` : '',
+    n('sha256') ? `${n('sha256')} SHA-256` : '',
+    n('threats') ? `threats ${(e.threats as string[]).join(' ')}` : '',
+  ].filter(Boolean);
+  return parts.length ? [`excluded:    ${parts.join('; ')}`] : [];
+}

@@ -1,0 +1,53 @@
+import os from 'node:os';
+import { hostInfo } from '../../platform/host-info.js';
+import { AGENT_VERSION } from '../identity.js';
+import { StateReporter, boundFigures } from '../state-reporter.js';
+import type { Step } from '../step-runner.js';
+import type { DaemonContext } from './context.js';
+
+/** State reports to the SVM (feature state-report): after each welcome, on change (debounced), and a slow heartbeat. */
+export const stateReportStep: Step<DaemonContext> = {
+  name: 'state-report',
+  run(ctx) {
+    const link = ctx.link!;
+    const state = ctx.state!;
+    const host = hostInfo();
+    const release = os.release();
+    const reporter = new StateReporter({
+      link,
+      heartbeatMs: ctx.cfg.state_report_interval,
+      figures: () => {
+        const p = state.snapshot;
+        const c = ctx.cache?.stats() ?? {};
+        return boundFigures({
+          mode: ctx.backend?.mode ?? 'off',
+          state: p.state,
+          reasons: p.reasons,
+          since: p.since,
+          agentVersion: AGENT_VERSION,
+          os: host.os,
+          osRelease: release,
+          ...(link.generation ? { generation: link.generation } : {}),
+          cache: {
+            entries: c.entries ?? 0,
+            hits: (c.identityHits ?? 0) + (c.fingerprintHits ?? 0),
+            misses: c.misses ?? 0,
+          },
+          deferred: ctx.deferred?.size ?? 0,
+          detections: ctx.detections?.count ?? 0,
+        });
+      },
+    });
+    const changed = () => reporter.changed();
+    state.on('change', changed);
+    link.on('generation', changed);
+    ctx.detections?.on('detection', changed);
+    reporter.start();
+    return () => {
+      reporter.stop();
+      state.off('change', changed);
+      link.off('generation', changed);
+      ctx.detections?.off('detection', changed);
+    };
+  },
+};
