@@ -16,6 +16,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { AGENT_NODE_FLAGS, shSync, stopChild, track, waitLine } from '../lib/harness.js';
+import type { WindowStats } from '../../src/svm-link/index.js';
 
 export type VariantName = 'none' | 'lightagent' | 'clamonacc' | 'floor';
 export const VARIANTS: readonly VariantName[] = ['none', 'lightagent', 'clamonacc', 'floor'];
@@ -201,6 +202,7 @@ export interface AgentStatus {
   deferredQueue?: number;
   backend?: { open?: number; exec?: number; [field: string]: unknown };
   counts?: Record<string, number | undefined>;
+  svm?: { window?: WindowStats & { raised: number }; [field: string]: unknown };
   [field: string]: unknown;
 }
 

@@ -4,7 +4,7 @@
  * alternated (A/B/C/D, then B/C/D/A, ...) every rep.
  *
  *   sudo node build/bench/onaccess/workloads.js [--quick] [--reps N] [--first-reps N] [--only read_warm,copy]
- *        [--variants none,lightagent,clamonacc,floor] [--out FILE] [--dir DIR]
+ *        [--variants none,lightagent,clamonacc,floor] [--out FILE] [--dir DIR] [--no-wait]
  *
  * Each variant gets its own ext4 loop mount under DIR (default /tmp/la-bench; another DIR lets
  * two runs share a machine) so marks never overlap, holding a
@@ -32,7 +32,10 @@
  *               gate holds no close-write (status backend.closeWriteFds and inFlight both 0: every
  *               background scan of what was written has ended, and a clean file has its kernel
  *               ignore mark), bounded by WRITTEN_WAIT_MS. The wait is recorded per sample, and
- *               lightagent's permission events during the timed read too.
+ *               lightagent's permission events during the timed read too. --no-wait: no wait
+ *               (read at once, while the background scans of the write still run; writtenWaitMs
+ *               0; lightagent restarted fresh before the write, so its content is new), and lightagent's decisions during the read from its link's window counters
+ *               (readWindow: foreground requests, their window wait, background ones, scans raised).
  *   exec        N runs of bin/true from the mount (1,000 in the full run)
  *   npm_ci      npm ci --offline --ignore-scripts in npm/ (node_modules removed untimed before)
  *   compileall  /usr/bin/python3 -m compileall -q -f PY (quick: -l, top level only)
@@ -145,6 +148,20 @@ export interface Sample {
   writtenWaitMs?: number;
   /** *_then_read under lightagent: permission events (open + exec) the kernel raised during the timed read. */
   readEvents?: number;
+  /**
+   * *_then_read under lightagent, from status before and after the timed read: the link's
+   * foreground requests (decisions) and their window wait, background requests, background scans
+   * raised by an open, and the gate's answer times after the read.
+   */
+  readWindow?: {
+    fgRequests: number;
+    fgAtOnce: number;
+    fgWaitMsTotal: number;
+    bgRequests: number;
+    raised: number;
+    answerP50Us: number;
+    answerP99Us: number;
+  };
 }
 
 export interface WorkloadsResult {
@@ -163,6 +180,22 @@ export interface WorkloadsResult {
 let BASE = '/tmp/la-bench';
 
 /** Permission events the agent's gate has seen (open + exec). */
+/** The link's window counters between two statuses (see Sample.readWindow). */
+function windowDelta(a: AgentStatus, b: AgentStatus): Sample['readWindow'] {
+  const wa = a.svm?.window;
+  const wb = b.svm?.window;
+  if (!wa || !wb) return undefined;
+  return {
+    fgRequests: wb.foreground.admitted - wa.foreground.admitted,
+    fgAtOnce: wb.foreground.atOnce - wa.foreground.atOnce,
+    fgWaitMsTotal: Math.round((wb.foreground.waitedMsTotal - wa.foreground.waitedMsTotal) * 10) / 10,
+    bgRequests: wb.background.admitted - wa.background.admitted,
+    raised: wb.raised - wa.raised,
+    answerP50Us: Number(b.backend?.answerP50Us ?? 0),
+    answerP99Us: Number(b.backend?.answerP99Us ?? 0),
+  };
+}
+
 const permEvents = (s: AgentStatus) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
 
 /**
@@ -279,6 +312,7 @@ async function main(): Promise<void> {
       variants: { type: 'string' },
       out: { type: 'string' },
       dir: { type: 'string' },
+      'no-wait': { type: 'boolean', default: false },
     },
   }).values;
   if (args.dir) BASE = path.resolve(args.dir);
@@ -337,6 +371,9 @@ async function main(): Promise<void> {
 
   const runOne = async (v: Variant, w: Workload, rep: number) => {
     const c = command(w, p);
+    // --no-wait: the content written must be new to the agent (as in the report of a read at once
+    // after an extract): a fresh agent and SVM, untimed, so every close-write is an upload.
+    if (args['no-wait'] && c.written && v instanceof LightAgent) await v.start();
     if (c.pre) {
       const pre = await timed(c.pre, v.root, p.timeoutS);
       if (c.written && pre.rc !== 0) {
@@ -348,8 +385,9 @@ async function main(): Promise<void> {
         return;
       }
     }
-    const writtenWaitMs = c.written ? await writtenSettled(v) : undefined;
-    const before = c.written && v instanceof LightAgent ? permEvents(await v.status()) : undefined;
+    const writtenWaitMs = c.written ? (args['no-wait'] ? 0 : await writtenSettled(v)) : undefined;
+    const st0 = c.written && v instanceof LightAgent ? await v.status() : undefined;
+    const before = st0 ? permEvents(st0) : undefined;
     const pids = v.pids();
     const cpu0 = sumTicks(pids);
     const sampler = setInterval(() => (peakKb[v.name] = Math.max(peakKb[v.name] ?? 0, sumRssKb(pids))), 100);
@@ -362,9 +400,11 @@ async function main(): Promise<void> {
     const settleMs = await settle(pids);
     let agent: Sample['agent'];
     let readEvents: number | undefined;
+    let readWindow: Sample['readWindow'];
     if (v instanceof LightAgent) {
       const st = await v.status();
       if (before !== undefined) readEvents = permEvents(st) - before;
+      if (st0) readWindow = windowDelta(st0, st);
       const queued = Number(st.deferredQueue ?? 0);
       const td = performance.now();
       let left = queued;
@@ -394,6 +434,7 @@ async function main(): Promise<void> {
       ...(agent ? { agent } : {}),
       ...(writtenWaitMs !== undefined ? { writtenWaitMs } : {}),
       ...(readEvents !== undefined ? { readEvents } : {}),
+      ...(readWindow ? { readWindow } : {}),
     };
     if (r.rc !== 0) s.err = r.err || `exit ${r.rc}${r.rc === 124 ? ` (timeout ${p.timeoutS} s)` : ''}`;
     samples.push(s);

@@ -40,6 +40,7 @@ import { stateReportStep } from './steps/state-report.js';
 import { socketsStep } from './steps/sockets.js';
 import { signalsStep } from './steps/signals.js';
 import { readyStep } from './steps/ready.js';
+import type { WindowStats } from '../svm-link/index.js';
 
 export type { DaemonOptions, DaemonStatus, ReloadResult, ServiceEvent, ServiceOptions } from './steps/context.js';
 export { startFailureCode } from './steps/notify.js';
@@ -148,6 +149,7 @@ export class Daemon implements DaemonApi {
         ...signatureAge(link!.welcome),
         load: link!.load,
         latencyMs: Math.round(link!.lastLatencyMs * 100) / 100,
+        window: link!.windowStats ? { ...roundWindow(link!.windowStats), raised: this.ctx.scanner?.raised ?? 0 } : undefined,
       },
       cache: cache?.stats(),
       deferredQueue: deferred?.size ?? 0,
@@ -285,4 +287,14 @@ export function signatureAge(
 function memoryKb(): DaemonStatus['memory'] {
   const m = process.memoryUsage();
   return { rssKb: Math.round(m.rss / 1024), heapUsedKb: Math.round(m.heapUsed / 1024) };
+}
+
+/** The window's counters with ms rounded to 0.1 for status. */
+function roundWindow(w: WindowStats): WindowStats {
+  const r = (c: WindowStats['foreground']) => ({
+    ...c,
+    waitedMsTotal: Math.round(c.waitedMsTotal * 10) / 10,
+    waitedMsMax: Math.round(c.waitedMsMax * 10) / 10,
+  });
+  return { ...w, foreground: r(w.foreground), background: r(w.background) };
 }

@@ -8,6 +8,11 @@
  *   3. SVM lookup by SHA-256 (shared verdicts of every guest)          -> answer, no upload
  *   4. upload the content; the SVM hashes it itself and scans it       -> answer
  *
+ * Every request to the SVM carries a class: `foreground` when a process is blocked on the answer
+ * (the on-access decision), `background` for everything else (close-write scans, rescans, tree
+ * scans; the default). The link admits foreground requests first (svm-link/window.ts). An open that
+ * joins the background scan of the same content (single flight) raises that scan to foreground.
+ *
  * Content is always read through the fd the caller holds (for the gate: the fanotify event fd),
  * never reopened by path: that would race with a swap and deadlock under fanotify.
  */
@@ -16,7 +21,7 @@ import fs from 'node:fs';
 import { Backoff } from '../backoff.js';
 import { LightagentError, ScanFailedError, describeError } from '../errors.js';
 import { sameIdentity } from '../cache/file-identity.js';
-import type { SvmClient } from '../svm-link/index.js';
+import { Priority, type PriorityClass, type SvmClient } from '../svm-link/index.js';
 import type { VerdictMsg } from '../protocol/index.js';
 
 export type Outcome = 'clean' | 'infected' | 'error' | 'skipped';
@@ -34,6 +39,11 @@ export interface ScanResult {
   /** Bytes read from the file to hash it (0 on an identity hit). */
   read: number;
   error?: { code: string; message: string };
+  /**
+   * When the SVM was asked: ms waited for a slot in the link's window, ms from the slot to the
+   * answer (summed over the lookup and the upload), and the class the scan ended in.
+   */
+  svmTiming?: { windowWaitMs: number; svmMs: number; requests: number; priority: PriorityClass };
 }
 
 /** What the scanner needs of the local verdict cache (src/cache implements it). */
@@ -75,6 +85,10 @@ const READ_BUF = 1024 * 1024;
 export class FileScanner {
   private readonly buf = Buffer.allocUnsafe(READ_BUF);
   private readonly opts: Required<Omit<FileScannerOptions, 'cache'>> & Pick<FileScannerOptions, 'cache'>;
+  /** The class of each content scan in flight, by single-flight key: an open joining one raises it. */
+  private readonly flights = new Map<string, Priority>();
+  /** Background scans raised to foreground because a decision joined them. */
+  raised = 0;
 
   constructor(options: FileScannerOptions) {
     this.opts = { minUploadRate: 10 * 1024 * 1024, inMemoryMax: 4 * 1024 * 1024, ...options };
@@ -84,7 +98,7 @@ export class FileScanner {
    * Open `path` without following a final symlink and scan it. Never throws: errors are in the
    * result. With `known` (an lstat the caller just made), an identity hit answers without opening.
    */
-  async scanPath(path: string, known?: fs.BigIntStats): Promise<ScanResult> {
+  async scanPath(path: string, known?: fs.BigIntStats, priority: PriorityClass = 'background'): Promise<ScanResult> {
     // Looked up once: on a miss, the same identity after open goes straight to the content scan.
     let looked: { hit: LocalHit | undefined } | undefined;
     if (known?.isFile() && this.opts.cache) {
@@ -110,7 +124,9 @@ export class FileScanner {
           read: 0,
           error: { code: 'LA_SKIP_NOT_REGULAR', message: 'not a regular file' },
         };
-      return await (looked && sameIdentity(st, known!) ? this.scanMissed(fd, path, st, looked.hit) : this.scanFdNow(fd, path, st));
+      return await (looked && sameIdentity(st, known!)
+        ? this.scanMissed(fd, path, st, looked.hit, priority)
+        : this.scanFdNow(fd, path, st, priority));
     } catch (err) {
       return errorResult(path, 0, err);
     } finally {
@@ -122,7 +138,7 @@ export class FileScanner {
    * A local identity hit synchronously (the on-access hot path answers it without a promise or a
    * timer); otherwise the promise of the scan. Never throws.
    */
-  scanFdNow(fd: number, path: string, st: fs.BigIntStats): ScanResult | Promise<ScanResult> {
+  scanFdNow(fd: number, path: string, st: fs.BigIntStats, priority: PriorityClass = 'background'): ScanResult | Promise<ScanResult> {
     let hit: LocalHit | undefined;
     try {
       hit = this.opts.cache?.lookupIdentity(st);
@@ -149,14 +165,14 @@ export class FileScanner {
       }
       // The bytes are still a view of the shared read buffer: scanContent copies them out before
       // its first await, as it does its own read (scanMissed reaches it without yielding).
-      return this.scanMissed(fd, path, st, undefined, pre);
+      return this.scanMissed(fd, path, st, undefined, priority, pre);
     }
-    return this.scanMissed(fd, path, st, hit);
+    return this.scanMissed(fd, path, st, hit, priority);
   }
 
   /** Scan the open file `fd` (the caller keeps ownership). Never throws. */
-  async scanFd(fd: number, path: string, st: fs.BigIntStats): Promise<ScanResult> {
-    return this.scanFdNow(fd, path, st);
+  async scanFd(fd: number, path: string, st: fs.BigIntStats, priority: PriorityClass = 'background'): Promise<ScanResult> {
+    return this.scanFdNow(fd, path, st, priority);
   }
 
   /** The file is not (freshly) known by identity: `staleHit` is a clean verdict of an older generation. */
@@ -165,6 +181,7 @@ export class FileScanner {
     path: string,
     st: fs.BigIntStats,
     staleHit: LocalHit | undefined,
+    priority: PriorityClass,
     pre?: ReadOnce,
   ): Promise<ScanResult> {
     const size = Number(st.size);
@@ -182,7 +199,30 @@ export class FileScanner {
     const cache = this.opts.cache;
     try {
       const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-      const run = () => this.scanContent(fd, path, st, size, staleHit, pre);
+      // A decision joining a background scan of the same file raises it (it waits on it now).
+      const joined = this.flights.get(key);
+      // (Only with a cache: without one there is no single flight, nothing is joined.)
+      if (cache && joined && priority === 'foreground' && !joined.foreground) {
+        joined.raise();
+        this.raised++;
+      }
+      const run = async () => {
+        const prio = new Priority(priority);
+        this.flights.set(key, prio);
+        try {
+          const r = await this.scanContent(fd, path, st, size, staleHit, prio, pre);
+          if (prio.requests > 0)
+            r.svmTiming = {
+              windowWaitMs: Math.round(prio.windowWaitMs * 10) / 10,
+              svmMs: Math.round(prio.svmMs * 10) / 10,
+              requests: prio.requests,
+              priority: prio.class,
+            };
+          return r;
+        } finally {
+          if (this.flights.get(key) === prio) this.flights.delete(key);
+        }
+      };
       return cache ? await cache.singleFlight(key, run) : await run();
     } catch (err) {
       return errorResult(path, size, err);
@@ -196,12 +236,13 @@ export class FileScanner {
     st: fs.BigIntStats,
     size: number,
     staleHit: LocalHit | undefined,
+    prio: Priority,
     pre?: ReadOnce,
   ): Promise<ScanResult> {
     const cache = this.opts.cache;
     // A stale clean identity hit already knows the SHA-256: re-check by lookup, no read at all.
     if (staleHit) {
-      const v = await this.backingOff(() => this.opts.link.lookup(staleHit.sha256, size), this.opts.deadlineMs);
+      const v = await this.backingOff(() => this.opts.link.lookup(staleHit.sha256, size, undefined, prio), this.opts.deadlineMs);
       if (v.verdict === 'clean' || v.verdict === 'infected') {
         cache?.refreshIdentity(st, v.verdict, v.threat);
         return this.finish(path, st, size, undefined, staleHit.sha256, v, 'svm-cache', 0, 0);
@@ -221,7 +262,7 @@ export class FileScanner {
     // (another scan reuses the buffer). Only a miss pays for a copy of its own.
     const content = read1 && read1.buffer === this.buf.buffer ? Buffer.from(read1) : read1;
     const sha256 = content ? crypto.createHash('sha256').update(content).digest('hex') : this.sha256Fd(fd, size);
-    const looked = await this.backingOff(() => this.opts.link.lookup(sha256, size), this.opts.deadlineMs);
+    const looked = await this.backingOff(() => this.opts.link.lookup(sha256, size, undefined, prio), this.opts.deadlineMs);
     if (looked.verdict === 'clean' || looked.verdict === 'infected')
       return this.finish(path, st, size, fp, sha256, looked, 'svm-cache', 0, size);
     if (looked.verdict === 'error')
@@ -236,7 +277,7 @@ export class FileScanner {
         };
     const uploadDeadline = this.opts.deadlineMs + Math.ceil((size / this.opts.minUploadRate) * 1000);
     const scanned: VerdictMsg | undefined = await this.backingOff(
-      () => this.opts.link.scan(size, read, uploadDeadline, path),
+      () => this.opts.link.scan(size, read, uploadDeadline, path, prio),
       uploadDeadline,
     );
     if (!scanned || scanned.verdict === 'error' || scanned.verdict === 'unknown') {

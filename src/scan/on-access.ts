@@ -133,7 +133,7 @@ export class OnAccessHandler {
       this.counts.tooLarge++;
       return this.allow(true);
     }
-    const now = this.o.scanner.scanFdNow(ev.fd, ev.path, ev.stat);
+    const now = this.o.scanner.scanFdNow(ev.fd, ev.path, ev.stat, 'foreground');
     if (!(now instanceof Promise)) return this.fromResult(ev, now);
     const scan = now;
     let timer: NodeJS.Timeout | undefined;

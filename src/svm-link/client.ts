@@ -4,7 +4,8 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { DetectionEvent, Limits, StateReport, VerdictMsg, Welcome } from '../protocol/index.js';
-import type { ChunkReader, LinkState, SvmLinkEvents } from './svm-link.js';
+import type { ChunkReader, LinkState, SvmLinkEvents, WindowStats } from './svm-link.js';
+import type { PriorityLike } from './window.js';
 
 export interface SvmClient extends EventEmitter<SvmLinkEvents> {
   /** The SVM in use (a pool: the active one, else the best configured). */
@@ -16,10 +17,13 @@ export interface SvmClient extends EventEmitter<SvmLinkEvents> {
   readonly limits: Limits | undefined;
   readonly inFlight: number;
   readonly lastLatencyMs: number;
+  /** The in-flight window per class (a pool: summed over its SVMs). */
+  readonly windowStats?: WindowStats;
   connect(): Promise<void>;
   waitConnected(ms: number): Promise<void>;
-  lookup(sha256: string, size: number, deadlineMs?: number): Promise<VerdictMsg>;
-  scan(size: number, read: ChunkReader, deadlineMs: number, name?: string): Promise<VerdictMsg>;
+  /** `priority`: `foreground` (the default) for a decision a process is blocked on, else `background`. */
+  lookup(sha256: string, size: number, deadlineMs?: number, priority?: PriorityLike): Promise<VerdictMsg>;
+  scan(size: number, read: ChunkReader, deadlineMs: number, name?: string, priority?: PriorityLike): Promise<VerdictMsg>;
   report(event: Omit<DetectionEvent, 't'>): boolean;
   /** Did the SVM in use list this feature of lightagent/1 in its welcome? */
   speaks(feature: string): boolean;

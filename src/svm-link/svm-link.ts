@@ -3,13 +3,17 @@
  *
  * - hello/welcome handshake; an auth or version refusal is final (no reconnect storm).
  * - requests (`lookup`, `scan`) multiplexed by id over one WebSocket, at most `maxInFlight` at
- *   once (the smaller of ours and the SVM's); callers past the window wait in FIFO order.
+ *   once (the smaller of ours and the SVM's); callers past the window wait, `foreground` ones (an
+ *   open a process is blocked in) before `background` ones, which hold at most a share of the
+ *   window (see window.ts); FIFO within a class.
  * - every request has a deadline; past it the request fails with DeadlineError and a `cancel` is
  *   sent so the SVM drops the upload.
  * - on a lost connection, every pending request fails with SvmUnavailableError at once (the caller
  *   applies its policy) and the link reconnects with exponential backoff and full jitter.
  * - uploads are sent chunk by chunk, each awaited on the socket, so a large file never sits whole
- *   in the send buffer.
+ *   in the send buffer; a background upload also waits until the socket's send buffer is under
+ *   BACKGROUND_BUFFERED_MAX before each chunk, so a foreground frame does not queue behind
+ *   megabytes of background chunks.
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
@@ -35,7 +39,13 @@ import {
 } from '../protocol/index.js';
 import { Backoff } from '../backoff.js';
 import { tlsFailure } from './tls.js';
-import { Window } from './window.js';
+import { Priority, Window, priorityOf, type PriorityLike, type WindowClassStats } from './window.js';
+
+/**
+ * A background chunk is sent only while the WebSocket's send buffer (bufferedAmount: ws's queue
+ * and the socket's userland buffer) holds at most this many bytes; foreground frames never wait.
+ */
+export const BACKGROUND_BUFFERED_MAX = 256 * 1024;
 
 /** Resets after the TLS handshake, with a client certificate presented, before we call it a refusal. */
 const CERT_RESETS_FINAL = 3;
@@ -61,6 +71,8 @@ export interface SvmLinkOptions {
   deadlineMs?: number;
   /** Our cap on requests in flight; the SVM's limit applies too. */
   maxInFlight?: number;
+  /** Share of the window background requests may hold (default 0.75; tests and benches). */
+  backgroundShare?: number;
   /** Time allowed for connect + hello, ms. */
   connectTimeoutMs?: number;
   backoffMinMs?: number;
@@ -83,6 +95,18 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** The window's counters per class, and how often background chunks waited for the send buffer. */
+export interface WindowStats {
+  capacity: number;
+  backgroundLimit: number;
+  inUse: number;
+  waiting: number;
+  admitted: number;
+  foreground: WindowClassStats;
+  background: WindowClassStats;
+  pacedChunks: number;
+}
+
 export interface SvmLinkEvents {
   connected: [Welcome];
   disconnected: [string];
@@ -95,8 +119,8 @@ export interface SvmLinkEvents {
 
 export class SvmLink extends EventEmitter<SvmLinkEvents> {
   readonly url: string;
-  private readonly opts: Required<Omit<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key' | 'features'>> &
-    Pick<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key' | 'features'>;
+  private readonly opts: Required<Omit<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key' | 'features' | 'backgroundShare'>> &
+    Pick<SvmLinkOptions, 'hypervisor' | 'ca' | 'cert' | 'key' | 'features' | 'backgroundShare'>;
   private ws: WebSocket | undefined;
   private _state: LinkState = 'idle';
   private _welcome: Welcome | undefined;
@@ -113,6 +137,10 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
   private readonly log;
   /** Round-trip of the last lookup, ms: a cheap latency figure for status. */
   lastLatencyMs = 0;
+  /** Background chunks that waited for the send buffer to drain. */
+  private pacedChunks = 0;
+  /** Woken at every chunk the socket took (and at close): paced background uploads look again. */
+  private flushWaiters: Array<() => void> = [];
 
   constructor(options: SvmLinkOptions) {
     super();
@@ -125,7 +153,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
       backoffMaxMs: 30_000,
       ...options,
     };
-    this.window = new Window(this.opts.maxInFlight);
+    this.window = new Window(this.opts.maxInFlight, { backgroundShare: this.opts.backgroundShare });
     this.backoff = new Backoff(this.opts.backoffMinMs, this.opts.backoffMaxMs);
     this.log = logger('svm-link', { svm: options.url });
   }
@@ -151,6 +179,20 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
   }
   get inFlight(): number {
     return this.pending.size;
+  }
+  /** The in-flight window per class: admissions, waits, timeouts. */
+  get windowStats(): WindowStats {
+    const w = this.window;
+    return {
+      capacity: w.capacity,
+      backgroundLimit: w.backgroundLimit,
+      inUse: w.inUse,
+      waiting: w.waiting,
+      admitted: w.admitted,
+      foreground: { ...w.stats.foreground },
+      background: { ...w.stats.background },
+      pacedChunks: this.pacedChunks,
+    };
   }
   /** Why the last attempt failed or the SVM refused us; undefined while connected. */
   get error(): LightagentError | undefined {
@@ -190,44 +232,60 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
     });
   }
 
-  /** Ask for a verdict by SHA-256. `unknown` means the SVM has not scanned this content. */
-  async lookup(sha256: string, size: number, deadlineMs = this.opts.deadlineMs): Promise<VerdictMsg> {
+  /**
+   * Ask for a verdict by SHA-256. `unknown` means the SVM has not scanned this content.
+   * `priority`: `foreground` (default) for a decision a process waits on, `background` otherwise.
+   */
+  async lookup(sha256: string, size: number, deadlineMs = this.opts.deadlineMs, priority?: PriorityLike): Promise<VerdictMsg> {
     const start = performance.now();
-    const v = await this.request('lookup', deadlineMs, (id) => {
-      this.sendControl({ t: 'lookup', id, sha256, size });
-      return Promise.resolve();
-    });
+    const v = await this.request(
+      'lookup',
+      deadlineMs,
+      (id) => {
+        this.sendControl({ t: 'lookup', id, sha256, size });
+        return Promise.resolve();
+      },
+      priorityOf(priority),
+    );
     this.lastLatencyMs = performance.now() - start;
     return v;
   }
 
   /** Upload `size` bytes read through `read` and get the SVM's verdict. */
-  scan(size: number, read: ChunkReader, deadlineMs: number, name?: string): Promise<VerdictMsg> {
-    return this.request('scan', deadlineMs, async (id) => {
-      const limits = this._welcome!.limits;
-      const chunk = Math.max(1, Math.min(limits.maxChunk, FRAME_LIMITS.maxChunk));
-      const msg: AgentMessage = { t: 'scan', id, size };
-      if (name !== undefined) msg.name = name.slice(0, FRAME_LIMITS.maxString);
-      this.sendControl(msg);
-      let offset = 0;
-      let index = 0;
-      // At least one chunk, the last flagged; an empty file is one empty last chunk.
-      for (;;) {
-        if (!this.pending.has(id)) return; // deadline passed or connection lost meanwhile
-        const want = Math.min(chunk, size - offset);
-        const data = want > 0 ? read(offset, want) : new Uint8Array(0);
-        if (data.length !== want)
-          throw new LightagentError(
-            'LA_ERR_FILE_CHANGED',
-            `the file shrank while it was uploaded (${offset + data.length} of ${size} bytes)`,
-            'it will be scanned again at its next change',
-          );
-        offset += want;
-        const last = offset >= size;
-        await this.sendBinary(encodeChunkHeader(id, index++, last), data);
-        if (last) return;
-      }
-    });
+  scan(size: number, read: ChunkReader, deadlineMs: number, name?: string, priority?: PriorityLike): Promise<VerdictMsg> {
+    const prio = priorityOf(priority);
+    return this.request(
+      'scan',
+      deadlineMs,
+      async (id) => {
+        const limits = this._welcome!.limits;
+        const chunk = Math.max(1, Math.min(limits.maxChunk, FRAME_LIMITS.maxChunk));
+        const msg: AgentMessage = { t: 'scan', id, size };
+        if (name !== undefined) msg.name = name.slice(0, FRAME_LIMITS.maxString);
+        this.sendControl(msg);
+        let offset = 0;
+        let index = 0;
+        // At least one chunk, the last flagged; an empty file is one empty last chunk.
+        for (;;) {
+          if (!this.pending.has(id)) return; // deadline passed or connection lost meanwhile
+          const want = Math.min(chunk, size - offset);
+          const data = want > 0 ? read(offset, want) : new Uint8Array(0);
+          if (data.length !== want)
+            throw new LightagentError(
+              'LA_ERR_FILE_CHANGED',
+              `the file shrank while it was uploaded (${offset + data.length} of ${size} bytes)`,
+              'it will be scanned again at its next change',
+            );
+          offset += want;
+          const last = offset >= size;
+          await this.paceBackground(prio, id);
+          if (!this.pending.has(id)) return;
+          await this.sendBinary(encodeChunkHeader(id, index++, last), data);
+          if (last) return;
+        }
+      },
+      prio,
+    );
   }
 
   /** Report a detection to the SVM (best effort: dropped when disconnected, logged locally anyway). */
@@ -269,14 +327,24 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
 
   // ------------------------------------------------------------------ internals
 
-  private async request(kind: 'lookup' | 'scan', deadlineMs: number, send: (id: number) => Promise<void>): Promise<VerdictMsg> {
+  private async request(
+    kind: 'lookup' | 'scan',
+    deadlineMs: number,
+    send: (id: number) => Promise<void>,
+    priority: Priority,
+  ): Promise<VerdictMsg> {
     const deadlineAt = performance.now() + deadlineMs;
     if (this._state !== 'connected') {
       if (this._state === 'idle' || this._state === 'disconnected') this.open();
       await this.waitConnected(deadlineMs);
     }
     const remaining = () => Math.max(1, Math.round(deadlineAt - performance.now()));
-    await this.window.acquire(remaining(), () => new DeadlineError(`waiting for a free ${kind} slot on ${this.url}`, deadlineMs));
+    const release = await this.window.acquire(
+      remaining(),
+      () => new DeadlineError(`waiting for a free ${kind} slot on ${this.url}`, deadlineMs),
+      priority,
+    );
+    const admittedAt = performance.now();
     try {
       if (this._state !== 'connected') throw new SvmUnavailableError(this.url, 'the connection was lost');
       const id = this.allocId();
@@ -302,8 +370,38 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
       }
       return await verdict;
     } finally {
-      this.window.release();
+      priority.svmMs += performance.now() - admittedAt;
+      release();
     }
+  }
+
+  /** A background upload waits before each chunk while the send buffer is fuller than BACKGROUND_BUFFERED_MAX. */
+  private async paceBackground(prio: Priority, id: number): Promise<void> {
+    let counted = false;
+    for (;;) {
+      const ws = this.ws;
+      if (prio.foreground || !ws || ws.readyState !== WebSocket.OPEN || !this.pending.has(id)) return;
+      if (ws.bufferedAmount <= BACKGROUND_BUFFERED_MAX) return;
+      if (!counted) this.pacedChunks++;
+      counted = true;
+      await new Promise<void>((resolve) => {
+        // Woken by the next chunk the socket takes; the timer covers frames sent by others (control).
+        const done = () => {
+          clearTimeout(t);
+          resolve();
+        };
+        const t = setTimeout(() => {
+          this.flushWaiters = this.flushWaiters.filter((f) => f !== done);
+          resolve();
+        }, 5);
+        this.flushWaiters.push(done);
+      });
+    }
+  }
+
+  private flushed(): void {
+    if (this.flushWaiters.length === 0) return;
+    for (const f of this.flushWaiters.splice(0)) f();
   }
 
   private allocId(): number {
@@ -553,7 +651,11 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
     if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.reject(new SvmUnavailableError(this.url, 'not connected'));
     const frame = Buffer.concat([header, payload]);
     return new Promise((resolve, reject) => {
-      ws.send(frame, { binary: true }, (err) => (err ? reject(new SvmUnavailableError(this.url, err.message, { cause: err })) : resolve()));
+      ws.send(frame, { binary: true }, (err) => {
+        this.flushed();
+        if (err) reject(new SvmUnavailableError(this.url, err.message, { cause: err }));
+        else resolve();
+      });
     });
   }
 }

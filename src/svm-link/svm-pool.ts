@@ -25,7 +25,8 @@ import type { DetectionEvent, Limits, StateReport, VerdictMsg, Welcome } from '.
 import { Backoff } from '../backoff.js';
 import type { SvmClient } from './client.js';
 import { fetchSvmList, isLoopbackUrl, svmUrlProblem, type SvmEntry } from './discovery.js';
-import { SvmLink, type ChunkReader, type LinkState, type SvmLinkEvents, type SvmLinkOptions } from './svm-link.js';
+import { SvmLink, type ChunkReader, type LinkState, type SvmLinkEvents, type SvmLinkOptions, type WindowStats } from './svm-link.js';
+import { priorityOf, type PriorityLike, type WindowClassStats } from './window.js';
 
 /** Same-priority SVMs: move for load only when the other one's load is lower by this (load is 0..1). */
 export const LOAD_MARGIN = 0.2;
@@ -134,6 +135,41 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
     return this.members.reduce((n, m) => n + m.link.inFlight, 0);
   }
 
+  /** The windows of every SVM, summed (max for the maxima). */
+  get windowStats(): WindowStats {
+    const sum = (a: WindowClassStats, b: WindowClassStats): WindowClassStats => ({
+      admitted: a.admitted + b.admitted,
+      atOnce: a.atOnce + b.atOnce,
+      waitedMsTotal: a.waitedMsTotal + b.waitedMsTotal,
+      waitedMsMax: Math.max(a.waitedMsMax, b.waitedMsMax),
+      timedOut: a.timedOut + b.timedOut,
+    });
+    return this.members
+      .map((m) => m.link.windowStats)
+      .reduce(
+        (a, b) => ({
+          capacity: a.capacity + b.capacity,
+          backgroundLimit: a.backgroundLimit + b.backgroundLimit,
+          inUse: a.inUse + b.inUse,
+          waiting: a.waiting + b.waiting,
+          admitted: a.admitted + b.admitted,
+          foreground: sum(a.foreground, b.foreground),
+          background: sum(a.background, b.background),
+          pacedChunks: a.pacedChunks + b.pacedChunks,
+        }),
+        {
+          capacity: 0,
+          backgroundLimit: 0,
+          inUse: 0,
+          waiting: 0,
+          admitted: 0,
+          foreground: { admitted: 0, atOnce: 0, waitedMsTotal: 0, waitedMsMax: 0, timedOut: 0 },
+          background: { admitted: 0, atOnce: 0, waitedMsTotal: 0, waitedMsMax: 0, timedOut: 0 },
+          pacedChunks: 0,
+        },
+      );
+  }
+
   connect(): Promise<void> {
     if (this.closed) return Promise.reject(new SvmUnavailableError(this.url, 'the link was closed'));
     this.start();
@@ -153,15 +189,18 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
     }
   }
 
-  async lookup(sha256: string, size: number, deadlineMs = this.opts.deadlineMs ?? 2000): Promise<VerdictMsg> {
+  async lookup(sha256: string, size: number, deadlineMs = this.opts.deadlineMs ?? 2000, priority?: PriorityLike): Promise<VerdictMsg> {
     const start = performance.now();
-    const v = await this.request('lookup', deadlineMs, (link, left) => link.lookup(sha256, size, left));
+    // One Priority across failovers: raised once, it stays raised on the next SVM too.
+    const prio = priorityOf(priority);
+    const v = await this.request('lookup', deadlineMs, (link, left) => link.lookup(sha256, size, left, prio));
     this.lastLatencyMs = performance.now() - start;
     return v;
   }
 
-  scan(size: number, read: ChunkReader, deadlineMs: number, name?: string): Promise<VerdictMsg> {
-    return this.request('scan', deadlineMs, (link, left) => link.scan(size, read, left, name));
+  scan(size: number, read: ChunkReader, deadlineMs: number, name?: string, priority?: PriorityLike): Promise<VerdictMsg> {
+    const prio = priorityOf(priority);
+    return this.request('scan', deadlineMs, (link, left) => link.scan(size, read, left, name, prio));
   }
 
   report(event: Omit<DetectionEvent, 't'>): boolean {

@@ -195,4 +195,34 @@ describe('FileScanner', () => {
       assert.equal(r.sha256, crypto.createHash('sha256').update(fs.readFileSync(files[i]!)).digest('hex'));
     });
   });
+
+  it('a foreground scan joining the background scan of the same file raises it ahead of the other background scans', async () => {
+    // 2 in flight, background may hold 1: twenty background scans queue one behind the other.
+    const svm = await fakeSvm({ limits: { maxInFlight: 2 }, answerDelayMs: 15 });
+    cleanups.push(svm.close);
+    const link = new SvmLink({ url: svm.url, token: 'good', agentId: 'scanner-prio', host: 'h', os: 'linux', agentVersion: '0' });
+    cleanups.push(() => link.close());
+    await link.connect();
+    const cache = await VerdictCache.open({ seed: 5n, capacity: 100 });
+    const scanner = new FileScanner({ link, cache, maxFileSize: 1 << 20, deadlineMs: 30_000 });
+    const files = Array.from({ length: 20 }, (_, i) => {
+      const f = path.join(dir, `bg-${i}.txt`);
+      fs.writeFileSync(f, `background content ${i}`);
+      return f;
+    });
+    const done: string[] = [];
+    const bg = files.map((f) => scanner.scanPath(f).then((r) => (done.push(path.basename(f)), r)));
+    await new Promise((r) => setTimeout(r, 5));
+    const target = files[15]!;
+    const fd = fs.openSync(target, 'r');
+    const fg = await scanner.scanFdNow(fd, target, fs.fstatSync(fd, { bigint: true }), 'foreground');
+    fs.closeSync(fd);
+    const finishedBefore = done.filter((n) => n !== 'bg-15.txt').length;
+    assert.equal(fg.outcome, 'clean');
+    assert.equal(scanner.raised, 1, 'the open raised the background scan it joined');
+    assert.ok(finishedBefore <= 4, `${finishedBefore} other background scans finished before the foreground one`);
+    assert.equal(link.windowStats.foreground.admitted >= 2, true, 'its lookup and upload went as foreground');
+    const all = await Promise.all(bg);
+    assert.ok(all.every((r) => r.outcome === 'clean'));
+  });
 });

@@ -7,7 +7,7 @@ import { after, describe, it } from 'node:test';
 import { AuthError, DeadlineError, SvmUnavailableError } from '../../src/errors.js';
 import { encodeMessage } from '../../src/protocol/index.js';
 import { fakeSvm } from '../helpers/fake-svm.js';
-import { SvmLink } from '../../src/svm-link/index.js';
+import { Priority, SvmLink } from '../../src/svm-link/index.js';
 
 function link(url: string, extra: Partial<ConstructorParameters<typeof SvmLink>[0]> = {}) {
   return new SvmLink({
@@ -217,6 +217,93 @@ describe('SvmLink', () => {
     const l = link(svm.url);
     await l.connect();
     await assert.rejects(l.lookup(SHA, 1, 2000), SvmUnavailableError);
+    l.close();
+  });
+
+  it('answers a foreground lookup in about one SVM round trip while 100 background uploads are queued', async () => {
+    // A slow SVM (40 ms per answer), 8 in flight: FIFO would put the lookup behind ~92 uploads.
+    const arrivals: string[] = [];
+    const svm = await fakeSvm({
+      limits: { maxInFlight: 8 },
+      script: (ws, m) => {
+        if (m.t === 'lookup') arrivals.push('fg');
+        else if (m.t === 'scan') arrivals.push('bg');
+        const id = m.t === 'lookup' ? m.id : m.t === 'chunk' && m.last ? m.id : undefined;
+        if (id !== undefined) setTimeout(() => ws.send(encodeMessage({ t: 'verdict', id, verdict: 'clean', sha256: SHA })), 40);
+      },
+    });
+    cleanups.push(svm.close);
+    const l = link(svm.url);
+    await l.connect();
+    const content = Buffer.alloc(4096, 1);
+    let bgDone = 0;
+    const uploads = Array.from({ length: 100 }, () =>
+      l
+        .scan(content.length, (off, len) => content.subarray(off, off + len), 60_000, 'bg', 'background')
+        .then((v) => {
+          bgDone++;
+          return v;
+        }),
+    );
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(l.windowStats.background.admitted, 6, 'background holds 6 of 8 slots (75%)');
+    const v = await l.lookup(SHA, 1, 30_000, 'foreground');
+    const doneWhenAnswered = bgDone;
+    assert.equal(v.verdict, 'clean');
+    const st = l.windowStats;
+    assert.equal(st.foreground.atOnce, 1, 'the lookup found a free slot without waiting');
+    assert.ok(arrivals.indexOf('fg') <= 8, `lookup arrived as request #${arrivals.indexOf('fg') + 1} of ${arrivals.length}`);
+    assert.ok(doneWhenAnswered <= 12, `${doneWhenAnswered} background uploads were answered before the lookup`);
+    const all = await Promise.all(uploads);
+    assert.equal(all.length, 100);
+    assert.ok(all.every((x) => x.verdict === 'clean'));
+    assert.equal(l.windowStats.background.admitted, 100);
+    l.close();
+  });
+
+  it('moves a waiting background upload ahead once its priority is raised', async () => {
+    const order: number[] = [];
+    const svm = await fakeSvm({
+      limits: { maxInFlight: 2 },
+      script: (ws, m) => {
+        if (m.t === 'scan') order.push(m.size);
+        if (m.t === 'chunk' && m.last)
+          setTimeout(() => ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean', sha256: SHA })), 20);
+      },
+    });
+    cleanups.push(svm.close);
+    const l = link(svm.url);
+    await l.connect();
+    const read = (_off: number, len: number) => Buffer.alloc(len);
+    const raised = new Priority('background');
+    // Window of 2, background share 1 slot: sizes 1..10 queue behind each other.
+    const all = Array.from({ length: 10 }, (_, i) => l.scan(i + 1, read, 30_000, undefined, i === 8 ? raised : 'background'));
+    await new Promise((r) => setTimeout(r, 5));
+    raised.raise();
+    await Promise.all(all);
+    assert.equal(order[0], 1);
+    assert.equal(order[1], 9, `the raised upload (size 9) went next: ${order.join(',')}`);
+    l.close();
+  });
+
+  it('paces background uploads by the send buffer and still delivers every chunk', async () => {
+    const got = new Map<number, number>();
+    const svm = await fakeSvm({
+      script: (ws, m) => {
+        if (m.t !== 'chunk') return;
+        got.set(m.id, (got.get(m.id) ?? 0) + m.bytes);
+        if (m.last) ws.send(encodeMessage({ t: 'verdict', id: m.id, verdict: 'clean', sha256: SHA }));
+      },
+    });
+    cleanups.push(svm.close);
+    const l = link(svm.url);
+    await l.connect();
+    const big = Buffer.alloc(6 * (1 << 20) + 3, 2);
+    const read = (off: number, len: number) => big.subarray(off, off + len);
+    const vs = await Promise.all(Array.from({ length: 6 }, () => l.scan(big.length, read, 60_000, undefined, 'background')));
+    assert.ok(vs.every((v) => v.verdict === 'clean'));
+    assert.deepEqual([...got.values()], Array(6).fill(big.length));
+    assert.ok(l.windowStats.pacedChunks > 0, 'some background chunks waited for the send buffer');
     l.close();
   });
 });

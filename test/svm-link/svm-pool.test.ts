@@ -245,4 +245,19 @@ describe('SvmPool', () => {
     await assert.rejects(pending, SvmUnavailableError);
     assert.equal(p.state, 'closed');
   });
+
+  it('carries the priority: a foreground lookup goes ahead of 40 queued background lookups on the active SVM', async () => {
+    const [a] = await Promise.all([fakeSvm({ id: 'a', limits: POOL_LIMITS, answerDelayMs: 20 })]);
+    cleanups.push(() => a!.close());
+    const p = pool([{ svm: a!, priority: 0 }], { deadlineMs: 30_000 });
+    await p.connect();
+    let bgDone = 0;
+    const bg = Array.from({ length: 40 }, () => p.lookup(SHA, 1, 30_000, 'background').then(() => bgDone++));
+    await new Promise((r) => setTimeout(r, 5));
+    await p.lookup(SHA, 1, 30_000, 'foreground');
+    assert.ok(bgDone <= 12, `${bgDone} background lookups were answered before the foreground one`);
+    assert.equal(p.windowStats.foreground.atOnce, 1);
+    await Promise.all(bg);
+    assert.equal(p.windowStats.background.admitted, 40);
+  });
 });

@@ -14,7 +14,7 @@ import type { OnAccessHandler } from '../../scan/on-access.js';
 import type { DeferredQueue } from '../../store/deferred-queue.js';
 import type { Detection, DetectionLog } from '../../store/detections.js';
 import type { Quarantine } from '../../store/quarantine.js';
-import type { SvmClient } from '../../svm-link/index.js';
+import type { SvmClient, WindowStats } from '../../svm-link/index.js';
 import type { ProtectionBackend, ProtectionMode } from '../../watchers/protection.js';
 import type { LocalCache } from '../local-cache.js';
 
@@ -89,6 +89,8 @@ export interface DaemonStatus {
     signaturesStale?: boolean | undefined;
     load: number;
     latencyMs: number;
+    /** The link's in-flight window per class (foreground: decisions; background: the rest), and background scans raised by an open. */
+    window?: (WindowStats & { raised: number }) | undefined;
   };
   cache: Record<string, number> | undefined;
   deferredQueue: number;
