@@ -175,9 +175,14 @@ describe('lightagent-svm backup and restore', () => {
       'tls.key',
       'token_file',
     ]);
-    assert.equal(r.files, 8);
+    // 8 files of the config and its state_dir, plus the inventory the SVM kept there while the agent was welcomed.
+    assert.equal(r.files, 9);
     assert.equal(fs.statSync(archive).mode & 0o777, 0o600, 'the archive holds secrets');
     const members = await readArchive(archive);
+    assert.ok(
+      members.some((x) => x.name.endsWith('/inventory.json')),
+      `the agent inventory is backed up: ${members.map((x) => x.name).join(', ')}`,
+    );
     assert.equal(members[0]!.name, 'manifest.json', 'the manifest comes first');
     const m = JSON.parse(members[0]!.body.toString()) as { entries: Array<{ path: string; sha256?: string; size: number }> };
     for (const e of m.entries.filter((x) => x.sha256)) {
