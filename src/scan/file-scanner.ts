@@ -114,16 +114,7 @@ export class FileScanner {
     }
     try {
       const st = fs.fstatSync(fd, { bigint: true });
-      if (!st.isFile())
-        return {
-          path,
-          outcome: 'skipped',
-          size: 0,
-          source: 'none',
-          uploaded: 0,
-          read: 0,
-          error: { code: 'LA_SKIP_NOT_REGULAR', message: 'not a regular file' },
-        };
+      if (!st.isFile()) return skippedResult(path, 0, 'LA_SKIP_NOT_REGULAR', 'not a regular file');
       return await (looked && sameIdentity(st, known!)
         ? this.scanMissed(fd, path, st, looked.hit, priority)
         : this.scanFdNow(fd, path, st, priority));
@@ -186,15 +177,7 @@ export class FileScanner {
   ): Promise<ScanResult> {
     const size = Number(st.size);
     if (size > this.opts.maxFileSize) {
-      return {
-        path,
-        outcome: 'skipped',
-        size,
-        source: 'none',
-        uploaded: 0,
-        read: 0,
-        error: { code: 'LA_SKIP_TOO_LARGE', message: `larger than max_file_size (${this.opts.maxFileSize} bytes)` },
-      };
+      return skippedResult(path, size, 'LA_SKIP_TOO_LARGE', `larger than max_file_size (${this.opts.maxFileSize} bytes)`);
     }
     const cache = this.opts.cache;
     try {
@@ -385,6 +368,11 @@ function fromHit(path: string, size: number, hit: LocalHit, source: VerdictSourc
   const r: ScanResult = { path, outcome: hit.verdict, sha256: hit.sha256, size, source, uploaded: 0, read };
   if (hit.threat !== undefined) r.threat = hit.threat;
   return r;
+}
+
+/** A file left unjudged on purpose (not a regular file, too large, excluded): nothing read, nothing sent. */
+export function skippedResult(path: string, size: number, code: string, message: string): ScanResult {
+  return { path, outcome: 'skipped', size, source: 'none', uploaded: 0, read: 0, error: { code, message } };
 }
 
 function errorResult(path: string, size: number, err: unknown): ScanResult {

@@ -25,7 +25,7 @@ import type { Detection, DetectionLog } from '../store/detections.js';
 import type { Attribution } from '../store/events-file.js';
 import type { ProcessHooks } from '../processes/process-monitor.js';
 import type { ResponseReason } from '../processes/response.js';
-import type { FileScanner, ScanResult } from './file-scanner.js';
+import { skippedResult, type FileScanner, type ScanResult } from './file-scanner.js';
 import { NOTHING_EXCLUDED, type Exclusions } from './exclusions.js';
 
 export interface AccessEvent {
@@ -197,15 +197,7 @@ export class OnAccessHandler {
     if (this.ex.noPaths && this.ex.noProcesses) return undefined;
     if (this.ex.path(path) === undefined && (pid === undefined || !this.ex.process(pid))) return undefined;
     this.counts.excluded++;
-    return {
-      path,
-      outcome: 'skipped',
-      size: 0,
-      source: 'none',
-      uploaded: 0,
-      read: 0,
-      error: { code: 'LA_SKIP_EXCLUDED', message: 'excluded by `exclude`' },
-    };
+    return skippedResult(path, 0, 'LA_SKIP_EXCLUDED', 'excluded by `exclude`');
   }
 
   /** `exclude.sha256`: infected content with a listed hash is clean (a known false positive). */
