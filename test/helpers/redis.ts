@@ -10,6 +10,7 @@
  *   await r.stop();
  */
 import net from 'node:net';
+import { after } from 'node:test';
 import { findBinary, needPackage, tempDir } from './procs.js';
 import { freePort, startServer } from './server-process.js';
 
@@ -106,4 +107,18 @@ export async function startRedis(o: { watchdogMs?: number; startTimeoutMs?: numb
     stop: server.stop,
     output: server.output,
   };
+}
+
+/**
+ * One redis-server for a whole test file, started by the first test that asks and stopped after the
+ * file; `prefix(tag)` gives each caller its own key space (`<tag><pid>-<n>:`). `skip` as needRedis().
+ */
+export function redisPerFile(): { skip: string | undefined; redis: () => Promise<RedisProc>; prefix: (tag: string) => string } {
+  const skip = needRedis();
+  let shared: Promise<RedisProc> | undefined;
+  after(async () => {
+    if (shared) await (await shared).stop();
+  });
+  let n = 0;
+  return { skip, redis: () => (shared ??= startRedis()), prefix: (tag) => `${tag}${process.pid}-${++n}:` };
 }

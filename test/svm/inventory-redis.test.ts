@@ -5,22 +5,16 @@
  * sit under another agent's key are skipped; Redis stopped: the API answers 503, the SVM scans on.
  */
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { RedisInventoryStore } from '../../src/svm/inventory/redis-store.js';
-import { needRedis, startRedis, type RedisProc } from '../helpers/redis.js';
+import { redisPerFile, startRedis } from '../helpers/redis.js';
 import { EICAR_BYTES as EICAR } from '../helpers/fixtures.js';
 import { rawAgent, startTestSvm, TOKEN, upload } from './helpers.js';
 import { row, runInventoryConformance } from './inventory-conformance.js';
 import { api, eventuallyAsync, stateAgent } from './inventory-helpers.js';
 
-const skip = needRedis();
-let shared: Promise<RedisProc> | undefined;
-const redis = (): Promise<RedisProc> => (shared ??= startRedis());
-after(async () => {
-  if (shared) await (await shared).stop();
-});
-let n = 0;
-const prefix = () => `inv${process.pid}-${++n}:`;
+const { skip, redis, prefix: keySpace } = redisPerFile();
+const prefix = () => keySpace('inv');
 const ADMIN = 'admin-token-0123456789';
 
 runInventoryConformance('redis', async () => RedisInventoryStore.connect({ url: (await redis()).url, keyPrefix: prefix() }), { skip });

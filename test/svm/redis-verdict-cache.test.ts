@@ -5,24 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { encodeMessage } from '../../src/protocol/index.js';
 import { RedisVerdictCache, parseCachedVerdict, redactUrl } from '../../src/svm/redis-verdict-cache.js';
 import { loadSvmConfig } from '../../src/svm/config.js';
 import { eventually } from '../helpers/procs.js';
-import { needRedis, startRedis, type RedisProc } from '../helpers/redis.js';
+import { redisPerFile, type RedisProc } from '../helpers/redis.js';
 import { EICAR_BYTES as EICAR, noise } from '../helpers/fixtures.js';
 import { rawAgent, startTestSvm, upload } from './helpers.js';
 import { runVerdictCacheConformance } from './verdict-cache-conformance.js';
 
-const skip = needRedis();
-let shared: Promise<RedisProc> | undefined;
-const redis = (): Promise<RedisProc> => (shared ??= startRedis());
-after(async () => {
-  if (shared) await (await shared).stop();
-});
-let n = 0;
-const prefix = () => `t${process.pid}-${++n}:`;
+const { skip, redis, prefix: keySpace } = redisPerFile();
+const prefix = () => keySpace('t');
 const sha = (i: number) => i.toString(16).padStart(64, '0');
 
 runVerdictCacheConformance(
