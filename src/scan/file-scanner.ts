@@ -23,6 +23,7 @@ import { LightagentError, ScanFailedError, describeError } from '../errors.js';
 import { sameIdentity } from '../cache/file-identity.js';
 import { Priority, type PriorityClass, type SvmClient } from '../svm-link/index.js';
 import type { VerdictMsg } from '../protocol/index.js';
+import { RTT_TRACE, rttMark } from '../trace.js';
 
 export type Outcome = 'clean' | 'infected' | 'error' | 'skipped';
 export type VerdictSource = 'cache-identity' | 'cache-fingerprint' | 'svm-cache' | 'svm-scan' | 'none';
@@ -245,6 +246,7 @@ export class FileScanner {
     // (another scan reuses the buffer). Only a miss pays for a copy of its own.
     const content = read1 && read1.buffer === this.buf.buffer ? Buffer.from(read1) : read1;
     const sha256 = content ? crypto.createHash('sha256').update(content).digest('hex') : this.sha256Fd(fd, size);
+    if (RTT_TRACE) rttMark('s.hashed', `${path}|${sha256}`);
     const looked = await this.backingOff(() => this.opts.link.lookup(sha256, size, undefined, prio), this.opts.deadlineMs);
     if (looked.verdict === 'clean' || looked.verdict === 'infected')
       return this.finish(path, st, size, fp, sha256, looked, 'svm-cache', 0, size);

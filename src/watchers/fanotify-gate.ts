@@ -52,6 +52,7 @@ import type { AccessEvent, Decision, ProtectionBackend, ProtectionMode, WrittenR
 import type { SharedCacheSpec } from '../cache/shared-view.js';
 import { VerdictCache } from '../cache/verdict-cache.js';
 import { sameIdentity } from '../cache/file-identity.js';
+import { RTT_TRACE, rttMark, rttNow } from '../trace.js';
 
 /** A protected file opened for writing was closed (a notification: nothing waits on it). */
 export interface CloseWriteEvent {
@@ -190,6 +191,16 @@ export function defaultCloseWriteMaxFds(soft: number | undefined): number {
 /** Young generation of the worker's isolate, MiB (see start()). */
 const WORKER_YOUNG_GEN_MB = 1;
 
+/** Trace (src/trace.ts): when the worker read each permission event and when this thread got it. */
+function traceReceived(events: readonly PostedEvent[]): void {
+  const now = rttNow();
+  for (const e of events)
+    if (e.kind !== 'close-write') {
+      rttMark('w.read', e.path, Math.round(e.readAt * 1000));
+      rttMark('m.recv', e.path, now);
+    }
+}
+
 function isClean(r: unknown): boolean {
   return typeof r === 'object' && r !== null && (r as { clean?: unknown }).clean === true;
 }
@@ -290,6 +301,7 @@ export class FanotifyGate implements ProtectionBackend {
 
   private onMessage(m: WorkerMessage): void {
     if (m.t === 'events') {
+      if (RTT_TRACE) traceReceived(m.events);
       this.handle(m.events, 0);
     } else if (m.t === 'fatal') {
       this.failed = true;
@@ -380,9 +392,11 @@ export class FanotifyGate implements ProtectionBackend {
       } catch (err) {
         this.log.error('decision failed; answering by policy', { path: e.path, ...describeError(err) });
       }
+      if (RTT_TRACE) rttMark('m.decided', e.path);
       if (decision.allow && decision.cacheable) this.markClean(e, stat);
       answered = true;
       this.respond(e, decision.allow, true);
+      if (RTT_TRACE) rttMark('m.responded', e.path);
       if (decision.hold) await decision.hold.catch(() => {});
     } finally {
       if (!answered) this.respond(e, decision.allow, false);
