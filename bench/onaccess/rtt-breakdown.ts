@@ -90,6 +90,7 @@ export function breakdown(dir: string, phase: string): HopRow[] {
     const hashed = one('s.hashed', k);
     const decided = one('m.decided', file);
     const responded = one('m.responded', file);
+    const marked = one('m.marked', file);
     const sending = within(a, 'l.sending', sha, hashed ?? 0);
     const sent = within(a, 'l.sent', sha, hashed ?? 0);
     if ([read, post, recv, hashed, decided, responded, sending, sent].some((x) => x === undefined)) continue;
@@ -123,6 +124,10 @@ export function breakdown(dir: string, phase: string): HopRow[] {
     }
     add('13 agent: verdict -> decision (promise chain)', decided! - last);
     add('14 main: ignore mark + response write', responded! - decided!);
+    if (marked !== undefined) {
+      add('14a main: ignore mark (fanotify_mark, fstat, identity check)', marked - decided!);
+      add('14b main: response write (the opener is woken in it)', responded! - marked);
+    }
     add('total: worker read -> response written', responded! - read!);
     const first = Math.min(read!, recv!);
     if (overlaps(agentGc, first, responded!)) add('total of opens during an agent main-thread GC', responded! - read!);

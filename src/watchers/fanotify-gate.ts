@@ -394,6 +394,7 @@ export class FanotifyGate implements ProtectionBackend {
       }
       if (RTT_TRACE) rttMark('m.decided', e.path);
       if (decision.allow && decision.cacheable) this.markClean(e, stat);
+      if (RTT_TRACE) rttMark('m.marked', e.path);
       answered = true;
       this.respond(e, decision.allow, true);
       if (RTT_TRACE) rttMark('m.responded', e.path);
