@@ -123,11 +123,11 @@ export function breakdown(dir: string, phase: string): HopRow[] {
       if (sBack !== undefined) last = sBack;
     }
     add('13 agent: verdict -> decision (promise chain)', decided! - last);
-    add('14 main: ignore mark + response write', responded! - decided!);
-    if (marked !== undefined) {
-      add('14a main: ignore mark (fanotify_mark, fstat, identity check)', marked - decided!);
-      add('14b main: response write (the opener is woken in it)', responded! - marked);
-    }
+    add('14 main: decided -> response written', responded! - decided!);
+    if (marked !== undefined && marked <= responded!) {
+      add('14a of which the ignore mark before the answer (fanotify_mark, fstat, check)', marked - decided!);
+      add('14b of which the response write (wakes the opener)', responded! - marked);
+    } else if (marked !== undefined) add('15 main: ignore mark after the answer (nobody waits)', marked - responded!);
     add('total: worker read -> response written', responded! - read!);
     const first = Math.min(read!, recv!);
     if (overlaps(agentGc, first, responded!)) add('total of opens during an agent main-thread GC', responded! - read!);

@@ -393,11 +393,15 @@ export class FanotifyGate implements ProtectionBackend {
         this.log.error('decision failed; answering by policy', { path: e.path, ...describeError(err) });
       }
       if (RTT_TRACE) rttMark('m.decided', e.path);
-      if (decision.allow && decision.cacheable) this.markClean(e, stat);
-      if (RTT_TRACE) rttMark('m.marked', e.path);
+      // The answer first: the opener waits for it, not for the mark (a fanotify_mark and an fstat
+      // more), as in the worker's cache hits. The mark is still checked against the identity that
+      // was judged (markClean): a write that slips in before it takes it back, a write after it
+      // clears it in the kernel; fanotify judges opens, never the reads that follow.
       answered = true;
       this.respond(e, decision.allow, true);
       if (RTT_TRACE) rttMark('m.responded', e.path);
+      if (decision.allow && decision.cacheable) this.markClean(e, stat);
+      if (RTT_TRACE) rttMark('m.marked', e.path);
       if (decision.hold) await decision.hold.catch(() => {});
     } finally {
       if (!answered) this.respond(e, decision.allow, false);
