@@ -287,11 +287,11 @@ export class FileScanner {
    */
   private async backingOff(ask: () => Promise<VerdictMsg>, budgetMs: number): Promise<VerdictMsg> {
     const end = performance.now() + budgetMs;
-    const backoff = new Backoff(20, 1000);
+    let backoff: Backoff | undefined; // made at the first refusal: most asks are answered at once
     for (;;) {
       const v = await ask();
       if (!(v.verdict === 'error' && (v.code === 'LA_ERR_BUSY' || v.code === 'LA_ERR_RATE_LIMITED'))) return v;
-      const pause = backoff.next();
+      const pause = (backoff ??= new Backoff(20, 1000)).next();
       if (performance.now() + pause >= end) return v;
       await new Promise((r) => setTimeout(r, pause));
     }
