@@ -5,9 +5,10 @@
  * into wherever it is renamed or linked; empty files; clean identity hits of the shared cache);
  * this side turns posted events into decisions:
  *
- *   fstat(event fd) -> decide() -> [ignore mark if clean] -> response -> [hold] -> close(fd)
+ *   fstat(event fd) -> decide() -> response -> [ignore mark if clean] -> [hold] -> close(fd)
  *
- * A clean, cacheable verdict adds a kernel ignore mark on the inode BEFORE the response, so the
+ * A clean, cacheable verdict adds a kernel ignore mark on the inode right after the response (the
+ * opener does not wait for it), so the
  * next opens of that unchanged file raise no event at all; the kernel drops the mark at the first
  * modification. If the file changed while it was judged (sameIdentity before/after fails), the
  * mark is removed again. `flushCleanMarks()` drops every ignore mark (signature generation change).
