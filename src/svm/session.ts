@@ -422,9 +422,11 @@ export class AgentSession {
     const took = () => timing.observe((performance.now() - t0) / 1000);
     work.then(
       (v) => {
-        took();
+        // Timed now, observed after the answer is on its way: the histogram is not on the agent's clock.
+        const s = (performance.now() - t0) / 1000;
         if (RTT_TRACE && v.sha256 !== undefined) rttMark('v.answer', v.sha256);
         this.answer({ t: 'verdict', id, ...v });
+        timing.observe(s);
       },
       (e: unknown) => {
         took();
