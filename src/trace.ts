@@ -41,6 +41,11 @@ export function rttMark(hop: string, key: string, us: number = rttNow()): void {
 }
 
 function start(): void {
+  try {
+    fs.mkdirSync(dir!, { recursive: true });
+  } catch {
+    /* a trace only: flush() fails quietly too */
+  }
   timer = setInterval(flush, 500);
   timer.unref();
   process.once('exit', flush);
