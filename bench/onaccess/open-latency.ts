@@ -22,7 +22,12 @@
  * in microseconds. Events per warm open come from the agent's own counters (SIGUSR2 status).
  * Agents run with the production Node flags (AGENT_NODE_FLAGS).
  *
- *   sudo node build/bench/onaccess/open-latency.js [--files N] [--out FILE]
+ *   sudo node build/bench/onaccess/open-latency.js [--files N] [--out FILE] [--only miss,second-guest] [--trace DIR]
+ *
+ * --only: stop after the listed agent passes (miss and second-guest need each other: the SVM
+ * must know the files before B looks them up). --trace DIR: every agent and the SVM record their
+ * hop timestamps (src/trace.ts, LIGHTAGENT_RTT_TRACE) under DIR/<pass> and DIR/svm, and the
+ * hop-by-hop breakdown of the miss and second-guest passes is printed (rtt-breakdown.ts).
  */
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -32,6 +37,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { atCleanup, installCleanup, machineFacts, needRoot, pct, round, shSync, stopChild } from '../lib/harness.js';
 import { agentStatus, FloorListener, type AgentStatus, metric, startAgent, startSvm, svmUrls } from './variants.js';
+import { breakdownMarkdown } from './rtt-breakdown.js';
 
 export interface OpenLatencyResult {
   machine: ReturnType<typeof machineFacts>;
@@ -86,7 +92,17 @@ function pass(files: string[]): number[] {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs({ options: { files: { type: 'string' }, out: { type: 'string' } } }).values;
+  const args = parseArgs({
+    options: { files: { type: 'string' }, out: { type: 'string' }, only: { type: 'string' }, trace: { type: 'string' } },
+  }).values;
+  const only = args.only ? new Set(args.only.split(',')) : undefined;
+  const traceDir = args.trace ? path.resolve(args.trace) : undefined;
+  /** Trace (src/trace.ts) what starts next under traceDir/<name>. */
+  const traceAs = (name: string) => {
+    if (!traceDir) return;
+    fs.mkdirSync(path.join(traceDir, name), { recursive: true });
+    process.env.LIGHTAGENT_RTT_TRACE = path.join(traceDir, name);
+  };
   needRoot('bench/onaccess/open-latency', 'fanotify permission events and a tmpfs mount');
   installCleanup('bench/onaccess/open-latency', 20 * 60_000);
   const FILES = Number(args.files ?? 5000);
@@ -106,6 +122,7 @@ async function main(): Promise<void> {
     totalBytes += size;
     files.push(f);
   }
+  traceAs('svm');
   const svm = startSvm(path.join(work, 'svm.log'));
   const { url, metrics } = await svmUrls(svm);
   const received = () => metric(metrics, 'lightagent_svm_bytes_received_total');
@@ -116,6 +133,7 @@ async function main(): Promise<void> {
   pass(files); // page cache, dentries, the timing child's own start-up
   series.none = pass(files);
   const r0 = await received();
+  traceAs('miss');
   let agent = await guest('a');
   series.miss = pass(files);
   const stateA = path.join(work, 'state-a');
@@ -123,6 +141,7 @@ async function main(): Promise<void> {
   // Opens A allowed unscanned (SVM busy or rate limited) are in its deferred queue: let A finish
   // them (a restart drains the queue at once; bounded) so that B's uploads show what sharing saves.
   await stopChild(agent);
+  traceAs('drain');
   const tq = performance.now();
   agent = await guest('a', false);
   let queued = Number((await agentStatus(agent, stateA)).deferredQueue ?? 0);
@@ -133,21 +152,30 @@ async function main(): Promise<void> {
   const drainMs = Math.round(performance.now() - tq);
   await stopChild(agent);
   const r1 = await received();
+  traceAs('second-guest');
   agent = await guest('b');
   series['second-guest'] = pass(files);
   await stopChild(agent); // saves its cache
   const r2 = await received();
-  agent = await guest('b', false);
-  series['local-hit'] = pass(files);
-  const stateB = path.join(work, 'state-b');
-  const before = await agentStatus(agent, stateB);
-  series.warm = pass(files);
-  const after = await agentStatus(agent, stateB);
-  await stopChild(agent);
+  let warmEvents = 0;
+  if (!only || only.has('local-hit') || only.has('warm')) {
+    traceAs('local-hit');
+    agent = await guest('b', false);
+    series['local-hit'] = pass(files);
+    const stateB = path.join(work, 'state-b');
+    const before = await agentStatus(agent, stateB);
+    series.warm = pass(files);
+    const after = await agentStatus(agent, stateB);
+    await stopChild(agent);
+    const perm = (s: AgentStatus) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
+    warmEvents = perm(after) - perm(before);
+  }
   series['none-again'] = pass(files);
   await stopChild(svm);
   const noFloor = FloorListener.missing();
-  if (noFloor) process.stderr.write(`open-latency: floor-event and floor-hit not measured: ${noFloor}\n`);
+  if (only && !only.has('floor-event') && !only.has('floor-hit')) {
+    /* not asked for */
+  } else if (noFloor) process.stderr.write(`open-latency: floor-event and floor-hit not measured: ${noFloor}\n`);
   else {
     for (const marks of [false, true]) {
       const floor = new FloorListener(mnt, path.join(work, 'floor-build'), marks);
@@ -160,8 +188,6 @@ async function main(): Promise<void> {
     }
   }
 
-  const perm = (s: AgentStatus) => Number(s.backend?.open ?? 0) + Number(s.backend?.exec ?? 0);
-  const warmEvents = perm(after) - perm(before);
   const base = { p50: pct(series.none!, 0.5), p99: pct(series.none!, 0.99), p999: pct(series.none!, 0.999) };
   const baseLate = pct(series.none!.slice(Math.floor(series.none!.length / 4)), 0.99);
   const rows = Object.entries(series).map(([variant, v]) => {
@@ -199,6 +225,7 @@ async function main(): Promise<void> {
   for (const r of rows)
     md += `| ${r.variant} | ${r.p50} | ${r.p99} | ${r.p999} | ${r.addedP50} | ${r.addedP99} | ${r.addedP999} | ${r.addedP99Late} |\n`;
   md += `\nevents per warm open: ${result.eventsPerWarmOpen} (${warmEvents} for ${FILES} opens); uploaded by guest A ${result.uploadBytes.firstGuest} B, by guest B ${result.uploadBytes.secondGuest} B (files: ${totalBytes} B)\nguest A counters after its first pass: ${JSON.stringify(statusA.counts)}; deferred queue after restart: ${queued} left after ${drainMs} ms\n`;
+  if (traceDir) md += breakdownMarkdown(traceDir, ['miss', 'second-guest']);
   if (args.out) fs.writeFileSync(args.out, JSON.stringify(result, null, 2));
   process.stdout.write(md);
 }

@@ -23,6 +23,7 @@ import { LightagentError, ScanFailedError, describeError } from '../errors.js';
 import { sameIdentity } from '../cache/file-identity.js';
 import { Priority, type PriorityClass, type SvmClient } from '../svm-link/index.js';
 import type { VerdictMsg } from '../protocol/index.js';
+import { RTT_TRACE, rttMark } from '../trace.js';
 
 export type Outcome = 'clean' | 'infected' | 'error' | 'skipped';
 export type VerdictSource = 'cache-identity' | 'cache-fingerprint' | 'svm-cache' | 'svm-scan' | 'none';
@@ -245,6 +246,7 @@ export class FileScanner {
     // (another scan reuses the buffer). Only a miss pays for a copy of its own.
     const content = read1 && read1.buffer === this.buf.buffer ? Buffer.from(read1) : read1;
     const sha256 = content ? crypto.createHash('sha256').update(content).digest('hex') : this.sha256Fd(fd, size);
+    if (RTT_TRACE) rttMark('s.hashed', `${path}|${sha256}`);
     const looked = await this.backingOff(() => this.opts.link.lookup(sha256, size, undefined, prio), this.opts.deadlineMs);
     if (looked.verdict === 'clean' || looked.verdict === 'infected')
       return this.finish(path, st, size, fp, sha256, looked, 'svm-cache', 0, size);
@@ -285,11 +287,11 @@ export class FileScanner {
    */
   private async backingOff(ask: () => Promise<VerdictMsg>, budgetMs: number): Promise<VerdictMsg> {
     const end = performance.now() + budgetMs;
-    const backoff = new Backoff(20, 1000);
+    let backoff: Backoff | undefined; // made at the first refusal: most asks are answered at once
     for (;;) {
       const v = await ask();
       if (!(v.verdict === 'error' && (v.code === 'LA_ERR_BUSY' || v.code === 'LA_ERR_RATE_LIMITED'))) return v;
-      const pause = backoff.next();
+      const pause = (backoff ??= new Backoff(20, 1000)).next();
       if (performance.now() + pause >= end) return v;
       await new Promise((r) => setTimeout(r, pause));
     }

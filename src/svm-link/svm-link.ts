@@ -39,6 +39,7 @@ import {
 } from '../protocol/index.js';
 import { Backoff } from '../backoff.js';
 import { tlsFailure } from './tls.js';
+import { RTT_TRACE, rttMark } from '../trace.js';
 import { Priority, Window, priorityOf, type PriorityLike, type WindowClassStats } from './window.js';
 
 /**
@@ -238,11 +239,14 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
    */
   async lookup(sha256: string, size: number, deadlineMs = this.opts.deadlineMs, priority?: PriorityLike): Promise<VerdictMsg> {
     const start = performance.now();
+    if (RTT_TRACE) rttMark('l.lookup', sha256);
     const v = await this.request(
       'lookup',
       deadlineMs,
       (id) => {
+        if (RTT_TRACE) rttMark('l.sending', sha256);
         this.sendControl({ t: 'lookup', id, sha256, size });
+        if (RTT_TRACE) rttMark('l.sent', sha256);
         return Promise.resolve();
       },
       priorityOf(priority),
@@ -263,6 +267,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
         const msg: AgentMessage = { t: 'scan', id, size };
         if (name !== undefined) msg.name = name.slice(0, FRAME_LIMITS.maxString);
         this.sendControl(msg);
+        if (RTT_TRACE && name !== undefined) rttMark('l.scan', name);
         let offset = 0;
         let index = 0;
         // At least one chunk, the last flagged; an empty file is one empty last chunk.
@@ -281,6 +286,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
           await this.paceBackground(prio, id);
           if (!this.pending.has(id)) return;
           await this.sendBinary(encodeChunkHeader(id, index++, last), data);
+          if (RTT_TRACE && last && name !== undefined) rttMark('l.uploaded', name);
           if (last) return;
         }
       },
@@ -504,6 +510,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
         case 'verdict': {
           const p = this.pending.get(msg.id);
           if (!p) return; // late answer to a request that timed out or was cancelled
+          if (RTT_TRACE) rttMark('l.recv', msg.sha256 ?? '');
           this.pending.delete(msg.id);
           clearTimeout(p.timer);
           p.resolve(msg);

@@ -20,7 +20,8 @@ export type PriorityClass = 'foreground' | 'background';
  * same file makes that scan foreground.
  */
 export class Priority {
-  private readonly listeners = new Set<() => void>();
+  /** Made by the first onRaise (a background waiter): a foreground request never needs one. */
+  private listeners: Set<() => void> | undefined;
   /** Measurement, summed over the requests made with it: ms waited for a window slot. */
   windowWaitMs = 0;
   /** ms from a slot to the SVM's answer (sending, the SVM's work, the answer back). */
@@ -39,12 +40,13 @@ export class Priority {
   raise(): void {
     if (this.cls === 'foreground') return;
     this.cls = 'foreground';
-    for (const l of [...this.listeners]) l();
+    for (const l of [...(this.listeners ?? [])]) l();
   }
   /** Called once when raised; returns the unsubscribe. */
   onRaise(fn: () => void): () => void {
-    this.listeners.add(fn);
-    return () => this.listeners.delete(fn);
+    const ls = (this.listeners ??= new Set());
+    ls.add(fn);
+    return () => ls.delete(fn);
   }
 }
 

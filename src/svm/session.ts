@@ -61,6 +61,7 @@ import { signatureFields } from './signature-age.js';
 import { TokenBucket } from './fairness.js';
 import type { Timing } from './metrics.js';
 import { UploadTable, type CompletedUpload } from './uploads.js';
+import { RTT_TRACE, rttMark } from '../trace.js';
 
 export class AgentSession {
   private hello: Hello | undefined;
@@ -251,11 +252,13 @@ export class AgentSession {
       case 'hello':
         throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'hello sent twice');
       case 'lookup':
+        if (RTT_TRACE) rttMark('v.lookup', msg.sha256);
         this.begin(msg.id);
         if (!this.withinRate(msg.id)) return;
         this.reply(msg.id, this.core.lookup(this.tenant, msg.sha256), this.core.metrics.lookupSeconds);
         return;
       case 'scan':
+        if (RTT_TRACE && msg.name !== undefined) rttMark('v.scan', msg.name);
         this.startUpload(msg.id, msg.size);
         return;
       case 'cancel':
@@ -419,8 +422,11 @@ export class AgentSession {
     const took = () => timing.observe((performance.now() - t0) / 1000);
     work.then(
       (v) => {
-        took();
+        // Timed now, observed after the answer is on its way: the histogram is not on the agent's clock.
+        const s = (performance.now() - t0) / 1000;
+        if (RTT_TRACE && v.sha256 !== undefined) rttMark('v.answer', v.sha256);
         this.answer({ t: 'verdict', id, ...v });
+        timing.observe(s);
       },
       (e: unknown) => {
         took();
@@ -519,6 +525,7 @@ export class AgentSession {
   }
 
   private scanUpload(u: CompletedUpload): void {
+    if (RTT_TRACE) rttMark('v.uploaded', u.sha256);
     this.core.metrics.uploads.inc();
     const work = this.core.scan(this.tenant, u.sha256, u.content, this);
     void work.finally(u.release).catch(() => {});

@@ -5,9 +5,10 @@
  * into wherever it is renamed or linked; empty files; clean identity hits of the shared cache);
  * this side turns posted events into decisions:
  *
- *   fstat(event fd) -> decide() -> [ignore mark if clean] -> response -> [hold] -> close(fd)
+ *   fstat(event fd) -> decide() -> response -> [ignore mark if clean] -> [hold] -> close(fd)
  *
- * A clean, cacheable verdict adds a kernel ignore mark on the inode BEFORE the response, so the
+ * A clean, cacheable verdict adds a kernel ignore mark on the inode right after the response (the
+ * opener does not wait for it), so the
  * next opens of that unchanged file raise no event at all; the kernel drops the mark at the first
  * modification. If the file changed while it was judged (sameIdentity before/after fails), the
  * mark is removed again. `flushCleanMarks()` drops every ignore mark (signature generation change).
@@ -52,6 +53,7 @@ import type { AccessEvent, Decision, ProtectionBackend, ProtectionMode, WrittenR
 import type { SharedCacheSpec } from '../cache/shared-view.js';
 import { VerdictCache } from '../cache/verdict-cache.js';
 import { sameIdentity } from '../cache/file-identity.js';
+import { RTT_TRACE, rttMark, rttNow } from '../trace.js';
 
 /** A protected file opened for writing was closed (a notification: nothing waits on it). */
 export interface CloseWriteEvent {
@@ -190,6 +192,16 @@ export function defaultCloseWriteMaxFds(soft: number | undefined): number {
 /** Young generation of the worker's isolate, MiB (see start()). */
 const WORKER_YOUNG_GEN_MB = 1;
 
+/** Trace (src/trace.ts): when the worker read each permission event and when this thread got it. */
+function traceReceived(events: readonly PostedEvent[]): void {
+  const now = rttNow();
+  for (const e of events)
+    if (e.kind !== 'close-write') {
+      rttMark('w.read', e.path, Math.round(e.readAt * 1000));
+      rttMark('m.recv', e.path, now);
+    }
+}
+
 function isClean(r: unknown): boolean {
   return typeof r === 'object' && r !== null && (r as { clean?: unknown }).clean === true;
 }
@@ -290,6 +302,7 @@ export class FanotifyGate implements ProtectionBackend {
 
   private onMessage(m: WorkerMessage): void {
     if (m.t === 'events') {
+      if (RTT_TRACE) traceReceived(m.events);
       this.handle(m.events, 0);
     } else if (m.t === 'fatal') {
       this.failed = true;
@@ -380,9 +393,16 @@ export class FanotifyGate implements ProtectionBackend {
       } catch (err) {
         this.log.error('decision failed; answering by policy', { path: e.path, ...describeError(err) });
       }
-      if (decision.allow && decision.cacheable) this.markClean(e, stat);
+      if (RTT_TRACE) rttMark('m.decided', e.path);
+      // The answer first: the opener waits for it, not for the mark (a fanotify_mark and an fstat
+      // more), as in the worker's cache hits. The mark is still checked against the identity that
+      // was judged (markClean): a write that slips in before it takes it back, a write after it
+      // clears it in the kernel; fanotify judges opens, never the reads that follow.
       answered = true;
       this.respond(e, decision.allow, true);
+      if (RTT_TRACE) rttMark('m.responded', e.path);
+      if (decision.allow && decision.cacheable) this.markClean(e, stat);
+      if (RTT_TRACE) rttMark('m.marked', e.path);
       if (decision.hold) await decision.hold.catch(() => {});
     } finally {
       if (!answered) this.respond(e, decision.allow, false);

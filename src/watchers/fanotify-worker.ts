@@ -62,6 +62,7 @@ import {
   type WorkerConfig,
   type WorkerMessage,
 } from './fanotify-shared.js';
+import { RTT_TRACE, rttMark } from '../trace.js';
 
 const cfg = workerData as WorkerConfig;
 const state = new Int32Array(cfg.stateSab);
@@ -242,6 +243,7 @@ function readEvents(): void {
 function postEvents(events: PostedEvent[]): void {
   if (events.length === 0) return;
   Atomics.add(counters, C.posted, events.length);
+  if (RTT_TRACE) for (const e of events) if (e.kind !== 'close-write') rttMark('w.post', e.path);
   post({ t: 'events', events });
 }
 
