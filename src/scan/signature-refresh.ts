@@ -147,10 +147,14 @@ export class SignatureRefresh {
     this.run = undefined;
   }
 
-  async stop(): Promise<void> {
+  /** Cancel, and wait a little (at most `waitMs`) for the step in progress to end: a batch in flight is not waited for. */
+  async stop(waitMs = 2000): Promise<void> {
     const r = this.run;
     this.cancel();
-    await r?.done;
+    if (!r) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([r.done, new Promise<void>((res) => (timer = setTimeout(res, waitMs)))]);
+    clearTimeout(timer);
   }
 
   private async execute(token: { cancelled: boolean }): Promise<void> {
@@ -216,11 +220,16 @@ export class SignatureRefresh {
           } else if (r === 'i') {
             const threat = await this.threatOf(sha);
             if (gone()) return undefined;
-            for (const e of entries)
-              if (threat !== undefined && cache.promote(e, sha, generation, 'infected', threat)) {
-                s.infected++;
-                toFind++;
-              }
+            if (threat === undefined) {
+              // The single lookup no longer says infected (the SVM's cache moved): judged in the walk.
+              s.unknown += entries.length;
+              toFind += entries.length;
+            } else
+              for (const e of entries)
+                if (cache.promote(e, sha, generation, 'infected', threat)) {
+                  s.infected++;
+                  toFind++;
+                }
           } else {
             s.unknown += entries.length;
             toFind += entries.length;
