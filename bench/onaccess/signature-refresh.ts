@@ -3,15 +3,19 @@
  *
  *   sudo node build/bench/onaccess/signature-refresh.js [--quick] [--reps N] [--out FILE]
  *
- * On an ext4 loop mount holding the workload tree (bench/onaccess/workloads.ts PROFILES):
- *   1. none: one untimed pass, then `reps` timed reads of the tree (find | xargs cat): the baseline;
+ * Two ext4 loop mounts holding the same workload tree (bench/onaccess/workloads.ts PROFILES): the
+ * agents protect one, the other is the baseline ("none"), and every timed read of the protected
+ * tree is paired with one of the other, taken right before it, so that the machine's load (shared,
+ * 2 cores) weighs on both sides of each ratio alike:
+ *   1. one untimed pass over the baseline tree;
  *   2. an SVM (builtin engine, a signature file) and agent A; one pass judges every file; A is
  *      restarted (its cache saved) and its state dir copied for guest B (a clone: same files,
- *      same identities); one untimed pass gives A its ignore marks again;
+ *      same identities); one untimed pass gives A its ignore marks again, then `reps` paired reads
+ *      (warm, before the change);
  *   3. a new generation (a line appended to the signature file, SIGHUP to the SVM); A refreshes:
  *      its duration, A's CPU (all threads, schedstat), bytes uploaded (SVM and A's own count);
- *   4. once done, `reps` timed reads: the warm read after the change, ratio to none, and the
- *      permission events they raised;
+ *   4. once done, `reps` paired reads: the warm read after the change, its ratio to the baseline
+ *      read just before it (median of each side), and the permission events they raised;
  *   5. A stopped, guest B started on its copy of the state dir (a second guest after the same
  *      change): its refresh duration, CPU and bytes (expected 0).
  */
@@ -84,22 +88,36 @@ async function main(): Promise<void> {
   fs.mkdirSync(path.join(stageDir, 'T'), { recursive: true });
   for (const d of p.tree) if (fs.existsSync(d)) shSync(`cp -a '${d}' 'T/${d.replaceAll('/', '_')}'`, { cwd: stageDir });
   const mb = Number(shSync('du -sm T | cut -f1', { cwd: stageDir }).trim());
-  ext4Mount(path.join(BASE, 'fs.img'), mnt, Math.max(512, mb * 3 + 300));
-  shSync(`cp -a '${stageDir}/T' '${mnt}/T'`, { timeoutS: 900 });
+  const mntNone = path.join(BASE, 'mnt-none');
+  for (const [img, dir] of [
+    ['fs.img', mnt],
+    ['fs-none.img', mntNone],
+  ] as const) {
+    ext4Mount(path.join(BASE, img), dir, Math.max(512, mb * 3 + 300));
+    shSync(`cp -a '${stageDir}/T' '${dir}/T'`, { timeoutS: 900 });
+  }
   const files = Number(shSync('find T -type f | wc -l', { cwd: mnt }).trim());
-  say(`tree: ${files} files, ${mb} MB on ${mnt}`);
+  say(`tree: ${files} files, ${mb} MB on ${mnt} (protected) and ${mntNone} (baseline)`);
   const READ = 'find T -type f -print0 | xargs -0 cat > /dev/null';
-  const read = async () => {
-    const t = await timed(READ, mnt, p.timeoutS);
+  const readIn = async (dir: string) => {
+    const t = await timed(READ, dir, p.timeoutS);
     if (t.rc !== 0) throw new Error(`read failed: ${t.err}`);
     return t.wall;
   };
-
-  // 1. no agent
-  await read();
+  const read = () => readIn(mnt);
   const none: number[] = [];
-  for (let i = 0; i < reps; i++) none.push(await read());
-  say(`none: ${none.map((x) => round(x, 3)).join(', ')} s`);
+  /** `reps` pairs: the baseline tree, then the protected one. */
+  const paired = async (): Promise<number[]> => {
+    const out: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      none.push(await readIn(mntNone));
+      out.push(await read());
+    }
+    return out;
+  };
+
+  // 1. the baseline tree in the page cache
+  await readIn(mntNone);
 
   // 2. SVM + agent A, everything judged once
   const sig = path.join(BASE, 'sigs.hdb');
@@ -123,8 +141,9 @@ async function main(): Promise<void> {
   shSync(`cp -a '${stateA}' '${stateB}'`);
   a = await startAgent({ url: urls.url, protect: mnt, stateDir: stateA, logFile: logA, fresh: false, watchdogMs: 3600_000 });
   await read(); // worker hits: the ignore marks come back
-  const warmBefore: number[] = [];
-  for (let i = 0; i < reps; i++) warmBefore.push(await read());
+  const noneBefore = none.length;
+  const warmBefore = await paired();
+  const pairedBefore = none.slice(noneBefore);
   const gen0 = await generationOf(urls.metrics);
 
   // 3. a new generation
@@ -146,8 +165,9 @@ async function main(): Promise<void> {
 
   // 4. warm reads after the change
   const ev0 = (await agentStatus(a, stateA)).backend?.open ?? 0;
-  const warmAfter: number[] = [];
-  for (let i = 0; i < reps; i++) warmAfter.push(await read());
+  const noneAfter = none.length;
+  const warmAfter = await paired();
+  const pairedAfter = none.slice(noneAfter);
   const ev1 = (await agentStatus(a, stateA)).backend?.open ?? 0;
   await stopChild(a);
 
@@ -180,10 +200,16 @@ async function main(): Promise<void> {
     loadAverage: { before: load0.map((x) => round(x, 2)), after: os.loadavg().map((x) => round(x, 2)) },
     machine: machineFacts(),
     none: { medianS: round(mNone, 3), runs: none.map((x) => round(x, 3)) },
-    warmBeforeChange: { medianS: round(median(warmBefore), 3), ratio: round(median(warmBefore) / mNone, 2) },
+    warmBeforeChange: {
+      medianS: round(median(warmBefore), 3),
+      ratio: round(median(warmBefore) / median(pairedBefore), 2),
+      pairRatios: warmBefore.map((x, i) => round(x / pairedBefore[i]!, 2)),
+    },
     warmAfterRefresh: {
       medianS: round(median(warmAfter), 3),
-      ratio: round(median(warmAfter) / mNone, 2),
+      noneMedianS: round(median(pairedAfter), 3),
+      ratio: round(median(warmAfter) / median(pairedAfter), 2),
+      pairRatios: warmAfter.map((x, i) => round(x / pairedAfter[i]!, 2)),
       runs: warmAfter.map((x) => round(x, 3)),
       permissionEvents: ev1 - ev0,
       opens: files * reps,
