@@ -99,6 +99,8 @@ export interface RefreshStatus {
 }
 
 const RETRYABLE = new Set(['LA_ERR_BUSY', 'LA_ERR_RATE_LIMITED']);
+/** Hashes remembered clean within one run (~100 B each): copies further on in the cache are promoted without asking again. */
+const CLEAN_SEEN_MAX = 65_536;
 
 export class SignatureRefresh {
   private readonly o: Required<Omit<SignatureRefreshOptions, 'mark' | 'exclude' | 'excludeFile'>> &
@@ -198,6 +200,7 @@ export class SignatureRefresh {
     const { cache, link } = this.o;
     const s = this.st;
     let toFind = 0;
+    const cleanSeen = new Set<string>();
     for (let from = 0; ;) {
       if (gone()) return undefined;
       if (!link.speaks(FEATURES.lookupBatch)) {
@@ -206,6 +209,13 @@ export class SignatureRefresh {
         continue;
       }
       const { hashes, next, done } = cache.staleClean(from, this.o.batchSize);
+      // A hash answered clean in an earlier batch (a copy recorded further on) is not asked again.
+      for (const [sha, entries] of hashes) {
+        if (!cleanSeen.has(sha)) continue;
+        for (const e of entries) if (cache.promote(e, sha, generation, 'clean')) s.promoted++;
+        s.done += entries.length;
+        hashes.delete(sha);
+      }
       if (hashes.size > 0) {
         const shas = [...hashes.keys()];
         const results = await this.ask(shas, gone);
@@ -217,6 +227,7 @@ export class SignatureRefresh {
           const r = results.results[i];
           if (r === 'c') {
             for (const e of entries) if (cache.promote(e, sha, generation, 'clean')) s.promoted++;
+            if (cleanSeen.size < CLEAN_SEEN_MAX) cleanSeen.add(sha);
           } else if (r === 'i') {
             const threat = await this.threatOf(sha);
             if (gone()) return undefined;
