@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { formatStatus } from '../../src/cli/commands/status.js';
 import { closeLogging, configureLogging } from '../../src/log.js';
 import { BuiltinEngine } from '../../src/svm/engines/builtin.js';
 import { MemoryVerdictCache } from '../../src/svm/memory-verdict-cache.js';
@@ -102,6 +103,13 @@ describe('daemon: signature refresh after a generation change (fanotify)', { ski
     assert.equal(ra.unknown, N + 1, 'the SVM knew nothing under the new generation');
     assert.equal(ra.uploaded, N + 1);
     assert.ok(ra.marks >= N, `marks back: ${ra.marks}`);
+    assert.match(
+      formatStatus(await a.agent.status()),
+      new RegExp(
+        `^refresh: {5}done for generation ${reload.generation} \\(\\d+ ms, ended .*\\): ${N + 1} of ${N + 1} verdicts, 0 promoted`,
+        'm',
+      ),
+    );
     // x.bin: judged infected in the walk, quarantined as any background detection.
     const x = path.join(a.mnt.dir, 'x.bin');
     await eventually(() => !fs.existsSync(x), 10_000, 'x.bin quarantined');
