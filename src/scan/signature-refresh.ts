@@ -303,7 +303,12 @@ export class SignatureRefresh {
     let n = 0;
     try {
       const excludeFile = this.o.excludeFile?.();
-      for await (const f of walkTree(this.o.roots(), { exclude: this.o.exclude?.() ?? [], ...(excludeFile ? { excludeFile } : {}) })) {
+      for await (const f of walkTree(this.o.roots(), {
+        exclude: this.o.exclude?.() ?? [],
+        // A mount mark covers the root's mount: never /proc, /sys or another disk under a root of `/`.
+        oneFileSystem: true,
+        ...(excludeFile ? { excludeFile } : {}),
+      })) {
         if (++n % this.o.walkSlice === 0) {
           await new Promise((r) => setImmediate(r));
           if (gone()) return false;
