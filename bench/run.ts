@@ -28,7 +28,7 @@ import { VARIANTS } from './onaccess/variants.js';
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    only: { type: 'string' }, // steps: workloads,open-latency,svm,svm-sizing,idle-memory,process,cache,gate,boot-storm,noisy-neighbour
+    only: { type: 'string' }, // steps: workloads,open-latency,svm,svm-sizing,idle-memory,process,cache,gate,boot-storm,noisy-neighbour,signature-refresh
     out: { type: 'string' },
   },
 });
@@ -96,6 +96,12 @@ async function main(): Promise<void> {
     'onaccess/open-latency.js',
     ['--files', quick ? '1000' : '10000', '--out', path.join(parts, 'open-latency.json')],
     600,
+  );
+  await run(
+    'signature-refresh',
+    'onaccess/signature-refresh.js',
+    [...(quick ? ['--quick'] : []), '--out', path.join(parts, 'signature-refresh.json')],
+    quick ? 900 : 3600,
   );
   await run('svm', 'micro/svm-scale.js', ['--seconds', quick ? '1' : '3', '--out', path.join(parts, 'svm.json')], 600);
   await run(

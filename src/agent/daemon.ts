@@ -4,7 +4,7 @@
  *
  *   [sd-notify] -> state-dir -> lock (one daemon per state directory) -> svm-link -> cache ->
  *   quarantine + deferred queue -> processes -> scanner + handler -> protection backend ->
- *   deferred re-scan -> protection state -> state report (to the SVM) -> recovery -> sockets ->
+ *   deferred re-scan -> signature refresh -> protection state -> state report (to the SVM) -> recovery -> sockets ->
  *   [signals -> ready]
  *
  * The bracketed steps run for a service only (`lightagent run`, `lightagent service run`).
@@ -34,6 +34,7 @@ import { processesStep } from './steps/processes.js';
 import { buildHandler, scannerStep } from './steps/scanner.js';
 import { protectionStep } from './steps/protection.js';
 import { deferredRescanStep } from './steps/deferred-rescan.js';
+import { signatureRefreshStep } from './steps/signature-refresh.js';
 import { protectionStateStep } from './steps/protection-state.js';
 import { recoveryStep } from './steps/recovery.js';
 import { stateReportStep } from './steps/state-report.js';
@@ -60,6 +61,7 @@ const STEPS: ReadonlyArray<Step<DaemonContext>> = [
   scannerStep,
   protectionStep,
   deferredRescanStep,
+  signatureRefreshStep,
   protectionStateStep,
   stateReportStep,
   recoveryStep,
@@ -152,6 +154,7 @@ export class Daemon implements DaemonApi {
         window: link!.windowStats ? { ...roundWindow(link!.windowStats), raised: this.ctx.scanner?.raised ?? 0 } : undefined,
       },
       cache: cache?.stats(),
+      refresh: this.ctx.refresh?.status(),
       deferredQueue: deferred?.size ?? 0,
       detections: { total: detections!.count, recent: detections!.recent(10) },
       counts: { ...handler!.counts },

@@ -77,7 +77,7 @@ function build(cfg: AgentConfig, extra: SvmClientExtra, pool: boolean): SvmClien
     deadlineMs: cfg.deadline,
     // lightagent/1 features this agent speaks (protocol/messages.ts FEATURES); the daemon's
     // state-report step sends the state reports, other commands only list the feature.
-    features: [FEATURES.signatureAge, FEATURES.stateReport],
+    features: [FEATURES.signatureAge, FEATURES.stateReport, FEATURES.lookupBatch],
     ca,
     cert,
     key,

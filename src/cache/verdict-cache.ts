@@ -392,6 +392,85 @@ export class VerdictCache {
     this.dirty = true;
   }
 
+  // ------------------------------------------------------------------ signature refresh
+
+  /** Is record `e` a clean verdict of another generation than the current one? */
+  private staleCleanAt(e: number): boolean {
+    const m = this.store.rec[e * REC_WORDS + W_META]!;
+    return (m & 3) === VERDICT_CLEAN && ((m >>> 2) & GEN_MASK) !== this.currentGen;
+  }
+
+  private shaAt(e: number): string {
+    const rec = this.store.rec;
+    return Buffer.from(rec.buffer, rec.byteOffset + (e * REC_WORDS + W_SHA) * 4, 32).toString('hex');
+  }
+
+  /** Clean verdicts of an older generation held now: what a signature refresh has to bring up to date. */
+  countStaleClean(): number {
+    let n = 0;
+    for (let e = 0; e < this.store.used; e++) if (this.staleCleanAt(e)) n++;
+    return n;
+  }
+
+  /**
+   * Stale clean entries from record `from` on, grouped by SHA-256, until `maxHashes` distinct
+   * hashes are taken; `next` is where to go on (`done` at the end). An entry index stays valid
+   * until the entry is evicted: `promote` checks it again.
+   */
+  staleClean(from: number, maxHashes: number): { hashes: Map<string, number[]>; next: number; done: boolean } {
+    const hashes = new Map<string, number[]>();
+    const used = this.store.used;
+    let e = Math.max(0, from);
+    for (; e < used; e++) {
+      if (!this.staleCleanAt(e)) continue;
+      const sha = this.shaAt(e);
+      const list = hashes.get(sha);
+      if (list) list.push(e);
+      else if (hashes.size >= maxHashes) break;
+      else hashes.set(sha, [e]);
+    }
+    return { hashes, next: e, done: e >= used };
+  }
+
+  /**
+   * Entry `e`, if it still holds `sha256` as a stale clean verdict, takes the SVM's verdict for
+   * that content under `generation`, which must be the current one. False when anything moved
+   * meanwhile (entry evicted or re-judged, generation changed). No file is read: the entry's
+   * identity key (dev, ino, size, mtime ns, ctime ns) is what binds it to the content, exactly as
+   * for the stale identity hit an open re-checks by lookup today; a file changed since has another
+   * identity and never hits this entry.
+   */
+  promote(e: number, sha256: string, generation: string, verdict: Verdict, threat?: string): boolean {
+    if (generation !== this.generation || e < 0 || e >= this.store.used) return false;
+    if (!this.staleCleanAt(e) || this.shaAt(e) !== sha256) return false;
+    this.writing(() => {
+      const s = this.store;
+      s.rec[e * REC_WORDS + W_META] = this.meta(verdict, threat);
+      s.clock[e] = (s.clock[e]! & CLOCK_SHARED) | (verdict === 'infected' ? CLOCK_PIN : 0);
+      s.setRepresentative(e);
+    });
+    this.dirty = true;
+    return true;
+  }
+
+  /**
+   * The verdict an open of this identity would get, without counting a lookup or touching the
+   * CLOCK (the refresh walk looks at every file). A copy whose content was judged again under
+   * another identity answers with that newer verdict, as lookupIdentity would adopt it.
+   */
+  peekIdentity(st: FileIdentity): CacheHit | undefined {
+    this.keyOf(st);
+    const s = this.store;
+    const e = s.findIdentity(this.kHi, this.kLo);
+    if (e < 0) return undefined;
+    if (s.clock[e]! & CLOCK_SHARED) {
+      const b = e * REC_WORDS + W_FP;
+      const r = s.findFingerprint(s.rec[b]!, s.rec[b + 1]!);
+      if (r >= 0 && r !== e) return this.hitOf(r);
+    }
+    return this.hitOf(e);
+  }
+
   /** Concurrent asks for one key (a SHA-256) share one run of `fn`. */
   singleFlight<T>(key: string, fn: () => Promise<T>): Promise<T> {
     return this.flights.run(key, fn);

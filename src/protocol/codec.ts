@@ -4,9 +4,17 @@
  * Unknown fields are dropped so a newer peer's extras cannot reach our logic.
  */
 import { ProtocolError } from '../errors.js';
-import { FRAME_LIMITS, MAX_FEATURES, STATE_LIMITS, type AgentMessage, type Message, type SvmMessage } from './messages.js';
+import {
+  FRAME_LIMITS,
+  LOOKUP_BATCH_LIMITS,
+  MAX_FEATURES,
+  STATE_LIMITS,
+  type AgentMessage,
+  type Message,
+  type SvmMessage,
+} from './messages.js';
 
-type FieldKind = 'str' | 'hex64' | 'uint' | 'uint32' | 'num01' | 'bool' | 'obj' | 'names' | 'time';
+type FieldKind = 'str' | 'hex64' | 'uint' | 'uint32' | 'num01' | 'bool' | 'obj' | 'names' | 'time' | 'hashes' | 'results';
 interface Field {
   kind: FieldKind;
   optional?: boolean;
@@ -28,6 +36,10 @@ const names: Field = { kind: 'names' };
 const FEATURE_NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
 /** An ISO 8601 UTC time as Date.toISOString writes it (feature signature-age). */
 const time: Field = { kind: 'time' };
+/** Feature lookup-batch: 1..maxEntries {sha256, size}; and the answer's one letter per entry. */
+const hashes: Field = { kind: 'hashes' };
+const results: Field = { kind: 'results' };
+const RESULTS = new RegExp(`^[ciu]{1,${LOOKUP_BATCH_LIMITS.maxEntries}}$`);
 const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?Z$/;
 
 const limitsFields: Record<string, Field> = { maxFileSize: uint, maxChunk: uint, maxInFlight: uint };
@@ -46,6 +58,8 @@ const AGENT_SCHEMAS: Record<string, Schema> = {
     features: opt(names),
   },
   lookup: { id: uint32, sha256: hex64, size: uint },
+  // Feature lookup-batch (the session refuses it unless this SVM lists the feature).
+  lookups: { id: uint32, entries: hashes },
   scan: { id: uint32, size: uint, name: opt(s()) },
   cancel: { id: uint32 },
   event: {
@@ -96,6 +110,8 @@ const SVM_SCHEMAS: Record<string, Schema> = {
     message: opt(s()),
     cached: opt({ kind: 'bool' }),
   },
+  // Feature lookup-batch (the link refuses it unless it asked).
+  lookups: { id: uint32, generation: s(), results },
   load: { load: { kind: 'num01' }, queue: uint },
   generation: { generation: s(), signaturesAt: opt(time), signaturesMaxAge: opt(uint) },
   error: { code: s(), message: s(), id: opt(uint32) },
@@ -151,12 +167,38 @@ function checkFields(src: Record<string, unknown>, schema: Schema, where: string
           if (typeof n !== 'string' || !FEATURE_NAME.test(n)) bad(`${where}.${key} must hold names of [a-z0-9-]`);
         out[key] = [...(v as string[])];
         continue;
+      case 'hashes':
+        out[key] = checkHashes(v, `${where}.${key}`);
+        continue;
+      case 'results':
+        if (typeof v !== 'string') bad(`${where}.${key} must be a string`);
+        if (v.length > LOOKUP_BATCH_LIMITS.maxEntries)
+          throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where}.${key} has more than ${LOOKUP_BATCH_LIMITS.maxEntries} results`);
+        if (!RESULTS.test(v)) bad(`${where}.${key} must be 1-${LOOKUP_BATCH_LIMITS.maxEntries} letters of c, i, u`);
+        break;
       case 'obj':
         if (typeof v !== 'object' || Array.isArray(v)) bad(`${where}.${key} must be an object`);
         out[key] = checkFields(v as Record<string, unknown>, f.fields!, `${where}.${key}`);
         continue;
     }
     out[key] = v;
+  }
+  return out;
+}
+
+/** A `lookups` batch: a list of 1..maxEntries {sha256, size}, copied field by field (extras dropped). */
+function checkHashes(v: unknown, where: string): Array<{ sha256: string; size: number }> {
+  if (!Array.isArray(v)) bad(`${where} must be a list`);
+  if (v.length > LOOKUP_BATCH_LIMITS.maxEntries)
+    throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where} has more than ${LOOKUP_BATCH_LIMITS.maxEntries} entries`);
+  if (v.length === 0) bad(`${where} must hold at least one entry`);
+  const out: Array<{ sha256: string; size: number }> = [];
+  for (let i = 0; i < v.length; i++) {
+    const e: unknown = v[i];
+    if (typeof e !== 'object' || e === null || Array.isArray(e)) bad(`${where}[${i}] must be an object`);
+    out.push(
+      checkFields(e as Record<string, unknown>, { sha256: hex64, size: uint }, `${where}[${i}]`) as { sha256: string; size: number },
+    );
   }
   return out;
 }

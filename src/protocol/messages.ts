@@ -5,8 +5,9 @@
  * frames (see chunk.ts). Requests carry an `id` (uint32, chosen by the agent, unique among its
  * in-flight requests); the SVM answers each with exactly one `verdict` of the same id.
  *
- *   agent -> SVM: hello, lookup, scan (then binary chunks), event, cancel, state (feature state-report)
- *   SVM -> agent: welcome, verdict, load, generation, error
+ *   agent -> SVM: hello, lookup, scan (then binary chunks), event, cancel, state (feature state-report),
+ *                 lookups (feature lookup-batch)
+ *   SVM -> agent: welcome, verdict, load, generation, error, lookups (feature lookup-batch)
  *
  * The version rule. `v` changes only when a message every peer must understand changes meaning;
  * then peers of different versions refuse each other (close 4002). Everything added to
@@ -31,6 +32,11 @@ export const FEATURES = {
   signatureAge: 'signature-age',
   /** Agent -> SVM `state`: the agent's protection state and figures, on change and at a slow heartbeat (docs/console.md). */
   stateReport: 'state-report',
+  /**
+   * Agent -> SVM `lookups` (many SHA-256s in one frame), SVM -> agent `lookups` (one result per
+   * hash under the SVM's current generation): the agent's signature refresh (docs/cache.md).
+   */
+  lookupBatch: 'lookup-batch',
 } as const satisfies Record<string, string>;
 /** At most this many feature names in a hello or welcome, each at most 64 characters. */
 export const MAX_FEATURES = 32;
@@ -90,6 +96,37 @@ export interface ScanRequest {
   size: number;
   /** Optional hint for logs on the SVM; never trusted for anything else. */
   name?: string;
+}
+
+/** Bounds of a `lookups` batch (feature lookup-batch; the codec enforces them). */
+export const LOOKUP_BATCH_LIMITS = {
+  /** Hashes in one batch: 512 entries of ~100 bytes stay well inside FRAME_LIMITS.maxTextFrame. */
+  maxEntries: 512,
+} as const;
+
+/**
+ * Agent -> SVM, feature `lookup-batch`: many lookups in one frame, one request id, one slot of
+ * the in-flight window. Answered from the SVM's shared cache only, never by an engine.
+ */
+export interface LookupBatch {
+  t: 'lookups';
+  id: number;
+  /** 1..LOOKUP_BATCH_LIMITS.maxEntries hashes (64 lowercase hex) with their sizes. */
+  entries: Array<{ sha256: string; size: number }>;
+}
+
+/**
+ * SVM -> agent, feature `lookup-batch`: the answer to a `lookups` of the same id (an error is a
+ * `verdict` with verdict `error`, as for any request). `results[i]` is entry i's verdict under
+ * `generation`: `c` clean, `i` infected, `u` unknown (not in the SVM's cache). Threat names are
+ * not carried (they would not fit a frame for 512 entries); the agent asks a single `lookup` for
+ * the rare infected one.
+ */
+export interface LookupBatchAnswer {
+  t: 'lookups';
+  id: number;
+  generation: string;
+  results: string;
 }
 
 export interface Cancel {
@@ -184,8 +221,8 @@ export interface ErrorMsg {
   id?: number;
 }
 
-export type AgentMessage = Hello | Lookup | ScanRequest | Cancel | DetectionEvent | StateReport;
-export type SvmMessage = Welcome | VerdictMsg | LoadReport | GenerationChange | ErrorMsg;
+export type AgentMessage = Hello | Lookup | LookupBatch | ScanRequest | Cancel | DetectionEvent | StateReport;
+export type SvmMessage = Welcome | VerdictMsg | LookupBatchAnswer | LoadReport | GenerationChange | ErrorMsg;
 export type Message = AgentMessage | SvmMessage;
 
 /** WebSocket close codes (4000-4999 are for applications, RFC 6455 section 7.4.2). */

@@ -27,6 +27,12 @@ export interface WalkOptions {
   /** Regular files not to yield (globs and extensions: src/scan/exclusions.ts); reported as skipped, LA_SKIP_EXCLUDED. */
   excludeFile?: (path: string) => boolean;
   onSkip?: (skip: WalkSkip) => void;
+  /**
+   * Stay on each root's file system (`find -xdev`): a directory on another device is not entered
+   * (reported as LA_SKIP_OTHER_FS). What a fanotify mount mark on the root covers, and never /proc
+   * or /sys under a root of `/`.
+   */
+  oneFileSystem?: boolean;
 }
 
 function kindOf(st: fs.BigIntStats): string {
@@ -43,8 +49,11 @@ export async function* walkTree(roots: readonly string[], opts: WalkOptions = {}
   const skip = (p: string, code: string, message: string) => opts.onSkip?.({ path: p, code, message });
 
   const stack: string[] = [...roots].map((r) => path.resolve(r)).reverse();
+  /** With oneFileSystem: the device of the root each stacked path came from (undefined: a root). */
+  const rootDev: Array<bigint | undefined> = stack.map(() => undefined);
   while (stack.length > 0) {
     const p = stack.pop()!;
+    const dev = rootDev.pop();
     if (excluded(p)) continue;
     let st: fs.BigIntStats;
     try {
@@ -67,6 +76,10 @@ export async function* walkTree(roots: readonly string[], opts: WalkOptions = {}
       continue;
     }
     if (st.isDirectory()) {
+      if (opts.oneFileSystem && dev !== undefined && st.dev !== dev) {
+        skip(p, 'LA_SKIP_OTHER_FS', 'another file system (not entered)');
+        continue;
+      }
       const key = `${st.dev}:${st.ino}`;
       if (seenDirs.has(key)) {
         skip(p, 'LA_SKIP_LOOP', 'directory already visited (symbolic link loop)');
@@ -82,7 +95,10 @@ export async function* walkTree(roots: readonly string[], opts: WalkOptions = {}
         continue;
       }
       names.sort();
-      for (let i = names.length - 1; i >= 0; i--) stack.push(path.join(p, names[i]!));
+      for (let i = names.length - 1; i >= 0; i--) {
+        stack.push(path.join(p, names[i]!));
+        rootDev.push(dev ?? st.dev);
+      }
     } else if (st.isFile()) {
       if (opts.excludeFile?.(p)) {
         skip(p, 'LA_SKIP_EXCLUDED', 'excluded by `exclude`');

@@ -3,7 +3,7 @@
  * SvmLink to a single SVM, or an SvmPool over several with failover. Both present this.
  */
 import type { EventEmitter } from 'node:events';
-import type { DetectionEvent, Limits, StateReport, VerdictMsg, Welcome } from '../protocol/index.js';
+import type { DetectionEvent, Limits, LookupBatch, LookupBatchAnswer, StateReport, VerdictMsg, Welcome } from '../protocol/index.js';
 import type { ChunkReader, LinkState, SvmLinkEvents, WindowStats } from './svm-link.js';
 import type { PriorityLike } from './window.js';
 
@@ -23,6 +23,11 @@ export interface SvmClient extends EventEmitter<SvmLinkEvents> {
   waitConnected(ms: number): Promise<void>;
   /** `priority`: `foreground` (the default) for a decision a process is blocked on, else `background`. */
   lookup(sha256: string, size: number, deadlineMs?: number, priority?: PriorityLike): Promise<VerdictMsg>;
+  /**
+   * Feature lookup-batch: many hashes in one request (the SVM's `lookups` answer), or the SVM's
+   * `error` verdict. Throws LA_ERR_PROTO_UNEXPECTED when the SVM in use does not speak it.
+   */
+  lookupBatch(entries: LookupBatch['entries'], deadlineMs?: number, priority?: PriorityLike): Promise<LookupBatchAnswer | VerdictMsg>;
   scan(size: number, read: ChunkReader, deadlineMs: number, name?: string, priority?: PriorityLike): Promise<VerdictMsg>;
   report(event: Omit<DetectionEvent, 't'>): boolean;
   /** Did the SVM in use list this feature of lightagent/1 in its welcome? */

@@ -25,12 +25,15 @@ import {
   CloseCode,
   FEATURES,
   FRAME_LIMITS,
+  LOOKUP_BATCH_LIMITS,
   PROTOCOL_VERSION,
   decodeSvmMessage,
   encodeChunkHeader,
   encodeMessage,
   type AgentMessage,
   type DetectionEvent,
+  type LookupBatch,
+  type LookupBatchAnswer,
   type StateReport,
   type Limits,
   type OsName,
@@ -88,10 +91,13 @@ export interface SvmLinkOptions {
 /** Reads `length` bytes at `offset` of the content being uploaded. May return fewer only at EOF. */
 export type ChunkReader = (offset: number, length: number) => Uint8Array;
 
+/** What answers a request: a `verdict` (any request; errors too), or `lookups` (a batch, feature lookup-batch). */
+type Answer = VerdictMsg | LookupBatchAnswer;
+
 interface Pending {
   id: number;
-  kind: 'lookup' | 'scan';
-  resolve: (v: VerdictMsg) => void;
+  kind: 'lookup' | 'scan' | 'lookups';
+  resolve: (v: Answer) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout;
 }
@@ -252,13 +258,44 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
       priorityOf(priority),
     );
     this.lastLatencyMs = performance.now() - start;
+    return v as VerdictMsg;
+  }
+
+  /**
+   * Feature lookup-batch: ask for up to LOOKUP_BATCH_LIMITS.maxEntries hashes in one frame (one
+   * request id, one window slot). Resolves with the SVM's answer (one letter per entry, checked to
+   * match the count) or its `error` verdict; only to an SVM that listed the feature.
+   */
+  async lookupBatch(
+    entries: LookupBatch['entries'],
+    deadlineMs = this.opts.deadlineMs,
+    priority?: PriorityLike,
+  ): Promise<LookupBatchAnswer | VerdictMsg> {
+    if (entries.length === 0 || entries.length > LOOKUP_BATCH_LIMITS.maxEntries)
+      throw new RangeError(`a lookup batch holds 1..${LOOKUP_BATCH_LIMITS.maxEntries} entries, not ${entries.length}`);
+    if (this._state === 'connected' && !this.speaks(FEATURES.lookupBatch))
+      throw new LightagentError('LA_ERR_PROTO_UNEXPECTED', `the SVM at ${this.url} does not speak lookup-batch`);
+    const v = await this.request(
+      'lookups',
+      deadlineMs,
+      (id) => {
+        // Checked again once connected: the SVM we reached may be another (older) one.
+        if (!this.speaks(FEATURES.lookupBatch))
+          return Promise.reject(new LightagentError('LA_ERR_PROTO_UNEXPECTED', `the SVM at ${this.url} does not speak lookup-batch`));
+        this.sendControl({ t: 'lookups', id, entries });
+        return Promise.resolve();
+      },
+      priorityOf(priority),
+    );
+    if (v.t === 'lookups' && v.results.length !== entries.length)
+      throw new ProtocolError('LA_ERR_PROTO_MALFORMED', `the SVM answered ${v.results.length} results for ${entries.length} hashes`);
     return v;
   }
 
   /** Upload `size` bytes read through `read` and get the SVM's verdict. */
   scan(size: number, read: ChunkReader, deadlineMs: number, name?: string, priority?: PriorityLike): Promise<VerdictMsg> {
     const prio = priorityOf(priority);
-    return this.request(
+    return this.request<VerdictMsg>(
       'scan',
       deadlineMs,
       async (id) => {
@@ -333,12 +370,12 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
 
   // ------------------------------------------------------------------ internals
 
-  private async request(
-    kind: 'lookup' | 'scan',
+  private async request<T extends Answer = Answer>(
+    kind: 'lookup' | 'scan' | 'lookups',
     deadlineMs: number,
     send: (id: number) => Promise<void>,
     priority: Priority,
-  ): Promise<VerdictMsg> {
+  ): Promise<T> {
     const deadlineAt = performance.now() + deadlineMs;
     if (this._state !== 'connected') {
       if (this._state === 'idle' || this._state === 'disconnected') this.open();
@@ -354,13 +391,13 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
     try {
       if (this._state !== 'connected') throw new SvmUnavailableError(this.url, 'the connection was lost');
       const id = this.allocId();
-      const verdict = new Promise<VerdictMsg>((resolve, reject) => {
+      const verdict = new Promise<T>((resolve, reject) => {
         const timer = setTimeout(() => {
           if (!this.pending.delete(id)) return;
           if (kind === 'scan') this.trySend({ t: 'cancel', id });
           reject(new DeadlineError(`${kind} on ${this.url}`, deadlineMs));
         }, remaining());
-        this.pending.set(id, { id, kind, resolve, reject, timer });
+        this.pending.set(id, { id, kind, resolve: resolve as (v: Answer) => void, reject, timer });
       });
       try {
         await send(id);
@@ -507,10 +544,15 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
           for (const w of this.connectWaiters.splice(0)) w.resolve();
           this.emit('connected', msg);
           break;
+        case 'lookups':
         case 'verdict': {
           const p = this.pending.get(msg.id);
           if (!p) return; // late answer to a request that timed out or was cancelled
-          if (RTT_TRACE) rttMark('l.recv', msg.sha256 ?? '');
+          if (RTT_TRACE && msg.t === 'verdict') rttMark('l.recv', msg.sha256 ?? '');
+          if (msg.t === 'lookups' && p.kind !== 'lookups') {
+            this.protocolFailure(ws, new ProtocolError('LA_ERR_PROTO_UNEXPECTED', `a lookups answer to ${p.kind} request ${msg.id}`));
+            return;
+          }
           this.pending.delete(msg.id);
           clearTimeout(p.timer);
           p.resolve(msg);

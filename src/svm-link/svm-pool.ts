@@ -21,7 +21,7 @@
 import { EventEmitter } from 'node:events';
 import { DeadlineError, LightagentError, SvmUnavailableError } from '../errors.js';
 import { logger } from '../log.js';
-import type { DetectionEvent, Limits, StateReport, VerdictMsg, Welcome } from '../protocol/index.js';
+import type { DetectionEvent, Limits, LookupBatch, LookupBatchAnswer, StateReport, VerdictMsg, Welcome } from '../protocol/index.js';
 import { Backoff } from '../backoff.js';
 import type { SvmClient } from './client.js';
 import { fetchSvmList, isLoopbackUrl, svmUrlProblem, type SvmEntry } from './discovery.js';
@@ -198,6 +198,16 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
     return v;
   }
 
+  /** Feature lookup-batch, on the active SVM (failing over like `lookup`). */
+  lookupBatch(
+    entries: LookupBatch['entries'],
+    deadlineMs = this.opts.deadlineMs ?? 2000,
+    priority?: PriorityLike,
+  ): Promise<LookupBatchAnswer | VerdictMsg> {
+    const prio = priorityOf(priority);
+    return this.request('lookups', deadlineMs, (link, left) => link.lookupBatch(entries, left, prio));
+  }
+
   scan(size: number, read: ChunkReader, deadlineMs: number, name?: string, priority?: PriorityLike): Promise<VerdictMsg> {
     const prio = priorityOf(priority);
     return this.request('scan', deadlineMs, (link, left) => link.scan(size, read, left, name, prio));
@@ -271,11 +281,11 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
 
   // ------------------------------------------------------------------ requests
 
-  private async request(
-    kind: 'lookup' | 'scan',
+  private async request<T extends VerdictMsg | LookupBatchAnswer>(
+    kind: 'lookup' | 'scan' | 'lookups',
     deadlineMs: number,
-    run: (link: SvmLink, leftMs: number) => Promise<VerdictMsg>,
-  ): Promise<VerdictMsg> {
+    run: (link: SvmLink, leftMs: number) => Promise<T>,
+  ): Promise<T> {
     this.start();
     const deadlineAt = performance.now() + deadlineMs;
     const avoid = new Set<Member>();

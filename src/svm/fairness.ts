@@ -2,8 +2,9 @@
  * Fairness between agents, so one noisy guest cannot starve the others:
  *
  * - TokenBucket: each agent may start `rate` requests (lookups and scans) per second, with bursts
- *   of `burst`. A request over it is answered at once with an error verdict LA_ERR_RATE_LIMITED
- *   (the agent backs off and retries); the connection stays.
+ *   of `burst`; a `lookups` batch (feature lookup-batch) counts as one request per hash. A
+ *   request over it is answered at once with an error verdict LA_ERR_RATE_LIMITED (the agent
+ *   backs off and retries); the connection stays.
  * - FairScheduler: engine scans run at most `concurrency` at once; waiting scans sit in one
  *   bounded queue per agent (`perAgentQueue`), and a freed slot goes round-robin first by
  *   tenant, then by agent within the tenant, not to whoever queued most. A scan over its agent's
@@ -40,6 +41,19 @@ export class TokenBucket {
     this.last = now;
     if (this.tokens < 1) return false;
     this.tokens -= 1;
+    return true;
+  }
+
+  /**
+   * Take `n` tokens at once (a `lookups` batch costs one per hash). Admitted when min(n, burst)
+   * tokens are there, so a batch larger than the burst is not refused for ever; the bucket may
+   * then go below zero, and that debt is repaid at `rate` before anything else is admitted.
+   */
+  takeMany(n: number, now = performance.now()): boolean {
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
+    this.last = now;
+    if (this.tokens < Math.min(n, this.burst)) return false;
+    this.tokens -= n;
     return true;
   }
 }

@@ -92,7 +92,8 @@ export class SvmMetrics {
     'lightagent_svm_cache_hits_total',
     'Requests answered from the shared verdict cache or a scan of the same content in progress.',
   );
-  readonly lookups = this.count('lightagent_svm_lookups_total', 'Lookups by SHA-256 received.');
+  readonly lookups = this.count('lightagent_svm_lookups_total', 'Lookups by SHA-256 received (a batch counts each of its hashes).');
+  readonly lookupBatches = this.count('lightagent_svm_lookup_batches_total', 'Batches of lookups received (feature lookup-batch).');
   readonly uploads = this.count('lightagent_svm_uploads_total', 'Uploads received completely.');
   readonly detections = this.count('lightagent_svm_detections_total', 'Infected verdicts given by the engine.');
   readonly agentEvents = this.count('lightagent_svm_agent_detection_events_total', 'Detection events reported by agents.');

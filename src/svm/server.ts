@@ -179,7 +179,7 @@ export class SvmServer {
     private readonly opts: SvmOptions,
   ) {
     this.reporter = new Reporter(core, () => this.sessions, opts.reportIntervalMs ?? SVM_DEFAULTS.reportIntervalMs);
-    core.features.push(FEATURES.signatureAge);
+    core.features.push(FEATURES.signatureAge, FEATURES.lookupBatch);
     core.checkSignatures();
     this.signatureTimer = setInterval(() => core.checkSignatures(), Math.max(100, opts.signatureCheckMs ?? 10_000));
     this.signatureTimer.unref();

@@ -9,6 +9,9 @@
  *   limits {maxFileSize, maxChunk, maxInFlight}}. Nothing else is accepted before that.
  * - `lookup {id, sha256, size}`: the shared cache's verdict (`cached: true`) or `unknown`. Reads
  *   only: agents never write verdicts.
+ * - `lookups {id, entries}` (feature lookup-batch, only if this SVM lists it): one `lookups`
+ *   answer with a letter per hash, from the cache only (lookup-batch.ts); one request id and
+ *   in-flight slot, but as many tokens of the agent's rate as it has hashes.
  * - `scan {id, size}`, then binary chunks of that id, index 0, 1, 2, ... in order, at least one,
  *   the last one flagged, their bytes adding up to `size` exactly.
  *   - size > maxFileSize: verdict error LA_ERR_UPLOAD_TOO_LARGE; the connection stays.
@@ -57,6 +60,7 @@ import {
 } from '../protocol/index.js';
 import type { AgentFacts } from './agent-observer.js';
 import type { SvmCore, VerdictFields } from './core.js';
+import { lookupBatch } from './lookup-batch.js';
 import { signatureFields } from './signature-age.js';
 import { TokenBucket } from './fairness.js';
 import type { Timing } from './metrics.js';
@@ -257,6 +261,14 @@ export class AgentSession {
         if (!this.withinRate(msg.id)) return;
         this.reply(msg.id, this.core.lookup(this.tenant, msg.sha256), this.core.metrics.lookupSeconds);
         return;
+      case 'lookups': {
+        if (!this.core.features.includes(FEATURES.lookupBatch))
+          throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'lookup batches are not spoken by this SVM (feature lookup-batch)');
+        this.begin(msg.id);
+        if (!this.withinRate(msg.id, msg.entries.length)) return;
+        this.replyBatch(msg.id, lookupBatch(this.core, this.tenant, msg.entries));
+        return;
+      }
       case 'scan':
         if (RTT_TRACE && msg.name !== undefined) rttMark('v.scan', msg.name);
         this.startUpload(msg.id, msg.size);
@@ -449,15 +461,32 @@ export class AgentSession {
     );
   }
 
+  /** Feature lookup-batch: the `lookups` answer, or an `error` verdict of the same id. */
+  private replyBatch(id: number, work: Promise<{ generation: string; results: string }>): void {
+    const t0 = performance.now();
+    work.then(
+      (r) => {
+        this.core.metrics.lookupSeconds.observe((performance.now() - t0) / 1000);
+        if (!this.busy.delete(id)) return;
+        this.send({ t: 'lookups', id, ...r });
+      },
+      (e: unknown) => {
+        const d = describeError(e);
+        this.log.error('lookup batch failed', { remote: this.remote, agent: this.hello?.agentId, id, ...d });
+        this.answer({ t: 'verdict', id, verdict: 'error', code: 'LA_ERR_INTERNAL', message: d.message.slice(0, 500) });
+      },
+    );
+  }
+
   private refuseUpload(id: number, size: number, code: string, message: string): void {
     this.uploads.refuse(id, size);
     this.core.metrics.scanErrors.inc();
     this.answer({ t: 'verdict', id, verdict: 'error', code, message });
   }
 
-  /** Take a token from this agent's bucket; over the rate, answer LA_ERR_RATE_LIMITED at once. */
-  private withinRate(id: number): boolean {
-    if (this.bucket.take()) return true;
+  /** Take a token (a batch: one per hash) from this agent's bucket; over the rate, answer LA_ERR_RATE_LIMITED at once. */
+  private withinRate(id: number, cost = 1): boolean {
+    if (cost === 1 ? this.bucket.take() : this.bucket.takeMany(cost)) return true;
     this.core.metrics.rateLimited.inc();
     this.core.metrics.scanErrors.inc();
     if (!this.rateWarned)

@@ -486,6 +486,43 @@ export class FanotifyGate implements ProtectionBackend {
     Atomics.sub(this.counters, C.closeWriteFds, 1);
   }
 
+  /**
+   * The signature refresh (src/scan/signature-refresh.ts) gives back the ignore mark of a file
+   * whose clean verdict it brought up to the new generation: the caller has just seen that verdict
+   * for the identity `judged` (an lstat). The mark goes on the inode of an fd opened here (this
+   * process's own open is answered at once by the worker), only if that fd's fstat is `judged`,
+   * and is taken back unless a second fstat still is: the same rule as markClean, so a mark never
+   * stands over content other than what was judged. Never throws; true if the mark stays.
+   */
+  markUnchanged(file: string, judged: fs.BigIntStats): boolean {
+    if (this.stopping) return false;
+    let fd: number;
+    try {
+      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    } catch {
+      return false;
+    }
+    let kept = false;
+    try {
+      const st = fs.fstatSync(fd, { bigint: true });
+      if (!st.isFile() || !sameIdentity(st, judged)) return false;
+      this.withGroup((fan) => {
+        if (!addIgnoreMark(fan, fd, IGNORE_MASK)) return;
+        Atomics.add(this.counters, C.ignoreMarks, 1);
+        if (sameIdentity(fs.fstatSync(fd, { bigint: true }), judged)) kept = true;
+        else {
+          removeIgnoreMark(fan, fd, IGNORE_MASK);
+          Atomics.add(this.counters, C.marksDropped, 1);
+        }
+      });
+    } catch (e) {
+      this.log.warn('could not give an ignore mark back after the signature refresh', { path: file, ...describeError(e) });
+    } finally {
+      fs.closeSync(fd);
+    }
+    return kept;
+  }
+
   /** Drop every kernel ignore mark (a new signature generation): every next open is asked again. */
   flushCleanMarks(): void {
     try {

@@ -70,6 +70,11 @@ export interface ProtectionBackend {
   stats(): Record<string, number>;
   /** Forget every kernel-side "clean" mark (signature generation change); a no-op without them. */
   flushCleanMarks(): void;
+  /**
+   * Give a file whose clean verdict was just seen for the identity `judged` its kernel mark back
+   * (the signature refresh), if it still is that identity; absent without kernel marks. True if marked.
+   */
+  markUnchanged?(file: string, judged: fs.BigIntStats): boolean;
   /** Stop watching. Always completes; answers whatever is still pending first. */
   stop(): Promise<void>;
 }

@@ -47,6 +47,15 @@ const SHA = 'ab'.repeat(32);
 const agentMsgs: Message[] = [
   { t: 'hello', v: 1, agentId: 'a1', token: 'tok', host: 'h', os: 'linux', hypervisor: 'kvm', agentVersion: '0.1.0' },
   { t: 'lookup', id: 7, sha256: SHA, size: 12 },
+  // Feature lookup-batch.
+  {
+    t: 'lookups',
+    id: 8,
+    entries: [
+      { sha256: SHA, size: 12 },
+      { sha256: 'cd'.repeat(32), size: 0 },
+    ],
+  },
   { t: 'scan', id: 4294967295, size: 0, name: '/x' },
   { t: 'cancel', id: 3 },
   {
@@ -81,6 +90,7 @@ const svmMsgs: Message[] = [
   { t: 'load', load: 1, queue: 0 },
   { t: 'generation', generation: 'g2' },
   { t: 'error', code: 'LA_ERR_AUTH', message: 'no', id: 4 },
+  { t: 'lookups', id: 8, generation: 'g2', results: 'ciu' },
 ];
 
 /** Values that break naive validators: wrong types, huge, negative, NaN-ish, prototype keys. */
@@ -124,6 +134,9 @@ function mutatedMessages(valid: Message[]): fc.Arbitrary<string> {
             'id',
             'size',
             'sha256',
+            'entries',
+            'results',
+            'generation',
             'token',
             'limits',
             'process',
@@ -180,7 +193,7 @@ describe('fuzz: protocol frames never escape ProtocolError', () => {
     fuzz(t, 'decodeAgentMessage', fc.tuple(frameArb(agentMsgs), fc.boolean()), ([buf, asString]) => {
       try {
         const m = decodeAgentMessage(asString ? buf.toString('utf8') : buf);
-        assert.ok(['hello', 'lookup', 'scan', 'cancel', 'event', 'state'].includes(m.t));
+        assert.ok(['hello', 'lookup', 'lookups', 'scan', 'cancel', 'event', 'state'].includes(m.t));
         assert.deepEqual(decodeAgentMessage(encodeMessage(m)), m, 'what decodes re-encodes to itself');
         assert.equal(Object.getPrototypeOf(m), Object.prototype, 'no prototype smuggled in');
       } catch (e) {
@@ -193,10 +206,51 @@ describe('fuzz: protocol frames never escape ProtocolError', () => {
     fuzz(t, 'decodeSvmMessage', fc.tuple(frameArb(svmMsgs), fc.boolean()), ([buf, asString]) => {
       try {
         const m = decodeSvmMessage(asString ? buf.toString('utf8') : buf);
-        assert.ok(['welcome', 'verdict', 'load', 'generation', 'error'].includes(m.t));
+        assert.ok(['welcome', 'verdict', 'lookups', 'load', 'generation', 'error'].includes(m.t));
         assert.deepEqual(decodeSvmMessage(encodeMessage(m)), m);
       } catch (e) {
         expectOnly(e, [ProtocolError], 'decodeSvmMessage');
+      }
+    });
+  });
+
+  it('lookup batches (feature lookup-batch): hostile entry lists give ProtocolError or a bounded batch', (t) => {
+    const entry = fc.oneof(
+      fc.record({ sha256: fc.constant(SHA), size: fc.nat() }),
+      fc.record({ sha256: fc.oneof(fc.constant(SHA.toUpperCase()), fc.constant(SHA.slice(1)), nasty), size: nasty }),
+      nasty,
+    );
+    const batch = fc.oneof(
+      fc.array(entry, { maxLength: 8 }),
+      // Near the entry bound: 512 valid ones, and one more.
+      fc.integer({ min: 510, max: 514 }).map((n) => Array.from({ length: n }, (_, i) => ({ sha256: SHA, size: i }))),
+      nasty,
+    );
+    const answer = fc.oneof(
+      fc.stringMatching(/^[ciuxC]{0,6}$/),
+      fc.integer({ min: 510, max: 514 }).map((n) => 'c'.repeat(n)),
+      nasty,
+    );
+    const frames = fc.oneof(
+      fc.tuple(fc.nat(), batch).map(([id, entries]) => ({ agent: true, text: JSON.stringify({ t: 'lookups', id, entries }) })),
+      fc
+        .tuple(fc.nat(), answer, fc.oneof(fc.constant('g'), nasty))
+        .map(([id, results, generation]) => ({ agent: false, text: JSON.stringify({ t: 'lookups', id, generation, results }) })),
+    );
+    fuzz(t, 'lookups', frames, ({ agent, text }) => {
+      try {
+        const m = agent ? decodeAgentMessage(text) : decodeSvmMessage(text);
+        assert.equal(m.t, 'lookups');
+        if ('entries' in m) {
+          assert.ok(m.entries.length >= 1 && m.entries.length <= 512);
+          for (const e of m.entries) assert.deepEqual(Object.keys(e).sort(), ['sha256', 'size']);
+          assert.deepEqual(decodeAgentMessage(encodeMessage(m)), m);
+        } else {
+          assert.match(m.results, /^[ciu]{1,512}$/);
+          assert.deepEqual(decodeSvmMessage(encodeMessage(m)), m);
+        }
+      } catch (e) {
+        expectOnly(e, [ProtocolError], 'lookups');
       }
     });
   });

@@ -15,6 +15,7 @@ import {
   encodeChunkHeader,
   encodeMessage,
   FRAME_LIMITS,
+  LOOKUP_BATCH_LIMITS,
   MAX_FEATURES,
   type Message,
 } from '../../src/protocol/index.js';
@@ -24,6 +25,8 @@ const agentMsgs: Message[] = [
   { t: 'hello', v: 1, agentId: 'a1', token: 'tok', host: 'h', os: 'linux', hypervisor: 'kvm', agentVersion: '0.1.0' },
   { t: 'hello', v: 1, agentId: 'a2', token: 'tok', host: 'h', os: 'linux', agentVersion: '0.1.0', features: ['state-report', 'x-1'] },
   { t: 'lookup', id: 7, sha256: SHA, size: 12 },
+  // Feature lookup-batch.
+  { t: 'lookups', id: 9, entries: [{ sha256: SHA, size: 12 }] },
   { t: 'scan', id: 4294967295, size: 0, name: '/x' },
   { t: 'cancel', id: 3 },
   {
@@ -85,6 +88,8 @@ const svmMsgs: Message[] = [
   },
   { t: 'generation', generation: 'g3', signaturesAt: '2026-12-05T10:20:30Z', signaturesMaxAge: 0 },
   { t: 'error', code: 'LA_ERR_AUTH', message: 'no' },
+  // Feature lookup-batch.
+  { t: 'lookups', id: 9, generation: 'g', results: 'ciu' },
 ];
 
 function onlyProtocolErrors(fn: () => unknown): void {
@@ -232,6 +237,51 @@ describe('protocol codec', () => {
       );
     // An SVM never receives its own agent's message type from the other direction.
     assert.throws(() => decodeSvmMessage(enc({})), ProtocolError);
+  });
+
+  it('lookup batches (feature lookup-batch): 1..512 well-formed entries, one letter of c/i/u per result', () => {
+    const batch = (entries: unknown) => JSON.stringify({ t: 'lookups', id: 1, entries });
+    const full = Array.from({ length: LOOKUP_BATCH_LIMITS.maxEntries }, (_, i) => ({ sha256: SHA, size: Number.MAX_SAFE_INTEGER - i }));
+    const text = batch(full);
+    assert.ok(text.length < FRAME_LIMITS.maxTextFrame, `a full batch of the largest sizes is ${text.length} bytes, inside one frame`);
+    const m = decodeAgentMessage(text);
+    assert.equal(m.t === 'lookups' && m.entries.length, LOOKUP_BATCH_LIMITS.maxEntries);
+    // Extra fields inside an entry are dropped like any unknown field.
+    const extra = decodeAgentMessage(batch([{ sha256: SHA, size: 1, path: '/etc/shadow' }]));
+    assert.deepEqual(extra, { t: 'lookups', id: 1, entries: [{ sha256: SHA, size: 1 }] });
+    const refused: Array<[unknown, string]> = [
+      [[...full, { sha256: SHA, size: 1 }], 'LA_ERR_PROTO_OVERSIZED'],
+      [[], 'LA_ERR_PROTO_MALFORMED'],
+      ['x', 'LA_ERR_PROTO_MALFORMED'],
+      [[{ sha256: SHA.toUpperCase(), size: 1 }], 'LA_ERR_PROTO_MALFORMED'],
+      [[{ sha256: SHA, size: -1 }], 'LA_ERR_PROTO_MALFORMED'],
+      [[{ sha256: SHA }], 'LA_ERR_PROTO_MALFORMED'],
+      [[SHA], 'LA_ERR_PROTO_MALFORMED'],
+      [[null], 'LA_ERR_PROTO_MALFORMED'],
+      [[[SHA, 1]], 'LA_ERR_PROTO_MALFORMED'],
+    ];
+    for (const [entries, code] of refused)
+      assert.throws(
+        () => decodeAgentMessage(batch(entries)),
+        (e: unknown) => e instanceof ProtocolError && e.code === code,
+        JSON.stringify(entries).slice(0, 80),
+      );
+    const answer = (results: unknown) => JSON.stringify({ t: 'lookups', id: 1, generation: 'g', results });
+    assert.equal((decodeSvmMessage(answer('c'.repeat(512))) as { results: string }).results.length, 512);
+    for (const [results, code] of [
+      ['c'.repeat(513), 'LA_ERR_PROTO_OVERSIZED'],
+      ['', 'LA_ERR_PROTO_MALFORMED'],
+      ['cx', 'LA_ERR_PROTO_MALFORMED'],
+      ['C', 'LA_ERR_PROTO_MALFORMED'],
+      [['c'], 'LA_ERR_PROTO_MALFORMED'],
+    ] as const)
+      assert.throws(
+        () => decodeSvmMessage(answer(results)),
+        (e: unknown) => e instanceof ProtocolError && e.code === code,
+        String(results).slice(0, 20),
+      );
+    // An answer needs its generation.
+    assert.throws(() => decodeSvmMessage(JSON.stringify({ t: 'lookups', id: 1, results: 'c' })), ProtocolError);
   });
 
   it('accepts text as a string or a Buffer alike', () => {

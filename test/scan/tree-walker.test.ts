@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -6,7 +7,7 @@ import { describe, it } from 'node:test';
 import { walkTree, type WalkSkip } from '../../src/scan/tree-walker.js';
 import { NO_EXCLUSIONS } from '../../src/config/exclusions.js';
 import { Exclusions } from '../../src/scan/exclusions.js';
-import { tempDir } from '../helpers/procs.js';
+import { needRoot, scratchMount, tempDir } from '../helpers/procs.js';
 
 async function collect(roots: string[], opts: Parameters<typeof walkTree>[1] = {}) {
   const files: string[] = [];
@@ -75,4 +76,42 @@ describe('walkTree', () => {
     assert.deepEqual(files, []);
     assert.deepEqual(skips.map((s) => s.code).sort(), ['ENOENT', 'LA_SKIP_NOT_REGULAR', 'LA_SKIP_NOT_REGULAR']);
   });
+
+  it(
+    'oneFileSystem: does not enter a directory on another file system (a tmpfs mounted inside the root)',
+    { skip: needRoot() },
+    async () => {
+      const d = tempDir('la-walk-xdev-');
+      fs.writeFileSync(path.join(d, 'here.txt'), 'h');
+      const inner = scratchMount('la-walk-inner-', '8m');
+      try {
+        fs.writeFileSync(path.join(inner.dir, 'elsewhere.txt'), 'e');
+        fs.mkdirSync(path.join(d, 'sub'));
+        // The tmpfs is bind-mounted at d/sub: another device under the root.
+        execFileSync('mount', ['--bind', inner.dir, path.join(d, 'sub')]);
+        try {
+          const all = await collect([d]);
+          assert.deepEqual(all.files.map((f) => path.basename(f)).sort(), ['elsewhere.txt', 'here.txt']);
+          const one = await collect([d], { oneFileSystem: true });
+          assert.deepEqual(
+            one.files.map((f) => path.basename(f)),
+            ['here.txt'],
+          );
+          assert.deepEqual(
+            one.skips.map((s) => [path.basename(s.path), s.code]),
+            [['sub', 'LA_SKIP_OTHER_FS']],
+          );
+          // A root on another file system is walked: the rule is per root.
+          assert.deepEqual(
+            (await collect([path.join(d, 'sub')], { oneFileSystem: true })).files.map((f) => path.basename(f)),
+            ['elsewhere.txt'],
+          );
+        } finally {
+          execFileSync('umount', ['-l', path.join(d, 'sub')]);
+        }
+      } finally {
+        inner.unmount();
+      }
+    },
+  );
 });

@@ -11,6 +11,7 @@ import type { SdNotify } from '../../platform/linux/sd-notify.js';
 import type { ProcessMonitor } from '../../processes/process-monitor.js';
 import type { FileScanner } from '../../scan/file-scanner.js';
 import type { OnAccessHandler } from '../../scan/on-access.js';
+import type { RefreshStatus, SignatureRefresh } from '../../scan/signature-refresh.js';
 import type { DeferredQueue } from '../../store/deferred-queue.js';
 import type { Detection, DetectionLog } from '../../store/detections.js';
 import type { Quarantine } from '../../store/quarantine.js';
@@ -93,6 +94,8 @@ export interface DaemonStatus {
     window?: (WindowStats & { raised: number }) | undefined;
   };
   cache: Record<string, number> | undefined;
+  /** The signature refresh: clean verdicts brought up to a new generation in the background (docs/cache.md). */
+  refresh?: RefreshStatus | undefined;
   deferredQueue: number;
   detections: { total: number; recent: ReturnType<DetectionLog['recent']> };
   counts: OnAccessHandler['counts'];
@@ -128,6 +131,7 @@ export interface DaemonContext {
   scanner?: FileScanner;
   handler?: OnAccessHandler;
   backend?: ProtectionBackend;
+  refresh?: SignatureRefresh;
   processes?: ProcessMonitor;
   state?: ProtectionState;
   sockets?: LocalSockets;

@@ -53,6 +53,20 @@ function mb(kb: unknown): string {
   return typeof kb === 'number' && Number.isFinite(kb) ? (kb / 1024).toFixed(1) : '?';
 }
 
+/** The signature refresh after a new generation (src/scan/signature-refresh.ts); nothing before the first. */
+function refreshLines(r: Obj | undefined): string[] {
+  if (!r || r.state === 'idle') return [];
+  const when =
+    r.state === 'running'
+      ? `started ${ago(r.startedAt)} ago${r.phase ? `, ${r.phase}` : ''}`
+      : `${r.durationMs ?? '?'} ms, ended ${ago(r.finishedAt)} ago`;
+  return [
+    `refresh:     ${r.state} for generation ${r.generation ?? '?'} (${when}): ${r.done ?? 0} of ${r.total ?? 0} verdicts, ` +
+      `${r.promoted ?? 0} promoted, ${r.infected ?? 0} infected, ${r.unknown ?? 0} unknown; ` +
+      `${r.uploaded ?? 0} file(s) uploaded (${r.bytes ?? 0} bytes), ${r.marks ?? 0} marks back${r.error ? `; ${r.error}` : ''}`,
+  ];
+}
+
 export function formatStatus(s: Obj): string {
   const p: Obj = s.protection ?? {};
   const svm: Obj = s.svm ?? {};
@@ -71,6 +85,7 @@ export function formatStatus(s: Obj): string {
     `signatures:  generation ${svm.generation ?? 'unknown'}${signatureAgeText(svm)}`,
     `cache:       ${c.entries ?? 0} of ${c.capacity ?? 0} entries, hit rate ${((c.hitRate ?? 0) * 100).toFixed(1)}% ` +
       `(${c.identityHits ?? 0} hits, ${c.misses ?? 0} misses)`,
+    ...refreshLines(s.refresh),
     `queue:       ${s.deferredQueue ?? 0} file(s) waiting for a scan`,
     ...(s.memory ? [`memory:      ${mb(s.memory.rssKb)} MB resident (main thread's heap ${mb(s.memory.heapUsedKb)} MB)`] : []),
     `detections:  ${det.total ?? 0}${det.recent?.length ? ', last:' : ''}`,
