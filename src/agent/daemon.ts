@@ -162,7 +162,7 @@ export class Daemon implements DaemonApi {
       counts: { ...handler!.counts },
       backend: backend?.stats() ?? {},
       memory: memoryKb(),
-      ...(this.ctx.policy ? { policy: this.ctx.policy.status() } : {}),
+      ...(this.ctx.policy ? { policy: this.ctx.policy.status(this.ctx.cfg) } : {}),
     };
   }
 

@@ -31,6 +31,8 @@ export interface PolicyStatus {
   appliedAt?: string | undefined;
   /** Where each central key's value in force comes from. */
   keys: Record<PolicyKey, SettingSource>;
+  /** The values in force of the central settings that are plain values (exclusions: see `exclusions`). */
+  values: Pick<AgentConfig, 'deadline' | 'max_file_size' | 'on_svm_unavailable' | 'on_detect'>;
   /** The last policy refused, while no later one was applied. */
   refused?: { name: string; version: string; reason: string; at: string } | undefined;
 }
@@ -82,12 +84,19 @@ export class PolicyLayer extends EventEmitter<{ change: [] }> {
     return (this.current?.version ?? '') === msg.version && (this.current?.name ?? '') === msg.name && !this.refusal;
   }
 
-  status(): PolicyStatus {
+  /** For `status`, with the configuration in force. */
+  status(cfg: AgentConfig): PolicyStatus {
     const c = this.current;
     return {
       source: c ? c.source : 'none',
       ...(c ? { name: c.name, version: c.version, appliedAt: c.appliedAt } : {}),
       keys: { ...this.keys },
+      values: {
+        deadline: cfg.deadline,
+        max_file_size: cfg.max_file_size,
+        on_svm_unavailable: cfg.on_svm_unavailable,
+        on_detect: cfg.on_detect,
+      },
       ...(this.refusal ? { refused: { ...this.refusal } } : {}),
     };
   }

@@ -539,7 +539,10 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
         case 'policy':
           // Like any unlisted type: an SVM must not send a feature's message to an agent that did not list it.
           if (!this.opts.features?.includes(FEATURES.policy)) {
-            this.protocolFailure(ws, new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'the SVM sent a policy, a feature this agent did not list'));
+            this.protocolFailure(
+              ws,
+              new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'the SVM sent a policy, a feature this agent did not list'),
+            );
             return;
           }
           this._policy = msg;
