@@ -377,7 +377,7 @@ export const svmConfigSchema = z
       .strict()
       .optional(),
     siem,
-    policies: policiesBlock,
+    policies: z.preprocess((v) => v ?? {}, policiesBlock),
     log: z
       .object({ file: z.string().optional(), level: z.enum(['error', 'warn', 'info', 'debug']).default('info') })
       .strict()
