@@ -15,7 +15,7 @@ import type { DaemonStatus } from '../../src/agent/daemon.js';
 import YAML from 'yaml';
 import { PolicyBook } from '../../src/svm/policies.js';
 import { startAgent, type Agent } from '../helpers/agent.js';
-import { EICAR, eventually, needRoot, run, scratchMount, spawnNode, SVM_CLI, tempDir, waitFor, type Proc } from '../helpers/procs.js';
+import { CLI, EICAR, eventually, needRoot, run, scratchMount, spawnNode, SVM_CLI, tempDir, waitFor, type Proc } from '../helpers/procs.js';
 import { api, eventuallyAsync } from '../svm/inventory-helpers.js';
 
 const ADMIN = 'admin-token-0123456789';
@@ -104,6 +104,9 @@ describe('agent: policies from the SVM (fanotify)', { skip }, () => {
     assert.equal(s.policy!.keys.scan_schedule, 'local');
     assert.equal(s.policy!.values.deadline, 3000, "central wins over the file's 1s");
     assert.deepEqual(s.exclusions.paths, [skipDir]);
+    const text = run(process.execPath, [CLI, 'status', '--socket-dir', agent.socketDir]).stdout;
+    assert.match(text, new RegExp(`policy: +fleet version ${version()} \\(from the SVM\\)`));
+    assert.match(text, /settings: +central exclude, deadline; the rest local/);
     const r = run('cat', [path.join(skipDir, 'eicar.com')]);
     assert.equal(r.status, 0, `the excluded file opens: ${r.stderr}`);
     assert.ok(denied(path.join(mnt.dir, 'eicar.com')), 'the other is denied');
@@ -152,6 +155,10 @@ describe('agent: policies from the SVM (fanotify)', { skip }, () => {
     assert.equal(s.mode, 'fanotify');
     assert.ok(denied(path.join(mnt.dir, 'eicar3.com')), 'still denied under fanotify');
     assert.match(agent.logs(), /LA_ERR_POLICY_REFUSED/);
+    assert.match(
+      run(process.execPath, [CLI, 'status', '--socket-dir', agent.socketDir]).stdout,
+      /REFUSED: +fleet version [0-9a-f]{16} at .*would exclude/,
+    );
     const row = await eventuallyAsync(
       async () => {
         const x = await api(httpUrl, '/api/agents', ADMIN);
