@@ -207,6 +207,11 @@ export class SvmServer {
           agentTokens: core.tokens,
           generation: () => core.generation(),
           svm: () => this.svmInfo(),
+          policyFor: (tenant, agentId, host) => core.policies.resolve(tenant, agentId, host),
+          policies: (tenant) =>
+            (tenant === undefined ? core.policies.tenants : [tenant]).flatMap((t) =>
+              core.policies.list(t).map((p) => ({ tenant: t, ...p })),
+            ),
         }),
       );
     }

@@ -16,6 +16,7 @@ import { loadSvmConfig } from '../../src/svm/config.js';
 import { PolicyBook } from '../../src/svm/policies.js';
 import { SVM_CLI, spawnNode, tempDir, waitFor } from '../helpers/procs.js';
 import { rawAgent, startTestSvm, TOKEN } from './helpers.js';
+import { api, eventuallyAsync } from './inventory-helpers.js';
 
 function writeConfig(doc: unknown): string {
   const file = path.join(tempDir('la-svm-policy-'), 'svm.yaml');
@@ -203,6 +204,79 @@ describe('SVM policies: sent to agents (feature policy)', () => {
       a.ws.close();
     } finally {
       await svm.stop();
+    }
+  });
+
+  it('GET /api/policies: admin sees all, a viewer its tenant only; agent rows say whether they run the current policy', async () => {
+    const ADMIN = 'admin-token-0123456789';
+    const VIEWER = 'viewer-b-token-0123456789';
+    const s = await startTestSvm({
+      tokens: [
+        { tenant: 'a', token: TOKEN },
+        { tenant: 'b', token: 'tenant-b-token' },
+      ],
+      adminTokens: [
+        { token: ADMIN, role: 'admin' },
+        { token: VIEWER, role: 'viewer', tenant: 'b' },
+      ],
+      policies: {
+        a: { deadline: '3s', groups: [{ name: 'g', agents: ['agent-2'], deadline: '5s' }] },
+        b: { name: 'desk', on_detect: 'deny' },
+      },
+    });
+    try {
+      const all = await api(s.httpUrl, '/api/policies', ADMIN);
+      assert.equal(all.status, 200);
+      assert.deepEqual(
+        all.body.policies.map((p: { tenant: string; name: string; group: string | null }) => [p.tenant, p.name, p.group]),
+        [
+          ['a', 'a', null],
+          ['a', 'a/g', 'g'],
+          ['b', 'desk', null],
+        ],
+      );
+      assert.deepEqual(all.body.policies[1].settings, { deadline: '5s' });
+      const mine = await api(s.httpUrl, '/api/policies', VIEWER);
+      assert.deepEqual(
+        mine.body.policies.map((p: { name: string }) => p.name),
+        ['desk'],
+      );
+      assert.deepEqual((await api(s.httpUrl, '/api/policies?tenant=a', VIEWER)).body.policies, [], "another tenant's: nothing");
+      assert.equal((await api(s.httpUrl, '/api/policies?tenant=a', ADMIN)).body.policies.length, 2);
+      assert.equal((await api(s.httpUrl, '/api/policies?tenant=%3Cx%3E', ADMIN)).status, 400);
+      // An agent that reports the policy it was sent is current; one that reports an older one is not.
+      const sent = s.core.policies.resolve('a', 'agent-1', 'web-01')!;
+      const report = (policy?: { name: string; version: string }) =>
+        JSON.stringify({
+          t: 'state',
+          mode: 'fanotify',
+          state: 'protected',
+          reasons: [],
+          since: new Date().toISOString(),
+          agentVersion: '0',
+          os: 'linux',
+          cache: { entries: 0, hits: 0, misses: 0 },
+          deferred: 0,
+          detections: 0,
+          ...(policy ? { policy } : {}),
+        });
+      const one = await agentWith(s.url, ['policy', 'state-report'], 'agent-1', 'web-01');
+      const two = await agentWith(s.url, ['policy', 'state-report'], 'agent-2', 'web-02');
+      one.ws.send(report({ name: sent.name, version: sent.version }));
+      two.ws.send(report({ name: 'a', version: sent.version }));
+      const rows = await eventuallyAsync(async () => {
+        const x = await api(s.httpUrl, '/api/agents', ADMIN);
+        return x.body?.agents?.length === 2 && x.body.agents.every((r: { policy: unknown }) => r.policy) ? x.body.agents : undefined;
+      });
+      const by = (id: string) => rows.find((r: { agentId: string }) => r.agentId === id);
+      assert.equal(by('agent-1').policyCurrent, true);
+      assert.deepEqual(by('agent-1').policyExpected, { name: 'a', version: sent.version });
+      assert.equal(by('agent-2').policyCurrent, false, 'agent-2 belongs to group g');
+      assert.equal(by('agent-2').policyExpected.name, 'a/g');
+      one.ws.close();
+      two.ws.close();
+    } finally {
+      await s.close();
     }
   });
 });

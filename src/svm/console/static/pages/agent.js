@@ -68,7 +68,18 @@ export function Agent({ tenant, agentId }) {
       <dt>Deferred scans</dt>
       <dd data-test="deferred">${a.deferred}${a.deferred ? ' waiting for an SVM' : ''}</dd>
       <dt>Policy</dt>
-      <dd data-test="policy">${a.policy ? `${a.policy.name} v${a.policy.version}` : 'none: local settings'}</dd>
+      <dd data-test="policy">
+        ${a.policy ? `${a.policy.name} v${a.policy.version}` : 'none: local settings'}
+        ${
+          a.policyExpected === undefined || (a.policyExpected === null && a.policyCurrent)
+            ? null
+            : a.policyCurrent
+              ? html`${' '}<span class="ok-text">(current)</span>`
+              : html`${' '}<span class="warn-text" data-test="policy-expected"
+                    >(${a.policyExpected ? `the current one is ${a.policyExpected.name} v${a.policyExpected.version}` : 'no policy now'})</span
+                  >`
+        }
+      </dd>
       <dt>Detections</dt>
       <dd>${a.detections}</dd>
     </dl>

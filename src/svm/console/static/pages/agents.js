@@ -143,6 +143,20 @@ function Row({ a }) {
       }
     </td>
     <td class="num">${a.detections}</td>
-    <td>${a.policy ? `${a.policy.name} v${a.policy.version}` : html`<span class="muted">local</span>`}</td>
+    <td data-test="policy">
+      ${a.policy ? html`${a.policy.name} <span class="small muted mono">v${a.policy.version.slice(0, 8)}</span>` : html`<span class="muted">local</span>`}
+      ${
+        a.policyExpected === undefined || (a.policyExpected === null && a.policyCurrent)
+          ? null
+          : a.policyCurrent
+            ? html`<div class="small ok-text">current</div>`
+            : html`<div
+                class="small warn-text"
+                title=${a.policyExpected ? `the tenant's: ${a.policyExpected.name} v${a.policyExpected.version}` : ''}
+              >
+                ${!a.policyExpected ? 'no policy expected' : a.policy ? 'not the current one' : 'not applied'}
+              </div>`
+      }
+    </td>
   </tr>`;
 }
