@@ -75,9 +75,7 @@ export function Agent({ tenant, agentId }) {
             ? null
             : a.policyCurrent
               ? html`${' '}<span class="ok-text">(current)</span>`
-              : html`${' '}<span class="warn-text" data-test="policy-expected"
-                    >(${a.policyExpected ? `the current one is ${a.policyExpected.name} v${a.policyExpected.version}` : 'no policy now'})</span
-                  >`
+              : html`${' '}<span class="warn-text" data-test="policy-expected">(${expectedText(a.policyExpected)})</span>`
         }
       </dd>
       <dt>Detections</dt>
@@ -109,4 +107,9 @@ export function Agent({ tenant, agentId }) {
     }
     <h2>Detections</h2>
     <${DetectionTable} detections=${data.detections} showHost=${false} />`;
+}
+
+/** What the SVM would send this agent now, when it runs something else. */
+function expectedText(p) {
+  return p ? `the current one is ${p.name} v${p.version}` : 'no policy now';
 }

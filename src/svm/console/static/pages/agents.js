@@ -144,7 +144,7 @@ function Row({ a }) {
     </td>
     <td class="num">${a.detections}</td>
     <td data-test="policy">
-      ${a.policy ? html`${a.policy.name} <span class="small muted mono">v${a.policy.version.slice(0, 8)}</span>` : html`<span class="muted">local</span>`}
+      ${a.policy ? html`${a.policy.name} <span class="small muted mono">v${shortVersion(a.policy)}</span>` : LOCAL}
       ${
         a.policyExpected === undefined || (a.policyExpected === null && a.policyCurrent)
           ? null
@@ -159,4 +159,11 @@ function Row({ a }) {
       }
     </td>
   </tr>`;
+}
+
+const LOCAL = html`<span class="muted">local</span>`;
+
+/** The first 8 hex digits of a policy version: enough to tell two apart in a table. */
+function shortVersion(p) {
+  return p.version.slice(0, 8);
 }
