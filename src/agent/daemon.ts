@@ -2,10 +2,10 @@
  * The guest daemon: the composition root. Start-up is an ordered list of steps, one file each in
  * ./steps (run by step-runner.ts); each part a step starts has a teardown that always runs.
  *
- *   [sd-notify] -> state-dir -> lock (one daemon per state directory) -> svm-link -> cache ->
- *   quarantine + deferred queue -> processes -> scanner + handler -> protection backend ->
- *   deferred re-scan -> protection state -> state report (to the SVM) -> recovery -> sockets ->
- *   [signals -> ready]
+ *   [sd-notify] -> state-dir -> lock (one daemon per state directory) -> policy (saved) ->
+ *   svm-link -> cache -> quarantine + deferred queue -> processes -> scanner + handler ->
+ *   protection backend -> deferred re-scan -> protection state -> state report (to the SVM) ->
+ *   policy-push (policies from the SVM) -> recovery -> sockets -> [signals -> ready]
  *
  * The bracketed steps run for a service only (`lightagent run`, `lightagent service run`).
  * `reload()` (SIGHUP, the control socket) is make-before-break: the new protection backend is
