@@ -192,7 +192,8 @@ export class Daemon implements DaemonApi {
   applyPolicy(msg: PolicyMsg): Promise<void> {
     const run = this.reloadChain.then(async () => {
       const layer = this.ctx.policy;
-      if (!layer || this.stopping || layer.isCurrent(msg)) return;
+      if (!layer || this.stopping) return;
+      if (layer.isCurrent(msg)) return layer.confirm();
       try {
         const checked = layer.check(msg, this.protectedPaths());
         await this.applyConfig(this.ctx.local, checked?.parsed ?? null);

@@ -84,6 +84,13 @@ export class PolicyLayer extends EventEmitter<{ change: [] }> {
     return (this.current?.version ?? '') === msg.version && (this.current?.name ?? '') === msg.name && !this.refusal;
   }
 
+  /** The SVM sent the policy already in force (the saved one, after a restart): it is the SVM's word now. */
+  confirm(): void {
+    if (this.current?.source !== 'saved') return;
+    this.current = { ...this.current, source: 'svm' };
+    this.log.info('the SVM confirmed the saved policy', { name: this.current.name, version: this.current.version });
+  }
+
   /** For `status`, with the configuration in force. */
   status(cfg: AgentConfig): PolicyStatus {
     const c = this.current;

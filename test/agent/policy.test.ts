@@ -123,9 +123,11 @@ describe('agent: policies from the SVM (fanotify)', { skip }, () => {
   });
 
   it('a reload of the policies on the SVM reaches the agent: the exclusion goes, the deadline changes', async () => {
-    await reloadSvm(policy({ deadline: '4s' }));
+    await reloadSvm(policy({ deadline: '4s', on_detect: 'deny-and-kill', scan_schedule: { every: '1d', at: '02:30' } }));
     const s = await until((x) => x.policy?.version === version(), 'the new policy');
     assert.equal(s.policy!.values.deadline, 4000);
+    assert.equal(s.policy!.values.on_detect, 'deny-and-kill');
+    assert.equal(s.policy!.keys.scan_schedule, 'not-supported', 'passed through, applied only by agents that know the key');
     assert.equal(s.policy!.keys.exclude, 'local');
     assert.deepEqual(s.exclusions.paths, []);
     assert.ok(denied(path.join(skipDir, 'eicar2.com')), 'no longer excluded');
@@ -183,5 +185,13 @@ describe('agent: policies from the SVM (fanotify)', { skip }, () => {
     assert.equal(s.policy!.version, applied.policy!.version);
     assert.equal(s.policy!.values.deadline, 3000);
     assert.deepEqual(s.exclusions.paths, [skipDir]);
+    // The SVM back with the same policy: it confirms the saved one (nothing re-applied).
+    const port = new URL(svmUrl).port;
+    fs.writeFileSync(svmConfig, fs.readFileSync(svmConfig, 'utf8').replace('127.0.0.1:0', `127.0.0.1:${port}`));
+    svm = spawnNode(SVM_CLI, ['--config', svmConfig, '--json'], { watchdogMs: 120_000 });
+    await waitFor(svm, /"event":"listening"/);
+    const back = await until((x) => x.policy?.source === 'svm', 'the SVM confirms the saved policy');
+    assert.equal(back.policy!.version, applied.policy!.version);
+    assert.equal(back.reloads, s.reloads, 'no reload for the same policy');
   });
 });

@@ -269,6 +269,7 @@ describe('fuzz: protocol frames never escape ProtocolError', () => {
 const agentKeys = [
   'svm',
   'token',
+  'local_keys',
   'ca',
   'deadline',
   'max_file_size',
