@@ -45,6 +45,12 @@ export class PolicyRefusedError extends LightagentError {
 }
 
 const FILE = 'policy.json';
+
+/** A path to compare: `/` separators; Windows drive paths (C: and on) in lower case, as their file systems compare them. */
+function comparable(p: string): string {
+  const q = p.replace(/\\/g, '/');
+  return /^[A-Za-z]:/.test(q) ? q.toLowerCase() : q;
+}
 const MAX_FILE = 64 * 1024;
 
 export class PolicyLayer extends EventEmitter<{ change: [] }> {
@@ -127,10 +133,13 @@ export class PolicyLayer extends EventEmitter<{ change: [] }> {
     if (!r.success) for (const i of r.error.issues) problems.push(`${i.path.length ? i.path.join('.') : '(settings)'}: ${i.message}`);
     const parsed = r.success ? (r.data as PolicySettings) : {};
     const ex = parsed.exclude as { paths?: string[] } | undefined;
+    const whole = (protect.length === 0 ? ['/'] : protect).map(comparable);
     for (const p of ex?.paths ?? []) {
-      const root = p.replace(/\/\*\*$/, '') || '/';
-      const whole = protect.length === 0 ? ['/'] : protect;
-      if (whole.some((w) => root === '/' || w === root || w.startsWith(`${root.replace(/\/$/, '')}/`)))
+      const root = comparable(p)
+        .replace(/\/\*\*$/, '')
+        .replace(/\/$/, '');
+      // `/`, a drive, a protected path or one of its parents: everything under it would open unchecked.
+      if (root === '' || /^[a-z]:$/.test(root) || whole.some((w) => w === root || w.startsWith(`${root}/`)))
         problems.push(`exclude.paths: ${JSON.stringify(p)} would exclude a protected path whole; a policy may not turn protection off`);
     }
     if (problems.length)

@@ -86,7 +86,7 @@ function checkShape(raw: Record<string, unknown>, add: (path: PropertyKey[], mes
         add([tenant, 'groups', i], 'a group chooses its members: give hosts (globs), agents (ids) or both');
     });
     const all = [pick(p), ...groups.map((g) => ({ ...pick(p), ...pick((g ?? {}) as Record<string, unknown>) }))];
-    if (all.some((s) => JSON.stringify(s).length > POLICY_MAX_BYTES))
+    if (all.some((s) => Buffer.byteLength(JSON.stringify(s)) > POLICY_MAX_BYTES))
       add(
         [tenant],
         `the settings are over ${POLICY_MAX_BYTES} bytes as JSON: too large for one policy frame; keep long lists in the agents' files`,

@@ -410,7 +410,13 @@ export class AgentSession {
     const version = p?.version ?? '';
     if (version === this.lastPolicy) return false;
     this.lastPolicy = version;
-    this.send({ t: 'policy', name: p?.name ?? '', version, settings: p?.settings ?? {} });
+    try {
+      this.send({ t: 'policy', name: p?.name ?? '', version, settings: p?.settings ?? {} });
+    } catch (e) {
+      // The config check bounds a policy well under a frame; never let one cost the connection.
+      this.log.error('policy not sent', { agent: this.hello.agentId, policy: p?.name, ...describeError(e) });
+      return false;
+    }
     return true;
   }
 
