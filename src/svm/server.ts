@@ -399,14 +399,14 @@ export class SvmServer {
     let sent = 0;
     for (const s of this.sessions) if (s.sendPolicy()) sent++;
     const time = new Date().toISOString();
+    // One event per policy (a tenant's own and each group's) set, changed or removed.
     for (const tenant of new Set([...before.tenants, ...next.tenants])) {
-      const [a, b] = [before.list(tenant)[0], next.list(tenant)[0]];
-      if (a?.version === b?.version) continue;
-      this.core.events.publish(
-        b
-          ? { kind: 'policy', time, tenant, policy: b.name, change: 'set', version: b.version }
-          : { kind: 'policy', time, tenant, policy: a!.name, change: 'removed' },
-      );
+      const was = new Map(before.list(tenant).map((p) => [p.name, p.version]));
+      const now = new Map(next.list(tenant).map((p) => [p.name, p.version]));
+      for (const [policy, version] of now)
+        if (was.get(policy) !== version) this.core.events.publish({ kind: 'policy', time, tenant, policy, change: 'set', version });
+      for (const policy of was.keys())
+        if (!now.has(policy)) this.core.events.publish({ kind: 'policy', time, tenant, policy, change: 'removed' });
     }
     this.log.info('policies reloaded', { tenants: next.tenants, agentsSent: sent });
     return { policies: next.tenants.length, agentsSent: sent };

@@ -151,19 +151,23 @@ describe('SVM policies: sent to agents (feature policy)', () => {
       assert.equal(p2.name, 'a/build');
       assert.deepEqual(p2.settings, { deadline: '10s' });
       // A change of the group only: the builder hears it, the other agent does not.
+      const changes: string[] = [];
+      const off = s.core.events.subscribe((e) => e.kind === 'policy' && changes.push(`${e.change} ${e.policy} ${e.version}`));
       const r = s.reloadPolicies({ a: { deadline: '3s', groups: [{ name: 'build', hosts: ['build-*'], deadline: '20s' }] } });
+      off();
       assert.equal(r.agentsSent, 1);
       const p3 = (await builder.next((m) => m.t === 'policy' && m !== p2)) as PolicyMsg;
       assert.deepEqual(p3.settings, { deadline: '20s' });
       assert.notEqual(p3.version, p2.version);
-      // The tenant's policy removed: the layer is cleared with an empty name.
+      assert.deepEqual(changes, [`set a/build ${p3.version}`], 'an event for the group that changed only');
+      // The tenant's policy removed: the layer is cleared with an empty name. An event per policy.
       const events: string[] = [];
       const stop = s.core.events.subscribe((e) => e.kind === 'policy' && events.push(`${e.change} ${e.policy}`));
       s.reloadPolicies({});
       stop();
       const cleared = (await modern.next((m) => m.t === 'policy' && m !== p1)) as PolicyMsg;
       assert.deepEqual(cleared, { t: 'policy', name: '', version: '', settings: {} });
-      assert.deepEqual(events, ['removed a']);
+      assert.deepEqual(events, ['removed a', 'removed a/build']);
       await new Promise((res) => setTimeout(res, 300));
       assert.equal(policies(old.msgs).length, 0, 'an agent without the feature never gets a policy frame');
       assert.equal(policies(modern.msgs).length, 2);
