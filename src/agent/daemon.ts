@@ -2,9 +2,10 @@
  * The guest daemon: the composition root. Start-up is an ordered list of steps, one file each in
  * ./steps (run by step-runner.ts); each part a step starts has a teardown that always runs.
  *
- *   [sd-notify] -> state-dir -> lock (one daemon per state directory) -> svm-link -> cache ->
- *   quarantine + deferred queue -> processes -> scanner + handler -> protection backend ->
- *   deferred re-scan -> signature refresh -> protection state -> state report (to the SVM) -> recovery -> sockets ->
+ *   [sd-notify] -> state-dir -> lock (one daemon per state directory) -> policy (saved) ->
+ *   svm-link -> cache -> quarantine + deferred queue -> processes -> scanner + handler ->
+ *   protection backend -> deferred re-scan -> signature refresh -> protection state ->
+ *   state report (to the SVM) -> policy-push (policies from the SVM) -> recovery -> sockets ->
  *   [signals -> ready]
  *
  * The bracketed steps run for a service only (`lightagent run`, `lightagent service run`).
@@ -14,6 +15,7 @@
 import { describeError, ServiceError } from '../errors.js';
 import { logger } from '../log.js';
 import type { AgentConfig } from '../config/agent.js';
+import type { PolicySettings } from '../config/policy.js';
 import type { Detection, DetectionLog } from '../store/detections.js';
 import type { OnAccessHandler } from '../scan/on-access.js';
 import { resolveProtect, startProtection } from '../watchers/backend.js';
@@ -42,18 +44,21 @@ import { socketsStep } from './steps/sockets.js';
 import { signalsStep } from './steps/signals.js';
 import { readyStep } from './steps/ready.js';
 import type { WindowStats } from '../svm-link/index.js';
+import type { PolicyMsg } from '../protocol/index.js';
+import { policyStep, policyPushStep } from './steps/policy.js';
 
 export type { DaemonOptions, DaemonStatus, ReloadResult, ServiceEvent, ServiceOptions } from './steps/context.js';
 export { startFailureCode } from './steps/notify.js';
 
 /** Settings a reload applies; every other change needs a restart. */
-const RELOADABLE = ['protect', 'exclude', 'deadline', 'on_svm_unavailable', 'max_file_size'] as const;
+const RELOADABLE = ['protect', 'exclude', 'deadline', 'on_svm_unavailable', 'max_file_size', 'on_detect', 'local_keys'] as const;
 
 /** In order; the service steps do nothing for an embedded daemon (no `service` option). */
 const STEPS: ReadonlyArray<Step<DaemonContext>> = [
   notifyStep,
   stateDirStep,
   lockStep,
+  policyStep,
   svmLinkStep,
   cacheStep,
   quarantineStep,
@@ -64,6 +69,7 @@ const STEPS: ReadonlyArray<Step<DaemonContext>> = [
   signatureRefreshStep,
   protectionStateStep,
   stateReportStep,
+  policyPushStep,
   recoveryStep,
   socketsStep,
   signalsStep,
@@ -84,7 +90,7 @@ export class Daemon implements DaemonApi {
   private readonly hypervisor = hostInfo().hypervisor;
 
   private constructor(opts: DaemonOptions) {
-    this.ctx = { cfg: opts.config, opts, daemon: this };
+    this.ctx = { cfg: opts.config, local: opts.config, opts, daemon: this };
   }
 
   static async start(opts: DaemonOptions): Promise<Daemon> {
@@ -160,6 +166,7 @@ export class Daemon implements DaemonApi {
       counts: { ...handler!.counts },
       backend: backend?.stats() ?? {},
       memory: memoryKb(),
+      ...(this.ctx.policy ? { policy: this.ctx.policy.status(this.ctx.cfg) } : {}),
     };
   }
 
@@ -181,12 +188,38 @@ export class Daemon implements DaemonApi {
     return run;
   }
 
-  private async applyConfig(next: AgentConfig | undefined): Promise<ReloadResult> {
+  /**
+   * Apply a policy the SVM sent over the local settings, in the reload chain (make-before-break).
+   * Refused (a setting fails the agent's checks, or the new setup does not start): logged with
+   * the reason, reported (`policy-refused`), and the settings in force stay. Never rejects.
+   */
+  applyPolicy(msg: PolicyMsg): Promise<void> {
+    const run = this.reloadChain.then(async () => {
+      const layer = this.ctx.policy;
+      if (!layer || this.stopping) return;
+      if (layer.isCurrent(msg)) return layer.confirm();
+      try {
+        const checked = layer.check(msg, this.protectedPaths());
+        await this.applyConfig(this.ctx.local, checked?.parsed ?? null);
+        layer.commit(checked, this.ctx.local);
+      } catch (e) {
+        layer.refuse(msg, e);
+      }
+    });
+    this.reloadChain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** `central`: the policy settings to apply (null: none); default the layer's in force. */
+  private async applyConfig(next: AgentConfig | undefined, central?: PolicySettings | null): Promise<ReloadResult> {
     const ctx = this.ctx;
     if (this.stopping) throw new ServiceError('LA_ERR_RELOAD', 'the daemon is stopping', 'start it again');
     let cfg: AgentConfig;
+    let local: AgentConfig;
     try {
-      cfg = next ?? ctx.opts.reloadConfig?.() ?? ctx.opts.config;
+      local = next ?? ctx.opts.reloadConfig?.() ?? ctx.opts.config;
+      // The central layer goes over the local file again (docs/policies.md: central wins unless local_keys).
+      cfg = ctx.policy ? ctx.policy.over(local, central === null ? undefined : (central ?? ctx.policy.settings)) : local;
     } catch (e) {
       throw new ServiceError(
         'LA_ERR_RELOAD',
@@ -219,6 +252,10 @@ export class Daemon implements DaemonApi {
       ctx.cfg = candidate;
       await previous.stop(); // answers what it still holds; the new backend already gates
     }
+    ctx.cfg = candidate;
+    ctx.local = local;
+    if (ctx.processes) ctx.processes.response.policy = candidate.on_detect;
+    if (central === undefined) ctx.policy?.localChanged(local);
     this.reloads++;
     const result: ReloadResult = { applied, needRestart, mode: this.mode, protect: this.protectedPaths() };
     this.log.info('configuration reloaded', { ...result });

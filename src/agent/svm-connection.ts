@@ -76,8 +76,9 @@ function build(cfg: AgentConfig, extra: SvmClientExtra, pool: boolean): SvmClien
     agentVersion: AGENT_VERSION,
     deadlineMs: cfg.deadline,
     // lightagent/1 features this agent speaks (protocol/messages.ts FEATURES); the daemon's
-    // state-report step sends the state reports, other commands only list the feature.
-    features: [FEATURES.signatureAge, FEATURES.stateReport, FEATURES.lookupBatch],
+    // state-report step sends the state reports and its policy steps apply policies; other
+    // commands only list the features.
+    features: [FEATURES.signatureAge, FEATURES.stateReport, FEATURES.lookupBatch, FEATURES.policy],
     ca,
     cert,
     key,

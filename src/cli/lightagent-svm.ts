@@ -106,7 +106,8 @@ GET /healthz on the same port.
 Signals: SIGHUP reloads the signatures (builtin files; clamd RELOAD; yara rules), agents are
 told the new generation (builtin files and yara rules are also reloaded when they change, unless
 watch_signatures: false); re-reads the config file and token file: tokens (connected agents stay unless their
-token was removed or expired) and the TLS certificate, key and client CA (new connections);
+token was removed or expired), policies (agents whose policy changed get it at once; a bad policy
+refuses the whole reload) and the TLS certificate, key and client CA (new connections);
 SIGINT/SIGTERM stop gracefully.
 
 Example config (YAML):
@@ -177,6 +178,7 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
       siem: cfg.siem,
       version: AGENT_VERSION,
       adminTokens: cfg.admin_tokens,
+      policies: cfg.policies,
       inventory: {
         store: await makeInventoryStore(cfg),
         silentAfterMs: cfg.inventory.silent_after,
@@ -234,23 +236,27 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
     void (async () => {
       // Each part on its own: a bad token file does not keep new signatures out, and so on.
       let tokens: { tokens: number; agentsDropped: number } | undefined;
+      let policies: { policies: number; agentsSent: number } | undefined;
       try {
+        // A config with a bad policy is refused whole (every problem listed): nothing of it applies.
         const next = load();
         tokens = server.reloadTokens(next.tokens);
         server.reloadAdminTokens(next.admin_tokens);
+        policies = server.reloadPolicies(next.policies);
         if (next.tls) server.reloadTls(readTlsFiles(next.tls, o.config ?? 'the command line'));
       } catch (e) {
-        fail(e, 'lightagent-svm: reload of the configuration (tokens, TLS) failed, keeping the previous ones');
+        fail(e, 'lightagent-svm: reload of the configuration (tokens, policies, TLS) failed, keeping the previous ones');
       }
       try {
         const r = await server.reloadSignatures('sighup');
         const { previous: _previous, agentsTold: told, ...rest } = r;
         out(
           o.json
-            ? JSON.stringify({ event: 'reloaded', ...rest, agentsTold: told, ...(tokens ?? {}) })
+            ? JSON.stringify({ event: 'reloaded', ...rest, agentsTold: told, ...(tokens ?? {}), ...(policies ?? {}) })
             : `lightagent-svm: signatures reloaded (generation ${r.generation}` +
                 `${typeof r.errors === 'number' ? `, ${r.errors} bad lines skipped` : ''})` +
-                `${tokens ? `; ${tokens.tokens} tokens, ${tokens.agentsDropped} agents dropped` : ''}`,
+                `${tokens ? `; ${tokens.tokens} tokens, ${tokens.agentsDropped} agents dropped` : ''}` +
+                `${policies ? `; ${policies.policies} tenant policies, sent to ${policies.agentsSent} agents` : ''}`,
         );
       } catch (e) {
         fail(e, 'lightagent-svm: reload failed, keeping the previous signatures');

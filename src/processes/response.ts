@@ -66,6 +66,11 @@ export class ProcessResponse {
     return this.o.onDetect;
   }
 
+  /** A reload or a policy from the SVM changed on_detect: it holds from the next detection. */
+  set policy(onDetect: OnDetect) {
+    this.o.onDetect = onDetect;
+  }
+
   /** Why `who` may never be killed, or undefined if it may. */
   protects(who: Attribution): Extract<ResponseOutcome, { action: 'spared' }>['why'] | undefined {
     if (who.pid === 1) return 'init';

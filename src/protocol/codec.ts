@@ -8,13 +8,15 @@ import {
   FRAME_LIMITS,
   LOOKUP_BATCH_LIMITS,
   MAX_FEATURES,
+  POLICY_KEYS,
+  POLICY_LIMITS,
   STATE_LIMITS,
   type AgentMessage,
   type Message,
   type SvmMessage,
 } from './messages.js';
 
-type FieldKind = 'str' | 'hex64' | 'uint' | 'uint32' | 'num01' | 'bool' | 'obj' | 'names' | 'time' | 'hashes' | 'results';
+type FieldKind = 'str' | 'hex64' | 'uint' | 'uint32' | 'num01' | 'bool' | 'obj' | 'names' | 'time' | 'hashes' | 'results' | 'settings';
 interface Field {
   kind: FieldKind;
   optional?: boolean;
@@ -115,9 +117,61 @@ const SVM_SCHEMAS: Record<string, Schema> = {
   load: { load: { kind: 'num01' }, queue: uint },
   generation: { generation: s(), signaturesAt: opt(time), signaturesMaxAge: opt(uint) },
   error: { code: s(), message: s(), id: opt(uint32) },
+  // Feature policy (the link refuses it unless the agent listed the feature).
+  policy: {
+    name: s({ max: POLICY_LIMITS.maxName }),
+    version: s({ max: 64 }),
+    settings: { kind: 'settings' },
+  },
 };
 
 const HEX64 = /^[0-9a-f]{64}$/;
+/** A policy name: empty (no policy), or letters, digits, . _ - and one / between policy and group. */
+const POLICY_NAME = /^(?:[A-Za-z0-9._-]{1,64}(?:\/[A-Za-z0-9._-]{1,63})?)?$/;
+const POLICY_VERSION = /^(?:[0-9a-f]{8,64})?$/;
+const SETTING_KEY = /^[a-z][a-z0-9_]{0,63}$/;
+
+/**
+ * A value inside policy `settings`: JSON data only (strings, finite numbers, booleans, lists,
+ * mappings), at most POLICY_LIMITS.maxDepth containers deep, lists of at most maxList entries,
+ * strings of at most maxString, mapping keys of [a-z0-9_] (no `__proto__`). Returns a copy.
+ */
+function settingValue(v: unknown, where: string, depth: number): unknown {
+  if (typeof v === 'string') {
+    if (v.length > FRAME_LIMITS.maxString)
+      throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where} is longer than ${FRAME_LIMITS.maxString}`);
+    return v;
+  }
+  if (typeof v === 'boolean') return v;
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v)) bad(`${where} must be a finite number`);
+    return v;
+  }
+  if (typeof v !== 'object' || v === null) bad(`${where} must be a string, number, boolean, list or mapping`);
+  if (depth >= POLICY_LIMITS.maxDepth) bad(`${where} is nested more than ${POLICY_LIMITS.maxDepth} deep`);
+  if (Array.isArray(v)) {
+    if (v.length > POLICY_LIMITS.maxList)
+      throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where} has more than ${POLICY_LIMITS.maxList} entries`);
+    return v.map((x, i) => settingValue(x, `${where}[${i}]`, depth + 1));
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (!SETTING_KEY.test(k)) bad(`${where} has a key that is not a setting name`);
+    out[k] = settingValue(x, `${where}.${k}`, depth + 1);
+  }
+  return out;
+}
+
+/** Policy `settings`: a mapping of POLICY_KEYS; other keys (a newer SVM's) are dropped, like unknown fields. */
+function policySettings(v: unknown, where: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(`${where} must be an object`);
+  const out: Record<string, unknown> = {};
+  for (const k of POLICY_KEYS) {
+    const x = (v as Record<string, unknown>)[k];
+    if (Object.hasOwn(v, k) && x !== undefined && x !== null) out[k] = settingValue(x, `${where}.${k}`, 1);
+  }
+  return out;
+}
 
 function bad(msg: string): never {
   throw new ProtocolError('LA_ERR_PROTO_MALFORMED', msg);
@@ -176,6 +230,9 @@ function checkFields(src: Record<string, unknown>, schema: Schema, where: string
           throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where}.${key} has more than ${LOOKUP_BATCH_LIMITS.maxEntries} results`);
         if (!RESULTS.test(v)) bad(`${where}.${key} must be 1-${LOOKUP_BATCH_LIMITS.maxEntries} letters of c, i, u`);
         break;
+      case 'settings':
+        out[key] = policySettings(v, `${where}.${key}`);
+        continue;
       case 'obj':
         if (typeof v !== 'object' || Array.isArray(v)) bad(`${where}.${key} must be an object`);
         out[key] = checkFields(v as Record<string, unknown>, f.fields!, `${where}.${key}`);
@@ -219,6 +276,10 @@ function decodeWith(data: string | Buffer, schemas: Record<string, Schema>): Mes
     throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', `unknown message type ${JSON.stringify(String(t)).slice(0, 40)}`);
   }
   const out = checkFields(parsed as Record<string, unknown>, schemas[t]!, t);
+  if (t === 'policy') {
+    if (!POLICY_NAME.test(out.name as string)) bad('policy.name must be empty or NAME or NAME/GROUP of letters, digits, . _ -');
+    if (!POLICY_VERSION.test(out.version as string)) bad('policy.version must be empty or 8 to 64 lowercase hex characters');
+  }
   out.t = t;
   return out as unknown as Message;
 }

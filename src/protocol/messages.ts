@@ -7,7 +7,8 @@
  *
  *   agent -> SVM: hello, lookup, scan (then binary chunks), event, cancel, state (feature state-report),
  *                 lookups (feature lookup-batch)
- *   SVM -> agent: welcome, verdict, load, generation, error, lookups (feature lookup-batch)
+ *   SVM -> agent: welcome, verdict, load, generation, error, lookups (feature lookup-batch),
+ *                 policy (feature policy)
  *
  * The version rule. `v` changes only when a message every peer must understand changes meaning;
  * then peers of different versions refuse each other (close 4002). Everything added to
@@ -37,6 +38,11 @@ export const FEATURES = {
    * hash under the SVM's current generation): the agent's signature refresh (docs/cache.md).
    */
   lookupBatch: 'lookup-batch',
+  /**
+   * SVM -> agent `policy`: the central settings of the agent's tenant (or group), right after
+   * welcome and whenever they change (docs/policies.md). `name: ''` means no central policy.
+   */
+  policy: 'policy',
 } as const satisfies Record<string, string>;
 /** At most this many feature names in a hello or welcome, each at most 64 characters. */
 export const MAX_FEATURES = 32;
@@ -200,6 +206,36 @@ export interface StateReport {
   policy?: { name: string; version: string };
 }
 
+/**
+ * Settings a policy may carry: keys of the agent's config that make sense centrally. The SVM and
+ * the agent validate their values with the agent's own validators (src/config/policy.ts); the
+ * codec only bounds their shape. `scan_schedule` is passed through to agents that know it.
+ */
+export const POLICY_KEYS = ['exclude', 'on_svm_unavailable', 'deadline', 'max_file_size', 'on_detect', 'scan_schedule'] as const;
+export type PolicyKey = (typeof POLICY_KEYS)[number];
+
+/** Bounds of a `policy` frame (the codec enforces them; the frame itself is at most 64 KiB). */
+export const POLICY_LIMITS = {
+  /** A policy name: `tenant-policy` or `tenant-policy/group`. */
+  maxName: 128,
+  /** Objects and lists nested inside `settings` (exclude.processes[i] is 3 deep). */
+  maxDepth: 4,
+  /** Entries of one list inside `settings`. */
+  maxList: 4096,
+} as const;
+
+/**
+ * SVM -> agent, feature `policy`: the central settings in force for this agent. `version` is the
+ * SVM's content hash of name and settings. `settings` holds only POLICY_KEYS, as written in the
+ * SVM's config (durations and sizes in their human form); `name: ''` clears the central layer.
+ */
+export interface PolicyMsg {
+  t: 'policy';
+  name: string;
+  version: string;
+  settings: Partial<Record<PolicyKey, unknown>>;
+}
+
 export interface LoadReport {
   t: 'load';
   load: number;
@@ -222,7 +258,7 @@ export interface ErrorMsg {
 }
 
 export type AgentMessage = Hello | Lookup | LookupBatch | ScanRequest | Cancel | DetectionEvent | StateReport;
-export type SvmMessage = Welcome | VerdictMsg | LookupBatchAnswer | LoadReport | GenerationChange | ErrorMsg;
+export type SvmMessage = Welcome | VerdictMsg | LookupBatchAnswer | LoadReport | GenerationChange | ErrorMsg | PolicyMsg;
 export type Message = AgentMessage | SvmMessage;
 
 /** WebSocket close codes (4000-4999 are for applications, RFC 6455 section 7.4.2). */

@@ -3,7 +3,7 @@
  * SvmLink to a single SVM, or an SvmPool over several with failover. Both present this.
  */
 import type { EventEmitter } from 'node:events';
-import type { DetectionEvent, Limits, LookupBatch, LookupBatchAnswer, StateReport, VerdictMsg, Welcome } from '../protocol/index.js';
+import type { DetectionEvent, Limits, LookupBatch, LookupBatchAnswer, PolicyMsg, StateReport, VerdictMsg, Welcome } from '../protocol/index.js';
 import type { ChunkReader, LinkState, SvmLinkEvents, WindowStats } from './svm-link.js';
 import type { PriorityLike } from './window.js';
 
@@ -13,6 +13,8 @@ export interface SvmClient extends EventEmitter<SvmLinkEvents> {
   readonly state: LinkState;
   readonly welcome: Welcome | undefined;
   readonly generation: string | undefined;
+  /** Feature policy: the last policy the SVM in use sent on this connection. */
+  readonly policy: PolicyMsg | undefined;
   readonly load: number;
   readonly limits: Limits | undefined;
   readonly inFlight: number;

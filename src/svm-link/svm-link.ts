@@ -37,6 +37,7 @@ import {
   type StateReport,
   type Limits,
   type OsName,
+  type PolicyMsg,
   type VerdictMsg,
   type Welcome,
 } from '../protocol/index.js';
@@ -119,6 +120,8 @@ export interface SvmLinkEvents {
   disconnected: [string];
   generation: [string];
   load: [number];
+  /** Feature policy: the SVM sent the central settings in force for this agent (docs/policies.md). */
+  policy: [PolicyMsg];
   refused: [LightagentError];
   /** A connection attempt failed before the SVM welcomed us (the link retries with backoff). */
   unreachable: [LightagentError];
@@ -131,6 +134,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
   private ws: WebSocket | undefined;
   private _state: LinkState = 'idle';
   private _welcome: Welcome | undefined;
+  private _policy: PolicyMsg | undefined;
   private _load = 0;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
@@ -173,6 +177,10 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
   }
   get generation(): string | undefined {
     return this._welcome?.generation;
+  }
+  /** Feature policy: the last policy this connection's SVM sent (cleared at each welcome). */
+  get policy(): PolicyMsg | undefined {
+    return this._policy;
   }
   /** Did the SVM list this feature of lightagent/1 in its welcome? Send a feature's messages only then. */
   speaks(feature: string): boolean {
@@ -534,6 +542,7 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
             return;
           }
           this._welcome = msg;
+          this._policy = undefined;
           this._load = msg.load;
           this._state = 'connected';
           this.lastError = undefined;
@@ -575,6 +584,19 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
             this.log.info('signature generation changed', { generation: msg.generation });
             this.emit('generation', msg.generation);
           }
+          break;
+        case 'policy':
+          // Like any unlisted type: an SVM must not send a feature's message to an agent that did not list it.
+          if (!this.opts.features?.includes(FEATURES.policy)) {
+            this.protocolFailure(
+              ws,
+              new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'the SVM sent a policy, a feature this agent did not list'),
+            );
+            return;
+          }
+          this._policy = msg;
+          this.log.info('policy received', { name: msg.name, version: msg.version });
+          this.emit('policy', msg);
           break;
         case 'error':
           if (msg.code === 'LA_ERR_AUTH') {

@@ -21,7 +21,7 @@
 import { EventEmitter } from 'node:events';
 import { DeadlineError, LightagentError, SvmUnavailableError } from '../errors.js';
 import { logger } from '../log.js';
-import type { DetectionEvent, Limits, LookupBatch, LookupBatchAnswer, StateReport, VerdictMsg, Welcome } from '../protocol/index.js';
+import type { DetectionEvent, Limits, LookupBatch, LookupBatchAnswer, PolicyMsg, StateReport, VerdictMsg, Welcome } from '../protocol/index.js';
 import { Backoff } from '../backoff.js';
 import type { SvmClient } from './client.js';
 import { fetchSvmList, isLoopbackUrl, svmUrlProblem, type SvmEntry } from './discovery.js';
@@ -124,6 +124,10 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
   }
   get generation(): string | undefined {
     return (this.active ?? this.lastActive)?.link.generation;
+  }
+  /** Feature policy: the active SVM's last policy (a switch emits `connected`: read it again then). */
+  get policy(): PolicyMsg | undefined {
+    return this.active?.link.policy;
   }
   get load(): number {
     return (this.active ?? this.lastActive)?.link.load ?? 0;
@@ -422,6 +426,9 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
     });
     link.on('generation', (g) => {
       if (this.active === m) this.emit('generation', g);
+    });
+    link.on('policy', (p) => {
+      if (this.active === m) this.emit('policy', p);
     });
     this.members.push(m);
     return m;

@@ -53,6 +53,8 @@
  *   inventory: {silent_after: 15m, max_agents: 20000, max_agents_per_tenant: 10000}
  *   admin_tokens: [{token: a-long-admin-token, role: admin}, {token: another, role: viewer, tenant: acme}]
  *   admin_token_file: /etc/lightagent/svm-admin-tokens.yaml   # a YAML/JSON list like admin_tokens, re-read on SIGHUP
+ *   policies:                       # central agent settings per tenant, groups by host glob or agent id (docs/policies.md)
+ *     acme: {deadline: 3s, exclude: {paths: [/srv/cache/**]}, groups: [{name: build, hosts: [build-*], deadline: 10s}]}
  */
 import fs from 'node:fs';
 import { z } from 'zod';
@@ -62,6 +64,7 @@ import { FRAME_LIMITS } from '../protocol/index.js';
 import { DEFAULT_ARCHIVE_LIMITS as A } from './engines/containers/limits.js';
 import type { SiemDestination } from './siem/export.js';
 import { FACILITIES, SIEM_EVENT_CLASSES } from './siem/format.js';
+import { checkPolicies, policiesBlock } from './policies.js';
 
 const archives = z
   .object({
@@ -374,6 +377,7 @@ export const svmConfigSchema = z
       .strict()
       .optional(),
     siem,
+    policies: z.preprocess((v) => v ?? {}, policiesBlock),
     log: z
       .object({ file: z.string().optional(), level: z.enum(['error', 'warn', 'info', 'debug']).default('info') })
       .strict()
@@ -429,6 +433,9 @@ export const svmConfigSchema = z
       seen.set(t.token, t.tenant);
     });
     checkAdminTokens(c, ctx);
+    checkPolicies(c.policies, new Set(c.tokens.map((t) => t.tenant)), (path, message) =>
+      ctx.addIssue({ code: 'custom', path: ['policies', ...path], message }),
+    );
   });
 
 export type SvmConfig = z.output<typeof svmConfigSchema>;

@@ -12,6 +12,7 @@ import type { ScanEngine } from './engines/engine.js';
 import { SvmEventBus } from './events.js';
 import { FairScheduler } from './fairness.js';
 import { SvmMetrics } from './metrics.js';
+import { PolicyBook } from './policies.js';
 import type { ReportTarget } from './reports.js';
 import { SignatureAge, type SignatureStatus } from './signature-age.js';
 import { TokenStore, type TenantToken } from './tokens.js';
@@ -74,6 +75,8 @@ export class SvmCore {
   readonly signatureReloads = { ok: 0, failed: 0 };
   readonly signatureAge: SignatureAge;
   private watched: { generation: string; stale: boolean } | undefined;
+  /** Central agent settings per tenant and group (feature policy); replaced whole on a config reload. */
+  policies = new PolicyBook();
   /** Hear agents connect, report their state and go (the inventory). */
   readonly observers = new Set<AgentObserver>();
   private activeScans = 0;

@@ -22,6 +22,7 @@ import { CHUNK_HEADER, CloseCode, FEATURES, FRAME_LIMITS, PROTOCOL } from '../pr
 import { SvmCore, type CoreOptions } from './core.js';
 import type { ScanEngine } from './engines/engine.js';
 import type { MetricsSnapshot } from './metrics.js';
+import { PolicyBook } from './policies.js';
 import { Reporter } from './reports.js';
 import { SignatureWatcher, watchedSignaturePaths } from './signature-watch.js';
 import { AgentSession } from './session.js';
@@ -104,6 +105,8 @@ export interface SvmOptions {
   adminTokens?: readonly AdminToken[];
   /** Reported by GET /api/svm. */
   version?: string;
+  /** `policies:` of the config as written and validated (src/svm/policies.ts); sent to agents (feature policy). */
+  policies?: Record<string, unknown>;
 }
 
 /** The inventory's settings; `store` defaults to memory without persistence. */
@@ -179,7 +182,8 @@ export class SvmServer {
     private readonly opts: SvmOptions,
   ) {
     this.reporter = new Reporter(core, () => this.sessions, opts.reportIntervalMs ?? SVM_DEFAULTS.reportIntervalMs);
-    core.features.push(FEATURES.signatureAge, FEATURES.lookupBatch);
+    core.features.push(FEATURES.signatureAge, FEATURES.lookupBatch, FEATURES.policy);
+    core.policies = new PolicyBook(opts.policies ?? {});
     core.checkSignatures();
     this.signatureTimer = setInterval(() => core.checkSignatures(), Math.max(100, opts.signatureCheckMs ?? 10_000));
     this.signatureTimer.unref();
@@ -203,6 +207,11 @@ export class SvmServer {
           agentTokens: core.tokens,
           generation: () => core.generation(),
           svm: () => this.svmInfo(),
+          policyFor: (tenant, agentId, host) => core.policies.resolve(tenant, agentId, host),
+          policies: (tenant) =>
+            (tenant === undefined ? core.policies.tenants : [tenant]).flatMap((t) =>
+              core.policies.list(t).map((p) => ({ tenant: t, ...p })),
+            ),
         }),
       );
     }
@@ -376,6 +385,31 @@ export class SvmServer {
     for (const s of this.sessions) if (s.checkToken()) dropped++;
     this.log.info('tenant tokens reloaded', { tokens: tokens.length, agentsDropped: dropped });
     return { tokens: tokens.length, agentsDropped: dropped };
+  }
+
+  /**
+   * Replace the policies (SIGHUP; `raw` already validated by the config schema): every connected
+   * agent whose policy changed is sent the new one at once; a `policy` event per tenant policy
+   * set, changed or removed. Returns how many agents were sent a policy.
+   */
+  reloadPolicies(raw: Record<string, unknown>): { policies: number; agentsSent: number } {
+    const before = this.core.policies;
+    const next = new PolicyBook(raw);
+    this.core.policies = next;
+    let sent = 0;
+    for (const s of this.sessions) if (s.sendPolicy()) sent++;
+    const time = new Date().toISOString();
+    // One event per policy (a tenant's own and each group's) set, changed or removed.
+    for (const tenant of new Set([...before.tenants, ...next.tenants])) {
+      const was = new Map(before.list(tenant).map((p) => [p.name, p.version]));
+      const now = new Map(next.list(tenant).map((p) => [p.name, p.version]));
+      for (const [policy, version] of now)
+        if (was.get(policy) !== version) this.core.events.publish({ kind: 'policy', time, tenant, policy, change: 'set', version });
+      for (const policy of was.keys())
+        if (!now.has(policy)) this.core.events.publish({ kind: 'policy', time, tenant, policy, change: 'removed' });
+    }
+    this.log.info('policies reloaded', { tenants: next.tenants, agentsSent: sent });
+    return { policies: next.tenants.length, agentsSent: sent };
   }
 
   /** Tell every agent about a new signature generation (call after an engine reload). Returns how many were told. */

@@ -37,7 +37,8 @@
  *   ProtocolError: an `error` frame, then close 4000 (4003 for oversized frames), this connection
  *   only. Nothing thrown in a handler leaves it; other connections never notice.
  * - From the SVM, unasked: `load` (at most every 2 s, only when it changed) and `generation`
- *   (after the signatures changed); see server.ts.
+ *   (after the signatures changed); see server.ts. `policy` (feature policy, only to an agent
+ *   that listed it): right after welcome, and when a config reload changes the agent's policy.
  */
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
@@ -86,6 +87,8 @@ export class AgentSession {
   lastLoad = -1;
   /** The generation this agent was last told. */
   lastGeneration = '';
+  /** The policy version this agent was last sent (feature policy); undefined before the first. */
+  private lastPolicy: string | undefined;
   readonly remote: string;
   /** CN of the agent's TLS client certificate (mutual TLS only). */
   readonly certSubject: string | undefined;
@@ -357,6 +360,7 @@ export class AgentSession {
       lastHeard: () => this.lastHeard,
     };
     this.core.observe('connected', this.facts);
+    this.sendPolicy();
     if (this.core.claimAgentId(tenant, msg.agentId) > 0) {
       // Not refused: an agent reconnecting while its old connection is not closed yet looks the same.
       this.log.warn('another connection already uses this agent id: a VM cloned from a template that was not sealed? (docs/vdi.md)', {
@@ -408,6 +412,27 @@ export class AgentSession {
       action: e.action,
       process: e.process,
     });
+  }
+
+  /**
+   * Send the agent its policy (feature policy) if it changed since the last one sent: after
+   * welcome, and after a config reload. No policy for it: `name: ''` (the agent drops its central
+   * layer). Returns true if a frame was sent.
+   */
+  sendPolicy(): boolean {
+    if (!this.hello || this.closed || !this.speaks(FEATURES.policy)) return false;
+    const p = this.core.policies.resolve(this.tenant, this.hello.agentId, this.hello.host);
+    const version = p?.version ?? '';
+    if (version === this.lastPolicy) return false;
+    this.lastPolicy = version;
+    try {
+      this.send({ t: 'policy', name: p?.name ?? '', version, settings: p?.settings ?? {} });
+    } catch (e) {
+      // The config check bounds a policy well under a frame; never let one cost the connection.
+      this.log.error('policy not sent', { agent: this.hello.agentId, policy: p?.name, ...describeError(e) });
+      return false;
+    }
+    return true;
   }
 
   /** Did the agent list this feature of lightagent/1 in its hello? Send a feature's messages only then. */

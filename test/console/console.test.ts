@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { CONSOLE_CSP } from '../../src/svm/console/console-route.js';
 import { findBinary, needPackage } from '../helpers/procs.js';
-import { ADMIN_TOKEN, AGENT_TOKENS, startConsoleFleet, VIEWER_B_TOKEN, XSS_HOST, type ConsoleFleet } from './fleet.js';
+import { ADMIN_TOKEN, AGENT_TOKENS, FLEET, startConsoleFleet, VIEWER_B_TOKEN, XSS_HOST, type ConsoleFleet } from './fleet.js';
 
 const chromiumPath = findBinary('chromium', ['/usr/bin/chromium', '/usr/bin/chromium-browser']);
 const skip = needPackage(chromiumPath, 'chromium', 'the web console browser test');
@@ -110,6 +110,18 @@ describe('web console in chromium', { skip, timeout: 180_000 }, () => {
     assert.equal(await page.locator('img[src=x]').count(), 0);
     assert.ok(await page.locator('tr[data-agent=b-desk-02]').evaluate((e) => e.classList.contains('silent')));
     assert.match(await page.locator('tr[data-agent=b-desk-02]').innerText(), /silent/);
+    // The policy each agent runs, and whether it is the one the SVM has for it now.
+    const cur = (id: string) => fleet.svm.core.policies.resolve(id[0]!, id, FLEET.find((f) => f.agentId === id)!.host)!;
+    assert.equal(
+      await texts('tr[data-agent=a-web-01] [data-test=policy]').then((t) => t[0]),
+      `servers v${cur('a-web-01').version.slice(0, 8)} current`,
+    );
+    assert.equal(await texts('tr[data-agent=a-db-01] [data-test=policy]').then((t) => t[0]), 'servers v0badc0de not the current one');
+    assert.equal(await texts('tr[data-agent=a-build-07] [data-test=policy]').then((t) => t[0]), 'local not applied');
+    assert.equal(
+      await texts('tr[data-agent=b-desk-01] [data-test=policy]').then((t) => t[0]),
+      `desktops v${cur('b-desk-01').version.slice(0, 8)} current`,
+    );
     await shot('agents');
 
     await page.selectOption('select[name=state]', 'degraded');
@@ -161,6 +173,7 @@ describe('web console in chromium', { skip, timeout: 180_000 }, () => {
     assert.deepEqual(await texts('[data-test=reasons] li'), ['fanotify-unavailable', 'watcher-stopped']);
     assert.deepEqual(await texts('[data-test=history] tbody td:nth-child(2)'), ['✕ off', '! degraded', '✓ protected']);
     assert.deepEqual(await texts('[data-test=detections] tbody td.path'), ['/home/ci/eicar.txt']);
+    assert.match(await page.locator('[data-test=policy-expected]').innerText(), /the current one is servers\/ci v[0-9a-f]{16}/);
     await shot('agent');
     // Another agent's page (usePoll never shows the previous agent's facts while it loads).
     await page.goto(`${fleet.base}/console/#/agent/a/a-db-01`);
@@ -168,7 +181,11 @@ describe('web console in chromium', { skip, timeout: 180_000 }, () => {
     assert.match(await page.locator('[data-test=generation]').innerText(), /behind the SVM/);
     assert.equal(await page.locator('[data-test=deferred]').innerText(), '37 waiting for an SVM');
     assert.equal(await page.locator('[data-test=cache]').innerText(), '9120 entries, hit rate 71 %');
-    assert.equal(await page.locator('[data-test=policy]').innerText(), 'servers v6');
+    const servers = fleet.svm.core.policies.resolve('a', 'a-db-01', 'db-01.prod.example')!;
+    assert.equal(
+      (await page.locator('[data-test=policy]').innerText()).replace(/\s+/g, ' ').trim(),
+      `servers v0badc0de0badc0de (the current one is servers v${servers.version})`,
+    );
   });
 
   it('detections: timeline bars and the list, hostile strings as text', async () => {

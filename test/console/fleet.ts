@@ -9,6 +9,7 @@ import WebSocket from 'ws';
 import type { StateReport } from '../../src/protocol/index.js';
 import { consoleRoute } from '../../src/svm/console/console-route.js';
 import type { SvmServer } from '../../src/svm/server.js';
+import { PolicyBook } from '../../src/svm/policies.js';
 import { startTestSvm } from '../svm/helpers.js';
 import { api, stateAgent, type StateAgent } from '../svm/inventory-helpers.js';
 
@@ -42,10 +43,24 @@ export interface FleetAgentSpec {
   cacheEntries?: number;
   /** Local cache hits and misses since start. */
   hits?: [number, number];
-  policy?: { name: string; version: string } | null;
+  /** What the agent says it runs; `current`: the policy the SVM has for it now (FLEET_POLICIES). */
+  policy?: { name: string; version: string } | 'current' | null;
   /** Detections this agent reports over the wire: [threat, path, minutes ago]. */
   detections?: Array<[string, string, number]>;
 }
+
+/** The SVM's `policies:` (docs/policies.md): tenant a's servers with a group for the CI hosts, tenant b's desktops. */
+export const FLEET_POLICIES = {
+  a: {
+    name: 'servers',
+    deadline: '3s',
+    exclude: { paths: ['/var/lib/postgresql/**'] },
+    groups: [{ name: 'ci', hosts: ['build-*'], on_svm_unavailable: 'deny' }],
+  },
+  b: { name: 'desktops', on_detect: 'deny-and-kill' },
+};
+/** An older version of tenant a's policy, still run by an agent that has not heard the new one. */
+export const OLD_SERVERS = { name: 'servers', version: '0badc0de0badc0de' };
 
 export const FLEET: FleetAgentSpec[] = [
   {
@@ -55,7 +70,7 @@ export const FLEET: FleetAgentSpec[] = [
     state: 'protected',
     cacheEntries: 48211,
     hits: [973, 27],
-    policy: { name: 'servers', version: '7' },
+    policy: 'current',
     detections: [
       ['Eicar-Test-Signature', '/var/www/uploads/eicar.com', 5],
       ['Win.Trojan.Agent-1', '/tmp/x/payload.exe', 130],
@@ -68,7 +83,7 @@ export const FLEET: FleetAgentSpec[] = [
     state: 'protected',
     cacheEntries: 47002,
     hits: [968, 32],
-    policy: { name: 'servers', version: '7' },
+    policy: 'current',
   },
   {
     tenant: 'a',
@@ -81,7 +96,7 @@ export const FLEET: FleetAgentSpec[] = [
     generationCurrent: false,
     hits: [71, 29],
     cacheEntries: 9120,
-    policy: { name: 'servers', version: '6' },
+    policy: OLD_SERVERS,
   },
   {
     tenant: 'a',
@@ -110,7 +125,7 @@ export const FLEET: FleetAgentSpec[] = [
     os: 'windows',
     agentVersion: '0.1.0',
     state: 'protected',
-    policy: { name: 'desktops', version: '3' },
+    policy: 'current',
     detections: [['Eicar-Test-Signature', 'C:\\Users\\ann\\Downloads\\eicar.com', 200]],
   },
   { tenant: 'b', agentId: 'b-desk-02', host: 'desk-02.office.example', os: 'windows', state: 'protected', silent: true },
@@ -145,8 +160,9 @@ const report = (s: FleetAgentSpec, generation: string, state: State, reasons: st
   cache: { entries: s.cacheEntries ?? 1200, hits: s.hits?.[0] ?? 900, misses: s.hits?.[1] ?? 100 },
   deferred: s.deferred ?? 0,
   detections: s.detections?.length ?? 0,
-  ...(s.policy ? { policy: s.policy } : {}),
+  ...(s.policy === 'current' ? { policy: BOOK.resolve(s.tenant, s.agentId, s.host)! } : s.policy ? { policy: s.policy } : {}),
 });
+const BOOK = new PolicyBook(FLEET_POLICIES);
 
 /** Start the SVM with the console and the admin API, connect `specs` as real agents, wait for the silent one. */
 export async function startConsoleFleet(specs: FleetAgentSpec[] = FLEET): Promise<ConsoleFleet> {
@@ -161,6 +177,7 @@ export async function startConsoleFleet(specs: FleetAgentSpec[] = FLEET): Promis
     ],
     inventory: { silentAfterMs: SILENT_AFTER_MS },
     version: '0.1.0',
+    policies: FLEET_POLICIES,
   });
   svm.addRoute(consoleRoute());
   const agents: StateAgent[] = [];

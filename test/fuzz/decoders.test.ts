@@ -22,9 +22,12 @@ import {
   encodeChunk,
   encodeMessage,
   FRAME_LIMITS,
+  POLICY_KEYS,
+  POLICY_LIMITS,
   type Message,
 } from '../../src/protocol/index.js';
-import { loadAgentConfig } from '../../src/config/agent.js';
+import { PolicyLayer, PolicyRefusedError } from '../../src/agent/policy-layer.js';
+import { agentConfigSchema, loadAgentConfig } from '../../src/config/agent.js';
 import { loadSvmConfig } from '../../src/svm/config.js';
 import { VerdictCache, type FileIdentity } from '../../src/cache/verdict-cache.js';
 import { decodeRecords, encodeOps, encodeRecord, headerBytes, JOURNAL_HEADER_BYTES } from '../../src/store/journal-format.js';
@@ -91,6 +94,17 @@ const svmMsgs: Message[] = [
   { t: 'generation', generation: 'g2' },
   { t: 'error', code: 'LA_ERR_AUTH', message: 'no', id: 4 },
   { t: 'lookups', id: 8, generation: 'g2', results: 'ciu' },
+  // Feature policy.
+  {
+    t: 'policy',
+    name: 'acme/build',
+    version: '0123456789abcdef',
+    settings: {
+      deadline: '3s',
+      exclude: { paths: ['/srv/cache/**'], processes: [{ path: '/usr/bin/rsync', children: true }] },
+      scan_schedule: { every: '1d', at: '02:30' },
+    },
+  },
 ];
 
 /** Values that break naive validators: wrong types, huge, negative, NaN-ish, prototype keys. */
@@ -206,7 +220,7 @@ describe('fuzz: protocol frames never escape ProtocolError', () => {
     fuzz(t, 'decodeSvmMessage', fc.tuple(frameArb(svmMsgs), fc.boolean()), ([buf, asString]) => {
       try {
         const m = decodeSvmMessage(asString ? buf.toString('utf8') : buf);
-        assert.ok(['welcome', 'verdict', 'lookups', 'load', 'generation', 'error'].includes(m.t));
+        assert.ok(['welcome', 'verdict', 'lookups', 'load', 'generation', 'error', 'policy'].includes(m.t));
         assert.deepEqual(decodeSvmMessage(encodeMessage(m)), m);
       } catch (e) {
         expectOnly(e, [ProtocolError], 'decodeSvmMessage');
@@ -255,6 +269,36 @@ describe('fuzz: protocol frames never escape ProtocolError', () => {
     });
   });
 
+  it('policy frames with any settings: ProtocolError, or bounded settings the agent checks without throwing anything else', (t) => {
+    const layer = new PolicyLayer(dir, agentConfigSchema.parse({}));
+    const depth = (v: unknown): number =>
+      typeof v === 'object' && v !== null ? 1 + Math.max(0, ...Object.values(v as Record<string, unknown>).map(depth)) : 0;
+    const settings = fc.dictionary(fc.constantFrom(...POLICY_KEYS, 'protect', 'token', '__proto__', 'svm'), fc.jsonValue({ maxDepth: 6 }), {
+      maxKeys: 7,
+    });
+    // Mostly well-formed names and versions, so most frames reach the agent's checks.
+    const name = fc.oneof(fc.constantFrom('acme', 'acme/build', ''), fc.string({ maxLength: 80 }));
+    const version = fc.oneof(fc.stringMatching(/^[0-9a-f]{16}$/), fc.string({ maxLength: 70 }));
+    fuzz(t, 'policy frame', fc.tuple(name, version, settings), ([name, version, st]) => {
+      const text = JSON.stringify({ t: 'policy', name, version, settings: st });
+      let m;
+      try {
+        m = decodeSvmMessage(text);
+      } catch (e) {
+        return expectOnly(e, [ProtocolError], 'decodeSvmMessage(policy)');
+      }
+      assert.equal(m.t, 'policy');
+      if (m.t !== 'policy') return;
+      for (const k of Object.keys(m.settings)) assert.ok((POLICY_KEYS as readonly string[]).includes(k), `only policy keys pass: ${k}`);
+      assert.ok(depth(m.settings) <= POLICY_LIMITS.maxDepth + 1, 'nesting bounded');
+      try {
+        layer.check(m, ['/srv']);
+      } catch (e) {
+        expectOnly(e, [PolicyRefusedError], 'PolicyLayer.check');
+      }
+    });
+  });
+
   it('binary chunks: ProtocolError or a chunk whose fields re-encode to the same bytes', (t) => {
     const chunkArb = fc.oneof(
       fc
@@ -279,6 +323,7 @@ describe('fuzz: protocol frames never escape ProtocolError', () => {
 const agentKeys = [
   'svm',
   'token',
+  'local_keys',
   'ca',
   'deadline',
   'max_file_size',
@@ -293,6 +338,7 @@ const agentKeys = [
 ];
 const svmKeys = [
   'listen',
+  'policies',
   'tokens',
   'engine',
   'signatures',

@@ -17,6 +17,7 @@ import {
   FRAME_LIMITS,
   LOOKUP_BATCH_LIMITS,
   MAX_FEATURES,
+  POLICY_LIMITS,
   type Message,
 } from '../../src/protocol/index.js';
 
@@ -282,6 +283,47 @@ describe('protocol codec', () => {
       );
     // An answer needs its generation.
     assert.throws(() => decodeSvmMessage(JSON.stringify({ t: 'lookups', id: 1, results: 'c' })), ProtocolError);
+  });
+
+  it('policy (feature policy): only policy keys pass, nesting and lists bounded, names and versions checked', () => {
+    const base = {
+      t: 'policy',
+      name: 'acme/build',
+      version: '0123456789abcdef',
+      settings: { deadline: '3s', exclude: { paths: ['/srv/cache/**'], processes: [{ path: '/usr/bin/rsync', children: true }] } },
+    };
+    const enc = (patch: Record<string, unknown>) => JSON.stringify({ ...base, ...patch });
+    assert.deepEqual(decodeSvmMessage(enc({})), base);
+    // The clear-the-layer form, and keys outside POLICY_KEYS dropped like unknown fields (a newer SVM's).
+    assert.deepEqual(decodeSvmMessage(enc({ name: '', version: '', settings: {} })), { t: 'policy', name: '', version: '', settings: {} });
+    const dropped = decodeSvmMessage(enc({ settings: { svm: 'ws://evil:1', token: 'x', protect: [], deadline: 2, on_detect: null } }));
+    assert.deepEqual(dropped.t === 'policy' && dropped.settings, { deadline: 2 });
+    let deep: unknown = 'x';
+    for (let i = 0; i < POLICY_LIMITS.maxDepth; i++) deep = [deep];
+    const refused: Array<[Record<string, unknown>, string]> = [
+      [{ name: 'a/b/c' }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ name: 'a b' }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ name: 'x'.repeat(129) }, 'LA_ERR_PROTO_OVERSIZED'],
+      [{ version: 'XYZ' }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ version: 'ab' }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ settings: [] }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ settings: 'deadline: 3s' }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ settings: { exclude: deep } }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ settings: { exclude: { paths: Array.from({ length: POLICY_LIMITS.maxList + 1 }, () => 1) } } }, 'LA_ERR_PROTO_OVERSIZED'],
+      [{ settings: { exclude: { paths: ['x'.repeat(FRAME_LIMITS.maxString + 1)] } } }, 'LA_ERR_PROTO_OVERSIZED'],
+      [{ settings: { exclude: { 'Bad-Key': [] } } }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ settings: JSON.parse('{"exclude":{"__proto__":{"paths":["/"]}}}') as unknown }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ settings: { deadline: null, exclude: { paths: [null] } } }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ settings: undefined }, 'LA_ERR_PROTO_MALFORMED'],
+    ];
+    for (const [patch, code] of refused)
+      assert.throws(
+        () => decodeSvmMessage(enc(patch)),
+        (e: unknown) => e instanceof ProtocolError && e.code === code,
+        JSON.stringify(patch).slice(0, 80),
+      );
+    // An agent never sends one.
+    assert.throws(() => decodeAgentMessage(enc({})), ProtocolError);
   });
 
   it('accepts text as a string or a Buffer alike', () => {

@@ -125,6 +125,8 @@ describe('admin API', () => {
       'os',
       'osRelease',
       'policy',
+      'policyCurrent',
+      'policyExpected',
       'reasons',
       'silent',
       'since',

@@ -18,6 +18,8 @@ import type { Quarantine } from '../../store/quarantine.js';
 import type { SvmClient, WindowStats } from '../../svm-link/index.js';
 import type { ProtectionBackend, ProtectionMode } from '../../watchers/protection.js';
 import type { LocalCache } from '../local-cache.js';
+import type { PolicyLayer, PolicyStatus } from '../policy-layer.js';
+import type { PolicyMsg } from '../../protocol/index.js';
 
 export interface DaemonOptions {
   config: AgentConfig;
@@ -102,6 +104,8 @@ export interface DaemonStatus {
   backend: Record<string, number>;
   /** KiB: the whole process's resident set (every thread); the main thread's V8 heap in use. */
   memory: { rssKb: number; heapUsedKb: number };
+  /** The central layer (feature policy, docs/policies.md): the policy in force and where each central key comes from. */
+  policy?: PolicyStatus | undefined;
 }
 
 /** The daemon as its steps see it (src/agent/daemon.ts implements it). */
@@ -111,6 +115,8 @@ export interface DaemonApi {
   protectedPaths(): string[];
   status(): DaemonStatus;
   reload(next?: AgentConfig): Promise<ReloadResult>;
+  /** Apply a policy from the SVM over the local settings (make-before-break); refused: the settings in force stay. */
+  applyPolicy(msg: PolicyMsg): Promise<void>;
   recover(): Promise<void>;
   rescan(paths: string[]): Promise<string>;
   subscribe(on: { detection(d: Detection): void; state(now: ProtectionSnapshot, before: ProtectionSnapshot): void }): () => void;
@@ -119,7 +125,11 @@ export interface DaemonApi {
 
 /** Filled in step by step; a step may use what the steps before it set. */
 export interface DaemonContext {
+  /** The configuration in force: the local one with the policy over it. */
   cfg: AgentConfig;
+  /** The local configuration (file, environment, flags) as last loaded. */
+  local: AgentConfig;
+  policy?: PolicyLayer;
   opts: DaemonOptions;
   daemon: DaemonApi;
   notify?: SdNotify;

@@ -19,10 +19,12 @@ export const stateReportStep: Step<DaemonContext> = {
       figures: () => {
         const p = state.snapshot;
         const c = ctx.cache?.stats() ?? {};
+        const policy = ctx.policy?.inForce;
         return boundFigures({
           mode: ctx.backend?.mode ?? 'off',
           state: p.state,
-          reasons: p.reasons,
+          // A refused policy leaves protection as it was: said as a reason, the state unchanged.
+          reasons: ctx.policy?.refused ? [...p.reasons, 'policy-refused'] : p.reasons,
           since: p.since,
           agentVersion: AGENT_VERSION,
           os: host.os,
@@ -35,6 +37,7 @@ export const stateReportStep: Step<DaemonContext> = {
           },
           deferred: ctx.deferred?.size ?? 0,
           detections: ctx.detections?.count ?? 0,
+          ...(policy ? { policy } : {}),
         });
       },
     });
@@ -42,12 +45,14 @@ export const stateReportStep: Step<DaemonContext> = {
     state.on('change', changed);
     link.on('generation', changed);
     ctx.detections?.on('detection', changed);
+    ctx.policy?.on('change', changed);
     reporter.start();
     return () => {
       reporter.stop();
       state.off('change', changed);
       link.off('generation', changed);
       ctx.detections?.off('detection', changed);
+      ctx.policy?.off('change', changed);
     };
   },
 };

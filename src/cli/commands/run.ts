@@ -16,10 +16,12 @@ export const runCommand = defineCommand({
   usage: '[options]',
   description: `Run the protection daemon in the foreground until SIGINT or SIGTERM (SIGTERM answers every
 open still waiting for a verdict, then exits). SIGHUP re-reads the config file: protect,
-exclude, deadline, on_svm_unavailable and max_file_size change without a moment unprotected
-(flags given here still override the file). SIGUSR2 writes a status snapshot to
-<state-dir>/status.json. Under systemd (NOTIFY_SOCKET) it reports READY=1, WATCHDOG=1
-(WatchdogSec=), RELOADING=1 and STOPPING=1.
+exclude, deadline, on_svm_unavailable, max_file_size and on_detect change without a moment
+unprotected (flags given here still override the file). A policy from the SVM sets exclude,
+deadline, on_svm_unavailable, max_file_size and on_detect over the file, unless the file lists
+them in local_keys; the last one is kept in <state-dir>/policy.json (docs/policies.md).
+SIGUSR2 writes a status snapshot to <state-dir>/status.json. Under systemd (NOTIFY_SOCKET) it
+reports READY=1, WATCHDOG=1 (WatchdogSec=), RELOADING=1 and STOPPING=1.
 Status for any user: \`lightagent status\`; the sockets are in --socket-dir.
 Exit codes: 0 stopped, 2 bad config or start-up failure, 3 another daemon already runs on
 this state directory.`,

@@ -81,6 +81,7 @@ export function formatStatus(s: Obj): string {
     `protection:  ${state}, mode ${s.mode ?? 'off'}${s.mode === 'watcher' ? ' (scan after write; opens are not blocked)' : ''}`,
     `paths:       ${(s.protect ?? []).join(', ') || '-'}${s.exclude?.length ? `; excluded ${s.exclude.join(', ')}` : ''}`,
     ...exclusionLines(s.exclusions),
+    ...policyLines(s.policy),
     `SVM:         ${svm.state ?? '?'} ${svm.url ?? ''}${svm.svmId ? ` (${svm.svmId}, latency ${svm.latencyMs} ms, load ${svm.load})` : ''}`,
     `signatures:  generation ${svm.generation ?? 'unknown'}${signatureAgeText(svm)}`,
     `cache:       ${c.entries ?? 0} of ${c.capacity ?? 0} entries, hit rate ${((c.hitRate ?? 0) * 100).toFixed(1)}% ` +
@@ -99,7 +100,8 @@ export const statusCommand = defineCommand({
   summary: "show the running agent's protection state (any user)",
   usage: '[options]',
   description: `Show the running agent's state: protection mode (fanotify / watcher / off) and whether it is
-protected or degraded, SVM link, signature generation, verdict cache size and hit rate,
+protected or degraded, the policy from the SVM and where each central setting comes from
+(docs/policies.md), SVM link, signature generation, verdict cache size and hit rate,
 deferred-scan queue, last detections. Reads the status socket (on Windows the named pipe
 ${WINDOWS_STATUS_PIPE}); needs no privilege.
 Exit codes: 0 protected, 1 degraded or off, 2 the agent cannot be reached.`,
@@ -139,6 +141,29 @@ Exit codes: 0 protected, 1 degraded or off, 2 the agent cannot be reached.`,
     return s.protection?.state === 'protected' ? 0 : 1;
   },
 });
+
+/** The central layer (docs/policies.md): the policy in force, where each central key comes from, a refusal. */
+function policyLines(p: Obj | undefined): string[] {
+  if (!p) return [];
+  const from = p.source === 'saved' ? 'saved copy: the SVM has not confirmed it since the start' : 'from the SVM';
+  const lines = [p.source === 'none' ? 'policy:      none (local settings only)' : `policy:      ${p.name} version ${p.version} (${from})`];
+  const keys = (p.keys ?? {}) as Record<string, string>;
+  const by = (what: string) =>
+    Object.entries(keys)
+      .filter(([, v]) => v === what)
+      .map(([k]) => k);
+  const parts = [
+    by('central').length ? `central ${by('central').join(', ')}` : '',
+    by('local_keys').length ? `kept local (local_keys) ${by('local_keys').join(', ')}` : '',
+    by('not-supported').length ? `not supported by this agent ${by('not-supported').join(', ')}` : '',
+  ].filter(Boolean);
+  if (p.source !== 'none' && parts.length) lines.push(`  settings:  ${parts.join('; ')}; the rest local`);
+  if (p.refused) {
+    const why = String(p.refused.reason).split('\n').slice(1, 3).join(' ').trim();
+    lines.push(`  REFUSED:   ${p.refused.name} version ${p.refused.version} at ${p.refused.at}: ${why}`);
+  }
+  return lines;
+}
 
 /** The kinds of exclusion besides paths, one line when any is set (an older daemon sends none). */
 function exclusionLines(e: Obj | undefined): string[] {

@@ -3,7 +3,7 @@
  * SvmServer.addRoute. The contract is docs/console.md; the web console is built against it.
  *
  *   GET /api/whoami | /api/fleet | /api/agents | /api/agents/<tenant>/<agentId> | /api/detections |
- *       /api/detections/timeline | /api/svm
+ *       /api/detections/timeline | /api/svm | /api/policies
  *
  * Every request needs `Authorization: Bearer <admin or viewer token>` (auth.ts): none or unknown
  * 401, an agent token 403. A viewer sees its own tenant only: another tenant's rows are filtered
@@ -42,8 +42,26 @@ export interface AdminApiDeps {
   /** The SVM's generation now (AgentRow.generationCurrent). */
   generation: () => string;
   svm: () => SvmInfo;
+  /** The policy an agent should run now (src/svm/policies.ts); absent: none. */
+  policyFor?: (tenant: string, agentId: string, host: string) => PolicyRef | undefined;
+  /** Every policy of the tenants given (all when undefined), with its settings as written. */
+  policies?: (tenant: string | undefined) => PolicyInfo[];
   now?: () => number;
 }
+
+export interface PolicyRef {
+  name: string;
+  version: string;
+}
+export interface PolicyInfo extends PolicyRef {
+  tenant: string;
+  /** null: the tenant's own policy; else the group's name. */
+  group: string | null;
+  settings: Record<string, unknown>;
+}
+
+/** An agent row with the policy it should run, and whether it runs that one. */
+export type AgentPolicyView = AgentView & { policyExpected: PolicyRef | null; policyCurrent: boolean };
 
 /** What SvmServer.addRoute takes (server.ts HttpRoute; not imported: the server imports this file). */
 export interface AdminRoute {
@@ -119,6 +137,14 @@ export function createAdminApi(d: AdminApiDeps): AdminRoute {
   const now = d.now ?? Date.now;
 
   const visible = (who: AdminIdentity, rows: StoredAgent[]) => (who.tenant === null ? rows : rows.filter((r) => r.tenant === who.tenant));
+  const withPolicy = (v: AgentView): AgentPolicyView => {
+    const want = d.policyFor?.(v.tenant, v.agentId, v.host);
+    return {
+      ...v,
+      policyExpected: want ? { name: want.name, version: want.version } : null,
+      policyCurrent: want ? v.policy?.version === want.version && v.policy.name === want.name : v.policy === null,
+    };
+  };
 
   async function fleet(who: AdminIdentity) {
     const t = now();
@@ -149,7 +175,7 @@ export function createAdminApi(d: AdminApiDeps): AdminRoute {
     const g = d.generation();
     let views = visible(who, await d.inventory.rows())
       .filter((r) => tenant === undefined || r.tenant === tenant)
-      .map((r) => d.inventory.view(r, g, t));
+      .map((r) => withPolicy(d.inventory.view(r, g, t)));
     if (state) views = views.filter((v) => stateOf(v) === state);
     if (q) views = views.filter((v) => v.host.toLowerCase().includes(q) || v.agentId.toLowerCase().includes(q));
     const key = (v: AgentView): string | number =>
@@ -194,7 +220,11 @@ export function createAdminApi(d: AdminApiDeps): AdminRoute {
     const row = await d.inventory.get({ tenant, agentId });
     if (!row) return undefined;
     const [history, dets] = await Promise.all([d.inventory.history(row), d.inventory.detections([row])]);
-    return { agent: d.inventory.view(row, d.generation(), now()), history: history.slice(0, 100), detections: dets.slice(0, 100) };
+    return {
+      agent: withPolicy(d.inventory.view(row, d.generation(), now())),
+      history: history.slice(0, 100),
+      detections: dets.slice(0, 100),
+    };
   }
 
   async function detectionsOf(who: AdminIdentity, tenant: string | undefined, agentId: string | undefined): Promise<DetectionRecord[]> {
@@ -237,6 +267,11 @@ export function createAdminApi(d: AdminApiDeps): AdminRoute {
     if (parts.length === 1 && a === 'detections') return detections(who, url);
     if (parts.length === 2 && a === 'detections' && b === 'timeline') return timeline(who, url);
     if (parts.length === 1 && a === 'svm') return d.svm();
+    if (parts.length === 1 && a === 'policies') {
+      const tenant = tenantParam(url);
+      if (who.tenant !== null && tenant !== undefined && tenant !== who.tenant) return { policies: [] };
+      return { policies: d.policies?.(who.tenant ?? tenant) ?? [] };
+    }
     return undefined;
   }
 

@@ -68,7 +68,16 @@ export function Agent({ tenant, agentId }) {
       <dt>Deferred scans</dt>
       <dd data-test="deferred">${a.deferred}${a.deferred ? ' waiting for an SVM' : ''}</dd>
       <dt>Policy</dt>
-      <dd data-test="policy">${a.policy ? `${a.policy.name} v${a.policy.version}` : 'none: local settings'}</dd>
+      <dd data-test="policy">
+        ${a.policy ? `${a.policy.name} v${a.policy.version}` : 'none: local settings'}
+        ${
+          a.policyExpected === undefined || (a.policyExpected === null && a.policyCurrent)
+            ? null
+            : a.policyCurrent
+              ? html`${' '}<span class="ok-text">(current)</span>`
+              : html`${' '}<span class="warn-text" data-test="policy-expected">(${expectedText(a.policyExpected)})</span>`
+        }
+      </dd>
       <dt>Detections</dt>
       <dd>${a.detections}</dd>
     </dl>
@@ -98,4 +107,9 @@ export function Agent({ tenant, agentId }) {
     }
     <h2>Detections</h2>
     <${DetectionTable} detections=${data.detections} showHost=${false} />`;
+}
+
+/** What the SVM would send this agent now, when it runs something else. */
+function expectedText(p) {
+  return p ? `the current one is ${p.name} v${p.version}` : 'no policy now';
 }

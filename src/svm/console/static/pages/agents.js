@@ -143,6 +143,27 @@ function Row({ a }) {
       }
     </td>
     <td class="num">${a.detections}</td>
-    <td>${a.policy ? `${a.policy.name} v${a.policy.version}` : html`<span class="muted">local</span>`}</td>
+    <td data-test="policy">
+      ${a.policy ? html`${a.policy.name} <span class="small muted mono">v${shortVersion(a.policy)}</span>` : LOCAL}
+      ${
+        a.policyExpected === undefined || (a.policyExpected === null && a.policyCurrent)
+          ? null
+          : a.policyCurrent
+            ? html`<div class="small ok-text">current</div>`
+            : html`<div
+                class="small warn-text"
+                title=${a.policyExpected ? `the tenant's: ${a.policyExpected.name} v${a.policyExpected.version}` : ''}
+              >
+                ${!a.policyExpected ? 'no policy expected' : a.policy ? 'not the current one' : 'not applied'}
+              </div>`
+      }
+    </td>
   </tr>`;
+}
+
+const LOCAL = html`<span class="muted">local</span>`;
+
+/** The first 8 hex digits of a policy version: enough to tell two apart in a table. */
+function shortVersion(p) {
+  return p.version.slice(0, 8);
 }
