@@ -3,7 +3,16 @@
  * SvmLink to a single SVM, or an SvmPool over several with failover. Both present this.
  */
 import type { EventEmitter } from 'node:events';
-import type { DetectionEvent, Limits, LookupBatch, LookupBatchAnswer, PolicyMsg, StateReport, VerdictMsg, Welcome } from '../protocol/index.js';
+import type {
+  DetectionEvent,
+  Limits,
+  LookupBatch,
+  LookupBatchAnswer,
+  PolicyMsg,
+  StateReport,
+  VerdictMsg,
+  Welcome,
+} from '../protocol/index.js';
 import type { ChunkReader, LinkState, SvmLinkEvents, WindowStats } from './svm-link.js';
 import type { PriorityLike } from './window.js';
 

@@ -21,7 +21,16 @@
 import { EventEmitter } from 'node:events';
 import { DeadlineError, LightagentError, SvmUnavailableError } from '../errors.js';
 import { logger } from '../log.js';
-import type { DetectionEvent, Limits, LookupBatch, LookupBatchAnswer, PolicyMsg, StateReport, VerdictMsg, Welcome } from '../protocol/index.js';
+import type {
+  DetectionEvent,
+  Limits,
+  LookupBatch,
+  LookupBatchAnswer,
+  PolicyMsg,
+  StateReport,
+  VerdictMsg,
+  Welcome,
+} from '../protocol/index.js';
 import { Backoff } from '../backoff.js';
 import type { SvmClient } from './client.js';
 import { fetchSvmList, isLoopbackUrl, svmUrlProblem, type SvmEntry } from './discovery.js';
