@@ -4,7 +4,7 @@
  *
  *   [sd-notify] -> state-dir -> lock (one daemon per state directory) -> svm-link -> cache ->
  *   quarantine + deferred queue -> processes -> scanner + handler -> protection backend ->
- *   deferred re-scan -> protection state -> state report (to the SVM) -> recovery -> sockets ->
+ *   deferred re-scan -> scan jobs -> protection state -> state report (to the SVM) -> recovery -> sockets ->
  *   [signals -> ready]
  *
  * The bracketed steps run for a service only (`lightagent run`, `lightagent service run`).
@@ -34,6 +34,7 @@ import { processesStep } from './steps/processes.js';
 import { buildHandler, scannerStep } from './steps/scanner.js';
 import { protectionStep } from './steps/protection.js';
 import { deferredRescanStep } from './steps/deferred-rescan.js';
+import { scanJobsStep } from './steps/scan-jobs.js';
 import { protectionStateStep } from './steps/protection-state.js';
 import { recoveryStep } from './steps/recovery.js';
 import { stateReportStep } from './steps/state-report.js';
@@ -60,6 +61,7 @@ const STEPS: ReadonlyArray<Step<DaemonContext>> = [
   scannerStep,
   protectionStep,
   deferredRescanStep,
+  scanJobsStep,
   protectionStateStep,
   stateReportStep,
   recoveryStep,
@@ -157,6 +159,7 @@ export class Daemon implements DaemonApi {
       counts: { ...handler!.counts },
       backend: backend?.stats() ?? {},
       memory: memoryKb(),
+      scan: this.ctx.scanJobs?.current,
     };
   }
 

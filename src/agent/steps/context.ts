@@ -11,6 +11,7 @@ import type { SdNotify } from '../../platform/linux/sd-notify.js';
 import type { ProcessMonitor } from '../../processes/process-monitor.js';
 import type { FileScanner } from '../../scan/file-scanner.js';
 import type { OnAccessHandler } from '../../scan/on-access.js';
+import type { ScanJobRunner, ScanJobStatus } from '../../scan/scan-jobs.js';
 import type { DeferredQueue } from '../../store/deferred-queue.js';
 import type { Detection, DetectionLog } from '../../store/detections.js';
 import type { Quarantine } from '../../store/quarantine.js';
@@ -99,6 +100,8 @@ export interface DaemonStatus {
   backend: Record<string, number>;
   /** KiB: the whole process's resident set (every thread); the main thread's V8 heap in use. */
   memory: { rssKb: number; heapUsedKb: number };
+  /** The scan job running, else the last one (docs/scans.md); absent before the first. */
+  scan?: ScanJobStatus | undefined;
 }
 
 /** The daemon as its steps see it (src/agent/daemon.ts implements it). */
@@ -131,4 +134,5 @@ export interface DaemonContext {
   processes?: ProcessMonitor;
   state?: ProtectionState;
   sockets?: LocalSockets;
+  scanJobs?: ScanJobRunner;
 }
