@@ -4,7 +4,7 @@
  *
  *   [sd-notify] -> state-dir -> lock (one daemon per state directory) -> svm-link -> cache ->
  *   quarantine + deferred queue -> processes -> scanner + handler -> protection backend ->
- *   deferred re-scan -> scan jobs -> protection state -> state report (to the SVM) -> recovery -> sockets ->
+ *   deferred re-scan -> scan jobs -> scan schedule -> protection state -> state report (to the SVM) -> recovery -> sockets ->
  *   [signals -> ready]
  *
  * The bracketed steps run for a service only (`lightagent run`, `lightagent service run`).
@@ -35,6 +35,7 @@ import { buildHandler, scannerStep } from './steps/scanner.js';
 import { protectionStep } from './steps/protection.js';
 import { deferredRescanStep } from './steps/deferred-rescan.js';
 import { scanJobsStep } from './steps/scan-jobs.js';
+import { scanScheduleStep } from './steps/scan-schedule.js';
 import { protectionStateStep } from './steps/protection-state.js';
 import { recoveryStep } from './steps/recovery.js';
 import { stateReportStep } from './steps/state-report.js';
@@ -47,7 +48,7 @@ export type { DaemonOptions, DaemonStatus, ReloadResult, ServiceEvent, ServiceOp
 export { startFailureCode } from './steps/notify.js';
 
 /** Settings a reload applies; every other change needs a restart. */
-const RELOADABLE = ['protect', 'exclude', 'deadline', 'on_svm_unavailable', 'max_file_size'] as const;
+const RELOADABLE = ['protect', 'exclude', 'deadline', 'on_svm_unavailable', 'max_file_size', 'scan_schedule'] as const;
 
 /** In order; the service steps do nothing for an embedded daemon (no `service` option). */
 const STEPS: ReadonlyArray<Step<DaemonContext>> = [
@@ -62,6 +63,7 @@ const STEPS: ReadonlyArray<Step<DaemonContext>> = [
   protectionStep,
   deferredRescanStep,
   scanJobsStep,
+  scanScheduleStep,
   protectionStateStep,
   stateReportStep,
   recoveryStep,

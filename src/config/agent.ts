@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { duration, override, parseConfig, readConfigFile, size } from './load.js';
 import { exclusionsSchema, NO_EXCLUSIONS } from './exclusions.js';
+import { scanScheduleSchema } from './scan-schedule.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/lightagent/agent.yaml';
 
@@ -79,6 +80,8 @@ export const agentConfigSchema = z
       .strict()
       .default({ watcher: 'auto', table_entries: 32_768, poll_interval: 1000, events_file_size: 4 * 1024 * 1024 }),
     protect: z.array(absPath).default([]),
+    /** Scheduled scan jobs of the protected trees: {every, at?, spread?} (src/config/scan-schedule.ts, docs/scans.md). */
+    scan_schedule: scanScheduleSchema.optional(),
     /** What is left alone: a list of paths, or {paths, extensions, processes, sha256, threats} (src/config/exclusions.ts). */
     exclude: exclusionsSchema.default(() => ({ ...NO_EXCLUSIONS })),
     state_dir: absPath.default('/var/lib/lightagent'),
