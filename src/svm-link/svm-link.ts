@@ -31,6 +31,7 @@ import {
   encodeMessage,
   type AgentMessage,
   type DetectionEvent,
+  type ScanNow,
   type StateReport,
   type Limits,
   type OsName,
@@ -115,6 +116,8 @@ export interface SvmLinkEvents {
   refused: [LightagentError];
   /** A connection attempt failed before the SVM welcomed us (the link retries with backoff). */
   unreachable: [LightagentError];
+  /** Feature scan-command: the SVM asks for a scan job now (only when this link listed the feature). */
+  'scan-now': [ScanNow];
 }
 
 export class SvmLink extends EventEmitter<SvmLinkEvents> {
@@ -526,6 +529,17 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
             this.log.info('signature generation changed', { generation: msg.generation });
             this.emit('generation', msg.generation);
           }
+          break;
+        case 'scan-now':
+          // Only for an agent that listed the feature; an unlisted message is a protocol error.
+          if (!this.opts.features?.includes(FEATURES.scanCommand)) {
+            this.protocolFailure(
+              ws,
+              new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'the SVM sent scan-now, a feature this agent did not list'),
+            );
+            return;
+          }
+          this.emit('scan-now', msg);
           break;
         case 'error':
           if (msg.code === 'LA_ERR_AUTH') {

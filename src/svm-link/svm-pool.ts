@@ -413,6 +413,8 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
     link.on('generation', (g) => {
       if (this.active === m) this.emit('generation', g);
     });
+    // Feature scan-command: from any SVM of the pool (the console may be on one that is not active).
+    link.on('scan-now', (c) => this.emit('scan-now', c));
     this.members.push(m);
     return m;
   }

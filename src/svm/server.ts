@@ -27,6 +27,7 @@ import { SignatureWatcher, watchedSignaturePaths } from './signature-watch.js';
 import { AgentSession } from './session.js';
 import { SiemExport, type SiemDestination, type SiemExportOptions } from './siem/export.js';
 import type { TenantToken } from './tokens.js';
+import { ScanCommands } from './scan-commands.js';
 import type { SharedVerdictCache } from './verdict-cache.js';
 
 /**
@@ -169,6 +170,8 @@ export class SvmServer {
   private readonly log = logger('svm');
   /** The agent inventory, unless started with `inventory: false`. */
   readonly inventory: Inventory | undefined;
+  /** Scan commands to agents (feature scan-command), with the inventory. */
+  readonly scanCommands: ScanCommands | undefined;
   private readonly admins: AdminTokenStore;
   private readonly startedAt = Date.now();
 
@@ -196,6 +199,9 @@ export class SvmServer {
       const { store, ...rest } = opts.inventory ?? {};
       this.inventory = new Inventory({ ...rest, store: store ?? new MemoryInventoryStore(), svmId: core.opts.svmId }, core.events);
       this.inventory.attach(core);
+      // Scan commands report back through state reports: only with an inventory (docs/scans.md).
+      this.scanCommands = new ScanCommands(() => this.sessions);
+      this.scanCommands.attach(core);
       this.addRoute(
         createAdminApi({
           inventory: this.inventory,
@@ -203,6 +209,7 @@ export class SvmServer {
           agentTokens: core.tokens,
           generation: () => core.generation(),
           svm: () => this.svmInfo(),
+          scans: this.scanCommands,
         }),
       );
     }

@@ -73,6 +73,18 @@ const agentMsgs: Message[] = [
     deferred: 4,
     detections: 5,
     policy: { name: 'p', version: '1' },
+    scan: {
+      id: 'svm-1.x_y',
+      trigger: 'svm',
+      state: 'running',
+      startedAt: '2026-01-01T00:00:00.000Z',
+      seen: 1,
+      scanned: 1,
+      skipped: 0,
+      infected: 0,
+      errors: 0,
+      code: 'LA_ERR_SCAN_BUSY',
+    },
   },
 ];
 const svmMsgs: Message[] = [
@@ -81,6 +93,7 @@ const svmMsgs: Message[] = [
   { t: 'load', load: 1, queue: 0 },
   { t: 'generation', generation: 'g2' },
   { t: 'error', code: 'LA_ERR_AUTH', message: 'no', id: 4 },
+  { t: 'scan-now', id: 'svm-abc', paths: ['/srv', 'C:\\Users'], reason: 'console: admin' },
 ];
 
 /** Values that break naive validators: wrong types, huge, negative, NaN-ish, prototype keys. */
@@ -193,7 +206,7 @@ describe('fuzz: protocol frames never escape ProtocolError', () => {
     fuzz(t, 'decodeSvmMessage', fc.tuple(frameArb(svmMsgs), fc.boolean()), ([buf, asString]) => {
       try {
         const m = decodeSvmMessage(asString ? buf.toString('utf8') : buf);
-        assert.ok(['welcome', 'verdict', 'load', 'generation', 'error'].includes(m.t));
+        assert.ok(['welcome', 'verdict', 'load', 'generation', 'error', 'scan-now'].includes(m.t));
         assert.deepEqual(decodeSvmMessage(encodeMessage(m)), m);
       } catch (e) {
         expectOnly(e, [ProtocolError], 'decodeSvmMessage');

@@ -126,6 +126,7 @@ describe('admin API', () => {
       'osRelease',
       'policy',
       'reasons',
+      'scan',
       'silent',
       'since',
       'state',

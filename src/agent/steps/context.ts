@@ -16,6 +16,7 @@ import type { DeferredQueue } from '../../store/deferred-queue.js';
 import type { Detection, DetectionLog } from '../../store/detections.js';
 import type { Quarantine } from '../../store/quarantine.js';
 import type { SvmClient, WindowStats } from '../../svm-link/index.js';
+import type { ScanJobReport } from '../../protocol/index.js';
 import type { ProtectionBackend, ProtectionMode } from '../../watchers/protection.js';
 import type { LocalCache } from '../local-cache.js';
 
@@ -135,4 +136,7 @@ export interface DaemonContext {
   state?: ProtectionState;
   sockets?: LocalSockets;
   scanJobs?: ScanJobRunner;
+  /** The last scan job (or refused SVM scan command) for the state report; onScanReport: it changed. */
+  scanReport?: () => ScanJobReport | undefined;
+  onScanReport?: () => void;
 }
