@@ -490,6 +490,11 @@ export class SvmServer {
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
+    // The SVM's HTTP root is the console, when it is served (lightagent-svm mounts it).
+    if (path === '/' && (req.method === 'GET' || req.method === 'HEAD') && this.routes.some((r) => r.prefix === '/console')) {
+      res.writeHead(302, { location: '/console/', 'cache-control': 'no-store' });
+      return void res.end();
+    }
     const route = this.routes.find((r) => path.startsWith(r.prefix));
     if (route) {
       const fail = (e: unknown) => {
