@@ -178,7 +178,7 @@ export class ScanJobRunner extends EventEmitter<{ change: [ScanJobStatus]; finis
     this.cancelled = false;
     this.log.info('scan job started', { id: this.job.id, trigger: this.job.trigger, paths, reason: this.job.reason });
     const job = this.job;
-    this.running = this.run(job).finally(() => (this.running = undefined));
+    this.running = this.run(job);
     this.emitChange(true);
     return structuredClone(job);
   }
@@ -204,14 +204,7 @@ export class ScanJobRunner extends EventEmitter<{ change: [ScanJobStatus]; finis
 
   private async run(job: ScanJobStatus): Promise<void> {
     const c = job.counters;
-    const walkOpts = this.o.walkOptions();
-    const it = walkTree(job.paths, {
-      ...walkOpts,
-      onSkip: () => {
-        c.skipped++;
-        this.emitChange();
-      },
-    });
+    let it: AsyncGenerator<WalkEntry> | undefined;
     const concurrency = Math.max(1, Math.min(16, this.o.concurrency ?? 2));
     // Hand files out one at a time from one iterator: the walk never runs ahead of the scans.
     let walkDone = false;
@@ -219,7 +212,7 @@ export class ScanJobRunner extends EventEmitter<{ change: [ScanJobStatus]; finis
     const next = async (): Promise<WalkEntry | undefined> => {
       while (pulling) await pulling.catch(() => undefined);
       if (walkDone || this.cancelled) return undefined;
-      pulling = it.next();
+      pulling = it!.next();
       try {
         const r = await pulling;
         if (r.done) walkDone = true;
@@ -252,6 +245,13 @@ export class ScanJobRunner extends EventEmitter<{ change: [ScanJobStatus]; finis
       }
     };
     try {
+      it = walkTree(job.paths, {
+        ...this.o.walkOptions(),
+        onSkip: () => {
+          c.skipped++;
+          this.emitChange();
+        },
+      });
       await Promise.all(Array.from({ length: concurrency }, worker));
       job.state = this.cancelled ? 'cancelled' : 'done';
     } catch (e) {
@@ -259,9 +259,11 @@ export class ScanJobRunner extends EventEmitter<{ change: [ScanJobStatus]; finis
       job.error = { code: describeError(e).code, message: describeError(e).message };
       this.log.error('scan job failed', { id: job.id, ...describeError(e) });
     } finally {
-      await it.return(undefined).catch(() => undefined);
+      await it?.return(undefined).catch(() => undefined);
     }
     job.finishedAt = new Date().toISOString();
+    // Free before anyone hears of the end: a listener may start the next job at once.
+    this.running = undefined;
     this.log.info('scan job finished', { id: job.id, trigger: job.trigger, state: job.state, ...c });
     this.emitChange(true);
     this.emit('finished', structuredClone(job));

@@ -13,6 +13,7 @@ import { quarantineList, startAgent, type Agent } from '../helpers/agent.js';
 import { request } from '../../src/control/client.js';
 import { STATUS_SOCKET } from '../../src/control/local-sockets.js';
 import { CLI, eventually, needRoot, run, startSvmProcess, tempDir } from '../helpers/procs.js';
+import { eventuallyAsync } from '../svm/inventory-helpers.js';
 
 // The control socket is root's (SO_PEERCRED).
 const skip = needRoot();
@@ -96,5 +97,48 @@ describe('daemon scan jobs', { skip }, () => {
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /\(manual\) done: 40 files seen, 40 scanned/);
     await assert.rejects(request(path.join(agent.socketDir, STATUS_SOCKET), { cmd: 'scan-start' }), /LA_ERR_CONTROL_DENIED|read-only/);
+    const st = run(process.execPath, [CLI, 'status', '--state-dir', agent.stateDir], 20_000);
+    assert.match(st.stdout, /^scan job: +done \(manual, .* ago\): 40 seen, 40 scanned, 0 infected, 0 errors$/m);
+  });
+});
+
+describe('daemon scheduled scans', { skip }, () => {
+  let svm: Awaited<ReturnType<typeof startSvmProcess>>;
+  let agent: Agent;
+  after(async () => {
+    await agent?.stop();
+    await svm?.stop();
+  });
+
+  it('a slot missed while the agent was down runs once after the start (at least a minute), as trigger schedule', async () => {
+    svm = await startSvmProcess();
+    const tree = tempDir('la-sched-tree-');
+    for (let i = 0; i < 3; i++) fs.writeFileSync(path.join(tree, `f${i}.txt`), `file ${i}\n`);
+    const stateDir = tempDir('la-sched-state-');
+    // What an agent that last handled a slot in 1970 would have kept: the schedule as parsed, its last slot.
+    const key = JSON.stringify({ every: 3_600_000, spread: 0 });
+    fs.writeFileSync(path.join(stateDir, 'scan-schedule.json'), JSON.stringify({ v: 1, schedule: key, lastSlot: 0 }));
+    const t0 = Date.now();
+    agent = await startAgent({
+      svm: svm.url,
+      protect: tree,
+      mode: 'watcher',
+      stateDir,
+      settings: { scan_schedule: { every: '1h', spread: '0s' } },
+    });
+    const s = await eventuallyAsync(
+      async () => {
+        const st = await agent.status();
+        return st.scan?.state === 'done' ? st : undefined;
+      },
+      120_000,
+      'the catch-up job',
+    );
+    assert.equal(s.scan!.trigger, 'schedule');
+    assert.equal(s.scan!.counters.scanned, 3);
+    assert.ok(Date.now() - t0 >= 60_000, 'not before a minute after the start');
+    const rec = JSON.parse(fs.readFileSync(path.join(stateDir, 'scan-schedule.json'), 'utf8')) as { lastJob: string; lastSlot: number };
+    assert.equal(rec.lastJob, s.scan!.id);
+    assert.ok(rec.lastSlot > 0 && rec.lastSlot % 3_600_000 === 0 && Date.now() - rec.lastSlot < 2 * 3_600_000, String(rec.lastSlot));
   });
 });

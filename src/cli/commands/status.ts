@@ -53,6 +53,16 @@ function mb(kb: unknown): string {
   return typeof kb === 'number' && Number.isFinite(kb) ? (kb / 1024).toFixed(1) : '?';
 }
 
+/** The running or last scan job (docs/scans.md). */
+function scanLine(j: Obj): string {
+  const c: Obj = j.counters ?? {};
+  const when = j.state === 'running' ? `started ${ago(j.startedAt)} ago` : `${ago(j.finishedAt ?? j.startedAt)} ago`;
+  return (
+    `scan job:    ${j.state ?? '?'} (${j.trigger ?? '?'}, ${when}): ${c.seen ?? 0} seen, ${c.scanned ?? 0} scanned, ` +
+    `${c.infected ?? 0} infected, ${c.errors ?? 0} errors`
+  );
+}
+
 export function formatStatus(s: Obj): string {
   const p: Obj = s.protection ?? {};
   const svm: Obj = s.svm ?? {};
@@ -72,6 +82,7 @@ export function formatStatus(s: Obj): string {
     `cache:       ${c.entries ?? 0} of ${c.capacity ?? 0} entries, hit rate ${((c.hitRate ?? 0) * 100).toFixed(1)}% ` +
       `(${c.identityHits ?? 0} hits, ${c.misses ?? 0} misses)`,
     `queue:       ${s.deferredQueue ?? 0} file(s) waiting for a scan`,
+    ...(s.scan ? [scanLine(s.scan)] : []),
     ...(s.memory ? [`memory:      ${mb(s.memory.rssKb)} MB resident (main thread's heap ${mb(s.memory.heapUsedKb)} MB)`] : []),
     `detections:  ${det.total ?? 0}${det.recent?.length ? ', last:' : ''}`,
   ];
