@@ -15,6 +15,8 @@ import type { SvmServer } from '../../src/svm/server.js';
 import { startAgent, type Agent } from '../helpers/agent.js';
 import { EICAR } from '../helpers/fixtures.js';
 import { tempDir } from '../helpers/procs.js';
+import { request } from '../../src/control/client.js';
+import { CONTROL_SOCKET } from '../../src/control/local-sockets.js';
 import { startTestSvm, TOKEN } from './helpers.js';
 import { api, eventuallyAsync } from './inventory-helpers.js';
 
@@ -173,6 +175,39 @@ describe('scan commands from the SVM', () => {
       assert.equal(old.state, 'connected', 'no protocol error either');
     } finally {
       old.close();
+    }
+  });
+});
+
+describe('scan reports to an SVM that did not list scan-command', () => {
+  it('the agent runs local jobs but its state reports carry no scan field', async () => {
+    const svm = await startTestSvm();
+    // An SVM of the release before scan-command: state-report, not scan-command.
+    svm.core.features.splice(svm.core.features.indexOf('scan-command'), 1);
+    const reports: Array<Record<string, unknown>> = [];
+    svm.core.observers.add({ connected() {}, disconnected() {}, state: (_a, r) => reports.push(r as unknown as Record<string, unknown>) });
+    const tree = tempDir('la-scan-old-svm-');
+    fs.writeFileSync(path.join(tree, 'a.txt'), 'a\n');
+    const agent = await startAgent({ svm: svm.url, token: TOKEN, protect: tree, mode: 'watcher' });
+    try {
+      await eventuallyAsync(async () => ((await agent.status()).svm.state === 'connected' ? true : undefined), 15_000, 'the link');
+      // Through the control socket, asynchronously: this process also runs the SVM (no spawnSync here).
+      await request(path.join(agent.socketDir, CONTROL_SOCKET), { cmd: 'scan-start' });
+      await eventuallyAsync(async () => ((await agent.status()).scan?.state === 'done' ? true : undefined), 20_000, 'the job');
+      const n = reports.length;
+      // A finished job asks for a report (debounced 2 s): wait for one sent after it.
+      await eventuallyAsync(async () => (reports.length > n ? true : undefined), 10_000, 'a report after the job');
+      const job = (await agent.status()).scan!;
+      assert.equal(job.state, 'done');
+      assert.equal(job.counters.scanned, 1);
+      assert.ok(reports.length > 0);
+      assert.ok(
+        reports.every((x) => !('scan' in x)),
+        JSON.stringify(reports.at(-1)),
+      );
+    } finally {
+      await agent.stop();
+      await svm.close();
     }
   });
 });
