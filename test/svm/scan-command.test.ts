@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { SvmLink } from '../../src/svm-link/index.js';
+import { SvmLink, SvmPool } from '../../src/svm-link/index.js';
 import type { SvmServer } from '../../src/svm/server.js';
 import { startAgent, type Agent } from '../helpers/agent.js';
 import { EICAR } from '../helpers/fixtures.js';
@@ -208,6 +208,46 @@ describe('scan reports to an SVM that did not list scan-command', () => {
     } finally {
       await agent.stop();
       await svm.close();
+    }
+  });
+});
+
+describe('scan commands through an SvmPool', () => {
+  it('a command from a pool member that is not the active SVM reaches the agent too', async () => {
+    const active = await startTestSvm({ adminTokens: [{ token: ADMIN, role: 'admin' }] });
+    const other = await startTestSvm({ adminTokens: [{ token: ADMIN, role: 'admin' }] });
+    const pool = new SvmPool({
+      svms: [
+        { url: active.url, priority: 0 },
+        { url: other.url, priority: 1 },
+      ],
+      token: TOKEN,
+      agentId: 'pool-agent-1',
+      host: 'pool-host',
+      os: 'linux',
+      agentVersion: '0.1.0',
+      deadlineMs: 1000,
+      backoffMinMs: 20,
+      backoffMaxMs: 100,
+      connectTimeoutMs: 2000,
+      features: ['state-report', 'scan-command'],
+    });
+    const got: Array<{ id: string; reason?: string }> = [];
+    pool.on('scan-now', (c) => got.push(c));
+    try {
+      await pool.connect();
+      await eventuallyAsync(async () =>
+        (await api(other.httpUrl, '/api/agents/a/pool-agent-1', ADMIN)).status === 200 ? true : undefined,
+      );
+      const r = await post(other.httpUrl, '/api/agents/a/pool-agent-1/scan', ADMIN, {});
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+      await eventuallyAsync(async () => (got.length === 1 ? true : undefined), 5000, 'the command through the pool');
+      assert.equal(got[0]!.id, r.body.scan.id);
+      assert.equal(got[0]!.reason, 'console: admin');
+    } finally {
+      pool.close();
+      await active.close();
+      await other.close();
     }
   });
 });
