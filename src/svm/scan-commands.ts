@@ -8,7 +8,7 @@
  */
 import crypto from 'node:crypto';
 import { logger } from '../log.js';
-import { FEATURES, SCAN_COMMAND_LIMITS, type ScanNow, type StateReport } from '../protocol/index.js';
+import { FEATURES, SCAN_COMMAND_LIMITS, type ScanJobReport, type ScanNow, type StateReport } from '../protocol/index.js';
 import type { AgentFacts, AgentObserver } from './agent-observer.js';
 
 /** A pending command is forgotten after this long even without news (an agent that never answered). */
@@ -59,6 +59,16 @@ export class ScanCommands implements AgentObserver {
   pendingFor(tenant: string, agentId: string): { id: string; requestedAt: string } | undefined {
     const p = this.live(key(tenant, agentId));
     return p ? { id: p.id, requestedAt: new Date(p.at).toISOString() } : undefined;
+  }
+
+  /**
+   * What the inventory knows of the agent's last job (a shared Redis inventory hears reports that
+   * went to another SVM of the agent's pool): a pending command it shows ended is no longer pending.
+   */
+  settle(tenant: string, agentId: string, known: ScanJobReport | null | undefined): void {
+    const k = key(tenant, agentId);
+    const p = this.pending.get(k);
+    if (p && known && known.id === p.id && known.state !== 'running') this.pending.delete(k);
   }
 
   /** Connected agents of a tenant (for a tenant-wide scan). */

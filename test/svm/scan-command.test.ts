@@ -18,7 +18,8 @@ import { tempDir } from '../helpers/procs.js';
 import { request } from '../../src/control/client.js';
 import { CONTROL_SOCKET } from '../../src/control/local-sockets.js';
 import { startTestSvm, TOKEN } from './helpers.js';
-import { api, eventuallyAsync } from './inventory-helpers.js';
+import { api, baseState, eventuallyAsync } from './inventory-helpers.js';
+import { MemoryInventoryStore } from '../../src/svm/inventory/memory-store.js';
 
 const ADMIN = 'admin-token-scan-0123456789';
 const VIEWER = 'viewer-token-scan-0123456789';
@@ -213,9 +214,11 @@ describe('scan reports to an SVM that did not list scan-command', () => {
 });
 
 describe('scan commands through an SvmPool', () => {
-  it('a command from a pool member that is not the active SVM reaches the agent too', async () => {
-    const active = await startTestSvm({ adminTokens: [{ token: ADMIN, role: 'admin' }] });
-    const other = await startTestSvm({ adminTokens: [{ token: ADMIN, role: 'admin' }] });
+  it('a command from a pool member that is not the active SVM reaches the agent; a shared inventory ends it', async () => {
+    // Two SVMs sharing one inventory store, as SVMs sharing a Redis do.
+    const store = new MemoryInventoryStore();
+    const active = await startTestSvm({ adminTokens: [{ token: ADMIN, role: 'admin' }], inventory: { store } });
+    const other = await startTestSvm({ adminTokens: [{ token: ADMIN, role: 'admin' }], inventory: { store } });
     const pool = new SvmPool({
       svms: [
         { url: active.url, priority: 0 },
@@ -244,6 +247,32 @@ describe('scan commands through an SvmPool', () => {
       await eventuallyAsync(async () => (got.length === 1 ? true : undefined), 5000, 'the command through the pool');
       assert.equal(got[0]!.id, r.body.scan.id);
       assert.equal(got[0]!.reason, 'console: admin');
+      // Still pending on the SVM that sent it...
+      assert.equal((await post(other.httpUrl, '/api/agents/a/pool-agent-1/scan', ADMIN, {})).status, 429);
+      // ...until the shared inventory shows the job ended: the report went to the active SVM only.
+      const now = new Date().toISOString();
+      assert.ok(
+        pool.reportState({
+          ...baseState(),
+          scan: {
+            id: got[0]!.id,
+            trigger: 'svm',
+            state: 'done',
+            startedAt: now,
+            finishedAt: now,
+            seen: 1,
+            scanned: 1,
+            skipped: 0,
+            infected: 0,
+            errors: 0,
+          },
+        }),
+      );
+      await eventuallyAsync(async () => {
+        const x = await api(other.httpUrl, '/api/agents/a/pool-agent-1', ADMIN);
+        return x.body?.agent?.scan?.state === 'done' ? true : undefined;
+      });
+      assert.equal((await post(other.httpUrl, '/api/agents/a/pool-agent-1/scan', ADMIN, {})).status, 202);
     } finally {
       pool.close();
       await active.close();

@@ -268,8 +268,14 @@ export function createAdminApi(d: AdminApiDeps): AdminRoute {
         else log.warn('admin API: an agent token was presented', { path: url.pathname.slice(0, 200), remote: req.socket.remoteAddress });
         return error(auth.status, auth.code, auth.message, {}, auth.status === 401 ? { 'www-authenticate': 'Bearer' } : {});
       }
-      if (req.method === 'POST' && d.scans && (req.url ?? '').length <= MAX_URL)
-        if (await handleScanPost(req, url, auth.who, d.scans, send, error)) return;
+      if (req.method === 'POST' && d.scans && (req.url ?? '').length <= MAX_URL) {
+        try {
+          if (await handleScanPost(req, url, auth.who, d.scans, d.inventory, send, error)) return;
+        } catch (e) {
+          log.error('admin API: a scan request failed', { path: url.pathname.slice(0, 200), ...describeError(e) });
+          return error(503, 'LA_ERR_ADMIN_UNAVAILABLE', 'the inventory cannot be read now (is its Redis reachable?); see the SVM log');
+        }
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD')
         return error(405, 'LA_ERR_ADMIN_METHOD', 'only GET and HEAD (POST only to start scans)', {}, { allow: 'GET, HEAD' });
       if ((req.url ?? '').length > MAX_URL)

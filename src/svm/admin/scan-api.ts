@@ -11,6 +11,7 @@
 import type http from 'node:http';
 import type { AdminIdentity } from './auth.js';
 import { ScanCommandError, type ScanCommands } from '../scan-commands.js';
+import type { Inventory } from '../inventory/inventory.js';
 
 const MAX_BODY = 16 * 1024;
 const BODY_MS = 10_000;
@@ -76,6 +77,7 @@ export async function handleScanPost(
   url: URL,
   identity: AdminIdentity,
   scans: ScanCommands,
+  inventory: Pick<Inventory, 'get' | 'rows'>,
   send: Send,
   fail: Fail,
 ): Promise<boolean> {
@@ -114,6 +116,7 @@ export async function handleScanPost(
       fail(400, 'LA_ERR_ADMIN_BAD_REQUEST', 'paths must be a list of absolute paths', { parameter: 'paths' });
       return true;
     }
+    scans.settle(tenant, agentId, (await inventory.get({ tenant, agentId }))?.scan);
     try {
       send(202, { scan: scans.request(tenant, agentId, { paths: paths as string[] | undefined, reason: who(identity) }) });
     } catch (e) {
@@ -136,6 +139,7 @@ export async function handleScanPost(
     return true;
   }
   const ids = listed ? [...new Set(listed as string[])] : scans.connectedIn(tenant);
+  for (const row of await inventory.rows()) if (row.tenant === tenant) scans.settle(tenant, row.agentId, row.scan);
   const requested: unknown[] = [];
   const skipped: Array<{ agentId: string; code: string; message: string }> = [];
   for (const agentId of ids) {
