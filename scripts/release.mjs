@@ -175,7 +175,7 @@ for (const asset of workers.keys()) seaConfig.assets[asset] = path.join(seaDir, 
 // systemd units travel in the binary: install.sh writes the one of the binary it installs.
 const unitDir = path.join(root, 'installers/systemd');
 for (const f of fs.existsSync(unitDir) ? fs.readdirSync(unitDir) : []) {
-  if (f.endsWith('.service')) seaConfig.assets[`systemd/${f}`] = path.join(unitDir, f);
+  if (f.endsWith('.service') || f.endsWith('.timer')) seaConfig.assets[`systemd/${f}`] = path.join(unitDir, f);
 }
 // The web console (src/svm/console): its static files and preact + htm, read by
 // console-route.ts as `console/<name>` and `console/vendor/<package>/<file>`.

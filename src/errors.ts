@@ -166,7 +166,9 @@ export type ServiceErrorCode =
   | 'LA_ERR_CONTROL_DENIED'
   | 'LA_ERR_CONTROL_UNAVAILABLE'
   | 'LA_ERR_RELOAD'
-  | 'LA_ERR_SEAL';
+  | 'LA_ERR_SEAL'
+  | 'LA_ERR_SCAN_BUSY'
+  | 'LA_ERR_SCAN_PATH';
 
 export class ServiceError extends LightagentError {
   declare readonly code: ServiceErrorCode;

@@ -25,7 +25,7 @@ cp "$BINARY" "$P/usr/bin/lightagent"
 chmod 0755 "$P/usr/bin/lightagent"
 ln -s lightagent "$P/usr/bin/lightagent-svm"
 
-for unit in "$REPO"/installers/systemd/*.service; do
+for unit in "$REPO"/installers/systemd/*.service "$REPO"/installers/systemd/*.timer; do
   [ -f "$unit" ] || continue
   sed 's#/usr/local/bin/lightagent#/usr/bin/lightagent#g' "$unit" >"$P/lib/systemd/system/$(basename "$unit")"
   chmod 0644 "$P/lib/systemd/system/$(basename "$unit")"

@@ -118,6 +118,8 @@ CONF=$ETC/agent.yaml
 RECORD=$ETC/install.env
 HASHF=$ETC/removal.hash
 UNIT=$R/etc/systemd/system/lightagent.service
+SCAN_UNIT=$R/etc/systemd/system/lightagent-scan.service
+SCAN_TIMER=$R/etc/systemd/system/lightagent-scan.timer
 DESKTOP=$R/etc/xdg/autostart/lightagent-tray.desktop
 LOGDIR=$R/var/log/lightagent
 PIDFILE=$R/run/lightagent.pid
@@ -246,6 +248,12 @@ write_unit() {
   "$BIN" install-helper unit lightagent.service >"$UNIT.tmp" || die 7 "this binary carries no systemd unit"
   sed -i "s#^ExecStart=/usr/local/bin/lightagent #ExecStart=$BIN_T #" "$UNIT.tmp"
   chmod 0644 "$UNIT.tmp" && mv -f "$UNIT.tmp" "$UNIT" || die 1 "cannot write $UNIT"
+  # The scheduled-scan timer, shipped disabled: the alternative to scan_schedule (docs/scans.md).
+  for u in "$SCAN_UNIT" "$SCAN_TIMER"; do
+    "$BIN" install-helper unit "$(basename "$u")" >"$u.tmp" || die 7 "this binary carries no unit $(basename "$u")"
+    sed -i "s#^ExecStart=/usr/local/bin/lightagent #ExecStart=$BIN_T #" "$u.tmp"
+    chmod 0644 "$u.tmp" && mv -f "$u.tmp" "$u" || die 1 "cannot write $u"
+  done
 }
 
 write_desktop() {
@@ -442,9 +450,11 @@ case "$ACTION" in
     VERSION=$("$BIN" version 2>/dev/null || echo '?')
     check_password
     SD=$(state_dir)
+    # An enabled scan timer (docs/scans.md) goes with the agent; an upgrade leaves it as it was.
+    if systemd_up; then systemctl disable --now lightagent-scan.timer >/dev/null 2>&1 || true; fi
     stop_service
     remove_state
-    rm -f "$BIN" "$UNIT" "$DESKTOP"
+    rm -f "$BIN" "$UNIT" "$SCAN_UNIT" "$SCAN_TIMER" "$DESKTOP"
     [ -L "$R$PREFIX/bin/lightagent-svm" ] && rm -f "$R$PREFIX/bin/lightagent-svm"
     rm -rf "$ETC"
     rm -f "$LOGDIR/agent.log"

@@ -4,8 +4,9 @@
  *
  *   [sd-notify] -> state-dir -> lock (one daemon per state directory) -> policy (saved) ->
  *   svm-link -> cache -> quarantine + deferred queue -> processes -> scanner + handler ->
- *   protection backend -> deferred re-scan -> signature refresh -> protection state ->
- *   state report (to the SVM) -> policy-push (policies from the SVM) -> recovery -> sockets ->
+ *   protection backend -> deferred re-scan -> signature refresh -> scan jobs -> scan schedule ->
+ *   protection state -> state report (to the SVM) -> policy-push (policies from the SVM) ->
+ *   recovery -> sockets ->
  *   [signals -> ready]
  *
  * The bracketed steps run for a service only (`lightagent run`, `lightagent service run`).
@@ -37,6 +38,8 @@ import { buildHandler, scannerStep } from './steps/scanner.js';
 import { protectionStep } from './steps/protection.js';
 import { deferredRescanStep } from './steps/deferred-rescan.js';
 import { signatureRefreshStep } from './steps/signature-refresh.js';
+import { scanJobsStep } from './steps/scan-jobs.js';
+import { scanScheduleStep } from './steps/scan-schedule.js';
 import { protectionStateStep } from './steps/protection-state.js';
 import { recoveryStep } from './steps/recovery.js';
 import { stateReportStep } from './steps/state-report.js';
@@ -51,7 +54,16 @@ export type { DaemonOptions, DaemonStatus, ReloadResult, ServiceEvent, ServiceOp
 export { startFailureCode } from './steps/notify.js';
 
 /** Settings a reload applies; every other change needs a restart. */
-const RELOADABLE = ['protect', 'exclude', 'deadline', 'on_svm_unavailable', 'max_file_size', 'on_detect', 'local_keys'] as const;
+const RELOADABLE = [
+  'protect',
+  'exclude',
+  'deadline',
+  'on_svm_unavailable',
+  'max_file_size',
+  'on_detect',
+  'local_keys',
+  'scan_schedule',
+] as const;
 
 /** In order; the service steps do nothing for an embedded daemon (no `service` option). */
 const STEPS: ReadonlyArray<Step<DaemonContext>> = [
@@ -67,6 +79,8 @@ const STEPS: ReadonlyArray<Step<DaemonContext>> = [
   protectionStep,
   deferredRescanStep,
   signatureRefreshStep,
+  scanJobsStep,
+  scanScheduleStep,
   protectionStateStep,
   stateReportStep,
   policyPushStep,
@@ -167,6 +181,7 @@ export class Daemon implements DaemonApi {
       backend: backend?.stats() ?? {},
       memory: memoryKb(),
       ...(this.ctx.policy ? { policy: this.ctx.policy.status(this.ctx.cfg) } : {}),
+      scan: this.ctx.scanJobs?.current,
     };
   }
 

@@ -10,6 +10,7 @@ import { ConfigError } from '../errors.js';
 import { duration, override, parseConfig, readConfigFile, size } from './load.js';
 import { exclusionsSchema, NO_EXCLUSIONS } from './exclusions.js';
 import { POLICY_KEYS } from '../protocol/index.js';
+import { scanScheduleSchema } from './scan-schedule.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/lightagent/agent.yaml';
 
@@ -82,6 +83,8 @@ export const agentConfigSchema = z
     protect: z.array(absPath).default([]),
     /** Settings of this file that a policy from the SVM does not override (docs/policies.md). */
     local_keys: z.array(z.enum(POLICY_KEYS)).max(POLICY_KEYS.length).default([]),
+    /** Scheduled scan jobs of the protected trees: {every, at?, spread?} (src/config/scan-schedule.ts, docs/scans.md). */
+    scan_schedule: scanScheduleSchema.optional(),
     /** What is left alone: a list of paths, or {paths, extensions, processes, sha256, threats} (src/config/exclusions.ts). */
     exclude: exclusionsSchema.default(() => ({ ...NO_EXCLUSIONS })),
     state_dir: absPath.default('/var/lib/lightagent'),

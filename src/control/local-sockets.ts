@@ -10,6 +10,10 @@
  *   control.sock (mode 0600, root by SO_PEERCRED)  the status commands, plus:
  *       {"cmd":"reload"}                                   re-read the config (as SIGHUP)
  *       {"cmd":"rescan","paths":["/abs/file", ...]}        scan these files now
+ *       {"cmd":"scan-start","paths":["/abs", ...]}         start a scan job (paths optional:
+ *                                                          every protected tree); -> {"job":{...}}
+ *       {"cmd":"scan-cancel"}                              stop the running job -> {"cancelled":bool}
+ *   status.sock and control.sock: {"cmd":"scan-status"} -> {"job":{...}|null} (docs/scans.md)
  *       {"cmd":"quarantine-list"}
  *       {"cmd":"quarantine-restore","item":"...","to":"/abs","force":false}
  *       {"cmd":"quarantine-delete","item":"..."}
@@ -41,6 +45,8 @@ export function statusEndpoint(socketDir: string, platform: NodeJS.Platform = pr
   return platform === 'win32' ? WINDOWS_STATUS_PIPE : path.join(socketDir, STATUS_SOCKET);
 }
 const MAX_RESCAN_PATHS = 1024;
+/** SCAN_JOB_LIMITS.maxPaths (src/scan/scan-jobs.ts), repeated: control/ sits below scan/. */
+const MAX_SCAN_JOB_PATHS = 64;
 const MAX_PATH_BYTES = 4096;
 
 /**
@@ -62,6 +68,10 @@ export interface AgentService {
   quarantineList(): Promise<unknown[]>;
   quarantineRestore(id: string, opts: { to?: string; force?: boolean }): Promise<unknown>;
   quarantineDelete(id: string): Promise<unknown>;
+  /** Scan jobs (docs/scans.md): start one (paths inside `protect`, none: all), its status, cancel. */
+  scanStart?(paths: string[]): unknown;
+  scanStatus?(): unknown;
+  scanCancel?(): boolean;
 }
 
 const bad = (message: string) => new ServiceError('LA_ERR_CONTROL_REQUEST', message, 'see docs/tray.md for the socket protocol');
@@ -145,6 +155,8 @@ export class LocalSockets {
       switch (req.cmd) {
         case 'status':
           return { status: svc.status() };
+        case 'scan-status':
+          return { job: svc.scanStatus?.() ?? null };
         case 'watch': {
           // The status first, then the stream, so a subscriber never misses a change in between.
           client.send({ ...(req.id !== undefined ? { id: req.id } : {}), ok: true, status: svc.status() });
@@ -175,7 +187,7 @@ export class LocalSockets {
             ? { afterMs: 300, request: { cmd: 'watch' } }
             : undefined,
       handle: (req, client) => {
-        if (req.cmd === 'status' || req.cmd === 'watch') return readOnly(req, client);
+        if (req.cmd === 'status' || req.cmd === 'watch' || req.cmd === 'scan-status') return readOnly(req, client);
         if (typeof req.cmd === 'string' && CONTROL_COMMANDS.has(req.cmd)) {
           if (pipe)
             throw new ServiceError(
@@ -204,7 +216,17 @@ export class LocalSockets {
           switch (req.cmd) {
             case 'status':
             case 'watch':
+            case 'scan-status':
               return readOnly(req, client);
+            case 'scan-start': {
+              const raw = req.paths ?? [];
+              if (!Array.isArray(raw) || raw.length > MAX_SCAN_JOB_PATHS)
+                throw bad(`"paths" must be a list of at most ${MAX_SCAN_JOB_PATHS} absolute paths`);
+              if (!svc.scanStart) throw bad('this daemon runs no scan jobs');
+              return { job: svc.scanStart(raw.map((p, i) => absPathField(p, `paths[${i}]`))) };
+            }
+            case 'scan-cancel':
+              return { cancelled: svc.scanCancel?.() ?? false };
             case 'reload':
               return { reload: await svc.reload() };
             case 'rescan': {
@@ -243,4 +265,12 @@ export class LocalSockets {
   }
 }
 
-const CONTROL_COMMANDS = new Set(['reload', 'rescan', 'quarantine-list', 'quarantine-restore', 'quarantine-delete']);
+const CONTROL_COMMANDS = new Set([
+  'reload',
+  'rescan',
+  'scan-start',
+  'scan-cancel',
+  'quarantine-list',
+  'quarantine-restore',
+  'quarantine-delete',
+]);

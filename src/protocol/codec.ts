@@ -10,13 +10,27 @@ import {
   MAX_FEATURES,
   POLICY_KEYS,
   POLICY_LIMITS,
+  SCAN_COMMAND_LIMITS,
   STATE_LIMITS,
   type AgentMessage,
   type Message,
   type SvmMessage,
 } from './messages.js';
 
-type FieldKind = 'str' | 'hex64' | 'uint' | 'uint32' | 'num01' | 'bool' | 'obj' | 'names' | 'time' | 'hashes' | 'results' | 'settings';
+type FieldKind =
+  | 'str'
+  | 'hex64'
+  | 'uint'
+  | 'uint32'
+  | 'num01'
+  | 'bool'
+  | 'obj'
+  | 'names'
+  | 'time'
+  | 'hashes'
+  | 'results'
+  | 'settings'
+  | 'strs';
 interface Field {
   kind: FieldKind;
   optional?: boolean;
@@ -25,6 +39,10 @@ interface Field {
   fields?: Record<string, Field>;
   /** For 'str': a tighter length bound than FRAME_LIMITS.maxString; for 'names': fewer names than MAX_FEATURES. */
   max?: number;
+  /** For 'str' (and each of 'strs'): must match. */
+  pattern?: RegExp;
+  /** For 'strs': at most this many strings, each of at most `max` characters. */
+  maxItems?: number;
 }
 type Schema = Record<string, Field>;
 
@@ -47,6 +65,21 @@ const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?Z$/;
 const limitsFields: Record<string, Field> = { maxFileSize: uint, maxChunk: uint, maxInFlight: uint };
 const processFields: Record<string, Field> = { pid: uint, exe: opt(s()), cmdline: opt(s()), uid: opt(uint) };
 const short = (o: Partial<Field> = {}): Field => s({ max: STATE_LIMITS.maxShort, ...o });
+/** Feature scan-command. */
+const SCAN_JOB_ID = /^[A-Za-z0-9._-]{1,64}$/;
+const scanJobFields: Record<string, Field> = {
+  id: s({ max: SCAN_COMMAND_LIMITS.maxId, pattern: SCAN_JOB_ID }),
+  trigger: s({ oneOf: ['manual', 'schedule', 'svm'] }),
+  state: s({ oneOf: ['running', 'done', 'cancelled', 'failed', 'refused'] }),
+  startedAt: time,
+  finishedAt: opt(time),
+  seen: uint,
+  scanned: uint,
+  skipped: uint,
+  infected: uint,
+  errors: uint,
+  code: opt(short({ pattern: /^[A-Z0-9_]{1,64}$/ })),
+};
 
 const AGENT_SCHEMAS: Record<string, Schema> = {
   hello: {
@@ -87,6 +120,8 @@ const AGENT_SCHEMAS: Record<string, Schema> = {
     deferred: uint,
     detections: uint,
     policy: opt({ kind: 'obj', fields: { name: short(), version: short() } }),
+    // Feature scan-command (sent only to an SVM that listed it).
+    scan: opt({ kind: 'obj', fields: scanJobFields }),
   },
 };
 
@@ -122,6 +157,17 @@ const SVM_SCHEMAS: Record<string, Schema> = {
     name: s({ max: POLICY_LIMITS.maxName }),
     version: s({ max: 64 }),
     settings: { kind: 'settings' },
+  },
+  // Feature scan-command (the agent ignores it unless it listed the feature).
+  'scan-now': {
+    id: s({ max: SCAN_COMMAND_LIMITS.maxId, pattern: SCAN_JOB_ID }),
+    paths: opt({
+      kind: 'strs',
+      maxItems: SCAN_COMMAND_LIMITS.maxPaths,
+      max: SCAN_COMMAND_LIMITS.maxPathLength,
+      pattern: /^(\/|[A-Za-z]:\\)/,
+    }),
+    reason: opt(s({ max: SCAN_COMMAND_LIMITS.maxReason })),
   },
 };
 
@@ -193,7 +239,23 @@ function checkFields(src: Record<string, unknown>, schema: Schema, where: string
         if (v.length > (f.max ?? FRAME_LIMITS.maxString))
           throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where}.${key} is longer than ${f.max ?? FRAME_LIMITS.maxString}`);
         if (f.oneOf && !f.oneOf.includes(v)) bad(`${where}.${key} must be one of ${f.oneOf.join(', ')}`);
+        if (f.pattern && !f.pattern.test(v)) bad(`${where}.${key} is not of the expected form`);
         break;
+      case 'strs':
+        if (!Array.isArray(v)) bad(`${where}.${key} must be a list`);
+        if (v.length > (f.maxItems ?? MAX_FEATURES))
+          throw new ProtocolError('LA_ERR_PROTO_OVERSIZED', `${where}.${key} has more than ${f.maxItems ?? MAX_FEATURES} entries`);
+        for (const x of v as unknown[]) {
+          if (typeof x !== 'string' || x.length === 0 || x.includes('\0')) bad(`${where}.${key} must hold non-empty strings`);
+          if (x.length > (f.max ?? FRAME_LIMITS.maxString))
+            throw new ProtocolError(
+              'LA_ERR_PROTO_OVERSIZED',
+              `${where}.${key} holds a string longer than ${f.max ?? FRAME_LIMITS.maxString}`,
+            );
+          if (f.pattern && !f.pattern.test(x)) bad(`${where}.${key} holds a string not of the expected form`);
+        }
+        out[key] = [...(v as string[])];
+        continue;
       case 'hex64':
         if (typeof v !== 'string' || !HEX64.test(v)) bad(`${where}.${key} must be 64 lowercase hex characters`);
         break;

@@ -8,7 +8,7 @@
  *   agent -> SVM: hello, lookup, scan (then binary chunks), event, cancel, state (feature state-report),
  *                 lookups (feature lookup-batch)
  *   SVM -> agent: welcome, verdict, load, generation, error, lookups (feature lookup-batch),
- *                 policy (feature policy)
+ *                 policy (feature policy), scan-now (feature scan-command)
  *
  * The version rule. `v` changes only when a message every peer must understand changes meaning;
  * then peers of different versions refuse each other (close 4002). Everything added to
@@ -43,6 +43,11 @@ export const FEATURES = {
    * welcome and whenever they change (docs/policies.md). `name: ''` means no central policy.
    */
   policy: 'policy',
+  /**
+   * SVM -> agent `scan-now`: run a scan job of the protected trees (or paths inside them) now;
+   * the agent reports the job in `state.scan` (docs/scans.md). Needs state-report to be seen.
+   */
+  scanCommand: 'scan-command',
 } as const satisfies Record<string, string>;
 /** At most this many feature names in a hello or welcome, each at most 64 characters. */
 export const MAX_FEATURES = 32;
@@ -204,6 +209,43 @@ export interface StateReport {
   detections: number;
   /** The policy in force, when policies exist. */
   policy?: { name: string; version: string };
+  /** Feature `scan-command`: the agent's last scan job (or refused scan command). */
+  scan?: ScanJobReport;
+}
+
+/** Bounds of feature scan-command (the codec enforces them). */
+export const SCAN_COMMAND_LIMITS = {
+  /** Job ids: 1-64 of [A-Za-z0-9._-]. */
+  maxId: 64,
+  maxPaths: 16,
+  maxPathLength: 4096,
+  maxReason: 256,
+} as const;
+
+/** SVM -> agent, feature `scan-command`: scan now. Paths must lie inside the agent's protected trees. */
+export interface ScanNow {
+  t: 'scan-now';
+  id: string;
+  /** Absolute paths; none: every protected tree. */
+  paths?: string[];
+  /** Why (shown in the agent's log and the console), e.g. "console: admin". */
+  reason?: string;
+}
+
+/** A scan job as a state report carries it (feature scan-command). */
+export interface ScanJobReport {
+  id: string;
+  trigger: 'manual' | 'schedule' | 'svm';
+  /** refused: the agent did not start it (`code` says why: LA_ERR_SCAN_BUSY, LA_ERR_SCAN_PATH). */
+  state: 'running' | 'done' | 'cancelled' | 'failed' | 'refused';
+  startedAt: string;
+  finishedAt?: string;
+  seen: number;
+  scanned: number;
+  skipped: number;
+  infected: number;
+  errors: number;
+  code?: string;
 }
 
 /**
@@ -258,7 +300,7 @@ export interface ErrorMsg {
 }
 
 export type AgentMessage = Hello | Lookup | LookupBatch | ScanRequest | Cancel | DetectionEvent | StateReport;
-export type SvmMessage = Welcome | VerdictMsg | LookupBatchAnswer | LoadReport | GenerationChange | ErrorMsg | PolicyMsg;
+export type SvmMessage = Welcome | VerdictMsg | LookupBatchAnswer | LoadReport | GenerationChange | ErrorMsg | PolicyMsg | ScanNow;
 export type Message = AgentMessage | SvmMessage;
 
 /** WebSocket close codes (4000-4999 are for applications, RFC 6455 section 7.4.2). */

@@ -100,7 +100,7 @@ export async function installHelper(argv: string[]): Promise<number> {
       }
       return 0;
     }
-    if (cmd === 'unit' && file && argv.length === 2 && /^[a-z0-9@.-]{1,64}\.service$/.test(file)) {
+    if (cmd === 'unit' && file && argv.length === 2 && /^[a-z0-9@.-]{1,64}\.(service|timer)$/.test(file)) {
       const sea = seaApi();
       if (!sea) throw new Error('units are carried only by the single executable (npm run release)');
       let unit: ArrayBuffer;

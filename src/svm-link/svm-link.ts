@@ -34,6 +34,7 @@ import {
   type DetectionEvent,
   type LookupBatch,
   type LookupBatchAnswer,
+  type ScanNow,
   type StateReport,
   type Limits,
   type OsName,
@@ -125,6 +126,8 @@ export interface SvmLinkEvents {
   refused: [LightagentError];
   /** A connection attempt failed before the SVM welcomed us (the link retries with backoff). */
   unreachable: [LightagentError];
+  /** Feature scan-command: the SVM asks for a scan job now (only when this link listed the feature). */
+  'scan-now': [ScanNow];
 }
 
 export class SvmLink extends EventEmitter<SvmLinkEvents> {
@@ -597,6 +600,17 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
           this._policy = msg;
           this.log.info('policy received', { name: msg.name, version: msg.version });
           this.emit('policy', msg);
+          break;
+        case 'scan-now':
+          // Only for an agent that listed the feature; an unlisted message is a protocol error.
+          if (!this.opts.features?.includes(FEATURES.scanCommand)) {
+            this.protocolFailure(
+              ws,
+              new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'the SVM sent scan-now, a feature this agent did not list'),
+            );
+            return;
+          }
+          this.emit('scan-now', msg);
           break;
         case 'error':
           if (msg.code === 'LA_ERR_AUTH') {

@@ -439,6 +439,8 @@ export class SvmPool extends EventEmitter<SvmLinkEvents> implements SvmClient {
     link.on('policy', (p) => {
       if (this.active === m) this.emit('policy', p);
     });
+    // Feature scan-command: from any SVM of the pool (the console may be on one that is not active).
+    link.on('scan-now', (c) => this.emit('scan-now', c));
     this.members.push(m);
     return m;
   }

@@ -28,6 +28,7 @@ import { SignatureWatcher, watchedSignaturePaths } from './signature-watch.js';
 import { AgentSession } from './session.js';
 import { SiemExport, type SiemDestination, type SiemExportOptions } from './siem/export.js';
 import type { TenantToken } from './tokens.js';
+import { ScanCommands } from './scan-commands.js';
 import type { SharedVerdictCache } from './verdict-cache.js';
 
 /**
@@ -172,6 +173,8 @@ export class SvmServer {
   private readonly log = logger('svm');
   /** The agent inventory, unless started with `inventory: false`. */
   readonly inventory: Inventory | undefined;
+  /** Scan commands to agents (feature scan-command), with the inventory. */
+  readonly scanCommands: ScanCommands | undefined;
   private readonly admins: AdminTokenStore;
   private readonly startedAt = Date.now();
 
@@ -200,6 +203,9 @@ export class SvmServer {
       const { store, ...rest } = opts.inventory ?? {};
       this.inventory = new Inventory({ ...rest, store: store ?? new MemoryInventoryStore(), svmId: core.opts.svmId }, core.events);
       this.inventory.attach(core);
+      // Scan commands report back through state reports: only with an inventory (docs/scans.md).
+      this.scanCommands = new ScanCommands(() => this.sessions);
+      this.scanCommands.attach(core);
       this.addRoute(
         createAdminApi({
           inventory: this.inventory,
@@ -212,6 +218,7 @@ export class SvmServer {
             (tenant === undefined ? core.policies.tenants : [tenant]).flatMap((t) =>
               core.policies.list(t).map((p) => ({ tenant: t, ...p })),
             ),
+          scans: this.scanCommands,
         }),
       );
     }
@@ -517,6 +524,11 @@ export class SvmServer {
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
+    // The SVM's HTTP root is the console, when it is served (lightagent-svm mounts it).
+    if (path === '/' && (req.method === 'GET' || req.method === 'HEAD') && this.routes.some((r) => r.prefix === '/console')) {
+      res.writeHead(302, { location: '/console/', 'cache-control': 'no-store' });
+      return void res.end();
+    }
     const route = this.routes.find((r) => path.startsWith(r.prefix));
     if (route) {
       const fail = (e: unknown) => {

@@ -11,7 +11,10 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { CONSOLE_CSP } from '../../src/svm/console/console-route.js';
-import { findBinary, needPackage } from '../helpers/procs.js';
+import { findBinary, needPackage, tempDir } from '../helpers/procs.js';
+import { startAgent } from '../helpers/agent.js';
+import { EICAR } from '../helpers/fixtures.js';
+import { eventuallyAsync } from '../svm/inventory-helpers.js';
 import { ADMIN_TOKEN, AGENT_TOKENS, FLEET, startConsoleFleet, VIEWER_B_TOKEN, XSS_HOST, type ConsoleFleet } from './fleet.js';
 
 const chromiumPath = findBinary('chromium', ['/usr/bin/chromium', '/usr/bin/chromium-browser']);
@@ -250,6 +253,85 @@ describe('web console in chromium', { skip, timeout: 180_000 }, () => {
     await page.waitForSelector('[data-test=signin-message]');
     assert.match(await page.locator('[data-test=signin-message]').innerText(), /not accepted/);
     assert.equal(await page.evaluate("sessionStorage.getItem('lightagent.console.token')"), null);
+  });
+
+  it('/ redirects to the console; detections filter by agent', async () => {
+    const r = await fetch(`${fleet.base}/`, { redirect: 'manual' });
+    assert.equal(r.status, 302);
+    assert.equal(r.headers.get('location'), '/console/');
+    await signIn(ADMIN_TOKEN);
+    await page.waitForSelector('[data-test=totals]');
+    await page.goto(`${fleet.base}/console/#/detections?agent=a-web-01`);
+    await page.waitForSelector('[data-test=agent-filter]');
+    const own = (await (
+      await fetch(`${fleet.base}/api/detections?agent=a-web-01`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+    ).json()) as { detections: Array<{ path: string }> };
+    assert.ok(own.detections.length >= 1 && own.detections.length < 5);
+    await page.waitForFunction((n) => document.querySelectorAll('[data-test=detections] tbody tr').length === n, own.detections.length);
+    assert.deepEqual((await texts('[data-test=detections] td.path')).sort(), own.detections.map((d) => d.path).sort());
+    await page.fill('input[name=agent]', '');
+    await page.press('input[name=agent]', 'Enter');
+    await page.waitForFunction((n) => document.querySelectorAll('[data-test=detections] tbody tr').length === n, 5);
+  });
+
+  it('Scan now: a real agent scans when the button is clicked, and its row shows the job', async () => {
+    const tree = tempDir('la-console-scan-');
+    fs.mkdirSync(path.join(tree, 'inbox'));
+    for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(tree, `inbox/mail-${i}.txt`), `message ${i}\n`);
+    fs.writeFileSync(path.join(tree, 'inbox/attachment.com'), EICAR);
+    const agent = await startAgent({ svm: fleet.svm.url, token: AGENT_TOKENS.a, protect: tree, mode: 'watcher' });
+    try {
+      await page.evaluate("sessionStorage.setItem('lightagent.console.refreshMs', '1000')");
+      await page.goto(`${fleet.base}/console/#/agents?tenant=a&state=protected`);
+      // The real agent is the one row of tenant a whose id is not one of the fleet's.
+      const id = await eventuallyAsync(async () => {
+        const ids = await page.locator('tbody tr[data-agent]').evaluateAll((rs) => rs.map((r) => r.getAttribute('data-agent') ?? ''));
+        return ids.find((x) => !x.startsWith('a-'));
+      }, 20_000);
+      assert.equal(await page.locator(`tr[data-agent="${id}"] [data-test=scan]`).innerText(), '—');
+      await page.click(`tr[data-agent="${id}"] a.host`);
+      await page.locator('[data-test=scan]', { hasText: 'no scan reported' }).waitFor();
+      await page.click('[data-test=scan-now]');
+      assert.match(await page.locator('[data-test=scan-message]').innerText(), /Scan asked of 1 agent/);
+      await page.locator('[data-test=scan]', { hasText: 'done' }).waitFor({ timeout: 30_000 });
+      assert.match(await page.locator('[data-test=scan]').innerText(), /7 scanned, 1 infected \(svm\)/);
+      await shot('scan');
+      const s = await agent.status();
+      assert.equal(s.scan?.trigger, 'svm');
+      assert.equal(s.scan?.state, 'done');
+      assert.ok(!fs.existsSync(path.join(tree, 'inbox/attachment.com')), 'the agent quarantined it');
+      // The tenant button: the fleet's raw agents did not list scan-command; they are skipped, the real one asked.
+      await page.goto(`${fleet.base}/console/#/agents?tenant=a`);
+      await page.click('[data-test=scan-now]');
+      assert.match(
+        await page.locator('[data-test=scan-message]').innerText(),
+        /Scan asked of 1 agent, \d+ skipped \(LA_ERR_SCAN_UNSUPPORTED\)/,
+      );
+      const first = s.scan!.id;
+      const second = await eventuallyAsync(async () => {
+        const now = (await agent.status()).scan;
+        return now && now.id !== first && now.state === 'done' ? now : undefined;
+      }, 20_000);
+      assert.equal(second.trigger, 'svm');
+      await page.locator(`tr[data-agent="${id}"] [data-test=scan]`, { hasText: 'done' }).waitFor();
+    } finally {
+      await page.evaluate("sessionStorage.removeItem('lightagent.console.refreshMs')");
+      await agent.stop();
+    }
+  });
+
+  it('a viewer has no Scan now button and the API refuses it', async () => {
+    await signIn(VIEWER_B_TOKEN);
+    await page.waitForSelector('[data-test=totals]');
+    await page.goto(`${fleet.base}/console/#/agent/b/b-desk-03`);
+    await page.waitForSelector('[data-test=agent-host]');
+    assert.equal(await page.locator('[data-test=scan-now]').count(), 0);
+    const r = await fetch(`${fleet.base}/api/agents/b/b-desk-03/scan`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${VIEWER_B_TOKEN}`, 'content-type': 'application/json' },
+      body: '{}',
+    });
+    assert.equal(r.status, 403);
   });
 
   it('nothing left the SVM: no other origin, no token in a URL, no dialog, no CSP report', async () => {

@@ -85,6 +85,18 @@ const agentMsgs: Message[] = [
     deferred: 4,
     detections: 5,
     policy: { name: 'p', version: '1' },
+    scan: {
+      id: 'svm-1.x_y',
+      trigger: 'svm',
+      state: 'running',
+      startedAt: '2026-01-01T00:00:00.000Z',
+      seen: 1,
+      scanned: 1,
+      skipped: 0,
+      infected: 0,
+      errors: 0,
+      code: 'LA_ERR_SCAN_BUSY',
+    },
   },
 ];
 const svmMsgs: Message[] = [
@@ -105,6 +117,7 @@ const svmMsgs: Message[] = [
       scan_schedule: { every: '1d', at: '02:30' },
     },
   },
+  { t: 'scan-now', id: 'svm-abc', paths: ['/srv', 'C:\\Users'], reason: 'console: admin' },
 ];
 
 /** Values that break naive validators: wrong types, huge, negative, NaN-ish, prototype keys. */
@@ -220,7 +233,7 @@ describe('fuzz: protocol frames never escape ProtocolError', () => {
     fuzz(t, 'decodeSvmMessage', fc.tuple(frameArb(svmMsgs), fc.boolean()), ([buf, asString]) => {
       try {
         const m = decodeSvmMessage(asString ? buf.toString('utf8') : buf);
-        assert.ok(['welcome', 'verdict', 'lookups', 'load', 'generation', 'error', 'policy'].includes(m.t));
+        assert.ok(['welcome', 'verdict', 'lookups', 'load', 'generation', 'error', 'policy', 'scan-now'].includes(m.t));
         assert.deepEqual(decodeSvmMessage(encodeMessage(m)), m);
       } catch (e) {
         expectOnly(e, [ProtocolError], 'decodeSvmMessage');

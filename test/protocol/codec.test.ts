@@ -326,6 +326,60 @@ describe('protocol codec', () => {
     assert.throws(() => decodeAgentMessage(enc({})), ProtocolError);
   });
 
+  it('feature scan-command: scan-now and state.scan are bounded, closed sets, safe ids', () => {
+    const now = { t: 'scan-now', id: 'svm-1', paths: ['/srv/data', 'D:\\share'], reason: 'console: admin' } as const;
+    assert.deepEqual(decodeSvmMessage(JSON.stringify({ ...now, extra: 1 })), now);
+    assert.deepEqual(decodeSvmMessage(JSON.stringify({ t: 'scan-now', id: 'x' })), { t: 'scan-now', id: 'x' });
+    const badNow: Array<[Record<string, unknown>, string]> = [
+      [{ id: '../etc' }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ id: 'x'.repeat(65) }, 'LA_ERR_PROTO_OVERSIZED'],
+      [{ id: 7 }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ paths: Array.from({ length: 17 }, (_, i) => `/p${i}`) }, 'LA_ERR_PROTO_OVERSIZED'],
+      [{ paths: ['relative/path'] }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ paths: ['/a\u0000b'] }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ paths: [''] }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ paths: '/srv' }, 'LA_ERR_PROTO_MALFORMED'],
+      [{ paths: ['/' + 'x'.repeat(4096)] }, 'LA_ERR_PROTO_OVERSIZED'],
+      [{ reason: 'r'.repeat(257) }, 'LA_ERR_PROTO_OVERSIZED'],
+    ];
+    for (const [patch, code] of badNow)
+      assert.throws(
+        () => decodeSvmMessage(JSON.stringify({ ...now, ...patch })),
+        (e: unknown) => e instanceof ProtocolError && e.code === code,
+        JSON.stringify(patch).slice(0, 80),
+      );
+    // An SVM never accepts scan-now from an agent.
+    assert.throws(() => decodeAgentMessage(JSON.stringify(now)), ProtocolError);
+    const base = agentMsgs.find((m) => m.t === 'state')!;
+    const scan = {
+      id: 'j1',
+      trigger: 'svm',
+      state: 'done',
+      startedAt: '2026-01-01T00:00:00.000Z',
+      finishedAt: '2026-01-01T00:01:00Z',
+      seen: 3,
+      scanned: 2,
+      skipped: 1,
+      infected: 1,
+      errors: 0,
+    };
+    assert.deepEqual((decodeAgentMessage(JSON.stringify({ ...base, scan })) as { scan?: unknown }).scan, scan);
+    const badScan: Array<Record<string, unknown>> = [
+      { state: 'exploded' },
+      { trigger: 'cron' },
+      { seen: -1 },
+      { startedAt: 'yesterday' },
+      { code: 'lower case <b>' },
+      { id: 'a b' },
+    ];
+    for (const patch of badScan)
+      assert.throws(
+        () => decodeAgentMessage(JSON.stringify({ ...base, scan: { ...scan, ...patch } })),
+        ProtocolError,
+        JSON.stringify(patch),
+      );
+  });
+
   it('accepts text as a string or a Buffer alike', () => {
     for (const m of agentMsgs) assert.deepEqual(decodeAgentMessage(Buffer.from(encodeMessage(m))), m);
   });

@@ -173,6 +173,25 @@ describe('install.sh', () => {
       const v = spawnSync('systemd-analyze', ['verify', probe], { encoding: 'utf8', timeout: 30_000 });
       assert.equal(v.status, 0, v.stdout + v.stderr);
       assert.equal(v.stderr.trim(), '', 'no warnings');
+      // The scheduled-scan timer and its service are installed beside it (disabled; docs/scans.md).
+      for (const f of ['lightagent-scan.service', 'lightagent-scan.timer'])
+        fs.writeFileSync(
+          path.join(root, f),
+          fs
+            .readFileSync(path.join(root, 'etc/systemd/system', f), 'utf8')
+            .replace('ExecStart=/usr/local/bin/lightagent ', `ExecStart=${root}/usr/local/bin/lightagent `),
+        );
+      const t = spawnSync(
+        'systemd-analyze',
+        ['verify', path.join(root, 'lightagent-scan.timer'), path.join(root, 'lightagent-scan.service')],
+        {
+          encoding: 'utf8',
+          timeout: 30_000,
+          cwd: root,
+        },
+      );
+      assert.equal(t.status, 0, t.stdout + t.stderr);
+      assert.equal(t.stderr.trim(), '', 'no warnings');
     },
   );
 

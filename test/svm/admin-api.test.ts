@@ -128,6 +128,7 @@ describe('admin API', () => {
       'policyCurrent',
       'policyExpected',
       'reasons',
+      'scan',
       'silent',
       'since',
       'state',

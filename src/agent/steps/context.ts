@@ -12,10 +12,12 @@ import type { ProcessMonitor } from '../../processes/process-monitor.js';
 import type { FileScanner } from '../../scan/file-scanner.js';
 import type { OnAccessHandler } from '../../scan/on-access.js';
 import type { RefreshStatus, SignatureRefresh } from '../../scan/signature-refresh.js';
+import type { ScanJobRunner, ScanJobStatus } from '../../scan/scan-jobs.js';
 import type { DeferredQueue } from '../../store/deferred-queue.js';
 import type { Detection, DetectionLog } from '../../store/detections.js';
 import type { Quarantine } from '../../store/quarantine.js';
 import type { SvmClient, WindowStats } from '../../svm-link/index.js';
+import type { ScanJobReport } from '../../protocol/index.js';
 import type { ProtectionBackend, ProtectionMode } from '../../watchers/protection.js';
 import type { LocalCache } from '../local-cache.js';
 import type { PolicyLayer, PolicyStatus } from '../policy-layer.js';
@@ -106,6 +108,8 @@ export interface DaemonStatus {
   memory: { rssKb: number; heapUsedKb: number };
   /** The central layer (feature policy, docs/policies.md): the policy in force and where each central key comes from. */
   policy?: PolicyStatus | undefined;
+  /** The scan job running, else the last one (docs/scans.md); absent before the first. */
+  scan?: ScanJobStatus | undefined;
 }
 
 /** The daemon as its steps see it (src/agent/daemon.ts implements it). */
@@ -145,4 +149,8 @@ export interface DaemonContext {
   processes?: ProcessMonitor;
   state?: ProtectionState;
   sockets?: LocalSockets;
+  scanJobs?: ScanJobRunner;
+  /** The last scan job (or refused SVM scan command) for the state report; onScanReport: it changed. */
+  scanReport?: () => ScanJobReport | undefined;
+  onScanReport?: () => void;
 }

@@ -24,6 +24,9 @@ export const socketsStep: Step<DaemonContext> = {
         quarantineList: () => q.list(),
         quarantineRestore: (id, opts) => q.restore(id, opts),
         quarantineDelete: (id) => q.delete(id),
+        scanStart: (paths) => ctx.scanJobs!.start({ trigger: 'manual', paths }),
+        scanStatus: () => ctx.scanJobs?.current,
+        scanCancel: () => ctx.scanJobs?.cancel() ?? false,
       },
       { windowsPipe: windows ? WINDOWS_STATUS_PIPE : undefined },
     );

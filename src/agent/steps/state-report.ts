@@ -1,5 +1,6 @@
 import os from 'node:os';
 import { hostInfo } from '../../platform/host-info.js';
+import { FEATURES } from '../../protocol/index.js';
 import { AGENT_VERSION } from '../identity.js';
 import { StateReporter, boundFigures } from '../state-reporter.js';
 import type { Step } from '../step-runner.js';
@@ -38,11 +39,25 @@ export const stateReportStep: Step<DaemonContext> = {
           deferred: ctx.deferred?.size ?? 0,
           detections: ctx.detections?.count ?? 0,
           ...(policy ? { policy } : {}),
+          // Feature scan-command: the last job, only to an SVM that listed the feature.
+          ...(link.speaks(FEATURES.scanCommand) && ctx.scanReport?.() ? { scan: ctx.scanReport()! } : {}),
         });
       },
     });
     const changed = () => reporter.changed();
     state.on('change', changed);
+    // A job's progress: its start and end at once, counters at most every 10 s (state reports stay slow).
+    let jobState = '';
+    let progressAt = 0;
+    const jobChanged = (j: { id: string; state: string }) => {
+      const now = Date.now();
+      if (`${j.id}:${j.state}` === jobState && now - progressAt < 10_000) return;
+      jobState = `${j.id}:${j.state}`;
+      progressAt = now;
+      changed();
+    };
+    ctx.scanJobs?.on('change', jobChanged);
+    ctx.onScanReport = changed;
     link.on('generation', changed);
     ctx.detections?.on('detection', changed);
     ctx.policy?.on('change', changed);
@@ -53,6 +68,8 @@ export const stateReportStep: Step<DaemonContext> = {
       link.off('generation', changed);
       ctx.detections?.off('detection', changed);
       ctx.policy?.off('change', changed);
+      ctx.scanJobs?.off('change', jobChanged);
+      ctx.onScanReport = undefined;
     };
   },
 };

@@ -3,6 +3,7 @@
  * Exit codes: 0 all clean, 1 something infected, 2 error (bad arguments, no SVM, files that could
  * not be judged).
  */
+import path from 'node:path';
 import { loadAgentConfig, requireSvm, type AgentConfig } from '../../config/agent.js';
 import { FileScanner, type LocalVerdictStore, type ScanResult } from '../../scan/file-scanner.js';
 import { walkTree, type WalkEntry, type WalkSkip } from '../../scan/tree-walker.js';
@@ -15,6 +16,8 @@ import { ProgressBar } from '../progress.js';
 import { defineCommand } from '../command.js';
 import { err, out, printJson } from '../output.js';
 import { openLocalCache } from '../../agent/local-cache.js';
+import { runDaemonScan } from './scan-daemon.js';
+import { clientSocketDir } from './status.js';
 
 export interface ScanSummary {
   files: number;
@@ -48,10 +51,34 @@ export const scanCommand = defineCommand({
     'no-cache': { type: 'boolean', help: 'do not use or update the local verdict cache' },
     'cache-file': { type: 'string', arg: 'F', help: 'local verdict cache file (default <state_dir>/cache.v1)' },
     verbose: { type: 'boolean', help: 'list every skipped or failed file' },
+    daemon: {
+      type: 'boolean',
+      help: 'ask the running daemon for a scan job (root): PATHs inside `protect`, none for every protected tree (docs/scans.md)',
+    },
+    'no-wait': { type: 'boolean', help: 'with --daemon: start the job and return' },
+    status: { type: 'boolean', help: "with --daemon: show the daemon's running or last scan job" },
+    cancel: { type: 'boolean', help: 'with --daemon: stop the running scan job' },
+    'socket-dir': { type: 'string', arg: 'DIR', help: "with --daemon: the daemon's socket directory (default from the config)" },
+    'state-dir': { type: 'string', arg: 'DIR', help: "with --daemon: the daemon's --state-dir (its sockets are then in <DIR>.run)" },
   },
   positionals: true,
-  footer: 'Exit status: 0 clean, 1 infected files found, 2 error.',
+  footer:
+    'Exit status: 0 clean, 1 infected files found, 2 error.\n' +
+    'With --daemon the running daemon scans (shared cache, quarantine and events, idle priority); without it, this process does.',
   async handler({ values: o, positionals, usage }) {
+    if (o.daemon || o.status || o.cancel) {
+      if (!o.daemon) return usage('--status and --cancel go with --daemon');
+      const bad = positionals.find((p) => !path.isAbsolute(p));
+      if (bad !== undefined) return usage(`--daemon takes absolute paths (${bad})`);
+      return runDaemonScan({
+        socketDir: clientSocketDir(o),
+        paths: positionals,
+        json: o.json,
+        wait: !o['no-wait'],
+        status: o.status,
+        cancel: o.cancel,
+      });
+    }
     if (positionals.length === 0) return usage('name at least one PATH to scan');
     const jobs = o.jobs;
     const cfg: AgentConfig = loadAgentConfig({ file: o.config, flags: { svm: o.svm, token: o.token } });

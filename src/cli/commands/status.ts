@@ -67,6 +67,16 @@ function refreshLines(r: Obj | undefined): string[] {
   ];
 }
 
+/** The running or last scan job (docs/scans.md). */
+function scanLine(j: Obj): string {
+  const c: Obj = j.counters ?? {};
+  const when = j.state === 'running' ? `started ${ago(j.startedAt)} ago` : `${ago(j.finishedAt ?? j.startedAt)} ago`;
+  return (
+    `scan job:    ${j.state ?? '?'} (${j.trigger ?? '?'}, ${when}): ${c.seen ?? 0} seen, ${c.scanned ?? 0} scanned, ` +
+    `${c.infected ?? 0} infected, ${c.errors ?? 0} errors`
+  );
+}
+
 export function formatStatus(s: Obj): string {
   const p: Obj = s.protection ?? {};
   const svm: Obj = s.svm ?? {};
@@ -88,6 +98,7 @@ export function formatStatus(s: Obj): string {
       `(${c.identityHits ?? 0} hits, ${c.misses ?? 0} misses)`,
     ...refreshLines(s.refresh),
     `queue:       ${s.deferredQueue ?? 0} file(s) waiting for a scan`,
+    ...(s.scan ? [scanLine(s.scan)] : []),
     ...(s.memory ? [`memory:      ${mb(s.memory.rssKb)} MB resident (main thread's heap ${mb(s.memory.heapUsedKb)} MB)`] : []),
     `detections:  ${det.total ?? 0}${det.recent?.length ? ', last:' : ''}`,
   ];

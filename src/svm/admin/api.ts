@@ -4,10 +4,12 @@
  *
  *   GET /api/whoami | /api/fleet | /api/agents | /api/agents/<tenant>/<agentId> | /api/detections |
  *       /api/detections/timeline | /api/svm | /api/policies
+ *   POST /api/agents/<tenant>/<agentId>/scan | /api/scans   (admin tokens only: scan-api.ts)
  *
  * Every request needs `Authorization: Bearer <admin or viewer token>` (auth.ts): none or unknown
  * 401, an agent token 403. A viewer sees its own tenant only: another tenant's rows are filtered
- * out of lists and its agents are 404, never 403 (no oracle for what exists). Only GET and HEAD.
+ * out of lists and its agents are 404, never 403 (no oracle for what exists). GET and HEAD, and POST
+ * for scans.
  * Query values are checked, each bad one answered 400 naming the parameter. Responses are JSON
  * with `<`, `>` and `&` escaped, `cache-control: no-store`, `x-content-type-options: nosniff`.
  */
@@ -18,6 +20,8 @@ import type { TokenStore } from '../tokens.js';
 import { countRows, emptyCounts, type AgentView, type Counts, type Inventory } from '../inventory/inventory.js';
 import type { DetectionRecord, StoredAgent } from '../inventory/types.js';
 import { authenticate, type AdminIdentity, type AdminTokenStore } from './auth.js';
+import type { ScanCommands } from '../scan-commands.js';
+import { handleScanPost } from './scan-api.js';
 
 export interface SvmInfo {
   svmId: string;
@@ -46,6 +50,8 @@ export interface AdminApiDeps {
   policyFor?: (tenant: string, agentId: string, host: string) => PolicyRef | undefined;
   /** Every policy of the tenants given (all when undefined), with its settings as written. */
   policies?: (tenant: string | undefined) => PolicyInfo[];
+  /** Scan commands (POST, admin tokens only: scan-api.ts); absent: read only. */
+  scans?: ScanCommands | undefined;
   now?: () => number;
 }
 
@@ -297,8 +303,16 @@ export function createAdminApi(d: AdminApiDeps): AdminRoute {
         else log.warn('admin API: an agent token was presented', { path: url.pathname.slice(0, 200), remote: req.socket.remoteAddress });
         return error(auth.status, auth.code, auth.message, {}, auth.status === 401 ? { 'www-authenticate': 'Bearer' } : {});
       }
+      if (req.method === 'POST' && d.scans && (req.url ?? '').length <= MAX_URL) {
+        try {
+          if (await handleScanPost(req, url, auth.who, d.scans, d.inventory, send, error)) return;
+        } catch (e) {
+          log.error('admin API: a scan request failed', { path: url.pathname.slice(0, 200), ...describeError(e) });
+          return error(503, 'LA_ERR_ADMIN_UNAVAILABLE', 'the inventory cannot be read now (is its Redis reachable?); see the SVM log');
+        }
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD')
-        return error(405, 'LA_ERR_ADMIN_METHOD', 'only GET and HEAD', {}, { allow: 'GET, HEAD' });
+        return error(405, 'LA_ERR_ADMIN_METHOD', 'only GET and HEAD (POST only to start scans)', {}, { allow: 'GET, HEAD' });
       if ((req.url ?? '').length > MAX_URL)
         return error(400, 'LA_ERR_ADMIN_BAD_REQUEST', `the URL is longer than ${MAX_URL}`, { parameter: 'url' });
       try {

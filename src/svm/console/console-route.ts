@@ -26,6 +26,7 @@ export const CONSOLE_STATIC_FILES = [
   'format.js',
   'vendor-html.js',
   'chart.js',
+  'scan.js',
   'pages/signin.js',
   'pages/fleet.js',
   'pages/agents.js',

@@ -15,7 +15,7 @@
  * outage; scanning never waits for the inventory.
  */
 import { logger } from '../../log.js';
-import { FEATURES, type StateReport } from '../../protocol/index.js';
+import { FEATURES, type ScanJobReport, type StateReport } from '../../protocol/index.js';
 import type { AgentFacts, AgentObserver } from '../agent-observer.js';
 import type { DetectionSvmEvent, SvmEventBus } from '../events.js';
 import type { SvmMetrics } from '../metrics.js';
@@ -70,6 +70,8 @@ export interface AgentView {
   detections: number;
   detectionsReported: number;
   policy: { name: string; version: string } | null;
+  /** Feature scan-command: the agent's last scan job (docs/scans.md); null before the first. */
+  scan: ScanJobReport | null;
 }
 
 export interface Counts {
@@ -204,6 +206,7 @@ export class Inventory implements AgentObserver {
         deferred: r.deferred,
         detectionsReported: r.detections,
         policy: r.policy ? { ...r.policy } : null,
+        scan: r.scan ? { ...r.scan } : (before.scan ?? null),
       };
       if (before.silent) this.publishSilence('agent-back', row);
       if (before.state !== row.state || before.reasons.join() !== row.reasons.join()) {
@@ -331,6 +334,7 @@ export class Inventory implements AgentObserver {
       detections: row.detections,
       detectionsReported: row.detectionsReported,
       policy: row.policy ? { ...row.policy } : null,
+      scan: row.scan ? { ...row.scan } : null,
     };
   }
 

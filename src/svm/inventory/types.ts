@@ -5,6 +5,8 @@
  * one conformance suite (test/svm/inventory-conformance.ts). What a row means is decided once, in
  * inventory.ts; a store only keeps and returns rows.
  */
+import type { ScanJobReport } from '../../protocol/index.js';
+import { parseScanJobReport } from '../scan-report.js';
 
 export type AgentStateName = 'protected' | 'degraded' | 'off' | 'unknown';
 
@@ -40,6 +42,8 @@ export interface StoredAgent extends AgentKey {
   /** Detections the agent counts since it started (its own report). */
   detectionsReported: number;
   policy: { name: string; version: string } | null;
+  /** Feature scan-command: the agent's last scan job as it reported it (absent in rows of older SVMs). */
+  scan?: ScanJobReport | null;
 }
 
 export interface HistoryEntry {
@@ -151,6 +155,7 @@ export function parseStoredAgent(v: unknown): StoredAgent | undefined {
     detections: o.detections as number,
     detectionsReported: o.detectionsReported as number,
     policy: policy ? { name: policy.name as string, version: policy.version as string } : null,
+    ...(o.scan !== undefined && o.scan !== null ? { scan: parseScanJobReport(o.scan) ?? null } : {}),
   };
 }
 

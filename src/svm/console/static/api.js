@@ -65,6 +65,37 @@ export async function api(path, params = {}) {
   throw e;
 }
 
+/** POST /api/<path> with a JSON body (starting scans: admin tokens only). Throws ApiError. */
+export async function apiPost(path, body) {
+  const token = session.token();
+  if (!token) throw lost(new ApiError(401, 'LA_ERR_ADMIN_AUTH', 'Sign in with an admin or viewer token.'));
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), 15_000);
+  let res;
+  try {
+    res = await fetch(`../api/${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, accept: 'application/json', 'content-type': 'application/json' },
+      body: JSON.stringify(body ?? {}),
+      cache: 'no-store',
+      credentials: 'omit',
+      referrerPolicy: 'no-referrer',
+      signal: ctl.signal,
+    });
+  } catch {
+    throw new ApiError(0, 'NETWORK', PLAIN[0]);
+  } finally {
+    clearTimeout(timer);
+  }
+  const out = await res.json().catch(() => null);
+  if (res.ok && out) return out;
+  const err = out && typeof out.error === 'object' ? out.error : {};
+  const code = typeof err.code === 'string' ? err.code : `HTTP ${res.status}`;
+  const detail = typeof err.message === 'string' ? err.message : `The SVM answered ${res.status}.`;
+  if (res.status === 401) throw lost(new ApiError(401, code, PLAIN[401]));
+  throw new ApiError(res.status, code, detail);
+}
+
 function lost(e) {
   session.signOut();
   apiEvents.dispatchEvent(new CustomEvent('auth-lost', { detail: e.message }));

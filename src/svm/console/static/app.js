@@ -76,7 +76,7 @@ function App() {
   let body;
   if (page === 'fleet') body = html`<${Fleet} whoami=${whoami} />`;
   else if (page === 'agents') body = html`<${Agents} query=${route.query} whoami=${whoami} />`;
-  else if (page === 'agent') body = html`<${Agent} tenant=${route.parts[1]} agentId=${route.parts[2]} />`;
+  else if (page === 'agent') body = html`<${Agent} tenant=${route.parts[1]} agentId=${route.parts[2]} whoami=${whoami} />`;
   else if (page === 'detections') body = html`<${Detections} query=${route.query} whoami=${whoami} />`;
   else if (page === 'svm') body = html`<${Svm} />`;
   else body = html`<p class="empty">There is no page “${page}”. <a href="#/fleet">Go to the fleet.</a></p>`;

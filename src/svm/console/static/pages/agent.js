@@ -3,8 +3,11 @@ import { api, usePoll } from '../api.js';
 import { ago, Badge, dateTime, ErrorBox, percent } from '../format.js';
 import { html } from '../vendor-html.js';
 import { DetectionTable } from './detections.js';
+import { ScanButton, ScanFacts } from '../scan.js';
 
-export function Agent({ tenant, agentId }) {
+const detectionsOf = (a) => `#/detections?tenant=${encodeURIComponent(a.tenant)}&agent=${encodeURIComponent(a.agentId)}`;
+
+export function Agent({ tenant, agentId, whoami }) {
   const { data, error } = usePoll(
     () => api(`agents/${encodeURIComponent(tenant ?? '')}/${encodeURIComponent(agentId ?? '')}`),
     [tenant, agentId],
@@ -79,8 +82,18 @@ export function Agent({ tenant, agentId }) {
         }
       </dd>
       <dt>Detections</dt>
-      <dd>${a.detections}</dd>
+      <dd>${a.detections}${a.detections ? html` · <a href=${detectionsOf(a)}>show them all</a>` : null}</dd>
+      <dt>Last scan</dt>
+      <dd data-test="scan"><${ScanFacts} scan=${a.scan} /></dd>
     </dl>
+    <p>
+      <${ScanButton}
+        whoami=${whoami}
+        label="Scan now"
+        path=${`agents/${encodeURIComponent(a.tenant)}/${encodeURIComponent(a.agentId)}/scan`}
+        body=${{}}
+      />
+    </p>
     <h2>State history</h2>
     ${
       data.history.length === 0

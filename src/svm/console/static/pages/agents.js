@@ -3,6 +3,7 @@
 import { api, usePoll } from '../api.js';
 import { agentHref, ago, Badge, ErrorBox, setQuery } from '../format.js';
 import { html, useEffect, useRef, useState } from '../vendor-html.js';
+import { ScanButton, scanText } from '../scan.js';
 
 const PAGE = 50;
 const STATES = ['protected', 'degraded', 'off', 'silent'];
@@ -15,6 +16,7 @@ const COLUMNS = [
   [null, 'Signatures', false],
   ['detections', 'Detections', true],
   [null, 'Policy', false],
+  [null, 'Last scan', false],
 ];
 
 export function Agents({ query, whoami }) {
@@ -65,6 +67,13 @@ export function Agents({ query, whoami }) {
         <input name="q" type="search" placeholder="host name or agent id" value=${search} onInput=${onSearch} spellcheck="false" />
       </label>
     </form>
+    ${
+      tenant
+        ? html`<p>
+            <${ScanButton} whoami=${whoami} label=${`Scan every connected agent of ${tenant}`} path="scans" body=${{ tenant }} />
+          </p>`
+        : null
+    }
     <${ErrorBox} error=${error} />
     ${
       !data
@@ -158,6 +167,7 @@ function Row({ a }) {
               </div>`
       }
     </td>
+    <td class="small" data-test="scan">${scanText(a.scan)}</td>
   </tr>`;
 }
 

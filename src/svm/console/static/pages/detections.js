@@ -12,8 +12,10 @@ const PERIODS = [
 
 export function Detections({ query }) {
   const hours = Number(query.get('hours')) || 24;
+  const agent = query.get('agent') || '';
+  const tenant = query.get('tenant') || '';
   const timeline = usePoll(() => api('detections/timeline', { hours }), [hours]);
-  const list = usePoll(() => api('detections', { limit: 200 }), []);
+  const list = usePoll(() => api('detections', { limit: 200, agent, tenant }), [agent, tenant]);
   return html`<h1>Detections</h1>
     <div class="filters">
       <label
@@ -22,10 +24,24 @@ export function Detections({ query }) {
           ${PERIODS.map(([h, label]) => html`<option value=${String(h)}>${label}</option>`)}
         </select>
       </label>
+      <label class="grow"
+        >Agent
+        <input
+          name="agent"
+          type="search"
+          placeholder="agent id (all agents when empty)"
+          value=${agent}
+          spellcheck="false"
+          onChange=${(e) => setQuery({ agent: e.currentTarget.value.trim(), tenant: '' })}
+        />
+      </label>
     </div>
     <${ErrorBox} error=${timeline.error} />
     ${timeline.data ? html`<${TimelineChart} buckets=${timeline.data.buckets} bucketSeconds=${timeline.data.bucketSeconds} />` : null}
-    <h2>Latest</h2>
+    <h2>
+      Latest${agent ? html` of agent <span class="mono" data-test="agent-filter">${agent}</span> · ` : ''}
+      ${agent ? html`<a href="#/detections">all agents</a>` : ''}
+    </h2>
     <${ErrorBox} error=${list.error} />
     ${
       list.data
