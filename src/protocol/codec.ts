@@ -18,19 +18,7 @@ import {
 } from './messages.js';
 
 type FieldKind =
-  | 'str'
-  | 'hex64'
-  | 'uint'
-  | 'uint32'
-  | 'num01'
-  | 'bool'
-  | 'obj'
-  | 'names'
-  | 'time'
-  | 'hashes'
-  | 'results'
-  | 'settings'
-  | 'strs';
+  'str' | 'hex64' | 'uint' | 'uint32' | 'num01' | 'bool' | 'obj' | 'names' | 'time' | 'hashes' | 'results' | 'settings' | 'strs';
 interface Field {
   kind: FieldKind;
   optional?: boolean;
