@@ -38,6 +38,14 @@ function readPem(key: string, file: string | undefined): Buffer | undefined {
   }
 }
 
+/**
+ * lightagent/1 features every agent link speaks (protocol/messages.ts FEATURES); the daemon's
+ * state-report step sends the state reports, its signature refresh sends lookup batches and its
+ * policy steps apply policies; other commands only list them. The daemon's link adds
+ * scan-command (steps/svm-link.ts).
+ */
+export const AGENT_FEATURES: readonly string[] = [FEATURES.signatureAge, FEATURES.stateReport, FEATURES.lookupBatch, FEATURES.policy];
+
 export function svmLinkFor(cfg: AgentConfig, extra: SvmClientExtra = {}): SvmClient {
   return build(cfg, extra, false);
 }
@@ -75,10 +83,7 @@ function build(cfg: AgentConfig, extra: SvmClientExtra, pool: boolean): SvmClien
     hypervisor: host.hypervisor,
     agentVersion: AGENT_VERSION,
     deadlineMs: cfg.deadline,
-    // lightagent/1 features this agent speaks (protocol/messages.ts FEATURES); the daemon's
-    // state-report step sends the state reports and its policy steps apply policies; other
-    // commands only list the features.
-    features: [FEATURES.signatureAge, FEATURES.stateReport, FEATURES.lookupBatch, FEATURES.policy],
+    features: [...AGENT_FEATURES],
     ca,
     cert,
     key,

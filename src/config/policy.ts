@@ -11,7 +11,6 @@ import crypto from 'node:crypto';
 import { z } from 'zod';
 import { POLICY_KEYS, type PolicyKey } from '../protocol/index.js';
 import { agentConfigSchema, type AgentConfig } from './agent.js';
-import { duration } from './load.js';
 
 const agentShape = agentConfigSchema.shape as Record<string, z.ZodType>;
 
@@ -20,29 +19,13 @@ function bare(t: z.ZodType): z.ZodType {
   return t instanceof z.ZodDefault || t instanceof z.ZodOptional ? bare(t.unwrap() as z.ZodType) : t;
 }
 
-/**
- * `scan_schedule: {every, at?, spread?}`: owned by the agent's scheduled scans. When this agent's
- * config schema has the key, its validator is used; until then the block's shape is checked here
- * so a policy can carry it to agents that know it.
- */
-const scanScheduleShape = z
-  .object({
-    every: duration().refine((ms) => ms >= 60_000, 'must be at least 1m'),
-    at: z
-      .string()
-      .regex(/^(?:[01]\d|2[0-3]):[0-5]\d$/, 'must be a time of day HH:MM, e.g. 02:30')
-      .optional(),
-    spread: duration().optional(),
-  })
-  .strict();
-
 /** Does this agent's config know the key (so a policy can set it here)? */
 export function agentKnows(key: PolicyKey): boolean {
   return Object.hasOwn(agentShape, key);
 }
 
 const settingSchema = (k: PolicyKey): z.ZodType =>
-  agentKnows(k) ? bare(agentShape[k]!) : k === 'scan_schedule' ? scanScheduleShape : z.never();
+  agentKnows(k) ? bare(agentShape[k]!) : z.never();
 
 /** The settings block of a policy: each key optional, validated as in the agent's config. */
 export const policySettingsShape = Object.fromEntries(POLICY_KEYS.map((k) => [k, settingSchema(k).optional()])) as Record<

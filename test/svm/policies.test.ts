@@ -69,8 +69,10 @@ describe('SVM policies: the config', () => {
       'policies.acme.exclude.paths.2: "/a/../b" must be a normalized path',
       'policies.acme.exclude.extensions.0: "*.log" is not a file extension',
       'policies.acme.on_detect:',
-      'policies.acme.scan_schedule.every: must be at least 1m',
-      'policies.acme.scan_schedule.at: must be a time of day',
+      // The agent's own scan_schedule validator (src/config/scan-schedule.ts): one validator, both sides.
+      'policies.acme.scan_schedule.every: must be between 1h and 31d',
+      'policies.acme.scan_schedule.at: must be a local time HH:MM',
+      'policies.acme.scan_schedule.at: goes with an `every` of whole days',
       'policies.acme: Unrecognized key: "protect"',
       'policies.acme.groups.0.deadline: "x" is not a duration',
       'policies.acme.groups.0: a group chooses its members',
