@@ -127,7 +127,7 @@ describe('agent: policies from the SVM (fanotify)', { skip }, () => {
     const s = await until((x) => x.policy?.version === version(), 'the new policy');
     assert.equal(s.policy!.values.deadline, 4000);
     assert.equal(s.policy!.values.on_detect, 'deny-and-kill');
-    assert.equal(s.policy!.keys.scan_schedule, 'not-supported', 'passed through, applied only by agents that know the key');
+    assert.equal(s.policy!.keys.scan_schedule, 'central', 'the central scan schedule is in force (docs/scans.md)');
     assert.equal(s.policy!.keys.exclude, 'local');
     assert.deepEqual(s.exclusions.paths, []);
     assert.ok(denied(path.join(skipDir, 'eicar2.com')), 'no longer excluded');
