@@ -10,6 +10,7 @@ import type { VerdictMsg } from '../protocol/index.js';
 import type { AgentObserver } from './agent-observer.js';
 import type { ScanEngine } from './engines/engine.js';
 import { SvmEventBus } from './events.js';
+import { LookupCoalescer } from './coalesce.js';
 import { FairScheduler } from './fairness.js';
 import { SvmMetrics } from './metrics.js';
 import type { ReportTarget } from './reports.js';
@@ -37,6 +38,8 @@ export interface CoreOptions {
   uploadsPerAgent: number;
   /** An upload with no chunk for this long is dropped (LA_ERR_UPLOAD_TIMEOUT). */
   uploadStallMs: number;
+  /** The longest a lookup of content another agent is uploading waits for that upload's verdict (0: never; coalesce.ts). */
+  coalesceMs?: number | undefined;
   /** Per agent: requests (lookups + scans) per second, and the burst allowed above it. */
   rateLimit: { perSecond: number; burst: number };
   /** Engine scans running at once, all agents together. */
@@ -53,6 +56,11 @@ export const DEFAULT_MAX_SIGNATURE_AGE_MS = 7 * 24 * 3600 * 1000;
 /** A verdict without its envelope: what lookup and scan produce. */
 export type VerdictFields = Omit<VerdictMsg, 't' | 'id'>;
 
+/** Default lookup_coalesce: the longest a lookup waits for another agent's upload of the same content. */
+export const DEFAULT_COALESCE_MS = 500;
+/** A held lookup is released when the upload it waits for shows no progress for this long. */
+const COALESCE_PROGRESS_MS = 200;
+
 /** Engine scans running at once that count as full load (the load figure agents balance on). */
 const SCAN_CAPACITY = 64;
 
@@ -65,6 +73,8 @@ export class SvmCore {
   /** Connections past hello by tenant and agent id: two live ones with one id are two clones. */
   private readonly agentIds = new Map<string, number>();
   private readonly inflight = new Map<string, Promise<VerdictFields>>();
+  /** Lookups that missed recently, whose agents are about to upload them: see lookup(). */
+  readonly coalescer: LookupCoalescer;
   readonly scheduler: FairScheduler;
   /** Detections, agent state changes, policies, signatures: for the inventory, SIEM export and console. */
   readonly events = new SvmEventBus();
@@ -87,6 +97,13 @@ export class SvmCore {
   ) {
     this.tokens = new TokenStore(opts.tokens);
     this.budget = new UploadBudget(uploadLimits(opts));
+    const holdMs = opts.coalesceMs ?? DEFAULT_COALESCE_MS;
+    this.coalescer = new LookupCoalescer({
+      holdMs,
+      progressMs: Math.min(holdMs, COALESCE_PROGRESS_MS),
+      perAgent: Math.max(1, Math.floor(opts.maxInFlight / 4)),
+      capacity: 100_000,
+    });
     this.metrics = new SvmMetrics(engine.name);
     this.scheduler = new FairScheduler(opts.scanConcurrency, opts.agentQueue);
     const m = this.metrics;
@@ -258,13 +275,30 @@ export class SvmCore {
     return this.activeScans + this.scheduler.depth;
   }
 
-  async lookup(tenant: string, sha256: string): Promise<VerdictFields> {
+  /**
+   * The shared cache's verdict for `sha256`, or `unknown`. A miss of content another agent is
+   * uploading or the engine is scanning waits, bounded, for that verdict (coalesce.ts), so a farm
+   * of clones that miss one file at the same moment uploads it once; released without a verdict,
+   * it answers `unknown` and its agent uploads. Keys are per tenant: one tenant never waits on
+   * another. `agent` is the asking connection, `size` the size it announced.
+   */
+  async lookup(tenant: string, sha256: string, agent: object = this, size = 0): Promise<VerdictFields> {
     this.metrics.lookups.inc();
     const generation = this.generation();
     const hit = await this.cacheGet({ tenant, generation, sha256 });
-    if (!hit) return { verdict: 'unknown', sha256, generation };
-    this.metrics.cacheHits.inc();
-    return fromCache(hit, sha256, generation);
+    if (hit) {
+      this.metrics.cacheHits.inc();
+      return fromCache(hit, sha256, generation);
+    }
+    const key = `${tenant}\u0000${generation}\u0000${sha256}`;
+    const running = this.inflight.get(key);
+    const waited = await (running ? this.coalescer.join(agent, running) : this.coalescer.miss(key, sha256, agent, size));
+    if (waited) {
+      this.metrics.cacheHits.inc();
+      this.inflightHits++;
+      return { ...waited, cached: true };
+    }
+    return { verdict: 'unknown', sha256, generation };
   }
 
   /**
@@ -274,20 +308,24 @@ export class SvmCore {
   async scan(tenant: string, sha256: string, content: Buffer, agent: object = this): Promise<VerdictFields> {
     const generation = this.generation();
     const key: VerdictKey = { tenant, generation, sha256 };
+    const flightKey = `${tenant}\u0000${generation}\u0000${sha256}`;
     const hit = await this.cacheGet(key);
     if (hit) {
       this.metrics.cacheHits.inc();
-      return fromCache(hit, sha256, generation);
+      const v = fromCache(hit, sha256, generation);
+      this.coalescer.settle(flightKey, Promise.resolve(v));
+      return v;
     }
-    const flightKey = `${tenant}\u0000${generation}\u0000${sha256}`;
     const running = this.inflight.get(flightKey);
     if (running) {
       this.metrics.cacheHits.inc();
       this.inflightHits++;
+      this.coalescer.settle(flightKey, running);
       return { ...(await running), cached: true };
     }
     const p = this.scheduler.run(tenant, agent, () => this.runEngine(key, content));
     this.inflight.set(flightKey, p);
+    this.coalescer.settle(flightKey, p);
     try {
       return await p;
     } finally {

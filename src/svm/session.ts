@@ -111,6 +111,7 @@ export class AgentSession {
       maxRefused: o.maxInFlight,
       onBytes: (n) => core.metrics.bytesReceived.inc(n),
       onTimeout: (id, why) => {
+        this.core.coalescer.dropped(this, id);
         this.core.metrics.scanErrors.inc();
         const ms = why === 'stalled' ? o.uploadStallMs : o.uploadTimeoutMs;
         this.log.warn(why === 'stalled' ? 'upload stalled; dropped' : 'upload timed out', {
@@ -128,6 +129,7 @@ export class AgentSession {
         });
       },
       onOverBudget: (id) => {
+        this.core.coalescer.dropped(this, id);
         this.core.metrics.scanErrors.inc();
         this.core.metrics.busy.inc();
         this.warnBusy('upload memory share in use; upload dropped', id);
@@ -253,13 +255,16 @@ export class AgentSession {
       case 'lookup':
         this.begin(msg.id);
         if (!this.withinRate(msg.id)) return;
-        this.reply(msg.id, this.core.lookup(this.tenant, msg.sha256), this.core.metrics.lookupSeconds);
+        this.reply(msg.id, this.core.lookup(this.tenant, msg.sha256, this, msg.size), this.core.metrics.lookupSeconds);
         return;
       case 'scan':
         this.startUpload(msg.id, msg.size);
         return;
       case 'cancel':
-        if (this.uploads.drop(msg.id)) this.busy.delete(msg.id);
+        if (this.uploads.drop(msg.id)) {
+          this.busy.delete(msg.id);
+          this.core.coalescer.dropped(this, msg.id);
+        }
         return;
       case 'event':
         this.onEvent(msg);
@@ -490,7 +495,7 @@ export class AgentSession {
         'LA_ERR_BUSY',
         `this agent already has ${o.uploadsPerAgent} uploads in progress (uploads_per_agent); retry shortly`,
       );
-    }
+    } else this.core.coalescer.started(this, id, size);
   }
 
   /** One warning per agent per minute: a hostile agent must not flood the log. */
@@ -514,8 +519,12 @@ export class AgentSession {
 
   private onBinary(frame: Buffer): void {
     if (!this.hello) throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'binary frame before hello');
-    const done = this.uploads.add(decodeChunk(frame, this.core.opts.maxChunk));
-    if (done) this.scanUpload(done);
+    const chunk = decodeChunk(frame, this.core.opts.maxChunk);
+    const done = this.uploads.add(chunk);
+    if (done) {
+      this.core.coalescer.completed(this, done.id, done.sha256);
+      this.scanUpload(done);
+    } else this.core.coalescer.progress(this, chunk.id);
   }
 
   private scanUpload(u: CompletedUpload): void {
@@ -532,6 +541,7 @@ export class AgentSession {
       if (this.facts) this.core.observe('disconnected', this.facts);
     }
     this.uploads.clear();
+    this.core.coalescer.gone(this);
     this.busy.clear();
     this.core.agents.delete(this);
   }
