@@ -12,6 +12,7 @@ import type { ScanEngine } from './engines/engine.js';
 import { SvmEventBus } from './events.js';
 import { LookupCoalescer } from './coalesce.js';
 import { FairScheduler } from './fairness.js';
+import { TenantReadGate } from './read-gate.js';
 import { SvmMetrics } from './metrics.js';
 import type { ReportTarget } from './reports.js';
 import { SignatureAge, type SignatureStatus } from './signature-age.js';
@@ -40,6 +41,8 @@ export interface CoreOptions {
   uploadStallMs: number;
   /** The longest a lookup of content another agent is uploading waits for that upload's verdict (0: never; coalesce.ts). */
   coalesceMs?: number | undefined;
+  /** Bytes of one tenant's frames handled per event-loop turn while other tenants are active (read-gate.ts; 0: off). */
+  fairReadBytes?: number | undefined;
   /** Per agent: requests (lookups + scans) per second, and the burst allowed above it. */
   rateLimit: { perSecond: number; burst: number };
   /** Engine scans running at once, all agents together. */
@@ -61,6 +64,9 @@ export const DEFAULT_COALESCE_MS = 500;
 /** A held lookup is released when the upload it waits for shows no progress for this long. */
 const COALESCE_PROGRESS_MS = 200;
 
+/** Default fair_read_bytes: one tenant's frames handled per event-loop turn while others are active. */
+export const DEFAULT_FAIR_READ_BYTES = 256 * 1024;
+
 /** Engine scans running at once that count as full load (the load figure agents balance on). */
 const SCAN_CAPACITY = 64;
 
@@ -75,6 +81,8 @@ export class SvmCore {
   private readonly inflight = new Map<string, Promise<VerdictFields>>();
   /** Lookups that missed recently, whose agents are about to upload them: see lookup(). */
   readonly coalescer: LookupCoalescer;
+  /** Read back-pressure by tenant: one tenant's frames cannot fill every turn of the event loop. */
+  readonly readGate: TenantReadGate;
   readonly scheduler: FairScheduler;
   /** Detections, agent state changes, policies, signatures: for the inventory, SIEM export and console. */
   readonly events = new SvmEventBus();
@@ -104,6 +112,7 @@ export class SvmCore {
       perAgent: Math.max(1, Math.floor(opts.maxInFlight / 4)),
       capacity: 100_000,
     });
+    this.readGate = new TenantReadGate({ bytesPerTurn: opts.fairReadBytes ?? DEFAULT_FAIR_READ_BYTES, resumePerTurn: 2, activeMs: 1000 });
     this.metrics = new SvmMetrics(engine.name);
     this.scheduler = new FairScheduler(opts.scanConcurrency, opts.agentQueue);
     const m = this.metrics;

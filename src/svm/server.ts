@@ -73,6 +73,8 @@ export interface SvmOptions {
   uploadStallMs?: number;
   /** A lookup that misses makes lookups of the same content wait this long for its upload (default 500; 0: never). */
   coalesceMs?: number;
+  /** Bytes of one tenant's frames handled per event-loop turn while other tenants are active (default 256 KiB; 0: off). */
+  fairReadBytes?: number;
   /** Interval of load/generation reports to agents; default 2000, never under 1000. */
   reportIntervalMs?: number;
   /** How long close() waits for agents to finish the close handshake before dropping them. */
@@ -227,6 +229,7 @@ export class SvmServer {
       uploadsPerAgent: o.uploadsPerAgent ?? d.uploadsPerAgent,
       uploadStallMs: o.uploadStallMs ?? d.uploadStallMs,
       coalesceMs: o.coalesceMs ?? d.coalesceMs,
+      fairReadBytes: o.fairReadBytes,
       rateLimit: o.rateLimit ?? d.rateLimit,
       scanConcurrency: o.scanConcurrency ?? d.scanConcurrency,
       agentQueue: o.agentQueue ?? d.agentQueue,

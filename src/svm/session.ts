@@ -154,6 +154,7 @@ export class AgentSession {
         const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
         if (isBinary) this.onBinary(buf);
         else this.onText(buf);
+        if (this.hello) this.core.readGate.account(this.tenant, this.ws, buf.length);
       } catch (e) {
         this.onError(e);
       }
@@ -542,6 +543,7 @@ export class AgentSession {
     }
     this.uploads.clear();
     this.core.coalescer.gone(this);
+    this.core.readGate.forget(this.ws);
     this.busy.clear();
     this.core.agents.delete(this);
   }
