@@ -177,6 +177,24 @@ export class SvmCore {
       'Entries evicted from the shared verdict cache to stay within cache.entries.',
       () => this.cache.stats().evictions,
     );
+    m.counter(
+      'lightagent_svm_lookups_coalesced_total',
+      "Lookups of content another agent was uploading, answered by that upload's verdict (lookup_coalesce).",
+      () => this.coalescer.coalesced,
+    );
+    m.labelled(
+      'lightagent_svm_lookups_released_total',
+      'Held lookups answered unknown (their agent uploads), by why: dropped (the upload was cancelled, dropped or failed), ' +
+        'disconnected (its agent left), no-progress, hold-time (lookup_coalesce ran out).',
+      'counter',
+      'reason',
+      () => ({ ...this.coalescer.released }),
+    );
+    m.counter(
+      'lightagent_svm_reads_paused_total',
+      'Connections paused because their tenant passed fair_read_bytes in one turn of the event loop while another tenant was active.',
+      () => this.readGate.pauses,
+    );
   }
 
   /** Count a connection under its agent id; returns how many others already use that id. */
