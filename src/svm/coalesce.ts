@@ -160,8 +160,11 @@ export class LookupCoalescer {
     const m = this.linked(agent, id);
     if (!m) return;
     m.upload = undefined;
-    if (m.sha256 === sha256) clearTimeout(m.progress);
-    else this.expectProgress(m);
+    if (m.sha256 !== sha256) return this.expectProgress(m);
+    // Its scan settles the miss; should it never (the generation changed meanwhile: another key),
+    // the miss is forgotten once no hold could still wait on it.
+    clearTimeout(m.progress);
+    m.progress = setTimeout(() => this.release(m, 'hold-time'), this.o.holdMs);
   }
 
   /** The scan of `key` started (or was answered from the cache): its verdict goes to every hold. */

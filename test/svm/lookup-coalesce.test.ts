@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { describe, it } from 'node:test';
 import { encodeChunk, encodeMessage } from '../../src/protocol/index.js';
+import { LookupCoalescer } from '../../src/svm/coalesce.js';
 import type { SvmServer } from '../../src/svm/server.js';
 import { metric, rawAgent, startTestSvm, upload, type RawAgent } from './helpers.js';
 
@@ -209,5 +210,16 @@ describe('lookup coalescing', () => {
     } finally {
       await s.close();
     }
+  });
+
+  it('a miss whose upload completed but whose scan never settles it is forgotten after the hold time', async () => {
+    const c = new LookupCoalescer({ holdMs: 100, progressMs: 50, perAgent: 4, capacity: 10 });
+    const owner = {};
+    assert.equal(c.miss('k', 'a'.repeat(64), owner, 10), undefined);
+    c.started(owner, 1, 10);
+    c.completed(owner, 1, 'a'.repeat(64)); // e.g. the generation changed: the scan settles another key
+    assert.equal(c.size, 1);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(c.size, 0, "not kept (it would use up the owner's share of misses)");
   });
 });
