@@ -73,6 +73,8 @@ export class AgentSession {
   private tokenHash: Buffer | undefined;
   private rateWarned = false;
   private busyWarnedAt = -Infinity;
+  private dropWarnedAt = -Infinity;
+  private dropsUnwarned = 0;
   private closed = false;
   private facts: AgentFacts | undefined;
   /** Epoch ms of the last frame received (the inventory keeps a connected agent fresh with it). */
@@ -114,12 +116,19 @@ export class AgentSession {
         this.core.coalescer.dropped(this, id);
         this.core.metrics.scanErrors.inc();
         const ms = why === 'stalled' ? o.uploadStallMs : o.uploadTimeoutMs;
-        this.log.warn(why === 'stalled' ? 'upload stalled; dropped' : 'upload timed out', {
-          remote: this.remote,
-          agent: this.hello?.agentId,
-          id,
-          timeoutMs: ms,
-        });
+        // One warning per agent per minute, with the drops since: hundreds of stalling agents must not flood the log.
+        const now = Date.now();
+        if (now - this.dropWarnedAt >= 60_000) {
+          this.log.warn(why === 'stalled' ? 'upload stalled; dropped' : 'upload timed out', {
+            remote: this.remote,
+            agent: this.hello?.agentId,
+            id,
+            timeoutMs: ms,
+            droppedSinceLastWarning: this.dropsUnwarned,
+          });
+          this.dropWarnedAt = now;
+          this.dropsUnwarned = 0;
+        } else this.dropsUnwarned++;
         this.answer({
           t: 'verdict',
           id,
