@@ -16,7 +16,9 @@
  * target (issue #23, DESIGN.md) is <= 2x. The SVM, the hostile process and this one share the
  * machine's cores: CPU the noise takes is part of what the quiet agent sees.
  *
- *   sudo node build/bench/fleet/noisy-neighbour.js [--seconds 5] [--stallers 200] [--flooders 20] [--out FILE]
+ *   sudo node build/bench/fleet/noisy-neighbour.js [--seconds 5] [--stallers 200] [--flooders 20] [--fair-read-bytes N] [--out FILE]
+ *
+ * --fair-read-bytes sets the SVM's fair_read_bytes (0: read back-pressure off, for a before/after).
  *   node build/bench/fleet/noisy-neighbour.js --hostile stall|flood --url U --agents K (internal)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -145,6 +147,7 @@ async function main(): Promise<void> {
       hostile: { type: 'string' },
       url: { type: 'string' },
       agents: { type: 'string' },
+      'fair-read-bytes': { type: 'string' },
     },
   }).values;
   if (args.hostile) return hostile(args.hostile, args.url!, Number(args.agents));
@@ -156,7 +159,8 @@ async function main(): Promise<void> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-noisy-'));
   atCleanup(() => fs.rmSync(work, { recursive: true, force: true }));
   const cfg = path.join(work, 'svm.yaml');
-  fs.writeFileSync(cfg, `tokens:\n  - {tenant: noisy, token: ${HOSTILE}}\n  - {tenant: quiet, token: ${QUIET}}\n`);
+  const fair = args['fair-read-bytes'] === undefined ? '' : `fair_read_bytes: ${Number(args['fair-read-bytes'])}\n`;
+  fs.writeFileSync(cfg, `${fair}tokens:\n  - {tenant: noisy, token: ${HOSTILE}}\n  - {tenant: quiet, token: ${QUIET}}\n`);
   const logFd = fs.openSync(path.join(work, 'svm.log'), 'a');
   const svm = spawn(process.execPath, [SVM_CLI, '--config', cfg, '--listen', '127.0.0.1:0', '--json', '--log-level', 'warn'], {
     stdio: ['ignore', 'pipe', logFd],

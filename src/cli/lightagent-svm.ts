@@ -170,6 +170,8 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
       uploadMemoryPerTenant: cfg.upload_memory_per_tenant,
       uploadsPerAgent: cfg.uploads_per_agent,
       uploadStallMs: cfg.upload_stall_timeout,
+      coalesceMs: cfg.lookup_coalesce,
+      fairReadBytes: cfg.fair_read_bytes,
       rateLimit: { perSecond: cfg.rate_limit.per_second, burst: cfg.rate_limit.burst },
       scanConcurrency: cfg.scan_concurrency,
       agentQueue: cfg.agent_queue,

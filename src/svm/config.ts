@@ -33,6 +33,8 @@
  *   upload_memory_per_tenant: 256 MiB # one tenant's share (default: upload_memory / 2 with several tenants)
  *   uploads_per_agent: 16           # uploads receiving at once per agent; more: LA_ERR_BUSY
  *   upload_stall_timeout: 5s        # an upload with no data for this long is dropped
+ *   fair_read_bytes: 256 KiB        # one tenant's frames per event-loop turn while others are active; 0: off
+ *   lookup_coalesce: 500ms          # longest wait of a lookup for another agent's upload of it
  *   cache: memory                   # or redis://10.0.0.9:6379: verdicts shared by every SVM using it
  *   # cache: {store: redis://10.0.0.9:6379, entries: 1000000, ttl: 7d, timeout: 250ms, key_prefix: 'lightagent:v1:'}
  *   #   entries: the memory tier (in front of redis); ttl: expiry in redis; timeout: per redis command
@@ -342,6 +344,14 @@ export const svmConfigSchema = z
     upload_stall_timeout: duration()
       .refine((ms) => ms >= 100, 'must be at least 100ms')
       .default(5_000),
+    // The longest a lookup of content another agent is uploading waits for its verdict (coalesce.ts).
+    // One tenant's frames handled per event-loop turn while other tenants are active (read-gate.ts).
+    fair_read_bytes: size()
+      .refine((n) => n === 0 || n >= 64 * 1024, 'must be 0 (off) or at least 64 KiB')
+      .default(256 * 1024),
+    lookup_coalesce: duration()
+      .refine((ms) => ms <= 10_000, 'must be at most 10s')
+      .default(500),
     // A plain string is the store: `memory` or a redis:// URL.
     cache: z.preprocess(
       (v) => (typeof v === 'string' ? { store: v } : v),

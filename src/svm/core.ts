@@ -10,7 +10,9 @@ import type { VerdictMsg } from '../protocol/index.js';
 import type { AgentObserver } from './agent-observer.js';
 import type { ScanEngine } from './engines/engine.js';
 import { SvmEventBus } from './events.js';
+import { LookupCoalescer } from './coalesce.js';
 import { FairScheduler } from './fairness.js';
+import { TenantReadGate } from './read-gate.js';
 import { SvmMetrics } from './metrics.js';
 import { PolicyBook } from './policies.js';
 import type { ReportTarget } from './reports.js';
@@ -38,6 +40,10 @@ export interface CoreOptions {
   uploadsPerAgent: number;
   /** An upload with no chunk for this long is dropped (LA_ERR_UPLOAD_TIMEOUT). */
   uploadStallMs: number;
+  /** The longest a lookup of content another agent is uploading waits for that upload's verdict (0: never; coalesce.ts). */
+  coalesceMs?: number | undefined;
+  /** Bytes of one tenant's frames handled per event-loop turn while other tenants are active (read-gate.ts; 0: off). */
+  fairReadBytes?: number | undefined;
   /** Per agent: requests (lookups + scans) per second, and the burst allowed above it. */
   rateLimit: { perSecond: number; burst: number };
   /** Engine scans running at once, all agents together. */
@@ -54,6 +60,14 @@ export const DEFAULT_MAX_SIGNATURE_AGE_MS = 7 * 24 * 3600 * 1000;
 /** A verdict without its envelope: what lookup and scan produce. */
 export type VerdictFields = Omit<VerdictMsg, 't' | 'id'>;
 
+/** Default lookup_coalesce: the longest a lookup waits for another agent's upload of the same content. */
+export const DEFAULT_COALESCE_MS = 500;
+/** A held lookup is released when the upload it waits for shows no progress for this long. */
+const COALESCE_PROGRESS_MS = 200;
+
+/** Default fair_read_bytes: one tenant's frames handled per event-loop turn while others are active. */
+export const DEFAULT_FAIR_READ_BYTES = 256 * 1024;
+
 /** Engine scans running at once that count as full load (the load figure agents balance on). */
 const SCAN_CAPACITY = 64;
 
@@ -66,6 +80,10 @@ export class SvmCore {
   /** Connections past hello by tenant and agent id: two live ones with one id are two clones. */
   private readonly agentIds = new Map<string, number>();
   private readonly inflight = new Map<string, Promise<VerdictFields>>();
+  /** Lookups that missed recently, whose agents are about to upload them: see lookup(). */
+  readonly coalescer: LookupCoalescer;
+  /** Read back-pressure by tenant: one tenant's frames cannot fill every turn of the event loop. */
+  readonly readGate: TenantReadGate;
   readonly scheduler: FairScheduler;
   /** Detections, agent state changes, policies, signatures: for the inventory, SIEM export and console. */
   readonly events = new SvmEventBus();
@@ -90,6 +108,14 @@ export class SvmCore {
   ) {
     this.tokens = new TokenStore(opts.tokens);
     this.budget = new UploadBudget(uploadLimits(opts));
+    const holdMs = opts.coalesceMs ?? DEFAULT_COALESCE_MS;
+    this.coalescer = new LookupCoalescer({
+      holdMs,
+      progressMs: Math.min(holdMs, COALESCE_PROGRESS_MS),
+      perAgent: Math.max(1, Math.floor(opts.maxInFlight / 4)),
+      capacity: 100_000,
+    });
+    this.readGate = new TenantReadGate({ bytesPerTurn: opts.fairReadBytes ?? DEFAULT_FAIR_READ_BYTES, resumePerTurn: 2, activeMs: 1000 });
     this.metrics = new SvmMetrics(engine.name);
     this.scheduler = new FairScheduler(opts.scanConcurrency, opts.agentQueue);
     const m = this.metrics;
@@ -153,6 +179,24 @@ export class SvmCore {
       'lightagent_svm_cache_evictions_total',
       'Entries evicted from the shared verdict cache to stay within cache.entries.',
       () => this.cache.stats().evictions,
+    );
+    m.counter(
+      'lightagent_svm_lookups_coalesced_total',
+      "Lookups of content another agent was uploading, answered by that upload's verdict (lookup_coalesce).",
+      () => this.coalescer.coalesced,
+    );
+    m.labelled(
+      'lightagent_svm_lookups_released_total',
+      'Held lookups answered unknown (their agent uploads), by why: dropped (the upload was cancelled, dropped or failed), ' +
+        'disconnected (its agent left), no-progress, hold-time (lookup_coalesce ran out).',
+      'counter',
+      'reason',
+      () => ({ ...this.coalescer.released }),
+    );
+    m.counter(
+      'lightagent_svm_reads_paused_total',
+      'Connections paused because their tenant passed fair_read_bytes in one turn of the event loop while another tenant was active.',
+      () => this.readGate.pauses,
     );
   }
 
@@ -261,13 +305,30 @@ export class SvmCore {
     return this.activeScans + this.scheduler.depth;
   }
 
-  async lookup(tenant: string, sha256: string): Promise<VerdictFields> {
+  /**
+   * The shared cache's verdict for `sha256`, or `unknown`. A miss of content another agent is
+   * uploading or the engine is scanning waits, bounded, for that verdict (coalesce.ts), so a farm
+   * of clones that miss one file at the same moment uploads it once; released without a verdict,
+   * it answers `unknown` and its agent uploads. Keys are per tenant: one tenant never waits on
+   * another. `agent` is the asking connection, `size` the size it announced.
+   */
+  async lookup(tenant: string, sha256: string, agent: object = this, size = 0): Promise<VerdictFields> {
     this.metrics.lookups.inc();
     const generation = this.generation();
     const hit = await this.cacheGet({ tenant, generation, sha256 });
-    if (!hit) return { verdict: 'unknown', sha256, generation };
-    this.metrics.cacheHits.inc();
-    return fromCache(hit, sha256, generation);
+    if (hit) {
+      this.metrics.cacheHits.inc();
+      return fromCache(hit, sha256, generation);
+    }
+    const key = `${tenant}\u0000${generation}\u0000${sha256}`;
+    const running = this.inflight.get(key);
+    const waited = await (running ? this.coalescer.join(agent, running) : this.coalescer.miss(key, sha256, agent, size));
+    if (waited) {
+      this.metrics.cacheHits.inc();
+      this.inflightHits++;
+      return { ...waited, cached: true };
+    }
+    return { verdict: 'unknown', sha256, generation };
   }
 
   /**
@@ -277,20 +338,24 @@ export class SvmCore {
   async scan(tenant: string, sha256: string, content: Buffer, agent: object = this): Promise<VerdictFields> {
     const generation = this.generation();
     const key: VerdictKey = { tenant, generation, sha256 };
+    const flightKey = `${tenant}\u0000${generation}\u0000${sha256}`;
     const hit = await this.cacheGet(key);
     if (hit) {
       this.metrics.cacheHits.inc();
-      return fromCache(hit, sha256, generation);
+      const v = fromCache(hit, sha256, generation);
+      this.coalescer.settle(flightKey, Promise.resolve(v));
+      return v;
     }
-    const flightKey = `${tenant}\u0000${generation}\u0000${sha256}`;
     const running = this.inflight.get(flightKey);
     if (running) {
       this.metrics.cacheHits.inc();
       this.inflightHits++;
+      this.coalescer.settle(flightKey, running);
       return { ...(await running), cached: true };
     }
     const p = this.scheduler.run(tenant, agent, () => this.runEngine(key, content));
     this.inflight.set(flightKey, p);
+    this.coalescer.settle(flightKey, p);
     try {
       return await p;
     } finally {

@@ -73,6 +73,10 @@ export interface SvmOptions {
   uploadsPerAgent?: number;
   /** An upload with no chunk for this long is dropped (default 5000). */
   uploadStallMs?: number;
+  /** A lookup that misses makes lookups of the same content wait this long for its upload (default 500; 0: never). */
+  coalesceMs?: number;
+  /** Bytes of one tenant's frames handled per event-loop turn while other tenants are active (default 256 KiB; 0: off). */
+  fairReadBytes?: number;
   /** Interval of load/generation reports to agents; default 2000, never under 1000. */
   reportIntervalMs?: number;
   /** How long close() waits for agents to finish the close handshake before dropping them. */
@@ -124,6 +128,7 @@ export const SVM_DEFAULTS = {
   uploadMemory: 512 * 1024 * 1024,
   uploadsPerAgent: 16,
   uploadStallMs: 5_000,
+  coalesceMs: 500,
   reportIntervalMs: 2_000,
   closeGraceMs: 2_000,
   siemFlushMs: 3_000,
@@ -239,6 +244,8 @@ export class SvmServer {
       uploadMemoryPerTenant: o.uploadMemoryPerTenant,
       uploadsPerAgent: o.uploadsPerAgent ?? d.uploadsPerAgent,
       uploadStallMs: o.uploadStallMs ?? d.uploadStallMs,
+      coalesceMs: o.coalesceMs ?? d.coalesceMs,
+      fairReadBytes: o.fairReadBytes,
       rateLimit: o.rateLimit ?? d.rateLimit,
       scanConcurrency: o.scanConcurrency ?? d.scanConcurrency,
       agentQueue: o.agentQueue ?? d.agentQueue,

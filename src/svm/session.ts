@@ -79,6 +79,8 @@ export class AgentSession {
   private tokenHash: Buffer | undefined;
   private rateWarned = false;
   private busyWarnedAt = -Infinity;
+  private dropWarnedAt = -Infinity;
+  private dropsUnwarned = 0;
   private closed = false;
   private facts: AgentFacts | undefined;
   /** Epoch ms of the last frame received (the inventory keeps a connected agent fresh with it). */
@@ -119,14 +121,22 @@ export class AgentSession {
       maxRefused: o.maxInFlight,
       onBytes: (n) => core.metrics.bytesReceived.inc(n),
       onTimeout: (id, why) => {
+        this.core.coalescer.dropped(this, id);
         this.core.metrics.scanErrors.inc();
         const ms = why === 'stalled' ? o.uploadStallMs : o.uploadTimeoutMs;
-        this.log.warn(why === 'stalled' ? 'upload stalled; dropped' : 'upload timed out', {
-          remote: this.remote,
-          agent: this.hello?.agentId,
-          id,
-          timeoutMs: ms,
-        });
+        // One warning per agent per minute, with the drops since: hundreds of stalling agents must not flood the log.
+        const now = Date.now();
+        if (now - this.dropWarnedAt >= 60_000) {
+          this.log.warn(why === 'stalled' ? 'upload stalled; dropped' : 'upload timed out', {
+            remote: this.remote,
+            agent: this.hello?.agentId,
+            id,
+            timeoutMs: ms,
+            droppedSinceLastWarning: this.dropsUnwarned,
+          });
+          this.dropWarnedAt = now;
+          this.dropsUnwarned = 0;
+        } else this.dropsUnwarned++;
         this.answer({
           t: 'verdict',
           id,
@@ -136,6 +146,7 @@ export class AgentSession {
         });
       },
       onOverBudget: (id) => {
+        this.core.coalescer.dropped(this, id);
         this.core.metrics.scanErrors.inc();
         this.core.metrics.busy.inc();
         this.warnBusy('upload memory share in use; upload dropped', id);
@@ -160,6 +171,7 @@ export class AgentSession {
         const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
         if (isBinary) this.onBinary(buf);
         else this.onText(buf);
+        if (this.hello) this.core.readGate.account(this.tenant, this.ws, buf.length);
       } catch (e) {
         this.onError(e);
       }
@@ -262,7 +274,7 @@ export class AgentSession {
         if (RTT_TRACE) rttMark('v.lookup', msg.sha256);
         this.begin(msg.id);
         if (!this.withinRate(msg.id)) return;
-        this.reply(msg.id, this.core.lookup(this.tenant, msg.sha256), this.core.metrics.lookupSeconds);
+        this.reply(msg.id, this.core.lookup(this.tenant, msg.sha256, this, msg.size), this.core.metrics.lookupSeconds);
         return;
       case 'lookups': {
         if (!this.core.features.includes(FEATURES.lookupBatch))
@@ -277,7 +289,10 @@ export class AgentSession {
         this.startUpload(msg.id, msg.size);
         return;
       case 'cancel':
-        if (this.uploads.drop(msg.id)) this.busy.delete(msg.id);
+        if (this.uploads.drop(msg.id)) {
+          this.busy.delete(msg.id);
+          this.core.coalescer.dropped(this, msg.id);
+        }
         return;
       case 'event':
         this.onEvent(msg);
@@ -550,7 +565,7 @@ export class AgentSession {
         'LA_ERR_BUSY',
         `this agent already has ${o.uploadsPerAgent} uploads in progress (uploads_per_agent); retry shortly`,
       );
-    }
+    } else this.core.coalescer.started(this, id, size);
   }
 
   /** One warning per agent per minute: a hostile agent must not flood the log. */
@@ -574,8 +589,12 @@ export class AgentSession {
 
   private onBinary(frame: Buffer): void {
     if (!this.hello) throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'binary frame before hello');
-    const done = this.uploads.add(decodeChunk(frame, this.core.opts.maxChunk));
-    if (done) this.scanUpload(done);
+    const chunk = decodeChunk(frame, this.core.opts.maxChunk);
+    const done = this.uploads.add(chunk);
+    if (done) {
+      this.core.coalescer.completed(this, done.id, done.sha256);
+      this.scanUpload(done);
+    } else this.core.coalescer.progress(this, chunk.id);
   }
 
   private scanUpload(u: CompletedUpload): void {
@@ -593,6 +612,8 @@ export class AgentSession {
       if (this.facts) this.core.observe('disconnected', this.facts);
     }
     this.uploads.clear();
+    this.core.coalescer.gone(this);
+    this.core.readGate.forget(this.ws);
     this.busy.clear();
     this.core.agents.delete(this);
   }

@@ -1,0 +1,117 @@
+/**
+ * Read back-pressure by tenant: a flooding tenant cannot take the SVM's one thread from another.
+ *
+ * Everything an agent sends is handled on the event loop: frames parsed, uploads hashed as they
+ * arrive, complete uploads scanned. Engine slots are shared round-robin (fairness.ts), but the
+ * loop is not: in one turn of it every connection with data is read, so a tenant with 20 agents
+ * each streaming uploads fills every turn with its hashing and scans, and a quiet tenant's
+ * request waits behind all of it (the noisy-neighbour bench: p99 73-88x alone).
+ *
+ * So while two tenants or more are active (sent a frame within `activeMs`), each tenant may have
+ * `bytesPerTurn` bytes of frames handled per turn of the loop. A connection whose frame takes its
+ * tenant past that is paused (its socket is not read: TCP flow control holds its sender back, its
+ * bytes wait in the kernel, not in our memory) and queued in its tenant's line. At the end of the
+ * turn (setImmediate) every tenant's count starts again and at most `resumePerTurn` connections of
+ * each line are resumed, in order, so a tenant's paused connections all get their turn (none
+ * stalls into upload_stall_timeout) while the tenant's work per turn stays bounded however many
+ * connections it has. A quiet tenant under its share is never paused. One tenant alone is never
+ * paused: there is no one to be fair to, and its throughput stays whole.
+ */
+
+/** What the gate pauses: a WebSocket (ws's pause/resume stop reading its socket). */
+export interface Pausable {
+  pause(): void;
+  resume(): void;
+}
+
+export interface ReadGateOptions {
+  /** Bytes of one tenant's frames handled per turn of the event loop while others are active; 0: off. */
+  bytesPerTurn: number;
+  /** Paused connections of one tenant resumed per turn. */
+  resumePerTurn: number;
+  /** A tenant is active for this long after its last frame. */
+  activeMs: number;
+}
+
+interface TenantLine {
+  /** Bytes handled this turn. */
+  used: number;
+  lastHeard: number;
+  /** Paused connections, oldest first. */
+  paused: Set<Pausable>;
+}
+
+export class TenantReadGate {
+  private readonly tenants = new Map<string, TenantLine>();
+  private readonly pausedBy = new Map<Pausable, string>();
+  private turnEnd: NodeJS.Immediate | undefined;
+  /** Connections paused so far (lightagent_svm_reads_paused_total). */
+  pauses = 0;
+
+  constructor(readonly o: ReadGateOptions) {}
+
+  /** Connections paused now. */
+  get pausedNow(): number {
+    return this.pausedBy.size;
+  }
+
+  /** A frame of `bytes` from `conn` (tenant `tenant`) was handled. */
+  account(tenant: string, conn: Pausable, bytes: number, now = performance.now()): void {
+    if (this.o.bytesPerTurn <= 0) return;
+    let t = this.tenants.get(tenant);
+    if (!t) this.tenants.set(tenant, (t = { used: 0, lastHeard: now, paused: new Set() }));
+    t.lastHeard = now;
+    t.used += bytes;
+    this.endTurnSoon();
+    if (t.used <= this.o.bytesPerTurn || this.pausedBy.has(conn) || !this.othersActive(tenant, now)) return;
+    conn.pause();
+    t.paused.add(conn);
+    this.pausedBy.set(conn, tenant);
+    this.pauses++;
+  }
+
+  /** The connection closed. */
+  forget(conn: Pausable): void {
+    const tenant = this.pausedBy.get(conn);
+    if (tenant === undefined) return;
+    this.pausedBy.delete(conn);
+    this.tenants.get(tenant)?.paused.delete(conn);
+  }
+
+  /** Resume everything (shutdown, or the gate turned off). */
+  resumeAll(): void {
+    for (const conn of this.pausedBy.keys()) conn.resume();
+    this.pausedBy.clear();
+    for (const t of this.tenants.values()) t.paused.clear();
+  }
+
+  private othersActive(tenant: string, now: number): boolean {
+    for (const [name, t] of this.tenants) if (name !== tenant && now - t.lastHeard < this.o.activeMs) return true;
+    return false;
+  }
+
+  private endTurnSoon(): void {
+    if (this.turnEnd) return;
+    this.turnEnd = setImmediate(() => this.endTurn());
+  }
+
+  private endTurn(now = performance.now()): void {
+    this.turnEnd = undefined;
+    let more = false;
+    for (const [name, t] of this.tenants) {
+      t.used = 0;
+      // Nobody to be fair to any more: the whole line goes on.
+      const n = this.othersActive(name, now) ? this.o.resumePerTurn : Infinity;
+      let k = 0;
+      for (const conn of t.paused) {
+        if (k++ >= n) break;
+        t.paused.delete(conn);
+        this.pausedBy.delete(conn);
+        conn.resume();
+      }
+      if (t.paused.size > 0) more = true;
+      else if (now - t.lastHeard > this.o.activeMs) this.tenants.delete(name);
+    }
+    if (more) this.endTurnSoon();
+  }
+}
