@@ -24,8 +24,7 @@ export function agentKnows(key: PolicyKey): boolean {
   return Object.hasOwn(agentShape, key);
 }
 
-const settingSchema = (k: PolicyKey): z.ZodType =>
-  agentKnows(k) ? bare(agentShape[k]!) : z.never();
+const settingSchema = (k: PolicyKey): z.ZodType => (agentKnows(k) ? bare(agentShape[k]!) : z.never());
 
 /** The settings block of a policy: each key optional, validated as in the agent's config. */
 export const policySettingsShape = Object.fromEntries(POLICY_KEYS.map((k) => [k, settingSchema(k).optional()])) as Record<
