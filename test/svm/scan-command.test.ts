@@ -180,6 +180,60 @@ describe('scan commands from the SVM', () => {
   });
 });
 
+describe('scans of one policy group (POST /api/scans {tenant, group})', () => {
+  it('asks only the connected agents that run the group policy; unknown groups 404, group with agents 400', async () => {
+    const svm = await startTestSvm({
+      adminTokens: [{ token: ADMIN, role: 'admin' }],
+      policies: { a: { name: 'fleet', deadline: '3s', groups: [{ name: 'build', hosts: ['build-*'] }] } },
+    });
+    const link = (agentId: string, host: string) =>
+      new SvmLink({
+        url: svm.url,
+        token: TOKEN,
+        agentId,
+        host,
+        os: 'linux',
+        agentVersion: '0.1.0',
+        deadlineMs: 1000,
+        backoffMinMs: 20,
+        backoffMaxMs: 100,
+        connectTimeoutMs: 2000,
+        features: ['state-report', 'scan-command', 'policy'],
+      });
+    const build = link('agent-build-1', 'build-01');
+    const desk = link('agent-desk-1', 'desk-01');
+    const got: Record<string, number> = { build: 0, desk: 0 };
+    build.on('scan-now', () => got.build!++);
+    desk.on('scan-now', () => got.desk!++);
+    try {
+      await build.connect();
+      await desk.connect();
+      for (const id of ['agent-build-1', 'agent-desk-1'])
+        await eventuallyAsync(async () => ((await api(svm.httpUrl, `/api/agents/a/${id}`, ADMIN)).status === 200 ? true : undefined));
+      const r = await post(svm.httpUrl, '/api/scans', ADMIN, { tenant: 'a', group: 'build' });
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+      assert.equal(r.body.group, 'build');
+      assert.deepEqual(
+        r.body.requested.map((x: { agentId: string }) => x.agentId),
+        ['agent-build-1'],
+      );
+      await eventuallyAsync(async () => (got.build === 1 ? true : undefined), 5_000, 'scan-now at the build agent');
+      await new Promise((res) => setTimeout(res, 200));
+      assert.equal(got.desk, 0, 'the agent outside the group was not asked');
+      const unknown = await post(svm.httpUrl, '/api/scans', ADMIN, { tenant: 'a', group: 'nope' });
+      assert.equal(unknown.status, 404);
+      assert.equal(unknown.body.error.parameter, 'group');
+      const both = await post(svm.httpUrl, '/api/scans', ADMIN, { tenant: 'a', group: 'build', agents: ['agent-desk-1'] });
+      assert.equal(both.status, 400);
+      assert.equal(got.desk, 0);
+    } finally {
+      build.close();
+      desk.close();
+      await svm.close();
+    }
+  });
+});
+
 describe('scan reports to an SVM that did not list scan-command', () => {
   it('the agent runs local jobs but its state reports carry no scan field', async () => {
     const svm = await startTestSvm();

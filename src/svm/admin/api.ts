@@ -305,7 +305,8 @@ export function createAdminApi(d: AdminApiDeps): AdminRoute {
       }
       if (req.method === 'POST' && d.scans && (req.url ?? '').length <= MAX_URL) {
         try {
-          if (await handleScanPost(req, url, auth.who, d.scans, d.inventory, send, error)) return;
+          const groupsOf = (t: string) => (d.policies?.(t) ?? []).map((p) => p.group).filter((g): g is string => typeof g === 'string');
+          if (await handleScanPost(req, url, auth.who, d.scans, d.inventory, send, error, d.policyFor, groupsOf)) return;
         } catch (e) {
           log.error('admin API: a scan request failed', { path: url.pathname.slice(0, 200), ...describeError(e) });
           return error(503, 'LA_ERR_ADMIN_UNAVAILABLE', 'the inventory cannot be read now (is its Redis reachable?); see the SVM log');

@@ -3,6 +3,8 @@
  *
  *   POST /api/agents/<tenant>/<agentId>/scan   body {} or {"paths": ["/abs", ...]}
  *   POST /api/scans                            body {"tenant": "t", "agents"?: ["id", ...]}
+ *                                              or {"tenant": "t", "group": "g"}: the connected
+ *                                              agents that run the tenant's policy group g
  *
  * Admin tokens only: a viewer is 403 (LA_ERR_ADMIN_FORBIDDEN), whatever its tenant. Bodies are
  * JSON objects of at most 16 KiB, read within 10 s. An agent with a scan still pending is 429
@@ -16,6 +18,7 @@ import type { Inventory } from '../inventory/inventory.js';
 const MAX_BODY = 16 * 1024;
 const BODY_MS = 10_000;
 const TENANT = /^[A-Za-z0-9._-]{1,64}$/;
+const GROUP = /^[A-Za-z0-9._-]{1,63}$/;
 const MAX_AGENTS = 1000;
 
 type Send = (status: number, body: unknown) => void;
@@ -80,6 +83,10 @@ export async function handleScanPost(
   inventory: Pick<Inventory, 'get' | 'rows'>,
   send: Send,
   fail: Fail,
+  /** The policy an agent runs (src/svm/policies.ts), for `group`; absent: no policies. */
+  policyFor?: (tenant: string, agentId: string, host: string) => { name: string } | undefined,
+  /** The group names of a tenant's policies. */
+  groupsOf?: (tenant: string) => string[],
 ): Promise<boolean> {
   const parts = url.pathname.split('/').slice(2);
   const one = parts.length === 4 && parts[0] === 'agents' && parts[3] === 'scan';
@@ -138,8 +145,30 @@ export async function handleScanPost(
     fail(400, 'LA_ERR_ADMIN_BAD_REQUEST', `agents must be a list of at most ${MAX_AGENTS} agent ids`, { parameter: 'agents' });
     return true;
   }
-  const ids = listed ? [...new Set(listed as string[])] : scans.connectedIn(tenant);
-  for (const row of await inventory.rows()) if (row.tenant === tenant) scans.settle(tenant, row.agentId, row.scan);
+  const group = body.group;
+  if (group !== undefined && (typeof group !== 'string' || !GROUP.test(group) || listed !== undefined)) {
+    fail(400, 'LA_ERR_ADMIN_BAD_REQUEST', 'group must be a policy group name (letters, digits, . _ -), without agents', {
+      parameter: 'group',
+    });
+    return true;
+  }
+  if (group !== undefined && !(groupsOf?.(tenant) ?? []).includes(group)) {
+    fail(404, 'LA_ERR_ADMIN_NOT_FOUND', `tenant ${tenant} has no policy group ${group} (GET /api/policies lists them)`, {
+      parameter: 'group',
+    });
+    return true;
+  }
+  const rows = (await inventory.rows()).filter((r) => r.tenant === tenant);
+  for (const row of rows) scans.settle(tenant, row.agentId, row.scan);
+  let ids = listed ? [...new Set(listed as string[])] : scans.connectedIn(tenant);
+  if (group !== undefined) {
+    // A group's members are chosen by agent id or host glob: the policy each connected agent runs names it.
+    const host = new Map(rows.map((r) => [r.agentId, r.host]));
+    ids = ids.filter((id) => {
+      const name = policyFor?.(tenant, id, host.get(id) ?? '')?.name ?? '';
+      return name.includes('/') && name.slice(name.indexOf('/') + 1) === group;
+    });
+  }
   const requested: unknown[] = [];
   const skipped: Array<{ agentId: string; code: string; message: string }> = [];
   for (const agentId of ids) {
@@ -150,6 +179,6 @@ export async function handleScanPost(
       skipped.push({ agentId, code: e.code, message: e.message });
     }
   }
-  send(202, { tenant, requested, skipped });
+  send(202, { tenant, ...(group !== undefined ? { group } : {}), requested, skipped });
   return true;
 }
