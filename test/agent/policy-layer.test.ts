@@ -66,7 +66,7 @@ describe('agent policy layer', () => {
       assert.equal(refusal(layer, msg({ exclude: { paths: [p] } }), [...protect]), undefined, p);
   });
 
-  it('central wins unless local_keys; keys the policy leaves out stay local; unknown keys are not applied', () => {
+  it('central wins unless local_keys; keys the policy leaves out stay local; scan_schedule is applied', () => {
     const m = mergePolicy(local, {
       deadline: 3000,
       on_detect: 'deny-and-kill',
@@ -77,14 +77,14 @@ describe('agent policy layer', () => {
     assert.deepEqual(m.config.exclude.paths, ['/srv/central'], 'a key is taken whole');
     assert.equal(m.config.on_detect, 'deny', 'kept by local_keys');
     assert.equal(m.config.on_svm_unavailable, 'allow');
-    assert.equal((m.config as Record<string, unknown>).scan_schedule, undefined);
+    assert.deepEqual(m.config.scan_schedule, { every: 86_400_000 }, 'the agent knows scan_schedule (docs/scans.md)');
     assert.deepEqual(m.sources, {
       exclude: 'central',
       on_svm_unavailable: 'local',
       deadline: 'central',
       max_file_size: 'local',
       on_detect: 'local_keys',
-      scan_schedule: 'not-supported',
+      scan_schedule: 'central',
     });
   });
 
