@@ -23,6 +23,22 @@ export function startTestSvm(extra: Partial<SvmOptions> = {}): Promise<SvmServer
   });
 }
 
+/** The options of an SvmLink or SvmPool a test connects as an agent of tenant `a`: fast backoff, short timeouts. */
+export function testAgentOptions(agentId: string, host: string, features: string[]) {
+  return {
+    token: TOKEN,
+    agentId,
+    host,
+    os: 'linux' as const,
+    agentVersion: '0.1.0',
+    deadlineMs: 1000,
+    backoffMinMs: 20,
+    backoffMaxMs: 100,
+    connectTimeoutMs: 2000,
+    features,
+  };
+}
+
 export interface RawAgent {
   ws: WebSocket;
   msgs: SvmMessage[];

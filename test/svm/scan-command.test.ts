@@ -17,7 +17,7 @@ import { EICAR } from '../helpers/fixtures.js';
 import { tempDir } from '../helpers/procs.js';
 import { request } from '../../src/control/client.js';
 import { CONTROL_SOCKET } from '../../src/control/local-sockets.js';
-import { startTestSvm, TOKEN } from './helpers.js';
+import { startTestSvm, testAgentOptions, TOKEN } from './helpers.js';
 import { api, baseState, eventuallyAsync } from './inventory-helpers.js';
 import { MemoryInventoryStore } from '../../src/svm/inventory/memory-store.js';
 
@@ -148,16 +148,8 @@ describe('scan commands from the SVM', () => {
   it('an agent that did not list scan-command is sent nothing (409)', async () => {
     const old = new SvmLink({
       url: svm.url,
-      token: TOKEN,
-      agentId: 'old-agent-1',
-      host: 'old-host',
-      os: 'linux',
+      ...testAgentOptions('old-agent-1', 'old-host', ['state-report']),
       agentVersion: '0.0.9',
-      deadlineMs: 1000,
-      backoffMinMs: 20,
-      backoffMaxMs: 100,
-      connectTimeoutMs: 2000,
-      features: ['state-report'],
     });
     let got = 0;
     old.on('scan-now', () => got++);
@@ -187,19 +179,7 @@ describe('scans of one policy group (POST /api/scans {tenant, group})', () => {
       policies: { a: { name: 'fleet', deadline: '3s', groups: [{ name: 'build', hosts: ['build-*'] }] } },
     });
     const link = (agentId: string, host: string) =>
-      new SvmLink({
-        url: svm.url,
-        token: TOKEN,
-        agentId,
-        host,
-        os: 'linux',
-        agentVersion: '0.1.0',
-        deadlineMs: 1000,
-        backoffMinMs: 20,
-        backoffMaxMs: 100,
-        connectTimeoutMs: 2000,
-        features: ['state-report', 'scan-command', 'policy'],
-      });
+      new SvmLink({ url: svm.url, ...testAgentOptions(agentId, host, ['state-report', 'scan-command', 'policy']) });
     const build = link('agent-build-1', 'build-01');
     const desk = link('agent-desk-1', 'desk-01');
     const got: Record<string, number> = { build: 0, desk: 0 };
@@ -278,16 +258,7 @@ describe('scan commands through an SvmPool', () => {
         { url: active.url, priority: 0 },
         { url: other.url, priority: 1 },
       ],
-      token: TOKEN,
-      agentId: 'pool-agent-1',
-      host: 'pool-host',
-      os: 'linux',
-      agentVersion: '0.1.0',
-      deadlineMs: 1000,
-      backoffMinMs: 20,
-      backoffMaxMs: 100,
-      connectTimeoutMs: 2000,
-      features: ['state-report', 'scan-command'],
+      ...testAgentOptions('pool-agent-1', 'pool-host', ['state-report', 'scan-command']),
     });
     const got: Array<{ id: string; reason?: string }> = [];
     pool.on('scan-now', (c) => got.push(c));
