@@ -589,27 +589,13 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
           }
           break;
         case 'policy':
-          // Like any unlisted type: an SVM must not send a feature's message to an agent that did not list it.
-          if (!this.opts.features?.includes(FEATURES.policy)) {
-            this.protocolFailure(
-              ws,
-              new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'the SVM sent a policy, a feature this agent did not list'),
-            );
-            return;
-          }
+          if (this.refuseUnlisted(ws, FEATURES.policy, 'a policy')) return;
           this._policy = msg;
           this.log.info('policy received', { name: msg.name, version: msg.version });
           this.emit('policy', msg);
           break;
         case 'scan-now':
-          // Only for an agent that listed the feature; an unlisted message is a protocol error.
-          if (!this.opts.features?.includes(FEATURES.scanCommand)) {
-            this.protocolFailure(
-              ws,
-              new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'the SVM sent scan-now, a feature this agent did not list'),
-            );
-            return;
-          }
+          if (this.refuseUnlisted(ws, FEATURES.scanCommand, 'scan-now')) return;
           this.emit('scan-now', msg);
           break;
         case 'error':
@@ -678,6 +664,16 @@ export class SvmLink extends EventEmitter<SvmLinkEvents> {
     this._state = 'refused';
     this.log.error('SVM refused this agent', { code: err.code, message: err.message });
     ws.close(CloseCode.NORMAL);
+  }
+
+  /**
+   * A message of a feature this agent did not list in its hello is a protocol error, like any
+   * unlisted type (the version rule, protocol/messages.ts): true when the connection is failed.
+   */
+  private refuseUnlisted(ws: WebSocket, feature: string, what: string): boolean {
+    if (this.opts.features?.includes(feature)) return false;
+    this.protocolFailure(ws, new ProtocolError('LA_ERR_PROTO_UNEXPECTED', `the SVM sent ${what}, a feature this agent did not list`));
+    return true;
   }
 
   private protocolFailure(ws: WebSocket, err: ProtocolError): void {
