@@ -19,19 +19,10 @@ import { quarantineList, startAgent, type Agent } from '../helpers/agent.js';
 import { hdbLine, noise } from '../helpers/fixtures.js';
 import { eventually, needRoot, scratchMount, tempDir } from '../helpers/procs.js';
 import { metric } from '../svm/helpers.js';
+import { eventuallyAsync as until } from '../svm/inventory-helpers.js';
 
 const skip = needRoot();
 
-/** `eventually` for an async condition. */
-async function until<T>(fn: () => Promise<T | undefined | false>, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 const N = 40;
 const XCONTENT = Buffer.concat([Buffer.from('flagged by the next signatures '), noise(4000, 77)]);
 

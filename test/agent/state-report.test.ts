@@ -11,25 +11,13 @@ import { StateReporter, boundFigures, type StateFigures } from '../../src/agent/
 import { SvmLink, SvmPool } from '../../src/svm-link/index.js';
 import { startAgent } from '../helpers/agent.js';
 import { eventually, tempDir } from '../helpers/procs.js';
-import { startTestSvm, TOKEN } from '../svm/helpers.js';
+import { startTestSvm, testAgentOptions, TOKEN } from '../svm/helpers.js';
 import { api, eventuallyAsync } from '../svm/inventory-helpers.js';
 
 const ADMIN = 'admin-token-0123456789';
 
 function link(url: string, agentId: string, features = ['state-report']) {
-  return new SvmLink({
-    url,
-    token: TOKEN,
-    agentId,
-    host: `host-${agentId}`,
-    os: 'linux',
-    agentVersion: '0.1.0',
-    deadlineMs: 1000,
-    backoffMinMs: 20,
-    backoffMaxMs: 100,
-    connectTimeoutMs: 2000,
-    features,
-  });
+  return new SvmLink({ url, ...testAgentOptions(agentId, `host-${agentId}`, features) });
 }
 
 const figures = (over: Partial<StateFigures> = {}): StateFigures => ({
