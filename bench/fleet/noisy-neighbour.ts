@@ -19,9 +19,14 @@
  *   sudo node build/bench/fleet/noisy-neighbour.js [--seconds 5] [--stallers 200] [--flooders 20] [--fair-read-bytes N] [--out FILE]
  *
  * --fair-read-bytes sets the SVM's fair_read_bytes (0: read back-pressure off, for a before/after).
+ * --isolate gives each party the CPU it would have in a farm, as far as 2 cores allow: the SVM
+ * alone on the last core (its own VM), the hostile guests on the others, and the quiet guest
+ * (this process, a few % of a core) beside them at nice -10, so that it runs as soon as it is
+ * woken, as on a vCPU of its own. Without it, all three share every core and the ratio includes
+ * the noise process's CPU; with it, it is the SVM's own fairness that is measured.
  *   node build/bench/fleet/noisy-neighbour.js --hostile stall|flood --url U --agents K (internal)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -58,6 +63,8 @@ export interface NoisyPhase {
 
 export interface NoisyResult {
   machine: ReturnType<typeof machineFacts>;
+  /** --isolate: the SVM on a core of its own, the noise on the other(s), the quiet agent at nice -10. */
+  isolated: boolean;
   seconds: number;
   stallers: number;
   flooders: number;
@@ -130,6 +137,12 @@ async function quietPhase(a: RawAgent, seconds: number, known: { sha256: string;
   return { up, lk, errors };
 }
 
+/** Every thread of `pid` on `cpus` (taskset's list syntax). */
+function pin(pid: number, cpus: string): void {
+  const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`taskset -a -p -c ${cpus} ${pid} failed: ${r.stderr || r.error?.message}`);
+}
+
 const lat = (xs: number[], errors: Record<string, number> = {}): Lat => ({
   p50ms: round(pct(xs, 0.5), 2),
   p99ms: round(pct(xs, 0.99), 2),
@@ -148,6 +161,7 @@ async function main(): Promise<void> {
       url: { type: 'string' },
       agents: { type: 'string' },
       'fair-read-bytes': { type: 'string' },
+      isolate: { type: 'boolean' },
     },
   }).values;
   if (args.hostile) return hostile(args.hostile, args.url!, Number(args.agents));
@@ -168,7 +182,15 @@ async function main(): Promise<void> {
   fs.closeSync(logFd);
   track(svm, 'lightagent-svm');
   watchdog(svm, limitMs);
+  const cpus = os.availableParallelism();
+  const isolate = args.isolate === true && cpus >= 2;
+  const others = cpus > 2 ? `0-${cpus - 2}` : '0';
   const { url, metrics } = await svmUrls(svm);
+  if (isolate) {
+    pin(svm.pid!, String(cpus - 1)); // started: all its threads exist
+    pin(process.pid, others);
+    os.setPriority(-10);
+  }
   svm.stdout!.resume();
   const cpu0 = cpuNs(svm.pid!);
 
@@ -185,9 +207,11 @@ async function main(): Promise<void> {
   const run = async (phase: string, noise?: { mode: string; agents: number }) => {
     let h: ChildProcess | undefined;
     if (noise) {
-      h = spawn(process.execPath, [process.argv[1]!, '--hostile', noise.mode, '--url', url, '--agents', String(noise.agents)], {
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
+      const argv = [process.argv[1]!, '--hostile', noise.mode, '--url', url, '--agents', String(noise.agents)];
+      // Isolated: the hostile guests on the other cores at normal priority (nice 0, not ours).
+      h = isolate
+        ? spawn('nice', ['-n', '10', 'taskset', '-c', others, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'inherit'] })
+        : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
       track(h, `hostile ${noise.mode}`);
       watchdog(h, limitMs);
       await waitLine(h, /ready/, 120_000);
@@ -226,6 +250,7 @@ async function main(): Promise<void> {
       };
   const result: NoisyResult = {
     machine: machineFacts(),
+    isolated: isolate,
     seconds,
     stallers,
     flooders,

@@ -8,14 +8,18 @@
  * request waits behind all of it (the noisy-neighbour bench: p99 73-88x alone).
  *
  * So while two tenants or more are active (sent a frame within `activeMs`), each tenant may have
- * `bytesPerTurn` bytes of frames handled per turn of the loop. A connection whose frame takes its
- * tenant past that is paused (its socket is not read: TCP flow control holds its sender back, its
- * bytes wait in the kernel, not in our memory) and queued in its tenant's line. At the end of the
- * turn (setImmediate) every tenant's count starts again and at most `resumePerTurn` connections of
- * each line are resumed, in order, so a tenant's paused connections all get their turn (none
- * stalls into upload_stall_timeout) while the tenant's work per turn stays bounded however many
- * connections it has. A quiet tenant under its share is never paused. One tenant alone is never
- * paused: there is no one to be fair to, and its throughput stays whole.
+ * `bytesPerTurn` bytes of frames handled per turn of the loop. Once a frame takes its tenant past
+ * that, every connection of the tenant is paused, not only the one that sent it (its socket is not
+ * read: TCP flow control holds its sender back, its bytes wait in the kernel, not in our memory),
+ * and they queue in the tenant's line. Pausing only the sender let every other connection of the
+ * tenant with data ready in the same poll have a 64 KiB read parsed in that turn: 200 stalling
+ * uploaders made a turn of ~12 MiB (tens of ms) however small the budget. At the end of the turn
+ * (setImmediate) every tenant's count starts again and at most `resumePerTurn` connections of each
+ * line are resumed, in order, so a tenant's work per turn stays bounded however many connections
+ * it has, and each of them gets its turn. A resumed connection is told (`resume()`), so time it
+ * spent paused is not counted as its uploads stalling. A quiet tenant under its share is never
+ * paused. One tenant alone is never paused: there is no one to be fair to, and its throughput
+ * stays whole.
  */
 
 /** What the gate pauses: a WebSocket (ws's pause/resume stop reading its socket). */
@@ -37,6 +41,8 @@ interface TenantLine {
   /** Bytes handled this turn. */
   used: number;
   lastHeard: number;
+  /** Connections that sent a frame and are not paused. */
+  running: Set<Pausable>;
   /** Paused connections, oldest first. */
   paused: Set<Pausable>;
 }
@@ -44,6 +50,8 @@ interface TenantLine {
 export class TenantReadGate {
   private readonly tenants = new Map<string, TenantLine>();
   private readonly pausedBy = new Map<Pausable, string>();
+  /** Every connection that sent a frame, with its tenant. */
+  private readonly tenantOf = new Map<Pausable, string>();
   private turnEnd: NodeJS.Immediate | undefined;
   /** Connections paused so far (lightagent_svm_reads_paused_total). */
   pauses = 0;
@@ -59,30 +67,47 @@ export class TenantReadGate {
   account(tenant: string, conn: Pausable, bytes: number, now = performance.now()): void {
     if (this.o.bytesPerTurn <= 0) return;
     let t = this.tenants.get(tenant);
-    if (!t) this.tenants.set(tenant, (t = { used: 0, lastHeard: now, paused: new Set() }));
+    if (!t) this.tenants.set(tenant, (t = { used: 0, lastHeard: now, running: new Set(), paused: new Set() }));
     t.lastHeard = now;
     t.used += bytes;
+    if (!this.tenantOf.has(conn)) {
+      this.tenantOf.set(conn, tenant);
+      if (!this.pausedBy.has(conn)) t.running.add(conn);
+    }
     this.endTurnSoon();
-    if (t.used <= this.o.bytesPerTurn || this.pausedBy.has(conn) || !this.othersActive(tenant, now)) return;
-    conn.pause();
-    t.paused.add(conn);
-    this.pausedBy.set(conn, tenant);
-    this.pauses++;
+    if (t.used <= this.o.bytesPerTurn || t.running.size === 0 || !this.othersActive(tenant, now)) return;
+    // The whole tenant waits for the next turn; the connection that went over goes last in line.
+    for (const c of t.running) if (c !== conn) this.pauseOne(t, tenant, c);
+    if (t.running.has(conn)) this.pauseOne(t, tenant, conn);
   }
 
   /** The connection closed. */
   forget(conn: Pausable): void {
-    const tenant = this.pausedBy.get(conn);
-    if (tenant === undefined) return;
+    const tenant = this.tenantOf.get(conn) ?? this.pausedBy.get(conn);
+    this.tenantOf.delete(conn);
     this.pausedBy.delete(conn);
-    this.tenants.get(tenant)?.paused.delete(conn);
+    if (tenant === undefined) return;
+    const t = this.tenants.get(tenant);
+    t?.paused.delete(conn);
+    t?.running.delete(conn);
   }
 
   /** Resume everything (shutdown, or the gate turned off). */
   resumeAll(): void {
-    for (const conn of this.pausedBy.keys()) conn.resume();
+    for (const [conn, tenant] of this.pausedBy) {
+      this.tenants.get(tenant)?.running.add(conn);
+      conn.resume();
+    }
     this.pausedBy.clear();
     for (const t of this.tenants.values()) t.paused.clear();
+  }
+
+  private pauseOne(t: TenantLine, tenant: string, conn: Pausable): void {
+    t.running.delete(conn);
+    conn.pause();
+    t.paused.add(conn);
+    this.pausedBy.set(conn, tenant);
+    this.pauses++;
   }
 
   private othersActive(tenant: string, now: number): boolean {
@@ -107,10 +132,14 @@ export class TenantReadGate {
         if (k++ >= n) break;
         t.paused.delete(conn);
         this.pausedBy.delete(conn);
+        t.running.add(conn);
         conn.resume();
       }
       if (t.paused.size > 0) more = true;
-      else if (now - t.lastHeard > this.o.activeMs) this.tenants.delete(name);
+      else if (now - t.lastHeard > this.o.activeMs) {
+        for (const conn of t.running) this.tenantOf.delete(conn);
+        this.tenants.delete(name);
+      }
     }
     if (more) this.endTurnSoon();
   }

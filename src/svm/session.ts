@@ -72,6 +72,14 @@ export class AgentSession {
   private hello: Hello | undefined;
   private tenant = '';
   private readonly uploads: UploadTable;
+  /** What the tenant read gate pauses: the socket, and on resume the stall clocks restart (the SVM was not reading). */
+  private readonly reads = {
+    pause: () => this.ws.pause(),
+    resume: () => {
+      this.ws.resume();
+      this.uploads.restartStallClocks();
+    },
+  };
   /** Request ids accepted and not answered yet (lookups, uploads receiving or being scanned). */
   private readonly busy = new Set<number>();
   private readonly helloTimer: NodeJS.Timeout;
@@ -171,7 +179,7 @@ export class AgentSession {
         const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
         if (isBinary) this.onBinary(buf);
         else this.onText(buf);
-        if (this.hello) this.core.readGate.account(this.tenant, this.ws, buf.length);
+        if (this.hello) this.core.readGate.account(this.tenant, this.reads, buf.length);
       } catch (e) {
         this.onError(e);
       }
@@ -613,7 +621,7 @@ export class AgentSession {
     }
     this.uploads.clear();
     this.core.coalescer.gone(this);
-    this.core.readGate.forget(this.ws);
+    this.core.readGate.forget(this.reads);
     this.busy.clear();
     this.core.agents.delete(this);
   }

@@ -161,6 +161,53 @@ export interface UploadTableOptions {
   onBytes: (n: number) => void;
 }
 
+/**
+ * Uploads whose timer fired end here, at most `perTurn` per turn of the event loop. Uploads
+ * announced together expire together: Node runs every due timer of one duration in one go, and
+ * 3,200 stalled uploads of a hostile tenant ending at once (each an error verdict written to its
+ * socket) held the SVM's loop for tens of ms while a quiet tenant's requests waited. Spread over
+ * turns, the quiet tenant's frames are read between them.
+ */
+export class TurnQueue {
+  private readonly q: Array<() => void> = [];
+  private head = 0;
+  private turn: NodeJS.Immediate | undefined;
+
+  constructor(readonly perTurn: number) {}
+
+  get pending(): number {
+    return this.q.length - this.head;
+  }
+
+  add(fn: () => void): void {
+    this.q.push(fn);
+    this.turn ??= setImmediate(() => this.run());
+  }
+
+  private run(): void {
+    this.turn = undefined;
+    const end = Math.min(this.q.length, this.head + this.perTurn);
+    while (this.head < end) {
+      const fn = this.q[this.head]!;
+      this.q[this.head++] = noop;
+      try {
+        fn();
+      } catch {
+        // One upload's end must not stop the others'; its session reports its own errors.
+      }
+    }
+    if (this.head === this.q.length) {
+      this.q.length = 0;
+      this.head = 0;
+    } else this.turn = setImmediate(() => this.run());
+  }
+}
+
+const noop = (): void => undefined;
+
+/** The SVM's upload expiries: 64 per turn (each one a verdict frame written). */
+export const expiries = new TurnQueue(64);
+
 export class UploadTable {
   private readonly active = new Map<number, Upload>();
   private readonly refused = new Map<number, Upload>();
@@ -296,6 +343,14 @@ export class UploadTable {
     };
   }
 
+  /**
+   * The SVM did not read this connection for a while (the tenant read gate paused it): that time
+   * is not the agent's stall, so every accepted upload's stall clock starts again.
+   */
+  restartStallClocks(): void {
+    for (const u of this.active.values()) u.stall?.refresh();
+  }
+
   /** Drop everything (the connection closed). */
   clear(): void {
     for (const id of [...this.active.keys(), ...this.refused.keys()]) this.drop(id);
@@ -310,9 +365,12 @@ export class UploadTable {
     this.dropped.delete(id);
   }
 
+  /** Its timer fired: the upload ends in a later turn, a bounded number per turn (see `expiries`). */
   private expire(u: Upload, why: 'timeout' | 'stalled'): void {
-    if (this.active.get(u.id) !== u) return;
-    this.drop(u.id);
-    this.o.onTimeout(u.id, why);
+    expiries.add(() => {
+      if (this.active.get(u.id) !== u) return; // completed, cancelled or dropped meanwhile
+      this.drop(u.id);
+      this.o.onTimeout(u.id, why);
+    });
   }
 }

@@ -8,8 +8,8 @@
  *
  * The bounds (p50 15x, p90 60x; p99 is printed, not asserted) are far wider than the 2x target
  * (DESIGN.md): this machine has 2 cores shared by the SVM, the noise process, the test and other
- * work (load average ~10), and the SVM still stops for up to ~1-2 s at a time under this noise,
- * with or without the gate (docs/benchmarks.md: cause not found yet). They are still far below what
+ * work, and what is left beside a flood is the SVM's garbage collection (docs/svm.md, Fairness).
+ * They are still far below what
  * the SVM gives without the gate: run with LA_TEST_FAIR_READ_BYTES=0 (the gate off) it fails
  * (quiet p50 ~90-4,000x alone: 2 to 28 verdicts in the whole noise phase).
  */

@@ -22,31 +22,53 @@ class Conn {
 const turn = () => new Promise((r) => setImmediate(r));
 
 describe('TenantReadGate', () => {
-  it('pauses a tenant past its bytes per turn while another is active, and resumes two a turn in order', async () => {
+  it('pauses every connection of a tenant past its bytes per turn while another is active, and resumes two a turn in order', async () => {
     const g = new TenantReadGate({ bytesPerTurn: 100_000, resumePerTurn: 2, activeMs: 1000 });
     const quiet = new Conn();
     g.account('quiet', quiet, 20_000);
     const noisy = Array.from({ length: 6 }, () => new Conn());
-    for (const c of noisy) g.account('noisy', c, 60_000);
+    g.account('noisy', noisy[0]!, 60_000);
+    assert.equal(noisy[0]!.paused, false, 'the first frame fits the turn');
+    await turn();
+    // A new turn: connection 0 is known to the gate but sends nothing in it.
+    g.account('noisy', noisy[1]!, 60_000);
+    g.account('noisy', noisy[2]!, 60_000);
     assert.deepEqual(
       noisy.map((c) => c.paused),
-      [false, true, true, true, true, true],
-      'the first frame fits the turn; every connection past it is paused',
+      [true, true, true, false, false, false],
+      'past the share the whole tenant is paused, also the connection that sent nothing this turn',
+    );
+    for (const c of noisy.slice(3)) g.account('noisy', c, 1_000);
+    assert.ok(
+      noisy.every((c) => c.paused),
+      'a connection of a tenant over its share is paused at its first frame',
     );
     g.account('quiet', quiet, 20_000);
     assert.equal(quiet.paused, false, 'a tenant under its share is never paused');
-    assert.equal(g.pausedNow, 5);
+    assert.equal(g.pausedNow, 6);
     await turn();
     assert.deepEqual(
       noisy.map((c) => c.paused),
-      [false, false, false, true, true, true],
+      [false, false, true, true, true, true],
+      'two resumed per turn, in the order paused',
     );
-    await turn();
-    await turn();
-    assert.ok(
-      noisy.every((c) => !c.paused),
-      'every paused connection gets its turn',
-    );
+  });
+
+  it('every paused connection gets its turn, two per turn, the one that went over last', async () => {
+    const g = new TenantReadGate({ bytesPerTurn: 100, resumePerTurn: 2, activeMs: 1000 });
+    g.account('quiet', new Conn(), 10);
+    const noisy = Array.from({ length: 5 }, () => new Conn());
+    for (const c of noisy) g.account('noisy', c, 10); // all known, under the share
+    g.account('noisy', noisy[2]!, 500); // 2 takes the tenant over
+    assert.ok(noisy.every((c) => c.paused));
+    const order: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      await turn();
+      noisy.forEach((c, i) => {
+        if (!c.paused && !order.includes(i)) order.push(i);
+      });
+    }
+    assert.deepEqual(order, [0, 1, 3, 4, 2]);
     assert.equal(g.pausedNow, 0);
   });
 

@@ -8,7 +8,7 @@ import { ProtocolError } from '../../src/errors.js';
 import { decodeChunk, encodeChunk } from '../../src/protocol/index.js';
 import { uploadLimits } from '../../src/svm/core.js';
 import { FairScheduler } from '../../src/svm/fairness.js';
-import { UploadBudget, UploadTable, type UploadTableOptions } from '../../src/svm/uploads.js';
+import { expiries, UploadBudget, UploadTable, type UploadTableOptions } from '../../src/svm/uploads.js';
 
 const chunk = (id: number, index: number, last: boolean, n: number) =>
   decodeChunk(encodeChunk(id, index, last, Buffer.alloc(n, index + 1)), 1 << 20);
@@ -96,6 +96,45 @@ describe('upload fairness', () => {
     await new Promise((r) => setTimeout(r, 120));
     assert.deepEqual(events, ['timeout 1 stalled']);
     assert.equal(budget.used, 0);
+  });
+
+  it('time a connection spent paused by the read gate is not its uploads stalling', async () => {
+    const budget = new UploadBudget({ capacity: 1 << 20 });
+    const { t, events } = table(budget, 'a', { stallMs: 100, timeoutMs: 60_000 });
+    assert.ok(t.accept(1, 100_000));
+    t.add(chunk(1, 0, false, 1000));
+    await new Promise((r) => setTimeout(r, 70));
+    t.restartStallClocks(); // the gate resumed the connection
+    await new Promise((r) => setTimeout(r, 70));
+    assert.deepEqual(events, [], 'not dropped 140 ms after its last chunk: 70 ms since the resume');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(events, ['timeout 1 stalled'], 'dropped once it stalls for stallMs after the resume');
+  });
+
+  it('uploads that stall together end a bounded number per event-loop turn, all of them, memory released', async () => {
+    const budget = new UploadBudget({ capacity: 64 << 20 });
+    const tables = Array.from({ length: 10 }, () => table(budget, 'a', { stallMs: 30, timeoutMs: 60_000 }));
+    for (const { t } of tables)
+      for (let id = 1; id <= 50; id++) {
+        assert.ok(t.accept(id, 100_000));
+        t.add(chunk(id, 0, false, 1000));
+      }
+    assert.equal(budget.used, 500 * 1000);
+    const ended = () => tables.reduce((n, { events }) => n + events.length, 0);
+    // Turn by turn until all have ended (the stall timers fire ~30 ms in, together).
+    const perTurn: number[] = [];
+    let before = 0;
+    const t0 = performance.now();
+    while (ended() < 500 && performance.now() - t0 < 5000) {
+      await new Promise((r) => setImmediate(r));
+      if (ended() > before) perTurn.push(ended() - before);
+      before = ended();
+    }
+    assert.equal(ended(), 500, 'every stalled upload ends');
+    assert.ok(Math.max(...perTurn) <= expiries.perTurn, `at most ${expiries.perTurn} per turn: ${perTurn.join(' ')}`);
+    assert.ok(perTurn.length >= Math.ceil(500 / expiries.perTurn) - 1, `spread over turns: ${perTurn.join(' ')}`);
+    assert.equal(budget.used, 0);
+    assert.equal(expiries.pending, 0);
   });
 
   it('bounds the uploads one agent receives at once', () => {
