@@ -4,6 +4,13 @@
  */
 import { LightagentError } from '../errors.js';
 
+// Nobody reads our output any more (`| head`, a log collector restarted, the parent exited): a
+// daemon keeps running rather than dying of an unhandled EPIPE at its next line of output.
+for (const stream of [process.stdout, process.stderr])
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+  });
+
 export function out(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 }

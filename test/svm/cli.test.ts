@@ -3,7 +3,7 @@
  * SIGHUP reload, graceful SIGTERM, and exit 2 with a clear message on config errors.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -50,6 +50,38 @@ describe('lightagent-svm command', () => {
       assert.doesNotMatch(fs.readFileSync(path.join(dir, 'svm.log'), 'utf8'), /cli-test-token/, 'the token is never logged');
     } finally {
       await p.stop('SIGKILL');
+    }
+  });
+
+  it('keeps serving when nobody reads its output any more (EPIPE at the next line is not a crash)', async () => {
+    const child = spawn(
+      process.execPath,
+      [SVM_CLI, '--listen', '127.0.0.1:0', '--token', 'cli-test-token', '--json', '--log-file', path.join(dir, 'epipe.log')],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    const watchdog = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    try {
+      let buf = '';
+      const line = await new Promise<{ healthz: string }>((resolve) =>
+        child.stdout.on('data', (d: Buffer) => {
+          const m = /^\{"event":"listening".*\}$/m.exec((buf += d.toString()));
+          if (m) resolve(JSON.parse(m[0]) as { healthz: string });
+        }),
+      );
+      child.stdout.destroy(); // the reader goes away
+      child.stderr.destroy();
+      child.kill('SIGHUP'); // its answer is a line on stdout: EPIPE
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(child.exitCode, null, 'still running');
+      assert.equal((await fetch(line.healthz)).status, 200);
+      const code = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+      child.kill('SIGTERM');
+      assert.equal(await code, 0, 'a graceful stop, its last line lost, not a crash');
+    } finally {
+      clearTimeout(watchdog);
+      child.kill('SIGKILL');
     }
   });
 
