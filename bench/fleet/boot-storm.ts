@@ -145,7 +145,8 @@ function reader(files: string[], goAt: number, timeoutMs: number): Promise<Reade
     c.stdout.on('data', (d: Buffer) => (out += d.toString()));
     c.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
-    c.once('exit', (code, sig) => {
+    c.once('close', (code, sig) => {
+      // 'close': stdout read to its end ('exit' can come first)
       clearTimeout(t);
       if (code !== 0) reject(new Error(`reader exited ${code ?? sig}: ${err.slice(-500)}`));
       else resolve(JSON.parse(out) as ReaderOut);
@@ -227,7 +228,8 @@ function sealGuest(work: string, g: Guest, url: string, timeoutMs: number): Prom
     c.stdout.on('data', (d: Buffer) => (out += d.toString()));
     c.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
-    c.once('exit', (code, sig) => {
+    c.once('close', (code, sig) => {
+      // 'close': stdout read to its end ('exit' can come first)
       clearTimeout(t);
       if (code !== 0) return reject(new Error(`seal of guest ${g.i} exited ${code ?? sig}: ${err.slice(-500)} ${out.slice(-500)}`));
       const s = JSON.parse(out) as { sealed: boolean; cacheEntries?: number; scan?: { uploadedBytes: number } };

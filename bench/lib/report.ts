@@ -362,7 +362,7 @@ export function markdown(l: Latest): string {
   L.push('', '## Noisy neighbour (bench/fleet/noisy-neighbour)', '');
   if (nn && 'phases' in nn) {
     L.push(
-      `One SVM (shipped defaults), two tenants. Tenant B's quiet agent uploads a distinct 16 KiB file then looks up a known hash, every 20 ms, ${nn.seconds} s per phase. stall: ${nn.stallers} agents of tenant A each keep 16 uploads open (announce 8 MiB, send 64 KiB, then nothing; a new one whenever one ends). flood: ${nn.flooders} agents of tenant A each keep 16 distinct 256 KiB uploads in flight. SVM CPU ${nn.svm.cpuS} s, peak RSS ${nn.svm.peakRssMb} MB, busy refusals ${nn.svm.busyTotal}.`,
+      `One SVM (shipped defaults), two tenants. Tenant B's quiet agent uploads a distinct 16 KiB file then looks up a known hash, every 20 ms, ${nn.seconds} s per phase. stall: ${nn.stallers} agents of tenant A each keep 16 uploads open (announce 8 MiB, send 64 KiB, then nothing; a new one whenever one ends). flood: ${nn.flooders} agents of tenant A each keep 16 distinct 256 KiB uploads in flight. ${nn.isolated ? 'Isolated (--isolate): the SVM pinned to a core of its own, the hostile process on the other, the quiet client beside it at nice -10 (as on a vCPU of its own).' : 'Not isolated: SVM, noise and quiet client share every core.'} SVM CPU ${nn.svm.cpuS} s, peak RSS ${nn.svm.peakRssMb} MB, busy refusals ${nn.svm.busyTotal}.`,
       '',
       '| phase | upload p50 ms | upload p99 ms | lookup p50 ms | lookup p99 ms | ratio to alone: upload p50 / p99 | lookup p50 / p99 | quiet errors | noise verdicts |',
       '|---|---|---|---|---|---|---|---|---|',

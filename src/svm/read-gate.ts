@@ -9,9 +9,11 @@
  *
  * So while two tenants or more are active (sent a frame within `activeMs`), each tenant may have
  * `bytesPerTurn` bytes of frames handled per turn of the loop. Once a frame takes its tenant past
- * that, every connection of the tenant is paused, not only the one that sent it (its socket is not
- * read: TCP flow control holds its sender back, its bytes wait in the kernel, not in our memory),
- * and they queue in the tenant's line. Pausing only the sender let every other connection of the
+ * that, every connection of the tenant that sent within `activeMs` is paused, not only the one that
+ * went over (its socket is not read: TCP flow control holds its sender back, its bytes wait in the
+ * kernel, not in our memory), and they queue in the tenant's line; a connection silent for longer
+ * goes on until its first frame, so the tenant's idle agents are not sent to the back of a long
+ * line. Pausing only the sender let every other connection of the
  * tenant with data ready in the same poll have a 64 KiB read parsed in that turn: 200 stalling
  * uploaders made a turn of ~12 MiB (tens of ms) however small the budget. At the end of the turn
  * (setImmediate) every tenant's count starts again and at most `resumePerTurn` connections of each
@@ -50,8 +52,8 @@ interface TenantLine {
 export class TenantReadGate {
   private readonly tenants = new Map<string, TenantLine>();
   private readonly pausedBy = new Map<Pausable, string>();
-  /** Every connection that sent a frame, with its tenant. */
-  private readonly tenantOf = new Map<Pausable, string>();
+  /** Every connection that sent a frame: its tenant, and when it last did. */
+  private readonly conns = new Map<Pausable, { tenant: string; lastHeard: number }>();
   private turnEnd: NodeJS.Immediate | undefined;
   /** Connections paused so far (lightagent_svm_reads_paused_total). */
   pauses = 0;
@@ -70,21 +72,25 @@ export class TenantReadGate {
     if (!t) this.tenants.set(tenant, (t = { used: 0, lastHeard: now, running: new Set(), paused: new Set() }));
     t.lastHeard = now;
     t.used += bytes;
-    if (!this.tenantOf.has(conn)) {
-      this.tenantOf.set(conn, tenant);
+    const known = this.conns.get(conn);
+    if (known) known.lastHeard = now;
+    else {
+      this.conns.set(conn, { tenant, lastHeard: now });
       if (!this.pausedBy.has(conn)) t.running.add(conn);
     }
     this.endTurnSoon();
     if (t.used <= this.o.bytesPerTurn || t.running.size === 0 || !this.othersActive(tenant, now)) return;
-    // The whole tenant waits for the next turn; the connection that went over goes last in line.
-    for (const c of t.running) if (c !== conn) this.pauseOne(t, tenant, c);
+    // The tenant waits for the next turn: every connection of it that sent within activeMs (one
+    // silent longer has nothing queued, most likely, and is paused at its first frame if it
+    // sends now), the connection that went over last in line.
+    for (const c of t.running) if (c !== conn && now - this.conns.get(c)!.lastHeard < this.o.activeMs) this.pauseOne(t, tenant, c);
     if (t.running.has(conn)) this.pauseOne(t, tenant, conn);
   }
 
   /** The connection closed. */
   forget(conn: Pausable): void {
-    const tenant = this.tenantOf.get(conn) ?? this.pausedBy.get(conn);
-    this.tenantOf.delete(conn);
+    const tenant = this.conns.get(conn)?.tenant ?? this.pausedBy.get(conn);
+    this.conns.delete(conn);
     this.pausedBy.delete(conn);
     if (tenant === undefined) return;
     const t = this.tenants.get(tenant);
@@ -137,7 +143,7 @@ export class TenantReadGate {
       }
       if (t.paused.size > 0) more = true;
       else if (now - t.lastHeard > this.o.activeMs) {
-        for (const conn of t.running) this.tenantOf.delete(conn);
+        for (const conn of t.running) this.conns.delete(conn);
         this.tenants.delete(name);
       }
     }

@@ -72,6 +72,24 @@ describe('TenantReadGate', () => {
     assert.equal(g.pausedNow, 0);
   });
 
+  it("a connection of that tenant silent for activeMs is left running until it sends (the tenant's idle agents keep their place)", () => {
+    const g = new TenantReadGate({ bytesPerTurn: 100, resumePerTurn: 1, activeMs: 1000 });
+    const now = performance.now();
+    const idle = new Conn();
+    g.account('noisy', idle, 10, now - 5000); // heard from 5 s ago
+    g.account('quiet', new Conn(), 10, now);
+    const busy = [new Conn(), new Conn()];
+    g.account('noisy', busy[0]!, 50, now);
+    g.account('noisy', busy[1]!, 500, now);
+    assert.deepEqual(
+      busy.map((c) => c.paused),
+      [true, true],
+    );
+    assert.equal(idle.paused, false, 'silent for 5 s: not paused with the others');
+    g.account('noisy', idle, 10, now);
+    assert.equal(idle.paused, true, 'paused at its first frame while its tenant is over');
+  });
+
   it('never pauses a tenant alone, nor with the gate off', () => {
     const alone = new TenantReadGate({ bytesPerTurn: 1000, resumePerTurn: 1, activeMs: 1000 });
     const c = new Conn();
