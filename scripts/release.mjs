@@ -165,6 +165,25 @@ const results = [
     outfile: path.join(seaDir, 'program/full.cjs'),
   }),
 ];
+/**
+ * esbuild's __toESM wraps a CommonJS module for each ES module importing it: a new object with a
+ * getter closure per export, so the 48 `import fs from 'node:fs'` of the daemon's part alone made
+ * ~5,000 getters. One wrapper per module object (and mode) is the same view: importers only read
+ * through it. Saves ~0.8 MB of the daemon's heap (used heap 13.5 -> 12.7 MB after start).
+ */
+function memoizeToEsm(file) {
+  const helper = 'var __toESM=(mod,isNodeMode,target)=>';
+  const text = fs.readFileSync(file, 'utf8');
+  if (text.split(helper).length !== 2) die(`${file}: esbuild's __toESM helper is not where expected (${helper}): update memoizeToEsm`);
+  const memo =
+    'var __toESMs=new WeakMap(),__toESM=(mod,isNodeMode,target)=>{' +
+    'if(target!==void 0||mod===null||typeof mod!=="object"&&typeof mod!=="function")return __toESM1(mod,isNodeMode,target);' +
+    'let m=__toESMs.get(mod);m||__toESMs.set(mod,m=[]);return m[isNodeMode?1:0]??=__toESM1(mod,isNodeMode)};' +
+    'var __toESM1=(mod,isNodeMode,target)=>';
+  fs.writeFileSync(file, text.replace(helper, memo));
+}
+memoizeToEsm(path.join(seaDir, 'lightagent.cjs'));
+memoizeToEsm(path.join(seaDir, 'program/full.cjs'));
 // The full part as src/sea/part.ts compiles it: one CommonJS wrapper, then V8's code cache for
 // exactly that text, made by the pinned Node (a cache only fits the V8 that made it).
 const fullCjs = path.join(seaDir, 'program/full.cjs');
