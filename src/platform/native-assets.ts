@@ -22,3 +22,11 @@ export const META_ROOT_GLOBAL = '__LIGHTAGENT_SEA_ROOT';
 
 /** Prefix of private directories: `lightagent-<pid>-XXXXXX`, so a later start can remove a dead process's. */
 export const DIR_PREFIX = 'lightagent-';
+
+/**
+ * The whole program as a second bundle, for every invocation but `lightagent run` (src/sea/part.ts):
+ * CommonJS source already wrapped as `(function (exports, require, module, __filename, __dirname) {...})`,
+ * and V8's code cache for it made by the same Node at build time.
+ */
+export const FULL_PROGRAM_ASSET = 'program/full.cjs';
+export const FULL_PROGRAM_CACHE_ASSET = 'program/full.cjs.cache';

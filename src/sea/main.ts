@@ -6,18 +6,31 @@
  * `lightagent-svm` through a link). Before any command runs, the native pieces the bundle cannot
  * hold as JavaScript are unpacked from the executable's assets into a fresh private directory
  * (mkdtemp, mode 0700, removed at exit): koffi's .node (loaded by src/platform/native.ts) and the
- * fanotify worker thread's own bundle (started by src/watchers/fanotify-gate.ts).
+ * fanotify worker thread's own bundle (started by src/watchers/fanotify-gate.ts). The main script
+ * of the release build holds only the daemon's part; anything but `lightagent run` hands off to the
+ * whole program first (src/sea/part.ts).
  */
-import path from 'node:path';
 import { err, exitAfterFlush, out } from '../cli/output.js';
+import { invokedAsSvm, loadFullPart, needsFullPart, type FullPart } from './part.js';
 import { unpackAssets } from './unpack.js';
-
-const SVM_NAMES = new Set(['lightagent-svm', 'lightagent-svm-linux-x64']);
 
 function main(): void {
   const args = process.argv.slice(2);
-  const invokedAs = path.basename(process.argv0 || process.argv[0] || '');
-  const svm = SVM_NAMES.has(invokedAs) || args[0] === 'svm';
+  if (needsFullPart(args)) {
+    let full: FullPart;
+    try {
+      full = loadFullPart(__dirname);
+    } catch (e) {
+      err(`lightagent: the executable's program part does not load: ${(e as Error).message}`);
+      exitAfterFlush(2);
+      return;
+    }
+    // The SEA's require (built-in modules only), as the main script has it.
+    const mod = { exports: {} };
+    full.call(mod.exports, mod.exports, require, mod, __filename, __dirname);
+    return;
+  }
+  const svm = invokedAsSvm(args);
   if (args[0] === 'install-helper') {
     void import('./install-helper.js').then(
       async (m) => exitAfterFlush(await m.installHelper(args.slice(1))),

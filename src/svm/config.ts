@@ -59,7 +59,7 @@
  *     acme: {deadline: 3s, exclude: {paths: [/srv/cache/**]}, groups: [{name: build, hosts: [build-*], deadline: 10s}]}
  */
 import fs from 'node:fs';
-import { z } from 'zod';
+import * as z from 'zod';
 import { ConfigError } from '../errors.js';
 import { duration, override, parseConfig, readConfigFile, size } from '../config/load.js';
 import { FRAME_LIMITS } from '../protocol/index.js';

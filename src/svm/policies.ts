@@ -15,7 +15,7 @@
  *           agents: [0f3c...]        # and/or agent ids
  *           deadline: 10s            # a group's key replaces the tenant's; the rest is the tenant's
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { POLICY_KEYS, type PolicyKey } from '../protocol/index.js';
 import { policySettingsShape, policyVersion } from '../config/policy.js';
 

@@ -11,8 +11,7 @@ import type { FileScanner } from '../scan/file-scanner.js';
 import type { OnAccessHandler } from '../scan/on-access.js';
 import type { SharedCacheSpec } from '../cache/shared-view.js';
 import { localDiskMounts } from '../platform/linux/mounts.js';
-import { ChokidarWatcher } from './chokidar-watcher.js';
-import { WindowsDirectoryWatcher, type ChangeSource } from './directory-watcher.js';
+import type { ChangeSource } from './directory-watcher.js';
 import { FanotifyGate } from './fanotify-gate.js';
 import type { BackendKind, ProtectionBackend, ProtectionHandler, WrittenResult } from './protection.js';
 
@@ -50,7 +49,11 @@ export interface BackendOptions {
   changeSource?: ChangeSource | undefined;
 }
 
-/** Build one backend. Rejects (fanotify: a PlatformError LA_ERR_FANOTIFY_*) if it cannot run here. */
+/**
+ * Build one backend. Rejects (fanotify: a PlatformError LA_ERR_FANOTIFY_*) if it cannot run here.
+ * The watchers load only when chosen: chokidar and its fs.watch machinery cost a fanotify daemon
+ * ~0.7 MB of RSS it never used.
+ */
 export async function createBackend(kind: BackendKind, o: BackendOptions, handler: ProtectionHandler): Promise<ProtectionBackend> {
   switch (kind) {
     case 'fanotify':
@@ -65,9 +68,20 @@ export async function createBackend(kind: BackendKind, o: BackendOptions, handle
         onCloseWrite: (ev) => handler.written(ev),
       });
     case 'chokidar':
-      return ChokidarWatcher.start({ paths: o.protect, exclude: o.exclude, handler, settleMs: o.settleMs });
+      return (await import('./chokidar-watcher.js')).ChokidarWatcher.start({
+        paths: o.protect,
+        exclude: o.exclude,
+        handler,
+        settleMs: o.settleMs,
+      });
     case 'windows':
-      return WindowsDirectoryWatcher.start({ paths: o.protect, exclude: o.exclude, handler, settleMs: o.settleMs, source: o.changeSource });
+      return (await import('./directory-watcher.js')).WindowsDirectoryWatcher.start({
+        paths: o.protect,
+        exclude: o.exclude,
+        handler,
+        settleMs: o.settleMs,
+        source: o.changeSource,
+      });
   }
 }
 
