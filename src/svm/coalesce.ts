@@ -11,9 +11,13 @@
  * A hold is released, answering `unknown` so the waiting agent uploads itself, as soon as the
  * owner cannot bring the verdict: its upload is cancelled, dropped (stalled, timed out, over its
  * memory share) or fails, the owner disconnects, or nothing progresses for `progressMs` (no upload
- * started, no chunk). And never later than `holdMs` after the held lookup came. A held lookup
- * ends only in a verdict the engine gave for that content, or in `unknown`: never in "clean"
- * without a verdict.
+ * started, no chunk). And never later than `holdMs` after the held lookup came while the bytes are
+ * still on their way. Once they are all in and the scan runs, a hold waits for that scan (at most
+ * `joinMs`), and so does a lookup of content whose scan is already running (`join`): an upload of
+ * its own could only join that same scan, so releasing it would cost the bytes and gain nothing
+ * (a boot storm of 100 guests on 2 cores, where holds ran out at 500 ms while the engine queue
+ * was the wait, sent the SVM 2.68x the tree). A held lookup ends only in a verdict the engine gave
+ * for that content, or in `unknown`: never in "clean" without a verdict.
  *
  * Holds are bounded per waiting agent (`perAgent`, below its in-flight window: a window full of
  * held lookups would leave the agent no slot for the uploads that release them), never taken on
@@ -25,8 +29,10 @@ import type { VerdictMsg } from '../protocol/index.js';
 type VerdictFields = Omit<VerdictMsg, 't' | 'id'>;
 
 export interface CoalesceOptions {
-  /** The longest a lookup is held (lookup_coalesce); 0 turns coalescing off. */
+  /** The longest a lookup is held while the content is still being uploaded (lookup_coalesce); 0 turns coalescing off. */
   holdMs: number;
+  /** The longest a lookup waits for a scan of its content that is running (all bytes in); default holdMs. */
+  joinMs?: number;
   /** A hold is released when its owner's upload shows no progress for this long. */
   progressMs: number;
   /** Lookups one agent connection may have held at once, and misses it may own; more answer `unknown` at once. */
@@ -66,6 +72,10 @@ export class LookupCoalescer {
   coalesced = 0;
 
   constructor(readonly o: CoalesceOptions) {}
+
+  private get joinMs(): number {
+    return Math.max(this.o.joinMs ?? this.o.holdMs, this.o.holdMs);
+  }
 
   /** Misses remembered now. */
   get size(): number {
@@ -114,7 +124,7 @@ export class LookupCoalescer {
       const timer = setTimeout(() => {
         this.released['hold-time']++;
         resolve(undefined);
-      }, this.o.holdMs);
+      }, this.joinMs);
       running.then(
         (v) => {
           clearTimeout(timer);
@@ -173,6 +183,11 @@ export class LookupCoalescer {
     if (!m) return;
     this.forget(m);
     if (m.waiters.size === 0) return;
+    // All the bytes are in: each hold now waits for this scan, as a join does.
+    for (const w of m.waiters) {
+      clearTimeout(w.timer);
+      w.timer = setTimeout(() => this.wake(m, w, undefined, 'hold-time'), this.joinMs);
+    }
     verdict.then(
       (v) => {
         for (const w of m.waiters) this.wake(m, w, v, undefined);

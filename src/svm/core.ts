@@ -111,6 +111,9 @@ export class SvmCore {
     const holdMs = opts.coalesceMs ?? DEFAULT_COALESCE_MS;
     this.coalescer = new LookupCoalescer({
       holdMs,
+      // Waiting for a running scan of the content: as long as an upload of it may take (its own
+      // upload would join that scan anyway).
+      joinMs: opts.uploadTimeoutMs,
       progressMs: Math.min(holdMs, COALESCE_PROGRESS_MS),
       perAgent: Math.max(1, Math.floor(opts.maxInFlight / 4)),
       capacity: 100_000,

@@ -222,4 +222,26 @@ describe('lookup coalescing', () => {
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(c.size, 0, "not kept (it would use up the owner's share of misses)");
   });
+
+  it('once the bytes are in, a hold waits for the scan past the hold time, bounded by joinMs, as a join does', async () => {
+    const c = new LookupCoalescer({ holdMs: 50, joinMs: 400, progressMs: 40, perAgent: 4, capacity: 10 });
+    const owner = {};
+    const waiter = {};
+    const h = 'a'.repeat(64);
+    assert.equal(c.miss('k', h, owner, 10), undefined);
+    const held = c.miss('k', h, waiter, 10)!;
+    c.started(owner, 1, 10);
+    c.completed(owner, 1, h);
+    const slow = (ms: number) =>
+      new Promise<{ verdict: 'clean'; sha256: string }>((r) => setTimeout(() => r({ verdict: 'clean', sha256: h }), ms));
+    c.settle('k', slow(200)); // the engine takes 200 ms: 4x the hold time
+    assert.equal((await held)?.verdict, 'clean', 'answered by the scan, not released at 50 ms to upload again');
+    const joined = c.join(waiter, slow(200))!;
+    assert.equal((await joined)?.verdict, 'clean', 'a join of a running scan waits for it too');
+    const t0 = performance.now();
+    const late = c.join(waiter, slow(2000))!;
+    assert.equal(await late, undefined, 'released at joinMs');
+    assert.ok(performance.now() - t0 < 1500);
+    assert.equal(c.released['hold-time'], 1);
+  });
 });
