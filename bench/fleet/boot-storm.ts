@@ -22,7 +22,7 @@
  * Every agent has a watchdog process (SIGKILL after the step's time limit, even if this process
  * is frozen); agents, SVMs, readers and mounts are cleaned up on exit, SIGTERM and failure.
  *
- *   sudo node build/bench/fleet/boot-storm.js [--guests 20] [--files 300] [--out FILE]
+ *   sudo node build/bench/fleet/boot-storm.js [--guests 20] [--files 300] [--variants cold,sealed] [--out FILE]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -81,6 +81,8 @@ export interface StormVariant extends PassStats {
     uploads: number;
     cacheHits: number;
     scans: number;
+    /** Held lookups released without a verdict during the pass, by reason (each made its agent upload). */
+    released?: Record<string, number>;
   };
   agents: { rssMbMedian: number; counts: Record<string, number> };
   eicar: string;
@@ -182,6 +184,14 @@ function svmMetrics(url: string): Promise<Record<string, number>> {
     connected: 'lightagent_svm_agents_connected',
   };
   return Promise.all(Object.entries(names).map(async ([k, n]) => [k, await metric(url, n)] as const)).then((e) => Object.fromEntries(e));
+}
+
+/** lightagent_svm_lookups_released_total by reason. */
+async function releasedByReason(url: string): Promise<Record<string, number>> {
+  const text = await (await fetch(url, { signal: AbortSignal.timeout(5000) })).text();
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^lightagent_svm_lookups_released_total\{reason="([a-z-]+)"\} ([0-9.e+]+)$/gm)) out[m[1]!] = Number(m[2]);
+  return out;
 }
 
 /**
@@ -293,12 +303,14 @@ async function variant(name: 'cold' | 'sealed', work: string, guests: Guest[], l
     }
     await settle([svmPid], 10_000);
     const before = await svmMetrics(metrics);
+    const released0 = await releasedByReason(metrics);
     const cpu1 = cpuNs(svmPid);
     say(`boot-storm ${name}: ${guests.length} agents started (median ${round(median(startMs) / 1000, 1)} s), connected; first pass`);
     const pass = await stormPass(guests, limitMs);
     const cpu2 = cpuNs(svmPid);
     await settle([svmPid], 10_000); // verdicts of opens allowed unscanned, if any, arrive late
     const after = await svmMetrics(metrics);
+    const released1 = await releasedByReason(metrics);
     const cpu3 = cpuNs(svmPid);
     const counts: Record<string, number> = {};
     const agentRss = agents.map((a) => rssKb(a.child.pid!));
@@ -343,6 +355,7 @@ async function variant(name: 'cold' | 'sealed', work: string, guests: Guest[], l
         uploads: d('uploads'),
         cacheHits: d('cacheHits'),
         scans: d('scans'),
+        released: Object.fromEntries(Object.entries(released1).map(([k, v]) => [k, v - (released0[k] ?? 0)])),
       },
       agents: { rssMbMedian: round(median(agentRss) / 1024, 1), counts },
       eicar: eicar.blocked ? 'blocked' : `NOT blocked: ${eicar.detail}`,
@@ -366,7 +379,11 @@ function table(r: BootStormResult): string {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs({ options: { guests: { type: 'string' }, files: { type: 'string' }, out: { type: 'string' } } }).values;
+  const args = parseArgs({
+    options: { guests: { type: 'string' }, files: { type: 'string' }, variants: { type: 'string' }, out: { type: 'string' } },
+  }).values;
+  const chosen = (args.variants ?? 'cold,sealed').split(',');
+  for (const v of chosen) if (v !== 'cold' && v !== 'sealed') throw new Error(`--variants: unknown variant ${v} (cold, sealed)`);
   needRoot('bench/fleet/boot-storm', 'fanotify permission events and a tmpfs mount per guest');
   const N = Number(args.guests ?? 20);
   const FILES = Number(args.files ?? 300);
@@ -408,8 +425,8 @@ async function main(): Promise<void> {
     };
   };
   const variants: StormVariant[] = [];
-  for (const name of ['cold', 'sealed'] as const) {
-    if (name !== 'cold') noneRuns.push(await stormPass(guests, limitMs));
+  for (const name of (['cold', 'sealed'] as const).filter((v) => chosen.includes(v))) {
+    if (variants.length > 0) noneRuns.push(await stormPass(guests, limitMs));
     const v = await variant(name, work, guests, limitMs);
     variants.push(v);
     say(`boot-storm ${name}: ${JSON.stringify(v)}`);
