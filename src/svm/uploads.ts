@@ -179,6 +179,11 @@ export class TurnQueue {
     return this.q.length - this.head;
   }
 
+  /** Array slots held (pending ones and finished ones not yet given back). */
+  get slots(): number {
+    return this.q.length;
+  }
+
   add(fn: () => void): void {
     this.q.push(fn);
     this.turn ??= setImmediate(() => this.run());
@@ -199,7 +204,14 @@ export class TurnQueue {
     if (this.head === this.q.length) {
       this.q.length = 0;
       this.head = 0;
-    } else this.turn = setImmediate(() => this.run());
+      return;
+    }
+    // A backlog that never drains whole must not keep every slot it ever used.
+    if (this.head >= 1024 && this.head * 2 >= this.q.length) {
+      this.q.splice(0, this.head);
+      this.head = 0;
+    }
+    this.turn = setImmediate(() => this.run());
   }
 }
 

@@ -8,7 +8,7 @@ import { ProtocolError } from '../../src/errors.js';
 import { decodeChunk, encodeChunk } from '../../src/protocol/index.js';
 import { uploadLimits } from '../../src/svm/core.js';
 import { FairScheduler } from '../../src/svm/fairness.js';
-import { expiries, UploadBudget, UploadTable, type UploadTableOptions } from '../../src/svm/uploads.js';
+import { expiries, TurnQueue, UploadBudget, UploadTable, type UploadTableOptions } from '../../src/svm/uploads.js';
 
 const chunk = (id: number, index: number, last: boolean, n: number) =>
   decodeChunk(encodeChunk(id, index, last, Buffer.alloc(n, index + 1)), 1 << 20);
@@ -135,6 +135,28 @@ describe('upload fairness', () => {
     assert.ok(perTurn.length >= Math.ceil(500 / expiries.perTurn) - 1, `spread over turns: ${perTurn.join(' ')}`);
     assert.equal(budget.used, 0);
     assert.equal(expiries.pending, 0);
+  });
+
+  it('a TurnQueue runs everything in order, perTurn a turn, and keeps no slots of a backlog it works through', async () => {
+    const q = new TurnQueue(64);
+    const ran: number[] = [];
+    let i = 0;
+    // A backlog fed faster than it drains for a while (100 a turn for 60 turns), then left to drain.
+    for (let turn = 0; turn < 60; turn++) {
+      for (let k = 0; k < 100; k++) {
+        const n = i++;
+        q.add(() => ran.push(n));
+      }
+      await new Promise((r) => setImmediate(r));
+      assert.ok(q.slots <= 2 * q.pending + 1024, `slots ${q.slots} for ${q.pending} pending`);
+    }
+    while (q.pending > 0) await new Promise((r) => setImmediate(r));
+    assert.equal(ran.length, 6000);
+    assert.ok(
+      ran.every((n, k) => n === k),
+      'in order',
+    );
+    assert.equal(q.slots, 0);
   });
 
   it('bounds the uploads one agent receives at once', () => {
