@@ -227,13 +227,6 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
         : engine instanceof YaraEngine
           ? `${engine.ruleCount} YARA rules from ${engine.rulesPath}`
           : '';
-  out(
-    o.json
-      ? JSON.stringify(line)
-      : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${what}, generation ${line.generation}); metrics ` +
-          `at ${line.metrics}${consoleUp ? `; console at ${http}/console/` : ''}`,
-  );
-
   process.on('SIGHUP', () => {
     void (async () => {
       // Each part on its own: a bad token file does not keep new signatures out, and so on.
@@ -265,10 +258,19 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
       }
     })();
   });
-  const signal = await new Promise<string>((resolve) => {
+  const stopped = new Promise<string>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
   });
+  // Said only once every signal has its handler: a reload or a stop sent the moment this line is
+  // read must not meet the default action (a SIGHUP that did was the SVM's end).
+  out(
+    o.json
+      ? JSON.stringify(line)
+      : `lightagent-svm: listening on ${line.url} (engine ${line.engine}, ${what}, generation ${line.generation}); metrics ` +
+          `at ${line.metrics}${consoleUp ? `; console at ${http}/console/` : ''}`,
+  );
+  const signal = await stopped;
   // A second signal while closing: stop at once.
   const force = () => exitAfterFlush(1);
   process.once('SIGINT', force);

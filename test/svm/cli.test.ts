@@ -74,7 +74,7 @@ describe('lightagent-svm command', () => {
       child.stderr.destroy();
       child.kill('SIGHUP'); // its answer is a line on stdout: EPIPE
       await new Promise((r) => setTimeout(r, 500));
-      assert.equal(child.exitCode, null, 'still running');
+      assert.deepEqual([child.exitCode, child.signalCode], [null, null], 'still running (neither exited nor killed by a signal)');
       assert.equal((await fetch(line.healthz)).status, 200);
       const code = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
       child.kill('SIGTERM');
