@@ -51,8 +51,7 @@ interface TenantLine {
 
 export class TenantReadGate {
   private readonly tenants = new Map<string, TenantLine>();
-  private readonly pausedBy = new Map<Pausable, string>();
-  /** Every connection that sent a frame: its tenant, and when it last did. */
+  /** Every connection that sent a frame: its tenant, and when it last did. A paused one is in its tenant's `paused`. */
   private readonly conns = new Map<Pausable, { tenant: string; lastHeard: number }>();
   private turnEnd: NodeJS.Immediate | undefined;
   /** Connections paused so far (lightagent_svm_reads_paused_total). */
@@ -62,7 +61,9 @@ export class TenantReadGate {
 
   /** Connections paused now. */
   get pausedNow(): number {
-    return this.pausedBy.size;
+    let n = 0;
+    for (const t of this.tenants.values()) n += t.paused.size;
+    return n;
   }
 
   /** A frame of `bytes` from `conn` (tenant `tenant`) was handled. */
@@ -76,43 +77,31 @@ export class TenantReadGate {
     if (known) known.lastHeard = now;
     else {
       this.conns.set(conn, { tenant, lastHeard: now });
-      if (!this.pausedBy.has(conn)) t.running.add(conn);
+      t.running.add(conn);
     }
     this.endTurnSoon();
     if (t.used <= this.o.bytesPerTurn || t.running.size === 0 || !this.othersActive(tenant, now)) return;
     // The tenant waits for the next turn: every connection of it that sent within activeMs (one
     // silent longer has nothing queued, most likely, and is paused at its first frame if it
     // sends now), the connection that went over last in line.
-    for (const c of t.running) if (c !== conn && now - this.conns.get(c)!.lastHeard < this.o.activeMs) this.pauseOne(t, tenant, c);
-    if (t.running.has(conn)) this.pauseOne(t, tenant, conn);
+    for (const c of t.running) if (c !== conn && now - this.conns.get(c)!.lastHeard < this.o.activeMs) this.pauseOne(t, c);
+    if (t.running.has(conn)) this.pauseOne(t, conn);
   }
 
   /** The connection closed. */
   forget(conn: Pausable): void {
-    const tenant = this.conns.get(conn)?.tenant ?? this.pausedBy.get(conn);
+    const known = this.conns.get(conn);
+    if (!known) return;
     this.conns.delete(conn);
-    this.pausedBy.delete(conn);
-    if (tenant === undefined) return;
-    const t = this.tenants.get(tenant);
+    const t = this.tenants.get(known.tenant);
     t?.paused.delete(conn);
     t?.running.delete(conn);
   }
 
-  /** Resume everything (shutdown, or the gate turned off). */
-  resumeAll(): void {
-    for (const [conn, tenant] of this.pausedBy) {
-      this.tenants.get(tenant)?.running.add(conn);
-      conn.resume();
-    }
-    this.pausedBy.clear();
-    for (const t of this.tenants.values()) t.paused.clear();
-  }
-
-  private pauseOne(t: TenantLine, tenant: string, conn: Pausable): void {
+  private pauseOne(t: TenantLine, conn: Pausable): void {
     t.running.delete(conn);
     conn.pause();
     t.paused.add(conn);
-    this.pausedBy.set(conn, tenant);
     this.pauses++;
   }
 
@@ -137,7 +126,6 @@ export class TenantReadGate {
       for (const conn of t.paused) {
         if (k++ >= n) break;
         t.paused.delete(conn);
-        this.pausedBy.delete(conn);
         t.running.add(conn);
         conn.resume();
       }
