@@ -46,7 +46,7 @@ import {
   stopChild,
   track,
 } from '../lib/harness.js';
-import { agentStatus, eicarCheck, metric, startAgent, startSvm, svmUrls, TOKEN } from '../onaccess/variants.js';
+import { agentStatus, eicarCheck, metric, metricIn, metricsText, startAgent, startSvm, svmUrls, TOKEN } from '../onaccess/variants.js';
 
 const CLI = new URL('../../src/cli/lightagent.js', import.meta.url).pathname;
 
@@ -174,7 +174,8 @@ async function stormPass(guests: Guest[], timeoutMs: number): Promise<{ stats: P
   };
 }
 
-function svmMetrics(url: string): Promise<Record<string, number>> {
+/** The SVM's counters of one /metrics read, and its held lookups released by reason. */
+async function svmMetrics(url: string): Promise<{ counts: Record<string, number>; released: Record<string, number> }> {
   const names = {
     bytesReceived: 'lightagent_svm_bytes_received_total',
     lookups: 'lightagent_svm_lookups_total',
@@ -183,15 +184,11 @@ function svmMetrics(url: string): Promise<Record<string, number>> {
     scans: 'lightagent_svm_scans_total',
     connected: 'lightagent_svm_agents_connected',
   };
-  return Promise.all(Object.entries(names).map(async ([k, n]) => [k, await metric(url, n)] as const)).then((e) => Object.fromEntries(e));
-}
-
-/** lightagent_svm_lookups_released_total by reason. */
-async function releasedByReason(url: string): Promise<Record<string, number>> {
-  const text = await (await fetch(url, { signal: AbortSignal.timeout(5000) })).text();
-  const out: Record<string, number> = {};
-  for (const m of text.matchAll(/^lightagent_svm_lookups_released_total\{reason="([a-z-]+)"\} ([0-9.e+]+)$/gm)) out[m[1]!] = Number(m[2]);
-  return out;
+  const text = await metricsText(url);
+  const released: Record<string, number> = {};
+  for (const m of text.matchAll(/^lightagent_svm_lookups_released_total\{reason="([a-z-]+)"\} ([0-9.e+]+)$/gm))
+    released[m[1]!] = Number(m[2]);
+  return { counts: Object.fromEntries(Object.entries(names).map(([k, n]) => [k, metricIn(text, n)])), released };
 }
 
 /**
@@ -303,14 +300,12 @@ async function variant(name: 'cold' | 'sealed', work: string, guests: Guest[], l
     }
     await settle([svmPid], 10_000);
     const before = await svmMetrics(metrics);
-    const released0 = await releasedByReason(metrics);
     const cpu1 = cpuNs(svmPid);
     say(`boot-storm ${name}: ${guests.length} agents started (median ${round(median(startMs) / 1000, 1)} s), connected; first pass`);
     const pass = await stormPass(guests, limitMs);
     const cpu2 = cpuNs(svmPid);
     await settle([svmPid], 10_000); // verdicts of opens allowed unscanned, if any, arrive late
     const after = await svmMetrics(metrics);
-    const released1 = await releasedByReason(metrics);
     const cpu3 = cpuNs(svmPid);
     const counts: Record<string, number> = {};
     const agentRss = agents.map((a) => rssKb(a.child.pid!));
@@ -333,7 +328,7 @@ async function variant(name: 'cold' | 'sealed', work: string, guests: Guest[], l
     await Promise.all(agents.map((a) => stopChild(a.child)));
     await settle([svmPid], 5000);
     const leftRss = await minRss(svmPid);
-    const d = (k: string) => after[k]! - before[k]!;
+    const d = (k: string) => after.counts[k]! - before.counts[k]!;
     return {
       variant: name,
       walls: pass.walls.map((w) => round(w, 1)),
@@ -355,7 +350,7 @@ async function variant(name: 'cold' | 'sealed', work: string, guests: Guest[], l
         uploads: d('uploads'),
         cacheHits: d('cacheHits'),
         scans: d('scans'),
-        released: Object.fromEntries(Object.entries(released1).map(([k, v]) => [k, v - (released0[k] ?? 0)])),
+        released: Object.fromEntries(Object.entries(after.released).map(([k, v]) => [k, v - (before.released[k] ?? 0)])),
       },
       agents: { rssMbMedian: round(median(agentRss) / 1024, 1), counts },
       eicar: eicar.blocked ? 'blocked' : `NOT blocked: ${eicar.detail}`,

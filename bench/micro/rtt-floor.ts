@@ -74,51 +74,44 @@ async function cTcp(n: number, bin: string): Promise<number[]> {
   return r.stdout.trim().split('\n').map(Number).slice(WARMUP);
 }
 
-async function nodeTcp(n: number): Promise<number[]> {
-  const { child, port } = await echoChild('net');
+/** A Node client against a Node echo child, over `net` or `ws`: `n` round trips. */
+async function nodeEcho(kind: 'net' | 'ws', n: number): Promise<number[]> {
+  const { child, port } = await echoChild(kind);
   try {
-    const c = net.connect(port, '127.0.0.1');
-    c.setNoDelay(true);
-    await new Promise((r) => c.once('connect', r));
-    const msg = Buffer.from(PAYLOAD);
-    let want = 0;
     let done: () => void = () => {};
-    c.on('data', (d) => {
-      want -= d.length;
-      if (want <= 0) done();
-    });
-    const us = await loop(
-      n,
-      () =>
-        new Promise<void>((r) => {
-          want = msg.length;
-          done = r;
-          c.write(msg);
-        }),
-    );
-    c.destroy();
-    return us;
-  } finally {
-    await stopChild(child);
-  }
-}
-
-async function nodeWs(n: number): Promise<number[]> {
-  const { child, port } = await echoChild('ws');
-  try {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false, generateMask: zeroMask });
-    await new Promise((r, j) => ws.once('open', r).once('error', j));
-    let done: () => void = () => {};
-    ws.on('message', () => done());
+    let send: () => void;
+    let close: () => void;
+    if (kind === 'net') {
+      const c = net.connect(port, '127.0.0.1');
+      c.setNoDelay(true);
+      await new Promise((r) => c.once('connect', r));
+      const msg = Buffer.from(PAYLOAD);
+      let want = 0; // a TCP echo may come back in pieces
+      c.on('data', (d) => {
+        want -= d.length;
+        if (want <= 0) done();
+      });
+      send = () => {
+        want = msg.length;
+        c.write(msg);
+      };
+      close = () => c.destroy();
+    } else {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false, generateMask: zeroMask });
+      await new Promise((r, j) => ws.once('open', r).once('error', j));
+      ws.on('message', () => done());
+      send = () => ws.send(PAYLOAD);
+      close = () => ws.close();
+    }
     const us = await loop(
       n,
       () =>
         new Promise<void>((r) => {
           done = r;
-          ws.send(PAYLOAD);
+          send();
         }),
     );
-    ws.close();
+    close();
     return us;
   } finally {
     await stopChild(child);
@@ -162,8 +155,8 @@ async function main(): Promise<void> {
   if (cc.status !== 0) throw new Error(`cc ${ECHO_SRC} failed (is a C compiler installed?): ${cc.stderr || cc.error?.message}`);
   const variants: Array<[string, () => Promise<number[]>]> = [
     ['c-tcp', () => cTcp(n, bin)],
-    ['node-tcp', () => nodeTcp(n)],
-    ['node-ws', () => nodeWs(n)],
+    ['node-tcp', () => nodeEcho('net', n)],
+    ['node-ws', () => nodeEcho('ws', n)],
     ['svm-lookup', () => svmLookup(n, work)],
   ];
   const all = new Map<string, number[]>(variants.map(([v]) => [v, []]));

@@ -216,8 +216,17 @@ export async function agentStatus(agent: ChildProcess, stateDir: string): Promis
 
 /** One counter from a Prometheus text page. */
 export async function metric(url: string, name: string): Promise<number> {
+  return metricIn(await metricsText(url), name);
+}
+
+/** The SVM's /metrics page. */
+export async function metricsText(url: string): Promise<string> {
   const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
-  const text = await res.text();
+  return res.text();
+}
+
+/** The first series of `name` in a /metrics page (NaN when absent). */
+export function metricIn(text: string, name: string): number {
   const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(text);
   return m ? Number(m[1]) : NaN;
 }
