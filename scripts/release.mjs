@@ -143,10 +143,10 @@ const daemonOnly = {
     }));
   },
 };
-// V8 flags of the executable: the same as the `lightagent` bin's shebang. 1 MiB semi-spaces keep
-// the daemon's RSS ~40 MB lower after bursts of events (docs/architecture.md, Memory). Node 24's
-// SEA applies them; the full part's code cache is made under them too (V8 checks the flags).
-const execArgv = ['--max-semi-space-size=1'];
+// V8 flags of the executable: src/node-flags.ts, the same as the bins' shebangs (why each: there;
+// test/node-flags.test.ts checks this list). Node 24's SEA applies them to every command, the SVM
+// too; the full part's code cache is made under them too (V8 checks the flags).
+const execArgv = ['--max-semi-space-size=1', '--single-threaded-gc'];
 const results = [
   await esbuild.build({
     ...common,

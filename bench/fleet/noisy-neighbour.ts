@@ -35,7 +35,19 @@ import { parseArgs } from 'node:util';
 import { encodeChunk, encodeMessage } from '../../src/protocol/index.js';
 import { zeroMask } from '../../src/svm-link/svm-link.js';
 import { rawAgent, sendUpload, type RawAgent } from '../../test/svm/helpers.js';
-import { atCleanup, cpuNs, installCleanup, machineFacts, pct, round, say, stopChild, track, waitLine } from '../lib/harness.js';
+import {
+  atCleanup,
+  cpuNs,
+  installCleanup,
+  machineFacts,
+  pct,
+  round,
+  say,
+  stopChild,
+  SVM_NODE_FLAGS,
+  track,
+  waitLine,
+} from '../lib/harness.js';
 import { metric, svmUrls, watchdog } from '../onaccess/variants.js';
 
 const SVM_CLI = new URL('../../src/cli/lightagent-svm.js', import.meta.url).pathname;
@@ -176,9 +188,13 @@ async function main(): Promise<void> {
   const fair = args['fair-read-bytes'] === undefined ? '' : `fair_read_bytes: ${Number(args['fair-read-bytes'])}\n`;
   fs.writeFileSync(cfg, `${fair}tokens:\n  - {tenant: noisy, token: ${HOSTILE}}\n  - {tenant: quiet, token: ${QUIET}}\n`);
   const logFd = fs.openSync(path.join(work, 'svm.log'), 'a');
-  const svm = spawn(process.execPath, [SVM_CLI, '--config', cfg, '--listen', '127.0.0.1:0', '--json', '--log-level', 'warn'], {
-    stdio: ['ignore', 'pipe', logFd],
-  });
+  const svm = spawn(
+    process.execPath,
+    [...SVM_NODE_FLAGS, SVM_CLI, '--config', cfg, '--listen', '127.0.0.1:0', '--json', '--log-level', 'warn'],
+    {
+      stdio: ['ignore', 'pipe', logFd],
+    },
+  );
   fs.closeSync(logFd);
   track(svm, 'lightagent-svm');
   watchdog(svm, limitMs);

@@ -8,10 +8,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 
 /**
- * Node flags the agent runs with in production (installers/systemd/lightagent.service starts the
- * single binary, which is built with the same flags): every agent a benchmark starts uses these.
+ * Node flags the agent and the SVM run with in production (src/node-flags.ts: the bins' shebangs
+ * and the single binary have the same): every agent and SVM a benchmark starts uses these.
  */
-export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
+export { AGENT_NODE_FLAGS, SVM_NODE_FLAGS } from '../../src/node-flags.js';
 
 /** Exit 2 with a reason unless root. */
 export function needRoot(what: string, why: string): void {

@@ -35,6 +35,7 @@ import {
   say,
   shSync,
   stopChild,
+  SVM_NODE_FLAGS,
   timed,
   track,
 } from '../lib/harness.js';
@@ -124,9 +125,13 @@ async function main(): Promise<void> {
   fs.writeFileSync(sig, '44d88612fea8a8f36de82e1278abb02f:68:Bench.Placeholder\n');
   const svmLog = fs.openSync(path.join(BASE, 'svm.log'), 'w');
   const svm = track(
-    spawn(process.execPath, [SVM_CLI, '--listen', '127.0.0.1:0', '--token', TOKEN, '--signatures', sig, '--json', '--log-level', 'warn'], {
-      stdio: ['ignore', 'pipe', svmLog],
-    }),
+    spawn(
+      process.execPath,
+      [...SVM_NODE_FLAGS, SVM_CLI, '--listen', '127.0.0.1:0', '--token', TOKEN, '--signatures', sig, '--json', '--log-level', 'warn'],
+      {
+        stdio: ['ignore', 'pipe', svmLog],
+      },
+    ),
     'lightagent-svm',
   );
   const urls = await svmUrls(svm);

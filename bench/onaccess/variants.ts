@@ -15,7 +15,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { AGENT_NODE_FLAGS, shSync, stopChild, track, waitLine } from '../lib/harness.js';
+import { AGENT_NODE_FLAGS, shSync, SVM_NODE_FLAGS, stopChild, track, waitLine } from '../lib/harness.js';
 import type { WindowStats } from '../../src/svm-link/index.js';
 
 export type VariantName = 'none' | 'lightagent' | 'clamonacc' | 'floor';
@@ -116,9 +116,13 @@ export class LightAgent implements Variant {
 /** `lightagent-svm` on loopback (builtin engine, memory cache); its log lines go to `logFile`. */
 export function startSvm(logFile: string): ChildProcess {
   const fd = fs.openSync(logFile, 'a');
-  const svm = spawn(process.execPath, [SVM_CLI, '--listen', '127.0.0.1:0', '--token', TOKEN, '--json', '--log-level', 'warn'], {
-    stdio: ['ignore', 'pipe', fd],
-  });
+  const svm = spawn(
+    process.execPath,
+    [...SVM_NODE_FLAGS, SVM_CLI, '--listen', '127.0.0.1:0', '--token', TOKEN, '--json', '--log-level', 'warn'],
+    {
+      stdio: ['ignore', 'pipe', fd],
+    },
+  );
   fs.closeSync(fd);
   return track(svm, 'lightagent-svm');
 }

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1 --single-threaded-gc
 /**
  * `lightagent-svm` — the Security VM server. Prints one line on stdout once it listens (JSON with
  * --json: {event, url, metrics, healthz, engine, generation, pid}), then runs until SIGINT or
@@ -6,6 +6,7 @@
  */
 import { AGENT_VERSION } from '../agent/identity.js';
 import { closeLogging, configureLogging, logger } from '../log.js';
+import { missingNodeFlags, SVM_NODE_FLAGS } from '../node-flags.js';
 import { MemoryInventoryStore } from '../svm/inventory/memory-store.js';
 import { RedisInventoryStore } from '../svm/inventory/redis-store.js';
 import type { InventoryStore } from '../svm/inventory/types.js';
@@ -200,6 +201,13 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
   } catch (e) {
     logger('svm').warn('the web console is off', { message: (e as Error).message });
   }
+  // V8 flags cannot be set once running: say so when the process was not started with them.
+  const missing = missingNodeFlags(SVM_NODE_FLAGS);
+  if (missing.length > 0)
+    logger('svm').warn('started without the V8 flags the SVM runs with; a flooding tenant then costs others longer pauses', {
+      missing,
+      hint: `start the lightagent-svm bin or the single binary (both set them), or node ${missing.join(' ')} .../lightagent-svm.js`,
+    });
   const http = server.httpUrl;
   const line = {
     event: 'listening',

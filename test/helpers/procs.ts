@@ -6,6 +6,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { SVM_NODE_FLAGS } from '../../src/node-flags.js';
 
 export const CLI = new URL('../../src/cli/lightagent.js', import.meta.url).pathname;
 export const SVM_CLI = new URL('../../src/cli/lightagent-svm.js', import.meta.url).pathname;
@@ -15,6 +16,11 @@ function viaBinary(cmd: string, args: string[]): [string, string[]] {
   const bin = process.env.LIGHTAGENT_TEST_BINARY;
   if (!bin || cmd !== process.execPath || (args[0] !== CLI && args[0] !== SVM_CLI)) return [cmd, args];
   return [bin, args[0] === SVM_CLI ? ['svm', ...args.slice(1)] : args.slice(1)];
+}
+
+/** `node SVM_CLI ...` runs with the SVM's production V8 flags (src/node-flags.ts), as its shebang gives them. */
+function withNodeFlags(cmd: string, args: string[]): [string, string[]] {
+  return cmd === process.execPath && args[0] === SVM_CLI ? [cmd, [...SVM_NODE_FLAGS, ...args]] : [cmd, args];
 }
 // Kept for suites written against the old home of EICAR (test/watchers); new code imports fixtures.js.
 export { EICAR } from './fixtures.js';
@@ -67,7 +73,7 @@ export interface Proc {
 
 /** Spawn `node script args`, kill it after `watchdogMs` whatever happens. */
 export function spawnNode(script: string, args: string[], opts: { env?: NodeJS.ProcessEnv; watchdogMs?: number } = {}): Proc {
-  const [cmd, argv] = viaBinary(process.execPath, [script, ...args]);
+  const [cmd, argv] = withNodeFlags(...viaBinary(process.execPath, [script, ...args]));
   return spawnWatched(cmd, argv, { watchdogMs: 120_000, ...opts });
 }
 

@@ -92,6 +92,8 @@ describe('release binary', () => {
       assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'self'/);
       const hooks = await fetch(s.url.replace('ws://', 'http://') + '/console/vendor/hooks.mjs');
       assert.match(await hooks.text(), /from"\.\/preact\.mjs"/);
+      // The executable's execArgv (src/node-flags.ts) reach the SVM: it warns when it lacks them.
+      assert.doesNotMatch(s.output(), /started without the V8 flags/);
     } finally {
       await s.stop();
     }
