@@ -12,7 +12,7 @@
  *   the SVM, a flooding tenant's uploads made a full collection every ~80-100 ms; with helper
  *   threads each paused the event loop 6-8 ms, most of it waiting for sweeping that ran on a
  *   thread starved by the loop itself (and by the engines, which share the SVM's cores); single
- *   threaded it is ~4 ms, and a quiet tenant's p99 beside the flood went from 18-26 ms to 6-8 ms
+ *   threaded it is ~3 ms, and a quiet tenant's p99 beside the flood went from 18-26 ms to 6-8 ms
  *   (docs/svm.md, Fairness). The agent runs the same binary, so it has the same flags.
  */
 export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--single-threaded-gc'];

@@ -18,11 +18,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { SVM_NODE_FLAGS } from '../../src/node-flags.js';
 import { encodeMessage } from '../../src/protocol/index.js';
 import { zeroMask } from '../../src/svm-link/svm-link.js';
 import { rawAgent, sendUpload, type RawAgent } from '../svm/helpers.js';
-import { SVM_CLI, spawnWatched, tempDir, waitFor } from '../helpers/procs.js';
+import { SVM_CLI, spawnNode, spawnWatched, tempDir, waitFor } from '../helpers/procs.js';
 
 const NOISY = 'noisy-tenant-token';
 const QUIET = 'quiet-tenant-token';
@@ -67,14 +66,8 @@ describe('fair reads: a flooding tenant cannot take the SVM from a quiet one', (
       cfg,
       `${fair === undefined ? '' : `fair_read_bytes: ${Number(fair)}\n`}tokens:\n  - {tenant: noisy, token: ${NOISY}}\n  - {tenant: quiet, token: ${QUIET}}\n`,
     );
-    // The SVM as it ships: its V8 flags decide how long a flood's collections pause it.
-    const svm = spawnWatched(
-      process.execPath,
-      [...SVM_NODE_FLAGS, SVM_CLI, '--config', cfg, '--listen', '127.0.0.1:0', '--json', '--log-level', 'error'],
-      {
-        watchdogMs: 200_000,
-      },
-    );
+    // spawnNode: the SVM as it ships, with its V8 flags (they decide how long a flood's collections pause it).
+    const svm = spawnNode(SVM_CLI, ['--config', cfg, '--listen', '127.0.0.1:0', '--json', '--log-level', 'error'], { watchdogMs: 200_000 });
     let noise: ReturnType<typeof spawnWatched> | undefined;
     try {
       const url = (await waitFor(svm, /"url"\s*:\s*"(ws:\/\/[^"]+)"/))[1]!;
