@@ -50,7 +50,8 @@ describe('scan jobs', () => {
         seen.push(e.path);
         await new Promise((res) => setTimeout(res, 2));
         inFlight--;
-        const n = Number(/f(\d+)/.exec(e.path)![1]);
+        // The file's own name: the temp dir's random suffix may hold an `f` and a digit too.
+        const n = Number(/^f(\d+)\.txt$/.exec(path.basename(e.path))![1]);
         return result(e, n === 7 ? 'infected' : n === 8 ? 'error' : n === 9 ? 'skipped' : 'clean');
       },
     });
