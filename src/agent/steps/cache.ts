@@ -12,6 +12,9 @@ export const cacheStep: Step<DaemonContext> = {
     ctx.cache = cache;
     link.on('connected', (w) => cache.setGeneration(w.generation));
     link.on('generation', (g) => cache.setGeneration(g));
+    // The link may have connected while the file was loading, before these listeners were there:
+    // its generation, not the file's, is the one in force (else old clean verdicts would pass as fresh).
+    if (link.generation !== undefined) cache.setGeneration(link.generation);
     const timer = setInterval(() => void cache.save(), Math.max(1000, ctx.cfg.cache.save_interval));
     timer.unref();
     return async () => {
