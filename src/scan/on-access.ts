@@ -88,6 +88,8 @@ function causeCode(e: unknown): string | undefined {
 const QUARANTINE_MEMORY_MS = 10_000;
 /** An excluded threat at the same path with the same content is reported once per this. */
 const REPORT_MEMORY_MS = 10 * 60_000;
+/** How long the image of a terminated process is tried again while Windows keeps it locked. */
+const LOCKED_IMAGE_RETRY_MS = 15_000;
 
 export class OnAccessHandler {
   private readonly log = logger('on-access');
@@ -223,17 +225,7 @@ export class OnAccessHandler {
     this.recentlyReported.set(key, now + REPORT_MEMORY_MS);
     this.counts.reported++;
     const who = pid !== undefined ? this.o.processes?.attribute(pid) : undefined;
-    const d: Detection = {
-      kind: 'detection',
-      time: new Date().toISOString(),
-      path,
-      threat: r.threat ?? 'Unknown-Threat',
-      action: 'reported',
-    };
-    if (r.sha256) d.sha256 = r.sha256;
-    if (pid !== undefined) d.process = who ? { pid, exe: who.exe, cmdline: who.cmdline, uid: who.uid } : { pid };
-    if (who) d.attribution = who;
-    this.o.detections.add(d);
+    this.record(path, r, 'reported', pid, who);
   }
 
   private async fromResult(ev: AccessEvent, result: ScanResult): Promise<Decision> {
@@ -328,6 +320,15 @@ export class OnAccessHandler {
     }
   }
 
+  /** The detection, with its process when known, into the log (events file, tray, SVM report). */
+  private record(path: string, r: ScanResult, action: Detection['action'], pid: number | undefined, who: Attribution | undefined): void {
+    const d: Detection = { kind: 'detection', time: new Date().toISOString(), path, threat: r.threat ?? 'Unknown-Threat', action };
+    if (r.sha256) d.sha256 = r.sha256;
+    if (pid !== undefined) d.process = who ? { pid, exe: who.exe, cmdline: who.cmdline, uid: who.uid } : { pid };
+    if (who) d.attribution = who;
+    this.o.detections.add(d);
+  }
+
   private async act(
     path: string,
     r: ScanResult,
@@ -338,39 +339,37 @@ export class OnAccessHandler {
   ): Promise<void> {
     this.counts.detections++;
     let finalAction = action;
+    let moved = false;
     // Who, before anything slow (it may exit); then on_detect for a writer or a running image.
     const who = known ?? (pid !== undefined ? this.o.processes?.attribute(pid) : undefined);
     if (who && culprit && this.o.processes!.respond(who, culprit, path).action === 'killed') finalAction = 'killed';
     if (this.o.quarantineInfected !== false) {
       // Windows: the image of a process just terminated stays locked until the process object
-      // is gone (TerminateProcess returns before that): a refused move is tried again, briefly.
-      const retries = culprit === 'started' && finalAction === 'killed' ? 10 : 0;
+      // is gone (TerminateProcess returns before that, and on a busy machine it can take
+      // seconds): a refused move is tried again, backing off, for up to LOCKED_IMAGE_RETRY_MS.
+      const retryUntil = culprit === 'started' && finalAction === 'killed' ? performance.now() + LOCKED_IMAGE_RETRY_MS : 0;
       for (let attempt = 0; ; attempt++) {
         try {
           await this.quarantineOnce(path, r);
+          moved = true;
           if (finalAction !== 'killed') finalAction = 'quarantined';
+          if (attempt > 0) this.log.info('quarantined a locked image once it was released', { path, attempts: attempt + 1 });
           break;
         } catch (e) {
           const code = causeCode(e);
-          if (attempt < retries && (code === 'EBUSY' || code === 'EPERM' || code === 'EACCES')) {
-            await new Promise((res) => setTimeout(res, 100));
+          if (performance.now() < retryUntil && (code === 'EBUSY' || code === 'EPERM' || code === 'EACCES')) {
+            await new Promise((res) => setTimeout(res, Math.min(1000, 100 * 2 ** attempt)));
             continue;
           }
-          this.log.error('could not quarantine an infected file', { path, ...describeError(e) });
+          this.log.error('could not quarantine an infected file', { path, attempts: attempt + 1, ...describeError(e) });
           break;
         }
       }
     }
-    const d: Detection = {
-      kind: 'detection',
-      time: new Date().toISOString(),
-      path,
-      threat: r.threat ?? 'Unknown-Threat',
-      action: finalAction,
-    };
-    if (r.sha256) d.sha256 = r.sha256;
-    if (pid !== undefined) d.process = who ? { pid, exe: who.exe, cmdline: who.cmdline, uid: who.uid } : { pid };
-    if (who) d.attribution = who;
-    this.o.detections.add(d);
+    // A file that could not be moved is not called quarantined: it was left in place, reported.
+    if (finalAction === 'quarantined' && !moved) finalAction = 'reported';
+    // A file that could not be moved is not called quarantined: it was left in place, reported.
+    if (finalAction === 'quarantined' && !moved) finalAction = 'reported';
+    this.record(path, r, finalAction, pid, who);
   }
 }

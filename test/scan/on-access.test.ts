@@ -206,4 +206,69 @@ describe('OnAccessHandler', () => {
     await eventually(() => moved.has('EVIL twice, other content'), 3000, 'second file moved');
     again.close();
   });
+
+  it('Windows: the image of a terminated process is moved once it is released, seconds later; another refusal is not waited on', async () => {
+    const lockedFor = 2500; // longer than the 1 s this waited before (a busy Wine prefix in CI)
+    const t0 = performance.now();
+    const tries: string[] = [];
+    const detections = new DetectionLog(50);
+    const handler = new OnAccessHandler({
+      scanner: {} as FileScanner, // started() gets its scan; the scanner is not used
+      detections,
+      deferred: { add: () => undefined },
+      quarantine: {
+        put: async (p) => {
+          tries.push(p);
+          if (p.endsWith('locked.exe') && performance.now() - t0 < lockedFor)
+            throw Object.assign(new Error('EBUSY: resource busy or locked'), { code: 'EBUSY' });
+          return 'q';
+        },
+      },
+      deadlineMs: 1000,
+      onSvmUnavailable: 'allow',
+      maxFileSize: 1 << 20,
+      processes: {
+        attribute: (pid) => ({ pid, ppid: 1, exe: 'C:\\x.exe', source: 'proc', parents: [] }) as never,
+        respond: () => ({ action: 'killed' }),
+        denied: () => undefined,
+      },
+    });
+    const infected = (p: string) => async () =>
+      ({
+        path: p,
+        outcome: 'infected',
+        threat: 'Win.Test',
+        sha256: 'ab'.repeat(32),
+        size: 1,
+        source: 'svm-scan',
+        uploaded: 0,
+        read: 0,
+      }) as const;
+    await handler.started('C:\\locked.exe', 700, infected('C:\\locked.exe'));
+    const waited = performance.now() - t0;
+    assert.ok(waited >= lockedFor, `moved only once released (${Math.round(waited)} ms)`);
+    assert.ok(tries.length >= 3 && tries.length <= 12, `tried ${tries.length} times, backing off`);
+    assert.equal(detections.recent().find((d) => d.path === 'C:\\locked.exe')?.action, 'killed');
+    // A process that was not terminated: its image is tried once, and the detection says so.
+    const handler2 = new OnAccessHandler({
+      scanner: {} as FileScanner,
+      detections,
+      deferred: { add: () => undefined },
+      quarantine: { put: async (p) => (tries.push(p), Promise.reject(Object.assign(new Error('EBUSY'), { code: 'EBUSY' }))) },
+      deadlineMs: 1000,
+      onSvmUnavailable: 'allow',
+      maxFileSize: 1 << 20,
+      processes: {
+        attribute: (pid) => ({ pid, ppid: 1, source: 'proc', parents: [] }) as never,
+        respond: () => ({ action: 'spared', why: 'protected' }),
+        denied: () => undefined,
+      },
+    });
+    const n = tries.length;
+    await handler2.started('C:\\denied.exe', 701, infected('C:\\denied.exe'));
+    assert.equal(tries.length, n + 1, 'no retry for an image whose process still runs');
+    const d = detections.recent().find((x) => x.path === 'C:\\denied.exe');
+    assert.ok(d, 'the detection is recorded');
+    assert.notEqual(d.action, 'quarantined');
+  });
 });

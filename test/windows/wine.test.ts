@@ -274,7 +274,10 @@ describe('Windows executable, service and MSI under Wine', { skip: why, timeout:
       // (Wine's loader exits 0 for a process ended by TerminateProcess; ping's summary never comes)
       assert.ok(ms < 15_000, `terminated after ${ms} ms (ping -n 30 alone runs ~29 s): ${ping.log()}`);
       assert.doesNotMatch(ping.log(), /Ping statistics|Sent = 30/, 'ping did not finish on its own');
-      await eventually(() => !fs.existsSync(flagged), 10_000, 'the image to be quarantined');
+      // The image stays locked until Wine has torn the process down: the agent tries again for 15 s.
+      await eventually(() => !fs.existsSync(flagged), 20_000, 'the image to be quarantined').catch((e: Error) => {
+        throw new Error(`${e.message}: ${agent.log().slice(-3000)}`);
+      });
       await eventually(() => /"message":"file quarantined"/.test(agent.log()), 10_000, 'the quarantine to be logged');
       const killed = /"message":"killed the process behind a threat","pid":(\d+),"reason":"started","timestamp":"([^"]+)"/.exec(
         agent.log(),
