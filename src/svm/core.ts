@@ -198,7 +198,8 @@ export class SvmCore {
     );
     m.counter(
       'lightagent_svm_reads_paused_total',
-      'Connections paused because their tenant passed fair_read_bytes in one turn of the event loop while another tenant was active.',
+      'Connections paused because their tenant passed fair_read_bytes in one turn of the event loop while another tenant ' +
+        'was active (4 x fair_read_bytes while it was alone).',
       () => this.readGate.pauses,
     );
   }

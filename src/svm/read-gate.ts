@@ -20,8 +20,16 @@
  * line are resumed, in order, so a tenant's work per turn stays bounded however many connections
  * it has, and each of them gets its turn. A resumed connection is told (`resume()`), so time it
  * spent paused is not counted as its uploads stalling. A quiet tenant under its share is never
- * paused. One tenant alone is never paused: there is no one to be fair to, and its throughput
- * stays whole.
+ * paused.
+ *
+ * A tenant alone is held to `aloneBytesPerTurn` (larger: its throughput stays whole), and all its
+ * connections are resumed at the end of the turn. That is for the tenant that is not active yet:
+ * an agent idle for longer than `activeMs` sends a request while another tenant floods, and the
+ * gate cannot see it before its bytes are read. Unbounded, one turn read every socket with data
+ * up to libuv's 32 reads of 64 KiB each: the first request of an idle quiet agent waited 250 ms
+ * beside 20 flooding agents and 730 ms beside the start of 200 stalling ones (the noisy-neighbour
+ * bench, 2026-12-05). Bounded, the loop is back to polling after ~1 MiB of frames, and the
+ * newcomer's frame is read in the next turn; from there the tenants share as above.
  */
 
 /** What the gate pauses: a WebSocket (ws's pause/resume stop reading its socket). */
@@ -33,6 +41,8 @@ export interface Pausable {
 export interface ReadGateOptions {
   /** Bytes of one tenant's frames handled per turn of the event loop while others are active; 0: off. */
   bytesPerTurn: number;
+  /** Bytes of a tenant's frames handled per turn while no other is active (default 4 x bytesPerTurn); bytesPerTurn 0: off. */
+  aloneBytesPerTurn?: number;
   /** Paused connections of one tenant resumed per turn. */
   resumePerTurn: number;
   /** A tenant is active for this long after its last frame. */
@@ -57,7 +67,11 @@ export class TenantReadGate {
   /** Connections paused so far (lightagent_svm_reads_paused_total). */
   pauses = 0;
 
-  constructor(readonly o: ReadGateOptions) {}
+  private readonly aloneBytes: number;
+
+  constructor(readonly o: ReadGateOptions) {
+    this.aloneBytes = Math.max(o.bytesPerTurn, o.aloneBytesPerTurn ?? 4 * o.bytesPerTurn);
+  }
 
   /** Connections paused now. */
   get pausedNow(): number {
@@ -80,7 +94,8 @@ export class TenantReadGate {
       t.running.add(conn);
     }
     this.endTurnSoon();
-    if (t.used <= this.o.bytesPerTurn || t.running.size === 0 || !this.othersActive(tenant, now)) return;
+    if (t.used <= this.o.bytesPerTurn || t.running.size === 0) return;
+    if (t.used <= this.aloneBytes && !this.othersActive(tenant, now)) return;
     // The tenant waits for the next turn: every connection of it that sent within activeMs (one
     // silent longer has nothing queued, most likely, and is paused at its first frame if it
     // sends now), the connection that went over last in line.

@@ -1,6 +1,7 @@
 /**
  * TenantReadGate: while another tenant is active, a tenant past its bytes per event-loop turn has
- * its connections paused, and they are resumed a few per turn, in order, so none is left behind.
+ * its connections paused, and they are resumed a few per turn, in order, so none is left behind;
+ * a tenant alone is held to a larger budget per turn, so a newcomer's frame is read soon.
  * (Its effect on a real SVM under a flood: test/reliability/fair-reads.test.ts.)
  */
 import assert from 'node:assert/strict';
@@ -90,15 +91,32 @@ describe('TenantReadGate', () => {
     assert.equal(idle.paused, true, 'paused at its first frame while its tenant is over');
   });
 
-  it('never pauses a tenant alone, nor with the gate off', () => {
-    const alone = new TenantReadGate({ bytesPerTurn: 1000, resumePerTurn: 1, activeMs: 1000 });
+  it('holds a tenant alone to aloneBytesPerTurn and resumes all of it at the end of the turn; off is off', async () => {
+    const alone = new TenantReadGate({ bytesPerTurn: 1000, aloneBytesPerTurn: 4000, resumePerTurn: 1, activeMs: 1000 });
+    const cs = Array.from({ length: 5 }, () => new Conn());
+    for (const c of cs) alone.account('only', c, 500); // 2,500 B: past the fair share, under the alone one
+    assert.equal(cs.filter((c) => c.paused).length, 0, 'alone, past bytesPerTurn is fine');
+    alone.account('only', cs[0]!, 2000); // 4,500 B in this turn
+    assert.equal(cs.filter((c) => c.paused).length, 5, 'past aloneBytesPerTurn: every recently heard connection waits for the next turn');
+    await turn();
+    assert.equal(cs.filter((c) => c.paused).length, 0, 'nobody else active: all resumed at once, not resumePerTurn');
+    // A newcomer (its frame read in the turn after) now meets the fair share.
+    alone.account('only', cs[1]!, 900);
+    alone.account('new', new Conn(), 10);
+    alone.account('only', cs[2]!, 900);
+    assert.equal(cs.filter((c) => c.paused).length, 5, 'with another tenant active, past bytesPerTurn');
+    const dflt = new TenantReadGate({ bytesPerTurn: 1000, resumePerTurn: 1, activeMs: 1000 });
+    const d = new Conn();
+    dflt.account('only', d, 4000);
+    assert.equal(d.pauses, 0, 'the default for alone is 4 x bytesPerTurn');
+    dflt.account('only', d, 1);
+    assert.equal(d.pauses, 1);
     const c = new Conn();
-    for (let i = 0; i < 10; i++) alone.account('only', c, 1 << 20);
-    assert.equal(c.pauses, 0);
-    const off = new TenantReadGate({ bytesPerTurn: 0, resumePerTurn: 1, activeMs: 1000 });
+    const off = new TenantReadGate({ bytesPerTurn: 0, aloneBytesPerTurn: 10, resumePerTurn: 1, activeMs: 1000 });
     off.account('q', new Conn(), 1);
     for (let i = 0; i < 10; i++) off.account('n', c, 1 << 20);
-    assert.equal(c.pauses, 0);
+    for (let i = 0; i < 10; i++) off.account('q', c, 1 << 20);
+    assert.equal(c.pauses, 0, 'fair_read_bytes 0 turns the whole gate off');
   });
 
   it('another tenant silent for activeMs no longer counts: the line is resumed whole', async () => {
