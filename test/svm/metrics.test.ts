@@ -19,9 +19,20 @@ import type { SvmServer } from '../../src/svm/server.js';
 import { clamdDatabaseTime } from '../../src/svm/signature-age.js';
 import { findBinary, inCi, needPackage, tempDir } from '../helpers/procs.js';
 import { EICAR_BYTES as EICAR } from '../helpers/fixtures.js';
-import { rawAgent, startTestSvm, upload } from './helpers.js';
+import { rawAgent, startTestSvm as startSvm, upload } from './helpers.js';
 
 const FAMILIES = new URL('../../../test/svm/metric-families.txt', import.meta.url).pathname;
+
+/** Every SVM a test starts is closed at the end, also when its test failed half-way (else the file never exits). */
+const started: Array<{ close(): Promise<void> }> = [];
+after(async () => {
+  for (const s of started) await s.close().catch(() => undefined);
+});
+const startTestSvm: typeof startSvm = async (...args) => {
+  const s = await startSvm(...args);
+  started.push(s);
+  return s;
+};
 const promtool = findBinary('promtool', ['/usr/bin/promtool']);
 
 interface Sample {
