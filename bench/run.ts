@@ -127,8 +127,11 @@ async function main(): Promise<void> {
     'fleet/noisy-neighbour.js',
     [
       '--isolate', // the SVM on a core of its own: its fairness, not three processes sharing 2 cores
+      // alone, stall and flood in turn, several times: the machine's slow minutes fall on all three
       '--seconds',
-      quick ? '10' : '20',
+      quick ? '5' : '10',
+      '--rounds',
+      quick ? '3' : '4',
       '--stallers',
       quick ? '200' : '300',
       '--flooders',

@@ -12,11 +12,15 @@
  *                each (engine scans compete with B's)
  *   alone-again  nothing else, after (drift)
  *
- * Ratio = p50 / p99 beside the noise over the same alone (the first and last alone pooled); the
- * target (issue #23, DESIGN.md) is <= 2x. The SVM, the hostile process and this one share the
- * machine's cores: CPU the noise takes is part of what the quiet agent sees.
+ * With --rounds R the three first phases run R times in turn (alone, stall, flood, alone, ...)
+ * before the last alone: each condition's samples are pooled over its R slots, so a slow minute
+ * of the machine weighs on alone and on the noise alike, and a p99 rests on R times the samples.
+ * Ratio = p50 / p99 beside the noise (pooled) over alone (every alone slot pooled); the target
+ * (issue #23, DESIGN.md) is <= 2x. Each round's own ratios are kept too (`perRound`), to show the
+ * spread. The SVM, the hostile process and this one share the machine's cores: CPU the noise
+ * takes is part of what the quiet agent sees (see --isolate).
  *
- *   sudo node build/bench/fleet/noisy-neighbour.js [--seconds 5] [--stallers 200] [--flooders 20] [--fair-read-bytes N] [--out FILE]
+ *   sudo node build/bench/fleet/noisy-neighbour.js [--seconds 5] [--rounds 1] [--stallers 200] [--flooders 20] [--fair-read-bytes N] [--out FILE]
  *
  * --fair-read-bytes sets the SVM's fair_read_bytes (0: read back-pressure off, for a before/after).
  * --isolate gives each party the CPU it would have in a farm, as far as 2 cores allow: the SVM
@@ -59,6 +63,7 @@ const AGENT_WS = { generateMask: zeroMask };
 export interface Lat {
   p50ms: number;
   p99ms: number;
+  maxMs: number;
   n: number;
   errors: Record<string, number>;
 }
@@ -71,6 +76,21 @@ export interface NoisyPhase {
   noise?: Record<string, number>;
   /** p50 and p99 over alone, upload and lookup. */
   ratio?: { uploadP50: number; uploadP99: number; lookupP50: number; lookupP99: number };
+  /** How many slots of `seconds` were pooled into this row. */
+  slots?: number;
+  /**
+   * The first upload of each slot, ms: the quiet agent had been silent for over a second (the
+   * noise starting), longer than the SVM counts a tenant active, so it is an idle agent's first
+   * request beside a neighbour that already has the SVM to itself.
+   */
+  firstUploadMs?: number[];
+}
+
+/** One round of --rounds: the quiet tenant's upload p99 in each of its slots, and the ratios within the round. */
+export interface NoisyRound {
+  round: number;
+  uploadP99ms: { alone: number; stall: number; flood: number };
+  ratio: { stall: number; flood: number };
 }
 
 export interface NoisyResult {
@@ -78,6 +98,9 @@ export interface NoisyResult {
   /** --isolate: the SVM on a core of its own, the noise on the other(s), the quiet agent at nice -10. */
   isolated: boolean;
   seconds: number;
+  /** Rounds of alone, stall, flood (1: each once, as before --rounds existed). */
+  rounds?: number;
+  perRound?: NoisyRound[];
   stallers: number;
   flooders: number;
   phases: NoisyPhase[];
@@ -158,6 +181,7 @@ function pin(pid: number, cpus: string): void {
 const lat = (xs: number[], errors: Record<string, number> = {}): Lat => ({
   p50ms: round(pct(xs, 0.5), 2),
   p99ms: round(pct(xs, 0.99), 2),
+  maxMs: round(Math.max(...xs), 2),
   n: xs.length,
   errors,
 });
@@ -166,6 +190,7 @@ async function main(): Promise<void> {
   const args = parseArgs({
     options: {
       seconds: { type: 'string' },
+      rounds: { type: 'string' },
       stallers: { type: 'string' },
       flooders: { type: 'string' },
       out: { type: 'string' },
@@ -178,9 +203,12 @@ async function main(): Promise<void> {
   }).values;
   if (args.hostile) return hostile(args.hostile, args.url!, Number(args.agents));
   const seconds = Number(args.seconds ?? 5);
+  const rounds = Math.max(1, Math.floor(Number(args.rounds ?? 1)));
+  if (!Number.isFinite(seconds) || seconds <= 0 || !Number.isFinite(rounds))
+    throw new Error('--seconds and --rounds must be positive numbers');
   const stallers = Number(args.stallers ?? 200);
   const flooders = Number(args.flooders ?? 20);
-  const limitMs = (5 + seconds) * 60_000;
+  const limitMs = (5 + seconds * rounds) * 60_000;
   installCleanup('bench/fleet/noisy-neighbour', limitMs);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-noisy-'));
   atCleanup(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -219,7 +247,8 @@ async function main(): Promise<void> {
   const k = { sha256: crypto.createHash('sha256').update(known).digest('hex'), size: known.length };
   await quietPhase(quiet, 1, k, ids); // warm-up (JIT, connections)
 
-  const phases: Array<NoisyPhase & { raw: { up: number[]; lk: number[] } }> = [];
+  type Slot = { phase: string; q: Awaited<ReturnType<typeof quietPhase>>; codes: Record<string, number> | undefined };
+  const slots: Slot[] = [];
   const run = async (phase: string, noise?: { mode: string; agents: number }) => {
     let h: ChildProcess | undefined;
     if (noise) {
@@ -241,21 +270,45 @@ async function main(): Promise<void> {
       codes = JSON.parse(await line) as Record<string, number>;
       await stopChild(h);
     }
-    phases.push({ phase, upload: lat(q.up, q.errors), lookup: lat(q.lk), ...(codes ? { noise: codes } : {}), raw: q });
+    slots.push({ phase, q, codes });
     say(
-      `noisy-neighbour ${phase}: upload p50 ${phases.at(-1)!.upload.p50ms} ms p99 ${phases.at(-1)!.upload.p99ms} ms; lookup p50 ${phases.at(-1)!.lookup.p50ms} p99 ${phases.at(-1)!.lookup.p99ms}`,
+      `noisy-neighbour ${phase}${rounds > 1 ? ` (slot ${slots.length})` : ''}: upload p50 ${round(pct(q.up, 0.5), 2)} ms p99 ${round(pct(q.up, 0.99), 2)} ms; lookup p50 ${round(pct(q.lk, 0.5), 2)} p99 ${round(pct(q.lk, 0.99), 2)}`,
     );
     // Let stalled uploads time out and memory come back before the next phase.
     for (let i = 0; i < 100 && (await metric(metrics, 'lightagent_svm_upload_bytes_held')) > 0; i++)
       await new Promise((r) => setTimeout(r, 100));
   };
-  await run('alone');
-  await run('stall', { mode: 'stall', agents: stallers });
-  await run('flood', { mode: 'flood', agents: flooders });
+  for (let r = 0; r < rounds; r++) {
+    await run('alone');
+    await run('stall', { mode: 'stall', agents: stallers });
+    await run('flood', { mode: 'flood', agents: flooders });
+  }
   await run('alone-again');
-  const alone = phases.filter((p) => p.phase.startsWith('alone'));
-  const aUp = lat(alone.flatMap((p) => p.raw.up));
-  const aLk = lat(alone.flatMap((p) => p.raw.lk));
+  // Each condition pooled over its slots; alone is every alone slot (alone-again included).
+  const pooled = (name: string): NoisyPhase & { raw: { up: number[]; lk: number[] } } => {
+    const of = slots.filter((x) => x.phase === name);
+    const up = of.flatMap((x) => x.q.up);
+    const lk = of.flatMap((x) => x.q.lk);
+    const errors: Record<string, number> = {};
+    const noise: Record<string, number> = {};
+    for (const x of of) {
+      for (const [k, v] of Object.entries(x.q.errors)) errors[k] = (errors[k] ?? 0) + v;
+      for (const [k, v] of Object.entries(x.codes ?? {})) noise[k] = (noise[k] ?? 0) + v;
+    }
+    return {
+      phase: name,
+      upload: lat(up, errors),
+      lookup: lat(lk),
+      ...(of.some((x) => x.codes) ? { noise } : {}),
+      slots: of.length,
+      firstUploadMs: of.map((x) => round(x.q.up[0] ?? NaN, 2)),
+      raw: { up, lk },
+    };
+  };
+  const phases = ['alone', 'stall', 'flood', 'alone-again'].map(pooled);
+  const aloneSlots = slots.filter((p) => p.phase.startsWith('alone'));
+  const aUp = lat(aloneSlots.flatMap((p) => p.q.up));
+  const aLk = lat(aloneSlots.flatMap((p) => p.q.lk));
   for (const p of phases)
     if (p.noise)
       p.ratio = {
@@ -264,13 +317,32 @@ async function main(): Promise<void> {
         lookupP50: round(p.lookup.p50ms / aLk.p50ms, 2),
         lookupP99: round(p.lookup.p99ms / aLk.p99ms, 2),
       };
+  // Round r's slots are 3r, 3r+1, 3r+2: alone, stall, flood.
+  const perRound: NoisyRound[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const [a, st, fl] = [slots[3 * r]!, slots[3 * r + 1]!, slots[3 * r + 2]!].map((x) => round(pct(x.q.up, 0.99), 2)) as [
+      number,
+      number,
+      number,
+    ];
+    perRound.push({
+      round: r + 1,
+      uploadP99ms: { alone: a, stall: st, flood: fl },
+      ratio: { stall: round(st / a, 2), flood: round(fl / a, 2) },
+    });
+  }
   const result: NoisyResult = {
     machine: machineFacts(),
     isolated: isolate,
     seconds,
     stallers,
     flooders,
-    phases: [{ phase: 'alone (both alone phases pooled)', upload: aUp, lookup: aLk }, ...phases.map(({ raw, ...p }) => (void raw, p))],
+    rounds,
+    perRound,
+    phases: [
+      { phase: `alone (every alone slot pooled: ${aloneSlots.length})`, upload: aUp, lookup: aLk, slots: aloneSlots.length },
+      ...phases.map(({ raw, ...p }) => (void raw, p)),
+    ],
     svm: {
       cpuS: round((cpuNs(svm.pid!) - cpu0) / 1e9, 2),
       peakRssMb: round(Number(/VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${svm.pid}/status`, 'latin1'))?.[1]) / 1024, 1),
@@ -282,9 +354,14 @@ async function main(): Promise<void> {
   await stopChild(svm);
   if (args.out) fs.writeFileSync(args.out, JSON.stringify(result, null, 2));
   let md =
-    '| phase | upload p50 ms | upload p99 ms | lookup p50 ms | lookup p99 ms | ratio to alone (upload p50 / p99, lookup p50 / p99) | quiet errors | noise verdicts |\n|---|---|---|---|---|---|---|---|\n';
+    '| phase | upload p50 ms | upload p99 ms | upload max ms | first upload of each slot ms | lookup p50 ms | lookup p99 ms | ratio to alone (upload p50 / p99, lookup p50 / p99) | quiet errors | noise verdicts |\n|---|---|---|---|---|---|---|---|---|---|\n';
   for (const p of result.phases)
-    md += `| ${p.phase} | ${p.upload.p50ms} | ${p.upload.p99ms} | ${p.lookup.p50ms} | ${p.lookup.p99ms} | ${p.ratio ? `${p.ratio.uploadP50} / ${p.ratio.uploadP99}, ${p.ratio.lookupP50} / ${p.ratio.lookupP99}` : ''} | ${JSON.stringify(p.upload.errors)} | ${p.noise ? JSON.stringify(p.noise) : ''} |\n`;
+    md += `| ${p.phase} | ${p.upload.p50ms} | ${p.upload.p99ms} | ${p.upload.maxMs} | ${p.firstUploadMs?.join(', ') ?? ''} | ${p.lookup.p50ms} | ${p.lookup.p99ms} | ${p.ratio ? `${p.ratio.uploadP50} / ${p.ratio.uploadP99}, ${p.ratio.lookupP50} / ${p.ratio.lookupP99}` : ''} | ${JSON.stringify(p.upload.errors)} | ${p.noise ? JSON.stringify(p.noise) : ''} |\n`;
+  if (rounds > 1) {
+    md += '\n| round | upload p99 ms alone / stall / flood | ratio stall / flood |\n|---|---|---|\n';
+    for (const r of perRound)
+      md += `| ${r.round} | ${r.uploadP99ms.alone} / ${r.uploadP99ms.stall} / ${r.uploadP99ms.flood} | ${r.ratio.stall} / ${r.ratio.flood} |\n`;
+  }
   process.stdout.write(md);
 }
 

@@ -362,15 +362,28 @@ export function markdown(l: Latest): string {
   L.push('', '## Noisy neighbour (bench/fleet/noisy-neighbour)', '');
   if (nn && 'phases' in nn) {
     L.push(
-      `One SVM (shipped defaults), two tenants. Tenant B's quiet agent uploads a distinct 16 KiB file then looks up a known hash, every 20 ms, ${nn.seconds} s per phase. stall: ${nn.stallers} agents of tenant A each keep 16 uploads open (announce 8 MiB, send 64 KiB, then nothing; a new one whenever one ends). flood: ${nn.flooders} agents of tenant A each keep 16 distinct 256 KiB uploads in flight. ${nn.isolated ? 'Isolated (--isolate): the SVM pinned to a core of its own, the hostile process on the other, the quiet client beside it at nice -10 (as on a vCPU of its own).' : 'Not isolated: SVM, noise and quiet client share every core.'} SVM CPU ${nn.svm.cpuS} s, peak RSS ${nn.svm.peakRssMb} MB, busy refusals ${nn.svm.busyTotal}.`,
+      `One SVM (shipped defaults), two tenants. Tenant B's quiet agent uploads a distinct 16 KiB file then looks up a known hash, every 20 ms, ${nn.seconds} s per phase${(nn.rounds ?? 1) > 1 ? `; alone, stall and flood ran in turn ${nn.rounds} times (then alone once more), each row pooling its slots` : ''}. stall: ${nn.stallers} agents of tenant A each keep 16 uploads open (announce 8 MiB, send 64 KiB, then nothing; a new one whenever one ends). flood: ${nn.flooders} agents of tenant A each keep 16 distinct 256 KiB uploads in flight. ${nn.isolated ? 'Isolated (--isolate): the SVM pinned to a core of its own, the hostile process on the other, the quiet client beside it at nice -10 (as on a vCPU of its own).' : 'Not isolated: SVM, noise and quiet client share every core.'} SVM CPU ${nn.svm.cpuS} s, peak RSS ${nn.svm.peakRssMb} MB, busy refusals ${nn.svm.busyTotal}.`,
       '',
-      '| phase | upload p50 ms | upload p99 ms | lookup p50 ms | lookup p99 ms | ratio to alone: upload p50 / p99 | lookup p50 / p99 | quiet errors | noise verdicts |',
-      '|---|---|---|---|---|---|---|---|---|',
+      "| phase | upload p50 ms | upload p99 ms | upload max ms | first upload of each slot (an idle agent's first request) ms | lookup p50 ms | lookup p99 ms | ratio to alone: upload p50 / p99 | lookup p50 / p99 | quiet errors | noise verdicts |",
+      '|---|---|---|---|---|---|---|---|---|---|---|',
     );
     for (const p of nn.phases)
       L.push(
-        `| ${p.phase} | ${p.upload.p50ms} | ${p.upload.p99ms} | ${p.lookup.p50ms} | ${p.lookup.p99ms} | ${p.ratio ? `${p.ratio.uploadP50} / ${p.ratio.uploadP99}` : ''} | ${p.ratio ? `${p.ratio.lookupP50} / ${p.ratio.lookupP99}` : ''} | ${JSON.stringify(p.upload.errors)} | ${p.noise ? JSON.stringify(p.noise) : ''} |`,
+        `| ${p.phase} | ${p.upload.p50ms} | ${p.upload.p99ms} | ${p.upload.maxMs ?? ''} | ${p.firstUploadMs?.join(', ') ?? ''} | ${p.lookup.p50ms} | ${p.lookup.p99ms} | ${p.ratio ? `${p.ratio.uploadP50} / ${p.ratio.uploadP99}` : ''} | ${p.ratio ? `${p.ratio.lookupP50} / ${p.ratio.lookupP99}` : ''} | ${JSON.stringify(p.upload.errors)} | ${p.noise ? JSON.stringify(p.noise) : ''} |`,
       );
+    if (nn.perRound && nn.perRound.length > 1) {
+      L.push(
+        '',
+        'Each round on its own (the spread the pooled rows smooth):',
+        '',
+        '| round | upload p99 ms: alone / stall / flood | ratio: stall / flood |',
+        '|---|---|---|',
+      );
+      for (const r of nn.perRound)
+        L.push(
+          `| ${r.round} | ${r.uploadP99ms.alone} / ${r.uploadP99ms.stall} / ${r.uploadP99ms.flood} | ${r.ratio.stall} / ${r.ratio.flood} |`,
+        );
+    }
   } else L.push(`not run: ${(nn as { notRun: string } | undefined)?.notRun ?? 'skipped'}`);
   for (const [k, label] of [
     ['process', 'Process storm (bench/process)'],
