@@ -368,8 +368,6 @@ export class OnAccessHandler {
     }
     // A file that could not be moved is not called quarantined: it was left in place, reported.
     if (finalAction === 'quarantined' && !moved) finalAction = 'reported';
-    // A file that could not be moved is not called quarantined: it was left in place, reported.
-    if (finalAction === 'quarantined' && !moved) finalAction = 'reported';
     this.record(path, r, finalAction, pid, who);
   }
 }
