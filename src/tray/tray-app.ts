@@ -41,12 +41,24 @@ const clip = (v: unknown, n = 300): string => {
   return s.length > n ? `${s.slice(0, n - 1)}…` : s;
 };
 
-/** The notification for one blocked threat. */
+/** What each detection action tells the person at the desktop. */
+const ACTION_TEXT: Record<string, string> = {
+  quarantined: 'quarantined',
+  denied: 'access denied',
+  killed: 'the program was stopped',
+  reported: 'left in place and reported to your administrator',
+};
+
+/**
+ * The notification for one detected threat. `reported` (an excluded threat, or a file that could
+ * not be moved) was not blocked, and the summary does not say it was.
+ */
 export function threatNotification(d: DetectionLine): TrayNotification {
-  const action = d.action === 'quarantined' ? 'quarantined' : d.action === 'denied' ? 'access denied' : clip(d.action, 40);
+  const action =
+    (typeof d.action === 'string' && Object.hasOwn(ACTION_TEXT, d.action) ? ACTION_TEXT[d.action] : undefined) ?? clip(d.action, 40);
   return {
     kind: 'threat',
-    summary: `Threat blocked: ${clip(d.threat, 120)}`,
+    summary: `${d.action === 'reported' ? 'Threat found' : 'Threat blocked'}: ${clip(d.threat, 120)}`,
     body: `File: ${clip(d.path, 500)}\nThreat: ${clip(d.threat, 120)}\nAction: ${action}`,
     urgency: 'normal',
   };

@@ -47,6 +47,18 @@ describe('Windows tray: icon, tooltip and balloon kind', () => {
     assert.equal(tooltipFor('degraded', ''), 'lightagent: degraded');
   });
 
+  it('a threat notification says what was done, and does not call a threat left in place blocked', () => {
+    const n = (action: string) => threatNotification({ path: 'C:\\a.exe', threat: 'Eicar', action });
+    assert.equal(n('quarantined').summary, 'Threat blocked: Eicar');
+    assert.match(n('quarantined').body, /^Action: quarantined$/m);
+    assert.match(n('denied').body, /^Action: access denied$/m);
+    assert.match(n('killed').body, /^Action: the program was stopped$/m);
+    assert.equal(n('reported').summary, 'Threat found: Eicar');
+    assert.match(n('reported').body, /^Action: left in place and reported to your administrator$/m);
+    assert.match(n('something-new').body, /^Action: something-new$/m, 'an action this tray does not know is shown as sent');
+    assert.match(n('toString').body, /^Action: toString$/m, 'no prototype lookups');
+  });
+
   it('balloon icons: a stopped agent is an error, a recovery information, threats and degradation warnings', () => {
     assert.equal(balloonFlags(threatNotification({ path: 'C:\\a.exe', threat: 'Eicar', action: 'quarantined' })), NIIF_WARNING);
     assert.equal(balloonFlags({ kind: 'summary', summary: '9 more', body: '', urgency: 'normal' }), NIIF_WARNING);
