@@ -54,8 +54,7 @@ const ACTION_TEXT: Record<string, string> = {
  * not be moved) was not blocked, and the summary does not say it was.
  */
 export function threatNotification(d: DetectionLine): TrayNotification {
-  const action =
-    (typeof d.action === 'string' && Object.hasOwn(ACTION_TEXT, d.action) ? ACTION_TEXT[d.action] : undefined) ?? clip(d.action, 40);
+  const action = typeof d.action === 'string' && Object.hasOwn(ACTION_TEXT, d.action) ? ACTION_TEXT[d.action]! : clip(d.action, 40);
   return {
     kind: 'threat',
     summary: `${d.action === 'reported' ? 'Threat found' : 'Threat blocked'}: ${clip(d.threat, 120)}`,
