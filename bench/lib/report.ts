@@ -237,7 +237,7 @@ export function markdown(l: Latest): string {
   const m = l.machine;
   L.push(`# lightagent benchmark (${l.profile})`, '');
   L.push(
-    `${m.date}: Linux ${m.kernel}, ${m.cpus} CPUs (${m.cpuModel}), ${Math.round(m.memMb / 1024)} GB RAM, Node ${m.node}; load average at start ${m.loadavgAtStart.join(' ')}.`,
+    `${m.date}: Linux ${m.kernel}, ${m.cpus} CPUs (${m.cpuModel}), ${Math.round(m.memMb / 1024)} GB RAM, bench on Node ${m.node}, agent and SVM on Node ${m.productNode ?? m.node}; load average at start ${m.loadavgAtStart.join(' ')}.`,
   );
   L.push('', `> ${l.note}`, '');
   if (l.tree)
@@ -426,7 +426,7 @@ export function chart(l: Latest): string {
   const cats = Object.keys(l.summary);
   return ratioChartSvg({
     title: `On-access cost per workload vs no agent (${l.profile} run)`,
-    subtitle: `${l.tree ? `${l.tree.files} files, ${l.tree.mb} MB; ` : ''}${l.reps} reps, medians; Linux ${l.machine.kernel}, ${l.machine.cpus} CPUs, Node ${l.machine.node}; ${l.machine.date.slice(0, 10)}; shared machine`,
+    subtitle: `${l.tree ? `${l.tree.files} files, ${l.tree.mb} MB; ` : ''}${l.reps} reps, medians; Linux ${l.machine.kernel}, ${l.machine.cpus} CPUs, agent on Node ${(l.machine.productNode ?? l.machine.node).split(' ')[0]}; ${l.machine.date.slice(0, 10)}; shared machine`,
     categories: cats,
     series: SCANNERS.map((v) => ({ name: v, color: VARIANT_COLORS[v]!, values: cats.map((c) => l.summary[c]?.[v]?.ratio) })),
   });

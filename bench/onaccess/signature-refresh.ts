@@ -38,6 +38,7 @@ import {
   SVM_NODE_FLAGS,
   timed,
   track,
+  PRODUCT_NODE,
 } from '../lib/harness.js';
 import { PROFILES } from './workloads.js';
 import { agentStatus, metric, startAgent, svmUrls, TOKEN, type AgentStatus } from './variants.js';
@@ -126,7 +127,7 @@ async function main(): Promise<void> {
   const svmLog = fs.openSync(path.join(BASE, 'svm.log'), 'w');
   const svm = track(
     spawn(
-      process.execPath,
+      PRODUCT_NODE.path,
       [...SVM_NODE_FLAGS, SVM_CLI, '--listen', '127.0.0.1:0', '--token', TOKEN, '--signatures', sig, '--json', '--log-level', 'warn'],
       {
         stdio: ['ignore', 'pipe', svmLog],
