@@ -17,7 +17,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { installCleanup, machineFacts, needRoot, round, say, track } from './lib/harness.js';
+import { installCleanup, machineFacts, needRoot, PRODUCT_NODE, round, say, track } from './lib/harness.js';
 import { chart, markdown, summarize, targets, type Latest } from './lib/report.js';
 import type { BootStormResult } from './fleet/boot-storm.js';
 import type { NoisyResult } from './fleet/noisy-neighbour.js';
@@ -45,12 +45,17 @@ const only = args.only ? new Set(args.only.split(',')) : undefined;
 const t0 = performance.now();
 const machine = machineFacts();
 
+const IN_PROCESS_STEPS = new Set(['svm', 'cache']);
+
 /** Run one step (a node script of this build) with a timeout; its JSON lands in parts/. */
 function step(name: string, script: string, argv: string[], timeoutS: number): Promise<{ ok: boolean; seconds: number; detail?: string }> {
   return new Promise((resolve) => {
     const ts = performance.now();
     say(`== ${name}: ${script} ${argv.join(' ')}`);
-    const child = spawn(process.execPath, ['--expose-gc', path.join(here, script), ...argv], { stdio: ['ignore', 'inherit', 'inherit'] });
+    // A step that runs product code in its own process (the SVM of `svm`, the cache of `cache`)
+    // runs on the Node that ships; the others start their agents and SVMs on it (PRODUCT_NODE).
+    const node = IN_PROCESS_STEPS.has(name) ? PRODUCT_NODE.path : process.execPath;
+    const child = spawn(node, ['--expose-gc', path.join(here, script), ...argv], { stdio: ['ignore', 'inherit', 'inherit'] });
     track(child, name);
     let timedOut = false;
     const t = setTimeout(() => {
