@@ -150,7 +150,7 @@ export async function startAgent(o: {
   watchdogMs?: number;
 }): Promise<ChildProcess> {
   if (o.fresh !== false) fs.rmSync(o.stateDir, { recursive: true, force: true });
-  // `command`: what runs `run ...` (default: this Node with the production flags and the compiled CLI).
+  // `command`: what runs `run ...` (default: the product's Node, PRODUCT_NODE, with the production flags and the compiled CLI).
   const [cmd, ...pre] = o.command ?? [PRODUCT_NODE.path, ...AGENT_NODE_FLAGS, CLI];
   // `config`: a config file under the flags (the flags win where both set something).
   const child = spawn(
