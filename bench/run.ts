@@ -17,7 +17,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { installCleanup, machineFacts, needRoot, PRODUCT_NODE, round, say, track } from './lib/harness.js';
+import { installCleanup, machineFacts, needRoot, productNode, round, say, track } from './lib/harness.js';
 import { chart, markdown, summarize, targets, type Latest } from './lib/report.js';
 import type { BootStormResult } from './fleet/boot-storm.js';
 import type { NoisyResult } from './fleet/noisy-neighbour.js';
@@ -53,8 +53,8 @@ function step(name: string, script: string, argv: string[], timeoutS: number): P
     const ts = performance.now();
     say(`== ${name}: ${script} ${argv.join(' ')}`);
     // A step that runs product code in its own process (the SVM of `svm`, the cache of `cache`)
-    // runs on the Node that ships; the others start their agents and SVMs on it (PRODUCT_NODE).
-    const node = IN_PROCESS_STEPS.has(name) ? PRODUCT_NODE.path : process.execPath;
+    // runs on the Node that ships; the others start their agents and SVMs on it (productNode()).
+    const node = IN_PROCESS_STEPS.has(name) ? productNode().path : process.execPath;
     const child = spawn(node, ['--expose-gc', path.join(here, script), ...argv], { stdio: ['ignore', 'inherit', 'inherit'] });
     track(child, name);
     let timedOut = false;

@@ -45,7 +45,7 @@ import {
   shSync,
   stopChild,
   track,
-  PRODUCT_NODE,
+  productNode,
 } from '../lib/harness.js';
 import { agentStatus, eicarCheck, metric, metricIn, metricsText, startAgent, startSvm, svmUrls, TOKEN } from '../onaccess/variants.js';
 
@@ -227,7 +227,7 @@ function sealGuest(work: string, g: Guest, url: string, timeoutMs: number): Prom
   const cfg = path.join(work, `seal-${g.i}.yaml`);
   fs.writeFileSync(cfg, `state_dir: ${stateDir}\nprotect:\n  - ${g.mnt}\nlog:\n  file: ${path.join(work, `seal-${g.i}.log`)}\n`);
   return new Promise((resolve, reject) => {
-    const c = spawn(PRODUCT_NODE.path, [CLI, 'seal', '--config', cfg, '--svm', url, '--token', TOKEN, '--json'], {
+    const c = spawn(productNode().path, [CLI, 'seal', '--config', cfg, '--svm', url, '--token', TOKEN, '--json'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     track(c, 'seal');

@@ -51,7 +51,7 @@ import {
   SVM_NODE_FLAGS,
   track,
   waitLine,
-  PRODUCT_NODE,
+  productNode,
 } from '../lib/harness.js';
 import { metric, svmUrls, watchdog } from '../onaccess/variants.js';
 
@@ -218,7 +218,7 @@ async function main(): Promise<void> {
   fs.writeFileSync(cfg, `${fair}tokens:\n  - {tenant: noisy, token: ${HOSTILE}}\n  - {tenant: quiet, token: ${QUIET}}\n`);
   const logFd = fs.openSync(path.join(work, 'svm.log'), 'a');
   const svm = spawn(
-    PRODUCT_NODE.path,
+    productNode().path,
     [...SVM_NODE_FLAGS, SVM_CLI, '--config', cfg, '--listen', '127.0.0.1:0', '--json', '--log-level', 'warn'],
     {
       stdio: ['ignore', 'pipe', logFd],

