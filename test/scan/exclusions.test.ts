@@ -60,8 +60,10 @@ describe('exclusions: paths', () => {
   });
 
   it('globs agree with picomatch (dot files included, no extglobs) on generated paths', () => {
+    // picomatch also reads `"` as a quote (`/"a/b` matches `/a/b`, `"*"` a literal `*`); glob.ts
+    // takes it as itself (the literal-folder properties above cover names that hold one).
     const globPart = fc.oneof(
-      literalSegment,
+      literalSegment.filter((s) => !s.includes('"')),
       fc.constantFrom('*', '**', '*.o', '*.log', 'a*', '*a*b', '?', '?b', '[ab]', '[^a]', '[a-c]x', '{a,b}', 'x.{o,log}', '{a,ab}*', '\\*'),
     );
     // A final `**` is left to the examples: there picomatch and glob.ts differ on purpose (glob.ts).
