@@ -20,8 +20,11 @@
  * spread. The SVM, the hostile process and this one share the machine's cores: CPU the noise
  * takes is part of what the quiet agent sees (see --isolate).
  *
- *   sudo node build/bench/fleet/noisy-neighbour.js [--seconds 5] [--rounds 1] [--stallers 200] [--flooders 20] [--fair-read-bytes N] [--out FILE]
+ *   sudo node build/bench/fleet/noisy-neighbour.js [--seconds 5] [--rounds 1] [--stallers 200] [--flooders 20] [--fair-read-bytes N] [--svm-exe FILE] [--out FILE]
  *
+ * --svm-exe runs the SVM as the single executable (`FILE svm ...`, e.g. dist/lightagent-linux-x64
+ * from scripts/release.mjs) instead of the compiled sources on the product's Node: what ships,
+ * one bundle instead of hundreds of module sources in its heap.
  * --fair-read-bytes sets the SVM's fair_read_bytes (0: read back-pressure off, for a before/after).
  * --isolate gives each party the CPU it would have in a farm, as far as 2 cores allow: the SVM
  * alone on the last core (its own VM), the hostile guests on the others, and the quiet guest
@@ -98,6 +101,8 @@ export interface NoisyResult {
   machine: ReturnType<typeof machineFacts>;
   /** --isolate: the SVM on a core of its own, the noise on the other(s), the quiet agent at nice -10. */
   isolated: boolean;
+  /** What ran the SVM: the single executable's path, or the product's Node with the compiled sources. */
+  svmRunAs?: string;
   seconds: number;
   /** Rounds of alone, stall, flood (1: each once, as before --rounds existed). */
   rounds?: number;
@@ -200,6 +205,7 @@ async function main(): Promise<void> {
       agents: { type: 'string' },
       'fair-read-bytes': { type: 'string' },
       isolate: { type: 'boolean' },
+      'svm-exe': { type: 'string' },
     },
   }).values;
   if (args.hostile) return hostile(args.hostile, args.url!, Number(args.agents));
@@ -217,13 +223,12 @@ async function main(): Promise<void> {
   const fair = args['fair-read-bytes'] === undefined ? '' : `fair_read_bytes: ${Number(args['fair-read-bytes'])}\n`;
   fs.writeFileSync(cfg, `${fair}tokens:\n  - {tenant: noisy, token: ${HOSTILE}}\n  - {tenant: quiet, token: ${QUIET}}\n`);
   const logFd = fs.openSync(path.join(work, 'svm.log'), 'a');
-  const svm = spawn(
-    productNode().path,
-    [...SVM_NODE_FLAGS, SVM_CLI, '--config', cfg, '--listen', '127.0.0.1:0', '--json', '--log-level', 'warn'],
-    {
-      stdio: ['ignore', 'pipe', logFd],
-    },
-  );
+  const svmArgs = ['--config', cfg, '--listen', '127.0.0.1:0', '--json', '--log-level', 'warn'];
+  const svmExe = args['svm-exe'] === undefined ? undefined : path.resolve(args['svm-exe']);
+  if (svmExe !== undefined) fs.accessSync(svmExe, fs.constants.X_OK);
+  const svm = svmExe
+    ? spawn(svmExe, ['svm', ...svmArgs], { stdio: ['ignore', 'pipe', logFd] })
+    : spawn(productNode().path, [...SVM_NODE_FLAGS, SVM_CLI, ...svmArgs], { stdio: ['ignore', 'pipe', logFd] });
   fs.closeSync(logFd);
   track(svm, 'lightagent-svm');
   watchdog(svm, limitMs);
@@ -335,6 +340,7 @@ async function main(): Promise<void> {
   const result: NoisyResult = {
     machine: machineFacts(),
     isolated: isolate,
+    svmRunAs: svmExe ?? `${productNode().path} ${SVM_CLI}`,
     seconds,
     stallers,
     flooders,
