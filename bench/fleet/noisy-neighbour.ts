@@ -209,6 +209,15 @@ async function main(): Promise<void> {
     },
   }).values;
   if (args.hostile) return hostile(args.hostile, args.url!, Number(args.agents));
+  const svmExe = args['svm-exe'] === undefined ? undefined : path.resolve(args['svm-exe']);
+  if (svmExe !== undefined) {
+    try {
+      fs.accessSync(svmExe, fs.constants.X_OK);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new Error(`--svm-exe ${svmExe}: not an executable file (${code}); build it with scripts/release.mjs`, { cause: e });
+    }
+  }
   const seconds = Number(args.seconds ?? 5);
   const rounds = Math.max(1, Math.floor(Number(args.rounds ?? 1)));
   if (!Number.isFinite(seconds) || seconds <= 0 || !Number.isFinite(rounds))
@@ -224,8 +233,6 @@ async function main(): Promise<void> {
   fs.writeFileSync(cfg, `${fair}tokens:\n  - {tenant: noisy, token: ${HOSTILE}}\n  - {tenant: quiet, token: ${QUIET}}\n`);
   const logFd = fs.openSync(path.join(work, 'svm.log'), 'a');
   const svmArgs = ['--config', cfg, '--listen', '127.0.0.1:0', '--json', '--log-level', 'warn'];
-  const svmExe = args['svm-exe'] === undefined ? undefined : path.resolve(args['svm-exe']);
-  if (svmExe !== undefined) fs.accessSync(svmExe, fs.constants.X_OK);
   const svm = svmExe
     ? spawn(svmExe, ['svm', ...svmArgs], { stdio: ['ignore', 'pipe', logFd] })
     : spawn(productNode().path, [...SVM_NODE_FLAGS, SVM_CLI, ...svmArgs], { stdio: ['ignore', 'pipe', logFd] });
