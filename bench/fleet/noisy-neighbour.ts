@@ -20,11 +20,14 @@
  * spread. The SVM, the hostile process and this one share the machine's cores: CPU the noise
  * takes is part of what the quiet agent sees (see --isolate).
  *
- *   sudo node build/bench/fleet/noisy-neighbour.js [--seconds 5] [--rounds 1] [--stallers 200] [--flooders 20] [--fair-read-bytes N] [--svm-exe FILE] [--out FILE]
+ *   sudo node build/bench/fleet/noisy-neighbour.js [--seconds 5] [--rounds 1] [--stallers 200] [--flooders 20] [--fair-read-bytes N] [--svm-exe FILE] [--prefill N] [--out FILE]
  *
  * --svm-exe runs the SVM as the single executable (`FILE svm ...`, e.g. dist/lightagent-linux-x64
  * from scripts/release.mjs) instead of the compiled sources on the product's Node: what ships,
  * one bundle instead of hundreds of module sources in its heap.
+ * --prefill N first fills the SVM's verdict cache with N entries (uploads of distinct 64-byte files
+ * by the noisy tenant, before any phase), as a long-running SVM's cache is: what every full
+ * collection of its heap then has to walk, or not (docs/svm.md, "Verdict cache").
  * --fair-read-bytes sets the SVM's fair_read_bytes (0: read back-pressure off, for a before/after).
  * --isolate gives each party the CPU it would have in a farm, as far as 2 cores allow: the SVM
  * alone on the last core (its own VM), the hostile guests on the others, and the quiet guest
@@ -111,6 +114,39 @@ export interface NoisyResult {
   flooders: number;
   phases: NoisyPhase[];
   svm: { cpuS: number; peakRssMb: number; busyTotal: number; rateLimitedTotal: number };
+  /** --prefill: entries the cache held after it, and how long it took (not in the SVM's cpuS). */
+  prefill?: { entries: number; seconds: number };
+}
+
+/** Fill the SVM's cache with `n` entries: distinct 64-byte uploads, 16 agents of the noisy tenant, 16 in flight each (the SVM's agent_queue); a refusal is retried. */
+async function prefill(url: string, n: number): Promise<void> {
+  const agents = await Promise.all(Array.from({ length: 16 }, () => rawAgent(url, HOSTILE, true, AGENT_WS)));
+  await Promise.all(agents.map((a) => a.next((m) => m.t === 'welcome', 10_000)));
+  let next = 0;
+  const body = crypto.randomBytes(64);
+  const one = async (a: RawAgent, id: number): Promise<void> => {
+    const f = Buffer.from(body);
+    f.writeUInt32LE(next, 0);
+    f.writeUInt32LE(process.pid, 4);
+    for (;;) {
+      sendUpload(a, id, f);
+      const v = await a.verdict(id, 60_000);
+      if (v.verdict === 'clean') return;
+      if (v.code !== 'LA_ERR_RATE_LIMITED') throw new Error(`prefill: an upload was answered ${JSON.stringify(v)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  await Promise.all(
+    agents.flatMap((a) =>
+      Array.from({ length: 16 }, async (_, w) => {
+        for (let id = 1 + w; next < n; id += 16) {
+          next++;
+          await one(a, id);
+        }
+      }),
+    ),
+  );
+  for (const a of agents) a.ws.close();
 }
 
 // ---------------------------------------------------------------- the hostile tenant (child)
@@ -206,6 +242,7 @@ async function main(): Promise<void> {
       'fair-read-bytes': { type: 'string' },
       isolate: { type: 'boolean' },
       'svm-exe': { type: 'string' },
+      prefill: { type: 'string' },
     },
   }).values;
   if (args.hostile) return hostile(args.hostile, args.url!, Number(args.agents));
@@ -222,6 +259,8 @@ async function main(): Promise<void> {
   const rounds = Math.max(1, Math.floor(Number(args.rounds ?? 1)));
   if (!Number.isFinite(seconds) || seconds <= 0 || !Number.isFinite(rounds))
     throw new Error('--seconds and --rounds must be positive numbers');
+  const prefillN = Number(args.prefill ?? 0);
+  if (!Number.isInteger(prefillN) || prefillN < 0) throw new Error('--prefill must be a whole number of entries');
   const stallers = Number(args.stallers ?? 200);
   const flooders = Number(args.flooders ?? 20);
   const limitMs = (5 + seconds * rounds) * 60_000;
@@ -249,6 +288,13 @@ async function main(): Promise<void> {
     os.setPriority(-10);
   }
   svm.stdout!.resume();
+  let filled: NoisyResult['prefill'];
+  if (prefillN > 0) {
+    const t0 = performance.now();
+    await prefill(url, prefillN);
+    filled = { entries: await metric(metrics, 'lightagent_svm_cache_entries'), seconds: round((performance.now() - t0) / 1000, 1) };
+    say(`noisy-neighbour: the SVM's cache holds ${filled.entries} entries (${filled.seconds} s)`);
+  }
   const cpu0 = cpuNs(svm.pid!);
 
   const quiet = await rawAgent(url, QUIET, true, AGENT_WS);
@@ -363,6 +409,7 @@ async function main(): Promise<void> {
       busyTotal: await metric(metrics, 'lightagent_svm_uploads_busy_total'),
       rateLimitedTotal: await metric(metrics, 'lightagent_svm_rate_limited_total'),
     },
+    ...(filled ? { prefill: filled } : {}),
   };
   quiet.ws.close();
   await stopChild(svm);

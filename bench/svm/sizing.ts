@@ -12,8 +12,8 @@
  * 2. With N idle agents connected (the sizes of --rate-at), 4 busy agents: lookups/s (32 in
  *    flight each, shared cache hits) and uploads MB/s (distinct random 1 MiB files, 8 in flight
  *    each: every upload an engine run) for --seconds each.
- * 3. The shared verdict cache: the SVM's memory tier (MemoryVerdictCache) in this process, heap
- *    per entry over 200,000 entries; Redis (test/helpers/redis.ts, when redis-server is
+ * 3. The shared verdict cache: the SVM's memory tier (MemoryVerdictCache) in this process, bytes
+ *    per entry over 200,000 entries (V8 heap plus the typed arrays that hold the entries); Redis (test/helpers/redis.ts, when redis-server is
  *    installed) used_memory per verdict over 100,000 verdicts written by RedisVerdictCache.
  * 4. clamd (test/helpers/clamd.ts, when installed): its RSS with the tiny offline test database
  *    (EICAR). The full official database cannot be downloaded here (no internet): docs/svm.md
@@ -203,9 +203,10 @@ async function rates(url: string, seconds: number): Promise<{ lookupsPerSec: num
 async function memoryCachePerEntry(): Promise<number> {
   const gc = (globalThis as { gc?: () => void }).gc;
   const n = 200_000;
-  const c = new MemoryVerdictCache(n);
   gc?.();
-  const before = process.memoryUsage().heapUsed;
+  const used = () => process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
+  const before = used();
+  const c = new MemoryVerdictCache(n); // its arrays are part of what an entry costs
   for (let i = 0; i < n; i++)
     await c.set(
       { tenant: 'default', generation: 'clamav-27461-20241125082402', sha256: crypto.randomBytes(32).toString('hex') },
@@ -215,7 +216,7 @@ async function memoryCachePerEntry(): Promise<number> {
       },
     );
   gc?.();
-  const per = (process.memoryUsage().heapUsed - before) / n;
+  const per = (used() - before) / n;
   if (c.stats().entries !== n) throw new Error('memory cache did not keep every entry');
   return round(per, 0);
 }
@@ -323,7 +324,7 @@ async function main(): Promise<void> {
     await svm.stop();
   }
   result.memoryCacheBytesPerEntry = await memoryCachePerEntry();
-  say(`memory verdict cache: ${result.memoryCacheBytesPerEntry} bytes of heap per entry`);
+  say(`memory verdict cache: ${result.memoryCacheBytesPerEntry} bytes per entry (V8 heap and typed arrays)`);
   const redis = await redisPerVerdict();
   if (redis) {
     result.redis = redis;
