@@ -232,6 +232,14 @@ export class MemoryVerdictCache implements SharedVerdictCache {
     this.count++;
   }
 
+  /** Bytes of the typed arrays that hold the entries (address space; resident once they are full). */
+  arrayBytes(): number {
+    return [this.sha, this.scope, this.engine, this.threat, this.verdict, this.prev, this.next, this.chain, this.buckets].reduce(
+      (n, a) => n + a.byteLength,
+      0,
+    );
+  }
+
   tierHits(): Readonly<Record<string, number>> {
     return { memory: this.hits };
   }
