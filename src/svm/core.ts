@@ -184,6 +184,12 @@ export class SvmCore {
       () => this.cache.stats().evictions,
     );
     m.counter(
+      'lightagent_svm_cache_uncached_total',
+      'Verdicts the memory cache did not store: a key that is not a SHA-256, or a new engine or threat name past ' +
+        'the 65,536 it holds at once (those files are scanned again when asked).',
+      () => this.cache.stats().uncached ?? 0,
+    );
+    m.counter(
       'lightagent_svm_lookups_coalesced_total',
       "Lookups of content another agent was uploading, answered by that upload's verdict (lookup_coalesce).",
       () => this.coalescer.coalesced,

@@ -158,7 +158,7 @@ export class RedisVerdictCache implements SharedVerdictCache {
   }
 
   /** Entries and evictions of the memory tier (Redis bounds itself: TTL and maxmemory). */
-  stats(): { entries: number; evictions: number } {
+  stats(): { entries: number; evictions: number; uncached?: number } {
     return this.memory.stats();
   }
 

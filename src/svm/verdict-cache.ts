@@ -20,7 +20,8 @@ export interface SharedVerdictCache {
   get(key: VerdictKey): Promise<CachedVerdict | undefined>;
   set(key: VerdictKey, v: CachedVerdict): Promise<void>;
   healthy(): boolean;
-  stats(): { entries: number; evictions: number };
+  /** `uncached`: verdicts set but not stored (the memory cache's bounds), when the cache counts them. */
+  stats(): { entries: number; evictions: number; uncached?: number };
   /** Hits per tier (`memory`, `redis`) since start, for /metrics. */
   tierHits?(): Readonly<Record<string, number>>;
   close(): Promise<void>;
