@@ -25,13 +25,54 @@ import type { IdleMemoryResult } from './onaccess/idle-memory.js';
 import type { WorkloadsResult } from './onaccess/workloads.js';
 import { VARIANTS } from './onaccess/variants.js';
 
-const { values: args } = parseArgs({
-  options: {
-    quick: { type: 'boolean', default: false },
-    only: { type: 'string' }, // steps: workloads,open-latency,svm,svm-sizing,idle-memory,process,cache,gate,boot-storm,noisy-neighbour,signature-refresh
-    out: { type: 'string' },
-  },
-});
+/** The steps, in the order they run (process, cache and gate: full run only). */
+const STEPS = [
+  'workloads',
+  'open-latency',
+  'signature-refresh',
+  'svm',
+  'svm-sizing',
+  'idle-memory',
+  'process',
+  'cache',
+  'gate',
+  'boot-storm',
+  'noisy-neighbour',
+] as const;
+
+const USAGE = `usage: sudo npm run bench [-- --quick] [-- --only STEP,STEP] [-- --out DIR]
+
+Every benchmark, each step in its own process, then one report in bench/results/ (latest.json,
+latest.md, latest.svg): lightagent against no agent, clamonacc and the floor (a C fanotify
+listener), the SVM, the fleet. Needs root. docs/benchmarks.md says what each step measures.
+
+  --quick      < 5 minutes on 2 cores: the small tree, fewer reps (the full run: 1.5-2 hours)
+  --only S,S   only these steps: ${STEPS.join(', ')}
+  --out DIR    write the report there instead of bench/results`;
+
+function parsedArgs(): { quick: boolean; only?: string; out?: string } {
+  try {
+    const { values } = parseArgs({
+      options: {
+        quick: { type: 'boolean', default: false },
+        only: { type: 'string' },
+        out: { type: 'string' },
+        help: { type: 'boolean', default: false },
+      },
+    });
+    if (values.help) {
+      process.stdout.write(`${USAGE}\n`);
+      process.exit(0);
+    }
+    const unknown = values.only?.split(',').filter((x) => !(STEPS as readonly string[]).includes(x));
+    if (unknown?.length) throw new Error(`--only: no step named ${unknown.join(', ')} (steps: ${STEPS.join(', ')})`);
+    return values;
+  } catch (e) {
+    process.stderr.write(`npm run bench: ${(e as Error).message}\n\n${USAGE}\n`);
+    process.exit(2);
+  }
+}
+const args = parsedArgs();
 needRoot('npm run bench', 'fanotify permission events, loop and tmpfs mounts and drop_caches for the on-access benchmarks');
 installCleanup('npm run bench', (args.quick ? 20 : 300) * 60_000);
 
@@ -86,7 +127,7 @@ const want = (s: string) => !only || only.has(s);
 async function main(): Promise<void> {
   for (const f of fs.readdirSync(parts)) fs.rmSync(path.join(parts, f), { force: true });
   const steps: Latest['steps'] = [];
-  const run = async (name: string, script: string, argv: string[], timeoutS: number) => {
+  const run = async (name: (typeof STEPS)[number], script: string, argv: string[], timeoutS: number) => {
     if (!want(name)) return;
     steps.push({ step: name, ...(await step(name, script, argv, timeoutS)) });
   };
