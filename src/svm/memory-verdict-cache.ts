@@ -2,13 +2,14 @@
  * The SVM's in-memory verdict cache (`cache: memory`, and the memory tier in front of Redis): a
  * bounded LRU of tenant + signature generation + SHA-256 -> verdict, held in typed arrays.
  *
- * Why not a JS `Map`: the SVM runs for months with its cache full (default 1,000,000 entries), and
- * a Map of string keys and verdict objects puts ~270 B per entry on V8's heap (261 MB at 1M), which
- * every full collection must mark: ~0.2 ms per 1,000 entries on this machine, 200 ms at 1M, on
- * the one thread that answers every tenant (docs/svm.md, "Verdict cache"). Here the entries live
- * in ArrayBuffers, which the collector never walks: ~62 B per entry, and a full collection costs
- * the same with 1M entries as with none. The pages of the arrays are touched as entries fill
- * them, so an SVM with few entries stays small.
+ * Why not a JS `Map` (what it was until 2026-12-06): the SVM runs for months with its cache full
+ * (default 1,000,000 entries), and a Map of string keys and verdict objects puts ~260 B per entry
+ * on V8's heap (248 MiB at 1M), which every full collection must mark: 0.3 s at 1M on this
+ * machine, on the one thread that answers every tenant (bench/micro/verdict-cache.ts; docs/svm.md,
+ * "Shared verdict cache"). Here the entries live in ArrayBuffers, which the collector never
+ * walks: ~61 B per entry (the 8 words of SHA-256, six u32 fields, the verdict byte, the bucket
+ * heads), and a full collection costs about the same with 1M entries as with none (6 ms). The
+ * pages of the arrays are touched as entries fill them, so an SVM with few entries stays small.
  *
  * Layout, per entry slot i (0 <= i < capacity): the SHA-256 as 8 u32 words, a scope id (tenant +
  * generation, interned), the verdict, the engine's and the threat's name ids (interned, 0 = no
@@ -26,9 +27,6 @@ import { type CachedVerdict, type SharedVerdictCache, type VerdictKey } from './
 
 /** Distinct engine + threat names held at once (a verdict with one more is not cached). */
 export const MAX_NAMES = 65_536;
-
-/** Bytes of typed arrays per entry of capacity (8 words of SHA-256, 6 u32 fields, 1 verdict byte) plus the bucket heads. */
-export const BYTES_PER_ENTRY = 32 + 6 * 4 + 1;
 
 const EMPTY = 0;
 const CLEAN = 1;

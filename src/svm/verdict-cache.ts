@@ -26,7 +26,3 @@ export interface SharedVerdictCache {
   tierHits?(): Readonly<Record<string, number>>;
   close(): Promise<void>;
 }
-
-export function verdictKey(k: VerdictKey): string {
-  return `${k.tenant}\u0000${k.generation}\u0000${k.sha256}`;
-}
