@@ -27,7 +27,7 @@
  * one bundle instead of hundreds of module sources in its heap.
  * --prefill N first fills the SVM's verdict cache with N entries (uploads of distinct 64-byte files
  * by the noisy tenant, before any phase), as a long-running SVM's cache is: what every full
- * collection of its heap then has to walk, or not (docs/svm.md, "Verdict cache").
+ * collection of its heap then has to walk, or not (docs/svm.md, "Shared verdict cache").
  * --fair-read-bytes sets the SVM's fair_read_bytes (0: read back-pressure off, for a before/after).
  * --isolate gives each party the CPU it would have in a farm, as far as 2 cores allow: the SVM
  * alone on the last core (its own VM), the hostile guests on the others, and the quiet guest

@@ -13,8 +13,9 @@
  *    flight each, shared cache hits) and uploads MB/s (distinct random 1 MiB files, 8 in flight
  *    each: every upload an engine run) for --seconds each.
  * 3. The shared verdict cache: the SVM's memory tier (MemoryVerdictCache) in this process, bytes
- *    per entry over 200,000 entries (V8 heap plus the typed arrays that hold the entries); Redis (test/helpers/redis.ts, when redis-server is
- *    installed) used_memory per verdict over 100,000 verdicts written by RedisVerdictCache.
+ *    per entry over 200,000 entries (V8 heap plus the typed arrays that hold the entries); Redis
+ *    (test/helpers/redis.ts, when redis-server is installed) used_memory per verdict over 100,000
+ *    verdicts written by RedisVerdictCache.
  * 4. clamd (test/helpers/clamd.ts, when installed): its RSS with the tiny offline test database
  *    (EICAR). The full official database cannot be downloaded here (no internet): docs/svm.md
  *    gives ClamAV's documented figure for it, marked as not measured.
