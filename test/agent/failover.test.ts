@@ -73,7 +73,13 @@ describe('failover between real SVMs', () => {
         })),
       );
     }
-    await eventually(() => (pool.status().find((s) => s.url === a.url)?.inFlight ?? 0) >= 8, 5000, 'requests in flight on A');
+    // Looked at every turn of the event loop, not every 50 ms: A answers the 150 lookups and 50
+    // scans in tens of ms, and a poll that first looks after that never sees them in flight.
+    const inFlightOnA = () => pool.status().find((s) => s.url === a.url)?.inFlight ?? 0;
+    for (const end = Date.now() + 5000; inFlightOnA() < 8;) {
+      if (Date.now() > end) assert.fail(`fewer than 8 requests were ever seen in flight on A (${inFlightOnA()} now)`);
+      await new Promise((r) => setImmediate(r));
+    }
     a.child.kill('SIGKILL');
     const settled = await Promise.allSettled(jobs);
     const failed = settled.filter((s) => s.status === 'rejected');
