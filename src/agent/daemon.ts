@@ -265,7 +265,8 @@ export class Daemon implements DaemonApi {
       Object.assign(handler.counts, ctx.handler!.counts);
       ctx.handler = handler;
       ctx.cfg = candidate;
-      await previous.stop(); // answers what it still holds; the new backend already gates
+      // The new backend already gates: the old one judges what it still holds, then goes.
+      await previous.stop(true);
     }
     ctx.cfg = candidate;
     ctx.local = local;

@@ -560,21 +560,30 @@ export class FanotifyGate implements ProtectionBackend {
    * kernel allows anything still queued), then wait (at most 3 s) for decisions in progress.
    * Always completes, also after the worker died; calling it again returns the same promise.
    */
-  stop(): Promise<void> {
+  /**
+   * Stop. `handover`: another backend already gates these mounts (a reload): the marks come off
+   * first and what this group holds is judged as always, verdict or policy at the deadline, before
+   * it closes (the worker's beginHandover). Without it (the daemon stops), what is pending is
+   * allowed at once so that nothing waits on a gate that is going away.
+   */
+  stop(handover = false): Promise<void> {
     this.stopped ??= (async () => {
-      this.stopping = true;
+      // A handover keeps deciding: the held close-writes are still scanned, marks still placed.
+      if (!handover) this.stopping = true;
+      const graceMs = handover ? this.o.deadlineMs + STOP_GRACE_MS : STOP_GRACE_MS;
       if (!this.workerGone) {
-        this.worker.postMessage({ t: 'stop' });
+        this.worker.postMessage({ t: 'stop', handover });
         try {
           fs.writeSync(this.wake[1], Buffer.from([1])); // the pipe is ours: never a reused fd number
         } catch {
           /* full pipe: the worker is awake anyway */
         }
-        const t = setTimeout(() => void this.worker.terminate(), STOP_GRACE_MS);
+        const t = setTimeout(() => void this.worker.terminate(), graceMs);
         await this.exited;
         clearTimeout(t);
       }
-      await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((r) => setTimeout(r, STOP_GRACE_MS).unref())]);
+      this.stopping = true;
+      await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((r) => setTimeout(r, graceMs).unref())]);
     })();
     return this.stopped;
   }

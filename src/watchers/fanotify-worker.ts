@@ -28,6 +28,7 @@ import {
   FANOTIFY_METADATA_VERSION,
   FAN_MARK_FILESYSTEM,
   FAN_MARK_MOUNT,
+  FAN_MARK_REMOVE,
   FAN_NOFD,
   FAN_OPEN_EXEC_PERM,
   FAN_OPEN_PERM,
@@ -69,6 +70,9 @@ const state = new Int32Array(cfg.stateSab);
 let counters = new Int32Array(cfg.countersSab);
 const port = parentPort!;
 const PERM = FAN_OPEN_PERM | (cfg.exec ? FAN_OPEN_EXEC_PERM : 0);
+/** The marks this group puts on (and takes off at a handover): one per mount or filesystem. */
+const MARK_TYPE = cfg.filesystem ? FAN_MARK_FILESYSTEM : FAN_MARK_MOUNT;
+const MARK_MASK = PERM | (cfg.closeWrite ? FAN_CLOSE_WRITE : 0);
 /** Ignore marks always cover both permission events: a verdict is about content, not the access. */
 const IGNORE = FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM;
 const IDLE_POLL_MS = 1000;
@@ -97,6 +101,25 @@ let source = -1;
 let answerTo = -1;
 const wakeR = cfg.wakeR;
 let stopping = false;
+/**
+ * A handover (a reload: another group already gates the same mounts): the marks go first, so no
+ * new event comes here; what this group already holds is judged as always (a verdict, or the
+ * policy at the deadline), then the group closes. Closing at once instead would make the kernel
+ * allow whatever is still queued here, and an open whose event reached only this group (it began
+ * before the new group's mark) would pass unjudged.
+ */
+let handover = false;
+/** When the handover began (the marks came off) and when it must end; 0: not begun. */
+let handoverEnd = 0;
+let handoverFrom = 0;
+/** Poll timeout while handing over: the queue is looked at often, so the close is not delayed. */
+const HANDOVER_POLL_MS = 10;
+/**
+ * The least a handover lasts after the marks came off. An open that was already past the mark
+ * lookup when they did can still queue its event here a moment later (the kernel frees a mark
+ * only after the walks that saw it end): the group stays open and read for that moment.
+ */
+const HANDOVER_SETTLE_MS = 50;
 let seq = 0;
 /** Posted permission events in deadline order (the deadline is the same for all, so FIFO). */
 const pending: Array<{ fd: number; seq: number; deadline: number }> = [];
@@ -127,9 +150,25 @@ async function init(warm: SharedCacheView | undefined): Promise<void> {
       /* an optimization only: the worker starts cold */
     }
   }
-  const markType = cfg.filesystem ? FAN_MARK_FILESYSTEM : FAN_MARK_MOUNT;
-  const mask = PERM | (cfg.closeWrite ? FAN_CLOSE_WRITE : 0);
-  for (const p of cfg.mounts) fanotifyMark(fan, FAN_MARK_ADD | markType, mask, AT_FDCWD, p);
+  for (const p of cfg.mounts) fanotifyMark(fan, FAN_MARK_ADD | MARK_TYPE, MARK_MASK, AT_FDCWD, p);
+}
+
+/** Start a handover: take the marks off, so that only what is already queued remains to judge. */
+function beginHandover(): void {
+  for (const p of cfg.mounts) {
+    try {
+      fanotifyMark(fan, FAN_MARK_REMOVE | MARK_TYPE, MARK_MASK, AT_FDCWD, p);
+    } catch {
+      /* the mount is gone: nothing comes from it */
+    }
+  }
+  handoverFrom = performance.now();
+  handoverEnd = handoverFrom + cfg.deadlineMs + 1000;
+}
+
+/** A posted permission event the main thread has not answered yet (its state slot still holds its seq). */
+function unanswered(): boolean {
+  return pending.some((p) => Atomics.load(state, p.fd) === p.seq);
 }
 
 /**
@@ -418,22 +457,30 @@ function drainWakePipe(): void {
 }
 
 /** One turn: poll the group and the wake pipe, read and dispatch, flush held close-writes, expire deadlines. */
-function step(): void {
+function step(maxPollMs = IDLE_POLL_MS): boolean {
   const now = performance.now();
   const due = Math.min(pending.length > 0 ? pending[0]!.deadline : Number.POSITIVE_INFINITY, closeWriteFlushAt());
   const timeout = due === Number.POSITIVE_INFINITY ? IDLE_POLL_MS : Math.max(0, Math.ceil(due - now));
-  const ready = pollIn([source, wakeR], Math.min(timeout, IDLE_POLL_MS), pollScratch);
+  const ready = pollIn([source, wakeR], Math.min(timeout, maxPollMs), pollScratch);
   if (ready.includes(wakeR)) drainWakePipe();
-  if (ready.includes(source)) readEvents();
+  const readable = ready.includes(source);
+  if (readable) readEvents();
   const after = performance.now();
   if (after >= closeWriteFlushAt()) flushCloseWrites();
   expire(after, false);
+  return readable;
 }
 
 function loop(): void {
   try {
     if (stopping) return shutdown();
-    step();
+    if (handover && handoverEnd === 0) beginHandover();
+    const readable = step(handoverEnd === 0 ? IDLE_POLL_MS : HANDOVER_POLL_MS);
+    // Handed over once the queue is empty and every posted event is answered (bounded: by then
+    // the deadline has answered any the main thread did not).
+    const now = performance.now();
+    if (handoverEnd !== 0 && ((!readable && !unanswered() && now - handoverFrom >= HANDOVER_SETTLE_MS) || now >= handoverEnd))
+      return shutdown();
   } catch (e) {
     post({ t: 'fatal', message: (e as Error).message });
     return shutdown();
@@ -449,8 +496,11 @@ function shutdown(): void {
   port.close();
 }
 
-port.on('message', (m: { t: string }) => {
-  if (m.t === 'stop') stopping = true;
+port.on('message', (m: { t: string; handover?: boolean }) => {
+  if (m.t === 'stop') {
+    if (m.handover) handover = true;
+    else stopping = true;
+  }
 });
 
 try {

@@ -75,6 +75,11 @@ export interface ProtectionBackend {
    * (the signature refresh), if it still is that identity; absent without kernel marks. True if marked.
    */
   markUnchanged?(file: string, judged: fs.BigIntStats): boolean;
-  /** Stop watching. Always completes; answers whatever is still pending first. */
-  stop(): Promise<void>;
+  /**
+   * Stop watching. Always completes; answers whatever is still pending first. `handover`: another
+   * backend already protects the same paths (a reload swaps backends make-before-break): what
+   * this one holds is judged as usual rather than allowed at once (the fanotify gate; others
+   * have nothing pending to judge and ignore it).
+   */
+  stop(handover?: boolean): Promise<void>;
 }

@@ -514,6 +514,36 @@ describe('FanotifyGate', { skip }, () => {
     await stopped;
   });
 
+  it("a handover (a reload's make-before-break) judges the opens it holds: an infected file pending there is refused, not allowed", async () => {
+    const evil = path.join(mnt!.dir, 'handover-evil.txt');
+    const later = path.join(mnt!.dir, 'handover-later.txt');
+    fs.writeFileSync(evil, 'EVIL\n');
+    fs.writeFileSync(later, 'EVIL too\n');
+    // The deadline's policy is allow: a refusal can only come from the decision.
+    const g = startGate(mnt!.dir, 'slow-evil', 5000, 'allow');
+    gates.push(g);
+    await waitFor(g, /READY/);
+    const catOf = (f: string) => {
+      const c = spawn('cat', [f], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      c.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+      return new Promise<{ code: number | null; err: string }>((r) => c.once('exit', (code) => r({ code, err })));
+    };
+    const pending = catOf(evil);
+    await waitFor(g, new RegExp(`DECIDE ${evil}`)); // held by the gate, its decision 500 ms away
+    const stopped = g.ask('handover', /STOPPED/);
+    await new Promise((r) => setTimeout(r, 100));
+    // The marks are off: an open after the handover began is no longer this gate's (in a reload,
+    // the new gate has it). It passes here, with nothing else gating the mount, and no DECIDE.
+    const after = await catOf(later);
+    assert.equal(after.code, 0, after.err);
+    const r = await pending;
+    assert.notEqual(r.code, 0, 'the held open was judged, not allowed on the way out');
+    assert.match(r.err, /Operation not permitted/);
+    await stopped;
+    assert.doesNotMatch(g.output(), new RegExp(`DECIDE ${later}`));
+  });
+
   it('a frozen gate killed with SIGKILL releases the opens it was holding', async () => {
     const f = path.join(mnt!.dir, 'frozen.txt');
     fs.writeFileSync(f, 'x');
