@@ -556,15 +556,16 @@ export class FanotifyGate implements ProtectionBackend {
   }
 
   /**
-   * Answer every pending permission event with allow, stop the worker, close the group (the
-   * kernel allows anything still queued), then wait (at most 3 s) for decisions in progress.
+   * The daemon stops: answer every pending permission event with allow, stop the worker, close
+   * the group (the kernel allows anything still queued), then wait (at most 3 s) for decisions in
+   * progress, so that nothing waits on a gate that is going away.
+   *
+   * `handover`: another backend already gates these mounts (a reload, make-before-break). The
+   * marks come off first and what this group holds is judged as always, a verdict or the policy
+   * at the deadline, before the group closes (the worker's beginHandover); the waits are bounded
+   * by the deadline plus 3 s.
+   *
    * Always completes, also after the worker died; calling it again returns the same promise.
-   */
-  /**
-   * Stop. `handover`: another backend already gates these mounts (a reload): the marks come off
-   * first and what this group holds is judged as always, verdict or policy at the deadline, before
-   * it closes (the worker's beginHandover). Without it (the daemon stops), what is pending is
-   * allowed at once so that nothing waits on a gate that is going away.
    */
   stop(handover = false): Promise<void> {
     this.stopped ??= (async () => {
