@@ -28,7 +28,6 @@ import { type CachedVerdict, type SharedVerdictCache, type VerdictKey } from './
 /** Distinct engine + threat names held at once (a verdict with one more is not cached). */
 export const MAX_NAMES = 65_536;
 
-const EMPTY = 0;
 const CLEAN = 1;
 const INFECTED = 2;
 
@@ -40,10 +39,6 @@ class Interned {
   private readonly free: number[] = [];
 
   constructor(private readonly max: number) {}
-
-  get size(): number {
-    return this.ids.size;
-  }
 
   /** The id of `s` if held. */
   find(s: string): number | undefined {
@@ -255,7 +250,6 @@ export class MemoryVerdictCache implements SharedVerdictCache {
 
   async close(): Promise<void> {
     this.buckets.fill(0);
-    this.verdict.fill(EMPTY);
     this.head = this.tail = this.used = this.count = this.freeHead = 0;
     this.scopes.clear();
     this.names.clear();
@@ -319,7 +313,6 @@ export class MemoryVerdictCache implements SharedVerdictCache {
     this.names.release(this.engine[i]!);
     this.names.release(this.threat[i]!);
     this.scopes.release(this.scope[i]!);
-    this.verdict[i] = EMPTY;
     this.count--;
   }
 

@@ -106,10 +106,9 @@ let stopping = false;
  * new event comes here; what this group already holds is judged as always (a verdict, or the
  * policy at the deadline), then the group closes. Closing at once instead would make the kernel
  * allow whatever is still queued here, and an open whose event reached only this group (it began
- * before the new group's mark) would pass unjudged.
+ * before the new group's mark) would pass unjudged. handoverEnd: when it must end (0: no
+ * handover); handoverFrom: when the marks came off.
  */
-let handover = false;
-/** When the handover began (the marks came off) and when it must end; 0: not begun. */
 let handoverEnd = 0;
 let handoverFrom = 0;
 /** Poll timeout while handing over: the queue is looked at often, so the close is not delayed. */
@@ -474,7 +473,6 @@ function step(maxPollMs = IDLE_POLL_MS): boolean {
 function loop(): void {
   try {
     if (stopping) return shutdown();
-    if (handover && handoverEnd === 0) beginHandover();
     const readable = step(handoverEnd === 0 ? IDLE_POLL_MS : HANDOVER_POLL_MS);
     // Handed over once the queue is empty and every posted event is answered (bounded: by then
     // the deadline has answered any the main thread did not).
@@ -497,9 +495,10 @@ function shutdown(): void {
 }
 
 port.on('message', (m: { t: string; handover?: boolean }) => {
+  // Between two turns of loop(), on this thread: the marks come off before the next poll.
   if (m.t === 'stop') {
-    if (m.handover) handover = true;
-    else stopping = true;
+    if (!m.handover || fan < 0) stopping = true;
+    else if (handoverEnd === 0) beginHandover();
   }
 });
 
