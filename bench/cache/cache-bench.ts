@@ -12,8 +12,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { VerdictCache, type FileIdentity } from '../../src/cache/verdict-cache.js';
+import { benchArgs } from '../lib/cli.js';
 
 interface Result {
   entries: number;
@@ -29,7 +29,18 @@ interface Result {
   fileBytesPerEntry: number;
 }
 
-const { values } = parseArgs({ options: { entries: { type: 'string' }, child: { type: 'boolean' } } });
+const { values } = benchArgs(
+  {
+    name: 'bench/cache/cache-bench',
+    summary: `The agent's local verdict cache (src/cache) full: ns per identity hit, miss, fingerprint hit and
+record, bytes per entry (typed arrays and RSS), save and load of the cache file. Each size in a
+child process of its own; one JSON object, then a table. docs/cache.md, "Measured".`,
+  },
+  {
+    entries: { type: 'string', arg: 'N', help: 'one cache size, entries (default: 100000, then 1000000)' },
+    child: { type: 'boolean', help: '(internal) measure --entries in this process and print one JSON line' },
+  },
+);
 const T0 = 1_700_000_000_000_000_000n;
 const identity = (n: number): FileIdentity => ({
   dev: 2049n,

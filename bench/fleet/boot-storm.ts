@@ -29,7 +29,6 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import {
   atCleanup,
   cpuNs,
@@ -47,6 +46,7 @@ import {
   track,
   productNode,
 } from '../lib/harness.js';
+import { benchArgs } from '../lib/cli.js';
 import { agentStatus, eicarCheck, metric, metricIn, metricsText, startAgent, startSvm, svmUrls, TOKEN } from '../onaccess/variants.js';
 
 const CLI = new URL('../../src/cli/lightagent.js', import.meta.url).pathname;
@@ -375,11 +375,23 @@ function table(r: BootStormResult): string {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs({
-    options: { guests: { type: 'string' }, files: { type: 'string' }, variants: { type: 'string' }, out: { type: 'string' } },
-  }).values;
+  const { values: args, usageError } = benchArgs(
+    {
+      name: 'bench/fleet/boot-storm',
+      root: true,
+      summary: `Boot storm: N guests (lightagent daemons, each on its own tmpfs copy of one tree) start at once
+against one SVM and read their tree once: guest wall time against no agent, added open() latency,
+the SVM's CPU, RSS and traffic. docs/benchmarks.md, "Fleet: boot storm and noisy neighbour".`,
+    },
+    {
+      guests: { type: 'string', arg: 'N', help: 'guests, each an agent with its own tmpfs and state dir (default: 20)' },
+      files: { type: 'string', arg: 'N', help: "distinct 1-8 KiB files in each guest's tree (default: 300)" },
+      variants: { type: 'string', arg: 'V,V', help: 'cold: empty caches; sealed: state dirs from lightagent seal (default: cold,sealed)' },
+      out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
+    },
+  );
   const chosen = (args.variants ?? 'cold,sealed').split(',');
-  for (const v of chosen) if (v !== 'cold' && v !== 'sealed') throw new Error(`--variants: unknown variant ${v} (cold, sealed)`);
+  for (const v of chosen) if (v !== 'cold' && v !== 'sealed') usageError(`--variants: unknown variant ${v} (cold, sealed)`);
   needRoot('bench/fleet/boot-storm', 'fanotify permission events and a tmpfs mount per guest');
   const N = Number(args.guests ?? 20);
   const FILES = Number(args.files ?? 300);

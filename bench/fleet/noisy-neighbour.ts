@@ -41,7 +41,6 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { encodeChunk, encodeMessage } from '../../src/protocol/index.js';
 import { zeroMask } from '../../src/svm-link/svm-link.js';
 import { rawAgent, sendUpload, type RawAgent } from '../../test/svm/helpers.js';
@@ -59,6 +58,7 @@ import {
   waitLine,
   productNode,
 } from '../lib/harness.js';
+import { benchArgs } from '../lib/cli.js';
 import { metric, svmUrls, watchdog } from '../onaccess/variants.js';
 
 const SVM_CLI = new URL('../../src/cli/lightagent-svm.js', import.meta.url).pathname;
@@ -229,38 +229,49 @@ const lat = (xs: number[], errors: Record<string, number> = {}): Lat => ({
 });
 
 async function main(): Promise<void> {
-  const args = parseArgs({
-    options: {
-      seconds: { type: 'string' },
-      rounds: { type: 'string' },
-      stallers: { type: 'string' },
-      flooders: { type: 'string' },
-      out: { type: 'string' },
-      hostile: { type: 'string' },
-      url: { type: 'string' },
-      agents: { type: 'string' },
-      'fair-read-bytes': { type: 'string' },
-      isolate: { type: 'boolean' },
-      'svm-exe': { type: 'string' },
-      prefill: { type: 'string' },
+  const { values: args, usageError } = benchArgs(
+    {
+      name: 'bench/fleet/noisy-neighbour',
+      summary: `A quiet tenant's verdict latency (a 16 KiB upload and a lookup every 20 ms) on one lightagent-svm,
+alone and beside a hostile tenant that stalls uploads or floods them, phases alternated per round.
+docs/benchmarks.md, "Fleet: boot storm and noisy neighbour"; target (issue #23): <= 2x of alone.`,
     },
-  }).values;
+    {
+      seconds: { type: 'string', arg: 'S', help: 'length of each phase, seconds (default: 5)' },
+      rounds: { type: 'string', arg: 'N', help: 'alone, stall and flood N times in turn, then alone again; samples pooled (default: 1)' },
+      stallers: { type: 'string', arg: 'N', help: 'stall phase: hostile agents, each holding uploads open, silent (default: 200)' },
+      flooders: { type: 'string', arg: 'N', help: 'flood phase: hostile agents, 16 new 256 KiB uploads in flight each (default: 20)' },
+      'fair-read-bytes': {
+        type: 'string',
+        arg: 'N',
+        help: "the SVM's fair_read_bytes; 0: read back-pressure off (default: the SVM's own)",
+      },
+      isolate: {
+        type: 'boolean',
+        help: 'the SVM alone on the last core, the hostile tenant on the others, this process at nice -10 (needs root for that)',
+      },
+      'svm-exe': { type: 'string', arg: 'FILE', help: 'run the SVM as this single executable (`FILE svm ...`, from scripts/release.mjs)' },
+      prefill: { type: 'string', arg: 'N', help: "fill the SVM's verdict cache with N entries before the first phase (default: 0)" },
+      out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
+      hostile: { type: 'string', arg: 'MODE', help: '(internal) be the hostile tenant, stall or flood, against --url with --agents' },
+      url: { type: 'string', arg: 'URL', help: "(internal) the SVM's ws:// URL, for --hostile" },
+      agents: { type: 'string', arg: 'N', help: '(internal) how many hostile agents, for --hostile' },
+    },
+  );
   if (args.hostile) return hostile(args.hostile, args.url!, Number(args.agents));
   const svmExe = args['svm-exe'] === undefined ? undefined : path.resolve(args['svm-exe']);
   if (svmExe !== undefined) {
     try {
       fs.accessSync(svmExe, fs.constants.X_OK);
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new Error(`--svm-exe ${svmExe}: not an executable file (${code}); build it with scripts/release.mjs`, { cause: e });
+      usageError(`--svm-exe ${svmExe}: not an executable file (${(e as NodeJS.ErrnoException).code}); build it with scripts/release.mjs`);
     }
   }
   const seconds = Number(args.seconds ?? 5);
   const rounds = Math.max(1, Math.floor(Number(args.rounds ?? 1)));
-  if (!Number.isFinite(seconds) || seconds <= 0 || !Number.isFinite(rounds))
-    throw new Error('--seconds and --rounds must be positive numbers');
+  if (!Number.isFinite(seconds) || seconds <= 0 || !Number.isFinite(rounds)) usageError('--seconds and --rounds must be positive numbers');
   const prefillN = Number(args.prefill ?? 0);
-  if (!Number.isInteger(prefillN) || prefillN < 0) throw new Error('--prefill must be a whole number of entries');
+  if (!Number.isInteger(prefillN) || prefillN < 0) usageError('--prefill must be a whole number of entries');
   const stallers = Number(args.stallers ?? 200);
   const flooders = Number(args.flooders ?? 20);
   const limitMs = (5 + seconds * rounds) * 60_000;

@@ -21,11 +21,11 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { encodeMessage } from '../../src/protocol/index.js';
 import { zeroMask } from '../../src/svm-link/svm-link.js';
 import { rawAgent, sendUpload } from '../../test/svm/helpers.js';
+import { benchArgs } from '../lib/cli.js';
 import { atCleanup, installCleanup, machineFacts, pct, round, say, stopChild, track, waitLine } from '../lib/harness.js';
 import { startSvm, svmUrls, TOKEN } from '../onaccess/variants.js';
 
@@ -144,7 +144,19 @@ async function svmLookup(n: number, work: string): Promise<number[]> {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs({ options: { n: { type: 'string' }, reps: { type: 'string' }, out: { type: 'string' } } }).values;
+  const args = benchArgs(
+    {
+      name: 'bench/micro/rtt-floor',
+      summary: `What one ~150-byte request/response between two processes costs here, 1 ms apart: a C TCP echo,
+Node over net and over ws, and a real SVM answering a lookup; variants alternated each rep.
+docs/benchmarks.md, "Where an SVM round trip goes".`,
+    },
+    {
+      n: { type: 'string', arg: 'N', help: 'timed round trips per variant and rep, after 300 of warm-up (default: 2000)' },
+      reps: { type: 'string', arg: 'N', help: 'repetitions, each variant once per rep (default: 2)' },
+      out: { type: 'string', arg: 'FILE', help: 'write the rows and the machine facts as JSON there too' },
+    },
+  ).values;
   const n = Number(args.n ?? 2000);
   const reps = Number(args.reps ?? 2);
   installCleanup('bench/micro/rtt-floor', 10 * 60_000);

@@ -8,8 +8,8 @@
  *   node build/bench/micro/svm-scale.js [--seconds 2] [--agents 1,10,100] [--out FILE]
  */
 import fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { configureLogging } from '../../src/log.js';
+import { benchArgs } from '../lib/cli.js';
 import { runSvmBench } from '../svm/svm-bench.js';
 
 export interface SvmScaleRow {
@@ -22,9 +22,19 @@ export interface SvmScaleRow {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs({
-    options: { seconds: { type: 'string', default: '2' }, agents: { type: 'string', default: '1,10,100' }, out: { type: 'string' } },
-  }).values;
+  const args = benchArgs(
+    {
+      name: 'bench/micro/svm-scale',
+      summary: `SVM throughput and latency with N simulated agents on loopback (runSvmBench, builtin engine):
+upload MB/s and lookups/s of 4 busy agents, verdict latency p50/p99 of N quiet agents. The svm
+step of npm run bench; docs/benchmarks.md, "What runs" (Micro).`,
+    },
+    {
+      seconds: { type: 'string', default: '2', arg: 'S', help: 'length of each phase (uploads, lookups, quiet agents), seconds' },
+      agents: { type: 'string', default: '1,10,100', arg: 'N,N', help: 'quiet agent counts, one run each' },
+      out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
+    },
+  ).values;
   configureLogging({ level: 'error' });
   const seconds = Number(args.seconds);
   const rows: SvmScaleRow[] = [];

@@ -16,10 +16,10 @@
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { MemoryVerdictCache } from '../../src/svm/memory-verdict-cache.js';
 import type { CachedVerdict, VerdictKey } from '../../src/svm/verdict-cache.js';
 import { MapLru } from '../../test/svm/map-lru.js';
+import { benchArgs } from '../lib/cli.js';
 import { machineFacts, productNode, round, say, SVM_NODE_FLAGS } from '../lib/harness.js';
 
 export interface VerdictCacheRow {
@@ -32,12 +32,6 @@ export interface VerdictCacheRow {
   rssMiB: number;
   fullGcMs: number;
 }
-
-const USAGE = `usage: node build/bench/micro/verdict-cache.js [--sizes N,N,...] [--out FILE] [--json]
-
-The SVM's memory verdict cache at N entries (default 100000,1000000): the JS Map it used
-before against the typed arrays it uses now, each in its own process on the product's Node:
-ns per set and get, V8 heap, external memory, RSS, and the time of one full collection.`;
 
 /** One measurement in this process (the child's side). */
 function measure(impl: 'map' | 'typed', n: number): VerdictCacheRow {
@@ -91,19 +85,20 @@ function measure(impl: 'map' | 'typed', n: number): VerdictCacheRow {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs({
-    options: {
-      sizes: { type: 'string', default: '100000,1000000' },
-      out: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
-      child: { type: 'string' },
+  const { values: args, usageError } = benchArgs(
+    {
+      name: 'bench/micro/verdict-cache',
+      summary: `The SVM's memory verdict cache full: the JS Map it used before against the typed arrays it uses
+now, each in its own process on the product's Node: ns per set and get, V8 heap, external memory,
+RSS, and the time of one full collection. docs/benchmarks.md, "A full verdict cache".`,
     },
-  }).values;
-  if (args.help) {
-    process.stdout.write(`${USAGE}\n`);
-    return;
-  }
+    {
+      sizes: { type: 'string', default: '100000,1000000', arg: 'N,N', help: 'cache sizes, entries, 1 to 10,000,000 each' },
+      out: { type: 'string', arg: 'FILE', help: 'write the rows and the machine facts as JSON there too' },
+      json: { type: 'boolean', default: false, help: 'print the result as one JSON line instead of a line per row on stderr' },
+      child: { type: 'string', arg: 'IMPL:N', help: '(internal) measure map or typed at N entries in this process, one JSON line' },
+    },
+  );
   if (args.child) {
     const [impl, n] = args.child.split(':');
     process.stdout.write(`${JSON.stringify(measure(impl as 'map' | 'typed', Number(n)))}\n`);
@@ -111,7 +106,7 @@ async function main(): Promise<void> {
   }
   const sizes = args.sizes.split(',').map((s) => Number(s.trim()));
   const bad = sizes.find((n) => !Number.isInteger(n) || n < 1 || n > 10_000_000);
-  if (bad !== undefined) throw new Error(`--sizes: ${bad} is not a whole number from 1 to 10,000,000`);
+  if (bad !== undefined) usageError(`--sizes: ${bad} is not a whole number from 1 to 10,000,000`);
   const node = productNode();
   const rows: VerdictCacheRow[] = [];
   for (const n of sizes)

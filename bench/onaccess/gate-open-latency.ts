@@ -20,8 +20,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { parseArgs } from 'node:util';
 import { FanotifyGate } from '../../src/watchers/fanotify-gate.js';
+import { benchArgs } from '../lib/cli.js';
 import { productNode } from '../lib/harness.js';
 
 const SELF = new URL(import.meta.url).pathname;
@@ -61,13 +61,21 @@ interface BenchResult {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs({
-    options: {
-      n: { type: 'string', default: '20000' },
-      rounds: { type: 'string', default: '3' },
-      read: { type: 'boolean', default: false },
+  const args = benchArgs(
+    {
+      name: 'bench/onaccess/gate-open-latency',
+      root: true,
+      summary: `Added open() latency of the fanotify gate alone (no agent, no SVM), timed by ClamAV's openbench
+(the clamonacc peer's C timer), on one 4 KiB file of a tmpfs: no gate, every open a miss, warm
+(ignore marks). Full run of npm run bench only; docs/benchmarks.md, "What runs".`,
     },
-  }).values;
+    {
+      n: { type: 'string', default: '20000', arg: 'N', help: 'opens per openbench run' },
+      rounds: { type: 'string', default: '3', arg: 'N', help: 'rounds, each variant once per round; the table shows their medians' },
+      read: { type: 'boolean', default: false, help: 'read the file after each open (open+read+close)' },
+      gate: { type: 'string', arg: 'MOUNT MODE', help: '(internal) be the gate under test on MOUNT, deciding as miss or warm' },
+    },
+  ).values;
   const N = Number(args.n);
   const ROUNDS = Number(args.rounds);
   if (process.getuid?.() !== 0) {

@@ -25,7 +25,6 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import {
   AGENT_NODE_FLAGS,
   atCleanup,
@@ -42,6 +41,7 @@ import {
   track,
   PINNED_NODE,
 } from '../lib/harness.js';
+import { benchArgs } from '../lib/cli.js';
 import { startAgent, startSvm, svmUrls } from './variants.js';
 
 const ROOT = new URL('../../../', import.meta.url).pathname;
@@ -79,9 +79,20 @@ const IDLE_JS = 'setInterval(() => {}, 1 << 30)';
 const WORKERS_JS = `const { Worker } = require('node:worker_threads'); for (let i = 0; i < 2; i++) new Worker(${JSON.stringify(IDLE_JS)}, { eval: true }); ${IDLE_JS}`;
 
 async function main(): Promise<void> {
-  const args = parseArgs({
-    options: { rounds: { type: 'string', default: '3' }, 'idle-s': { type: 'string', default: '5' }, out: { type: 'string' } },
-  }).values;
+  const args = benchArgs(
+    {
+      name: 'bench/onaccess/idle-memory',
+      root: true,
+      summary: `Idle memory of what ships: the single executable built from this tree, the daemon from the
+compiled sources on this Node and on Node 24, and bare Node 24 baselines; VmRSS, RssAnon and
+RssFile after an idle wait. docs/benchmarks.md, "Idle memory of what ships".`,
+    },
+    {
+      rounds: { type: 'string', default: '3', arg: 'N', help: 'starts per variant, alternated, at least 1; medians over them' },
+      'idle-s': { type: 'string', default: '5', arg: 'S', help: 'idle seconds after a start before memory is read, at least 1' },
+      out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
+    },
+  ).values;
   needRoot('bench/onaccess/idle-memory', 'fanotify, a tmpfs mount and drop_caches');
   const rounds = Math.max(1, Number(args.rounds));
   const idleS = Math.max(1, Number(args['idle-s']));

@@ -34,7 +34,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from '../lib/cli.js';
 import { atCleanup, installCleanup, machineFacts, needRoot, pct, round, shSync, stopChild } from '../lib/harness.js';
 import { agentStatus, FloorListener, type AgentStatus, metric, startAgent, startSvm, svmUrls } from './variants.js';
 import { breakdownMarkdown } from './rtt-breakdown.js';
@@ -92,9 +92,25 @@ function pass(files: string[]): number[] {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs({
-    options: { files: { type: 'string' }, out: { type: 'string' }, only: { type: 'string' }, trace: { type: 'string' } },
-  }).values;
+  const args = benchArgs(
+    {
+      name: 'bench/onaccess/open-latency',
+      root: true,
+      summary: `Added latency per open() through the real agent on a tmpfs of small distinct files: a first guest
+(miss), a second guest (lookups only, and what it uploads), local cache hits, warm (ignore marks)
+and the C floor listener. docs/benchmarks.md, "open() latency" and "What runs" (Micro).`,
+    },
+    {
+      files: { type: 'string', arg: 'N', help: 'distinct 1-4 KiB files, each opened once per pass (default: 5000)' },
+      only: {
+        type: 'string',
+        arg: 'P,P',
+        help: 'only these of local-hit, warm, floor-event, floor-hit (miss and second-guest always run)',
+      },
+      trace: { type: 'string', arg: 'DIR', help: 'record hop timestamps under DIR and print the hop-by-hop breakdown' },
+      out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
+    },
+  ).values;
   const only = args.only ? new Set(args.only.split(',')) : undefined;
   const traceDir = args.trace ? path.resolve(args.trace) : undefined;
   /** Trace (src/trace.ts) what starts next under traceDir/<name>. */

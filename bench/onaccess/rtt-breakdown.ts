@@ -8,6 +8,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { benchArgs } from '../lib/cli.js';
 import { pct, round } from '../lib/harness.js';
 
 type Mark = [hop: string, key: string, us: number];
@@ -171,10 +172,17 @@ export function breakdownMarkdown(dir: string, phases: string[]): string {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const [dir, ...phases] = process.argv.slice(2);
-  if (!dir) {
-    process.stderr.write('usage: rtt-breakdown.js DIR [phase...]\n');
-    process.exit(2);
-  }
-  process.stdout.write(breakdownMarkdown(dir, phases.length ? phases : ['miss', 'second-guest']));
+  const { positionals, usageError } = benchArgs(
+    {
+      name: 'bench/onaccess/rtt-breakdown',
+      positionals: 'DIR [PHASE...]',
+      summary: `Where an SVM round trip goes: hop-by-hop p50/p99 of the opens an agent sent to the SVM, from the
+marks under DIR that open-latency.js --trace DIR records (DIR/svm, DIR/<PHASE>; default phases:
+miss second-guest). docs/benchmarks.md, "Where an SVM round trip goes".`,
+    },
+    {},
+  );
+  const [dir, ...phases] = positionals;
+  if (!dir) usageError('DIR is required: the --trace DIR of bench/onaccess/open-latency.js');
+  process.stdout.write(breakdownMarkdown(dir!, phases.length ? phases : ['miss', 'second-guest']));
 }

@@ -23,7 +23,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import {
   cpuNs,
   ext4Mount,
@@ -40,6 +39,7 @@ import {
   track,
   productNode,
 } from '../lib/harness.js';
+import { benchArgs } from '../lib/cli.js';
 import { PROFILES } from './workloads.js';
 import { agentStatus, metric, startAgent, svmUrls, TOKEN, type AgentStatus } from './variants.js';
 
@@ -75,9 +75,20 @@ async function generationOf(metricsUrl: string): Promise<string> {
 }
 
 async function main(): Promise<void> {
-  const { values: args } = parseArgs({
-    options: { quick: { type: 'boolean', default: false }, reps: { type: 'string' }, out: { type: 'string' } },
-  });
+  const { values: args } = benchArgs(
+    {
+      name: 'bench/onaccess/signature-refresh',
+      root: true,
+      summary: `The signature refresh: a new generation on the SVM, then the agent's refresh (duration, CPU,
+bytes uploaded), warm reads of the protected tree before and after it against a baseline tree,
+and a second guest's refresh. docs/benchmarks.md, "Signature refresh".`,
+    },
+    {
+      quick: { type: 'boolean', default: false, help: "the quick profile's small tree (workloads.ts PROFILES)" },
+      reps: { type: 'string', arg: 'N', help: 'paired reads before and after the change (default: 5 with --quick, else 3)' },
+      out: { type: 'string', arg: 'FILE', help: `write the result as JSON there (default: ${BASE}/signature-refresh.json)` },
+    },
+  );
   needRoot('signature-refresh bench', 'fanotify and a loop mount');
   installCleanup('signature-refresh bench', (args.quick ? 15 : 60) * 60_000);
   const p = PROFILES[args.quick ? 'quick' : 'full'];

@@ -46,7 +46,6 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import {
   atCleanup,
   CLK_TCK,
@@ -66,6 +65,7 @@ import {
   timed,
   type Timed,
 } from '../lib/harness.js';
+import { benchArgs } from '../lib/cli.js';
 import {
   ClamOnAcc,
   eicarCheck,
@@ -303,18 +303,44 @@ function command(w: Workload, p: Profile): { pre?: string; cmd: string; post?: s
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs({
-    options: {
-      quick: { type: 'boolean', default: false },
-      reps: { type: 'string' },
-      'first-reps': { type: 'string' },
-      only: { type: 'string' },
-      variants: { type: 'string' },
-      out: { type: 'string' },
-      dir: { type: 'string' },
-      'no-wait': { type: 'boolean', default: false },
+  const parsed = benchArgs(
+    {
+      name: 'bench/onaccess/workloads',
+      root: true,
+      summary: `On-access cost on real file workloads (read, copy, tar, extract, written then read, exec, npm ci,
+compileall): no agent, lightagent, clamonacc and the floor, each on its own ext4 loop mount,
+alternated every rep. The workloads step of npm run bench; docs/benchmarks.md, "What runs".`,
     },
-  }).values;
+    {
+      quick: {
+        type: 'boolean',
+        default: false,
+        help: `the quick profile: a small tree, ${PROFILES.quick.reps} reps instead of ${PROFILES.full.reps}, ${PROFILES.quick.execs} processes instead of ${PROFILES.full.execs}`,
+      },
+      reps: { type: 'string', arg: 'N', help: "reps of each workload (default: the profile's)" },
+      'first-reps': { type: 'string', arg: 'N', help: 'reps of read_first, each a restart with empty caches (default: --reps)' },
+      only: {
+        type: 'string',
+        arg: 'W,W',
+        help: `only these workloads, and read_first, which starts the variants: ${WORKLOADS.filter((w) => w !== 'read_first').join(', ')}`,
+      },
+      variants: { type: 'string', arg: 'V,V', help: `only these variants: ${VARIANTS.join(', ')}` },
+      out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there (default: DIR/workloads.json)' },
+      dir: { type: 'string', arg: 'DIR', help: `where the loop mounts go, so that two runs can share a machine (default: ${BASE})` },
+      'no-wait': {
+        type: 'boolean',
+        default: false,
+        help: '*_then_read: read at once after the write, while its background scans still run (lightagent restarted fresh before each write)',
+      },
+    },
+  );
+  const args = parsed.values;
+  // A misspelt name would otherwise stage the tree and mount everything, then run nothing on it.
+  const unknown = (list: string | undefined, known: readonly string[]) => list?.split(',').filter((x) => !known.includes(x)) ?? [];
+  const badWorkloads = unknown(args.only, WORKLOADS);
+  if (badWorkloads.length) parsed.usageError(`--only: no workload named ${badWorkloads.join(', ')} (workloads: ${WORKLOADS.join(', ')})`);
+  const badVariants = unknown(args.variants, VARIANTS);
+  if (badVariants.length) parsed.usageError(`--variants: no variant named ${badVariants.join(', ')} (variants: ${VARIANTS.join(', ')})`);
   if (args.dir) BASE = path.resolve(args.dir);
   needRoot('bench/onaccess/workloads', 'fanotify permission events, loop mounts, dropping the page cache');
   const t0 = performance.now();

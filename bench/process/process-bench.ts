@@ -14,13 +14,26 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { CLI, scratchMount, spawnNode, spawnWatched, startSvmProcess, waitFor } from '../../test/helpers/procs.js';
+import { benchArgs } from '../lib/cli.js';
 
 const isStormChild = process.argv.includes('--storm');
 const { values } = isStormChild
   ? { values: {} as { counts?: string; out?: string } }
-  : parseArgs({ options: { counts: { type: 'string', default: '1000,10000' }, out: { type: 'string' } } });
+  : benchArgs(
+      {
+        name: 'bench/process/process-bench',
+        root: true,
+        summary: `Process storm: N short processes (/bin/true) with no agent, two C floors of the process events
+connector, and the agent with its process watcher off and on: storm wall time and its ratios, the
+agent's CPU and RSS. Full run of npm run bench only; docs/processes.md, "Measurements".`,
+      },
+      {
+        counts: { type: 'string', default: '1000,10000', arg: 'N,N', help: 'storm sizes, processes; each configuration runs each' },
+        out: { type: 'string', arg: 'FILE', help: 'write the rows as JSON there too' },
+        storm: { type: 'string', arg: 'N', help: '(internal) be the storm: run /bin/true N times and exit' },
+      },
+    );
 if (process.getuid?.() !== 0) {
   process.stderr.write('process-bench: needs root (fanotify, process events connector, tmpfs)\n');
   process.exit(2);

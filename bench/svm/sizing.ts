@@ -25,7 +25,6 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { configureLogging } from '../../src/log.js';
 import { encodeMessage, type VerdictMsg } from '../../src/protocol/index.js';
 import { MemoryVerdictCache } from '../../src/svm/memory-verdict-cache.js';
@@ -33,6 +32,7 @@ import { RedisVerdictCache } from '../../src/svm/redis-verdict-cache.js';
 import { clamdBinary, startClamd } from '../../test/helpers/clamd.js';
 import { redisBinary, startRedis } from '../../test/helpers/redis.js';
 import { rawAgent, sendUpload, type RawAgent } from '../../test/svm/helpers.js';
+import { benchArgs } from '../lib/cli.js';
 import { SVM_NODE_FLAGS, machineFacts, productNode, round, say, track } from '../lib/harness.js';
 
 const TOKEN = 'sizing-bench-token';
@@ -48,14 +48,26 @@ export interface SizingResult {
   clamd?: { rssMiB: number; database: string };
 }
 
-const { values: args } = parseArgs({
-  options: {
-    agents: { type: 'string', default: '0,100,500,1000,2000' },
-    'rate-at': { type: 'string', default: '0,500,2000' },
-    seconds: { type: 'string', default: '3' },
-    out: { type: 'string' },
+const { values: args } = benchArgs(
+  {
+    name: 'bench/svm/sizing',
+    node: '--expose-gc',
+    summary: `SVM sizing: its RSS and V8 heap per connected agent, lookups/s and upload MB/s with N idle agents
+connected, the verdict cache's bytes per entry in memory and in Redis, clamd's RSS. The svm-sizing
+step of npm run bench; docs/svm.md, "Sizing".`,
   },
-});
+  {
+    agents: { type: 'string', default: '0,100,500,1000,2000', arg: 'N,N', help: 'connected agents, in steps: memory read at each' },
+    'rate-at': {
+      type: 'string',
+      default: '0,500,2000',
+      arg: 'N,N',
+      help: 'at these of --agents, also lookups/s and upload MB/s of 4 busy agents',
+    },
+    seconds: { type: 'string', default: '3', arg: 'S', help: 'length of each rate measurement (lookups, uploads), seconds' },
+    out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
+  },
+);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -28,7 +28,6 @@ import crypto from 'node:crypto';
 import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
-import { parseArgs } from 'node:util';
 import { encodeMessage, type VerdictMsg } from '../../src/protocol/index.js';
 import { configureLogging } from '../../src/log.js';
 import { BuiltinEngine } from '../../src/svm/engines/builtin.js';
@@ -40,6 +39,7 @@ import { zeroMask } from '../../src/svm-link/svm-link.js';
 import { clamdBinary, startClamd, type Clamd } from '../../test/helpers/clamd.js';
 import { rawAgent, sendUpload, type RawAgent } from '../../test/svm/helpers.js';
 import { deflatedZeros, tarOf, zip } from '../../test/svm/engines/archive-corpus.js';
+import { benchArgs } from '../lib/cli.js';
 
 export interface SvmBenchOptions {
   seconds?: number;
@@ -520,16 +520,28 @@ async function rssChild(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      seconds: { type: 'string', default: '3' },
-      engines: { type: 'string', default: 'builtin,clamav' },
-      agents: { type: 'string', default: '100' },
-      'file-size': { type: 'string', default: String(1 << 20) },
-      'no-archives': { type: 'boolean', default: false },
-      out: { type: 'string' },
+  const { values } = benchArgs(
+    {
+      name: 'bench/svm/svm-bench',
+      summary: `One SVM per engine on loopback, raw lightagent/1 clients: upload MB/s, lookups/s, quiet agents'
+verdict latency alone and beside a flooding one; then the builtin engine's archives (throughput,
+containers on vs off, peak RSS on 1 GiB zips). docs/svm.md, "Inside archives" and "Fairness".`,
     },
-  });
+    {
+      seconds: { type: 'string', default: '3', arg: 'S', help: 'length of each phase, seconds' },
+      engines: {
+        type: 'string',
+        default: 'builtin,clamav',
+        arg: 'E,E',
+        help: 'engines to run: builtin, clamav (clamav: skipped without clamd)',
+      },
+      agents: { type: 'string', default: '100', arg: 'N', help: 'agents in the latency phase: N - 1 quiet ones and one noisy' },
+      'file-size': { type: 'string', default: String(1 << 20), arg: 'BYTES', help: 'size of each upload in the throughput phase' },
+      'no-archives': { type: 'boolean', default: false, help: 'skip the archive measurements' },
+      out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
+      'rss-child': { type: 'boolean', help: '(internal) be the SVM whose peak RSS the archive measurement reads' },
+    },
+  );
   configureLogging({ level: 'error' });
   const r = await runSvmBench({
     seconds: Number(values.seconds),

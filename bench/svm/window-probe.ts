@@ -19,10 +19,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { VerdictCache } from '../../src/cache/verdict-cache.js';
 import { FileScanner, type ScanResult } from '../../src/scan/file-scanner.js';
 import { SvmLink } from '../../src/svm-link/index.js';
+import { benchArgs } from '../lib/cli.js';
 import { stopChild } from '../lib/harness.js';
 import { startSvm, svmUrls, TOKEN } from '../onaccess/variants.js';
 
@@ -110,7 +110,18 @@ async function oneTry(mode: Mode, n: number, dir: string, logFile: string) {
 }
 
 async function main() {
-  const args = parseArgs({ options: { files: { type: 'string' }, tries: { type: 'string' } } });
+  const args = benchArgs(
+    {
+      name: 'bench/svm/window-probe',
+      summary: `Where an open waits right after a burst of new files: one scanner against a real SVM starts the
+background scans of a burst, then two opens are decided; the link's window fifo against priority,
+alternated. No root, no fanotify; docs/benchmarks.md, "Decisions ahead of background scans".`,
+    },
+    {
+      files: { type: 'string', arg: 'N', help: 'files of new content in the burst, 1-64 KiB each (default: 598)' },
+      tries: { type: 'string', arg: 'N', help: 'tries, each mode once per try with a fresh SVM (default: 3)' },
+    },
+  );
   const n = Number(args.values.files ?? 598);
   const tries = Number(args.values.tries ?? 3);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'la-window-probe-'));

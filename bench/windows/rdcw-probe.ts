@@ -16,11 +16,13 @@
  * them were seen or nothing came for --idle-ms, write --out, and wait (at most 10 s) for the file
  * <out>.release so the driver can read this process's CPU from /proc before it exits.
  *
- * Not a product module: koffi's .node is loaded from --koffi with process.dlopen.
+ * Not a product module: koffi's .node is loaded from --koffi with process.dlopen. The driver copies
+ * this file, notify-records.js and ../lib/cli.js into the Wine prefix, in the same layout.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { benchArgs } from '../lib/cli.js';
 import { parseNotifyRecords } from './notify-records.js';
 
 /** The koffi module loaded from the .node file the probe is given (not resolved from node_modules). */
@@ -132,20 +134,40 @@ function rdcwWorker(w: WorkerIn): void {
   }
 }
 
-function arg(name: string, dflt?: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i >= 0 ? process.argv[i + 1] : dflt;
-  if (v === undefined) throw new Error(`--${name} is required`);
-  return v;
+/** The options, all checked before anything is armed; the driver passes every one. */
+function probeArgs() {
+  const { values: a, usageError } = benchArgs(
+    {
+      name: 'bench/windows/rdcw-probe',
+      summary: `Runs inside node.exe under Wine, started by bench/windows/rdcw-vs-fswatch.js: watches one root
+with ONE event source, counts the f<digits>.txt files it sees and when, and what that cost in CPU.
+docs/windows.md, "ReadDirectoryChangesW via koffi vs Node's fs.watch".`,
+    },
+    {
+      source: { type: 'string', arg: 'SRC', help: 'rdcw (ReadDirectoryChangesW through koffi, in a worker) or fs-watch; required' },
+      root: { type: 'string', arg: 'DIR', help: 'the directory to watch; required' },
+      expect: { type: 'string', arg: 'N', help: 'stop once N distinct f<digits>.txt files were seen; required' },
+      ready: { type: 'string', arg: 'FILE', help: "written once the source is armed: JSON with this process's pid; required" },
+      out: { type: 'string', arg: 'FILE', help: 'the result as JSON; then wait (at most 10 s) for FILE.release; required' },
+      koffi: { type: 'string', arg: 'FILE', help: "koffi's win32 .node, loaded with process.dlopen; required with --source rdcw" },
+      buf: { type: 'string', default: '65536', arg: 'BYTES', help: "rdcw's buffer" },
+      'idle-ms': { type: 'string', default: '3000', arg: 'MS', help: 'stop after MS without an event' },
+      'max-ms': { type: 'string', default: '60000', arg: 'MS', help: 'stop after MS since ready' },
+      prime: { type: 'string', default: '0', arg: '0|1', help: '1: open every existing directory under the root once after arming' },
+    },
+  );
+  for (const k of ['source', 'root', 'expect', 'ready', 'out'] as const) if (a[k] === undefined) usageError(`--${k} is required`);
+  if (a.source !== 'rdcw' && a.source !== 'fs-watch') usageError(`--source ${a.source}: rdcw or fs-watch`);
+  if (a.source === 'rdcw' && a.koffi === undefined) usageError('--koffi is required with --source rdcw');
+  return a as typeof a & Required<Pick<typeof a, 'source' | 'root' | 'expect' | 'ready' | 'out'>>;
 }
+type ProbeArgs = ReturnType<typeof probeArgs>;
 
-async function main(): Promise<void> {
-  const source = arg('source');
-  const root = arg('root');
-  const expect = Number(arg('expect'));
-  const idleMs = Number(arg('idle-ms', '3000'));
-  const maxMs = Number(arg('max-ms', '60000'));
-  const out = arg('out');
+async function main(a: ProbeArgs): Promise<void> {
+  const { source, root, out } = a;
+  const expect = Number(a.expect);
+  const idleMs = Number(a['idle-ms']);
+  const maxMs = Number(a['max-ms']);
   const seen = new Map<string, number>(); // relative name, lower case -> first Date.now()
   const c = { events: 0, overflows: 0, batches: 0, parseErrors: 0, errors: [] as string[] };
   let lastEvent = 0;
@@ -170,7 +192,7 @@ async function main(): Promise<void> {
   } else if (source === 'rdcw') {
     const stop = new SharedArrayBuffer(4);
     const worker = new Worker(new URL(import.meta.url), {
-      workerData: { root, koffi: arg('koffi'), bufBytes: Number(arg('buf', '65536')), stop } satisfies WorkerIn,
+      workerData: { root, koffi: a.koffi!, bufBytes: Number(a.buf), stop } satisfies WorkerIn,
     });
     let stopped: (v: unknown) => void = () => {};
     const done = new Promise((r) => (stopped = r));
@@ -203,7 +225,7 @@ async function main(): Promise<void> {
   } else throw new Error(`--source ${source}: rdcw or fs-watch`);
 
   let primedDirs = 0;
-  if (arg('prime', '0') === '1') {
+  if (a.prime === '1') {
     const stack = [root];
     while (stack.length > 0) {
       const d = stack.pop()!;
@@ -214,7 +236,7 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, 300));
   const cpu0 = process.cpuUsage();
   const tReady = Date.now();
-  fs.writeFileSync(arg('ready'), JSON.stringify({ pid: process.pid, at: tReady }));
+  fs.writeFileSync(a.ready, JSON.stringify({ pid: process.pid, at: tReady }));
   while (seen.size < expect && Date.now() - tReady < maxMs && !(lastEvent > 0 && Date.now() - lastEvent > idleMs)) {
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -245,8 +267,10 @@ async function main(): Promise<void> {
 }
 
 if (!isMainThread) rdcwWorker(workerData as WorkerIn);
-else
-  main().catch((e: Error) => {
-    fs.writeFileSync(arg('out'), JSON.stringify({ fatal: e.stack ?? String(e) }));
+else {
+  const a = probeArgs();
+  main(a).catch((e: Error) => {
+    fs.writeFileSync(a.out, JSON.stringify({ fatal: e.stack ?? String(e) }));
     process.exitCode = 1;
   });
+}

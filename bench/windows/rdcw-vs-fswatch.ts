@@ -30,20 +30,26 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from '../lib/cli.js';
 import { CLK_TCK, cpuTicks, installCleanup, median, round, say, track } from '../lib/harness.js';
 
-const { values: args } = parseArgs({
-  options: {
-    n: { type: 'string', default: '2000' },
-    reps: { type: 'string', default: '3' },
-    subdirs: { type: 'string', default: '10' },
-    work: { type: 'string' },
-    out: { type: 'string' },
-    keep: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'throughput,existing,new-dirs' },
+const { values: args } = benchArgs(
+  {
+    name: 'bench/windows/rdcw-vs-fswatch',
+    summary: `ReadDirectoryChangesW through koffi against Node's recursive fs.watch, under Wine (what is measured
+is Wine's implementation): files seen of those written, events, CPU of node.exe and wineserver.
+Needs wine and wine64; docs/windows.md, "ReadDirectoryChangesW via koffi vs Node's fs.watch".`,
   },
-});
+  {
+    n: { type: 'string', default: '2000', arg: 'N', help: 'files of 100 bytes written per run, half at the top, half in the sub-folders' },
+    reps: { type: 'string', default: '3', arg: 'N', help: 'throughput reps, each source once per rep, order rotated' },
+    subdirs: { type: 'string', default: '10', arg: 'N', help: 'sub-folders of the watched tree' },
+    only: { type: 'string', default: 'throughput,existing,new-dirs', arg: 'S,S', help: 'only these scenarios' },
+    work: { type: 'string', arg: 'DIR', help: 'where the WINEPREFIX and the trees go, kept at the end (default: a temporary dir)' },
+    keep: { type: 'boolean', default: false, help: 'keep the temporary dir at the end' },
+    out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
+  },
+);
 const N = Number(args.n);
 const REPS = Number(args.reps);
 const SUBDIRS = Number(args.subdirs);
@@ -95,7 +101,11 @@ if (at < 0 || image.indexOf(needle, at + 1) >= 0) throw new Error('node.exe: Vir
 image[at + 13] = 'X'.charCodeAt(0);
 fs.writeFileSync(path.join(driveC, 'rdcw/node.exe'), image);
 fs.copyFileSync(koffiSrc, path.join(driveC, 'rdcw/koffi.node'));
-for (const f of ['rdcw-probe.js', 'notify-records.js']) fs.copyFileSync(path.join(here, f), path.join(driveC, 'rdcw', f));
+// The probe and what it imports, in the build's layout (windows/ and lib/ side by side).
+for (const f of ['windows/rdcw-probe.js', 'windows/notify-records.js', 'lib/cli.js']) {
+  fs.mkdirSync(path.dirname(path.join(driveC, 'rdcw', f)), { recursive: true });
+  fs.copyFileSync(path.join(here, '..', f), path.join(driveC, 'rdcw', f));
+}
 fs.writeFileSync(path.join(driveC, 'rdcw/package.json'), '{"type":"module"}\n');
 
 /**
@@ -162,7 +172,7 @@ async function once(scenario: Scenario, source: Source, rep: number): Promise<Ru
   const log = fs.openSync(`${root}.log`, 'w');
   const probeArgs = [
     'C:\\rdcw\\node.exe',
-    'C:\\rdcw\\rdcw-probe.js',
+    'C:\\rdcw\\windows\\rdcw-probe.js',
     '--source',
     source === 'fs-watch' ? 'fs-watch' : 'rdcw',
     '--buf',
