@@ -7,7 +7,7 @@
  *   protection backend -> deferred re-scan -> signature refresh -> scan jobs -> scan schedule ->
  *   protection state -> state report (to the SVM) -> policy-push (policies from the SVM) ->
  *   recovery -> sockets ->
- *   [signals -> ready]
+ *   [signals] -> heap trim -> [ready]
  *
  * The bracketed steps run for a service only (`lightagent run`, `lightagent service run`).
  * `reload()` (SIGHUP, the control socket) is make-before-break: the new protection backend is
@@ -46,6 +46,7 @@ import { stateReportStep } from './steps/state-report.js';
 import { socketsStep } from './steps/sockets.js';
 import { signalsStep } from './steps/signals.js';
 import { readyStep } from './steps/ready.js';
+import { heapTrimStep } from './steps/heap-trim.js';
 import type { WindowStats } from '../svm-link/index.js';
 import type { PolicyMsg } from '../protocol/index.js';
 import { policyStep, policyPushStep } from './steps/policy.js';
@@ -87,6 +88,7 @@ const STEPS: ReadonlyArray<Step<DaemonContext>> = [
   recoveryStep,
   socketsStep,
   signalsStep,
+  heapTrimStep,
   readyStep,
 ];
 
@@ -179,7 +181,7 @@ export class Daemon implements DaemonApi {
       detections: { total: detections!.count, recent: detections!.recent(10) },
       counts: { ...handler!.counts },
       backend: backend?.stats() ?? {},
-      memory: memoryKb(),
+      memory: memoryKb(this.ctx.heapTrim?.trims ?? 0),
       ...(this.ctx.policy ? { policy: this.ctx.policy.status(this.ctx.cfg) } : {}),
       scan: this.ctx.scanJobs?.current,
     };
@@ -340,9 +342,9 @@ export function signatureAge(
   };
 }
 
-function memoryKb(): DaemonStatus['memory'] {
+function memoryKb(heapTrims: number): DaemonStatus['memory'] {
   const m = process.memoryUsage();
-  return { rssKb: Math.round(m.rss / 1024), heapUsedKb: Math.round(m.heapUsed / 1024) };
+  return { rssKb: Math.round(m.rss / 1024), heapUsedKb: Math.round(m.heapUsed / 1024), heapTrims };
 }
 
 /** The window's counters with ms rounded to 0.1 for status. */

@@ -86,7 +86,23 @@ describe('service lifecycle', { skip }, () => {
       assert.ok(Math.abs(s.memory.rssKb - vmRssKb) < vmRssKb * 0.25, `status rssKb ${s.memory.rssKb} vs VmRSS ${vmRssKb}`);
       assert.ok(s.memory.heapUsedKb > 0 && s.memory.heapUsedKb < s.memory.rssKb, JSON.stringify(s.memory));
       const text = run(process.execPath, [CLI, 'status', '--state-dir', stateDir]).stdout;
-      assert.match(text, /^memory: +\d+\.\d MB resident \(main thread's heap \d+\.\d MB\)$/m);
+      assert.match(text, /^memory: +\d+\.\d MB resident \(main thread's heap \d+\.\d MB(, trimmed 1 time\(s\) while idle)?\)$/m);
+      // Left idle, it gives its start-up heap back once (src/heap-trim.ts): a collection that
+      // leaves less heap in use than before it.
+      await eventually(() => a.logs().includes('"heap trimmed"'), 20_000, 'the idle daemon trims its heap');
+      assert.equal((await a.status()).memory.heapTrims, 1);
+      const trimmed = a
+        .logs()
+        .split('\n')
+        .filter((l) => l.includes('"heap trimmed"'))
+        .map((l) => JSON.parse(l) as { kind: string; thread: string; heapUsedKb: [number, number]; rssKb: [number, number] });
+      assert.equal(trimmed.length, 1, a.logs());
+      // Node 20's V8 has no last-resort flavour (src/heap-trim.ts); the single executable is Node 24.
+      const lastResort = process.env.LIGHTAGENT_TEST_BINARY !== undefined || Number(process.versions.v8.split('.')[0]) >= 12;
+      assert.equal(trimmed[0]!.kind, lastResort ? 'last-resort' : 'regular');
+      assert.equal(trimmed[0]!.thread, 'main');
+      assert.ok(trimmed[0]!.heapUsedKb[1] < trimmed[0]!.heapUsedKb[0], JSON.stringify(trimmed[0]));
+      assert.match(run(process.execPath, [CLI, 'status', '--state-dir', stateDir]).stdout, /trimmed 1 time\(s\) while idle\)$/m);
     } finally {
       assert.equal(await a.stop(), 0);
     }

@@ -22,6 +22,7 @@ import type { ProtectionBackend, ProtectionMode } from '../../watchers/protectio
 import type { LocalCache } from '../local-cache.js';
 import type { PolicyLayer, PolicyStatus } from '../policy-layer.js';
 import type { PolicyMsg } from '../../protocol/index.js';
+import type { HeapTrimStats } from '../../heap-trim.js';
 
 export interface DaemonOptions {
   config: AgentConfig;
@@ -104,8 +105,8 @@ export interface DaemonStatus {
   detections: { total: number; recent: ReturnType<DetectionLog['recent']> };
   counts: OnAccessHandler['counts'];
   backend: Record<string, number>;
-  /** KiB: the whole process's resident set (every thread); the main thread's V8 heap in use. */
-  memory: { rssKb: number; heapUsedKb: number };
+  /** KiB: the whole process's resident set (every thread); the main thread's V8 heap in use; its heap trims (src/heap-trim.ts). */
+  memory: { rssKb: number; heapUsedKb: number; heapTrims: number };
   /** The central layer (feature policy, docs/policies.md): the policy in force and where each central key comes from. */
   policy?: PolicyStatus | undefined;
   /** The scan job running, else the last one (docs/scans.md); absent before the first. */
@@ -153,4 +154,6 @@ export interface DaemonContext {
   /** The last scan job (or refused SVM scan command) for the state report; onScanReport: it changed. */
   scanReport?: () => ScanJobReport | undefined;
   onScanReport?: () => void;
+  /** The main thread's heap trims (steps/heap-trim.ts). */
+  heapTrim?: HeapTrimStats;
 }

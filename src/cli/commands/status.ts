@@ -99,7 +99,7 @@ export function formatStatus(s: Obj): string {
     ...refreshLines(s.refresh),
     `queue:       ${s.deferredQueue ?? 0} file(s) waiting for a scan`,
     ...(s.scan ? [scanLine(s.scan)] : []),
-    ...(s.memory ? [`memory:      ${mb(s.memory.rssKb)} MB resident (main thread's heap ${mb(s.memory.heapUsedKb)} MB)`] : []),
+    ...(s.memory ? [memoryLine(s.memory)] : []),
     `detections:  ${det.total ?? 0}${det.recent?.length ? ', last:' : ''}`,
   ];
   for (const d of (det.recent ?? []).slice(-10).reverse()) lines.push(`  ${d.time}  ${d.action}  ${d.threat}  ${d.path}`);
@@ -187,4 +187,9 @@ function exclusionLines(e: Obj | undefined): string[] {
     n('threats') ? `threats ${(e.threats as string[]).join(' ')}` : '',
   ].filter(Boolean);
   return parts.length ? [`excluded:    ${parts.join('; ')}`] : [];
+}
+
+function memoryLine(m: { rssKb: number; heapUsedKb: number; heapTrims?: number }): string {
+  const trims = m.heapTrims ? `, trimmed ${m.heapTrims} time(s) while idle` : '';
+  return `memory:      ${mb(m.rssKb)} MB resident (main thread's heap ${mb(m.heapUsedKb)} MB${trims})`;
 }

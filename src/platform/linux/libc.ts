@@ -131,6 +131,27 @@ export function libcLoaded(): boolean {
   return bound !== undefined && !(bound instanceof PlatformError);
 }
 
+let trim: ((pad: number) => number) | null | undefined;
+
+/**
+ * glibc's malloc_trim(0): give the free pages of every malloc arena back to the kernel. After a
+ * burst the main thread's arena (Buffers, koffi, libuv) keeps what it grew to; this returns what
+ * is free in it (src/heap-trim.ts calls it after a collection). False where it cannot (no glibc,
+ * not Linux): nothing else depends on it, so it is bound apart from the other functions.
+ */
+export function mallocTrim(): boolean {
+  if (trim === undefined) {
+    try {
+      trim = process.platform === 'linux' ? koffi.load('libc.so.6').func('int malloc_trim(size_t pad)') : null;
+    } catch {
+      trim = null;
+    }
+  }
+  if (!trim) return false;
+  trim(0);
+  return true;
+}
+
 /** errno of the last koffi call on this thread (koffi saves it right after each call). */
 export function errno(): number {
   return koffi.errno();

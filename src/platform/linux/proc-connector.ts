@@ -18,6 +18,7 @@
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { PlatformError } from '../../errors.js';
+import { HeapTrimmer } from '../../heap-trim.js';
 import {
   EACCES,
   EAGAIN,
@@ -29,6 +30,7 @@ import {
   describeErrno,
   errno,
   libc,
+  mallocTrim,
   openPipe,
   pollIn,
   type Libc,
@@ -218,6 +220,8 @@ async function runWorker(cfg: ConnectorWorkerData): Promise<void> {
   let batch: ProcEvent[] = [];
   let lastPost = Date.now();
   let lost = 0;
+  // Its hot code (parse a datagram, read /proc) compiles again in well under a millisecond.
+  const trimmer = new HeapTrimmer({ keepWarm: false });
   const flush = () => {
     if (lost > 0) batch.push({ type: 'lost', count: lost });
     lost = 0;
@@ -230,6 +234,7 @@ async function runWorker(cfg: ConnectorWorkerData): Promise<void> {
       const ready = pollIn([fd, cfg.wakeR], batch.length > 0 ? cfg.batchMs : 1000, scratch);
       if (ready.includes(cfg.wakeR)) break; // the main thread wrote to the wake pipe: stop
       // Drain what is queued now, in bounded rounds so a storm still lets us post and yield.
+      let got = 0;
       for (let i = 0; i < 2048; i++) {
         const r = n.recv(fd, buf, buf.length, 0);
         if (r < 0) {
@@ -241,9 +246,14 @@ async function runWorker(cfg: ConnectorWorkerData): Promise<void> {
           if (e === EAGAIN || e === EINTR) break;
           throw connectorError('recv', e);
         }
+        got++;
         for (const ev of parseProcDatagram(buf, r)) enrich(ev, batch);
       }
       if (batch.length >= 1024 || lost > 0 || Date.now() - lastPost >= cfg.batchMs) flush();
+      // Quiet (no datagram this turn, nothing held): the heap trim may run (src/heap-trim.ts).
+      const now = performance.now();
+      if (got > 0 || batch.length > 0) trimmer.busy(now);
+      else if (trimmer.tick(now)) mallocTrim();
       // Let the worker's own event loop breathe (termination, posted messages).
       await new Promise((res) => setImmediate(res));
     }

@@ -1,0 +1,51 @@
+import { logger } from '../../log.js';
+import { HeapTrimmer } from '../../heap-trim.js';
+import { mallocTrim } from '../../platform/linux/libc.js';
+import type { Step } from '../step-runner.js';
+import type { DaemonContext } from './context.js';
+
+/** How often the main thread looks, and the share of that second its loop may work and still count as quiet. */
+const TICK_MS = 1000;
+const QUIET_UTILIZATION = 0.02;
+
+/**
+ * The main thread's heap trim (src/heap-trim.ts): once start-up is done and the loop has been
+ * quiet, then after each burst of work, once it is over. "Quiet" is the event loop's own
+ * utilization (under 2% of a second: an idle agent's timers and the odd open), so no part of the
+ * daemon has to report its work. The process connector's worker trims itself the same way; the
+ * gate's worker does not (its hit path stays warm).
+ */
+export const heapTrimStep: Step<DaemonContext> = {
+  name: 'heap-trim',
+  run(ctx) {
+    const log = logger('memory');
+    const trimmer = new HeapTrimmer({ rss: () => process.memoryUsage.rss() });
+    ctx.heapTrim = trimmer.stats;
+    let elu = performance.eventLoopUtilization();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      const next = performance.eventLoopUtilization();
+      if (performance.eventLoopUtilization(next, elu).utilization > QUIET_UTILIZATION) trimmer.busy(now);
+      elu = next;
+      const rssBefore = process.memoryUsage.rss();
+      if (!trimmer.tick(now)) return;
+      const t0 = performance.now();
+      if (process.platform === 'linux') mallocTrim();
+      const mallocTrimMs = performance.now() - t0;
+      trimmer.settled();
+      const s = trimmer.stats;
+      log.info('heap trimmed', {
+        thread: 'main',
+        kind: s.lastKind,
+        ms: Math.round(s.lastMs * 10) / 10,
+        mallocTrimMs: Math.round(mallocTrimMs * 10) / 10,
+        heapUsedKb: [Math.round(s.lastBefore / 1024), Math.round(s.lastAfter / 1024)],
+        rssKb: [Math.round(rssBefore / 1024), Math.round(s.rssAfter / 1024)],
+      });
+      // The tick that trimmed is not quiet time: the collection itself ran on this loop.
+      elu = performance.eventLoopUtilization();
+    }, TICK_MS);
+    timer.unref();
+    return () => clearInterval(timer);
+  },
+};

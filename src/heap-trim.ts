@@ -1,0 +1,180 @@
+/**
+ * Hand an idle isolate's spare heap back to the system.
+ *
+ * Two things V8 does not do on its own at idle (measured on the agent, Node 24, docs/architecture.md
+ * "Memory"):
+ * - After a burst of work the old generation is mostly garbage that no collection takes, because
+ *   nothing allocates any more: 3,000 files written and read left the main thread's heap at 71.8 MB
+ *   used (18.2 MB live) and the agent at 188-198 MB RSS for as long as it stayed idle. One
+ *   regular major collection (22 ms) freed it, and V8's memory reducer then gave the pages back:
+ *   140 MB 25 s later.
+ * - After start-up the pages of the program's one-off code (config parsing, schemas, the CLI, the
+ *   SVM handshake) and a pool of freed pages stay. A last-resort collection (what V8 runs before
+ *   it gives up on an allocation) compacts, drops the pool and flushes compiled code no frame is
+ *   running: ~3 MB less for the single executable, ~6 MB for the sources.
+ *
+ * So: once start-up is done and the isolate has been quiet for `firstIdleMs`, one last-resort
+ * collection if no work came since start (its hot paths have not run, so nothing warm is lost;
+ * a flushed function compiles again at its next call), else a regular one; then a regular major
+ * collection (compiled code stays) each
+ * time the isolate has been quiet for `idleMs` after its heap grew by `growthBytes` since the last
+ * trim, at most once per `minIntervalMs`. Either blocks the thread for the collection (30-80 ms for
+ * the last-resort one on the main thread here, at idle). The gate's worker does not trim: its hit
+ * path is warmed up on purpose before it marks anything (fanotify-worker.ts, warmUp), and a pause
+ * there would hold an open.
+ *
+ * `gc` comes from a context created after `--expose-gc` is set, so it never appears on the
+ * program's own global. Where that fails (a runtime without the extension), trimming is off.
+ */
+import v8 from 'node:v8';
+import vm from 'node:vm';
+
+export type TrimKind = 'last-resort' | 'regular';
+type GcOptions = { type: 'major'; execution: 'sync'; flavor: TrimKind };
+type Gc = (o?: GcOptions) => void;
+
+let gc: Gc | null | undefined;
+
+function gcFunction(): Gc | null {
+  if (gc === undefined) {
+    try {
+      v8.setFlagsFromString('--expose-gc');
+      const fn: unknown = vm.runInNewContext('typeof gc === "function" ? gc : undefined');
+      gc = typeof fn === 'function' ? (fn as Gc) : null;
+    } catch {
+      gc = null;
+    }
+  }
+  return gc;
+}
+
+/**
+ * V8 before 12 (Node 20) takes `gc()` with an options object and collects nothing (measured: 32 MB
+ * of garbage stayed); plain `gc()` is its full collection, and it has no last-resort flavour.
+ */
+const GC_OPTIONS = Number(process.versions.v8.split('.')[0]) >= 12;
+
+/** One major collection of this thread's isolate: the kind that ran, or false when this runtime cannot. */
+export function collectGarbage(kind: TrimKind): TrimKind | false {
+  const fn = gcFunction();
+  if (!fn) return false;
+  if (!GC_OPTIONS) {
+    fn();
+    return 'regular';
+  }
+  fn({ type: 'major', execution: 'sync', flavor: kind });
+  return kind;
+}
+
+export interface HeapTrimOptions {
+  /** Quiet this long (ms) before the first trim after start. */
+  firstIdleMs: number;
+  /** Later trims: quiet this long (ms)... */
+  idleMs: number;
+  /** ...the heap in use grew by this many bytes since the last trim, or the process's RSS by twice as many (when `rss` is given)... */
+  growthBytes: number;
+  /** ...and this long (ms) since the last trim. */
+  minIntervalMs: number;
+}
+
+export const HEAP_TRIM_DEFAULTS: HeapTrimOptions = {
+  firstIdleMs: 3_000,
+  idleMs: 5_000,
+  growthBytes: 8 << 20,
+  minIntervalMs: 30_000,
+};
+
+export interface HeapTrimStats {
+  trims: number;
+  lastKind: TrimKind | undefined;
+  /** Duration of the last trim, ms. */
+  lastMs: number;
+  /** V8's heap in use before and after the last trim, bytes. */
+  lastBefore: number;
+  lastAfter: number;
+  /** The process's RSS right after the last trim, bytes (0 when not watched). */
+  rssAfter: number;
+}
+
+/**
+ * Decides when this thread trims. The owner calls `busy()` when it works and `tick()` from a
+ * timer or its loop (at least once a second); `tick` trims when due and says so.
+ */
+export class HeapTrimmer {
+  private lastBusy: number;
+  private lastTrim = Number.NEGATIVE_INFINITY;
+  private disabled = false;
+  /** Work came since start: compiled code may be warm, so no collection flushes it. */
+  private worked = false;
+  readonly stats: HeapTrimStats = { trims: 0, lastKind: undefined, lastMs: 0, lastBefore: 0, lastAfter: 0, rssAfter: 0 };
+
+  private readonly o: HeapTrimOptions;
+  private readonly heapUsed: () => number;
+  private readonly collect: (kind: TrimKind) => TrimKind | false;
+  private readonly rss: (() => number) | undefined;
+  private readonly keepWarm: boolean;
+
+  constructor(
+    deps: {
+      policy?: HeapTrimOptions;
+      now?: number;
+      heapUsed?: () => number;
+      collect?: (kind: TrimKind) => TrimKind | false;
+      /** The process's RSS (the main thread watches it: malloc's arenas grow in a burst too); none: the heap alone. */
+      rss?: () => number;
+      /**
+       * Default true: once work came, no trim flushes compiled code. False for a thread whose hot
+       * code is cheap to compile again (the process connector): its first trim is a last-resort
+       * one whatever came before.
+       */
+      keepWarm?: boolean;
+    } = {},
+  ) {
+    this.o = deps.policy ?? HEAP_TRIM_DEFAULTS;
+    this.lastBusy = deps.now ?? performance.now();
+    this.heapUsed = deps.heapUsed ?? (() => v8.getHeapStatistics().used_heap_size);
+    this.collect = deps.collect ?? collectGarbage;
+    this.rss = deps.rss;
+    this.keepWarm = deps.keepWarm ?? true;
+  }
+
+  busy(now: number): void {
+    this.lastBusy = now;
+    this.worked = true;
+  }
+
+  /** True when it trimmed now. */
+  tick(now: number): boolean {
+    if (this.disabled) return false;
+    const quiet = now - this.lastBusy;
+    if (this.stats.trims === 0) {
+      if (quiet < this.o.firstIdleMs) return false;
+    } else if (quiet < this.o.idleMs || now - this.lastTrim < this.o.minIntervalMs || !this.grew()) {
+      return false;
+    }
+    const before = this.heapUsed();
+    const t0 = performance.now();
+    const kind = this.collect(this.stats.trims === 0 && !(this.worked && this.keepWarm) ? 'last-resort' : 'regular');
+    if (!kind) {
+      this.disabled = true;
+      return false;
+    }
+    this.stats.lastMs = performance.now() - t0;
+    this.stats.lastKind = kind;
+    this.stats.lastBefore = before;
+    this.stats.lastAfter = this.heapUsed();
+    this.stats.trims++;
+    this.lastTrim = now;
+    return true;
+  }
+
+  /** Call after whatever else the owner gives back (malloc_trim), so growth is measured from there. */
+  settled(): void {
+    if (this.rss) this.stats.rssAfter = this.rss();
+  }
+
+  private grew(): boolean {
+    if (this.heapUsed() - this.stats.lastAfter >= this.o.growthBytes) return true;
+    return this.rss !== undefined && this.rss() - this.stats.rssAfter >= 2 * this.o.growthBytes;
+  }
+}
