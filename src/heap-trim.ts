@@ -1,27 +1,29 @@
 /**
  * Hand an idle isolate's spare heap back to the system.
  *
- * Two things V8 does not do on its own at idle (measured on the agent, Node 24, docs/architecture.md
- * "Memory"):
+ * Two things V8 does not do on its own at idle (measured on the agent, Node 24; docs/architecture.md
+ * "Memory", Idle trims):
  * - After a burst of work the old generation is mostly garbage that no collection takes, because
- *   nothing allocates any more: 3,000 files written and read left the main thread's heap at 71.8 MB
- *   used (18.2 MB live) and the agent at 188-198 MB RSS for as long as it stayed idle. One
- *   regular major collection (22 ms) freed it, and V8's memory reducer then gave the pages back:
- *   140 MB 25 s later.
+ *   nothing allocates any more: 3,000 files written and read left the main thread's heap at
+ *   67-72 MB in use (18 MB live) and the single executable at 171-189 MB RSS for as long as it
+ *   stayed idle. One regular major collection (~20 ms) frees it; with malloc_trim after it, the
+ *   executable was at 102-103 MB a minute later.
  * - After start-up the pages of the program's one-off code (config parsing, schemas, the CLI, the
  *   SVM handshake) and a pool of freed pages stay. A last-resort collection (what V8 runs before
  *   it gives up on an allocation) compacts, drops the pool and flushes compiled code no frame is
- *   running: ~3 MB less for the single executable, ~6 MB for the sources.
+ *   running. With malloc_trim and the connector's own trim, the idle executable went from
+ *   105.6-106.7 to 96.1-96.9 MB.
  *
  * So: once start-up is done and the isolate has been quiet for `firstIdleMs`, one last-resort
- * collection if no work came since start (its hot paths have not run, so nothing warm is lost;
- * a flushed function compiles again at its next call), else a regular one; then a regular major
- * collection (compiled code stays) each
- * time the isolate has been quiet for `idleMs` after its heap grew by `growthBytes` since the last
- * trim, at most once per `minIntervalMs`. Either blocks the thread for the collection (30-80 ms for
- * the last-resort one on the main thread here, at idle). The gate's worker does not trim: its hit
- * path is warmed up on purpose before it marks anything (fanotify-worker.ts, warmUp), and a pause
- * there would hold an open.
+ * collection if no work came since start (its hot paths have not run, so nothing warm is lost; a
+ * flushed function compiles again at its next call); if work came first, a regular one after
+ * `idleMs` of quiet instead; then a regular major
+ * collection (compiled code stays) each time the isolate has been quiet for `idleMs` after its
+ * heap grew by `growthBytes` since the last trim, at most once per `minIntervalMs`. Either blocks
+ * the thread for the collection (30-80 ms for the last-resort one on the main thread here, 15-25
+ * ms for a regular one), only after that quiet. The gate's worker does not trim: its hit path is
+ * warmed up on purpose before it marks anything (fanotify-worker.ts, warmUp), and a pause there
+ * would hold an open.
  *
  * `gc` comes from a context created after `--expose-gc` is set, so it never appears on the
  * program's own global. Where that fails (a runtime without the extension), trimming is off.
@@ -79,7 +81,9 @@ export interface HeapTrimOptions {
 
 export const HEAP_TRIM_DEFAULTS: HeapTrimOptions = {
   firstIdleMs: 3_000,
-  idleMs: 5_000,
+  // Not the pause between two builds: a trim costs ~20 ms of CPU and the heap grows back at the
+  // next burst (5 s put a trim inside the bench's 5 s idle-CPU window after its workloads).
+  idleMs: 15_000,
   growthBytes: 8 << 20,
   minIntervalMs: 30_000,
 };
@@ -148,7 +152,8 @@ export class HeapTrimmer {
     if (this.disabled) return false;
     const quiet = now - this.lastBusy;
     if (this.stats.trims === 0) {
-      if (quiet < this.o.firstIdleMs) return false;
+      // Work came since start: this first trim is one after work, so it waits as they do.
+      if (quiet < (this.worked ? this.o.idleMs : this.o.firstIdleMs)) return false;
     } else if (quiet < this.o.idleMs || now - this.lastTrim < this.o.minIntervalMs || !this.grew()) {
       return false;
     }

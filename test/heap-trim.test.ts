@@ -67,11 +67,11 @@ describe('HeapTrimmer: when', () => {
     assert.equal(t.tick(200_000), true);
   });
 
-  it('work before the first quiet spell makes the first trim a regular one', () => {
+  it('work before the first quiet spell makes the first trim a regular one, after idleMs as later ones', () => {
     const { t, world } = fake();
     t.busy(1_000);
-    assert.equal(t.tick(3_999), false);
-    assert.equal(t.tick(4_000), true);
+    assert.equal(t.tick(5_999), false, 'firstIdleMs is for a start with no work only');
+    assert.equal(t.tick(6_000), true, 'no growth needed for the first trim');
     assert.deepEqual(world.kinds, ['regular']);
   });
 
@@ -79,7 +79,7 @@ describe('HeapTrimmer: when', () => {
     const world = { kinds: [] as TrimKind[] };
     const t = new HeapTrimmer({ policy: POLICY, now: 0, heapUsed: () => 0, collect: (k) => (world.kinds.push(k), k), keepWarm: false });
     t.busy(1_000);
-    assert.equal(t.tick(4_000), true);
+    assert.equal(t.tick(6_000), true);
     assert.deepEqual(world.kinds, ['last-resort']);
   });
 

@@ -22,7 +22,7 @@
  * written and read twice in its tree (each an upload to the SVM), and VmRSS read right after and
  * once it has been idle again: what an agent keeps after work (issue #22 item 5: <= 130 MB).
  *
- *   sudo node build/bench/onaccess/idle-memory.js [--rounds 3] [--idle-s 5] [--work-files 3000] [--after-s 30] [--out FILE]
+ *   sudo node build/bench/onaccess/idle-memory.js [--rounds 3] [--idle-s 5] [--work-files 3000] [--after-s 60] [--out FILE]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -111,7 +111,12 @@ RssFile after an idle wait. docs/benchmarks.md, "Idle memory of what ships".`,
         arg: 'N',
         help: 'after work: the executable, idle, then N new 1-4 KiB files written and read twice in its tree; 0: skip',
       },
-      'after-s': { type: 'string', default: '30', arg: 'S', help: 'after work: idle seconds after the work before memory is read' },
+      'after-s': {
+        type: 'string',
+        default: '60',
+        arg: 'S',
+        help: 'after work: idle seconds after the work before memory is read (the agent trims after 15 s of quiet once its own background work is done)',
+      },
       out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
     },
   ).values;
