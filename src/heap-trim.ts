@@ -101,14 +101,15 @@ export interface HeapTrimStats {
 }
 
 /**
- * Decides when this thread trims. The owner calls `busy()` when it works and `tick()` from a
+ * Decides when this thread trims. The owner calls `busy()` when it works (`warm`: work that ran
+ * its hot paths, e.g. opens judged; not start-up chatter) and `tick()` from a
  * timer or its loop (at least once a second); `tick` trims when due and says so.
  */
 export class HeapTrimmer {
   private lastBusy: number;
   private lastTrim = Number.NEGATIVE_INFINITY;
   private disabled = false;
-  /** Work came since start: compiled code may be warm, so no collection flushes it. */
+  /** Hot-path work came since start: compiled code may be warm, so no collection flushes it. */
   private worked = false;
   readonly stats: HeapTrimStats = { trims: 0, lastKind: undefined, lastMs: 0, lastBefore: 0, lastAfter: 0, rssAfter: 0 };
 
@@ -116,7 +117,6 @@ export class HeapTrimmer {
   private readonly heapUsed: () => number;
   private readonly collect: (kind: TrimKind) => TrimKind | false;
   private readonly rss: (() => number) | undefined;
-  private readonly keepWarm: boolean;
 
   constructor(
     deps: {
@@ -126,12 +126,6 @@ export class HeapTrimmer {
       collect?: (kind: TrimKind) => TrimKind | false;
       /** The process's RSS (the main thread watches it: malloc's arenas grow in a burst too); none: the heap alone. */
       rss?: () => number;
-      /**
-       * Default true: once work came, no trim flushes compiled code. False for a thread whose hot
-       * code is cheap to compile again (the process connector): its first trim is a last-resort
-       * one whatever came before.
-       */
-      keepWarm?: boolean;
     } = {},
   ) {
     this.o = deps.policy ?? HEAP_TRIM_DEFAULTS;
@@ -139,12 +133,11 @@ export class HeapTrimmer {
     this.heapUsed = deps.heapUsed ?? (() => v8.getHeapStatistics().used_heap_size);
     this.collect = deps.collect ?? collectGarbage;
     this.rss = deps.rss;
-    this.keepWarm = deps.keepWarm ?? true;
   }
 
-  busy(now: number): void {
+  busy(now: number, warm = true): void {
     this.lastBusy = now;
-    this.worked = true;
+    if (warm) this.worked = true;
   }
 
   /** True when it trimmed now. */
@@ -152,14 +145,14 @@ export class HeapTrimmer {
     if (this.disabled) return false;
     const quiet = now - this.lastBusy;
     if (this.stats.trims === 0) {
-      // Work came since start: this first trim is one after work, so it waits as they do.
+      // Hot-path work came since start: this first trim is one after work, so it waits as they do.
       if (quiet < (this.worked ? this.o.idleMs : this.o.firstIdleMs)) return false;
     } else if (quiet < this.o.idleMs || now - this.lastTrim < this.o.minIntervalMs || !this.grew()) {
       return false;
     }
     const before = this.heapUsed();
     const t0 = performance.now();
-    const kind = this.collect(this.stats.trims === 0 && !(this.worked && this.keepWarm) ? 'last-resort' : 'regular');
+    const kind = this.collect(this.stats.trims === 0 && !this.worked ? 'last-resort' : 'regular');
     if (!kind) {
       this.disabled = true;
       return false;

@@ -75,11 +75,11 @@ describe('HeapTrimmer: when', () => {
     assert.deepEqual(world.kinds, ['regular']);
   });
 
-  it('keepWarm false: the first trim is a last-resort one even after work', () => {
-    const world = { kinds: [] as TrimKind[] };
-    const t = new HeapTrimmer({ policy: POLICY, now: 0, heapUsed: () => 0, collect: (k) => (world.kinds.push(k), k), keepWarm: false });
-    t.busy(1_000);
-    assert.equal(t.tick(6_000), true);
+  it('busy but not warm (start-up chatter, the connector): the first trim stays a last-resort one, 3 s in', () => {
+    const { t, world } = fake();
+    t.busy(1_000, false);
+    assert.equal(t.tick(3_999), false);
+    assert.equal(t.tick(4_000), true);
     assert.deepEqual(world.kinds, ['last-resort']);
   });
 

@@ -11,8 +11,9 @@ const QUIET_UTILIZATION = 0.02;
 /**
  * The main thread's heap trim (src/heap-trim.ts): once start-up is done and the loop has been
  * quiet, then after each burst of work, once it is over. "Quiet" is the event loop's own
- * utilization (under 2% of a second: an idle agent's timers and the odd open), so no part of the
- * daemon has to report its work. The process connector's worker trims itself the same way; the
+ * utilization (under 2% of a second: an idle agent's timers) with no file judged or scanned in
+ * that second; the handler's counters say whether the hot path ran (start-up work alone keeps
+ * the first trim a last-resort one). The process connector's worker trims itself the same way; the
  * gate's worker does not (its hit path stays warm).
  */
 export const heapTrimStep: Step<DaemonContext> = {
@@ -22,10 +23,16 @@ export const heapTrimStep: Step<DaemonContext> = {
     const trimmer = new HeapTrimmer({ rss: () => process.memoryUsage.rss() });
     ctx.heapTrim = trimmer.stats;
     let elu = performance.eventLoopUtilization();
+    let judged = -1;
     const timer = setInterval(() => {
       const now = performance.now();
       const next = performance.eventLoopUtilization();
-      if (performance.eventLoopUtilization(next, elu).utilization > QUIET_UTILIZATION) trimmer.busy(now);
+      // Warm work: files judged or scanned (the hot path ran); start-up chatter is only busy.
+      const c = ctx.handler?.counts;
+      const n = c ? c.decisions + c.written : 0;
+      const warm = judged !== -1 && n !== judged;
+      judged = n;
+      if (warm || performance.eventLoopUtilization(next, elu).utilization > QUIET_UTILIZATION) trimmer.busy(now, warm);
       elu = next;
       const rssBefore = process.memoryUsage.rss();
       if (!trimmer.tick(now)) return;
