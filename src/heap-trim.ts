@@ -101,8 +101,8 @@ export interface HeapTrimStats {
 }
 
 /**
- * Decides when this thread trims. The owner calls `busy()` when it works (`warm`: work that ran
- * its hot paths, e.g. opens judged; not start-up chatter) and `tick()` from a
+ * Decides when this thread trims. The owner calls `busy()` when it works (`warm` false: activity
+ * that did not run its hot paths, such as start-up chatter; it only delays) and `tick()` from a
  * timer or its loop (at least once a second); `tick` trims when due and says so.
  */
 export class HeapTrimmer {

@@ -23,14 +23,14 @@ export const heapTrimStep: Step<DaemonContext> = {
     const trimmer = new HeapTrimmer({ rss: () => process.memoryUsage.rss() });
     ctx.heapTrim = trimmer.stats;
     let elu = performance.eventLoopUtilization();
-    let judged = -1;
+    // Warm work: files judged or scanned (the hot path ran); start-up chatter is only busy.
+    const judgedNow = () => (ctx.handler ? ctx.handler.counts.decisions + ctx.handler.counts.written : 0);
+    let judged = judgedNow();
     const timer = setInterval(() => {
       const now = performance.now();
       const next = performance.eventLoopUtilization();
-      // Warm work: files judged or scanned (the hot path ran); start-up chatter is only busy.
-      const c = ctx.handler?.counts;
-      const n = c ? c.decisions + c.written : 0;
-      const warm = judged !== -1 && n !== judged;
+      const n = judgedNow();
+      const warm = n !== judged;
       judged = n;
       if (warm || performance.eventLoopUtilization(next, elu).utilization > QUIET_UTILIZATION) trimmer.busy(now, warm);
       elu = next;

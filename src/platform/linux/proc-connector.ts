@@ -251,9 +251,7 @@ async function runWorker(cfg: ConnectorWorkerData): Promise<void> {
       if (batch.length >= 1024 || lost > 0 || Date.now() - lastPost >= cfg.batchMs) flush();
       // Quiet (no datagram this turn, nothing held): the heap trim may run (src/heap-trim.ts).
       const now = performance.now();
-      // Not `warm`: its hot code (parse a datagram, read /proc) compiles again in well under a
-      // millisecond, so its first trim may flush it, and a busy machine still gets one 3 s in.
-      if (got > 0 || batch.length > 0) trimmer.busy(now, false);
+      if (got > 0 || batch.length > 0) trimmer.busy(now);
       else if (trimmer.tick(now)) mallocTrim();
       // Let the worker's own event loop breathe (termination, posted messages).
       await new Promise((res) => setImmediate(res));
