@@ -179,7 +179,7 @@ function settingValue(v: unknown, where: string, depth: number): unknown {
   if (typeof v === 'boolean') return v;
   if (typeof v === 'number') {
     if (!Number.isFinite(v)) bad(`${where} must be a finite number`);
-    return v;
+    return v + 0; // -0 as 0 (see checkFields)
   }
   if (typeof v !== 'object' || v === null) bad(`${where} must be a string, number, boolean, list or mapping`);
   if (depth >= POLICY_LIMITS.maxDepth) bad(`${where} is nested more than ${POLICY_LIMITS.maxDepth} deep`);
@@ -247,15 +247,20 @@ function checkFields(src: Record<string, unknown>, schema: Schema, where: string
       case 'hex64':
         if (typeof v !== 'string' || !HEX64.test(v)) bad(`${where}.${key} must be 64 lowercase hex characters`);
         break;
+      // Numbers: JSON's -0 passes the range checks; `+ 0` makes it 0, so what decodes re-encodes
+      // as it came (a fuzz case: "pid":-0 decoded to -0 and re-encoded as 0).
       case 'uint':
         if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) bad(`${where}.${key} must be a non-negative integer`);
-        break;
+        out[key] = (v as number) + 0;
+        continue;
       case 'uint32':
         if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > FRAME_LIMITS.maxId) bad(`${where}.${key} must be a uint32`);
-        break;
+        out[key] = (v as number) + 0;
+        continue;
       case 'num01':
         if (typeof v !== 'number' || !(v >= 0 && v <= 1)) bad(`${where}.${key} must be a number in [0, 1]`);
-        break;
+        out[key] = (v as number) + 0;
+        continue;
       case 'bool':
         if (typeof v !== 'boolean') bad(`${where}.${key} must be a boolean`);
         break;

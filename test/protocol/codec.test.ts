@@ -108,6 +108,17 @@ describe('protocol codec', () => {
     for (const m of svmMsgs) assert.deepEqual(decodeSvmMessage(encodeMessage(m)), m);
   });
 
+  it('reads -0 as 0 wherever a number is taken, so what decodes re-encodes as it came (a fuzz find)', () => {
+    const ev = decodeAgentMessage(
+      `{"t":"event","kind":"detection","time":"2026-01-01T00:00:00Z","path":"/p","sha256":"${SHA}","threat":"T","action":"denied","process":{"pid":-0,"exe":"/bin/sh","uid":-0}}`,
+    );
+    const proc = (ev as unknown as { process: { pid: number; uid: number } }).process;
+    assert.ok(Object.is(proc.pid, 0) && Object.is(proc.uid, 0), JSON.stringify(ev));
+    const lk = decodeAgentMessage(`{"t":"lookup","id":-0,"sha256":"${SHA}","size":-0}`) as { id: number; size: number };
+    assert.ok(Object.is(lk.id, 0) && Object.is(lk.size, 0));
+    assert.deepEqual(decodeAgentMessage(encodeMessage(ev)), ev);
+  });
+
   it('drops unknown fields and rejects messages meant for the other side', () => {
     const m = decodeAgentMessage(JSON.stringify({ t: 'lookup', id: 1, sha256: SHA, size: 1, evil: { __proto__: 1 } }));
     assert.deepEqual(Object.keys(m).sort(), ['id', 'sha256', 'size', 't']);
