@@ -96,7 +96,10 @@ export interface HeapTrimStats {
   /** V8's heap in use before and after the last trim, bytes. */
   lastBefore: number;
   lastAfter: number;
-  /** The process's RSS right after the last trim, bytes (0 when not watched). */
+  /** Duration of `release` in the last trim, ms. */
+  releaseMs: number;
+  /** The process's RSS before and right after the last trim (its collection and `release`), bytes; 0 when not watched. */
+  rssBefore: number;
   rssAfter: number;
 }
 
@@ -111,12 +114,22 @@ export class HeapTrimmer {
   private disabled = false;
   /** Hot-path work came since start: compiled code may be warm, so no collection flushes it. */
   private worked = false;
-  readonly stats: HeapTrimStats = { trims: 0, lastKind: undefined, lastMs: 0, lastBefore: 0, lastAfter: 0, rssAfter: 0 };
+  readonly stats: HeapTrimStats = {
+    trims: 0,
+    lastKind: undefined,
+    lastMs: 0,
+    lastBefore: 0,
+    lastAfter: 0,
+    releaseMs: 0,
+    rssBefore: 0,
+    rssAfter: 0,
+  };
 
   private readonly o: HeapTrimOptions;
   private readonly heapUsed: () => number;
   private readonly collect: (kind: TrimKind) => TrimKind | false;
   private readonly rss: (() => number) | undefined;
+  private readonly release: () => void;
 
   constructor(
     deps: {
@@ -126,6 +139,8 @@ export class HeapTrimmer {
       collect?: (kind: TrimKind) => TrimKind | false;
       /** The process's RSS (the main thread watches it: malloc's arenas grow in a burst too); none: the heap alone. */
       rss?: () => number;
+      /** What else goes back after each collection (mallocTrim on Linux). */
+      release?: () => void;
     } = {},
   ) {
     this.o = deps.policy ?? HEAP_TRIM_DEFAULTS;
@@ -133,6 +148,7 @@ export class HeapTrimmer {
     this.heapUsed = deps.heapUsed ?? (() => v8.getHeapStatistics().used_heap_size);
     this.collect = deps.collect ?? collectGarbage;
     this.rss = deps.rss;
+    this.release = deps.release ?? (() => {});
   }
 
   busy(now: number, warm = true): void {
@@ -151,24 +167,26 @@ export class HeapTrimmer {
       return false;
     }
     const before = this.heapUsed();
+    const rssBefore = this.rss?.() ?? 0;
     const t0 = performance.now();
     const kind = this.collect(this.stats.trims === 0 && !this.worked ? 'last-resort' : 'regular');
     if (!kind) {
       this.disabled = true;
       return false;
     }
-    this.stats.lastMs = performance.now() - t0;
+    const t1 = performance.now();
+    this.release();
+    this.stats.releaseMs = performance.now() - t1;
+    this.stats.lastMs = t1 - t0;
     this.stats.lastKind = kind;
     this.stats.lastBefore = before;
     this.stats.lastAfter = this.heapUsed();
+    // Growth is measured from here, after the release.
+    this.stats.rssBefore = rssBefore;
+    this.stats.rssAfter = this.rss?.() ?? 0;
     this.stats.trims++;
     this.lastTrim = now;
     return true;
-  }
-
-  /** Call after whatever else the owner gives back (malloc_trim), so growth is measured from there. */
-  settled(): void {
-    if (this.rss) this.stats.rssAfter = this.rss();
   }
 
   private grew(): boolean {

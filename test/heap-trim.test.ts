@@ -13,7 +13,7 @@ const POLICY: HeapTrimOptions = { firstIdleMs: 3_000, idleMs: 5_000, growthBytes
 const MB = 1 << 20;
 
 function fake(o: { rss?: boolean; collects?: boolean } = {}) {
-  const world = { heap: 20 * MB, rss: 100 * MB, kinds: [] as TrimKind[] };
+  const world = { heap: 20 * MB, rss: 100 * MB, kinds: [] as TrimKind[], releases: 0 };
   const t = new HeapTrimmer({
     policy: POLICY,
     now: 0,
@@ -24,6 +24,10 @@ function fake(o: { rss?: boolean; collects?: boolean } = {}) {
       world.heap = 12 * MB;
       world.rss -= 10 * MB;
       return kind;
+    },
+    release: () => {
+      world.releases++;
+      world.rss -= 5 * MB;
     },
     ...(o.rss ? { rss: () => world.rss } : {}),
   });
@@ -86,19 +90,21 @@ describe('HeapTrimmer: when', () => {
   it('with rss watched, twice growthBytes of RSS alone is growth (malloc arenas after a burst)', () => {
     const { t, world } = fake({ rss: true });
     t.tick(3_000);
-    t.settled();
-    assert.equal(t.stats.rssAfter, 90 * MB);
-    world.rss = 90 * MB + 16 * MB - 1;
+    assert.equal(world.releases, 1, 'release (malloc_trim) runs after the collection');
+    assert.equal(t.stats.rssBefore, 100 * MB);
+    assert.equal(t.stats.rssAfter, 85 * MB, 'measured after the release: growth counts from there');
+    world.rss = 85 * MB + 16 * MB - 1;
     assert.equal(t.tick(100_000), false);
     world.rss += 1;
     assert.equal(t.tick(100_000), true);
   });
 
   it('a runtime that cannot collect turns trimming off', () => {
-    const { t } = fake({ collects: false });
+    const { t, world } = fake({ collects: false });
     assert.equal(t.tick(3_000), false);
     assert.equal(t.tick(1_000_000), false);
     assert.equal(t.stats.trims, 0);
+    assert.equal(world.releases, 0);
   });
 });
 

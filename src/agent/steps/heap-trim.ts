@@ -20,7 +20,10 @@ export const heapTrimStep: Step<DaemonContext> = {
   name: 'heap-trim',
   run(ctx) {
     const log = logger('memory');
-    const trimmer = new HeapTrimmer({ rss: () => process.memoryUsage.rss() });
+    const trimmer = new HeapTrimmer({
+      rss: () => process.memoryUsage.rss(),
+      release: () => void mallocTrim(), // false, and nothing done, off Linux
+    });
     ctx.heapTrim = trimmer.stats;
     let elu = performance.eventLoopUtilization();
     // Warm work: files judged or scanned (the hot path ran); start-up chatter is only busy.
@@ -34,20 +37,15 @@ export const heapTrimStep: Step<DaemonContext> = {
       judged = n;
       if (warm || performance.eventLoopUtilization(next, elu).utilization > QUIET_UTILIZATION) trimmer.busy(now, warm);
       elu = next;
-      const rssBefore = process.memoryUsage.rss();
       if (!trimmer.tick(now)) return;
-      const t0 = performance.now();
-      if (process.platform === 'linux') mallocTrim();
-      const mallocTrimMs = performance.now() - t0;
-      trimmer.settled();
       const s = trimmer.stats;
       log.info('heap trimmed', {
         thread: 'main',
         kind: s.lastKind,
         ms: Math.round(s.lastMs * 10) / 10,
-        mallocTrimMs: Math.round(mallocTrimMs * 10) / 10,
+        mallocTrimMs: Math.round(s.releaseMs * 10) / 10,
         heapUsedKb: [Math.round(s.lastBefore / 1024), Math.round(s.lastAfter / 1024)],
-        rssKb: [Math.round(rssBefore / 1024), Math.round(s.rssAfter / 1024)],
+        rssKb: [Math.round(s.rssBefore / 1024), Math.round(s.rssAfter / 1024)],
       });
       // The tick that trimmed is not quiet time: the collection itself ran on this loop.
       elu = performance.eventLoopUtilization();

@@ -220,7 +220,7 @@ async function runWorker(cfg: ConnectorWorkerData): Promise<void> {
   let batch: ProcEvent[] = [];
   let lastPost = Date.now();
   let lost = 0;
-  const trimmer = new HeapTrimmer();
+  const trimmer = new HeapTrimmer({ release: () => void mallocTrim() });
   const flush = () => {
     if (lost > 0) batch.push({ type: 'lost', count: lost });
     lost = 0;
@@ -252,7 +252,7 @@ async function runWorker(cfg: ConnectorWorkerData): Promise<void> {
       // Quiet (no datagram this turn, nothing held): the heap trim may run (src/heap-trim.ts).
       const now = performance.now();
       if (got > 0 || batch.length > 0) trimmer.busy(now);
-      else if (trimmer.tick(now)) mallocTrim();
+      else trimmer.tick(now);
       // Let the worker's own event loop breathe (termination, posted messages).
       await new Promise((res) => setImmediate(res));
     }
