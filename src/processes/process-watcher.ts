@@ -10,12 +10,20 @@
  * when it lags or loses events (a storm), file protection is unaffected.
  */
 import { EventEmitter } from 'node:events';
-import fs from 'node:fs';
-import { Worker } from 'node:worker_threads';
-import { describeError, PlatformError } from '../errors.js';
+import type net from 'node:net';
+import { describeError } from '../errors.js';
 import { logger } from '../log.js';
-import { closeFd } from '../platform/linux/libc.js';
-import { connectorWakePipe, type ConnectorMessage, type ConnectorWorkerData, type ProcEvent } from '../platform/linux/proc-connector.js';
+import { readableFdStream } from '../platform/linux/fd-stream.js';
+import { closeFd, dupFd } from '../platform/linux/libc.js';
+import {
+  connectorError,
+  drainQueued,
+  openProcConnector,
+  parseProcDatagram,
+  toProcEvents,
+  unsubscribe,
+  type ProcEvent,
+} from '../platform/linux/proc-connector.js';
 import { listPids, readProcess, readStat } from '../platform/linux/procfs.js';
 import type { ProcessTable } from './process-table.js';
 
@@ -35,8 +43,8 @@ export interface ProcessWatcherOptions {
   mode?: 'auto' | 'connector' | 'proc-poll';
   /** proc-poll interval (default 1000 ms). */
   pollMs?: number;
-  /** Connector batch interval (default 20 ms). */
-  batchMs?: number;
+  /** Connector: the socket's receive buffer in bytes (default DEFAULT_RCVBUF, 8 MiB; tests make it small). */
+  receiveBuffer?: number;
 }
 
 /** Apply watcher events to the table. */
@@ -48,7 +56,9 @@ export function applyEvents(table: ProcessTable, events: readonly ProcEvent[], c
         table.upsert({ pid: e.pid, ppid: e.ppid, startTicks: e.startTicks });
         break;
       case 'exec':
-        if (e.info)
+        // Gone before its /proc could be read: what attribution lacks if it ever wrote something.
+        if (!e.info) counts.execGone = (counts.execGone ?? 0) + 1;
+        else
           table.upsert({
             pid: e.pid,
             ppid: e.info.ppid,
@@ -108,104 +118,115 @@ export async function startProcessWatcher(o: ProcessWatcherOptions): Promise<Pro
   return w;
 }
 
-const STOP_GRACE_MS = 2000;
-
+/**
+ * The kernel's process events connector, read on the main thread's event loop: the netlink socket
+ * is adopted into a libuv handle (src/platform/linux/fd-stream.ts) and each datagram is turned into
+ * events and applied to the table as it is read, an exec's /proc read included. No thread of its
+ * own: a worker thread was ~10 MB of RSS for its V8 isolate (docs/processes.md, "Measurements").
+ *
+ * The watcher keeps its own dup of the socket (`ctl`) and gives the stream another: when the
+ * receive buffer overflows the read fails with ENOBUFS and the stream closes its fd, but the
+ * socket and its subscription live on in `ctl`; a new stream over a new dup goes on reading what
+ * is queued, and the table is re-read from /proc for what was dropped.
+ */
 export class ConnectorWatcher extends EventEmitter<{ events: [ProcEvent[]] }> implements ProcessWatcher {
   readonly mode = 'connector' as const;
   private readonly log = logger('process-watcher');
-  private readonly counts: Record<string, number> = { fork: 0, exec: 0, exit: 0, uid: 0, lost: 0, resyncs: 0 };
-  private stopped: Promise<void> | undefined;
-  private gone = false;
-  private readonly exited: Promise<void>;
+  private readonly counts: Record<string, number> = { fork: 0, exec: 0, execGone: 0, exit: 0, uid: 0, lost: 0, resyncs: 0 };
+  private stream: net.Socket | undefined;
+  private stopped = false;
 
   private constructor(
-    private readonly worker: Worker,
-    private readonly wake: [number, number],
+    private readonly ctl: number,
     private readonly table: ProcessTable,
   ) {
     super();
-    this.exited = new Promise((r) =>
-      worker.once('exit', () => {
-        this.gone = true;
-        closeFd(wake[0]);
-        closeFd(wake[1]);
-        r();
-      }),
-    );
   }
 
   static async start(o: ProcessWatcherOptions): Promise<ConnectorWatcher> {
-    const wake = connectorWakePipe();
-    const data: ConnectorWorkerData = { procConnector: true, wakeR: wake[0], batchMs: o.batchMs ?? 20 };
-    const worker = new Worker(new URL('../platform/linux/proc-connector.js', import.meta.url), { workerData: data });
-    const w = new ConnectorWatcher(worker, wake, o.table);
-    await new Promise<void>((resolve, reject) => {
-      const onMsg = (m: ConnectorMessage) => {
-        if (m.t === 'ready') {
-          worker.off('message', onMsg);
-          worker.on('message', (x: ConnectorMessage) => w.onMessage(x));
-          resolve();
-        } else if (m.t === 'error') {
-          worker.off('message', onMsg);
-          reject(new PlatformError(m.code, m.message, m.hint));
-        }
-      };
-      worker.on('message', onMsg);
-      worker.once('error', reject);
-      void w.exited.then(() =>
-        reject(
-          new PlatformError(
-            'LA_ERR_PROC_CONNECTOR',
-            'the process events worker exited before it was ready',
-            'see the log above; the agent scans /proc instead',
-          ),
-        ),
-      );
-    });
-    worker.on('error', (e) => w.log.error('process events worker failed', { message: e.message }));
-    // The worker never keeps the agent alive: stop() ends it, and an agent that exits without
-    // calling stop() must not hang on it. (After the listeners: adding one re-refs the port.)
-    worker.unref();
+    const ctl = openProcConnector(o.receiveBuffer);
+    const w = new ConnectorWatcher(ctl, o.table);
+    try {
+      w.read();
+    } catch (e) {
+      unsubscribe(ctl);
+      closeFd(ctl);
+      throw e;
+    }
     // Subscribed first, then seeded: a process that starts in between is in the event stream.
     seedTable(o.table);
     return w;
   }
 
-  private onMessage(m: ConnectorMessage): void {
-    if (m.t === 'events') {
-      applyEvents(this.table, m.events, this.counts);
-      if (m.events.some((e) => e.type === 'lost')) {
-        // Events were lost: resync from /proc so the table holds every live process again.
-        this.counts.resyncs = (this.counts.resyncs ?? 0) + 1;
-        this.log.warn('process events were lost (receive buffer overflow); re-reading /proc', { lost: this.counts.lost });
-        seedTable(this.table);
-      }
-      this.emit('events', m.events);
-    } else if (m.t === 'error' && !this.stopped) {
-      this.log.error('process events worker stopped on an error; attribution falls back to reading /proc at detection time', {
-        code: m.code,
-        message: m.message,
-      });
+  /** A stream over a new dup of the socket. Throws a PlatformError (start: the caller falls back to /proc). */
+  private read(): void {
+    const fd = dupFd(this.ctl, (err) => connectorError('dup', err));
+    let s: net.Socket;
+    try {
+      s = readableFdStream(fd);
+    } catch (e) {
+      closeFd(fd);
+      throw e;
     }
+    s.on('data', (b: Buffer) => this.onDatagram(b));
+    s.on('error', (e: NodeJS.ErrnoException) => this.onError(e));
+    // The watcher never keeps the agent alive: stop() ends it, and an agent that exits without
+    // calling stop() must not hang on it.
+    s.unref();
+    this.stream = s;
+  }
+
+  private onDatagram(b: Buffer, len = b.length): void {
+    const raw = parseProcDatagram(b, len);
+    if (raw.length === 0) return;
+    const events: ProcEvent[] = [];
+    for (const r of raw) toProcEvents(r, events);
+    if (events.length === 0) return;
+    applyEvents(this.table, events, this.counts);
+    this.emit('events', events);
+  }
+
+  private onError(e: NodeJS.ErrnoException): void {
+    this.stream = undefined; // closed, with its dup of the socket
+    if (this.stopped) return;
+    if (e.code !== 'ENOBUFS') return this.failed(e);
+    // The receive buffer overflowed: events were dropped, and the kernel drops every new one
+    // until the queue has been read empty. So: read what is queued now (which ends that), then
+    // re-read /proc for what was dropped, then read on. A process that starts in between is in
+    // both, which the table takes.
+    try {
+      drainQueued(this.ctl, (buf, len) => this.onDatagram(buf, len));
+      const lost: ProcEvent[] = [{ type: 'lost', count: 1 }];
+      applyEvents(this.table, lost, this.counts);
+      this.counts.resyncs = (this.counts.resyncs ?? 0) + 1;
+      this.log.warn('process events were lost (receive buffer overflow); re-reading /proc', { lost: this.counts.lost });
+      seedTable(this.table);
+      this.emit('events', lost);
+      this.read();
+    } catch (err) {
+      this.failed(err);
+    }
+  }
+
+  private failed(e: unknown): void {
+    this.log.error(
+      'process events connector stopped on an error; attribution falls back to reading /proc at detection time',
+      describeError(e),
+    );
+    void this.stop();
   }
 
   stats(): Record<string, number> {
     return { ...this.counts, ...prefixed(this.table.stats()) };
   }
 
-  stop(): Promise<void> {
-    this.stopped ??= (async () => {
-      if (this.gone) return;
-      try {
-        fs.writeSync(this.wake[1], Buffer.from([1]));
-      } catch {
-        // full pipe: the worker is awake anyway
-      }
-      const t = setTimeout(() => void this.worker.terminate(), STOP_GRACE_MS);
-      await this.exited;
-      clearTimeout(t);
-    })();
-    return this.stopped;
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    unsubscribe(this.ctl);
+    this.stream?.destroy();
+    this.stream = undefined;
+    closeFd(this.ctl);
   }
 }
 

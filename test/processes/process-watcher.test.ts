@@ -2,7 +2,8 @@
  * Process watchers with real processes: the kernel connector sees fork, exec and exit with the
  * right parentage; a storm of 10,000 short processes leaves the table's exited part at its cap with every
  * long-lived process still known; the /proc-polling fallback finds a running process and its
- * exit; stop() ends the worker so the process can exit.
+ * exit; an overflowed receive buffer is read on from and the table re-read; stop() ends the watcher
+ * so the process can exit, and an agent that never calls it is not held open by it.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -25,6 +26,15 @@ function runScript(source: string): ReturnType<typeof spawnSync> {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** Run a shell command without blocking this thread; resolves to its exit code. */
+function shell(cmd: string, timeoutMs: number): Promise<number | null> {
+  return new Promise((resolve, reject) => {
+    const c = spawn('/bin/sh', ['-c', cmd], { stdio: 'ignore', timeout: timeoutMs });
+    c.on('error', reject);
+    c.on('exit', (code) => resolve(code));
+  });
 }
 
 describe('process watcher: kernel connector', { skip }, () => {
@@ -50,9 +60,13 @@ describe('process watcher: kernel connector', { skip }, () => {
   });
 
   it('sees fork, exec and exit with the right parentage', async () => {
-    // sh forks a sleep; sh prints the sleep's pid and waits for it.
-    const r = spawnSync('/bin/sh', ['-c', '/bin/sleep 0.2 & echo $! $$; wait'], { timeout: 5000 });
-    const [sleepPid, shPid] = r.stdout.toString().trim().split(' ').map(Number) as [number, number];
+    // sh forks a sleep; sh prints the sleep's pid and waits for it. Not spawnSync: the connector
+    // is read on this thread's event loop, and the exec's /proc read must find the sleep alive.
+    const sh = spawn('/bin/sh', ['-c', '/bin/sleep 0.2 & echo $! $$; wait'], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 });
+    let out = '';
+    sh.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await new Promise((r) => sh.on('close', r));
+    const [sleepPid, shPid] = out.trim().split(' ').map(Number) as [number, number];
     const ev = await eventually(
       () => {
         const exit = seen.find((e) => e.type === 'exit' && e.pid === sleepPid);
@@ -84,8 +98,8 @@ describe('process watcher: kernel connector', { skip }, () => {
       await eventually(() => table.get(longLived.pid!)?.exe === '/usr/bin/sleep', 5000, 'the long-lived sleep');
       const before = w.stats();
       const rss0 = process.memoryUsage().rss;
-      const r = spawnSync('/bin/sh', ['-c', 'i=0; while [ $i -lt 10000 ]; do /bin/true; i=$((i+1)); done'], { timeout: 55_000 });
-      assert.equal(r.status, 0);
+      // Not spawnSync: the connector is read on this thread's event loop, as in the agent.
+      assert.equal(await shell('i=0; while [ $i -lt 10000 ]; do /bin/true; i=$((i+1)); done', 55_000), 0);
       await eventually(() => (w.stats().exit ?? 0) - (before.exit ?? 0) + (w.stats().lost ?? 0) >= 10_000, 15_000, 'the storm to be read');
       const s = w.stats();
       assert.ok(s.table_size! <= 2048, `table size ${s.table_size}`);
@@ -99,6 +113,32 @@ describe('process watcher: kernel connector', { skip }, () => {
       assert.ok(grew < 64 * 1024 * 1024, `RSS grew ${grew} bytes`);
     } finally {
       longLived.kill('SIGKILL');
+    }
+  });
+});
+
+describe('process watcher: kernel connector, receive buffer overflow', { skip }, () => {
+  it('reads on after ENOBUFS, re-reads /proc, and still sees the processes that come later', { timeout: 30_000 }, async () => {
+    const table = new ProcessTable(4096);
+    // A tiny buffer (the kernel doubles it: ~32 KiB, a few dozen events) and a busy event loop.
+    const w = (await startProcessWatcher({ table, mode: 'connector', receiveBuffer: 16 * 1024 })) as ConnectorWatcher;
+    try {
+      assert.equal(w.mode, 'connector');
+      const storm = shell('i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done', 20_000);
+      // The loop is blocked while the storm runs: its events overflow the socket's buffer.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500);
+      assert.equal(await storm, 0);
+      await eventually(() => (w.stats().resyncs ?? 0) >= 1, 5000, 'the overflow to be noticed');
+      assert.ok((w.stats().lost ?? 0) >= 1, JSON.stringify(w.stats()));
+      // Still subscribed, and no longer dropping: a process started right away is seen, its exe read at exec.
+      const child = spawn('/bin/sleep', ['2'], { stdio: 'ignore' });
+      try {
+        await eventually(() => table.get(child.pid!)?.exe === '/usr/bin/sleep', 5000, 'the sleep after the overflow');
+      } finally {
+        child.kill('SIGKILL');
+      }
+    } finally {
+      await w.stop();
     }
   });
 });
@@ -133,7 +173,7 @@ describe('process watcher: the agent exits cleanly', { skip }, () => {
     assert.equal(r.status, 0, `exit ${r.status} signal ${r.signal}: ${String(r.stderr)}`);
   });
 
-  it('and one that never calls stop() is not held open by the worker', () => {
+  it('and one that never calls stop() is not held open by the connector', () => {
     const script = `
       import { ProcessTable } from ${JSON.stringify(new URL('../../src/processes/process-table.js', import.meta.url).href)};
       import { startProcessWatcher } from ${JSON.stringify(new URL('../../src/processes/process-watcher.js', import.meta.url).href)};

@@ -159,7 +159,7 @@ describe('release binary', () => {
       const files = (fs.readdirSync(dirs[0]!, { recursive: true }) as string[])
         .filter((f) => fs.statSync(path.join(dirs[0]!, f)).isFile())
         .sort();
-      assert.deepEqual(files, ['koffi.node', 'package.json', 'src/platform/linux/proc-connector.js', 'src/watchers/fanotify-worker.js']);
+      assert.deepEqual(files, ['koffi.node', 'package.json', 'src/watchers/fanotify-worker.js']);
     });
 
     it('cat of EICAR fails with EPERM, a clean file opens, the SVM hears of the detection', async () => {
@@ -199,8 +199,10 @@ describe('release binary', () => {
       assert.match(text.stdout, new RegExp(`hypervisor ${hostInfo().hypervisor ?? 'none detected'}\\)`));
     });
 
-    it('every worker thread starts from the binary (fanotify gate, process events connector)', () => {
+    it('the worker thread starts from the binary and the process connector runs (no fallback)', () => {
       assert.doesNotMatch(agent.output(), /Cannot find module|MODULE_NOT_FOUND|FALLING BACK/, agent.output().slice(-3000));
+      // The connector's socket is read through the pipe handle of the Node inside the binary.
+      assert.match(agent.output(), /process watcher: kernel process events connector/, agent.output().slice(-3000));
     });
 
     it('stops on SIGTERM with exit 0 and removes its private directory', async () => {

@@ -105,6 +105,8 @@ export interface DaemonStatus {
   detections: { total: number; recent: ReturnType<DetectionLog['recent']> };
   counts: OnAccessHandler['counts'];
   backend: Record<string, number>;
+  /** The process watcher's counters (events by type, lost, resyncs, execGone, the table's); absent when it is off. */
+  processes?: Record<string, number> | undefined;
   /** KiB: the whole process's resident set (every thread); the main thread's V8 heap in use; its heap trims (src/heap-trim.ts). */
   memory: { rssKb: number; heapUsedKb: number; heapTrims: number };
   /** The central layer (feature policy, docs/policies.md): the policy in force and where each central key comes from. */

@@ -13,8 +13,8 @@ const QUIET_UTILIZATION = 0.02;
  * quiet, then after each burst of work, once it is over. "Quiet" is the event loop's own
  * utilization (under 2% of a second: an idle agent's timers) with no file judged or scanned in
  * that second; the handler's counters say whether the hot path ran (start-up work alone keeps
- * the first trim a last-resort one). The process connector's worker trims itself the same way; the
- * gate's worker does not (its hit path stays warm).
+ * the first trim a last-resort one). The process connector is read on this thread, so its events
+ * are trimmed here too; the gate's worker does not trim (its hit path stays warm).
  */
 export const heapTrimStep: Step<DaemonContext> = {
   name: 'heap-trim',

@@ -46,6 +46,8 @@ export interface Libc {
   read: (fd: number, buf: Buffer, n: number) => number;
   readlinkat: (dirfd: number, path: string, buf: Buffer, n: number) => number;
   pipe2: (fds: Int32Array, flags: number) => number;
+  /** fcntl(2), variadic: the third argument is preceded by its koffi type name ('int'). */
+  fcntl: (...args: unknown[]) => number;
   /** struct pollfd { int fd; short events; short revents; } is 8 bytes: passed as raw memory. */
   poll: (fds: Buffer, nfds: number, timeout: number) => number;
   socket: (domain: number, type: number, protocol: number) => number;
@@ -71,6 +73,7 @@ const PROTOTYPES: Record<keyof Libc, string> = {
   read: 'long read(int fd, _Out_ uint8_t *buf, size_t n)',
   readlinkat: 'long readlinkat(int dirfd, const char *path, _Out_ uint8_t *buf, size_t n)',
   pipe2: 'int pipe2(_Out_ int *pipefd, int flags)',
+  fcntl: 'int fcntl(int fd, int cmd, ...)',
   poll: 'int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)',
   socket: 'int socket(int domain, int type, int protocol)',
   bind: 'int bind(int fd, const uint8_t *addr, uint32_t len)',
@@ -184,6 +187,16 @@ export function openPipe(fail: (err: number) => Error): [number, number] {
   const out = new Int32Array(2);
   if (libc().pipe2(out, O_CLOEXEC | O_NONBLOCK) < 0) throw fail(errno());
   return [out[0]!, out[1]!];
+}
+
+/** <fcntl.h> F_DUPFD_CLOEXEC */
+const F_DUPFD_CLOEXEC = 1030;
+
+/** A close-on-exec duplicate of `fd` (the same open file or socket); `fail` turns errno into the caller's error. */
+export function dupFd(fd: number, fail: (err: number) => Error): number {
+  const d = libc().fcntl(fd, F_DUPFD_CLOEXEC, 'int', 0);
+  if (d < 0) throw fail(errno());
+  return d;
 }
 
 /**

@@ -5,36 +5,17 @@
  * sent. Needs CAP_NET_ADMIN (root) and CONFIG_PROC_EVENTS. Pids are those of the initial pid
  * namespace.
  *
- * This file is both the bindings (libc socket, bind, send, recv, setsockopt) with the parser,
- * and the worker thread that owns the socket: the socket is non-blocking and the worker blocks
- * only in poll(2), at most 1 s, on the socket and a wake pipe the main thread writes to stop it.
- * The main thread and the libuv threadpool never block on it. On each exec the worker reads
- * /proc/PID (exe, cmdline, uids) while the process still lives, and posts events in batches.
+ * This file is the bindings (libc socket, bind, send, setsockopt) and the parser. The socket is
+ * non-blocking; the process watcher reads it on the main thread's event loop (src/processes/
+ * process-watcher.ts, through src/platform/linux/fd-stream.ts), so nothing ever blocks on it.
  *
  * Layouts (all native-endian, little on x86_64/aarch64):
  *   struct nlmsghdr   { u32 len; u16 type; u16 flags; u32 seq; u32 pid; }          16 bytes
  *   struct cn_msg     { u32 idx; u32 val; u32 seq; u32 ack; u16 len; u16 flags; }  20 bytes
  *   struct proc_event { u32 what; u32 cpu; u64 timestamp_ns; union event_data; }  16 + data
  */
-import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { PlatformError } from '../../errors.js';
-import { HeapTrimmer } from '../../heap-trim.js';
-import {
-  EACCES,
-  EAGAIN,
-  EINTR,
-  ENOBUFS,
-  EPERM,
-  EPROTONOSUPPORT,
-  closeFd,
-  describeErrno,
-  errno,
-  libc,
-  mallocTrim,
-  openPipe,
-  pollIn,
-  type Libc,
-} from './libc.js';
+import { EACCES, EAGAIN, EINTR, ENOBUFS, EPERM, EPROTONOSUPPORT, closeFd, describeErrno, errno, libc, type Libc } from './libc.js';
 import { readProcess, type ProcInfo } from './procfs.js';
 
 // <linux/socket.h>, <linux/net.h>, <asm-generic/socket.h>, <linux/netlink.h>
@@ -46,6 +27,7 @@ const NETLINK_CONNECTOR = 11;
 const SOL_SOCKET = 1;
 const SO_RCVBUFFORCE = 33;
 const NLMSG_DONE = 3;
+const MSG_DONTWAIT = 0x40;
 const NLMSG_HDRLEN = 16;
 // <linux/connector.h>
 const CN_IDX_PROC = 1;
@@ -60,7 +42,7 @@ export const PROC_EVENT_UID = 0x0000_0004;
 export const PROC_EVENT_EXIT = 0x8000_0000;
 const PROC_EVENT_HDR = 16;
 
-/** Raw event as the kernel sends it (thread events filtered out in the worker). */
+/** Raw event as the kernel sends it (thread events are filtered out by toProcEvents). */
 export type RawProcEvent =
   | { what: 'fork'; parentTgid: number; childPid: number; childTgid: number }
   | { what: 'exec'; pid: number; tgid: number }
@@ -68,7 +50,7 @@ export type RawProcEvent =
   | { what: 'exit'; pid: number; tgid: number; code: number }
   | { what: 'other' };
 
-/** What the worker posts: process-level events, enriched from /proc. */
+/** Process-level events, enriched from /proc: what the process table takes. */
 export type ProcEvent =
   | { type: 'fork'; pid: number; ppid: number; startTicks?: number | undefined }
   | { type: 'exec'; pid: number; info?: ProcInfo | undefined }
@@ -76,9 +58,6 @@ export type ProcEvent =
   | { type: 'exit'; pid: number; code: number }
   /** The socket's receive buffer overflowed (ENOBUFS): `count` times some events were lost. */
   | { type: 'lost'; count: number };
-
-export type ConnectorMessage =
-  { t: 'ready' } | { t: 'error'; code: string; message: string; hint: string } | { t: 'events'; events: ProcEvent[] } | { t: 'stopped' };
 
 /**
  * Parse one datagram: one or more netlink messages, each a cn_msg with a proc_event. Never reads
@@ -141,7 +120,7 @@ export function mcastMessage(op: number): Buffer {
   return b;
 }
 
-/** libc on this thread (the worker loads its own); off Linux the error says the connector is what is missing. */
+/** libc; off Linux the error says the connector is what is missing. */
 function lib(): Libc {
   if (process.platform !== 'linux')
     throw new PlatformError(
@@ -152,7 +131,7 @@ function lib(): Libc {
   return libc();
 }
 
-function connectorError(what: string, err: number): PlatformError {
+export function connectorError(what: string, err: number): PlatformError {
   const detail = `process events connector: ${what} failed: ${describeErrno(err)}`;
   if (err === EPERM || err === EACCES)
     return new PlatformError(
@@ -169,13 +148,21 @@ function connectorError(what: string, err: number): PlatformError {
   return new PlatformError('LA_ERR_PROC_CONNECTOR', detail, 'the agent scans /proc instead; see the kernel log');
 }
 
+/**
+ * The socket's receive buffer: what queues while the main thread is busy elsewhere. The kernel
+ * doubles what is asked and charges ~840 bytes per event (a 16 KiB request held 39 events), so
+ * 8 MiB holds ~20,000 events: a burst of ~6,500 short processes (fork, exec, exit each). Only
+ * what is queued uses it. Beyond it the kernel drops events and the next read says ENOBUFS (the
+ * watcher then re-reads /proc).
+ */
+export const DEFAULT_RCVBUF = 8 * 1024 * 1024;
+
 /** Open, bind and subscribe. Returns the non-blocking socket fd. Throws a PlatformError. */
-export function openProcConnector(rcvbuf = 4 * 1024 * 1024): number {
+export function openProcConnector(rcvbuf = DEFAULT_RCVBUF): number {
   const n = lib();
   const fd = n.socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_CONNECTOR);
   if (fd < 0) throw connectorError('socket(NETLINK_CONNECTOR)', errno());
   try {
-    // A storm of short processes is 3 events each; a large buffer rides out a slow worker turn.
     const v = Buffer.alloc(4);
     v.writeInt32LE(rcvbuf);
     n.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, v, 4); // best effort (root only)
@@ -193,87 +180,46 @@ export function openProcConnector(rcvbuf = 4 * 1024 * 1024): number {
   }
 }
 
-// ---------------------------------------------------------------- the worker thread
-
-export interface ConnectorWorkerData {
-  procConnector: true;
-  wakeR: number;
-  /** Post at most this often (ms) while events keep coming. */
-  batchMs: number;
-}
-
-async function runWorker(cfg: ConnectorWorkerData): Promise<void> {
-  const port = parentPort!;
-  const post = (m: ConnectorMessage) => port.postMessage(m);
-  let fd: number;
-  try {
-    fd = openProcConnector();
-  } catch (e) {
-    const err = e as PlatformError;
-    post({ t: 'error', code: err.code ?? 'LA_ERR_PROC_CONNECTOR', message: err.message, hint: err.hint ?? '' });
-    return;
-  }
-  post({ t: 'ready' });
+/**
+ * Read every datagram queued on `fd` now (recv(2) until EAGAIN, at most `max`), passing each to
+ * `take`. After a receive buffer overflow this is what ends it: the kernel drops every new event
+ * for the socket until a read finds its queue empty (netlink's "congested" state), so the events
+ * a reader leaves queued keep the ones that follow from being delivered. Returns the datagrams read.
+ */
+export function drainQueued(fd: number, take: (buf: Buffer, len: number) => void, max = 65_536): number {
   const n = lib();
-  const buf = Buffer.alloc(64 * 1024);
-  const scratch = Buffer.alloc(16);
-  let batch: ProcEvent[] = [];
-  let lastPost = Date.now();
-  let lost = 0;
-  const trimmer = new HeapTrimmer({ release: () => void mallocTrim() });
-  const flush = () => {
-    if (lost > 0) batch.push({ type: 'lost', count: lost });
-    lost = 0;
-    if (batch.length > 0) post({ t: 'events', events: batch });
-    batch = [];
-    lastPost = Date.now();
-  };
+  const buf = Buffer.allocUnsafe(64 * 1024);
+  let got = 0;
+  while (got < max) {
+    const r = n.recv(fd, buf, buf.length, MSG_DONTWAIT);
+    if (r < 0) {
+      const e = errno();
+      if (e === EINTR || e === ENOBUFS) continue; // ENOBUFS: another overflow was reported; read on
+      if (e === EAGAIN) break;
+      throw connectorError('recv', e);
+    }
+    got++;
+    take(buf, r);
+  }
+  return got;
+}
+
+/** Unsubscribe before the socket closes (best effort: closing it ends the subscription anyway on current kernels). */
+export function unsubscribe(fd: number): void {
   try {
-    for (;;) {
-      const ready = pollIn([fd, cfg.wakeR], batch.length > 0 ? cfg.batchMs : 1000, scratch);
-      if (ready.includes(cfg.wakeR)) break; // the main thread wrote to the wake pipe: stop
-      // Drain what is queued now, in bounded rounds so a storm still lets us post and yield.
-      let got = 0;
-      for (let i = 0; i < 2048; i++) {
-        const r = n.recv(fd, buf, buf.length, 0);
-        if (r < 0) {
-          const e = errno();
-          if (e === ENOBUFS) {
-            lost++;
-            continue;
-          }
-          if (e === EAGAIN || e === EINTR) break;
-          throw connectorError('recv', e);
-        }
-        got++;
-        for (const ev of parseProcDatagram(buf, r)) enrich(ev, batch);
-      }
-      if (batch.length >= 1024 || lost > 0 || Date.now() - lastPost >= cfg.batchMs) flush();
-      // Quiet (no datagram this turn, nothing held): the heap trim may run (src/heap-trim.ts).
-      const now = performance.now();
-      if (got > 0 || batch.length > 0) trimmer.busy(now);
-      else trimmer.tick(now);
-      // Let the worker's own event loop breathe (termination, posted messages).
-      await new Promise((res) => setImmediate(res));
-    }
-    flush();
-  } catch (e) {
-    const err = e as PlatformError;
-    post({ t: 'error', code: err.code ?? 'LA_ERR_PROC_CONNECTOR', message: err.message, hint: err.hint ?? '' });
-  } finally {
-    try {
-      const m = mcastMessage(PROC_CN_MCAST_IGNORE);
-      n.send(fd, m, m.length, 0);
-    } catch {
-      // closing unsubscribes anyway
-    }
-    closeFd(fd);
-    post({ t: 'stopped' });
+    const m = mcastMessage(PROC_CN_MCAST_IGNORE);
+    lib().send(fd, m, m.length, 0);
+  } catch {
+    // closing unsubscribes anyway
   }
 }
 
-/** Thread events are dropped: only thread group leaders (processes) matter here. */
-function enrich(ev: RawProcEvent, out: ProcEvent[]): void {
+/**
+ * A raw event as the process table takes it, pushed onto `out`. Thread events are dropped: only
+ * thread group leaders (processes) matter here. An exec reads /proc/PID (exe, cmdline, uids) at
+ * once, while the process still lives: what attribution needs once a short-lived writer is gone.
+ */
+export function toProcEvents(ev: RawProcEvent, out: ProcEvent[]): void {
   switch (ev.what) {
     case 'fork':
       if (ev.childPid !== ev.childTgid) return; // a new thread
@@ -294,14 +240,4 @@ function enrich(ev: RawProcEvent, out: ProcEvent[]): void {
     default:
       return;
   }
-}
-
-/** A wake pipe for the worker: [read end for the worker, write end for the main thread]. */
-export function connectorWakePipe(): [number, number] {
-  lib(); // off Linux, the connector's own error rather than libc's
-  return openPipe((err) => connectorError('pipe2', err));
-}
-
-if (!isMainThread && (workerData as ConnectorWorkerData | undefined)?.procConnector === true) {
-  void runWorker(workerData as ConnectorWorkerData);
 }

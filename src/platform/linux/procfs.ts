@@ -12,7 +12,7 @@
  * openat, read, readlinkat, close). The fd stays bound to the process it was opened for: once that
  * process is gone, openat() under it fails even if the pid has been given to another one, so the
  * four files always describe one process. And it is cheaper than Node's fs on the hot path (the
- * connector's worker reads every exec): 46-50 us instead of 63-76 for a live process (this Node
+ * process connector reads every exec): 46-50 us instead of 63-76 for a live process (this Node
  * process, whose status is long), 3-5 instead of 12-18 for one already gone (fs throws, and the
  * Error costs), measured on this machine. Where libc cannot be loaded, the fs path below does the
  * same with a start-time recheck.
