@@ -12,6 +12,7 @@ import { EICAR } from '../helpers/fixtures.js';
 import { eventually, needRoot, type Proc, run, scratchMount, tempDir, waitFor } from '../helpers/procs.js';
 import { hostInfo } from '../../src/platform/host-info.js';
 import { BINARY, ROOT, ensureBinary, runBinary, spawnBinary } from './binary.js';
+import { seaBlobRange } from '../../src/platform/linux/sea-blob.js';
 
 const TOKEN = 'release-test-token';
 
@@ -49,6 +50,19 @@ describe('release binary', () => {
   after(async () => {
     await svm?.stop();
     fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  it("its embedded blob is where the idle trim pages it out from (NODE_SEA_BLOB, Node's magic first)", () => {
+    const r = seaBlobRange(BINARY);
+    assert.ok(r && r.length > 1024 * 1024, JSON.stringify(r));
+    const fd = fs.openSync(BINARY, 'r');
+    try {
+      const magic = Buffer.alloc(4);
+      fs.readSync(fd, magic, 0, 4, r.offset);
+      assert.equal(magic.readUInt32LE(0), 0x0143da20, 'node::sea kMagic');
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 
   it('prints the package version and is a Node 24 single executable', () => {

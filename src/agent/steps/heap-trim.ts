@@ -1,6 +1,7 @@
 import { logger } from '../../log.js';
 import { HeapTrimmer } from '../../heap-trim.js';
 import { mallocTrim } from '../../platform/linux/libc.js';
+import { releaseSeaBlobPages } from '../../platform/linux/sea-blob.js';
 import type { Step } from '../step-runner.js';
 import type { DaemonContext } from './context.js';
 
@@ -20,9 +21,15 @@ export const heapTrimStep: Step<DaemonContext> = {
   name: 'heap-trim',
   run(ctx) {
     const log = logger('memory');
+    // The single executable's embedded blob was read by start-up and is not read again: its
+    // pages go with the first trim (src/platform/linux/sea-blob.ts; nothing outside it).
+    let blob: ReturnType<typeof releaseSeaBlobPages> | null = null;
     const trimmer = new HeapTrimmer({
       rss: () => process.memoryUsage.rss(),
-      release: () => void mallocTrim(), // false, and nothing done, off Linux
+      release: () => {
+        mallocTrim(); // false, and nothing done, off Linux
+        if (blob === null) blob = process.platform === 'linux' ? releaseSeaBlobPages() : undefined;
+      },
     });
     ctx.heapTrim = trimmer.stats;
     let elu = performance.eventLoopUtilization();
@@ -46,6 +53,7 @@ export const heapTrimStep: Step<DaemonContext> = {
         mallocTrimMs: Math.round(s.releaseMs * 10) / 10,
         heapUsedKb: [Math.round(s.lastBefore / 1024), Math.round(s.lastAfter / 1024)],
         rssKb: [Math.round(s.rssBefore / 1024), Math.round(s.rssAfter / 1024)],
+        ...(blob && s.trims === 1 ? { seaBlobKb: Math.round(blob.bytes / 1024), seaBlobAdvice: blob.advice } : {}),
       });
       // The tick that trimmed is not quiet time: the collection itself ran on this loop.
       elu = performance.eventLoopUtilization();

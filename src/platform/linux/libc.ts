@@ -61,6 +61,8 @@ export interface Libc {
   setrlimit: (resource: number, lim: BigUint64Array) => number;
   /** syscall(2), variadic: each argument is preceded by its koffi type name ('int', 'void *'). */
   syscall: (...args: unknown[]) => number;
+  /** The address is a plain number: a mapping's start read from /proc/self/maps. */
+  madvise: (addr: number, len: number, advice: number) => number;
   fanotify_init: (flags: number, eventFlags: number) => number;
   fanotify_mark: (fd: number, flags: number, mask: bigint, dirfd: number, path: string | null) => number;
   strerror: (errnum: number) => string;
@@ -85,6 +87,7 @@ const PROTOTYPES: Record<keyof Libc, string> = {
   getrlimit: 'int getrlimit(int resource, _Out_ uint64_t *rlim)',
   setrlimit: 'int setrlimit(int resource, const uint64_t *rlim)',
   syscall: 'long syscall(long number, ...)',
+  madvise: 'int madvise(uintptr_t addr, size_t len, int advice)',
   fanotify_init: 'int fanotify_init(unsigned int flags, unsigned int event_f_flags)',
   fanotify_mark: 'int fanotify_mark(int fanotify_fd, unsigned int flags, uint64_t mask, int dirfd, const char *pathname)',
   strerror: 'const char *strerror(int errnum)',

@@ -184,25 +184,32 @@ export function openProcConnector(rcvbuf = DEFAULT_RCVBUF): number {
  * Read every datagram queued on `fd` now (recv(2) until EAGAIN, at most `max`), passing each to
  * `take`. After a receive buffer overflow this is what ends it: the kernel drops every new event
  * for the socket until a read finds its queue empty (netlink's "congested" state), so the events
- * a reader leaves queued keep the ones that follow from being delivered. Returns the datagrams read.
+ * a reader leaves queued keep the ones that follow from being delivered. Returns the datagrams
+ * read and the overflows (ENOBUFS) reported meanwhile; throws a PlatformError on another error.
  */
-export function drainQueued(fd: number, take: (buf: Buffer, len: number) => void, max = 65_536): number {
+export function drainQueued(fd: number, take: (buf: Buffer, len: number) => void, max = 65_536): { datagrams: number; overflows: number } {
   const n = lib();
-  const buf = Buffer.allocUnsafe(64 * 1024);
-  let got = 0;
-  while (got < max) {
+  const buf = drainBuf;
+  let datagrams = 0;
+  let overflows = 0;
+  while (datagrams < max) {
     const r = n.recv(fd, buf, buf.length, MSG_DONTWAIT);
     if (r < 0) {
       const e = errno();
-      if (e === EINTR || e === ENOBUFS) continue; // ENOBUFS: another overflow was reported; read on
+      if (e === EINTR) continue;
+      if (e === ENOBUFS) {
+        overflows++; // reported once per overflow; what is queued is still there: read on
+        continue;
+      }
       if (e === EAGAIN) break;
       throw connectorError('recv', e);
     }
-    got++;
+    datagrams++;
     take(buf, r);
   }
-  return got;
+  return { datagrams, overflows };
 }
+const drainBuf = Buffer.allocUnsafe(64 * 1024);
 
 /** Unsubscribe before the socket closes (best effort: closing it ends the subscription anyway on current kernels). */
 export function unsubscribe(fd: number): void {
