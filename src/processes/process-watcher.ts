@@ -130,7 +130,8 @@ const DRAIN_PER_TURN = 256;
  * The watcher keeps its own dup of the socket (`ctl`) and gives the stream another: when the
  * receive buffer overflows the read fails with ENOBUFS and the stream closes its fd, but the
  * socket and its subscription live on in `ctl`; a new stream over a new dup goes on reading what
- * is queued, and the table is re-read from /proc for what was dropped.
+ * is queued, and the table is re-read from /proc for what was dropped. After each datagram libuv
+ * hands over, what else is queued is read at once (DRAIN_PER_TURN).
  */
 export class ConnectorWatcher extends EventEmitter<{ events: [ProcEvent[]] }> implements ProcessWatcher {
   readonly mode = 'connector' as const;
@@ -144,12 +145,6 @@ export class ConnectorWatcher extends EventEmitter<{ events: [ProcEvent[]] }> im
     private readonly table: ProcessTable,
   ) {
     super();
-  }
-
-  private resync(): void {
-    this.counts.resyncs = (this.counts.resyncs ?? 0) + 1;
-    this.log.warn('process events were lost (receive buffer overflow); re-reading /proc', { lost: this.counts.lost });
-    seedTable(this.table);
   }
 
   static async start(o: ProcessWatcherOptions): Promise<ConnectorWatcher> {
@@ -179,11 +174,11 @@ export class ConnectorWatcher extends EventEmitter<{ events: [ProcEvent[]] }> im
     }
     s.on('data', (b: Buffer) => {
       if (this.stopped) return;
-      this.onDatagram(b);
       // libuv reads one datagram per loop turn (a read shorter than its buffer ends the turn's
       // reads), so a loop busy judging files would fall behind a storm, and an exec read late
       // finds a short-lived process gone: take what else is queued now, a bounded batch.
       try {
+        this.onDatagram(b);
         const r = drainQueued(this.ctl, (buf, len) => this.onDatagram(buf, len), DRAIN_PER_TURN);
         if (r.overflows > 0) this.overflowed(r.overflows);
       } catch (e) {
@@ -221,6 +216,12 @@ export class ConnectorWatcher extends EventEmitter<{ events: [ProcEvent[]] }> im
     } catch (err) {
       this.failed(err);
     }
+  }
+
+  private resync(): void {
+    this.counts.resyncs = (this.counts.resyncs ?? 0) + 1;
+    this.log.warn('process events were lost (receive buffer overflow); re-reading /proc', { lost: this.counts.lost });
+    seedTable(this.table);
   }
 
   /** An overflow was reported: read the queue empty (which ends it), then re-read /proc. */

@@ -189,7 +189,7 @@ export function openProcConnector(rcvbuf = DEFAULT_RCVBUF): number {
  */
 export function drainQueued(fd: number, take: (buf: Buffer, len: number) => void, max = 65_536): { datagrams: number; overflows: number } {
   const n = lib();
-  const buf = drainBuf;
+  const buf = (drainBuf ??= Buffer.allocUnsafe(64 * 1024));
   let datagrams = 0;
   let overflows = 0;
   while (datagrams < max) {
@@ -209,7 +209,8 @@ export function drainQueued(fd: number, take: (buf: Buffer, len: number) => void
   }
   return { datagrams, overflows };
 }
-const drainBuf = Buffer.allocUnsafe(64 * 1024);
+/** One 64 KiB datagram buffer, made at the first drain (the kernel's datagrams are ~76 bytes). */
+let drainBuf: Buffer | undefined;
 
 /** Unsubscribe before the socket closes (best effort: closing it ends the subscription anyway on current kernels). */
 export function unsubscribe(fd: number): void {
