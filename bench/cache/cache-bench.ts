@@ -37,7 +37,7 @@ record, bytes per entry (typed arrays and RSS), save and load of the cache file.
 child process of its own; one JSON object, then a table. docs/cache.md, "Measured".`,
   },
   {
-    entries: { type: 'string', arg: 'N', help: 'one cache size, entries (default: 100000, then 1000000)' },
+    entries: { type: 'string', arg: 'N', number: 'int', min: 1, help: 'one cache size, entries (default: 100000, then 1000000)' },
     child: { type: 'boolean', help: '(internal) measure --entries in this process and print one JSON line' },
   },
 );

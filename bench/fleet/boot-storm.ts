@@ -384,8 +384,14 @@ against one SVM and read their tree once: guest wall time against no agent, adde
 the SVM's CPU, RSS and traffic. docs/benchmarks.md, "Fleet: boot storm and noisy neighbour".`,
     },
     {
-      guests: { type: 'string', arg: 'N', help: 'guests, each an agent with its own tmpfs and state dir (default: 20)' },
-      files: { type: 'string', arg: 'N', help: "distinct 1-8 KiB files in each guest's tree (default: 300)" },
+      guests: {
+        type: 'string',
+        arg: 'N',
+        number: 'int',
+        min: 1,
+        help: 'guests, each an agent with its own tmpfs and state dir (default: 20)',
+      },
+      files: { type: 'string', arg: 'N', number: 'int', min: 1, help: "distinct 1-8 KiB files in each guest's tree (default: 300)" },
       variants: { type: 'string', arg: 'V,V', help: 'cold: empty caches; sealed: state dirs from lightagent seal (default: cold,sealed)' },
       out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
     },

@@ -237,13 +237,33 @@ alone and beside a hostile tenant that stalls uploads or floods them, phases alt
 docs/benchmarks.md, "Fleet: boot storm and noisy neighbour"; target (issue #23): <= 2x of alone.`,
     },
     {
-      seconds: { type: 'string', arg: 'S', help: 'length of each phase, seconds (default: 5)' },
-      rounds: { type: 'string', arg: 'N', help: 'alone, stall and flood N times in turn, then alone again; samples pooled (default: 1)' },
-      stallers: { type: 'string', arg: 'N', help: 'stall phase: hostile agents, each holding uploads open, silent (default: 200)' },
-      flooders: { type: 'string', arg: 'N', help: 'flood phase: hostile agents, 16 new 256 KiB uploads in flight each (default: 20)' },
+      seconds: { type: 'string', arg: 'S', number: 'float', above: 0, help: 'length of each phase, seconds (default: 5)' },
+      rounds: {
+        type: 'string',
+        arg: 'N',
+        number: 'int',
+        min: 1,
+        help: 'alone, stall and flood N times in turn, then alone again; samples pooled (default: 1)',
+      },
+      stallers: {
+        type: 'string',
+        arg: 'N',
+        number: 'int',
+        min: 1,
+        help: 'stall phase: hostile agents, each holding uploads open, silent (default: 200)',
+      },
+      flooders: {
+        type: 'string',
+        arg: 'N',
+        number: 'int',
+        min: 1,
+        help: 'flood phase: hostile agents, 16 new 256 KiB uploads in flight each (default: 20)',
+      },
       'fair-read-bytes': {
         type: 'string',
         arg: 'N',
+        number: 'int',
+        min: 0,
         help: "the SVM's fair_read_bytes; 0: read back-pressure off (default: the SVM's own)",
       },
       isolate: {
@@ -251,11 +271,17 @@ docs/benchmarks.md, "Fleet: boot storm and noisy neighbour"; target (issue #23):
         help: 'the SVM alone on the last core, the hostile tenant on the others, this process at nice -10 (needs root for that)',
       },
       'svm-exe': { type: 'string', arg: 'FILE', help: 'run the SVM as this single executable (`FILE svm ...`, from scripts/release.mjs)' },
-      prefill: { type: 'string', arg: 'N', help: "fill the SVM's verdict cache with N entries before the first phase (default: 0)" },
+      prefill: {
+        type: 'string',
+        arg: 'N',
+        number: 'int',
+        min: 0,
+        help: "fill the SVM's verdict cache with N entries before the first phase (default: 0)",
+      },
       out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
       hostile: { type: 'string', arg: 'MODE', help: '(internal) be the hostile tenant, stall or flood, against --url with --agents' },
       url: { type: 'string', arg: 'URL', help: "(internal) the SVM's ws:// URL, for --hostile" },
-      agents: { type: 'string', arg: 'N', help: '(internal) how many hostile agents, for --hostile' },
+      agents: { type: 'string', arg: 'N', number: 'int', min: 1, help: '(internal) how many hostile agents, for --hostile' },
     },
   );
   if (args.hostile) return hostile(args.hostile, args.url!, Number(args.agents));
@@ -268,10 +294,8 @@ docs/benchmarks.md, "Fleet: boot storm and noisy neighbour"; target (issue #23):
     }
   }
   const seconds = Number(args.seconds ?? 5);
-  const rounds = Math.max(1, Math.floor(Number(args.rounds ?? 1)));
-  if (!Number.isFinite(seconds) || seconds <= 0 || !Number.isFinite(rounds)) usageError('--seconds and --rounds must be positive numbers');
+  const rounds = Number(args.rounds ?? 1);
   const prefillN = Number(args.prefill ?? 0);
-  if (!Number.isInteger(prefillN) || prefillN < 0) usageError('--prefill must be a whole number of entries');
   const stallers = Number(args.stallers ?? 200);
   const flooders = Number(args.flooders ?? 20);
   const limitMs = (5 + seconds * rounds) * 60_000;

@@ -5,9 +5,18 @@
  *
  *   const { values: args, usageError } = benchArgs(
  *     { name: 'bench/micro/example', summary: 'What it measures.\nSee docs/benchmarks.md, "Running".' },
- *     { n: { type: 'string', default: '2000', arg: 'N', help: 'round trips per run' } },
+ *     {
+ *       n: { type: 'string', default: '2000', arg: 'N', number: 'int', min: 1, help: 'round trips per run' },
+ *       mode: { type: 'string', default: 'tcp', arg: 'MODE', help: 'tcp or ws' },
+ *     },
  *   );
- *   if (!(Number(args.n) > 0)) usageError('--n must be a positive number');
+ *   const n = Number(args.n); // benchArgs refused anything but a whole number >= 1
+ *   if (args.mode !== 'tcp' && args.mode !== 'ws') usageError(`--mode ${args.mode}: tcp or ws`);
+ *
+ * A string option with `number` holds a number (with `list`, a comma-separated list of them):
+ * benchArgs refuses a value that is not a finite number of that kind or is out of `min`, `above`
+ * or `max`, in one line naming the option and the value, before --help and before the script sees
+ * it. The values stay strings, as parseArgs types them: the script's Number() gives what was checked.
  *
  * Parse before anything is started, mounted or installed (needRoot, installCleanup): --help and a
  * usage error then leave nothing behind. No imports but node:util: rdcw-vs-fswatch.ts copies this
@@ -23,6 +32,16 @@ export type BenchOption = OptionConfig & {
   arg?: string;
   /** What it does, with its unit; a string `default` is appended to it by the usage. */
   help: string;
+  /** A string option that holds a number: 'int' a whole one, 'float' any finite one (`1e6`, `0.5`). */
+  number?: 'int' | 'float';
+  /** With `number`: the least value allowed. */
+  min?: number;
+  /** With `number`: a bound the value must be above (seconds: `above: 0`). */
+  above?: number;
+  /** With `number`: the greatest value allowed. */
+  max?: number;
+  /** With `number`: a comma-separated list of such numbers (`--sizes 1000,10000`), each checked. */
+  list?: boolean;
 };
 
 export interface BenchScript {
@@ -71,10 +90,44 @@ function wrap(text: string, width: number): string[] {
   return [...out, line].map((l) => l.replaceAll('\0', ' '));
 }
 
+/** Why `value` of a `number` option is refused (`not a whole number >= 1`), or undefined. */
+function numberProblem(value: string, o: BenchOption): string | undefined {
+  const n = value.trim() === '' ? NaN : Number(value);
+  const ok =
+    Number.isFinite(n) &&
+    (o.number !== 'int' || Number.isInteger(n)) &&
+    (o.min === undefined || n >= o.min) &&
+    (o.above === undefined || n > o.above) &&
+    (o.max === undefined || n <= o.max);
+  if (ok) return undefined;
+  const bounds = [
+    o.min !== undefined && o.max !== undefined ? `from ${o.min} to ${o.max}` : '',
+    o.min !== undefined && o.max === undefined ? `>= ${o.min}` : '',
+    o.above !== undefined ? `> ${o.above}` : '',
+    o.max !== undefined && o.min === undefined ? `<= ${o.max}` : '',
+  ];
+  return [o.number === 'int' ? 'a whole number' : 'a number', ...bounds].filter(Boolean).join(' ');
+}
+
+/** The usage error for a value of a `number` option (`--n abc: not a whole number >= 1`), or undefined. */
+function checkNumber(name: string, value: string, o: BenchOption): string | undefined {
+  const shown = (v: string) => (v === '' || /\s/.test(v) ? JSON.stringify(v) : v);
+  if (!o.list) {
+    const why = numberProblem(value, o);
+    return why && `--${name} ${shown(value)}: not ${why}`;
+  }
+  for (const item of value.split(',')) {
+    const why = numberProblem(item, o);
+    if (why) return `--${name} ${shown(value)}: ${shown(item)} is not ${why}`;
+  }
+  return undefined;
+}
+
 /**
  * Parse `args` (this process's arguments): --help prints the usage and exits 0; an unknown option,
- * a missing value or a stray argument is one line `<name>: <what> (see --help)` and exit 2.
- * `usageError` does the same for what the script checks itself (numbers, required options).
+ * a missing value, a stray argument or a bad value of a `number` option (given or default) is one
+ * line `<name>: <what> (see --help)` and exit 2, also with --help. `usageError` does the same for
+ * what the script checks itself (names in a list, required options).
  */
 export function benchArgs<O extends Record<string, BenchOption>>(
   script: BenchScript,
@@ -86,7 +139,12 @@ export function benchArgs<O extends Record<string, BenchOption>>(
     process.exit(2);
   };
   const config: NonNullable<ParseArgsConfig['options']> = {};
-  for (const [name, { arg: _arg, help: _help, ...o }] of Object.entries(options)) config[name] = o;
+  for (const [name, o] of Object.entries(options)) {
+    if (o.number !== undefined && o.type !== 'string') throw new Error(`${script.name}: --${name} has number but is not a string option`);
+    // parseArgs gets its own fields only.
+    const { arg: _arg, help: _help, number: _number, min: _min, above: _above, max: _max, list: _list, ...own } = o;
+    config[name] = own;
+  }
   config.help = { type: 'boolean', short: 'h' };
   let parsed;
   try {
@@ -95,6 +153,15 @@ export function benchArgs<O extends Record<string, BenchOption>>(
     const err = e as Error & { code?: string };
     // Node goes on to say how to pass a positional that starts with '-': one sentence is enough.
     return usageError(err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? err.message.split('. ')[0]! : err.message);
+  }
+  // Given or default, one value or several (`multiple`): each checked before --help, so that
+  // `--n 5 --help` shows that 5 would do.
+  for (const [name, o] of Object.entries(options)) {
+    if (o.number === undefined) continue;
+    for (const value of [parsed.values[name]].flat()) {
+      const message = typeof value === 'string' ? checkNumber(name, value, o) : undefined;
+      if (message) return usageError(message);
+    }
   }
   if (parsed.values.help) {
     process.stdout.write(usageText(script, options));

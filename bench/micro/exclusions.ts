@@ -30,6 +30,8 @@ folder, glob and extension rules (miss, folder, glob and extension hits), a proc
         type: 'string',
         default: '2000000',
         arg: 'N',
+        number: 'int',
+        min: 100,
         help: 'path checks timed per case (process checks: N / 100, at most 20000)',
       },
       out: { type: 'string', arg: 'FILE', help: 'write the rows as JSON there too' },

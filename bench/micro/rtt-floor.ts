@@ -152,8 +152,14 @@ Node over net and over ws, and a real SVM answering a lookup; variants alternate
 docs/benchmarks.md, "Where an SVM round trip goes".`,
     },
     {
-      n: { type: 'string', arg: 'N', help: 'timed round trips per variant and rep, after 300 of warm-up (default: 2000)' },
-      reps: { type: 'string', arg: 'N', help: 'repetitions, each variant once per rep (default: 2)' },
+      n: {
+        type: 'string',
+        arg: 'N',
+        number: 'int',
+        min: 1,
+        help: 'timed round trips per variant and rep, after 300 of warm-up (default: 2000)',
+      },
+      reps: { type: 'string', arg: 'N', number: 'int', min: 1, help: 'repetitions, each variant once per rep (default: 2)' },
       out: { type: 'string', arg: 'FILE', help: 'write the rows and the machine facts as JSON there too' },
     },
   ).values;

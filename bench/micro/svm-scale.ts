@@ -30,8 +30,23 @@ upload MB/s and lookups/s of 4 busy agents, verdict latency p50/p99 of N quiet a
 step of npm run bench; docs/benchmarks.md, "What runs" (Micro).`,
     },
     {
-      seconds: { type: 'string', default: '2', arg: 'S', help: 'length of each phase (uploads, lookups, quiet agents), seconds' },
-      agents: { type: 'string', default: '1,10,100', arg: 'N,N', help: 'quiet agent counts, one run each' },
+      seconds: {
+        type: 'string',
+        default: '2',
+        arg: 'S',
+        number: 'float',
+        above: 0,
+        help: 'length of each phase (uploads, lookups, quiet agents), seconds',
+      },
+      agents: {
+        type: 'string',
+        default: '1,10,100',
+        arg: 'N,N',
+        number: 'int',
+        min: 1,
+        list: true,
+        help: 'quiet agent counts, one run each',
+      },
       out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
     },
   ).values;

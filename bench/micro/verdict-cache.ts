@@ -85,7 +85,7 @@ function measure(impl: 'map' | 'typed', n: number): VerdictCacheRow {
 }
 
 async function main(): Promise<void> {
-  const { values: args, usageError } = benchArgs(
+  const { values: args } = benchArgs(
     {
       name: 'bench/micro/verdict-cache',
       summary: `The SVM's memory verdict cache full: the JS Map it used before against the typed arrays it uses
@@ -93,7 +93,16 @@ now, each in its own process on the product's Node: ns per set and get, V8 heap,
 RSS, and the time of one full collection. docs/benchmarks.md, "A full verdict cache".`,
     },
     {
-      sizes: { type: 'string', default: '100000,1000000', arg: 'N,N', help: 'cache sizes, entries, 1 to 10,000,000 each' },
+      sizes: {
+        type: 'string',
+        default: '100000,1000000',
+        arg: 'N,N',
+        number: 'int',
+        min: 1,
+        max: 10_000_000,
+        list: true,
+        help: 'cache sizes, entries, 1 to 10,000,000 each',
+      },
       out: { type: 'string', arg: 'FILE', help: 'write the rows and the machine facts as JSON there too' },
       json: { type: 'boolean', default: false, help: 'print the result as one JSON line instead of a line per row on stderr' },
       child: { type: 'string', arg: 'IMPL:N', help: '(internal) measure map or typed at N entries in this process, one JSON line' },
@@ -104,9 +113,7 @@ RSS, and the time of one full collection. docs/benchmarks.md, "A full verdict ca
     process.stdout.write(`${JSON.stringify(measure(impl as 'map' | 'typed', Number(n)))}\n`);
     return;
   }
-  const sizes = args.sizes.split(',').map((s) => Number(s.trim()));
-  const bad = sizes.find((n) => !Number.isInteger(n) || n < 1 || n > 10_000_000);
-  if (bad !== undefined) usageError(`--sizes: ${bad} is not a whole number from 1 to 10,000,000`);
+  const sizes = args.sizes.split(',').map(Number);
   const node = productNode();
   const rows: VerdictCacheRow[] = [];
   for (const n of sizes)

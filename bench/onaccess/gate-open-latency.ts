@@ -22,8 +22,9 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { FanotifyGate } from '../../src/watchers/fanotify-gate.js';
 import { benchArgs } from '../lib/cli.js';
-import { productNode } from '../lib/harness.js';
+import { needRoot, productNode } from '../lib/harness.js';
 
+const NAME = 'bench/onaccess/gate-open-latency';
 const SELF = new URL(import.meta.url).pathname;
 
 if (process.argv[2] === '--gate') await gateChild(process.argv[3]!, process.argv[4]!);
@@ -63,25 +64,29 @@ interface BenchResult {
 async function main(): Promise<void> {
   const args = benchArgs(
     {
-      name: 'bench/onaccess/gate-open-latency',
+      name: NAME,
       root: true,
       summary: `Added open() latency of the fanotify gate alone (no agent, no SVM), timed by ClamAV's openbench
 (the clamonacc peer's C timer), on one 4 KiB file of a tmpfs: no gate, every open a miss, warm
 (ignore marks). Full run of npm run bench only; docs/benchmarks.md, "What runs".`,
     },
     {
-      n: { type: 'string', default: '20000', arg: 'N', help: 'opens per openbench run' },
-      rounds: { type: 'string', default: '3', arg: 'N', help: 'rounds, each variant once per round; the table shows their medians' },
+      n: { type: 'string', default: '20000', arg: 'N', number: 'int', min: 1, help: 'opens per openbench run' },
+      rounds: {
+        type: 'string',
+        default: '3',
+        arg: 'N',
+        number: 'int',
+        min: 1,
+        help: 'rounds, each variant once per round; the table shows their medians',
+      },
       read: { type: 'boolean', default: false, help: 'read the file after each open (open+read+close)' },
       gate: { type: 'string', arg: 'MOUNT MODE', help: '(internal) be the gate under test on MOUNT, deciding as miss or warm' },
     },
   ).values;
   const N = Number(args.n);
   const ROUNDS = Number(args.rounds);
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('open-latency: needs root (fanotify permission events, a tmpfs mount)\n');
-    process.exit(2);
-  }
+  needRoot(NAME, 'fanotify permission events, a tmpfs mount');
   const repo = path.resolve(path.dirname(SELF), '../../..');
   const source = process.env.OPENBENCH_C ?? path.resolve(repo, '../shared/peers/clamonacc/openbench.c');
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-openbench-'));
@@ -99,7 +104,7 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => process.exit(130));
   process.on('SIGTERM', () => process.exit(143));
   const watchdog = setTimeout(() => {
-    process.stderr.write('open-latency: total time limit reached\n');
+    process.stderr.write(`${NAME}: total time limit reached\n`);
     process.exit(3);
   }, 20 * 60_000);
   watchdog.unref();

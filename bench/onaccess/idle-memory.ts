@@ -106,28 +106,46 @@ compiled sources on this Node and on Node 24, and bare Node 24 baselines; VmRSS,
 RssFile after an idle wait. docs/benchmarks.md, "Idle memory of what ships".`,
     },
     {
-      rounds: { type: 'string', default: '3', arg: 'N', help: 'starts per variant, alternated, at least 1; medians over them' },
-      'idle-s': { type: 'string', default: '5', arg: 'S', help: 'idle seconds after a start before memory is read, at least 1' },
+      rounds: {
+        type: 'string',
+        default: '3',
+        arg: 'N',
+        number: 'int',
+        min: 1,
+        help: 'starts per variant, alternated, at least 1; medians over them',
+      },
+      'idle-s': {
+        type: 'string',
+        default: '5',
+        arg: 'S',
+        number: 'float',
+        min: 1,
+        help: 'idle seconds after a start before memory is read, at least 1',
+      },
       'work-files': {
         type: 'string',
         default: '3000',
         arg: 'N',
+        number: 'int',
+        min: 0,
         help: 'after work: the executable, idle, then N new 1-4 KiB files written and read twice in its tree; 0: skip',
       },
       'after-s': {
         type: 'string',
         default: '60',
         arg: 'S',
+        number: 'float',
+        min: 1,
         help: 'after work: idle seconds after the work before memory is read (the agent trims after 15 s of quiet once its own background work is done)',
       },
       out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
     },
   ).values;
   needRoot('bench/onaccess/idle-memory', 'fanotify, a tmpfs mount and drop_caches');
-  const rounds = Math.max(1, Number(args.rounds));
-  const idleS = Math.max(1, Number(args['idle-s']));
-  const workFiles = Math.max(0, Math.floor(Number(args['work-files'])));
-  const afterS = Math.max(1, Number(args['after-s']));
+  const rounds = Number(args.rounds);
+  const idleS = Number(args['idle-s']);
+  const workFiles = Number(args['work-files']);
+  const afterS = Number(args['after-s']);
   installCleanup('bench/onaccess/idle-memory', 20 * 60_000);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'la-idlemem-'));
   atCleanup(() => fs.rmSync(work, { recursive: true, force: true }));

@@ -101,7 +101,7 @@ async function main(): Promise<void> {
 and the C floor listener. docs/benchmarks.md, "open() latency" and "What runs" (Micro).`,
     },
     {
-      files: { type: 'string', arg: 'N', help: 'distinct 1-4 KiB files, each opened once per pass (default: 5000)' },
+      files: { type: 'string', arg: 'N', number: 'int', min: 1, help: 'distinct 1-4 KiB files, each opened once per pass (default: 5000)' },
       only: {
         type: 'string',
         arg: 'P,P',

@@ -184,5 +184,15 @@ miss second-guest). docs/benchmarks.md, "Where an SVM round trip goes".`,
   );
   const [dir, ...phases] = positionals;
   if (!dir) usageError('DIR is required: the --trace DIR of bench/onaccess/open-latency.js');
-  process.stdout.write(breakdownMarkdown(dir!, phases.length ? phases : ['miss', 'second-guest']));
+  // load() reads a missing directory as no marks: a mistyped DIR or PHASE would print empty tables.
+  const isDir = (p: string) => fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() === true;
+  if (!isDir(dir!)) usageError(`DIR ${dir}: no such directory (the --trace DIR of bench/onaccess/open-latency.js)`);
+  if (!isDir(path.join(dir!, 'svm'))) usageError(`DIR ${dir}: no svm/ in it, not the --trace DIR of bench/onaccess/open-latency.js`);
+  const wanted = phases.length ? phases : ['miss', 'second-guest'];
+  const missing = wanted.filter((p) => !isDir(path.join(dir!, p)));
+  if (missing.length) {
+    const there = fs.readdirSync(dir!).filter((p) => p !== 'svm' && isDir(path.join(dir!, p)));
+    usageError(`no phase ${missing.join(', ')} under ${dir} (phases there: ${there.join(', ') || 'none'})`);
+  }
+  process.stdout.write(breakdownMarkdown(dir!, wanted));
 }

@@ -85,12 +85,18 @@ and a second guest's refresh. docs/benchmarks.md, "Signature refresh".`,
     },
     {
       quick: { type: 'boolean', default: false, help: "the quick profile's small tree (workloads.ts PROFILES)" },
-      reps: { type: 'string', arg: 'N', help: 'paired reads before and after the change (default: 5 with --quick, else 3)' },
+      reps: {
+        type: 'string',
+        arg: 'N',
+        number: 'int',
+        min: 1,
+        help: 'paired reads before and after the change (default: 5 with --quick, else 3)',
+      },
       out: { type: 'string', arg: 'FILE', help: `write the result as JSON there (default: ${BASE}/signature-refresh.json)` },
     },
   );
-  needRoot('signature-refresh bench', 'fanotify and a loop mount');
-  installCleanup('signature-refresh bench', (args.quick ? 15 : 60) * 60_000);
+  needRoot('bench/onaccess/signature-refresh', 'fanotify and a loop mount');
+  installCleanup('bench/onaccess/signature-refresh', (args.quick ? 15 : 60) * 60_000);
   const p = PROFILES[args.quick ? 'quick' : 'full'];
   const reps = Number(args.reps ?? (args.quick ? 5 : 3));
   const load0 = os.loadavg();

@@ -317,8 +317,14 @@ alternated every rep. The workloads step of npm run bench; docs/benchmarks.md, "
         default: false,
         help: `the quick profile: a small tree, ${PROFILES.quick.reps} reps instead of ${PROFILES.full.reps}, ${PROFILES.quick.execs} processes instead of ${PROFILES.full.execs}`,
       },
-      reps: { type: 'string', arg: 'N', help: "reps of each workload (default: the profile's)" },
-      'first-reps': { type: 'string', arg: 'N', help: 'reps of read_first, each a restart with empty caches (default: --reps)' },
+      reps: { type: 'string', arg: 'N', number: 'int', min: 1, help: "reps of each workload (default: the profile's)" },
+      'first-reps': {
+        type: 'string',
+        arg: 'N',
+        number: 'int',
+        min: 1,
+        help: 'reps of read_first, each a restart with empty caches (default: --reps)',
+      },
       only: {
         type: 'string',
         arg: 'W,W',

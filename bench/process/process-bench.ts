@@ -29,13 +29,21 @@ connector, and the agent with its process watcher off and on: storm wall time an
 agent's CPU and RSS. Full run of npm run bench only; docs/processes.md, "Measurements".`,
       },
       {
-        counts: { type: 'string', default: '1000,10000', arg: 'N,N', help: 'storm sizes, processes; each configuration runs each' },
+        counts: {
+          type: 'string',
+          default: '1000,10000',
+          arg: 'N,N',
+          number: 'int',
+          min: 1,
+          list: true,
+          help: 'storm sizes, processes; each configuration runs each',
+        },
         out: { type: 'string', arg: 'FILE', help: 'write the rows as JSON there too' },
         storm: { type: 'string', arg: 'N', help: '(internal) be the storm: run /bin/true N times and exit' },
       },
     );
 if (process.getuid?.() !== 0) {
-  process.stderr.write('process-bench: needs root (fanotify, process events connector, tmpfs)\n');
+  process.stderr.write('bench/process/process-bench: needs root (fanotify, process events connector, tmpfs)\n');
   process.exit(2);
 }
 const counts = (values.counts ?? '1000').split(',').map(Number);

@@ -48,7 +48,7 @@ export interface SizingResult {
   clamd?: { rssMiB: number; database: string };
 }
 
-const { values: args } = benchArgs(
+const { values: args, usageError } = benchArgs(
   {
     name: 'bench/svm/sizing',
     node: '--expose-gc',
@@ -57,17 +57,40 @@ connected, the verdict cache's bytes per entry in memory and in Redis, clamd's R
 step of npm run bench; docs/svm.md, "Sizing".`,
   },
   {
-    agents: { type: 'string', default: '0,100,500,1000,2000', arg: 'N,N', help: 'connected agents, in steps: memory read at each' },
+    agents: {
+      type: 'string',
+      default: '0,100,500,1000,2000',
+      arg: 'N,N',
+      number: 'int',
+      min: 0,
+      list: true,
+      help: 'connected agents, in steps: memory read at each',
+    },
     'rate-at': {
       type: 'string',
       default: '0,500,2000',
       arg: 'N,N',
+      number: 'int',
+      min: 0,
+      list: true,
       help: 'at these of --agents, also lookups/s and upload MB/s of 4 busy agents',
     },
-    seconds: { type: 'string', default: '3', arg: 'S', help: 'length of each rate measurement (lookups, uploads), seconds' },
+    seconds: {
+      type: 'string',
+      default: '3',
+      arg: 'S',
+      number: 'float',
+      above: 0,
+      help: 'length of each rate measurement (lookups, uploads), seconds',
+    },
     out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
   },
 );
+// Agents are only ever added: the steps go up. A rate step that is not a step would never run.
+const steps = args.agents.split(',').map(Number);
+if (steps.some((n, i) => i > 0 && n < steps[i - 1]!)) usageError(`--agents ${args.agents}: the steps must not go down`);
+const offSteps = args['rate-at'].split(',').filter((n) => !steps.includes(Number(n)));
+if (offSteps.length) usageError(`--rate-at: ${offSteps.join(', ')} not among --agents ${args.agents}`);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -297,8 +320,8 @@ async function clamdRss(): Promise<SizingResult['clamd']> {
 
 async function main(): Promise<void> {
   configureLogging({ level: 'error', stderr: true });
-  const sizes = args.agents!.split(',').map(Number);
-  const rateAt = new Set(args['rate-at']!.split(',').map(Number));
+  const sizes = steps;
+  const rateAt = new Set(args['rate-at'].split(',').map(Number));
   const seconds = Number(args.seconds);
   const result: SizingResult = {
     machine: machineFacts(),

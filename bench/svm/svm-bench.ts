@@ -41,9 +41,13 @@ import { rawAgent, sendUpload, type RawAgent } from '../../test/svm/helpers.js';
 import { deflatedZeros, tarOf, zip } from '../../test/svm/engines/archive-corpus.js';
 import { benchArgs } from '../lib/cli.js';
 
+/** The engines runSvmBench knows, as --engines names them. */
+export const SVM_BENCH_ENGINES = ['builtin', 'clamav'] as const;
+export type SvmBenchEngine = (typeof SVM_BENCH_ENGINES)[number];
+
 export interface SvmBenchOptions {
   seconds?: number;
-  engines?: Array<'builtin' | 'clamav'>;
+  engines?: SvmBenchEngine[];
   agents?: number;
   fileSize?: number;
   /** Run the archive measurements (4-6 above), once per process. Default true. */
@@ -265,6 +269,7 @@ export async function runSvmBench(opts: SvmBenchOptions = {}): Promise<SvmBenchR
       results.push(await benchEngine(new BuiltinEngine(), o));
       continue;
     }
+    if (name !== 'clamav') throw new Error(`runSvmBench: unknown engine ${String(name)} (engines: ${SVM_BENCH_ENGINES.join(', ')})`);
     if (!clamdBinary()) {
       skipped.push('clamav: clamd is not installed (apt-get install clamav-daemon)');
       continue;
@@ -520,7 +525,7 @@ async function rssChild(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values } = benchArgs(
+  const { values, usageError } = benchArgs(
     {
       name: 'bench/svm/svm-bench',
       summary: `One SVM per engine on loopback, raw lightagent/1 clients: upload MB/s, lookups/s, quiet agents'
@@ -528,24 +533,42 @@ verdict latency alone and beside a flooding one; then the builtin engine's archi
 containers on vs off, peak RSS on 1 GiB zips). docs/svm.md, "Inside archives" and "Fairness".`,
     },
     {
-      seconds: { type: 'string', default: '3', arg: 'S', help: 'length of each phase, seconds' },
+      seconds: { type: 'string', default: '3', arg: 'S', number: 'float', above: 0, help: 'length of each phase, seconds' },
       engines: {
         type: 'string',
         default: 'builtin,clamav',
         arg: 'E,E',
-        help: 'engines to run: builtin, clamav (clamav: skipped without clamd)',
+        help: `engines to run: ${SVM_BENCH_ENGINES.join(', ')} (clamav: skipped without clamd)`,
       },
-      agents: { type: 'string', default: '100', arg: 'N', help: 'agents in the latency phase: N - 1 quiet ones and one noisy' },
-      'file-size': { type: 'string', default: String(1 << 20), arg: 'BYTES', help: 'size of each upload in the throughput phase' },
+      agents: {
+        type: 'string',
+        default: '100',
+        arg: 'N',
+        number: 'int',
+        min: 2,
+        help: 'agents in the latency phase: N - 1 quiet ones and one noisy',
+      },
+      'file-size': {
+        type: 'string',
+        default: String(1 << 20),
+        arg: 'BYTES',
+        number: 'int',
+        min: 1,
+        help: 'size of each upload in the throughput phase',
+      },
       'no-archives': { type: 'boolean', default: false, help: 'skip the archive measurements' },
       out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
       'rss-child': { type: 'boolean', help: '(internal) be the SVM whose peak RSS the archive measurement reads' },
     },
   );
+  const engines = values.engines.split(',').map((e) => e.trim());
+  const unknown = engines.filter((e) => !(SVM_BENCH_ENGINES as readonly string[]).includes(e));
+  if (unknown.length)
+    usageError(`--engines: no engine named ${unknown.map((e) => e || "''").join(', ')} (engines: ${SVM_BENCH_ENGINES.join(', ')})`);
   configureLogging({ level: 'error' });
   const r = await runSvmBench({
     seconds: Number(values.seconds),
-    engines: values.engines!.split(',').map((e) => e.trim()) as Array<'builtin' | 'clamav'>,
+    engines: engines as SvmBenchEngine[],
     agents: Number(values.agents),
     fileSize: Number(values['file-size']),
     archives: !values['no-archives'],

@@ -118,8 +118,8 @@ background scans of a burst, then two opens are decided; the link's window fifo 
 alternated. No root, no fanotify; docs/benchmarks.md, "Decisions ahead of background scans".`,
     },
     {
-      files: { type: 'string', arg: 'N', help: 'files of new content in the burst, 1-64 KiB each (default: 598)' },
-      tries: { type: 'string', arg: 'N', help: 'tries, each mode once per try with a fresh SVM (default: 3)' },
+      files: { type: 'string', arg: 'N', number: 'int', min: 1, help: 'files of new content in the burst, 1-64 KiB each (default: 598)' },
+      tries: { type: 'string', arg: 'N', number: 'int', min: 1, help: 'tries, each mode once per try with a fresh SVM (default: 3)' },
     },
   );
   const n = Number(args.values.files ?? 598);

@@ -146,14 +146,22 @@ docs/windows.md, "ReadDirectoryChangesW via koffi vs Node's fs.watch".`,
     {
       source: { type: 'string', arg: 'SRC', help: 'rdcw (ReadDirectoryChangesW through koffi, in a worker) or fs-watch; required' },
       root: { type: 'string', arg: 'DIR', help: 'the directory to watch; required' },
-      expect: { type: 'string', arg: 'N', help: 'stop once N distinct f<digits>.txt files were seen; required' },
+      expect: { type: 'string', arg: 'N', number: 'int', min: 1, help: 'stop once N distinct f<digits>.txt files were seen; required' },
       ready: { type: 'string', arg: 'FILE', help: "written once the source is armed: JSON with this process's pid; required" },
       out: { type: 'string', arg: 'FILE', help: 'the result as JSON; then wait (at most 10 s) for FILE.release; required' },
       koffi: { type: 'string', arg: 'FILE', help: "koffi's win32 .node, loaded with process.dlopen; required with --source rdcw" },
-      buf: { type: 'string', default: '65536', arg: 'BYTES', help: "rdcw's buffer" },
-      'idle-ms': { type: 'string', default: '3000', arg: 'MS', help: 'stop after MS without an event' },
-      'max-ms': { type: 'string', default: '60000', arg: 'MS', help: 'stop after MS since ready' },
-      prime: { type: 'string', default: '0', arg: '0|1', help: '1: open every existing directory under the root once after arming' },
+      buf: { type: 'string', default: '65536', arg: 'BYTES', number: 'int', min: 1, help: "rdcw's buffer" },
+      'idle-ms': { type: 'string', default: '3000', arg: 'MS', number: 'int', min: 1, help: 'stop after MS without an event' },
+      'max-ms': { type: 'string', default: '60000', arg: 'MS', number: 'int', min: 1, help: 'stop after MS since ready' },
+      prime: {
+        type: 'string',
+        default: '0',
+        arg: '0|1',
+        number: 'int',
+        min: 0,
+        max: 1,
+        help: '1: open every existing directory under the root once after arming',
+      },
     },
   );
   for (const k of ['source', 'root', 'expect', 'ready', 'out'] as const) if (a[k] === undefined) usageError(`--${k} is required`);
@@ -225,7 +233,7 @@ async function main(a: ProbeArgs): Promise<void> {
   } else throw new Error(`--source ${source}: rdcw or fs-watch`);
 
   let primedDirs = 0;
-  if (a.prime === '1') {
+  if (Number(a.prime) === 1) {
     const stack = [root];
     while (stack.length > 0) {
       const d = stack.pop()!;

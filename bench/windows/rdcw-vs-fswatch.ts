@@ -33,7 +33,7 @@ import path from 'node:path';
 import { benchArgs } from '../lib/cli.js';
 import { CLK_TCK, cpuTicks, installCleanup, median, round, say, track } from '../lib/harness.js';
 
-const { values: args } = benchArgs(
+const { values: args, usageError } = benchArgs(
   {
     name: 'bench/windows/rdcw-vs-fswatch',
     summary: `ReadDirectoryChangesW through koffi against Node's recursive fs.watch, under Wine (what is measured
@@ -41,15 +41,32 @@ is Wine's implementation): files seen of those written, events, CPU of node.exe 
 Needs wine and wine64; docs/windows.md, "ReadDirectoryChangesW via koffi vs Node's fs.watch".`,
   },
   {
-    n: { type: 'string', default: '2000', arg: 'N', help: 'files of 100 bytes written per run, half at the top, half in the sub-folders' },
-    reps: { type: 'string', default: '3', arg: 'N', help: 'throughput reps, each source once per rep, order rotated' },
-    subdirs: { type: 'string', default: '10', arg: 'N', help: 'sub-folders of the watched tree' },
+    n: {
+      type: 'string',
+      default: '2000',
+      arg: 'N',
+      number: 'int',
+      min: 1,
+      help: 'files of 100 bytes written per run, half at the top, half in the sub-folders',
+    },
+    reps: {
+      type: 'string',
+      default: '3',
+      arg: 'N',
+      number: 'int',
+      min: 1,
+      help: 'throughput reps, each source once per rep, order rotated',
+    },
+    subdirs: { type: 'string', default: '10', arg: 'N', number: 'int', min: 1, help: 'sub-folders of the watched tree' },
     only: { type: 'string', default: 'throughput,existing,new-dirs', arg: 'S,S', help: 'only these scenarios' },
     work: { type: 'string', arg: 'DIR', help: 'where the WINEPREFIX and the trees go, kept at the end (default: a temporary dir)' },
     keep: { type: 'boolean', default: false, help: 'keep the temporary dir at the end' },
     out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
   },
 );
+const SCENARIOS = ['throughput', 'existing', 'new-dirs'];
+const unknownScenarios = args.only.split(',').filter((s) => !SCENARIOS.includes(s));
+if (unknownScenarios.length) usageError(`--only: no scenario named ${unknownScenarios.join(', ')} (scenarios: ${SCENARIOS.join(', ')})`);
 const N = Number(args.n);
 const REPS = Number(args.reps);
 const SUBDIRS = Number(args.subdirs);
