@@ -37,7 +37,7 @@ export function seaBlobRange(exe: string): { offset: number; length: number } | 
     const phoff = Number(eh.readBigUInt64LE(0x20));
     const phentsize = eh.readUInt16LE(0x36);
     const phnum = eh.readUInt16LE(0x38);
-    if (phentsize < 56 || phnum > 256) return undefined;
+    if (phentsize < 56 || phentsize > 128 || phnum > 256) return undefined;
     const ph = read(phoff, phentsize * phnum);
     for (let i = 0; i < phnum && (i + 1) * phentsize <= ph.length; i++) {
       const p = i * phentsize;
