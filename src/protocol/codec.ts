@@ -247,20 +247,15 @@ function checkFields(src: Record<string, unknown>, schema: Schema, where: string
       case 'hex64':
         if (typeof v !== 'string' || !HEX64.test(v)) bad(`${where}.${key} must be 64 lowercase hex characters`);
         break;
-      // Numbers: JSON's -0 passes the range checks; `+ 0` makes it 0, so what decodes re-encodes
-      // as it came (a fuzz case: "pid":-0 decoded to -0 and re-encoded as 0).
       case 'uint':
         if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) bad(`${where}.${key} must be a non-negative integer`);
-        out[key] = (v as number) + 0;
-        continue;
+        break;
       case 'uint32':
         if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > FRAME_LIMITS.maxId) bad(`${where}.${key} must be a uint32`);
-        out[key] = (v as number) + 0;
-        continue;
+        break;
       case 'num01':
         if (typeof v !== 'number' || !(v >= 0 && v <= 1)) bad(`${where}.${key} must be a number in [0, 1]`);
-        out[key] = (v as number) + 0;
-        continue;
+        break;
       case 'bool':
         if (typeof v !== 'boolean') bad(`${where}.${key} must be a boolean`);
         break;
@@ -293,7 +288,9 @@ function checkFields(src: Record<string, unknown>, schema: Schema, where: string
         out[key] = checkFields(v as Record<string, unknown>, f.fields!, `${where}.${key}`);
         continue;
     }
-    out[key] = v;
+    // Numbers: JSON's -0 passes the range checks; `+ 0` makes it 0, so what decodes re-encodes as
+    // it came (a fuzz case: "pid":-0 decoded to -0 and re-encoded as 0).
+    out[key] = typeof v === 'number' ? v + 0 : v;
   }
   return out;
 }

@@ -28,7 +28,7 @@ export const heapTrimStep: Step<DaemonContext> = {
       rss: () => process.memoryUsage.rss(),
       release: () => {
         mallocTrim(); // false, and nothing done, off Linux
-        if (blob === null) blob = process.platform === 'linux' ? releaseSeaBlobPages() : undefined;
+        if (blob === null) blob = releaseSeaBlobPages(); // once: undefined when there is nothing to do
       },
     });
     ctx.heapTrim = trimmer.stats;

@@ -69,7 +69,7 @@ export function seaBlobRange(exe: string): { offset: number; length: number } | 
  */
 export function releaseSeaBlobPages(): { bytes: number; advice: 'pageout' | 'dontneed' } | undefined {
   try {
-    if (!isSea()) return undefined;
+    if (process.platform !== 'linux' || !isSea()) return undefined;
     const exe = fs.readlinkSync('/proc/self/exe');
     const blob = seaBlobRange(exe);
     if (!blob) return undefined;
