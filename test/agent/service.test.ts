@@ -81,6 +81,9 @@ describe('service lifecycle', { skip }, () => {
       const s = await cliStatus(stateDir);
       assert.equal(s.pid, a.pid);
       assert.equal((await a.status()).pid, a.pid, 'the status socket answers for the first daemon');
+      // The process watcher's counters (the connector, as root): the second daemon's start was an exec it read.
+      const procs = (await a.status()).processes;
+      assert.ok(procs && procs.exec! >= 1 && procs.fork! >= 1 && typeof procs.execGone === 'number', JSON.stringify(procs));
       // Memory as the kernel sees it (VmRSS of the same pid, read right after).
       const vmRssKb = Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${a.pid}/status`, 'utf8'))![1]);
       assert.ok(Math.abs(s.memory.rssKb - vmRssKb) < vmRssKb * 0.25, `status rssKb ${s.memory.rssKb} vs VmRSS ${vmRssKb}`);
