@@ -146,7 +146,7 @@ const daemonOnly = {
 // V8 flags of the executable: src/node-flags.ts, the same as the bins' shebangs (why each: there;
 // test/node-flags.test.ts checks this list). Node 24's SEA applies them to every command, the SVM
 // too; the full part's code cache is made under them too (V8 checks the flags).
-const execArgv = ['--max-semi-space-size=1', '--single-threaded-gc'];
+const execArgv = ['--max-semi-space-size=1', '--single-threaded-gc', '--no-separate-gc-phases'];
 const results = [
   await esbuild.build({
     ...common,
@@ -262,7 +262,7 @@ for (const [pkgName, file] of [
   seaConfig.assets[`console/vendor/${pkgName}/${file}`] = p;
 }
 fs.writeFileSync(path.join(seaDir, 'sea-config.json'), JSON.stringify(seaConfig, null, 2));
-sh(node24, ['--experimental-sea-config', path.join(seaDir, 'sea-config.json')]);
+sh(node24, [...execArgv, '--experimental-sea-config', path.join(seaDir, 'sea-config.json')]);
 step(`blob ${(fs.statSync(seaConfig.output).size / 1024 / 1024).toFixed(1)} MiB with node ${v}`);
 
 // --- 3. executable

@@ -14,8 +14,14 @@
  *   thread starved by the loop itself (and by the engines, which share the SVM's cores); single
  *   threaded it is ~3 ms, and a quiet tenant's p99 beside the flood went from 18-26 ms to 6-8 ms
  *   (docs/svm.md, Fairness). The agent runs the same binary, so it has the same flags.
+ * - `--no-separate-gc-phases`: young collections may run while a full collection marks
+ *   incrementally (Node 20's V8 default; Node 24's V8 turned it around). With it on, the first
+ *   young collection due during incremental marking, with a 1 MiB young generation every few
+ *   ms under load, forces the full collection to finish at once: beside a flooding tenant the
+ *   SVM's full collections paused 15-25 ms each, most of it marking left undone; with it off they
+ *   end from V8's own task, ~3 ms (docs/svm.md, Fairness).
  */
-export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--single-threaded-gc'];
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--single-threaded-gc', '--no-separate-gc-phases'];
 
 /** The SVM's flags: the same list, since the single binary runs both with one execArgv. */
 export const SVM_NODE_FLAGS: readonly string[] = AGENT_NODE_FLAGS;

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1 --single-threaded-gc
+#!/usr/bin/env -S node --max-semi-space-size=1 --single-threaded-gc --no-separate-gc-phases
 /**
  * `lightagent-svm` — the Security VM server. Prints one line on stdout once it listens (JSON with
  * --json: {event, url, metrics, healthz, engine, generation, pid}), then runs until SIGINT or

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1 --single-threaded-gc
+#!/usr/bin/env -S node --max-semi-space-size=1 --single-threaded-gc --no-separate-gc-phases
 /**
  * `lightagent` — the agent's command line. One subcommand per file in ./commands, each defined
  * once with src/cli/command.ts; a command's module loads only when it runs (the daemon's start-up

@@ -71,6 +71,12 @@ describe('release binary', () => {
     const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
     assert.equal(r.stdout.trim(), pkg.version);
     assert.equal(r.stderr, '', 'no SEA warning or other noise on stderr');
+    // A command of the full part: V8 takes both code caches (the daemon part's, made by
+    // --experimental-sea-config, and the full part's), which it rejects, with a warning on
+    // stderr, when they were made under other V8 flags than the executable's execArgv.
+    const full = runBinary(['status', '--help']);
+    assert.equal(full.status, 0, full.stderr);
+    assert.equal(full.stderr, '', 'no "Code cache data rejected" or other noise on stderr');
     const help = runBinary(['--help']);
     assert.equal(help.status, 0);
     assert.match(help.stdout, /lightagent svm/);
@@ -214,7 +220,11 @@ describe('release binary', () => {
     });
 
     it('the worker thread starts from the binary and the process connector runs (no fallback)', () => {
-      assert.doesNotMatch(agent.output(), /Cannot find module|MODULE_NOT_FOUND|FALLING BACK/, agent.output().slice(-3000));
+      assert.doesNotMatch(
+        agent.output(),
+        /Cannot find module|MODULE_NOT_FOUND|FALLING BACK|Code cache data rejected/,
+        agent.output().slice(-3000),
+      );
       // The connector's socket is read through the pipe handle of the Node inside the binary.
       assert.match(agent.output(), /process watcher: kernel process events connector/, agent.output().slice(-3000));
     });
