@@ -145,7 +145,8 @@ const daemonOnly = {
 };
 // V8 flags of the executable: src/node-flags.ts, the same as the bins' shebangs (why each: there;
 // test/node-flags.test.ts checks this list). Node 24's SEA applies them to every command, the SVM
-// too; the full part's code cache is made under them too (V8 checks the flags).
+// too; both code caches, the full part's and the daemon part's (--experimental-sea-config makes
+// it), are made under them too: V8 rejects a cache made under other flags.
 const execArgv = ['--max-semi-space-size=1', '--single-threaded-gc', '--no-separate-gc-phases'];
 const results = [
   await esbuild.build({
