@@ -63,9 +63,9 @@ export class UploadBudget {
   /** @internal */
   give(a: BudgetAccount, bytes: number): void {
     this.held = Math.max(0, this.held - bytes);
-    const left = this.usedBy(a.tenant) - bytes;
-    if (left > 0) this.byTenant.set(a.tenant, left);
-    else this.byTenant.delete(a.tenant);
+    // Kept at 0, not deleted: tenants are few (one per token), and a Map emptied and filled
+    // again at every upload reallocates its table each time (garbage a flood makes by the MB).
+    this.byTenant.set(a.tenant, Math.max(0, this.usedBy(a.tenant) - bytes));
   }
 }
 
