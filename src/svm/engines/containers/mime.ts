@@ -57,8 +57,8 @@ export function looksLikeMail(buf: Buffer): boolean {
   const c = buf[0];
   if (c === undefined || !((c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a))) return false;
   // Every scan asks: judge the first line on the bytes before making a string of 8 KiB (a fifth
-  // of random content starts with a letter, and the strings were most of what a flood of uploads
-  // left for the SVM's full collections).
+  // of random content starts with a letter; beside a flood of uploads those strings were 5% of
+  // the garbage the SVM's full collections freed).
   if (!startsLikeHeader(buf)) return false;
   const head = buf.toString('latin1', 0, Math.min(buf.length, 8192));
   const lines = head.split(/\r?\n/);
