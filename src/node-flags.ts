@@ -1,3 +1,5 @@
+import v8 from 'node:v8';
+
 /**
  * The V8 flags each program runs with in production. V8 reads them once, at start:
  * `v8.setFlagsFromString('--single-threaded-gc')` in a running process aborts it at its next
@@ -29,4 +31,37 @@ export const SVM_NODE_FLAGS: readonly string[] = AGENT_NODE_FLAGS;
 /** The flags of `want` this process did not start with (empty when it runs as shipped). */
 export function missingNodeFlags(want: readonly string[], execArgv: readonly string[] = process.execArgv): string[] {
   return want.filter((f) => !execArgv.includes(f));
+}
+
+/**
+ * V8 flags the SVM sets on itself as it starts, not in the execArgv: the single binary runs the
+ * agent with the same execArgv, and these would let the agent hold more memory before a full
+ * collection (its idle RSS is budgeted to the MB). V8 reads both each time it sets its heap
+ * limits, so a running process takes them (unlike `--single-threaded-gc`, above); the SVM sets them
+ * before it has loaded anything.
+ *
+ * - `--external-memory-accounted-in-global-limit`: by default V8 counts memory outside its heap
+ *   (the array buffers of every socket read and of every upload) allocated since the last full
+ *   collection against the old generation's limit, whose slack on the SVM is ~9 MB. A flood of
+ *   uploads used that up every ~200 ms, so full collections ran back to back (~5 a second, each
+ *   ~3 ms on the SVM's one thread) while the heap itself did not grow. With the flag that memory
+ *   counts in the global limit, beside the heap and the verdict cache's arrays.
+ * - `--heap-growing-percent=50`: the next limit is 1.5x what the last full collection left, not a
+ *   factor V8 guesses from its speed (it chose ~1.0-1.1x here, so the global limit had ~1 MB of
+ *   slack). Full collections beside the flood: 58-70 a run -> 3-8.
+ *
+ * (docs/svm.md, "Fairness".) On a V8 older than 13 (Node 20, the sources) they are left out:
+ * Node 20 does not know the first one.
+ */
+export const SVM_RUNTIME_V8_FLAGS: readonly string[] = ['--external-memory-accounted-in-global-limit', '--heap-growing-percent=50'];
+
+/** Set SVM_RUNTIME_V8_FLAGS on this process when its V8 knows them; returns the flags set. */
+export function applySvmRuntimeFlags(
+  v8Version: string = process.versions.v8,
+  set: (flag: string) => void = v8.setFlagsFromString,
+): string[] {
+  const major = Number.parseInt(v8Version, 10);
+  if (!(major >= 13)) return [];
+  for (const f of SVM_RUNTIME_V8_FLAGS) set(f);
+  return [...SVM_RUNTIME_V8_FLAGS];
 }

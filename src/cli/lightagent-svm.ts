@@ -6,7 +6,7 @@
  */
 import { AGENT_VERSION } from '../agent/identity.js';
 import { closeLogging, configureLogging, logger } from '../log.js';
-import { missingNodeFlags, SVM_NODE_FLAGS } from '../node-flags.js';
+import { applySvmRuntimeFlags, missingNodeFlags, SVM_NODE_FLAGS } from '../node-flags.js';
 import { MemoryInventoryStore } from '../svm/inventory/memory-store.js';
 import { RedisInventoryStore } from '../svm/inventory/redis-store.js';
 import type { InventoryStore } from '../svm/inventory/types.js';
@@ -122,6 +122,8 @@ Example config (YAML):
 });
 
 async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
+  // Before anything is loaded: V8's heap limits for a process that receives uploads (node-flags.ts).
+  const v8Runtime = applySvmRuntimeFlags();
   let cfg: SvmConfig;
   const load = () =>
     loadSvmConfig({
@@ -219,6 +221,7 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
     ...(consoleUp ? { console: `${http}/console/` } : {}),
     engine: engine.name,
     engineHealthy: engine.healthy(),
+    v8Runtime,
     cache: redactUrl(cfg.cache.store),
     cacheHealthy: server.core.cache.healthy(),
     generation: engine.generation(),

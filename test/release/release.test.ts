@@ -13,6 +13,7 @@ import { eventually, needRoot, type Proc, run, scratchMount, tempDir, waitFor } 
 import { hostInfo } from '../../src/platform/host-info.js';
 import { BINARY, ROOT, ensureBinary, runBinary, spawnBinary } from './binary.js';
 import { seaBlobRange } from '../../src/platform/linux/sea-blob.js';
+import { SVM_RUNTIME_V8_FLAGS } from '../../src/node-flags.js';
 
 const TOKEN = 'release-test-token';
 
@@ -114,6 +115,9 @@ describe('release binary', () => {
       assert.match(await hooks.text(), /from"\.\/preact\.mjs"/);
       // The executable's execArgv (src/node-flags.ts) reach the SVM: it warns when it lacks them.
       assert.doesNotMatch(s.output(), /started without the V8 flags/);
+      // Its V8 (13+) takes the SVM's runtime flags, and the listening line says so.
+      const listening = JSON.parse(/^\{"event":"listening".*$/m.exec(s.output())![0]) as { v8Runtime: string[] };
+      assert.deepEqual(listening.v8Runtime, [...SVM_RUNTIME_V8_FLAGS]);
     } finally {
       await s.stop();
     }
