@@ -118,7 +118,7 @@ function step(name: string, script: string, argv: string[], timeoutS: number): P
 /** scripts/release.mjs --no-deb into the results' dist/: the executable's path, or undefined (said why). */
 function singleExecutable(): string | undefined {
   const out = path.join(results, 'dist');
-  say(`== building the single executable for the noisy-neighbour step (scripts/release.mjs --no-deb --out ${out})`);
+  say(`== building the single executable for the idle-memory and noisy-neighbour steps (scripts/release.mjs --no-deb --out ${out})`);
   const r = spawnSync(process.execPath, [path.join(repo, 'scripts/release.mjs'), '--no-deb', '--quiet', '--out', out], {
     encoding: 'utf8',
     timeout: 600_000,
@@ -127,7 +127,7 @@ function singleExecutable(): string | undefined {
   const exe = path.join(out, 'lightagent-linux-x64');
   if (r.status === 0 && fs.existsSync(exe)) return exe;
   say(
-    `!! the single executable did not build (${r.status ?? r.signal}): the noisy-neighbour SVM runs from the sources. ${(r.stderr || r.stdout || '').slice(-400)}`,
+    `!! the single executable did not build (${r.status ?? r.signal}): idle-memory tries its own build, the noisy-neighbour SVM runs from the sources. ${(r.stderr || r.stdout || '').slice(-400)}`,
   );
   return undefined;
 }
@@ -173,7 +173,14 @@ async function main(): Promise<void> {
     [...(quick ? ['--agents', '0,100,500', '--rate-at', '500', '--seconds', '1'] : []), '--out', path.join(parts, 'svm-sizing.json')],
     900,
   );
-  await run('idle-memory', 'onaccess/idle-memory.js', ['--rounds', quick ? '2' : '3', '--out', path.join(parts, 'idle-memory.json')], 900);
+  // What ships, built once for the steps that run it (idle-memory's agent, noisy-neighbour's SVM).
+  const exe = want('idle-memory') || want('noisy-neighbour') ? singleExecutable() : undefined;
+  await run(
+    'idle-memory',
+    'onaccess/idle-memory.js',
+    ['--rounds', quick ? '2' : '3', ...(exe ? ['--binary', exe] : []), '--out', path.join(parts, 'idle-memory.json')],
+    900,
+  );
   if (!quick) {
     await run('process', 'process/process-bench.js', ['--counts', '1000,10000', '--out', path.join(parts, 'process.json')], 1800);
     await run('cache', 'cache/cache-bench.js', [], 1800);
@@ -188,7 +195,7 @@ async function main(): Promise<void> {
   // The SVM as it ships: the single executable runs a bundle whose heap is half of what the
   // compiled sources load (~15 against ~31 MB), and every full collection beside the flood marks
   // all of it (docs/benchmarks.md, "The noisy neighbour on what ships").
-  const svmExe = want('noisy-neighbour') ? singleExecutable() : undefined;
+  const svmExe = exe;
   await run(
     'noisy-neighbour',
     'fleet/noisy-neighbour.js',

