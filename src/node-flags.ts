@@ -47,11 +47,12 @@ export function missingNodeFlags(want: readonly string[], execArgv: readonly str
  *   ~3 ms on the SVM's one thread) while the heap itself did not grow. With the flag that memory
  *   counts in the global limit, beside the heap and the verdict cache's arrays.
  * - `--heap-growing-percent=50`: the next limit is 1.5x what the last full collection left, not a
- *   factor V8 guesses from its speed (it chose ~1.0-1.1x here, so the global limit had ~1 MB of
- *   slack). Full collections beside the flood: 58-70 a run -> 3-8.
+ *   factor V8 derives from its speeds: with the first flag alone the global limit came out at
+ *   ~1.0x the global size (98 MB used of 99), reached again at once. Full collections in a
+ *   noisy-neighbour run: 58-63 without either flag, 37-61 with the first alone, 4-10 with both.
  *
- * (docs/svm.md, "Fairness".) On a V8 older than 13 (Node 20, the sources) they are left out:
- * Node 20 does not know the first one.
+ * (docs/svm.md, "Memory outside the heap".) On a V8 older than 13 (Node 20, the sources) they
+ * are left out: Node 20 does not know the first one.
  */
 export const SVM_RUNTIME_V8_FLAGS: readonly string[] = ['--external-memory-accounted-in-global-limit', '--heap-growing-percent=50'];
 
