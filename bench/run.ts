@@ -17,7 +17,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { installCleanup, machineFacts, needRoot, productNode, round, say, track } from './lib/harness.js';
+import { buildSingleExecutable, installCleanup, machineFacts, needRoot, productNode, round, say, track } from './lib/harness.js';
 import { chart, markdown, summarize, targets, type Latest } from './lib/report.js';
 import type { BootStormResult } from './fleet/boot-storm.js';
 import type { NoisyResult } from './fleet/noisy-neighbour.js';
@@ -119,16 +119,9 @@ function step(name: string, script: string, argv: string[], timeoutS: number): P
 function singleExecutable(): string | undefined {
   const out = path.join(results, 'dist');
   say(`== building the single executable for the idle-memory and noisy-neighbour steps (scripts/release.mjs --no-deb --out ${out})`);
-  const r = spawnSync(process.execPath, [path.join(repo, 'scripts/release.mjs'), '--no-deb', '--quiet', '--out', out], {
-    encoding: 'utf8',
-    timeout: 600_000,
-    cwd: repo,
-  });
-  const exe = path.join(out, 'lightagent-linux-x64');
-  if (r.status === 0 && fs.existsSync(exe)) return exe;
-  say(
-    `!! the single executable did not build (${r.status ?? r.signal}): idle-memory tries its own build, the noisy-neighbour SVM runs from the sources. ${(r.stderr || r.stdout || '').slice(-400)}`,
-  );
+  const r = buildSingleExecutable(out);
+  if ('exe' in r) return r.exe;
+  say(`!! the single executable did not build: idle-memory tries its own build, the noisy-neighbour SVM runs from the sources. ${r.error}`);
   return undefined;
 }
 
@@ -194,13 +187,12 @@ async function main(): Promise<void> {
   );
   // The SVM as it ships: the single executable runs a bundle whose heap is half of what the
   // compiled sources load (~15 against ~31 MB), and every full collection beside the flood marks
-  // all of it (docs/benchmarks.md, "The noisy neighbour on what ships").
-  const svmExe = exe;
+  // all of it (docs/benchmarks.md, "The noisy neighbour on what ships"): `exe`, built above.
   await run(
     'noisy-neighbour',
     'fleet/noisy-neighbour.js',
     [
-      ...(svmExe ? ['--svm-exe', svmExe] : []),
+      ...(exe ? ['--svm-exe', exe] : []),
       '--isolate', // the SVM on a core of its own: its fairness, not three processes sharing 2 cores
       // alone, stall and flood in turn, several times: the machine's slow minutes fall on all three
       '--seconds',

