@@ -209,6 +209,10 @@ describe('bench scripts: names, lists and directories', () => {
     assertUsageError(await run(js(name), ['--agents', '0,100', '--rate-at', '50']), name, '--rate-at: 50 not among --agents 0,100', '');
     assertUsageError(await run(js(name), ['--agents', '100,0']), name, '--agents 100,0: the steps must not go down', '');
   });
+  it('bench/fleet/noisy-neighbour refuses a --quiet-sched it does not know', async () => {
+    const r = await run(js('fleet/noisy-neighbour'), ['--quiet-sched', 'rt']);
+    assertUsageError(r, 'fleet/noisy-neighbour', '--quiet-sched rt: fifo or nice', '');
+  });
   it('bench/windows/rdcw-vs-fswatch refuses a scenario it does not know', async () => {
     const r = await run(js('windows/rdcw-vs-fswatch'), ['--only', 'throughput,existnig']);
     assertUsageError(r, 'windows/rdcw-vs-fswatch', '--only: no scenario named existnig ', 'throughput, existing, new-dirs');
