@@ -242,7 +242,10 @@ export function targets(l: Latest): Latest['targets'] {
     });
   const nn = l.micro.noisyNeighbour && 'phases' in l.micro.noisyNeighbour ? l.micro.noisyNeighbour : undefined;
   for (const p of nn?.phases ?? [])
-    if (p.ratio) add(`noisy neighbour (${p.phase}): quiet tenant's upload verdict p99 beside it / alone`, '<= 2x', p.ratio.uploadP99, 2);
+    if (p.ratio) {
+      add(`noisy neighbour (${p.phase}): quiet tenant's upload verdict p99 beside it / alone`, '<= 2x', p.ratio.uploadP99, 2);
+      add(`noisy neighbour (${p.phase}): quiet tenant's lookup verdict p99 beside it / alone`, '<= 2x', p.ratio.lookupP99, 2);
+    }
   return t;
 }
 
