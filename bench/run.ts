@@ -17,7 +17,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildSingleExecutable, installCleanup, machineFacts, needRoot, productNode, round, say, track } from './lib/harness.js';
+import { buildSingleExecutable, installCleanup, REPO, machineFacts, needRoot, productNode, round, say, track } from './lib/harness.js';
 import { chart, markdown, summarize, targets, type Latest } from './lib/report.js';
 import type { BootStormResult } from './fleet/boot-storm.js';
 import type { NoisyResult } from './fleet/noisy-neighbour.js';
@@ -77,8 +77,7 @@ needRoot('npm run bench', 'fanotify permission events, loop and tmpfs mounts and
 installCleanup('npm run bench', (args.quick ? 20 : 300) * 60_000);
 
 const here = path.dirname(new URL(import.meta.url).pathname); // build*/bench
-const repo = path.resolve(here, '../..');
-const results = args.out ?? path.join(repo, 'bench/results');
+const results = args.out ?? path.join(REPO, 'bench/results');
 const parts = path.join(results, 'parts');
 fs.mkdirSync(parts, { recursive: true });
 const quick = args.quick;

@@ -107,12 +107,15 @@ export interface NoisyRound {
   ratio: { stall: number; flood: number };
 }
 
+/** How --isolate scheduled the quiet client (realtime()). */
+export type QuietSched = 'SCHED_FIFO 10' | 'nice -10';
+
 export interface NoisyResult {
   machine: ReturnType<typeof machineFacts>;
   /** --isolate: the SVM on a core of its own, the noise on the other(s), the quiet agent woken at once (quietSched). */
   isolated: boolean;
   /** --isolate: how the quiet client was scheduled: `SCHED_FIFO 10`, or `nice -10` (asked for, or chrt failed). */
-  quietSched?: string;
+  quietSched?: QuietSched;
   /** What ran the SVM: the single executable's path, or the product's Node with the compiled sources. */
   svmRunAs?: string;
   seconds: number;
@@ -234,7 +237,7 @@ function pin(pid: number, cpus: string): void {
  * the hostile processes and anything else it starts run as usual. Returns what it got; if chrt
  * fails, nice -10 (already set) and a warning.
  */
-function realtime(pid: number): string {
+function realtime(pid: number): QuietSched {
   const r = spawnSync('chrt', ['--fifo', '--reset-on-fork', '--pid', '10', String(pid)], { encoding: 'utf8' });
   if (r.status === 0) return 'SCHED_FIFO 10';
   say(
@@ -338,7 +341,7 @@ docs/benchmarks.md, "Fleet: boot storm and noisy neighbour"; target (issue #23):
   watchdog(svm, limitMs);
   const cpus = os.availableParallelism();
   const isolate = args.isolate === true && cpus >= 2;
-  let quietSched: string | undefined;
+  let quietSched: QuietSched | undefined;
   const others = cpus > 2 ? `0-${cpus - 2}` : '0';
   const { url, metrics } = await svmUrls(svm);
   if (isolate) {

