@@ -120,6 +120,11 @@ export class SvmMetrics {
     'Uploads refused or dropped with LA_ERR_BUSY: the agent, its tenant or the SVM had its upload memory share in use, or ' +
       'the agent already had uploads_per_agent uploads receiving; the agent retries later.',
   );
+  readonly busyHolds = this.count(
+    'lightagent_svm_busy_holds_total',
+    'Connections not read for a while (20 ms, doubling to 1 s while refused again) after an upload of theirs was refused ' +
+      'with LA_ERR_BUSY: an agent that reopens uploads as fast as they are refused waits in TCP, not in the SVM.',
+  );
   readonly duplicateAgentIds = this.count(
     'lightagent_svm_duplicate_agent_ids_total',
     'Hellos with an agent id that another connection of the same tenant already uses (a clone of a template that was not ' +

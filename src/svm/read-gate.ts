@@ -153,3 +153,32 @@ export class TenantReadGate {
     if (more) this.endTurnSoon();
   }
 }
+
+/** Why a connection is not read: its tenant's turn is over (TenantReadGate), or it was just refused as busy. */
+export type HoldReason = 'turn' | 'busy';
+
+/**
+ * One connection's reads, held for one reason or more: it is read again only once none holds.
+ * The read gate and the busy pause both pause the same socket, and neither may resume it while
+ * the other still holds it.
+ */
+export class ReadHolds {
+  private readonly held = new Set<HoldReason>();
+  constructor(private readonly target: Pausable) {}
+
+  get holding(): boolean {
+    return this.held.size > 0;
+  }
+
+  hold(reason: HoldReason): void {
+    if (this.held.size === 0) this.target.pause();
+    this.held.add(reason);
+  }
+
+  /** True when this was the last hold and the connection is read again. */
+  release(reason: HoldReason): boolean {
+    if (!this.held.delete(reason) || this.held.size > 0) return false;
+    this.target.resume();
+    return true;
+  }
+}

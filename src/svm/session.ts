@@ -18,7 +18,7 @@
  *   - this agent already receives `uploadsPerAgent` uploads: verdict error LA_ERR_BUSY (the agent
  *     retries); nothing is buffered. Memory is reserved chunk by chunk as bytes arrive; a chunk
  *     past the agent's, its tenant's or the SVM's upload memory ends the upload with LA_ERR_BUSY
- *     (uploads.ts).
+ *     (uploads.ts). Either busy answer holds the connection's reads for a while (holdAfterBusy).
  *   - not complete within `uploadTimeoutMs`, or no chunk for `uploadStallMs`: verdict error
  *     LA_ERR_UPLOAD_TIMEOUT; memory released.
  *   Chunks of a refused or dropped upload that are still in flight are read and discarded.
@@ -66,20 +66,34 @@ import { signatureFields } from './signature-age.js';
 import { TokenBucket } from './fairness.js';
 import type { Timing } from './metrics.js';
 import { UploadTable, type CompletedUpload } from './uploads.js';
+import { ReadHolds } from './read-gate.js';
+import { Backoff } from '../backoff.js';
 import { RTT_TRACE, rttMark } from '../trace.js';
+
+/**
+ * Reads held after a busy refusal: the first time, then doubling while refused again (jittered),
+ * to at most a quarter of upload_stall_timeout.
+ */
+const BUSY_HOLD_MIN_MS = 20;
+const BUSY_HOLD_MAX_MS = 1000;
 
 export class AgentSession {
   private hello: Hello | undefined;
   private tenant = '';
   private readonly uploads: UploadTable;
-  /** What the tenant read gate pauses: the socket, and on resume the stall clocks restart (the SVM was not reading). */
+  /** The socket's reads: held by the tenant read gate, or after a busy refusal; read while neither holds. */
+  private readonly holds = new ReadHolds({ pause: () => this.ws.pause(), resume: () => this.ws.resume() });
+  /** What the tenant read gate pauses; on resume the stall clocks restart (the SVM was not reading). */
   private readonly reads = {
-    pause: () => this.ws.pause(),
+    pause: () => this.holds.hold('turn'),
     resume: () => {
-      this.ws.resume();
+      this.holds.release('turn');
       this.uploads.restartStallClocks();
     },
   };
+  /** How long reads are held after a busy refusal: doubles while this agent is refused, back to the start once a chunk is taken. */
+  private readonly busyBackoff: Backoff;
+  private busyHold: NodeJS.Timeout | undefined;
   /** Request ids accepted and not answered yet (lookups, uploads receiving or being scanned). */
   private readonly busy = new Set<number>();
   private readonly helloTimer: NodeJS.Timeout;
@@ -120,6 +134,8 @@ export class AgentSession {
       this.certSubject = typeof cn === 'string' ? cn.slice(0, 200) : undefined;
     }
     const o = core.opts;
+    // A hold must not use up an accepted upload's stall time (the SVM is not reading it meanwhile).
+    this.busyBackoff = new Backoff(BUSY_HOLD_MIN_MS, Math.max(BUSY_HOLD_MIN_MS, Math.min(BUSY_HOLD_MAX_MS, o.uploadStallMs / 4)));
     this.uploads = new UploadTable({
       // The tenant is known at hello; until then no upload can start (binary frames are refused).
       account: core.budget.account(''),
@@ -127,7 +143,10 @@ export class AgentSession {
       stallMs: o.uploadStallMs,
       maxActive: o.uploadsPerAgent,
       maxRefused: o.maxInFlight,
-      onBytes: (n) => core.metrics.bytesReceived.inc(n),
+      onBytes: (n) => {
+        core.metrics.bytesReceived.inc(n);
+        this.busyBackoff.reset();
+      },
       onTimeout: (id, why) => {
         this.core.coalescer.dropped(this, id);
         this.core.metrics.scanErrors.inc();
@@ -157,6 +176,7 @@ export class AgentSession {
         this.core.coalescer.dropped(this, id);
         this.core.metrics.scanErrors.inc();
         this.core.metrics.busy.inc();
+        this.holdAfterBusy();
         this.warnBusy('upload memory share in use; upload dropped', id);
         this.answer({
           t: 'verdict',
@@ -566,6 +586,7 @@ export class AgentSession {
       this.refuseUpload(id, size, 'LA_ERR_UPLOAD_TOO_LARGE', `${size} bytes is over this SVM's max_file_size of ${o.maxFileSize}`);
     } else if (!this.uploads.accept(id, size)) {
       this.core.metrics.busy.inc();
+      this.holdAfterBusy();
       this.warnBusy('too many uploads in progress for this agent; refusing one', id);
       this.refuseUpload(
         id,
@@ -595,6 +616,24 @@ export class AgentSession {
     });
   }
 
+  /**
+   * Refused as busy: this connection is not read for a while (BUSY_HOLD_MIN_MS, doubling to
+   * BUSY_HOLD_MAX_MS while it is refused again). An agent that reopens an upload at each refusal
+   * otherwise has its chunks read, parsed and dropped as fast as it sends them (300 stalling
+   * agents: ~8,700 refusals and ~570 MB a second), and the garbage and the turns that costs
+   * delay every other tenant's requests. Held, its bytes wait in TCP, not in the SVM. The agent
+   * backs off as long itself (file-scanner.ts); its lookups on this connection wait too.
+   */
+  private holdAfterBusy(): void {
+    if (this.closed || this.busyHold) return;
+    this.holds.hold('busy');
+    this.core.metrics.busyHolds.inc();
+    this.busyHold = setTimeout(() => {
+      this.busyHold = undefined;
+      this.holds.release('busy');
+    }, this.busyBackoff.next());
+  }
+
   private onBinary(frame: Buffer): void {
     if (!this.hello) throw new ProtocolError('LA_ERR_PROTO_UNEXPECTED', 'binary frame before hello');
     const chunk = decodeChunk(frame, this.core.opts.maxChunk);
@@ -615,6 +654,7 @@ export class AgentSession {
 
   private cleanup(): void {
     clearTimeout(this.helloTimer);
+    clearTimeout(this.busyHold);
     if (this.hello && this.core.agents.has(this)) {
       this.core.releaseAgentId(this.tenant, this.hello.agentId);
       if (this.facts) this.core.observe('disconnected', this.facts);

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { TenantReadGate } from '../../src/svm/read-gate.js';
+import { ReadHolds, TenantReadGate } from '../../src/svm/read-gate.js';
 
 class Conn {
   paused = false;
@@ -140,5 +140,24 @@ describe('TenantReadGate', () => {
     assert.equal(g.pausedNow, 1);
     g.forget(c);
     assert.equal(g.pausedNow, 0);
+  });
+});
+
+describe('ReadHolds', () => {
+  it('pauses at the first hold and reads again only when the last one is released', () => {
+    const c = new Conn();
+    const h = new ReadHolds(c);
+    h.hold('busy');
+    assert.ok(c.paused);
+    h.hold('turn');
+    assert.equal(c.pauses, 1, 'paused once for both');
+    assert.equal(h.release('turn'), false);
+    assert.ok(c.paused, 'the read gate cannot resume a connection held after a busy refusal');
+    assert.equal(h.release('turn'), false, 'releasing what is not held changes nothing');
+    assert.ok(c.paused);
+    assert.equal(h.release('busy'), true);
+    assert.ok(!c.paused);
+    assert.equal(h.release('busy'), false);
+    assert.ok(!h.holding);
   });
 });

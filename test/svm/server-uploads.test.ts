@@ -87,6 +87,53 @@ describe('SVM server: uploads', () => {
     await s.close();
   });
 
+  it('does not read a connection for a while after refusing it as busy (20 ms, doubling); nothing it sent is lost', async () => {
+    const s = await startTestSvm({ uploadsPerAgent: 1 });
+    const a = await rawAgent(s.url);
+    const b = await rawAgent(s.url);
+    let stop = false;
+    try {
+      await a.next((m) => m.t === 'welcome');
+      await b.next((m) => m.t === 'welcome');
+      // a fills its one upload slot, then reopens an upload at each refusal, as fast as it is answered.
+      a.ws.send(encodeMessage({ t: 'scan', id: 1, size: 2000 }));
+      a.ws.send(encodeChunk(1, 0, false, Buffer.alloc(1000)));
+      let refused = 0;
+      let next = 2;
+      const reopen = () => {
+        const id = next++;
+        a.ws.send(encodeMessage({ t: 'scan', id, size: 100 }));
+        a.ws.send(encodeChunk(id, 0, true, Buffer.alloc(100)));
+      };
+      a.ws.on('message', (d, bin) => {
+        if (bin || stop) return;
+        const m = JSON.parse((d as Buffer).toString()) as { t: string; code?: string };
+        if (m.t === 'verdict' && m.code === 'LA_ERR_BUSY') {
+          refused++;
+          reopen();
+        }
+      });
+      reopen();
+      await new Promise((r) => setTimeout(r, 600));
+      stop = true;
+      // Held 20 ms, then up to 40, 80, 160, 320 ms (jittered): a handful of refusals in 600 ms.
+      // Read at once, the same loop is refused thousands of times.
+      assert.ok(refused >= 2 && refused <= 12, `${refused} refusals in 600 ms`);
+      assert.ok((await metric(s, 'lightagent_svm_busy_holds_total')) >= refused - 1);
+      // Another agent is read meanwhile; a's lookup and the rest of its upload wait, and are answered.
+      assert.equal((await upload(b, 1, Buffer.from('b is read'))).verdict, 'clean');
+      a.ws.send(encodeMessage({ t: 'lookup', id: 9999, sha256: '0'.repeat(64), size: 1 }));
+      a.ws.send(encodeChunk(1, 1, true, Buffer.alloc(1000)));
+      assert.equal((await a.verdict(9999, 5000)).verdict, 'unknown');
+      assert.equal((await a.verdict(1, 5000)).verdict, 'clean');
+    } finally {
+      stop = true;
+      a.ws.terminate();
+      b.ws.terminate();
+      await s.close();
+    }
+  });
+
   it('drops an upload on cancel: memory released, late chunks ignored, no verdict for it', async () => {
     const s = await startTestSvm();
     const a = await rawAgent(s.url);
