@@ -51,8 +51,8 @@ export function missingNodeFlags(want: readonly string[], execArgv: readonly str
  *   ~1.0x the global size (98 MB used of 99), reached again at once. Full collections in a
  *   noisy-neighbour run: 58-63 without either flag, 37-61 with the first alone, 4-10 with both
  *   at 50. At 100 (2026-12-07) the quiet tenant's upload p99 beside the full bench's flood (50
- *   agents) went from 2.4x and 1.77x its alone value to 1.37x and 1.33x (alternated), for ~220-240 MB more peak RSS
- *   (docs/svm.md, "Memory outside the heap").
+ *   agents) went from 2.4x and 1.77x its alone value to 1.37x and 1.33x (alternated), for
+ *   ~220-240 MB more peak RSS (docs/svm.md, "Memory outside the heap").
  *
  * (docs/svm.md, "Memory outside the heap".) On a V8 older than 13 (Node 20, the sources) they
  * are left out: Node 20 does not know the first one.

@@ -18,7 +18,7 @@
  *   - this agent already receives `uploadsPerAgent` uploads: verdict error LA_ERR_BUSY (the agent
  *     retries); nothing is buffered. Memory is reserved chunk by chunk as bytes arrive; a chunk
  *     past the agent's, its tenant's or the SVM's upload memory ends the upload with LA_ERR_BUSY
- *     (uploads.ts). Either busy answer holds the connection's reads for a while (holdAfterBusy).
+ *     (uploads.ts). Either busy answer holds the connection's reads for a while (refusedBusy).
  *   - not complete within `uploadTimeoutMs`, or no chunk for `uploadStallMs`: verdict error
  *     LA_ERR_UPLOAD_TIMEOUT; memory released.
  *   Chunks of a refused or dropped upload that are still in flight are read and discarded.
@@ -175,9 +175,7 @@ export class AgentSession {
       onOverBudget: (id) => {
         this.core.coalescer.dropped(this, id);
         this.core.metrics.scanErrors.inc();
-        this.core.metrics.busy.inc();
-        this.holdAfterBusy();
-        this.warnBusy('upload memory share in use; upload dropped', id);
+        this.refusedBusy('upload memory share in use; upload dropped', id);
         this.answer({
           t: 'verdict',
           id,
@@ -585,9 +583,7 @@ export class AgentSession {
     } else if (size > o.maxFileSize) {
       this.refuseUpload(id, size, 'LA_ERR_UPLOAD_TOO_LARGE', `${size} bytes is over this SVM's max_file_size of ${o.maxFileSize}`);
     } else if (!this.uploads.accept(id, size)) {
-      this.core.metrics.busy.inc();
-      this.holdAfterBusy();
-      this.warnBusy('too many uploads in progress for this agent; refusing one', id);
+      this.refusedBusy('too many uploads in progress for this agent; refusing one', id);
       this.refuseUpload(
         id,
         size,
@@ -595,6 +591,13 @@ export class AgentSession {
         `this agent already has ${o.uploadsPerAgent} uploads in progress (uploads_per_agent); retry shortly`,
       );
     } else this.core.coalescer.started(this, id, size);
+  }
+
+  /** An upload answered LA_ERR_BUSY: counted, the connection's reads held a while, and a warning at most once a minute. */
+  private refusedBusy(message: string, id: number): void {
+    this.core.metrics.busy.inc();
+    this.holdAfterBusy();
+    this.warnBusy(message, id);
   }
 
   /** One warning per agent per minute: a hostile agent must not flood the log. */
