@@ -162,18 +162,25 @@ export interface UploadTableOptions {
 }
 
 /**
- * Uploads whose timer fired end here, at most `perTurn` per turn of the event loop. Uploads
- * announced together expire together: Node runs every due timer of one duration in one go, and
- * 3,200 stalled uploads of a hostile tenant ending at once (each an error verdict written to its
- * socket) held the SVM's loop for tens of ms while a quiet tenant's requests waited. Spread over
- * turns, the quiet tenant's frames are read between them.
+ * Uploads whose timer fired end here, at most `perTurn` per turn of the event loop and for at most
+ * `budgetMs` of it (at least one a turn). Uploads announced together expire together: Node runs
+ * every due timer of one duration in one go, and 3,200 stalled uploads of a hostile tenant ending
+ * at once (each an error verdict written to its socket) held the SVM's loop for tens of ms while a
+ * quiet tenant's requests waited. Spread over turns, the quiet tenant's frames are read between
+ * them. A count alone was not enough: an expiry costs 30-60 us on this machine (the verdict's
+ * socket write, which wakes the agent, most of it), so 64 in a turn held the loop 2-6 ms beside
+ * 300 stalling agents, and a quiet tenant's lookup that came meanwhile waited for all of it
+ * (docs/benchmarks.md, "Expiries by time").
  */
 export class TurnQueue {
   private readonly q: Array<() => void> = [];
   private head = 0;
   private turn: NodeJS.Immediate | undefined;
 
-  constructor(readonly perTurn: number) {}
+  constructor(
+    readonly perTurn: number,
+    readonly budgetMs: number = Infinity,
+  ) {}
 
   get pending(): number {
     return this.q.length - this.head;
@@ -192,6 +199,7 @@ export class TurnQueue {
   private run(): void {
     this.turn = undefined;
     const end = Math.min(this.q.length, this.head + this.perTurn);
+    const until = performance.now() + this.budgetMs;
     while (this.head < end) {
       const fn = this.q[this.head]!;
       this.q[this.head++] = noop;
@@ -200,6 +208,7 @@ export class TurnQueue {
       } catch {
         // One upload's end must not stop the others'; its session reports its own errors.
       }
+      if (performance.now() >= until) break;
     }
     if (this.head === this.q.length) {
       this.q.length = 0;
@@ -217,8 +226,8 @@ export class TurnQueue {
 
 const noop = (): void => undefined;
 
-/** The SVM's upload expiries: 64 per turn (each one a verdict frame written). */
-export const expiries = new TurnQueue(64);
+/** The SVM's upload expiries: at most 64 and 0.25 ms per turn (each one a verdict frame written). */
+export const expiries = new TurnQueue(64, 0.25);
 
 export class UploadTable {
   private readonly active = new Map<number, Upload>();

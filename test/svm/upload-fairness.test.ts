@@ -159,6 +159,37 @@ describe('upload fairness', () => {
     assert.equal(q.slots, 0);
   });
 
+  it('a TurnQueue with a time budget stops a turn once the budget is spent, and still runs one a turn', async () => {
+    const spin = (ms: number) => {
+      const until = performance.now() + ms;
+      while (performance.now() < until);
+    };
+    const q = new TurnQueue(64, 0.25);
+    const ran: number[] = [];
+    for (let n = 0; n < 40; n++) q.add(() => (spin(0.1), ran.push(n)));
+    const perTurn: number[] = [];
+    while (q.pending > 0) {
+      const before = ran.length;
+      await new Promise((r) => setImmediate(r));
+      perTurn.push(ran.length - before);
+    }
+    // Each takes >= 0.1 ms: the third ends past 0.25 ms, so no turn runs more than three.
+    assert.ok(Math.max(...perTurn) <= 3, `at most 3 a turn: ${perTurn.join(' ')}`);
+    assert.ok(perTurn.length >= 14, `spread over turns: ${perTurn.join(' ')}`);
+    assert.deepEqual(
+      ran,
+      Array.from({ length: 40 }, (_, k) => k),
+    );
+    // A budget smaller than one item still runs one a turn: the queue always moves.
+    const slow = new TurnQueue(64, 0.01);
+    let done = 0;
+    for (let n = 0; n < 5; n++) slow.add(() => (spin(0.05), done++));
+    for (let turn = 1; turn <= 5; turn++) {
+      await new Promise((r) => setImmediate(r));
+      assert.equal(done, turn);
+    }
+  });
+
   it('bounds the uploads one agent receives at once', () => {
     const { t } = table(new UploadBudget({ capacity: 1 << 20 }), 'a', { maxActive: 2 });
     assert.ok(t.accept(1, 10));
