@@ -167,10 +167,10 @@ export interface UploadTableOptions {
  * every due timer of one duration in one go, and 3,200 stalled uploads of a hostile tenant ending
  * at once (each an error verdict written to its socket) held the SVM's loop for tens of ms while a
  * quiet tenant's requests waited. Spread over turns, the quiet tenant's frames are read between
- * them. A count alone was not enough: an expiry costs 30-60 us on this machine (the verdict's
- * socket write, which wakes the agent, most of it), so 64 in a turn held the loop 2-6 ms beside
- * 300 stalling agents, and a quiet tenant's lookup that came meanwhile waited for all of it
- * (docs/benchmarks.md, "Expiries by time").
+ * them. A count alone was not enough: an expiry costs 30-60 us on this machine, up to ~150 (the
+ * verdict's socket write, which wakes the agent, most of it), so 64 in a turn held the loop 2-6 ms
+ * beside 300 stalling agents, and a quiet tenant's lookup that came meanwhile waited for all of
+ * it (docs/benchmarks.md, "Expiries by time").
  */
 export class TurnQueue {
   private readonly q: Array<() => void> = [];
