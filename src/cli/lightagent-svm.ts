@@ -8,7 +8,6 @@ import { AGENT_VERSION } from '../agent/identity.js';
 import { closeLogging, configureLogging, logger } from '../log.js';
 import { applySvmRuntimeFlags, missingNodeFlags, SVM_NODE_FLAGS } from '../node-flags.js';
 import { MemoryInventoryStore } from '../svm/inventory/memory-store.js';
-import { RedisInventoryStore } from '../svm/inventory/redis-store.js';
 import type { InventoryStore } from '../svm/inventory/types.js';
 import { loadSvmConfig, readTlsFiles, type SvmConfig } from '../svm/config.js';
 import { consoleRoute } from '../svm/console/console-route.js';
@@ -17,8 +16,7 @@ import { ClamavEngine } from '../svm/engines/clamav.js';
 import type { ScanEngine } from '../svm/engines/engine.js';
 import { YaraEngine } from '../svm/engines/yara.js';
 import { MemoryVerdictCache } from '../svm/memory-verdict-cache.js';
-import { RedisVerdictCache, redactUrl } from '../svm/redis-verdict-cache.js';
-import type { SharedVerdictCache } from '../svm/verdict-cache.js';
+import { redactUrl, type SharedVerdictCache } from '../svm/verdict-cache.js';
 import { SvmServer } from '../svm/server.js';
 import { defineCommand, type OptionSpec, type Values } from './command.js';
 import { err, exitAfterFlush, fail, out } from './output.js';
@@ -295,6 +293,8 @@ async function serve(o: Values<typeof SVM_OPTIONS>): Promise<number> {
 async function makeCache(cfg: SvmConfig): Promise<SharedVerdictCache> {
   const c = cfg.cache;
   if (c.store === 'memory') return new MemoryVerdictCache(c.entries);
+  // Loaded only for a Redis store: ioredis is ~5 MB of the executable's memory (docs/svm.md).
+  const { RedisVerdictCache } = await import('../svm/redis-verdict-cache.js');
   return RedisVerdictCache.connect({ url: c.store, entries: c.entries, ttlMs: c.ttl, timeoutMs: c.timeout, keyPrefix: c.key_prefix });
 }
 
@@ -303,6 +303,7 @@ async function makeInventoryStore(cfg: SvmConfig): Promise<InventoryStore> {
   // Under the shipped unit, systemd's StateDirectory= (STATE_DIRECTORY) keeps it without a setting.
   const stateDir = cfg.state_dir ?? process.env.STATE_DIRECTORY?.split(':')[0];
   if (c.store === 'memory') return new MemoryInventoryStore({ stateDir: stateDir || undefined });
+  const { RedisInventoryStore } = await import('../svm/inventory/redis-store.js');
   return RedisInventoryStore.connect({ url: c.store, timeoutMs: Math.max(1000, c.timeout), keyPrefix: c.key_prefix });
 }
 

@@ -22,7 +22,7 @@
 import { Redis } from 'ioredis';
 import { logger } from '../log.js';
 import { MemoryVerdictCache } from './memory-verdict-cache.js';
-import type { CachedVerdict, SharedVerdictCache, VerdictKey } from './verdict-cache.js';
+import { redactUrl, type CachedVerdict, type SharedVerdictCache, type VerdictKey } from './verdict-cache.js';
 
 export interface RedisCacheOptions {
   /** redis://[user:pass@]host:port[/db] or rediss:// (TLS). */
@@ -59,10 +59,6 @@ export function parseCachedVerdict(raw: string | null): CachedVerdict | undefine
   } catch {
     return undefined;
   }
-}
-
-export function redactUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//***@');
 }
 
 export class RedisVerdictCache implements SharedVerdictCache {

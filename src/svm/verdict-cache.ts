@@ -26,3 +26,8 @@ export interface SharedVerdictCache {
   tierHits?(): Readonly<Record<string, number>>;
   close(): Promise<void>;
 }
+
+/** A store URL with its credentials (`user:pass@`) replaced by `***`, for logs and status. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//***@');
+}
